@@ -1,0 +1,317 @@
+"""AisixClient: configuration, lifecycle, and the gateway's eleven actions.
+
+One call here is one request: each method validates its input completely, builds the
+form, and hands one attempt function to the client's scheduler, which decides when it
+runs and whether a failure may be retried. Splitting large inputs across requests is
+the bulk engine's job (``send_many`` and friends).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone, tzinfo
+from types import TracebackType
+from typing import TypeVar
+
+from ._errors import AisixError, ProtocolError, TransportError, ValidationError, error_for_code
+from ._http import HttpClient, HttpTransport
+from ._keygate import KeyGate
+from ._models import (
+    Balance,
+    ChannelGroup,
+    KeyUpdate,
+    Reply,
+    SendReceipt,
+    Signature,
+    StateReport,
+)
+from ._scheduler import RetryDetails, RetryPolicy, Scheduler
+from ._validate import (
+    check_account,
+    check_at,
+    check_authkey,
+    check_batch,
+    check_cgid,
+    check_content,
+    check_csid,
+    check_mobiles,
+    check_param_rows,
+)
+from ._wire import (
+    DEFAULT_BASE_URL,
+    UNSAFE_ACTIONS,
+    Endpoints,
+    Fields,
+    batch_fields,
+    encode_form,
+    once_fields,
+    param_fields,
+)
+from ._xml import Answer, parse_answer
+
+__all__ = ["GATEWAY_TZ", "AisixClient"]
+
+logger = logging.getLogger("aisix_async")
+_T = TypeVar("_T")
+
+#: The gateway keeps China time: UTC+8, no daylight saving.
+GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
+
+KeyUpdateHook = Callable[[KeyUpdate], "Awaitable[None] | None"]
+
+
+class AisixClient:
+    """An async client for one Aisix account.
+
+    Use it as ``async with AisixClient(...) as client:`` (or call :meth:`aclose`). It is
+    safe to share between tasks: every request goes through one scheduler, which keeps
+    the client within the gateway's per-account limits.
+    """
+
+    def __init__(
+        self,
+        account: str | None = None,
+        authkey: str | None = None,
+        *,
+        base_url: str | None = None,
+        data_url: str | None = None,
+        cgid: int | None = None,
+        csid: int | None = None,
+        timeout: float = 30.0,
+        http_client: HttpClient | None = None,
+        gateway_tz: tzinfo = GATEWAY_TZ,
+        max_concurrency: int = 16,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[RetryDetails], None] | None = None,
+        on_key_update: KeyUpdateHook | None = None,
+        max_answer_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self._account = check_account(
+            account if account is not None else _env("AISIX_ACCOUNT", "account")
+        )
+        self._authkey = check_authkey(
+            authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey")
+        )
+        self._endpoints = Endpoints.from_base(
+            base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
+            data_url or os.environ.get("AISIX_DATA_URL") or None,
+        )
+        self._cgid = check_cgid(cgid)
+        self._csid = check_csid(csid)
+        if timeout <= 0:
+            raise ValidationError(f"timeout must be positive, got {timeout!r}")
+        if max_concurrency < 1:
+            raise ValidationError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        self._gateway_tz = gateway_tz
+        self._on_key_update = on_key_update
+        self._gate = KeyGate()
+        self._scheduler = Scheduler(max_concurrency=max_concurrency, retry=retry, on_retry=on_retry)
+        self._transport = HttpTransport(
+            timeout=timeout,
+            max_body=max_answer_bytes,
+            max_connections=max_concurrency,
+            http_client=http_client,
+        )
+
+    def __repr__(self) -> str:
+        # The authkey is deliberately absent.
+        return f"<AisixClient account={self._account!r} url={self._endpoints.open_url!r}>"
+
+    @property
+    def account(self) -> str:
+        """The account this client speaks for, ``staff@enterprise``."""
+        return self._account
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """The OpenApi and DataApi URLs in use."""
+        return self._endpoints
+
+    async def __aenter__(self) -> AisixClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client we own; one passed in by the caller stays open."""
+        await self._transport.aclose()
+
+    # -- the exchange --------------------------------------------------------------
+
+    async def _exchange(self, action: str, fields: Fields) -> Answer:
+        """One request on the wire; the caller holds the key gate.
+
+        Marks which failures leave a send (or a key rotation) in an unknown state: an
+        answer lost after the request was written, a garbled answer, -10 and -11.
+        """
+        unsafe = action in UNSAFE_ACTIONS
+        body = encode_form(self._account, self._authkey, fields)
+        try:
+            raw = await self._transport.post_form(self._endpoints.url_for(action), body)
+            answer = parse_answer(raw, action)
+        except TransportError as exc:
+            exc.outcome_unknown = unsafe and exc.request_sent
+            raise
+        except ProtocolError as exc:
+            exc.outcome_unknown = unsafe
+            raise
+        if answer.result != 1:
+            raise error_for_code(action, answer.result, is_send=unsafe)
+        return answer
+
+    async def _call(self, action: str, fields: Fields) -> Answer:
+        """Run one action through the scheduler."""
+
+        async def attempt() -> Answer:
+            async with self._gate.shared():
+                return await self._exchange(action, fields)
+
+        return await self._scheduler.run(attempt, action=action, unsafe=action in UNSAFE_ACTIONS)
+
+    def _targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
+        cgid = check_cgid(cgid)
+        csid = check_csid(csid)
+        return (self._cgid if cgid is None else cgid, self._csid if csid is None else csid)
+
+    def _schedule(self, at: datetime | None) -> str | None:
+        return check_at(at, now=datetime.now(timezone.utc), gateway_tz=self._gateway_tz)
+
+    # -- sending -------------------------------------------------------------------
+
+    async def send_once(
+        self,
+        mobiles: Iterable[str],
+        content: str,
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+    ) -> SendReceipt:
+        """Send one content to 1-1000 numbers in one request; one receipt for them all."""
+        numbers = check_mobiles(mobiles)
+        text = check_content(content)
+        cgid, csid = self._targets(cgid, csid)
+        fields = once_fields(numbers, text, cgid=cgid, csid=csid, at=self._schedule(at))
+        answer = await self._call("sendOnce", fields)
+        return _receipts(answer, 1)[0]
+
+    async def send_batch(
+        self,
+        messages: Iterable[tuple[str, str]],
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+    ) -> list[SendReceipt]:
+        """Send 2-100 (mobile, content) pairs in one request; a receipt per message, in order."""
+        pairs = check_batch(messages)
+        cgid, csid = self._targets(cgid, csid)
+        fields = batch_fields(pairs, cgid=cgid, csid=csid, at=self._schedule(at))
+        return _receipts(await self._call("sendBatch", fields), len(pairs))
+
+    async def send_param(
+        self,
+        template: str,
+        rows: Iterable[tuple[str, Sequence[str]]],
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+    ) -> list[SendReceipt]:
+        """Send a ``{p1}``..``{p10}`` template to 2-100 rows of (mobile, values); a receipt each."""
+        text, checked = check_param_rows(template, rows)
+        cgid, csid = self._targets(cgid, csid)
+        fields = param_fields(text, checked, cgid=cgid, csid=csid, at=self._schedule(at))
+        return _receipts(await self._call("sendParam", fields), len(checked))
+
+    # -- reading -------------------------------------------------------------------
+
+    async def get_send_states(self) -> list[StateReport]:
+        """Fetch the delivery reports not fetched before (the gateway hands each out once)."""
+        answer = await self._call("getSendState", [])
+        return [StateReport.from_item(item) for item in answer.items]
+
+    async def get_replies(self) -> list[Reply]:
+        """Fetch the replies not fetched before (the gateway hands each out once)."""
+        answer = await self._call("getReply", [])
+        return [Reply.from_item(item) for item in answer.items]
+
+    async def get_balance(self) -> Balance:
+        """The account's balance."""
+        return Balance.from_item(_single(await self._call("getBalance", []), "getBalance"))
+
+    async def get_channel_groups(self) -> list[ChannelGroup]:
+        """The channel groups this account may use, with their billing."""
+        answer = await self._call("getChannelGroup", [])
+        return [ChannelGroup.from_item(item) for item in answer.items]
+
+    async def get_signs(self) -> list[Signature]:
+        """The signatures this account may use (csid 0 is the default)."""
+        answer = await self._call("getSign", [])
+        return [Signature.from_item(item) for item in answer.items]
+
+    # -- the key -------------------------------------------------------------------
+
+    async def update_key(self) -> KeyUpdate:
+        """Rotate the authkey; from then on this client uses the new one.
+
+        Persist ``KeyUpdate.authkey`` before anything else (``on_key_update`` is called
+        before any other request may start): the old key stops working at once, and a
+        process that loses the new key is locked out of the account. If the answer itself
+        is lost, the error has ``outcome_unknown`` set: the key may or may not have
+        changed, and the client keeps the old one.
+        """
+
+        async def attempt() -> KeyUpdate:
+            async with self._gate.exclusive():
+                answer = await self._exchange("updateKey", [])
+                update = KeyUpdate.from_item(_single(answer, "updateKey"))
+                self._authkey = update.authkey
+                logger.warning("updateKey: the authkey of %s was rotated", self._account)
+                if self._on_key_update is not None:
+                    result = self._on_key_update(update)
+                    if inspect.isawaitable(result):
+                        await result
+                return update
+
+        return await self._scheduler.run(attempt, action="updateKey", unsafe=True)
+
+
+def _env(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ValidationError(f"no {what} given, and {name} is not set")
+    return value
+
+
+def _single(answer: Answer, action: str) -> dict[str, str]:
+    if len(answer.items) != 1:
+        raise ProtocolError(
+            f"{action}: expected one Item in the answer, got {len(answer.items)}", action=action
+        )
+    return answer.items[0]
+
+
+def _receipts(answer: Answer, expected: int) -> list[SendReceipt]:
+    if len(answer.items) != expected:
+        # Accepted, but the receipts cannot be matched to messages: whoever holds this
+        # must not assume anything was, or was not, delivered.
+        raise ProtocolError(
+            f"{answer.name}: accepted with {len(answer.items)} receipts for {expected} messages",
+            action=answer.name,
+            outcome_unknown=True,
+        )
+    try:
+        return [SendReceipt.from_item(item) for item in answer.items]
+    except AisixError as exc:
+        exc.outcome_unknown = True
+        raise

@@ -1,0 +1,260 @@
+"""Every error the SDK raises, in one hierarchy.
+
+A caller can catch :class:`AisixError` for everything, or a branch of the tree for
+one kind of trouble::
+
+    AisixError
+    ├── ValidationError (also ValueError)       bad input, refused before any request
+    ├── TransportError                          the HTTP exchange failed
+    ├── ProtocolError                           the answer is not a well-formed gateway answer
+    ├── GatewayError                            the gateway answered with a failure code
+    │   ├── AccountFormatError                      0
+    │   ├── RateLimitedError                       -1
+    │   ├── AuthenticationError                    -2
+    │   ├── KeyLockedError                         -3
+    │   ├── InvalidParameterError                  -4
+    │   ├── EnterpriseUnavailableError             -5
+    │   ├── StaffUnavailableError                  -6
+    │   ├── InterfaceNotEnabledError               -7
+    │   ├── ChannelGroupNotAllowedError            -8
+    │   ├── InsufficientBalanceError               -9
+    │   ├── GatewayInternalError                  -10
+    │   ├── ChargeFailedError                     -11
+    │   └── UnknownResultError                  any code the document does not list
+    ├── BalanceTooLowError                      a local estimate says the balance will not do
+    └── CampaignError                           a campaign journal cannot be used as asked
+
+Every error carries ``outcome_unknown``. It is true only when a *send* may or may not
+have gone out (read timeout, a connection dropped after the request was written, -10,
+-11, a garbled answer): whoever holds such an error must not resend blindly, because the
+gateway may already have charged for and delivered the messages.
+
+No message built here ever contains the authkey: errors are built from action names,
+codes and counts, never from request bodies.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AccountFormatError",
+    "AisixError",
+    "AuthenticationError",
+    "BalanceTooLowError",
+    "CampaignError",
+    "ChannelGroupNotAllowedError",
+    "ChargeFailedError",
+    "EnterpriseUnavailableError",
+    "GatewayError",
+    "GatewayInternalError",
+    "InsufficientBalanceError",
+    "InterfaceNotEnabledError",
+    "InvalidParameterError",
+    "KeyLockedError",
+    "ProtocolError",
+    "RateLimitedError",
+    "StaffUnavailableError",
+    "TransportError",
+    "UnknownResultError",
+    "ValidationError",
+    "error_for_code",
+]
+
+
+class AisixError(Exception):
+    """Base of every error raised by aisix_async."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        #: True when a send may have been delivered and charged although it failed here.
+        self.outcome_unknown = outcome_unknown
+
+
+class ValidationError(AisixError, ValueError):
+    """Raised before any request when an input would be refused or mis-delivered."""
+
+
+class TransportError(AisixError):
+    """Raised when the HTTP exchange itself failed (connect, write, read, timeout)."""
+
+    def __init__(self, message: str, *, request_sent: bool, outcome_unknown: bool = False) -> None:
+        super().__init__(message, outcome_unknown=outcome_unknown)
+        #: False when the gateway cannot have seen the request (e.g. connection refused):
+        #: only then is a send safe to retry.
+        self.request_sent = request_sent
+
+
+class ProtocolError(AisixError):
+    """Raised when an answer is not a well-formed gateway answer for the action asked."""
+
+    def __init__(
+        self, message: str, *, action: str | None = None, outcome_unknown: bool = False
+    ) -> None:
+        super().__init__(message, outcome_unknown=outcome_unknown)
+        self.action = action
+
+
+class GatewayError(AisixError):
+    """Raised when the gateway answers with a result code other than success."""
+
+    code: ClassVar[int | None] = None
+    meaning: ClassVar[str] = "the gateway refused the request"
+
+    def __init__(
+        self,
+        action: str,
+        code: int,
+        *,
+        outcome_unknown: bool = False,
+        detail: str | None = None,
+    ) -> None:
+        text = f"{action} failed with result {code}: {self.meaning}"
+        if detail:
+            text = f"{text} ({detail})"
+        super().__init__(text, outcome_unknown=outcome_unknown)
+        self.action = action
+        # An instance attribute shadows the class-wide code, so UnknownResultError can
+        # carry whatever raw code the gateway sent.
+        self.code = code  # type: ignore[misc]
+
+
+class AccountFormatError(GatewayError):
+    """Result 0: the account is not in ``staff@enterprise`` form."""
+
+    code = 0
+    meaning = "the account is not in staff@enterprise form"
+
+
+class RateLimitedError(GatewayError):
+    """Result -1: refused for sending too fast, a time window, or an unbound IP address."""
+
+    code = -1
+    meaning = (
+        "refused by the server: too fast, outside the account's time window, or this "
+        "IP address is not the one bound to the account"
+    )
+
+
+class AuthenticationError(GatewayError):
+    """Result -2: the authkey is wrong for this account."""
+
+    code = -2
+    meaning = "the authentication key is wrong for this account"
+
+
+class KeyLockedError(GatewayError):
+    """Result -3: the authkey is locked (usually after repeated wrong keys)."""
+
+    code = -3
+    meaning = "the authentication key is locked; unlock it in the gateway console"
+
+
+class InvalidParameterError(GatewayError):
+    """Result -4: a parameter was refused (counts, lengths, schedule time ...)."""
+
+    code = -4
+    meaning = "a parameter was refused (numbers, content, counts or schedule time)"
+
+
+class EnterpriseUnavailableError(GatewayError):
+    """Result -5: the enterprise account does not exist or is not available."""
+
+    code = -5
+    meaning = "the enterprise account does not exist or is not available"
+
+
+class StaffUnavailableError(GatewayError):
+    """Result -6: the staff account is locked or expired."""
+
+    code = -6
+    meaning = "the staff account is locked or expired"
+
+
+class InterfaceNotEnabledError(GatewayError):
+    """Result -7: the HTTP interface is not enabled for this account."""
+
+    code = -7
+    meaning = "the HTTP sending interface is not enabled for this account"
+
+
+class ChannelGroupNotAllowedError(GatewayError):
+    """Result -8: the account may not use this channel group."""
+
+    code = -8
+    meaning = "this account may not use the channel group"
+
+
+class InsufficientBalanceError(GatewayError):
+    """Result -9: the balance does not cover the whole request (nothing was charged)."""
+
+    code = -9
+    meaning = "the account balance is too low for this request; nothing was charged"
+
+
+class GatewayInternalError(GatewayError):
+    """Result -10: internal gateway error; for a send, it may have gone out."""
+
+    code = -10
+    meaning = "internal gateway error"
+
+
+class ChargeFailedError(GatewayError):
+    """Result -11: charging failed; for a send, it may have gone out."""
+
+    code = -11
+    meaning = "charging failed"
+
+
+class UnknownResultError(GatewayError):
+    """Any result code the document does not list; ``code`` holds the raw value."""
+
+    meaning = "a result code the gateway document does not list"
+
+
+class BalanceTooLowError(AisixError):
+    """Raised before sending when the estimated cost exceeds the current balance."""
+
+    def __init__(self, message: str, *, cost: object, balance: object) -> None:
+        super().__init__(message)
+        self.cost = cost
+        self.balance = balance
+
+
+class CampaignError(AisixError):
+    """Raised when a campaign journal cannot be opened, resumed or written as asked."""
+
+
+_BY_CODE: dict[int, type[GatewayError]] = {
+    cls.code: cls
+    for cls in (
+        AccountFormatError,
+        RateLimitedError,
+        AuthenticationError,
+        KeyLockedError,
+        InvalidParameterError,
+        EnterpriseUnavailableError,
+        StaffUnavailableError,
+        InterfaceNotEnabledError,
+        ChannelGroupNotAllowedError,
+        InsufficientBalanceError,
+        GatewayInternalError,
+        ChargeFailedError,
+    )
+    if cls.code is not None
+}
+
+#: Sends whose answer carries these codes may have been delivered and charged.
+AMBIGUOUS_SEND_CODES = frozenset({-10, -11})
+
+
+def error_for_code(
+    action: str, code: int, *, is_send: bool, detail: str | None = None
+) -> GatewayError:
+    """Build the error for a failure ``code`` answered to ``action``."""
+    cls = _BY_CODE.get(code, UnknownResultError)
+    # A code nobody documented says nothing about whether a send went out, so it is
+    # treated like -10: unknown, never resent blindly.
+    ambiguous = code in AMBIGUOUS_SEND_CODES or cls is UnknownResultError
+    return cls(action, code, outcome_unknown=is_send and ambiguous, detail=detail)

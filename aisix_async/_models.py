@@ -1,0 +1,304 @@
+"""Typed records for everything the gateway answers.
+
+Each record is built from one ``<Item .../>`` of an answer by its ``from_item``
+classmethod. Money is :class:`~decimal.Decimal` (never float), ``msgid`` stays a string
+(18 digits overflow other languages' numbers, and nothing is computed from it), and
+attributes a deployment adds that a record does not name are kept in ``extra`` rather
+than dropped, so nothing the gateway said is lost on the way to the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import TypeVar
+
+import attrs
+
+from ._errors import ProtocolError
+
+__all__ = [
+    "FINAL_OPERATOR_CODES",
+    "Balance",
+    "ChannelGroup",
+    "KeyUpdate",
+    "MalformedRecord",
+    "Reply",
+    "ReportResult",
+    "SendReceipt",
+    "Signature",
+    "StateReport",
+]
+
+_T = TypeVar("_T")
+
+#: Operator codes after which a message's fate will not change any more. ACCEPTD,
+#: UNKNOWN and ERRBUSY say "not known yet"; DTFALD is the document's misspelling of DTFAILD.
+FINAL_OPERATOR_CODES = frozenset(
+    {
+        "DELIVRD",
+        "EXPIRED",
+        "DELETED",
+        "UNDELIV",
+        "REJECTD",
+        "DTBLACK",
+        "DTWORDS",
+        "DTFAILD",
+        "DTFALD",
+    }
+)
+
+
+class ReportResult(enum.IntEnum):
+    """The ``result`` of a delivery report: what the operator's code amounts to."""
+
+    UNKNOWN = 0
+    FAILED = 1
+    DELIVERED = 2
+
+
+def _extra(item: Mapping[str, str], named: tuple[str, ...]) -> Mapping[str, str]:
+    return {key: value for key, value in item.items() if key not in named}
+
+
+def _need(item: Mapping[str, str], key: str, what: str) -> str:
+    try:
+        return item[key]
+    except KeyError:
+        raise ProtocolError(f"{what} item lacks the {key!r} attribute") from None
+
+
+def _int(item: Mapping[str, str], key: str, what: str) -> int:
+    raw = _need(item, key, what)
+    try:
+        return int(raw)
+    except ValueError:
+        raise ProtocolError(f"{what} item has a non-integer {key!r}: {raw!r}") from None
+
+
+def _money(item: Mapping[str, str], key: str, what: str) -> Decimal:
+    raw = _need(item, key, what)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ProtocolError(f"{what} item has a non-numeric {key!r}: {raw!r}") from None
+    if not value.is_finite():
+        raise ProtocolError(f"{what} item has a non-finite {key!r}: {raw!r}")
+    return value
+
+
+def _extra_field() -> Mapping[str, str]:
+    # Kept out of eq and repr: two reports are the same report whatever a deployment
+    # adds, and extras may be long.
+    return attrs.field(factory=dict, eq=False, repr=False, kw_only=True)
+
+
+@attrs.frozen
+class SendReceipt:
+    """One accepted send: sendOnce answers one for all its numbers, sendBatch one per message."""
+
+    cid: str
+    sid: str
+    msgid: str
+    total: int
+    price: Decimal
+    remain: Decimal
+    extra: Mapping[str, str] = _extra_field()
+
+    _NAMED = ("cid", "sid", "msgid", "total", "price", "remain")
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, str]) -> SendReceipt:
+        what = "a send receipt"
+        return cls(
+            cid=item.get("cid", ""),
+            sid=item.get("sid", ""),
+            msgid=_need(item, "msgid", what),
+            total=_int(item, "total", what),
+            price=_money(item, "price", what),
+            remain=_money(item, "remain", what),
+            extra=_extra(item, cls._NAMED),
+        )
+
+
+@attrs.frozen
+class StateReport:
+    """A delivery report for one (msgid, mobile), as getSendState hands it out once."""
+
+    id: str
+    msgid: str
+    mobile: str
+    result: ReportResult
+    #: The operator's code (DELIVRD, UNDELIV ...), kept as sent even when unknown to us.
+    code: str
+    extra: Mapping[str, str] = _extra_field()
+
+    _NAMED = ("id", "msgid", "mobile", "result", "return")
+
+    @property
+    def is_final(self) -> bool:
+        """True when the operator's code settles the message's fate."""
+        return self.code.upper() in FINAL_OPERATOR_CODES
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, str]) -> StateReport:
+        what = "a delivery report"
+        raw_result = _int(item, "result", what)
+        try:
+            result = ReportResult(raw_result)
+        except ValueError:
+            raise ProtocolError(f"a delivery report has an unknown result {raw_result}") from None
+        return cls(
+            id=item.get("id", ""),
+            msgid=_need(item, "msgid", what),
+            mobile=_need(item, "mobile", what),
+            result=result,
+            code=item.get("return", ""),
+            extra=_extra(item, cls._NAMED),
+        )
+
+
+@attrs.frozen
+class Reply:
+    """An inbound SMS a recipient sent back; ``time`` is an aware UTC datetime."""
+
+    id: str
+    time: datetime
+    mobile: str
+    content: str
+    extra: Mapping[str, str] = _extra_field()
+
+    _NAMED = ("id", "time", "mobile", "content")
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, str]) -> Reply:
+        what = "a reply"
+        # The document says milliseconds since the epoch, UTC; the vendor's own SDK
+        # reads seconds, which puts 2013 replies in the year 45000.
+        millis = _int(item, "time", what)
+        try:
+            when = datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ProtocolError(f"a reply has an impossible time {millis}") from None
+        return cls(
+            id=item.get("id", ""),
+            time=when,
+            mobile=_need(item, "mobile", what),
+            content=item.get("content", ""),
+            extra=_extra(item, cls._NAMED),
+        )
+
+
+@attrs.frozen
+class Balance:
+    """The account's balance in yuan."""
+
+    cid: str
+    sid: str
+    remain: Decimal
+    extra: Mapping[str, str] = _extra_field()
+
+    _NAMED = ("cid", "sid", "remain")
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, str]) -> Balance:
+        return cls(
+            cid=item.get("cid", ""),
+            sid=item.get("sid", ""),
+            remain=_money(item, "remain", "a balance"),
+            extra=_extra(item, cls._NAMED),
+        )
+
+
+def _redacted(_key: str) -> str:
+    return "'<redacted>'"
+
+
+@attrs.frozen
+class KeyUpdate:
+    """The answer to updateKey. Store ``authkey`` at once: the old key no longer works."""
+
+    cid: str
+    sid: str
+    authkey: str = attrs.field(repr=_redacted)
+    extra: Mapping[str, str] = _extra_field()
+
+    _NAMED = ("cid", "sid", "authkey")
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, str]) -> KeyUpdate:
+        return cls(
+            cid=item.get("cid", ""),
+            sid=item.get("sid", ""),
+            authkey=_need(item, "authkey", "a key update"),
+            extra=_extra(item, cls._NAMED),
+        )
+
+
+@attrs.frozen
+class ChannelGroup:
+    """A channel group the account may use, with how it bills."""
+
+    cid: str
+    sid: str
+    cgid: int
+    #: A message of up to ``word`` characters costs one unit ...
+    word: int
+    #: ... a longer one costs ceil(length / longword) units.
+    longword: int
+    #: Yuan per unit.
+    price: Decimal
+    extra: Mapping[str, str] = _extra_field()
+
+    _NAMED = ("cid", "sid", "cgid", "word", "longword", "price")
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, str]) -> ChannelGroup:
+        what = "a channel group"
+        return cls(
+            cid=item.get("cid", ""),
+            sid=item.get("sid", ""),
+            cgid=_int(item, "cgid", what),
+            word=_int(item, "word", what),
+            longword=_int(item, "longword", what),
+            price=_money(item, "price", what),
+            extra=_extra(item, cls._NAMED),
+        )
+
+
+@attrs.frozen
+class Signature:
+    """A signature the account may use; csid 0 is the default one."""
+
+    cid: str
+    sid: str
+    csid: int
+    sign: str
+    extra: Mapping[str, str] = _extra_field()
+
+    _NAMED = ("cid", "sid", "csid", "sign")
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, str]) -> Signature:
+        return cls(
+            cid=item.get("cid", ""),
+            sid=item.get("sid", ""),
+            csid=_int(item, "csid", "a signature"),
+            sign=item.get("sign", ""),
+            extra=_extra(item, cls._NAMED),
+        )
+
+
+@attrs.frozen
+class MalformedRecord:
+    """An item of a report or reply answer that could not be read, kept with its raw attributes.
+
+    The gateway hands each record out once, so one bad item must neither vanish nor cost
+    the rest of its batch: it is handed over like this instead.
+    """
+
+    action: str
+    attributes: Mapping[str, str]
+    reason: str

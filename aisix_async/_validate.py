@@ -1,0 +1,254 @@
+"""Checks that run before anything is sent (pure: no I/O).
+
+The gateway answers -4 to shapes it refuses, but some inputs it accepts are worse than a
+refusal: a number holding a ``,`` adds a recipient, and a batch content or parameter value
+holding the separator ``{|}`` shifts every later message onto the wrong phone (recipient
+A gets recipient B's text or name). Those are caught here, with a message that says which
+input is wrong and why, and raised as :class:`ValidationError` before a request exists.
+
+No message built here quotes the authkey.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, tzinfo
+
+from ._errors import ValidationError
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_CONTENT",
+    "MAX_NUMBERS",
+    "MAX_PARAMS",
+    "MIN_BATCH",
+    "SEPARATOR",
+    "check_account",
+    "check_at",
+    "check_authkey",
+    "check_batch",
+    "check_cgid",
+    "check_content",
+    "check_csid",
+    "check_mobile",
+    "check_mobiles",
+    "check_param_rows",
+    "check_template",
+    "render_template",
+]
+
+#: Joins the contents of sendBatch and the values of each sendParam parameter.
+SEPARATOR = "{|}"
+#: Numbers one sendOnce request may carry.
+MAX_NUMBERS = 1000
+#: Messages (pairs or rows) one sendBatch or sendParam request may carry, at least and at most.
+MIN_BATCH = 2
+MAX_BATCH = 100
+#: Characters (code points) one message's content may hold.
+MAX_CONTENT = 1000
+#: Parameters p1..p10 a template may use.
+MAX_PARAMS = 10
+#: How far ahead of the gateway's clock a scheduled send must be.
+MIN_SCHEDULE_LEAD = timedelta(minutes=1)
+
+_MOBILE = re.compile(r"\+?[0-9]{3,20}")
+_ACCOUNT = re.compile(r"[0-9A-Za-z_.\-]+@[0-9A-Za-z_.\-]+")
+_AUTHKEY = re.compile(r"[0-9A-Fa-f]{32}")
+_PLACEHOLDER = re.compile(r"\{p([0-9]+)\}")
+
+
+def check_account(account: object) -> str:
+    """Return ``account`` if it is in ``staff@enterprise`` form."""
+    if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+        raise ValidationError(
+            f"account must be 'staff@enterprise' (e.g. '1001@100001'), got {account!r}"
+        )
+    return account
+
+
+def check_authkey(authkey: object) -> str:
+    """Return ``authkey`` if it is 32 hexadecimal characters; never quote it in the error."""
+    if not isinstance(authkey, str):
+        raise ValidationError(f"authkey must be a string, got {type(authkey).__name__}")
+    if not _AUTHKEY.fullmatch(authkey):
+        raise ValidationError(
+            f"authkey must be 32 hexadecimal characters (got {len(authkey)} characters, not shown)"
+        )
+    return authkey
+
+
+def check_mobile(mobile: object) -> str:
+    """Return ``mobile`` if it is digits with an optional leading ``+``."""
+    if not isinstance(mobile, str) or not _MOBILE.fullmatch(mobile):
+        raise ValidationError(
+            f"mobile number {mobile!r} must be 3 to 20 digits with an optional leading '+', "
+            "and no spaces, dashes or commas"
+        )
+    return mobile
+
+
+def check_mobiles(mobiles: Iterable[str], *, at_most: int = MAX_NUMBERS) -> list[str]:
+    """Check a sendOnce recipient list: 1 to ``at_most`` valid numbers."""
+    if isinstance(mobiles, str):
+        # A bare string would be iterated digit by digit: refuse it rather than text
+        # each digit's "number".
+        raise ValidationError("mobiles must be a list of numbers, not one string")
+    numbers = [check_mobile(m) for m in mobiles]
+    if not numbers:
+        raise ValidationError("at least one mobile number is needed")
+    if len(numbers) > at_most:
+        raise ValidationError(
+            f"{len(numbers)} numbers in one request; the gateway takes at most {at_most} "
+            "(use send_many to split a larger list)"
+        )
+    return numbers
+
+
+def check_content(content: object, *, what: str = "content") -> str:
+    """Return ``content`` if it holds 1 to 1000 characters."""
+    if not isinstance(content, str):
+        raise ValidationError(f"{what} must be a string, got {type(content).__name__}")
+    if not content:
+        raise ValidationError(f"{what} must not be empty")
+    if len(content) > MAX_CONTENT:
+        raise ValidationError(
+            f"{what} holds {len(content)} characters; the gateway takes at most {MAX_CONTENT}"
+        )
+    return content
+
+
+def _check_joinable(text: str, what: str) -> str:
+    if SEPARATOR in text:
+        raise ValidationError(
+            f"{what} contains the separator {SEPARATOR!r}, which would shift every later "
+            "message onto the wrong recipient"
+        )
+    return text
+
+
+def _check_batch_size(count: int, what: str) -> None:
+    if not MIN_BATCH <= count <= MAX_BATCH:
+        raise ValidationError(
+            f"{count} {what} in one request; the gateway takes {MIN_BATCH} to {MAX_BATCH} "
+            "(use the *_many calls for other sizes)"
+        )
+
+
+def check_batch(messages: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Check sendBatch input: 2 to 100 (mobile, content) pairs."""
+    pairs: list[tuple[str, str]] = []
+    for index, pair in enumerate(messages):
+        mobile, content = _pair(pair, index)
+        what = f"content #{index} (for {mobile})"
+        pairs.append(
+            (check_mobile(mobile), _check_joinable(check_content(content, what=what), what))
+        )
+    _check_batch_size(len(pairs), "messages")
+    return pairs
+
+
+def _pair(pair: object, index: int) -> tuple[object, object]:
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValidationError(f"message #{index} must be a (mobile, content) pair")
+    return pair[0], pair[1]
+
+
+def check_template(template: object) -> tuple[str, int]:
+    """Return the template and how many parameters it uses (p1..pN, all of them)."""
+    text = check_content(template, what="template")
+    used = {int(n) for n in _PLACEHOLDER.findall(text)}
+    if not used:
+        raise ValidationError("template uses no parameter; write {p1} to {p10} where values go")
+    count = max(used)
+    if count > MAX_PARAMS or 0 in used:
+        raise ValidationError(f"template parameters run from {{p1}} to {{p{MAX_PARAMS}}}")
+    missing = set(range(1, count + 1)) - used
+    if missing:
+        names = ", ".join(f"{{p{n}}}" for n in sorted(missing))
+        raise ValidationError(
+            f"template uses {{p{count}}} but not {names}: the gateway needs p1..p{count} "
+            "all present"
+        )
+    return text, count
+
+
+def render_template(template: str, values: Sequence[str]) -> str:
+    """The text a recipient receives: every ``{pN}`` replaced, in one pass."""
+    return _PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], template)
+
+
+def check_param_row(template: str, count: int, row: object, index: int) -> tuple[str, list[str]]:
+    """Check one (mobile, [p1, p2, ...]) row against a template of ``count`` parameters."""
+    mobile, values = _pair(row, index)
+    checked_mobile = check_mobile(mobile)
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise ValidationError(f"row #{index} ({checked_mobile}) needs a list of parameter values")
+    if len(values) != count:
+        raise ValidationError(
+            f"row #{index} ({checked_mobile}) has {len(values)} values; the template uses "
+            f"{count} ({{p1}}..{{p{count}}})"
+        )
+    checked: list[str] = []
+    for position, value in enumerate(values, start=1):
+        what = f"p{position} of row #{index} ({checked_mobile})"
+        if not isinstance(value, str):
+            raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
+        _check_joinable(value, what)
+        if _PLACEHOLDER.search(value):
+            # The gateway substitutes placeholders itself; a value that looks like one
+            # could be substituted again with another parameter's value.
+            raise ValidationError(f"{what} contains a placeholder like {{pN}}")
+        checked.append(value)
+    check_content(render_template(template, checked), what=f"the message for row #{index}")
+    return checked_mobile, checked
+
+
+def check_param_rows(
+    template: object, rows: Iterable[object]
+) -> tuple[str, list[tuple[str, list[str]]]]:
+    """Check sendParam input: a template and 2 to 100 rows of matching values."""
+    text, count = check_template(template)
+    checked = [check_param_row(text, count, row, index) for index, row in enumerate(rows)]
+    _check_batch_size(len(checked), "rows")
+    return text, checked
+
+
+def check_cgid(cgid: object) -> int | None:
+    """A channel group id is a positive integer, or None for the default."""
+    if cgid is None:
+        return None
+    if isinstance(cgid, bool) or not isinstance(cgid, int) or cgid <= 0:
+        raise ValidationError(f"cgid must be a positive integer, got {cgid!r}")
+    return cgid
+
+
+def check_csid(csid: object) -> int | None:
+    """A signature id is an integer >= 0 (0 is the default signature), or None."""
+    if csid is None:
+        return None
+    if isinstance(csid, bool) or not isinstance(csid, int) or csid < 0:
+        raise ValidationError(f"csid must be an integer >= 0 (0 is the default), got {csid!r}")
+    return csid
+
+
+def check_at(at: object, *, now: datetime, gateway_tz: tzinfo) -> str | None:
+    """Format a scheduled time for the gateway, or refuse it.
+
+    A naive datetime is refused: it is impossible to tell whether the caller meant their
+    own zone, UTC or the gateway's, and guessing wrong sends at the wrong hour.
+    """
+    if at is None:
+        return None
+    if not isinstance(at, datetime):
+        raise ValidationError(f"at must be a datetime, got {type(at).__name__}")
+    if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
+        raise ValidationError(
+            "at must be timezone-aware (e.g. datetime(..., tzinfo=timezone.utc)); a naive "
+            "time is ambiguous"
+        )
+    if at - now < MIN_SCHEDULE_LEAD:
+        raise ValidationError(
+            f"at ({at.isoformat()}) must be at least one minute after now ({now.isoformat()})"
+        )
+    return at.astimezone(gateway_tz).strftime("%Y%m%d%H%M%S")

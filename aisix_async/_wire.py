@@ -1,0 +1,116 @@
+"""What goes over the wire for each action: endpoint, query and form fields (pure).
+
+Every request is a POST of an ``application/x-www-form-urlencoded`` UTF-8 body, because
+the body is the one place the authkey does not end up in proxy logs, access logs or
+tracebacks. The action itself goes in the query string: it is not secret, and it makes
+each logged URL say what it was.
+
+Credentials are added by :func:`encode_form` at the moment of sending, not when fields
+are built, so a request retried after a key rotation carries the key in force then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlencode
+
+import attrs
+
+from ._validate import SEPARATOR
+
+__all__ = [
+    "DATA_ACTIONS",
+    "OPEN_ACTIONS",
+    "SEND_ACTIONS",
+    "UNSAFE_ACTIONS",
+    "Endpoints",
+    "Fields",
+    "batch_fields",
+    "encode_form",
+    "once_fields",
+    "param_fields",
+]
+
+Fields = list[tuple[str, str]]
+
+SEND_ACTIONS = frozenset({"sendOnce", "sendBatch", "sendParam"})
+#: Actions whose effect must not be repeated when their answer is lost.
+UNSAFE_ACTIONS = SEND_ACTIONS | {"updateKey"}
+OPEN_ACTIONS = SEND_ACTIONS | {"getBalance", "updateKey", "getChannelGroup", "getSign"}
+DATA_ACTIONS = frozenset({"getSendState", "getReply"})
+
+DEFAULT_BASE_URL = "http://api.aisix.com/OpenPlatform"
+
+
+@attrs.frozen
+class Endpoints:
+    """The two URLs of a deployment; the data one can live elsewhere (``/DataPlatform``)."""
+
+    open_url: str
+    data_url: str
+
+    @classmethod
+    def from_base(cls, base_url: str, data_url: str | None = None) -> Endpoints:
+        base = base_url.rstrip("/")
+        return cls(open_url=f"{base}/OpenApi", data_url=data_url or f"{base}/DataApi")
+
+    def url_for(self, action: str) -> str:
+        base = self.data_url if action in DATA_ACTIONS else self.open_url
+        return f"{base}?action={action}"
+
+
+def _common(cgid: int | None, csid: int | None, at: str | None) -> Fields:
+    fields: Fields = []
+    # 0 and None both mean "the account's default", which the gateway assumes when the
+    # field is absent, as the vendor's own SDK sends it.
+    if cgid:
+        fields.append(("cgid", str(cgid)))
+    if csid:
+        fields.append(("csid", str(csid)))
+    if at is not None:
+        fields.append(("t", at))
+    return fields
+
+
+def once_fields(
+    mobiles: Sequence[str], content: str, *, cgid: int | None, csid: int | None, at: str | None
+) -> Fields:
+    """Fields of sendOnce: one content to every number."""
+    return [*_common(cgid, csid, at), ("c", content), ("m", ",".join(mobiles))]
+
+
+def batch_fields(
+    messages: Sequence[tuple[str, str]], *, cgid: int | None, csid: int | None, at: str | None
+) -> Fields:
+    """Fields of sendBatch: the i-th content goes to the i-th number."""
+    return [
+        *_common(cgid, csid, at),
+        ("c", SEPARATOR.join(content for _, content in messages)),
+        ("m", ",".join(mobile for mobile, _ in messages)),
+    ]
+
+
+def param_fields(
+    template: str,
+    rows: Sequence[tuple[str, Sequence[str]]],
+    *,
+    cgid: int | None,
+    csid: int | None,
+    at: str | None,
+) -> Fields:
+    """Fields of sendParam: the template, the numbers, and p1..pN joined per parameter."""
+    count = len(rows[0][1])
+    params = [
+        (f"p{n}", SEPARATOR.join(values[n - 1] for _, values in rows)) for n in range(1, count + 1)
+    ]
+    return [
+        *_common(cgid, csid, at),
+        ("c", template),
+        ("m", ",".join(mobile for mobile, _ in rows)),
+        *params,
+    ]
+
+
+def encode_form(account: str, authkey: str, fields: Fields) -> bytes:
+    """The request body: credentials first, then the action's fields, UTF-8 and %-encoded."""
+    return urlencode([("ac", account), ("authkey", authkey), *fields]).encode("ascii")
