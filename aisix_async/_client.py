@@ -28,6 +28,7 @@ from ._models import (
     Signature,
     StateReport,
 )
+from ._pricing import PriceBook
 from ._scheduler import RetryDetails, RetryPolicy, Scheduler
 from ._validate import (
     check_account,
@@ -115,6 +116,7 @@ class AisixClient:
             max_connections=max_concurrency,
             http_client=http_client,
         )
+        self._prices = PriceBook(self.get_channel_groups, self.get_signs)
 
     def __repr__(self) -> str:
         # The authkey is deliberately absent.
@@ -182,8 +184,12 @@ class AisixClient:
         csid = check_csid(csid)
         return (self._cgid if cgid is None else cgid, self._csid if csid is None else csid)
 
+    def _now(self) -> datetime:
+        # One seam for "now", so tests can pin the clock the schedule check reads.
+        return datetime.now(timezone.utc)
+
     def _schedule(self, at: datetime | None) -> str | None:
-        return check_at(at, now=datetime.now(timezone.utc), gateway_tz=self._gateway_tz)
+        return check_at(at, now=self._now(), gateway_tz=self._gateway_tz)
 
     # -- sending -------------------------------------------------------------------
 

@@ -1,0 +1,170 @@
+"""The protocol client against the emulator over real HTTP on 127.0.0.1.
+
+Each test checks the client's view against the emulator's ground truth: what it charged,
+what each phone received, which result code it answered.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import pytest
+
+from aisix_async import (
+    AccountFormatError,
+    AisixClient,
+    AuthenticationError,
+    ChannelGroupNotAllowedError,
+    EnterpriseUnavailableError,
+    GatewayInternalError,
+    InsufficientBalanceError,
+    InterfaceNotEnabledError,
+    KeyLockedError,
+    ProtocolError,
+    RateLimitedError,
+    ReportResult,
+    RetryPolicy,
+    StaffUnavailableError,
+    TransportError,
+)
+
+pytestmark = pytest.mark.anyio
+FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
+
+
+def client_for(emulator: Any, **options: Any) -> AisixClient:
+    options.setdefault("retry", FAST)
+    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
+
+
+async def test_every_action_end_to_end(emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0)
+    async with client_for(emulator, cgid=1) as client:
+        groups = await client.get_channel_groups()
+        signs = await client.get_signs()
+        once = await client.send_once(["18100002707", "18600007370"], "Your code is 1234")
+        batch = await client.send_batch([("18100002707", "测试一"), ("18600007370", "测试二")])
+        param = await client.send_param(
+            "Hello {p1}, do you live in {p2}?",
+            [("18100002707", ["Peter", "Shanghai"]), ("18600007370", ["Evan", "Beijing"])],
+            csid=101,
+        )
+        balance = await client.get_balance()
+        emulator.state.inject_reply("18100002707", "STOP & unsubscribe <now>")
+        replies = await client.get_replies()
+        states: list[Any] = []
+        with anyio.fail_after(5):
+            while len(states) < 6:
+                states += await client.get_send_states()
+                await anyio.sleep(0.01)
+    assert {g.cgid for g in groups} >= {1, 80}
+    assert {s.csid for s in signs} >= {0, 101}
+    assert once.total == 2 and len(once.msgid) == 18
+    assert [r.total for r in batch] == [1, 1]
+    texts = {(m.mobile, m.text) for m in emulator.state.messages()}
+    assert ("18600007370", "【Aisix】测试二") in texts
+    assert ("18600007370", "【AisixShop】Hello Evan, do you live in Beijing?") in texts
+    # The balance the client reads is the emulator's, and equals the last receipt's remain.
+    assert balance.remain == emulator.state.balance() == param[-1].remain
+    spent = sum(m.cost for m in emulator.state.messages())
+    assert Decimal("1000.000") - spent == balance.remain
+    assert [(r.mobile, r.content) for r in replies] == [("18100002707", "STOP & unsubscribe <now>")]
+    assert replies[0].time.tzinfo is not None
+    delivered = {(s.msgid, s.mobile) for s in states}
+    assert delivered == {(m.msgid, m.mobile) for m in emulator.state.messages()}
+    assert all(s.result in ReportResult for s in states)
+    # Queues: each record is handed out once.
+    async with client_for(emulator) as client:
+        assert await client.get_replies() == []
+        assert await client.get_send_states() == []
+
+
+async def test_result_codes_from_a_real_gateway(emulator: Any) -> None:
+    state = emulator.state
+    async with AisixClient(
+        "abc@100001", emulator.authkey, base_url=emulator.base_url, retry=FAST
+    ) as client:
+        with pytest.raises(AccountFormatError):
+            await client.get_balance()
+    async with AisixClient("1001@999", emulator.authkey, base_url=emulator.base_url) as client:
+        with pytest.raises(EnterpriseUnavailableError):
+            await client.get_balance()
+    async with client_for(emulator) as client:
+        with pytest.raises(ChannelGroupNotAllowedError):
+            await client.send_once(["18100002707"], "hi", cgid=999)
+        state.update_account(staff_enabled=False)
+        with pytest.raises(StaffUnavailableError):
+            await client.get_balance()
+        state.update_account(staff_enabled=True, interface_enabled=False)
+        with pytest.raises(InterfaceNotEnabledError):
+            await client.send_once(["18100002707"], "hi")
+        state.update_account(interface_enabled=True, balance="0.05")
+        with pytest.raises(InsufficientBalanceError) as short:
+            await client.send_once(["18100002707"], "hi")
+        assert not short.value.outcome_unknown
+        assert state.balance() == Decimal("0.05") and state.message_count == 0
+        state.configure(ip_bound=True)
+        with pytest.raises(RateLimitedError, match="IP address"):
+            await client.get_balance()
+        state.configure(ip_bound=False)
+    wrong = "0" * 32
+    async with AisixClient(emulator.account, wrong, base_url=emulator.base_url) as client:
+        for _ in range(5):
+            with pytest.raises(AuthenticationError):
+                await client.get_balance()
+        with pytest.raises(KeyLockedError):
+            await client.get_balance()
+
+
+async def test_ambiguous_faults_leave_sends_unknown_and_unrepeated(emulator: Any) -> None:
+    state = emulator.state
+    cases = [
+        ("error_after_charge", GatewayInternalError, 1),
+        ("drop_after_process", TransportError, 1),
+        ("truncated_xml", ProtocolError, 1),
+        ("http_502", ProtocolError, 0),
+    ]
+    async with client_for(emulator) as client:
+        for fault, error, recorded in cases:
+            state.reset()
+            state.set_faults(**{fault: 1.0})
+            with pytest.raises(error) as caught:
+                await client.send_once(["18100002707"], "hi")
+            assert caught.value.outcome_unknown, fault
+            # Not resent: the gateway saw exactly one sendOnce.
+            assert state.get_counters().requests.get("sendOnce") == 1, fault
+            assert state.message_count == recorded, fault
+
+
+async def test_reads_retry_through_transient_faults(emulator: Any) -> None:
+    emulator.state.configure(seed=7)
+    emulator.state.set_faults(http_502=0.5)
+    retry = RetryPolicy(attempts=20, timeout=10, initial_backoff=0.001, max_backoff=0.002)
+    async with client_for(emulator, retry=retry) as client:
+        for _ in range(10):
+            assert (await client.get_balance()).remain == Decimal("1000.000")
+
+
+async def test_key_rotation_while_requests_are_in_flight(emulator: Any) -> None:
+    emulator.state.set_faults(latency_ms=20, jitter_ms=20)
+    seen: list[str] = []
+    errors: list[BaseException] = []
+    async with client_for(emulator, max_concurrency=8, on_key_update=lambda u: seen.append(u.authkey)) as client:
+
+        async def reader() -> None:
+            try:
+                await client.get_balance()
+            except Exception as exc:  # collected and asserted on below
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(40):
+                tg.start_soon(reader)
+                if n == 15:
+                    tg.start_soon(client.update_key)
+                await anyio.sleep(0.002)
+    assert errors == []
+    assert seen == [emulator.state.authkey()]
+    assert seen[0] != "87B01469201D6557C2685137EB3B5DEC"

@@ -1,0 +1,276 @@
+"""Exact request shapes and answer parsing, pinned with respx.
+
+respx replaces the network here so each request's method, URL and form fields can be
+compared field by field, the document's examples among them. Behaviour against a real
+server is covered by test_client_e2e.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+import respx
+
+from aisix_async import (
+    GATEWAY_TZ,
+    AisixClient,
+    Balance,
+    ChannelGroup,
+    KeyUpdate,
+    ReportResult,
+    SendReceipt,
+    Signature,
+)
+
+ACCOUNT = "1001@100001"
+KEY = "87B01469201D6557C2685137EB3B5DEC"
+OPEN = "http://api.aisix.com/OpenPlatform/OpenApi"
+DATA = "http://api.aisix.com/OpenPlatform/DataApi"
+
+pytestmark = pytest.mark.anyio
+
+
+def xml(body: str) -> httpx.Response:
+    return httpx.Response(200, content=body.encode(), headers={"Content-Type": "text/xml"})
+
+
+def form(request: httpx.Request) -> dict[str, str]:
+    pairs = parse_qsl(request.content.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    fields = dict(pairs)
+    assert len(fields) == len(pairs), "a field was sent twice"
+    return fields
+
+
+SEND_OK = (
+    '<xml name="{name}" result="1">'
+    '<Item cid="100001" sid="1001" msgid="652694368707503300" total="2" price="0.10" '
+    'remain="170.040"/></xml>'
+)
+
+
+@respx.mock
+async def test_send_once_posts_a_form_with_credentials_in_the_body() -> None:
+    route = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=xml(SEND_OK.format(name="sendOnce"))
+    )
+    async with AisixClient(ACCOUNT, KEY, cgid=1, csid=101) as client:
+        receipt = await client.send_once(["18100002707", "18600007370"], "测试")
+    request = route.calls.last.request
+    assert request.method == "POST"
+    assert str(request.url) == f"{OPEN}?action=sendOnce"
+    assert KEY not in str(request.url)
+    assert request.headers["content-type"].startswith("application/x-www-form-urlencoded")
+    assert form(request) == {
+        "ac": ACCOUNT,
+        "authkey": KEY,
+        "cgid": "1",
+        "csid": "101",
+        "c": "测试",
+        "m": "18100002707,18600007370",
+    }
+    assert receipt == SendReceipt(
+        cid="100001",
+        sid="1001",
+        msgid="652694368707503300",
+        total=2,
+        price=Decimal("0.10"),
+        remain=Decimal("170.040"),
+    )
+
+
+def _pin_clock(client: AisixClient, now: datetime) -> None:
+    client._now = lambda: now  # type: ignore[method-assign]
+
+
+@respx.mock
+async def test_document_send_batch_example_fields() -> None:
+    # The document's example URL: c=%E6%B5%8B%E8%AF%95%E4%B8%80%7B%7C%7D%E6%B5%8B%E8%AF%95%E4%BA%8C
+    route = respx.post(OPEN, params={"action": "sendBatch"}).mock(
+        return_value=xml(
+            '<xml name="sendBatch" result="1">\n'
+            '  <Item cid="xxx" sid="xxx" msgid="1" total="1" price="0.10" remain="170.040"/>\n'
+            '  <Item cid="xxx" sid="xxx" msgid="2" total="1" price="0.10" remain="169.940"/>\n'
+            "</xml>"
+        )
+    )
+    at = datetime(2013, 7, 23, 22, 20, 30, tzinfo=GATEWAY_TZ)
+    async with AisixClient(ACCOUNT, KEY) as client:
+        _pin_clock(client, at - timedelta(hours=1))
+        receipts = await client.send_batch(
+            [("18100002707", "测试一"), ("18600007370", "测试二")], cgid=80, csid=101, at=at
+        )
+    assert form(route.calls.last.request) == {
+        "ac": ACCOUNT,
+        "authkey": KEY,
+        "cgid": "80",
+        "csid": "101",
+        "c": "测试一{|}测试二",
+        "m": "18100002707,18600007370",
+        "t": "20130723222030",
+    }
+    assert [r.remain for r in receipts] == [Decimal("170.040"), Decimal("169.940")]
+
+
+@respx.mock
+async def test_document_send_param_example_fields() -> None:
+    route = respx.post(OPEN, params={"action": "sendParam"}).mock(
+        return_value=xml(
+            '<xml name="sendParam" result="1">'
+            '<Item cid="xxx" sid="xxx" msgid="1" total="1" price="0.10" remain="170.040"/>'
+            '<Item cid="xxx" sid="xxx" msgid="2" total="1" price="0.10" remain="169.940"/>'
+            "</xml>"
+        )
+    )
+    # The scheduled time given in UTC lands on the document's gateway time.
+    at = datetime(2013, 7, 23, 14, 20, 30, tzinfo=timezone.utc)
+    async with AisixClient(ACCOUNT, KEY) as client:
+        _pin_clock(client, at - timedelta(minutes=5))
+        await client.send_param(
+            "{p1}你好，你在{p2}吧",
+            [("18100002707", ["小明", "上海"]), ("18600007370", ["小王", "北京"])],
+            cgid=80,
+            csid=101,
+            at=at,
+        )
+    assert form(route.calls.last.request) == {
+        "ac": ACCOUNT,
+        "authkey": KEY,
+        "cgid": "80",
+        "csid": "101",
+        "c": "{p1}你好，你在{p2}吧",
+        "m": "18100002707,18600007370",
+        "p1": "小明{|}小王",
+        "p2": "上海{|}北京",
+        "t": "20130723222030",
+    }
+    # The body encodes the separator exactly as the document's URL does.
+    assert b"p1=%E5%B0%8F%E6%98%8E%7B%7C%7D%E5%B0%8F%E7%8E%8B" in route.calls.last.request.content
+
+
+@respx.mock
+async def test_csid_zero_and_default_cgid_are_left_out() -> None:
+    route = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=xml(SEND_OK.format(name="sendOnce"))
+    )
+    async with AisixClient(ACCOUNT, KEY) as client:
+        await client.send_once(["18100002707"], "hi", csid=0)
+    assert "csid" not in form(route.calls.last.request)
+    assert "cgid" not in form(route.calls.last.request)
+
+
+@respx.mock
+async def test_per_call_targets_override_client_defaults() -> None:
+    route = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=xml(SEND_OK.format(name="sendOnce"))
+    )
+    async with AisixClient(ACCOUNT, KEY, cgid=1, csid=101) as client:
+        await client.send_once(["18100002707"], "hi", cgid=80, csid=102)
+    fields = form(route.calls.last.request)
+    assert (fields["cgid"], fields["csid"]) == ("80", "102")
+
+
+@respx.mock
+async def test_document_sample_answers_of_every_read_action() -> None:
+    respx.post(DATA, params={"action": "getSendState"}).mock(
+        return_value=xml(
+            '<xml name="getSendState" result="1">'
+            '<Item id="1" msgid="xxx" mobile="1347****687" result="2" return="DELIVRD"/>'
+            '<Item id="2" msgid="xxx" mobile="1347****111" result="1" return="REJECTD"/>'
+            "</xml>"
+        )
+    )
+    respx.post(DATA, params={"action": "getReply"}).mock(
+        return_value=xml(
+            '<xml name="getReply" result="1">'
+            '<Item id="1" time="1373883378000" mobile="137****4752" content="xx" msgid="9"/>'
+            "</xml>"
+        )
+    )
+    respx.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=xml('<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="170.040"/></xml>')
+    )
+    respx.post(OPEN, params={"action": "getChannelGroup"}).mock(
+        return_value=xml(
+            '<xml name="getChannelGroup" result="1">'
+            '<Item cid="c" sid="s" cgid="1" word="70" longword="67" price="0.10"/></xml>'
+        )
+    )
+    respx.post(OPEN, params={"action": "getSign"}).mock(
+        return_value=xml('<xml name="getSign" result="1"><Item cid="c" sid="s" csid="0" sign="【A】"/></xml>')
+    )
+    async with AisixClient(ACCOUNT, KEY) as client:
+        states = await client.get_send_states()
+        replies = await client.get_replies()
+        balance = await client.get_balance()
+        groups = await client.get_channel_groups()
+        signs = await client.get_signs()
+    assert [(s.mobile, s.result, s.code) for s in states] == [
+        ("1347****687", ReportResult.DELIVERED, "DELIVRD"),
+        ("1347****111", ReportResult.FAILED, "REJECTD"),
+    ]
+    assert replies[0].time == datetime(2013, 7, 15, 10, 16, 18, tzinfo=timezone.utc)
+    assert replies[0].extra == {"msgid": "9"}
+    assert balance == Balance(cid="c", sid="s", remain=Decimal("170.040"))
+    assert groups == [
+        ChannelGroup(cid="c", sid="s", cgid=1, word=70, longword=67, price=Decimal("0.10"))
+    ]
+    assert signs == [Signature(cid="c", sid="s", csid=0, sign="【A】")]
+
+
+@respx.mock
+async def test_data_url_can_live_elsewhere() -> None:
+    other = "http://other.example/DataPlatform/DataApi"
+    route = respx.post(other, params={"action": "getReply"}).mock(
+        return_value=xml('<xml name="getReply" result="1"/>')
+    )
+    async with AisixClient(ACCOUNT, KEY, data_url=other) as client:
+        assert await client.get_replies() == []
+    assert route.called
+
+
+@respx.mock
+async def test_update_key_switches_the_client_to_the_new_key() -> None:
+    new_key = "0123456789ABCDEF0123456789ABCDEF"
+    respx.post(OPEN, params={"action": "updateKey"}).mock(
+        return_value=xml(f'<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="{new_key}"/></xml>')
+    )
+    balance = respx.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=xml('<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="1"/></xml>')
+    )
+    seen: list[KeyUpdate] = []
+    async with AisixClient(ACCOUNT, KEY, on_key_update=seen.append) as client:
+        update = await client.update_key()
+        await client.get_balance()
+    assert update.authkey == new_key
+    assert new_key not in repr(update)
+    assert seen == [update]
+    assert form(balance.calls.last.request)["authkey"] == new_key
+
+
+async def test_environment_supplies_credentials_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AISIX_ACCOUNT", ACCOUNT)
+    monkeypatch.setenv("AISIX_AUTHKEY", KEY)
+    monkeypatch.setenv("AISIX_BASE_URL", "http://127.0.0.1:9/Gateway/")
+    async with AisixClient() as client:
+        assert client.account == ACCOUNT
+        assert client.endpoints.open_url == "http://127.0.0.1:9/Gateway/OpenApi"
+        assert client.endpoints.data_url == "http://127.0.0.1:9/Gateway/DataApi"
+
+
+async def test_a_passed_in_http_client_is_used_and_left_open() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return xml('<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="2.5"/></xml>')
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with AisixClient(ACCOUNT, KEY, http_client=http) as client:
+        assert (await client.get_balance()).remain == Decimal("2.5")
+    assert len(calls) == 1
+    assert not http.is_closed
+    await http.aclose()

@@ -1,0 +1,188 @@
+"""Every result code becomes its own error class, and only lost sends are 'unknown'."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import respx
+
+import aisix_async
+from aisix_async import (
+    AccountFormatError,
+    AisixClient,
+    AisixError,
+    AuthenticationError,
+    ChannelGroupNotAllowedError,
+    ChargeFailedError,
+    EnterpriseUnavailableError,
+    GatewayError,
+    GatewayInternalError,
+    InsufficientBalanceError,
+    InterfaceNotEnabledError,
+    InvalidParameterError,
+    KeyLockedError,
+    ProtocolError,
+    RateLimitedError,
+    RetryPolicy,
+    StaffUnavailableError,
+    TransportError,
+    UnknownResultError,
+    ValidationError,
+)
+
+ACCOUNT = "1001@100001"
+KEY = "87B01469201D6557C2685137EB3B5DEC"
+OPEN = "http://api.aisix.com/OpenPlatform/OpenApi"
+FAST = RetryPolicy(attempts=3, timeout=5, initial_backoff=0, max_backoff=0)
+
+CODES = {
+    0: AccountFormatError,
+    -1: RateLimitedError,
+    -2: AuthenticationError,
+    -3: KeyLockedError,
+    -4: InvalidParameterError,
+    -5: EnterpriseUnavailableError,
+    -6: StaffUnavailableError,
+    -7: InterfaceNotEnabledError,
+    -8: ChannelGroupNotAllowedError,
+    -9: InsufficientBalanceError,
+    -10: GatewayInternalError,
+    -11: ChargeFailedError,
+    -99: UnknownResultError,
+    7: UnknownResultError,
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("code", "cls"), sorted(CODES.items()))
+@respx.mock
+async def test_every_result_code_maps_to_its_class(code: int, cls: type[GatewayError]) -> None:
+    route = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=httpx.Response(200, text=f'<xml name="sendOnce" result="{code}"/>')
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(cls) as caught:
+            await client.send_once(["18100002707"], "hi")
+    error = caught.value
+    assert type(error) is cls
+    assert (error.code, error.action) == (code, "sendOnce")
+    assert isinstance(error, GatewayError)
+    assert str(code) in str(error) and KEY not in str(error)
+    # A lost answer (-10, -11, or a code nobody documented) leaves the send unknown.
+    assert error.outcome_unknown is (code in (-10, -11) or cls is UnknownResultError)
+    # -1 is retried (the gateway did nothing); everything else is tried once.
+    assert route.call_count == (FAST.attempts if code == -1 else 1)
+
+
+@pytest.mark.anyio
+@respx.mock
+async def test_rate_limit_that_never_clears_mentions_ip_binding() -> None:
+    respx.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=httpx.Response(200, text='<xml name="getBalance" result="-1"/>')
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(RateLimitedError, match="IP address"):
+            await client.get_balance()
+
+
+@pytest.mark.anyio
+@respx.mock
+async def test_read_errors_are_retried_but_lost_sends_are_not() -> None:
+    balance = respx.post(OPEN, params={"action": "getBalance"}).mock(
+        side_effect=[
+            httpx.ReadTimeout("slow"),
+            httpx.Response(200, text='<xml name="getBalance" result="-10"/>'),
+            httpx.Response(200, text='<xml name="getBalance" result="1"><Item remain="3"/></xml>'),
+        ]
+    )
+    send = respx.post(OPEN, params={"action": "sendOnce"}).mock(side_effect=httpx.ReadTimeout("slow"))
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        assert (await client.get_balance()).remain == 3
+        with pytest.raises(TransportError) as caught:
+            await client.send_once(["18100002707"], "hi")
+    assert balance.call_count == 3
+    assert send.call_count == 1
+    assert caught.value.outcome_unknown and caught.value.request_sent
+
+
+@pytest.mark.anyio
+@respx.mock
+async def test_connection_refused_is_retried_even_for_sends() -> None:
+    send = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+        side_effect=[
+            httpx.ConnectError("refused"),
+            httpx.Response(
+                200,
+                text='<xml name="sendOnce" result="1"><Item msgid="1" total="1" price="0.1" '
+                'remain="1"/></xml>',
+            ),
+        ]
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        receipt = await client.send_once(["18100002707"], "hi")
+    assert receipt.msgid == "1" and send.call_count == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(502, text="<html><body>Bad gateway</body></html>"),
+        httpx.Response(200, text='<xml name="sendOnce" result="1"><Item msgid="1" tot'),
+        httpx.Response(200, text=""),
+    ],
+    ids=["502", "truncated", "empty"],
+)
+@respx.mock
+async def test_garbled_answers_to_a_send_are_unknown_and_not_resent(
+    response: httpx.Response,
+) -> None:
+    send = respx.post(OPEN, params={"action": "sendOnce"}).mock(return_value=response)
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(ProtocolError) as caught:
+            await client.send_once(["18100002707"], "hi")
+    assert caught.value.outcome_unknown
+    assert send.call_count == 1
+
+
+@pytest.mark.anyio
+@respx.mock
+async def test_receipt_count_mismatch_is_unknown() -> None:
+    respx.post(OPEN, params={"action": "sendBatch"}).mock(
+        return_value=httpx.Response(
+            200,
+            text='<xml name="sendBatch" result="1"><Item msgid="1" total="1" price="0.1" '
+            'remain="1"/></xml>',
+        )
+    )
+    async with AisixClient(ACCOUNT, KEY) as client:
+        with pytest.raises(ProtocolError, match="1 receipts for 2 messages") as caught:
+            await client.send_batch([("18100002707", "a"), ("18600007370", "b")])
+    assert caught.value.outcome_unknown
+
+
+@pytest.mark.anyio
+@respx.mock
+async def test_lost_update_key_answer_is_unknown_and_keeps_the_old_key() -> None:
+    respx.post(OPEN, params={"action": "updateKey"}).mock(side_effect=httpx.ReadTimeout("lost"))
+    balance = respx.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=httpx.Response(200, text='<xml name="getBalance" result="1"><Item remain="1"/></xml>')
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.update_key()
+        await client.get_balance()
+    assert caught.value.outcome_unknown
+    assert KEY.encode() in balance.calls.last.request.content
+
+
+def test_hierarchy_roots_and_builtins() -> None:
+    assert issubclass(ValidationError, ValueError)
+    for cls in {*CODES.values(), TransportError, ProtocolError, ValidationError}:
+        assert issubclass(cls, AisixError)
+    # The tree drawn in the module docstring names every public error class.
+    doc = aisix_async._errors.__doc__ or ""
+    for name in aisix_async.__all__:
+        obj = getattr(aisix_async, name)
+        if isinstance(obj, type) and issubclass(obj, AisixError):
+            assert name in doc, name

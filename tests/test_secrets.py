@@ -1,0 +1,81 @@
+"""The authkey never shows: not in reprs, logs (httpx's included), errors, tracebacks or URLs."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import httpx
+import pytest
+import respx
+
+from aisix_async import AisixClient, AisixError, KeyUpdate, RetryPolicy
+
+ACCOUNT = "1001@100001"
+KEY = "87B01469201D6557C2685137EB3B5DEC"
+NEW_KEY = "FEDCBA9876543210FEDCBA9876543210"
+OPEN = "http://api.aisix.com/OpenPlatform/OpenApi"
+FAST = RetryPolicy(attempts=2, timeout=5, initial_backoff=0, max_backoff=0)
+
+
+def _leaks(text: str) -> bool:
+    return KEY in text or NEW_KEY in text or KEY.lower() in text
+
+
+@pytest.mark.anyio
+@respx.mock
+async def test_key_stays_out_of_logs_errors_and_urls(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # root, httpx and httpcore all at DEBUG
+    for name in ("httpx", "httpcore", "aisix_async"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    answers = {
+        "getBalance": [
+            httpx.Response(200, text='<xml name="getBalance" result="-1"/>'),
+            httpx.Response(200, text='<xml name="getBalance" result="1"><Item remain="1"/></xml>'),
+        ],
+        "sendOnce": [
+            httpx.Response(200, text='<xml name="sendOnce" result="-2"/>'),
+            httpx.ReadTimeout("timed out"),
+            httpx.Response(502, text="<html>proxy error</html>"),
+        ],
+        "updateKey": [
+            httpx.Response(
+                200,
+                text=f'<xml name="updateKey" result="1"><Item cid="1" sid="2" authkey="{NEW_KEY}"/></xml>',
+            )
+        ],
+    }
+    routes = {
+        action: respx.post(OPEN, params={"action": action}).mock(side_effect=side)
+        for action, side in answers.items()
+    }
+    messages: list[str] = []
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        assert not _leaks(repr(client))
+        await client.get_balance()
+        for _ in range(3):
+            try:
+                await client.send_once(["18100002707"], "hi")
+            except AisixError as exc:
+                messages.append(str(exc))
+                messages.append("".join(traceback.format_exception(exc)))
+                messages.append(repr(exc))
+        update = await client.update_key()
+        assert not _leaks(repr(update)) and not _leaks(str(update))
+    assert len(messages) == 9
+    assert not any(_leaks(m) for m in messages)
+    logged = "\n".join(
+        f"{r.getMessage()} {r.args!r} {getattr(r, 'exc_text', '')}" for r in caplog.records
+    )
+    assert "HTTP Request" in logged  # httpx did log, and the key is not in it
+    assert not _leaks(logged)
+    for route in routes.values():
+        for call in route.calls:
+            assert not _leaks(str(call.request.url))
+            assert KEY.encode() in call.request.content or NEW_KEY.encode() in call.request.content
+
+
+def test_key_update_repr_is_redacted() -> None:
+    update = KeyUpdate(cid="1", sid="2", authkey=NEW_KEY)
+    assert "redacted" in repr(update)
+    assert not _leaks(repr(update))

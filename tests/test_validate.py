@@ -1,0 +1,211 @@
+"""Input checks: every bad input is refused before a request exists; good input is sent intact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aisix_async import AisixClient, ValidationError
+from aisix_async._validate import check_at, check_template, render_template
+
+ACCOUNT = "1001@100001"
+KEY = "87B01469201D6557C2685137EB3B5DEC"
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+
+# Any Unicode a person might type, surrogates aside (they cannot be UTF-8 encoded).
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=1000)
+
+
+class Recorder:
+    """An httpx transport that records requests and answers like a happy gateway."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        action = request.url.params["action"]
+        count = len(dict(parse_qsl(request.content.decode()))["m"].split(","))
+        items = 1 if action == "sendOnce" else count
+        item = '<Item cid="1" sid="1" msgid="1" total="1" price="0.1" remain="1"/>'
+        return httpx.Response(200, text=f'<xml name="{action}" result="1">{item * items}</xml>')
+
+
+def run_with_client(
+    call: Callable[[AisixClient], Coroutine[Any, Any, object]],
+) -> tuple[list[httpx.Request], BaseException | None]:
+    recorder = Recorder()
+
+    async def main() -> BaseException | None:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(recorder))
+        async with http, AisixClient(ACCOUNT, KEY, http_client=http) as client:
+            client._now = lambda: NOW  # type: ignore[method-assign]
+            try:
+                await call(client)
+            except ValidationError as exc:
+                return exc
+        return None
+
+    return recorder.requests, anyio.run(main)
+
+
+def sent_fields(request: httpx.Request) -> dict[str, str]:
+    return dict(parse_qsl(request.content.decode("ascii"), keep_blank_values=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(TEXT)
+def test_any_content_round_trips_byte_exact(content: str) -> None:
+    requests, error = run_with_client(lambda c: c.send_once(["18100002707"], content))
+    assert error is None
+    body = requests[0].content
+    assert body.isascii()  # everything outside ASCII is %-encoded
+    assert sent_fields(requests[0])["c"].encode("utf-8") == content.encode("utf-8")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(TEXT.filter(lambda t: "{|}" not in t).map(lambda t: t[:300]), min_size=2, max_size=5))
+def test_batch_contents_round_trip_and_split_back_exactly(contents: list[str]) -> None:
+    mobiles = [f"1810000{n:04d}" for n in range(len(contents))]
+    requests, error = run_with_client(lambda c: c.send_batch(list(zip(mobiles, contents))))
+    assert error is None
+    fields = sent_fields(requests[0])
+    assert fields["c"].split("{|}") == contents
+    assert fields["m"].split(",") == mobiles
+
+
+BAD_MOBILES = [
+    "",
+    "12",
+    "181 0000 2707",
+    "181-0000-2707",
+    "18100002707,18600007370",
+    "+",
+    "++18100002707",
+    "1810000270７",  # a full-width digit
+    "1" * 21,
+]
+
+
+@pytest.mark.parametrize("mobile", BAD_MOBILES)
+def test_bad_numbers_never_reach_the_network(mobile: str) -> None:
+    requests, error = run_with_client(lambda c: c.send_once(["18100002707", mobile], "hi"))
+    assert isinstance(error, ValidationError)
+    assert requests == []
+
+
+BAD_CALLS: dict[str, Callable[[AisixClient], Coroutine[Any, Any, object]]] = {
+    "empty-content": lambda c: c.send_once(["18100002707"], ""),
+    "long-content": lambda c: c.send_once(["18100002707"], "x" * 1001),
+    "content-not-str": lambda c: c.send_once(["18100002707"], b"hi"),  # type: ignore[arg-type]
+    "no-numbers": lambda c: c.send_once([], "hi"),
+    "numbers-as-string": lambda c: c.send_once("18100002707", "hi"),
+    "1001-numbers": lambda c: c.send_once([f"1{n:010d}" for n in range(1001)], "hi"),
+    "batch-separator": lambda c: c.send_batch([("18100002707", "a{|}b"), ("18600007370", "c")]),
+    "batch-one-pair": lambda c: c.send_batch([("18100002707", "a")]),
+    "batch-101-pairs": lambda c: c.send_batch([(f"1{n:010d}", "a") for n in range(101)]),
+    "batch-not-pair": lambda c: c.send_batch([("18100002707",), ("18600007370", "c")]),  # type: ignore[list-item]
+    "param-separator": lambda c: c.send_param(
+        "Hi {p1}", [("18100002707", ["A{|}B"]), ("18600007370", ["C"])]
+    ),
+    "param-missing-value": lambda c: c.send_param(
+        "Hi {p1} {p2}", [("18100002707", ["A"]), ("18600007370", ["C"])]
+    ),
+    "param-extra-value": lambda c: c.send_param(
+        "Hi {p1}", [("18100002707", ["A", "x"]), ("18600007370", ["C", "y"])]
+    ),
+    "param-gap": lambda c: c.send_param("Hi {p2}", [("18100002707", ["A", "B"]), ("18600007370", ["C", "D"])]),
+    "param-eleven": lambda c: c.send_param(
+        " ".join(f"{{p{n}}}" for n in range(1, 12)),
+        [(m, ["v"] * 11) for m in ("18100002707", "18600007370")],
+    ),
+    "param-no-placeholder": lambda c: c.send_param("Hi", [("18100002707", ["A"]), ("18600007370", ["C"])]),
+    "param-placeholder-in-value": lambda c: c.send_param(
+        "Hi {p1}", [("18100002707", ["{p1}"]), ("18600007370", ["C"])]
+    ),
+    "param-value-not-str": lambda c: c.send_param(
+        "Hi {p1}", [("18100002707", [1]), ("18600007370", ["C"])]  # type: ignore[list-item]
+    ),
+    "param-values-as-string": lambda c: c.send_param(
+        "Hi {p1}", [("18100002707", "A"), ("18600007370", "C")]
+    ),
+    "param-rendered-too-long": lambda c: c.send_param(
+        "{p1}", [("18100002707", ["x" * 1001]), ("18600007370", ["C"])]
+    ),
+    "param-one-row": lambda c: c.send_param("Hi {p1}", [("18100002707", ["A"])]),
+    "naive-at": lambda c: c.send_once(["18100002707"], "hi", at=datetime(2030, 1, 1)),
+    "at-too-soon": lambda c: c.send_once(["18100002707"], "hi", at=NOW + timedelta(seconds=59)),
+    "at-not-datetime": lambda c: c.send_once(["18100002707"], "hi", at="2030-01-01"),  # type: ignore[arg-type]
+    "cgid-zero": lambda c: c.send_once(["18100002707"], "hi", cgid=0),
+    "cgid-bool": lambda c: c.send_once(["18100002707"], "hi", cgid=True),
+    "csid-negative": lambda c: c.send_once(["18100002707"], "hi", csid=-1),
+}
+
+
+@pytest.mark.parametrize("call", BAD_CALLS.values(), ids=BAD_CALLS.keys())
+def test_bad_input_is_refused_before_any_request(
+    call: Callable[[AisixClient], Coroutine[Any, Any, object]],
+) -> None:
+    requests, error = run_with_client(call)
+    assert isinstance(error, ValidationError)
+    assert isinstance(error, ValueError)
+    assert requests == []
+
+
+@pytest.mark.parametrize(
+    ("account", "authkey"),
+    [
+        ("1001", KEY),
+        ("1001@", KEY),
+        ("a@b@c", KEY),
+        (ACCOUNT, KEY[:-1]),
+        (ACCOUNT, KEY[:-1] + "G"),
+        (ACCOUNT, 12345),
+    ],
+)
+def test_bad_credentials_are_refused_without_quoting_the_key(account: str, authkey: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        AisixClient(account, authkey)
+    assert KEY[:-1] not in str(caught.value)
+
+
+def test_missing_credentials_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AISIX_ACCOUNT", raising=False)
+    with pytest.raises(ValidationError, match="AISIX_ACCOUNT"):
+        AisixClient(authkey=KEY)
+
+
+def test_csid_zero_is_the_default_signature_and_valid() -> None:
+    requests, error = run_with_client(lambda c: c.send_once(["18100002707"], "hi", csid=0))
+    assert error is None and len(requests) == 1
+
+
+def test_schedule_converts_to_gateway_time() -> None:
+    gateway = timezone(timedelta(hours=8))
+    at = datetime(2026, 11, 24, 23, 30, tzinfo=timezone.utc)
+    assert check_at(at, now=NOW, gateway_tz=gateway) == "20261125073000"
+    assert check_at(None, now=NOW, gateway_tz=gateway) is None
+    exactly_a_minute = NOW + timedelta(minutes=1)
+    assert check_at(exactly_a_minute, now=NOW, gateway_tz=timezone.utc) == "20261124120100"
+
+
+def test_templates_render_in_one_pass() -> None:
+    text, count = check_template("Hello {p1}, you are {p2}! {p1}")
+    assert count == 2
+    # A value that itself looks like "{p2}" is not substituted again.
+    assert render_template(text, ["{p2}", "x"]) == "Hello {p2}, you are x! {p2}"
+
+
+@given(st.lists(st.text(min_size=0, max_size=20).filter(lambda v: "{" not in v), min_size=1, max_size=10))
+def test_every_placeholder_is_filled(values: list[str]) -> None:
+    template = " ".join(f"<{{p{n}}}>" for n in range(1, len(values) + 1))
+    rendered = render_template(template, values)
+    assert rendered == " ".join(f"<{v}>" for v in values)
