@@ -191,7 +191,9 @@ async def test_document_sample_answers_of_every_read_action() -> None:
         )
     )
     respx.post(OPEN, params={"action": "getBalance"}).mock(
-        return_value=xml('<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="170.040"/></xml>')
+        return_value=xml(
+            '<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="170.040"/></xml>'
+        )
     )
     respx.post(OPEN, params={"action": "getChannelGroup"}).mock(
         return_value=xml(
@@ -200,7 +202,9 @@ async def test_document_sample_answers_of_every_read_action() -> None:
         )
     )
     respx.post(OPEN, params={"action": "getSign"}).mock(
-        return_value=xml('<xml name="getSign" result="1"><Item cid="c" sid="s" csid="0" sign="【A】"/></xml>')
+        return_value=xml(
+            '<xml name="getSign" result="1"><Item cid="c" sid="s" csid="0" sign="【A】"/></xml>'
+        )
     )
     async with AisixClient(ACCOUNT, KEY) as client:
         states = await client.get_send_states()
@@ -236,10 +240,14 @@ async def test_data_url_can_live_elsewhere() -> None:
 async def test_update_key_switches_the_client_to_the_new_key() -> None:
     new_key = "0123456789ABCDEF0123456789ABCDEF"
     respx.post(OPEN, params={"action": "updateKey"}).mock(
-        return_value=xml(f'<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="{new_key}"/></xml>')
+        return_value=xml(
+            f'<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="{new_key}"/></xml>'
+        )
     )
     balance = respx.post(OPEN, params={"action": "getBalance"}).mock(
-        return_value=xml('<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="1"/></xml>')
+        return_value=xml(
+            '<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="1"/></xml>'
+        )
     )
     seen: list[KeyUpdate] = []
     async with AisixClient(ACCOUNT, KEY, on_key_update=seen.append) as client:
@@ -251,7 +259,9 @@ async def test_update_key_switches_the_client_to_the_new_key() -> None:
     assert form(balance.calls.last.request)["authkey"] == new_key
 
 
-async def test_environment_supplies_credentials_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_environment_supplies_credentials_and_base_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("AISIX_ACCOUNT", ACCOUNT)
     monkeypatch.setenv("AISIX_AUTHKEY", KEY)
     monkeypatch.setenv("AISIX_BASE_URL", "http://127.0.0.1:9/Gateway/")

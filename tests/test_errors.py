@@ -95,7 +95,9 @@ async def test_read_errors_are_retried_but_lost_sends_are_not() -> None:
             httpx.Response(200, text='<xml name="getBalance" result="1"><Item remain="3"/></xml>'),
         ]
     )
-    send = respx.post(OPEN, params={"action": "sendOnce"}).mock(side_effect=httpx.ReadTimeout("slow"))
+    send = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+        side_effect=httpx.ReadTimeout("slow")
+    )
     async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
         assert (await client.get_balance()).remain == 3
         with pytest.raises(TransportError) as caught:
@@ -166,7 +168,9 @@ async def test_receipt_count_mismatch_is_unknown() -> None:
 async def test_lost_update_key_answer_is_unknown_and_keeps_the_old_key() -> None:
     respx.post(OPEN, params={"action": "updateKey"}).mock(side_effect=httpx.ReadTimeout("lost"))
     balance = respx.post(OPEN, params={"action": "getBalance"}).mock(
-        return_value=httpx.Response(200, text='<xml name="getBalance" result="1"><Item remain="1"/></xml>')
+        return_value=httpx.Response(
+            200, text='<xml name="getBalance" result="1"><Item remain="1"/></xml>'
+        )
     )
     async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
         with pytest.raises(TransportError) as caught:

@@ -1,4 +1,4 @@
-"""The public surface: everything in __all__ exists, shows the public path, and nothing else leaks."""
+"""The public surface: all of __all__ exists, shows the public path, and nothing else leaks."""
 
 from __future__ import annotations
 

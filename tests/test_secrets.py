@@ -41,7 +41,7 @@ async def test_key_stays_out_of_logs_errors_and_urls(caplog: pytest.LogCaptureFi
         "updateKey": [
             httpx.Response(
                 200,
-                text=f'<xml name="updateKey" result="1"><Item cid="1" sid="2" authkey="{NEW_KEY}"/></xml>',
+                text=f'<xml name="updateKey" result="1"><Item authkey="{NEW_KEY}"/></xml>',
             )
         ],
     }

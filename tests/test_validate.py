@@ -72,10 +72,14 @@ def test_any_content_round_trips_byte_exact(content: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(TEXT.filter(lambda t: "{|}" not in t).map(lambda t: t[:300]), min_size=2, max_size=5))
+@given(
+    st.lists(TEXT.filter(lambda t: "{|}" not in t).map(lambda t: t[:300]), min_size=2, max_size=5)
+)
 def test_batch_contents_round_trip_and_split_back_exactly(contents: list[str]) -> None:
     mobiles = [f"1810000{n:04d}" for n in range(len(contents))]
-    requests, error = run_with_client(lambda c: c.send_batch(list(zip(mobiles, contents))))
+    requests, error = run_with_client(
+        lambda c: c.send_batch(list(zip(mobiles, contents, strict=True)))
+    )
     assert error is None
     fields = sent_fields(requests[0])
     assert fields["c"].split("{|}") == contents
@@ -122,17 +126,22 @@ BAD_CALLS: dict[str, Callable[[AisixClient], Coroutine[Any, Any, object]]] = {
     "param-extra-value": lambda c: c.send_param(
         "Hi {p1}", [("18100002707", ["A", "x"]), ("18600007370", ["C", "y"])]
     ),
-    "param-gap": lambda c: c.send_param("Hi {p2}", [("18100002707", ["A", "B"]), ("18600007370", ["C", "D"])]),
+    "param-gap": lambda c: c.send_param(
+        "Hi {p2}", [("18100002707", ["A", "B"]), ("18600007370", ["C", "D"])]
+    ),
     "param-eleven": lambda c: c.send_param(
         " ".join(f"{{p{n}}}" for n in range(1, 12)),
         [(m, ["v"] * 11) for m in ("18100002707", "18600007370")],
     ),
-    "param-no-placeholder": lambda c: c.send_param("Hi", [("18100002707", ["A"]), ("18600007370", ["C"])]),
+    "param-no-placeholder": lambda c: c.send_param(
+        "Hi", [("18100002707", ["A"]), ("18600007370", ["C"])]
+    ),
     "param-placeholder-in-value": lambda c: c.send_param(
         "Hi {p1}", [("18100002707", ["{p1}"]), ("18600007370", ["C"])]
     ),
     "param-value-not-str": lambda c: c.send_param(
-        "Hi {p1}", [("18100002707", [1]), ("18600007370", ["C"])]  # type: ignore[list-item]
+        "Hi {p1}",
+        [("18100002707", [1]), ("18600007370", ["C"])],  # type: ignore[list-item]
     ),
     "param-values-as-string": lambda c: c.send_param(
         "Hi {p1}", [("18100002707", "A"), ("18600007370", "C")]
@@ -204,7 +213,11 @@ def test_templates_render_in_one_pass() -> None:
     assert render_template(text, ["{p2}", "x"]) == "Hello {p2}, you are x! {p2}"
 
 
-@given(st.lists(st.text(min_size=0, max_size=20).filter(lambda v: "{" not in v), min_size=1, max_size=10))
+@given(
+    st.lists(
+        st.text(min_size=0, max_size=20).filter(lambda v: "{" not in v), min_size=1, max_size=10
+    )
+)
 def test_every_placeholder_is_filled(values: list[str]) -> None:
     template = " ".join(f"<{{p{n}}}>" for n in range(1, len(values) + 1))
     rendered = render_template(template, values)

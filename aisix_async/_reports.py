@@ -1,0 +1,432 @@
+"""Report and reply streams: getSendState and getReply polled as queues, nothing lost.
+
+The gateway hands each delivery report and each reply out exactly once (PROTOCOL-NOTES):
+a record the SDK fetched and then dropped is gone for good. Everything here follows from
+that:
+
+* A fetched batch is parsed item by item. An item that does not parse becomes a
+  :class:`MalformedRecord` (logged at WARNING with its raw attributes, counted, kept in
+  ``stream.malformed``) and the rest of its batch is delivered as usual.
+* A batch lands in the stream's buffer, synchronously, the moment its answer is parsed;
+  the consumer takes records from that buffer. Leaving the ``async with`` block early
+  (``break``, an error, a cancelled ``tracker.wait``) therefore leaves whatever was
+  fetched but not yet yielded in ``stream.unread()``.
+* Closing the stream does not cancel a poll that is on the wire: its answer may already
+  hold records the gateway will never send again. The poll gets ``close_grace`` seconds
+  to finish, and its records go to ``unread()``.
+
+The poller is a task in the stream's own task group (the stream is an async context
+manager, like anyio's ``as_completed``), so it cannot outlive the block. Its polls go
+through ``client._call``, hence through the client's scheduler like every other request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+
+from ._errors import (
+    AccountFormatError,
+    AisixError,
+    AuthenticationError,
+    EnterpriseUnavailableError,
+    InterfaceNotEnabledError,
+    KeyLockedError,
+    ProtocolError,
+    StaffUnavailableError,
+    ValidationError,
+)
+from ._models import MalformedRecord, Reply, StateReport
+
+if TYPE_CHECKING:
+    from ._client import AisixClient
+
+__all__ = [
+    "FATAL_POLL_ERRORS",
+    "RecordStream",
+    "StreamStats",
+    "parse_records",
+    "watch_replies",
+    "watch_send_states",
+]
+
+logger = logging.getLogger("aisix_async")
+
+#: Errors that no amount of waiting clears: the account itself is refused (0, -2, -3,
+#: -5, -6, -7). They end a stream; everything else is retried with backoff.
+FATAL_POLL_ERRORS: tuple[type[AisixError], ...] = (
+    AccountFormatError,
+    AuthenticationError,
+    KeyLockedError,
+    EnterpriseUnavailableError,
+    StaffUnavailableError,
+    InterfaceNotEnabledError,
+)
+
+
+_R = TypeVar("_R")
+
+#: Called with each whole batch, in gateway order, before any of its records is yielded.
+BatchHook = Callable[[Sequence[_R | MalformedRecord]], Awaitable[None]]
+
+
+def parse_records(
+    action: str,
+    items: Sequence[Mapping[str, str]],
+    from_item: Callable[[Mapping[str, str]], _R],
+) -> list[_R | MalformedRecord]:
+    """Parse each item on its own: a bad one becomes a MalformedRecord, the rest survive."""
+    out: list[_R | MalformedRecord] = []
+    for item in items:
+        try:
+            out.append(from_item(item))
+        except ProtocolError as exc:
+            logger.warning("%s: an item could not be read (%s): %r", action, exc.message, item)
+            out.append(MalformedRecord(action=action, attributes=dict(item), reason=exc.message))
+    return out
+
+
+@attrs.frozen
+class StreamStats:
+    """Counters of one stream, for logs and progress displays."""
+
+    polls: int
+    empty_polls: int
+    records: int
+    malformed: int
+    #: Polls that failed with a transient error and were retried after a backoff.
+    errors: int
+    yielded: int
+
+
+class RecordStream(Generic[_R]):
+    """Records polled from one of the gateway's queues; ``async with`` it, then ``async for``.
+
+    Polling adapts to the queue: an answer holding records is followed at once by the next
+    poll (the gateway's page size is not published, so only an empty answer proves the
+    queue drained), and an empty answer waits ``interval`` seconds. A transient failure
+    (-1, a transport or protocol error, -10) is logged, counted in ``stats().errors`` and
+    retried after a backoff that doubles from ``interval`` up to ``max_backoff``; the
+    stream goes on. A fatal account error (0, -2, -3, -5, -6, -7) ends the stream: the
+    records already fetched are yielded first, then the ``async for`` raises that error.
+
+    Unparseable items are not yielded: they are kept, in arrival order, in
+    :attr:`malformed` (and handed to ``on_batch`` with their batch).
+
+    With ``stop_when_idle``, the stream ends by itself once no record has arrived for that
+    many seconds. The poller pauses while ``max_buffered`` records wait to be read, and a
+    poll on the wire when the stream closes gets ``close_grace`` seconds to finish (its
+    records go to :meth:`unread`).
+    """
+
+    def __init__(
+        self,
+        client: AisixClient,
+        action: str,
+        from_item: Callable[[Mapping[str, str]], _R],
+        *,
+        interval: float,
+        max_backoff: float,
+        stop_when_idle: float | None,
+        on_batch: BatchHook[_R] | None,
+        close_grace: float,
+        max_buffered: int,
+    ) -> None:
+        if interval < 0:
+            raise ValidationError(f"interval must not be negative, got {interval!r}")
+        if stop_when_idle is not None and stop_when_idle < 0:
+            raise ValidationError(f"stop_when_idle must not be negative, got {stop_when_idle!r}")
+        self._client = client
+        self._action = action
+        self._from_item = from_item
+        self._interval = interval
+        self._max_backoff = max(max_backoff, interval)
+        self._stop_when_idle = stop_when_idle
+        self._on_batch = on_batch
+        self._close_grace = close_grace
+        self._max_buffered = max(1, max_buffered)
+        self._space = anyio.Event()
+        self._buffer: deque[_R] = deque()
+        #: A batch being handed to ``on_batch``: fetched, not yet released to the reader.
+        self._held: list[_R] = []
+        #: Items that could not be parsed, with their raw attributes, in arrival order.
+        self.malformed: list[MalformedRecord] = []
+        self._ready = anyio.Event()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._task_group: TaskGroup | None = None
+        self._idle_scope: anyio.CancelScope | None = None
+        self._poll_scope: anyio.CancelScope | None = None
+        self._polls = 0
+        self._empty_polls = 0
+        self._records = 0
+        self._errors = 0
+        self._yielded = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> RecordStream[_R]:
+        if self._task_group is not None:
+            raise RuntimeError("a RecordStream can be entered only once")
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._run)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._ended = True
+        # The sleep between polls can go at once; a poll on the wire is let finish,
+        # within the grace period, because its answer may hold records sent only once.
+        self._space.set()
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+        if self._poll_scope is not None:
+            self._poll_scope.deadline = min(
+                self._poll_scope.deadline, anyio.current_time() + self._close_grace
+            )
+        assert self._task_group is not None
+        # The poller never raises (its errors go to the reader), so an error from the
+        # block is the caller's own: it must come out as itself, not wrapped in an
+        # exception group by the task group. Only a cancellation is handed on, so the
+        # task group can absorb the one aimed at it.
+        if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+            return await self._task_group.__aexit__(exc_type, exc, tb)
+        await self._task_group.__aexit__(None, None, None)
+        return None
+
+    # -- reading ---------------------------------------------------------------------
+
+    def __aiter__(self) -> RecordStream[_R]:
+        return self
+
+    async def __anext__(self) -> _R:
+        while True:
+            # Only synchronous code between a record leaving the buffer and it being
+            # returned: a cancellation can never take a record out and lose it.
+            if self._buffer:
+                self._yielded += 1
+                record = self._buffer.popleft()
+                if len(self._buffer) < self._max_buffered:
+                    self._space.set()
+                return record
+            if self._ended and not self._held:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                raise StopAsyncIteration
+            if self._task_group is None:
+                raise RuntimeError("use the stream inside 'async with' first")
+            self._ready = anyio.Event()
+            await self._ready.wait()
+
+    def unread(self) -> list[_R]:
+        """Records fetched but not yet yielded, in order; taking them empties the buffer.
+
+        Call it after leaving the block early (``break``, a timeout): the gateway will not
+        send these records again, so they are the caller's to keep.
+        """
+        records = [*self._buffer, *self._held]
+        self._buffer.clear()
+        self._held = []
+        return records
+
+    def stats(self) -> StreamStats:
+        """Counters so far."""
+        return StreamStats(
+            polls=self._polls,
+            empty_polls=self._empty_polls,
+            records=self._records,
+            malformed=len(self.malformed),
+            errors=self._errors,
+            yielded=self._yielded,
+        )
+
+    # -- polling ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._poll_loop()
+        except _HookFailed as failed:
+            self._error = failed.error
+        except Exception as exc:
+            # The error belongs to the reader's ``async for``, after the records fetched
+            # before it; raised here it would only surface as an exception group.
+            self._error = exc
+        finally:
+            # Whatever ends the poller (cancellation included) must wake the reader.
+            self._finish()
+
+    def _finish(self) -> None:
+        self._ended = True
+        self._ready.set()
+
+    async def _poll_loop(self) -> None:
+        last_records_at = anyio.current_time()
+        backoff = self._interval
+        while not self._ended:
+            # Backpressure: a reader that falls behind stops the polling, so the buffer
+            # (records the gateway will not send again) stays bounded.
+            if not await self._room():
+                return
+            try:
+                got = await self._poll_once()
+            except FATAL_POLL_ERRORS:
+                raise
+            except AisixError as exc:
+                self._errors += 1
+                wait = min(backoff, self._max_backoff)
+                backoff = min(max(backoff * 2, 0.001), self._max_backoff)
+                logger.warning(
+                    "%s: poll failed (%s: %s); polling again in %.3f s (the stream goes on)",
+                    self._action,
+                    type(exc).__name__,
+                    exc.message,
+                    wait,
+                )
+                await self._idle(wait)
+                continue
+            backoff = self._interval
+            now = anyio.current_time()
+            if got:
+                last_records_at = now
+                # A queue that gave records may hold more: ask again at once.
+                continue
+            if self._stop_when_idle is not None:
+                left = self._stop_when_idle - (now - last_records_at)
+                if left <= 0:
+                    return
+                await self._idle(min(self._interval, left))
+            else:
+                await self._idle(self._interval)
+
+    async def _room(self) -> bool:
+        """Wait until the buffer has room; False when the stream closed meanwhile."""
+        while len(self._buffer) >= self._max_buffered and not self._ended:
+            self._space = anyio.Event()
+            await self._space.wait()
+        return not self._ended
+
+    async def _idle(self, seconds: float) -> None:
+        with anyio.CancelScope() as scope:
+            self._idle_scope = scope
+            if self._ended:
+                scope.cancel()
+            await anyio.sleep(seconds)
+        self._idle_scope = None
+
+    async def _poll_once(self) -> int:
+        """One poll; returns how many items it fetched (parsed or not)."""
+        self._polls += 1
+        # Shielded: cancelling the stream must not abandon an answer that may hold
+        # records; __aexit__ bounds the wait with a deadline instead.
+        with anyio.CancelScope(shield=True) as scope:
+            self._poll_scope = scope
+            answer = await self._client._call(self._action, [])
+        self._poll_scope = None
+        if scope.cancelled_caught:
+            logger.error(
+                "%s: a poll was abandoned after %.1f s at close; records it fetched are lost",
+                self._action,
+                self._close_grace,
+            )
+            return 0
+        if not answer.items:
+            self._empty_polls += 1
+            return 0
+        parsed = parse_records(self._action, answer.items, self._from_item)
+        good: list[_R] = []
+        for record in parsed:
+            if isinstance(record, MalformedRecord):
+                self.malformed.append(record)
+            else:
+                good.append(record)
+        self._records += len(good)
+        self._held = good
+        try:
+            if self._on_batch is not None:
+                try:
+                    await self._on_batch(parsed)
+                except Exception as exc:
+                    # The hook is the caller's (e.g. a journal write): its failure ends the
+                    # stream, rather than being retried like a failed poll while later
+                    # batches go by unrecorded.
+                    raise _HookFailed(exc) from exc
+        finally:
+            # Released even when the hook failed or the stream is closing: the records
+            # are fetched, and unread() must be able to return them.
+            self._buffer.extend(self._held)
+            self._held = []
+            self._ready.set()
+        return len(parsed)
+
+
+class _HookFailed(Exception):
+    """Carries an ``on_batch`` failure past the poll loop's transient-error handling."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def watch_send_states(
+    client: AisixClient,
+    *,
+    interval: float = 5.0,
+    max_backoff: float = 60.0,
+    stop_when_idle: float | None = None,
+    on_batch: BatchHook[StateReport] | None = None,
+    close_grace: float = 30.0,
+    max_buffered: int = 10_000,
+) -> RecordStream[StateReport]:
+    """Stream delivery reports (getSendState); see :class:`RecordStream`.
+
+    ``on_batch`` (async) receives each fetched batch whole, malformed items included,
+    before its records are yielded: a place to persist them first.
+    """
+    return RecordStream(
+        client,
+        "getSendState",
+        StateReport.from_item,
+        interval=interval,
+        max_backoff=max_backoff,
+        stop_when_idle=stop_when_idle,
+        on_batch=on_batch,
+        close_grace=close_grace,
+        max_buffered=max_buffered,
+    )
+
+
+def watch_replies(
+    client: AisixClient,
+    *,
+    interval: float = 5.0,
+    max_backoff: float = 60.0,
+    stop_when_idle: float | None = None,
+    on_batch: BatchHook[Reply] | None = None,
+    close_grace: float = 30.0,
+    max_buffered: int = 10_000,
+) -> RecordStream[Reply]:
+    """Stream replies (getReply); see :class:`RecordStream` and :func:`watch_send_states`."""
+    return RecordStream(
+        client,
+        "getReply",
+        Reply.from_item,
+        interval=interval,
+        max_backoff=max_backoff,
+        stop_when_idle=stop_when_idle,
+        on_batch=on_batch,
+        close_grace=close_grace,
+        max_buffered=max_buffered,
+    )

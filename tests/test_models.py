@@ -1,0 +1,88 @@
+"""Records built from answer items: strict where it matters, keeping what they do not name."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from aisix_async import (
+    Balance,
+    ChannelGroup,
+    ProtocolError,
+    Reply,
+    ReportResult,
+    SendReceipt,
+    Signature,
+    StateReport,
+)
+
+
+def test_msgid_stays_a_string_and_money_a_decimal() -> None:
+    receipt = SendReceipt.from_item(
+        {"msgid": "652694368707503300", "total": "3", "price": "0.1", "remain": "0.300"}
+    )
+    assert receipt.msgid == "652694368707503300"
+    assert receipt.price == Decimal("0.1") and isinstance(receipt.remain, Decimal)
+    assert receipt.cid == ""
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        ({"total": "1", "price": "0.1", "remain": "1"}, "lacks the 'msgid'"),
+        ({"msgid": "1", "total": "one", "price": "0.1", "remain": "1"}, "non-integer 'total'"),
+        ({"msgid": "1", "total": "1", "price": "ten", "remain": "1"}, "non-numeric 'price'"),
+        ({"msgid": "1", "total": "1", "price": "NaN", "remain": "1"}, "non-finite 'price'"),
+    ],
+)
+def test_bad_receipts_raise_protocol_error(item: dict[str, str], match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        SendReceipt.from_item(item)
+
+
+def test_reports_keep_unknown_codes_and_extra_attributes() -> None:
+    report = StateReport.from_item(
+        {"id": "9", "msgid": "1", "mobile": "181", "result": "1", "return": "NEWCODE", "x": "y"}
+    )
+    assert (report.code, report.result, report.extra) == (
+        "NEWCODE",
+        ReportResult.FAILED,
+        {"x": "y"},
+    )
+    assert not report.is_final
+    for code in ("DELIVRD", "DTFAILD", "DTFALD", "UNDELIV"):
+        assert StateReport.from_item(
+            {"msgid": "1", "mobile": "1", "result": "1", "return": code}
+        ).is_final
+    for code in ("ACCEPTD", "UNKNOWN", "ERRBUSY"):
+        assert not StateReport.from_item(
+            {"msgid": "1", "mobile": "1", "result": "0", "return": code}
+        ).is_final
+
+
+def test_report_with_unknown_result_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="unknown result 7"):
+        StateReport.from_item({"msgid": "1", "mobile": "1", "result": "7", "return": "DELIVRD"})
+
+
+def test_reply_time_is_milliseconds_utc() -> None:
+    reply = Reply.from_item({"id": "1", "time": "1373883378000", "mobile": "137", "content": "xx"})
+    assert reply.time.isoformat() == "2013-07-15T10:16:18+00:00"
+    with pytest.raises(ProtocolError, match="impossible time"):
+        Reply.from_item({"time": str(10**30), "mobile": "1"})
+
+
+def test_extra_is_not_part_of_equality() -> None:
+    a = Balance.from_item({"cid": "1", "sid": "2", "remain": "5"})
+    b = Balance.from_item({"cid": "1", "sid": "2", "remain": "5", "new": "x"})
+    assert a == b and b.extra == {"new": "x"}
+
+
+def test_channel_group_and_signature() -> None:
+    group = ChannelGroup.from_item(
+        {"cid": "1", "sid": "2", "cgid": "80", "word": "70", "longword": "64", "price": "0.08"}
+    )
+    assert (group.cgid, group.word, group.longword, group.price) == (80, 70, 64, Decimal("0.08"))
+    sign = Signature.from_item({"csid": "0", "sign": "【Aisix】"})
+    assert (sign.csid, sign.sign) == (0, "【Aisix】")

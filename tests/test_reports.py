@@ -1,0 +1,247 @@
+"""Report and reply streams: every record fetched reaches the caller, whatever happens.
+
+The gateway hands each record out once, so these tests count: what the emulator queued
+must equal what the stream yielded plus what it kept (unread, malformed), exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from aisix_async import (
+    AisixClient,
+    AuthenticationError,
+    MalformedRecord,
+    Reply,
+    RetryPolicy,
+    StateReport,
+)
+from aisix_async._reports import watch_replies, watch_send_states
+
+pytestmark = pytest.mark.anyio
+
+FAST: dict[str, Any] = {"interval": 0.01, "max_backoff": 0.05}
+
+
+def _client(emulator: Any, **options: Any) -> AisixClient:
+    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
+
+
+def _numbers(count: int, start: int = 0) -> list[str]:
+    return [f"138{start + i:08d}" for i in range(count)]
+
+
+async def _send(client: AisixClient, count: int, start: int = 0) -> set[tuple[str, str]]:
+    sent: set[tuple[str, str]] = set()
+    for offset in range(0, count, 1000):
+        numbers = _numbers(min(1000, count - offset), start + offset)
+        receipt = await client.send_once(numbers, "your parcel is on its way")
+        sent.update((receipt.msgid, n) for n in numbers)
+    return sent
+
+
+async def test_stream_yields_every_report_once_in_whole_batches(emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=40)
+    batches: list[Sequence[StateReport | MalformedRecord]] = []
+    yielded_at_hook: list[int] = []
+
+    async with _client(emulator) as client:
+        sent = await _send(client, 250)
+        seen: list[StateReport] = []
+
+        async def on_batch(batch: Sequence[StateReport | MalformedRecord]) -> None:
+            # Called before any record of the batch is yielded.
+            yielded_at_hook.append(len(seen))
+            batches.append(batch)
+
+        async with watch_send_states(
+            client, stop_when_idle=0.05, on_batch=on_batch, **FAST
+        ) as stream:
+            async for report in stream:
+                seen.append(report)
+        stats = stream.stats()
+
+    assert {(r.msgid, r.mobile) for r in seen} == sent
+    assert len(seen) == 250
+    # Batches as the gateway paged them (40 each), handed over whole and in order.
+    assert [len(b) for b in batches] == [40] * 6 + [10]
+    assert [r for b in batches for r in b] == seen
+    assert yielded_at_hook == [40 * i for i in range(7)]
+    assert stats.records == stats.yielded == 250
+    assert stats.malformed == 0
+    assert stream.unread() == []
+    assert emulator.state.pending_reports() == 0
+
+
+async def test_leaving_early_keeps_the_unread_records(emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=100)
+    async with _client(emulator) as client:
+        sent = await _send(client, 250)
+        taken: list[StateReport] = []
+        async with watch_send_states(client, **FAST) as stream:
+            async for report in stream:
+                taken.append(report)
+                if len(taken) == 3:
+                    break
+            # Let the poller fetch the rest while we are still in the block.
+            with anyio.move_on_after(2.0):
+                while emulator.state.pending_reports():
+                    await anyio.sleep(0.01)
+        unread = stream.unread()
+    assert len(taken) == 3
+    assert {(r.msgid, r.mobile) for r in [*taken, *unread]} == sent
+    assert len(taken) + len(unread) == 250
+    assert stream.unread() == []  # taken once
+
+
+async def test_a_bad_item_costs_nothing_else_of_its_batch(caplog: pytest.LogCaptureFixture) -> None:
+    answers = [
+        b'<xml name="getSendState" result="1">'
+        b'<Item id="1" msgid="100" mobile="13800000001" result="2" return="DELIVRD"/>'
+        b'<Item id="2" msgid="100" mobile="13800000002" result="banana" return="DELIVRD"/>'
+        b'<Item id="3" msgid="100" mobile="13800000003" result="1" return="UNDELIV"/>'
+        b"</xml>",
+        b'<xml name="getSendState" result="1">'
+        b'<Item id="4" mobile="13800000004" result="2" return="DELIVRD"/>'
+        b'<Item id="5" msgid="101" mobile="13800000005" result="2" return="DELIVRD"/>'
+        b"</xml>",
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
+        return httpx.Response(200, content=body)
+
+    batches: list[Sequence[StateReport | MalformedRecord]] = []
+
+    async def on_batch(batch: Sequence[StateReport | MalformedRecord]) -> None:
+        batches.append(batch)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    async with (
+        AisixClient("1001@100001", "0" * 32, http_client=http) as client,
+        watch_send_states(client, stop_when_idle=0.05, on_batch=on_batch, **FAST) as stream,
+    ):
+        got = [report async for report in stream]
+    await http.aclose()
+
+    assert [r.mobile for r in got] == ["13800000001", "13800000003", "13800000005"]
+    assert [m.attributes["id"] for m in stream.malformed] == ["2", "4"]
+    assert stream.malformed[0].attributes["result"] == "banana"
+    assert stream.stats().malformed == 2
+    # The hook saw each batch whole, bad items in their place.
+    assert [len(b) for b in batches] == [3, 2]
+    assert isinstance(batches[0][1], MalformedRecord)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("banana" in w for w in warnings)
+    assert any("13800000004" in w for w in warnings)
+
+
+async def test_rate_limits_back_off_without_ending_the_stream(emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=50)
+    # One attempt per poll, so every -1 reaches the stream rather than the scheduler.
+    async with _client(emulator, retry=RetryPolicy(attempts=1)) as client:
+        sent = await _send(client, 200)
+        emulator.state.configure(rate=10.0, burst=1.0)
+        async with watch_send_states(client, stop_when_idle=0.3, **FAST) as stream:
+            got = [report async for report in stream]
+    assert {(r.msgid, r.mobile) for r in got} == sent
+    stats = stream.stats()
+    assert stats.errors > 0
+    assert emulator.state.get_counters().rate_limited == stats.errors
+
+
+async def test_a_fatal_account_error_ends_the_stream_after_the_records_fetched(
+    emulator: Any,
+) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=50)
+    async with _client(emulator) as client:
+        sent = await _send(client, 100)
+        got: list[StateReport] = []
+
+        async def consume() -> None:
+            async with watch_send_states(client, **FAST) as stream:
+                streams.append(stream)
+                async for report in stream:
+                    got.append(report)
+                    if len(got) == 50:
+                        # Someone rotates the key behind our back: polls now answer -2.
+                        emulator.state.update_account(authkey="F" * 32)
+
+        streams: list[Any] = []
+        with pytest.raises(AuthenticationError):
+            await consume()
+        stream = streams[0]
+    # The second batch may or may not have been fetched before the key changed; either
+    # way nothing fetched is lost, and the error came out of the `async for`.
+    assert len(got) + len(stream.unread()) + emulator.state.pending_reports() == len(sent)
+    assert len(got) >= 50
+
+
+async def test_reply_stream(emulator: Any) -> None:
+    for i in range(5):
+        emulator.state.inject_reply(f"1380000000{i}", f"reply {i}", time_ms=1373883378000 + i)
+    async with (
+        _client(emulator) as client,
+        watch_replies(client, stop_when_idle=0.05, **FAST) as stream,
+    ):
+        got: list[Reply] = [reply async for reply in stream]
+    assert [r.content for r in got] == [f"reply {i}" for i in range(5)]
+    assert got[0].time.year == 2013
+    assert emulator.state.pending_replies() == 0
+
+
+async def test_closing_lets_the_poll_on_the_wire_finish_into_unread(emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0)
+    async with _client(emulator) as client:
+        sent = await _send(client, 30)
+        emulator.state.set_faults(latency_ms=150, fault_actions={"getSendState"})
+        stream = watch_send_states(client, **FAST)
+        # Cancelled from outside while the first poll waits for its answer: the hardest
+        # way out, since everything inside the scope is cancelled with it.
+        with anyio.move_on_after(0.05):
+            async with stream:
+                await anyio.sleep(5)
+        # The gateway handed the records out during that poll: they must not be lost.
+        unread = stream.unread()
+    assert {(r.msgid, r.mobile) for r in unread} == sent
+    assert emulator.state.pending_reports() == 0
+
+
+async def test_an_error_in_the_block_comes_out_as_itself(emulator: Any) -> None:
+    async with _client(emulator) as client:
+        with pytest.raises(KeyError):
+            async with watch_send_states(client, **FAST):
+                raise KeyError("mine")
+
+
+async def test_a_failing_batch_hook_ends_the_stream_instead_of_polling_on(emulator: Any) -> None:
+    # A journal that cannot record a batch must stop the stream: polling on would hand
+    # later batches to the reader unrecorded.
+    emulator.state.configure(report_delay=0.0, reports_per_call=10)
+    calls: list[int] = []
+
+    async def on_batch(batch: Sequence[StateReport | MalformedRecord]) -> None:
+        calls.append(len(batch))
+        raise OSError("disk full")
+
+    async with _client(emulator) as client:
+        sent = await _send(client, 30)
+        seen: list[StateReport] = []
+        with pytest.raises(OSError, match="disk full"):
+            async with watch_send_states(client, on_batch=on_batch, **FAST) as stream:
+                async for report in stream:
+                    seen.append(report)
+        unread = stream.unread()
+    assert calls == [10]
+    # The batch fetched when the hook failed still reaches the caller, before the error;
+    # no later batch is fetched.
+    got = [*seen, *unread]
+    assert len(got) == 10 and {(r.msgid, r.mobile) for r in got} <= sent
+    assert emulator.state.pending_reports() == 20

@@ -1,0 +1,180 @@
+"""DeliveryTracker: a campaign followed to its end, checked against the emulator's ledger."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import pytest
+
+from aisix_async import AisixClient, ReportResult, SendReceipt, StateReport
+from aisix_async._bulk import OutcomeStatus, SendOutcome
+from aisix_async._tracker import DeliveryTracker
+
+pytestmark = pytest.mark.anyio
+
+
+def _client(emulator: Any, **options: Any) -> AisixClient:
+    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
+
+
+def _numbers(count: int, start: int = 0) -> list[str]:
+    return [f"137{start + i:08d}" for i in range(count)]
+
+
+def _receipt(msgid: str) -> SendReceipt:
+    return SendReceipt("c", "s", msgid, 1, Decimal("0.10"), Decimal("1"))
+
+
+def _report(msgid: str, mobile: str, code: str) -> StateReport:
+    result = ReportResult.DELIVERED if code == "DELIVRD" else ReportResult.FAILED
+    return StateReport("1", msgid, mobile, result, code)
+
+
+# -- matching (pure) --------------------------------------------------------------------
+
+
+def test_matching_is_on_msgid_and_mobile() -> None:
+    tracker = DeliveryTracker()
+    assert tracker.result().done  # nothing tracked, nothing to wait for
+    assert tracker.track_receipt(_receipt("9"), ["1", "2", "3"]) == 3
+    assert not tracker.result().done
+    assert tracker.feed(_report("9", "1", "DELIVRD"))
+    # Same msgid, a number that was not in the request: not ours.
+    stranger = _report("9", "4", "DELIVRD")
+    assert not tracker.feed(stranger)
+    # A non-final code is tracked but settles nothing.
+    assert tracker.feed(_report("9", "2", "ACCEPTD"))
+    assert tracker.latest("9", "2") is not None
+    assert sorted(tracker.pending()) == [("9", "2"), ("9", "3")]
+    assert tracker.feed(_report("9", "2", "undeliv"))
+    assert tracker.feed(_report("9", "3", "DTBLACK"))
+    assert tracker.done
+    assert tracker.counts() == Counter({"DELIVRD": 1, "UNDELIV": 1, "DTBLACK": 1})
+    assert tracker.untracked == [stranger]
+    # A repeated final report is recognised, not counted twice.
+    assert tracker.feed(_report("9", "3", "DTBLACK"))
+    assert tracker.duplicates == 1
+    assert tracker.counts()["DTBLACK"] == 1
+
+
+def test_a_report_that_beats_its_receipt_is_adopted() -> None:
+    tracker = DeliveryTracker()
+    early = _report("7", "5", "DELIVRD")
+    assert not tracker.feed(early)
+    assert tracker.untracked == [early]
+    tracker.track_receipt(_receipt("7"), ["5", "6"])
+    assert tracker.untracked == []
+    assert tracker.pending() == [("7", "6")]
+
+
+def test_outcomes_of_each_kind() -> None:
+    tracker = DeliveryTracker()
+    once = SendOutcome(0, (0, 1), ("a", "b"), OutcomeStatus.ACCEPTED, "sendOnce", (_receipt("1"),))
+    batch = SendOutcome(
+        1, (2, 3), ("c", "d"), OutcomeStatus.ACCEPTED, "sendBatch", (_receipt("2"), _receipt("3"))
+    )
+    failed = SendOutcome(2, (4,), ("e",), OutcomeStatus.FAILED, "sendOnce")
+    unknown = SendOutcome(3, (5,), ("f",), OutcomeStatus.UNKNOWN, "sendOnce")
+    assert [tracker.track(o) for o in (once, batch, failed, unknown)] == [2, 2, 0, 0]
+    assert sorted(tracker.pending()) == [("1", "a"), ("1", "b"), ("2", "c"), ("3", "d")]
+    result = tracker.result()
+    assert result.not_sent == ("e",)
+    assert result.unknown == ("f",)
+    assert result.tracked == 4
+
+
+async def test_wait_without_a_stream_returns_when_others_feed_it() -> None:
+    tracker = DeliveryTracker()
+    tracker.track_receipt(_receipt("1"), ["a", "b"])
+
+    async def feeder() -> None:
+        await anyio.sleep(0.01)
+        tracker.feed(_report("1", "a", "DELIVRD"))
+        await anyio.sleep(0.01)
+        tracker.feed(_report("1", "b", "EXPIRED"))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(feeder)
+        result = await tracker.wait(timeout=5)
+    assert result.done
+    assert result.counts == {"DELIVRD": 1, "EXPIRED": 1}
+
+
+# -- against the emulator ---------------------------------------------------------------
+
+# Each phase of the campaign runs under one report code, so the emulator's ledger says
+# exactly which code every recipient gets: the phase's, or DTBLACK on the blacklist.
+_PHASES = [("DELIVRD", 8000), ("UNDELIV", 6000), ("EXPIRED", 3000), ("REJECTD", 3000)]
+
+
+async def test_a_20000_recipient_campaign_is_tracked_to_the_exact_truth(emulator: Any) -> None:
+    numbers = _numbers(20_000)
+    blacklist = set(numbers[::37])
+    state = emulator.state
+    state.configure(
+        report_delay=0.0, reports_per_call=1000, blacklist=blacklist, report_mix={"DELIVRD": 1}
+    )
+    state.set_balance(None, "5000")  # 20,050 messages at 0.10
+    tracker = DeliveryTracker()
+    async with _client(emulator, max_concurrency=8) as client:
+        # Messages nobody tracks: their reports must come out as untracked, not vanish.
+        other = await client.send_once(_numbers(50, start=50_000), "not part of the campaign")
+        phase_slices: list[tuple[str, int, int]] = []
+        offset = 0
+        for index, (code, count) in enumerate(_PHASES):
+            state.configure(report_mix={code: 1})
+            start = state.message_count
+            chunk = numbers[offset : offset + count]
+            offset += count
+            if index % 2 == 0:
+                # The bulk engine: outcomes straight into the tracker.
+                async with client.send_many(chunk, f"campaign phase {index}") as outcomes:
+                    async for outcome in outcomes:
+                        assert outcome.status is OutcomeStatus.ACCEPTED
+                        tracker.track(outcome)
+            else:
+                # Single sends in 1000-number chunks, concurrently, tracked by receipt.
+                async def send(part: list[str], text: str) -> None:
+                    tracker.track_receipt(await client.send_once(part, text), part)
+
+                async with anyio.create_task_group() as group:
+                    for at in range(0, count, 1000):
+                        group.start_soon(send, chunk[at : at + 1000], f"campaign phase {index}")
+            phase_slices.append((code, start, state.message_count))
+        assert tracker.tracked == 20_000
+        result = await tracker.follow(client, timeout=30, interval=0.01)
+
+    truth: Counter[str] = Counter()
+    for code, start, end in phase_slices:
+        for record in state.messages(start, end - start):
+            truth["DTBLACK" if record.mobile in blacklist else code] += 1
+    assert sum(truth.values()) == 20_000
+    assert result.done
+    assert result.pending == ()
+    assert dict(result.counts) == dict(truth)
+    assert truth["DTBLACK"] == len(blacklist)
+    assert sorted((r.msgid, r.mobile) for r in result.untracked) == sorted(
+        (other.msgid, n) for n in _numbers(50, start=50_000)
+    )
+    assert state.pending_reports() == 0
+
+
+async def test_time_up_lists_the_pending(emulator: Any) -> None:
+    # ACCEPTD is not final: these recipients never settle.
+    emulator.state.configure(report_delay=0.0, report_mix={"ACCEPTD": 1})
+    tracker = DeliveryTracker()
+    async with _client(emulator) as client:
+        numbers = _numbers(20)
+        receipt = await client.send_once(numbers, "hello")
+        tracker.track_receipt(receipt, numbers)
+        with anyio.fail_after(5):
+            result = await tracker.follow(client, timeout=0.3, interval=0.01)
+    assert not result.done
+    assert sorted(result.pending) == sorted((receipt.msgid, n) for n in numbers)
+    assert result.counts == {}
+    latest = tracker.latest(receipt.msgid, numbers[0])
+    assert latest is not None
+    assert latest.code == "ACCEPTD"
