@@ -151,7 +151,9 @@ async def test_key_rotation_while_requests_are_in_flight(emulator: Any) -> None:
     emulator.state.set_faults(latency_ms=20, jitter_ms=20)
     seen: list[str] = []
     errors: list[BaseException] = []
-    async with client_for(emulator, max_concurrency=8, on_key_update=lambda u: seen.append(u.authkey)) as client:
+    async with client_for(
+        emulator, max_concurrency=8, on_key_update=lambda u: seen.append(u.authkey)
+    ) as client:
 
         async def reader() -> None:
             try:

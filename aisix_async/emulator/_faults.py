@@ -1,0 +1,91 @@
+"""Seeded fault decisions, and the bytes a faulty answer is made of.
+
+A client is only as good as its handling of a gateway that misbehaves, so each kind of
+misbehaviour a real deployment shows can be switched on with a probability:
+
+    http_502             proxy error page, request never reached the gateway (no charge)
+    error_before_charge  result -10, nothing charged or recorded
+    error_after_charge   charged and recorded, then result -10 (did it go out? unknown)
+    drop_after_process   charged and recorded, then the connection is cut mid-body
+    truncated_xml        charged and recorded, then half the XML with a matching length
+    slow_body            charged and recorded, the answer trickles out over slow_body_ms
+
+The decision comes from the state's own seeded generator, so a run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from ._config import FAULT_NAMES, FaultConfig
+from ._xmlout import html_page
+
+__all__ = [
+    "BAD_GATEWAY_PAGE",
+    "DeliberateDrop",
+    "draw_fault",
+    "quiet_deliberate_drops",
+    "slow_pieces",
+    "truncate",
+]
+
+BAD_GATEWAY_PAGE = html_page(502, "Bad Gateway")
+
+
+class DeliberateDrop(Exception):
+    """Raised by the app after a partial answer so the server cuts the connection."""
+
+
+def draw_fault(faults: FaultConfig, rng: random.Random, action: str) -> tuple[str | None, float]:
+    """The fault for one request (or None) and the delay (seconds) to apply first.
+
+    One uniform draw walks FAULT_NAMES in order, so faults exclude each other and each
+    fires with its own probability.
+    """
+    if faults.fault_actions is not None and action not in faults.fault_actions:
+        return None, 0.0
+    delay = faults.latency_ms
+    if faults.jitter_ms:
+        delay += rng.uniform(0.0, faults.jitter_ms)
+    fault = None
+    total = faults.total_probability
+    if total > 0:
+        point = rng.random()
+        if point < total:
+            edge = 0.0
+            for name in FAULT_NAMES:
+                edge += faults.probability(name)
+                if point < edge:
+                    fault = name
+                    break
+    return fault, delay / 1000.0
+
+
+def truncate(body: bytes) -> bytes:
+    """The first half of an answer: a complete HTTP body that is not well-formed XML."""
+    return body[: max(1, len(body) // 2)]
+
+
+def slow_pieces(body: bytes, pieces: int = 8) -> list[bytes]:
+    """`body` cut into up to `pieces` parts, sent one by one with pauses between."""
+    size = max(1, -(-len(body) // pieces))
+    return [body[i : i + size] for i in range(0, len(body), size)]
+
+
+class _QuietDeliberateDrops(logging.Filter):
+    """Keeps uvicorn from logging our own drops as application crashes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc_info = record.exc_info
+        return not (exc_info and isinstance(exc_info[1], DeliberateDrop))
+
+
+_FILTER = _QuietDeliberateDrops()
+
+
+def quiet_deliberate_drops() -> None:
+    """Silence uvicorn's error log for deliberate drops only (idempotent)."""
+    logger = logging.getLogger("uvicorn.error")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)

@@ -1,0 +1,176 @@
+"""Starting the emulator: serve_emulator, EmulatorServer, create_app, the command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from emulator_helpers import parse_answer
+
+from aisix_async.emulator import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_AUTHKEY,
+    DeliberateDrop,
+    EmulatorConfig,
+    EmulatorServer,
+    GatewayState,
+    create_app,
+    serve_emulator,
+)
+from aisix_async.emulator.__main__ import build_parser, config_from_args, main
+
+ROOT = Path(__file__).resolve().parents[2]
+CREDS = {"ac": DEFAULT_ACCOUNT, "authkey": DEFAULT_AUTHKEY}
+
+
+@pytest.mark.anyio
+async def test_serve_emulator_runs_and_stops(anyio_backend: str) -> None:
+    async with serve_emulator() as emu:
+        assert emu.base_url == f"http://127.0.0.1:{emu.port}/OpenPlatform"
+        assert emu.open_url == emu.base_url + "/OpenApi"
+        assert emu.data_url == emu.base_url + "/DataApi"
+        assert emu.control_url == f"http://127.0.0.1:{emu.port}/_emulator"
+        assert (emu.account, emu.authkey) == (DEFAULT_ACCOUNT, DEFAULT_AUTHKEY)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(emu.open_url, data={"action": "getBalance", **CREDS})
+            assert parse_answer(response).items[0]["remain"] == "1000.000"
+        port = emu.port
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/_emulator/state", timeout=2)
+
+
+@pytest.mark.anyio
+async def test_serve_emulator_takes_config_overrides(anyio_backend: str) -> None:
+    async with serve_emulator(EmulatorConfig(seed=5), rate=1.0, burst=1.0) as emu:
+        assert emu.state.config.seed == 5
+        async with httpx.AsyncClient() as client:
+            form = {"action": "getBalance", **CREDS}
+            results = [
+                parse_answer(await client.post(emu.open_url, data=form)).result for _ in range(2)
+            ]
+    assert results == [1, -1]
+
+
+def test_emulator_server_shares_a_state_and_runs_beside_another() -> None:
+    state = GatewayState()
+    with EmulatorServer(state=state) as first, EmulatorServer() as second:
+        assert first.port != second.port
+        assert first.state is state
+        form = {"action": "sendOnce", "m": "13800000001", "c": "hi", **CREDS}
+        assert parse_answer(httpx.post(first.open_url, data=form)).result == 1
+        assert state.message_count == 1
+        assert second.state.message_count == 0
+
+
+def test_emulator_server_rejects_config_with_state() -> None:
+    with pytest.raises(ValueError, match="either"):
+        EmulatorServer(EmulatorConfig(), state=GatewayState())
+    with pytest.raises(ValueError, match="either"):
+        create_app(EmulatorConfig(), state=GatewayState())
+
+
+def test_emulator_server_before_start_has_no_port() -> None:
+    with pytest.raises(RuntimeError, match="not been started"):
+        _ = EmulatorServer().base_url
+
+
+@pytest.mark.anyio
+async def test_create_app_works_in_process(anyio_backend: str) -> None:
+    app = create_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
+        form = {"action": "sendOnce", "m": "13800000001", "c": "hi", **CREDS}
+        answer = parse_answer(await client.post("/OpenPlatform/OpenApi", data=form))
+        assert answer.result == 1
+        assert app.state.messages()[0].text == "【Aisix】hi"
+        app.state.set_faults(latency_ms=1.0, drop_after_process=1.0)
+        # In process there is no connection to cut: the app's own exception surfaces.
+        with pytest.raises(DeliberateDrop):
+            await client.post("/OpenPlatform/OpenApi", data=form)
+        assert app.state.message_count == 2
+
+
+def _start_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aisix_async.emulator", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines: dict[str, str] = {}
+    for line in proc.stdout:
+        if "=" not in line:
+            break
+        key, _, value = line.strip().partition("=")
+        lines[key] = value
+    return proc, lines
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_command_line_prints_urls_serves_and_stops_cleanly(sig: signal.Signals) -> None:
+    proc, lines = _start_cli("--balance", "5", "--rate", "100", "--seed", "3")
+    try:
+        assert lines["base_url"].startswith("http://127.0.0.1:")
+        assert lines["base_url"].endswith("/OpenPlatform")
+        assert (lines["account"], lines["authkey"]) == (DEFAULT_ACCOUNT, DEFAULT_AUTHKEY)
+        form = {"action": "getBalance", "ac": lines["account"], "authkey": lines["authkey"]}
+        answer = parse_answer(httpx.post(lines["base_url"] + "/OpenApi", data=form))
+        assert answer.items[0]["remain"] == "5.000"
+        config = httpx.get(lines["control_url"] + "/config").json()
+        assert (config["rate"], config["seed"]) == (100.0, 3)
+    finally:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "emulator stopped" in out
+    assert "Traceback" not in err
+
+
+def test_main_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--fault", "bogus=0.1"]) == 2
+    assert main(["--fault", "http_502=0.7", "--fault", "slow_body=0.7"]) == 2
+    assert "more than 1" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+
+
+def test_main_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["--port", str(taken.getsockname()[1])]) == 1
+    assert "cannot listen" in capsys.readouterr().err
+
+
+def test_options_map_to_the_config() -> None:
+    args = build_parser().parse_args(
+        [
+            "--rate", "50", "--burst", "5", "--latency-ms", "3", "--jitter-ms", "2",
+            "--fault", "http_502=0.1", "--fault", "truncated_xml=0.2",
+            "--fault-actions", "sendOnce,sendBatch", "--seed", "4", "--report-delay", "0.5",
+            "--reports-per-call", "7", "--balance", "12.5", "--ip-bound", "--no-reports",
+            "--no-record", "--blacklist", "1380,1390", "--lock-after", "3",
+        ]
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert (config.rate, config.burst, config.seed, config.lock_after) == (50.0, 5.0, 4, 3)
+    assert (config.report_delay, config.reports_per_call) == (0.5, 7)
+    assert (config.ip_bound, config.reports, config.record_messages) == (True, False, False)
+    assert config.blacklist == {"1380", "1390"}
+    assert str(config.accounts[0].balance) == "12.5"
+    faults = config.faults
+    assert (faults.http_502, faults.truncated_xml, faults.latency_ms, faults.jitter_ms) == (
+        0.1,
+        0.2,
+        3.0,
+        2.0,
+    )
+    assert faults.fault_actions == frozenset({"sendOnce", "sendBatch"})
