@@ -1,0 +1,27 @@
+"""The ``aisix`` command line: the SDK's main job (campaigns, reports, the demo) in one tool.
+
+The command line needs the ``cli`` extra (rich for progress and tables, and the emulator
+for ``aisix demo``); the core SDK does not. So this module imports nothing beyond the
+standard library until it has checked that the extra is there: a user who installed the
+bare package gets one line saying what to install, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["MISSING_EXTRA_HINT", "main"]
+
+MISSING_EXTRA_HINT = "aisix: this command needs the cli extra: pip install 'aisix-async[cli]'"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``aisix`` with ``argv`` (default: the process arguments); return the exit code."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        print(MISSING_EXTRA_HINT, file=sys.stderr)
+        return 2
+    from ._app import run
+
+    return run(sys.argv[1:] if argv is None else list(argv))

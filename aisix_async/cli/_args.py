@@ -1,0 +1,299 @@
+"""The argument parser: every command, its options and its ``--help``.
+
+Options shared by the commands that talk to a gateway (credentials, URLs, output) are
+accepted after the command name (``aisix balance --json``), where people type them.
+There is deliberately no option taking the authkey itself (see ``_credentials``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .._version import __version__
+from ._exit import EXIT_CODES_HELP
+
+__all__ = ["build_parser"]
+
+_DESCRIPTION = """\
+aisix: send SMS through the Aisix gateway, follow delivery reports, and try it all
+offline against a built-in emulator (aisix demo).
+"""
+
+_SEND_EPILOG = """\
+inputs (one of):
+  FILE or stdin           numbers, one per line (blank lines and # comments skipped)
+  --csv FILE --column C   numbers from column C of a CSV file with a header row
+  --batch FILE            a CSV of (mobile, content) rows: each recipient its own text
+
+examples:
+  aisix send numbers.txt --content "Your code is 1234"
+  aisix send --csv users.csv --column phone --template "Hi {p1}, code {p2}" \\
+      --param-columns name,code
+  aisix send numbers.txt --content "Sale!" --journal sale.db   # run again to resume
+  aisix send numbers.txt --content "Sale!" --dry-run           # estimate, send nothing
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _output_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    group = parent.add_argument_group("output")
+    group.add_argument(
+        "--json", action="store_true", help="machine-readable output: one JSON object per line"
+    )
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr")
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="log requests and retries on stderr"
+    )
+    return parent
+
+
+def _gateway_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    group = parent.add_argument_group(
+        "gateway and credentials",
+        "the key comes from AISIX_AUTHKEY or --authkey-file, never from a flag",
+    )
+    group.add_argument("--account", metavar="STAFF@ENT", help="default: $AISIX_ACCOUNT")
+    group.add_argument(
+        "--authkey-file",
+        metavar="PATH",
+        help="read the key from this file (default: $AISIX_AUTHKEY)",
+    )
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="e.g. http://api.aisix.com/OpenPlatform (default: $AISIX_BASE_URL, then that)",
+    )
+    group.add_argument("--data-url", metavar="URL", help="the DataApi URL if not under --base-url")
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="per-request timeout (default 30)",
+    )
+    group.add_argument(
+        "--retry-timeout",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="give up retrying one request (-1, connection failures) after this long (default 120)",
+    )
+    return parent
+
+
+def _add_send(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    send = sub.add_parser(
+        "send",
+        allow_abbrev=False,
+        parents=parents,
+        help="send one content, a template, or a batch to many numbers",
+        description="Send SMS to many recipients: chunked, rate-adaptive, every recipient "
+        "accounted for.",
+        epilog=_SEND_EPILOG + "\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inputs = send.add_argument_group("recipients")
+    inputs.add_argument(
+        "numbers", nargs="?", metavar="FILE", help="numbers, one per line ('-' or omitted: stdin)"
+    )
+    inputs.add_argument("--csv", metavar="FILE", help="a CSV file with a header row")
+    inputs.add_argument("--column", metavar="NAME", help="the CSV column holding the numbers")
+    inputs.add_argument(
+        "--batch",
+        metavar="FILE",
+        help="a CSV of mobile,content rows (header optional; columns 'mobile' and 'content')",
+    )
+    inputs.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="report invalid numbers as failed and send the rest (default: refuse the run)",
+    )
+    what = send.add_argument_group("message")
+    what.add_argument("--content", metavar="TEXT", help="the text every recipient receives")
+    what.add_argument(
+        "--template",
+        metavar="TEXT",
+        help="a template with {p1}..{p10}, values from --param-columns of the --csv",
+    )
+    what.add_argument(
+        "--param-columns",
+        metavar="A,B,...",
+        help="the CSV columns giving {p1}, {p2}, ... in order",
+    )
+    what.add_argument("--cgid", type=_positive_int, help="channel group (default: the account's)")
+    what.add_argument(
+        "--csid", type=_non_negative_int, help="signature id (0: the default signature)"
+    )
+    what.add_argument(
+        "--at",
+        metavar="ISO-8601",
+        help="schedule for this time, with its zone (e.g. 2030-01-31T09:00+08:00); "
+        "a time without zone is refused",
+    )
+    run = send.add_argument_group("run")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every input and print the estimate (units, cost, balance); send nothing",
+    )
+    run.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="record the campaign in this SQLite file; running the same command again "
+        "resumes it (never resending what was accepted)",
+    )
+    run.add_argument(
+        "--resend-unknown",
+        action="store_true",
+        help="with --journal: resend recipients whose outcome is unknown (may send twice!)",
+    )
+    run.add_argument(
+        "--no-balance-check",
+        action="store_true",
+        help="do not refuse the run when the estimate exceeds the balance",
+    )
+    run.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        metavar="N",
+        help="numbers per sendOnce request (at most 1000, the default)",
+    )
+    run.add_argument(
+        "--outcomes",
+        metavar="FILE",
+        help="write one CSV line per recipient: mobile,status,msgid,error",
+    )
+    run.add_argument(
+        "--max-concurrency",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="at most N requests at once (default 16; the client adapts below it)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aisix`` parser with all its commands."""
+    parser = argparse.ArgumentParser(
+        prog="aisix",
+        # No abbreviations: "--authkey KEY" must not be taken for "--authkey-file KEY".
+        allow_abbrev=False,
+        description=_DESCRIPTION,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"aisix {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    output, gateway = _output_options(), _gateway_options()
+    both = [gateway, output]
+
+    def simple(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            allow_abbrev=False,
+            parents=both,
+            help=text,
+            description=text,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    demo = sub.add_parser(
+        "demo",
+        allow_abbrev=False,
+        parents=[output],
+        help="run a whole campaign against a local emulator, offline, and check it",
+        description="Start the gateway emulator on 127.0.0.1 with a rate limit the client "
+        "is not told, some faults and delivery reports; send a campaign by sendOnce, "
+        "sendBatch and sendParam; wait for the reports; check every figure against the "
+        "emulator's own record. Exit 0 only if the check passed.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--size", type=_positive_int, default=100_000, help="numbers sent by sendOnce (100000)"
+    )
+    demo.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=20.0,
+        help="the emulator's hidden limit, requests per second (20)",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed for numbers, faults, reports")
+    demo.add_argument(
+        "--report-wait",
+        type=_positive_float,
+        default=20.0,
+        metavar="SECONDS",
+        help="wait at most this long for delivery reports (20)",
+    )
+
+    _add_send(sub, both)
+    simple("balance", "show the account's balance")
+    simple("channels", "list the channel groups the account may use, with their prices")
+    simple("signs", "list the signatures the account may use (csid 0 is the default)")
+    for name, what in (("reports", "delivery reports"), ("replies", "replies from recipients")):
+        cmd = simple(
+            name,
+            f"fetch {what} (the gateway hands each out once: they are printed as they come)",
+        )
+        cmd.add_argument("-f", "--follow", action="store_true", help="keep polling until Ctrl-C")
+        cmd.add_argument(
+            "--interval",
+            type=_positive_float,
+            default=5.0,
+            metavar="SECONDS",
+            help="with --follow: poll at least this often when nothing comes (5)",
+        )
+    rotate = simple(
+        "rotate-key",
+        "rotate the account's authkey; the new key is printed ONCE: store it at once",
+    )
+    rotate.add_argument(
+        "--yes", action="store_true", help="do not ask for confirmation (the old key dies)"
+    )
+    rotate.add_argument(
+        "--write-to",
+        metavar="PATH",
+        help="also write the new key to this file (mode 600), replacing it atomically",
+    )
+    sub.add_parser(
+        "emulator",
+        help="run the gateway emulator (aisix emulator --help for its options)",
+        add_help=False,
+    )
+    return parser

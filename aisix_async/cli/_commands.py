@@ -1,0 +1,244 @@
+"""The small commands: balance, channels, signs, reports, replies, rotate-key.
+
+``reports`` and ``replies`` read queues the gateway empties as it answers (each record
+is handed out once), so every record is printed, and flushed, the moment it is fetched;
+records a stream fetched but had not yielded when it stopped (Ctrl-C) are printed too.
+
+``rotate-key`` is the one command that prints a key: the new one, once, on stdout, with
+a warning on stderr to store it before anything else, because the old key stops working
+at once and nobody can show the new one again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from .._models import MalformedRecord, Reply, StateReport
+from .._reports import RecordStream, watch_replies, watch_send_states
+from ._app import Context
+from ._exit import CliError, ExitCode
+
+__all__ = ["balance", "channels", "replies", "reports", "rotate_key", "signs"]
+
+_R = TypeVar("_R", StateReport, Reply)
+
+
+async def balance(ctx: Context) -> int:
+    """Print the account's balance."""
+    async with ctx.client() as client:
+        result = await client.get_balance()
+    if ctx.out.json_mode:
+        ctx.out.emit({"account": client.account, "balance": result.remain})
+    else:
+        ctx.out.pairs(None, [("account", client.account), ("balance (yuan)", result.remain)])
+    return ExitCode.OK
+
+
+async def channels(ctx: Context) -> int:
+    """Print the channel groups with their billing."""
+    async with ctx.client() as client:
+        groups = await client.get_channel_groups()
+    if ctx.out.json_mode:
+        for group in groups:
+            ctx.out.emit(
+                {
+                    "cgid": group.cgid,
+                    "word": group.word,
+                    "longword": group.longword,
+                    "price": group.price,
+                }
+            )
+    else:
+        ctx.out.table(
+            f"channel groups of {client.account}",
+            ["cgid", "one unit up to", "then per unit", "price (yuan/unit)"],
+            [(g.cgid, g.word, g.longword, g.price) for g in groups],
+            right=["cgid", "one unit up to", "then per unit", "price (yuan/unit)"],
+        )
+    return ExitCode.OK
+
+
+async def signs(ctx: Context) -> int:
+    """Print the signatures."""
+    async with ctx.client() as client:
+        found = await client.get_signs()
+    if ctx.out.json_mode:
+        for sign in found:
+            ctx.out.emit({"csid": sign.csid, "sign": sign.sign, "default": sign.csid == 0})
+    else:
+        ctx.out.table(
+            f"signatures of {client.account}",
+            ["csid", "signature", ""],
+            [(s.csid, s.sign, "default" if s.csid == 0 else "") for s in found],
+            right=["csid"],
+        )
+    return ExitCode.OK
+
+
+def _report_line(report: StateReport) -> str:
+    return f"{report.msgid}  {report.mobile}  {report.code or '-'}  {report.result.name.lower()}"
+
+
+def _reply_line(reply: Reply) -> str:
+    return f"{reply.time.isoformat()}  {reply.mobile}  {reply.content}"
+
+
+def _record_json(record: StateReport | Reply) -> dict[str, Any]:
+    if isinstance(record, StateReport):
+        data: dict[str, Any] = {
+            "id": record.id,
+            "msgid": record.msgid,
+            "mobile": record.mobile,
+            "code": record.code,
+            "result": record.result,
+            "final": record.is_final,
+        }
+    else:
+        data = {
+            "id": record.id,
+            "time": record.time,
+            "mobile": record.mobile,
+            "content": record.content,
+        }
+    if record.extra:
+        data["extra"] = dict(record.extra)
+    return data
+
+
+async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
+    out = ctx.out
+    count = 0
+
+    def show(record: StateReport | Reply) -> None:
+        if out.json_mode:
+            out.emit(_record_json(record))
+        elif isinstance(record, StateReport):
+            out.line(_report_line(record))
+        else:
+            out.line(_reply_line(record))
+
+    interrupted = False
+    try:
+        async with stream:
+            async for record in stream:
+                show(record)
+                count += 1
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C arrives as a cancellation
+        interrupted = True
+    finally:
+        # Fetched but not yet shown: the gateway will not send these again.
+        for record in stream.unread():
+            show(record)
+            count += 1
+        for bad in stream.malformed:
+            _show_malformed(ctx, bad)
+        out.note(f"{count} {kind}" + (" (interrupted)" if interrupted else ""))
+    return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
+
+
+def _show_malformed(ctx: Context, bad: MalformedRecord) -> None:
+    if ctx.out.json_mode:
+        ctx.out.emit({"malformed": True, "reason": bad.reason, "attributes": bad.attributes})
+    else:
+        ctx.out.warn(f"an unreadable record ({bad.reason}): {dict(bad.attributes)}")
+
+
+async def reports(ctx: Context) -> int:
+    """Print delivery reports as they are fetched; with --follow, until Ctrl-C."""
+    async with ctx.client() as client:
+        stream = watch_send_states(
+            client,
+            interval=ctx.args.interval,
+            stop_when_idle=None if ctx.args.follow else 0.0,
+        )
+        return await _stream(ctx, stream, "delivery reports")
+
+
+async def replies(ctx: Context) -> int:
+    """Print replies as they are fetched; with --follow, until Ctrl-C."""
+    async with ctx.client() as client:
+        stream = watch_replies(
+            client,
+            interval=ctx.args.interval,
+            stop_when_idle=None if ctx.args.follow else 0.0,
+        )
+        return await _stream(ctx, stream, "replies")
+
+
+def _confirm(ctx: Context) -> None:
+    if ctx.args.yes:
+        return
+    account = ctx.credentials.account
+    if not sys.stdin.isatty():
+        raise CliError(
+            f"rotate-key changes the key of {account} for every program using it: "
+            "add --yes to confirm"
+        )
+    sys.stderr.write(
+        f"Rotate the authkey of {account}? The old key stops working at once for every "
+        "program that uses it. Type 'yes' to go on: "
+    )
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() != "yes":
+        raise CliError("not rotated")
+
+
+def _write_key(path: str, key: str) -> None:
+    target = Path(path)
+    # Written beside the target and renamed over it: a crash leaves the old file or the
+    # new one, never half a key. mkstemp creates the file readable by its owner only.
+    fd, temp = tempfile.mkstemp(prefix=".aisix-key-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+async def rotate_key(ctx: Context) -> int:
+    """Rotate the key; print the new one once and say to store it now."""
+    _confirm(ctx)
+    out = ctx.out
+    async with ctx.client() as client:
+        try:
+            update = await client.update_key()
+        except Exception as exc:
+            if getattr(exc, "outcome_unknown", False):
+                raise CliError(
+                    f"the answer to updateKey was lost: the key of {client.account} may or may "
+                    "not have changed. Run 'aisix balance' with the old key: if it works, "
+                    "nothing changed; if it fails with -2, the key was rotated and the new one "
+                    "was lost: reset it in the gateway's console.",
+                    ExitCode.UNKNOWN,
+                ) from None
+            raise
+    # The key first, before anything that could fail: it exists nowhere else.
+    if out.json_mode:
+        out.emit({"account": client.account, "authkey": update.authkey})
+    else:
+        out.line(update.authkey)
+    out.err.print(
+        f"[bold red]The authkey of {client.account} was rotated.[/] The key above is shown "
+        "only this once and the old key no longer works: store it now (e.g. in your secret "
+        "store, then AISIX_AUTHKEY or an --authkey-file) before doing anything else.",
+        highlight=False,
+    )
+    if ctx.args.write_to:
+        try:
+            await anyio.to_thread.run_sync(_write_key, ctx.args.write_to, update.authkey)
+        except OSError as exc:
+            raise CliError(
+                f"the key was rotated but could not be written to {ctx.args.write_to} "
+                f"({exc.strerror}): copy it from the output above NOW",
+                ExitCode.GATEWAY,
+            ) from None
+        out.note(f"the new key was written to {ctx.args.write_to}")
+    return ExitCode.OK

@@ -1,0 +1,110 @@
+"""Where the command line finds the account, the key and the gateway's address.
+
+The key is taken from the environment (``AISIX_AUTHKEY``) or from a file
+(``--authkey-file``), never from a flag: a key passed as an argument shows in ``ps``
+output, in process titles and in shell history, where anyone on the machine reads it.
+Flags win over the environment for the account and URLs, so one shell can point a single
+command elsewhere.
+
+Every error here says which variable or flag to set, and none quotes the key.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from .._errors import ValidationError
+from .._validate import check_account, check_authkey
+from ._exit import CliError, ExitCode
+
+__all__ = ["Credentials", "resolve_credentials"]
+
+
+def _redacted(_value: str) -> str:
+    return "'<redacted>'"
+
+
+@attrs.frozen
+class Credentials:
+    """An account, its key, and where its gateway lives (None: the SDK's default URL)."""
+
+    account: str
+    authkey: str = attrs.field(repr=_redacted)
+    base_url: str | None
+    data_url: str | None
+    #: Where the key was read from, for messages ("AISIX_AUTHKEY" or the file's path).
+    key_source: str
+
+
+def _read_key_file(path: str) -> str:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"--authkey-file {path}: no such file") from None
+    except OSError as exc:
+        raise CliError(f"--authkey-file {path}: cannot read it ({exc.strerror})") from None
+    try:
+        mode = file.stat().st_mode
+    except OSError:  # pragma: no cover - it was just read
+        mode = 0
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(
+            f"aisix: warning: {path} is readable by other users; chmod 600 it",
+            file=sys.stderr,
+        )
+    # A key file holds the key alone, possibly with a trailing newline from an editor.
+    return text.strip()
+
+
+def resolve_credentials(
+    *,
+    account: str | None,
+    authkey_file: str | None,
+    base_url: str | None,
+    data_url: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> Credentials:
+    """Combine flags and environment into credentials, or say exactly what is missing."""
+    env = os.environ if environ is None else environ
+    account = account or env.get("AISIX_ACCOUNT") or None
+    if account is None:
+        raise CliError(
+            "no account: set AISIX_ACCOUNT (e.g. export AISIX_ACCOUNT=1001@100001) "
+            "or pass --account",
+            ExitCode.USAGE,
+        )
+    try:
+        check_account(account)
+    except ValidationError as exc:
+        raise CliError(f"account: {exc.message}") from None
+
+    if authkey_file:
+        key, source = _read_key_file(authkey_file), authkey_file
+    elif env.get("AISIX_AUTHKEY"):
+        key, source = env["AISIX_AUTHKEY"].strip(), "AISIX_AUTHKEY"
+    else:
+        raise CliError(
+            f"no authkey for account {account}: set AISIX_AUTHKEY, or put the key alone in a "
+            "file readable only by you and pass --authkey-file PATH "
+            "(there is no flag taking the key itself: it would land in shell history)",
+            ExitCode.USAGE,
+        )
+    try:
+        check_authkey(key)
+    except ValidationError as exc:
+        raise CliError(f"authkey from {source}: {exc.message}") from None
+
+    return Credentials(
+        account=account,
+        authkey=key,
+        base_url=base_url or env.get("AISIX_BASE_URL") or None,
+        data_url=data_url or env.get("AISIX_DATA_URL") or None,
+        key_source=source,
+    )

@@ -1,0 +1,134 @@
+"""Exit codes, and the one place SDK errors become a sentence for an operator.
+
+A script driving ``aisix send`` decides what to do next from the exit code alone, so the
+codes separate the cases that call for different actions: fix the command (2), look at
+the refused numbers (1), do NOT resend blindly (3), fix the account or the network (4).
+Unknown beats failed: a recipient whose fate is unknown may already have been charged,
+and a script that resends on 1 must not do so on 3.
+
+Messages name the account and the setting to check; they never quote the authkey (the
+SDK's errors never carry it, and nothing here adds it).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .._errors import (
+    AccountFormatError,
+    AisixError,
+    AuthenticationError,
+    BalanceTooLowError,
+    CampaignError,
+    ChannelGroupNotAllowedError,
+    EnterpriseUnavailableError,
+    InsufficientBalanceError,
+    InterfaceNotEnabledError,
+    KeyLockedError,
+    RateLimitedError,
+    StaffUnavailableError,
+    TransportError,
+    ValidationError,
+)
+
+__all__ = ["EXIT_CODES_HELP", "CliError", "ExitCode", "describe"]
+
+
+class ExitCode(enum.IntEnum):
+    """What ``aisix`` exits with."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    UNKNOWN = 3
+    GATEWAY = 4
+    INTERRUPTED = 130
+
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success: every recipient accepted (demo: the self-check passed)
+  1    some recipients failed: refused, nothing charged for them (demo: check failed)
+  2    usage or configuration error (bad arguments or input, missing credentials or
+       extra); nothing was sent
+  3    some recipients have an UNKNOWN outcome: they may have been sent and charged;
+       do not resend them blindly (with --journal, the journal lists them)
+  4    the gateway refused the account or could not be reached (wrong or locked key,
+       -1 that never clears, balance too low, network)
+  130  interrupted (Ctrl-C) after printing what was sent
+
+environment:
+  AISIX_ACCOUNT    the account, staff@enterprise (or --account)
+  AISIX_AUTHKEY    the authentication key (or --authkey-file PATH; there is no
+                   flag taking the key itself: it would land in shell history)
+  AISIX_BASE_URL   e.g. http://api.aisix.com/OpenPlatform (or --base-url)
+  AISIX_DATA_URL   the DataApi URL when it lives elsewhere (or --data-url)
+"""
+
+
+class CliError(Exception):
+    """A problem the command line reports in one sentence and an exit code."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def describe(error: BaseException, *, account: str | None, url: str | None) -> CliError:
+    """Turn an error raised while running a command into a sentence and an exit code."""
+    if isinstance(error, CliError):
+        return error
+    who = f"account {account}" if account else "the account"
+    where = f" at {url}" if url else ""
+    if isinstance(error, ValidationError):
+        return CliError(error.message, ExitCode.USAGE)
+    if isinstance(error, CampaignError):
+        return CliError(f"journal: {error.message}", ExitCode.USAGE)
+    if isinstance(error, AuthenticationError):
+        return CliError(
+            f"the gateway{where} refused the authkey for {who} (result -2). Check that "
+            "AISIX_AUTHKEY (or the --authkey-file) holds this account's current key and that "
+            "it was not rotated since; note that 5 wrong keys in a row lock the key (-3).",
+            ExitCode.GATEWAY,
+        )
+    if isinstance(error, KeyLockedError):
+        return CliError(
+            f"the authkey of {who} is locked (result -3), usually after repeated wrong keys: "
+            "unlock it in the gateway's web console, then check the key you use.",
+            ExitCode.GATEWAY,
+        )
+    if isinstance(error, RateLimitedError):
+        return CliError(
+            f"the gateway{where} kept refusing {who} with -1 ({error.message}). If this never "
+            "clears, the account is probably bound to another IP address (send from the bound "
+            "machine or ask the provider to bind this one) or limited to a time window.",
+            ExitCode.GATEWAY,
+        )
+    if isinstance(error, AccountFormatError):
+        return CliError(
+            f"the gateway says {who} is not in staff@enterprise form (result 0): "
+            "check AISIX_ACCOUNT or --account.",
+            ExitCode.USAGE,
+        )
+    if isinstance(error, (EnterpriseUnavailableError, StaffUnavailableError)):
+        return CliError(
+            f"{who}: {error.message}; check AISIX_ACCOUNT or --account, and the account's "
+            "status with the provider.",
+            ExitCode.GATEWAY,
+        )
+    if isinstance(error, (InterfaceNotEnabledError, ChannelGroupNotAllowedError)):
+        return CliError(f"{who}: {error.message}.", ExitCode.GATEWAY)
+    if isinstance(error, (InsufficientBalanceError, BalanceTooLowError)):
+        return CliError(f"{who}: {error.message}", ExitCode.GATEWAY)
+    if isinstance(error, TransportError):
+        return CliError(
+            f"could not talk to the gateway{where}: {error.message}. Check AISIX_BASE_URL "
+            "(or --base-url) and the network.",
+            ExitCode.GATEWAY,
+        )
+    if isinstance(error, AisixError):
+        return CliError(error.message, ExitCode.GATEWAY)
+    if isinstance(error, OSError):
+        return CliError(str(error), ExitCode.USAGE)
+    raise error

@@ -1,0 +1,284 @@
+"""Reading ``aisix send``'s recipients from files, CSV columns or stdin (pure: files only).
+
+A source is re-openable: the command reads it once to check every line (so a bad number
+on line 9,000,001 is reported, with its line number, before the first request), and
+again to send, lazily, so ten million numbers never sit in memory. A journal resumes by
+reading the same source once more. Stdin cannot be read twice, so it alone is buffered.
+
+Line numbers in messages are those a text editor shows (header included for CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+import attrs
+
+from .._errors import ValidationError
+from .._validate import (
+    SEPARATOR,
+    check_content,
+    check_mobile,
+    check_param_row,
+    check_template,
+)
+from ._exit import CliError
+
+__all__ = [
+    "Checked",
+    "Item",
+    "Problem",
+    "Source",
+    "batch_source",
+    "check_source",
+    "csv_numbers_source",
+    "numbers_source",
+    "param_source",
+    "parse_at",
+]
+
+#: One recipient as read: (line number, what the bulk call takes for it).
+Item = tuple[int, object]
+
+
+@attrs.frozen
+class Source:
+    """A re-readable list of recipients; ``open()`` starts a fresh pass over it."""
+
+    description: str
+    open: Callable[[], Iterator[Item]]
+    #: sendOnce numbers, sendBatch pairs, or sendParam rows.
+    mode: str
+    template: str | None = None
+    #: How many parameters the template uses (sendParam only).
+    params: int = 0
+
+
+@attrs.frozen
+class Problem:
+    """One input line that would be refused."""
+
+    line: int
+    reason: str
+
+
+_ZULU = re.compile(r"[zZ]$")
+
+
+def parse_at(text: str) -> datetime:
+    """An ISO 8601 time with its zone; a time without zone is refused (it is ambiguous)."""
+    try:
+        when = datetime.fromisoformat(_ZULU.sub("+00:00", text.strip()))
+    except ValueError:
+        raise CliError(
+            f"--at {text!r} is not an ISO 8601 time (e.g. 2030-01-31T09:00+08:00)"
+        ) from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise CliError(
+            f"--at {text!r} has no zone: add one (e.g. {text}+08:00 for China time, or Z for "
+            "UTC); a time without zone could be read in the wrong zone"
+        )
+    return when.astimezone(timezone.utc)
+
+
+def _open_text(path: str) -> TextIO:
+    try:
+        # utf-8-sig: spreadsheet programs put a byte-order mark in front of CSV exports.
+        return open(path, encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def _reader(path: str | None) -> Callable[[], Iterator[tuple[int, str]]]:
+    """Lines of a file (or of stdin, buffered once) with their line numbers."""
+    if path is None or path == "-":
+        if sys.stdin.isatty():
+            raise CliError(
+                "no recipients: give a FILE of numbers, --csv FILE --column NAME, --batch FILE, "
+                "or pipe numbers on stdin"
+            )
+        lines = sys.stdin.read().splitlines()
+        return lambda: enumerate(lines, start=1)
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"{path}: no such file")
+
+    def read() -> Iterator[tuple[int, str]]:
+        with _open_text(path) as handle:
+            for number, line in enumerate(handle, start=1):
+                yield number, line.rstrip("\r\n")
+
+    return read
+
+
+def numbers_source(path: str | None) -> Source:
+    """Numbers one per line; blank lines and ``#`` comments are skipped."""
+    lines = _reader(path)
+
+    def read() -> Iterator[Item]:
+        for number, line in lines():
+            text = line.strip()
+            if text and not text.startswith("#"):
+                yield number, text
+
+    return Source("stdin" if path in (None, "-") else path or "", read, "once")
+
+
+def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str]]]]:
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"{path}: no such file")
+
+    def read() -> Iterator[tuple[int, dict[str, str]]]:
+        with _open_text(path) as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                if not any((value or "").strip() for value in row.values()):
+                    continue
+                yield reader.line_num, {k: (v or "") for k, v in row.items() if k is not None}
+
+    return read
+
+
+def _header(path: str) -> list[str]:
+    with _open_text(path) as handle:
+        return next(csv.reader(handle), [])
+
+
+def _need_columns(path: str, wanted: Sequence[str]) -> None:
+    header = _header(path)
+    missing = [name for name in wanted if name not in header]
+    if missing:
+        raise CliError(
+            f"{path}: no column {', '.join(repr(m) for m in missing)}; its header has "
+            f"{', '.join(repr(h) for h in header) or 'nothing'}"
+        )
+
+
+def csv_numbers_source(path: str, column: str) -> Source:
+    """The numbers of one CSV column (the file has a header row)."""
+    _need_columns(path, [column])
+    rows = _csv_rows(path)
+
+    def read() -> Iterator[Item]:
+        for number, row in rows():
+            yield number, row[column].strip()
+
+    return Source(f"{path} column {column!r}", read, "once")
+
+
+def param_source(path: str, column: str, param_columns: Sequence[str], template: str) -> Source:
+    """(mobile, [p1, p2 ...]) rows from CSV columns, for a ``{p1}``.. template."""
+    try:
+        text, count = check_template(template)
+    except ValidationError as exc:
+        raise CliError(f"--template: {exc.message}") from None
+    if len(param_columns) != count:
+        raise CliError(
+            f"the template uses {count} parameter(s) ({{p1}}..{{p{count}}}) but "
+            f"--param-columns names {len(param_columns)}"
+        )
+    _need_columns(path, [column, *param_columns])
+    rows = _csv_rows(path)
+
+    def read() -> Iterator[Item]:
+        for number, row in rows():
+            yield number, (row[column].strip(), [row[name] for name in param_columns])
+
+    return Source(f"{path} column {column!r}", read, "param", template=text, params=count)
+
+
+def batch_source(path: str) -> Source:
+    """(mobile, content) rows; a header row naming 'mobile' and 'content' is optional."""
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"{path}: no such file")
+    header = [cell.strip().lower() for cell in _header(path)]
+    has_header = "mobile" in header and "content" in header
+    mobile_at = header.index("mobile") if has_header else 0
+    content_at = header.index("content") if has_header else 1
+
+    def read() -> Iterator[Item]:
+        with _open_text(path) as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                if has_header and reader.line_num == 1:
+                    continue
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) <= max(mobile_at, content_at):
+                    # Kept, so the check reports this line rather than skipping it.
+                    yield reader.line_num, (row[mobile_at].strip() if row else "", None)
+                    continue
+                yield reader.line_num, (row[mobile_at].strip(), row[content_at])
+
+    return Source(path, read, "batch")
+
+
+def _problem(source: Source, value: object) -> str | None:
+    try:
+        if source.mode == "once":
+            check_mobile(value)
+        elif source.mode == "batch":
+            assert isinstance(value, tuple)
+            mobile, text = value
+            check_mobile(mobile)
+            if text is None:
+                return "needs two columns: mobile,content"
+            check_content(text)
+            if SEPARATOR in text:
+                return f"the content contains {SEPARATOR!r}, which the gateway splits on"
+        else:
+            assert source.template is not None
+            check_param_row(source.template, source.params, value, 0)
+    except ValidationError as exc:
+        return exc.message.replace("row #0 ", "")
+    return None
+
+
+@attrs.frozen
+class Checked:
+    """What a full pass over a source found."""
+
+    count: int
+    problems: tuple[Problem, ...]
+    #: Problems beyond those kept in ``problems``.
+    more_problems: int
+    duplicates: int
+
+
+def check_source(source: Source, *, keep: int = 20, duplicates: bool = False) -> Checked:
+    """Read the whole source once and check every item as the send would.
+
+    ``duplicates`` also counts numbers listed more than once (memory grows with the
+    number of distinct numbers, so only a dry run asks for it).
+    """
+    count = 0
+    problems: list[Problem] = []
+    more = 0
+    seen: set[str] = set()
+    repeated = 0
+    for line, value in source.open():
+        count += 1
+        reason = _problem(source, value)
+        if reason is not None:
+            if len(problems) < keep:
+                problems.append(Problem(line, reason))
+            else:
+                more += 1
+            continue
+        if duplicates:
+            mobile = value if isinstance(value, str) else str(value[0])  # type: ignore[index]
+            if mobile in seen:
+                repeated += 1
+            else:
+                seen.add(mobile)
+    return Checked(count, tuple(problems), more, repeated)

@@ -1,0 +1,98 @@
+"""Ctrl-C during a send: stop at a chunk boundary, with every request sent accounted for.
+
+The first interrupt (SIGINT, or SIGTERM from a service manager) stops reading the input
+and lets the requests on the wire settle, so every recipient sent has its outcome and
+nothing is left in doubt; a second one abandons those requests (their recipients are
+then unknown). Stopping parks the input rather than ending it: a campaign journal records
+where the input ends, and a truncated input would look like a changed one on resume.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from ._app import Context
+from ._inputs import Source
+
+__all__ = ["Feed", "watch_interrupts"]
+
+
+class Feed:
+    """The input, read lazily into a send, that can be told to stop at a chunk boundary.
+
+    Stopping does not end the input (a campaign journal records where the input ends,
+    and a truncated one would look like a changed input on resume): the reader parks
+    instead, and once the requests on the wire have settled the send is cancelled.
+    """
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self.read = 0
+        self.stopping = False
+        self.parked = False
+        self.exhausted = False
+
+    async def items(self) -> AsyncIterator[Any]:
+        for count, (_, value) in enumerate(self._source.open(), start=1):
+            if self.stopping:
+                self.parked = True
+                await anyio.sleep_forever()
+            self.read = count
+            yield value
+            # Reading a file line by line never blocks for long, but a big file must not
+            # keep other tasks (progress, signals) from running.
+            if count % 1000 == 0:
+                await anyio.lowlevel.checkpoint()
+        self.exhausted = True
+
+
+async def watch_interrupts(
+    ctx: Context,
+    feed: Feed,
+    ready_to_stop: Any,
+    hard: anyio.CancelScope,
+    state: dict[str, bool],
+) -> None:
+    """First Ctrl-C: stop reading and let requests on the wire settle; second: abandon them."""
+    if sys.platform == "win32":  # pragma: no cover - no signal receiver there
+        await anyio.sleep_forever()
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if state.get("interrupted"):
+                state["abandoned"] = True
+                ctx.out.warn("second interrupt: abandoning the requests on the wire")
+                hard.cancel()
+                return
+            state["interrupted"] = True
+            feed.stopping = True
+            ctx.out.warn(
+                "interrupted: no more requests; waiting for those on the wire to settle "
+                "(Ctrl-C again to abandon them: their recipients would be unknown)"
+            )
+            break
+        async with anyio.create_task_group() as group:
+
+            async def settle() -> None:
+                # Polled: the stream's counters change without an event to wait on.
+                while not ready_to_stop():  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+                if feed.parked:
+                    hard.cancel()
+                group.cancel_scope.cancel()
+
+            async def again() -> None:
+                async for _ in signals:
+                    state["abandoned"] = True
+                    ctx.out.warn("second interrupt: abandoning the requests on the wire")
+                    hard.cancel()
+                    group.cancel_scope.cancel()
+                    return
+
+            group.start_soon(settle)
+            group.start_soon(again)

@@ -1,0 +1,259 @@
+"""``aisix send``: a whole campaign from a file, with its outcome accounted for.
+
+The order of work is the safety argument:
+
+1. Every argument and every input line is checked before the first request (a bad number
+   on line 9,000,001 is reported with its line number, not discovered mid-campaign);
+   ``--skip-invalid`` sends the rest and reports those as failed.
+2. The cost is estimated over the valid lines and compared with the balance (the bulk
+   engine cannot check a lazily read input itself); ``--dry-run`` stops here.
+3. The input is read again, lazily, into the bulk engine (or into a campaign journal with
+   ``--journal``); progress goes to stderr; outcomes are counted and written as they land.
+
+Ctrl-C stops cleanly: the first one stops reading the input and lets the requests on
+the wire finish, so every recipient sent has its outcome and nothing is left in doubt;
+a second one abandons those requests (their recipients are then unknown). Either way
+the summary says what was sent, and with ``--journal`` running again finishes the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from .._bulk import SendStream
+from .._client import GATEWAY_TZ, AisixClient
+from .._errors import AisixError, ValidationError
+from .._pricing import Estimate, estimate
+from .._validate import check_at, check_content
+from ._app import Context
+from ._exit import CliError, ExitCode
+from ._inputs import (
+    Source,
+    batch_source,
+    check_source,
+    csv_numbers_source,
+    numbers_source,
+    param_source,
+    parse_at,
+)
+from ._interrupts import Feed, watch_interrupts
+from ._progress import progress
+from ._send_report import finish, show_estimate, show_problems, snapshot
+from ._tally import Tally, open_outcomes, outcome_record, write_outcome_rows
+
+if TYPE_CHECKING:
+    from .._campaign import Campaign, CampaignStream
+
+    Stream = SendStream | CampaignStream
+
+__all__ = ["send"]
+
+
+def _source(args: Any) -> Source:
+    """The recipients, from the one input the arguments name."""
+    kinds = [bool(args.content), bool(args.template), bool(args.batch)]
+    if sum(kinds) != 1:
+        raise CliError("give exactly one of --content TEXT, --template TEXT or --batch FILE")
+    if args.batch:
+        if args.numbers or args.csv:
+            raise CliError("--batch FILE holds the numbers itself: no FILE or --csv with it")
+        return batch_source(args.batch)
+    if args.csv:
+        if args.numbers:
+            raise CliError("give the numbers either as FILE or as --csv FILE --column NAME")
+        if not args.column:
+            raise CliError("--csv needs --column NAME (the column holding the numbers)")
+        if args.template:
+            if not args.param_columns:
+                raise CliError(
+                    "--template needs --param-columns A,B,... (the CSV columns of {p1}, {p2}, ...)"
+                )
+            names = [name.strip() for name in args.param_columns.split(",") if name.strip()]
+            return param_source(args.csv, args.column, names, args.template)
+        return csv_numbers_source(args.csv, args.column)
+    if args.template:
+        raise CliError(
+            "--template takes its values from a CSV: add --csv FILE --column NAME "
+            "--param-columns A,B,..."
+        )
+    if args.column or args.param_columns:
+        raise CliError("--column and --param-columns go with --csv FILE")
+    return numbers_source(args.numbers)
+
+
+def _valid(source: Source) -> Iterator[Any]:
+    """The items that pass the checks (for the estimate)."""
+    from ._inputs import _problem
+
+    for _, value in source.open():
+        if _problem(source, value) is None:
+            yield value
+
+
+async def _estimate(
+    client: AisixClient, source: Source, content: str | None, args: Any
+) -> Estimate:
+    def plan() -> tuple[str | None, int | None, Any, Any]:
+        if source.mode == "once":
+            return content, sum(1 for _ in _valid(source)), None, None
+        if source.mode == "batch":
+            return None, None, list(_valid(source)), None
+        return source.template, None, None, list(_valid(source))
+
+    text, recipients, messages, rows = await anyio.to_thread.run_sync(plan)
+    return await estimate(
+        client,
+        text,
+        recipients=recipients,
+        messages=messages,
+        rows=rows,
+        cgid=args.cgid,
+        csid=args.csid,
+    )
+
+
+def _open_stream(
+    client: AisixClient,
+    source: Source,
+    items: Any,
+    at: datetime | None,
+    args: Any,
+    campaign: Campaign | None,
+) -> Stream:
+    owner: Any = campaign if campaign is not None else client
+    # The CLI compared the estimate with the balance itself: the engine cannot, for an
+    # input it reads lazily.
+    options: dict[str, Any] = {"cgid": args.cgid, "csid": args.csid, "at": at}
+    options["check_balance"] = False
+    if source.mode == "once":
+        if args.chunk_size:
+            options["chunk_size"] = args.chunk_size
+        stream: Stream = owner.send_many(items, args.content, **options)
+    elif source.mode == "batch":
+        stream = owner.send_batch_many(items, **options)
+    else:
+        stream = owner.send_param_many(source.template, items, **options)
+    return stream
+
+
+async def send(ctx: Context) -> int:
+    """The ``aisix send`` command."""
+    args = ctx.args
+    source = _source(args)
+    content = None
+    if args.content:
+        try:
+            content = check_content(args.content)
+        except ValidationError as exc:
+            raise CliError(f"--content: {exc.message}") from None
+    at = parse_at(args.at) if args.at else None
+    if at is not None:
+        try:
+            check_at(at, now=datetime.now(timezone.utc), gateway_tz=GATEWAY_TZ)
+        except ValidationError as exc:
+            raise CliError(f"--at: {exc.message}") from None
+    if args.chunk_size and args.chunk_size > 1000:
+        raise CliError("--chunk-size: the gateway takes at most 1000 numbers per request")
+    if args.resend_unknown and not args.journal:
+        raise CliError("--resend-unknown only makes sense with --journal")
+
+    checked = await anyio.to_thread.run_sync(lambda: check_source(source, duplicates=args.dry_run))
+    if checked.problems:
+        show_problems(ctx, source, checked)
+        if not args.skip_invalid and not args.dry_run:
+            raise CliError(
+                f"{len(checked.problems) + checked.more_problems} invalid line(s) in "
+                f"{source.description}: fix them, or add --skip-invalid to send the rest"
+            )
+    if checked.count == 0:
+        raise CliError(f"no recipients in {source.description}")
+
+    async with ctx.client(max_concurrency=args.max_concurrency) as client:
+        resuming = bool(args.journal) and await anyio.Path(args.journal).exists()
+        est: Estimate | None = None
+        if args.dry_run or not (args.no_balance_check or resuming):
+            est = await _estimate(client, source, content, args)
+            if args.dry_run:
+                show_estimate(ctx, est, checked, dry=True)
+                return ExitCode.OK if est.enough else ExitCode.GATEWAY
+            if not est.enough:
+                raise CliError(
+                    f"this send would cost {est.cost} yuan ({est.total_units:,} units) but the "
+                    f"balance of {client.account} is {est.balance} yuan; nothing was sent "
+                    "(--no-balance-check to send anyway)",
+                    ExitCode.GATEWAY,
+                )
+        return await _run(ctx, client, source, checked.count, at, est)
+
+
+async def _run(
+    ctx: Context,
+    client: AisixClient,
+    source: Source,
+    total: int,
+    at: datetime | None,
+    est: Estimate | None,
+) -> int:
+    args, out = ctx.args, ctx.out
+    tally = Tally()
+    feed = Feed(source)
+    state: dict[str, bool] = {}
+    stream: Stream | None = None
+    campaign: Campaign | None = None
+    outcomes_file = None
+    consumed = 0
+
+    def ready_to_stop() -> bool:
+        if stream is None:
+            return True
+        stats = stream.stats
+        return (feed.parked or feed.exhausted) and stats.in_flight == 0 and (consumed == stats.done)
+
+    if est is not None:
+        out.note(
+            f"sending to {est.messages:,} recipients: about {est.total_units:,} units, "
+            f"{est.cost} yuan of {est.balance}"
+        )
+    async with AsyncExitStack() as stack:
+        if args.outcomes:
+            outcomes_file, writer = open_outcomes(args.outcomes)
+            stack.callback(outcomes_file.close)
+        if args.journal:
+            from .._campaign import open_campaign
+
+            campaign = await stack.enter_async_context(
+                open_campaign(client, args.journal, resend_unknown=args.resend_unknown)
+            )
+        group = await stack.enter_async_context(anyio.create_task_group())
+        with anyio.CancelScope() as hard:
+            group.start_soon(watch_interrupts, ctx, feed, ready_to_stop, hard, state)
+            stream = _open_stream(client, source, feed.items(), at, args, campaign)
+            async with stream:
+                title = f"sending ({source.mode})"
+                async with progress(out, title, lambda: snapshot(stream.stats, total)):
+                    async for outcome in stream:
+                        tally.add(outcome)
+                        consumed += len(outcome.mobiles)
+                        if outcomes_file is not None:
+                            write_outcome_rows(writer, outcome)
+                        if out.json_mode:
+                            out.emit(outcome_record(outcome))
+        group.cancel_scope.cancel()
+        assert stream is not None
+        stats = stream.stats
+        summary = campaign.summary() if campaign is not None else None
+    return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary)
+
+
+def _stopped_by(stream: Stream) -> AisixError | None:
+    if isinstance(stream, SendStream):
+        return stream.stopped_by
+    # A campaign stream wraps the engine's stream.
+    inner = getattr(stream, "_stream", None)
+    return inner.stopped_by if isinstance(inner, SendStream) else None

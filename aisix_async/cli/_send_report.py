@@ -1,0 +1,222 @@
+"""What ``aisix send`` prints about a send: problems, the estimate, progress, the summary.
+
+Results go to stdout (a table, or JSON lines with ``--json``); warnings about failed and
+unknown recipients go to stderr whatever the format, because a person reads those.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._bulk import BulkStats
+from .._client import AisixClient
+from .._errors import AisixError
+from .._pricing import Estimate
+from ._app import Context
+from ._exit import ExitCode, describe
+from ._inputs import Checked, Source
+from ._progress import Snapshot
+from ._tally import Tally
+
+if TYPE_CHECKING:
+    from .._campaign_ledger import CampaignSummary
+
+__all__ = ["finish", "show_estimate", "show_problems", "snapshot"]
+
+
+def show_problems(ctx: Context, source: Source, checked: Checked) -> None:
+    out = ctx.out
+    if out.json_mode:
+        for problem in checked.problems:
+            out.emit({"type": "invalid", "line": problem.line, "reason": problem.reason})
+    else:
+        for problem in checked.problems:
+            out.warn(f"{source.description} line {problem.line}: {problem.reason}")
+    if checked.more_problems:
+        out.warn(f"... and {checked.more_problems} more invalid lines")
+
+
+def show_estimate(ctx: Context, est: Estimate, checked: Checked, dry: bool) -> None:
+    out = ctx.out
+    invalid = len(checked.problems) + checked.more_problems
+    if out.json_mode:
+        out.emit(
+            {
+                "type": "estimate",
+                "dry_run": dry,
+                "lines": checked.count,
+                "invalid": invalid,
+                "duplicates": checked.duplicates,
+                "messages": est.messages,
+                "units_per_message": est.units_per_message,
+                "min_units": est.min_units,
+                "max_units": est.max_units,
+                "total_units": est.total_units,
+                "price": est.price,
+                "cost": est.cost,
+                "balance": est.balance,
+                "enough": est.enough,
+                "cgid": est.cgid,
+                "csid": est.csid,
+            }
+        )
+        return
+    per = (
+        str(est.units_per_message)
+        if est.units_per_message is not None
+        else f"{est.min_units} to {est.max_units}"
+    )
+    rows: list[tuple[str, object]] = [
+        ("recipients (valid)", f"{est.messages:,}"),
+        ("invalid lines", f"{invalid:,}"),
+    ]
+    if dry:
+        rows.append(("repeated numbers", f"{checked.duplicates:,}"))
+    rows += [
+        ("units per message", per),
+        ("total units", f"{est.total_units:,}"),
+        ("price (yuan/unit)", est.price),
+        ("cost (yuan)", est.cost),
+        ("balance (yuan)", est.balance),
+        ("balance after (yuan)", est.balance - est.cost),
+        ("channel group / signature", f"{est.cgid} / {est.csid} {est.signature}"),
+    ]
+    out.pairs("dry run: nothing sent" if dry else "estimate", rows)
+    if not est.enough:
+        out.warn(f"the balance is {est.shortfall} yuan short of the estimated cost")
+
+
+def snapshot(stats: BulkStats, total: int | None) -> Snapshot:
+    """Progress figures from a send stream's live statistics."""
+    return Snapshot(
+        done=stats.done + stats.skipped,
+        total=total,
+        accepted=stats.accepted,
+        failed=stats.failed,
+        unknown=stats.unknown,
+        requests=stats.requests,
+        rate_limited=stats.rate_limited,
+        retries=stats.retries,
+        limit=stats.limit,
+        pace=stats.pace,
+        in_flight=stats.in_flight,
+        elapsed=stats.elapsed,
+    )
+
+
+def finish(
+    ctx: Context,
+    client: AisixClient,
+    tally: Tally,
+    stats: BulkStats,
+    total: int,
+    stop: AisixError | None,
+    state: dict[str, bool],
+    campaign: CampaignSummary | None,
+) -> int:
+    out = ctx.out
+    skipped = stats.skipped
+    not_sent = max(0, total - tally.done - skipped)
+    interrupted = bool(state.get("interrupted"))
+    if out.json_mode:
+        record: dict[str, Any] = {
+            "type": "summary",
+            "recipients": total,
+            "accepted": tally.accepted,
+            "failed": tally.failed,
+            "unknown": tally.unknown,
+            "skipped": skipped,
+            "not_sent": not_sent,
+            "units": tally.units,
+            "cost": tally.cost,
+            "requests": stats.requests,
+            "rate_limited": stats.rate_limited,
+            "retries": stats.retries,
+            "elapsed": round(stats.elapsed, 3),
+            "interrupted": interrupted,
+            "stopped_by": None if stop is None else stop.message,
+        }
+        if campaign is not None:
+            record["campaign"] = _campaign_record(campaign)
+        out.emit(record)
+    else:
+        rows: list[tuple[str, object]] = [
+            ("recipients", f"{total:,}"),
+            ("accepted", f"{tally.accepted:,}"),
+            ("failed", f"{tally.failed:,}"),
+            ("unknown (may have been sent)", f"{tally.unknown:,}"),
+        ]
+        if skipped:
+            rows.append(("skipped (settled in an earlier run)", f"{skipped:,}"))
+        if not_sent:
+            rows.append(("not sent (stopped)", f"{not_sent:,}"))
+        rows += [
+            ("units charged", f"{tally.units:,}"),
+            ("cost (yuan)", tally.cost),
+            (
+                "requests / -1 answers / retries",
+                f"{stats.requests:,} / {stats.rate_limited:,} / {stats.retries:,}",
+            ),
+            ("elapsed", f"{stats.elapsed:,.1f} s"),
+        ]
+        out.pairs("interrupted: what was sent" if interrupted else "this run", rows)
+        if campaign is not None:
+            out.pairs(f"campaign {ctx.args.journal} (all runs)", _campaign_rows(campaign))
+    # On stderr whatever the output format: a script reads stdout, a person reads these.
+    for reason, count in tally.reasons.most_common(5):
+        out.warn(f"{count:,} recipient(s): {reason}")
+    for mobile, reason in tally.unknown_examples[:5]:
+        out.warn(f"unknown: {mobile} ({reason})")
+    if tally.unknown:
+        out.warn(
+            "unknown recipients may have been sent and charged: do not resend them "
+            "blindly" + ("; the journal lists them" if ctx.args.journal else "")
+        )
+    if stop is not None:
+        problem = describe(stop, account=client.account, url=ctx.url)
+        out.error(problem.message)
+    if interrupted:
+        if state.get("abandoned"):
+            out.warn("requests on the wire were abandoned: their recipients are unknown")
+        if ctx.args.journal:
+            out.note(f"run the same command again to resume from {ctx.args.journal}")
+        return ExitCode.INTERRUPTED
+    unknown = tally.unknown if campaign is None else campaign.unknown
+    failed = tally.failed + not_sent
+    if campaign is not None:
+        failed = campaign.failed + campaign.not_yet_sent + campaign.in_flight
+    if unknown:
+        return ExitCode.UNKNOWN
+    if stop is not None:
+        return describe(stop, account=client.account, url=ctx.url).code
+    if failed:
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def _campaign_record(summary: CampaignSummary) -> dict[str, Any]:
+    return {
+        "accepted": summary.accepted,
+        "failed": summary.failed,
+        "unknown": summary.unknown,
+        "not_yet_sent": summary.not_yet_sent,
+        "reconciled": summary.reconciled,
+        "units": summary.units,
+        "cost": summary.cost,
+        "input_size": summary.input_size,
+        "complete": summary.complete,
+        "unknown_recipients": [mobile for _, mobile in summary.unknown_recipients],
+    }
+
+
+def _campaign_rows(summary: CampaignSummary) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [
+        ("accepted", f"{summary.accepted:,}"),
+        ("failed for good", f"{summary.failed:,}"),
+        ("unknown (listed in the journal)", f"{summary.unknown:,}"),
+        ("not yet sent (a new run sends them)", f"{summary.not_yet_sent:,}"),
+        ("reconciled by delivery reports", f"{summary.reconciled:,}"),
+        ("units / cost (yuan)", f"{summary.units:,} / {summary.cost}"),
+        ("complete", "yes" if summary.complete else "no"),
+    ]
+    return rows

@@ -1,0 +1,114 @@
+"""Counting outcomes as they land, and writing them where the operator asked.
+
+The command line never keeps every outcome: a ten-million-recipient send would hold ten
+million numbers. It keeps counts, money, a few examples of each failure for the summary,
+and writes the rest as it goes: one CSV line per recipient with ``--outcomes``, one JSON
+line per chunk with ``--json``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from decimal import Decimal
+from typing import Any, TextIO
+
+import attrs
+
+from .._bulk import OutcomeStatus, SendOutcome
+
+__all__ = ["SAMPLES", "Tally", "open_outcomes", "outcome_record", "write_outcome_rows"]
+
+#: Failed and unknown recipients shown in a summary; the rest are counted.
+SAMPLES = 10
+
+
+def _reason(outcome: SendOutcome) -> str:
+    error = outcome.error
+    if error is None:
+        return ""
+    return f"{type(error).__name__}: {error.message}"
+
+
+@attrs.define
+class Tally:
+    """Running totals of one send (or of one part of the demo)."""
+
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    units: int = 0
+    cost: Decimal = Decimal(0)
+    chunks: int = 0
+    #: Recipients per failure reason ("InvalidParameterError: ..."), for the summary.
+    reasons: Counter[str] = attrs.Factory(Counter)
+    failed_examples: list[tuple[str, str]] = attrs.Factory(list)
+    unknown_examples: list[tuple[str, str]] = attrs.Factory(list)
+
+    @property
+    def done(self) -> int:
+        """Recipients with an outcome."""
+        return self.accepted + self.failed + self.unknown
+
+    def add(self, outcome: SendOutcome) -> None:
+        """Count one outcome."""
+        size = len(outcome.mobiles)
+        self.chunks += 1
+        if outcome.status is OutcomeStatus.ACCEPTED:
+            self.accepted += size
+            self.units += outcome.units
+            self.cost += outcome.cost
+            return
+        reason = _reason(outcome)
+        self.reasons[reason] += size
+        if outcome.status is OutcomeStatus.FAILED:
+            self.failed += size
+            examples = self.failed_examples
+        else:
+            self.unknown += size
+            examples = self.unknown_examples
+        for mobile in outcome.mobiles[: max(0, SAMPLES - len(examples))]:
+            examples.append((mobile, reason))
+
+
+def outcome_record(outcome: SendOutcome) -> dict[str, Any]:
+    """One outcome as a JSON-ready record (``--json``)."""
+    record: dict[str, Any] = {
+        "type": "outcome",
+        "chunk": outcome.chunk,
+        "action": outcome.action,
+        "status": outcome.status.value,
+        "recipients": len(outcome.mobiles),
+        "mobiles": list(outcome.mobiles),
+        "msgids": [receipt.msgid for receipt in outcome.receipts],
+        "units": outcome.units,
+        "cost": outcome.cost,
+        "attempts": outcome.attempts,
+    }
+    if outcome.error is not None:
+        record["error"] = _reason(outcome)
+        record["error_code"] = getattr(outcome.error, "code", None)
+    return record
+
+
+def write_outcome_rows(writer: Any, outcome: SendOutcome) -> None:
+    """One CSV row per recipient: mobile, status, msgid, error."""
+    receipts = outcome.receipts
+    reason = _reason(outcome)
+    for index, mobile in enumerate(outcome.mobiles):
+        if not receipts:
+            msgid = ""
+        elif len(receipts) == 1:
+            msgid = receipts[0].msgid
+        else:
+            msgid = receipts[index].msgid if index < len(receipts) else ""
+        writer.writerow((mobile, outcome.status.value, msgid, reason))
+
+
+def open_outcomes(path: str) -> tuple[TextIO, Any]:
+    """A CSV writer for ``--outcomes`` (appending: a resumed run adds its own lines)."""
+    handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+    writer = csv.writer(handle)
+    if handle.tell() == 0:
+        writer.writerow(("mobile", "status", "msgid", "error"))
+    return handle, writer

@@ -1,0 +1,258 @@
+"""``aisix``: help, credentials, the missing extra, and the small commands, as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cli_support import ROOT, Cli
+
+from aisix_async.cli import MISSING_EXTRA_HINT
+
+OTHER_KEY = "0123456789ABCDEF0123456789ABCDEF"
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_help_lists_every_command_and_the_exit_codes(cli: Cli) -> None:
+    result = cli.run("--help")
+    assert result.returncode == 0
+    for command in (
+        "demo",
+        "send",
+        "balance",
+        "channels",
+        "signs",
+        "reports",
+        "replies",
+        "rotate-key",
+        "emulator",
+    ):
+        assert command in result.stdout
+    assert "exit codes:" in result.stdout
+    assert "130" in result.stdout
+    assert "AISIX_AUTHKEY" in result.stdout
+    for command in ("send", "demo", "balance", "reports", "rotate-key"):
+        sub = cli.run(command, "--help")
+        assert sub.returncode == 0, command
+        assert "usage: aisix " + command in sub.stdout
+
+
+def test_no_command_is_a_usage_error(cli: Cli) -> None:
+    result = cli.run()
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_missing_cli_extra_gives_one_line_not_a_traceback() -> None:
+    code = (
+        "import sys; sys.modules['rich'] = None\n"
+        "from aisix_async.cli import main\n"
+        "raise SystemExit(main(['balance']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == MISSING_EXTRA_HINT
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_account_says_which_variable_to_set(cli: Cli) -> None:
+    result = cli.run("balance", drop=["AISIX_ACCOUNT"])
+    assert result.returncode == 2
+    assert "AISIX_ACCOUNT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_key_says_which_variable_to_set(cli: Cli) -> None:
+    result = cli.run("balance", drop=["AISIX_AUTHKEY"])
+    assert result.returncode == 2
+    assert "AISIX_AUTHKEY" in result.stderr
+    assert "--authkey-file" in result.stderr
+
+
+def test_there_is_no_flag_taking_the_key(cli: Cli, emulator: Any) -> None:
+    for args in (["--authkey", emulator.authkey], [f"--authkey={emulator.authkey}"]):
+        result = cli.run("balance", *args, drop=["AISIX_AUTHKEY"])
+        assert result.returncode == 2
+        assert "there is no --authkey option" in result.stderr
+        assert emulator.authkey not in result.stderr
+
+
+def test_wrong_key_names_the_account_and_what_to_check(cli: Cli, emulator: Any) -> None:
+    env = dict(cli.env, AISIX_AUTHKEY=OTHER_KEY)
+    result = cli.run("balance", env=env)
+    assert result.returncode == 4
+    assert emulator.account in result.stderr
+    assert "-2" in result.stderr
+    assert "AISIX_AUTHKEY" in result.stderr
+    assert OTHER_KEY not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_key_is_refused_without_quoting_it(cli: Cli) -> None:
+    env = dict(cli.env, AISIX_AUTHKEY="not-a-key-but-a-secret")
+    result = cli.run("balance", env=env)
+    assert result.returncode == 2
+    assert "not-a-key-but-a-secret" not in result.stderr
+    assert "32 hexadecimal" in result.stderr
+
+
+def test_authkey_file(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(emulator.authkey + "\n")
+    key_file.chmod(0o600)
+    result = cli.run("balance", "--json", "--authkey-file", str(key_file), drop=["AISIX_AUTHKEY"])
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout) == [
+        {"account": emulator.account, "balance": str(emulator.state.balance())}
+    ]
+    assert emulator.authkey not in result.stdout + result.stderr
+    missing = cli.run("balance", "--authkey-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
+
+
+def test_a_key_file_others_can_read_gets_a_warning(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(emulator.authkey)
+    key_file.chmod(0o644)
+    result = cli.run("balance", "--authkey-file", str(key_file), drop=["AISIX_AUTHKEY"])
+    assert result.returncode == 0
+    assert "chmod 600" in result.stderr
+
+
+def test_balance_channels_signs_tables_and_json(cli: Cli, emulator: Any) -> None:
+    table = cli.run("balance")
+    assert table.returncode == 0
+    assert "1000.000" in table.stdout
+    assert emulator.account in table.stdout
+    channels = json_lines(cli.run("channels", "--json").stdout)
+    assert {c["cgid"]: (c["word"], c["longword"], c["price"]) for c in channels} == {
+        1: (70, 67, "0.10"),
+        80: (70, 64, "0.08"),
+    }
+    signs = json_lines(cli.run("signs", "--json").stdout)
+    assert {(s["csid"], s["sign"], s["default"]) for s in signs} == {
+        (0, "【Aisix】", True),
+        (101, "【AisixShop】", False),
+    }
+    table = cli.run("signs")
+    assert "【AisixShop】" in table.stdout
+    assert "default" in table.stdout
+
+
+def test_unreachable_gateway_says_which_url(cli: Cli) -> None:
+    env = dict(cli.env, AISIX_BASE_URL="http://127.0.0.1:9/OpenPlatform")
+    result = cli.run("balance", "--retry-timeout", "0.5", env=env)
+    assert result.returncode == 4
+    assert "http://127.0.0.1:9/OpenPlatform" in result.stderr
+    assert "AISIX_BASE_URL" in result.stderr
+
+
+def test_a_minus_one_that_never_clears_mentions_ip_binding(cli: Cli, emulator: Any) -> None:
+    emulator.state.configure(ip_bound=True)
+    result = cli.run("balance", "--retry-timeout", "1")
+    assert result.returncode == 4
+    assert "-1" in result.stderr
+    assert "IP address" in result.stderr
+
+
+def test_reports_are_printed_once_each(cli: Cli, emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0)
+    numbers = [f"1390000{i:04d}" for i in range(12)]
+    sent = cli.run("send", "--content", "hello", "-q", input="\n".join(numbers))
+    assert sent.returncode == 0, sent.stderr
+    ledger = {(m.msgid, m.mobile) for m in emulator.state.messages()}
+    first = json_lines(cli.run("reports", "--json").stdout)
+    assert {(r["msgid"], r["mobile"]) for r in first} == ledger
+    assert all(r["final"] and r["code"] for r in first)
+    # The gateway hands each report out once: a second fetch has nothing.
+    again = cli.run("reports", "--json")
+    assert again.returncode == 0
+    assert json_lines(again.stdout) == []
+    assert "0 delivery reports" in again.stderr
+
+
+def test_replies_follow_streams_until_interrupted(cli: Cli, emulator: Any) -> None:
+    emulator.state.inject_reply("13900000001", "STOP")
+    process = cli.popen("replies", "--follow", "--json", "--interval", "0.1")
+    assert process.stdout is not None
+    first = json.loads(process.stdout.readline())
+    assert (first["mobile"], first["content"]) == ("13900000001", "STOP")
+    emulator.state.inject_reply("13900000002", "好的")
+    second = json.loads(process.stdout.readline())
+    assert (second["mobile"], second["content"]) == ("13900000002", "好的")
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert emulator.state.pending_replies() == 0
+
+
+def test_rotate_key_needs_confirmation(cli: Cli, emulator: Any) -> None:
+    old_key = emulator.state.authkey()
+    result = cli.run("rotate-key")
+    assert result.returncode == 2
+    assert "--yes" in result.stderr
+    assert emulator.state.authkey() == old_key
+
+
+def test_rotate_key_prints_the_new_key_once(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    target = tmp_path / "key"
+    old_key = emulator.state.authkey()
+    result = cli.run("rotate-key", "--yes", "--write-to", str(target))
+    assert result.returncode == 0, result.stderr
+    new_key = emulator.state.authkey()
+    assert new_key != old_key
+    assert result.stdout.strip() == new_key
+    assert new_key not in result.stderr
+    assert "store it now" in result.stderr
+    assert target.read_text().strip() == new_key
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    # The old key is dead now; the written file works.
+    assert cli.run("balance").returncode == 4
+    ok = cli.run("balance", "--authkey-file", str(target), drop=["AISIX_AUTHKEY"])
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_emulator_subcommand_is_the_emulators_command_line(cli: Cli) -> None:
+    result = cli.run("emulator", "--help")
+    assert result.returncode == 0
+    assert "--rate" in result.stdout
+    assert "--fault" in result.stdout
+
+
+def test_emulator_subcommand_serves(cli: Cli) -> None:
+    process = subprocess.Popen(
+        cli.command("emulator", "--port", "0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("base_url=http://127.0.0.1:")
+        env = dict(cli.env, AISIX_BASE_URL=line.partition("=")[2])
+        deadline = time.monotonic() + 10
+        while True:
+            result = cli.run("balance", "--json", env=env)
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+        assert json_lines(result.stdout)[0]["balance"] == "1000.000"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)

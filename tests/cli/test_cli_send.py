@@ -1,0 +1,308 @@
+"""``aisix send`` as a subprocess against the emulator: inputs, dry run, exit codes, resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import Cli
+
+SIGN = "【Aisix】"
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def numbers(n: int, start: int = 0) -> list[str]:
+    return [f"139{i:08d}" for i in range(start, start + n)]
+
+
+def write_lines(path: Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def summary_of(stdout: str) -> dict[str, Any]:
+    records = [r for r in json_lines(stdout) if r.get("type") == "summary"]
+    assert len(records) == 1
+    return records[0]
+
+
+def test_send_numbers_file(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    mobiles = numbers(2500)
+    path = write_lines(tmp_path / "n.txt", ["# customers", "", *mobiles])
+    result = cli.run("send", path, "--content", "Spring sale", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = summary_of(result.stdout)
+    assert (summary["accepted"], summary["failed"], summary["unknown"]) == (2500, 0, 0)
+    ledger = emulator.state.messages()
+    assert Counter(m.mobile for m in ledger) == Counter(mobiles)
+    assert {m.text for m in ledger} == {SIGN + "Spring sale"}
+    assert summary["units"] == sum(m.units for m in ledger)
+    assert Decimal(summary["cost"]) == sum((m.cost for m in ledger), Decimal(0))
+    outcomes = [r for r in json_lines(result.stdout) if r["type"] == "outcome"]
+    assert sorted(m for o in outcomes for m in o["mobiles"]) == sorted(mobiles)
+    # Not a terminal: plain progress lines, and a table-free JSON stdout.
+    assert "sending (once): 2,500/2,500 done" in result.stderr
+
+
+def test_send_from_stdin_with_a_table_summary(cli: Cli, emulator: Any) -> None:
+    mobiles = numbers(30)
+    result = cli.run("send", "--content", "hi", input="\n".join(mobiles) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "accepted" in result.stdout
+    assert "30" in result.stdout
+    assert sorted(m.mobile for m in emulator.state.messages()) == mobiles
+
+
+def test_send_template_from_csv_columns(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    rows = [
+        ("13900000001", "Ana", "A1"),
+        ("13900000002", "李雷", "B2"),
+        ("13900000003", "Bo", "C3"),
+    ]
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(
+        "phone,name,code\n" + "".join(f"{p},{n},{c}\n" for p, n, c in rows), encoding="utf-8"
+    )
+    result = cli.run(
+        "send",
+        "--csv",
+        str(csv_file),
+        "--column",
+        "phone",
+        "--template",
+        "Hi {p1}, code {p2}",
+        "--param-columns",
+        "name,code",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    texts = {m.mobile: m.text for m in emulator.state.messages()}
+    assert texts == {p: f"{SIGN}Hi {n}, code {c}" for p, n, c in rows}
+
+
+def test_send_numbers_from_a_csv_column(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text("\ufeffname,phone\nAna,13900000001\nBo,13900000002\n", encoding="utf-8")
+    result = cli.run("send", "--csv", str(csv_file), "--column", "phone", "--content", "x")
+    assert result.returncode == 0, result.stderr
+    assert sorted(m.mobile for m in emulator.state.messages()) == ["13900000001", "13900000002"]
+    wrong = cli.run("send", "--csv", str(csv_file), "--column", "mobile", "--content", "x")
+    assert wrong.returncode == 2
+    assert "no column 'mobile'" in wrong.stderr
+    assert "'phone'" in wrong.stderr
+
+
+def test_send_batch_csv(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    pairs = {f"1370000{i:04d}": f"Your order {i} shipped" for i in range(150)}
+    batch = tmp_path / "b.csv"
+    batch.write_text(
+        "mobile,content\n" + "".join(f"{m},{c}\n" for m, c in pairs.items()), encoding="utf-8"
+    )
+    result = cli.run("send", "--batch", str(batch), "--json")
+    assert result.returncode == 0, result.stderr
+    assert {m.mobile: m.text for m in emulator.state.messages()} == {
+        m: SIGN + c for m, c in pairs.items()
+    }
+    actions = {r["action"] for r in json_lines(result.stdout) if r["type"] == "outcome"}
+    assert actions == {"sendBatch"}
+
+
+def test_dry_run_sends_nothing_and_its_estimate_is_what_is_charged(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    content = "x" * 70  # with the signature: 76 characters, two units each
+    path = write_lines(tmp_path / "n.txt", [*numbers(1200), numbers(1)[0]])
+    dry = cli.run("send", path, "--content", content, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert emulator.state.message_count == 0
+    assert emulator.state.get_counters().requests.get("sendOnce", 0) == 0
+    estimate = json_lines(dry.stdout)[0]
+    assert estimate["type"] == "estimate"
+    assert estimate["dry_run"] is True
+    assert (estimate["messages"], estimate["units_per_message"]) == (1201, 2)
+    assert estimate["duplicates"] == 1
+    assert estimate["enough"] is True
+    sent = cli.run("send", path, "--content", content, "-q")
+    assert sent.returncode == 0, sent.stderr
+    ledger = emulator.state.messages()
+    assert estimate["total_units"] == sum(m.units for m in ledger)
+    assert Decimal(estimate["cost"]) == sum((m.cost for m in ledger), Decimal(0))
+
+
+def test_dry_run_table_says_nothing_was_sent(cli: Cli, tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(3))
+    result = cli.run("send", path, "--content", "hello", "--dry-run")
+    assert result.returncode == 0
+    assert "dry run: nothing sent" in result.stdout
+    assert "total units" in result.stdout
+
+
+def test_a_send_the_balance_cannot_cover_is_refused_up_front(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.set_balance(None, "1.00")
+    path = write_lines(tmp_path / "n.txt", numbers(50))
+    dry = cli.run("send", path, "--content", "hello", "--dry-run")
+    assert dry.returncode == 4
+    assert "short" in dry.stderr
+    result = cli.run("send", path, "--content", "hello")
+    assert result.returncode == 4
+    assert "5.00" in result.stderr
+    assert "1.00" in result.stderr
+    assert emulator.state.message_count == 0
+
+
+def test_invalid_lines_are_reported_with_line_numbers(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", ["13900000001", "13900000002", "139-0000-0003", "abc"])
+    result = cli.run("send", path, "--content", "hello")
+    assert result.returncode == 2
+    assert "line 3" in result.stderr
+    assert "line 4" in result.stderr
+    assert "--skip-invalid" in result.stderr
+    assert emulator.state.message_count == 0
+    skipped = cli.run("send", path, "--content", "hello", "--skip-invalid", "--json")
+    assert skipped.returncode == 1
+    summary = summary_of(skipped.stdout)
+    assert (summary["accepted"], summary["failed"]) == (2, 2)
+    assert sorted(m.mobile for m in emulator.state.messages()) == ["13900000001", "13900000002"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--content", "a", "--template", "b {p1}"], "exactly one of"),
+        (["--template", "Hi {p1}"], "--csv"),
+        (["--content", "a", "--at", "2030-01-31T09:00"], "no zone"),
+        (["--content", "a", "--at", "tomorrow"], "ISO 8601"),
+        (["--content", "a", "--at", "2001-01-31T09:00+08:00"], "at least one minute"),
+        (["--content", "a", "--chunk-size", "1001"], "at most 1000"),
+        (["--content", "a", "--resend-unknown"], "--journal"),
+        (["--content", "x" * 1001], "1000"),
+        (["--batch", "/nonexistent.csv"], "no such file"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    cli: Cli, emulator: Any, tmp_path: Path, args: list[str], message: str
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(2))
+    result = cli.run("send", path, *args) if "--batch" not in args else cli.run("send", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert emulator.state.message_count == 0
+
+
+def test_scheduled_send_carries_its_time(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    when = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    path = write_lines(tmp_path / "n.txt", numbers(2))
+    result = cli.run("send", path, "--content", "later", "--at", when.isoformat())
+    assert result.returncode == 0, result.stderr
+    scheduled = {m.scheduled_for for m in emulator.state.messages()}
+    assert scheduled == {when.timestamp()}
+
+
+def test_unknown_outcomes_exit_3(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
+    path = write_lines(tmp_path / "n.txt", numbers(10))
+    result = cli.run("send", path, "--content", "hello", "--json")
+    assert result.returncode == 3
+    summary = summary_of(result.stdout)
+    assert (summary["accepted"], summary["unknown"]) == (0, 10)
+    # -10 after charging: the gateway did send them, and the CLI did not resend.
+    assert Counter(m.mobile for m in emulator.state.messages()) == Counter(numbers(10))
+    assert "do not resend" in result.stderr
+
+
+def test_account_refusal_stops_the_run_with_its_reason(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.update_account(interface_enabled=False)
+    path = write_lines(tmp_path / "n.txt", numbers(3))
+    result = cli.run("send", path, "--content", "hello", "--no-balance-check")
+    assert result.returncode == 4
+    assert "interface is not enabled" in result.stderr
+    assert emulator.state.message_count == 0
+
+
+def wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_interrupt_stops_cleanly_with_what_was_sent(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.set_faults(latency_ms=150)
+    emulator.state.set_balance(None, "100000")
+    mobiles = numbers(60_000)
+    path = write_lines(tmp_path / "n.txt", mobiles)
+    process = cli.popen("send", path, "--content", "hello", "--json", "--max-concurrency", "4")
+    wait_for(lambda: emulator.state.message_count >= 3000)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    summary = summary_of(out)
+    assert summary["interrupted"] is True
+    sent = Counter(m.mobile for m in emulator.state.messages())
+    # Requests on the wire were let finish: every recipient sent is accounted for.
+    assert summary["accepted"] == sum(sent.values())
+    assert max(sent.values()) == 1
+    assert summary["unknown"] == 0
+    assert summary["not_sent"] == len(mobiles) - summary["accepted"] > 0
+    assert "Traceback" not in err
+
+
+def test_journal_resumes_after_kill_without_sending_twice(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.set_faults(latency_ms=100)
+    emulator.state.set_balance(None, "100000")
+    mobiles = numbers(30_000)
+    path = write_lines(tmp_path / "n.txt", mobiles)
+    journal = str(tmp_path / "sale.db")
+    args = ("send", path, "--content", "Sale!", "--journal", journal, "--json", "-q")
+    process = cli.popen(*args, "--max-concurrency", "2")
+    wait_for(lambda: emulator.state.message_count >= 2000)
+    process.kill()
+    process.communicate(timeout=30)
+    assert process.returncode != 0
+    emulator.state.set_faults(latency_ms=0)
+    result = cli.run(*args)
+    assert result.returncode in (0, 3), result.stderr
+    campaign = summary_of(result.stdout)["campaign"]
+    unknown = set(campaign["unknown_recipients"])
+    assert result.returncode == (3 if unknown else 0)
+    sent = Counter(m.mobile for m in emulator.state.messages())
+    # Nobody twice; everybody once except those the journal lists as unknown.
+    assert max(sent.values()) == 1
+    assert {m for m in mobiles if sent[m] == 0} <= unknown
+    assert campaign["accepted"] == sum(1 for m in mobiles if sent[m] and m not in unknown)
+    assert campaign["complete"] is True
+    # A third run has nothing left to send.
+    again = cli.run(*args)
+    assert summary_of(again.stdout)["accepted"] == 0
+    assert sum(Counter(m.mobile for m in emulator.state.messages()).values()) == sum(sent.values())
+
+
+def test_journal_refuses_a_changed_input(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    journal = str(tmp_path / "j.db")
+    first = write_lines(tmp_path / "a.txt", numbers(5))
+    assert cli.run("send", first, "--content", "a", "--journal", journal).returncode == 0
+    result = cli.run("send", first, "--content", "changed", "--journal", journal)
+    assert result.returncode == 2
+    assert "journal" in result.stderr
+    assert emulator.state.message_count == 5
