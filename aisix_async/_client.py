@@ -14,7 +14,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._errors import AisixError, ProtocolError, TransportError, ValidationError, error_for_code
 from ._http import HttpClient, HttpTransport
@@ -29,7 +29,7 @@ from ._models import (
     StateReport,
 )
 from ._pricing import PriceBook
-from ._scheduler import RetryDetails, RetryPolicy, Scheduler
+from ._scheduler import AttemptTally, RetryDetails, RetryPolicy, Scheduler, SchedulerStats
 from ._validate import (
     check_account,
     check_at,
@@ -52,6 +52,11 @@ from ._wire import (
     param_fields,
 )
 from ._xml import Answer, parse_answer
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
+
+    from ._bulk import ChunkLedger, SendStream, SendSummary
 
 __all__ = ["GATEWAY_TZ", "AisixClient"]
 
@@ -85,6 +90,8 @@ class AisixClient:
         http_client: HttpClient | None = None,
         gateway_tz: tzinfo = GATEWAY_TZ,
         max_concurrency: int = 16,
+        initial_concurrency: int | None = None,
+        max_rate: float | None = None,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[RetryDetails], None] | None = None,
         on_key_update: KeyUpdateHook | None = None,
@@ -109,7 +116,14 @@ class AisixClient:
         self._gateway_tz = gateway_tz
         self._on_key_update = on_key_update
         self._gate = KeyGate()
-        self._scheduler = Scheduler(max_concurrency=max_concurrency, retry=retry, on_retry=on_retry)
+        # One scheduler for every request of this client: the gateway limits the account.
+        self._scheduler = Scheduler(
+            max_concurrency=max_concurrency,
+            initial_concurrency=initial_concurrency,
+            max_rate=max_rate,
+            retry=retry,
+            on_retry=on_retry,
+        )
         self._transport = HttpTransport(
             timeout=timeout,
             max_body=max_answer_bytes,
@@ -170,14 +184,27 @@ class AisixClient:
             raise error_for_code(action, answer.result, is_send=unsafe)
         return answer
 
-    async def _call(self, action: str, fields: Fields) -> Answer:
-        """Run one action through the scheduler."""
+    async def _call(
+        self,
+        action: str,
+        fields: Fields,
+        *,
+        tally: AttemptTally | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> Answer:
+        """Run one action through the scheduler (``tally``/``ready``: see Scheduler.run)."""
 
         async def attempt() -> Answer:
             async with self._gate.shared():
                 return await self._exchange(action, fields)
 
-        return await self._scheduler.run(attempt, action=action, unsafe=action in UNSAFE_ACTIONS)
+        return await self._scheduler.run(
+            attempt, action=action, unsafe=action in UNSAFE_ACTIONS, tally=tally, ready=ready
+        )
+
+    def stats(self) -> SchedulerStats:
+        """The client-wide scheduler now: concurrency limit, pace, in flight, -1s, retries."""
+        return self._scheduler.stats()
 
     def _targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
         cgid = check_cgid(cgid)
@@ -238,6 +265,93 @@ class AisixClient:
         cgid, csid = self._targets(cgid, csid)
         fields = param_fields(text, checked, cgid=cgid, csid=csid, at=self._schedule(at))
         return _receipts(await self._call("sendParam", fields), len(checked))
+
+    # -- bulk sending (the engine lives in _bulk) -------------------------------------
+
+    def send_many(
+        self,
+        numbers: Iterable[str] | AsyncIterable[str],
+        content: str,
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        chunk_size: int = 1000,
+        check_balance: bool = True,
+        _ledger: ChunkLedger | None = None,
+    ) -> SendStream:
+        """One content to any number of recipients, as sendOnce chunks; see :mod:`._bulk`.
+
+        ``async with client.send_many(numbers, text) as outcomes: async for o in outcomes``.
+        An invalid content raises ValidationError here, before anything is sent.
+        """
+        from ._bulk import once_stream
+
+        return once_stream(
+            self, numbers, content, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
+            check_balance=check_balance, ledger=_ledger,
+        )  # fmt: skip
+
+    def send_batch_many(
+        self,
+        pairs: Iterable[tuple[str, str]] | AsyncIterable[tuple[str, str]],
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        chunk_size: int = 100,
+        check_balance: bool = True,
+        _ledger: ChunkLedger | None = None,
+    ) -> SendStream:
+        """(mobile, content) pairs in sendBatch chunks (a lone pair by sendOnce)."""
+        from ._bulk import batch_stream
+
+        return batch_stream(
+            self, pairs, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
+            check_balance=check_balance, ledger=_ledger,
+        )  # fmt: skip
+
+    def send_param_many(
+        self,
+        template: str,
+        rows: Iterable[tuple[str, Sequence[str]]] | AsyncIterable[tuple[str, Sequence[str]]],
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        chunk_size: int = 100,
+        check_balance: bool = True,
+        _ledger: ChunkLedger | None = None,
+    ) -> SendStream:
+        """A template and (mobile, [p1, ...]) rows in sendParam chunks (a lone row rendered here).
+
+        An invalid template raises ValidationError here, before anything is sent.
+        """
+        from ._bulk import param_stream
+
+        return param_stream(
+            self, template, rows, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
+            check_balance=check_balance, ledger=_ledger,
+        )  # fmt: skip
+
+    async def send_all(
+        self,
+        numbers: Iterable[str] | AsyncIterable[str],
+        content: str,
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        chunk_size: int = 1000,
+        check_balance: bool = True,
+    ) -> SendSummary:
+        """``send_many`` to the end, for scripts: counts, cost, and the outcomes to look at."""
+        stream = self.send_many(
+            numbers, content, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
+            check_balance=check_balance,
+        )  # fmt: skip
+        async with stream:
+            return await stream.drain()
 
     # -- reading -------------------------------------------------------------------
 

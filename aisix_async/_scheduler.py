@@ -1,24 +1,46 @@
 """The client-wide scheduler: every request of a client takes its turn here.
 
 The gateway limits an *account*, not a call, so one scheduler per client sees every
-request (a single send from a web handler as much as a bulk chunk), and a -1 seen by one
-caller slows all of them.
+request (a single send from a web handler as much as a bulk chunk or a report poll), and
+a -1 seen by one caller slows all of them.
+
+How fast, and why: the gateway never says
+what its limit is; its only signal is -1, "too fast". A token bucket behind it hides the
+limit for a while (a burst is accepted), so the scheduler learns two things at once:
+
+* a *concurrency limit* (AIMD): it starts modestly, grows by one per round trip while
+  requests queue for a slot, and shrinks by a tenth on -1; ``max_concurrency`` caps it
+  and also sizes the HTTP pool, so a request that has its slot always finds a connection;
+* a *pace* (requests per second), unset until the first -1: then it is set just under
+  the rate the gateway was seen to accept, grows additively while callers wait for it,
+  and is cut multiplicatively on each new -1. Additive increase with multiplicative
+  decrease is also what lets several processes sharing one account converge to fair
+  shares with no coordinator. ``max_rate`` caps it.
+
+Only a -1 for a request dispatched after the last cut cuts again: the requests already
+in flight when the first -1 came back say nothing new.
 
 What is retried, and why:
 
-* ``-1`` (too fast): the gateway refused before acting, so a resend is always safe.
+* ``-1`` (too fast): the gateway refused before acting, so a resend is always safe. The
+  rejected request waits a jittered backoff, then queues again.
 * A connection that failed before the request was written: the gateway never saw it.
 * For actions that change nothing (balance, lists, report polls): any transient failure.
 
-A send whose answer was lost (read timeout, dropped connection, -10, -11) is never
-retried here: it is raised with ``outcome_unknown`` for the caller to report.
-Retries are visible: each one is logged and handed to ``on_retry``.
+A send whose answer was lost (read timeout, dropped connection, -10, -11, a garbled
+answer) is never retried here: it is raised with ``outcome_unknown`` for the caller to
+report. Retries are bounded by attempts and by time (counted from the first dispatch, so
+time spent queueing behind other callers is not held against a request); each retry is
+logged on ``aisix_async`` and handed to ``on_retry``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -27,11 +49,10 @@ import attrs
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    RetryError,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
 )
+from tenacity.stop import stop_base
 
 from ._errors import (
     AisixError,
@@ -39,9 +60,17 @@ from ._errors import (
     ProtocolError,
     RateLimitedError,
     TransportError,
+    ValidationError,
 )
 
-__all__ = ["RetryDetails", "RetryPolicy", "Scheduler", "SchedulerStats"]
+__all__ = [
+    "AttemptTally",
+    "RetryDetails",
+    "RetryPolicy",
+    "Scheduler",
+    "SchedulerStats",
+    "is_retryable",
+]
 
 _T = TypeVar("_T")
 logger = logging.getLogger("aisix_async")
@@ -49,10 +78,14 @@ logger = logging.getLogger("aisix_async")
 
 @attrs.frozen
 class RetryPolicy:
-    """How hard one request is retried: bounded by attempts and by time."""
+    """How hard one request is retried: bounded by attempts and by time.
+
+    Tests pass ``RetryPolicy(initial_backoff=0, max_backoff=0)`` (or small values) so
+    nothing sleeps for real.
+    """
 
     attempts: int = 10
-    #: Seconds over all attempts of one request, waits included.
+    #: Seconds from a request's first dispatch to the last retry, backoff included.
     timeout: float = 120.0
     initial_backoff: float = 0.1
     max_backoff: float = 10.0
@@ -70,12 +103,32 @@ class RetryDetails:
 
 @attrs.frozen
 class SchedulerStats:
-    """A snapshot for progress displays."""
+    """A snapshot of the client-wide scheduler, for progress displays."""
 
+    #: The current concurrency limit (requests allowed on the wire at once).
     limit: int
+    #: Requests holding a slot now.
     in_flight: int
+    #: -1 answers seen since the client was made.
     rate_limited: int
+    #: Retries made since the client was made.
     retries: int
+    #: The learned pace in requests per second (``max_rate`` applied), or None when unpaced.
+    pace: float | None = None
+    #: Request attempts dispatched since the client was made.
+    requests: int = 0
+    #: Requests waiting for a slot or for the pace.
+    waiting: int = 0
+
+
+class AttemptTally:
+    """Counts one caller's attempts and -1 answers (a bulk chunk reports them)."""
+
+    __slots__ = ("attempts", "rate_limited")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.rate_limited = 0
 
 
 def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
@@ -89,34 +142,215 @@ def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
     return False
 
 
+class _SinceFirstDispatch(stop_base):
+    """Stop once ``timeout`` seconds have passed since the request was first dispatched."""
+
+    def __init__(self, timeout: float, started: list[float], clock: Callable[[], float]) -> None:
+        self._timeout = timeout
+        self._started = started
+        self._clock = clock
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return bool(self._started) and self._clock() - self._started[0] >= self._timeout
+
+
 class Scheduler:
     """Runs each request attempt when its turn comes, retrying what is safe to retry."""
+
+    #: Multiplicative decrease of the pace and the concurrency limit on a new -1.
+    BETA = 0.9
+    #: Window over which the accepted rate is measured when a -1 asks for a cut (s).
+    WINDOW = 1.0
+    #: Below the rate of the last -1, the pace closes the gap with this time constant (s).
+    RECOVERY = 0.5
+    #: Above it, the excess doubles every second (probing for a raised limit).
+    PROBE = math.log(2.0)
+    #: Accepted answers in the window needed before their rate is trusted as a ceiling.
+    MIN_SAMPLES = 10
 
     def __init__(
         self,
         *,
         max_concurrency: int = 16,
+        initial_concurrency: int | None = None,
+        max_rate: float | None = None,
+        min_rate: float = 0.5,
+        rate_step: float = 2.0,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[RetryDetails], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._limit = max_concurrency
-        self._slots = anyio.CapacityLimiter(max_concurrency)
+        if max_concurrency < 1:
+            raise ValidationError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        if max_rate is not None and not max_rate > 0:
+            raise ValidationError(f"max_rate must be positive requests/s, got {max_rate!r}")
+        start = initial_concurrency if initial_concurrency is not None else min(4, max_concurrency)
+        if not 1 <= start <= max_concurrency:
+            raise ValidationError(
+                f"initial_concurrency must run from 1 to max_concurrency ({max_concurrency}), "
+                f"got {initial_concurrency!r}"
+            )
+        self._max = max_concurrency
+        self._limit = float(start)
+        self._max_rate = max_rate
+        self._min_rate = min(min_rate, max_rate) if max_rate is not None else min_rate
+        self._rate_step = rate_step
         self._retry = retry or RetryPolicy()
         self._on_retry = on_retry
+        self._clock = clock
+        # Concurrency: a FIFO of waiters, each woken when a slot frees for it.
+        self._in_flight = 0
+        self._slot_waiters: deque[anyio.Event] = deque()
+        # Pace: None until the gateway first says -1; each dispatch reserves the next
+        # 1/pace-second step, so waiters leave in arrival order and evenly spaced.
+        self._pace: float | None = None
+        self._ceiling = 0.0
+        self._first_dispatch: float | None = None
+        self._next_at = 0.0
+        self._pace_waiting = 0
+        self._last_cut = -math.inf
+        self._accepted: deque[float] = deque()
+        self._dispatched: deque[float] = deque()
+        # Counters for stats.
+        self._requests = 0
         self._rate_limited = 0
         self._retries = 0
 
+    # -- introspection -------------------------------------------------------------
+
     @property
     def max_concurrency(self) -> int:
-        return self._limit
+        """The user's cap on concurrent requests (the HTTP pool has as many connections)."""
+        return self._max
+
+    @property
+    def limit(self) -> int:
+        """The current learned concurrency limit."""
+        return max(1, int(self._limit))
+
+    @property
+    def pace(self) -> float | None:
+        """The pace in force (requests/s): the learned one under ``max_rate``; None: unpaced."""
+        if self._pace is None:
+            return self._max_rate
+        return self._pace if self._max_rate is None else min(self._pace, self._max_rate)
 
     def stats(self) -> SchedulerStats:
+        """A snapshot for progress displays."""
         return SchedulerStats(
-            limit=self._limit,
-            in_flight=int(self._slots.borrowed_tokens),
+            limit=self.limit,
+            in_flight=self._in_flight,
             rate_limited=self._rate_limited,
             retries=self._retries,
+            pace=self.pace,
+            requests=self._requests,
+            waiting=len(self._slot_waiters) + self._pace_waiting,
         )
+
+    # -- the concurrency limit -----------------------------------------------------
+
+    async def _acquire_slot(self) -> bool:
+        """Take a slot; return True when we had to wait for one (demand exceeds the limit)."""
+        if self._in_flight < self.limit and not self._slot_waiters:
+            self._in_flight += 1
+            return False
+        event = anyio.Event()
+        self._slot_waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                # Woken and cancelled at once: the slot was handed to us; pass it on.
+                self._release_slot()
+            else:
+                self._slot_waiters.remove(event)
+            raise
+        return True
+
+    def _release_slot(self) -> None:
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        # A slot is handed over by counting it before the waiter runs, so no newcomer can
+        # take it in between (FIFO, no starvation).
+        while self._slot_waiters and self._in_flight < self.limit:
+            self._in_flight += 1
+            self._slot_waiters.popleft().set()
+
+    # -- the pace ------------------------------------------------------------------
+
+    async def _await_pace(self) -> None:
+        pace = self.pace
+        if pace is None:
+            return
+        now = self._clock()
+        at = max(now, self._next_at)
+        self._next_at = at + 1.0 / pace
+        if at > now:
+            self._pace_waiting += 1
+            try:
+                await anyio.sleep(at - now)
+            finally:
+                self._pace_waiting -= 1
+            if self._pace is not None:
+                self._grow(self._pace)
+
+    def _grow(self, pace: float) -> None:
+        # Called once per dispatch that had to wait for the pace, i.e. for 1/pace seconds
+        # of demand above the pace: an idle client never talks itself into a rate it has
+        # not tried. The shape is CUBIC's: a quick return to the rate of the last -1, an
+        # additive step (which is what makes clients sharing an account converge to fair
+        # shares), and past that rate a probe that accelerates, so a raised limit is found
+        # in seconds rather than minutes.
+        gap = self._ceiling - pace
+        per_second = self._rate_step + (gap / self.RECOVERY if gap > 0 else -gap * self.PROBE)
+        self._pace = min(pace + per_second / pace, self._max_rate_or_inf)
+
+    @property
+    def _max_rate_or_inf(self) -> float:
+        return self._max_rate if self._max_rate is not None else math.inf
+
+    def _trim(self, times: deque[float], now: float) -> None:
+        horizon = now - self.WINDOW
+        while times and times[0] < horizon:
+            times.popleft()
+
+    def _on_accepted(self, waited_for_slot: bool) -> None:
+        now = self._clock()
+        self._accepted.append(now)
+        self._trim(self._accepted, now)
+        if waited_for_slot and self._limit < self._max:
+            # +1 per round trip's worth of answers while requests queue for a slot.
+            self._limit = min(float(self._max), self._limit + 1.0 / self._limit)
+            self._wake()
+
+    def _on_rate_limited(self, dispatched_at: float) -> None:
+        self._rate_limited += 1
+        if dispatched_at < self._last_cut:
+            return
+        now = self._clock()
+        self._last_cut = now
+        self._trim(self._accepted, now)
+        self._trim(self._dispatched, now)
+        # Rates over the last second, or since the first dispatch if that is more recent.
+        first = self._first_dispatch if self._first_dispatch is not None else now
+        span = max(0.01, min(self.WINDOW, now - first))
+        accepted_rate = len(self._accepted) / span
+        sending_rate = self._pace if self._pace is not None else len(self._dispatched) / span
+        base = min(accepted_rate, sending_rate) if accepted_rate > 0 else sending_rate
+        # Too few answers to trust the rate (a burst, a slow start): probe from here as
+        # if no limit were known, so an estimate that is far too low is soon outgrown.
+        self._ceiling = base if len(self._accepted) >= self.MIN_SAMPLES else 0.0
+        self._pace = max(self._min_rate, self.BETA * base)
+        self._limit = max(1.0, self._limit * self.BETA)
+        logger.info(
+            "the gateway said -1 (too fast): pace now %.2f requests/s, concurrency limit %d",
+            self._pace,
+            self.limit,
+        )
+
+    # -- running a request ---------------------------------------------------------
 
     def _wait(self, state: RetryCallState) -> float:
         policy = self._retry
@@ -143,12 +377,62 @@ class Scheduler:
 
         return hook
 
-    async def run(self, attempt: Callable[[], Awaitable[_T]], *, action: str, unsafe: bool) -> _T:
-        """Run ``attempt`` in a slot; retry it per the policy; raise its last error."""
+    async def _attempt(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        tally: AttemptTally | None,
+        ready: Callable[[], None] | None,
+        started: list[float],
+    ) -> _T:
+        waited = await self._acquire_slot()
+        try:
+            await self._await_pace()
+            if ready is not None:
+                ready()
+            dispatched_at = self._clock()
+            if not started:
+                started.append(dispatched_at)
+            if self._first_dispatch is None:
+                self._first_dispatch = dispatched_at
+            self._requests += 1
+            self._dispatched.append(dispatched_at)
+            self._trim(self._dispatched, dispatched_at)
+            if tally is not None:
+                tally.attempts += 1
+            try:
+                result = await attempt()
+            except RateLimitedError:
+                if tally is not None:
+                    tally.rate_limited += 1
+                self._on_rate_limited(dispatched_at)
+                raise
+            self._on_accepted(waited)
+            return result
+        finally:
+            self._release_slot()
+
+    async def run(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        *,
+        action: str,
+        unsafe: bool,
+        tally: AttemptTally | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> _T:
+        """Run ``attempt`` when its turn comes; retry it per the policy; raise its last error.
+
+        ``tally``, when given, counts this request's attempts and -1 answers. ``ready``,
+        when given, is called each time the request's turn has come, just before it is
+        dispatched: it may raise to give the turn up (a bulk send that has stopped). An
+        error that is not retryable ends the run at once.
+        """
         policy = self._retry
+        started: list[float] = []
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: is_retryable(exc, unsafe=unsafe)),
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.timeout),
+            stop=stop_after_attempt(policy.attempts)
+            | _SinceFirstDispatch(policy.timeout, started, self._clock),
             wait=self._wait,
             sleep=anyio.sleep,
             before_sleep=self._before_sleep(action),
@@ -157,12 +441,7 @@ class Scheduler:
         try:
             async for try_state in retrying:
                 with try_state:
-                    async with self._slots:
-                        try:
-                            return await attempt()
-                        except RateLimitedError:
-                            self._rate_limited += 1
-                            raise
+                    return await self._attempt(attempt, tally, ready, started)
         except RateLimitedError as exc:
             raise RateLimitedError(
                 action,
@@ -173,6 +452,4 @@ class Scheduler:
                     "address or limited to a time window"
                 ),
             ) from None
-        except RetryError:  # pragma: no cover - reraise=True hands back the real error
-            raise
         raise AssertionError("unreachable")  # pragma: no cover

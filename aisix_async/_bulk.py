@@ -1,0 +1,645 @@
+"""The send streams: many recipients in, one outcome per chunk out, as each chunk settles.
+
+Shape, and why: a stream is an async context manager that owns an anyio task group
+(like anyio's ``as_completed``), so leaving the block cancels the work in flight and no
+task outlives it. Inside, one producer reads the input lazily, plans chunks
+(:mod:`._chunking`) and hands each to a worker; a semaphore of ``max_concurrency``
+chunks between the producer and the consumer is the backpressure: while the consumer
+is slow, outcomes wait, workers wait, and the input is not read. Memory is therefore
+bounded by concurrency x chunk size whatever the input's length.
+
+Every recipient ends in exactly one outcome: accepted (with receipts), failed (nothing
+went out: invalid, refused, or never sent), or unknown (the answer was lost, -10, -11, a
+garbled answer, HTTP 502: it may have gone out and is never resent blindly).
+
+Stopping: -9 (balance), an account-level refusal (0, -2, -3, -5, -6, -7, -8), a -1 that
+never clears, or a gateway that cannot be reached stops dispatch at once. Requests
+already on the wire finish; everything not yet dispatched, including the rest of the
+input (which is still read, so that every recipient gets its outcome), is reported as
+failed with :class:`NotSentError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Sequence,
+    Sized,
+)
+from contextlib import aclosing
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+
+from ._chunking import (
+    BatchPlanner,
+    OncePlanner,
+    ParamPlanner,
+    PlanItem,
+    PlannedChunk,
+    Planner,
+    RejectedItem,
+)
+from ._errors import (
+    AccountFormatError,
+    AisixError,
+    AuthenticationError,
+    ChannelGroupNotAllowedError,
+    EnterpriseUnavailableError,
+    InsufficientBalanceError,
+    InterfaceNotEnabledError,
+    KeyLockedError,
+    RateLimitedError,
+    StaffUnavailableError,
+    TransportError,
+    ValidationError,
+)
+from ._models import SendReceipt
+from ._scheduler import AttemptTally
+from ._validate import check_param_row, check_template, render_template
+
+if TYPE_CHECKING:
+    from ._client import AisixClient
+
+__all__ = [
+    "BulkStats",
+    "ChunkLedger",
+    "NotSentError",
+    "OutcomeStatus",
+    "SendOutcome",
+    "SendStream",
+    "SendSummary",
+    "batch_stream",
+    "once_stream",
+    "param_stream",
+]
+
+logger = logging.getLogger("aisix_async")
+
+# Refusals that concern the account, not the chunk: every later request would get them too.
+_ACCOUNT_LEVEL = (
+    InsufficientBalanceError,
+    AccountFormatError,
+    AuthenticationError,
+    KeyLockedError,
+    EnterpriseUnavailableError,
+    StaffUnavailableError,
+    InterfaceNotEnabledError,
+    ChannelGroupNotAllowedError,
+    RateLimitedError,
+)
+
+
+class OutcomeStatus(enum.Enum):
+    """What became of a chunk's recipients."""
+
+    #: The gateway accepted them; ``receipts`` say what it charged.
+    ACCEPTED = "accepted"
+    #: Nothing went out: invalid input, a refusal, or never sent.
+    FAILED = "failed"
+    #: The answer was lost or ambiguous: they may have been sent (and charged).
+    UNKNOWN = "unknown"
+
+
+class NotSentError(AisixError):
+    """A recipient was never sent because dispatch stopped on an earlier error (``cause``)."""
+
+    def __init__(self, cause: AisixError) -> None:
+        super().__init__(f"not sent: dispatch stopped because {cause.message}")
+        self.cause = cause
+        self.__cause__ = cause
+
+
+@attrs.frozen
+class SendOutcome:
+    """What became of one chunk (or of one invalid recipient) of a bulk send."""
+
+    #: The chunk's number in the call (deterministic for the same input and chunk size).
+    chunk: int
+    #: 0-based positions of its recipients in the input.
+    positions: tuple[int, ...]
+    mobiles: tuple[str, ...]
+    status: OutcomeStatus
+    #: sendOnce, sendBatch or sendParam; None when no request was planned (invalid input).
+    action: str | None
+    #: sendOnce: one receipt for all its numbers; sendBatch/sendParam: one per mobile.
+    receipts: tuple[SendReceipt, ...] = ()
+    error: AisixError | None = None
+    #: Requests made for this chunk (0: never sent).
+    attempts: int = 0
+
+    @property
+    def sent(self) -> bool:
+        """Whether a request was made for this chunk (refused or not)."""
+        return self.attempts > 0
+
+    @property
+    def units(self) -> int:
+        """Units the gateway charged for this chunk."""
+        return sum(receipt.total for receipt in self.receipts)
+
+    @property
+    def cost(self) -> Decimal:
+        """Yuan charged for this chunk."""
+        return sum((r.total * r.price for r in self.receipts), Decimal(0))
+
+
+@attrs.frozen
+class BulkStats:
+    """A live snapshot of one bulk send, for progress displays."""
+
+    #: Recipients with an outcome so far, and how they split.
+    done: int
+    accepted: int
+    failed: int
+    unknown: int
+    #: Recipients the ledger said to skip (already settled in an earlier run).
+    skipped: int
+    #: Requests this send made, -1 answers it got, and retries among its requests.
+    requests: int
+    rate_limited: int
+    retries: int
+    #: The client-wide concurrency limit and pace (requests/s, None: unpaced) now.
+    limit: int
+    pace: float | None
+    #: This send's chunks on the wire or queued in the scheduler.
+    in_flight: int
+    #: Seconds since the send started.
+    elapsed: float
+
+
+@attrs.frozen
+class SendSummary:
+    """The end of a bulk send, for scripts: counts, money, and what needs attention."""
+
+    accepted: int
+    failed: int
+    unknown: int
+    units: int
+    cost: Decimal
+    #: Every failed and every unknown outcome (accepted ones are only counted).
+    failed_outcomes: list[SendOutcome]
+    unknown_outcomes: list[SendOutcome]
+    elapsed: float
+    stats: BulkStats
+
+    @property
+    def ok(self) -> bool:
+        """True when every recipient was accepted."""
+        return self.failed == 0 and self.unknown == 0
+
+
+class ChunkLedger(Protocol):
+    """A hook for resumable campaigns (the journal implements it).
+
+    ``before_send`` is called for each planned chunk, in chunk order, before its first
+    request; returning False skips it: no request, no outcome, no ``settle``, and its
+    recipients are counted in ``BulkStats.skipped`` (they were settled in an earlier
+    run). ``settle`` is called with every outcome (invalid recipients and chunks never
+    sent included) before the stream yields it.
+    """
+
+    async def before_send(self, chunk: PlannedChunk) -> bool: ...
+
+    async def settle(self, outcome: SendOutcome) -> None: ...
+
+
+class _Stopped(Exception):
+    """Raised in place of a dispatch once the stream has stopped."""
+
+
+class _Counters:
+    __slots__ = (
+        "accepted",
+        "failed",
+        "in_flight",
+        "rate_limited",
+        "requests",
+        "retries",
+        "skipped",
+        "unknown",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = self.failed = self.unknown = self.skipped = 0
+        self.requests = self.rate_limited = self.retries = self.in_flight = 0
+
+
+class SendStream:
+    """``async with`` it, then ``async for outcome in it``; ``stats`` is a live snapshot."""
+
+    def __init__(
+        self,
+        client: AisixClient,
+        planner: Planner,
+        source: Iterable[object] | AsyncIterable[object],
+        *,
+        cgid: int | None,
+        csid: int | None,
+        at: str | None,
+        estimate: Iterable[tuple[str, int]] | None,
+        check_balance: bool,
+        ledger: ChunkLedger | None,
+    ) -> None:
+        self._client = client
+        self._planner = planner
+        self._source = source
+        self._cgid, self._csid, self._at = cgid, csid, at
+        self._estimate = estimate
+        self._check_balance = check_balance
+        self._ledger = ledger
+        self._count = _Counters()
+        self._stop: AisixError | None = None
+        self._failure: BaseException | None = None
+        self._started = time.monotonic()
+        self._group: TaskGroup | None = None
+        self._entered = False
+        # Chunks between the producer and the consumer: the backpressure of the design.
+        self._window = anyio.Semaphore(client._scheduler.max_concurrency)
+        self._send, self._receive = anyio.create_memory_object_stream[SendOutcome]()
+
+    # -- the context manager -------------------------------------------------------
+
+    async def __aenter__(self) -> SendStream:
+        if self._entered:
+            raise RuntimeError("a send stream can be entered only once")
+        self._entered = True
+        if self._check_balance:
+            await self._check_affordable()
+        self._started = time.monotonic()
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        group.start_soon(self._produce)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        group = self._group
+        assert group is not None
+        # Leaving early (break, an error in the body) ends the work in flight; after a full
+        # iteration there is nothing left to cancel.
+        group.cancel_scope.cancel()
+        self._receive.close()
+        # The body's own exception is not handed to the task group, which would wrap it in
+        # an exception group: an error raised in the loop reaches the caller as it was.
+        await group.__aexit__(None, None, None)
+        return None
+
+    async def _check_affordable(self) -> None:
+        if self._estimate is None:
+            logger.info(
+                "the input has no length: no balance check before sending; a -9 will "
+                "stop the send and report every unsent recipient"
+            )
+            return
+        from ._pricing import check_affordable
+
+        await check_affordable(self._client, self._estimate, cgid=self._cgid, csid=self._csid)
+
+    # -- iteration -----------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[SendOutcome]:
+        return self
+
+    async def __anext__(self) -> SendOutcome:
+        if self._group is None:
+            raise RuntimeError("use the stream in 'async with' before iterating it")
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure from None
+            raise StopAsyncIteration from None
+
+    @property
+    def stats(self) -> BulkStats:
+        """A live snapshot of this send (a property: read it as often as you like)."""
+        count = self._count
+        scheduler = self._client._scheduler
+        return BulkStats(
+            done=count.accepted + count.failed + count.unknown,
+            accepted=count.accepted,
+            failed=count.failed,
+            unknown=count.unknown,
+            skipped=count.skipped,
+            requests=count.requests,
+            rate_limited=count.rate_limited,
+            retries=count.retries,
+            limit=scheduler.limit,
+            pace=scheduler.pace,
+            in_flight=count.in_flight,
+            elapsed=time.monotonic() - self._started,
+        )
+
+    @property
+    def stopped_by(self) -> AisixError | None:
+        """The error that stopped dispatch, if one did."""
+        return self._stop
+
+    async def drain(self) -> SendSummary:
+        """Iterate to the end and summarise (what ``send_all`` does)."""
+        accepted = failed = unknown = units = 0
+        cost = Decimal(0)
+        failures: list[SendOutcome] = []
+        unknowns: list[SendOutcome] = []
+        async for outcome in self:
+            size = len(outcome.mobiles)
+            if outcome.status is OutcomeStatus.ACCEPTED:
+                accepted += size
+                units += outcome.units
+                cost += outcome.cost
+            elif outcome.status is OutcomeStatus.FAILED:
+                failed += size
+                failures.append(outcome)
+            else:
+                unknown += size
+                unknowns.append(outcome)
+        stats = self.stats
+        return SendSummary(
+            accepted, failed, unknown, units, cost, failures, unknowns, stats.elapsed, stats
+        )
+
+    # -- the producer --------------------------------------------------------------
+
+    async def _items(self) -> AsyncGenerator[PlanItem, None]:
+        planner, source = self._planner, self._source
+        if isinstance(source, AsyncIterable):
+            async for item in source:
+                for planned in planner.feed(item):
+                    yield planned
+        else:
+            feed = planner.feed
+            for item in source:
+                planned_items = feed(item)
+                if planned_items:
+                    for planned in planned_items:
+                        yield planned
+        for planned in planner.finish():
+            yield planned
+
+    async def _produce(self) -> None:
+        async with self._send, anyio.create_task_group() as workers:
+            try:
+                async with aclosing(self._items()) as items:
+                    async for item in items:
+                        await self._dispatch(item, workers)
+            except Exception as exc:
+                # The input (or the ledger) failed: read nothing more. The chunks already
+                # planned were read whole and are still sent; once they settle, the
+                # consumer's iteration raises this error.
+                self._failure = exc
+
+    async def _dispatch(self, item: PlanItem, workers: TaskGroup) -> None:
+        if isinstance(item, RejectedItem):
+            await self._emit(
+                SendOutcome(
+                    item.index,
+                    (item.position,),
+                    (item.mobile,),
+                    OutcomeStatus.FAILED,
+                    None,
+                    error=item.error,
+                )
+            )
+            return
+        if self._stop is not None:
+            await self._emit(self._not_sent(item, 0))
+            return
+        if self._ledger is not None and not await self._ledger.before_send(item):
+            self._count.skipped += item.size
+            return
+        await self._window.acquire()
+        workers.start_soon(self._work, item)
+
+    async def _work(self, chunk: PlannedChunk) -> None:
+        try:
+            self._count.in_flight += 1
+            try:
+                outcome = await self._send_chunk(chunk)
+            finally:
+                self._count.in_flight -= 1
+            await self._emit(outcome)
+        finally:
+            self._window.release()
+
+    async def _send_chunk(self, chunk: PlannedChunk) -> SendOutcome:
+        from ._client import _receipts
+
+        tally = AttemptTally()
+        fields = chunk.fields(cgid=self._cgid, csid=self._csid, at=self._at)
+
+        def ready() -> None:
+            if self._stop is not None:
+                raise _Stopped
+
+        try:
+            try:
+                answer = await self._client._call(chunk.action, fields, tally=tally, ready=ready)
+                receipts = _receipts(answer, 1 if chunk.action == "sendOnce" else chunk.size)
+            finally:
+                count = self._count
+                count.requests += tally.attempts
+                count.rate_limited += tally.rate_limited
+                count.retries += max(0, tally.attempts - 1)
+        except _Stopped:
+            return self._not_sent(chunk, tally.attempts)
+        except AisixError as exc:
+            if exc.outcome_unknown:
+                status = OutcomeStatus.UNKNOWN
+            else:
+                status = OutcomeStatus.FAILED
+                if isinstance(exc, _ACCOUNT_LEVEL) or (
+                    isinstance(exc, TransportError) and not exc.request_sent
+                ):
+                    self._halt(exc)
+            return self._outcome(chunk, status, error=exc, attempts=tally.attempts)
+        return self._outcome(
+            chunk, OutcomeStatus.ACCEPTED, receipts=tuple(receipts), attempts=tally.attempts
+        )
+
+    def _halt(self, error: AisixError) -> None:
+        if self._stop is None:
+            logger.warning("bulk send: stopping dispatch: %s", error.message)
+            self._stop = error
+
+    def _outcome(
+        self,
+        chunk: PlannedChunk,
+        status: OutcomeStatus,
+        *,
+        receipts: tuple[SendReceipt, ...] = (),
+        error: AisixError | None = None,
+        attempts: int = 0,
+    ) -> SendOutcome:
+        return SendOutcome(
+            chunk.index,
+            chunk.positions,
+            chunk.mobiles,
+            status,
+            chunk.action,
+            receipts=receipts,
+            error=error,
+            attempts=attempts,
+        )
+
+    def _not_sent(self, chunk: PlannedChunk, attempts: int) -> SendOutcome:
+        assert self._stop is not None
+        return self._outcome(
+            chunk, OutcomeStatus.FAILED, error=NotSentError(self._stop), attempts=attempts
+        )
+
+    async def _emit(self, outcome: SendOutcome) -> None:
+        count = self._count
+        size = len(outcome.mobiles)
+        if outcome.status is OutcomeStatus.ACCEPTED:
+            count.accepted += size
+        elif outcome.status is OutcomeStatus.FAILED:
+            count.failed += size
+        else:
+            count.unknown += size
+        if self._ledger is not None:
+            await self._ledger.settle(outcome)
+        await self._send.send(outcome)
+
+
+# -- building streams (what the client's send_*_many methods delegate to) ----------------
+
+
+def _check_source(source: object, what: str) -> None:
+    if isinstance(source, (str, bytes)):
+        # A bare string would be read character by character.
+        raise ValidationError(f"{what} must be an iterable of items, not one string")
+    if not isinstance(source, (Iterable, AsyncIterable)):
+        raise ValidationError(f"{what} must be an iterable or an async iterable")
+
+
+def _stream(
+    client: AisixClient,
+    planner: Planner,
+    source: Iterable[object] | AsyncIterable[object],
+    estimate: Iterable[tuple[str, int]] | None,
+    sized: bool,
+    *,
+    cgid: int | None,
+    csid: int | None,
+    at: datetime | None,
+    check_balance: bool,
+    ledger: ChunkLedger | None,
+) -> SendStream:
+    cgid, csid = client._targets(cgid, csid)
+    return SendStream(
+        client,
+        planner,
+        source,
+        cgid=cgid,
+        csid=csid,
+        at=client._schedule(at),
+        estimate=estimate,
+        # An empty sized input needs no balance check (nor a request to make one).
+        check_balance=check_balance and (estimate is not None or not sized),
+        ledger=ledger,
+    )
+
+
+def once_stream(
+    client: AisixClient,
+    numbers: Iterable[str] | AsyncIterable[str],
+    content: str,
+    *,
+    cgid: int | None,
+    csid: int | None,
+    at: datetime | None,
+    chunk_size: int,
+    check_balance: bool,
+    ledger: ChunkLedger | None,
+) -> SendStream:
+    """The stream of ``send_many``; content and options are checked here, before sending."""
+    _check_source(numbers, "numbers")
+    planner = OncePlanner(content, chunk_size)
+    sized = isinstance(numbers, Sized) and not isinstance(numbers, AsyncIterable)
+    count = len(numbers) if sized else 0  # type: ignore[arg-type]
+    estimate = [(content, count)] if count else None
+    return _stream(
+        client, planner, numbers, estimate, sized, cgid=cgid, csid=csid, at=at,
+        check_balance=check_balance, ledger=ledger,
+    )  # fmt: skip
+
+
+def _batch_texts(pairs: Sequence[object]) -> Iterator[tuple[str, int]]:
+    # An estimate, not a check: items that will be refused are left out of it.
+    for pair in pairs:
+        if isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[1], str):
+            yield pair[1], 1
+
+
+def _param_texts(template: str, count: int, rows: Sequence[object]) -> Iterator[tuple[str, int]]:
+    for index, row in enumerate(rows):
+        try:
+            _, values = check_param_row(template, count, row, index)
+        except ValidationError:
+            continue
+        yield render_template(template, values), 1
+
+
+def batch_stream(
+    client: AisixClient,
+    pairs: Iterable[tuple[str, str]] | AsyncIterable[tuple[str, str]],
+    *,
+    cgid: int | None,
+    csid: int | None,
+    at: datetime | None,
+    chunk_size: int,
+    check_balance: bool,
+    ledger: ChunkLedger | None,
+) -> SendStream:
+    """The stream of ``send_batch_many``."""
+    _check_source(pairs, "pairs")
+    planner = BatchPlanner(chunk_size)
+    sized = isinstance(pairs, Sequence)
+    estimate = _batch_texts(pairs) if sized and len(pairs) else None  # type: ignore[arg-type]
+    return _stream(
+        client, planner, pairs, estimate, sized, cgid=cgid, csid=csid, at=at,
+        check_balance=check_balance, ledger=ledger,
+    )  # fmt: skip
+
+
+def param_stream(
+    client: AisixClient,
+    template: str,
+    rows: Iterable[tuple[str, Sequence[str]]] | AsyncIterable[tuple[str, Sequence[str]]],
+    *,
+    cgid: int | None,
+    csid: int | None,
+    at: datetime | None,
+    chunk_size: int,
+    check_balance: bool,
+    ledger: ChunkLedger | None,
+) -> SendStream:
+    """The stream of ``send_param_many``; the template is checked here, before sending."""
+    _check_source(rows, "rows")
+    planner = ParamPlanner(template, chunk_size)
+    text, count = check_template(template)
+    sized = isinstance(rows, Sequence)
+    estimate = _param_texts(text, count, rows) if sized and len(rows) else None  # type: ignore[arg-type]
+    return _stream(
+        client, planner, rows, estimate, sized, cgid=cgid, csid=csid, at=at,
+        check_balance=check_balance, ledger=ledger,
+    )  # fmt: skip

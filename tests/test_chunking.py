@@ -1,0 +1,179 @@
+"""The pure request planner: sizes, re-balancing, rejections, determinism."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aisix_async import ValidationError
+from aisix_async._chunking import (
+    BatchPlanner,
+    OncePlanner,
+    ParamPlanner,
+    PlannedChunk,
+    RejectedItem,
+    plan,
+)
+from aisix_async._validate import SEPARATOR
+
+
+def numbers(n: int) -> list[str]:
+    return [f"138{i:08d}" for i in range(n)]
+
+
+def chunks_of(items: list[object]) -> list[PlannedChunk]:
+    return [item for item in items if isinstance(item, PlannedChunk)]
+
+
+@pytest.mark.parametrize(
+    ("count", "sizes"),
+    [(0, []), (1, [1]), (2, [2]), (999, [999]), (1000, [1000]), (1001, [1000, 1])],
+)
+def test_once_boundaries(count: int, sizes: list[int]) -> None:
+    items = list(plan(OncePlanner("hello"), numbers(count)))
+    assert [c.size for c in chunks_of(items)] == sizes
+    assert all(c.action == "sendOnce" and c.contents == ("hello",) for c in chunks_of(items))
+    assert [c.index for c in chunks_of(items)] == list(range(len(sizes)))
+
+
+@pytest.mark.parametrize(
+    ("count", "shape"),
+    [
+        (1, [("sendOnce", 1)]),
+        (2, [("sendBatch", 2)]),
+        (100, [("sendBatch", 100)]),
+        (101, [("sendBatch", 99), ("sendBatch", 2)]),
+        (201, [("sendBatch", 100), ("sendBatch", 99), ("sendBatch", 2)]),
+        (202, [("sendBatch", 100), ("sendBatch", 100), ("sendBatch", 2)]),
+    ],
+)
+def test_batch_boundaries(count: int, shape: list[tuple[str, int]]) -> None:
+    pairs = [(m, f"text {i}") for i, m in enumerate(numbers(count))]
+    chunks = chunks_of(list(plan(BatchPlanner(), pairs)))
+    assert [(c.action, c.size) for c in chunks] == shape
+    flat = [(m, t) for c in chunks for m, t in zip(c.mobiles, c.texts(), strict=True)]
+    assert flat == pairs
+
+
+@pytest.mark.parametrize(
+    ("count", "shape"),
+    [
+        (1, [("sendOnce", 1)]),
+        (2, [("sendParam", 2)]),
+        (100, [("sendParam", 100)]),
+        (101, [("sendParam", 99), ("sendParam", 2)]),
+        (201, [("sendParam", 100), ("sendParam", 99), ("sendParam", 2)]),
+    ],
+)
+def test_param_boundaries(count: int, shape: list[tuple[str, int]]) -> None:
+    rows = [(m, [f"n{i}", "x"]) for i, m in enumerate(numbers(count))]
+    chunks = chunks_of(list(plan(ParamPlanner("Hi {p1}, {p2}!"), rows)))
+    assert [(c.action, c.size) for c in chunks] == shape
+    texts = [t for c in chunks for t in c.texts()]
+    assert texts == [f"Hi n{i}, x!" for i in range(count)]
+
+
+def test_lone_param_row_is_rendered_for_send_once() -> None:
+    (chunk,) = plan(ParamPlanner("Hi {p1}"), [("13800000000", ["Ann"])])
+    assert isinstance(chunk, PlannedChunk)
+    assert chunk.action == "sendOnce"
+    assert ("c", "Hi Ann") in chunk.fields(cgid=None, csid=None, at=None)
+
+
+def test_chunk_size_two_sends_a_lone_remainder_by_send_once() -> None:
+    pairs = [(m, "t") for m in numbers(5)]
+    chunks = chunks_of(list(plan(BatchPlanner(2), pairs)))
+    assert [(c.action, c.size) for c in chunks] == [
+        ("sendBatch", 2),
+        ("sendBatch", 2),
+        ("sendOnce", 1),
+    ]
+
+
+def test_invalid_items_become_their_own_rejections() -> None:
+    items = [
+        ("13800000000", "ok"),
+        ("bad number", "ok"),
+        ("13800000001", f"a{SEPARATOR}b"),
+        "not a pair",
+        ("13800000002", "ok"),
+    ]
+    planned = list(plan(BatchPlanner(), items))
+    rejected = [p for p in planned if isinstance(p, RejectedItem)]
+    assert [r.position for r in rejected] == [1, 2, 3]
+    assert all(isinstance(r.error, ValidationError) for r in rejected)
+    assert "separator" in str(rejected[1].error)
+    (chunk,) = chunks_of(planned)
+    assert chunk.positions == (0, 4)
+    assert sorted(p.index for p in planned) == list(range(len(planned)))
+
+
+def test_invalid_content_template_and_sizes_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        OncePlanner("")
+    with pytest.raises(ValidationError):
+        OncePlanner("x", 1001)
+    with pytest.raises(ValidationError):
+        BatchPlanner(1)
+    with pytest.raises(ValidationError):
+        ParamPlanner("no parameters")
+    with pytest.raises(ValidationError):
+        ParamPlanner("{p1}", 101)
+
+
+def test_fields_carry_options() -> None:
+    (chunk,) = plan(BatchPlanner(), [("13800000000", "a"), ("13800000001", "b")])
+    assert isinstance(chunk, PlannedChunk)
+    fields = dict(chunk.fields(cgid=80, csid=101, at="20300101000000"))
+    assert fields == {
+        "cgid": "80",
+        "csid": "101",
+        "t": "20300101000000",
+        "c": f"a{SEPARATOR}b",
+        "m": "13800000000,13800000001",
+    }
+
+
+_item = st.one_of(
+    st.integers(0, 10**6).map(lambda n: f"139{n:08d}"),
+    st.sampled_from(["", "12", "abc", "1380000000,1"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_item, max_size=260), st.integers(1, 1000))
+def test_once_plan_covers_every_item_once(items: list[str], size: int) -> None:
+    planned = list(plan(OncePlanner("x", size), items))
+    positions = sorted(pos for p in planned for pos in _positions(p))
+    assert positions == list(range(len(items)))
+    for chunk in chunks_of(planned):
+        assert 1 <= chunk.size <= size
+    assert planned == list(plan(OncePlanner("x", size), items))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 420), st.integers(2, 100), st.sets(st.integers(0, 419), max_size=20))
+def test_multi_plan_never_holds_one_and_is_deterministic(
+    count: int, size: int, bad: set[int]
+) -> None:
+    pairs = [(("x" if i in bad else m), f"t{i}") for i, m in enumerate(numbers(count))]
+    planned = list(plan(BatchPlanner(size), pairs))
+    positions = sorted(pos for p in planned for pos in _positions(p))
+    assert positions == list(range(count))
+    for chunk in chunks_of(planned):
+        if chunk.action == "sendBatch":
+            assert 2 <= chunk.size <= size
+        else:
+            assert chunk.size == 1
+    # Only a single valid pair, or a remainder that cannot be re-balanced (size 2), goes alone.
+    lone = [c for c in chunks_of(planned) if c.action == "sendOnce"]
+    valid = count - len([i for i in bad if i < count])
+    assert len(lone) <= 1
+    if lone:
+        assert valid == 1 or (size == 2 and valid % 2 == 1)
+    assert planned == list(plan(BatchPlanner(size), pairs))
+
+
+def _positions(item: PlannedChunk | RejectedItem) -> tuple[int, ...]:
+    return item.positions if isinstance(item, PlannedChunk) else (item.position,)

@@ -1,0 +1,217 @@
+"""The client-wide scheduler, driven by in-process attempts (no HTTP needed here)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+
+from aisix_async import (
+    GatewayInternalError,
+    ProtocolError,
+    RateLimitedError,
+    RetryDetails,
+    RetryPolicy,
+    TransportError,
+    ValidationError,
+)
+from aisix_async._scheduler import AttemptTally, Scheduler, is_retryable
+
+pytestmark = pytest.mark.anyio
+NO_WAIT = RetryPolicy(attempts=5, timeout=10, initial_backoff=0, max_backoff=0)
+
+
+async def run(
+    scheduler: Scheduler, attempt: Callable[[], Awaitable[None]], unsafe: bool = False
+) -> None:
+    await scheduler.run(attempt, action="sendOnce" if unsafe else "getBalance", unsafe=unsafe)
+
+
+def limited() -> RateLimitedError:
+    return RateLimitedError("sendOnce", -1)
+
+
+def test_what_is_retried() -> None:
+    sent = TransportError("x", request_sent=True)
+    unsent = TransportError("x", request_sent=False)
+    assert is_retryable(limited(), unsafe=True)
+    assert is_retryable(unsent, unsafe=True)
+    assert not is_retryable(sent, unsafe=True)
+    assert is_retryable(sent, unsafe=False)
+    assert not is_retryable(ProtocolError("x"), unsafe=True)
+    assert is_retryable(ProtocolError("x"), unsafe=False)
+    assert not is_retryable(GatewayInternalError("sendOnce", -10), unsafe=True)
+    assert is_retryable(GatewayInternalError("getBalance", -10), unsafe=False)
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValidationError):
+        Scheduler(max_concurrency=0)
+    with pytest.raises(ValidationError):
+        Scheduler(max_concurrency=4, initial_concurrency=5)
+    with pytest.raises(ValidationError):
+        Scheduler(max_rate=0)
+
+
+async def test_retries_are_visible_and_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[RetryDetails] = []
+    scheduler = Scheduler(retry=RetryPolicy(attempts=3, initial_backoff=0), on_retry=seen.append)
+    tally = AttemptTally()
+
+    async def attempt() -> None:
+        raise limited()
+
+    with (
+        caplog.at_level(logging.INFO, logger="aisix_async"),
+        pytest.raises(RateLimitedError, match="IP address"),
+    ):
+        await scheduler.run(attempt, action="sendOnce", unsafe=True, tally=tally)
+    assert [d.attempt for d in seen] == [1, 2]
+    assert all(isinstance(d.cause, RateLimitedError) for d in seen)
+    assert (tally.attempts, tally.rate_limited) == (3, 3)
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+    assert scheduler.stats().retries == 2
+
+
+async def test_a_send_whose_answer_was_lost_is_not_retried() -> None:
+    scheduler = Scheduler(retry=NO_WAIT)
+    calls = 0
+
+    async def attempt() -> None:
+        nonlocal calls
+        calls += 1
+        raise TransportError("lost", request_sent=True, outcome_unknown=True)
+
+    with pytest.raises(TransportError):
+        await scheduler.run(attempt, action="sendOnce", unsafe=True)
+    assert calls == 1
+
+
+async def test_time_bound_counts_from_the_first_dispatch_not_the_queue() -> None:
+    scheduler = Scheduler(
+        max_concurrency=1,
+        retry=RetryPolicy(attempts=5, timeout=0.2, initial_backoff=0, max_backoff=0),
+    )
+    answers = [limited(), None]
+
+    async def hold() -> None:
+        await anyio.sleep(0.3)
+
+    async def flaky() -> str:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return "ok"
+
+    results: list[str] = []
+
+    async def queued() -> None:
+        results.append(await scheduler.run(flaky, action="getBalance", unsafe=False))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, scheduler, hold)
+        await anyio.sleep(0.01)
+        tg.start_soon(queued)
+    # It queued 0.3 s behind the holder, more than its 0.2 s budget, and still got its retry.
+    assert results == ["ok"]
+
+
+async def test_concurrency_never_exceeds_the_cap_and_waiters_are_served() -> None:
+    scheduler = Scheduler(max_concurrency=3, initial_concurrency=1, retry=NO_WAIT)
+    now = peak = 0
+
+    async def attempt() -> None:
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        await anyio.sleep(0.002)
+        now -= 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(60):
+            tg.start_soon(run, scheduler, attempt)
+    assert peak <= 3
+    assert scheduler.limit == 3  # grew from 1 while requests queued
+    stats = scheduler.stats()
+    assert (stats.in_flight, stats.waiting, stats.requests) == (0, 0, 60)
+
+
+async def test_cancelled_waiter_leaves_no_slot_behind() -> None:
+    scheduler = Scheduler(max_concurrency=1, retry=NO_WAIT)
+    release = anyio.Event()
+
+    async def hold() -> None:
+        await release.wait()
+
+    async def quick() -> None:
+        pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, scheduler, hold)
+        await anyio.sleep(0.01)
+        with anyio.move_on_after(0.02):
+            await scheduler.run(quick, action="getBalance", unsafe=False)
+        assert scheduler.stats().waiting == 0
+        release.set()
+    await scheduler.run(quick, action="getBalance", unsafe=False)
+    assert scheduler.stats().in_flight == 0
+
+
+async def test_ready_can_give_up_the_turn_without_counting() -> None:
+    scheduler = Scheduler(retry=NO_WAIT)
+    tally = AttemptTally()
+
+    class Stop(Exception):
+        pass
+
+    def ready() -> None:
+        raise Stop
+
+    async def attempt() -> None:
+        raise AssertionError("must not be dispatched")
+
+    with pytest.raises(Stop):
+        await scheduler.run(attempt, action="sendOnce", unsafe=True, tally=tally, ready=ready)
+    assert tally.attempts == 0
+    assert scheduler.stats().in_flight == 0
+
+
+async def test_max_rate_paces_requests() -> None:
+    scheduler = Scheduler(max_rate=100.0, retry=NO_WAIT)
+
+    async def attempt() -> None:
+        pass
+
+    started = time.monotonic()
+    for _ in range(11):
+        await scheduler.run(attempt, action="getBalance", unsafe=False)
+    # Ten gaps of 10 ms at least; only a lower bound (no upper timing bound in tests).
+    assert time.monotonic() - started >= 0.095
+    assert scheduler.pace == 100.0
+
+
+async def test_a_token_bucket_limit_is_learned() -> None:
+    rate, burst = 250.0, 3.0
+    tokens, stamp = burst, time.monotonic()
+
+    async def attempt() -> None:
+        nonlocal tokens, stamp
+        await anyio.sleep(0.002)
+        now = time.monotonic()
+        tokens = min(burst, tokens + (now - stamp) * rate)
+        stamp = now
+        if tokens < 1:
+            raise limited()
+        tokens -= 1
+
+    scheduler = Scheduler(max_concurrency=8, retry=RetryPolicy(attempts=50, initial_backoff=0.001))
+    async with anyio.create_task_group() as tg:
+        for _ in range(400):
+            tg.start_soon(run, scheduler, attempt, True)
+    stats = scheduler.stats()
+    assert stats.pace is not None and rate / 3 <= stats.pace <= rate * 2
+    # 400 accepted; once paced, most requests go through first time.
+    assert stats.rate_limited <= 0.5 * stats.requests
