@@ -1,0 +1,334 @@
+"""Campaigns: bulk sends that a crash can neither make send twice nor make forget anyone.
+
+A campaign is a bulk send (``send_many``, ``send_batch_many``, ``send_param_many``) bound
+to a journal file (:mod:`._journal`). The bulk engine calls the journal before each
+chunk's first request and with every outcome before it is yielded, so whenever the
+process dies, the file says for every chunk whether it was never sent, accepted, failed,
+or on the wire. Running the same campaign again with the same input resumes it:
+
+* accepted chunks are skipped (and not yielded again);
+* never-sent chunks, and chunks that failed harmlessly (a -1 that never cleared, -9,
+  an account refusal, a connection that never reached the gateway, dispatch stopped)
+  are sent;
+* chunks whose answer was lost, or that were in flight when the process died, are
+  *unknown*: listed in :meth:`Campaign.summary`, resent only with ``resend_unknown=True``,
+  and reconciled as accepted when a delivery report for one of their numbers arrives
+  through :meth:`Campaign.watch_send_states`.
+
+The input is never stored: the journal keeps chunk boundaries by position and a hash of
+each chunk's items, so resuming re-reads the same source (any length, sync or async),
+and a source that changed is refused with the position where it differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._bulk import BulkStats, ChunkLedger, SendOutcome, SendStream
+from ._campaign_ledger import CampaignLedger, CampaignSummary, summarize
+from ._errors import CampaignError
+from ._journal import Journal
+from ._models import MalformedRecord, Reply, StateReport
+from ._reports import BatchHook, RecordStream, watch_replies, watch_send_states
+
+if TYPE_CHECKING:
+    from ._client import AisixClient
+
+__all__ = ["Campaign", "CampaignStream", "open_campaign"]
+
+logger = logging.getLogger("aisix_async")
+
+
+class CampaignStream:
+    """A bulk send recorded in the campaign's journal: ``async with``, then ``async for``.
+
+    Yields the :class:`SendOutcome` of every chunk this run settles; chunks an earlier
+    run settled are skipped, not yielded (``stats.skipped`` counts their recipients).
+    """
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        definition: dict[str, Any],
+        build: Callable[[ChunkLedger, bool], SendStream],
+        check_balance: bool,
+    ) -> None:
+        self._campaign = campaign
+        self._definition = definition
+        self._build = build
+        self._check_balance = check_balance
+        self._stream: SendStream | None = None
+        self._ledger: CampaignLedger | None = None
+
+    async def __aenter__(self) -> CampaignStream:
+        journal = self._campaign._claim()
+        try:
+            text = json.dumps(self._definition, sort_keys=True, ensure_ascii=False)
+            await journal.define(hashlib.sha256(text.encode()).hexdigest(), self._definition)
+            resuming = bool(journal.rows)
+            if resuming and self._check_balance:
+                # The estimate would price the whole input, most of it already paid for;
+                # a -9 still stops the run, and its chunks stay resendable.
+                logger.info("campaign %s: resuming; no balance check up front", journal.path)
+            self._ledger = CampaignLedger(journal, resend_unknown=self._campaign.resend_unknown)
+            self._stream = self._build(self._ledger, self._check_balance and not resuming)
+            await self._stream.__aenter__()
+        except BaseException:
+            self._campaign._release()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._stream is not None
+        assert self._ledger is not None
+        try:
+            result = await self._stream.__aexit__(exc_type, exc, tb)
+        finally:
+            self._campaign._release()
+        if exc_type is None and self._ledger.error is not None:
+            raise self._ledger.error
+        return result
+
+    def __aiter__(self) -> CampaignStream:
+        return self
+
+    async def __anext__(self) -> SendOutcome:
+        if self._stream is None or self._ledger is None:
+            raise RuntimeError("use the stream in 'async with' before iterating it")
+        ledger = self._ledger
+        while True:
+            try:
+                outcome = await self._stream.__anext__()
+            except StopAsyncIteration:
+                if ledger.error is not None:
+                    raise ledger.error from None
+                if self._stream.stopped_by is None:
+                    await self._campaign._journal_now().set_input_size(ledger.next_position)
+                raise
+            if outcome.chunk not in ledger.ignored:
+                return outcome
+
+    @property
+    def stats(self) -> BulkStats:
+        """The live statistics of the bulk send."""
+        if self._stream is None:
+            raise RuntimeError("the stream has not been entered")
+        return self._stream.stats
+
+    async def drain(self) -> CampaignSummary:
+        """Iterate to the end; the campaign's summary."""
+        async for _ in self:
+            pass
+        return self._campaign.summary()
+
+
+class Campaign:
+    """A resumable bulk send bound to a journal file; see the module docstring.
+
+    ``async with client.campaign("spring-sale.db") as campaign:`` opens (or creates) the
+    journal and holds its process lock until the block ends.
+    """
+
+    def __init__(
+        self,
+        client: AisixClient,
+        path: str | os.PathLike[str],
+        *,
+        resend_unknown: bool = False,
+        durable: bool = False,
+    ) -> None:
+        self._client = client
+        self.path = Path(path)
+        #: Resend chunks whose fate is unknown (they may reach their recipients twice).
+        self.resend_unknown = resend_unknown
+        self._durable = durable
+        self._journal: Journal | None = None
+        self._sending = False
+
+    def __repr__(self) -> str:
+        return f"<Campaign {str(self.path)!r} open={self._journal is not None}>"
+
+    async def __aenter__(self) -> Campaign:
+        if self._journal is not None:
+            raise RuntimeError("a Campaign can be entered only once at a time")
+        self._journal = await Journal.open(self.path, durable=self._durable)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            await journal.aclose()
+
+    def _journal_now(self) -> Journal:
+        if self._journal is None:
+            raise CampaignError("use the campaign inside 'async with' first")
+        return self._journal
+
+    def _claim(self) -> Journal:
+        journal = self._journal_now()
+        if self._sending:
+            raise CampaignError("this campaign is already sending: one send at a time per journal")
+        self._sending = True
+        return journal
+
+    def _release(self) -> None:
+        self._sending = False
+
+    def _definition(
+        self, action: str, cgid: int | None, csid: int | None, at: datetime | None, **rest: Any
+    ) -> dict[str, Any]:
+        cgid, csid = self._client._targets(cgid, csid)
+        return {
+            "action": action,
+            "account": self._client.account,
+            "cgid": cgid,
+            # csid 0 is the default signature, the same as none (PROTOCOL-NOTES).
+            "csid": csid or None,
+            "at": None if at is None else at.isoformat(),
+            **rest,
+        }
+
+    # -- sending -------------------------------------------------------------------
+
+    def send_many(
+        self,
+        numbers: Iterable[str] | AsyncIterable[str],
+        content: str,
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        chunk_size: int = 1000,
+        check_balance: bool = True,
+    ) -> CampaignStream:
+        """``client.send_many``, recorded; run it again with the same input to resume."""
+        definition = self._definition(
+            "send_many", cgid, csid, at, content=content, chunk_size=chunk_size
+        )
+
+        def build(ledger: ChunkLedger, check: bool) -> SendStream:
+            return self._client.send_many(
+                numbers, content, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
+                check_balance=check, _ledger=ledger,
+            )  # fmt: skip
+
+        return CampaignStream(self, definition, build, check_balance)
+
+    def send_batch_many(
+        self,
+        pairs: Iterable[tuple[str, str]] | AsyncIterable[tuple[str, str]],
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        chunk_size: int = 100,
+        check_balance: bool = True,
+    ) -> CampaignStream:
+        """``client.send_batch_many``, recorded."""
+        definition = self._definition("send_batch_many", cgid, csid, at, chunk_size=chunk_size)
+
+        def build(ledger: ChunkLedger, check: bool) -> SendStream:
+            return self._client.send_batch_many(
+                pairs, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
+                check_balance=check, _ledger=ledger,
+            )  # fmt: skip
+
+        return CampaignStream(self, definition, build, check_balance)
+
+    def send_param_many(
+        self,
+        template: str,
+        rows: Iterable[tuple[str, Sequence[str]]] | AsyncIterable[tuple[str, Sequence[str]]],
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        chunk_size: int = 100,
+        check_balance: bool = True,
+    ) -> CampaignStream:
+        """``client.send_param_many``, recorded."""
+        definition = self._definition(
+            "send_param_many", cgid, csid, at, template=template, chunk_size=chunk_size
+        )
+
+        def build(ledger: ChunkLedger, check: bool) -> SendStream:
+            return self._client.send_param_many(
+                template, rows, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
+                check_balance=check, _ledger=ledger,
+            )  # fmt: skip
+
+        return CampaignStream(self, definition, build, check_balance)
+
+    # -- reports and replies ---------------------------------------------------------
+
+    def watch_send_states(
+        self, *, on_batch: BatchHook[StateReport] | None = None, **options: Any
+    ) -> RecordStream[StateReport]:
+        """``client.watch_send_states``, each batch written to the journal before it is yielded.
+
+        Reports also reconcile unknown chunks (see the module docstring).
+        """
+        journal = self._journal_now()
+
+        async def record(batch: Sequence[StateReport | MalformedRecord]) -> None:
+            await journal.record_reports(batch)
+            if on_batch is not None:
+                await on_batch(batch)
+
+        return watch_send_states(self._client, on_batch=record, **options)
+
+    def watch_replies(
+        self, *, on_batch: BatchHook[Reply] | None = None, **options: Any
+    ) -> RecordStream[Reply]:
+        """``client.watch_replies``, each batch written to the journal before it is yielded."""
+        journal = self._journal_now()
+
+        async def record(batch: Sequence[Reply | MalformedRecord]) -> None:
+            await journal.record_replies(batch)
+            if on_batch is not None:
+                await on_batch(batch)
+
+        return watch_replies(self._client, on_batch=record, **options)
+
+    async def stored_reports(self) -> list[StateReport]:
+        """Every delivery report this campaign's journal recorded, in the order fetched."""
+        return await self._journal_now().stored_reports()
+
+    async def stored_replies(self) -> list[Reply]:
+        """Every reply this campaign's journal recorded, in the order fetched."""
+        return await self._journal_now().stored_replies()
+
+    # -- where it stands -------------------------------------------------------------
+
+    def summary(self) -> CampaignSummary:
+        """Counts, money, delivery and the unknown, as the journal holds them now."""
+        return summarize(self._journal_now())
+
+
+def open_campaign(
+    client: AisixClient,
+    path: str | os.PathLike[str],
+    *,
+    resend_unknown: bool = False,
+    durable: bool = False,
+) -> Campaign:
+    """What ``client.campaign(path, ...)`` returns: ``async with`` it to open the journal."""
+    return Campaign(client, path, resend_unknown=resend_unknown, durable=durable)

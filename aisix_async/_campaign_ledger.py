@@ -1,0 +1,209 @@
+"""The journal's side of a bulk send: outcomes into records, records into a summary.
+
+The bulk engine calls a ``ChunkLedger`` before each chunk's first request and with every
+outcome before it is yielded; :class:`CampaignLedger` turns those calls into journal
+transactions and decides nothing else. What counts as a failure worth resending lives
+here too (:func:`is_retryable_failure`), next to the summary that counts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from decimal import Decimal
+
+import attrs
+
+from ._bulk import ChunkLedger, NotSentError, OutcomeStatus, SendOutcome
+from ._chunking import PlannedChunk
+from ._errors import (
+    AccountFormatError,
+    AisixError,
+    AuthenticationError,
+    CampaignError,
+    ChannelGroupNotAllowedError,
+    EnterpriseUnavailableError,
+    InsufficientBalanceError,
+    InterfaceNotEnabledError,
+    KeyLockedError,
+    RateLimitedError,
+    StaffUnavailableError,
+    TransportError,
+)
+from ._journal import ChunkResult, ChunkState, Journal
+
+__all__ = ["CampaignLedger", "CampaignSummary", "is_retryable_failure", "summarize"]
+
+# The gateway refused these before acting (nothing sent, nothing charged), and they can
+# clear: a balance topped up, a key unlocked, an account re-enabled, a limit lifted.
+_HARMLESS = (
+    NotSentError,
+    RateLimitedError,
+    InsufficientBalanceError,
+    AccountFormatError,
+    AuthenticationError,
+    KeyLockedError,
+    EnterpriseUnavailableError,
+    StaffUnavailableError,
+    InterfaceNotEnabledError,
+    ChannelGroupNotAllowedError,
+)
+
+_STATES = {
+    OutcomeStatus.ACCEPTED: ChunkState.ACCEPTED,
+    OutcomeStatus.FAILED: ChunkState.FAILED,
+    OutcomeStatus.UNKNOWN: ChunkState.UNKNOWN,
+}
+
+
+def is_retryable_failure(error: AisixError | None) -> bool:
+    """Whether a failed chunk is worth sending again on resume (and safe: nothing went out).
+
+    Invalid input and -4 are not: the same request would be refused the same way.
+    """
+    if isinstance(error, _HARMLESS):
+        return True
+    return isinstance(error, TransportError) and not error.request_sent
+
+
+@attrs.frozen
+class CampaignSummary:
+    """Where a campaign stands, in recipients, from its journal."""
+
+    accepted: int
+    #: Failed for good (invalid input, -4): resuming will not send them again.
+    failed: int
+    #: May have been sent: listed in ``unknown_recipients``.
+    unknown: int
+    #: Never sent, or failed harmlessly: a resumed run sends them. Counts the part of the
+    #: input no run has reached only once a run has read the whole input.
+    not_yet_sent: int
+    #: Chunks on the wire now (a run is active).
+    in_flight: int
+    #: Of ``accepted``: unknown chunks a delivery report proved accepted.
+    reconciled: int
+    units: int
+    cost: Decimal
+    #: How many items the input holds, once a run has read all of it.
+    input_size: int | None
+    #: Delivery reports recorded, by operator code (DELIVRD, UNDELIV ...).
+    delivery: Mapping[str, int]
+    #: (input position, mobile) of every recipient whose fate is unknown.
+    unknown_recipients: tuple[tuple[int, str], ...]
+
+    @property
+    def complete(self) -> bool:
+        """True when every recipient of the input has a settled fate."""
+        return self.input_size is not None and self.not_yet_sent == 0 and self.in_flight == 0
+
+
+def _items_hash(chunk: PlannedChunk) -> str:
+    # One join and one digest per chunk: this runs on the event loop for every chunk.
+    parts = [chunk.action, chunk.template or "", *chunk.mobiles, *chunk.contents]
+    parts.extend("\x1f".join(row) for row in chunk.values)
+    data = "\x00".join(parts).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _receipts(outcome: SendOutcome) -> tuple[dict[str, str], ...]:
+    per_mobile = len(outcome.receipts) == len(outcome.mobiles) and outcome.action != "sendOnce"
+    out = []
+    for i, r in enumerate(outcome.receipts):
+        item = {"msgid": r.msgid, "total": str(r.total), "price": str(r.price)}
+        item.update(cid=r.cid, sid=r.sid, remain=str(r.remain))
+        if per_mobile:
+            item["mobile"] = outcome.mobiles[i]
+        out.append(item)
+    return tuple(out)
+
+
+class CampaignLedger(ChunkLedger):
+    """The bulk engine's hook, writing to the journal before each step takes effect."""
+
+    def __init__(self, journal: Journal, *, resend_unknown: bool) -> None:
+        self._journal = journal
+        self._resend_unknown = resend_unknown
+        self._begun: set[int] = set()
+        #: Outcomes for chunks this run did not send, that the journal already settled.
+        self.ignored: set[int] = set()
+        self.error: CampaignError | None = None
+        self.next_position = 0
+
+    async def before_send(self, chunk: PlannedChunk) -> bool:
+        self.next_position = max(self.next_position, chunk.positions[-1] + 1)
+        verdict = await self._journal.begin_chunk(
+            chunk.index,
+            chunk.action,
+            chunk.positions,
+            chunk.mobiles,
+            _items_hash(chunk),
+            resend_unknown=self._resend_unknown,
+        )
+        if verdict.sends:
+            self._begun.add(chunk.index)
+        return verdict.sends
+
+    async def settle(self, outcome: SendOutcome) -> None:
+        self.next_position = max(self.next_position, outcome.positions[-1] + 1)
+        if outcome.chunk not in self._begun and outcome.chunk in self._journal.rows:
+            # Dispatch stopped before this chunk was looked up, or an invalid item seen
+            # again: what the journal holds from an earlier run stands (an accepted chunk
+            # must never be turned into a resendable failure).
+            self.ignored.add(outcome.chunk)
+            return
+        if self.error is not None:
+            return
+        error = outcome.error
+        result = ChunkResult(
+            _STATES[outcome.status],
+            attempts=outcome.attempts,
+            error_class=None if error is None else type(error).__name__,
+            error_message=None if error is None else error.message,
+            retryable=outcome.status is OutcomeStatus.FAILED and is_retryable_failure(error),
+            units=outcome.units,
+            cost=outcome.cost,
+            receipts=_receipts(outcome),
+        )
+        try:
+            await self._journal.settle_chunk(
+                outcome.chunk, outcome.action or "", outcome.positions, outcome.mobiles, result
+            )
+        except CampaignError as exc:
+            # Not raised into the engine (it would surface as an exception group from a
+            # worker); the chunk stays "in flight" in the file, hence unknown on resume,
+            # the next before_send fails the same way, and the stream raises this at its end.
+            self.error = exc
+
+
+def summarize(journal: Journal) -> CampaignSummary:
+    """Counts, money, delivery and the unknown, as the journal holds them now (no I/O)."""
+    accepted = failed = retry = in_flight = reconciled = units = recorded = 0
+    cost = Decimal(0)
+    for row in journal.rows.values():
+        recorded += row.size
+        if row.state is ChunkState.ACCEPTED:
+            accepted += row.size
+            units += row.units
+            cost += row.cost
+            reconciled += row.size if row.reconciled else 0
+        elif row.state is ChunkState.FAILED:
+            if row.retryable:
+                retry += row.size
+            else:
+                failed += row.size
+        elif row.state is ChunkState.IN_FLIGHT:
+            in_flight += row.size
+    unread = 0 if journal.input_size is None else max(0, journal.input_size - recorded)
+    return CampaignSummary(
+        accepted=accepted,
+        failed=failed,
+        unknown=len(journal.unknown),
+        not_yet_sent=retry + unread,
+        in_flight=in_flight,
+        reconciled=reconciled,
+        units=units,
+        cost=cost,
+        input_size=journal.input_size,
+        delivery=dict(journal.delivery),
+        unknown_recipients=tuple(sorted(journal.unknown.items())),
+    )

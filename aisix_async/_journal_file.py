@@ -1,0 +1,256 @@
+"""The journal file itself: telling ours from anything else, creating it, locking it.
+
+Kept apart from what the journal records because it guards the one irreversible thing a
+journal could do wrong: write into a file that is not ours. A file that is not an SQLite
+database, another program's database, a damaged one, or one from a newer schema is
+refused with :class:`CampaignError` before any write touches it.
+
+Ours is marked by ``PRAGMA application_id`` (the bytes ``AiSx``) and versioned by
+``PRAGMA user_version``. The file runs in WAL mode with ``synchronous=NORMAL``: a commit
+is in the WAL (the OS page cache) when it returns, so it survives the process being
+killed, ``kill -9`` included; only a power loss or OS crash can drop the last commits,
+which ``durable=True`` (``synchronous=FULL``) covers at the price of an fsync per commit.
+
+One process at a time: an advisory OS lock (``flock`` on POSIX, ``msvcrt.locking`` on
+Windows) on a ``<journal>.lock`` sidecar is held while the journal is open. The sidecar,
+not the database, carries the lock because SQLite takes and drops its own locks on the
+database file, and closing any descriptor of a file drops POSIX locks on it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from ._errors import CampaignError
+
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "decode_positions",
+    "encode_positions",
+    "is_disk_full",
+    "open_file",
+]
+
+#: ``PRAGMA application_id``: the bytes "AiSx". Marks a file as a campaign journal.
+APPLICATION_ID = int.from_bytes(b"AiSx", "big")
+#: ``PRAGMA user_version``: the schema this code writes and reads.
+SCHEMA_VERSION = 1
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# Chunks are stored by their place in the input (ranges of positions), never the input
+# itself; only the mobiles of chunks whose fate is open are kept, to list the unknown.
+_SCHEMA = """
+CREATE TABLE campaign (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    fingerprint TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    input_size INTEGER
+);
+CREATE TABLE chunks (
+    idx INTEGER PRIMARY KEY,
+    action TEXT NOT NULL,
+    first_pos INTEGER NOT NULL,
+    last_pos INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    positions TEXT NOT NULL,
+    items_hash TEXT NOT NULL,
+    mobiles TEXT,
+    state TEXT NOT NULL CHECK (state IN ('in_flight', 'accepted', 'failed', 'unknown')),
+    error_class TEXT,
+    error_message TEXT,
+    retryable INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    runs INTEGER NOT NULL DEFAULT 0,
+    units INTEGER NOT NULL DEFAULT 0,
+    cost TEXT NOT NULL DEFAULT '0',
+    receipts TEXT,
+    reconciled INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE msgids (msgid TEXT PRIMARY KEY, chunk INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE unknown (
+    position INTEGER PRIMARY KEY,
+    chunk INTEGER NOT NULL,
+    mobile TEXT NOT NULL
+);
+CREATE INDEX unknown_by_mobile ON unknown (mobile);
+CREATE INDEX unknown_by_chunk ON unknown (chunk);
+CREATE TABLE reports (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT, msgid TEXT, mobile TEXT, result INTEGER, code TEXT,
+    raw TEXT, fetched_at REAL NOT NULL
+);
+CREATE TABLE replies (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT, time_ms INTEGER, mobile TEXT, content TEXT,
+    raw TEXT, fetched_at REAL NOT NULL
+)
+"""
+
+
+def encode_positions(positions: Sequence[int]) -> str:
+    """Ascending input positions as ranges (``"0-999"``, ``"3,5-7"``).
+
+    A chunk is one range as a rule (only refused items leave gaps), hence the fast path.
+    """
+    if positions and positions[-1] - positions[0] + 1 == len(positions):
+        first, last = positions[0], positions[-1]
+        return str(first) if first == last else f"{first}-{last}"
+    parts: list[str] = []
+    i, n = 0, len(positions)
+    while i < n:
+        j = i
+        while j + 1 < n and positions[j + 1] == positions[j] + 1:
+            j += 1
+        parts.append(str(positions[i]) if i == j else f"{positions[i]}-{positions[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def decode_positions(text: str) -> tuple[int, ...]:
+    """The inverse of :func:`encode_positions`."""
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        out.extend(range(int(first), int(last or first) + 1))
+    return tuple(out)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for SQLite's SQLITE_FULL ("database or disk is full")."""
+    return isinstance(exc, sqlite3.Error) and "is full" in str(exc).lower()
+
+
+def _in_use(path: Path, holder: str) -> CampaignError:
+    return CampaignError(
+        f"the campaign journal {path} is in use by another process{holder}; one journal "
+        "is driven by one process at a time (let it finish, or stop it, then resume)"
+    )
+
+
+def _lock(journal: Path) -> IO[str]:
+    """Take the sidecar lock, or raise CampaignError when another process holds it."""
+    path = journal.with_name(journal.name + ".lock")
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held while open
+    try:
+        if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+            import msvcrt
+
+            try:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            except OSError:
+                raise _in_use(journal, "") from None
+        else:
+            import fcntl
+
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _in_use(journal, _holder(path)) from None
+        # Who holds it, for the next process's error message.
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, without writing to it, a file that is not an SQLite database."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CampaignError(f"cannot read the campaign journal {path}: {exc}") from None
+    if head and head != _SQLITE_MAGIC:
+        raise CampaignError(
+            f"{path} exists and is not a campaign journal (not an SQLite database); "
+            "it was left untouched: pass another path"
+        )
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, durable: bool) -> None:
+    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    (objects,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if app_id != APPLICATION_ID and (app_id != 0 or objects):
+        raise CampaignError(
+            f"{path} is an SQLite database of another program, not a campaign journal; "
+            "it was left untouched: pass another path"
+        )
+    if app_id == APPLICATION_ID and version > SCHEMA_VERSION:
+        raise CampaignError(
+            f"{path} was written by a newer aisix_async (journal schema {version}; this "
+            f"version reads {SCHEMA_VERSION}): upgrade aisix_async to resume it"
+        )
+    if app_id == APPLICATION_ID:
+        (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            raise CampaignError(f"{path} is damaged ({check}); it was left untouched")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    if app_id == 0:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def open_file(path: Path, *, durable: bool) -> tuple[sqlite3.Connection, IO[str]]:
+    """Lock, open (or create) and check the journal at ``path``: (connection, lock handle).
+
+    Blocking: call it from a worker thread.
+    """
+    lock = _lock(path)
+    try:
+        _check_header(path)
+        try:
+            conn = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=5.0
+            )
+        except sqlite3.Error as exc:
+            raise CampaignError(f"cannot open the campaign journal {path}: {exc}") from None
+        try:
+            _prepare(conn, path, durable)
+        except sqlite3.Error as exc:
+            conn.close()
+            if is_disk_full(exc):
+                raise CampaignError(f"cannot create the campaign journal {path}: disk full")
+            raise CampaignError(
+                f"{path} is damaged or not a campaign journal ({exc}); it was left untouched"
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
+    except BaseException:
+        lock.close()
+        raise
+    return conn, lock

@@ -1,0 +1,330 @@
+"""What each journal transaction records: plain synchronous SQL on one connection.
+
+Each function is the body of exactly one transaction (the caller, ``Journal._write``,
+opens and commits it on a worker thread), so a crash leaves either all of a step or none
+of it: a chunk is never "accepted" without its msgids, nor "unknown" without the list of
+its recipients. The resume rules live in :func:`begin_chunk`, decided inside the same
+transaction that records the decision.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ._errors import CampaignError
+from ._journal_file import decode_positions, encode_positions
+from ._models import MalformedRecord, Reply, ReportResult, StateReport
+
+__all__ = [
+    "INTERRUPTED",
+    "begin_chunk",
+    "define",
+    "record_replies",
+    "record_reports",
+    "recover_interrupted",
+    "set_input_size",
+    "settle_chunk",
+    "stored_replies",
+    "stored_reports",
+]
+
+#: The error class recorded for a chunk whose process died while it was in flight.
+INTERRUPTED = "Interrupted"
+
+
+def define(conn: sqlite3.Connection, fingerprint: str, definition: str) -> None:
+    conn.execute(
+        "INSERT INTO campaign (id, fingerprint, definition, created_at) VALUES (1, ?, ?, ?)",
+        (fingerprint, definition, time.time()),
+    )
+
+
+def set_input_size(conn: sqlite3.Connection, size: int) -> None:
+    conn.execute("UPDATE campaign SET input_size = ?", (size,))
+
+
+def _verdict(state: str, retryable: bool, resend_unknown: bool) -> str:
+    if state == "accepted":
+        return "skip_accepted"
+    if state == "failed":
+        return "retry" if retryable else "skip_failed"
+    # Unknown, or in flight when its process died: both may have gone out.
+    return "resend_unknown" if resend_unknown else "skip_unknown"
+
+
+def begin_chunk(
+    conn: sqlite3.Connection,
+    path: Path,
+    index: int,
+    action: str,
+    positions: Sequence[int],
+    mobiles: Sequence[str],
+    items_hash: str,
+    *,
+    resend_unknown: bool,
+) -> str:
+    """Decide a planned chunk's fate in this run (a ``Verdict`` value) and record it."""
+    encoded = encode_positions(positions)
+    joined = "\n".join(mobiles)
+    now = time.time()
+    row = conn.execute(
+        "SELECT positions, items_hash, state, retryable, mobiles FROM chunks WHERE idx=?",
+        (index,),
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
+            " items_hash, mobiles, state, runs, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'in_flight', 1, ?)",
+            (
+                index,
+                action,
+                positions[0],
+                positions[-1],
+                len(positions),
+                encoded,
+                items_hash,
+                joined,
+                now,
+            ),
+        )
+        return "send"
+    old_positions, old_hash, state, retryable, old_mobiles = row
+    # A chunk recorded from an outcome alone (never sent, dispatch had stopped) has no
+    # hash of its contents yet: its numbers, kept while its fate is open, must match.
+    same = old_hash == items_hash if old_hash else old_mobiles == joined
+    if old_positions != encoded or not same:
+        raise CampaignError(changed_input(path, index, old_positions, old_mobiles, mobiles))
+    if not old_hash:
+        conn.execute("UPDATE chunks SET items_hash=? WHERE idx=?", (items_hash, index))
+    verdict = _verdict(state, bool(retryable), resend_unknown)
+    if verdict in ("retry", "resend_unknown"):
+        conn.execute(
+            "UPDATE chunks SET state='in_flight', runs=runs+1, mobiles=?, error_class=NULL,"
+            " error_message=NULL, retryable=0, updated_at=? WHERE idx=?",
+            (joined, now, index),
+        )
+        conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
+    return verdict
+
+
+def recover_interrupted(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:
+    """Chunks left in flight by a dead process become unknown; returns who is unknown.
+
+    Called right after the process lock was taken: no live process can hold them.
+    """
+    now = time.time()
+    added: list[tuple[int, int, str]] = []
+    rows = conn.execute("SELECT idx, positions, mobiles FROM chunks WHERE state='in_flight'")
+    for index, positions, mobiles in rows.fetchall():
+        pairs = list(zip(decode_positions(positions), (mobiles or "").split("\n"), strict=False))
+        conn.execute(
+            "UPDATE chunks SET state='unknown', error_class=?, error_message=?, updated_at=?"
+            " WHERE idx=?",
+            (INTERRUPTED, "the process stopped while this chunk was in flight", now, index),
+        )
+        _add_unknown(conn, index, [p for p, _ in pairs], [m for _, m in pairs])
+        added.extend((index, p, m) for p, m in pairs)
+    return added
+
+
+def _add_unknown(
+    conn: sqlite3.Connection, index: int, positions: Sequence[int], mobiles: Sequence[str]
+) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO unknown (position, chunk, mobile) VALUES (?, ?, ?)",
+        [(p, index, m) for p, m in zip(positions, mobiles, strict=True)],
+    )
+
+
+def settle_chunk(
+    conn: sqlite3.Connection,
+    index: int,
+    action: str,
+    positions: Sequence[int],
+    mobiles: Sequence[str],
+    *,
+    state: str,
+    error_class: str | None,
+    error_message: str | None,
+    retryable: bool,
+    attempts: int,
+    units: int,
+    cost: str,
+    receipts: str | None,
+    msgids: Sequence[str],
+) -> None:
+    """Record an outcome; insert the chunk first if it was never begun (a refused item)."""
+    now = time.time()
+    # Mobiles are kept only while a chunk's fate is open: enough to list the unknown,
+    # without copying the whole input into the journal.
+    kept = None if state == "accepted" else "\n".join(mobiles)
+    exists = conn.execute("SELECT 1 FROM chunks WHERE idx=?", (index,)).fetchone()
+    if exists is None:
+        conn.execute(
+            "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
+            " items_hash, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?)",
+            (
+                index,
+                action,
+                positions[0],
+                positions[-1],
+                len(positions),
+                encode_positions(positions),
+                state,
+                now,
+            ),
+        )
+    conn.execute(
+        "UPDATE chunks SET state=?, error_class=?, error_message=?, retryable=?,"
+        " attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=?, updated_at=?"
+        " WHERE idx=?",
+        (
+            state,
+            error_class,
+            error_message,
+            int(retryable),
+            attempts,
+            units,
+            cost,
+            receipts,
+            kept,
+            now,
+            index,
+        ),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)", [(m, index) for m in msgids]
+    )
+    if state == "unknown":
+        _add_unknown(conn, index, positions, mobiles)
+
+
+def record_reports(
+    conn: sqlite3.Connection, batch: Sequence[StateReport | MalformedRecord]
+) -> dict[int, tuple[int, ...]]:
+    """Store reports; returns the unknown chunks they reconcile, with their positions."""
+    now = time.time()
+    reconciled: dict[int, tuple[int, ...]] = {}
+    any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
+    for item in batch:
+        if isinstance(item, MalformedRecord):
+            conn.execute(
+                "INSERT INTO reports (raw, fetched_at) VALUES (?, ?)",
+                (json.dumps({"reason": item.reason, "attributes": dict(item.attributes)}), now),
+            )
+            continue
+        conn.execute(
+            "INSERT INTO reports (id, msgid, mobile, result, code, raw, fetched_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.id,
+                item.msgid,
+                item.mobile,
+                int(item.result),
+                item.code,
+                json.dumps(dict(item.extra)) if item.extra else None,
+                now,
+            ),
+        )
+        if not any_unknown:
+            continue
+        if conn.execute("SELECT 1 FROM msgids WHERE msgid=?", (item.msgid,)).fetchone():
+            continue
+        chunks = [
+            c
+            for (c,) in conn.execute(
+                "SELECT DISTINCT chunk FROM unknown WHERE mobile=?", (item.mobile,)
+            )
+        ]
+        # The same number in two unknown chunks: the report proves only one of them.
+        if len(chunks) == 1:
+            reconciled[chunks[0]] = _reconcile(conn, chunks[0], item.msgid, now)
+    return reconciled
+
+
+def _reconcile(conn: sqlite3.Connection, index: int, msgid: str, now: float) -> tuple[int, ...]:
+    (text,) = conn.execute("SELECT positions FROM chunks WHERE idx=?", (index,)).fetchone()
+    conn.execute(
+        "UPDATE chunks SET state='accepted', reconciled=1, mobiles=NULL, updated_at=? WHERE idx=?",
+        (now, index),
+    )
+    conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
+    conn.execute("INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)", (msgid, index))
+    return decode_positions(text)
+
+
+def _reply_rows(batch: Iterable[Reply | MalformedRecord], now: float) -> Iterator[tuple[Any, ...]]:
+    for item in batch:
+        if isinstance(item, MalformedRecord):
+            bad = json.dumps({"reason": item.reason, "attributes": dict(item.attributes)})
+            yield (None, None, None, None, bad, now)
+        else:
+            millis = round(item.time.timestamp() * 1000)
+            extra = json.dumps(dict(item.extra)) if item.extra else None
+            yield (item.id, millis, item.mobile, item.content, extra, now)
+
+
+def record_replies(conn: sqlite3.Connection, batch: Sequence[Reply | MalformedRecord]) -> None:
+    conn.executemany(
+        "INSERT INTO replies (id, time_ms, mobile, content, raw, fetched_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        list(_reply_rows(batch, time.time())),
+    )
+
+
+def stored_reports(conn: sqlite3.Connection) -> list[StateReport]:
+    return [
+        StateReport(
+            id=id_,
+            msgid=msgid,
+            mobile=mobile,
+            result=ReportResult(result),
+            code=code,
+            extra=json.loads(raw) if raw else {},
+        )
+        for id_, msgid, mobile, result, code, raw in conn.execute(
+            "SELECT id, msgid, mobile, result, code, raw FROM reports"
+            " WHERE msgid IS NOT NULL ORDER BY seq"
+        )
+    ]
+
+
+def stored_replies(conn: sqlite3.Connection) -> list[Reply]:
+    return [
+        Reply(
+            id=id_,
+            time=datetime.fromtimestamp(millis / 1000, tz=timezone.utc),
+            mobile=mobile,
+            content=content,
+            extra=json.loads(raw) if raw else {},
+        )
+        for id_, millis, mobile, content, raw in conn.execute(
+            "SELECT id, time_ms, mobile, content, raw FROM replies"
+            " WHERE mobile IS NOT NULL ORDER BY seq"
+        )
+    ]
+
+
+def changed_input(
+    path: Path, index: int, positions: str, old_mobiles: str | None, mobiles: Sequence[str]
+) -> str:
+    """The message for an input that differs from the one recorded, naming where."""
+    where = f"positions {positions}"
+    if old_mobiles:
+        pairs = zip(decode_positions(positions), old_mobiles.split("\n"), mobiles, strict=False)
+        for position, old, new in pairs:
+            if old != new:
+                where = f"position {position} ({old!r} before, {new!r} now)"
+                break
+    return (
+        f"the input differs from the one the journal {path} recorded, at {where} "
+        f"(chunk {index}); resume a campaign with the same input in the same order, "
+        "or use another journal file"
+    )

@@ -1,0 +1,139 @@
+"""What the campaign journal costs: the same send with and without it, as a wall-time ratio.
+
+A campaign writes every chunk to SQLite before its request and again with its outcome
+(WAL, ``synchronous=NORMAL``, on a worker thread). At the emulator's full speed (no rate
+limit, no latency) nothing hides that cost behind the network, so this is the worst
+case. Target: the journal adds at most 10% wall time (ratio <= 1.10).
+
+The emulator runs in its own process (``python -m aisix_async.emulator --port 0``, no
+ledger, no reports) so its CPU does not compete with the client's event loop in one
+interpreter. Both sides run in alternation, several rounds, each side with a fresh
+client; the median of each side is compared.
+
+    python benchmarks/bench_journal.py [--numbers 200000] [--rounds 3] [--concurrency 16]
+
+Prints a markdown table row (appended to --append FILE if given). Exit 1 if any
+recipient was not accepted on either side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aisix_async import AisixClient  # noqa: E402
+from aisix_async._bulk import OutcomeStatus  # noqa: E402
+from aisix_async._campaign import open_campaign  # noqa: E402
+
+ACCOUNT = "1001@100001"
+AUTHKEY = "87B01469201D6557C2685137EB3B5DEC"
+CONTENT = "Spring sale: 20% off everything until Sunday"
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    command = [
+        sys.executable, "-m", "aisix_async.emulator", "--port", "0",
+        "--no-record", "--no-reports", "--balance", "100000000",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("base_url="):
+            return proc, line.strip().split("=", 1)[1]
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit("the emulator did not start")
+
+
+def numbers(count: int) -> list[str]:
+    return [f"139{i:08d}" for i in range(count)]
+
+
+async def plain(url: str, mobiles: list[str], concurrency: int) -> tuple[float, int]:
+    async with AisixClient(ACCOUNT, AUTHKEY, base_url=url, max_concurrency=concurrency) as client:
+        start = time.perf_counter()
+        accepted = 0
+        async with client.send_many(mobiles, CONTENT, check_balance=False) as outcomes:
+            async for outcome in outcomes:
+                if outcome.status is OutcomeStatus.ACCEPTED:
+                    accepted += len(outcome.mobiles)
+        return time.perf_counter() - start, accepted
+
+
+async def journaled(
+    url: str, mobiles: list[str], concurrency: int, folder: Path
+) -> tuple[float, int]:
+    path = folder / f"campaign-{time.monotonic_ns()}.db"
+    async with AisixClient(ACCOUNT, AUTHKEY, base_url=url, max_concurrency=concurrency) as client:
+        start = time.perf_counter()
+        async with open_campaign(client, path) as campaign:
+            stream = campaign.send_many(mobiles, CONTENT, check_balance=False)
+            async with stream:
+                async for _ in stream:
+                    pass
+            accepted = campaign.summary().accepted
+        return time.perf_counter() - start, accepted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--numbers", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--append", type=Path)
+    args = parser.parse_args()
+    mobiles = numbers(args.numbers)
+    proc, url = start_emulator()
+    times: dict[str, list[float]] = {"plain": [], "journal": []}
+    ok = True
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            anyio.run(plain, url, mobiles[:5000], args.concurrency)  # warm up both sides
+            for _ in range(args.rounds):
+                took, accepted = anyio.run(plain, url, mobiles, args.concurrency)
+                times["plain"].append(took)
+                ok &= accepted == len(mobiles)
+                took, accepted = anyio.run(journaled, url, mobiles, args.concurrency, Path(tmp))
+                times["journal"].append(took)
+                ok &= accepted == len(mobiles)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    bare, with_journal = (statistics.median(times[k]) for k in ("plain", "journal"))
+    ratio = with_journal / bare
+    chunks = -(-args.numbers // 1000)
+    row = (
+        f"| journal cost | {args.numbers:,} numbers, {chunks} chunks, concurrency "
+        f"{args.concurrency}, emulator at full speed | without {bare:.2f} s, with "
+        f"{with_journal:.2f} s (median of {args.rounds}) | **{ratio:.3f}x** | <= 1.10x "
+        f"{'met' if ratio <= 1.10 else 'MISSED'} |"
+    )
+    print("| benchmark | setup | figures | ratio | target |")
+    print("| --- | --- | --- | --- | --- |")
+    print(row)
+    if args.append:
+        with args.append.open("a", encoding="utf-8") as handle:
+            handle.write(row + "\n")
+    if not ok:
+        print("error: not every recipient was accepted", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

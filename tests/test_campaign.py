@@ -1,0 +1,327 @@
+"""Campaigns against the emulator over real HTTP: resume, unknown, reconcile, refusals.
+
+Each test checks the journal's account against the emulator's ledger, the ground truth
+of what the gateway accepted and charged.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from aisix_async import AisixClient, CampaignError, RetryPolicy
+from aisix_async._bulk import NotSentError, OutcomeStatus, SendOutcome
+from aisix_async._campaign import CampaignStream, open_campaign
+
+pytestmark = pytest.mark.anyio
+FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
+
+
+def client_for(emulator: Any, **options: Any) -> AisixClient:
+    options.setdefault("retry", FAST)
+    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
+
+
+def numbers(n: int, start: int = 0) -> list[str]:
+    return [f"139{i:08d}" for i in range(start, start + n)]
+
+
+def sent_counts(emulator: Any) -> Counter[str]:
+    return Counter(m.mobile for m in emulator.state.messages())
+
+
+async def run(stream: CampaignStream) -> list[SendOutcome]:
+    async with stream:
+        return [outcome async for outcome in stream]
+
+
+async def test_a_finished_campaign_sends_nothing_again(emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    mobiles = numbers(2500)
+    async with client_for(emulator) as client, open_campaign(client, path) as campaign:
+        outcomes = await run(campaign.send_many(mobiles, "Spring sale", chunk_size=1000))
+        assert [o.status for o in outcomes] == [OutcomeStatus.ACCEPTED] * 3
+        summary = campaign.summary()
+    assert summary.accepted == 2500
+    assert summary.complete
+    assert summary.input_size == 2500
+    assert (summary.failed, summary.unknown, summary.not_yet_sent) == (0, 0, 0)
+    ledger = emulator.state.messages()
+    assert summary.units == sum(m.units for m in ledger)
+    assert summary.cost == sum((m.cost for m in ledger), Decimal(0))
+    assert sent_counts(emulator) == Counter(mobiles)
+
+    requests = emulator.state.get_counters().requests["sendOnce"]
+    async with client_for(emulator) as client, open_campaign(client, path) as campaign:
+        stream = campaign.send_many(mobiles, "Spring sale", chunk_size=1000)
+        assert await run(stream) == []
+        assert stream.stats.skipped == 2500
+        assert campaign.summary().accepted == 2500
+    assert emulator.state.get_counters().requests["sendOnce"] == requests
+    assert sent_counts(emulator) == Counter(mobiles)
+
+
+async def test_a_run_stopped_by_the_balance_resumes_where_it_stopped(
+    emulator: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.db"
+    mobiles = numbers(3000)
+    emulator.state.set_balance(None, "150")  # one chunk of 1000 at 0.10 each
+    async with client_for(emulator, max_concurrency=1) as client:
+        async with open_campaign(client, path) as campaign:
+            stream = campaign.send_many(mobiles, "Spring sale", check_balance=False)
+            outcomes = await run(stream)
+            summary = campaign.summary()
+        assert sum(len(o.mobiles) for o in outcomes) == 3000
+        assert any(isinstance(o.error, NotSentError) for o in outcomes)
+        assert summary.accepted == 1000
+        assert summary.not_yet_sent == 2000
+        assert summary.failed == 0
+        assert not summary.complete
+
+        emulator.state.set_balance(None, "1000")
+        async with open_campaign(client, path) as campaign:
+            outcomes = await run(campaign.send_many(mobiles, "Spring sale"))
+            summary = campaign.summary()
+    assert {o.status for o in outcomes} == {OutcomeStatus.ACCEPTED}
+    assert sum(len(o.mobiles) for o in outcomes) == 2000
+    assert summary.accepted == 3000
+    assert summary.complete
+    assert sent_counts(emulator) == Counter(mobiles)
+
+
+async def test_unknown_chunks_are_listed_not_resent_then_reconciled(
+    emulator: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.db"
+    mobiles = numbers(300)
+    emulator.state.configure(report_delay=0.0)
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
+    async with client_for(emulator) as client:
+        async with open_campaign(client, path) as campaign:
+            outcomes = await run(campaign.send_many(mobiles, "hello", chunk_size=100))
+            assert {o.status for o in outcomes} == {OutcomeStatus.UNKNOWN}
+            summary = campaign.summary()
+        assert summary.unknown == 300
+        assert [m for _, m in summary.unknown_recipients] == mobiles
+        assert summary.complete  # every recipient's fate is settled, if unknown
+        emulator.state.set_faults(error_after_charge=0.0)
+
+        async with open_campaign(client, path) as campaign:
+            stream = campaign.send_many(mobiles, "hello", chunk_size=100)
+            assert await run(stream) == []
+            assert stream.stats.skipped == 300
+            # The reports prove the lost answers were acceptances.
+            async with campaign.watch_send_states(interval=0.01, stop_when_idle=0.3) as reports:
+                got = [r async for r in reports]
+            summary = campaign.summary()
+        assert len(got) == 300
+        assert summary.unknown == 0
+        assert summary.accepted == summary.reconciled == 300
+        assert sum(summary.delivery.values()) == 300
+        async with open_campaign(client, path) as campaign:
+            assert len(await campaign.stored_reports()) == 300
+    # Sent once each (and charged), never a second time.
+    assert sent_counts(emulator) == Counter(mobiles)
+
+
+async def test_resend_unknown_sends_them_again_when_asked(emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    mobiles = numbers(50)
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
+    async with client_for(emulator) as client:
+        async with open_campaign(client, path) as campaign:
+            await run(campaign.send_many(mobiles, "hello"))
+            assert campaign.summary().unknown == 50
+        emulator.state.set_faults(error_after_charge=0.0)
+        async with open_campaign(client, path, resend_unknown=True) as campaign:
+            outcomes = await run(campaign.send_many(mobiles, "hello"))
+            summary = campaign.summary()
+    assert [o.status for o in outcomes] == [OutcomeStatus.ACCEPTED]
+    assert (summary.accepted, summary.unknown) == (50, 0)
+    assert sent_counts(emulator) == Counter(dict.fromkeys(mobiles, 2))
+
+
+async def test_a_changed_input_is_refused_and_nothing_more_is_sent(
+    emulator: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.db"
+    mobiles = numbers(300)
+    emulator.state.set_balance(None, "10")  # 100 numbers
+    async with client_for(emulator, max_concurrency=1) as client:
+        async with open_campaign(client, path) as campaign:
+            await run(campaign.send_many(mobiles, "hi", chunk_size=100, check_balance=False))
+            before = campaign.summary()
+        assert before.accepted == 100
+        emulator.state.set_balance(None, "1000")
+        changed = list(mobiles)
+        changed[150] = "13700000000"
+        async with open_campaign(client, path) as campaign:
+            with pytest.raises(CampaignError, match=r"position 150 \('13900000150' before"):
+                await run(campaign.send_many(changed, "hi", chunk_size=100))
+            assert campaign.summary() == before
+        async with open_campaign(client, path) as campaign:
+            with pytest.raises(CampaignError, match="another campaign"):
+                await run(campaign.send_many(mobiles, "hi!", chunk_size=100))
+            with pytest.raises(CampaignError, match="another campaign"):
+                await run(campaign.send_many(mobiles, "hi", chunk_size=50))
+    assert sent_counts(emulator) == Counter(mobiles[:100])
+
+
+async def test_async_inputs_and_batches_resume(emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    pairs = [(m, f"Dear {i}, your code is {i:04d}") for i, m in enumerate(numbers(250))]
+
+    async def source() -> Any:
+        for pair in pairs:
+            yield pair
+
+    emulator.state.set_balance(None, "10")
+    async with client_for(emulator, max_concurrency=1) as client:
+        async with open_campaign(client, path) as campaign:
+            await run(campaign.send_batch_many(source(), check_balance=False))
+            assert campaign.summary().accepted == 100
+        emulator.state.set_balance(None, "1000")
+        edited = list(pairs)
+        edited[160] = (pairs[160][0], "another text")
+        async with open_campaign(client, path) as campaign:
+            with pytest.raises(CampaignError, match="input differs"):
+                await run(campaign.send_batch_many(edited))
+        async with open_campaign(client, path) as campaign:
+            await run(campaign.send_batch_many(source()))
+            summary = campaign.summary()
+    assert summary.accepted == 250
+    assert summary.complete
+    texts = {(m.mobile, m.text) for m in emulator.state.messages()}
+    assert texts == {(m, "【Aisix】" + t) for m, t in pairs}
+
+
+async def test_invalid_numbers_are_failed_for_good(emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    mobiles = [*numbers(10), "not-a-number", *numbers(5, start=10)]
+    async with client_for(emulator) as client:
+        async with open_campaign(client, path) as campaign:
+            await run(campaign.send_many(mobiles, "hi"))
+            summary = campaign.summary()
+        assert (summary.accepted, summary.failed, summary.not_yet_sent) == (15, 1, 0)
+        assert summary.complete
+        async with open_campaign(client, path) as campaign:
+            assert await run(campaign.send_many(mobiles, "hi")) == []
+            assert campaign.summary() == summary
+
+
+async def test_replies_are_recorded_before_they_are_yielded(emulator: Any, tmp_path: Path) -> None:
+    emulator.state.inject_reply("13900000001", "STOP")
+    emulator.state.inject_reply("13900000002", "yes please")
+    async with client_for(emulator) as client:
+        async with (
+            open_campaign(client, tmp_path / "c.db") as campaign,
+            campaign.watch_replies(interval=0.01, stop_when_idle=0.2) as replies,
+        ):
+            async for _reply in replies:
+                break  # the rest stays unread in the stream, and in the journal
+        async with open_campaign(client, tmp_path / "c.db") as campaign:
+            stored = await campaign.stored_replies()
+    assert [(r.mobile, r.content) for r in stored] == [
+        ("13900000001", "STOP"),
+        ("13900000002", "yes please"),
+    ]
+
+
+async def test_a_foreign_file_is_refused(emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "numbers.csv"
+    path.write_text("13900000001\n13900000002\n")
+    async with client_for(emulator) as client:
+        with pytest.raises(CampaignError, match="not a campaign journal"):
+            async with open_campaign(client, path):
+                pass
+    assert path.read_text() == "13900000001\n13900000002\n"
+
+
+_HOLDER = """
+import sys, anyio
+from aisix_async import AisixClient
+from aisix_async._campaign import open_campaign
+
+async def main():
+    client = AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC")
+    async with open_campaign(client, sys.argv[1]):
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+
+anyio.run(main)
+"""
+
+
+async def test_two_processes_on_one_journal(emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    mobiles = numbers(20)
+    async with client_for(emulator) as client:
+        async with open_campaign(client, path) as campaign:
+            await run(campaign.send_many(mobiles, "hi"))
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "ready"
+            with pytest.raises(
+                CampaignError, match=rf"in use by another process \(pid {holder.pid}\)"
+            ):
+                async with open_campaign(client, path):
+                    pass
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.write("\n")
+            holder.stdin.close()
+            holder.wait(timeout=10)
+        async with open_campaign(client, path) as campaign:
+            assert campaign.summary().accepted == 20
+
+
+async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    mobiles = numbers(3000)
+    async with client_for(emulator, max_concurrency=4) as client:
+        async with open_campaign(client, path) as campaign:
+            journal = campaign._journal_now()
+            (pages,) = journal._conn.execute("PRAGMA page_count").fetchone()
+            journal._conn.execute(f"PRAGMA max_page_count={pages + 1}")
+            with pytest.raises(CampaignError, match="disk is full"):
+                await run(campaign.send_many(mobiles, "hi", chunk_size=100))
+        sent = sent_counts(emulator)
+        assert sent, "some chunks went out before the disk filled"
+        assert max(sent.values()) == 1
+        async with open_campaign(client, path) as campaign:
+            summary = campaign.summary()
+            # Every number the gateway accepted is in the journal: accepted, or unknown.
+            assert summary.accepted + summary.unknown >= sum(sent.values())
+            await run(campaign.send_many(mobiles, "hi", chunk_size=100))
+            final = campaign.summary()
+    unknown = {m for _, m in final.unknown_recipients}
+    counts = sent_counts(emulator)
+    assert final.complete
+    assert final.accepted + final.unknown == 3000
+    for mobile in mobiles:
+        assert counts[mobile] == 1 or (mobile in unknown and counts[mobile] <= 1)
+
+
+async def test_one_send_at_a_time(emulator: Any, tmp_path: Path) -> None:
+    async with client_for(emulator) as client, open_campaign(client, tmp_path / "c.db") as c:
+        async with c.send_many(numbers(5), "hi") as first:
+            with pytest.raises(CampaignError, match="already sending"):
+                async with c.send_many(numbers(5), "hi"):
+                    pass
+            assert len([o async for o in first]) == 1
+        with anyio.fail_after(5):
+            assert await run(c.send_many(numbers(5), "hi")) == []

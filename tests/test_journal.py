@@ -1,0 +1,344 @@
+"""The campaign journal on its own: resume rules, foreign files, locks, a full disk."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aisix_async import CampaignError
+from aisix_async._journal import ChunkResult, ChunkState, Journal, Verdict
+from aisix_async._journal_file import APPLICATION_ID, decode_positions, encode_positions
+from aisix_async._models import MalformedRecord, ReportResult, StateReport
+
+pytestmark = pytest.mark.anyio
+
+MOBILES = tuple(f"1380000{i:04d}" for i in range(10))
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def _begin(journal: Journal, index: int, *, resend_unknown: bool = False) -> Verdict:
+    positions = tuple(range(index * 5, index * 5 + 5))
+    mobiles = MOBILES[index * 5 : index * 5 + 5]
+    return await journal.begin_chunk(
+        index, "sendOnce", positions, mobiles, f"h{index}", resend_unknown=resend_unknown
+    )
+
+
+async def _settle(journal: Journal, index: int, result: ChunkResult) -> None:
+    positions = tuple(range(index * 5, index * 5 + 5))
+    await journal.settle_chunk(
+        index, "sendOnce", positions, MOBILES[index * 5 : index * 5 + 5], result
+    )
+
+
+@given(st.lists(st.integers(0, 10_000), unique=True).map(sorted))
+def test_positions_round_trip(positions: list[int]) -> None:
+    assert decode_positions(encode_positions(positions)) == tuple(positions)
+
+
+def test_positions_are_ranges() -> None:
+    assert encode_positions(range(1000, 2000)) == "1000-1999"  # type: ignore[arg-type]
+    assert encode_positions([3, 5, 6, 7, 9]) == "3,5-7,9"
+
+
+async def test_accepted_is_skipped_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    await journal.define("fp", {"action": "sendOnce"})
+    assert await _begin(journal, 0) is Verdict.SEND
+    receipt = {"msgid": "123456789012345678", "total": "5"}
+    await _settle(
+        journal,
+        0,
+        ChunkResult(
+            ChunkState.ACCEPTED, attempts=2, units=5, cost=Decimal("0.5"), receipts=(receipt,)
+        ),
+    )
+    await journal.aclose()
+
+    journal = await Journal.open(path)
+    try:
+        assert journal.rows[0].state is ChunkState.ACCEPTED
+        assert journal.rows[0].units == 5
+        assert journal.rows[0].cost == Decimal("0.5")
+        assert await _begin(journal, 0) is Verdict.SKIP_ACCEPTED
+        # Accepted chunks keep no copy of their numbers.
+        (mobiles,) = journal._conn.execute("SELECT mobiles FROM chunks WHERE idx=0").fetchone()
+        assert mobiles is None
+    finally:
+        await journal.aclose()
+
+
+async def test_in_flight_at_a_crash_becomes_unknown_and_is_not_resent(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    await journal.define("fp", {})
+    assert await _begin(journal, 0) is Verdict.SEND
+    await journal.aclose()  # as if killed: the answer never got recorded
+
+    journal = await Journal.open(path)
+    try:
+        # Whoever takes the lock next knows the sender died: its chunk's fate is unknown.
+        assert journal.rows[0].state is ChunkState.UNKNOWN
+        assert journal.rows[0].error_class == "Interrupted"
+        assert journal.unknown == dict(zip(range(5), MOBILES[:5], strict=True))
+        assert await _begin(journal, 0) is Verdict.SKIP_UNKNOWN
+        # Asked again: still unknown, still not sent.
+        assert await _begin(journal, 0) is Verdict.SKIP_UNKNOWN
+    finally:
+        await journal.aclose()
+    journal = await Journal.open(path)
+    try:
+        assert journal.unknown == dict(zip(range(5), MOBILES[:5], strict=True))
+        assert await _begin(journal, 0, resend_unknown=True) is Verdict.RESEND_UNKNOWN
+        assert journal.unknown == {}
+        assert journal.rows[0].state is ChunkState.IN_FLIGHT
+    finally:
+        await journal.aclose()
+
+
+async def test_failed_chunks_are_retried_only_when_harmless(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "c.db")
+    try:
+        await journal.define("fp", {})
+        for index in (0, 1):
+            assert await _begin(journal, index) is Verdict.SEND
+        await _settle(
+            journal,
+            0,
+            ChunkResult(ChunkState.FAILED, error_class="RateLimitedError", retryable=True),
+        )
+        await _settle(
+            journal,
+            1,
+            ChunkResult(ChunkState.FAILED, error_class="InvalidParameterError", retryable=False),
+        )
+        assert await _begin(journal, 0) is Verdict.RETRY
+        assert await _begin(journal, 1) is Verdict.SKIP_FAILED
+        (runs,) = journal._conn.execute("SELECT runs FROM chunks WHERE idx=0").fetchone()
+        assert runs == 2
+    finally:
+        await journal.aclose()
+
+
+async def test_a_changed_input_is_refused_naming_the_position(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "c.db")
+    try:
+        await journal.define("fp", {})
+        await _begin(journal, 0)
+        await _settle(journal, 0, ChunkResult(ChunkState.FAILED, retryable=True))
+        changed = (*MOBILES[:3], "13999999999", MOBILES[4])
+        with pytest.raises(CampaignError, match=r"position 3 \('13800000003' before"):
+            await journal.begin_chunk(
+                0, "sendOnce", tuple(range(5)), changed, "other", resend_unknown=False
+            )
+        # The refusal wrote nothing: the chunk is still the retryable failure it was.
+        assert await _begin(journal, 0) is Verdict.RETRY
+    finally:
+        await journal.aclose()
+
+
+async def test_another_definition_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    await journal.define("fp1", {"content": "hello"})
+    await journal.aclose()
+    journal = await Journal.open(path)
+    try:
+        await journal.define("fp1", {"content": "hello"})
+        with pytest.raises(CampaignError, match=r"another campaign.*content='hello'"):
+            await journal.define("fp2", {"content": "bye"})
+    finally:
+        await journal.aclose()
+
+
+async def test_input_size_change_is_refused(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "c.db")
+    try:
+        await journal.define("fp", {})
+        await journal.set_input_size(10)
+        await journal.set_input_size(10)
+        with pytest.raises(CampaignError, match=r"input now holds 11 items.*recorded 10"):
+            await journal.set_input_size(11)
+    finally:
+        await journal.aclose()
+
+
+async def test_a_text_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a journal\n")
+    before = _digest(path)
+    with pytest.raises(CampaignError, match="not an SQLite database"):
+        await Journal.open(path)
+    assert _digest(path) == before
+
+
+async def test_another_programs_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (name TEXT)")
+    conn.execute("INSERT INTO customers VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    before = _digest(path)
+    with pytest.raises(CampaignError, match="another program"):
+        await Journal.open(path)
+    assert _digest(path) == before
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    await journal.aclose()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(CampaignError, match="newer aisix_async"):
+        await Journal.open(path)
+
+
+async def test_a_damaged_journal_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    await journal.define("fp", {})
+    for index in (0, 1):
+        await _begin(journal, index)
+    await journal.aclose()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    assert int.from_bytes(data[68:72], "big") == APPLICATION_ID
+    page = int.from_bytes(data[16:18], "big")
+    # Scribble over every page after the first: the header still says "ours".
+    data[page:] = b"\xa5" * (len(data) - page)
+    path.write_bytes(bytes(data))
+    before = _digest(path)
+    with pytest.raises(CampaignError, match="damaged"):
+        await Journal.open(path)
+    assert _digest(path) == before
+
+
+async def test_one_journal_one_opener(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    first = await Journal.open(path)
+    try:
+        with pytest.raises(CampaignError, match="in use by another process"):
+            await Journal.open(path)
+    finally:
+        await first.aclose()
+    second = await Journal.open(path)  # released on close
+    await second.aclose()
+
+
+async def test_a_full_disk_stops_writes_and_keeps_what_was_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    await journal.define("fp", {})
+    assert await _begin(journal, 0) is Verdict.SEND
+    await _settle(journal, 0, ChunkResult(ChunkState.ACCEPTED, units=5))
+    # SQLite's own SQLITE_FULL: the file may not grow by one more page.
+    (pages,) = journal._conn.execute("PRAGMA page_count").fetchone()
+    journal._conn.execute(f"PRAGMA max_page_count={pages}")
+    big = tuple(f"139{i:08d}" for i in range(3000))
+    with pytest.raises(CampaignError, match=r"disk is full.*intact"):
+        await journal.begin_chunk(
+            1, "sendOnce", tuple(range(5, 3005)), big, "x", resend_unknown=False
+        )
+    # From now on every write fails at once, the same way: nothing is sent unrecorded.
+    with pytest.raises(CampaignError, match="disk is full"):
+        await _begin(journal, 1)
+    await journal.aclose()
+
+    journal = await Journal.open(path)
+    try:
+        assert journal.rows[0].state is ChunkState.ACCEPTED
+        assert 1 not in journal.rows
+        assert await _begin(journal, 1) is Verdict.SEND
+    finally:
+        await journal.aclose()
+
+
+async def test_reports_are_kept_and_reconcile_an_unknown_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    try:
+        await journal.define("fp", {})
+        await _begin(journal, 0)
+        await _settle(journal, 0, ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": "100"},)))
+        await _begin(journal, 1)
+        await _settle(
+            journal, 1, ChunkResult(ChunkState.UNKNOWN, error_class="GatewayInternalError")
+        )
+        assert set(journal.unknown) == set(range(5, 10))
+        batch = [
+            StateReport("1", "100", MOBILES[0], ReportResult.DELIVERED, "DELIVRD"),
+            MalformedRecord("getSendState", {"msgid": "x"}, "no mobile"),
+            # An msgid we never learned, for a number of the unknown chunk.
+            StateReport("2", "555", MOBILES[7], ReportResult.FAILED, "UNDELIV"),
+        ]
+        assert await journal.record_reports(batch) == [1]
+        assert journal.unknown == {}
+        assert journal.rows[1].state is ChunkState.ACCEPTED
+        assert journal.rows[1].reconciled
+        assert journal.delivery == {"DELIVRD": 1, "UNDELIV": 1}
+    finally:
+        await journal.aclose()
+    journal = await Journal.open(path)
+    try:
+        assert [r.msgid for r in await journal.stored_reports()] == ["100", "555"]
+        assert journal.delivery == {"DELIVRD": 1, "UNDELIV": 1}
+        assert journal.rows[1].reconciled
+        (bad,) = journal._conn.execute("SELECT raw FROM reports WHERE msgid IS NULL").fetchone()
+        assert "no mobile" in bad
+    finally:
+        await journal.aclose()
+
+
+async def test_concurrent_writes_commit_together_and_fail_alone(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "c.db")
+    results: dict[int, object] = {}
+    try:
+        await journal.define("fp", {})
+        await journal.begin_chunk(
+            1, "sendOnce", tuple(range(5, 10)), MOBILES[5:], "".join(MOBILES[5:]),
+            resend_unknown=False,
+        )  # fmt: skip
+        await _settle(journal, 1, ChunkResult(ChunkState.FAILED, retryable=True))
+
+        async def begin(index: int, mobiles: tuple[str, ...]) -> None:
+            positions = tuple(range(index * 5, index * 5 + 5))
+            try:
+                results[index] = await journal.begin_chunk(
+                    index, "sendOnce", positions, mobiles, "".join(mobiles), resend_unknown=False
+                )
+            except CampaignError as exc:
+                results[index] = exc
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(begin, 0, MOBILES[:5])
+            group.start_soon(begin, 1, ("13700000000", *MOBILES[6:10]))  # changed
+            for index in range(2, 6):
+                group.start_soon(begin, index, tuple(f"1360000{index}{k:03d}" for k in range(5)))
+    finally:
+        await journal.aclose()
+    assert isinstance(results.pop(1), CampaignError)
+    assert results == dict.fromkeys((0, 2, 3, 4, 5), Verdict.SEND)
+    journal = await Journal.open(tmp_path / "c.db")
+    try:
+        # The refused write undid only itself; the others were committed with it.
+        assert sorted(journal.rows) == [0, 1, 2, 3, 4, 5]
+        assert journal.rows[1].state is ChunkState.FAILED
+        assert journal.rows[0].state is ChunkState.UNKNOWN  # in flight at "the crash"
+    finally:
+        await journal.aclose()
