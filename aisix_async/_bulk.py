@@ -207,13 +207,47 @@ class ChunkLedger(Protocol):
     ``before_send`` is called for each planned chunk, in chunk order, before its first
     request; returning False skips it: no request, no outcome, no ``settle``, and its
     recipients are counted in ``BulkStats.skipped`` (they were settled in an earlier
-    run). ``settle`` is called with every outcome (invalid recipients and chunks never
-    sent included) before the stream yields it.
+    run). ``on_wire`` is awaited once per sent chunk, when the scheduler has given it
+    its turn and right before its first request is written: only from then on may the
+    gateway have seen it, so only then does a crash leave its fate unknown (a chunk
+    merely queued behind the scheduler is safe to send again). ``off_wire`` is awaited
+    when an attempt provably did nothing (-1, or a connection that never reached the
+    gateway), so a crash while the chunk waits to be retried leaves it safe to resend
+    as well. ``on_wire`` is awaited again before each retry. ``settle`` is called
+    with every outcome (invalid recipients and chunks never sent included) before the
+    stream yields it.
     """
 
     async def before_send(self, chunk: PlannedChunk) -> bool: ...
 
+    async def on_wire(self, chunk: PlannedChunk) -> None: ...
+
+    async def off_wire(self, chunk: PlannedChunk) -> None: ...
+
     async def settle(self, outcome: SendOutcome) -> None: ...
+
+
+class _ChunkHooks:
+    """The scheduler's dispatch hooks for one chunk: the stop switch and the ledger."""
+
+    def __init__(self, stream: SendStream, chunk: PlannedChunk) -> None:
+        self._stream = stream
+        self._chunk = chunk
+
+    async def before_dispatch(self) -> None:
+        if self._stream._stop is not None:
+            raise _Stopped
+        ledger = self._stream._ledger
+        if ledger is not None:
+            # Recorded in our slot, right before the request is written: a crash before
+            # this leaves the chunk "planned" (safely resent), one after it "in flight"
+            # (unknown, never resent blindly).
+            await ledger.on_wire(self._chunk)
+
+    async def refused(self) -> None:
+        ledger = self._stream._ledger
+        if ledger is not None:
+            await ledger.off_wire(self._chunk)
 
 
 class _Stopped(Exception):
@@ -446,13 +480,11 @@ class SendStream:
         tally = AttemptTally()
         fields = chunk.fields(cgid=self._cgid, csid=self._csid, at=self._at)
 
-        def ready() -> None:
-            if self._stop is not None:
-                raise _Stopped
+        hooks = _ChunkHooks(self, chunk)
 
         try:
             try:
-                answer = await self._client._call(chunk.action, fields, tally=tally, ready=ready)
+                answer = await self._client._call(chunk.action, fields, tally=tally, hooks=hooks)
                 receipts = _receipts(answer, 1 if chunk.action == "sendOnce" else chunk.size)
             finally:
                 count = self._count

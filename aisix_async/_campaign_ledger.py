@@ -143,6 +143,14 @@ class CampaignLedger(ChunkLedger):
             self._begun.add(chunk.index)
         return verdict.sends
 
+    async def on_wire(self, chunk: PlannedChunk) -> None:
+        # Raised into the engine, unlike settle's errors: a chunk that could not be
+        # recorded as going out must not go out (the scheduler turns this attempt down).
+        await self._journal.mark_on_wire(chunk.index)
+
+    async def off_wire(self, chunk: PlannedChunk) -> None:
+        await self._journal.mark_planned(chunk.index)
+
     async def settle(self, outcome: SendOutcome) -> None:
         self.next_position = max(self.next_position, outcome.positions[-1] + 1)
         if outcome.chunk not in self._begun and outcome.chunk in self._journal.rows:
@@ -193,6 +201,8 @@ def summarize(journal: Journal) -> CampaignSummary:
                 failed += row.size
         elif row.state is ChunkState.IN_FLIGHT:
             in_flight += row.size
+        elif row.state is ChunkState.PLANNED:
+            retry += row.size
     unread = 0 if journal.input_size is None else max(0, journal.input_size - recorded)
     return CampaignSummary(
         accepted=accepted,

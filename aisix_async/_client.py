@@ -29,7 +29,14 @@ from ._models import (
     StateReport,
 )
 from ._pricing import PriceBook
-from ._scheduler import AttemptTally, RetryDetails, RetryPolicy, Scheduler, SchedulerStats
+from ._scheduler import (
+    AttemptTally,
+    DispatchHooks,
+    RetryDetails,
+    RetryPolicy,
+    Scheduler,
+    SchedulerStats,
+)
 from ._validate import (
     check_account,
     check_at,
@@ -190,16 +197,16 @@ class AisixClient:
         fields: Fields,
         *,
         tally: AttemptTally | None = None,
-        ready: Callable[[], None] | None = None,
+        hooks: DispatchHooks | None = None,
     ) -> Answer:
-        """Run one action through the scheduler (``tally``/``ready``: see Scheduler.run)."""
+        """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run)."""
 
         async def attempt() -> Answer:
             async with self._gate.shared():
                 return await self._exchange(action, fields)
 
         return await self._scheduler.run(
-            attempt, action=action, unsafe=action in UNSAFE_ACTIONS, tally=tally, ready=ready
+            attempt, action=action, unsafe=action in UNSAFE_ACTIONS, tally=tally, hooks=hooks
         )
 
     def stats(self) -> SchedulerStats:

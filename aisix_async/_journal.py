@@ -5,9 +5,11 @@ anyone twice or forgetting anyone. So every chunk is written here *before* its r
 goes out, and its outcome once known, each in one transaction. What a resumed run does
 with a chunk follows from what survived:
 
-* no row: never sent, send it;
-* ``in_flight``: the process died between writing the row and recording the answer, so
-  the gateway may or may not have accepted it: it becomes ``unknown`` and is listed;
+* no row, or ``planned``: never sent (planned chunks were waiting for the scheduler),
+  send it;
+* ``in_flight``: the process died after the chunk's request was about to be written and
+  before its answer was recorded, so the gateway may or may not have accepted it: it
+  becomes ``unknown`` and is listed;
 * ``accepted``: skip; ``failed``: resend only when the failure is harmless to retry
   (nothing reached the gateway, or it refused before acting), else skip;
 * ``unknown``: skip, unless the caller asks for ``resend_unknown``.
@@ -49,6 +51,7 @@ _T = TypeVar("_T")
 class ChunkState(str, enum.Enum):
     """Where a chunk stands in the journal."""
 
+    PLANNED = "planned"
     IN_FLIGHT = "in_flight"
     ACCEPTED = "accepted"
     FAILED = "failed"
@@ -333,7 +336,7 @@ class Journal:
         *,
         resend_unknown: bool,
     ) -> Verdict:
-        """Decide whether a planned chunk goes out; if so, record it as in flight first."""
+        """Decide whether a planned chunk goes out; if so, record it as planned first."""
 
         def body(conn: sqlite3.Connection) -> str:
             return sql.begin_chunk(
@@ -349,10 +352,28 @@ class Journal:
 
         verdict = Verdict(await self._write(f"chunk {index} before sending it", body))
         if verdict.sends:
-            self.rows[index] = ChunkRow(index, len(positions), ChunkState.IN_FLIGHT)
+            self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
             for position in positions:
                 self.unknown.pop(position, None)
         return verdict
+
+    async def mark_on_wire(self, index: int) -> None:
+        """Record that chunk ``index`` is about to be written to the gateway."""
+        await self._write(
+            f"chunk {index} before its request", lambda conn: sql.mark_on_wire(conn, index)
+        )
+        row = self.rows.get(index)
+        if row is not None:
+            self.rows[index] = attrs.evolve(row, state=ChunkState.IN_FLIGHT)
+
+    async def mark_planned(self, index: int) -> None:
+        """Record that chunk ``index``'s last request provably did nothing (e.g. -1)."""
+        await self._write(
+            f"chunk {index} refused by the gateway", lambda conn: sql.mark_planned(conn, index)
+        )
+        row = self.rows.get(index)
+        if row is not None and row.state is ChunkState.IN_FLIGHT:
+            self.rows[index] = attrs.evolve(row, state=ChunkState.PLANNED)
 
     async def settle_chunk(
         self,

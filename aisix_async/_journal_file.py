@@ -62,7 +62,7 @@ CREATE TABLE chunks (
     positions TEXT NOT NULL,
     items_hash TEXT NOT NULL,
     mobiles TEXT,
-    state TEXT NOT NULL CHECK (state IN ('in_flight', 'accepted', 'failed', 'unknown')),
+    state TEXT NOT NULL CHECK (state IN ('planned', 'in_flight', 'accepted', 'failed', 'unknown')),
     error_class TEXT,
     error_message TEXT,
     retryable INTEGER NOT NULL DEFAULT 0,

@@ -25,6 +25,8 @@ __all__ = [
     "INTERRUPTED",
     "begin_chunk",
     "define",
+    "mark_on_wire",
+    "mark_planned",
     "record_replies",
     "record_reports",
     "recover_interrupted",
@@ -50,6 +52,9 @@ def set_input_size(conn: sqlite3.Connection, size: int) -> None:
 
 
 def _verdict(state: str, retryable: bool, resend_unknown: bool) -> str:
+    if state == "planned":
+        # Planned but never handed to the gateway (it was waiting for the scheduler).
+        return "retry"
     if state == "accepted":
         return "skip_accepted"
     if state == "failed":
@@ -81,7 +86,7 @@ def begin_chunk(
         conn.execute(
             "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
             " items_hash, mobiles, state, runs, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'in_flight', 1, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned', 1, ?)",
             (
                 index,
                 action,
@@ -106,12 +111,28 @@ def begin_chunk(
     verdict = _verdict(state, bool(retryable), resend_unknown)
     if verdict in ("retry", "resend_unknown"):
         conn.execute(
-            "UPDATE chunks SET state='in_flight', runs=runs+1, mobiles=?, error_class=NULL,"
+            "UPDATE chunks SET state='planned', runs=runs+1, mobiles=?, error_class=NULL,"
             " error_message=NULL, retryable=0, updated_at=? WHERE idx=?",
             (joined, now, index),
         )
         conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
     return verdict
+
+
+def mark_on_wire(conn: sqlite3.Connection, index: int) -> None:
+    """The chunk's first request is about to be written: from now on its fate may be unknown."""
+    conn.execute(
+        "UPDATE chunks SET state='in_flight', updated_at=? WHERE idx=? AND state='planned'",
+        (time.time(), index),
+    )
+
+
+def mark_planned(conn: sqlite3.Connection, index: int) -> None:
+    """The chunk's last request was refused before the gateway acted: safe to resend."""
+    conn.execute(
+        "UPDATE chunks SET state='planned', updated_at=? WHERE idx=? AND state='in_flight'",
+        (time.time(), index),
+    )
 
 
 def recover_interrupted(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:

@@ -42,7 +42,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 import attrs
@@ -65,6 +65,7 @@ from ._errors import (
 
 __all__ = [
     "AttemptTally",
+    "DispatchHooks",
     "RetryDetails",
     "RetryPolicy",
     "Scheduler",
@@ -152,6 +153,16 @@ class _SinceFirstDispatch(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return bool(self._started) and self._clock() - self._started[0] >= self._timeout
+
+
+class DispatchHooks(Protocol):
+    """What a caller hears about its request's attempts, inside the request's slot."""
+
+    async def before_dispatch(self) -> None:
+        """The turn has come and the request is about to be written; raise to give it up."""
+
+    async def refused(self) -> None:
+        """The gateway provably did nothing with this attempt (-1, or it never got it)."""
 
 
 class Scheduler:
@@ -381,14 +392,14 @@ class Scheduler:
         self,
         attempt: Callable[[], Awaitable[_T]],
         tally: AttemptTally | None,
-        ready: Callable[[], None] | None,
+        hooks: DispatchHooks | None,
         started: list[float],
     ) -> _T:
         waited = await self._acquire_slot()
         try:
             await self._await_pace()
-            if ready is not None:
-                ready()
+            if hooks is not None:
+                await hooks.before_dispatch()
             dispatched_at = self._clock()
             if not started:
                 started.append(dispatched_at)
@@ -405,6 +416,12 @@ class Scheduler:
                 if tally is not None:
                     tally.rate_limited += 1
                 self._on_rate_limited(dispatched_at)
+                if hooks is not None:
+                    await hooks.refused()
+                raise
+            except TransportError as exc:
+                if not exc.request_sent and hooks is not None:
+                    await hooks.refused()
                 raise
             self._on_accepted(waited)
             return result
@@ -418,13 +435,13 @@ class Scheduler:
         action: str,
         unsafe: bool,
         tally: AttemptTally | None = None,
-        ready: Callable[[], None] | None = None,
+        hooks: DispatchHooks | None = None,
     ) -> _T:
         """Run ``attempt`` when its turn comes; retry it per the policy; raise its last error.
 
-        ``tally``, when given, counts this request's attempts and -1 answers. ``ready``,
-        when given, is called each time the request's turn has come, just before it is
-        dispatched: it may raise to give the turn up (a bulk send that has stopped). An
+        ``tally``, when given, counts this request's attempts and -1 answers. ``hooks``
+        (see :class:`DispatchHooks`) hear of each dispatch and of each attempt the
+        gateway provably did nothing with. An
         error that is not retryable ends the run at once.
         """
         policy = self._retry
@@ -441,7 +458,7 @@ class Scheduler:
         try:
             async for try_state in retrying:
                 with try_state:
-                    return await self._attempt(attempt, tally, ready, started)
+                    return await self._attempt(attempt, tally, hooks, started)
         except RateLimitedError as exc:
             raise RateLimitedError(
                 action,

@@ -262,11 +262,19 @@ class RecordingLedger:
     def __init__(self, skip: set[int]) -> None:
         self.skip = skip
         self.planned: list[PlannedChunk] = []
+        self.on_wire_seen: list[int] = []
+        self.off_wire_seen: list[int] = []
         self.settled: list[SendOutcome] = []
 
     async def before_send(self, chunk: PlannedChunk) -> bool:
         self.planned.append(chunk)
         return chunk.index not in self.skip
+
+    async def on_wire(self, chunk: PlannedChunk) -> None:
+        self.on_wire_seen.append(chunk.index)
+
+    async def off_wire(self, chunk: PlannedChunk) -> None:
+        self.off_wire_seen.append(chunk.index)
 
     async def settle(self, outcome: SendOutcome) -> None:
         self.settled.append(outcome)
@@ -282,6 +290,8 @@ async def test_ledger_hook_sees_every_chunk_and_can_skip(emulator: Any) -> None:
     assert [c.index for c in ledger.planned] == [0, 1, 3]
     assert sorted(o.chunk for o in outcomes) == [0, 2, 3]
     assert sorted(o.chunk for o in ledger.settled) == [0, 2, 3]
+    # Each sent chunk is announced once, before its request: skipped and rejected are not.
+    assert sorted(ledger.on_wire_seen) == [0, 3]
     assert stream.stats.skipped == 10
     assert emulator.state.message_count == 15
     # Same input, same chunk size: the same chunks.
@@ -289,6 +299,25 @@ async def test_ledger_hook_sees_every_chunk_and_can_skip(emulator: Any) -> None:
     async with client_for(emulator) as client:
         await collect(client.send_many(mobiles, "hi", chunk_size=10, _ledger=again))
     assert again.planned == ledger.planned
+
+
+async def test_ledger_hears_each_dispatch_and_each_refusal(emulator: Any) -> None:
+    # A journal marks a chunk "in flight" before each request and back to "planned" when
+    # the gateway refused it (-1): a crash while it waits to be retried is then harmless.
+    emulator.state.configure(rate=20.0, burst=2.0)
+    ledger = RecordingLedger(skip=set())
+    retry = RetryPolicy(attempts=50, timeout=20, initial_backoff=0.01, max_backoff=0.05)
+    async with client_for(
+        emulator, retry=retry, initial_concurrency=8, max_concurrency=8
+    ) as client:
+        stream = client.send_many(numbers(120), "hi", chunk_size=10, _ledger=ledger)
+        outcomes = await collect(stream)
+    stats = stream.stats
+    assert all(o.status is OutcomeStatus.ACCEPTED for o in outcomes)
+    assert stats.rate_limited > 0
+    assert len(ledger.on_wire_seen) == stats.requests
+    assert len(ledger.off_wire_seen) == stats.rate_limited
+    assert sorted(set(ledger.on_wire_seen)) == list(range(12))
 
 
 async def test_send_all_summarises(emulator: Any) -> None:

@@ -84,6 +84,7 @@ async def test_in_flight_at_a_crash_becomes_unknown_and_is_not_resent(tmp_path: 
     journal = await Journal.open(path)
     await journal.define("fp", {})
     assert await _begin(journal, 0) is Verdict.SEND
+    await journal.mark_on_wire(0)
     await journal.aclose()  # as if killed: the answer never got recorded
 
     journal = await Journal.open(path)
@@ -102,6 +103,27 @@ async def test_in_flight_at_a_crash_becomes_unknown_and_is_not_resent(tmp_path: 
         assert journal.unknown == dict(zip(range(5), MOBILES[:5], strict=True))
         assert await _begin(journal, 0, resend_unknown=True) is Verdict.RESEND_UNKNOWN
         assert journal.unknown == {}
+        assert journal.rows[0].state is ChunkState.PLANNED
+    finally:
+        await journal.aclose()
+
+
+async def test_a_chunk_only_planned_at_a_crash_is_sent_again(tmp_path: Path) -> None:
+    # Planned, but still waiting for the scheduler when the process died: the gateway
+    # cannot have seen it, so it is sent in the next run, not listed as unknown.
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    await journal.define("fp", {})
+    assert await _begin(journal, 0) is Verdict.SEND
+    assert journal.rows[0].state is ChunkState.PLANNED
+    await journal.aclose()
+
+    journal = await Journal.open(path)
+    try:
+        assert journal.rows[0].state is ChunkState.PLANNED
+        assert journal.unknown == {}
+        assert await _begin(journal, 0) is Verdict.RETRY
+        await journal.mark_on_wire(0)
         assert journal.rows[0].state is ChunkState.IN_FLIGHT
     finally:
         await journal.aclose()
@@ -339,6 +361,7 @@ async def test_concurrent_writes_commit_together_and_fail_alone(tmp_path: Path) 
         # The refused write undid only itself; the others were committed with it.
         assert sorted(journal.rows) == [0, 1, 2, 3, 4, 5]
         assert journal.rows[1].state is ChunkState.FAILED
-        assert journal.rows[0].state is ChunkState.UNKNOWN  # in flight at "the crash"
+        # Planned, never on the wire, at "the crash": safe to send again.
+        assert journal.rows[0].state is ChunkState.PLANNED
     finally:
         await journal.aclose()

@@ -160,23 +160,54 @@ async def test_cancelled_waiter_leaves_no_slot_behind() -> None:
     assert scheduler.stats().in_flight == 0
 
 
-async def test_ready_can_give_up_the_turn_without_counting() -> None:
+async def test_hooks_can_give_up_the_turn_without_counting() -> None:
     scheduler = Scheduler(retry=NO_WAIT)
     tally = AttemptTally()
 
     class Stop(Exception):
         pass
 
-    def ready() -> None:
-        raise Stop
+    class Hooks:
+        async def before_dispatch(self) -> None:
+            raise Stop
+
+        async def refused(self) -> None:
+            raise AssertionError("nothing was dispatched, so nothing was refused")
 
     async def attempt() -> None:
         raise AssertionError("must not be dispatched")
 
     with pytest.raises(Stop):
-        await scheduler.run(attempt, action="sendOnce", unsafe=True, tally=tally, ready=ready)
+        await scheduler.run(attempt, action="sendOnce", unsafe=True, tally=tally, hooks=Hooks())
     assert tally.attempts == 0
     assert scheduler.stats().in_flight == 0
+
+
+async def test_hooks_hear_each_dispatch_and_each_provable_refusal() -> None:
+    scheduler = Scheduler(retry=NO_WAIT)
+    heard: list[str] = []
+    answers = iter(
+        [
+            RateLimitedError("sendOnce", -1),
+            TransportError("refused", request_sent=False),
+            TransportError("lost", request_sent=True),
+        ]
+    )
+
+    class Hooks:
+        async def before_dispatch(self) -> None:
+            heard.append("dispatch")
+
+        async def refused(self) -> None:
+            heard.append("refused")
+
+    async def attempt() -> None:
+        raise next(answers)
+
+    with pytest.raises(TransportError, match="lost"):
+        await scheduler.run(attempt, action="sendOnce", unsafe=True, hooks=Hooks())
+    # -1 and a connection that never reached the gateway are refusals; a lost answer is not.
+    assert heard == ["dispatch", "refused", "dispatch", "refused", "dispatch"]
 
 
 async def test_max_rate_paces_requests() -> None:
