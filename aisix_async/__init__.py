@@ -5,6 +5,9 @@ Everything public is importable from here; every other module is private.
 
 from __future__ import annotations
 
+from ._bulk import BulkStats, OutcomeStatus, SendOutcome, SendStream, SendSummary
+from ._campaign import Campaign, CampaignStream
+from ._campaign_ledger import CampaignSummary
 from ._client import GATEWAY_TZ, AisixClient
 from ._errors import (
     AccountFormatError,
@@ -21,6 +24,7 @@ from ._errors import (
     InterfaceNotEnabledError,
     InvalidParameterError,
     KeyLockedError,
+    NotSentError,
     ProtocolError,
     RateLimitedError,
     StaffUnavailableError,
@@ -40,7 +44,10 @@ from ._models import (
     Signature,
     StateReport,
 )
+from ._pricing import Estimate, segments
+from ._reports import RecordStream, StreamStats
 from ._scheduler import RetryDetails, RetryPolicy, SchedulerStats
+from ._tracker import DeliveryTracker, TrackerResult
 from ._version import __version__
 
 __all__ = [
@@ -52,11 +59,17 @@ __all__ = [
     "AuthenticationError",
     "Balance",
     "BalanceTooLowError",
+    "BulkStats",
+    "Campaign",
     "CampaignError",
+    "CampaignStream",
+    "CampaignSummary",
     "ChannelGroup",
     "ChannelGroupNotAllowedError",
     "ChargeFailedError",
+    "DeliveryTracker",
     "EnterpriseUnavailableError",
+    "Estimate",
     "GatewayError",
     "GatewayInternalError",
     "InsufficientBalanceError",
@@ -65,21 +78,30 @@ __all__ = [
     "KeyLockedError",
     "KeyUpdate",
     "MalformedRecord",
+    "NotSentError",
+    "OutcomeStatus",
     "ProtocolError",
     "RateLimitedError",
+    "RecordStream",
     "Reply",
     "ReportResult",
     "RetryDetails",
     "RetryPolicy",
     "SchedulerStats",
+    "SendOutcome",
     "SendReceipt",
+    "SendStream",
+    "SendSummary",
     "Signature",
     "StaffUnavailableError",
     "StateReport",
+    "StreamStats",
+    "TrackerResult",
     "TransportError",
     "UnknownResultError",
     "ValidationError",
     "__version__",
+    "segments",
 ]
 
 # Tracebacks and reprs show the public path, not the private module.

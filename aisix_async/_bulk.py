@@ -61,6 +61,7 @@ from ._errors import (
     InsufficientBalanceError,
     InterfaceNotEnabledError,
     KeyLockedError,
+    NotSentError,
     RateLimitedError,
     StaffUnavailableError,
     TransportError,
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BulkStats",
     "ChunkLedger",
-    "NotSentError",
     "OutcomeStatus",
     "SendOutcome",
     "SendStream",
@@ -111,15 +111,6 @@ class OutcomeStatus(enum.Enum):
     FAILED = "failed"
     #: The answer was lost or ambiguous: they may have been sent (and charged).
     UNKNOWN = "unknown"
-
-
-class NotSentError(AisixError):
-    """A recipient was never sent because dispatch stopped on an earlier error (``cause``)."""
-
-    def __init__(self, cause: AisixError) -> None:
-        super().__init__(f"not sent: dispatch stopped because {cause.message}")
-        self.cause = cause
-        self.__cause__ = cause
 
 
 @attrs.frozen

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._bulk import BulkStats, ChunkLedger, SendOutcome, SendStream
 from ._campaign_ledger import CampaignLedger, CampaignSummary, summarize
-from ._errors import CampaignError
+from ._errors import AisixError, CampaignError
 from ._journal import Journal
 from ._models import MalformedRecord, Reply, StateReport
 from ._reports import BatchHook, RecordStream, watch_replies, watch_send_states
@@ -127,6 +127,11 @@ class CampaignStream:
         if self._stream is None:
             raise RuntimeError("the stream has not been entered")
         return self._stream.stats
+
+    @property
+    def stopped_by(self) -> AisixError | None:
+        """The error that stopped dispatch (e.g. -9), if one did."""
+        return None if self._stream is None else self._stream.stopped_by
 
     async def drain(self) -> CampaignSummary:
         """Iterate to the end; the campaign's summary."""

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import attrs
 
-from ._bulk import ChunkLedger, NotSentError, OutcomeStatus, SendOutcome
+from ._bulk import ChunkLedger, OutcomeStatus, SendOutcome
 from ._chunking import PlannedChunk
 from ._errors import (
     AccountFormatError,
@@ -26,6 +26,7 @@ from ._errors import (
     InsufficientBalanceError,
     InterfaceNotEnabledError,
     KeyLockedError,
+    NotSentError,
     RateLimitedError,
     StaffUnavailableError,
     TransportError,

@@ -23,14 +23,14 @@ import attrs
 
 from ._errors import ValidationError
 from ._validate import (
-    _MOBILE,
     MAX_BATCH,
     MAX_NUMBERS,
     MIN_BATCH,
-    _check_joinable,
-    _pair,
+    MOBILE_PATTERN,
     check_content,
+    check_joinable,
     check_mobile,
+    check_pair,
     check_param_row,
     check_template,
     render_template,
@@ -106,7 +106,7 @@ class RejectedItem:
 
 PlanItem = PlannedChunk | RejectedItem
 
-_MOBILE_MATCH = _MOBILE.fullmatch
+_MOBILE_MATCH = MOBILE_PATTERN.fullmatch
 # Returned (never mutated) when an item completes nothing.
 _NOTHING: list[PlanItem] = []
 
@@ -269,10 +269,10 @@ class BatchPlanner(_MultiPlanner):
         super().__init__(chunk_size)
 
     def _check(self, item: object, position: int) -> tuple[str, tuple[str, ...]]:
-        mobile, content = _pair(item, position)
+        mobile, content = check_pair(item, position)
         checked = check_mobile(mobile)
         what = f"content #{position} (for {checked})"
-        return checked, (_check_joinable(check_content(content, what=what), what),)
+        return checked, (check_joinable(check_content(content, what=what), what),)
 
     def _chunk(self, entries: Sequence[_Entry]) -> PlannedChunk:
         return PlannedChunk(

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
+from . import _pricing, _reports
 from ._errors import AisixError, ProtocolError, TransportError, ValidationError, error_for_code
 from ._http import HttpClient, HttpTransport
 from ._keygate import KeyGate
@@ -23,12 +24,14 @@ from ._models import (
     Balance,
     ChannelGroup,
     KeyUpdate,
+    MalformedRecord,
     Reply,
     SendReceipt,
     Signature,
     StateReport,
 )
-from ._pricing import PriceBook
+from ._pricing import Estimate, PriceBook
+from ._reports import BatchHook, RecordStream, parse_records
 from ._scheduler import (
     AttemptTally,
     DispatchHooks,
@@ -64,11 +67,13 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterable
 
     from ._bulk import ChunkLedger, SendStream, SendSummary
+    from ._campaign import Campaign
 
 __all__ = ["GATEWAY_TZ", "AisixClient"]
 
 logger = logging.getLogger("aisix_async")
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: The gateway keeps China time: UTC+8, no daylight saving.
 GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
@@ -363,14 +368,115 @@ class AisixClient:
     # -- reading -------------------------------------------------------------------
 
     async def get_send_states(self) -> list[StateReport]:
-        """Fetch the delivery reports not fetched before (the gateway hands each out once)."""
+        """Fetch the delivery reports not fetched before (the gateway hands each out once).
+
+        An item that cannot be read is logged at WARNING with its raw attributes and left
+        out, so it does not cost the rest of its batch; :meth:`watch_send_states` also
+        keeps such items (``stream.malformed``).
+        """
         answer = await self._call("getSendState", [])
-        return [StateReport.from_item(item) for item in answer.items]
+        return _well_formed(parse_records("getSendState", answer.items, StateReport.from_item))
 
     async def get_replies(self) -> list[Reply]:
-        """Fetch the replies not fetched before (the gateway hands each out once)."""
+        """Fetch the replies not fetched before (the gateway hands each out once).
+
+        Unreadable items are handled as in :meth:`get_send_states`.
+        """
         answer = await self._call("getReply", [])
-        return [Reply.from_item(item) for item in answer.items]
+        return _well_formed(parse_records("getReply", answer.items, Reply.from_item))
+
+    def watch_send_states(
+        self,
+        *,
+        interval: float = 5.0,
+        max_backoff: float = 60.0,
+        stop_when_idle: float | None = None,
+        on_batch: BatchHook[StateReport] | None = None,
+        close_grace: float = 30.0,
+        max_buffered: int = 10_000,
+    ) -> RecordStream[StateReport]:
+        """Stream delivery reports as they arrive: ``async with ... as reports: async for``.
+
+        Polls quickly while reports keep coming and every ``interval`` seconds when the
+        queue is empty; -1 and transient errors back off without ending the stream.
+        Reports fetched but not yet read when the block is left stay in
+        ``reports.unread()``. See :class:`RecordStream`.
+        """
+        return _reports.watch_send_states(
+            self,
+            interval=interval,
+            max_backoff=max_backoff,
+            stop_when_idle=stop_when_idle,
+            on_batch=on_batch,
+            close_grace=close_grace,
+            max_buffered=max_buffered,
+        )
+
+    def watch_replies(
+        self,
+        *,
+        interval: float = 5.0,
+        max_backoff: float = 60.0,
+        stop_when_idle: float | None = None,
+        on_batch: BatchHook[Reply] | None = None,
+        close_grace: float = 30.0,
+        max_buffered: int = 10_000,
+    ) -> RecordStream[Reply]:
+        """Stream inbound replies as they arrive; the same shape as :meth:`watch_send_states`."""
+        return _reports.watch_replies(
+            self,
+            interval=interval,
+            max_backoff=max_backoff,
+            stop_when_idle=stop_when_idle,
+            on_batch=on_batch,
+            close_grace=close_grace,
+            max_buffered=max_buffered,
+        )
+
+    async def estimate(
+        self,
+        content_or_template: str | None = None,
+        *,
+        recipients: int | None = None,
+        messages: Iterable[str | tuple[str, str]] | None = None,
+        rows: Iterable[tuple[str, Sequence[str]]] | None = None,
+        cgid: int | None = None,
+        csid: int | None = None,
+    ) -> Estimate:
+        """What a send would cost, and whether the balance covers it; sends nothing.
+
+        ``estimate(content, recipients=N)`` for one content to N numbers;
+        ``estimate(messages=[(mobile, content), ...])`` for a batch;
+        ``estimate(template, rows=[(mobile, [p1, ...]), ...])`` for a template.
+        Channel groups and signatures are cached for a minute; the balance is fresh.
+        """
+        return await _pricing.estimate(
+            self,
+            content_or_template,
+            recipients=recipients,
+            messages=messages,
+            rows=rows,
+            cgid=cgid,
+            csid=csid,
+        )
+
+    def campaign(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        resend_unknown: bool = False,
+        durable: bool = False,
+    ) -> Campaign:
+        """A resumable campaign journalled in the SQLite file at ``path``.
+
+        ``async with client.campaign("sale.db") as campaign:`` then
+        ``campaign.send_many(...)`` as with the bulk calls. Running it again resumes:
+        accepted chunks are skipped, never-sent ones sent, and chunks whose fate is
+        unknown are listed, resent only with ``resend_unknown=True``.
+        """
+        from ._campaign import open_campaign
+
+        return open_campaign(self, path, resend_unknown=resend_unknown, durable=durable)
 
     async def get_balance(self) -> Balance:
         """The account's balance."""
@@ -418,6 +524,10 @@ def _env(name: str, what: str) -> str:
     if not value:
         raise ValidationError(f"no {what} given, and {name} is not set")
     return value
+
+
+def _well_formed(records: Sequence[_R | MalformedRecord]) -> list[_R]:
+    return [record for record in records if not isinstance(record, MalformedRecord)]
 
 
 def _single(answer: Answer, action: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ one kind of trouble::
     │   ├── GatewayInternalError                  -10
     │   ├── ChargeFailedError                     -11
     │   └── UnknownResultError                  any code the document does not list
+    ├── NotSentError                            a bulk send stopped before this recipient went out
     ├── BalanceTooLowError                      a local estimate says the balance will not do
     └── CampaignError                           a campaign journal cannot be used as asked
 
@@ -52,6 +53,7 @@ __all__ = [
     "InterfaceNotEnabledError",
     "InvalidParameterError",
     "KeyLockedError",
+    "NotSentError",
     "ProtocolError",
     "RateLimitedError",
     "StaffUnavailableError",
@@ -211,6 +213,16 @@ class UnknownResultError(GatewayError):
     """Any result code the document does not list; ``code`` holds the raw value."""
 
     meaning = "a result code the gateway document does not list"
+
+
+class NotSentError(AisixError):
+    """A recipient of a bulk send was never sent: dispatch stopped on an earlier error."""
+
+    def __init__(self, cause: AisixError) -> None:
+        super().__init__(f"not sent: dispatch stopped because {cause.message}")
+        #: The error that stopped dispatch (e.g. InsufficientBalanceError).
+        self.cause = cause
+        self.__cause__ = cause
 
 
 class BalanceTooLowError(AisixError):

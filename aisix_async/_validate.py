@@ -23,6 +23,7 @@ __all__ = [
     "MAX_NUMBERS",
     "MAX_PARAMS",
     "MIN_BATCH",
+    "MOBILE_PATTERN",
     "SEPARATOR",
     "check_account",
     "check_at",
@@ -31,8 +32,10 @@ __all__ = [
     "check_cgid",
     "check_content",
     "check_csid",
+    "check_joinable",
     "check_mobile",
     "check_mobiles",
+    "check_pair",
     "check_param_rows",
     "check_template",
     "render_template",
@@ -52,7 +55,7 @@ MAX_PARAMS = 10
 #: How far ahead of the gateway's clock a scheduled send must be.
 MIN_SCHEDULE_LEAD = timedelta(minutes=1)
 
-_MOBILE = re.compile(r"\+?[0-9]{3,20}")
+MOBILE_PATTERN = re.compile(r"\+?[0-9]{3,20}")
 _ACCOUNT = re.compile(r"[0-9A-Za-z_.\-]+@[0-9A-Za-z_.\-]+")
 _AUTHKEY = re.compile(r"[0-9A-Fa-f]{32}")
 _PLACEHOLDER = re.compile(r"\{p([0-9]+)\}")
@@ -80,7 +83,7 @@ def check_authkey(authkey: object) -> str:
 
 def check_mobile(mobile: object) -> str:
     """Return ``mobile`` if it is digits with an optional leading ``+``."""
-    if not isinstance(mobile, str) or not _MOBILE.fullmatch(mobile):
+    if not isinstance(mobile, str) or not MOBILE_PATTERN.fullmatch(mobile):
         raise ValidationError(
             f"mobile number {mobile!r} must be 3 to 20 digits with an optional leading '+', "
             "and no spaces, dashes or commas"
@@ -118,7 +121,7 @@ def check_content(content: object, *, what: str = "content") -> str:
     return content
 
 
-def _check_joinable(text: str, what: str) -> str:
+def check_joinable(text: str, what: str) -> str:
     if SEPARATOR in text:
         raise ValidationError(
             f"{what} contains the separator {SEPARATOR!r}, which would shift every later "
@@ -139,16 +142,17 @@ def check_batch(messages: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Check sendBatch input: 2 to 100 (mobile, content) pairs."""
     pairs: list[tuple[str, str]] = []
     for index, pair in enumerate(messages):
-        mobile, content = _pair(pair, index)
+        mobile, content = check_pair(pair, index)
         what = f"content #{index} (for {mobile})"
         pairs.append(
-            (check_mobile(mobile), _check_joinable(check_content(content, what=what), what))
+            (check_mobile(mobile), check_joinable(check_content(content, what=what), what))
         )
     _check_batch_size(len(pairs), "messages")
     return pairs
 
 
-def _pair(pair: object, index: int) -> tuple[object, object]:
+def check_pair(pair: object, index: int) -> tuple[object, object]:
+    """Unpack item ``index`` of a batch or template input, which must be a pair."""
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise ValidationError(f"message #{index} must be a (mobile, content) pair")
     return pair[0], pair[1]
@@ -180,7 +184,7 @@ def render_template(template: str, values: Sequence[str]) -> str:
 
 def check_param_row(template: str, count: int, row: object, index: int) -> tuple[str, list[str]]:
     """Check one (mobile, [p1, p2, ...]) row against a template of ``count`` parameters."""
-    mobile, values = _pair(row, index)
+    mobile, values = check_pair(row, index)
     checked_mobile = check_mobile(mobile)
     if isinstance(values, str) or not isinstance(values, Sequence):
         raise ValidationError(f"row #{index} ({checked_mobile}) needs a list of parameter values")
@@ -194,7 +198,7 @@ def check_param_row(template: str, count: int, row: object, index: int) -> tuple
         what = f"p{position} of row #{index} ({checked_mobile})"
         if not isinstance(value, str):
             raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
-        _check_joinable(value, what)
+        check_joinable(value, what)
         if _PLACEHOLDER.search(value):
             # The gateway substitutes placeholders itself; a value that looks like one
             # could be substituted again with another parameter's value.

@@ -20,10 +20,11 @@ from aisix_async import (
     BalanceTooLowError,
     InsufficientBalanceError,
     InterfaceNotEnabledError,
+    NotSentError,
     RetryPolicy,
     ValidationError,
 )
-from aisix_async._bulk import NotSentError, OutcomeStatus, SendOutcome
+from aisix_async._bulk import OutcomeStatus, SendOutcome
 from aisix_async._chunking import PlannedChunk
 
 pytestmark = pytest.mark.anyio

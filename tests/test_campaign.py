@@ -16,8 +16,8 @@ from typing import Any
 import anyio
 import pytest
 
-from aisix_async import AisixClient, CampaignError, RetryPolicy
-from aisix_async._bulk import NotSentError, OutcomeStatus, SendOutcome
+from aisix_async import AisixClient, CampaignError, NotSentError, RetryPolicy
+from aisix_async._bulk import OutcomeStatus, SendOutcome
 from aisix_async._campaign import CampaignStream, open_campaign
 
 pytestmark = pytest.mark.anyio

@@ -174,7 +174,7 @@ async def _campaign(
             group.cancel_scope.cancel()
         tracker.feed_many(reports.unread())
         after = (await client.get_balance()).remain
-        scheduler = client._scheduler.stats()
+        scheduler = client.stats()
     elapsed = time.monotonic() - started
     return _judge(
         ctx,

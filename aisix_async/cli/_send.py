@@ -252,8 +252,4 @@ async def _run(
 
 
 def _stopped_by(stream: Stream) -> AisixError | None:
-    if isinstance(stream, SendStream):
-        return stream.stopped_by
-    # A campaign stream wraps the engine's stream.
-    inner = getattr(stream, "_stream", None)
-    return inner.stopped_by if isinstance(inner, SendStream) else None
+    return stream.stopped_by
