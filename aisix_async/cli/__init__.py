@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["MISSING_EXTRA_HINT", "main"]
+__all__ = ["MISSING_EMULATOR_HINT", "MISSING_EXTRA_HINT", "main"]
 
 MISSING_EXTRA_HINT = "aisix: this command needs the cli extra: pip install 'aisix-async[cli]'"
+MISSING_EMULATOR_HINT = (
+    "aisix: the emulator needs the emulator extra: pip install 'aisix-async[emulator]'"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``aisix`` with ``argv`` (default: the process arguments); return the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["emulator"]:
+        # The emulator needs only its own extra (uvicorn), not rich.
+        return _emulator(args[1:])
     try:
         import rich  # noqa: F401
     except ImportError:
@@ -24,4 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ._app import run
 
-    return run(sys.argv[1:] if argv is None else list(argv))
+    return run(args)
+
+
+def _emulator(argv: list[str]) -> int:
+    try:
+        from ..emulator.__main__ import main as emulator_main
+    except ImportError as exc:
+        if getattr(exc, "name", None) in {"uvicorn", "httptools"}:
+            print(MISSING_EMULATOR_HINT, file=sys.stderr)
+            return 2
+        raise
+    return int(emulator_main(argv))

@@ -99,20 +99,6 @@ def _key_on_command_line(argv: list[str]) -> bool:
     return any(arg == "--authkey" or arg.startswith("--authkey=") for arg in argv)
 
 
-def _emulator(argv: list[str]) -> int:
-    try:
-        from ..emulator.__main__ import main as emulator_main
-    except ImportError as exc:
-        if getattr(exc, "name", None) in {"uvicorn", "httptools"}:
-            print(
-                "aisix: the emulator needs the emulator extra: pip install 'aisix-async[cli]'",
-                file=sys.stderr,
-            )
-            return int(ExitCode.USAGE)
-        raise
-    return int(emulator_main(argv))
-
-
 def _leaf(error: BaseException) -> BaseException:
     """The one error inside nested single-member exception groups (task groups wrap).
 
@@ -130,8 +116,6 @@ def _leaf(error: BaseException) -> BaseException:
 
 def run(argv: list[str]) -> int:
     """Parse ``argv``, run the command, and return its exit code."""
-    if argv and argv[0] == "emulator":
-        return _emulator(argv[1:])
     if _key_on_command_line(argv):
         # Said before argparse, whose error would quote the key back.
         print(

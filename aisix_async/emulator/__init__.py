@@ -24,6 +24,14 @@ from __future__ import annotations
 
 import inspect
 
+try:
+    import uvicorn  # noqa: F401  (checked here so a missing extra says what to install)
+except ImportError as _missing:  # pragma: no cover - the test installs have the extra
+    raise ImportError(
+        "aisix_async.emulator needs the emulator extra: pip install 'aisix-async[emulator]'",
+        name="uvicorn",
+    ) from _missing
+
 from ._app import ENDPOINTS, EmulatorApp, create_app
 from ._billing import message_units, units_for_length
 from ._config import (

@@ -14,7 +14,7 @@ from typing import Any
 
 from cli_support import ROOT, Cli
 
-from aisix_async.cli import MISSING_EXTRA_HINT
+from aisix_async.cli import MISSING_EMULATOR_HINT, MISSING_EXTRA_HINT
 
 OTHER_KEY = "0123456789ABCDEF0123456789ABCDEF"
 
@@ -64,6 +64,34 @@ def test_missing_cli_extra_gives_one_line_not_a_traceback() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == MISSING_EXTRA_HINT
+    assert "Traceback" not in result.stderr
+
+
+def test_emulator_needs_only_its_own_extra() -> None:
+    # Without rich (the cli extra) the emulator still starts: it needs only uvicorn.
+    code = (
+        "import sys; sys.modules['rich'] = None\n"
+        "from aisix_async.cli import main\n"
+        "raise SystemExit(main(['emulator', '--help']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--rate" in result.stdout
+
+
+def test_missing_emulator_extra_gives_one_line_not_a_traceback() -> None:
+    code = (
+        "import sys; sys.modules['uvicorn'] = None\n"
+        "from aisix_async.cli import main\n"
+        "raise SystemExit(main(['emulator']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == MISSING_EMULATOR_HINT
     assert "Traceback" not in result.stderr
 
 
