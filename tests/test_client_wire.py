@@ -21,6 +21,7 @@ from aisix_async import (
     Balance,
     ChannelGroup,
     KeyUpdate,
+    ProtocolError,
     ReportResult,
     SendReceipt,
     Signature,
@@ -284,3 +285,14 @@ async def test_a_passed_in_http_client_is_used_and_left_open() -> None:
     assert len(calls) == 1
     assert not http.is_closed
     await http.aclose()
+
+
+@respx.mock
+async def test_an_answer_over_the_size_cap_is_refused_unread() -> None:
+    huge = b'<xml name="getReply" result="1">' + b'<Item id="1" mobile="1" time="1"/>' * 200
+    respx.post(DATA, params={"action": "getReply"}).mock(
+        return_value=httpx.Response(200, content=huge)
+    )
+    async with AisixClient(ACCOUNT, KEY, max_answer_bytes=1024) as client:
+        with pytest.raises(ProtocolError, match="exceeds 1024 bytes"):
+            await client.get_replies()

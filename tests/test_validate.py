@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -222,3 +223,39 @@ def test_every_placeholder_is_filled(values: list[str]) -> None:
     template = " ".join(f"<{{p{n}}}>" for n in range(1, len(values) + 1))
     rendered = render_template(template, values)
     assert rendered == " ".join(f"<{v}>" for v in values)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(max_size=25).filter(lambda m: not re.fullmatch(r"\+?[0-9]{3,20}", m)))
+def test_no_invalid_number_reaches_the_network(mobile: str) -> None:
+    requests, error = run_with_client(lambda c: c.send_once(["18100002707", mobile], "hi"))
+    assert isinstance(error, ValidationError)
+    assert requests == []
+
+
+WITH_SEPARATOR = st.builds(lambda a, b: f"{a}{{|}}{b}", st.text(max_size=10), st.text(max_size=10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=3).flatmap(
+        lambda good: st.permutations([*good, "{|}"]).map(list)
+    )
+    | st.lists(WITH_SEPARATOR, min_size=2, max_size=3)
+    | st.lists(st.just("x"), min_size=0, max_size=1)
+    | st.lists(st.just("x"), min_size=101, max_size=101)
+)
+def test_no_invalid_batch_reaches_the_network(contents: list[str]) -> None:
+    pairs = [(f"1{n:010d}", c) for n, c in enumerate(contents)]
+    requests, error = run_with_client(lambda c: c.send_batch(pairs))
+    assert isinstance(error, ValidationError)
+    assert requests == []
+
+
+@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=200))
+def test_form_quoting_is_exactly_urllibs(value: str) -> None:
+    from urllib.parse import quote_plus
+
+    from aisix_async._wire import _quote
+
+    assert _quote(value) == quote_plus(value)
