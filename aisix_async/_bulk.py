@@ -36,6 +36,7 @@ from collections.abc import (
 from contextlib import aclosing
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -411,12 +412,19 @@ class SendStream:
                 for planned in planner.feed(item):
                     yield planned
         else:
-            feed = planner.feed
-            for item in source:
-                planned_items = feed(item)
-                if planned_items:
-                    for planned in planned_items:
+            # Read in slices of one chunk: as lazy as item by item for memory, and lets
+            # the planner check a slice of numbers at once.
+            iterator, feed_many, size = iter(source), planner.feed_many, planner.chunk_size
+            while True:
+                batch: list[object] = []
+                try:
+                    batch.extend(islice(iterator, size))
+                finally:
+                    # Items read before the input failed are planned as if read one by one.
+                    for planned in feed_many(batch):
                         yield planned
+                if not batch:
+                    break
         for planned in planner.finish():
             yield planned
 

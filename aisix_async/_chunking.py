@@ -17,6 +17,7 @@ so a resumed campaign that re-reads the same input gets the same chunks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
@@ -107,6 +108,8 @@ class RejectedItem:
 PlanItem = PlannedChunk | RejectedItem
 
 _MOBILE_MATCH = MOBILE_PATTERN.fullmatch
+# A run of valid numbers joined by commas, checked in one C-level match.
+_MOBILES_MATCH = re.compile(rf"(?:{MOBILE_PATTERN.pattern},)*{MOBILE_PATTERN.pattern}").fullmatch
 # Returned (never mutated) when an item completes nothing.
 _NOTHING: list[PlanItem] = []
 
@@ -135,9 +138,17 @@ def _mobile_of(item: object) -> str:
 class Planner:
     """Turns input items into plan items, one ``feed`` at a time; ``finish`` flushes the rest."""
 
+    #: Items per chunk, set by each kind of planner.
+    _size: int
+
     def __init__(self) -> None:
         self._next_index = 0
         self._position = 0
+
+    @property
+    def chunk_size(self) -> int:
+        """Items per chunk: also how many items to read ahead at most."""
+        return self._size
 
     def _index(self) -> int:
         index = self._next_index
@@ -153,6 +164,10 @@ class Planner:
         except ValidationError as exc:
             return [RejectedItem(self._index(), position, _mobile_of(item), exc)]
         return self._add(position, entry)
+
+    def feed_many(self, items: list[object]) -> list[PlanItem]:
+        """Take several input items at once; the same plan items as feeding them one by one."""
+        return [planned for item in items for planned in self.feed(item)]
 
     def finish(self) -> list[PlanItem]:
         """The chunks still held once the input has ended."""
@@ -184,6 +199,29 @@ class OncePlanner(Planner):
             self._mobiles.append(item)
             return [self._flush()] if len(self._mobiles) >= self._size else _NOTHING
         return super().feed(item)
+
+    def feed_many(self, items: list[object]) -> list[PlanItem]:
+        # The hot path for lists and generators: a slice of numbers is checked with one
+        # regex match over the joined text instead of one Python call per number. The
+        # comma count proves no item held a comma of its own (it would pass as two).
+        try:
+            joined = ",".join(items)  # type: ignore[arg-type]
+        except TypeError:
+            joined = ""
+        if not (joined.count(",") == len(items) - 1 and _MOBILES_MATCH(joined)):
+            return super().feed_many(items)
+        mobiles: list[str] = items  # type: ignore[assignment]
+        planned: list[PlanItem] = []
+        start = 0
+        while start < len(mobiles):
+            take = mobiles[start : start + self._size - len(self._mobiles)]
+            self._mobiles.extend(take)
+            self._positions.extend(range(self._position, self._position + len(take)))
+            self._position += len(take)
+            start += len(take)
+            if len(self._mobiles) >= self._size:
+                planned.append(self._flush())
+        return planned
 
     def _check(self, item: object, position: int) -> tuple[str, tuple[str, ...]]:
         return check_mobile(item), ()

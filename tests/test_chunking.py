@@ -177,3 +177,26 @@ def test_multi_plan_never_holds_one_and_is_deterministic(
 
 def _positions(item: PlannedChunk | RejectedItem) -> tuple[int, ...]:
     return item.positions if isinstance(item, PlannedChunk) else (item.position,)
+
+
+MOBILE_LIKE = st.one_of(
+    st.from_regex(r"\+?[0-9]{3,20}", fullmatch=True),
+    st.sampled_from(["12", "181,0000", "", "+", "18100002707 ", "１８１００００２７０７"]),
+    st.integers(),
+)
+
+
+@settings(max_examples=150)
+@given(st.lists(MOBILE_LIKE, max_size=60), st.integers(1, 7), st.integers(1, 25))
+def test_reading_in_slices_plans_exactly_as_item_by_item(
+    items: list[object], size: int, slice_size: int
+) -> None:
+    one_by_one = OncePlanner("hi", size)
+    expected = [p for item in items for p in one_by_one.feed(item)] + one_by_one.finish()
+    sliced = OncePlanner("hi", size)
+    got = [
+        p
+        for i in range(0, len(items), slice_size)
+        for p in sliced.feed_many(items[i : i + slice_size])
+    ]
+    assert got + sliced.finish() == expected
