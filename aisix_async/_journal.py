@@ -141,6 +141,9 @@ class Journal:
         self.fingerprint: str | None = None
         self.definition: dict[str, Any] | None = None
         self.input_size: int | None = None
+        #: Chunks planned in this run and not yet recorded: (action, positions, mobiles,
+        #: hash of the items), written by mark_on_wire or settle_chunk.
+        self._fresh: dict[int, tuple[str, Sequence[int], Sequence[str], str]] = {}
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, durable: bool = False) -> Journal:
@@ -336,7 +339,19 @@ class Journal:
         *,
         resend_unknown: bool,
     ) -> Verdict:
-        """Decide whether a planned chunk goes out; if so, record it as planned first."""
+        """Decide whether a planned chunk goes out.
+
+        A chunk the journal has never seen is simply sent, and written down only when it
+        goes on the wire (:meth:`mark_on_wire`): until then the gateway cannot have seen
+        it, so a crash that leaves no trace of it is harmless (the next run sends it),
+        and the producer planning chunks never waits for the disk. A chunk seen before
+        is checked against its record (a changed input is refused) and decided in one
+        transaction.
+        """
+        if index not in self.rows:
+            self._fresh[index] = (action, positions, mobiles, items_hash)
+            self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
+            return Verdict.SEND
 
         def body(conn: sqlite3.Connection) -> str:
             return sql.begin_chunk(
@@ -359,9 +374,19 @@ class Journal:
 
     async def mark_on_wire(self, index: int) -> None:
         """Record that chunk ``index`` is about to be written to the gateway."""
-        await self._write(
-            f"chunk {index} before its request", lambda conn: sql.mark_on_wire(conn, index)
-        )
+        fresh = self._fresh.pop(index, None)
+        if fresh is None:
+            await self._write(
+                f"chunk {index} before its request", lambda conn: sql.mark_on_wire(conn, index)
+            )
+        else:
+            action, positions, mobiles, items_hash = fresh
+            await self._write(
+                f"chunk {index} before its request",
+                lambda conn: sql.insert_chunk(
+                    conn, index, action, positions, mobiles, items_hash, state="in_flight"
+                ),
+            )
         row = self.rows.get(index)
         if row is not None:
             self.rows[index] = attrs.evolve(row, state=ChunkState.IN_FLIGHT)
@@ -387,6 +412,10 @@ class Journal:
 
         A chunk never begun (an input item refused before sending) is recorded here whole.
         """
+        # A chunk that never went on the wire (dispatch stopped first) is recorded here,
+        # with the hash that lets a resumed run check its input.
+        fresh = self._fresh.pop(index, None)
+        items_hash = "" if fresh is None else fresh[3]
         receipts = json.dumps(list(result.receipts)) if result.receipts else None
         msgids = sorted({r["msgid"] for r in result.receipts if r.get("msgid")})
 
@@ -406,6 +435,7 @@ class Journal:
                 cost=str(result.cost),
                 receipts=receipts,
                 msgids=msgids,
+                items_hash=items_hash,
             )
 
         await self._write(f"the outcome of chunk {index}", body)

@@ -25,6 +25,7 @@ __all__ = [
     "INTERRUPTED",
     "begin_chunk",
     "define",
+    "insert_chunk",
     "mark_on_wire",
     "mark_planned",
     "record_replies",
@@ -83,22 +84,7 @@ def begin_chunk(
         (index,),
     ).fetchone()
     if row is None:
-        conn.execute(
-            "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
-            " items_hash, mobiles, state, runs, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned', 1, ?)",
-            (
-                index,
-                action,
-                positions[0],
-                positions[-1],
-                len(positions),
-                encoded,
-                items_hash,
-                joined,
-                now,
-            ),
-        )
+        insert_chunk(conn, index, action, positions, mobiles, items_hash, state="planned")
         return "send"
     old_positions, old_hash, state, retryable, old_mobiles = row
     # A chunk recorded from an outcome alone (never sent, dispatch had stopped) has no
@@ -117,6 +103,36 @@ def begin_chunk(
         )
         conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
     return verdict
+
+
+def insert_chunk(
+    conn: sqlite3.Connection,
+    index: int,
+    action: str,
+    positions: Sequence[int],
+    mobiles: Sequence[str],
+    items_hash: str,
+    *,
+    state: str,
+) -> None:
+    """Record a chunk seen for the first time, with what identifies its input."""
+    conn.execute(
+        "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
+        " items_hash, mobiles, state, runs, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        (
+            index,
+            action,
+            positions[0],
+            positions[-1],
+            len(positions),
+            encode_positions(positions),
+            items_hash,
+            "\n".join(mobiles),
+            state,
+            time.time(),
+        ),
+    )
 
 
 def mark_on_wire(conn: sqlite3.Connection, index: int) -> None:
@@ -180,8 +196,9 @@ def settle_chunk(
     cost: str,
     receipts: str | None,
     msgids: Sequence[str],
+    items_hash: str = "",
 ) -> None:
-    """Record an outcome; insert the chunk first if it was never begun (a refused item)."""
+    """Record an outcome; insert the chunk first if it was never recorded before."""
     now = time.time()
     # Mobiles are kept only while a chunk's fate is open: enough to list the unknown,
     # without copying the whole input into the journal.
@@ -190,7 +207,7 @@ def settle_chunk(
     if exists is None:
         conn.execute(
             "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
-            " items_hash, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?)",
+            " items_hash, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 index,
                 action,
@@ -198,6 +215,7 @@ def settle_chunk(
                 positions[-1],
                 len(positions),
                 encode_positions(positions),
+                items_hash,
                 state,
                 now,
             ),

@@ -116,15 +116,22 @@ async def test_a_chunk_only_planned_at_a_crash_is_sent_again(tmp_path: Path) -> 
     await journal.define("fp", {})
     assert await _begin(journal, 0) is Verdict.SEND
     assert journal.rows[0].state is ChunkState.PLANNED
+    # Chunk 1 went on the wire and the gateway answered -1 (it did nothing): planned again.
+    assert await _begin(journal, 1) is Verdict.SEND
+    await journal.mark_on_wire(1)
+    await journal.mark_planned(1)
     await journal.aclose()
 
     journal = await Journal.open(path)
     try:
-        assert journal.rows[0].state is ChunkState.PLANNED
+        # Chunk 0 left no trace (nothing is written before a chunk goes on the wire).
+        assert 0 not in journal.rows
+        assert journal.rows[1].state is ChunkState.PLANNED
         assert journal.unknown == {}
-        assert await _begin(journal, 0) is Verdict.RETRY
-        await journal.mark_on_wire(0)
-        assert journal.rows[0].state is ChunkState.IN_FLIGHT
+        assert await _begin(journal, 0) is Verdict.SEND
+        assert await _begin(journal, 1) is Verdict.RETRY
+        await journal.mark_on_wire(1)
+        assert journal.rows[1].state is ChunkState.IN_FLIGHT
     finally:
         await journal.aclose()
 
@@ -135,6 +142,7 @@ async def test_failed_chunks_are_retried_only_when_harmless(tmp_path: Path) -> N
         await journal.define("fp", {})
         for index in (0, 1):
             assert await _begin(journal, index) is Verdict.SEND
+            await journal.mark_on_wire(index)
         await _settle(
             journal,
             0,
@@ -273,13 +281,18 @@ async def test_a_full_disk_stops_writes_and_keeps_what_was_recorded(tmp_path: Pa
     (pages,) = journal._conn.execute("PRAGMA page_count").fetchone()
     journal._conn.execute(f"PRAGMA max_page_count={pages}")
     big = tuple(f"139{i:08d}" for i in range(3000))
+    verdict = await journal.begin_chunk(
+        1, "sendOnce", tuple(range(5, 3005)), big, "x", resend_unknown=False
+    )
+    assert verdict is Verdict.SEND
+    # The write before its request fails, so the engine does not send it.
     with pytest.raises(CampaignError, match=r"disk is full.*intact"):
-        await journal.begin_chunk(
-            1, "sendOnce", tuple(range(5, 3005)), big, "x", resend_unknown=False
-        )
+        await journal.mark_on_wire(1)
     # From now on every write fails at once, the same way: nothing is sent unrecorded.
     with pytest.raises(CampaignError, match="disk is full"):
-        await _begin(journal, 1)
+        await journal.mark_on_wire(2)
+    with pytest.raises(CampaignError, match="disk is full"):
+        await _settle(journal, 1, ChunkResult(ChunkState.FAILED, retryable=True))
     await journal.aclose()
 
     journal = await Journal.open(path)
@@ -344,6 +357,7 @@ async def test_concurrent_writes_commit_together_and_fail_alone(tmp_path: Path) 
                 results[index] = await journal.begin_chunk(
                     index, "sendOnce", positions, mobiles, "".join(mobiles), resend_unknown=False
                 )
+                await journal.mark_on_wire(index)
             except CampaignError as exc:
                 results[index] = exc
 
@@ -361,7 +375,7 @@ async def test_concurrent_writes_commit_together_and_fail_alone(tmp_path: Path) 
         # The refused write undid only itself; the others were committed with it.
         assert sorted(journal.rows) == [0, 1, 2, 3, 4, 5]
         assert journal.rows[1].state is ChunkState.FAILED
-        # Planned, never on the wire, at "the crash": safe to send again.
-        assert journal.rows[0].state is ChunkState.PLANNED
+        # On the wire at "the crash": its fate is unknown.
+        assert journal.rows[0].state is ChunkState.UNKNOWN
     finally:
         await journal.aclose()
