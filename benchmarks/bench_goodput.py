@@ -174,9 +174,10 @@ async def run(rate: float, total: int, deadline: float) -> str:
             f"Target (aisix_async >= 0.95 of the limit, <= 5% of requests -1): "
             f"**{'met' if met else 'MISSED'}**. What limits it: the run is only "
             f"~{total / limit:.0f} s at the limit, so the first second (4 requests in flight "
-            "before any -1 is seen, then a cut to 0.9 of the measured rate) and each later cut "
-            "to 0.9 x R (recovered with a 0.5 s time constant) are a visible share; the "
-            "burst is kept at 5 so the bucket hides little. In steady state the pace sits at R.",
+            "before any -1 is seen, growing by one per round trip) and the cut to 0.9 of the "
+            "rate the gateway accepted just before each -1 (the probe above R finds its edge "
+            "every few seconds; the pace is back at R within about 1 s) are a visible share; "
+            "the burst is kept at 5 so the bucket hides little.",
             "",
         ]
     )

@@ -246,3 +246,36 @@ async def test_a_token_bucket_limit_is_learned() -> None:
     assert stats.pace is not None and rate / 3 <= stats.pace <= rate * 2
     # 400 accepted; once paced, most requests go through first time.
     assert stats.rate_limited <= 0.5 * stats.requests
+
+
+async def test_a_climbing_rate_is_measured_where_it_got_to() -> None:
+    # A limit raised from 20 to 80 requests/s: the client climbs, and the gateway's first
+    # -1 comes at the top. The last second's average (44/s) lags the climb; the pace must
+    # be cut from what the gateway was accepting at the end (80/s), not from that average.
+    now = [0.0]
+    scheduler = Scheduler(max_concurrency=8, clock=lambda: now[0], retry=NO_WAIT)
+
+    def answer_after(
+        step: float, error: RateLimitedError | None = None
+    ) -> Callable[[], Awaitable[None]]:
+        async def attempt() -> None:
+            now[0] += step
+            if error is not None:
+                raise error
+
+        return attempt
+
+    for _ in range(12):
+        await run(scheduler, answer_after(1 / 20))
+    for _ in range(32):
+        await run(scheduler, answer_after(1 / 80))
+    refused = [limited()]
+
+    async def once_refused() -> None:
+        now[0] += 1 / 80
+        if refused:
+            raise refused.pop()
+
+    await run(scheduler, once_refused)
+    pace = scheduler.stats().pace
+    assert pace is not None and 0.9 * 70 <= pace <= 0.9 * 90
