@@ -54,17 +54,12 @@ from ._chunking import (
     RejectedItem,
 )
 from ._errors import (
-    AccountFormatError,
+    ACCOUNT_REFUSALS,
     AisixError,
-    AuthenticationError,
     ChannelGroupNotAllowedError,
-    EnterpriseUnavailableError,
     InsufficientBalanceError,
-    InterfaceNotEnabledError,
-    KeyLockedError,
     NotSentError,
     RateLimitedError,
-    StaffUnavailableError,
     TransportError,
     ValidationError,
 )
@@ -91,13 +86,8 @@ logger = logging.getLogger("aisix_async")
 
 # Refusals that concern the account, not the chunk: every later request would get them too.
 _ACCOUNT_LEVEL = (
+    *ACCOUNT_REFUSALS,
     InsufficientBalanceError,
-    AccountFormatError,
-    AuthenticationError,
-    KeyLockedError,
-    EnterpriseUnavailableError,
-    StaffUnavailableError,
-    InterfaceNotEnabledError,
     ChannelGroupNotAllowedError,
     RateLimitedError,
 )

@@ -17,18 +17,13 @@ import attrs
 from ._bulk import ChunkLedger, OutcomeStatus, SendOutcome
 from ._chunking import PlannedChunk
 from ._errors import (
-    AccountFormatError,
+    ACCOUNT_REFUSALS,
     AisixError,
-    AuthenticationError,
     CampaignError,
     ChannelGroupNotAllowedError,
-    EnterpriseUnavailableError,
     InsufficientBalanceError,
-    InterfaceNotEnabledError,
-    KeyLockedError,
     NotSentError,
     RateLimitedError,
-    StaffUnavailableError,
     TransportError,
 )
 from ._journal import ChunkResult, ChunkState, Journal
@@ -38,15 +33,10 @@ __all__ = ["CampaignLedger", "CampaignSummary", "is_retryable_failure", "summari
 # The gateway refused these before acting (nothing sent, nothing charged), and they can
 # clear: a balance topped up, a key unlocked, an account re-enabled, a limit lifted.
 _HARMLESS = (
+    *ACCOUNT_REFUSALS,
     NotSentError,
     RateLimitedError,
     InsufficientBalanceError,
-    AccountFormatError,
-    AuthenticationError,
-    KeyLockedError,
-    EnterpriseUnavailableError,
-    StaffUnavailableError,
-    InterfaceNotEnabledError,
     ChannelGroupNotAllowedError,
 )
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ACCOUNT_REFUSALS",
     "AccountFormatError",
     "AisixError",
     "AuthenticationError",
@@ -256,6 +257,17 @@ _BY_CODE: dict[int, type[GatewayError]] = {
     )
     if cls.code is not None
 }
+
+#: The gateway refused the account itself (0, -2, -3, -5, -6, -7): it acted on nothing,
+#: and no retry clears these; a person has to (fix the key, unlock, re-enable).
+ACCOUNT_REFUSALS: tuple[type[GatewayError], ...] = (
+    AccountFormatError,
+    AuthenticationError,
+    KeyLockedError,
+    EnterpriseUnavailableError,
+    StaffUnavailableError,
+    InterfaceNotEnabledError,
+)
 
 #: Sends whose answer carries these codes may have been delivered and charged.
 AMBIGUOUS_SEND_CODES = frozenset({-10, -11})

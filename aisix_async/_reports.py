@@ -33,14 +33,9 @@ import attrs
 from anyio.abc import TaskGroup
 
 from ._errors import (
-    AccountFormatError,
+    ACCOUNT_REFUSALS,
     AisixError,
-    AuthenticationError,
-    EnterpriseUnavailableError,
-    InterfaceNotEnabledError,
-    KeyLockedError,
     ProtocolError,
-    StaffUnavailableError,
     ValidationError,
 )
 from ._models import MalformedRecord, Reply, StateReport
@@ -61,14 +56,7 @@ logger = logging.getLogger("aisix_async")
 
 #: Errors that no amount of waiting clears: the account itself is refused (0, -2, -3,
 #: -5, -6, -7). They end a stream; everything else is retried with backoff.
-FATAL_POLL_ERRORS: tuple[type[AisixError], ...] = (
-    AccountFormatError,
-    AuthenticationError,
-    KeyLockedError,
-    EnterpriseUnavailableError,
-    StaffUnavailableError,
-    InterfaceNotEnabledError,
-)
+FATAL_POLL_ERRORS: tuple[type[AisixError], ...] = ACCOUNT_REFUSALS
 
 
 _R = TypeVar("_R")
