@@ -348,8 +348,10 @@ async def test_many_single_sends_never_hit_pool_timeout(emulator: Any) -> None:
 
 
 async def test_a_rate_limit_is_learned(emulator: Any) -> None:
-    emulator.state.configure(rate=100.0, burst=5.0)
-    mobiles = numbers(1500)
+    # 40 requests a second is well below what even a slow, shared CI machine serves, so
+    # the client always has the speed to run into the limit and has to learn it.
+    emulator.state.configure(rate=40.0, burst=4.0)
+    mobiles = numbers(1000)
     async with client_for(emulator, retry=RetryPolicy(attempts=20, timeout=20)) as client:
         stream = client.send_many(mobiles, "hi", chunk_size=10)
         outcomes = await collect(stream)
@@ -358,6 +360,6 @@ async def test_a_rate_limit_is_learned(emulator: Any) -> None:
     check_against_ledger(emulator, mobiles, outcomes)
     assert all(o.status is OutcomeStatus.ACCEPTED for o in outcomes)
     assert stats.rate_limited >= 1
-    assert pace is not None and 30 <= pace <= 200
+    assert pace is not None and 12 <= pace <= 80
     # Once learned, the pace keeps -1 answers a small share of requests.
     assert stats.rate_limited <= 0.35 * stats.requests
