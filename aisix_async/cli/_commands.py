@@ -12,6 +12,7 @@ at once and nobody can show the new one again.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -124,12 +125,33 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
             out.line(_reply_line(record))
 
     interrupted = False
-    try:
+
+    async def follow(scope: anyio.CancelScope) -> None:
+        nonlocal count
         async with stream:
             async for record in stream:
                 show(record)
                 count += 1
-    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C arrives as a cancellation
+        scope.cancel()
+
+    async def watch_signals(scope: anyio.CancelScope) -> None:
+        # Our own receiver, not asyncio's default Ctrl-C handling: that cancels the main
+        # task once, and a cancellation landing as a poll's timeout fires can be lost,
+        # leaving --follow running after Ctrl-C.
+        nonlocal interrupted
+        if sys.platform == "win32":  # pragma: no cover - no signal receiver there
+            await anyio.sleep_forever()
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                interrupted = True
+                scope.cancel()
+                return
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(follow, group.cancel_scope)
+            group.start_soon(watch_signals, group.cancel_scope)
+    except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C before the receiver is set
         interrupted = True
     finally:
         # Fetched but not yet shown: the gateway will not send these again.
