@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import partial
 
 import attrs
 
@@ -64,7 +65,7 @@ class CampaignSummary:
     accepted: int
     #: Failed for good (invalid input, -4): resuming will not send them again.
     failed: int
-    #: May have been sent: listed in ``unknown_recipients``.
+    #: May have been sent: listed in ``unknown_recipients`` and ``unknown_unread``.
     unknown: int
     #: Never sent, or failed harmlessly: a resumed run sends them. Counts the part of the
     #: input no run has reached only once a run has read the whole input.
@@ -79,8 +80,13 @@ class CampaignSummary:
     input_size: int | None
     #: Delivery reports recorded, by operator code (DELIVRD, UNDELIV ...).
     delivery: Mapping[str, int]
-    #: (input position, mobile) of every recipient whose fate is unknown.
+    #: (input position, mobile) of the recipients whose fate is unknown.
     unknown_recipients: tuple[tuple[int, str], ...]
+    #: Input positions of unknown recipients whose numbers the journal does not hold yet:
+    #: their process died with their chunk in flight. A run that re-reads the input
+    #: moves them to ``unknown_recipients`` (it reaches them first: they were the last
+    #: chunks sent, and everything before them is only checked).
+    unknown_unread: tuple[int, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -89,11 +95,17 @@ class CampaignSummary:
 
 
 def _items_hash(chunk: PlannedChunk) -> str:
-    # One join and one digest per chunk: this runs on the event loop for every chunk.
-    parts = [chunk.action, chunk.template or "", *chunk.mobiles, *chunk.contents]
-    parts.extend("\x1f".join(row) for row in chunk.values)
-    data = "\x00".join(parts).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    # This runs on the event loop for every chunk: one join per field, and SHA-256, which
+    # CPUs accelerate (twice as fast as BLAKE2 here). It detects a changed input, nothing
+    # adversarial, so 128 bits of it are plenty.
+    digest = hashlib.sha256(f"{chunk.action}\x00{chunk.template or ''}\x00".encode())
+    digest.update("\x00".join(chunk.mobiles).encode())
+    digest.update(b"\x01")
+    digest.update("\x00".join(chunk.contents).encode("utf-8", "surrogatepass"))
+    if chunk.values:
+        rows = "\x00".join(["\x1f".join(row) for row in chunk.values])
+        digest.update(b"\x01" + rows.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:32]
 
 
 def _receipts(outcome: SendOutcome) -> tuple[dict[str, str], ...]:
@@ -127,7 +139,8 @@ class CampaignLedger(ChunkLedger):
             chunk.action,
             chunk.positions,
             chunk.mobiles,
-            _items_hash(chunk),
+            # Hashed on the journal's worker thread, off the event loop's critical path.
+            partial(_items_hash, chunk),
             resend_unknown=self._resend_unknown,
         )
         if verdict.sends:
@@ -198,7 +211,7 @@ def summarize(journal: Journal) -> CampaignSummary:
     return CampaignSummary(
         accepted=accepted,
         failed=failed,
-        unknown=len(journal.unknown),
+        unknown=len(journal.unknown) + sum(map(len, journal.unread.values())),
         not_yet_sent=retry + unread,
         in_flight=in_flight,
         reconciled=reconciled,
@@ -207,4 +220,5 @@ def summarize(journal: Journal) -> CampaignSummary:
         input_size=journal.input_size,
         delivery=dict(journal.delivery),
         unknown_recipients=tuple(sorted(journal.unknown.items())),
+        unknown_unread=tuple(sorted(p for ps in journal.unread.values() for p in ps)),
     )

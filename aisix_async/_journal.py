@@ -9,7 +9,8 @@ with a chunk follows from what survived:
   send it;
 * ``in_flight``: the process died after the chunk's request was about to be written and
   before its answer was recorded, so the gateway may or may not have accepted it: it
-  becomes ``unknown`` and is listed;
+  becomes ``unknown`` and is listed (by input position; its numbers are not copied on
+  the hot path, and a run that re-reads the unchanged input writes them down);
 * ``accepted``: skip; ``failed``: resend only when the failure is harmless to retry
   (nothing reached the gateway, or it refused before acting), else skip;
 * ``unknown``: skip, unless the caller asks for ``resend_unknown``.
@@ -29,18 +30,20 @@ import enum
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
 from . import _journal_sql as sql
 from ._errors import CampaignError
-from ._journal_file import is_disk_full, open_file
+from ._journal_file import decode_positions, encode_positions, is_disk_full, open_file
 from ._models import MalformedRecord, Reply, StateReport
 
 __all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Verdict"]
@@ -102,14 +105,40 @@ class ChunkRow:
     error_class: str | None = None
 
 
+#: What a chunk's input hashes to, or how to compute it (on the worker thread).
+ItemsHash = str | Callable[[], str]
+
+
+def _resolve(items_hash: ItemsHash) -> str:
+    return items_hash if isinstance(items_hash, str) else items_hash()
+
+
 class _Job(Generic[_T]):
-    """One write waiting for the next group commit."""
+    """One write waiting for the next group commit.
 
-    __slots__ = ("body", "done", "error", "result", "what")
+    Either a ``body`` run on the connection, or a ``row`` of one of the two writes every
+    chunk makes (``kind`` "in_flight" or "accepted"), which a commit gathers into one
+    statement per kind.
+    """
 
-    def __init__(self, what: str, body: Callable[[sqlite3.Connection], _T]) -> None:
+    __slots__ = ("body", "done", "error", "guarded", "kind", "result", "row", "what")
+
+    def __init__(
+        self,
+        what: str,
+        body: Callable[[sqlite3.Connection], _T] | None = None,
+        *,
+        guarded: bool = True,
+        kind: str | None = None,
+        row: Any = None,
+    ) -> None:
         self.what = what
         self.body = body
+        # Guarded jobs run in a savepoint, so a body that refuses (a changed input)
+        # undoes only itself; the per-chunk hot path skips the two extra statements.
+        self.guarded = guarded
+        self.kind = kind
+        self.row = row
         self.done = anyio.Event()
         self.result: _T | None = None
         self.error: BaseException | None = None
@@ -141,9 +170,12 @@ class Journal:
         self.fingerprint: str | None = None
         self.definition: dict[str, Any] | None = None
         self.input_size: int | None = None
-        #: Chunks planned in this run and not yet recorded: (action, positions, mobiles,
-        #: hash of the items), written by mark_on_wire or settle_chunk.
-        self._fresh: dict[int, tuple[str, Sequence[int], Sequence[str], str]] = {}
+        #: Unknown chunks left in flight by a dead process, to their input positions,
+        #: whose numbers come back when a run re-reads the input.
+        self.unread: dict[int, tuple[int, ...]] = {}
+        #: Chunks planned in this run and not yet recorded: (action, positions, hash of
+        #: the items), written by mark_on_wire or settle_chunk.
+        self._fresh: dict[int, tuple[str, Sequence[int], ItemsHash]] = {}
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, durable: bool = False) -> Journal:
@@ -199,6 +231,12 @@ class Journal:
                 error_class,
             )
         self.unknown = dict(conn.execute("SELECT position, mobile FROM unknown"))
+        self.unread = {
+            idx: decode_positions(positions)
+            for idx, positions in conn.execute(
+                "SELECT idx, positions FROM chunks WHERE state='unknown' AND mobiles IS NULL"
+            )
+        }
         self.delivery = dict(
             conn.execute("SELECT code, count(*) FROM reports WHERE code != '' GROUP BY code")
         )
@@ -220,23 +258,30 @@ class Journal:
 
     # -- writing -------------------------------------------------------------------
 
-    async def _write(self, what: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``body`` in a committed transaction on the worker thread, then return.
+    async def _write(
+        self, what: str, body: Callable[[sqlite3.Connection], _T], *, guarded: bool = True
+    ) -> _T:
+        """Run ``body`` in a committed transaction on the worker thread, then return."""
+        return await self._run(_Job(what, body, guarded=guarded))
+
+    async def _run(self, job: _Job[_T]) -> _T:
+        """Commit ``job`` (with whatever else is waiting) on the worker thread.
 
         Group commit: writes that arrive while one is on the thread wait, and the next
-        trip takes them all in one transaction, each in its own savepoint (a body that
-        refuses, e.g. a changed input, undoes only itself). At the gateway's full speed
-        this is what keeps the journal's cost to a few percent: one thread hop and one
-        commit for a burst of chunk outcomes instead of one each.
+        trip takes them all in one transaction. Guarded bodies run in their own
+        savepoint (one that refuses, e.g. a changed input, undoes only itself); the two
+        writes every chunk makes are gathered into one statement per kind. Both count
+        because each statement hands the GIL to a busy event loop and waits to get it
+        back: at the gateway's full speed those waits, not SQLite, are the journal's cost.
 
         A failure of SQLite itself (a full disk above all) breaks the journal: this and
-        every later write raise the same :class:`CampaignError`.
+        every later write raise the same :class:`CampaignError`, as does an error raised
+        by an unguarded body (a bug), which undoes the whole batch.
         """
         if self._broken is not None:
             raise self._broken
         if self._closed:
             raise CampaignError(f"the campaign journal {self.path} is closed")
-        job: _Job[_T] = _Job(what, body)
         self._pending.append(job)
         # Shielded: once queued, the write may commit whatever cancels the caller, and
         # the caller must not return (or update the mirror) before knowing which.
@@ -246,12 +291,16 @@ class Journal:
             else:
                 self._writing = True
                 try:
+                    # Let the tasks already woken queue their writes first: a chunk's
+                    # outcome and the next chunk's "on the wire" mark, made a moment
+                    # apart, then share one trip instead of waiting one after another.
+                    await anyio.lowlevel.checkpoint()
                     while self._pending:
                         batch, self._pending = self._pending, []
                         try:
                             async with self._limiter:
                                 await anyio.to_thread.run_sync(self._commit, batch)
-                        except sqlite3.Error as exc:
+                        except Exception as exc:  # reported to every job of the batch
                             self._break(batch, exc)
                         for queued in batch:
                             queued.done.set()
@@ -265,7 +314,21 @@ class Journal:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            wire: list[Any] = []
+            accepted: list[Any] = []
             for job in batch:
+                if job.kind == "in_flight":
+                    wire.append(job.row)
+                    continue
+                if job.kind == "accepted":
+                    accepted.append(job.row)
+                    continue
+                # Rows gathered so far go first: jobs take effect in the order they came.
+                _apply_rows(conn, wire, accepted)
+                assert job.body is not None
+                if not job.guarded:
+                    job.result = job.body(conn)
+                    continue
                 conn.execute("SAVEPOINT job")
                 try:
                     job.result = job.body(conn)
@@ -275,13 +338,14 @@ class Journal:
                     conn.execute("ROLLBACK TO job")
                     job.error = exc
                 conn.execute("RELEASE job")
+            _apply_rows(conn, wire, accepted)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
 
-    def _break(self, batch: list[_Job[Any]], exc: sqlite3.Error) -> None:
+    def _break(self, batch: list[_Job[Any]], exc: Exception) -> None:
         reason = "the disk is full" if is_disk_full(exc) else f"{exc}"
         what = batch[0].what if len(batch) == 1 else f"{batch[0].what} (and {len(batch) - 1} more)"
         self._broken = CampaignError(
@@ -335,7 +399,7 @@ class Journal:
         action: str,
         positions: Sequence[int],
         mobiles: Sequence[str],
-        items_hash: str,
+        items_hash: ItemsHash,
         *,
         resend_unknown: bool,
     ) -> Verdict:
@@ -349,11 +413,11 @@ class Journal:
         transaction.
         """
         if index not in self.rows:
-            self._fresh[index] = (action, positions, mobiles, items_hash)
+            self._fresh[index] = (action, positions, items_hash)
             self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
             return Verdict.SEND
 
-        def body(conn: sqlite3.Connection) -> str:
+        def body(conn: sqlite3.Connection) -> tuple[str, bool]:
             return sql.begin_chunk(
                 conn,
                 self.path,
@@ -361,35 +425,33 @@ class Journal:
                 action,
                 positions,
                 mobiles,
-                items_hash,
+                _resolve(items_hash),
                 resend_unknown=resend_unknown,
             )
 
-        verdict = Verdict(await self._write(f"chunk {index} before sending it", body))
+        value, listed = await self._write(f"chunk {index} before sending it", body)
+        verdict = Verdict(value)
         if verdict.sends:
             self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
+            self.unread.pop(index, None)
             for position in positions:
                 self.unknown.pop(position, None)
+        elif listed:
+            self.unread.pop(index, None)
+            self.unknown.update(zip(positions, mobiles, strict=True))
         return verdict
 
     async def mark_on_wire(self, index: int) -> None:
         """Record that chunk ``index`` is about to be written to the gateway."""
         fresh = self._fresh.pop(index, None)
+        what = f"chunk {index} before its request"
         if fresh is None:
-            await self._write(
-                f"chunk {index} before its request", lambda conn: sql.mark_on_wire(conn, index)
-            )
+            await self._write(what, lambda conn: sql.mark_on_wire(conn, index), guarded=False)
         else:
-            action, positions, mobiles, items_hash = fresh
-            await self._write(
-                f"chunk {index} before its request",
-                lambda conn: sql.insert_chunk(
-                    conn, index, action, positions, mobiles, items_hash, state="in_flight"
-                ),
-            )
+            await self._run(_Job(what, kind="in_flight", row=(index, *fresh)))
         row = self.rows.get(index)
         if row is not None:
-            self.rows[index] = attrs.evolve(row, state=ChunkState.IN_FLIGHT)
+            self.rows[index] = ChunkRow(index, row.size, ChunkState.IN_FLIGHT)
 
     async def mark_planned(self, index: int) -> None:
         """Record that chunk ``index``'s last request provably did nothing (e.g. -1)."""
@@ -415,30 +477,36 @@ class Journal:
         # A chunk that never went on the wire (dispatch stopped first) is recorded here,
         # with the hash that lets a resumed run check its input.
         fresh = self._fresh.pop(index, None)
-        items_hash = "" if fresh is None else fresh[3]
         receipts = json.dumps(list(result.receipts)) if result.receipts else None
         msgids = sorted({r["msgid"] for r in result.receipts if r.get("msgid")})
+        what = f"the outcome of chunk {index}"
+        if fresh is None and result.state is ChunkState.ACCEPTED:
+            # The common case, its chunk recorded already: one row of a shared statement.
+            row = (index, result.attempts, result.units, str(result.cost), receipts, time.time())
+            await self._run(_Job(what, kind="accepted", row=(row, [(m, index) for m in msgids])))
+        else:
+            items_hash: ItemsHash = "" if fresh is None else fresh[2]
 
-        def body(conn: sqlite3.Connection) -> None:
-            sql.settle_chunk(
-                conn,
-                index,
-                action,
-                positions,
-                mobiles,
-                state=result.state.value,
-                error_class=result.error_class,
-                error_message=result.error_message,
-                retryable=result.retryable,
-                attempts=result.attempts,
-                units=result.units,
-                cost=str(result.cost),
-                receipts=receipts,
-                msgids=msgids,
-                items_hash=items_hash,
-            )
+            def body(conn: sqlite3.Connection) -> None:
+                sql.settle_chunk(
+                    conn,
+                    index,
+                    action,
+                    positions,
+                    mobiles,
+                    state=result.state.value,
+                    error_class=result.error_class,
+                    error_message=result.error_message,
+                    retryable=result.retryable,
+                    attempts=result.attempts,
+                    units=result.units,
+                    cost=str(result.cost),
+                    receipts=receipts,
+                    msgids=msgids,
+                    items_hash=_resolve(items_hash),
+                )
 
-        await self._write(f"the outcome of chunk {index}", body)
+            await self._write(what, body, guarded=False)
         self.rows[index] = ChunkRow(
             index,
             len(positions),
@@ -485,6 +553,25 @@ class Journal:
     async def stored_replies(self) -> list[Reply]:
         """Every reply recorded, in the order fetched."""
         return await self._read(sql.stored_replies)
+
+
+def _apply_rows(conn: sqlite3.Connection, wire: list[Any], accepted: list[Any]) -> None:
+    """Write the gathered per-chunk rows, one statement per kind, and forget them."""
+    if wire:
+        now = time.time()
+        sql.insert_in_flight(
+            conn,
+            [
+                (index, action, p[0], p[-1], len(p), encode_positions(p), _resolve(h), now)
+                for index, action, p, h in wire
+            ],
+        )
+        wire.clear()
+    if accepted:
+        sql.settle_accepted(
+            conn, [row for row, _ in accepted], [pair for _, pairs in accepted for pair in pairs]
+        )
+        accepted.clear()
 
 
 def _describe(definition: dict[str, Any] | None) -> str:

@@ -26,12 +26,14 @@ __all__ = [
     "begin_chunk",
     "define",
     "insert_chunk",
+    "insert_in_flight",
     "mark_on_wire",
     "mark_planned",
     "record_replies",
     "record_reports",
     "recover_interrupted",
     "set_input_size",
+    "settle_accepted",
     "settle_chunk",
     "stored_replies",
     "stored_reports",
@@ -74,8 +76,13 @@ def begin_chunk(
     items_hash: str,
     *,
     resend_unknown: bool,
-) -> str:
-    """Decide a planned chunk's fate in this run (a ``Verdict`` value) and record it."""
+) -> tuple[str, bool]:
+    """Decide a planned chunk's fate in this run (a ``Verdict`` value) and record it.
+
+    Also returns whether the chunk's unknown recipients were just written down: a chunk
+    left in flight by a dead process is recorded by position only, and its numbers are
+    known again once a run re-reads the input and finds it unchanged.
+    """
     encoded = encode_positions(positions)
     joined = "\n".join(mobiles)
     now = time.time()
@@ -84,8 +91,8 @@ def begin_chunk(
         (index,),
     ).fetchone()
     if row is None:
-        insert_chunk(conn, index, action, positions, mobiles, items_hash, state="planned")
-        return "send"
+        insert_chunk(conn, index, action, positions, items_hash, state="planned")
+        return "send", False
     old_positions, old_hash, state, retryable, old_mobiles = row
     # A chunk recorded from an outcome alone (never sent, dispatch had stopped) has no
     # hash of its contents yet: its numbers, kept while its fate is open, must match.
@@ -102,7 +109,12 @@ def begin_chunk(
             (joined, now, index),
         )
         conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
-    return verdict
+        return verdict, False
+    if state == "unknown" and old_mobiles is None:
+        conn.execute("UPDATE chunks SET mobiles=? WHERE idx=?", (joined, index))
+        _add_unknown(conn, index, positions, mobiles)
+        return verdict, True
+    return verdict, False
 
 
 def insert_chunk(
@@ -110,16 +122,19 @@ def insert_chunk(
     index: int,
     action: str,
     positions: Sequence[int],
-    mobiles: Sequence[str],
     items_hash: str,
     *,
     state: str,
 ) -> None:
-    """Record a chunk seen for the first time, with what identifies its input."""
+    """Record a chunk seen for the first time, by its place in the input and its hash.
+
+    Its numbers are not copied: this runs right before the chunk's request, and writing
+    a thousand numbers there cost more than everything else the journal does per chunk.
+    A resumed run re-reads them from the input (see :func:`begin_chunk`).
+    """
     conn.execute(
         "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
-        " items_hash, mobiles, state, runs, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        " items_hash, state, runs, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
         (
             index,
             action,
@@ -128,11 +143,72 @@ def insert_chunk(
             len(positions),
             encode_positions(positions),
             items_hash,
-            "\n".join(mobiles),
             state,
             time.time(),
         ),
     )
+
+
+# Rows per multi-row statement: far below SQLite's 32766 bound variables.
+_ROWS_PER_STATEMENT = 200
+
+
+def insert_in_flight(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Chunks going on the wire for the first time, several per statement.
+
+    Each row: (idx, action, first_pos, last_pos, size, positions, items_hash, updated_at).
+    One statement for many chunks matters more than its SQL suggests: every statement
+    hands the GIL back to a busy event loop and waits to get it again, and those waits,
+    not SQLite, are what a chunk's request waits for.
+    """
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        part = rows[start : start + _ROWS_PER_STATEMENT]
+        conn.execute(
+            "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
+            " items_hash, updated_at, state, runs) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, 'in_flight', 1)"] * len(part)),
+            [value for row in part for value in row],
+        )
+
+
+def settle_accepted(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[int, int, int, str, str | None, float]],
+    msgids: Sequence[tuple[str, int]],
+) -> None:
+    """Accepted outcomes of chunks already recorded, several per statement.
+
+    Each row: (idx, attempts, units, cost, receipts, updated_at); ``msgids`` pairs each
+    msgid with its chunk.
+    """
+    if sqlite3.sqlite_version_info < (3, 33):  # no UPDATE ... FROM before 3.33 (2020)
+        conn.executemany(
+            "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
+            " retryable=0, attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=NULL,"
+            " updated_at=? WHERE idx=?",
+            [(*row[1:], row[0]) for row in rows],
+        )
+        rows = ()
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        part = rows[start : start + _ROWS_PER_STATEMENT]
+        done = conn.execute(
+            "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
+            " retryable=0, attempts=chunks.attempts + v.column2, units=v.column3,"
+            " cost=v.column4, receipts=v.column5, mobiles=NULL, updated_at=v.column6"
+            " FROM (VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+            + ") AS v WHERE chunks.idx = v.column1",
+            [value for row in part for value in row],
+        )
+        if done.rowcount != len(part):
+            raise RuntimeError(f"{len(part) - done.rowcount} accepted chunks were not recorded")
+    for start in range(0, len(msgids), _ROWS_PER_STATEMENT):
+        pairs = msgids[start : start + _ROWS_PER_STATEMENT]
+        conn.execute(
+            "INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES "
+            + ",".join(["(?, ?)"] * len(pairs)),
+            [value for pair in pairs for value in pair],
+        )
 
 
 def mark_on_wire(conn: sqlite3.Connection, index: int) -> None:
@@ -151,24 +227,23 @@ def mark_planned(conn: sqlite3.Connection, index: int) -> None:
     )
 
 
-def recover_interrupted(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:
-    """Chunks left in flight by a dead process become unknown; returns who is unknown.
+def recover_interrupted(conn: sqlite3.Connection) -> None:
+    """Chunks left in flight by a dead process become unknown.
 
-    Called right after the process lock was taken: no live process can hold them.
+    Called right after the process lock was taken: no live process can hold them. A
+    chunk whose numbers were kept (one resent by a resumed run) lists its recipients at
+    once; the others are listed by position until a run re-reads the input.
     """
     now = time.time()
-    added: list[tuple[int, int, str]] = []
     rows = conn.execute("SELECT idx, positions, mobiles FROM chunks WHERE state='in_flight'")
     for index, positions, mobiles in rows.fetchall():
-        pairs = list(zip(decode_positions(positions), (mobiles or "").split("\n"), strict=False))
         conn.execute(
             "UPDATE chunks SET state='unknown', error_class=?, error_message=?, updated_at=?"
             " WHERE idx=?",
             (INTERRUPTED, "the process stopped while this chunk was in flight", now, index),
         )
-        _add_unknown(conn, index, [p for p, _ in pairs], [m for _, m in pairs])
-        added.extend((index, p, m) for p, m in pairs)
-    return added
+        if mobiles is not None:
+            _add_unknown(conn, index, decode_positions(positions), mobiles.split("\n"))
 
 
 def _add_unknown(
@@ -203,41 +278,41 @@ def settle_chunk(
     # Mobiles are kept only while a chunk's fate is open: enough to list the unknown,
     # without copying the whole input into the journal.
     kept = None if state == "accepted" else "\n".join(mobiles)
-    exists = conn.execute("SELECT 1 FROM chunks WHERE idx=?", (index,)).fetchone()
-    if exists is None:
+    values = (
+        state,
+        error_class,
+        error_message,
+        int(retryable),
+        attempts,
+        units,
+        cost,
+        receipts,
+        kept,
+        now,
+        index,
+    )
+    updated = conn.execute(
+        "UPDATE chunks SET state=?, error_class=?, error_message=?, retryable=?,"
+        " attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=?, updated_at=?"
+        " WHERE idx=?",
+        values,
+    )
+    if updated.rowcount == 0:
         conn.execute(
-            "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
-            " items_hash, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO chunks (state, error_class, error_message, retryable, attempts,"
+            " units, cost, receipts, mobiles, updated_at, idx, action, first_pos, last_pos,"
+            " size, positions, items_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?)",
             (
-                index,
+                *values,
                 action,
                 positions[0],
                 positions[-1],
                 len(positions),
                 encode_positions(positions),
                 items_hash,
-                state,
-                now,
             ),
         )
-    conn.execute(
-        "UPDATE chunks SET state=?, error_class=?, error_message=?, retryable=?,"
-        " attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=?, updated_at=?"
-        " WHERE idx=?",
-        (
-            state,
-            error_class,
-            error_message,
-            int(retryable),
-            attempts,
-            units,
-            cost,
-            receipts,
-            kept,
-            now,
-            index,
-        ),
-    )
     conn.executemany(
         "INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)", [(m, index) for m in msgids]
     )

@@ -206,6 +206,8 @@ def _campaign_record(summary: CampaignSummary) -> dict[str, Any]:
         "input_size": summary.input_size,
         "complete": summary.complete,
         "unknown_recipients": [mobile for _, mobile in summary.unknown_recipients],
+        # Left by a crash and not yet re-read: 0-based positions among the input's items.
+        "unknown_positions": list(summary.unknown_unread),
     }
 
 
