@@ -15,13 +15,14 @@ with a chunk follows from what survived:
   (nothing reached the gateway, or it refused before acting), else skip;
 * ``unknown``: skip, unless the caller asks for ``resend_unknown``.
 
-Every statement runs on a worker thread behind a one-slot limiter, so the event loop
-never waits on the disk and the single connection is never used by two threads at once.
-A write that fails (a full disk above all) breaks the journal for good: every later write
-raises the same :class:`CampaignError` at once, so nothing is sent that could not be
-recorded first, and nothing committed before is touched.
+Every statement runs on a worker thread (``_journal_writer``: group commit, one
+connection), so the event loop never waits on the disk. A write that fails (a full disk
+above all) breaks the journal for good: every later write raises the same
+:class:`CampaignError` at once, so nothing is sent that could not be recorded first, and
+nothing committed before is touched.
 
-The file itself (format checks, schema, WAL, the process lock) is ``_journal_file``.
+The file itself (format checks, schema, WAL, the process lock) is ``_journal_file``; the
+SQL of each transaction is ``_journal_sql``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -43,7 +44,8 @@ import attrs
 
 from . import _journal_sql as sql
 from ._errors import CampaignError
-from ._journal_file import decode_positions, encode_positions, is_disk_full, open_file
+from ._journal_file import decode_positions, is_disk_full, open_file
+from ._journal_writer import GroupWriter, ItemsHash, Job, resolve_hash
 from ._models import MalformedRecord, Reply, StateReport
 
 __all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Verdict"]
@@ -105,45 +107,6 @@ class ChunkRow:
     error_class: str | None = None
 
 
-#: What a chunk's input hashes to, or how to compute it (on the worker thread).
-ItemsHash = str | Callable[[], str]
-
-
-def _resolve(items_hash: ItemsHash) -> str:
-    return items_hash if isinstance(items_hash, str) else items_hash()
-
-
-class _Job(Generic[_T]):
-    """One write waiting for the next group commit.
-
-    Either a ``body`` run on the connection, or a ``row`` of one of the two writes every
-    chunk makes (``kind`` "in_flight" or "accepted"), which a commit gathers into one
-    statement per kind.
-    """
-
-    __slots__ = ("body", "done", "error", "guarded", "kind", "result", "row", "what")
-
-    def __init__(
-        self,
-        what: str,
-        body: Callable[[sqlite3.Connection], _T] | None = None,
-        *,
-        guarded: bool = True,
-        kind: str | None = None,
-        row: Any = None,
-    ) -> None:
-        self.what = what
-        self.body = body
-        # Guarded jobs run in a savepoint, so a body that refuses (a changed input)
-        # undoes only itself; the per-chunk hot path skips the two extra statements.
-        self.guarded = guarded
-        self.kind = kind
-        self.row = row
-        self.done = anyio.Event()
-        self.result: _T | None = None
-        self.error: BaseException | None = None
-
-
 class Journal:
     """One open campaign journal: :meth:`open` it, :meth:`aclose` it.
 
@@ -156,11 +119,7 @@ class Journal:
         self.path = path
         self._conn = conn
         self._lock = lock
-        self._limiter = anyio.CapacityLimiter(1)
-        self._broken: CampaignError | None = None
-        self._pending: list[_Job[Any]] = []
-        self._writing = False
-        self._closed = False
+        self._writer = GroupWriter(path, conn)
         #: Chunk index to its light row.
         self.rows: dict[int, ChunkRow] = {}
         #: Input position to mobile, for recipients whose fate is unknown.
@@ -243,12 +202,9 @@ class Journal:
 
     async def aclose(self) -> None:
         """Close the connection and release the process lock (idempotent)."""
-        if self._closed:
+        if self._writer.closed:
             return
-        self._closed = True
-        with anyio.CancelScope(shield=True):
-            async with self._limiter:
-                await anyio.to_thread.run_sync(self._close_sync)
+        await self._writer.close(self._close_sync)
 
     def _close_sync(self) -> None:
         try:
@@ -261,108 +217,7 @@ class Journal:
     async def _write(
         self, what: str, body: Callable[[sqlite3.Connection], _T], *, guarded: bool = True
     ) -> _T:
-        """Run ``body`` in a committed transaction on the worker thread, then return."""
-        return await self._run(_Job(what, body, guarded=guarded))
-
-    async def _run(self, job: _Job[_T]) -> _T:
-        """Commit ``job`` (with whatever else is waiting) on the worker thread.
-
-        Group commit: writes that arrive while one is on the thread wait, and the next
-        trip takes them all in one transaction. Guarded bodies run in their own
-        savepoint (one that refuses, e.g. a changed input, undoes only itself); the two
-        writes every chunk makes are gathered into one statement per kind. Both count
-        because each statement hands the GIL to a busy event loop and waits to get it
-        back: at the gateway's full speed those waits, not SQLite, are the journal's cost.
-
-        A failure of SQLite itself (a full disk above all) breaks the journal: this and
-        every later write raise the same :class:`CampaignError`, as does an error raised
-        by an unguarded body (a bug), which undoes the whole batch.
-        """
-        if self._broken is not None:
-            raise self._broken
-        if self._closed:
-            raise CampaignError(f"the campaign journal {self.path} is closed")
-        self._pending.append(job)
-        # Shielded: once queued, the write may commit whatever cancels the caller, and
-        # the caller must not return (or update the mirror) before knowing which.
-        with anyio.CancelScope(shield=True):
-            if self._writing:
-                await job.done.wait()
-            else:
-                self._writing = True
-                try:
-                    # Let the tasks already woken queue their writes first: a chunk's
-                    # outcome and the next chunk's "on the wire" mark, made a moment
-                    # apart, then share one trip instead of waiting one after another.
-                    await anyio.lowlevel.checkpoint()
-                    while self._pending:
-                        batch, self._pending = self._pending, []
-                        try:
-                            async with self._limiter:
-                                await anyio.to_thread.run_sync(self._commit, batch)
-                        except Exception as exc:  # reported to every job of the batch
-                            self._break(batch, exc)
-                        for queued in batch:
-                            queued.done.set()
-                finally:
-                    self._writing = False
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
-
-    def _commit(self, batch: list[_Job[Any]]) -> None:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            wire: list[Any] = []
-            accepted: list[Any] = []
-            for job in batch:
-                if job.kind == "in_flight":
-                    wire.append(job.row)
-                    continue
-                if job.kind == "accepted":
-                    accepted.append(job.row)
-                    continue
-                # Rows gathered so far go first: jobs take effect in the order they came.
-                _apply_rows(conn, wire, accepted)
-                assert job.body is not None
-                if not job.guarded:
-                    job.result = job.body(conn)
-                    continue
-                conn.execute("SAVEPOINT job")
-                try:
-                    job.result = job.body(conn)
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    job.error = exc
-                conn.execute("RELEASE job")
-            _apply_rows(conn, wire, accepted)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _break(self, batch: list[_Job[Any]], exc: Exception) -> None:
-        reason = "the disk is full" if is_disk_full(exc) else f"{exc}"
-        what = batch[0].what if len(batch) == 1 else f"{batch[0].what} (and {len(batch) - 1} more)"
-        self._broken = CampaignError(
-            f"the campaign journal {self.path} could not record {what}: {reason}. "
-            "Everything recorded before is intact; the run stops rather than send "
-            "what it cannot record. Fix the cause and run the campaign again to resume."
-        )
-        for job in batch:
-            job.error = self._broken
-        for job in self._pending:
-            job.error = self._broken
-            job.done.set()
-        self._pending = []
-
-    async def _read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        async with self._limiter:
-            return await anyio.to_thread.run_sync(body, self._conn)
+        return await self._writer.write(what, body, guarded=guarded)
 
     async def define(self, fingerprint: str, definition: dict[str, Any]) -> None:
         """Record the campaign's definition, or refuse one that differs from the recorded."""
@@ -425,7 +280,7 @@ class Journal:
                 action,
                 positions,
                 mobiles,
-                _resolve(items_hash),
+                resolve_hash(items_hash),
                 resend_unknown=resend_unknown,
             )
 
@@ -448,7 +303,7 @@ class Journal:
         if fresh is None:
             await self._write(what, lambda conn: sql.mark_on_wire(conn, index), guarded=False)
         else:
-            await self._run(_Job(what, kind="in_flight", row=(index, *fresh)))
+            await self._writer.run(Job(what, kind="in_flight", row=(index, *fresh)))
         row = self.rows.get(index)
         if row is not None:
             self.rows[index] = ChunkRow(index, row.size, ChunkState.IN_FLIGHT)
@@ -483,7 +338,9 @@ class Journal:
         if fresh is None and result.state is ChunkState.ACCEPTED:
             # The common case, its chunk recorded already: one row of a shared statement.
             row = (index, result.attempts, result.units, str(result.cost), receipts, time.time())
-            await self._run(_Job(what, kind="accepted", row=(row, [(m, index) for m in msgids])))
+            await self._writer.run(
+                Job(what, kind="accepted", row=(row, [(m, index) for m in msgids]))
+            )
         else:
             items_hash: ItemsHash = "" if fresh is None else fresh[2]
 
@@ -503,7 +360,7 @@ class Journal:
                     cost=str(result.cost),
                     receipts=receipts,
                     msgids=msgids,
-                    items_hash=_resolve(items_hash),
+                    items_hash=resolve_hash(items_hash),
                 )
 
             await self._write(what, body, guarded=False)
@@ -548,30 +405,11 @@ class Journal:
 
     async def stored_reports(self) -> list[StateReport]:
         """Every delivery report recorded, in the order fetched."""
-        return await self._read(sql.stored_reports)
+        return await self._writer.read(sql.stored_reports)
 
     async def stored_replies(self) -> list[Reply]:
         """Every reply recorded, in the order fetched."""
-        return await self._read(sql.stored_replies)
-
-
-def _apply_rows(conn: sqlite3.Connection, wire: list[Any], accepted: list[Any]) -> None:
-    """Write the gathered per-chunk rows, one statement per kind, and forget them."""
-    if wire:
-        now = time.time()
-        sql.insert_in_flight(
-            conn,
-            [
-                (index, action, p[0], p[-1], len(p), encode_positions(p), _resolve(h), now)
-                for index, action, p, h in wire
-            ],
-        )
-        wire.clear()
-    if accepted:
-        sql.settle_accepted(
-            conn, [row for row, _ in accepted], [pair for _, pairs in accepted for pair in pairs]
-        )
-        accepted.clear()
+        return await self._writer.read(sql.stored_replies)
 
 
 def _describe(definition: dict[str, Any] | None) -> str:

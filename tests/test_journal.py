@@ -417,13 +417,13 @@ async def test_chunks_written_together_are_recorded_each(tmp_path: Path) -> None
     path = tmp_path / "c.db"
     journal = await Journal.open(path)
     trips: list[int] = []
-    commit = journal._commit
+    commit = journal._writer._commit
 
     def counting(batch: list[Any]) -> None:
         trips.append(len(batch))
         commit(batch)
 
-    journal._commit = counting  # type: ignore[method-assign]
+    journal._writer._commit = counting  # type: ignore[method-assign]
     try:
         await journal.define("fp", {})
         await _run_chunks(journal, range(40))

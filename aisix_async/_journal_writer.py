@@ -1,0 +1,213 @@
+"""The journal's writer: one SQLite connection, one worker thread, group commit.
+
+Kept apart from what the journal records because its concern is how writes reach the
+disk without stalling the event loop or the requests waiting on them: every statement
+runs on a worker thread behind a one-slot limiter (the connection is never used by two
+threads at once), writes that arrive together share one transaction, and the two writes
+every chunk makes are gathered into one statement per kind. A write that fails breaks
+the writer for good: every later write raises the same :class:`CampaignError` at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from . import _journal_sql as sql
+from ._errors import CampaignError
+from ._journal_file import encode_positions, is_disk_full
+
+__all__ = ["GroupWriter", "ItemsHash", "Job", "resolve_hash"]
+
+_T = TypeVar("_T")
+
+
+#: What a chunk's input hashes to, or how to compute it (on the worker thread).
+ItemsHash = str | Callable[[], str]
+
+
+def resolve_hash(items_hash: ItemsHash) -> str:
+    return items_hash if isinstance(items_hash, str) else items_hash()
+
+
+class Job(Generic[_T]):
+    """One write waiting for the next group commit.
+
+    Either a ``body`` run on the connection, or a ``row`` of one of the two writes every
+    chunk makes (``kind`` "in_flight" or "accepted"), which a commit gathers into one
+    statement per kind.
+    """
+
+    __slots__ = ("body", "done", "error", "guarded", "kind", "result", "row", "what")
+
+    def __init__(
+        self,
+        what: str,
+        body: Callable[[sqlite3.Connection], _T] | None = None,
+        *,
+        guarded: bool = True,
+        kind: str | None = None,
+        row: Any = None,
+    ) -> None:
+        self.what = what
+        self.body = body
+        # Guarded jobs run in a savepoint, so a body that refuses (a changed input)
+        # undoes only itself; the per-chunk hot path skips the two extra statements.
+        self.guarded = guarded
+        self.kind = kind
+        self.row = row
+        self.done = anyio.Event()
+        self.result: _T | None = None
+        self.error: BaseException | None = None
+
+
+class GroupWriter:
+    """Commits jobs on the journal's connection; see the module docstring."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._limiter = anyio.CapacityLimiter(1)
+        self._broken: CampaignError | None = None
+        self._pending: list[Job[Any]] = []
+        self._writing = False
+        self.closed = False
+
+    async def close(self, close_sync: Callable[[], None]) -> None:
+        """Refuse further writes, then run ``close_sync`` once the thread is free."""
+        self.closed = True
+        with anyio.CancelScope(shield=True):
+            async with self._limiter:
+                await anyio.to_thread.run_sync(close_sync)
+
+    async def write(
+        self, what: str, body: Callable[[sqlite3.Connection], _T], *, guarded: bool = True
+    ) -> _T:
+        """Run ``body`` in a committed transaction on the worker thread, then return."""
+        return await self.run(Job(what, body, guarded=guarded))
+
+    async def run(self, job: Job[_T]) -> _T:
+        """Commit ``job`` (with whatever else is waiting) on the worker thread.
+
+        Group commit: writes that arrive while one is on the thread wait, and the next
+        trip takes them all in one transaction. Guarded bodies run in their own
+        savepoint (one that refuses, e.g. a changed input, undoes only itself); the two
+        writes every chunk makes are gathered into one statement per kind. Both count
+        because each statement hands the GIL to a busy event loop and waits to get it
+        back: at the gateway's full speed those waits, not SQLite, are the journal's cost.
+
+        A failure of SQLite itself (a full disk above all) breaks the journal: this and
+        every later write raise the same :class:`CampaignError`, as does an error raised
+        by an unguarded body (a bug), which undoes the whole batch.
+        """
+        if self._broken is not None:
+            raise self._broken
+        if self.closed:
+            raise CampaignError(f"the campaign journal {self.path} is closed")
+        self._pending.append(job)
+        # Shielded: once queued, the write may commit whatever cancels the caller, and
+        # the caller must not return (or update the mirror) before knowing which.
+        with anyio.CancelScope(shield=True):
+            if self._writing:
+                await job.done.wait()
+            else:
+                self._writing = True
+                try:
+                    # Let the tasks already woken queue their writes first: a chunk's
+                    # outcome and the next chunk's "on the wire" mark, made a moment
+                    # apart, then share one trip instead of waiting one after another.
+                    await anyio.lowlevel.checkpoint()
+                    while self._pending:
+                        batch, self._pending = self._pending, []
+                        try:
+                            async with self._limiter:
+                                await anyio.to_thread.run_sync(self._commit, batch)
+                        except Exception as exc:  # reported to every job of the batch
+                            self._break(batch, exc)
+                        for queued in batch:
+                            queued.done.set()
+                finally:
+                    self._writing = False
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def _commit(self, batch: list[Job[Any]]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            wire: list[Any] = []
+            accepted: list[Any] = []
+            for job in batch:
+                if job.kind == "in_flight":
+                    wire.append(job.row)
+                    continue
+                if job.kind == "accepted":
+                    accepted.append(job.row)
+                    continue
+                # Rows gathered so far go first: jobs take effect in the order they came.
+                _apply_rows(conn, wire, accepted)
+                assert job.body is not None
+                if not job.guarded:
+                    job.result = job.body(conn)
+                    continue
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.result = job.body(conn)
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    job.error = exc
+                conn.execute("RELEASE job")
+            _apply_rows(conn, wire, accepted)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _break(self, batch: list[Job[Any]], exc: Exception) -> None:
+        reason = "the disk is full" if is_disk_full(exc) else f"{exc}"
+        what = batch[0].what if len(batch) == 1 else f"{batch[0].what} (and {len(batch) - 1} more)"
+        self._broken = CampaignError(
+            f"the campaign journal {self.path} could not record {what}: {reason}. "
+            "Everything recorded before is intact; the run stops rather than send "
+            "what it cannot record. Fix the cause and run the campaign again to resume."
+        )
+        for job in batch:
+            job.error = self._broken
+        for job in self._pending:
+            job.error = self._broken
+            job.done.set()
+        self._pending = []
+
+    async def read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        async with self._limiter:
+            return await anyio.to_thread.run_sync(body, self._conn)
+
+
+def _apply_rows(conn: sqlite3.Connection, wire: list[Any], accepted: list[Any]) -> None:
+    """Write the gathered per-chunk rows, one statement per kind, and forget them."""
+    if wire:
+        now = time.time()
+        sql.insert_in_flight(
+            conn,
+            [
+                (index, action, p[0], p[-1], len(p), encode_positions(p), resolve_hash(h), now)
+                for index, action, p, h in wire
+            ],
+        )
+        wire.clear()
+    if accepted:
+        sql.settle_accepted(
+            conn, [row for row, _ in accepted], [pair for _, pairs in accepted for pair in pairs]
+        )
+        accepted.clear()
