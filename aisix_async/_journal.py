@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
