@@ -25,8 +25,7 @@ __all__ = [
     "INTERRUPTED",
     "begin_chunk",
     "define",
-    "insert_chunk",
-    "insert_in_flight",
+    "insert_chunks",
     "mark_on_wire",
     "mark_planned",
     "record_replies",
@@ -91,7 +90,7 @@ def begin_chunk(
         (index,),
     ).fetchone()
     if row is None:
-        insert_chunk(conn, index, action, positions, items_hash, state="planned")
+        insert_chunks(conn, [(index, action, positions, items_hash)], state="planned")
         return "send", False
     old_positions, old_hash, state, retryable, old_mobiles = row
     # A chunk recorded from an outcome alone (never sent, dispatch had stopped) has no
@@ -117,56 +116,36 @@ def begin_chunk(
     return verdict, False
 
 
-def insert_chunk(
-    conn: sqlite3.Connection,
-    index: int,
-    action: str,
-    positions: Sequence[int],
-    items_hash: str,
-    *,
-    state: str,
-) -> None:
-    """Record a chunk seen for the first time, by its place in the input and its hash.
-
-    Its numbers are not copied: this runs right before the chunk's request, and writing
-    a thousand numbers there cost more than everything else the journal does per chunk.
-    A resumed run re-reads them from the input (see :func:`begin_chunk`).
-    """
-    conn.execute(
-        "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
-        " items_hash, state, runs, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-        (
-            index,
-            action,
-            positions[0],
-            positions[-1],
-            len(positions),
-            encode_positions(positions),
-            items_hash,
-            state,
-            time.time(),
-        ),
-    )
-
-
 # Rows per multi-row statement: far below SQLite's 32766 bound variables.
 _ROWS_PER_STATEMENT = 200
 
 
-def insert_in_flight(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Chunks going on the wire for the first time, several per statement.
+def insert_chunks(
+    conn: sqlite3.Connection,
+    chunks: Sequence[tuple[int, str, Sequence[int], str]],
+    *,
+    state: str,
+) -> None:
+    """Record chunks seen for the first time, by their place in the input and hash.
 
-    Each row: (idx, action, first_pos, last_pos, size, positions, items_hash, updated_at).
-    One statement for many chunks matters more than its SQL suggests: every statement
-    hands the GIL back to a busy event loop and waits to get it again, and those waits,
-    not SQLite, are what a chunk's request waits for.
+    Each item: (idx, action, positions, items_hash). Their numbers are not copied: this
+    runs right before a chunk's request, and writing a thousand numbers there cost more
+    than everything else the journal does per chunk; a resumed run re-reads them from
+    the input (see :func:`begin_chunk`). Several chunks go in one statement, which
+    matters more than its SQL suggests: every statement hands the GIL back to a busy
+    event loop and waits to get it again, and a chunk's request waits for those waits.
     """
+    now = time.time()
+    rows = [
+        (index, action, p[0], p[-1], len(p), encode_positions(p), items_hash, state, now)
+        for index, action, p, items_hash in chunks
+    ]
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         part = rows[start : start + _ROWS_PER_STATEMENT]
         conn.execute(
             "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
-            " items_hash, updated_at, state, runs) VALUES "
-            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, 'in_flight', 1)"] * len(part)),
+            " items_hash, state, updated_at, runs) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"] * len(part)),
             [value for row in part for value in row],
         )
 

@@ -11,7 +11,6 @@ the writer for good: every later write raises the same :class:`CampaignError` at
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -22,7 +21,7 @@ import anyio.to_thread
 
 from . import _journal_sql as sql
 from ._errors import CampaignError
-from ._journal_file import encode_positions, is_disk_full
+from ._journal_file import is_disk_full
 
 __all__ = ["GroupWriter", "ItemsHash", "Job", "resolve_hash"]
 
@@ -197,14 +196,8 @@ class GroupWriter:
 def _apply_rows(conn: sqlite3.Connection, wire: list[Any], accepted: list[Any]) -> None:
     """Write the gathered per-chunk rows, one statement per kind, and forget them."""
     if wire:
-        now = time.time()
-        sql.insert_in_flight(
-            conn,
-            [
-                (index, action, p[0], p[-1], len(p), encode_positions(p), resolve_hash(h), now)
-                for index, action, p, h in wire
-            ],
-        )
+        chunks = [(index, action, p, resolve_hash(h)) for index, action, p, h in wire]
+        sql.insert_chunks(conn, chunks, state="in_flight")
         wire.clear()
     if accepted:
         sql.settle_accepted(
