@@ -23,6 +23,7 @@ from ._models import MalformedRecord, Reply, ReportResult, StateReport
 
 __all__ = [
     "INTERRUPTED",
+    "ROWS_PER_STATEMENT",
     "begin_chunk",
     "define",
     "insert_chunks",
@@ -117,7 +118,7 @@ def begin_chunk(
 
 
 # Rows per multi-row statement: far below SQLite's 32766 bound variables.
-_ROWS_PER_STATEMENT = 200
+ROWS_PER_STATEMENT = 200
 
 
 def insert_chunks(
@@ -140,8 +141,8 @@ def insert_chunks(
         (index, action, p[0], p[-1], len(p), encode_positions(p), items_hash, state, now)
         for index, action, p, items_hash in chunks
     ]
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        part = rows[start : start + _ROWS_PER_STATEMENT]
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        part = rows[start : start + ROWS_PER_STATEMENT]
         conn.execute(
             "INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions,"
             " items_hash, state, updated_at, runs) VALUES "
@@ -168,8 +169,8 @@ def settle_accepted(
             [(*row[1:], row[0]) for row in rows],
         )
         rows = ()
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        part = rows[start : start + _ROWS_PER_STATEMENT]
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        part = rows[start : start + ROWS_PER_STATEMENT]
         done = conn.execute(
             "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
             " retryable=0, attempts=chunks.attempts + v.column2, units=v.column3,"
@@ -181,8 +182,8 @@ def settle_accepted(
         )
         if done.rowcount != len(part):
             raise RuntimeError(f"{len(part) - done.rowcount} accepted chunks were not recorded")
-    for start in range(0, len(msgids), _ROWS_PER_STATEMENT):
-        pairs = msgids[start : start + _ROWS_PER_STATEMENT]
+    for start in range(0, len(msgids), ROWS_PER_STATEMENT):
+        pairs = msgids[start : start + ROWS_PER_STATEMENT]
         conn.execute(
             "INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES "
             + ",".join(["(?, ?)"] * len(pairs)),

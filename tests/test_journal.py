@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -499,4 +501,37 @@ async def test_the_summary_names_unknown_recipients_once_the_input_is_read_again
         assert summary.unknown == 5 and summary.unknown_unread == ()
         assert summary.unknown_recipients == tuple(zip(range(5, 10), MOBILES[5:], strict=True))
     finally:
+        await journal.aclose()
+
+
+async def test_marks_before_a_request_jump_ahead_of_other_writes(tmp_path: Path) -> None:
+    # A chunk waiting for its "on the wire" mark holds its request's turn: queued marks
+    # take the next trip alone (one statement), and the writes queued before them follow.
+    journal = await Journal.open(tmp_path / "c.db")
+    trips: list[list[str | None]] = []
+    commit = journal._writer._commit
+
+    def recording(batch: list[Any]) -> None:
+        trips.append([job.kind for job in batch])
+        commit(batch)
+
+    journal._writer._commit = recording  # type: ignore[method-assign]
+    release = threading.Event()
+    try:
+        await journal.define("fp", {})
+        assert await _begin(journal, 0) is Verdict.SEND
+        trips.clear()
+        async with anyio.create_task_group() as group:
+            group.start_soon(journal._write, "a slow write", lambda conn: release.wait(5))
+            await wait_all_tasks_blocked()
+            group.start_soon(journal.record_replies, [])
+            group.start_soon(journal.mark_on_wire, 0)
+            await wait_all_tasks_blocked()
+            release.set()
+        assert trips == [[None], ["in_flight"], [None]]
+        assert journal.rows[0].state is ChunkState.IN_FLIGHT
+        (state,) = journal._conn.execute("SELECT state FROM chunks WHERE idx=0").fetchone()
+        assert state == "in_flight"
+    finally:
+        release.set()
         await journal.aclose()
