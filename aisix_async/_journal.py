@@ -31,6 +31,7 @@ import enum
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -140,7 +141,6 @@ class Journal:
 
         def run() -> Journal:
             conn, lock = open_file(Path(path), durable=durable)
-            sql.create_chunk_writes(conn)
             journal = cls(Path(path), conn, lock)
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -336,8 +336,10 @@ class Journal:
         what = f"the outcome of chunk {index}"
         if fresh is None and result.state is ChunkState.ACCEPTED:
             # The common case, its chunk recorded already: one row of a shared statement.
-            row = (index, result.attempts, result.units, str(result.cost), receipts, msgids)
-            await self._writer.run(Job(what, kind="accepted", row=row))
+            row = (index, result.attempts, result.units, str(result.cost), receipts, time.time())
+            await self._writer.run(
+                Job(what, kind="accepted", row=(row, [(m, index) for m in msgids]))
+            )
         else:
             items_hash: ItemsHash = "" if fresh is None else fresh[2]
 

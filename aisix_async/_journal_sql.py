@@ -25,10 +25,7 @@ __all__ = [
     "INTERRUPTED",
     "ROWS_PER_STATEMENT",
     "begin_chunk",
-    "chunk_write_rows",
-    "create_chunk_writes",
     "define",
-    "fits_one_statement",
     "insert_chunks",
     "mark_on_wire",
     "mark_planned",
@@ -36,10 +33,10 @@ __all__ = [
     "record_reports",
     "recover_interrupted",
     "set_input_size",
+    "settle_accepted",
     "settle_chunk",
     "stored_replies",
     "stored_reports",
-    "write_chunks",
 ]
 
 #: The error class recorded for a chunk whose process died while it was in flight.
@@ -120,95 +117,8 @@ def begin_chunk(
     return verdict, False
 
 
-# SQLite's default bound on variables per statement: 999 before 3.32, 32766 since.
-_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
-
-#: The columns of ``chunk_writes``, one row per chunk write (see :func:`write_chunks`).
-_WRITE_COLUMNS = (
-    "kind, idx, action, first_pos, last_pos, size, positions, items_hash,"
-    " attempts, units, cost, receipts, msgid, at"
-)
-_WIDTH = _WRITE_COLUMNS.count(",") + 1
-_WRITE_ROW = "(" + ", ".join(["?"] * _WIDTH) + ")"
-
-#: Rows per multi-row statement, within the variable bound for the widest row.
-ROWS_PER_STATEMENT = min(500, _MAX_VARIABLES // _WIDTH)
-
-# A view never read: inserting into it runs its trigger once per row, which records a
-# chunk going on the wire (a new row), or an accepted chunk (its row updated) and its
-# msgids. So the writes of a group commit's worth of chunks are ONE statement, and one
-# statement is its own transaction: one trip through SQLite, hence one wait for the GIL
-# on the writer's thread (see _journal_writer), instead of five. Temporary, so it lives
-# in the connection and the file's schema does not change.
-_CHUNK_WRITES_VIEW = f"""
-CREATE TEMP VIEW chunk_writes ({_WRITE_COLUMNS}) AS
-SELECT {", ".join(["NULL"] * _WIDTH)} WHERE 0
-"""
-_CHUNK_WRITES_TRIGGER = """
-CREATE TEMP TRIGGER chunk_write INSTEAD OF INSERT ON chunk_writes BEGIN
-    INSERT INTO chunks (idx, action, first_pos, last_pos, size, positions, items_hash,
-                        state, updated_at, runs)
-    SELECT NEW.idx, NEW.action, NEW.first_pos, NEW.last_pos, NEW.size, NEW.positions,
-           NEW.items_hash, 'in_flight', NEW.at, 1
-    WHERE NEW.kind = 'in_flight';
-    SELECT RAISE(ABORT, 'the outcome of a chunk the journal does not hold was not recorded')
-    WHERE NEW.kind = 'accepted' AND NOT EXISTS (SELECT 1 FROM chunks WHERE idx = NEW.idx);
-    UPDATE chunks SET state = 'accepted', error_class = NULL, error_message = NULL,
-           retryable = 0, attempts = attempts + NEW.attempts, units = NEW.units,
-           cost = NEW.cost, receipts = NEW.receipts, mobiles = NULL, updated_at = NEW.at
-    WHERE NEW.kind = 'accepted' AND idx = NEW.idx;
-    INSERT OR IGNORE INTO msgids (msgid, chunk)
-    SELECT NEW.msgid, NEW.idx WHERE NEW.msgid IS NOT NULL;
-END
-"""
-
-
-def create_chunk_writes(conn: sqlite3.Connection) -> None:
-    """Give the connection the ``chunk_writes`` view (once, right after opening it)."""
-    conn.execute(_CHUNK_WRITES_VIEW)
-    conn.execute(_CHUNK_WRITES_TRIGGER)
-
-
-#: A chunk about to go on the wire, first seen: (idx, action, positions, items_hash).
-InFlight = tuple[int, str, Sequence[int], str]
-#: An accepted chunk already recorded: (idx, attempts, units, cost, receipts, msgids).
-Accepted = tuple[int, int, int, str, "str | None", Sequence[str]]
-
-
-def chunk_write_rows(in_flight: Iterable[InFlight], accepted: Iterable[Accepted]) -> list[Any]:
-    """The values of the ``chunk_writes`` rows for these writes, flattened, in order."""
-    now = time.time()
-    values: list[Any] = []
-    for index, action, p, items_hash in in_flight:
-        values += ("in_flight", index, action, p[0], p[-1], len(p), encode_positions(p))
-        values += (items_hash, None, None, None, None, None, now)
-    for index, attempts, units, cost, receipts, msgids in accepted:
-        values += ("accepted", index, None, None, None, None, None, None)
-        values += (attempts, units, cost, receipts, msgids[0] if msgids else None, now)
-        for msgid in msgids[1:]:
-            values += ("msgid", index, None, None, None, None, None, None, None, None, None)
-            values += (None, msgid, None)
-    return values
-
-
-def fits_one_statement(values: Sequence[Any]) -> bool:
-    """Whether :func:`write_chunks` writes ``values`` in one (self-committing) statement."""
-    return len(values) <= ROWS_PER_STATEMENT * _WIDTH
-
-
-def write_chunks(conn: sqlite3.Connection, values: Sequence[Any]) -> None:
-    """Apply :func:`chunk_write_rows`' values, in as few statements as fit.
-
-    One statement is atomic on its own; for more, the caller opens a transaction.
-    """
-    step = ROWS_PER_STATEMENT * _WIDTH
-    for start in range(0, len(values), step):
-        part = values[start : start + step]
-        conn.execute(
-            f"INSERT INTO chunk_writes ({_WRITE_COLUMNS}) VALUES "
-            + ",".join([_WRITE_ROW] * (len(part) // _WIDTH)),
-            part,
-        )
+# Rows per multi-row statement: far below SQLite's 32766 bound variables.
+ROWS_PER_STATEMENT = 200
 
 
 def insert_chunks(
@@ -219,8 +129,12 @@ def insert_chunks(
 ) -> None:
     """Record chunks seen for the first time, by their place in the input and hash.
 
-    Each item: (idx, action, positions, items_hash). Their numbers are not copied: a
-    resumed run re-reads them from the input (see :func:`begin_chunk`).
+    Each item: (idx, action, positions, items_hash). Their numbers are not copied: this
+    runs right before a chunk's request, and writing a thousand numbers there cost more
+    than everything else the journal does per chunk; a resumed run re-reads them from
+    the input (see :func:`begin_chunk`). Several chunks go in one statement, which
+    matters more than its SQL suggests: every statement hands the GIL back to a busy
+    event loop and waits to get it again, and a chunk's request waits for those waits.
     """
     now = time.time()
     rows = [
@@ -234,6 +148,46 @@ def insert_chunks(
             " items_hash, state, updated_at, runs) VALUES "
             + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"] * len(part)),
             [value for row in part for value in row],
+        )
+
+
+def settle_accepted(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[int, int, int, str, str | None, float]],
+    msgids: Sequence[tuple[str, int]],
+) -> None:
+    """Accepted outcomes of chunks already recorded, several per statement.
+
+    Each row: (idx, attempts, units, cost, receipts, updated_at); ``msgids`` pairs each
+    msgid with its chunk.
+    """
+    if sqlite3.sqlite_version_info < (3, 33):  # no UPDATE ... FROM before 3.33 (2020)
+        conn.executemany(
+            "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
+            " retryable=0, attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=NULL,"
+            " updated_at=? WHERE idx=?",
+            [(*row[1:], row[0]) for row in rows],
+        )
+        rows = ()
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        part = rows[start : start + ROWS_PER_STATEMENT]
+        done = conn.execute(
+            "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
+            " retryable=0, attempts=chunks.attempts + v.column2, units=v.column3,"
+            " cost=v.column4, receipts=v.column5, mobiles=NULL, updated_at=v.column6"
+            " FROM (VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+            + ") AS v WHERE chunks.idx = v.column1",
+            [value for row in part for value in row],
+        )
+        if done.rowcount != len(part):
+            raise RuntimeError(f"{len(part) - done.rowcount} accepted chunks were not recorded")
+    for start in range(0, len(msgids), ROWS_PER_STATEMENT):
+        pairs = msgids[start : start + ROWS_PER_STATEMENT]
+        conn.execute(
+            "INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES "
+            + ",".join(["(?, ?)"] * len(pairs)),
+            [value for pair in pairs for value in pair],
         )
 
 

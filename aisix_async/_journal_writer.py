@@ -1,9 +1,9 @@
-"""The journal's writer: one SQLite connection, one thread of its own, group commit.
+"""The journal's writer: one SQLite connection, one worker thread, group commit.
 
 Kept apart from what the journal records because its concern is how writes reach the
 disk without stalling the event loop or the requests waiting on them: every statement
-runs on the journal's own thread, one call at a time (the connection is never used by
-two threads at once), writes that arrive together share one transaction, the two writes
+runs on a worker thread behind a one-slot limiter (the connection is never used by two
+threads at once), writes that arrive together share one transaction, the two writes
 every chunk makes are gathered into one statement per kind, and the marks a request
 waits for ("on the wire") go ahead of everything else. A write that fails breaks
 the writer for good: every later write raises the same :class:`CampaignError` at once.
@@ -11,17 +11,14 @@ the writer for good: every later write raises the same :class:`CampaignError` at
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 from . import _journal_sql as sql
 from ._errors import CampaignError
@@ -44,9 +41,8 @@ class Job(Generic[_T]):
     """One write waiting for the next group commit.
 
     Either a ``body`` run on the connection, or a ``row`` of one of the two writes every
-    chunk makes (``kind`` "in_flight", a :data:`sql.InFlight` whose hash may still be
-    a callable, or "accepted", a :data:`sql.Accepted`), which a commit gathers into one
-    statement.
+    chunk makes (``kind`` "in_flight" or "accepted"), which a commit gathers into one
+    statement per kind.
     """
 
     __slots__ = ("body", "done", "error", "guarded", "kind", "result", "row", "what")
@@ -72,91 +68,24 @@ class Job(Generic[_T]):
         self.error: BaseException | None = None
 
 
-def _caller_from_thread() -> Callable[[Callable[[], object]], object]:
-    """How another thread asks the running event loop to call something soon."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:  # not asyncio: the only other loop anyio runs on is trio's
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
-
-
-class _Call:
-    __slots__ = ("arg", "done", "error", "fn", "result", "wake")
-
-    def __init__(self, fn: Callable[[Any], Any], arg: Any, wake: Callable[..., object]) -> None:
-        self.fn = fn
-        self.arg = arg
-        self.wake = wake
-        self.done = anyio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-class JournalThread:
-    """A thread of the journal's own that runs calls one at a time, in order.
-
-    Not ``anyio.to_thread``: a journal makes a trip per group commit, thousands a
-    minute, and the generic hop (a limiter, a cancel scope, a future, a context copy)
-    cost more CPU than the SQL it carried. Here a trip is a queue put and one callback.
-    Daemon, so a journal left open cannot keep the process alive; SQLite's commits are
-    atomic, so dying mid-write is a crash like any other.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._caller: Callable[[Callable[[], object]], object] | None = None
-
-    async def run(self, fn: Callable[[Any], _T], arg: Any) -> _T:
-        """``fn(arg)`` on the thread; the caller shields this if it must not be cut short."""
-        if self._caller is None:
-            # Started by the first call, from the event loop it will answer to.
-            self._caller = _caller_from_thread()
-            threading.Thread(target=self._serve, name=self._name, daemon=True).start()
-        call = _Call(fn, arg, self._caller)
-        self._calls.put(call)
-        await call.done.wait()
-        if call.error is not None:
-            raise call.error
-        return call.result  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        """Let the thread (if started) end once the calls queued before are done."""
-        self._calls.put(None)
-
-    def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            try:
-                call.result = call.fn(call.arg)
-            except BaseException as exc:  # handed to the awaiting task, raised there
-                call.error = exc
-            # RuntimeError: the event loop is gone, so nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                call.wake(call.done.set)
-
-
 class GroupWriter:
     """Commits jobs on the journal's connection; see the module docstring."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
-        self._thread = JournalThread(f"aisix-journal {path.name}")
+        self._limiter = anyio.CapacityLimiter(1)
         self._broken: CampaignError | None = None
         self._pending: list[Job[Any]] = []
         self._writing = False
         self.closed = False
 
     async def close(self, close_sync: Callable[[], None]) -> None:
-        """Refuse further writes, run ``close_sync`` after those queued, end the thread."""
+        """Refuse further writes, then run ``close_sync`` once the thread is free."""
         self.closed = True
         with anyio.CancelScope(shield=True):
-            try:
-                await self._thread.run(lambda _: close_sync(), None)
-            finally:
-                self._thread.stop()
+            async with self._limiter:
+                await anyio.to_thread.run_sync(close_sync)
 
     async def write(
         self, what: str, body: Callable[[sqlite3.Connection], _T], *, guarded: bool = True
@@ -198,7 +127,8 @@ class GroupWriter:
                     while self._pending:
                         batch = self._next_batch()
                         try:
-                            await self._thread.run(self._commit, batch)
+                            async with self._limiter:
+                                await anyio.to_thread.run_sync(self._commit, batch)
                         except Exception as exc:  # reported to every job of the batch
                             self._break(batch, exc)
                         for queued in batch:
@@ -210,36 +140,35 @@ class GroupWriter:
         return job.result  # type: ignore[return-value]
 
     def _next_batch(self) -> list[Job[Any]]:
-        # Chunk writes hold a request's turn (the mark before it) or a finished chunk's
-        # hand-over (its outcome): when other writes wait too, they take a trip of their
-        # own (one statement) and the others follow. Chunk writes only concern their own
-        # chunk, whose earlier writes are done, so moving them ahead reorders nothing.
-        rows = [job for job in self._pending if job.kind is not None]
-        if rows and len(rows) < len(self._pending):
-            self._pending = [job for job in self._pending if job.kind is None]
-            return rows
+        # "On the wire" marks hold a request's turn: they go first, in a trip of their
+        # own (one statement, no BEGIN/COMMIT), and everything else in the next trip.
+        urgent = [job for job in self._pending if job.kind == "in_flight"]
+        if urgent and len(urgent) < len(self._pending) and len(urgent) <= sql.ROWS_PER_STATEMENT:
+            self._pending = [job for job in self._pending if job.kind != "in_flight"]
+            return urgent
         batch, self._pending = self._pending, []
         return batch
 
     def _commit(self, batch: list[Job[Any]]) -> None:
         conn = self._conn
-        if all(job.kind is not None for job in batch):
-            values = _chunk_write_values(batch)
-            if sql.fits_one_statement(values):
-                # One statement is its own transaction: no BEGIN and COMMIT, each of
-                # which would hand the GIL to the busy event loop and wait to get it back.
-                sql.write_chunks(conn, values)
-                return
+        if len(batch) <= sql.ROWS_PER_STATEMENT and all(j.kind == "in_flight" for j in batch):
+            # One statement is its own transaction: two statements, and two waits for
+            # the GIL, fewer on the request's path.
+            _apply_rows(conn, [job.row for job in batch], [])
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows: list[Job[Any]] = []
+            wire: list[Any] = []
+            accepted: list[Any] = []
             for job in batch:
-                if job.kind is not None:
-                    rows.append(job)
+                if job.kind == "in_flight":
+                    wire.append(job.row)
+                    continue
+                if job.kind == "accepted":
+                    accepted.append(job.row)
                     continue
                 # Rows gathered so far go first: jobs take effect in the order they came.
-                sql.write_chunks(conn, _chunk_write_values(rows))
-                rows.clear()
+                _apply_rows(conn, wire, accepted)
                 assert job.body is not None
                 if not job.guarded:
                     job.result = job.body(conn)
@@ -253,7 +182,7 @@ class GroupWriter:
                     conn.execute("ROLLBACK TO job")
                     job.error = exc
                 conn.execute("RELEASE job")
-            sql.write_chunks(conn, _chunk_write_values(rows))
+            _apply_rows(conn, wire, accepted)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -276,12 +205,18 @@ class GroupWriter:
         self._pending = []
 
     async def read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._thread.run(body, self._conn)
+        async with self._limiter:
+            return await anyio.to_thread.run_sync(body, self._conn)
 
 
-def _chunk_write_values(jobs: list[Job[Any]]) -> list[Any]:
-    in_flight = [job.row for job in jobs if job.kind == "in_flight"]
-    return sql.chunk_write_rows(
-        [(index, action, p, resolve_hash(h)) for index, action, p, h in in_flight],
-        [job.row for job in jobs if job.kind == "accepted"],
-    )
+def _apply_rows(conn: sqlite3.Connection, wire: list[Any], accepted: list[Any]) -> None:
+    """Write the gathered per-chunk rows, one statement per kind, and forget them."""
+    if wire:
+        chunks = [(index, action, p, resolve_hash(h)) for index, action, p, h in wire]
+        sql.insert_chunks(conn, chunks, state="in_flight")
+        wire.clear()
+    if accepted:
+        sql.settle_accepted(
+            conn, [row for row, _ in accepted], [pair for _, pairs in accepted for pair in pairs]
+        )
+        accepted.clear()
