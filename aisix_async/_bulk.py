@@ -283,12 +283,7 @@ class SendStream:
         self._group: TaskGroup | None = None
         self._entered = False
         # Chunks between the producer and the consumer: the backpressure of the design.
-        # Two windows, one per stage: a chunk waiting to be recorded (the ledger) or to
-        # be taken (the consumer) has left the request stage, so a slow write or a slow
-        # reader never keeps the next request from the gateway's free slot, and still
-        # at most twice max_concurrency chunks are held.
         self._window = anyio.Semaphore(client._scheduler.max_concurrency)
-        self._handover = anyio.Semaphore(client._scheduler.max_concurrency)
         self._send, self._receive = anyio.create_memory_object_stream[SendOutcome]()
 
     # -- the context manager -------------------------------------------------------
@@ -464,15 +459,9 @@ class SendStream:
                 outcome = await self._send_chunk(chunk)
             finally:
                 self._count.in_flight -= 1
-            # The hand-over slot is taken before the request slot is given back: a
-            # consumer that stops reading stops the requests too.
-            await self._handover.acquire()
-        finally:
-            self._window.release()
-        try:
             await self._emit(outcome)
         finally:
-            self._handover.release()
+            self._window.release()
 
     async def _send_chunk(self, chunk: PlannedChunk) -> SendOutcome:
         from ._client import _receipts
