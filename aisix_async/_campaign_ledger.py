@@ -95,9 +95,9 @@ class CampaignSummary:
 
 
 def _items_hash(chunk: PlannedChunk) -> str:
-    # This runs on the event loop for every chunk: one join per field, and SHA-256, which
-    # CPUs accelerate (twice as fast as BLAKE2 here). It detects a changed input, nothing
-    # adversarial, so 128 bits of it are plenty.
+    # This runs for every chunk (on the journal's worker thread): one join per field, and
+    # SHA-256, which CPUs accelerate (twice as fast as BLAKE2 here). It detects a changed
+    # input, nothing adversarial, so 128 bits of it are plenty.
     digest = hashlib.sha256(f"{chunk.action}\x00{chunk.template or ''}\x00".encode())
     digest.update("\x00".join(chunk.mobiles).encode())
     digest.update(b"\x01")
