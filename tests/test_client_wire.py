@@ -26,6 +26,7 @@ from aisix_async import (
     SendReceipt,
     Signature,
 )
+from aisix_async._http import _tls_context
 
 ACCOUNT = "1001@100001"
 KEY = "87B01469201D6557C2685137EB3B5DEC"
@@ -296,3 +297,24 @@ async def test_an_answer_over_the_size_cap_is_refused_unread() -> None:
     async with AisixClient(ACCOUNT, KEY, max_answer_bytes=1024) as client:
         with pytest.raises(ProtocolError, match="exceeds 1024 bytes"):
             await client.get_replies()
+
+
+async def test_clients_share_one_verifying_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loading the CA bundle per client would stall a running event loop for each one.
+    import ssl
+
+    import certifi
+
+    async with AisixClient(ACCOUNT, KEY):
+        pass
+    loads: list[str] = []
+    where = certifi.where
+    monkeypatch.setattr(certifi, "where", lambda: loads.append("ca") or where())
+    for _ in range(3):
+        async with AisixClient(ACCOUNT, KEY):
+            pass
+    assert loads == []
+    context = httpx.create_ssl_context()  # what httpx would have built: same checks
+    ours = _tls_context()
+    assert (ours.verify_mode, ours.check_hostname) == (context.verify_mode, context.check_hostname)
+    assert ours.verify_mode is ssl.CERT_REQUIRED
