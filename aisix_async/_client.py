@@ -49,6 +49,7 @@ from ._validate import (
     check_content,
     check_csid,
     check_mobiles,
+    check_number,
     check_param_rows,
 )
 from ._wire import (
@@ -56,6 +57,7 @@ from ._wire import (
     UNSAFE_ACTIONS,
     Endpoints,
     Fields,
+    Secret,
     batch_fields,
     encode_form,
     once_fields,
@@ -112,8 +114,8 @@ class AisixClient:
         self._account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
         )
-        self._authkey = check_authkey(
-            authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey")
+        self._authkey = Secret(
+            check_authkey(authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey"))
         )
         self._endpoints = Endpoints.from_base(
             base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
@@ -121,10 +123,8 @@ class AisixClient:
         )
         self._cgid = check_cgid(cgid)
         self._csid = check_csid(csid)
-        if timeout <= 0:
-            raise ValidationError(f"timeout must be positive, got {timeout!r}")
-        if max_concurrency < 1:
-            raise ValidationError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        check_number(timeout, "timeout")
+        check_number(max_answer_bytes, "max_answer_bytes", integer=True, minimum=1)
         self._gateway_tz = gateway_tz
         self._on_key_update = on_key_update
         self._gate = KeyGate()
@@ -143,6 +143,7 @@ class AisixClient:
             http_client=http_client,
         )
         self._prices = PriceBook(self.get_channel_groups, self.get_signs)
+        self._closed = False
 
     def __repr__(self) -> str:
         # The authkey is deliberately absent.
@@ -159,6 +160,7 @@ class AisixClient:
         return self._endpoints
 
     async def __aenter__(self) -> AisixClient:
+        self._check_open()
         return self
 
     async def __aexit__(
@@ -171,7 +173,12 @@ class AisixClient:
 
     async def aclose(self) -> None:
         """Close the HTTP client we own; one passed in by the caller stays open."""
+        self._closed = True
         await self._transport.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed: create a new client")
 
     # -- the exchange --------------------------------------------------------------
 
@@ -205,6 +212,7 @@ class AisixClient:
         hooks: DispatchHooks | None = None,
     ) -> Answer:
         """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run)."""
+        self._check_open()
 
         async def attempt() -> Answer:
             async with self._gate.shared():
@@ -503,12 +511,13 @@ class AisixClient:
         is lost, the error has ``outcome_unknown`` set: the key may or may not have
         changed, and the client keeps the old one.
         """
+        self._check_open()
 
         async def attempt() -> KeyUpdate:
             async with self._gate.exclusive():
                 answer = await self._exchange("updateKey", [])
                 update = KeyUpdate.from_item(_single(answer, "updateKey"))
-                self._authkey = update.authkey
+                self._authkey = Secret(update.authkey)
                 logger.warning("updateKey: the authkey of %s was rotated", self._account)
                 if self._on_key_update is not None:
                     result = self._on_key_update(update)

@@ -67,6 +67,7 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
+from ._validate import check_number
 
 __all__ = [
     "AttemptTally",
@@ -201,10 +202,11 @@ class Scheduler:
         on_retry: Callable[[RetryDetails], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_concurrency < 1:
-            raise ValidationError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
-        if max_rate is not None and not max_rate > 0:
-            raise ValidationError(f"max_rate must be positive requests/s, got {max_rate!r}")
+        check_number(max_concurrency, "max_concurrency", integer=True, minimum=1)
+        if max_rate is not None:
+            check_number(max_rate, "max_rate (requests/s)")
+        if initial_concurrency is not None:
+            check_number(initial_concurrency, "initial_concurrency", integer=True, minimum=1)
         start = initial_concurrency if initial_concurrency is not None else min(4, max_concurrency)
         if not 1 <= start <= max_concurrency:
             raise ValidationError(

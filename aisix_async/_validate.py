@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
+from urllib.parse import urlsplit
 
 from ._errors import ValidationError
 
@@ -32,12 +33,16 @@ __all__ = [
     "check_cgid",
     "check_content",
     "check_csid",
+    "check_encodable",
+    "check_items",
     "check_joinable",
     "check_mobile",
     "check_mobiles",
+    "check_number",
     "check_pair",
     "check_param_rows",
     "check_template",
+    "check_url",
     "render_template",
 ]
 
@@ -91,13 +96,20 @@ def check_mobile(mobile: object) -> str:
     return mobile
 
 
+def check_items(items: object, what: str) -> Iterable[object]:
+    """Return ``items`` if it can be iterated as a list of items (a string cannot)."""
+    if isinstance(items, (str, bytes)):
+        # A bare string would be iterated character by character: refuse it rather than
+        # text each digit's "number".
+        raise ValidationError(f"{what} must be a list, not one string")
+    if not isinstance(items, Iterable):
+        raise ValidationError(f"{what} must be a list, got {type(items).__name__}")
+    return items
+
+
 def check_mobiles(mobiles: Iterable[str], *, at_most: int = MAX_NUMBERS) -> list[str]:
     """Check a sendOnce recipient list: 1 to ``at_most`` valid numbers."""
-    if isinstance(mobiles, str):
-        # A bare string would be iterated digit by digit: refuse it rather than text
-        # each digit's "number".
-        raise ValidationError("mobiles must be a list of numbers, not one string")
-    numbers = [check_mobile(m) for m in mobiles]
+    numbers = [check_mobile(m) for m in check_items(mobiles, "mobiles")]
     if not numbers:
         raise ValidationError("at least one mobile number is needed")
     if len(numbers) > at_most:
@@ -118,7 +130,26 @@ def check_content(content: object, *, what: str = "content") -> str:
         raise ValidationError(
             f"{what} holds {len(content)} characters; the gateway takes at most {MAX_CONTENT}"
         )
+    if not content.isascii():
+        check_encodable(content, what)
     return content
+
+
+def check_encodable(text: str, what: str) -> str:
+    """Return ``text`` if UTF-8 can carry it: a lone surrogate (from a bad decode) cannot.
+
+    Caught here, not when the request is encoded: there it would fail one chunk of a bulk
+    send after others were sent, as an error that is not ours.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"{what} holds U+{ord(text[exc.start]):04X} at character {exc.start}, a lone "
+            "surrogate that UTF-8 cannot carry (was the text decoded with "
+            "errors='surrogateescape'?)"
+        ) from None
+    return text
 
 
 def check_joinable(text: str, what: str) -> str:
@@ -141,7 +172,7 @@ def _check_batch_size(count: int, what: str) -> None:
 def check_batch(messages: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Check sendBatch input: 2 to 100 (mobile, content) pairs."""
     pairs: list[tuple[str, str]] = []
-    for index, pair in enumerate(messages):
+    for index, pair in enumerate(check_items(messages, "messages")):
         mobile, content = check_pair(pair, index)
         what = f"content #{index} (for {mobile})"
         pairs.append(
@@ -213,9 +244,39 @@ def check_param_rows(
 ) -> tuple[str, list[tuple[str, list[str]]]]:
     """Check sendParam input: a template and 2 to 100 rows of matching values."""
     text, count = check_template(template)
-    checked = [check_param_row(text, count, row, index) for index, row in enumerate(rows)]
+    items = enumerate(check_items(rows, "rows"))
+    checked = [check_param_row(text, count, row, index) for index, row in items]
     _check_batch_size(len(checked), "rows")
     return text, checked
+
+
+def check_number(value: object, what: str, *, integer: bool = False, minimum: float = 0) -> None:
+    """Refuse ``value`` unless it is a number (an int when ``integer``) above ``minimum``.
+
+    ``integer`` settings must be at least ``minimum``; others strictly above it (so a
+    timeout of 0 or NaN is refused as well).
+    """
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number"
+        raise ValidationError(f"{what} must be {kind}, got {value!r}")
+    if not (value >= minimum if integer else value > minimum):
+        bound = f"at least {minimum:g}" if integer else f"above {minimum:g}"
+        raise ValidationError(f"{what} must be {bound}, got {value!r}")
+
+
+def check_url(url: object, what: str) -> str:
+    """Return ``url`` if it is an http(s) URL with a host."""
+    if not isinstance(url, str):
+        raise ValidationError(f"{what} must be a URL string, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Not quoted whole: a URL may carry a password in its user part.
+        raise ValidationError(
+            f"{what} must be an http:// or https:// URL with a host (got scheme "
+            f"{parts.scheme or 'none'!r}, host {parts.hostname or 'none'!r})"
+        )
+    return url
 
 
 def check_cgid(cgid: object) -> int | None:
@@ -251,8 +312,13 @@ def check_at(at: object, *, now: datetime, gateway_tz: tzinfo) -> str | None:
             "at must be timezone-aware (e.g. datetime(..., tzinfo=timezone.utc)); a naive "
             "time is ambiguous"
         )
+    # The gateway reads whole seconds: the lead is checked on the time it will read.
+    at = at.replace(microsecond=0)
     if at - now < MIN_SCHEDULE_LEAD:
         raise ValidationError(
             f"at ({at.isoformat()}) must be at least one minute after now ({now.isoformat()})"
         )
-    return at.astimezone(gateway_tz).strftime("%Y%m%d%H%M%S")
+    try:
+        return at.astimezone(gateway_tz).strftime("%Y%m%d%H%M%S")
+    except OverflowError:
+        raise ValidationError(f"at ({at.isoformat()}) is out of the range of dates") from None

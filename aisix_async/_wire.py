@@ -16,7 +16,7 @@ from urllib.parse import quote_plus
 
 import attrs
 
-from ._validate import SEPARATOR
+from ._validate import SEPARATOR, check_url
 
 __all__ = [
     "DATA_ACTIONS",
@@ -25,6 +25,8 @@ __all__ = [
     "UNSAFE_ACTIONS",
     "Endpoints",
     "Fields",
+    "FormBody",
+    "Secret",
     "batch_fields",
     "encode_form",
     "once_fields",
@@ -51,8 +53,9 @@ class Endpoints:
 
     @classmethod
     def from_base(cls, base_url: str, data_url: str | None = None) -> Endpoints:
-        base = base_url.rstrip("/")
-        return cls(open_url=f"{base}/OpenApi", data_url=data_url or f"{base}/DataApi")
+        base = check_url(base_url, "base_url").rstrip("/")
+        data = check_url(data_url, "data_url") if data_url else f"{base}/DataApi"
+        return cls(open_url=f"{base}/OpenApi", data_url=data)
 
     def url_for(self, action: str) -> str:
         base = self.data_url if action in DATA_ACTIONS else self.open_url
@@ -133,7 +136,34 @@ def _quote(value: str) -> str:
     return value
 
 
-def encode_form(account: str, authkey: str, fields: Fields) -> bytes:
+class Secret(str):
+    """The authkey as the client holds it: a ``str`` whose repr never shows it.
+
+    Error trackers (Sentry by default), ``pytest --showlocals`` and
+    ``traceback.TracebackException(capture_locals=True)`` print the repr of every local
+    variable of every frame: wherever the key is a local, that repr is this one.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<authkey, not shown>'"
+
+
+class FormBody(bytes):
+    """A request body that carries the authkey, with a repr that does not (see Secret)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<form body: {len(self)} bytes, credentials not shown>"
+
+    __str__ = __repr__
+
+
+def encode_form(account: str, authkey: Secret, fields: Fields) -> FormBody:
     """The request body: credentials first, then the action's fields, UTF-8 and %-encoded."""
     pairs = [("ac", account), ("authkey", authkey), *fields]
-    return "&".join(f"{_quote(key)}={_quote(value)}" for key, value in pairs).encode("ascii")
+    return FormBody(
+        "&".join(f"{_quote(key)}={_quote(value)}" for key, value in pairs).encode("ascii")
+    )

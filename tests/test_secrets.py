@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import traceback
+from typing import Any
 
 import httpx
 import pytest
@@ -79,3 +81,39 @@ def test_key_update_repr_is_redacted() -> None:
     update = KeyUpdate(cid="1", sid="2", authkey=NEW_KEY)
     assert "redacted" in repr(update)
     assert not _leaks(repr(update))
+
+
+def _with_locals(exc: BaseException) -> str:
+    """The traceback as error trackers report it: every frame with its local variables."""
+    shown = traceback.TracebackException.from_exception(exc, capture_locals=True)
+    return "".join(shown.format())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["error_after_charge", "read_timeout", "refused"])
+async def test_key_stays_out_of_traceback_locals(emulator: Any, fault: str) -> None:
+    base_url = emulator.base_url
+    if fault == "error_after_charge":
+        emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
+    elif fault == "read_timeout":
+        emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    else:
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            base_url = f"http://127.0.0.1:{unused.getsockname()[1]}/OpenPlatform"
+
+    async def send(client: AisixClient) -> AisixError:
+        # The traceback starts in this frame, whose locals hold no key (unlike the test's).
+        try:
+            await client.send_once(["18100002707"], "hi")
+        except AisixError as exc:
+            return exc
+        raise AssertionError("the fault did not fire")
+
+    key = emulator.authkey
+    async with AisixClient(
+        emulator.account, key, base_url=base_url, timeout=0.2, retry=FAST
+    ) as client:
+        shown = _with_locals(await send(client))
+    assert "body = <form body:" in shown  # the frames' locals were captured
+    assert key not in shown and key.lower() not in shown

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aisix_async import AisixClient, ValidationError
-from aisix_async._validate import check_at, check_template, render_template
+from aisix_async._validate import check_at, check_content, check_template, render_template
 
 ACCOUNT = "1001@100001"
 KEY = "87B01469201D6557C2685137EB3B5DEC"
@@ -157,6 +157,22 @@ BAD_CALLS: dict[str, Callable[[AisixClient], Coroutine[Any, Any, object]]] = {
     "cgid-zero": lambda c: c.send_once(["18100002707"], "hi", cgid=0),
     "cgid-bool": lambda c: c.send_once(["18100002707"], "hi", cgid=True),
     "csid-negative": lambda c: c.send_once(["18100002707"], "hi", csid=-1),
+    "numbers-none": lambda c: c.send_once(None, "hi"),  # type: ignore[arg-type]
+    "numbers-int": lambda c: c.send_once(18100002707, "hi"),  # type: ignore[arg-type]
+    "batch-none": lambda c: c.send_batch(None),  # type: ignore[arg-type]
+    "param-rows-none": lambda c: c.send_param("Hi {p1}", None),  # type: ignore[arg-type]
+    # A lone surrogate (e.g. from errors="surrogateescape") cannot be UTF-8 encoded.
+    "content-surrogate": lambda c: c.send_once(["18100002707"], "hi \ud800"),
+    "batch-surrogate": lambda c: c.send_batch([("18100002707", "a"), ("18600007370", "\udcff")]),
+    "template-surrogate": lambda c: c.send_param(
+        "Hi {p1} \ud83d", [("18100002707", ["A"]), ("18600007370", ["C"])]
+    ),
+    "param-value-surrogate": lambda c: c.send_param(
+        "Hi {p1}", [("18100002707", ["A\udfff"]), ("18600007370", ["C"])]
+    ),
+    "at-out-of-range": lambda c: c.send_once(
+        ["18100002707"], "hi", at=datetime.max.replace(tzinfo=timezone.utc)
+    ),
 }
 
 
@@ -196,6 +212,54 @@ def test_missing_credentials_name_the_variable(monkeypatch: pytest.MonkeyPatch) 
 def test_csid_zero_is_the_default_signature_and_valid() -> None:
     requests, error = run_with_client(lambda c: c.send_once(["18100002707"], "hi", csid=0))
     assert error is None and len(requests) == 1
+
+
+def test_surrogate_error_says_where() -> None:
+    with pytest.raises(ValidationError, match=r"U\+D800 at character 3"):
+        check_content("hi \ud800 there")
+    # Astral characters (a proper surrogate pair in UTF-16 terms) are fine.
+    assert check_content("hi \U0001f600") == "hi \U0001f600"
+
+
+@pytest.mark.parametrize(
+    ("lead_ms", "accepted"), [(60_050, False), (60_499, False), (60_500, True)]
+)
+def test_schedule_lead_counts_the_whole_seconds_the_gateway_reads(
+    lead_ms: int, accepted: bool
+) -> None:
+    # "now" half way through a second: the gateway reads `at` without its fraction, so a
+    # lead under 60.5 s is under a minute there, and is refused here.
+    now = NOW + timedelta(milliseconds=500)
+    at = now + timedelta(milliseconds=lead_ms)
+    if accepted:
+        assert check_at(at, now=now, gateway_tz=timezone.utc) == at.strftime("%Y%m%d%H%M%S")
+    else:
+        with pytest.raises(ValidationError, match="at least one minute"):
+            check_at(at, now=now, gateway_tz=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout": "5"}, "timeout must be a number"),
+        ({"timeout": 0}, "timeout must be above 0"),
+        ({"timeout": float("nan")}, "timeout must be above 0"),
+        ({"max_concurrency": 2.5}, "max_concurrency must be an integer"),
+        ({"max_concurrency": 0}, "max_concurrency must be at least 1"),
+        ({"initial_concurrency": "4"}, "initial_concurrency must be an integer"),
+        ({"max_rate": -1}, "max_rate"),
+        ({"max_answer_bytes": 0}, "max_answer_bytes must be at least 1"),
+        ({"base_url": "not a url"}, "base_url must be an http:// or https:// URL"),
+        ({"base_url": "ftp://example.com"}, "scheme 'ftp'"),
+        ({"base_url": "https://"}, "host 'none'"),
+        ({"data_url": "example.com/DataApi"}, "data_url must be"),
+    ],
+)
+def test_bad_client_settings_are_refused_at_construction(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        AisixClient(ACCOUNT, KEY, **options)
 
 
 def test_schedule_converts_to_gateway_time() -> None:
