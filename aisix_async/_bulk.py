@@ -212,9 +212,14 @@ class ChunkLedger(Protocol):
 class _ChunkHooks:
     """The scheduler's dispatch hooks for one chunk: the stop switch and the ledger."""
 
+    __slots__ = ("_stream", "chunk", "on_wire")
+
     def __init__(self, stream: SendStream, chunk: PlannedChunk) -> None:
         self._stream = stream
-        self._chunk = chunk
+        self.chunk = chunk
+        #: Whether a request for the chunk may have been written (and not provably refused):
+        #: what its fate is if the stream is abandoned now.
+        self.on_wire = False
 
     async def before_dispatch(self) -> None:
         if self._stream._stop is not None:
@@ -224,16 +229,23 @@ class _ChunkHooks:
             # Recorded in our slot, right before the request is written: a crash before
             # this leaves the chunk "planned" (safely resent), one after it "in flight"
             # (unknown, never resent blindly).
-            await ledger.on_wire(self._chunk)
+            await ledger.on_wire(self.chunk)
+        self.on_wire = True
 
     async def refused(self) -> None:
+        self.on_wire = False
         ledger = self._stream._ledger
         if ledger is not None:
-            await ledger.off_wire(self._chunk)
+            await ledger.off_wire(self.chunk)
 
 
 class _Stopped(Exception):
     """Raised in place of a dispatch once the stream has stopped."""
+
+
+# The cause of NotSentError for a chunk the stream took on and never dispatched, because
+# its block was left early. One instance serves every such chunk: it carries no state.
+_ABANDONED = AisixError("the send stream was left (break, an error or a cancellation) first")
 
 
 class _Counters:
@@ -284,7 +296,13 @@ class SendStream:
         self._entered = False
         # Chunks between the producer and the consumer: the backpressure of the design.
         self._window = anyio.Semaphore(client._scheduler.max_concurrency)
-        self._send, self._receive = anyio.create_memory_object_stream[SendOutcome]()
+        # Chunks planned and not settled yet, and outcomes not handed over yet: what the
+        # stream owes its caller if the block is left early.
+        self._open: dict[int, _ChunkHooks] = {}
+        self._handed: dict[int, SendOutcome] = {}
+        #: Outcomes of the chunks this stream had taken on but did not hand over, because
+        #: its block was left early (``break``, an exception, a cancellation); set on exit.
+        self.abandoned: list[SendOutcome] = []
 
     # -- the context manager -------------------------------------------------------
 
@@ -295,6 +313,9 @@ class SendStream:
         if self._check_balance:
             await self._check_affordable()
         self._started = time.monotonic()
+        # Created only now: a stream never entered, or refused by the balance check, has
+        # nothing to close.
+        self._send, self._receive = anyio.create_memory_object_stream[SendOutcome]()
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
@@ -313,10 +334,39 @@ class SendStream:
         # iteration there is nothing left to cancel.
         group.cancel_scope.cancel()
         self._receive.close()
-        # The body's own exception is not handed to the task group, which would wrap it in
-        # an exception group: an error raised in the loop reaches the caller as it was.
-        await group.__aexit__(None, None, None)
+        try:
+            # The body's own exception is not handed to the task group, which would wrap
+            # it in an exception group: an error raised in the loop reaches the caller as
+            # it was.
+            await group.__aexit__(None, None, None)
+        finally:
+            self.abandoned = self._abandon()
         return None
+
+    def _abandon(self) -> list[SendOutcome]:
+        """The outcomes owed to the caller once the work is stopped: none after a full run.
+
+        A chunk whose request may have been written is unknown (it may have been accepted
+        and charged); one that never got that far was not sent.
+        """
+        owed = list(self._handed.values())
+        for hooks in self._open.values():
+            chunk, count = hooks.chunk, self._count
+            if hooks.on_wire:
+                count.unknown += chunk.size
+                error: AisixError = TransportError(
+                    f"{chunk.action}: the send was abandoned while its request was on the "
+                    "wire; the gateway may have acted on it",
+                    request_sent=True,
+                    outcome_unknown=True,
+                )
+                owed.append(self._outcome(chunk, OutcomeStatus.UNKNOWN, error=error))
+            else:
+                count.failed += chunk.size
+                owed.append(self._not_sent(chunk, 0, _ABANDONED))
+        self._open.clear()
+        self._handed.clear()
+        return sorted(owed, key=lambda outcome: outcome.chunk)
 
     async def _check_affordable(self) -> None:
         if self._estimate is None:
@@ -338,12 +388,14 @@ class SendStream:
         if self._group is None:
             raise RuntimeError("use the stream in 'async with' before iterating it")
         try:
-            return await self._receive.receive()
+            outcome = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 raise failure from None
             raise StopAsyncIteration from None
+        del self._handed[outcome.chunk]
+        return outcome
 
     @property
     def stats(self) -> BulkStats:
@@ -449,28 +501,28 @@ class SendStream:
         if self._ledger is not None and not await self._ledger.before_send(item):
             self._count.skipped += item.size
             return
+        hooks = self._open[item.index] = _ChunkHooks(self, item)
         await self._window.acquire()
-        workers.start_soon(self._work, item)
+        workers.start_soon(self._work, hooks)
 
-    async def _work(self, chunk: PlannedChunk) -> None:
+    async def _work(self, hooks: _ChunkHooks) -> None:
         try:
             self._count.in_flight += 1
             try:
-                outcome = await self._send_chunk(chunk)
+                outcome = await self._send_chunk(hooks)
             finally:
                 self._count.in_flight -= 1
+            del self._open[outcome.chunk]
             await self._emit(outcome)
         finally:
             self._window.release()
 
-    async def _send_chunk(self, chunk: PlannedChunk) -> SendOutcome:
+    async def _send_chunk(self, hooks: _ChunkHooks) -> SendOutcome:
         from ._client import _receipts
 
+        chunk = hooks.chunk
         tally = AttemptTally()
         fields = chunk.fields(cgid=self._cgid, csid=self._csid, at=self._at)
-
-        hooks = _ChunkHooks(self, chunk)
-
         try:
             try:
                 answer = await self._client._call(chunk.action, fields, tally=tally, hooks=hooks)
@@ -521,13 +573,17 @@ class SendStream:
             attempts=attempts,
         )
 
-    def _not_sent(self, chunk: PlannedChunk, attempts: int) -> SendOutcome:
-        assert self._stop is not None
+    def _not_sent(
+        self, chunk: PlannedChunk, attempts: int, cause: AisixError | None = None
+    ) -> SendOutcome:
+        cause = cause or self._stop
+        assert cause is not None
         return self._outcome(
-            chunk, OutcomeStatus.FAILED, error=NotSentError(self._stop), attempts=attempts
+            chunk, OutcomeStatus.FAILED, error=NotSentError(cause), attempts=attempts
         )
 
     async def _emit(self, outcome: SendOutcome) -> None:
+        self._handed[outcome.chunk] = outcome
         count = self._count
         size = len(outcome.mobiles)
         if outcome.status is OutcomeStatus.ACCEPTED:
@@ -565,6 +621,8 @@ def _stream(
     check_balance: bool,
     ledger: ChunkLedger | None,
 ) -> SendStream:
+    # Here, not at the first request: that one would fail inside the stream's task group.
+    client._check_open()
     cgid, csid = client._targets(cgid, csid)
     return SendStream(
         client,

@@ -1,0 +1,161 @@
+"""A bulk send left early still accounts for every chunk it took on; streams leak nothing.
+
+Against the emulator on 127.0.0.1, with latency, so chunks are really on the wire when
+the block is left. What the emulator's ledger holds is the truth the outcomes (yielded
+and abandoned) are checked against.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections import Counter
+from typing import Any
+
+import anyio
+import pytest
+from test_bulk import numbers
+
+from aisix_async import (
+    AisixClient,
+    BalanceTooLowError,
+    NotSentError,
+    OutcomeStatus,
+    SendOutcome,
+    TransportError,
+    ValidationError,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def _client(emulator: Any, **options: Any) -> AisixClient:
+    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
+
+
+def check_accounted(
+    emulator: Any, mobiles: list[str], yielded: list[SendOutcome], abandoned: list[SendOutcome]
+) -> None:
+    """Every chunk once; whatever the gateway took is in an outcome that may say so."""
+    positions = Counter(p for o in yielded + abandoned for p in o.positions)
+    assert all(n == 1 for n in positions.values()), "a recipient in two outcomes"
+    may_be_sent = {
+        m for o in yielded + abandoned if o.status is not OutcomeStatus.FAILED for m in o.mobiles
+    }
+    ledger = Counter(record.mobile for record in emulator.state.messages())
+    assert all(n == 1 for n in ledger.values())
+    assert set(ledger) <= may_be_sent, "the gateway took recipients the caller never heard of"
+    for outcome in abandoned:
+        if outcome.status is OutcomeStatus.FAILED:
+            assert isinstance(outcome.error, NotSentError) and outcome.attempts == 0
+            assert not set(outcome.mobiles) & set(ledger)
+        elif outcome.status is OutcomeStatus.UNKNOWN:
+            assert isinstance(outcome.error, TransportError)
+            assert outcome.error.outcome_unknown and outcome.error.request_sent
+    # A recipient in no outcome was never read or never planned: never sent.
+    unread = {mobiles[p] for p in range(len(mobiles)) if p not in positions}
+    assert not unread & set(ledger)
+
+
+@pytest.mark.parametrize("how", ["break", "cancel"])
+async def test_a_stream_left_early_accounts_for_every_chunk_it_took_on(
+    emulator: Any, how: str
+) -> None:
+    emulator.state.set_faults(latency_ms=80, jitter_ms=40, fault_actions=["sendOnce"])
+    mobiles = numbers(3000)
+    yielded: list[SendOutcome] = []
+    async with _client(emulator, max_concurrency=8, initial_concurrency=8) as client:
+        stream = client.send_many(mobiles, "hi", chunk_size=100)
+        with anyio.CancelScope() as scope:
+            async with stream:
+                async for outcome in stream:
+                    yielded.append(outcome)
+                    if how == "break":
+                        break
+                    scope.cancel()  # as a move_on_after around the block would
+        stats = stream.stats
+        # The emulator finishes what it had taken on even though the client hung up.
+        await anyio.sleep(0.3)
+    abandoned = stream.abandoned
+    assert len(yielded) == 1
+    statuses = Counter(o.status for o in abandoned)
+    assert statuses[OutcomeStatus.UNKNOWN] >= 1, "no chunk was on the wire: test too slow?"
+    assert [o.chunk for o in abandoned] == sorted(o.chunk for o in abandoned)
+    check_accounted(emulator, mobiles, yielded, abandoned)
+    # The live counters include the abandoned outcomes.
+    assert stats.done == sum(len(o.mobiles) for o in yielded + abandoned)
+    assert stats.unknown == sum(
+        len(o.mobiles) for o in abandoned if o.status is OutcomeStatus.UNKNOWN
+    )
+
+
+async def test_a_stream_run_to_its_end_abandons_nothing(emulator: Any) -> None:
+    async with _client(emulator) as client:
+        stream = client.send_many(numbers(2500), "hi")
+        async with stream:
+            outcomes = [o async for o in stream]
+    assert stream.abandoned == []
+    assert sum(len(o.mobiles) for o in outcomes) == 2500
+
+
+async def test_a_bad_text_in_the_middle_of_a_bulk_send_fails_only_its_item(
+    emulator: Any,
+) -> None:
+    pairs = [(m, f"text {i}") for i, m in enumerate(numbers(1000))]
+    pairs[550] = (pairs[550][0], "bad \ud800 text")
+    async with _client(emulator) as client:
+        stream = client.send_batch_many(pairs)
+        async with stream:
+            outcomes = [o async for o in stream]
+    (bad,) = [o for o in outcomes if o.status is OutcomeStatus.FAILED]
+    assert bad.positions == (550,) and isinstance(bad.error, ValidationError)
+    assert "U+D800" in str(bad.error)
+    accepted = sorted(
+        p for o in outcomes if o.status is OutcomeStatus.ACCEPTED for p in o.positions
+    )
+    assert accepted == [p for p in range(1000) if p != 550]
+    assert len(emulator.state.messages()) == 999
+
+
+async def test_a_bad_content_for_every_number_is_refused_before_sending(emulator: Any) -> None:
+    async with _client(emulator) as client:
+        with pytest.raises(ValidationError, match="lone surrogate"):
+            client.send_many(numbers(10), "bad \udcff")
+    assert emulator.state.messages() == []
+
+
+def _resource_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+async def test_a_stream_never_entered_or_refused_leaks_nothing(emulator: Any) -> None:
+    emulator.state.set_balance(None, "0.05")
+    async with _client(emulator) as client:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            never = client.send_many(numbers(10), "hi")
+            del never
+            refused = client.send_many(numbers(1000), "hi")
+            with pytest.raises(BalanceTooLowError):
+                async with refused:
+                    pass
+            del refused
+            gc.collect()
+    assert _resource_warnings(caught) == []
+    assert emulator.state.messages() == []
+
+
+async def test_a_closed_client_says_so_before_any_request(emulator: Any) -> None:
+    client = _client(emulator)
+    async with client:
+        await client.get_balance()
+    with pytest.raises(RuntimeError, match="is closed"):
+        async with client:
+            pass
+    with pytest.raises(RuntimeError, match="is closed"):
+        await client.send_once(["13800000000"], "hi")
+    with pytest.raises(RuntimeError, match="is closed"):
+        await client.update_key()
+    with pytest.raises(RuntimeError, match="is closed"):
+        await client.send_all(numbers(10), "hi", check_balance=False)
+    assert emulator.state.messages() == []
