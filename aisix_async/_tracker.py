@@ -21,7 +21,7 @@ Memory is one dict entry per tracked recipient.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -55,8 +55,8 @@ class _OutcomeLike(Protocol):
 class TrackerResult:
     """Where a tracked campaign stands: final counts, who is still pending, what was not sent."""
 
-    #: Final reports by operator code (DELIVRD, UNDELIV, DTBLACK ...).
-    counts: Mapping[str, int]
+    #: Final reports by operator code (DELIVRD, UNDELIV, DTBLACK ...): ``most_common()``.
+    counts: Counter[str]
     #: (msgid, mobile) of every tracked recipient without a final report yet.
     pending: tuple[tuple[str, str], ...]
     tracked: int
@@ -239,7 +239,7 @@ class DeliveryTracker:
     def result(self) -> TrackerResult:
         """A snapshot of where the campaign stands."""
         return TrackerResult(
-            counts=dict(self._counts),
+            counts=Counter(self._counts),
             pending=tuple(self.pending()),
             tracked=self._tracked,
             done=self.done,

@@ -101,6 +101,7 @@ async def test_wait_without_a_stream_returns_when_others_feed_it() -> None:
         result = await tracker.wait(timeout=5)
     assert result.done
     assert result.counts == {"DELIVRD": 1, "EXPIRED": 1}
+    assert result.counts.most_common(1)[0][1] == 1  # a Counter, as the README says
 
 
 # -- against the emulator ---------------------------------------------------------------
