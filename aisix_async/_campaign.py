@@ -32,10 +32,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._bulk import BulkStats, ChunkLedger, SendOutcome, SendStream
+import anyio
+
+from ._bulk import BulkStats, ChunkLedger, OutcomeStatus, SendOutcome, SendStream
 from ._campaign_ledger import CampaignLedger, CampaignSummary, summarize
 from ._errors import AisixError, CampaignError
-from ._journal import Journal
+from ._journal import ChunkState, Journal
 from ._models import MalformedRecord, Reply, StateReport
 from ._reports import BatchHook, RecordStream, watch_replies, watch_send_states
 
@@ -97,10 +99,37 @@ class CampaignStream:
         try:
             result = await self._stream.__aexit__(exc_type, exc, tb)
         finally:
-            self._campaign._release()
+            # Also when the stream's exit re-raises a cancellation (the usual way out).
+            try:
+                await self._record_abandoned(self._stream, self._ledger)
+            finally:
+                self._campaign._release()
         if exc_type is None and self._ledger.error is not None:
             raise self._ledger.error
         return result
+
+    async def _record_abandoned(self, stream: SendStream, ledger: CampaignLedger) -> None:
+        # Chunks cut off on the wire (the block was left early): recorded as unknown now,
+        # with their numbers, rather than left "in flight" until a resumed run finds them.
+        journal = self._campaign._journal_now()
+        cut_off = [
+            outcome
+            for outcome in stream.abandoned
+            if outcome.status is OutcomeStatus.UNKNOWN
+            and (row := journal.rows.get(outcome.chunk)) is not None
+            and row.state is ChunkState.IN_FLIGHT
+        ]
+        with anyio.CancelScope(shield=True):
+            for outcome in cut_off:
+                await ledger.settle(outcome)
+
+    @property
+    def abandoned(self) -> list[SendOutcome]:
+        """The outcomes this run owed when its block was left early (see SendStream)."""
+        if self._stream is None or self._ledger is None:
+            return []
+        ignored = self._ledger.ignored
+        return [outcome for outcome in self._stream.abandoned if outcome.chunk not in ignored]
 
     def __aiter__(self) -> CampaignStream:
         return self

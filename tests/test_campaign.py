@@ -325,3 +325,47 @@ async def test_one_send_at_a_time(emulator: Any, tmp_path: Path) -> None:
             assert len([o async for o in first]) == 1
         with anyio.fail_after(5):
             assert await run(c.send_many(numbers(5), "hi")) == []
+
+
+async def test_a_run_cancelled_mid_send_records_its_cut_off_chunks_as_unknown(
+    emulator: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.db"
+    mobiles = numbers(3000)
+    emulator.state.set_faults(latency_ms=80, jitter_ms=40, fault_actions=["sendOnce"])
+    async with client_for(emulator, max_concurrency=8, initial_concurrency=8) as client:
+        async with open_campaign(client, path) as campaign:
+            stream = campaign.send_many(mobiles, "Spring sale", chunk_size=100)
+            yielded: list[SendOutcome] = []
+            with anyio.CancelScope() as scope:
+                async with stream:
+                    async for outcome in stream:
+                        yielded.append(outcome)
+                        scope.cancel()  # as a timeout around the block would
+            summary = campaign.summary()
+            cut_off = [o for o in stream.abandoned if o.status is OutcomeStatus.UNKNOWN]
+        await anyio.sleep(0.3)  # the emulator finishes what it had taken on
+    assert cut_off, "no chunk was on the wire: test too slow?"
+    # Listed at once, with their numbers, instead of "in flight" until a resume.
+    assert summary.in_flight == 0
+    assert summary.unknown == sum(len(o.mobiles) for o in cut_off)
+    listed = {m for _, m in summary.unknown_recipients}
+    assert listed == {m for o in cut_off for m in o.mobiles}
+    accepted = {
+        m
+        for o in yielded + stream.abandoned
+        if o.status is OutcomeStatus.ACCEPTED
+        for m in o.mobiles
+    }
+    assert summary.accepted == len(accepted)
+    assert set(sent_counts(emulator)) <= listed | accepted
+
+    # Resuming sends everything else, and nothing twice.
+    emulator.state.set_faults(latency_ms=0, jitter_ms=0)
+    async with client_for(emulator) as client, open_campaign(client, path) as campaign:
+        await run(campaign.send_many(mobiles, "Spring sale", chunk_size=100))
+        summary = campaign.summary()
+    assert summary.complete
+    assert summary.accepted + summary.unknown == 3000
+    assert all(n == 1 for n in sent_counts(emulator).values())
+    assert set(mobiles) - set(sent_counts(emulator)) <= listed
