@@ -12,9 +12,10 @@ import sys
 
 __all__ = ["MISSING_EMULATOR_HINT", "MISSING_EXTRA_HINT", "main"]
 
-MISSING_EXTRA_HINT = "aisix: this command needs the cli extra: pip install 'aisix-async[cli]'"
+# The package is installed from a clone of its repository (it is not on PyPI yet).
+MISSING_EXTRA_HINT = "aisix: this command needs the cli extra: pip install '.[cli]' in the clone"
 MISSING_EMULATOR_HINT = (
-    "aisix: the emulator needs the emulator extra: pip install 'aisix-async[emulator]'"
+    "aisix: the emulator needs the emulator extra: pip install '.[emulator]' in the clone"
 )
 
 
@@ -42,4 +43,4 @@ def _emulator(argv: list[str]) -> int:
             print(MISSING_EMULATOR_HINT, file=sys.stderr)
             return 2
         raise
-    return int(emulator_main(argv))
+    return int(emulator_main(argv, prog="aisix emulator"))

@@ -99,7 +99,8 @@ async def demo(ctx: Context) -> int:
         from ..emulator import EmulatorServer
     except ImportError as exc:  # uvicorn missing: the emulator extra is not installed
         raise CliError(
-            f"aisix demo needs the emulator ({exc.name} is missing): pip install 'aisix-async[cli]'"
+            f"aisix demo needs the emulator ({exc.name} is missing): "
+            "pip install '.[cli]' in the clone"
         ) from None
     args = ctx.args
     rng = random.Random(args.seed)

@@ -216,9 +216,16 @@ def _campaign_rows(summary: CampaignSummary) -> list[tuple[str, object]]:
         ("accepted", f"{summary.accepted:,}"),
         ("failed for good", f"{summary.failed:,}"),
         ("unknown (listed in the journal)", f"{summary.unknown:,}"),
-        ("not yet sent (a new run sends them)", f"{summary.not_yet_sent:,}"),
+        ("not yet sent (a new run sends them)", _not_yet_sent(summary)),
         ("reconciled by delivery reports", f"{summary.reconciled:,}"),
         ("units / cost (yuan)", f"{summary.units:,} / {summary.cost}"),
         ("complete", "yes" if summary.complete else "no"),
     ]
     return rows
+
+
+def _not_yet_sent(summary: CampaignSummary) -> str:
+    if summary.input_size is not None:
+        return f"{summary.not_yet_sent:,}"
+    # Until a run has read the whole input, the journal cannot know how much is left.
+    return f"{summary.not_yet_sent:,}, and the input no run has read yet"

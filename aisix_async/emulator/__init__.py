@@ -28,7 +28,7 @@ try:
     import uvicorn  # noqa: F401  (checked here so a missing extra says what to install)
 except ImportError as _missing:  # pragma: no cover - the test installs have the extra
     raise ImportError(
-        "aisix_async.emulator needs the emulator extra: pip install 'aisix-async[emulator]'",
+        "aisix_async.emulator needs the emulator extra: pip install '.[emulator]' in the clone",
         name="uvicorn",
     ) from _missing
 

@@ -45,10 +45,10 @@ def _names(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of the emulator."""
+def build_parser(prog: str = "python -m aisix_async.emulator") -> argparse.ArgumentParser:
+    """The command line of the emulator (``prog``: how its help names it)."""
     parser = argparse.ArgumentParser(
-        prog="python -m aisix_async.emulator",
+        prog=prog,
         description="Serve an emulated Aisix HTTP SMS gateway (for tests, demos and benchmarks).",
     )
     add = parser.add_argument
@@ -108,9 +108,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop, 1 if it cannot bind, 2 on usage."""
-    parser = build_parser()
+    parser = build_parser() if prog is None else build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help and usage errors: hand the code back, do not exit

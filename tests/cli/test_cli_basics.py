@@ -41,7 +41,7 @@ def test_help_lists_every_command_and_the_exit_codes(cli: Cli) -> None:
     assert "exit codes:" in result.stdout
     assert "130" in result.stdout
     assert "AISIX_AUTHKEY" in result.stdout
-    for command in ("send", "demo", "balance", "reports", "rotate-key"):
+    for command in ("send", "demo", "balance", "reports", "rotate-key", "emulator"):
         sub = cli.run(command, "--help")
         assert sub.returncode == 0, command
         assert "usage: aisix " + command in sub.stdout
