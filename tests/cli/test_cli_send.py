@@ -306,3 +306,20 @@ def test_journal_refuses_a_changed_input(cli: Cli, emulator: Any, tmp_path: Path
     assert result.returncode == 2
     assert "journal" in result.stderr
     assert emulator.state.message_count == 5
+
+
+def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
+    from aisix_async._campaign_ledger import CampaignSummary
+    from aisix_async.cli._send_report import _campaign_rows
+
+    def not_yet_sent(input_size: int | None) -> object:
+        summary = CampaignSummary(
+            accepted=27_000, failed=0, unknown=0, not_yet_sent=0, in_flight=0, reconciled=0,
+            units=27_000, cost=Decimal("2700"), input_size=input_size, delivery={},
+            unknown_recipients=(),
+        )  # fmt: skip
+        return dict(_campaign_rows(summary))["not yet sent (a new run sends them)"]
+
+    # Interrupted before the end of its input: the journal cannot count what is left.
+    assert not_yet_sent(None) == "0, and the input no run has read yet"
+    assert not_yet_sent(27_000) == "0"
