@@ -11,10 +11,13 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
+
+import anyio.lowlevel
 
 from . import _pricing, _reports
 from ._errors import AisixError, ProtocolError, TransportError, ValidationError, error_for_code
@@ -144,6 +147,8 @@ class AisixClient:
         )
         self._prices = PriceBook(self.get_channel_groups, self.get_signs)
         self._closed = False
+        # The event loop of the first request: the connection pool belongs to it.
+        self._loop: weakref.ref[object] | None = None
 
     def __repr__(self) -> str:
         # The authkey is deliberately absent.
@@ -160,7 +165,7 @@ class AisixClient:
         return self._endpoints
 
     async def __aenter__(self) -> AisixClient:
-        self._check_open()
+        self._check_usable()
         return self
 
     async def __aexit__(
@@ -179,6 +184,25 @@ class AisixClient:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed: create a new client")
+
+    def _check_usable(self) -> None:
+        """Refuse a closed client, and one used from another event loop than its first.
+
+        httpx's pooled connections belong to the loop that opened them: from another loop
+        a request fails with "Event loop is closed" (or worse, hangs), and the old
+        sockets leak. Saying so at once is kinder (e.g. a client made at import time and
+        used by tests that each run their own loop).
+        """
+        self._check_open()
+        loop = anyio.lowlevel.current_token().native_token
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
+            raise RuntimeError(
+                f"{self!r} was first used in another event loop, which owns its connections: "
+                "create one client per event loop (inside the function asyncio.run or "
+                "anyio.run runs)"
+            )
 
     # -- the exchange --------------------------------------------------------------
 
@@ -212,7 +236,7 @@ class AisixClient:
         hooks: DispatchHooks | None = None,
     ) -> Answer:
         """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run)."""
-        self._check_open()
+        self._check_usable()
 
         async def attempt() -> Answer:
             async with self._gate.shared():
@@ -511,7 +535,7 @@ class AisixClient:
         is lost, the error has ``outcome_unknown`` set: the key may or may not have
         changed, and the client keeps the old one.
         """
-        self._check_open()
+        self._check_usable()
 
         async def attempt() -> KeyUpdate:
             async with self._gate.exclusive():

@@ -143,19 +143,3 @@ async def test_a_stream_never_entered_or_refused_leaks_nothing(emulator: Any) ->
             gc.collect()
     assert _resource_warnings(caught) == []
     assert emulator.state.messages() == []
-
-
-async def test_a_closed_client_says_so_before_any_request(emulator: Any) -> None:
-    client = _client(emulator)
-    async with client:
-        await client.get_balance()
-    with pytest.raises(RuntimeError, match="is closed"):
-        async with client:
-            pass
-    with pytest.raises(RuntimeError, match="is closed"):
-        await client.send_once(["13800000000"], "hi")
-    with pytest.raises(RuntimeError, match="is closed"):
-        await client.update_key()
-    with pytest.raises(RuntimeError, match="is closed"):
-        await client.send_all(numbers(10), "hi", check_balance=False)
-    assert emulator.state.messages() == []

@@ -170,3 +170,33 @@ async def test_key_rotation_while_requests_are_in_flight(emulator: Any) -> None:
     assert errors == []
     assert seen == [emulator.state.authkey()]
     assert seen[0] != "87B01469201D6557C2685137EB3B5DEC"
+
+
+async def test_a_closed_client_says_so_before_any_request(emulator: Any) -> None:
+    client = client_for(emulator)
+    async with client:
+        await client.get_balance()
+    with pytest.raises(RuntimeError, match="is closed"):
+        async with client:
+            pass
+    with pytest.raises(RuntimeError, match="is closed"):
+        await client.send_once(["13800000000"], "hi")
+    with pytest.raises(RuntimeError, match="is closed"):
+        await client.update_key()
+    with pytest.raises(RuntimeError, match="is closed"):
+        await client.send_all(["13800000000"] * 2, "hi", check_balance=False)
+    assert emulator.state.messages() == []
+
+
+@pytest.mark.parametrize("second", ["asyncio", "trio"])
+async def test_a_client_used_from_another_event_loop_says_so(emulator: Any, second: str) -> None:
+    async def balance() -> None:
+        await client.get_balance()
+
+    async with client_for(emulator) as client:
+        await balance()
+        # Another thread, its own event loop, this loop's client.
+        with pytest.raises(RuntimeError, match="another event loop"):
+            await anyio.to_thread.run_sync(lambda: anyio.run(balance, backend=second))
+        assert emulator.state.get_counters().requests["getBalance"] == 1  # refused before
+        await balance()  # still fine in its own loop
