@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from .._bulk import SendStream
+from .._bulk import SendOutcome, SendStream
 from .._client import GATEWAY_TZ, AisixClient
 from .._errors import AisixError, ValidationError
 from .._pricing import Estimate, estimate
@@ -234,18 +234,25 @@ async def _run(
         with anyio.CancelScope() as hard:
             group.start_soon(watch_interrupts, ctx, feed, ready_to_stop, hard, state)
             stream = _open_stream(client, source, feed.items(), at, args, campaign)
+
+            def record(outcome: SendOutcome) -> None:
+                tally.add(outcome)
+                if outcomes_file is not None:
+                    write_outcome_rows(writer, outcome)
+                if out.json_mode:
+                    out.emit(outcome_record(outcome))
+
             async with stream:
                 title = f"sending ({source.mode})"
                 async with progress(out, title, lambda: snapshot(stream.stats, total)):
                     async for outcome in stream:
-                        tally.add(outcome)
+                        record(outcome)
                         consumed += len(outcome.mobiles)
-                        if outcomes_file is not None:
-                            write_outcome_rows(writer, outcome)
-                        if out.json_mode:
-                            out.emit(outcome_record(outcome))
         group.cancel_scope.cancel()
         assert stream is not None
+        # After a second Ctrl-C: the requests cut off on the wire (unknown), and the rest.
+        for outcome in stream.abandoned:
+            record(outcome)
         stats = stream.stats
         summary = campaign.summary() if campaign is not None else None
     return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary)

@@ -266,6 +266,38 @@ def test_interrupt_stops_cleanly_with_what_was_sent(
     assert "Traceback" not in err
 
 
+def test_a_second_interrupt_lists_the_abandoned_requests_as_unknown(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.set_faults(latency_ms=400)
+    emulator.state.set_balance(None, "100000")
+    mobiles = numbers(60_000)
+    path = write_lines(tmp_path / "n.txt", mobiles)
+    outcomes = tmp_path / "outcomes.csv"
+    process = cli.popen(
+        "send", path, "--content", "hello", "--json", "--max-concurrency", "4",
+        "--outcomes", str(outcomes),
+    )  # fmt: skip
+    wait_for(lambda: emulator.state.message_count >= 2000)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "abandoning" in err
+    summary = summary_of(out)
+    time.sleep(0.5)  # what the emulator had taken on, it finishes
+    sent = Counter(m.mobile for m in emulator.state.messages())
+    assert max(sent.values()) == 1
+    # Cut off on the wire: unknown, and listed; whatever the gateway took is accounted for.
+    assert summary["unknown"] > 0
+    rows = outcomes.read_text(encoding="utf-8").splitlines()[1:]
+    status = {row.split(",")[0]: row.split(",")[1] for row in rows}
+    assert all(status.get(m) in ("accepted", "unknown") for m in sent)
+    assert summary["accepted"] + summary["unknown"] >= sum(sent.values())
+    assert "Traceback" not in err
+
+
 def test_journal_resumes_after_kill_without_sending_twice(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
