@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -243,14 +244,22 @@ def wait_for(condition: Any, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_interrupt_stops_cleanly_with_what_was_sent(
-    cli: Cli, emulator: Any, tmp_path: Path
-) -> None:
-    emulator.state.set_faults(latency_ms=150)
+def start_long_send(
+    cli: Cli, emulator: Any, tmp_path: Path, latency_ms: float, *options: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """60,000 numbers, four requests at a time, slow answers: long enough to interrupt."""
+    emulator.state.set_faults(latency_ms=latency_ms)
     emulator.state.set_balance(None, "100000")
     mobiles = numbers(60_000)
     path = write_lines(tmp_path / "n.txt", mobiles)
-    process = cli.popen("send", path, "--content", "hello", "--json", "--max-concurrency", "4")
+    args = ("send", path, "--content", "hello", "--json", "--max-concurrency", "4", *options)
+    return cli.popen(*args), mobiles
+
+
+def test_interrupt_stops_cleanly_with_what_was_sent(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    process, mobiles = start_long_send(cli, emulator, tmp_path, 150)
     wait_for(lambda: emulator.state.message_count >= 3000)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
@@ -269,15 +278,8 @@ def test_interrupt_stops_cleanly_with_what_was_sent(
 def test_a_second_interrupt_lists_the_abandoned_requests_as_unknown(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
-    emulator.state.set_faults(latency_ms=400)
-    emulator.state.set_balance(None, "100000")
-    mobiles = numbers(60_000)
-    path = write_lines(tmp_path / "n.txt", mobiles)
     outcomes = tmp_path / "outcomes.csv"
-    process = cli.popen(
-        "send", path, "--content", "hello", "--json", "--max-concurrency", "4",
-        "--outcomes", str(outcomes),
-    )  # fmt: skip
+    process, _ = start_long_send(cli, emulator, tmp_path, 400, "--outcomes", str(outcomes))
     wait_for(lambda: emulator.state.message_count >= 2000)
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
