@@ -212,11 +212,12 @@ class ChunkLedger(Protocol):
 class _ChunkHooks:
     """The scheduler's dispatch hooks for one chunk: the stop switch and the ledger."""
 
-    __slots__ = ("_stream", "chunk", "on_wire")
+    __slots__ = ("_stream", "chunk", "on_wire", "tally")
 
     def __init__(self, stream: SendStream, chunk: PlannedChunk) -> None:
         self._stream = stream
         self.chunk = chunk
+        self.tally = AttemptTally()
         #: Whether a request for the chunk may have been written (and not provably refused):
         #: what its fate is if the stream is abandoned now.
         self.on_wire = False
@@ -360,10 +361,13 @@ class SendStream:
                     request_sent=True,
                     outcome_unknown=True,
                 )
-                owed.append(self._outcome(chunk, OutcomeStatus.UNKNOWN, error=error))
+                outcome = self._outcome(
+                    chunk, OutcomeStatus.UNKNOWN, error=error, attempts=hooks.tally.attempts
+                )
             else:
                 count.failed += chunk.size
-                owed.append(self._not_sent(chunk, 0, _ABANDONED))
+                outcome = self._not_sent(chunk, hooks.tally.attempts, _ABANDONED)
+            owed.append(outcome)
         self._open.clear()
         self._handed.clear()
         return sorted(owed, key=lambda outcome: outcome.chunk)
@@ -520,8 +524,7 @@ class SendStream:
     async def _send_chunk(self, hooks: _ChunkHooks) -> SendOutcome:
         from ._client import _receipts
 
-        chunk = hooks.chunk
-        tally = AttemptTally()
+        chunk, tally = hooks.chunk, hooks.tally
         fields = chunk.fields(cgid=self._cgid, csid=self._csid, at=self._at)
         try:
             try:

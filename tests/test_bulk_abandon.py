@@ -52,6 +52,7 @@ def check_accounted(
         elif outcome.status is OutcomeStatus.UNKNOWN:
             assert isinstance(outcome.error, TransportError)
             assert outcome.error.outcome_unknown and outcome.error.request_sent
+            assert outcome.attempts >= 1
     # A recipient in no outcome was never read or never planned: never sent.
     unread = {mobiles[p] for p in range(len(mobiles)) if p not in positions}
     assert not unread & set(ledger)
