@@ -169,10 +169,10 @@ class EnterpriseUnavailableError(GatewayError):
 
 
 class StaffUnavailableError(GatewayError):
-    """Result -6: the staff account is locked or expired."""
+    """Result -6: the staff account does not exist, or is locked or expired."""
 
     code = -6
-    meaning = "the staff account is locked or expired"
+    meaning = "the staff account does not exist, or is locked or expired"
 
 
 class InterfaceNotEnabledError(GatewayError):

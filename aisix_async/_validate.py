@@ -190,7 +190,11 @@ def check_pair(pair: object, index: int) -> tuple[object, object]:
 
 
 def check_template(template: object) -> tuple[str, int]:
-    """Return the template and how many parameters it uses (p1..pN, all of them)."""
+    """Return the template and how many values each row gives it: N for a highest ``{pN}``.
+
+    Rows give values by position, p1 first, and all N are sent; one the template does not
+    use (``{p2}`` alone) is sent and ignored, as the document says the gateway does.
+    """
     text = check_content(template, what="template")
     used = {int(n) for n in _PLACEHOLDER.findall(text)}
     if not used:
@@ -198,13 +202,6 @@ def check_template(template: object) -> tuple[str, int]:
     count = max(used)
     if count > MAX_PARAMS or 0 in used:
         raise ValidationError(f"template parameters run from {{p1}} to {{p{MAX_PARAMS}}}")
-    missing = set(range(1, count + 1)) - used
-    if missing:
-        names = ", ".join(f"{{p{n}}}" for n in sorted(missing))
-        raise ValidationError(
-            f"template uses {{p{count}}} but not {names}: the gateway needs p1..p{count} "
-            "all present"
-        )
     return text, count
 
 

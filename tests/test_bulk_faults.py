@@ -1,7 +1,7 @@
 """Every recipient exactly once, under random fault mixes, checked against the ledger.
 
-Hypothesis picks the mix (-1 from a token bucket, -10 after charging, connections dropped
-after processing, HTTP 502, truncated answers) and the input's size and kind; the
+Hypothesis picks the mix (-1 from a token bucket, -10 after charging, -11, connections
+dropped after processing, HTTP 502, truncated answers) and the input's size and kind; the
 emulator's ledger says what really went out. Few examples, small latencies: fast.
 """
 
@@ -30,6 +30,7 @@ def fault_mixes(draw: st.DrawFn) -> dict[str, float]:
         "http_502": draw(_probability),
         "truncated_xml": draw(_probability),
         "error_before_charge": draw(_probability),
+        "charge_failed": draw(_probability),
     }
 
 

@@ -127,9 +127,6 @@ BAD_CALLS: dict[str, Callable[[AisixClient], Coroutine[Any, Any, object]]] = {
     "param-extra-value": lambda c: c.send_param(
         "Hi {p1}", [("18100002707", ["A", "x"]), ("18600007370", ["C", "y"])]
     ),
-    "param-gap": lambda c: c.send_param(
-        "Hi {p2}", [("18100002707", ["A", "B"]), ("18600007370", ["C", "D"])]
-    ),
     "param-eleven": lambda c: c.send_param(
         " ".join(f"{{p{n}}}" for n in range(1, 12)),
         [(m, ["v"] * 11) for m in ("18100002707", "18600007370")],
@@ -207,6 +204,15 @@ def test_missing_credentials_name_the_variable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("AISIX_ACCOUNT", raising=False)
     with pytest.raises(ValidationError, match="AISIX_ACCOUNT"):
         AisixClient(authkey=KEY)
+
+
+def test_a_template_may_skip_a_parameter_whose_value_is_then_ignored() -> None:
+    # The document: a parameter takes effect where the content uses it.
+    rows = [("18100002707", ["unused", "Ann"]), ("18600007370", ["unused", "Bob"])]
+    requests, error = run_with_client(lambda c: c.send_param("Hi {p2}", rows))
+    assert error is None
+    fields = sent_fields(requests[0])
+    assert (fields["c"], fields["p1"], fields["p2"]) == ("Hi {p2}", "unused{|}unused", "Ann{|}Bob")
 
 
 def test_csid_zero_is_the_default_signature_and_valid() -> None:

@@ -77,7 +77,11 @@ def build_parser(prog: str = "python -m aisix_async.emulator") -> argparse.Argum
     add("--no-record", action="store_true", help="keep counters only, no message ledger")
     add("--balance", type=_money, default=Decimal("1000.000"), help="default account's balance")
     add("--blacklist", type=_names, default=[], help="comma-separated numbers that get DTBLACK")
-    add("--ip-bound", action="store_true", help="answer -1 to everything (bound-IP mismatch)")
+    add(
+        "--ip-bound",
+        action="store_true",
+        help="answer -1 to every request of a well-formed account (bound-IP mismatch)",
+    )
     add("--lock-after", type=int, default=5, help="wrong keys in a row that lock the key")
     return parser
 

@@ -60,6 +60,10 @@ _NOT_ALLOWED = html_page(405, "Method Not Allowed")
 _TOO_LARGE = html_page(413, "Request Entity Too Large")
 
 
+#: Faults answered without acting at all, and their result codes.
+_REFUSED_BEFORE_ACTING = {"error_before_charge": -10, "charge_failed": -11}
+
+
 class _TooLarge(Exception):
     """The body is over the limit (answered with HTTP 413)."""
 
@@ -223,9 +227,10 @@ class EmulatorApp:
                 counters.requests[action if action in ALL_ACTIONS else UNKNOWN_ACTION] += 1
                 counters.http_errors[502] += 1
                 request_id = 0
-            elif fault == "error_before_charge":
+            elif fault in _REFUSED_BEFORE_ACTING:
+                code = _REFUSED_BEFORE_ACTING[fault]
                 counters.requests[action if action in ALL_ACTIONS else UNKNOWN_ACTION] += 1
-                counters.results[-10] += 1
+                counters.results[code] += 1
                 request_id = state.next_request_id()
             else:
                 request_id = state.next_request_id()

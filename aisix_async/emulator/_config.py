@@ -49,6 +49,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "drop_after_process",
     "truncated_xml",
     "slow_body",
+    "charge_failed",
 )
 
 
@@ -173,6 +174,7 @@ class FaultConfig:
     drop_after_process: float = attrs.field(default=0.0, converter=float, validator=_probability)
     truncated_xml: float = attrs.field(default=0.0, converter=float, validator=_probability)
     slow_body: float = attrs.field(default=0.0, converter=float, validator=_probability)
+    charge_failed: float = attrs.field(default=0.0, converter=float, validator=_probability)
     latency_ms: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
     jitter_ms: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
     slow_body_ms: float = attrs.field(default=400.0, converter=float, validator=_non_negative)

@@ -105,6 +105,7 @@ _FAULT_FIELDS = (
     "drop_after_process",
     "truncated_xml",
     "slow_body",
+    "charge_failed",
     "latency_ms",
     "jitter_ms",
     "slow_body_ms",

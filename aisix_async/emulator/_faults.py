@@ -9,6 +9,12 @@ misbehaviour a real deployment shows can be switched on with a probability:
     drop_after_process   charged and recorded, then the connection is cut mid-body
     truncated_xml        charged and recorded, then half the XML with a matching length
     slow_body            charged and recorded, the answer trickles out over slow_body_ms
+    charge_failed        result -11 (the document's "chargeback failure"), nothing charged
+                         or recorded; sends only
+
+"Charge" faults mean what they say for the sends alone. For another action,
+error_after_charge acts as error_before_charge (the document's -10 for updateKey means
+"update failed": the key must not change), and charge_failed does not fire.
 
 The decision comes from the state's own seeded generator, so a run repeats exactly.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import random
 
+from ._actions import SEND_ACTIONS
 from ._config import FAULT_NAMES, FaultConfig
 from ._xmlout import html_page
 
@@ -35,6 +42,13 @@ BAD_GATEWAY_PAGE = html_page(502, "Bad Gateway")
 
 class DeliberateDrop(Exception):
     """Raised by the app after a partial answer so the server cuts the connection."""
+
+
+# What a charge fault becomes for an action that charges nothing.
+_OUTSIDE_SENDS: dict[str | None, str | None] = {
+    "error_after_charge": "error_before_charge",
+    "charge_failed": None,
+}
 
 
 def draw_fault(faults: FaultConfig, rng: random.Random, action: str) -> tuple[str | None, float]:
@@ -59,6 +73,8 @@ def draw_fault(faults: FaultConfig, rng: random.Random, action: str) -> tuple[st
                 if point < edge:
                     fault = name
                     break
+    if action not in SEND_ACTIONS:
+        fault = _OUTSIDE_SENDS.get(fault, fault)
     return fault, delay / 1000.0
 
 

@@ -79,25 +79,25 @@ def split_contents(c: str, count: int) -> list[str]:
 def render_template(template: str, params: dict[str, str], count: int) -> list[str]:
     """sendParam: the text of each of `count` recipients.
 
-    `params` maps "1".."10" to the raw `pN` values. p1 is required; each value list has
-    exactly `count` entries; the template's placeholders and the supplied parameters are
-    the same set (a placeholder without a value, or a value without a placeholder, would
-    send something the sender did not mean). Substitution is one pass, so a value that
-    itself looks like `{p2}` is sent as written.
+    `params` maps "1".."10" to the raw `pN` values; at least one is needed. As the
+    document says, a parameter takes effect only where the content uses it: every
+    placeholder needs its parameter, with exactly `count` values, and a parameter the
+    content does not use is ignored (p1 included). Substitution is one pass, so a value
+    that itself looks like `{p2}` is sent as written.
     """
-    if "1" not in params:
-        raise ShapeError("sendParam needs p1")
-    rows: dict[str, list[str]] = {}
-    for number, raw in params.items():
-        values = raw.split(SEPARATOR)
-        if len(values) != count:
-            raise ShapeError(f"p{number} has {len(values)} values for {count} numbers")
-        rows[number] = values
+    if not params:
+        raise ShapeError("sendParam needs at least one of p1..p10")
     used = set(_PLACEHOLDER.findall(template))
     if not used <= set(_PARAM_NUMBERS):
         raise ShapeError("placeholder outside {p1}..{p10}")
-    if used != set(rows):
-        raise ShapeError("placeholders and supplied parameters differ")
+    rows: dict[str, list[str]] = {}
+    for number in used:
+        if number not in params:
+            raise ShapeError(f"{{p{number}}} has no p{number}")
+        values = params[number].split(SEPARATOR)
+        if len(values) != count:
+            raise ShapeError(f"p{number} has {len(values)} values for {count} numbers")
+        rows[number] = values
     rendered = []
     for index in range(count):
 

@@ -267,11 +267,9 @@ TWO = "13800000001,13800000002"
     [
         pytest.param("13800000001", "Hi {p1}", {"p1": "a"}, id="one-number"),
         pytest.param(TWO, "Hi", {}, id="no-p1"),
-        pytest.param(TWO, "Hi {p2}", {"p2": "a{|}b"}, id="p2-without-p1"),
         pytest.param(TWO, "Hi {p1}", {"p1": "a"}, id="too-few-values"),
         pytest.param(TWO, "Hi {p1}", {"p1": "a{|}b{|}c"}, id="too-many-values"),
         pytest.param(TWO, "Hi {p1} {p2}", {"p1": "a{|}b"}, id="placeholder-without-value"),
-        pytest.param(TWO, "Hi {p1}", {"p1": "a{|}b", "p2": "c{|}d"}, id="value-unused"),
         pytest.param(TWO, "Hi {p1} {p11}", {"p1": "a{|}b"}, id="p11"),
         pytest.param(TWO, "Hi {p1}", {"P1": "a{|}b"}, id="upper-case-P"),
         pytest.param(TWO, "{p1}", {"p1": "a{|}"}, id="renders-empty"),
@@ -282,6 +280,25 @@ TWO = "13800000001,13800000002"
 def test_send_param_shapes(gw: Gateway, m: str, c: str, params: dict[str, str]) -> None:
     assert gw.call("sendParam", m=m, c=c, **params).result == -4
     assert gw.state.message_count == 0
+
+
+@pytest.mark.parametrize(
+    ("c", "params", "texts"),
+    [
+        pytest.param("Hi {p2}", {"p2": "a{|}b"}, ["Hi a", "Hi b"], id="p2-without-p1"),
+        # A parameter takes effect where the content uses it; others are ignored, even
+        # one whose value count is wrong.
+        pytest.param(
+            "Hi {p1}", {"p1": "a{|}b", "p2": "c{|}d{|}e"}, ["Hi a", "Hi b"], id="value-unused"
+        ),
+    ],
+)
+def test_send_param_parameters_count_where_the_content_uses_them(
+    gw: Gateway, c: str, params: dict[str, str], texts: list[str]
+) -> None:
+    assert gw.call("sendParam", m=TWO, c=c, **params).result == 1
+    sign = "【Aisix】"
+    assert [m.text for m in gw.state.messages()] == [sign + t for t in texts]
 
 
 @pytest.mark.parametrize(

@@ -138,14 +138,30 @@ def test_fault_decisions_repeat_with_the_seed(gw: Gateway) -> None:
 
 
 def test_each_fault_fires_with_its_probability(gw: Gateway) -> None:
-    gw.state.set_faults(error_before_charge=0.25, error_after_charge=0.25)
-    results = [gw.call("getBalance").result for _ in range(200)]
+    gw.state.set_faults(error_before_charge=0.25, error_after_charge=0.25, charge_failed=0.25)
+    results = [gw.call("sendOnce", m="13800000001", c="hi").result for _ in range(200)]
     counters = gw.state.get_counters()
     assert counters.faults["error_before_charge"] + counters.faults[
         "error_after_charge"
     ] == results.count(-10)
+    assert counters.faults["charge_failed"] == results.count(-11)
     assert 60 <= results.count(-10) <= 140
     assert 20 <= counters.faults["error_before_charge"] <= 80
+    assert 20 <= results.count(-11) <= 80
+    # Sent: the successes and the "after charge" errors; -11 sent and charged nothing.
+    assert gw.state.message_count == results.count(1) + counters.faults["error_after_charge"]
+
+
+def test_charge_faults_act_as_the_document_says_outside_the_sends(gw: Gateway) -> None:
+    # updateKey's -10 means "update failed": the old key must keep working.
+    gw.state.set_faults(error_after_charge=1.0)
+    assert gw.call("updateKey").result == -10
+    gw.state.set_faults(error_after_charge=0.0, charge_failed=1.0)
+    assert gw.call("getBalance").result == 1  # -11 is a send's answer only
+    assert gw.call("updateKey").result == 1
+    counters = gw.state.get_counters()
+    assert counters.faults["error_before_charge"] == 1
+    assert counters.faults["error_after_charge"] == counters.faults["charge_failed"] == 0
 
 
 def test_fault_probabilities_are_validated() -> None:
