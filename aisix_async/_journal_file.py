@@ -138,7 +138,16 @@ def _in_use(path: Path, holder: str) -> CampaignError:
 def _lock(journal: Path) -> IO[str]:
     """Take the sidecar lock, or raise CampaignError when another process holds it."""
     path = journal.with_name(journal.name + ".lock")
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held while open
+    try:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held while open
+    except OSError as exc:
+        # The first file a journal creates: where a missing folder or a read-only one shows.
+        reason = (
+            f"the folder {journal.parent} does not exist"
+            if not journal.parent.is_dir()
+            else (exc.strerror or type(exc).__name__).lower()
+        )
+        raise CampaignError(f"cannot open the campaign journal {journal}: {reason}") from None
     try:
         if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
             import msvcrt

@@ -216,6 +216,12 @@ async def test_input_size_change_is_refused(tmp_path: Path) -> None:
         await journal.aclose()
 
 
+async def test_a_journal_in_a_missing_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CampaignError, match=r"the folder .*nowhere does not exist"):
+        await Journal.open(tmp_path / "nowhere" / "c.db")
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_a_text_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_text("these are my notes, not a journal\n")
