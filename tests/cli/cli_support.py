@@ -8,6 +8,7 @@ ledger.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,3 +72,22 @@ class Cli:
             env=self.env,
             cwd=ROOT,
         )
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def numbers(n: int, start: int = 0) -> list[str]:
+    return [f"139{i:08d}" for i in range(start, start + n)]
+
+
+def write_lines(path: Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def summary_of(stdout: str) -> dict[str, Any]:
+    records = [r for r in json_lines(stdout) if r.get("type") == "summary"]
+    assert len(records) == 1
+    return records[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -13,28 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import Cli
+from cli_support import Cli, json_lines, numbers, summary_of, write_lines
 
 SIGN = "【Aisix】"
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def numbers(n: int, start: int = 0) -> list[str]:
-    return [f"139{i:08d}" for i in range(start, start + n)]
-
-
-def write_lines(path: Path, lines: list[str]) -> str:
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
-def summary_of(stdout: str) -> dict[str, Any]:
-    records = [r for r in json_lines(stdout) if r.get("type") == "summary"]
-    assert len(records) == 1
-    return records[0]
 
 
 def test_send_numbers_file(cli: Cli, emulator: Any, tmp_path: Path) -> None:
