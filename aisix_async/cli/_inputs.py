@@ -11,12 +11,14 @@ Line numbers in messages are those a text editor shows (header included for CSV)
 from __future__ import annotations
 
 import csv
+import io
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import attrs
 
@@ -97,6 +99,60 @@ def _open_text(path: str) -> TextIO:
         raise CliError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
+def _not_utf8(name: str, data: BinaryIO) -> CliError:
+    """The error for input that is not UTF-8, naming the first line that is not.
+
+    Only called once decoding has failed, so reading the input a second time here costs
+    nothing on the normal path. Latin-1 maps every byte to one character, so splitting
+    through it finds the same lines as the UTF-8 reader would have.
+    """
+    head = data.read(2)
+    data.seek(0)
+    lines = io.TextIOWrapper(data, encoding="latin-1", newline="")
+    for number, line in enumerate(lines, start=1):
+        try:
+            line.encode("latin-1").decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start]
+            break
+    else:  # pragma: no cover - the caller saw a decoding error
+        number, byte = 1, 0
+    # Windows "Unicode" text (Notepad, Excel's "Unicode Text") is UTF-16 with a BOM.
+    kind = " (it looks like UTF-16)" if head in (b"\xff\xfe", b"\xfe\xff") else ""
+    return CliError(
+        f"{name} line {number}: not UTF-8 text{kind}, byte 0x{byte:02x}; re-save the file "
+        "as UTF-8 (in a spreadsheet program: CSV UTF-8)"
+    )
+
+
+def _text_lines(path: str) -> Generator[str, None, None]:
+    """The lines of a UTF-8 file, endings kept (the csv module needs them)."""
+    with _open_text(path) as handle:
+        try:
+            yield from handle
+        except UnicodeDecodeError:
+            with open(path, "rb") as raw:
+                raise _not_utf8(path, raw) from None
+
+
+def _existing_file(path: str, option: str = "") -> None:
+    """Refuse a path that is not a file (naming the option that gave it)."""
+    if not Path(path).is_file():
+        raise CliError(f"{option}{path}: no such file")
+
+
+def _stdin_lines() -> list[str]:
+    buffer: BinaryIO | None = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # pragma: no cover - a replaced sys.stdin: already text
+        return sys.stdin.read().splitlines()
+    data = buffer.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _not_utf8("stdin", io.BytesIO(data)) from None
+    return text.splitlines()
+
+
 def _reader(path: str | None) -> Callable[[], Iterator[tuple[int, str]]]:
     """Lines of a file (or of stdin, buffered once) with their line numbers."""
     if path is None or path == "-":
@@ -105,15 +161,13 @@ def _reader(path: str | None) -> Callable[[], Iterator[tuple[int, str]]]:
                 "no recipients: give a FILE of numbers, --csv FILE --column NAME, --batch FILE, "
                 "or pipe numbers on stdin"
             )
-        lines = sys.stdin.read().splitlines()
+        lines = _stdin_lines()
         return lambda: enumerate(lines, start=1)
-    file = Path(path)
-    if not file.is_file():
-        raise CliError(f"{path}: no such file")
+    _existing_file(path)
 
     def read() -> Iterator[tuple[int, str]]:
-        with _open_text(path) as handle:
-            for number, line in enumerate(handle, start=1):
+        with closing(_text_lines(path)) as text:
+            for number, line in enumerate(text, start=1):
                 yield number, line.rstrip("\r\n")
 
     return read
@@ -133,13 +187,11 @@ def numbers_source(path: str | None) -> Source:
 
 
 def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str]]]]:
-    file = Path(path)
-    if not file.is_file():
-        raise CliError(f"{path}: no such file")
+    _existing_file(path, "--csv ")
 
     def read() -> Iterator[tuple[int, dict[str, str]]]:
-        with _open_text(path) as handle:
-            reader = csv.DictReader(handle)
+        with closing(_text_lines(path)) as text:
+            reader = csv.DictReader(text)
             for row in reader:
                 if not any((value or "").strip() for value in row.values()):
                     continue
@@ -149,8 +201,8 @@ def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str]]]]:
 
 
 def _header(path: str) -> list[str]:
-    with _open_text(path) as handle:
-        return next(csv.reader(handle), [])
+    with closing(_text_lines(path)) as text:
+        return next(csv.reader(text), [])
 
 
 def _need_columns(path: str, wanted: Sequence[str]) -> None:
@@ -198,17 +250,15 @@ def param_source(path: str, column: str, param_columns: Sequence[str], template:
 
 def batch_source(path: str) -> Source:
     """(mobile, content) rows; a header row naming 'mobile' and 'content' is optional."""
-    file = Path(path)
-    if not file.is_file():
-        raise CliError(f"{path}: no such file")
+    _existing_file(path, "--batch ")
     header = [cell.strip().lower() for cell in _header(path)]
     has_header = "mobile" in header and "content" in header
     mobile_at = header.index("mobile") if has_header else 0
     content_at = header.index("content") if has_header else 1
 
     def read() -> Iterator[Item]:
-        with _open_text(path) as handle:
-            reader = csv.reader(handle)
+        with closing(_text_lines(path)) as text:
+            reader = csv.reader(text)
             for row in reader:
                 if has_header and reader.line_num == 1:
                     continue

@@ -62,6 +62,25 @@ class Cli:
             cwd=ROOT,
         )
 
+    def run_bytes(
+        self, *args: str, input: bytes, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Like :meth:`run`, with raw bytes on stdin (an encoding the CLI must refuse)."""
+        done = subprocess.run(
+            self.command(*args),
+            input=input,
+            capture_output=True,
+            env=self.env,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+        return subprocess.CompletedProcess(
+            done.args,
+            done.returncode,
+            done.stdout.decode("utf-8", "replace"),
+            done.stderr.decode("utf-8", "replace"),
+        )
+
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             self.command(*args),
