@@ -168,7 +168,9 @@ def _add_send(
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="check every input and print the estimate (units, cost, balance); send nothing",
+        help="check every input and print the estimate (units, cost, balance); send nothing; "
+        "exit as the send would start (2: invalid lines, 4: balance too low, 1: lines "
+        "--skip-invalid would report as failed)",
     )
     run.add_argument(
         "--journal",

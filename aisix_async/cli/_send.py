@@ -164,13 +164,19 @@ async def send(ctx: Context) -> int:
         raise CliError("--resend-unknown only makes sense with --journal")
 
     checked = await anyio.to_thread.run_sync(lambda: check_source(source, duplicates=args.dry_run))
-    if checked.problems:
+    invalid = len(checked.problems) + checked.more_problems
+    refusal: CliError | None = None
+    if invalid:
         show_problems(ctx, source, checked)
-        if not args.skip_invalid and not args.dry_run:
-            raise CliError(
-                f"{len(checked.problems) + checked.more_problems} invalid line(s) in "
-                f"{source.description}: fix them, or add --skip-invalid to send the rest"
+        if not args.skip_invalid:
+            refusal = CliError(
+                f"{invalid} invalid line(s) in {source.description}: "
+                + ("a real send would refuse to start; " if args.dry_run else "")
+                + "fix them, or add --skip-invalid to send the rest"
             )
+            # A dry run goes on to its report, and exits with this error after it.
+            if not args.dry_run:
+                raise refusal
     if checked.count == 0:
         raise CliError(f"no recipients in {source.description}")
 
@@ -181,7 +187,14 @@ async def send(ctx: Context) -> int:
             est = await _estimate(client, source, content, args)
             if args.dry_run:
                 show_estimate(ctx, est, checked, dry=True)
-                return ExitCode.OK if est.enough else ExitCode.GATEWAY
+                # The code the real run would exit with, so a script can rehearse on it:
+                # refused over invalid lines (2) before the balance is compared (4), and
+                # lines skipped by --skip-invalid end as failed recipients (1).
+                if refusal is not None:
+                    raise refusal
+                if not est.enough:
+                    return ExitCode.GATEWAY
+                return ExitCode.FAILED if invalid else ExitCode.OK
             if not est.enough:
                 raise CliError(
                     f"this send would cost {est.cost} yuan ({est.total_units:,} units) but the "

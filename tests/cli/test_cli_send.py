@@ -337,3 +337,37 @@ def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
     # Interrupted before the end of its input: the journal cannot count what is left.
     assert not_yet_sent(None) == "0, and the input no run has read yet"
     assert not_yet_sent(27_000) == "0"
+
+
+def test_a_dry_run_exits_as_the_real_run_would_over_invalid_lines(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", ["13900000001", "12ab", "13900000002"])
+    dry = cli.run("send", path, "--content", "hi", "--dry-run")
+    real = cli.run("send", path, "--content", "hi")
+    assert (dry.returncode, real.returncode) == (2, 2)
+    # The report is still printed, and the error says what the real run would do.
+    assert "dry run: nothing sent" in dry.stdout
+    assert "line 2" in dry.stderr
+    assert "--skip-invalid" in dry.stderr
+    assert emulator.state.message_count == 0
+    dry_skip = cli.run("send", path, "--content", "hi", "--dry-run", "--skip-invalid", "--json")
+    assert emulator.state.message_count == 0
+    real_skip = cli.run("send", path, "--content", "hi", "--skip-invalid", "--json")
+    # Skipped lines become failed recipients: 1 both times.
+    assert (dry_skip.returncode, real_skip.returncode) == (1, 1)
+    estimate = json_lines(dry_skip.stdout)[-1]
+    assert (estimate["type"], estimate["invalid"], estimate["messages"]) == ("estimate", 1, 2)
+    assert summary_of(real_skip.stdout)["failed"] == 1
+
+
+def test_a_dry_run_of_a_batch_with_invalid_rows_exits_2(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    batch = tmp_path / "b.csv"
+    batch.write_text("mobile,content\n13900000001,hello\n13900000002\n", encoding="utf-8")
+    dry = cli.run("send", "--batch", str(batch), "--dry-run")
+    assert dry.returncode == 2, dry.stderr
+    assert "needs two columns" in dry.stderr
+    assert "dry run: nothing sent" in dry.stdout
+    assert emulator.state.message_count == 0
