@@ -58,8 +58,9 @@ class Source:
     #: sendOnce numbers, sendBatch pairs, or sendParam rows.
     mode: str
     template: str | None = None
-    #: How many parameters the template uses (sendParam only).
+    #: How many parameters the template uses, and the CSV columns giving them (sendParam).
     params: int = 0
+    param_columns: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -186,16 +187,19 @@ def numbers_source(path: str | None) -> Source:
     return Source("stdin" if path in (None, "-") else path or "", read, "once")
 
 
-def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str]]]]:
+def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str | None]]]]:
+    """Rows by column name; a column a short row does not reach is None, not ''."""
     _existing_file(path, "--csv ")
 
-    def read() -> Iterator[tuple[int, dict[str, str]]]:
+    def read() -> Iterator[tuple[int, dict[str, str | None]]]:
         with closing(_text_lines(path)) as text:
             reader = csv.DictReader(text)
             for row in reader:
-                if not any((value or "").strip() for value in row.values()):
+                # Cells beyond the header (under the key None) are not any column's.
+                cells = {k: v for k, v in row.items() if k is not None}
+                if not any((value or "").strip() for value in cells.values()):
                     continue
-                yield reader.line_num, {k: (v or "") for k, v in row.items() if k is not None}
+                yield reader.line_num, cells
 
     return read
 
@@ -203,6 +207,18 @@ def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str]]]]:
 def _header(path: str) -> list[str]:
     with closing(_text_lines(path)) as text:
         return next(csv.reader(text), [])
+
+
+def _refuse_repeated(path: str, header: Sequence[str], wanted: Sequence[str]) -> None:
+    # A column named twice would be read from one of them silently (the last, for csv):
+    # only the operator knows which. Repeats of columns not used (often several unnamed
+    # ones at the end of a spreadsheet export) do no harm.
+    repeated = [name for name in dict.fromkeys(wanted) if header.count(name) > 1]
+    if repeated:
+        raise CliError(
+            f"{path}: the header names the column {', '.join(repr(r) for r in repeated)} "
+            "more than once: rename the one not meant, so it is clear which to read"
+        )
 
 
 def _need_columns(path: str, wanted: Sequence[str]) -> None:
@@ -213,6 +229,7 @@ def _need_columns(path: str, wanted: Sequence[str]) -> None:
             f"{path}: no column {', '.join(repr(m) for m in missing)}; its header has "
             f"{', '.join(repr(h) for h in header) or 'nothing'}"
         )
+    _refuse_repeated(path, header, wanted)
 
 
 def csv_numbers_source(path: str, column: str) -> Source:
@@ -222,7 +239,7 @@ def csv_numbers_source(path: str, column: str) -> Source:
 
     def read() -> Iterator[Item]:
         for number, row in rows():
-            yield number, row[column].strip()
+            yield number, (row[column] or "").strip()
 
     return Source(f"{path} column {column!r}", read, "once")
 
@@ -243,9 +260,18 @@ def param_source(path: str, column: str, param_columns: Sequence[str], template:
 
     def read() -> Iterator[Item]:
         for number, row in rows():
-            yield number, (row[column].strip(), [row[name] for name in param_columns])
+            # A missing value stays None, so the check reports the row rather than the send
+            # filling the template with an empty string.
+            yield number, ((row[column] or "").strip(), [row[name] for name in param_columns])
 
-    return Source(f"{path} column {column!r}", read, "param", template=text, params=count)
+    return Source(
+        f"{path} column {column!r}",
+        read,
+        "param",
+        template=text,
+        params=count,
+        param_columns=tuple(param_columns),
+    )
 
 
 def batch_source(path: str) -> Source:
@@ -253,6 +279,8 @@ def batch_source(path: str) -> Source:
     _existing_file(path, "--batch ")
     header = [cell.strip().lower() for cell in _header(path)]
     has_header = "mobile" in header and "content" in header
+    if has_header:
+        _refuse_repeated(path, header, ["mobile", "content"])
     mobile_at = header.index("mobile") if has_header else 0
     content_at = header.index("content") if has_header else 1
 
@@ -266,7 +294,8 @@ def batch_source(path: str) -> Source:
                     continue
                 if len(row) <= max(mobile_at, content_at):
                     # Kept, so the check reports this line rather than skipping it.
-                    yield reader.line_num, (row[mobile_at].strip() if row else "", None)
+                    mobile = row[mobile_at].strip() if len(row) > mobile_at else ""
+                    yield reader.line_num, (mobile, None)
                     continue
                 yield reader.line_num, (row[mobile_at].strip(), row[content_at])
 
@@ -288,6 +317,11 @@ def _problem(source: Source, value: object) -> str | None:
                 return f"the content contains {SEPARATOR!r}, which the gateway splits on"
         else:
             assert source.template is not None
+            assert isinstance(value, tuple)
+            cells = zip(source.param_columns, value[1], strict=True)
+            missing = [name for name, cell in cells if cell is None]
+            if missing:
+                return f"too few columns: no {', '.join(repr(m) for m in missing)}"
             check_param_row(source.template, source.params, value, 0)
     except ValidationError as exc:
         return exc.message.replace("row #0 ", "")

@@ -69,3 +69,63 @@ def test_a_utf8_file_with_a_byte_order_mark_is_read(
     result = cli.run("send", str(path), "--content", "hi")
     assert result.returncode == 0, result.stderr
     assert sorted(m.mobile for m in emulator.state.messages()) == numbers(3)
+
+
+def template_send(cli: Cli, csv_file: Path, *extra: str) -> Any:
+    return cli.run(
+        "send", "--csv", str(csv_file), "--column", "phone",
+        "--template", "Hi {p1}, code {p2}", "--param-columns", "name,code", *extra,
+    )  # fmt: skip
+
+
+def test_a_csv_row_short_of_a_parameter_column_is_an_invalid_line(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "phone,name,code\n18100002707,Peter\n18600007370,Evan,5678\n", encoding="utf-8"
+    )
+    result = template_send(cli, people)
+    assert result.returncode == 2, result.stderr
+    assert "line 2" in result.stderr
+    assert "'code'" in result.stderr
+    assert emulator.state.message_count == 0
+    skipped = template_send(cli, people, "--skip-invalid")
+    assert skipped.returncode == 1, skipped.stderr
+    # Only the complete row went out; never an empty {p2}.
+    assert {m.mobile: m.text for m in emulator.state.messages()} == {
+        "18600007370": f"{SIGN}Hi Evan, code 5678"
+    }
+
+
+@pytest.mark.parametrize(
+    ("header", "duplicated"),
+    [("phone,name,name,code", "'name'"), ("phone,phone,name,code", "'phone'")],
+)
+def test_a_csv_header_naming_a_used_column_twice_is_refused(
+    cli: Cli, emulator: Any, tmp_path: Path, header: str, duplicated: str
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text(f"{header}\n18100002707,Peter,Pan,1234\n", encoding="utf-8")
+    refused(template_send(cli, people), str(people), duplicated, "more than once")
+    assert emulator.state.message_count == 0
+
+
+def test_a_duplicated_column_the_command_does_not_use_is_harmless(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Spreadsheet exports often end in several unnamed columns.
+    people = tmp_path / "people.csv"
+    people.write_text("phone,,\n18100002707,,\n", encoding="utf-8")
+    result = cli.run("send", "--csv", str(people), "--column", "phone", "--content", "hi")
+    assert result.returncode == 0, result.stderr
+    assert [m.mobile for m in emulator.state.messages()] == ["18100002707"]
+
+
+def test_a_batch_header_naming_mobile_twice_is_refused(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    batch = tmp_path / "b.csv"
+    batch.write_text("mobile,content,mobile\n13900000001,hello,13900000002\n", encoding="utf-8")
+    refused(cli.run("send", "--batch", str(batch)), str(batch), "'mobile'", "more than once")
+    assert emulator.state.message_count == 0
