@@ -197,7 +197,9 @@ def _add_send(
     run.add_argument(
         "--outcomes",
         metavar="FILE",
-        help="write one CSV line per recipient: mobile,status,msgid,error",
+        help="write one CSV line per recipient: mobile,status,msgid,error, flushed as each "
+        "chunk settles; an existing FILE is appended to (the header is written only when "
+        "it is new or empty), so a resumed --journal run adds its own lines",
     )
     run.add_argument(
         "--max-concurrency",

@@ -18,9 +18,11 @@ the summary says what was sent, and with ``--journal`` running again finishes th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -87,6 +89,38 @@ def _source(args: Any) -> Source:
     return numbers_source(args.numbers)
 
 
+def _check_outcomes(args: Any) -> None:
+    """Refuse an --outcomes path the run cannot write or would damage, before any send."""
+    path = args.outcomes
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CliError(f"--outcomes {path}: is a directory; give a file name in it")
+    folder = target.parent
+    if not folder.is_dir():
+        raise CliError(f"--outcomes {path}: the folder {folder} does not exist")
+    # Rows appended to an input, the journal or the key file would corrupt it.
+    others = {
+        "the numbers FILE": args.numbers,
+        "--csv": args.csv,
+        "--batch": args.batch,
+        "--journal": args.journal,
+        "--authkey-file": args.authkey_file,
+    }
+    for option, other in others.items():
+        if not other or other == "-":
+            continue
+        both_exist = target.exists() and os.path.exists(other)
+        if (both_exist and os.path.samefile(path, other)) or (
+            os.path.realpath(path) == os.path.realpath(other)
+        ):
+            raise CliError(
+                f"--outcomes {path} is the same file as {option}: outcome rows would be "
+                "appended to it; give another file"
+            )
+
+
 def _valid(source: Source) -> Iterator[Any]:
     """The items that pass the checks (for the estimate)."""
     from ._inputs import _problem
@@ -146,6 +180,7 @@ async def send(ctx: Context) -> int:
     """The ``aisix send`` command."""
     args = ctx.args
     source = _source(args)
+    _check_outcomes(args)
     content = None
     if args.content:
         try:
@@ -252,6 +287,9 @@ async def _run(
                 tally.add(outcome)
                 if outcomes_file is not None:
                     write_outcome_rows(writer, outcome)
+                    # Per chunk, not when a buffer fills: after a kill -9, the file still
+                    # lists every recipient of each chunk that settled (and was charged).
+                    outcomes_file.flush()
                 if out.json_mode:
                     out.emit(outcome_record(outcome))
 

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import attrs
 
 from .._bulk import OutcomeStatus, SendOutcome
+from ._exit import CliError
 
 __all__ = ["SAMPLES", "Tally", "open_outcomes", "outcome_record", "write_outcome_rows"]
 
@@ -107,7 +108,10 @@ def write_outcome_rows(writer: Any, outcome: SendOutcome) -> None:
 
 def open_outcomes(path: str) -> tuple[TextIO, Any]:
     """A CSV writer for ``--outcomes`` (appending: a resumed run adds its own lines)."""
-    handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+    try:
+        handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(f"--outcomes {path}: cannot write it ({exc.strerror})") from None
     writer = csv.writer(handle)
     if handle.tell() == 0:
         writer.writerow(("mobile", "status", "msgid", "error"))

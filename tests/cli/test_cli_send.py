@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -371,3 +372,63 @@ def test_a_dry_run_of_a_batch_with_invalid_rows_exits_2(
     assert "needs two columns" in dry.stderr
     assert "dry run: nothing sent" in dry.stdout
     assert emulator.state.message_count == 0
+
+
+def test_outcome_rows_of_settled_chunks_survive_a_kill(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    outcomes = tmp_path / "outcomes.csv"
+    process, _ = start_long_send(cli, emulator, tmp_path, 100, "--outcomes", str(outcomes))
+    assert process.stdout is not None
+    reported: list[str] = []
+    try:
+        # Each JSON outcome line is printed once its rows are written.
+        while len(reported) < 3000:
+            record = json.loads(process.stdout.readline())
+            if record["type"] == "outcome":
+                reported += record["mobiles"]
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    # The emulator finishes what it had taken on: let it, before the next test's reset.
+    time.sleep(0.5)
+    rows = outcomes.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "mobile,status,msgid,error"
+    written = {row.split(",")[0] for row in rows[1:]}
+    assert set(reported) <= written
+
+
+@pytest.mark.parametrize("target", ["input", "directory", "journal"])
+def test_outcomes_refuses_the_input_a_journal_or_a_directory(
+    cli: Cli, emulator: Any, tmp_path: Path, target: str
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(3))
+    journal = tmp_path / "j.db"
+    if target == "journal":
+        assert cli.run("send", path, "--content", "hi", "--journal", str(journal)).returncode == 0
+    before = Path(path).read_bytes(), emulator.state.message_count
+    # The same file by another name is still the same file.
+    where = {
+        "input": str(tmp_path / "." / "n.txt"),
+        "directory": str(tmp_path),
+        "journal": str(journal),
+    }[target]
+    result = cli.run(
+        "send", path, "--content", "hi", "--journal", str(journal), "--outcomes", where
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--outcomes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (Path(path).read_bytes(), emulator.state.message_count) == before
+
+
+def test_outcomes_appends_and_help_says_so(cli: Cli, tmp_path: Path) -> None:
+    outcomes = tmp_path / "o.csv"
+    for start in (0, 2):
+        path = write_lines(tmp_path / "n.txt", numbers(2, start))
+        assert cli.run("send", path, "--content", "hi", "--outcomes", str(outcomes)).returncode == 0
+    rows = outcomes.read_text(encoding="utf-8").splitlines()
+    # One header, then the rows of both runs.
+    assert rows[0] == "mobile,status,msgid,error"
+    assert sorted(row.split(",")[0] for row in rows[1:]) == numbers(4)
+    assert "append" in " ".join(cli.run("send", "--help").stdout.split())
