@@ -116,7 +116,9 @@ def finish(
 ) -> int:
     out = ctx.out
     skipped = stats.skipped
-    not_sent = max(0, total - tally.done - skipped)
+    # Never sent, either way dispatch stopped: outcomes saying so (-9, an account
+    # refusal, a second Ctrl-C), and the input a first Ctrl-C left unread (no outcome).
+    not_sent = tally.not_sent + max(0, total - tally.done - skipped)
     interrupted = bool(state.get("interrupted"))
     if out.json_mode:
         record: dict[str, Any] = {

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import attrs
 
 from .._bulk import OutcomeStatus, SendOutcome
+from .._errors import NotSentError
 from ._exit import CliError
 
 __all__ = ["SAMPLES", "Tally", "open_outcomes", "outcome_record", "write_outcome_rows"]
@@ -36,8 +37,12 @@ class Tally:
     """Running totals of one send (or of one part of the demo)."""
 
     accepted: int = 0
+    #: Refused recipients; those never sent (NotSentError) are counted in ``not_sent``.
     failed: int = 0
     unknown: int = 0
+    #: Failed with NotSentError: dispatch stopped (-9, an account refusal, a stream left
+    #: early) before their request was made.
+    not_sent: int = 0
     units: int = 0
     cost: Decimal = Decimal(0)
     chunks: int = 0
@@ -49,7 +54,7 @@ class Tally:
     @property
     def done(self) -> int:
         """Recipients with an outcome."""
-        return self.accepted + self.failed + self.unknown
+        return self.accepted + self.failed + self.unknown + self.not_sent
 
     def add(self, outcome: SendOutcome) -> None:
         """Count one outcome."""
@@ -62,6 +67,11 @@ class Tally:
             return
         reason = _reason(outcome)
         self.reasons[reason] += size
+        if outcome.status is OutcomeStatus.FAILED and isinstance(outcome.error, NotSentError):
+            # Kept apart from refusals: nothing was asked of the gateway for them, so a
+            # script may send them again as they are (a refused one needs fixing first).
+            self.not_sent += size
+            return
         if outcome.status is OutcomeStatus.FAILED:
             self.failed += size
             examples = self.failed_examples

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -432,3 +433,39 @@ def test_outcomes_appends_and_help_says_so(cli: Cli, tmp_path: Path) -> None:
     assert rows[0] == "mobile,status,msgid,error"
     assert sorted(row.split(",")[0] for row in rows[1:]) == numbers(4)
     assert "append" in " ".join(cli.run("send", "--help").stdout.split())
+
+
+def table_figure(stdout: str, label: str) -> int:
+    found = re.search(rf"^\s*{re.escape(label)}\s+([\d,]+)\s*$", stdout, re.MULTILINE)
+    assert found is not None, stdout
+    return int(found.group(1).replace(",", ""))
+
+
+def test_recipients_never_sent_after_a_balance_stop_count_as_not_sent(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(5000))
+    outcomes = tmp_path / "o.csv"
+    args = ("send", path, "--content", "hi", "--no-balance-check", "--max-concurrency", "1")
+    # Enough for the first chunk of 1000 (100 yuan), not the second: -9 stops dispatch.
+    emulator.state.set_balance(None, "150")
+    result = cli.run(*args, "--json", "--outcomes", str(outcomes))
+    assert result.returncode == 4, result.stderr
+    summary = summary_of(result.stdout)
+    rows = [row.split(",", 3) for row in outcomes.read_text(encoding="utf-8").splitlines()[1:]]
+    never = [row for row in rows if row[3].startswith("NotSentError")]
+    # Their rows keep the status failed and say why.
+    assert never
+    assert all(row[1] == "failed" and "dispatch stopped" in row[3] for row in never)
+    failed = [row for row in rows if row[1] == "failed" and row not in never]
+    assert summary["not_sent"] == len(never)
+    assert summary["failed"] == len(failed)
+    assert summary["accepted"] == emulator.state.message_count
+    assert summary["accepted"] + summary["failed"] + summary["not_sent"] == 5000
+    # The table says the same.
+    emulator.state.reset()
+    emulator.state.set_balance(None, "150")
+    table = cli.run(*args)
+    assert table.returncode == 4, table.stderr
+    assert table_figure(table.stdout, "failed") == summary["failed"]
+    assert table_figure(table.stdout, "not sent (stopped)") == summary["not_sent"]
