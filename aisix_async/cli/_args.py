@@ -8,9 +8,10 @@ There is deliberately no option taking the authkey itself (see ``_credentials``)
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from .._version import __version__
-from ._exit import EXIT_CODES_HELP
+from ._exit import EXIT_CODES_HELP, redact_keys
 
 __all__ = ["build_parser"]
 
@@ -32,6 +33,14 @@ examples:
   aisix send numbers.txt --content "Sale!" --journal sale.db   # run again to resume
   aisix send numbers.txt --content "Sale!" --dry-run           # estimate, send nothing
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors never quote a key typed in the wrong place."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes what it could not use ("unrecognized arguments: --auth KEY").
+        super().error(redact_keys(message))
 
 
 def _positive_int(text: str) -> int:
@@ -64,8 +73,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _output_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+def _output_options() -> _Parser:
+    parent = _Parser(add_help=False, allow_abbrev=False)
     group = parent.add_argument_group("output")
     group.add_argument(
         "--json", action="store_true", help="machine-readable output: one JSON object per line"
@@ -77,8 +86,8 @@ def _output_options() -> argparse.ArgumentParser:
     return parent
 
 
-def _gateway_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+def _gateway_options() -> _Parser:
+    parent = _Parser(add_help=False, allow_abbrev=False)
     group = parent.add_argument_group(
         "gateway and credentials",
         "the key comes from AISIX_AUTHKEY or --authkey-file, never from a flag",
@@ -113,8 +122,8 @@ def _gateway_options() -> argparse.ArgumentParser:
 
 
 def _add_send(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    parents: list[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[_Parser],
+    parents: list[_Parser],
 ) -> None:
     send = sub.add_parser(
         "send",
@@ -212,7 +221,8 @@ def _add_send(
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``aisix`` parser with all its commands."""
-    parser = argparse.ArgumentParser(
+    # Sub-command parsers are made of the same class (argparse's parser_class default).
+    parser = _Parser(
         prog="aisix",
         # No abbreviations: "--authkey KEY" must not be taken for "--authkey-file KEY".
         allow_abbrev=False,

@@ -21,7 +21,7 @@ import attrs
 
 from .._errors import ValidationError
 from .._validate import check_account, check_authkey
-from ._exit import CliError, ExitCode
+from ._exit import CliError, ExitCode, redact_keys
 
 __all__ = ["Credentials", "resolve_credentials"]
 
@@ -56,7 +56,7 @@ def _read_key_file(path: str) -> str:
         mode = 0
     if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
         print(
-            f"aisix: warning: {path} is readable by other users; chmod 600 it",
+            redact_keys(f"aisix: warning: {path} is readable by other users; chmod 600 it"),
             file=sys.stderr,
         )
     # A key file holds the key alone, possibly with a trailing newline from an editor.

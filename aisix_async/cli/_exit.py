@@ -13,6 +13,7 @@ SDK's errors never carry it, and nothing here adds it).
 from __future__ import annotations
 
 import enum
+import re
 
 from .._errors import (
     AccountFormatError,
@@ -31,7 +32,7 @@ from .._errors import (
     ValidationError,
 )
 
-__all__ = ["EXIT_CODES_HELP", "CliError", "ExitCode", "describe"]
+__all__ = ["EXIT_CODES_HELP", "CliError", "ExitCode", "describe", "redact_keys"]
 
 
 class ExitCode(enum.IntEnum):
@@ -64,6 +65,21 @@ environment:
   AISIX_BASE_URL   e.g. http://api.aisix.com/OpenPlatform (or --base-url)
   AISIX_DATA_URL   the DataApi URL when it lives elsewhere (or --data-url)
 """
+
+
+# An authkey is 32 hex characters. Runs of more are hidden too: a key with a stray
+# character typed after it is still a key.
+_KEY_LIKE = re.compile(r"[0-9A-Fa-f]{32,}")
+
+
+def redact_keys(text: str) -> str:
+    """``text`` with every run of 32 or more hex characters replaced by a placeholder.
+
+    Applied to everything the command line prints about a problem, wherever the text
+    came from (argparse quoting an argument, a path, an input line): a key typed in the
+    wrong place must not land in a terminal's scrollback, a CI log or a bug report.
+    """
+    return _KEY_LIKE.sub(lambda found: f"<{len(found.group())} hex characters, not shown>", text)
 
 
 class CliError(Exception):

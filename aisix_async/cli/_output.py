@@ -23,6 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ._exit import redact_keys
+
 __all__ = ["Output", "jsonable"]
 
 
@@ -85,12 +87,12 @@ class Output:
             self.err.print(text, markup=False)
 
     def warn(self, text: str) -> None:
-        """A warning on stderr, shown even with --quiet."""
-        self.err.print(f"aisix: warning: {text}", markup=False)
+        """A warning on stderr, shown even with --quiet (a key-like token is not shown)."""
+        self.err.print(f"aisix: warning: {redact_keys(text)}", markup=False)
 
     def error(self, text: str) -> None:
-        """An error on stderr, shown even with --quiet."""
-        self.err.print(f"aisix: error: {text}", markup=False)
+        """An error on stderr, shown even with --quiet (a key-like token is not shown)."""
+        self.err.print(f"aisix: error: {redact_keys(text)}", markup=False)
 
     def table(
         self,

@@ -13,7 +13,7 @@ from .._client import AisixClient
 from .._errors import AisixError
 from .._pricing import Estimate
 from ._app import Context
-from ._exit import ExitCode, describe
+from ._exit import ExitCode, describe, redact_keys
 from ._inputs import Checked, Source
 from ._progress import Snapshot
 from ._tally import Tally
@@ -28,7 +28,8 @@ def show_problems(ctx: Context, source: Source, checked: Checked) -> None:
     out = ctx.out
     if out.json_mode:
         for problem in checked.problems:
-            out.emit({"type": "invalid", "line": problem.line, "reason": problem.reason})
+            reason = redact_keys(problem.reason)
+            out.emit({"type": "invalid", "line": problem.line, "reason": reason})
     else:
         for problem in checked.problems:
             out.warn(f"{source.description} line {problem.line}: {problem.reason}")

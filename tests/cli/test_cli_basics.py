@@ -284,3 +284,28 @@ def test_emulator_subcommand_serves(cli: Cli) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=20)
+
+
+def test_a_key_typed_where_a_flag_or_path_goes_is_never_echoed(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    key = emulator.authkey
+    numbers_file = tmp_path / "n.txt"
+    numbers_file.write_text("13900000001\n")
+    runs = [
+        ("send", str(numbers_file), "--content", "hi", "--auth", key),
+        ("send", str(numbers_file), "--content", "hi", f"--auth={key.lower()}"),
+        ("balance", "--authkey-file", key),
+        ("balance", "--timeout", key),
+        ("send", str(numbers_file), "--content", "hi", "--outcomes", f"/nonexistent/{key}"),
+        # The key file given as the numbers file: its line is reported, not its content.
+        ("send", str(tmp_path / "key"), "--content", "hi"),
+    ]
+    (tmp_path / "key").write_text(key + "\n")
+    for args in runs:
+        result = cli.run(*args, drop=["AISIX_AUTHKEY"])
+        assert result.returncode == 2, (args, result.stderr)
+        output = (result.stdout + result.stderr).lower()
+        assert key.lower() not in output, args
+        assert "<32 hex characters, not shown>" in result.stderr, args
+    assert emulator.state.message_count == 0
