@@ -48,6 +48,8 @@ def _read_key_file(path: str) -> str:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CliError(f"--authkey-file {path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"--authkey-file {path}: is a directory, not a file") from None
     except OSError as exc:
         raise CliError(f"--authkey-file {path}: cannot read it ({exc.strerror})") from None
     try:

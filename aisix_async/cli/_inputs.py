@@ -137,8 +137,11 @@ def _text_lines(path: str) -> Generator[str, None, None]:
 
 
 def _existing_file(path: str, option: str = "") -> None:
-    """Refuse a path that is not a file (naming the option that gave it)."""
-    if not Path(path).is_file():
+    """Refuse a path that is missing or not a file, saying which (and for which option)."""
+    file = Path(path)
+    if file.is_dir():
+        raise CliError(f"{option}{path}: is a directory, not a file")
+    if not file.is_file():
         raise CliError(f"{option}{path}: no such file")
 
 
@@ -222,6 +225,7 @@ def _refuse_repeated(path: str, header: Sequence[str], wanted: Sequence[str]) ->
 
 
 def _need_columns(path: str, wanted: Sequence[str]) -> None:
+    _existing_file(path, "--csv ")
     header = _header(path)
     missing = [name for name in wanted if name not in header]
     if missing:

@@ -78,6 +78,9 @@ def _source(args: Any) -> Source:
                 )
             names = [name.strip() for name in args.param_columns.split(",") if name.strip()]
             return param_source(args.csv, args.column, names, args.template)
+        if args.param_columns:
+            # Ignoring it would send the plain --content to people expecting their values.
+            raise CliError("--param-columns gives the values of a --template: not with --content")
         return csv_numbers_source(args.csv, args.column)
     if args.template:
         raise CliError(

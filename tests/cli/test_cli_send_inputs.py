@@ -129,3 +129,45 @@ def test_a_batch_header_naming_mobile_twice_is_refused(
     batch.write_text("mobile,content,mobile\n13900000001,hello,13900000002\n", encoding="utf-8")
     refused(cli.run("send", "--batch", str(batch)), str(batch), "'mobile'", "more than once")
     assert emulator.state.message_count == 0
+
+
+@pytest.mark.parametrize("option", [None, "--csv", "--batch"])
+def test_a_directory_given_as_an_input_file_is_named_as_such(
+    cli: Cli, tmp_path: Path, option: str | None
+) -> None:
+    if option is None:
+        args: tuple[str, ...] = (str(tmp_path), "--content", "hi")
+    elif option == "--csv":
+        args = ("--csv", str(tmp_path), "--column", "phone", "--content", "hi")
+    else:
+        args = ("--batch", str(tmp_path))
+    refused(cli.run("send", *args), str(tmp_path), "is a directory")
+
+
+def test_a_directory_given_as_the_key_file_is_named_as_such(cli: Cli, tmp_path: Path) -> None:
+    result = cli.run("balance", "--authkey-file", str(tmp_path), drop=["AISIX_AUTHKEY"])
+    refused(result, "--authkey-file", "is a directory")
+
+
+def test_a_journal_in_a_missing_folder_says_so(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "n.txt"
+    path.write_text("13900000001\n", encoding="utf-8")
+    journal = tmp_path / "nowhere" / "x.db"
+    result = cli.run("send", str(path), "--content", "hi", "--journal", str(journal))
+    refused(result, "does not exist", str(journal.parent))
+    assert "Errno" not in result.stderr
+    assert ".lock" not in result.stderr
+    assert emulator.state.message_count == 0
+
+
+def test_param_columns_without_a_template_is_refused(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("phone,name\n18100002707,Peter\n", encoding="utf-8")
+    result = cli.run(
+        "send", "--csv", str(people), "--column", "phone",
+        "--content", "hi", "--param-columns", "name",
+    )  # fmt: skip
+    refused(result, "--param-columns", "--template")
+    assert emulator.state.message_count == 0
