@@ -91,8 +91,10 @@ def _reply_line(reply: Reply) -> str:
 
 
 def _record_json(record: StateReport | Reply) -> dict[str, Any]:
+    # "type" as in aisix send's records, so one consumer can tell every line apart.
     if isinstance(record, StateReport):
         data: dict[str, Any] = {
+            "type": "report",
             "id": record.id,
             "msgid": record.msgid,
             "mobile": record.mobile,
@@ -102,6 +104,7 @@ def _record_json(record: StateReport | Reply) -> dict[str, Any]:
         }
     else:
         data = {
+            "type": "reply",
             "id": record.id,
             "time": record.time,
             "mobile": record.mobile,
@@ -166,7 +169,14 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
 
 def _show_malformed(ctx: Context, bad: MalformedRecord) -> None:
     if ctx.out.json_mode:
-        ctx.out.emit({"malformed": True, "reason": bad.reason, "attributes": bad.attributes})
+        ctx.out.emit(
+            {
+                "type": "malformed",
+                "malformed": True,
+                "reason": bad.reason,
+                "attributes": bad.attributes,
+            }
+        )
     else:
         ctx.out.warn(f"an unreadable record ({bad.reason}): {dict(bad.attributes)}")
 

@@ -95,10 +95,10 @@ def outcome_record(outcome: SendOutcome) -> dict[str, Any]:
         "units": outcome.units,
         "cost": outcome.cost,
         "attempts": outcome.attempts,
+        # Present (None) on accepted outcomes too: every record of a type has one shape.
+        "error": _reason(outcome) or None,
+        "error_code": getattr(outcome.error, "code", None),
     }
-    if outcome.error is not None:
-        record["error"] = _reason(outcome)
-        record["error_code"] = getattr(outcome.error, "code", None)
     return record
 
 

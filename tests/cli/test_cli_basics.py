@@ -204,6 +204,8 @@ def test_reports_are_printed_once_each(cli: Cli, emulator: Any) -> None:
     ledger = {(m.msgid, m.mobile) for m in emulator.state.messages()}
     first = json_lines(cli.run("reports", "--json").stdout)
     assert {(r["msgid"], r["mobile"]) for r in first} == ledger
+    # Typed like the records of aisix send, so one consumer can read both.
+    assert {r["type"] for r in first} == {"report"}
     assert all(r["final"] and r["code"] for r in first)
     # The gateway hands each report out once: a second fetch has nothing.
     again = cli.run("reports", "--json")
@@ -217,7 +219,7 @@ def test_replies_follow_streams_until_interrupted(cli: Cli, emulator: Any) -> No
     process = cli.popen("replies", "--follow", "--json", "--interval", "0.1")
     assert process.stdout is not None
     first = json.loads(process.stdout.readline())
-    assert (first["mobile"], first["content"]) == ("13900000001", "STOP")
+    assert (first["type"], first["mobile"], first["content"]) == ("reply", "13900000001", "STOP")
     emulator.state.inject_reply("13900000002", "好的")
     second = json.loads(process.stdout.readline())
     assert (second["mobile"], second["content"]) == ("13900000002", "好的")

@@ -469,3 +469,18 @@ def test_recipients_never_sent_after_a_balance_stop_count_as_not_sent(
     assert table.returncode == 4, table.stderr
     assert table_figure(table.stdout, "failed") == summary["failed"]
     assert table_figure(table.stdout, "not sent (stopped)") == summary["not_sent"]
+
+
+def test_json_outcome_records_all_have_the_same_keys(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", ["13900000001", "12ab", "13900000002"])
+    result = cli.run("send", path, "--content", "hi", "--skip-invalid", "--json")
+    assert result.returncode == 1, result.stderr
+    outcomes = [r for r in json_lines(result.stdout) if r["type"] == "outcome"]
+    assert {r["status"] for r in outcomes} == {"accepted", "failed"}
+    assert len({tuple(sorted(r)) for r in outcomes}) == 1
+    accepted = [r for r in outcomes if r["status"] == "accepted"]
+    assert all(r["error"] is None and r["error_code"] is None for r in accepted)
+    failed = [r for r in outcomes if r["status"] == "failed"]
+    assert all(r["error"].startswith("ValidationError") for r in failed)
