@@ -468,9 +468,13 @@ async def test_chunks_accepted_on_an_old_sqlite_are_recorded_row_by_row(
         await journal.aclose()
 
 
-async def test_an_outcome_for_a_chunk_never_recorded_breaks_the_journal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sqlite_version", [sql.sqlite3.sqlite_version_info, (3, 31, 1)])
+async def test_an_outcome_for_a_chunk_never_recorded_breaks_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_version: tuple[int, ...]
+) -> None:
     # A bug, not a user error: an "accepted" for a chunk the file does not hold must not
-    # be dropped silently; the journal stops, as on a full disk.
+    # be dropped silently; the journal stops, as on a full disk. Old SQLite included.
+    monkeypatch.setattr(sql.sqlite3, "sqlite_version_info", sqlite_version)
     journal = await Journal.open(tmp_path / "c.db")
     try:
         await journal.define("fp", {})
