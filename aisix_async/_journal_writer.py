@@ -74,6 +74,7 @@ class GroupWriter:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        # The worker threads' limiter for this connection: one call at a time, in order.
         self._limiter = anyio.CapacityLimiter(1)
         self._broken: CampaignError | None = None
         self._pending: list[Job[Any]] = []
@@ -84,8 +85,7 @@ class GroupWriter:
         """Refuse further writes, then run ``close_sync`` once the thread is free."""
         self.closed = True
         with anyio.CancelScope(shield=True):
-            async with self._limiter:
-                await anyio.to_thread.run_sync(close_sync)
+            await anyio.to_thread.run_sync(close_sync, limiter=self._limiter)
 
     async def write(
         self, what: str, body: Callable[[sqlite3.Connection], _T], *, guarded: bool = True
@@ -127,8 +127,9 @@ class GroupWriter:
                     while self._pending:
                         batch = self._next_batch()
                         try:
-                            async with self._limiter:
-                                await anyio.to_thread.run_sync(self._commit, batch)
+                            await anyio.to_thread.run_sync(
+                                self._commit, batch, limiter=self._limiter
+                            )
                         except Exception as exc:  # reported to every job of the batch
                             self._break(batch, exc)
                         for queued in batch:
@@ -205,8 +206,7 @@ class GroupWriter:
         self._pending = []
 
     async def read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        async with self._limiter:
-            return await anyio.to_thread.run_sync(body, self._conn)
+        return await anyio.to_thread.run_sync(body, self._conn, limiter=self._limiter)
 
 
 def _apply_rows(conn: sqlite3.Connection, wire: list[Any], accepted: list[Any]) -> None:
