@@ -191,8 +191,10 @@ def numbers_source(path: str | None) -> Source:
 
 
 def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str | None]]]]:
-    """Rows by column name; a column a short row does not reach is None, not ''."""
-    _existing_file(path, "--csv ")
+    """Rows by column name; a column a short row does not reach is None, not ''.
+
+    Callers have checked the file and its header first (:func:`_need_columns`).
+    """
 
     def read() -> Iterator[tuple[int, dict[str, str | None]]]:
         with closing(_text_lines(path)) as text:
