@@ -18,10 +18,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio.lowlevel
+import attrs
 
 from . import _pricing, _reports
 from ._errors import AisixError, ProtocolError, TransportError, ValidationError, error_for_code
-from ._http import HttpClient, HttpTransport
+from ._http import HttpTransport
 from ._keygate import KeyGate
 from ._models import (
     Balance,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 
     from ._bulk import ChunkLedger, SendStream, SendSummary
     from ._campaign import Campaign
+    from ._http import HttpClient
 
 __all__ = ["GATEWAY_TZ", "AisixClient"]
 
@@ -113,6 +115,7 @@ class AisixClient:
         on_retry: Callable[[RetryDetails], None] | None = None,
         on_key_update: KeyUpdateHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
+        http_stack: str | None = None,
     ) -> None:
         self._account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
@@ -144,6 +147,7 @@ class AisixClient:
             max_body=max_answer_bytes,
             max_connections=max_concurrency,
             http_client=http_client,
+            http_stack=http_stack,
         )
         self._prices = PriceBook(self.get_channel_groups, self.get_signs)
         self._closed = False
@@ -248,7 +252,7 @@ class AisixClient:
 
     def stats(self) -> SchedulerStats:
         """The client-wide scheduler now: concurrency limit, pace, in flight, -1s, retries."""
-        return self._scheduler.stats()
+        return attrs.evolve(self._scheduler.stats(), http_stack=self._transport.stack)
 
     def _targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
         cgid = check_cgid(cgid)
