@@ -109,16 +109,18 @@ def default_stack(requested: str | None = None) -> str:
 
 
 def _chosen(requested: str | None) -> _Stack:
-    wanted = requested if requested is not None else os.environ.get("AISIX_HTTP_STACK") or None
+    setting, wanted = "http_stack", requested
+    if wanted is None:
+        setting, wanted = "AISIX_HTTP_STACK", os.environ.get("AISIX_HTTP_STACK") or None
     if wanted is not None:
         if wanted not in STACKS:
             raise ValidationError(
-                f"http_stack must be one of {', '.join(map(repr, STACKS))}, not {wanted!r}"
+                f"{setting} must be one of {', '.join(map(repr, STACKS))}, not {wanted!r}"
             )
         stack = _load(wanted)
         if stack is None:
             extra = " (pip install 'aisix-async[httpx2]')" if wanted == "httpx2" else ""
-            raise ValidationError(f"http_stack={wanted!r}, but {wanted} is not installed{extra}")
+            raise ValidationError(f"{setting}={wanted!r}, but {wanted} is not installed{extra}")
         return stack
     for name in STACKS:
         stack = _load(name)

@@ -99,14 +99,20 @@ async def test_a_passed_in_client_brings_its_stack_and_its_errors(name: str) -> 
 
 
 @pytest.mark.anyio
-async def test_bad_stack_choices_are_refused_before_any_request() -> None:
+async def test_bad_stack_choices_are_refused_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with pytest.raises(ValidationError, match="http_stack must be one of 'httpx2', 'httpx'"):
         AisixClient(ACCOUNT, KEY, http_stack="requests")
     with pytest.raises(ValidationError, match=r"must be an httpx\.AsyncClient or an httpx2"):
         AisixClient(ACCOUNT, KEY, http_client=object())  # type: ignore[arg-type]
     for name in MISSING:
-        with pytest.raises(ValidationError, match=f"but {name} is not installed"):
+        with pytest.raises(ValidationError, match=f"http_stack='{name}', but {name} is not"):
             AisixClient(ACCOUNT, KEY, http_stack=name)
+    monkeypatch.setenv("AISIX_HTTP_STACK", "aiohttp")
+    with pytest.raises(ValidationError, match="AISIX_HTTP_STACK must be one of"):
+        AisixClient(ACCOUNT, KEY)
+    monkeypatch.delenv("AISIX_HTTP_STACK")
     module: Any = importlib.import_module(INSTALLED[0])
     other = next(n for n in STACKS if n != INSTALLED[0])
     async with module.AsyncClient() as http:
