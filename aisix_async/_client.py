@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio.lowlevel
 import attrs
@@ -115,7 +115,7 @@ class AisixClient:
         on_retry: Callable[[RetryDetails], None] | None = None,
         on_key_update: KeyUpdateHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
-        http_stack: str | None = None,
+        http_stack: Literal["httpx", "httpx2"] | None = None,
     ) -> None:
         self._account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
@@ -192,7 +192,7 @@ class AisixClient:
     def _check_usable(self) -> None:
         """Refuse a closed client, and one used from another event loop than its first.
 
-        httpx's pooled connections belong to the loop that opened them: from another loop
+        The HTTP stack's pooled connections belong to the loop that opened them: from another loop
         a request fails with "Event loop is closed" (or worse, hangs), and the old
         sockets leak. Saying so at once is kinder (e.g. a client made at import time and
         used by tests that each run their own loop).
