@@ -192,9 +192,9 @@ class AisixClient:
     def _check_usable(self) -> None:
         """Refuse a closed client, and one used from another event loop than its first.
 
-        The HTTP stack's pooled connections belong to the loop that opened them: from another loop
-        a request fails with "Event loop is closed" (or worse, hangs), and the old
-        sockets leak. Saying so at once is kinder (e.g. a client made at import time and
+        The HTTP stack's pooled connections belong to the loop that opened them: from
+        another loop a request fails with "Event loop is closed" (or worse, hangs), and
+        the old sockets leak. Saying so at once is kinder (e.g. a client made at import time and
         used by tests that each run their own loop).
         """
         self._check_open()
