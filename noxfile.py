@@ -13,18 +13,54 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 
+# httpx2 needs Python 3.11+; its extra installs nothing on 3.10.
+_HTTPX2_PYTHON = (3, 11)
+
+
 @nox.session
-def tests(session: nox.Session) -> None:
-    """The test suite on asyncio and trio, with coverage of the package (>= 90%)."""
-    session.install("-e", ".[tests]")
+@nox.parametrize("stack", ["httpx", "httpx2"])
+def tests(session: nox.Session, stack: str) -> None:
+    """The test suite on asyncio and trio, once per HTTP stack, with coverage (>= 90%).
+
+    httpx: a plain install (httpx only). httpx2: first the tests of the choice between
+    stacks with both installed (as the httpx2 extra leaves them), then httpx, httpcore and
+    respx are uninstalled and the whole suite runs where only httpx2 exists.
+    """
+    # Only this session's choice of stack counts, not one set in the caller's shell.
+    session.env["AISIX_HTTP_STACK"] = ""
+    coverage = ["--cov=aisix_async", "--cov-report=term", "--cov-fail-under=90"]
+    if stack == "httpx":
+        session.install("-e", ".[tests]")
+        session.run("coverage", "erase")
+        session.run("pytest", *coverage, *session.posargs)
+        return
+    if _python_version(session) < _HTTPX2_PYTHON:
+        session.skip("httpx2 needs Python 3.11 or newer")
+    session.install("-e", ".[tests,httpx2]")
     session.run("coverage", "erase")
-    session.run(
-        "pytest",
-        "--cov=aisix_async",
-        "--cov-report=term",
-        "--cov-fail-under=90",
-        *session.posargs,
-    )
+    session.run("pytest", "--cov=aisix_async", "--cov-report=", "tests/test_http_stack.py")
+    session.run("python", "-m", "pip", "uninstall", "--yes", "httpx", "httpcore", "respx")
+    session.run("pytest", "--cov-append", *coverage, *session.posargs)
+
+
+def _python_version(session: nox.Session) -> tuple[int, int]:
+    out = session.run("python", "-c", "import sys; print(*sys.version_info[:2])", silent=True)
+    major, minor = str(out).split()
+    return int(major), int(minor)
+
+
+@nox.session(reuse_venv=False)
+def httpx2_only(session: nox.Session) -> None:
+    """A fresh venv with aisix-async[cli,httpx2] and no httpx at all: `aisix demo` and the
+    README's first example (against the emulator) must run there. Slow (a fresh install);
+    not in the default sessions: `nox -s tests` already runs the suite without httpx.
+    """
+    if _python_version(session) < _HTTPX2_PYTHON:
+        session.skip("httpx2 needs Python 3.11 or newer")
+    session.env["AISIX_HTTP_STACK"] = ""
+    session.install(".[cli,httpx2]")
+    session.run("python", "-m", "pip", "uninstall", "--yes", "httpx", "httpcore")
+    session.run("python", "tests/httpx2_only_check.py")
 
 
 @nox.session
@@ -45,5 +81,8 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against the emulator on 127.0.0.1; writes benchmarks/RESULTS.md."""
-    session.install("-e", ".[bench]")
+    # httpx2 too, for bench_stacks.py (which names its stack per run); the other
+    # benchmarks stay on httpx, the default of a plain install.
+    session.install("-e", ".[bench,httpx2]")
+    session.env["AISIX_HTTP_STACK"] = "httpx"
     session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -15,13 +15,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio.lowlevel
+import attrs
 
 from . import _pricing, _reports
 from ._errors import AisixError, ProtocolError, TransportError, ValidationError, error_for_code
-from ._http import HttpClient, HttpTransport
+from ._http import HttpTransport
 from ._keygate import KeyGate
 from ._models import (
     Balance,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 
     from ._bulk import ChunkLedger, SendStream, SendSummary
     from ._campaign import Campaign
+    from ._http import HttpClient
 
 __all__ = ["GATEWAY_TZ", "AisixClient"]
 
@@ -113,6 +115,7 @@ class AisixClient:
         on_retry: Callable[[RetryDetails], None] | None = None,
         on_key_update: KeyUpdateHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
+        http_stack: Literal["httpx", "httpx2"] | None = None,
     ) -> None:
         self._account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
@@ -144,6 +147,7 @@ class AisixClient:
             max_body=max_answer_bytes,
             max_connections=max_concurrency,
             http_client=http_client,
+            http_stack=http_stack,
         )
         self._prices = PriceBook(self.get_channel_groups, self.get_signs)
         self._closed = False
@@ -188,9 +192,9 @@ class AisixClient:
     def _check_usable(self) -> None:
         """Refuse a closed client, and one used from another event loop than its first.
 
-        httpx's pooled connections belong to the loop that opened them: from another loop
-        a request fails with "Event loop is closed" (or worse, hangs), and the old
-        sockets leak. Saying so at once is kinder (e.g. a client made at import time and
+        The HTTP stack's pooled connections belong to the loop that opened them: from
+        another loop a request fails with "Event loop is closed" (or worse, hangs), and
+        the old sockets leak. Saying so at once is kinder (e.g. a client made at import time and
         used by tests that each run their own loop).
         """
         self._check_open()
@@ -248,7 +252,7 @@ class AisixClient:
 
     def stats(self) -> SchedulerStats:
         """The client-wide scheduler now: concurrency limit, pace, in flight, -1s, retries."""
-        return self._scheduler.stats()
+        return attrs.evolve(self._scheduler.stats(), http_stack=self._transport.stack)
 
     def _targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
         cgid = check_cgid(cgid)

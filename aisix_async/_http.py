@@ -1,8 +1,15 @@
-"""The one module that touches httpx.
+"""The one module that knows the HTTP stack: httpx, or its maintained fork httpx2.
 
 Everything else in the SDK sees :class:`HttpTransport`, which posts a form and returns
-the answer's bytes, and the SDK's own errors. Keeping httpx behind this one file is what
-makes a move to its successor (httpx2, same API) a one-file change.
+the answer's bytes, and the SDK's own errors.
+
+Which stack a client uses: the one of the ``http_client`` it is handed; otherwise the one
+named by ``http_stack=`` (or ``AISIX_HTTP_STACK``); otherwise httpx2 when it is installed
+(the ``httpx2`` extra), else httpx. The two share one API under different module names
+(``httpx``/``httpcore`` against ``httpx2``/``httpcore2``), so one code path serves both;
+what must come from the right module (exception classes, the TLS context, ``Limits``) is
+looked up in the :class:`_Stack` of the client in use. Neither is imported until a client
+needs it, so ``import aisix_async`` works with either one alone.
 
 Lower-layer exceptions are translated here and nowhere else, into a
 :class:`TransportError` that says whether the request may have reached the gateway:
@@ -14,44 +21,152 @@ writing leaves a send's outcome unknown.
 from __future__ import annotations
 
 import functools
+import importlib
+import logging
+import os
 import ssl
+import sys
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from ._errors import ProtocolError, TransportError, ValidationError
 
-from ._errors import ProtocolError, TransportError
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
-__all__ = ["HttpClient", "HttpTransport"]
+    import httpx
+    import httpx2
 
-#: The HTTP client type a caller may hand to AisixClient(http_client=...).
-HttpClient = httpx.AsyncClient
+    #: The HTTP client types a caller may hand to AisixClient(http_client=...).
+    HttpClient: TypeAlias = "httpx.AsyncClient | httpx2.AsyncClient"
+    _Response: TypeAlias = "httpx.Response | httpx2.Response"
+
+__all__ = ["STACKS", "HttpTransport", "default_stack"]
+
+logger = logging.getLogger("aisix_async")
+
+#: The stacks the SDK runs on, in the order the default prefers them.
+STACKS = ("httpx2", "httpx")
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 
-# Failures that happen before a single byte of the request left this machine.
-_NOT_SENT: tuple[type[Exception], ...] = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-    httpx.InvalidURL,
-    httpx.LocalProtocolError,
+# The names (the same in both stacks) of failures that happen before a single byte of the
+# request left this machine.
+_NOT_SENT_NAMES = (
+    "ConnectError",
+    "ConnectTimeout",
+    "PoolTimeout",
+    "UnsupportedProtocol",
+    "InvalidURL",
+    "LocalProtocolError",
 )
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for every client of the process, built on first use.
+class _Stack:
+    """One HTTP stack's module and the classes this module needs from it."""
 
-    Building one loads the whole CA bundle (about 50 ms of CPU here), and httpx builds a
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        # `module.__name__`, not the name asked for: after httpx2.alias_httpx(),
+        # `import httpx` yields httpx2 itself.
+        self.name: str = module.__name__
+        self.version: str = module.__version__
+        self.client_type: type[Any] = module.AsyncClient
+        self.not_sent: tuple[type[BaseException], ...] = tuple(
+            getattr(module, name) for name in _NOT_SENT_NAMES
+        )
+        self.timeout_error: type[BaseException] = module.TimeoutException
+        self.http_error: type[BaseException] = module.HTTPError
+
+    def new_client(self, *, timeout: tuple[float, float, float, None], connections: int) -> Any:
+        """The SDK's own client on this stack: its pool, keep-alive and TLS settings."""
+        return self.module.AsyncClient(
+            timeout=timeout,
+            limits=self.module.Limits(
+                max_connections=connections,
+                max_keepalive_connections=connections,
+                # Shorter than common server keep-alive timeouts (uvicorn: 5 s), so we do
+                # not reuse a connection the server is closing: that race looks like a
+                # dropped answer and would make a send's outcome unknown for nothing.
+                keepalive_expiry=2.0,
+            ),
+            trust_env=False,
+            verify=_tls_context(self.name),
+        )
+
+
+@functools.cache
+def _load(name: str) -> _Stack | None:
+    # Cached, misses included: a failed import searches all of sys.path each time.
+    try:
+        return _Stack(importlib.import_module(name))
+    except ImportError:
+        return None
+
+
+def default_stack(requested: str | None = None) -> str:
+    """The stack a client without an ``http_client`` uses (see the module docstring)."""
+    return _chosen(requested).name
+
+
+def _chosen(requested: str | None) -> _Stack:
+    setting, wanted = "http_stack", requested
+    if wanted is None:
+        setting, wanted = "AISIX_HTTP_STACK", os.environ.get("AISIX_HTTP_STACK") or None
+    if wanted is not None:
+        if wanted not in STACKS:
+            raise ValidationError(
+                f"{setting} must be one of {', '.join(map(repr, STACKS))}, not {wanted!r}"
+            )
+        stack = _load(wanted)
+        if stack is None:
+            extra = " (pip install 'aisix-async[httpx2]')" if wanted == "httpx2" else ""
+            raise ValidationError(f"{setting}={wanted!r}, but {wanted} is not installed{extra}")
+        return stack
+    for name in STACKS:
+        stack = _load(name)
+        if stack is not None:
+            return stack
+    raise ModuleNotFoundError(
+        "aisix_async needs httpx or httpx2 and finds neither: pip install aisix-async",
+        name="httpx",
+    )
+
+
+def _stack_of(http_client: object) -> _Stack:
+    """The stack a caller's client belongs to (its module is imported: they made one)."""
+    for name in STACKS:
+        if name in sys.modules:
+            stack = _load(name)
+            if stack is not None and isinstance(http_client, stack.client_type):
+                return stack
+    raise ValidationError(
+        "http_client must be an httpx.AsyncClient or an httpx2.AsyncClient, "
+        f"not {type(http_client).__name__}"
+    )
+
+
+@functools.cache
+def _tls_context(stack: str) -> ssl.SSLContext:
+    """One verifying TLS context per stack for every client of the process, built on first use.
+
+    Building one loads the whole CA store (about 50 ms of CPU here), and the stacks build a
     new one per client unless given one: without this, every AisixClient created inside
     a running event loop would stall it that long. Contexts are safe to share; this one
     ignores SSL_CERT_FILE and the like, as our clients ignore the environment.
+
+    Each stack's own choice of trust is kept: httpx verifies against certifi's CA bundle,
+    httpx2 against the operating system's trust store (through truststore on Windows and
+    macOS, the system's CA files on Linux), so a CA installed there by an administrator is
+    trusted on httpx2 only.
     """
-    return httpx.create_ssl_context(trust_env=False)
+    loaded = _load(stack)
+    assert loaded is not None  # only asked for by a stack that exists
+    context: ssl.SSLContext = loaded.module.create_ssl_context(trust_env=False)
+    return context
 
 
 class HttpTransport:
-    """Posts forms and reads answers with a size cap; owns its httpx client unless given one."""
+    """Posts forms and reads answers with a size cap; owns its HTTP client unless given one."""
 
     def __init__(
         self,
@@ -59,31 +174,43 @@ class HttpTransport:
         timeout: float,
         max_body: int,
         max_connections: int,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: HttpClient | None = None,
+        http_stack: str | None = None,
     ) -> None:
+        if http_client is not None:
+            self._stack = _stack_of(http_client)
+            if http_stack is not None and http_stack != self._stack.name:
+                raise ValidationError(
+                    f"http_stack={http_stack!r}, but http_client is an {self._stack.name} client"
+                )
+        else:
+            self._stack = _chosen(http_stack)
         self._owns_client = http_client is None
         self._max_body = max_body
-        # pool=None: a request only reaches httpx once our scheduler has given it a turn,
-        # so time spent waiting for a connection is queueing, not the request's own time,
-        # and must never surface as PoolTimeout (httpx #1171).
-        self._timeout = httpx.Timeout(timeout, pool=None)
-        self._client = http_client or httpx.AsyncClient(
-            timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                # Shorter than common server keep-alive timeouts (uvicorn: 5 s), so we do
-                # not reuse a connection the server is closing: that race looks like a
-                # dropped answer and would make a send's outcome unknown for nothing.
-                keepalive_expiry=2.0,
-            ),
-            trust_env=False,
-            verify=_tls_context(),
+        # (connect, read, write, pool), a form both stacks take. pool=None: a request only
+        # reaches the HTTP client once our scheduler has given it a turn, so time spent
+        # waiting for a connection is queueing, not the request's own time, and must never
+        # surface as PoolTimeout (httpx #1171).
+        self._timeout = (timeout, timeout, timeout, None)
+        self._client: HttpClient = http_client or self._stack.new_client(
+            timeout=self._timeout, connections=max_connections
         )
+        logger.debug(
+            "HTTP stack: %s %s (%s)",
+            self._stack.name,
+            self._stack.version,
+            "own client" if self._owns_client else "the caller's client",
+        )
+
+    @property
+    def stack(self) -> str:
+        """The HTTP stack in use: ``"httpx"`` or ``"httpx2"``."""
+        return self._stack.name
 
     async def post_form(self, url: str, body: bytes) -> bytes:
         """POST ``body`` to ``url``; return the answer's bytes (HTTP 200 only)."""
         action = url.rpartition("action=")[2] or url
+        stack = self._stack
         try:
             async with self._client.stream(
                 "POST", url, content=body, headers=_FORM, timeout=self._timeout
@@ -96,18 +223,18 @@ class HttpTransport:
                         action=action,
                     )
                 return await self._read_capped(response, self._max_body, action)
-        except _NOT_SENT as exc:
+        except stack.not_sent as exc:
             raise TransportError(
                 f"{action}: could not reach the gateway ({type(exc).__name__}: {exc})",
                 request_sent=False,
             ) from None
-        except httpx.TimeoutException as exc:
+        except stack.timeout_error as exc:
             raise TransportError(
                 f"{action}: no answer in time ({type(exc).__name__}); the gateway may have "
                 "acted on the request",
                 request_sent=True,
             ) from None
-        except httpx.HTTPError as exc:
+        except stack.http_error as exc:
             raise TransportError(
                 f"{action}: the connection failed after the request was written "
                 f"({type(exc).__name__}: {exc}); the gateway may have acted on it",
@@ -115,7 +242,7 @@ class HttpTransport:
             ) from None
 
     async def _read_capped(
-        self, response: httpx.Response, cap: int, action: str, *, truncate: bool = False
+        self, response: _Response, cap: int, action: str, *, truncate: bool = False
     ) -> bytes:
         # Decoded bytes are counted, so a compressed bomb is caught as well.
         buffer = bytearray()
@@ -131,6 +258,6 @@ class HttpTransport:
         return bytes(buffer)
 
     async def aclose(self) -> None:
-        """Close the httpx client if we created it; a caller's client stays theirs."""
+        """Close the HTTP client if we created it; a caller's client stays theirs."""
         if self._owns_client:
             await self._client.aclose()

@@ -126,6 +126,8 @@ class SchedulerStats:
     requests: int = 0
     #: Requests waiting for a slot or for the pace.
     waiting: int = 0
+    #: The HTTP stack of the client's requests, "httpx" or "httpx2" (None: a bare scheduler).
+    http_stack: str | None = None
 
 
 class AttemptTally:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from stack_support import mocked_gateway
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -31,3 +32,10 @@ def emulator(_emulator_server: Any) -> Iterator[Any]:
     _emulator_server.state.reset()
     yield _emulator_server
     _emulator_server.state.reset()
+
+
+@pytest.fixture
+def gateway_mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A respx-like router standing in for the network, on the stack under test."""
+    with mocked_gateway(monkeypatch) as router:
+        yield router

@@ -1,19 +1,20 @@
-"""Exact request shapes and answer parsing, pinned with respx.
+"""Exact request shapes and answer parsing, pinned with respx (httpx) or MockTransport (httpx2).
 
-respx replaces the network here so each request's method, URL and form fields can be
-compared field by field, the document's examples among them. Behaviour against a real
-server is covered by test_client_e2e.py.
+The ``gateway_mock`` fixture replaces the network here (stack_support.py says how) so
+each request's method, URL and form fields can be compared field by field, the
+document's examples among them. Behaviour against a real server is covered by
+test_client_e2e.py.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qsl
 
-import httpx
 import pytest
-import respx
+from stack_support import STACK, hx
 
 from aisix_async import (
     GATEWAY_TZ,
@@ -36,11 +37,11 @@ DATA = "http://api.aisix.com/OpenPlatform/DataApi"
 pytestmark = pytest.mark.anyio
 
 
-def xml(body: str) -> httpx.Response:
-    return httpx.Response(200, content=body.encode(), headers={"Content-Type": "text/xml"})
+def xml(body: str) -> hx.Response:
+    return hx.Response(200, content=body.encode(), headers={"Content-Type": "text/xml"})
 
 
-def form(request: httpx.Request) -> dict[str, str]:
+def form(request: hx.Request) -> dict[str, str]:
     pairs = parse_qsl(request.content.decode("ascii"), keep_blank_values=True, strict_parsing=True)
     fields = dict(pairs)
     assert len(fields) == len(pairs), "a field was sent twice"
@@ -54,9 +55,8 @@ SEND_OK = (
 )
 
 
-@respx.mock
-async def test_send_once_posts_a_form_with_credentials_in_the_body() -> None:
-    route = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+async def test_send_once_posts_a_form_with_credentials_in_the_body(gateway_mock: Any) -> None:
+    route = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
         return_value=xml(SEND_OK.format(name="sendOnce"))
     )
     async with AisixClient(ACCOUNT, KEY, cgid=1, csid=101) as client:
@@ -88,10 +88,9 @@ def _pin_clock(client: AisixClient, now: datetime) -> None:
     client._now = lambda: now  # type: ignore[method-assign]
 
 
-@respx.mock
-async def test_document_send_batch_example_fields() -> None:
+async def test_document_send_batch_example_fields(gateway_mock: Any) -> None:
     # The document's example URL: c=%E6%B5%8B%E8%AF%95%E4%B8%80%7B%7C%7D%E6%B5%8B%E8%AF%95%E4%BA%8C
-    route = respx.post(OPEN, params={"action": "sendBatch"}).mock(
+    route = gateway_mock.post(OPEN, params={"action": "sendBatch"}).mock(
         return_value=xml(
             '<xml name="sendBatch" result="1">\n'
             '  <Item cid="xxx" sid="xxx" msgid="1" total="1" price="0.10" remain="170.040"/>\n'
@@ -117,9 +116,8 @@ async def test_document_send_batch_example_fields() -> None:
     assert [r.remain for r in receipts] == [Decimal("170.040"), Decimal("169.940")]
 
 
-@respx.mock
-async def test_document_send_param_example_fields() -> None:
-    route = respx.post(OPEN, params={"action": "sendParam"}).mock(
+async def test_document_send_param_example_fields(gateway_mock: Any) -> None:
+    route = gateway_mock.post(OPEN, params={"action": "sendParam"}).mock(
         return_value=xml(
             '<xml name="sendParam" result="1">'
             '<Item cid="xxx" sid="xxx" msgid="1" total="1" price="0.10" remain="170.040"/>'
@@ -153,9 +151,8 @@ async def test_document_send_param_example_fields() -> None:
     assert b"p1=%E5%B0%8F%E6%98%8E%7B%7C%7D%E5%B0%8F%E7%8E%8B" in route.calls.last.request.content
 
 
-@respx.mock
-async def test_csid_zero_and_default_cgid_are_left_out() -> None:
-    route = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+async def test_csid_zero_and_default_cgid_are_left_out(gateway_mock: Any) -> None:
+    route = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
         return_value=xml(SEND_OK.format(name="sendOnce"))
     )
     async with AisixClient(ACCOUNT, KEY) as client:
@@ -164,9 +161,8 @@ async def test_csid_zero_and_default_cgid_are_left_out() -> None:
     assert "cgid" not in form(route.calls.last.request)
 
 
-@respx.mock
-async def test_per_call_targets_override_client_defaults() -> None:
-    route = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+async def test_per_call_targets_override_client_defaults(gateway_mock: Any) -> None:
+    route = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
         return_value=xml(SEND_OK.format(name="sendOnce"))
     )
     async with AisixClient(ACCOUNT, KEY, cgid=1, csid=101) as client:
@@ -175,9 +171,8 @@ async def test_per_call_targets_override_client_defaults() -> None:
     assert (fields["cgid"], fields["csid"]) == ("80", "102")
 
 
-@respx.mock
-async def test_document_sample_answers_of_every_read_action() -> None:
-    respx.post(DATA, params={"action": "getSendState"}).mock(
+async def test_document_sample_answers_of_every_read_action(gateway_mock: Any) -> None:
+    gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
         return_value=xml(
             '<xml name="getSendState" result="1">'
             '<Item id="1" msgid="xxx" mobile="1347****687" result="2" return="DELIVRD"/>'
@@ -185,25 +180,25 @@ async def test_document_sample_answers_of_every_read_action() -> None:
             "</xml>"
         )
     )
-    respx.post(DATA, params={"action": "getReply"}).mock(
+    gateway_mock.post(DATA, params={"action": "getReply"}).mock(
         return_value=xml(
             '<xml name="getReply" result="1">'
             '<Item id="1" time="1373883378000" mobile="137****4752" content="xx" msgid="9"/>'
             "</xml>"
         )
     )
-    respx.post(OPEN, params={"action": "getBalance"}).mock(
+    gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
         return_value=xml(
             '<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="170.040"/></xml>'
         )
     )
-    respx.post(OPEN, params={"action": "getChannelGroup"}).mock(
+    gateway_mock.post(OPEN, params={"action": "getChannelGroup"}).mock(
         return_value=xml(
             '<xml name="getChannelGroup" result="1">'
             '<Item cid="c" sid="s" cgid="1" word="70" longword="67" price="0.10"/></xml>'
         )
     )
-    respx.post(OPEN, params={"action": "getSign"}).mock(
+    gateway_mock.post(OPEN, params={"action": "getSign"}).mock(
         return_value=xml(
             '<xml name="getSign" result="1"><Item cid="c" sid="s" csid="0" sign="【A】"/></xml>'
         )
@@ -227,10 +222,9 @@ async def test_document_sample_answers_of_every_read_action() -> None:
     assert signs == [Signature(cid="c", sid="s", csid=0, sign="【A】")]
 
 
-@respx.mock
-async def test_data_url_can_live_elsewhere() -> None:
+async def test_data_url_can_live_elsewhere(gateway_mock: Any) -> None:
     other = "http://other.example/DataPlatform/DataApi"
-    route = respx.post(other, params={"action": "getReply"}).mock(
+    route = gateway_mock.post(other, params={"action": "getReply"}).mock(
         return_value=xml('<xml name="getReply" result="1"/>')
     )
     async with AisixClient(ACCOUNT, KEY, data_url=other) as client:
@@ -238,15 +232,14 @@ async def test_data_url_can_live_elsewhere() -> None:
     assert route.called
 
 
-@respx.mock
-async def test_update_key_switches_the_client_to_the_new_key() -> None:
+async def test_update_key_switches_the_client_to_the_new_key(gateway_mock: Any) -> None:
     new_key = "0123456789ABCDEF0123456789ABCDEF"
-    respx.post(OPEN, params={"action": "updateKey"}).mock(
+    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(
         return_value=xml(
             f'<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="{new_key}"/></xml>'
         )
     )
-    balance = respx.post(OPEN, params={"action": "getBalance"}).mock(
+    balance = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
         return_value=xml(
             '<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="1"/></xml>'
         )
@@ -274,13 +267,13 @@ async def test_environment_supplies_credentials_and_base_url(
 
 
 async def test_a_passed_in_http_client_is_used_and_left_open() -> None:
-    calls: list[httpx.Request] = []
+    calls: list[hx.Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: hx.Request) -> hx.Response:
         calls.append(request)
         return xml('<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="2.5"/></xml>')
 
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    http = hx.AsyncClient(transport=hx.MockTransport(handler))
     async with AisixClient(ACCOUNT, KEY, http_client=http) as client:
         assert (await client.get_balance()).remain == Decimal("2.5")
     assert len(calls) == 1
@@ -288,11 +281,10 @@ async def test_a_passed_in_http_client_is_used_and_left_open() -> None:
     await http.aclose()
 
 
-@respx.mock
-async def test_an_answer_over_the_size_cap_is_refused_unread() -> None:
+async def test_an_answer_over_the_size_cap_is_refused_unread(gateway_mock: Any) -> None:
     huge = b'<xml name="getReply" result="1">' + b'<Item id="1" mobile="1" time="1"/>' * 200
-    respx.post(DATA, params={"action": "getReply"}).mock(
-        return_value=httpx.Response(200, content=huge)
+    gateway_mock.post(DATA, params={"action": "getReply"}).mock(
+        return_value=hx.Response(200, content=huge)
     )
     async with AisixClient(ACCOUNT, KEY, max_answer_bytes=1024) as client:
         with pytest.raises(ProtocolError, match="exceeds 1024 bytes"):
@@ -300,21 +292,29 @@ async def test_an_answer_over_the_size_cap_is_refused_unread() -> None:
 
 
 async def test_clients_share_one_verifying_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Loading the CA bundle per client would stall a running event loop for each one.
+    # Loading the CA store per client would stall a running event loop for each one.
     import ssl
-
-    import certifi
 
     async with AisixClient(ACCOUNT, KEY):
         pass
     loads: list[str] = []
-    where = certifi.where
-    monkeypatch.setattr(certifi, "where", lambda: loads.append("ca") or where())
+    load = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append("ca")
+        load(self, *args, **kwargs)
+
+    # Every way either stack loads trusted CAs (certifi's file, the system's) ends here.
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
     for _ in range(3):
         async with AisixClient(ACCOUNT, KEY):
             pass
     assert loads == []
-    context = httpx.create_ssl_context()  # what httpx would have built: same checks
-    ours = _tls_context()
+    monkeypatch.undo()
+    # What the stack would have built (certifi on httpx, the system store on httpx2): the
+    # same checks and the same trusted CAs.
+    context = hx.create_ssl_context(trust_env=False)
+    ours = _tls_context(STACK)
     assert (ours.verify_mode, ours.check_hostname) == (context.verify_mode, context.check_hostname)
     assert ours.verify_mode is ssl.CERT_REQUIRED
+    assert ours.cert_store_stats() == context.cert_store_stats()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
+from typing import Any
+
 import pytest
-import respx
+from stack_support import hx
 
 import aisix_async
 from aisix_async import (
@@ -55,10 +56,11 @@ CODES = {
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(("code", "cls"), sorted(CODES.items()))
-@respx.mock
-async def test_every_result_code_maps_to_its_class(code: int, cls: type[GatewayError]) -> None:
-    route = respx.post(OPEN, params={"action": "sendOnce"}).mock(
-        return_value=httpx.Response(200, text=f'<xml name="sendOnce" result="{code}"/>')
+async def test_every_result_code_maps_to_its_class(
+    code: int, cls: type[GatewayError], gateway_mock: Any
+) -> None:
+    route = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=hx.Response(200, text=f'<xml name="sendOnce" result="{code}"/>')
     )
     async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
         with pytest.raises(cls) as caught:
@@ -75,10 +77,9 @@ async def test_every_result_code_maps_to_its_class(code: int, cls: type[GatewayE
 
 
 @pytest.mark.anyio
-@respx.mock
-async def test_rate_limit_that_never_clears_mentions_ip_binding() -> None:
-    respx.post(OPEN, params={"action": "getBalance"}).mock(
-        return_value=httpx.Response(200, text='<xml name="getBalance" result="-1"/>')
+async def test_rate_limit_that_never_clears_mentions_ip_binding(gateway_mock: Any) -> None:
+    gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=hx.Response(200, text='<xml name="getBalance" result="-1"/>')
     )
     async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
         with pytest.raises(RateLimitedError, match="IP address"):
@@ -86,17 +87,16 @@ async def test_rate_limit_that_never_clears_mentions_ip_binding() -> None:
 
 
 @pytest.mark.anyio
-@respx.mock
-async def test_read_errors_are_retried_but_lost_sends_are_not() -> None:
-    balance = respx.post(OPEN, params={"action": "getBalance"}).mock(
+async def test_read_errors_are_retried_but_lost_sends_are_not(gateway_mock: Any) -> None:
+    balance = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
         side_effect=[
-            httpx.ReadTimeout("slow"),
-            httpx.Response(200, text='<xml name="getBalance" result="-10"/>'),
-            httpx.Response(200, text='<xml name="getBalance" result="1"><Item remain="3"/></xml>'),
+            hx.ReadTimeout("slow"),
+            hx.Response(200, text='<xml name="getBalance" result="-10"/>'),
+            hx.Response(200, text='<xml name="getBalance" result="1"><Item remain="3"/></xml>'),
         ]
     )
-    send = respx.post(OPEN, params={"action": "sendOnce"}).mock(
-        side_effect=httpx.ReadTimeout("slow")
+    send = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
+        side_effect=hx.ReadTimeout("slow")
     )
     async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
         assert (await client.get_balance()).remain == 3
@@ -108,12 +108,11 @@ async def test_read_errors_are_retried_but_lost_sends_are_not() -> None:
 
 
 @pytest.mark.anyio
-@respx.mock
-async def test_connection_refused_is_retried_even_for_sends() -> None:
-    send = respx.post(OPEN, params={"action": "sendOnce"}).mock(
+async def test_connection_refused_is_retried_even_for_sends(gateway_mock: Any) -> None:
+    send = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
         side_effect=[
-            httpx.ConnectError("refused"),
-            httpx.Response(
+            hx.ConnectError("refused"),
+            hx.Response(
                 200,
                 text='<xml name="sendOnce" result="1"><Item msgid="1" total="1" price="0.1" '
                 'remain="1"/></xml>',
@@ -129,17 +128,16 @@ async def test_connection_refused_is_retried_even_for_sends() -> None:
 @pytest.mark.parametrize(
     "response",
     [
-        httpx.Response(502, text="<html><body>Bad gateway</body></html>"),
-        httpx.Response(200, text='<xml name="sendOnce" result="1"><Item msgid="1" tot'),
-        httpx.Response(200, text=""),
+        hx.Response(502, text="<html><body>Bad gateway</body></html>"),
+        hx.Response(200, text='<xml name="sendOnce" result="1"><Item msgid="1" tot'),
+        hx.Response(200, text=""),
     ],
     ids=["502", "truncated", "empty"],
 )
-@respx.mock
 async def test_garbled_answers_to_a_send_are_unknown_and_not_resent(
-    response: httpx.Response,
+    response: hx.Response, gateway_mock: Any
 ) -> None:
-    send = respx.post(OPEN, params={"action": "sendOnce"}).mock(return_value=response)
+    send = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(return_value=response)
     async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
         with pytest.raises(ProtocolError) as caught:
             await client.send_once(["18100002707"], "hi")
@@ -148,10 +146,9 @@ async def test_garbled_answers_to_a_send_are_unknown_and_not_resent(
 
 
 @pytest.mark.anyio
-@respx.mock
-async def test_receipt_count_mismatch_is_unknown() -> None:
-    respx.post(OPEN, params={"action": "sendBatch"}).mock(
-        return_value=httpx.Response(
+async def test_receipt_count_mismatch_is_unknown(gateway_mock: Any) -> None:
+    gateway_mock.post(OPEN, params={"action": "sendBatch"}).mock(
+        return_value=hx.Response(
             200,
             text='<xml name="sendBatch" result="1"><Item msgid="1" total="1" price="0.1" '
             'remain="1"/></xml>',
@@ -164,11 +161,10 @@ async def test_receipt_count_mismatch_is_unknown() -> None:
 
 
 @pytest.mark.anyio
-@respx.mock
-async def test_lost_update_key_answer_is_unknown_and_keeps_the_old_key() -> None:
-    respx.post(OPEN, params={"action": "updateKey"}).mock(side_effect=httpx.ReadTimeout("lost"))
-    balance = respx.post(OPEN, params={"action": "getBalance"}).mock(
-        return_value=httpx.Response(
+async def test_lost_update_key_answer_is_unknown_and_keeps_the_old_key(gateway_mock: Any) -> None:
+    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(side_effect=hx.ReadTimeout("lost"))
+    balance = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=hx.Response(
             200, text='<xml name="getBalance" result="1"><Item remain="1"/></xml>'
         )
     )

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
-import httpx
 import pytest
+from stack_support import hx
 
 from aisix_async import (
     AisixClient,
@@ -113,16 +113,16 @@ async def test_a_bad_item_costs_nothing_else_of_its_batch(caplog: pytest.LogCapt
         b"</xml>",
     ]
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: hx.Request) -> hx.Response:
         body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
-        return httpx.Response(200, content=body)
+        return hx.Response(200, content=body)
 
     batches: list[Sequence[StateReport | MalformedRecord]] = []
 
     async def on_batch(batch: Sequence[StateReport | MalformedRecord]) -> None:
         batches.append(batch)
 
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    http = hx.AsyncClient(transport=hx.MockTransport(handler))
     caplog.set_level(logging.WARNING, logger="aisix_async")
     async with (
         AisixClient("1001@100001", "0" * 32, http_client=http) as client,

@@ -9,10 +9,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stack_support import hx
 
 from aisix_async import AisixClient, ValidationError
 from aisix_async._validate import check_at, check_content, check_template, render_template
@@ -26,27 +26,27 @@ TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=1
 
 
 class Recorder:
-    """An httpx transport that records requests and answers like a happy gateway."""
+    """A transport (httpx or httpx2) that records requests and answers like a happy gateway."""
 
     def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
+        self.requests: list[hx.Request] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: hx.Request) -> hx.Response:
         self.requests.append(request)
         action = request.url.params["action"]
         count = len(dict(parse_qsl(request.content.decode()))["m"].split(","))
         items = 1 if action == "sendOnce" else count
         item = '<Item cid="1" sid="1" msgid="1" total="1" price="0.1" remain="1"/>'
-        return httpx.Response(200, text=f'<xml name="{action}" result="1">{item * items}</xml>')
+        return hx.Response(200, text=f'<xml name="{action}" result="1">{item * items}</xml>')
 
 
 def run_with_client(
     call: Callable[[AisixClient], Coroutine[Any, Any, object]],
-) -> tuple[list[httpx.Request], BaseException | None]:
+) -> tuple[list[hx.Request], BaseException | None]:
     recorder = Recorder()
 
     async def main() -> BaseException | None:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(recorder))
+        http = hx.AsyncClient(transport=hx.MockTransport(recorder))
         async with http, AisixClient(ACCOUNT, KEY, http_client=http) as client:
             client._now = lambda: NOW  # type: ignore[method-assign]
             try:
@@ -58,7 +58,7 @@ def run_with_client(
     return recorder.requests, anyio.run(main)
 
 
-def sent_fields(request: httpx.Request) -> dict[str, str]:
+def sent_fields(request: hx.Request) -> dict[str, str]:
     return dict(parse_qsl(request.content.decode("ascii"), keep_blank_values=True))
 
 

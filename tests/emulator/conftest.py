@@ -4,7 +4,7 @@ Starting uvicorn costs little but stopping it costs a fifth of a second, so the 
 shares one `EmulatorServer` and every test loads its own configuration into the live
 state (`GatewayState.reset(config)`), with a `ManualClock` so report due times, scheduled
 sends and token refills are reached without sleeping. Requests go over real loopback HTTP
-with plain httpx, never through the SDK's client.
+with plain httpx (or httpx2, the stack under test), never through the SDK's client.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from emulator_helpers import START, Gateway
+from stack_support import hx
 
 from aisix_async.emulator import EmulatorConfig, EmulatorServer, ManualClock
 
@@ -37,15 +37,15 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture(scope="session")
-def http_client() -> Iterator[httpx.Client]:
+def http_client() -> Iterator[hx.Client]:
     # One client for the session: building one (its TLS context) costs more than a test.
-    with httpx.Client(timeout=5.0) as client:
+    with hx.Client(timeout=5.0) as client:
         yield client
 
 
 @pytest.fixture
 def make_gateway(
-    emulator_server: EmulatorServer, http_client: httpx.Client, clock: ManualClock
+    emulator_server: EmulatorServer, http_client: hx.Client, clock: ManualClock
 ) -> Callable[..., Gateway]:
     """Load a fresh configuration (defaults + overrides, manual clock) into the server."""
 

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import attrs
-import httpx
+from stack_support import hx
 
 from aisix_async.emulator import EmulatorServer, ManualClock
 
@@ -29,10 +29,10 @@ class Answer:
     name: str
     result: int
     items: list[dict[str, str]]
-    response: httpx.Response
+    response: hx.Response
 
 
-def parse_answer(response: httpx.Response) -> Answer:
+def parse_answer(response: hx.Response) -> Answer:
     """Parse the XML of a protocol answer (and check the envelope every answer shares)."""
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "text/xml; charset=utf-8"
@@ -52,7 +52,7 @@ def parse_answer(response: httpx.Response) -> Answer:
 class Gateway:
     """A test's view of the session server: URLs, credentials, state and a client."""
 
-    def __init__(self, server: EmulatorServer, client: httpx.Client, clock: ManualClock):
+    def __init__(self, server: EmulatorServer, client: hx.Client, clock: ManualClock):
         self.server = server
         self.client = client
         self.clock = clock
@@ -71,7 +71,7 @@ class Gateway:
         data.update({k: str(v) for k, v in params.items() if v is not None})
         return data
 
-    def post(self, action: str, *, url: str | None = None, **params: Any) -> httpx.Response:
+    def post(self, action: str, *, url: str | None = None, **params: Any) -> hx.Response:
         target = url or (self.data_url if action in DATA_ACTIONS else self.open_url)
         return self.client.post(target, data=self.form(action, **params))
 
@@ -85,5 +85,5 @@ class Gateway:
     def send_once(self, m: str, c: str, **params: Any) -> Answer:
         return self.call("sendOnce", m=m, c=c, **params)
 
-    def control(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    def control(self, method: str, path: str, json: Any = None) -> hx.Response:
         return self.client.request(method, self.control_url + path, json=json)

@@ -1,4 +1,4 @@
-"""Fault injection: what plain httpx sees for each fault, and what the ledger says."""
+"""Fault injection: what a plain HTTP client (httpx or httpx2) sees, and what the ledger says."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 import xml.etree.ElementTree as ET
 from decimal import Decimal
 
-import httpx
 import pytest
 from emulator_helpers import Gateway, parse_answer
+from stack_support import hx
 
 from aisix_async.emulator import FaultConfig
 
@@ -33,9 +33,7 @@ def test_drop_after_process_cuts_the_body_after_charging(
 ) -> None:
     gw.state.set_faults(drop_after_process=1.0)
     with caplog.at_level(logging.DEBUG, logger="uvicorn.error"):
-        with pytest.raises(
-            httpx.RemoteProtocolError, match=r"without sending complete message body"
-        ):
+        with pytest.raises(hx.RemoteProtocolError, match=r"without sending complete message body"):
             gw.post("sendOnce", m="13800000001,13800000002", c="hi")
         gw.state.set_faults(drop_after_process=0.0)
         assert gw.call("getBalance").items[0]["remain"] == "999.800"  # the next request is fine
@@ -50,7 +48,7 @@ def test_drop_after_process_cuts_the_body_after_charging(
 def test_drop_after_update_key_loses_the_new_key(gw: Gateway) -> None:
     old = gw.authkey
     gw.state.set_faults(drop_after_process=1.0)
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(hx.RemoteProtocolError):
         gw.post("updateKey")
     gw.state.set_faults(drop_after_process=0.0)
     assert gw.state.authkey() != old
@@ -81,8 +79,8 @@ def test_slow_body_arrives_whole_but_late(gw: Gateway) -> None:
 def test_slow_body_trips_a_short_read_timeout_after_charging(gw: Gateway) -> None:
     gw.state.set_faults(slow_body=1.0, slow_body_ms=400.0)
     with (
-        httpx.Client(timeout=httpx.Timeout(5.0, read=0.02)) as client,
-        pytest.raises(httpx.ReadTimeout),
+        hx.Client(timeout=hx.Timeout(5.0, read=0.02)) as client,
+        pytest.raises(hx.ReadTimeout),
     ):
         client.post(gw.open_url, data=gw.form("sendOnce", m="13800000001", c="hi"))
     assert gw.state.message_count == 1

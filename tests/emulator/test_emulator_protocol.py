@@ -5,9 +5,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 from emulator_helpers import Gateway, parse_answer
+from stack_support import hx
 
 
 def test_get_and_post_give_the_same_answer(gw: Gateway) -> None:
@@ -203,6 +203,6 @@ def test_request_id_header_matches_the_ledger(gw: Gateway) -> None:
 
 
 def test_http_11_keep_alive_serves_many_requests_on_one_connection(gw: Gateway) -> None:
-    with httpx.Client(limits=httpx.Limits(max_connections=1)) as client:
+    with hx.Client(limits=hx.Limits(max_connections=1)) as client:
         for _ in range(20):
             assert parse_answer(client.post(gw.open_url, data=gw.form("getBalance"))).result == 1

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import anyio
-import httpx
 import pytest
 from emulator_helpers import Gateway, parse_answer
+from stack_support import hx
 
 from aisix_async.emulator import GATEWAY_TZ, AccountConfig, ChannelGroupConfig
 
@@ -274,8 +274,8 @@ def test_other_accounts_have_their_own_groups_signs_and_balance(
 async def test_200_concurrent_sends_keep_balance_and_counters_exact(gw: Gateway) -> None:
     form = gw.form("sendOnce", m="13800000001,13800000002", c="concurrent")
     msgids: list[str] = []
-    limits = httpx.Limits(max_connections=32)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    limits = hx.Limits(max_connections=32)
+    async with hx.AsyncClient(limits=limits, timeout=30) as client:
 
         async def send() -> None:
             answer = parse_answer(await client.post(gw.open_url, data=form))

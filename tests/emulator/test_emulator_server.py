@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from emulator_helpers import parse_answer
+from stack_support import hx
 
 from aisix_async.emulator import (
     DEFAULT_ACCOUNT,
@@ -37,19 +37,19 @@ async def test_serve_emulator_runs_and_stops(anyio_backend: str) -> None:
         assert emu.data_url == emu.base_url + "/DataApi"
         assert emu.control_url == f"http://127.0.0.1:{emu.port}/_emulator"
         assert (emu.account, emu.authkey) == (DEFAULT_ACCOUNT, DEFAULT_AUTHKEY)
-        async with httpx.AsyncClient() as client:
+        async with hx.AsyncClient() as client:
             response = await client.post(emu.open_url, data={"action": "getBalance", **CREDS})
             assert parse_answer(response).items[0]["remain"] == "1000.000"
         port = emu.port
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/_emulator/state", timeout=2)
+    with pytest.raises(hx.ConnectError):
+        hx.get(f"http://127.0.0.1:{port}/_emulator/state", timeout=2)
 
 
 @pytest.mark.anyio
 async def test_serve_emulator_takes_config_overrides(anyio_backend: str) -> None:
     async with serve_emulator(EmulatorConfig(seed=5), rate=1.0, burst=1.0) as emu:
         assert emu.state.config.seed == 5
-        async with httpx.AsyncClient() as client:
+        async with hx.AsyncClient() as client:
             form = {"action": "getBalance", **CREDS}
             results = [
                 parse_answer(await client.post(emu.open_url, data=form)).result for _ in range(2)
@@ -63,7 +63,7 @@ def test_emulator_server_shares_a_state_and_runs_beside_another() -> None:
         assert first.port != second.port
         assert first.state is state
         form = {"action": "sendOnce", "m": "13800000001", "c": "hi", **CREDS}
-        assert parse_answer(httpx.post(first.open_url, data=form)).result == 1
+        assert parse_answer(hx.post(first.open_url, data=form)).result == 1
         assert state.message_count == 1
         assert second.state.message_count == 0
 
@@ -83,8 +83,8 @@ def test_emulator_server_before_start_has_no_port() -> None:
 @pytest.mark.anyio
 async def test_create_app_works_in_process(anyio_backend: str) -> None:
     app = create_app()
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
+    transport = hx.ASGITransport(app=app)
+    async with hx.AsyncClient(transport=transport, base_url="http://emulator") as client:
         form = {"action": "sendOnce", "m": "13800000001", "c": "hi", **CREDS}
         answer = parse_answer(await client.post("/OpenPlatform/OpenApi", data=form))
         assert answer.result == 1
@@ -123,9 +123,9 @@ def test_command_line_prints_urls_serves_and_stops_cleanly(sig: signal.Signals) 
         assert lines["base_url"].endswith("/OpenPlatform")
         assert (lines["account"], lines["authkey"]) == (DEFAULT_ACCOUNT, DEFAULT_AUTHKEY)
         form = {"action": "getBalance", "ac": lines["account"], "authkey": lines["authkey"]}
-        answer = parse_answer(httpx.post(lines["base_url"] + "/OpenApi", data=form))
+        answer = parse_answer(hx.post(lines["base_url"] + "/OpenApi", data=form))
         assert answer.items[0]["remain"] == "5.000"
-        config = httpx.get(lines["control_url"] + "/config").json()
+        config = hx.get(lines["control_url"] + "/config").json()
         assert (config["rate"], config["seed"]) == (100.0, 3)
     finally:
         proc.send_signal(sig)
