@@ -16,7 +16,10 @@ Stopping: -9 (balance), an account-level refusal (0, -2, -3, -5, -6, -7, -8), a 
 never clears, or a gateway that cannot be reached stops dispatch at once. Requests
 already on the wire finish; everything not yet dispatched, including the rest of the
 input (which is still read, so that every recipient gets its outcome), is reported as
-failed with :class:`NotSentError`.
+failed with :class:`NotSentError`. The caller can stop dispatch the same way with
+``stream.stop()`` (Ctrl-C in the command line): from then on no request leaves, retries
+included; a chunk waiting for its turn or for a retry is reported as not sent at once,
+and only requests already written are let finish.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from ._errors import (
     InsufficientBalanceError,
     NotSentError,
     RateLimitedError,
+    SendStoppedError,
     TransportError,
     ValidationError,
 )
@@ -212,12 +216,16 @@ class ChunkLedger(Protocol):
 class _ChunkHooks:
     """The scheduler's dispatch hooks for one chunk: the stop switch and the ledger."""
 
-    __slots__ = ("_stream", "chunk", "on_wire", "tally")
+    __slots__ = ("_stream", "chunk", "on_wire", "scope", "tally")
 
     def __init__(self, stream: SendStream, chunk: PlannedChunk) -> None:
         self._stream = stream
         self.chunk = chunk
         self.tally = AttemptTally()
+        #: Cancelled by ``stop()`` while no request of the chunk is on the wire: a chunk
+        #: queued for a slot, the pace or a retry's backoff must not wait for its turn
+        #: only to be turned down then.
+        self.scope = anyio.CancelScope()
         #: Whether a request for the chunk may have been written (and not provably refused):
         #: what its fate is if the stream is abandoned now.
         self.on_wire = False
@@ -238,6 +246,9 @@ class _ChunkHooks:
         ledger = self._stream._ledger
         if ledger is not None:
             await ledger.off_wire(self.chunk)
+        if self._stream._stop is not None:
+            # Dispatch stopped while this attempt was out: no retry may leave.
+            raise _Stopped
 
 
 class _Stopped(Exception):
@@ -246,7 +257,7 @@ class _Stopped(Exception):
 
 # The cause of NotSentError for a chunk the stream took on and never dispatched, because
 # its block was left early. One instance serves every such chunk: it carries no state.
-_ABANDONED = AisixError("the send stream was left (break, an error or a cancellation) first")
+_ABANDONED = AisixError("the send ended before this chunk's turn came")
 
 
 class _Counters:
@@ -423,8 +434,28 @@ class SendStream:
 
     @property
     def stopped_by(self) -> AisixError | None:
-        """The error that stopped dispatch, if one did."""
+        """The error that stopped dispatch, if one did (a SendStoppedError after ``stop()``)."""
         return self._stop
+
+    def stop(self, reason: str = "its caller stopped it") -> None:
+        """Stop dispatch now; the requests already written finish and are reported.
+
+        From this call on no request of this stream leaves, retries included. Chunks
+        waiting for their turn (a concurrency slot, the pace, a retry's backoff) are
+        reported at once as failed with :class:`NotSentError` (its ``cause`` a
+        :class:`SendStoppedError`): nothing of them reached the gateway, so they are safe
+        to send again. Keep iterating to collect the outcomes of the requests on the
+        wire; the rest of the input is still read and reported as not sent, as after a
+        -9. Or leave the block once ``stats.in_flight`` is 0: nothing is in doubt then,
+        and the chunks not handed over yet are in ``abandoned``. Safe to call more than
+        once, and from any task of the stream's event loop (a signal handler, a timeout).
+        """
+        if self._stop is None:
+            logger.warning("bulk send: stopping dispatch: %s", reason)
+            self._stop = SendStoppedError(reason)
+        for hooks in self._open.values():
+            if not hooks.on_wire:
+                hooks.scope.cancel()
 
     async def drain(self) -> SendSummary:
         """Iterate to the end and summarise (what ``send_all`` does)."""
@@ -513,7 +544,12 @@ class SendStream:
         try:
             self._count.in_flight += 1
             try:
-                outcome = await self._send_chunk(hooks)
+                outcome: SendOutcome | None = None
+                with hooks.scope:
+                    outcome = await self._send_chunk(hooks)
+                if outcome is None:
+                    # stop() cancelled it while none of its requests was on the wire.
+                    outcome = self._not_sent(hooks.chunk, hooks.tally.attempts)
             finally:
                 self._count.in_flight -= 1
             del self._open[outcome.chunk]

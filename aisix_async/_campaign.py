@@ -162,6 +162,12 @@ class CampaignStream:
         """The error that stopped dispatch (e.g. -9), if one did."""
         return None if self._stream is None else self._stream.stopped_by
 
+    def stop(self, reason: str = "its caller stopped it") -> None:
+        """Stop dispatch now (see :meth:`SendStream.stop`); a resumed run sends the rest."""
+        if self._stream is None:
+            raise RuntimeError("the stream has not been entered")
+        self._stream.stop(reason)
+
     async def drain(self) -> CampaignSummary:
         """Iterate to the end; the campaign's summary."""
         async for _ in self:

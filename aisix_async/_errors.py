@@ -226,6 +226,10 @@ class NotSentError(AisixError):
         self.__cause__ = cause
 
 
+class SendStoppedError(AisixError):
+    """Why a bulk send's recipients were not sent after its caller called ``stop()``."""
+
+
 class BalanceTooLowError(AisixError):
     """Raised before sending when the estimated cost exceeds the current balance."""
 

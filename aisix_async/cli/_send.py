@@ -10,8 +10,9 @@ The order of work is the safety argument:
 3. The input is read again, lazily, into the bulk engine (or into a campaign journal with
    ``--journal``); progress goes to stderr; outcomes are counted and written as they land.
 
-Ctrl-C stops cleanly: the first one stops reading the input and lets the requests on
-the wire finish, so every recipient sent has its outcome and nothing is left in doubt;
+Ctrl-C stops cleanly: the first one stops dispatch at once (no new request, no retry)
+and reading the input, and lets the requests already written finish, so every recipient
+sent has its outcome and nothing is left in doubt;
 a second one abandons those requests (their recipients are then unknown). Either way
 the summary says what was sent, and with ``--journal`` running again finishes the job.
 """
@@ -28,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from .._bulk import SendOutcome, SendStream
+from .._bulk import OutcomeStatus, SendOutcome, SendStream
 from .._client import GATEWAY_TZ, AisixClient
-from .._errors import AisixError, ValidationError
+from .._errors import AisixError, SendStoppedError, ValidationError
 from .._pricing import Estimate, estimate
 from .._validate import check_at, check_content
 from ._app import Context
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     Stream = SendStream | CampaignStream
 
 __all__ = ["send"]
+
+# What a recipient not sent after Ctrl-C reads: "not sent: dispatch stopped because ...".
+_INTERRUPTED = "the operator interrupted the send (Ctrl-C or SIGTERM)"
 
 
 def _source(args: Any) -> Source:
@@ -254,7 +258,7 @@ async def _run(
     args, out = ctx.args, ctx.out
     tally = Tally()
     feed = Feed(source)
-    state: dict[str, bool] = {}
+    state: dict[str, int] = {}
     stream: Stream | None = None
     campaign: Campaign | None = None
     outcomes_file = None
@@ -283,7 +287,12 @@ async def _run(
             )
         group = await stack.enter_async_context(anyio.create_task_group())
         with anyio.CancelScope() as hard:
-            group.start_soon(watch_interrupts, ctx, feed, ready_to_stop, hard, state)
+
+            def stop_dispatch() -> None:
+                if stream is not None:
+                    stream.stop(_INTERRUPTED)
+
+            group.start_soon(watch_interrupts, ctx, feed, ready_to_stop, hard, state, stop_dispatch)
             stream = _open_stream(client, source, feed.items(), at, args, campaign)
 
             def record(outcome: SendOutcome) -> None:
@@ -305,12 +314,18 @@ async def _run(
         group.cancel_scope.cancel()
         assert stream is not None
         # After a second Ctrl-C: the requests cut off on the wire (unknown), and the rest.
+        cut_off = 0
         for outcome in stream.abandoned:
             record(outcome)
+            if outcome.status is OutcomeStatus.UNKNOWN:
+                cut_off += len(outcome.mobiles)
+        state["cut_off"] = cut_off
         stats = stream.stats
         summary = campaign.summary() if campaign is not None else None
     return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary)
 
 
 def _stopped_by(stream: Stream) -> AisixError | None:
-    return stream.stopped_by
+    # A stop of our own (Ctrl-C) is not an error to report: the summary says "interrupted".
+    stop = stream.stopped_by
+    return None if isinstance(stop, SendStoppedError) else stop

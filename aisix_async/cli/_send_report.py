@@ -112,7 +112,7 @@ def finish(
     stats: BulkStats,
     total: int,
     stop: AisixError | None,
-    state: dict[str, bool],
+    state: dict[str, int],
     campaign: CampaignSummary | None,
 ) -> int:
     out = ctx.out
@@ -180,7 +180,15 @@ def finish(
         out.error(problem.message)
     if interrupted:
         if state.get("abandoned"):
-            out.warn("requests on the wire were abandoned: their recipients are unknown")
+            # Only what was really cut off: the summary's unknown count says the same.
+            cut_off = state.get("cut_off", 0)
+            if cut_off:
+                out.warn(
+                    f"{cut_off:,} recipient(s) abandoned on the wire are unknown: "
+                    "they may have been sent and charged"
+                )
+            else:
+                out.warn("no request was on the wire when the send was abandoned")
         if ctx.args.journal:
             out.note(f"run the same command again to resume from {ctx.args.journal}")
         return ExitCode.INTERRUPTED

@@ -1,0 +1,102 @@
+"""Operator safety (issue #14): what ``aisix`` does when a person makes the usual mistakes.
+
+Each test drives the command as a subprocess against the emulator and, where money is
+involved, checks the emulator's ledger: what the gateway saw is the ground truth.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import Cli, numbers, summary_of, write_lines
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def send_requests(emulator: Any) -> int:
+    """Send requests the emulator has received, -1 answers included."""
+    counters = emulator.state.get_counters()
+    return sum(counters.requests[a] for a in ("sendOnce", "sendBatch", "sendParam"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_first_interrupt_stops_dispatch_at_once_retries_included(
+    cli: Cli, emulator: Any, tmp_path: Path, signum: int
+) -> None:
+    # A gateway limited to 5 requests/s: chunks queue behind the pace, and -1 answers
+    # are retried. After the signal none of them may leave.
+    emulator.state.configure(rate=5.0, burst=5.0)
+    emulator.state.set_balance(None, "1000000")
+    mobiles = numbers(100_000)
+    path = write_lines(tmp_path / "n.txt", mobiles)
+    process = cli.popen("send", path, "--content", "hello", "--json", "--max-concurrency", "4")
+    wait_for(lambda: send_requests(emulator) >= 12)
+    process.send_signal(signum)
+    at_signal = send_requests(emulator)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    after = send_requests(emulator)
+    time.sleep(1.0)
+    # Only requests already written when the signal came (at most one per connection)
+    # may reach the gateway afterwards; nothing after the process ended.
+    assert after - at_signal <= 4, (at_signal, after)
+    assert send_requests(emulator) == after
+    summary = summary_of(out)
+    assert summary["interrupted"] is True
+    sent = Counter(m.mobile for m in emulator.state.messages())
+    assert max(sent.values()) == 1
+    assert summary["accepted"] == sum(sent.values())
+    assert summary["unknown"] == 0
+    assert summary["accepted"] + summary["failed"] + summary["not_sent"] == len(mobiles)
+    assert summary["stopped_by"] is None
+    assert "Traceback" not in err
+
+
+def test_the_second_interrupt_warning_counts_what_the_summary_counts(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.set_faults(latency_ms=400)
+    emulator.state.set_balance(None, "100000")
+    path = write_lines(tmp_path / "n.txt", numbers(60_000))
+    process = cli.popen("send", path, "--content", "hi", "--json", "--max-concurrency", "4")
+    wait_for(lambda: emulator.state.message_count >= 2000)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    summary = summary_of(out)
+    assert summary["unknown"] > 0
+    # The warning and the summary tell the same story.
+    assert f"{summary['unknown']:,} recipient(s) abandoned on the wire are unknown" in err
+    assert "their recipients are unknown" not in err
+
+
+def test_no_request_on_the_wire_is_not_called_unknown(capsys: Any) -> None:
+    from types import SimpleNamespace
+
+    from aisix_async._bulk import BulkStats
+    from aisix_async.cli._output import Output
+    from aisix_async.cli._send_report import finish
+    from aisix_async.cli._tally import Tally
+
+    out = Output(json_mode=True)
+    ctx: Any = SimpleNamespace(out=out, args=SimpleNamespace(journal=None), url="http://x")
+    client: Any = SimpleNamespace(account="a@b")
+    stats = BulkStats(10, 10, 0, 0, 0, 1, 0, 0, 4, None, 0, 1.0)
+    tally = Tally(accepted=10)
+    state = {"interrupted": 1, "abandoned": 1, "cut_off": 0}
+    assert finish(ctx, client, tally, stats, 20, None, state, None) == 130
+    err = capsys.readouterr().err
+    assert "no request was on the wire" in err
+    assert "unknown" not in err
