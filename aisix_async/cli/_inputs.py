@@ -289,6 +289,9 @@ def batch_source(path: str) -> Source:
         _refuse_repeated(path, header, ["mobile", "content"])
     mobile_at = header.index("mobile") if has_header else 0
     content_at = header.index("content") if has_header else 1
+    # A content holding an unquoted comma splits into more fields than the header names:
+    # sending the first piece would cut the message silently, so the line is invalid.
+    fields = len(header) if has_header else 2
 
     def read() -> Iterator[Item]:
         with closing(_text_lines(path)) as text:
@@ -303,6 +306,15 @@ def batch_source(path: str) -> Source:
                     mobile = row[mobile_at].strip() if len(row) > mobile_at else ""
                     yield reader.line_num, (mobile, None)
                     continue
+                if len(row) > fields:
+                    named = f"the header names {fields}" if has_header else "mobile,content is 2"
+                    reason = (
+                        f"{len(row)} fields where {named}: put a content that holds a comma "
+                        'in double quotes (139...,"Hi Peter, see you at 9")'
+                    )
+                    # Three items, not a pair: the bulk engine refuses it too (--skip-invalid).
+                    yield reader.line_num, (row[mobile_at].strip(), None, reason)
+                    continue
                 yield reader.line_num, (row[mobile_at].strip(), row[content_at])
 
     return Source(path, read, "batch")
@@ -314,6 +326,8 @@ def _problem(source: Source, value: object) -> str | None:
             check_mobile(value)
         elif source.mode == "batch":
             assert isinstance(value, tuple)
+            if len(value) == 3:
+                return str(value[2])
             mobile, text = value
             check_mobile(mobile)
             if text is None:

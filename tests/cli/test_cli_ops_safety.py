@@ -100,3 +100,40 @@ def test_no_request_on_the_wire_is_not_called_unknown(capsys: Any) -> None:
     err = capsys.readouterr().err
     assert "no request was on the wire" in err
     assert "unknown" not in err
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_batch_row_with_an_unquoted_comma_is_an_invalid_line(
+    cli: Cli, emulator: Any, tmp_path: Path, header: bool
+) -> None:
+    rows = [
+        "13900000001,Hi Ann",
+        "18100002707,Hi Peter, see you at 9",
+        '13900000002,"Hi Bob, see you at 10"',
+    ]
+    path = write_lines(tmp_path / "b.csv", (["mobile,content"] if header else []) + rows)
+    bad_line = 3 if header else 2
+    for dry in (["--dry-run"], []):
+        result = cli.run("send", "--batch", path, *dry)
+        assert result.returncode == 2, result.stderr
+        assert f"{path} line {bad_line}: 3 fields where" in result.stderr
+        assert "double quotes" in result.stderr
+    assert emulator.state.message_count == 0
+    # With --skip-invalid the rest goes, the cut line does not (not even cut).
+    result = cli.run("send", "--batch", path, "--skip-invalid", "--json")
+    assert result.returncode == 1, result.stderr
+    summary = summary_of(result.stdout)
+    assert (summary["accepted"], summary["failed"]) == (2, 1)
+    ledger = {m.mobile: m.text for m in emulator.state.messages()}
+    assert "18100002707" not in ledger
+    assert ledger["13900000002"].endswith("Hi Bob, see you at 10")
+    assert len(ledger) == 2
+
+
+def test_skip_invalid_warns_once_per_bad_line(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "n.txt", ["13900000001", "1390000x", "13900000002"])
+    result = cli.run("send", path, "--content", "hi", "--skip-invalid")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("1390000x") == 1, result.stderr
+    assert "ValidationError" not in result.stderr
+    assert emulator.state.message_count == 2
