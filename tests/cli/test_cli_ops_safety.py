@@ -6,6 +6,7 @@ involved, checks the emulator's ledger: what the gateway saw is the ground truth
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -137,3 +138,43 @@ def test_skip_invalid_warns_once_per_bad_line(cli: Cli, emulator: Any, tmp_path:
     assert result.stderr.count("1390000x") == 1, result.stderr
     assert "ValidationError" not in result.stderr
     assert emulator.state.message_count == 2
+
+
+def test_rotate_key_refuses_a_write_to_path_before_rotating(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    old_key = emulator.state.authkey()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        cases = [
+            (tmp_path / "nodir" / "key", "does not exist"),
+            (tmp_path, "is a directory"),
+        ]
+        if os.geteuid() != 0:  # root writes in a read-only folder all the same
+            cases.append((locked / "key", "cannot create a file"))
+        for target, says in cases:
+            result = cli.run("rotate-key", "--yes", "--write-to", str(target))
+            assert result.returncode == 2, result.stderr
+            assert says in result.stderr
+            assert "not rotated" in result.stderr or "directory" in result.stderr
+            # The key was never rotated: the old one still works, nothing was printed.
+            assert emulator.state.authkey() == old_key
+            assert result.stdout == ""
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+    assert list(tmp_path.glob(".aisix-key-*")) == []
+    assert cli.run("balance").returncode == 0
+
+
+def test_rotate_key_leaves_no_temporary_file_when_the_rotation_fails(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    target = tmp_path / "key"
+    result = cli.run(
+        "rotate-key", "--yes", "--write-to", str(target), env={**cli.env, "AISIX_AUTHKEY": "0" * 32}
+    )
+    assert result.returncode == 4, result.stderr
+    assert list(tmp_path.iterdir()) == []
