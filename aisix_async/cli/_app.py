@@ -17,13 +17,17 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from .._client import AisixClient
-from .._scheduler import RetryPolicy
+from .._errors import TransportError
+from .._scheduler import RetryDetails, RetryPolicy
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
 from ._exit import ExitCode, describe
 from ._output import Output
 
-__all__ = ["Context", "run"]
+__all__ = ["UNREACHABLE_RETRY", "Context", "run"]
+
+#: Seconds a gateway that refuses connections is retried (at most --retry-timeout).
+UNREACHABLE_RETRY = 10.0
 
 
 class Context:
@@ -33,6 +37,7 @@ class Context:
         self.args = args
         self.out = out
         self._credentials: Credentials | None = None
+        self._told_unreachable = False
 
     @property
     def credentials(self) -> Credentials:
@@ -53,14 +58,33 @@ class Context:
     def client(self, *, max_concurrency: int = 16) -> AisixClient:
         """A client for the resolved credentials, retrying per ``--retry-timeout``."""
         creds = self.credentials
+        limit = self.args.retry_timeout
+        # A gateway that refuses connections is retried briefly (a restart), not for the
+        # whole --retry-timeout meant for -1 answers; a shorter --retry-timeout holds.
+        unreachable = min(limit, UNREACHABLE_RETRY)
         return AisixClient(
             creds.account,
             creds.authkey,
             base_url=creds.base_url,
             data_url=creds.data_url,
             timeout=self.args.timeout,
-            retry=RetryPolicy(timeout=self.args.retry_timeout, attempts=1000),
+            retry=RetryPolicy(timeout=limit, attempts=1000, unreachable_timeout=unreachable),
+            on_retry=lambda details: self._on_retry(details, unreachable),
             max_concurrency=max_concurrency,
+        )
+
+    def _on_retry(self, details: RetryDetails, unreachable: float) -> None:
+        # Said at the first failed connection, not after the retries: a person must not
+        # sit in front of a silent terminal wondering whether anything is happening.
+        cause = details.cause
+        if self._told_unreachable or not isinstance(cause, TransportError):
+            return
+        if cause.request_sent:
+            return
+        self._told_unreachable = True
+        self.out.warn(
+            f"cannot reach the gateway at {self.url}: {cause.message}; retrying for up to "
+            f"{unreachable:g} s (--retry-timeout)"
         )
 
     @property

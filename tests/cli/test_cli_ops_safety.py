@@ -178,3 +178,56 @@ def test_rotate_key_leaves_no_temporary_file_when_the_rotation_fails(
     )
     assert result.returncode == 4, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+UNREACHABLE = "http://127.0.0.1:9/OpenPlatform"  # the discard port: nothing listens
+
+
+@pytest.mark.parametrize("command", [["balance"], ["send", "NUMBERS", "--content", "hi"]])
+def test_an_unreachable_gateway_is_said_at_once_and_not_retried_for_minutes(
+    cli: Cli, tmp_path: Path, command: list[str]
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(3))
+    command = [path if arg == "NUMBERS" else arg for arg in command]
+    started = time.monotonic()
+    process = cli.popen(*command, "--base-url", UNREACHABLE)
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    # Said while it is still retrying, not after.
+    assert process.poll() is None
+    assert "cannot reach the gateway at http://127.0.0.1:9/OpenPlatform" in first
+    assert "retrying for up to 10 s" in first
+    _, err = process.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+    assert process.returncode == 4, err
+    assert "could not talk to the gateway" in err
+    # Ten seconds of retries, not the two minutes meant for -1 answers (process start-up
+    # and a slow CI machine get a generous margin).
+    assert elapsed < 40, elapsed
+
+
+def test_a_short_retry_timeout_holds_for_an_unreachable_gateway(cli: Cli) -> None:
+    started = time.monotonic()
+    result = cli.run("balance", "--base-url", UNREACHABLE, "--retry-timeout", "2")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 4, result.stderr
+    assert "retrying for up to 2 s" in result.stderr
+    assert elapsed < 2 + 8, elapsed
+
+
+def test_a_minus_one_that_never_clears_gives_its_advice_once(cli: Cli, emulator: Any) -> None:
+    emulator.state.configure(ip_bound=True)
+    result = cli.run("balance", "--retry-timeout", "1")
+    assert result.returncode == 4
+    assert result.stderr.count("IP address") == 1, result.stderr
+    assert "still refused after" in result.stderr
+
+
+def test_a_lost_answer_to_a_read_only_call_does_not_say_it_may_have_acted(
+    cli: Cli, emulator: Any
+) -> None:
+    emulator.state.set_faults(drop_after_process=1.0)
+    result = cli.run("balance", "--retry-timeout", "1")
+    assert result.returncode == 4, result.stderr
+    assert "could not talk to the gateway" in result.stderr
+    assert "may have acted" not in result.stderr
