@@ -216,12 +216,14 @@ class ChunkLedger(Protocol):
 class _ChunkHooks:
     """The scheduler's dispatch hooks for one chunk: the stop switch and the ledger."""
 
-    __slots__ = ("_stream", "chunk", "on_wire", "scope", "tally")
+    __slots__ = ("_stream", "chunk", "counted", "on_wire", "scope", "tally")
 
     def __init__(self, stream: SendStream, chunk: PlannedChunk) -> None:
         self._stream = stream
         self.chunk = chunk
         self.tally = AttemptTally()
+        #: Whether the tally was added to the stream's counters (until then stats reads it).
+        self.counted = False
         #: Cancelled by ``stop()`` while no request of the chunk is on the wire: a chunk
         #: queued for a slot, the pace or a retry's backoff must not wait for its turn
         #: only to be turned down then.
@@ -364,6 +366,12 @@ class SendStream:
         owed = list(self._handed.values())
         for hooks in self._open.values():
             chunk, count = hooks.chunk, self._count
+            if not hooks.counted:
+                # Their attempts, counted live while open (see stats), stay counted.
+                hooks.counted = True
+                count.requests += hooks.tally.attempts
+                count.rate_limited += hooks.tally.rate_limited
+                count.retries += max(0, hooks.tally.attempts - 1)
             if hooks.on_wire:
                 count.unknown += chunk.size
                 error: AisixError = TransportError(
@@ -417,15 +425,25 @@ class SendStream:
         """A live snapshot of this send (a property: read it as often as you like)."""
         count = self._count
         scheduler = self._client._scheduler
+        # Chunks still being sent count their attempts so far: during a -1 storm a chunk
+        # is retried for seconds, and figures that wait for it to settle would read 0.
+        requests, rate_limited, retries = count.requests, count.rate_limited, count.retries
+        for hooks in self._open.values():
+            if hooks.counted:
+                continue
+            tally = hooks.tally
+            requests += tally.attempts
+            rate_limited += tally.rate_limited
+            retries += max(0, tally.attempts - 1)
         return BulkStats(
             done=count.accepted + count.failed + count.unknown,
             accepted=count.accepted,
             failed=count.failed,
             unknown=count.unknown,
             skipped=count.skipped,
-            requests=count.requests,
-            rate_limited=count.rate_limited,
-            retries=count.retries,
+            requests=requests,
+            rate_limited=rate_limited,
+            retries=retries,
             limit=scheduler.limit,
             pace=scheduler.pace,
             in_flight=count.in_flight,
@@ -568,6 +586,7 @@ class SendStream:
                 receipts = _receipts(answer, 1 if chunk.action == "sendOnce" else chunk.size)
             finally:
                 count = self._count
+                hooks.counted = True
                 count.requests += tally.attempts
                 count.rate_limited += tally.rate_limited
                 count.retries += max(0, tally.attempts - 1)
