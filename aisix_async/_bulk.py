@@ -710,7 +710,7 @@ def once_stream(
 ) -> SendStream:
     """The stream of ``send_many``; content and options are checked here, before sending."""
     _check_source(numbers, "numbers")
-    planner = OncePlanner(content, chunk_size)
+    planner = OncePlanner(content, chunk_size, numbering=client.numbers)
     sized = isinstance(numbers, Sized) and not isinstance(numbers, AsyncIterable)
     count = len(numbers) if sized else 0  # type: ignore[arg-type]
     estimate = [(content, count)] if count else None
@@ -749,7 +749,7 @@ def batch_stream(
 ) -> SendStream:
     """The stream of ``send_batch_many``."""
     _check_source(pairs, "pairs")
-    planner = BatchPlanner(chunk_size)
+    planner = BatchPlanner(chunk_size, numbering=client.numbers)
     sized = isinstance(pairs, Sequence)
     estimate = _batch_texts(pairs) if sized and len(pairs) else None  # type: ignore[arg-type]
     return _stream(
@@ -772,7 +772,7 @@ def param_stream(
 ) -> SendStream:
     """The stream of ``send_param_many``; the template is checked here, before sending."""
     _check_source(rows, "rows")
-    planner = ParamPlanner(template, chunk_size)
+    planner = ParamPlanner(template, chunk_size, numbering=client.numbers)
     text, count = check_template(template)
     sized = isinstance(rows, Sequence)
     estimate = _param_texts(text, count, rows) if sized and len(rows) else None  # type: ignore[arg-type]

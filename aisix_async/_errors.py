@@ -48,6 +48,7 @@ __all__ = [
     "ChannelGroupNotAllowedError",
     "ChargeFailedError",
     "EnterpriseUnavailableError",
+    "ExtraNotInstalledError",
     "GatewayError",
     "GatewayInternalError",
     "InsufficientBalanceError",
@@ -57,6 +58,7 @@ __all__ = [
     "NotSentError",
     "ProtocolError",
     "RateLimitedError",
+    "SendStoppedError",
     "StaffUnavailableError",
     "TransportError",
     "UnknownResultError",
@@ -224,6 +226,14 @@ class NotSentError(AisixError):
         #: The error that stopped dispatch (e.g. InsufficientBalanceError).
         self.cause = cause
         self.__cause__ = cause
+
+
+class ExtraNotInstalledError(AisixError, ImportError):
+    """An option needs a package of an optional extra that is not installed."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        AisixError.__init__(self, message)
+        self.name = name
 
 
 class SendStoppedError(AisixError):

@@ -55,7 +55,7 @@ class Context:
     def account(self) -> str | None:
         return self._credentials.account if self._credentials else None
 
-    def client(self, *, max_concurrency: int = 16) -> AisixClient:
+    def client(self, *, max_concurrency: int = 16, numbers: str = "lenient") -> AisixClient:
         """A client for the resolved credentials, retrying per ``--retry-timeout``."""
         creds = self.credentials
         limit = self.args.retry_timeout
@@ -71,6 +71,7 @@ class Context:
             retry=RetryPolicy(timeout=limit, attempts=1000, unreachable_timeout=unreachable),
             on_retry=lambda details: self._on_retry(details, unreachable),
             max_concurrency=max_concurrency,
+            numbers=numbers,
         )
 
     def _on_retry(self, details: RetryDetails, unreachable: float) -> None:

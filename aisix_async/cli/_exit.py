@@ -23,6 +23,7 @@ from .._errors import (
     CampaignError,
     ChannelGroupNotAllowedError,
     EnterpriseUnavailableError,
+    ExtraNotInstalledError,
     InsufficientBalanceError,
     InterfaceNotEnabledError,
     KeyLockedError,
@@ -111,7 +112,7 @@ def describe(error: BaseException, *, account: str | None, url: str | None) -> C
         return error
     who = f"account {account}" if account else "the account"
     where = f" at {url}" if url else ""
-    if isinstance(error, ValidationError):
+    if isinstance(error, (ValidationError, ExtraNotInstalledError)):
         return CliError(error.message, ExitCode.USAGE)
     if isinstance(error, CampaignError):
         return CliError(f"journal: {error.message}", ExitCode.USAGE)

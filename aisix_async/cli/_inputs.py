@@ -61,6 +61,8 @@ class Source:
     #: How many parameters the template uses, and the CSV columns giving them (sendParam).
     params: int = 0
     param_columns: tuple[str, ...] = ()
+    #: The numbering policy numbers are checked against (``--numbers``).
+    numbering: str = "lenient"
 
 
 @attrs.frozen
@@ -323,13 +325,13 @@ def batch_source(path: str) -> Source:
 def _problem(source: Source, value: object) -> str | None:
     try:
         if source.mode == "once":
-            check_mobile(value)
+            check_mobile(value, source.numbering)
         elif source.mode == "batch":
             assert isinstance(value, tuple)
             if len(value) == 3:
                 return str(value[2])
             mobile, text = value
-            check_mobile(mobile)
+            check_mobile(mobile, source.numbering)
             if text is None:
                 return "needs two columns: mobile,content"
             check_content(text)
@@ -342,7 +344,7 @@ def _problem(source: Source, value: object) -> str | None:
             missing = [name for name, cell in cells if cell is None]
             if missing:
                 return f"too few columns: no {', '.join(repr(m) for m in missing)}"
-            check_param_row(source.template, source.params, value, 0)
+            check_param_row(source.template, source.params, value, 0, source.numbering)
     except ValidationError as exc:
         return exc.message.replace("row #0 ", "")
     return None

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from .._bulk import OutcomeStatus, SendOutcome, SendStream
 from .._client import GATEWAY_TZ, AisixClient
 from .._errors import AisixError, SendStoppedError, ValidationError
 from .._pricing import Estimate, estimate
-from .._validate import check_at, check_content
+from .._validate import check_at, check_content, check_numbering
 from ._app import Context
 from ._exit import CliError, ExitCode
 from ._inputs import (
@@ -186,7 +187,11 @@ def _open_stream(
 async def send(ctx: Context) -> int:
     """The ``aisix send`` command."""
     args = ctx.args
-    source = _source(args)
+    try:
+        check_numbering(args.numbering)
+    except AisixError as exc:
+        raise CliError(f"--numbers {args.numbering}: {exc.message}") from None
+    source = attrs.evolve(_source(args), numbering=args.numbering)
     _check_outcomes(args)
     content = None
     if args.content:
@@ -222,7 +227,7 @@ async def send(ctx: Context) -> int:
     if checked.count == 0:
         raise CliError(f"no recipients in {source.description}")
 
-    async with ctx.client(max_concurrency=args.max_concurrency) as client:
+    async with ctx.client(max_concurrency=args.max_concurrency, numbers=args.numbering) as client:
         resuming = bool(args.journal) and await anyio.Path(args.journal).exists()
         est: Estimate | None = None
         if args.dry_run or not (args.no_balance_check or resuming):

@@ -231,3 +231,28 @@ def test_a_lost_answer_to_a_read_only_call_does_not_say_it_may_have_acted(
     assert result.returncode == 4, result.stderr
     assert "could not talk to the gateway" in result.stderr
     assert "may have acted" not in result.stderr
+
+
+def test_send_refuses_numbers_a_digit_short_or_long_by_default(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", ["13900000001", "1860000737", "1390000000012345"])
+    result = cli.run("send", path, "--content", "hi")
+    assert result.returncode == 2, result.stderr
+    assert "line 2" in result.stderr and "line 3" in result.stderr
+    assert "mainland China mobile" in result.stderr
+    assert emulator.state.message_count == 0
+    # The old rule, asked for by name, takes them.
+    lenient = cli.run("send", path, "--content", "hi", "--numbers", "lenient", "--json")
+    assert lenient.returncode == 0, lenient.stderr
+    assert emulator.state.message_count == 3
+
+
+def test_send_with_e164_numbers_sends_them_normalised(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", ["+86 139 0000 0001", "+44 7911 123456", "+44 7911"])
+    result = cli.run("send", path, "--content", "hi", "--numbers", "e164", "--skip-invalid")
+    assert result.returncode == 1, result.stderr
+    assert "line 3" in result.stderr
+    assert sorted(m.mobile for m in emulator.state.messages()) == ["+447911123456", "13900000001"]
