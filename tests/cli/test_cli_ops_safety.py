@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import Cli, numbers, summary_of, write_lines
+from cli_support import ROOT, Cli, numbers, summary_of, write_lines
 
 
 def wait_for(condition: Any, timeout: float = 30.0) -> None:
@@ -256,3 +258,52 @@ def test_send_with_e164_numbers_sends_them_normalised(
     assert result.returncode == 1, result.stderr
     assert "line 3" in result.stderr
     assert sorted(m.mobile for m in emulator.state.messages()) == ["+447911123456", "13900000001"]
+
+
+def _without(module: str, call: str) -> subprocess.CompletedProcess[str]:
+    code = f"import sys; sys.modules[{module!r}] = None\n{call}"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+
+
+def test_version_and_help_work_without_the_cli_extra() -> None:
+    from aisix_async import __version__
+
+    call = "from aisix_async.cli import main\nraise SystemExit(main(sys.argv[1:] or {args!r}))"
+    version = _without("rich", call.format(args=["--version"]))
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"aisix {__version__}"
+    for args in (["--help"], ["send", "--help"]):
+        shown = _without("rich", call.format(args=args))
+        assert shown.returncode == 0, shown.stderr
+        assert "usage: aisix" in shown.stdout
+        assert "pip install 'aisix-async[cli]'" in shown.stderr
+    refused = _without("rich", call.format(args=["balance"]))
+    assert refused.returncode == 2
+    # A wheel install has no clone: the hint names the package's extra first.
+    assert "pip install 'aisix-async[cli]'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_the_emulator_app_imports_without_uvicorn() -> None:
+    result = _without(
+        "uvicorn",
+        "from aisix_async.emulator import create_app, GatewayState\n"
+        "app = create_app()\n"
+        "print(type(app).__name__)\n"
+        "try:\n"
+        "    from aisix_async.emulator import EmulatorServer\n"
+        "except ImportError as exc:\n"
+        "    print(exc.name, exc)\n",
+    )
+    assert result.returncode == 0, result.stderr
+    name, missing = result.stdout.splitlines()
+    assert name == "EmulatorApp"
+    assert missing.startswith("uvicorn ") and "aisix-async[emulator]" in missing
+
+
+def test_the_package_has_the_license_its_metadata_names() -> None:
+    license_text = (Path(ROOT) / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License")
+    assert 'license = "MIT"' in (Path(ROOT) / "pyproject.toml").read_text(encoding="utf-8")
