@@ -307,3 +307,16 @@ def test_the_package_has_the_license_its_metadata_names() -> None:
     license_text = (Path(ROOT) / "LICENSE").read_text(encoding="utf-8")
     assert license_text.startswith("MIT License")
     assert 'license = "MIT"' in (Path(ROOT) / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def test_a_clean_exit_leaves_no_lock_file_beside_the_journal(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(5))
+    journal = tmp_path / "j.db"
+    for _ in range(2):  # a second run takes the lock again, and lets it go again
+        result = cli.run("send", path, "--content", "hi", "--journal", str(journal))
+        assert result.returncode == 0, result.stderr
+        assert journal.exists()
+        assert not (tmp_path / "j.db.lock").exists()
+    assert emulator.state.message_count == 5
