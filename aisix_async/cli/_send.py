@@ -20,6 +20,7 @@ the summary says what was sent, and with ``--journal`` running again finishes th
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from datetime import datetime, timezone
@@ -32,10 +33,10 @@ import attrs
 
 from .._bulk import OutcomeStatus, SendOutcome, SendStream
 from .._client import GATEWAY_TZ, AisixClient
-from .._errors import AisixError, SendStoppedError, ValidationError
+from .._errors import AisixError, CampaignError, SendStoppedError, ValidationError
 from .._pricing import Estimate, estimate
 from .._validate import check_at, check_content, check_numbering
-from ._app import Context
+from ._app import Context, _leaf
 from ._exit import CliError, ExitCode
 from ._inputs import (
     Source,
@@ -249,7 +250,43 @@ async def send(ctx: Context) -> int:
                     "(--no-balance-check to send anyway)",
                     ExitCode.GATEWAY,
                 )
-        return await _run(ctx, client, source, checked.count, at, est)
+        try:
+            return await _run(ctx, client, source, checked.count, at, est)
+        except BaseException as raised:
+            # The journal counts items from 0; an operator edits lines of a file. (The
+            # error may come wrapped by the task groups it crossed.)
+            error = _leaf(raised)
+            if not isinstance(error, CampaignError):
+                raise
+            text = await anyio.to_thread.run_sync(_in_lines, source, error.message)
+            raise CliError(f"journal: {text}") from None
+
+
+_POSITIONS = re.compile(r"\bpositions? (\d+)(?:-(\d+))?")
+
+
+def _in_lines(source: Source, message: str) -> str:
+    """``message`` with the input positions it names given as the input's line numbers."""
+    found = [
+        (m, int(m.group(1)), int(m.group(2) or m.group(1))) for m in _POSITIONS.finditer(message)
+    ]
+    wanted = {p for _, first, last in found for p in (first, last)}
+    if not wanted:
+        return message
+    lines: dict[int, int] = {}
+    for position, (line, _) in enumerate(source.open()):
+        if position in wanted:
+            lines[position] = line
+            if len(lines) == len(wanted):
+                break
+    for match, first, last in reversed(found):
+        if first not in lines or last not in lines:
+            continue
+        where = f"line {lines[first]}" if first == last else f"lines {lines[first]}-{lines[last]}"
+        message = (
+            message[: match.start()] + f"{source.description} {where}" + message[match.end() :]
+        )
+    return message
 
 
 async def _run(

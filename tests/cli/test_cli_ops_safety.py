@@ -320,3 +320,22 @@ def test_a_clean_exit_leaves_no_lock_file_beside_the_journal(
         assert journal.exists()
         assert not (tmp_path / "j.db.lock").exists()
     assert emulator.state.message_count == 5
+
+
+def test_a_journal_refusing_a_changed_input_names_its_lines(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    mobiles = numbers(30)
+    first = write_lines(tmp_path / "a.txt", ["# customers", "", *mobiles])
+    journal = str(tmp_path / "j.db")
+    args = ("--content", "hi", "--journal", journal, "--chunk-size", "10")
+    assert cli.run("send", first, *args).returncode == 0
+    changed = list(mobiles)
+    changed[15] = "13999999999"  # item 15, on line 18 of the file (a comment, a blank)
+    second = write_lines(tmp_path / "b.txt", ["# customers", "", *changed])
+    result = cli.run("send", second, *args)
+    assert result.returncode == 2, result.stderr
+    # Chunk 1 holds items 10-19: lines 13-22 of the file.
+    assert f"{second} lines 13-22" in result.stderr, result.stderr
+    assert "positions" not in result.stderr
+    assert emulator.state.message_count == 30
