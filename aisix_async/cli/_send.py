@@ -234,7 +234,7 @@ async def send(ctx: Context) -> int:
         if args.dry_run or not (args.no_balance_check or resuming):
             est = await _estimate(client, source, content, args)
             if args.dry_run:
-                show_estimate(ctx, est, checked, dry=True)
+                show_estimate(ctx, est, checked, dry=True, at=at)
                 # The code the real run would exit with, so a script can rehearse on it:
                 # refused over invalid lines (2) before the balance is compared (4), and
                 # lines skipped by --skip-invalid end as failed recipients (1).
@@ -364,7 +364,7 @@ async def _run(
         state["cut_off"] = cut_off
         stats = stream.stats
         summary = campaign.summary() if campaign is not None else None
-    return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary)
+    return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary, at=at)
 
 
 def _stopped_by(stream: Stream) -> AisixError | None:

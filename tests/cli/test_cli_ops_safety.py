@@ -339,3 +339,29 @@ def test_a_journal_refusing_a_changed_input_names_its_lines(
     assert f"{second} lines 13-22" in result.stderr, result.stderr
     assert "positions" not in result.stderr
     assert emulator.state.message_count == 30
+
+
+def test_at_is_shown_in_the_dry_run_and_the_summary(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from cli_support import json_lines
+
+    when = (datetime.now(timezone.utc) + timedelta(hours=3)).replace(second=0, microsecond=0)
+    china = when.astimezone(timezone(timedelta(hours=8)))
+    shown = f"{china:%Y-%m-%d %H:%M} China time ({when:%Y-%m-%d %H:%M} UTC)"
+    path = write_lines(tmp_path / "n.txt", numbers(2))
+    args = ("send", path, "--content", "later", "--at", when.isoformat())
+    dry = cli.run(*args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert shown in dry.stdout
+    dry_json = cli.run(*args, "--dry-run", "--json")
+    assert json_lines(dry_json.stdout)[-1]["at"] == china.isoformat()
+    assert emulator.state.message_count == 0
+    real = cli.run(*args)
+    assert real.returncode == 0, real.stderr
+    assert "scheduled for" in real.stdout and shown in real.stdout
+    real_json = cli.run(*args, "--json")
+    assert summary_of(real_json.stdout)["at"] == china.isoformat()
+    assert {m.scheduled_for for m in emulator.state.messages()} == {when.timestamp()}
