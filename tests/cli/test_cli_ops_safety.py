@@ -365,3 +365,25 @@ def test_at_is_shown_in_the_dry_run_and_the_summary(
     real_json = cli.run(*args, "--json")
     assert summary_of(real_json.stdout)["at"] == china.isoformat()
     assert {m.scheduled_for for m in emulator.state.messages()} == {when.timestamp()}
+
+
+def test_the_demo_says_why_charged_exceeds_the_campaign_total(cli: Cli) -> None:
+    import re
+    from decimal import Decimal
+
+    from aisix_async.cli._demo import _charged
+
+    # A campaign total of 10.00 with 0.30 charged for answers that were lost:
+    said = _charged(Decimal("10.300"), Decimal("10.00"))
+    assert said.startswith("10.300 = 10.00 for accepted recipients + 0.300 for unknown ones")
+    assert _charged(Decimal("10.000"), Decimal("10.00")).endswith("(the campaign total above)")
+    # And in the demo's own table.
+    result = cli.run("demo", "--size", "1000", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    total = re.search(r"^\s*total\s.*?([0-9]+\.[0-9]+)\s*$", result.stdout, re.MULTILINE)
+    charged = re.search(r"charged \(yuan\)\s+([0-9.]+) (.*)$", result.stdout, re.MULTILINE)
+    assert total and charged, result.stdout
+    if Decimal(charged.group(1)) == Decimal(total.group(1)):
+        assert "the campaign total above" in charged.group(2)
+    else:
+        assert "for unknown ones" in charged.group(2)
