@@ -22,8 +22,10 @@ one kind of trouble::
     │   ├── ChargeFailedError                     -11
     │   └── UnknownResultError                  any code the document does not list
     ├── NotSentError                            a bulk send stopped before this recipient went out
+    ├── SendStoppedError                        the cause of a NotSentError after stop()
     ├── BalanceTooLowError                      a local estimate says the balance will not do
-    └── CampaignError                           a campaign journal cannot be used as asked
+    ├── CampaignError                           a campaign journal cannot be used as asked
+    └── ExtraNotInstalledError (also ImportError)  an option needs an extra not installed
 
 Every error carries ``outcome_unknown``. It is true only when a *send* may or may not
 have gone out (read timeout, a connection dropped after the request was written, -10,
