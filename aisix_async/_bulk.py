@@ -469,7 +469,8 @@ class SendStream:
         once, and from any task of the stream's event loop (a signal handler, a timeout).
         """
         if self._stop is None:
-            logger.warning("bulk send: stopping dispatch: %s", reason)
+            # Asked for by the caller, who knows: not a warning.
+            logger.info("bulk send: stopping dispatch: %s", reason)
             self._stop = SendStoppedError(reason)
         for hooks in self._open.values():
             if not hooks.on_wire:

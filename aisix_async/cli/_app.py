@@ -21,7 +21,7 @@ from .._errors import TransportError
 from .._scheduler import RetryDetails, RetryPolicy
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
-from ._exit import ExitCode, describe
+from ._exit import ExitCode, describe, redact_keys
 from ._output import Output
 
 __all__ = ["UNREACHABLE_RETRY", "Context", "run"]
@@ -139,6 +139,38 @@ def _leaf(error: BaseException) -> BaseException:
         error = inner[0]
 
 
+class _OperatorLog(logging.Filter):
+    """The library's warnings as an operator reads them, minus what the command says itself.
+
+    Without a handler, Python prints the SDK's warnings raw ("bulk send: stopping
+    dispatch: ...", "updateKey: the authkey of ... was rotated") beside the command's own
+    sentence about the same event. A stopped send and a rotated key are reported by the
+    commands (their summary and error line); the rest (a report poll failing and going
+    on, an unreadable record) keeps its line, in the command line's form.
+    """
+
+    _SAID_BY_THE_COMMANDS = ("bulk send: stopping dispatch", "updateKey: the authkey")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(self._SAID_BY_THE_COMMANDS):
+            return False
+        record.msg, record.args = redact_keys(message), None
+        record.cli_level = record.levelname.lower()
+        return True
+
+
+def _library_warnings() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(_OperatorLog())
+    handler.setFormatter(logging.Formatter("aisix: %(cli_level)s: %(message)s"))
+    library = logging.getLogger("aisix_async")
+    if any(isinstance(f, _OperatorLog) for h in library.handlers for f in h.filters):
+        return  # run() called again in the same process
+    library.addHandler(handler)
+
+
 def run(argv: list[str]) -> int:
     """Parse ``argv``, run the command, and return its exit code."""
     if _key_on_command_line(argv):
@@ -162,6 +194,8 @@ def run(argv: list[str]) -> int:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="aisix: %(levelname)s %(message)s"
         )
+    else:
+        _library_warnings()
     ctx = Context(args, out)
     command = _command(args.command)
     try:

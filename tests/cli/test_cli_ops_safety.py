@@ -83,6 +83,7 @@ def test_the_second_interrupt_warning_counts_what_the_summary_counts(
     # The warning and the summary tell the same story.
     assert f"{summary['unknown']:,} recipient(s) abandoned on the wire are unknown" in err
     assert "their recipients are unknown" not in err
+    time.sleep(0.6)  # what the emulator had taken on, it finishes (before the next test)
 
 
 def test_no_request_on_the_wire_is_not_called_unknown(capsys: Any) -> None:
@@ -387,3 +388,26 @@ def test_the_demo_says_why_charged_exceeds_the_campaign_total(cli: Cli) -> None:
         assert "the campaign total above" in charged.group(2)
     else:
         assert "for unknown ones" in charged.group(2)
+
+
+def test_library_log_lines_do_not_repeat_what_the_command_says(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    rotated = cli.run("rotate-key", "--yes")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "was rotated" in rotated.stderr
+    assert "updateKey: the authkey" not in rotated.stderr
+    # A send stopped by -9: said once, by the command.
+    emulator.state.set_balance(None, "1")
+    path = write_lines(tmp_path / "n.txt", numbers(3000))
+    result = cli.run(
+        "send",
+        path,
+        "--content",
+        "hi",
+        "--no-balance-check",
+        env={**cli.env, "AISIX_AUTHKEY": emulator.state.authkey()},
+    )
+    assert result.returncode == 4, result.stderr
+    assert "stopping dispatch" not in result.stderr
+    assert result.stderr.count("balance") >= 1
