@@ -79,3 +79,24 @@ async def _stop_after_four(
         if len(outcomes) == 4:
             seen["at_stop"] = _requests(emulator)
             stream.stop()
+
+
+async def test_a_stream_stopped_before_it_is_entered_sends_nothing(
+    emulator: Any, tmp_path: Any
+) -> None:
+    async with AisixClient(
+        emulator.account, emulator.authkey, base_url=emulator.base_url
+    ) as client:
+        plain = client.send_many(numbers(30), "hello", chunk_size=10)
+        plain.stop()
+        async with plain:
+            outcomes = [o async for o in plain]
+        async with client.campaign(str(tmp_path / "c.db")) as campaign:
+            journalled = campaign.send_many(numbers(30), "hello", chunk_size=10)
+            journalled.stop()
+            async with journalled:
+                outcomes += [o async for o in journalled]
+    assert emulator.state.message_count == 0
+    assert _requests(emulator) == 0
+    assert len(outcomes) == 6
+    assert all(isinstance(o.error, NotSentError) for o in outcomes)
