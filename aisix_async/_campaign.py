@@ -69,6 +69,7 @@ class CampaignStream:
         self._check_balance = check_balance
         self._stream: SendStream | None = None
         self._ledger: CampaignLedger | None = None
+        self._stop_reason: str | None = None
 
     async def __aenter__(self) -> CampaignStream:
         journal = self._campaign._claim()
@@ -82,6 +83,8 @@ class CampaignStream:
                 logger.info("campaign %s: resuming; no balance check up front", journal.path)
             self._ledger = CampaignLedger(journal, resend_unknown=self._campaign.resend_unknown)
             self._stream = self._build(self._ledger, self._check_balance and not resuming)
+            if self._stop_reason is not None:
+                self._stream.stop(self._stop_reason)
             await self._stream.__aenter__()
         except BaseException:
             self._campaign._release()
@@ -161,6 +164,16 @@ class CampaignStream:
     def stopped_by(self) -> AisixError | None:
         """The error that stopped dispatch (e.g. -9), if one did."""
         return None if self._stream is None else self._stream.stopped_by
+
+    def stop(self, reason: str = "its caller stopped it") -> None:
+        """Stop dispatch now (see :meth:`SendStream.stop`); a resumed run sends the rest.
+
+        Called before the block is entered (a signal while the journal opens), the send
+        starts stopped: nothing is sent.
+        """
+        self._stop_reason = reason
+        if self._stream is not None:
+            self._stream.stop(reason)
 
     async def drain(self) -> CampaignSummary:
         """Iterate to the end; the campaign's summary."""

@@ -54,6 +54,7 @@ from ._validate import (
     check_csid,
     check_mobiles,
     check_number,
+    check_numbering,
     check_param_rows,
 )
 from ._wire import (
@@ -116,6 +117,7 @@ class AisixClient:
         on_key_update: KeyUpdateHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
         http_stack: Literal["httpx", "httpx2"] | None = None,
+        numbers: str = "lenient",
     ) -> None:
         self._account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
@@ -127,6 +129,7 @@ class AisixClient:
             base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
             data_url or os.environ.get("AISIX_DATA_URL") or None,
         )
+        self._numbers = check_numbering(numbers)
         self._cgid = check_cgid(cgid)
         self._csid = check_csid(csid)
         check_number(timeout, "timeout")
@@ -162,6 +165,12 @@ class AisixClient:
     def account(self) -> str:
         """The account this client speaks for, ``staff@enterprise``."""
         return self._account
+
+    @property
+    def numbers(self) -> str:
+        """The numbering policy every number is checked against: "lenient" (the default),
+        "cn-mobile" or "e164" (see the README's "Numbers")."""
+        return self._numbers
 
     @property
     def endpoints(self) -> Endpoints:
@@ -278,7 +287,7 @@ class AisixClient:
         at: datetime | None = None,
     ) -> SendReceipt:
         """Send one content to 1-1000 numbers in one request; one receipt for them all."""
-        numbers = check_mobiles(mobiles)
+        numbers = check_mobiles(mobiles, numbering=self._numbers)
         text = check_content(content)
         cgid, csid = self._targets(cgid, csid)
         fields = once_fields(numbers, text, cgid=cgid, csid=csid, at=self._schedule(at))
@@ -294,7 +303,7 @@ class AisixClient:
         at: datetime | None = None,
     ) -> list[SendReceipt]:
         """Send 2-100 (mobile, content) pairs in one request; a receipt per message, in order."""
-        pairs = check_batch(messages)
+        pairs = check_batch(messages, numbering=self._numbers)
         cgid, csid = self._targets(cgid, csid)
         fields = batch_fields(pairs, cgid=cgid, csid=csid, at=self._schedule(at))
         return _receipts(await self._call("sendBatch", fields), len(pairs))
@@ -309,7 +318,7 @@ class AisixClient:
         at: datetime | None = None,
     ) -> list[SendReceipt]:
         """Send a ``{p1}``..``{p10}`` template to 2-100 rows of (mobile, values); a receipt each."""
-        text, checked = check_param_rows(template, rows)
+        text, checked = check_param_rows(template, rows, numbering=self._numbers)
         cgid, csid = self._targets(cgid, csid)
         fields = param_fields(text, checked, cgid=cgid, csid=csid, at=self._schedule(at))
         return _receipts(await self._call("sendParam", fields), len(checked))

@@ -22,8 +22,10 @@ one kind of trouble::
     │   ├── ChargeFailedError                     -11
     │   └── UnknownResultError                  any code the document does not list
     ├── NotSentError                            a bulk send stopped before this recipient went out
+    ├── SendStoppedError                        the cause of a NotSentError after stop()
     ├── BalanceTooLowError                      a local estimate says the balance will not do
-    └── CampaignError                           a campaign journal cannot be used as asked
+    ├── CampaignError                           a campaign journal cannot be used as asked
+    └── ExtraNotInstalledError (also ImportError)  an option needs an extra not installed
 
 Every error carries ``outcome_unknown``. It is true only when a *send* may or may not
 have gone out (read timeout, a connection dropped after the request was written, -10,
@@ -48,6 +50,7 @@ __all__ = [
     "ChannelGroupNotAllowedError",
     "ChargeFailedError",
     "EnterpriseUnavailableError",
+    "ExtraNotInstalledError",
     "GatewayError",
     "GatewayInternalError",
     "InsufficientBalanceError",
@@ -57,6 +60,7 @@ __all__ = [
     "NotSentError",
     "ProtocolError",
     "RateLimitedError",
+    "SendStoppedError",
     "StaffUnavailableError",
     "TransportError",
     "UnknownResultError",
@@ -224,6 +228,18 @@ class NotSentError(AisixError):
         #: The error that stopped dispatch (e.g. InsufficientBalanceError).
         self.cause = cause
         self.__cause__ = cause
+
+
+class ExtraNotInstalledError(AisixError, ImportError):
+    """An option needs a package of an optional extra that is not installed."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        AisixError.__init__(self, message)
+        self.name = name
+
+
+class SendStoppedError(AisixError):
+    """Why a bulk send's recipients were not sent after its caller called ``stop()``."""
 
 
 class BalanceTooLowError(AisixError):

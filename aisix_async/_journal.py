@@ -43,7 +43,7 @@ import attrs
 
 from . import _journal_sql as sql
 from ._errors import CampaignError
-from ._journal_file import decode_positions, is_disk_full, open_file
+from ._journal_file import decode_positions, is_disk_full, open_file, release_lock
 from ._journal_writer import GroupWriter, ItemsHash, Job, resolve_hash
 from ._models import MalformedRecord, Reply, StateReport
 
@@ -209,7 +209,7 @@ class Journal:
         try:
             self._conn.close()
         finally:
-            self._lock.close()
+            release_lock(self._lock)
 
     # -- writing -------------------------------------------------------------------
 

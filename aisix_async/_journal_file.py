@@ -19,6 +19,7 @@ database file, and closing any descriptor of a file drops POSIX locks on it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -35,6 +36,7 @@ __all__ = [
     "encode_positions",
     "is_disk_full",
     "open_file",
+    "release_lock",
 ]
 
 #: ``PRAGMA application_id``: the bytes "AiSx". Marks a file as a campaign journal.
@@ -164,6 +166,11 @@ def _lock(journal: Path) -> IO[str]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise _in_use(journal, _holder(path)) from None
+            if not _still_at(handle, path):
+                # Its holder removed it as it let go (release_lock) after we opened it: a
+                # lock on that file locks nothing now; take the one at the path.
+                handle.close()
+                return _lock(journal)
         # Who holds it, for the next process's error message.
         handle.seek(0)
         handle.truncate()
@@ -173,6 +180,29 @@ def _lock(journal: Path) -> IO[str]:
         handle.close()
         raise
     return handle
+
+
+def _still_at(handle: IO[str], path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def release_lock(handle: IO[str]) -> None:
+    """Let go of the sidecar lock, removing the file: a clean exit leaves no ``.lock``.
+
+    Removed while still held, so no other process can have locked it in between (one
+    that opened it meanwhile sees it gone and takes a new one: ``_still_at``). Windows
+    cannot remove an open file; the sidecar stays there, harmless (an OS lock, not the
+    file's existence, is what excludes).
+    """
+    try:
+        if sys.platform != "win32":
+            with contextlib.suppress(OSError):
+                os.unlink(handle.name)
+    finally:
+        handle.close()
 
 
 def _holder(path: Path) -> str:
@@ -260,6 +290,6 @@ def open_file(path: Path, *, durable: bool) -> tuple[sqlite3.Connection, IO[str]
             conn.close()
             raise
     except BaseException:
-        lock.close()
+        release_lock(lock)
         raise
     return conn, lock

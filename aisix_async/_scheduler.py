@@ -92,10 +92,16 @@ class RetryPolicy:
     """
 
     attempts: int = 10
-    #: Seconds from a request's first dispatch to the last retry, backoff included.
+    #: Seconds from a request's first dispatch to the last retry, backoff included: no
+    #: backoff sleeps past it.
     timeout: float = 120.0
     initial_backoff: float = 0.1
     max_backoff: float = 10.0
+    #: Seconds a request is retried while the gateway cannot be reached at all (the
+    #: connection itself fails, so nothing was sent), from the first such failure in a
+    #: row; None: as long as ``timeout``. A gateway that refuses connections is rarely
+    #: back within minutes, and a person waiting deserves an answer sooner.
+    unreachable_timeout: float | None = None
 
 
 @attrs.frozen
@@ -161,6 +167,31 @@ class _SinceFirstDispatch(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return bool(self._started) and self._clock() - self._started[0] >= self._timeout
+
+
+def _unreachable(state: RetryCallState) -> bool:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None and outcome.failed else None
+    return isinstance(error, TransportError) and not error.request_sent
+
+
+class _WhileUnreachable(stop_base):
+    """Stop once the connection has failed for ``timeout`` seconds in a row."""
+
+    def __init__(self, timeout: float | None, clock: Callable[[], float]) -> None:
+        self._timeout = timeout
+        self._clock = clock
+        #: When the current run of connection failures began (None: not in one).
+        self.since: float | None = None
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if not _unreachable(retry_state):
+            self.since = None
+            return False
+        now = self._clock()
+        if self.since is None:
+            self.since = now
+        return self._timeout is not None and now - self.since >= self._timeout
 
 
 class DispatchHooks(Protocol):
@@ -474,11 +505,23 @@ class Scheduler:
         """
         policy = self._retry
         started: list[float] = []
+        unreachable = _WhileUnreachable(policy.unreachable_timeout, self._clock)
+
+        def wait(state: RetryCallState) -> float:
+            # Never sleep past a time limit: the attempt after the sleep would come too
+            # late to count, and the caller's limit would be overrun by a whole backoff.
+            now = self._clock()
+            left = policy.timeout - (now - started[0]) if started else math.inf
+            if unreachable.since is not None and policy.unreachable_timeout is not None:
+                left = min(left, policy.unreachable_timeout - (now - unreachable.since))
+            return max(0.0, min(self._wait(state), left))
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: is_retryable(exc, unsafe=unsafe)),
             stop=stop_after_attempt(policy.attempts)
-            | _SinceFirstDispatch(policy.timeout, started, self._clock),
-            wait=self._wait,
+            | _SinceFirstDispatch(policy.timeout, started, self._clock)
+            | unreachable,
+            wait=wait,
             sleep=anyio.sleep,
             before_sleep=self._before_sleep(action),
             reraise=True,

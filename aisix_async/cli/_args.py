@@ -147,6 +147,15 @@ def _add_send(
         help="a CSV of mobile,content rows (header optional; columns 'mobile' and 'content')",
     )
     inputs.add_argument(
+        "--numbers",
+        dest="numbering",
+        choices=("cn-mobile", "e164", "lenient"),
+        default="cn-mobile",
+        help="which numbers are valid: cn-mobile (default): mainland China mobiles, 11 digits; "
+        "e164: any country's, checked by phonenumbers (the phonenumbers extra; a number "
+        "without + is read as Chinese); lenient: 3 to 20 digits, an optional +",
+    )
+    inputs.add_argument(
         "--skip-invalid",
         action="store_true",
         help="report invalid numbers as failed and send the rest (default: refuse the run)",
