@@ -59,8 +59,10 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from ._breaker import Breaker
 from ._errors import (
     AisixError,
+    CircuitOpenError,
     GatewayInternalError,
     ProtocolError,
     RateLimitedError,
@@ -140,6 +142,9 @@ class AttemptTally:
 
 def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
     """True when ``error`` may be retried for an action (``unsafe``: a send or updateKey)."""
+    if isinstance(error, CircuitOpenError):
+        # Refused locally because -1 never clears: retrying would only wait to fail.
+        return False
     if isinstance(error, RateLimitedError):
         return True
     if isinstance(error, TransportError):
@@ -238,6 +243,8 @@ class Scheduler:
         self._requests = 0
         self._rate_limited = 0
         self._retries = 0
+        #: Fails calls at once while -1 never clears (IP binding, time window).
+        self.breaker = Breaker()
 
     # -- introspection -------------------------------------------------------------
 
@@ -389,8 +396,8 @@ class Scheduler:
 
     # -- running a request ---------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        policy = self._retry
+    def _wait(self, state: RetryCallState, policy: RetryPolicy | None = None) -> float:
+        policy = policy or self._retry
         ceiling = min(policy.max_backoff, policy.initial_backoff * 2 ** (state.attempt_number - 1))
         # Full jitter: clients that were refused together must not come back together.
         return random.uniform(0, ceiling) if ceiling > 0 else 0.0
@@ -408,6 +415,12 @@ class Scheduler:
                 state.attempt_number,
                 type(cause).__name__,
                 wait,
+                extra={
+                    "action": action,
+                    "attempt": state.attempt_number,
+                    "result": getattr(cause, "code", type(cause).__name__),
+                    "wait": wait,
+                },
             )
             if self._on_retry is not None:
                 self._on_retry(RetryDetails(action, state.attempt_number, wait, cause))
@@ -462,29 +475,36 @@ class Scheduler:
         unsafe: bool,
         tally: AttemptTally | None = None,
         hooks: DispatchHooks | None = None,
+        retry: RetryPolicy | None = None,
     ) -> _T:
         """Run ``attempt`` when its turn comes; retry it per the policy; raise its last error.
 
         ``tally``, when given, counts this request's attempts and -1 answers. ``hooks``
         (see :class:`DispatchHooks`) hear of each dispatch and of each attempt the
-        gateway provably did nothing with. An
-        error that is not retryable ends the run at once.
+        gateway provably did nothing with. ``retry`` overrides the client's policy for
+        this request. An error that is not retryable ends the run at once. While the
+        breaker is open (-1 that never clears) the run fails at once with
+        CircuitOpenError, unless it is the probe.
         """
-        policy = self._retry
+        policy = retry or self._retry
+        breaker = self.breaker
+        breaker.check(action, self._clock())
         started: list[float] = []
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: is_retryable(exc, unsafe=unsafe)),
             stop=stop_after_attempt(policy.attempts)
             | _SinceFirstDispatch(policy.timeout, started, self._clock),
-            wait=self._wait,
+            wait=lambda state: self._wait(state, policy),
             sleep=anyio.sleep,
             before_sleep=self._before_sleep(action),
             reraise=True,
         )
         try:
             async for try_state in retrying:
-                with try_state:
+                with try_state, breaker.admitted(action, self._clock()):
                     return await self._attempt(attempt, tally, hooks, started)
+        except CircuitOpenError:
+            raise
         except RateLimitedError as exc:
             raise RateLimitedError(
                 action,
