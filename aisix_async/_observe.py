@@ -239,12 +239,11 @@ class Observer:
             if error is None
             else (error.message)
         )
+        what = f"{action} to {count} number(s) [{digest}]" if count else action
         logger.warning(
-            "%s to %d number(s) [%s]: outcome unknown, it may have been sent and charged "
+            "%s: outcome unknown, it may have taken effect (been sent and charged) "
             "(%s); do not resend it blindly",
-            action,
-            count,
-            digest,
+            what,
             cause,
             extra={
                 "action": action,
