@@ -327,7 +327,13 @@ class AisixClient:
 
         def run() -> Awaitable[_T]:
             return self._scheduler.run(
-                attempt, action=action, unsafe=unsafe, tally=tally, hooks=hooks, retry=retry
+                attempt,
+                action=action,
+                unsafe=unsafe,
+                tally=tally,
+                hooks=hooks,
+                retry=retry,
+                log_extra=call.log_extra(),
             )
 
         try:
@@ -342,7 +348,7 @@ class AisixClient:
         except cancelled:
             if on_wire_when_cancelled:
                 call.finished("unknown")
-                self._observer.record_unknown(action, mobiles, "cancelled", None)
+                self._observer.record_unknown(action, mobiles, "cancelled", None, call.id)
                 raise
             if not bounded or anyio.current_time() < deadline_at:
                 # Cancelled for another reason than the deadline, before anything went out.
@@ -356,7 +362,7 @@ class AisixClient:
         except AisixError as exc:
             if exc.outcome_unknown:
                 call.finished("unknown", exc)
-                self._observer.record_unknown(action, mobiles, "error", exc)
+                self._observer.record_unknown(action, mobiles, "error", exc, call.id)
             else:
                 refused_here = isinstance(exc, CircuitOpenError)
                 call.finished("circuit_open" if refused_here else "failed", exc)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import itertools
 import logging
 import time
 import types
@@ -209,6 +210,8 @@ class Observer:
         self.results: Counter[tuple[str, str]] = Counter()
         self.calls: Counter[tuple[str, str]] = Counter()
         self.unknown = 0
+        #: Numbers the calls of this client, so the log records of one call can be joined.
+        self.call_ids = itertools.count(1)
         self.queue_wait = _Histogram()
         self.latency = _Histogram()
         modules = _otel_modules() if otel is not False else None
@@ -228,7 +231,12 @@ class Observer:
         )
 
     def record_unknown(
-        self, action: str, mobiles: str, reason: str, error: AisixError | None
+        self,
+        action: str,
+        mobiles: str,
+        reason: str,
+        error: AisixError | None,
+        call: int | None = None,
     ) -> None:
         """One send whose outcome is unknown: a counter, one WARNING, the hook."""
         self.unknown += 1
@@ -246,6 +254,7 @@ class Observer:
             what,
             cause,
             extra={
+                "call": call,
                 "action": action,
                 "outcome": "unknown",
                 "reason": reason,
@@ -287,10 +296,20 @@ def _result_of(error: BaseException) -> str:
 class CallObservation:
     """One call's attempts and end, as the client's ``_call`` sees them."""
 
-    __slots__ = ("_span", "action", "attempts", "last_error", "mobiles", "observer", "ready")
+    __slots__ = (
+        "_span",
+        "action",
+        "attempts",
+        "id",
+        "last_error",
+        "mobiles",
+        "observer",
+        "ready",
+    )
 
     def __init__(self, observer: Observer, action: str, mobiles: str) -> None:
         self.observer = observer
+        self.id = next(observer.call_ids)
         self.action = action
         #: The comma-joined numbers of a send ("" for other actions).
         self.mobiles = mobiles
@@ -344,6 +363,7 @@ class CallObservation:
                 latency,
                 wait,
                 extra={
+                    "call": self.id,
                     "action": self.action,
                     "result": result,
                     "attempt": self.attempts,
@@ -352,6 +372,10 @@ class CallObservation:
                     "mobiles": self.mobiles.count(",") + 1 if self.mobiles else 0,
                 },
             )
+
+    def log_extra(self) -> dict[str, object]:
+        """What the scheduler's retry records carry to tie them to this call."""
+        return {"call": self.id, "mobiles": self.mobiles.count(",") + 1 if self.mobiles else 0}
 
     def finished(self, outcome: str, error: BaseException | None = None) -> None:
         """The call ended: ``outcome`` as counted in ``ClientStats.calls``."""
@@ -391,6 +415,7 @@ class CallObservation:
             self.attempts,
             message,
             extra={
+                "call": self.id,
                 "action": self.action,
                 "outcome": outcome,
                 "result": _result_of(error),

@@ -46,7 +46,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
 import anyio
@@ -402,7 +402,9 @@ class Scheduler:
         # Full jitter: clients that were refused together must not come back together.
         return random.uniform(0, ceiling) if ceiling > 0 else 0.0
 
-    def _before_sleep(self, action: str) -> Callable[[RetryCallState], None]:
+    def _before_sleep(
+        self, action: str, log_extra: Mapping[str, object] | None = None
+    ) -> Callable[[RetryCallState], None]:
         def hook(state: RetryCallState) -> None:
             outcome = state.outcome
             cause = outcome.exception() if outcome is not None else None
@@ -416,6 +418,7 @@ class Scheduler:
                 type(cause).__name__,
                 wait,
                 extra={
+                    **(log_extra or {}),
                     "action": action,
                     "attempt": state.attempt_number,
                     "result": getattr(cause, "code", type(cause).__name__),
@@ -476,15 +479,17 @@ class Scheduler:
         tally: AttemptTally | None = None,
         hooks: DispatchHooks | None = None,
         retry: RetryPolicy | None = None,
+        log_extra: Mapping[str, object] | None = None,
     ) -> _T:
         """Run ``attempt`` when its turn comes; retry it per the policy; raise its last error.
 
         ``tally``, when given, counts this request's attempts and -1 answers. ``hooks``
         (see :class:`DispatchHooks`) hear of each dispatch and of each attempt the
         gateway provably did nothing with. ``retry`` overrides the client's policy for
-        this request. An error that is not retryable ends the run at once. While the
-        breaker is open (-1 that never clears) the run fails at once with
-        CircuitOpenError, unless it is the probe.
+        this request; ``log_extra`` goes into the retry log records (which call). An
+        error that is not retryable ends the run at once. While the breaker is open (-1
+        that never clears) the run fails at once with CircuitOpenError, unless it is the
+        probe.
         """
         policy = retry or self._retry
         breaker = self.breaker
@@ -496,7 +501,7 @@ class Scheduler:
             | _SinceFirstDispatch(policy.timeout, started, self._clock),
             wait=lambda state: self._wait(state, policy),
             sleep=anyio.sleep,
-            before_sleep=self._before_sleep(action),
+            before_sleep=self._before_sleep(action, log_extra),
             reraise=True,
         )
         try:

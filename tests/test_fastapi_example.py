@@ -108,6 +108,11 @@ def check_against_ledger(
             assert body["mobile"] not in by_mobile, answer
         else:
             assert status == 202
+    # And the other way round: nothing in the ledger that the app called "not sent".
+    said = {
+        body["mobile"]: answer["status"] for body, (_, answer) in zip(bodies, answers, strict=True)
+    }
+    assert all(said[mobile] in ("sent", "unknown") for mobile in mobiles)
     return tally
 
 

@@ -115,10 +115,16 @@ async def test_structured_logs_per_attempt_and_one_warning_per_give_up(
         assert record.__dict__["latency"] >= 0 and record.__dict__["queue_wait"] >= 0
     retries = [r for r in ours if r.levelno == logging.INFO and "wait" in r.__dict__]
     assert [(r.__dict__["attempt"], r.__dict__["result"]) for r in retries] == [(1, -1), (2, -1)]
+    assert all(r.__dict__["mobiles"] == 2 for r in retries)
+    # One call id ties the refused call's records together, apart from the first call's.
+    assert attempts[0].__dict__["call"] == 1
+    second = {r.__dict__["call"] for r in [*attempts[1:], *retries]}
+    assert second == {2}
     warnings = [r for r in ours if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     give_up = warnings[0]
     assert give_up.__dict__["outcome"] == "failed" and give_up.__dict__["attempt"] == 3
+    assert give_up.__dict__["call"] == 2
     assert give_up.__dict__["result"] == "-1"
     assert give_up.__dict__["mobiles_hash"] == mobiles_hash(NUMBERS)
     no_secrets(ours, emulator)
