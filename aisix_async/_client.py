@@ -300,6 +300,9 @@ class AisixClient:
         call = CallObservation(self._observer, action, mobiles)
         deadline_at = math.inf
         if single:
+            # A caller cancelled already (its effective deadline reads -inf) hears the
+            # cancellation itself, before anything happens.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             deadline_at = anyio.current_effective_deadline()
             if deadline is not None:
                 deadline_at = min(deadline_at, anyio.current_time() + deadline)
@@ -311,6 +314,12 @@ class AisixClient:
             nonlocal on_wire_when_cancelled
             gate = self._gate.exclusive() if exclusive else self._gate.shared()
             async with gate:
+                # The last moment to give up with nothing sent. A turn that came without a
+                # checkpoint would otherwise write a request whose deadline has passed, or
+                # whose caller is already cancelled (and then call it "unknown").
+                if bounded and anyio.current_time() >= deadline_at:
+                    raise DeadlineExceededError(action, deadline, last_error=call.last_error)
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 since = call.dispatched()
                 try:
                     if bounded:
@@ -363,6 +372,8 @@ class AisixClient:
             if exc.outcome_unknown:
                 call.finished("unknown", exc)
                 self._observer.record_unknown(action, mobiles, "error", exc, call.id)
+            elif isinstance(exc, DeadlineExceededError):
+                call.finished("deadline", exc)
             else:
                 refused_here = isinstance(exc, CircuitOpenError)
                 call.finished("circuit_open" if refused_here else "failed", exc)

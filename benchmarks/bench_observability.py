@@ -37,11 +37,14 @@ def _stub_observation() -> None:
     from aisix_async import _observe
 
     def init(self: _observe.CallObservation, observer: object, action: str, mobiles: str) -> None:
+        self.id = 0
+        self.mobiles = ""
         self.attempts = 0
         self.last_error = None
 
     cls = _observe.CallObservation
     cls.__init__ = init  # type: ignore[method-assign,assignment]
+    cls.log_extra = lambda self: {}  # type: ignore[method-assign]
     cls.dispatched = lambda self: 0.0  # type: ignore[method-assign]
     cls.answered = lambda self, since, error: None  # type: ignore[method-assign]
     cls.finished = lambda self, outcome, error=None: None  # type: ignore[method-assign]

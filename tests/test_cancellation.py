@@ -248,3 +248,23 @@ async def test_every_single_call_takes_deadline_and_retry(emulator: Any) -> None
     assert all(outcome == "accepted" for (_, outcome) in calls), calls
     assert sum(calls.values()) == 9
     assert len(emulator.state.messages()) == 4
+
+
+async def test_a_call_whose_time_is_already_up_sends_nothing(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    async with client_for(emulator) as client:
+        # A scope whose deadline passed before the call is cancelled already: its own
+        # TimeoutError goes through (anyio cannot tell it from a cancel()), nothing sent.
+        with pytest.raises(TimeoutError), anyio.fail_after(0):
+            await client.send_once([NUMBER], "code")
+        # A caller already cancelled (no deadline): the cancellation, and no "unknown".
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await client.send_once([NUMBER], "code")
+        assert scope.cancelled_caught
+        stats = client.stats()
+    assert stats.outcome_unknown == 0 and unknown_records(caplog) == []
+    assert stats.requests == 0
+    assert await ledger_numbers(emulator, 1, wait=0.3) == []
