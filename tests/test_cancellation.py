@@ -268,3 +268,28 @@ async def test_a_call_whose_time_is_already_up_sends_nothing(
     assert stats.outcome_unknown == 0 and unknown_records(caplog) == []
     assert stats.requests == 0
     assert await ledger_numbers(emulator, 1, wait=0.3) == []
+
+
+async def test_a_scope_cancelled_before_its_deadline_cancels_a_queued_call(emulator: Any) -> None:
+    # Inheriting a deadline does not turn a plain cancel() into DeadlineExceededError.
+    emulator.state.set_faults(latency_ms=400, fault_actions=["sendOnce"])
+    first = "18600007370"
+    async with client_for(emulator, max_concurrency=1) as client:
+        with anyio.move_on_after(5) as waiting:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: client.send_once([first], "code", deadline=5))
+                await anyio.sleep(0.05)
+
+                async def queued() -> None:
+                    with anyio.fail_after(5):  # the deadline it inherits
+                        await client.send_once([NUMBER], "code")
+
+                tg.start_soon(queued)
+                await anyio.sleep(0.1)
+                waiting.cancel()
+        assert waiting.cancelled_caught
+        calls = dict(client.stats().calls)
+    assert calls[("sendOnce", "cancelled")] == 1
+    # The first send was written (shielded, it finished); the queued one never went.
+    assert calls[("sendOnce", "accepted")] == 1
+    assert await ledger_numbers(emulator, 1) == [first]

@@ -248,3 +248,34 @@ print("ok")
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "ok"
+
+
+async def test_unknown_from_an_answer_reaches_the_hook_and_a_failing_hook_is_logged(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aisix_async import GatewayInternalError, UnknownOutcome
+
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
+    seen: list[UnknownOutcome] = []
+
+    def hook(outcome: UnknownOutcome) -> None:
+        seen.append(outcome)
+        raise RuntimeError("the hook's own bug")
+
+    async with client_for(emulator, on_unknown=hook) as client:
+        with pytest.raises(GatewayInternalError) as caught:
+            await client.send_once(NUMBERS, "code 1")
+        stats = client.stats()
+    assert caught.value.outcome_unknown
+    assert [(o.reason, o.error, o.mobiles, o.mobile_count) for o in seen] == [
+        ("error", caught.value, tuple(NUMBERS), 2)
+    ]
+    assert stats.outcome_unknown == 1 and stats.calls[("sendOnce", "unknown")] == 1
+    assert stats.results[("sendOnce", "-10")] == 1
+    ours = [r for r in caplog.records if r.name == "aisix_async"]
+    assert [r.__dict__.get("outcome") for r in ours if r.levelno == logging.WARNING] == ["unknown"]
+    assert any("on_unknown hook failed" in r.getMessage() for r in ours)
+    # The gateway did charge it: the ledger has both numbers.
+    assert sorted(r.mobile for r in emulator.state.messages()) == sorted(NUMBERS)
+    no_secrets([r for r in ours if r.exc_info is None], emulator)
