@@ -297,7 +297,7 @@ class AisixClient:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ValidationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         unsafe = action in UNSAFE_ACTIONS
-        call = CallObservation(self._observer, action, mobiles)
+        call = CallObservation(self._observer, action, mobiles, single=single)
         deadline_at = math.inf
         if single:
             # A caller cancelled already (its effective deadline reads -inf) hears the
@@ -357,7 +357,9 @@ class AisixClient:
         except cancelled:
             if on_wire_when_cancelled:
                 call.finished("unknown")
-                self._observer.record_unknown(action, mobiles, "cancelled", None, call.id)
+                self._observer.record_unknown(
+                    action, mobiles, "cancelled", None, call.id, call.level
+                )
                 raise
             if not bounded or anyio.current_time() < deadline_at:
                 # Cancelled for another reason than the deadline, before anything went out.
@@ -371,7 +373,7 @@ class AisixClient:
         except AisixError as exc:
             if exc.outcome_unknown:
                 call.finished("unknown", exc)
-                self._observer.record_unknown(action, mobiles, "error", exc, call.id)
+                self._observer.record_unknown(action, mobiles, "error", exc, call.id, call.level)
             elif isinstance(exc, DeadlineExceededError):
                 call.finished("deadline", exc)
             else:

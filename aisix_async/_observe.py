@@ -237,8 +237,9 @@ class Observer:
         reason: str,
         error: AisixError | None,
         call: int | None = None,
+        level: int = logging.WARNING,
     ) -> None:
-        """One send whose outcome is unknown: a counter, one WARNING, the hook."""
+        """One send whose outcome is unknown: a counter, one record (WARNING), the hook."""
         self.unknown += 1
         count = mobiles.count(",") + 1 if mobiles else 0
         digest = mobiles_hash(mobiles)
@@ -248,7 +249,8 @@ class Observer:
             else (error.message)
         )
         what = f"{action} to {count} number(s) [{digest}]" if count else action
-        logger.warning(
+        logger.log(
+            level,
             "%s: outcome unknown, it may have taken effect (been sent and charged) "
             "(%s); do not resend it blindly",
             what,
@@ -302,13 +304,19 @@ class CallObservation:
         "attempts",
         "id",
         "last_error",
+        "level",
         "mobiles",
         "observer",
         "ready",
     )
 
-    def __init__(self, observer: Observer, action: str, mobiles: str) -> None:
+    def __init__(
+        self, observer: Observer, action: str, mobiles: str, *, single: bool = True
+    ) -> None:
         self.observer = observer
+        #: The level of a failure or unknown outcome: WARNING for a call of the public
+        #: API; INFO for a bulk chunk, whose outcome the stream reports to its caller.
+        self.level = logging.WARNING if single else logging.INFO
         self.id = next(observer.call_ids)
         self.action = action
         #: The comma-joined numbers of a send ("" for other actions).
@@ -402,9 +410,9 @@ class CallObservation:
 
     def _log_failure(self, outcome: str, error: BaseException) -> None:
         # One WARNING when a call gave up on a send or after retrying; a plain refusal of
-        # a read (or a deadline, a breaker that is open) is routine and logged at INFO.
+        # a read is routine and logged at INFO, and so is any failure of a bulk chunk.
         gave_up = self.attempts > 1 or (self.mobiles != "" and outcome == "failed")
-        level = logging.WARNING if gave_up else logging.INFO
+        level = self.level if gave_up else logging.INFO
         if not logger.isEnabledFor(level):
             return
         message = error.message if isinstance(error, AisixError) else type(error).__name__

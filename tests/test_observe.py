@@ -279,3 +279,21 @@ async def test_unknown_from_an_answer_reaches_the_hook_and_a_failing_hook_is_log
     # The gateway did charge it: the ledger has both numbers.
     assert sorted(r.mobile for r in emulator.state.messages()) == sorted(NUMBERS)
     no_secrets([r for r in ours if r.exc_info is None], emulator)
+
+
+async def test_bulk_chunks_count_and_hook_but_log_below_warning(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bulk stream reports each chunk's outcome to its caller: the client adds no
+    # WARNING per chunk (the CLI would print each one), but counts and tells the hook.
+    caplog.set_level(logging.INFO, logger="aisix_async")
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
+    seen: list[Any] = []
+    async with client_for(emulator, on_unknown=seen.append) as client:
+        async with client.send_many(NUMBERS, "code", chunk_size=1, check_balance=False) as out:
+            statuses = [outcome.status.name async for outcome in out]
+        stats = client.stats()
+    assert statuses == ["UNKNOWN", "UNKNOWN"]
+    assert stats.outcome_unknown == 2 and len(seen) == 2
+    unknown = [r for r in caplog.records if r.__dict__.get("outcome") == "unknown"]
+    assert [r.levelno for r in unknown] == [logging.INFO, logging.INFO]
