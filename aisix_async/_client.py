@@ -160,6 +160,7 @@ class AisixClient:
             http_client=http_client,
         )
         self._prices = PriceBook(self.get_channel_groups, self.get_signs)
+        self._observer.bind(self._account, self._scheduler)
         self._closed = False
         # The event loop of the first request: the connection pool belongs to it.
         self._loop: weakref.ref[object] | None = None

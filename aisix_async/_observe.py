@@ -28,6 +28,7 @@ import itertools
 import logging
 import time
 import types
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import attrs
 
 from ._errors import AisixError, GatewayError, ProtocolError, TransportError
-from ._scheduler import SchedulerStats
+from ._scheduler import Scheduler, SchedulerStats
 from ._version import __version__
 
 __all__ = [
@@ -200,6 +201,49 @@ class _Otel:
         self.latency = meter.create_histogram(
             "aisix.client.latency", unit="s", description="Gateway latency, per attempt"
         )
+        # The scheduler's gauges, read when the SDK collects: one instrument each for
+        # the process, over every live client (weakly held, so none is kept alive).
+        self.live: weakref.WeakSet[Observer] = weakref.WeakSet()
+        observation = metrics.Observation
+        for name, unit, read in _GAUGES:
+
+            def callback(_options: Any, read: Callable[[ClientStats], float] = read) -> Any:
+                return [
+                    observation(float(read(stats)), {"aisix.account": account})
+                    for account, stats in self._read_live()
+                ]
+
+            meter.create_observable_gauge(name, callbacks=[callback], unit=unit)
+
+    def _read_live(self) -> list[tuple[str, ClientStats]]:
+        readings = []
+        for observer in list(self.live):
+            source = observer.source
+            if source is not None:
+                readings.append((source[0], source[1]()))
+        return readings
+
+
+#: Gauges mirroring the scheduler's part of ``stats()``: name, unit, how to read it.
+_GAUGES: tuple[tuple[str, str, Callable[[ClientStats], float]], ...] = (
+    ("aisix.client.in_flight", "{request}", lambda s: s.in_flight),
+    ("aisix.client.waiting", "{request}", lambda s: s.waiting),
+    ("aisix.client.limit", "{request}", lambda s: s.limit),
+    ("aisix.client.pace", "{request}/s", lambda s: s.pace or 0.0),
+    ("aisix.client.circuit_open", "1", lambda s: s.circuit_open),
+)
+
+# One set of instruments per OpenTelemetry API (in practice: per process), so that many
+# clients do not register the same instrument names over and over.
+_INSTRUMENTS: dict[int, tuple[Any, _Otel]] = {}
+
+
+def _instruments(metrics: Any, trace: Any) -> _Otel:
+    # Keyed by identity; the module is kept with its instruments, so its id stays its own.
+    found = _INSTRUMENTS.get(id(metrics))
+    if found is None or found[0] is not metrics:
+        found = _INSTRUMENTS[id(metrics)] = (metrics, _Otel(metrics, trace))
+    return found[1]
 
 
 class Observer:
@@ -217,7 +261,27 @@ class Observer:
         modules = _otel_modules() if otel is not False else None
         if otel and modules is None:
             raise ImportError("otel=True needs opentelemetry-api: pip install 'aisix-async[otel]'")
-        self.otel = _Otel(*modules) if modules is not None else None
+        self.otel = _instruments(*modules) if modules is not None else None
+        #: (account, the scheduler's figures) of the client, for the gauges; see bind().
+        self.source: tuple[str, Callable[[], ClientStats]] | None = None
+
+    def bind(self, account: str, scheduler: Scheduler) -> None:
+        """Let the OpenTelemetry gauges read this client's scheduler.
+
+        Only the scheduler's plain figures: an SDK collects from its own thread, where
+        copying the counters the event loop is updating would not be safe.
+        """
+        if self.otel is None:
+            return
+
+        def read() -> ClientStats:
+            return ClientStats(
+                **attrs.asdict(scheduler.stats(), recurse=False),
+                circuit_open=scheduler.breaker.is_open,
+            )
+
+        self.source = (account, read)
+        self.otel.live.add(self)
 
     def snapshot(self, base: SchedulerStats, *, circuit_open: bool) -> ClientStats:
         return ClientStats(

@@ -160,7 +160,7 @@ class _Instrument:
 
 @pytest.fixture
 def recorded_otel(monkeypatch: pytest.MonkeyPatch) -> tuple[list[_Span], list[Any]]:
-    from opentelemetry import trace
+    from opentelemetry import metrics, trace
 
     spans: list[_Span] = []
     points: list[tuple[str, float, dict[str, Any]]] = []
@@ -177,14 +177,21 @@ def recorded_otel(monkeypatch: pytest.MonkeyPatch) -> tuple[list[_Span], list[An
 
         create_histogram = create_counter
 
+        def create_observable_gauge(self, name: str, callbacks: list[Any], unit: str) -> None:
+            gauges[name] = callbacks[0]
+
+    gauges: dict[str, Any] = {}
     fake_trace = types.SimpleNamespace(
         get_tracer=lambda *a: Tracer(),
         SpanKind=trace.SpanKind,
         Status=trace.Status,
         StatusCode=trace.StatusCode,
     )
-    fake_metrics = types.SimpleNamespace(get_meter=lambda *a: Meter())
+    fake_metrics = types.SimpleNamespace(
+        get_meter=lambda *a: Meter(), Observation=metrics.Observation
+    )
     monkeypatch.setattr(_observe, "_otel_modules", lambda: (fake_metrics, fake_trace))
+    points.append(("gauges", 0, gauges))  # the gauge callbacks, for the test to read
     return spans, points
 
 
@@ -192,8 +199,18 @@ async def test_opentelemetry_span_per_call_and_metrics(
     emulator: Any, recorded_otel: tuple[list[_Span], list[Any]]
 ) -> None:
     spans, points = recorded_otel
+    gauges = points.pop(0)[2]
     async with client_for(emulator) as client:
         await client.send_once(NUMBERS, "code 1")
+        # The scheduler's figures as gauges, read as an SDK would at collection time.
+        read = {
+            name: [(o.value, o.attributes) for o in gauge(None)] for name, gauge in gauges.items()
+        }
+        assert read["aisix.client.limit"] == [
+            (client.stats().limit, {"aisix.account": emulator.account})
+        ]
+        assert read["aisix.client.in_flight"][0][0] == 0
+        assert read["aisix.client.circuit_open"][0][0] == 0
         emulator.state.configure(ip_bound=True)
         with pytest.raises(RateLimitedError):
             await client.get_balance(retry=RetryPolicy(attempts=2, initial_backoff=0))
