@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -39,8 +40,10 @@ VARIANTS = ("stubbed", "counters", "otel api")
 def _stub_observation() -> None:
     from aisix_async import _observe
 
-    def init(self: _observe.CallObservation, observer: object, action: str, mobiles: str) -> None:
+    def init(self: _observe.CallObservation, *args: object, **kwargs: object) -> None:
+        # Only the attributes the client itself reads.
         self.id = 0
+        self.level = logging.WARNING
         self.mobiles = ""
         self.attempts = 0
         self.last_error = None
