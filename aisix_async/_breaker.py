@@ -24,12 +24,16 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from ._errors import CircuitOpenError, GatewayError, RateLimitedError
 
 __all__ = ["Breaker"]
 
 logger = logging.getLogger("aisix_async")
+
+# Set while the current task's attempt is the breaker's probe (see Breaker.recheck).
+_PROBING: ContextVar[bool] = ContextVar("aisix_breaker_probe", default=False)
 
 
 class Breaker:
@@ -75,6 +79,16 @@ class Breaker:
         if self._open and (self._probing or now < self._next_probe):
             raise self._refuse(action, now)
 
+    def recheck(self, action: str, now: float) -> None:
+        """At the turn, right before writing: refuse if it opened while this call waited.
+
+        A call admitted while the breaker was closed may then wait seconds for the pace;
+        if the breaker opens meanwhile, it fails at once rather than spend its attempt.
+        The probe itself passes.
+        """
+        if self._open and not _PROBING.get():
+            raise self._refuse(action, now)
+
     @contextmanager
     def admitted(self, action: str, now: float) -> Iterator[None]:
         """Around one attempt: refuse it if open (unless it is the probe); learn its answer."""
@@ -83,6 +97,7 @@ class Breaker:
             if self._probing or now < self._next_probe:
                 raise self._refuse(action, now)
             self._probing = probe = True
+        token = _PROBING.set(probe)
         try:
             yield
         except RateLimitedError as exc:
@@ -96,6 +111,7 @@ class Breaker:
         else:
             self._cleared()
         finally:
+            _PROBING.reset(token)
             # A lost answer or a cancellation says nothing either way: only the probe
             # slot is given back, so another call can probe.
             if probe:

@@ -12,6 +12,7 @@ import inspect
 import logging
 import math
 import os
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -321,6 +322,9 @@ class AisixClient:
                 if bounded and anyio.current_time() >= deadline_at:
                     raise DeadlineExceededError(action, deadline, last_error=call.last_error)
                 await anyio.lowlevel.checkpoint_if_cancelled()
+                if single:
+                    # The breaker may have opened while this call waited for its turn.
+                    self._scheduler.breaker.recheck(action, time.monotonic())
                 since = call.dispatched()
                 try:
                     if bounded:

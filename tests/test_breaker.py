@@ -142,3 +142,15 @@ async def test_the_scheduler_diagnoses_it_within_seconds_and_fails_later_calls_a
     assert await run() == "ok"
     assert not scheduler.breaker.is_open
     assert await run() == "ok"
+
+
+def test_recheck_refuses_a_call_that_waited_while_it_opened_but_not_the_probe() -> None:
+    breaker = Breaker(open_after=1.0, min_refusals=2, probe_after=5.0)
+    breaker.recheck("sendOnce", 0.0)  # closed: nothing to say
+    refuse(breaker, 0.0)
+    refuse(breaker, 1.0)
+    with pytest.raises(CircuitOpenError):
+        breaker.recheck("sendOnce", 1.5)
+    with breaker.admitted("sendOnce", 6.0):  # the probe
+        breaker.recheck("sendOnce", 6.0)
+    assert not breaker.is_open
