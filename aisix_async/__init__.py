@@ -10,6 +10,10 @@ from ._campaign import Campaign, CampaignStream
 from ._campaign_ledger import CampaignSummary
 from ._client import GATEWAY_TZ, AisixClient
 from ._errors import (
+    ACCOUNT_REFUSALS,
+    BALANCE_REFUSALS,
+    BUSY_REFUSALS,
+    INPUT_REFUSALS,
     AccountFormatError,
     AisixError,
     AuthenticationError,
@@ -17,6 +21,8 @@ from ._errors import (
     CampaignError,
     ChannelGroupNotAllowedError,
     ChargeFailedError,
+    CircuitOpenError,
+    DeadlineExceededError,
     EnterpriseUnavailableError,
     ExtraNotInstalledError,
     GatewayError,
@@ -46,6 +52,7 @@ from ._models import (
     Signature,
     StateReport,
 )
+from ._observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
 from ._pricing import Estimate, segments
 from ._reports import RecordStream, StreamStats
 from ._scheduler import RetryDetails, RetryPolicy, SchedulerStats
@@ -53,8 +60,12 @@ from ._tracker import DeliveryTracker, TrackerResult
 from ._version import __version__
 
 __all__ = [
+    "ACCOUNT_REFUSALS",
+    "BALANCE_REFUSALS",
+    "BUSY_REFUSALS",
     "FINAL_OPERATOR_CODES",
     "GATEWAY_TZ",
+    "INPUT_REFUSALS",
     "AccountFormatError",
     "AisixClient",
     "AisixError",
@@ -69,12 +80,16 @@ __all__ = [
     "ChannelGroup",
     "ChannelGroupNotAllowedError",
     "ChargeFailedError",
+    "CircuitOpenError",
+    "ClientStats",
+    "DeadlineExceededError",
     "DeliveryTracker",
     "EnterpriseUnavailableError",
     "Estimate",
     "ExtraNotInstalledError",
     "GatewayError",
     "GatewayInternalError",
+    "Histogram",
     "InsufficientBalanceError",
     "InterfaceNotEnabledError",
     "InvalidParameterError",
@@ -102,9 +117,11 @@ __all__ = [
     "StreamStats",
     "TrackerResult",
     "TransportError",
+    "UnknownOutcome",
     "UnknownResultError",
     "ValidationError",
     "__version__",
+    "mobiles_hash",
     "segments",
 ]
 

@@ -46,7 +46,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
 import anyio
@@ -59,8 +59,10 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from ._breaker import Breaker
 from ._errors import (
     AisixError,
+    CircuitOpenError,
     GatewayInternalError,
     ProtocolError,
     RateLimitedError,
@@ -148,6 +150,9 @@ class AttemptTally:
 
 def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
     """True when ``error`` may be retried for an action (``unsafe``: a send or updateKey)."""
+    if isinstance(error, CircuitOpenError):
+        # Refused locally because -1 never clears: retrying would only wait to fail.
+        return False
     if isinstance(error, RateLimitedError):
         return True
     if isinstance(error, TransportError):
@@ -271,6 +276,8 @@ class Scheduler:
         self._requests = 0
         self._rate_limited = 0
         self._retries = 0
+        #: Fails calls at once while -1 never clears (IP binding, time window).
+        self.breaker = Breaker()
 
     # -- introspection -------------------------------------------------------------
 
@@ -422,13 +429,15 @@ class Scheduler:
 
     # -- running a request ---------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        policy = self._retry
+    def _wait(self, state: RetryCallState, policy: RetryPolicy | None = None) -> float:
+        policy = policy or self._retry
         ceiling = min(policy.max_backoff, policy.initial_backoff * 2 ** (state.attempt_number - 1))
         # Full jitter: clients that were refused together must not come back together.
         return random.uniform(0, ceiling) if ceiling > 0 else 0.0
 
-    def _before_sleep(self, action: str) -> Callable[[RetryCallState], None]:
+    def _before_sleep(
+        self, action: str, log_extra: Mapping[str, object] | None = None
+    ) -> Callable[[RetryCallState], None]:
         def hook(state: RetryCallState) -> None:
             outcome = state.outcome
             cause = outcome.exception() if outcome is not None else None
@@ -441,6 +450,13 @@ class Scheduler:
                 state.attempt_number,
                 type(cause).__name__,
                 wait,
+                extra={
+                    **(log_extra or {}),
+                    "action": action,
+                    "attempt": state.attempt_number,
+                    "result": getattr(cause, "code", type(cause).__name__),
+                    "wait": wait,
+                },
             )
             if self._on_retry is not None:
                 self._on_retry(RetryDetails(action, state.attempt_number, wait, cause))
@@ -495,15 +511,22 @@ class Scheduler:
         unsafe: bool,
         tally: AttemptTally | None = None,
         hooks: DispatchHooks | None = None,
+        retry: RetryPolicy | None = None,
+        log_extra: Mapping[str, object] | None = None,
     ) -> _T:
         """Run ``attempt`` when its turn comes; retry it per the policy; raise its last error.
 
         ``tally``, when given, counts this request's attempts and -1 answers. ``hooks``
         (see :class:`DispatchHooks`) hear of each dispatch and of each attempt the
-        gateway provably did nothing with. An
-        error that is not retryable ends the run at once.
+        gateway provably did nothing with. ``retry`` overrides the client's policy for
+        this request; ``log_extra`` goes into the retry log records (which call). An
+        error that is not retryable ends the run at once. While the breaker is open (-1
+        that never clears) the run fails at once with CircuitOpenError, unless it is the
+        probe.
         """
-        policy = self._retry
+        policy = retry or self._retry
+        breaker = self.breaker
+        breaker.check(action, self._clock())
         started: list[float] = []
         unreachable = _WhileUnreachable(policy.unreachable_timeout, self._clock)
 
@@ -514,7 +537,7 @@ class Scheduler:
             left = policy.timeout - (now - started[0]) if started else math.inf
             if unreachable.since is not None and policy.unreachable_timeout is not None:
                 left = min(left, policy.unreachable_timeout - (now - unreachable.since))
-            return max(0.0, min(self._wait(state), left))
+            return max(0.0, min(self._wait(state, policy), left))
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: is_retryable(exc, unsafe=unsafe)),
@@ -523,13 +546,15 @@ class Scheduler:
             | unreachable,
             wait=wait,
             sleep=anyio.sleep,
-            before_sleep=self._before_sleep(action),
+            before_sleep=self._before_sleep(action, log_extra),
             reraise=True,
         )
         try:
             async for try_state in retrying:
-                with try_state:
+                with try_state, breaker.admitted(action, self._clock()):
                     return await self._attempt(attempt, tally, hooks, started)
+        except CircuitOpenError:
+            raise
         except RateLimitedError as exc:
             raise RateLimitedError(
                 action,
