@@ -32,7 +32,7 @@ from ._errors import (
     ValidationError,
     error_for_code,
 )
-from ._http import HttpClient, HttpTransport
+from ._http import HttpTransport
 from ._keygate import KeyGate
 from ._models import (
     Balance,
