@@ -47,7 +47,7 @@ from ._journal_file import decode_positions, is_disk_full, open_file
 from ._journal_writer import GroupWriter, ItemsHash, Job, resolve_hash
 from ._models import MalformedRecord, Reply, StateReport
 
-__all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Verdict"]
+__all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Run", "Verdict"]
 
 _T = TypeVar("_T")
 
@@ -93,6 +93,17 @@ class ChunkResult:
 
 
 @attrs.frozen
+class Run:
+    """One run recorded in the journal: a send, or a reports follower."""
+
+    seq: int
+    kind: str
+    started_at: float
+    ended_at: float | None
+    pid: int | None
+
+
+@attrs.frozen
 class ChunkRow:
     """The journal's light view of one chunk, mirrored in memory for summaries."""
 
@@ -123,8 +134,11 @@ class Journal:
         self.rows: dict[int, ChunkRow] = {}
         #: Input position to mobile, for recipients whose fate is unknown.
         self.unknown: dict[int, str] = {}
-        #: Operator code to how many delivery reports carried it.
+        #: Recipients of this campaign with a final report, by operator code (upper case).
         self.delivery: dict[str, int] = {}
+        #: Delivery reports recorded that are not this campaign's (kept, counted apart).
+        self.foreign_reports = 0
+        self._lookup = sql.ReportLookup()
         self.fingerprint: str | None = None
         self.definition: dict[str, Any] | None = None
         self.input_size: int | None = None
@@ -195,9 +209,11 @@ class Journal:
                 "SELECT idx, positions FROM chunks WHERE state='unknown' AND mobiles IS NULL"
             )
         }
-        self.delivery = dict(
-            conn.execute("SELECT code, count(*) FROM reports WHERE code != '' GROUP BY code")
-        )
+        tallies = sql.tallies(conn)
+        self.delivery = {
+            name[len("final:") :]: n for name, n in tallies.items() if name.startswith("final:")
+        }
+        self.foreign_reports = tallies.get("foreign", 0)
 
     async def aclose(self) -> None:
         """Close the connection and release the process lock (idempotent)."""
@@ -336,7 +352,15 @@ class Journal:
         what = f"the outcome of chunk {index}"
         if fresh is None and result.state is ChunkState.ACCEPTED:
             # The common case, its chunk recorded already: one row of a shared statement.
-            row = (index, result.attempts, result.units, str(result.cost), receipts, time.time())
+            row = (
+                index,
+                result.attempts,
+                result.units,
+                str(result.cost),
+                receipts,
+                time.time(),
+                mobiles,
+            )
             await self._writer.run(
                 Job(what, kind="accepted", row=(row, [(m, index) for m in msgids]))
             )
@@ -379,22 +403,57 @@ class Journal:
     async def record_reports(self, batch: Sequence[StateReport | MalformedRecord]) -> list[int]:
         """Store fetched reports; reconcile the unknown chunks they prove accepted.
 
-        A report whose msgid we never learned, for a mobile of exactly one chunk whose
-        answer was lost, proves that chunk's request was accepted: the gateway accepts or
-        refuses a request whole. Returns the indexes of the chunks reconciled.
+        Returns the indexes of the chunks reconciled; see :meth:`ingest_reports`.
         """
-        reconciled = await self._write(
-            f"{len(batch)} delivery reports", lambda conn: sql.record_reports(conn, batch)
+        return sorted((await self.ingest_reports(batch)).reconciled)
+
+    async def ingest_reports(self, batch: Sequence[StateReport | MalformedRecord]) -> sql.Ingested:
+        """Store fetched reports, telling the campaign's from the others, in one transaction.
+
+        A report is the campaign's when the campaign sent its (msgid, mobile). A report
+        whose msgid we never learned, for a mobile of exactly one chunk whose answer was
+        lost, proves that chunk's request was accepted (the gateway accepts or refuses a
+        request whole): the chunk is reconciled and the report is the campaign's. Every
+        other report is kept as well and counted in :attr:`foreign_reports`. A
+        recipient's first final report settles it (:attr:`delivery`, by code).
+        """
+        lookup = self._lookup
+        done = await self._write(
+            f"{len(batch)} delivery reports", lambda conn: sql.record_reports(conn, batch, lookup)
         )
-        for item in batch:
-            if isinstance(item, StateReport) and item.code:
-                self.delivery[item.code] = self.delivery.get(item.code, 0) + 1
-        for index, positions in reconciled.items():
+        for code, n in done.finals.items():
+            self.delivery[code] = self.delivery.get(code, 0) + n
+        self.foreign_reports += done.foreign
+        for index, positions in done.reconciled.items():
             for position in positions:
                 self.unknown.pop(position, None)
             row = self.rows[index]
             self.rows[index] = attrs.evolve(row, state=ChunkState.ACCEPTED, reconciled=True)
-        return sorted(reconciled)
+        return done
+
+    async def begin_run(self, kind: str) -> int:
+        """Record that a run ("send", "reports") starts now; returns its number."""
+        return await self._write(
+            f"the start of a {kind} run", lambda conn: sql.begin_run(conn, kind, os.getpid())
+        )
+
+    async def end_run(self, seq: int) -> None:
+        """Record that run ``seq`` ended now."""
+        await self._write("the end of a run", lambda conn: sql.end_run(conn, seq))
+
+    async def runs(self) -> list[Run]:
+        """Every run recorded, oldest first."""
+        found = await self._writer.read(sql.runs)
+        return [Run(seq, kind, started, ended, pid) for seq, kind, started, ended, pid in found]
+
+    async def export(self, write: Callable[[Sequence[object]], object]) -> int:
+        """Hand ``write`` one row per recipient the journal knows, in input order.
+
+        Row: (mobile, position, status, msgid, delivery code, reported at as ISO 8601).
+        Runs on the worker thread, one chunk at a time (the campaign is never held in
+        memory); returns how many rows were written. See :func:`export_rows`.
+        """
+        return await self._writer.read(lambda conn: sql.export_rows(conn, write))
 
     async def record_replies(self, batch: Sequence[Reply | MalformedRecord]) -> None:
         """Store fetched replies before they are handed over."""

@@ -12,31 +12,41 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from ._errors import CampaignError
-from ._journal_file import decode_positions, encode_positions
+from ._journal_file import decode_positions, encode_positions, pack_numbers, unpack_numbers
 from ._models import MalformedRecord, Reply, ReportResult, StateReport
 
 __all__ = [
+    "EXPORT_COLUMNS",
     "INTERRUPTED",
     "ROWS_PER_STATEMENT",
+    "Ingested",
+    "ReportLookup",
     "begin_chunk",
+    "begin_run",
     "define",
+    "end_run",
+    "export_rows",
     "insert_chunks",
     "mark_on_wire",
     "mark_planned",
     "record_replies",
     "record_reports",
     "recover_interrupted",
+    "runs",
     "set_input_size",
     "settle_accepted",
     "settle_chunk",
     "stored_replies",
     "stored_reports",
+    "tallies",
 ]
 
 #: The error class recorded for a chunk whose process died while it was in flight.
@@ -153,19 +163,20 @@ def insert_chunks(
 
 def settle_accepted(
     conn: sqlite3.Connection,
-    rows: Sequence[tuple[int, int, int, str, str | None, float]],
+    accepted: Sequence[tuple[int, int, int, str, str | None, float, Sequence[str]]],
     msgids: Sequence[tuple[str, int]],
 ) -> None:
     """Accepted outcomes of chunks already recorded, several per statement.
 
-    Each row: (idx, attempts, units, cost, receipts, updated_at); ``msgids`` pairs each
-    msgid with its chunk.
+    Each row: (idx, attempts, units, cost, receipts, updated_at, mobiles); ``msgids``
+    pairs each msgid with its chunk. The numbers are packed here, on the worker thread.
     """
+    rows = [(*row[:6], pack_numbers(row[6])) for row in accepted]
     if sqlite3.sqlite_version_info < (3, 33):  # no UPDATE ... FROM before 3.33 (2020)
         done = conn.executemany(
             "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
             " retryable=0, attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=NULL,"
-            " updated_at=? WHERE idx=?",
+            " updated_at=?, numbers=? WHERE idx=?",
             [(*row[1:], row[0]) for row in rows],
         ).rowcount
     else:
@@ -175,9 +186,9 @@ def settle_accepted(
             done += conn.execute(
                 "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
                 " retryable=0, attempts=chunks.attempts + v.column2, units=v.column3,"
-                " cost=v.column4, receipts=v.column5, mobiles=NULL, updated_at=v.column6"
-                " FROM (VALUES "
-                + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+                " cost=v.column4, receipts=v.column5, mobiles=NULL, updated_at=v.column6,"
+                " numbers=v.column7 FROM (VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
                 + ") AS v WHERE chunks.idx = v.column1",
                 [value for row in part for value in row],
             ).rowcount
@@ -271,20 +282,21 @@ def settle_chunk(
         receipts,
         kept,
         now,
+        pack_numbers(mobiles),
         index,
     )
     updated = conn.execute(
         "UPDATE chunks SET state=?, error_class=?, error_message=?, retryable=?,"
-        " attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=?, updated_at=?"
-        " WHERE idx=?",
+        " attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=?, updated_at=?,"
+        " numbers=? WHERE idx=?",
         values,
     )
     if updated.rowcount == 0:
         conn.execute(
             "INSERT INTO chunks (state, error_class, error_message, retryable, attempts,"
-            " units, cost, receipts, mobiles, updated_at, idx, action, first_pos, last_pos,"
-            " size, positions, items_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?, ?)",
+            " units, cost, receipts, mobiles, updated_at, numbers, idx, action, first_pos,"
+            " last_pos, size, positions, items_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?, ?)",
             (
                 *values,
                 action,
@@ -302,58 +314,230 @@ def settle_chunk(
         _add_unknown(conn, index, positions, mobiles)
 
 
+class ReportLookup:
+    """What report ingestion looks up again and again, kept on the worker thread's side.
+
+    Reports come roughly in the order their chunks were sent, a thousand or so per
+    msgid, so a msgid's chunk and a chunk's numbers are read once and kept: a bounded
+    cache of what the file says, never a second source of truth (only positive answers
+    are kept, and a chunk's numbers never change once settled: a changed input is refused).
+    """
+
+    _MAX_MSGIDS = 100_000
+    _MAX_CHUNKS = 64
+
+    def __init__(self) -> None:
+        self._chunk_of: dict[str, int] = {}
+        self._numbers: dict[int, frozenset[str]] = {}
+
+    def chunk_of(self, conn: sqlite3.Connection, msgid: str) -> int | None:
+        chunk = self._chunk_of.get(msgid)
+        if chunk is None:
+            row = conn.execute("SELECT chunk FROM msgids WHERE msgid=?", (msgid,)).fetchone()
+            if row is None:
+                return None
+            if len(self._chunk_of) >= self._MAX_MSGIDS:
+                self._chunk_of.clear()
+            chunk = self._chunk_of[msgid] = row[0]
+        return chunk
+
+    def learn(self, msgid: str, chunk: int) -> None:
+        self._chunk_of[msgid] = chunk
+
+    def numbers(self, conn: sqlite3.Connection, chunk: int) -> frozenset[str] | None:
+        """The chunk's numbers; None when the file does not hold them (schema 1)."""
+        found = self._numbers.get(chunk)
+        if found is None:
+            row = conn.execute(
+                "SELECT numbers, mobiles FROM chunks WHERE idx=?", (chunk,)
+            ).fetchone()
+            if row is None or (row[0] is None and row[1] is None):
+                return None
+            listed = unpack_numbers(row[0]) if row[0] is not None else row[1].split("\n")
+            if len(self._numbers) >= self._MAX_CHUNKS:
+                self._numbers.pop(next(iter(self._numbers)))
+            found = self._numbers[chunk] = frozenset(listed)
+        return found
+
+
+@attrs.frozen
+class Ingested:
+    """What one batch of reports did to the journal."""
+
+    #: Unknown chunks the batch proved accepted, with their input positions.
+    reconciled: dict[int, tuple[int, ...]]
+    #: For each StateReport of the batch, in order: True if it is the campaign's.
+    mine: list[bool]
+    #: Recipients of the campaign settled by this batch, by final code (upper case).
+    finals: dict[str, int]
+    #: Reports of the batch that are not the campaign's.
+    foreign: int
+
+
 def record_reports(
-    conn: sqlite3.Connection, batch: Sequence[StateReport | MalformedRecord]
-) -> dict[int, tuple[int, ...]]:
-    """Store reports; returns the unknown chunks they reconcile, with their positions."""
+    conn: sqlite3.Connection,
+    batch: Sequence[StateReport | MalformedRecord],
+    lookup: ReportLookup | None = None,
+) -> Ingested:
+    """Store reports, each marked with the campaign's chunk it is for, or none.
+
+    A report is the campaign's when its msgid is one the campaign recorded and its
+    mobile one of that chunk's numbers; or when its msgid was never learned (the answer
+    was lost) and its mobile belongs to exactly one unknown chunk, which it proves
+    accepted (reconciled here). A final report of the campaign's settles its recipient
+    in ``delivery`` (the first final one: a repeat is not counted twice); every other
+    report is kept too, and counted as not the campaign's.
+    """
+    lookup = lookup if lookup is not None else ReportLookup()
     now = time.time()
     reconciled: dict[int, tuple[int, ...]] = {}
+    mine: list[bool] = []
+    finals: dict[str, int] = {}
+    foreign = 0
+    rows: list[tuple[Any, ...]] = []
     any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
     for item in batch:
         if isinstance(item, MalformedRecord):
-            conn.execute(
-                "INSERT INTO reports (raw, fetched_at) VALUES (?, ?)",
-                (json.dumps({"reason": item.reason, "attributes": dict(item.attributes)}), now),
-            )
+            bad = json.dumps({"reason": item.reason, "attributes": dict(item.attributes)})
+            rows.append((None, None, None, None, None, bad, now, None))
             continue
-        conn.execute(
-            "INSERT INTO reports (id, msgid, mobile, result, code, raw, fetched_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                item.id,
-                item.msgid,
-                item.mobile,
-                int(item.result),
-                item.code,
-                json.dumps(dict(item.extra)) if item.extra else None,
-                now,
-            ),
+        chunk = lookup.chunk_of(conn, item.msgid)
+        if chunk is not None:
+            numbers = lookup.numbers(conn, chunk)
+            if numbers is not None and item.mobile not in numbers:
+                chunk = None
+        elif any_unknown:
+            chunks = [
+                c
+                for (c,) in conn.execute(
+                    "SELECT DISTINCT chunk FROM unknown WHERE mobile=?", (item.mobile,)
+                )
+            ]
+            # The same number in two unknown chunks: the report proves only one of them.
+            if len(chunks) == 1:
+                chunk = chunks[0]
+                reconciled[chunk] = _reconcile(conn, chunk, item.msgid, now)
+                lookup.learn(item.msgid, chunk)
+        mine.append(chunk is not None)
+        extra = json.dumps(dict(item.extra)) if item.extra else None
+        rows.append(
+            (item.id, item.msgid, item.mobile, int(item.result), item.code, extra, now, chunk)
         )
-        if not any_unknown:
-            continue
-        if conn.execute("SELECT 1 FROM msgids WHERE msgid=?", (item.msgid,)).fetchone():
-            continue
-        chunks = [
-            c
-            for (c,) in conn.execute(
-                "SELECT DISTINCT chunk FROM unknown WHERE mobile=?", (item.mobile,)
-            )
-        ]
-        # The same number in two unknown chunks: the report proves only one of them.
-        if len(chunks) == 1:
-            reconciled[chunks[0]] = _reconcile(conn, chunks[0], item.msgid, now)
-    return reconciled
+        if chunk is None:
+            foreign += 1
+        elif item.is_final:
+            code = item.code.upper()
+            added = conn.execute(
+                "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at) VALUES (?, ?, ?, ?)",
+                (chunk, item.mobile, code, now),
+            ).rowcount
+            if added:
+                finals[code] = finals.get(code, 0) + 1
+    conn.executemany(
+        "INSERT INTO reports (id, msgid, mobile, result, code, raw, fetched_at, chunk)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    tallies = [(f"final:{code}", n) for code, n in finals.items()]
+    if foreign:
+        tallies.append(("foreign", foreign))
+    conn.executemany(
+        "INSERT INTO tallies (name, n) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
+        tallies,
+    )
+    return Ingested(reconciled, mine, finals, foreign)
 
 
 def _reconcile(conn: sqlite3.Connection, index: int, msgid: str, now: float) -> tuple[int, ...]:
-    (text,) = conn.execute("SELECT positions FROM chunks WHERE idx=?", (index,)).fetchone()
+    text, mobiles = conn.execute(
+        "SELECT positions, mobiles FROM chunks WHERE idx=?", (index,)
+    ).fetchone()
+    numbers = pack_numbers(mobiles.split("\n")) if mobiles is not None else None
     conn.execute(
-        "UPDATE chunks SET state='accepted', reconciled=1, mobiles=NULL, updated_at=? WHERE idx=?",
-        (now, index),
+        "UPDATE chunks SET state='accepted', reconciled=1, mobiles=NULL,"
+        " numbers=coalesce(?, numbers), updated_at=? WHERE idx=?",
+        (numbers, now, index),
     )
     conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
     conn.execute("INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)", (msgid, index))
     return decode_positions(text)
+
+
+def tallies(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT name, n FROM tallies"))
+
+
+def begin_run(conn: sqlite3.Connection, kind: str, pid: int) -> int:
+    cursor = conn.execute(
+        "INSERT INTO runs (kind, started_at, pid) VALUES (?, ?, ?)", (kind, time.time(), pid)
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def end_run(conn: sqlite3.Connection, seq: int) -> None:
+    conn.execute("UPDATE runs SET ended_at=? WHERE seq=?", (time.time(), seq))
+
+
+def runs(conn: sqlite3.Connection) -> list[tuple[int, str, float, float | None, int | None]]:
+    return list(conn.execute("SELECT seq, kind, started_at, ended_at, pid FROM runs ORDER BY seq"))
+
+
+#: Export columns, in order.
+EXPORT_COLUMNS = ("mobile", "position", "status", "msgid", "delivery", "reported_at")
+
+
+def _status(state: str, retryable: bool) -> str:
+    if state == "failed":
+        # Failed harmlessly: a resumed run sends it, so it is not sent yet.
+        return "not_sent" if retryable else "failed"
+    return "not_sent" if state == "planned" else state
+
+
+def _msgids(receipts: str | None, size: int) -> list[str]:
+    if not receipts:
+        return [""] * size
+    items = json.loads(receipts)
+    if len(items) == 1 and "mobile" not in items[0]:
+        return [items[0].get("msgid", "")] * size  # sendOnce: one msgid for all
+    listed = [item.get("msgid", "") for item in items]
+    return listed + [""] * (size - len(listed))
+
+
+def export_rows(conn: sqlite3.Connection, write: Callable[[Sequence[object]], object]) -> int:
+    """One row per recipient the journal knows (see ``EXPORT_COLUMNS``), in input order.
+
+    Read a chunk at a time: its numbers, its msgid(s), and its recipients' final reports.
+    A chunk whose numbers the file does not hold (accepted under schema 1) gives its
+    positions with an empty mobile. Input no run has reached is not in the journal.
+    """
+    written = 0
+    chunks = conn.execute(
+        "SELECT idx, positions, state, retryable, receipts, numbers, mobiles FROM chunks"
+        " ORDER BY first_pos"
+    )
+    for index, positions, state, retryable, receipts, numbers, mobiles in chunks:
+        places = decode_positions(positions)
+        if numbers is not None:
+            listed = unpack_numbers(numbers)
+        elif mobiles is not None:
+            listed = mobiles.split("\n")
+        else:
+            listed = [""] * len(places)
+        status = _status(state, bool(retryable))
+        msgids = _msgids(receipts, len(places))
+        reported = {
+            mobile: (code, at)
+            for mobile, code, at in conn.execute(
+                "SELECT mobile, code, at FROM delivery WHERE chunk=?", (index,)
+            )
+        }
+        for mobile, position, msgid in zip(listed, places, msgids, strict=False):
+            code, at = reported.get(mobile, ("", None))
+            when = "" if at is None else datetime.fromtimestamp(at, tz=timezone.utc).isoformat()
+            write((mobile, position, status, msgid, code, when))
+            written += 1
+    return written
 
 
 def _reply_rows(batch: Iterable[Reply | MalformedRecord], now: float) -> Iterator[tuple[Any, ...]]:
