@@ -392,52 +392,59 @@ def record_reports(
     now = time.time()
     reconciled: dict[int, tuple[int, ...]] = {}
     mine: list[bool] = []
-    finals: dict[str, int] = {}
+    settling: dict[str, list[tuple[int, str, str, float]]] = {}
     foreign = 0
     rows: list[tuple[Any, ...]] = []
     any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
+    chunk_of, numbers_of = lookup.chunk_of, lookup.numbers
     for item in batch:
         if isinstance(item, MalformedRecord):
             bad = json.dumps({"reason": item.reason, "attributes": dict(item.attributes)})
             rows.append((None, None, None, None, None, bad, now, None))
             continue
-        chunk = lookup.chunk_of(conn, item.msgid)
+        msgid, mobile = item.msgid, item.mobile
+        chunk = chunk_of(conn, msgid)
         if chunk is not None:
-            numbers = lookup.numbers(conn, chunk)
-            if numbers is not None and item.mobile not in numbers:
+            numbers = numbers_of(conn, chunk)
+            if numbers is not None and mobile not in numbers:
                 chunk = None
         elif any_unknown:
             chunks = [
                 c
                 for (c,) in conn.execute(
-                    "SELECT DISTINCT chunk FROM unknown WHERE mobile=?", (item.mobile,)
+                    "SELECT DISTINCT chunk FROM unknown WHERE mobile=?", (mobile,)
                 )
             ]
             # The same number in two unknown chunks: the report proves only one of them.
             if len(chunks) == 1:
                 chunk = chunks[0]
-                reconciled[chunk] = _reconcile(conn, chunk, item.msgid, now)
-                lookup.learn(item.msgid, chunk)
+                reconciled[chunk] = _reconcile(conn, chunk, msgid, now)
+                lookup.learn(msgid, chunk)
         mine.append(chunk is not None)
         extra = json.dumps(dict(item.extra)) if item.extra else None
-        rows.append(
-            (item.id, item.msgid, item.mobile, int(item.result), item.code, extra, now, chunk)
-        )
+        rows.append((item.id, msgid, mobile, int(item.result), item.code, extra, now, chunk))
         if chunk is None:
             foreign += 1
         elif item.is_final:
             code = item.code.upper()
-            added = conn.execute(
-                "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at) VALUES (?, ?, ?, ?)",
-                (chunk, item.mobile, code, now),
-            ).rowcount
-            if added:
-                finals[code] = finals.get(code, 0) + 1
+            settling.setdefault(code, []).append((chunk, mobile, code, now))
     conn.executemany(
         "INSERT INTO reports (id, msgid, mobile, result, code, raw, fetched_at, chunk)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
+    # One statement per code; the rows it really inserted (a recipient's first final
+    # report: a repeat is ignored) are what its change count says.
+    finals: dict[str, int] = {}
+    for code, settled in settling.items():
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at) VALUES (?, ?, ?, ?)",
+            settled,
+        )
+        added = conn.total_changes - before
+        if added:
+            finals[code] = added
     tallies = [(f"final:{code}", n) for code, n in finals.items()]
     if foreign:
         tallies.append(("foreign", foreign))
