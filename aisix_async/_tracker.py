@@ -205,7 +205,9 @@ class DeliveryTracker:
         self._duplicates = 0
         #: Report items a stream run by :meth:`follow` could not read (raw attributes kept).
         self.malformed: list[MalformedRecord] = []
-        self._changed = anyio.Event()
+        # Made by a waiter, set and dropped by the next change: a change nobody waits for
+        # (most of them, fed from a stream) costs no Event.
+        self._changed: anyio.Event | None = None
 
     # -- what was sent ---------------------------------------------------------------
 
@@ -316,12 +318,13 @@ class DeliveryTracker:
         if its receipt gets tracked) and False is returned: pass it on.
         """
         key = (report.msgid, report.mobile)
-        if self._locate(key) is None:
+        where = self._locate(key)
+        if where is None:
             self._orphan_seq += 1
             self._orphans[self._orphan_seq] = report
             self._orphan_index[key].append(self._orphan_seq)
             return False
-        self._apply(key, report)
+        self._apply_at(key, report, where)
         return True
 
     def feed_many(self, reports: Iterable[StateReport]) -> list[StateReport]:
@@ -331,6 +334,9 @@ class DeliveryTracker:
     def _apply(self, key: _Key, report: StateReport) -> None:
         where = self._locate(key)
         assert where is not None
+        self._apply_at(key, report, where)
+
+    def _apply_at(self, key: _Key, report: StateReport, where: tuple[_Group | None, int]) -> None:
         group, at = where
         left = group.left[at] if group is not None else at % 2
         if not report.is_final:
@@ -358,8 +364,9 @@ class DeliveryTracker:
         self._wake()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     # -- where it stands -------------------------------------------------------------
 
@@ -473,6 +480,8 @@ class DeliveryTracker:
         with anyio.move_on_after(timeout):
             if reports is None:
                 while self._expected:
+                    if self._changed is None:
+                        self._changed = anyio.Event()
                     await self._changed.wait()
             elif self._expected:
                 async for report in reports:
