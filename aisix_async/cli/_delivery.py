@@ -162,6 +162,15 @@ async def reports_journal(ctx: Context) -> int:
                 f"{path} is a campaign of {recorded}, not of {client.account}: its reports "
                 "are fetched with that account's credentials"
             )
+        unread = sum(map(len, journal.unread.values()))
+        if unread:
+            # Their numbers come back only when a send re-reads the input: until then a
+            # report for one of them cannot be told from another campaign's.
+            out.warn(
+                f"{unread:,} recipients of chunks a stopped process left on the wire are "
+                "known by input position only: resume the send (the same aisix send "
+                "--journal command) first, or their reports count as not this campaign's"
+            )
         run = await journal.begin_run("reports")
         try:
             return await _follow(ctx, client, campaign, journal, follow, idle)
