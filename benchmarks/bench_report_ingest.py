@@ -73,6 +73,7 @@ async def campaign(base_url: str, account: str, authkey: str, count: int) -> Non
                 async for _ in reports:
                     received += 1
             summary = run.summary()
+        size = sum(f.stat().st_size for f in Path(folder).iterdir()) / 1e6
     print(
         json.dumps(
             {
@@ -82,6 +83,7 @@ async def campaign(base_url: str, account: str, authkey: str, count: int) -> Non
                 "settled": sum(summary.delivery.values()),
                 "pending": summary.pending,
                 "accepted": summary.accepted,
+                "journal_mb": size,
             }
         )
     )
@@ -129,7 +131,8 @@ def run(count: int, per_call: int) -> str:
             table(["drain", "reports", "seconds", "reports/s", "peak RSS MB"], rows),
             "",
             f"Campaign: {ours['settled']:,} of {ours['accepted']:,} accepted recipients "
-            f"settled by a final report, {ours['pending']:,} pending. Ingestion at least as "
+            f"settled by a final report, {ours['pending']:,} pending; journal file "
+            f"{ours['journal_mb']:,.0f} MB (WAL included). Ingestion at least as "
             f"fast as the gateway hands reports out ({rate / pace:.2f}x): **{verdict}**.",
             "",
         ]

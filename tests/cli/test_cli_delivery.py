@@ -135,6 +135,16 @@ def test_until_idle_exits_5_while_reports_are_pending(
     view = json_lines(cli.run("campaign", journal, "--json").stdout)[0]
     assert view["delivery"]["pending"] == 120
     assert view["delivery"]["by_code"] == {}
+    shown = cli.run("campaign", journal)
+    assert shown.returncode == 0, shown.stderr
+    figures = {
+        line.strip().rsplit(None, 1)[0].strip(): line.strip().rsplit(None, 1)[-1]
+        for line in shown.stdout.splitlines()
+        if line.strip() and not line.strip().startswith(("campaign", "runs", "run ", "─"))
+    }
+    assert figures["accepted"] == "120"
+    assert figures["pending reports"] == "120"
+    assert figures["reports not this campaign's"] == "0"
 
 
 def test_reports_until_idle_ends_by_itself_without_a_journal(
@@ -160,3 +170,20 @@ def test_campaign_refuses_a_missing_journal_and_an_export_onto_it(cli: Cli, tmp_
     refused = cli.run("reports", "--journal", str(missing))
     assert refused.returncode == 2
     assert not missing.exists()
+
+
+def test_an_export_onto_the_journal_or_nowhere_is_refused(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    journal = str(tmp_path / "j.db")
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(5)), "--content", "hi",
+                   "--journal", journal)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    before = Path(journal).read_bytes()
+    onto = cli.run("campaign", journal, "--export", journal)
+    assert onto.returncode == 2
+    assert "the journal itself" in onto.stderr
+    assert Path(journal).read_bytes() == before
+    nowhere = cli.run("campaign", journal, "--export", str(tmp_path / "no" / "out.csv"))
+    assert nowhere.returncode == 2
+    assert "does not exist" in nowhere.stderr
