@@ -92,6 +92,11 @@ class ChunkResult:
     receipts: tuple[dict[str, str], ...] = ()
 
 
+#: How many msgids of reports counted apart a journal remembers, to let a chunk recorded
+#: after its reports were fetched claim them.
+_FOREIGN_MSGIDS_KEPT = 100_000
+
+
 @attrs.frozen
 class Run:
     """One run recorded in the journal: a send, or a reports follower."""
@@ -139,6 +144,11 @@ class Journal:
         #: Delivery reports recorded that are not this campaign's (kept, counted apart).
         self.foreign_reports = 0
         self._lookup = sql.ReportLookup()
+        # Msgids of reports recorded in this session as not the campaign's, and where
+        # this session's reports begin: a chunk recorded later claims its own (see
+        # adopt_reports). Bounded: past the bound, early reports stay counted apart.
+        self._foreign_msgids: dict[str, None] = {}
+        self._session_seq = 0
         self.fingerprint: str | None = None
         self.definition: dict[str, Any] | None = None
         self.input_size: int | None = None
@@ -209,6 +219,7 @@ class Journal:
                 "SELECT idx, positions FROM chunks WHERE state='unknown' AND mobiles IS NULL"
             )
         }
+        (self._session_seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM reports").fetchone()
         tallies = sql.tallies(conn)
         self.delivery = {
             name[len("final:") :]: n for name, n in tallies.items() if name.startswith("final:")
@@ -399,6 +410,20 @@ class Journal:
         )
         if result.state is ChunkState.UNKNOWN:
             self.unknown.update(zip(positions, mobiles, strict=True))
+        early = [m for m in msgids if m in self._foreign_msgids]
+        if early and result.state is ChunkState.ACCEPTED:
+            await self._adopt(index, early)
+
+    async def _adopt(self, index: int, msgids: list[str]) -> None:
+        """Claim the reports of ``msgids`` fetched before chunk ``index`` was recorded."""
+        since = self._session_seq
+        finals, moved = await self._write(
+            f"reports fetched before chunk {index}'s outcome",
+            lambda conn: sql.adopt_reports(conn, index, msgids, since),
+        )
+        for code, n in finals.items():
+            self.delivery[code] = self.delivery.get(code, 0) + n
+        self.foreign_reports -= moved
 
     async def record_reports(self, batch: Sequence[StateReport | MalformedRecord]) -> list[int]:
         """Store fetched reports; reconcile the unknown chunks they prove accepted.
@@ -424,6 +449,8 @@ class Journal:
         for code, n in done.finals.items():
             self.delivery[code] = self.delivery.get(code, 0) + n
         self.foreign_reports += done.foreign
+        if len(self._foreign_msgids) < _FOREIGN_MSGIDS_KEPT:
+            self._foreign_msgids.update(dict.fromkeys(done.foreign_msgids))
         for index, positions in done.reconciled.items():
             for position in positions:
                 self.unknown.pop(position, None)

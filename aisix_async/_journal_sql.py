@@ -21,7 +21,7 @@ import attrs
 
 from ._errors import CampaignError
 from ._journal_file import decode_positions, encode_positions, pack_numbers, unpack_numbers
-from ._models import MalformedRecord, Reply, ReportResult, StateReport
+from ._models import FINAL_OPERATOR_CODES, MalformedRecord, Reply, ReportResult, StateReport
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -29,6 +29,7 @@ __all__ = [
     "ROWS_PER_STATEMENT",
     "Ingested",
     "ReportLookup",
+    "adopt_reports",
     "begin_chunk",
     "begin_run",
     "define",
@@ -372,6 +373,8 @@ class Ingested:
     finals: dict[str, int]
     #: Reports of the batch that are not the campaign's.
     foreign: int
+    #: Their msgids (a chunk recorded later may claim them: see :func:`adopt_reports`).
+    foreign_msgids: frozenset[str] = frozenset()
 
 
 def record_reports(
@@ -394,6 +397,7 @@ def record_reports(
     mine: list[bool] = []
     settling: dict[str, list[tuple[int, str, str, float]]] = {}
     foreign = 0
+    foreign_msgids: set[str] = set()
     rows: list[tuple[Any, ...]] = []
     any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
     chunk_of, numbers_of = lookup.chunk_of, lookup.numbers
@@ -425,6 +429,7 @@ def record_reports(
         rows.append((item.id, msgid, mobile, int(item.result), item.code, extra, now, chunk))
         if chunk is None:
             foreign += 1
+            foreign_msgids.add(msgid)
         elif item.is_final:
             code = item.code.upper()
             settling.setdefault(code, []).append((chunk, mobile, code, now))
@@ -453,7 +458,53 @@ def record_reports(
         " ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
         tallies,
     )
-    return Ingested(reconciled, mine, finals, foreign)
+    return Ingested(reconciled, mine, finals, foreign, frozenset(foreign_msgids))
+
+
+def adopt_reports(
+    conn: sqlite3.Connection, index: int, msgids: Sequence[str], since: int
+) -> tuple[dict[str, int], int]:
+    """Claim for chunk ``index`` the reports recorded before its outcome was.
+
+    A report can be fetched before its chunk's outcome is recorded (reports followed
+    while sending, a slow disk): it was counted as not the campaign's. Only reports of
+    this session (``seq > since``) can be such, and only these msgids'. Returns the
+    recipients settled, by final code, and how many reports changed sides.
+    """
+    row = conn.execute("SELECT numbers, mobiles FROM chunks WHERE idx=?", (index,)).fetchone()
+    if row is None or (row[0] is None and row[1] is None):
+        return {}, 0
+    numbers = set(unpack_numbers(row[0]) if row[0] is not None else row[1].split("\n"))
+    finals: dict[str, int] = {}
+    moved = 0
+    for msgid in msgids:
+        found = conn.execute(
+            "SELECT seq, mobile, code, fetched_at FROM reports"
+            " WHERE seq > ? AND chunk IS NULL AND msgid = ? ORDER BY seq",
+            (since, msgid),
+        ).fetchall()
+        for seq, mobile, code, at in found:
+            if mobile not in numbers:
+                continue
+            conn.execute("UPDATE reports SET chunk=? WHERE seq=?", (index, seq))
+            moved += 1
+            upper = (code or "").upper()
+            if upper in FINAL_OPERATOR_CODES:
+                added = conn.execute(
+                    "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at) VALUES (?, ?, ?, ?)",
+                    (index, mobile, upper, at),
+                ).rowcount
+                if added:
+                    finals[upper] = finals.get(upper, 0) + 1
+    tallies = [(f"final:{code}", n) for code, n in finals.items()]
+    if moved:
+        tallies.append(("foreign", -moved))
+    conn.executemany(
+        "INSERT INTO tallies (name, n) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
+        tallies,
+    )
+    return finals, moved
 
 
 def _reconcile(conn: sqlite3.Connection, index: int, msgid: str, now: float) -> tuple[int, ...]:
