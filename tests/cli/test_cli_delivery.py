@@ -187,3 +187,28 @@ def test_an_export_onto_the_journal_or_nowhere_is_refused(
     nowhere = cli.run("campaign", journal, "--export", str(tmp_path / "no" / "out.csv"))
     assert nowhere.returncode == 2
     assert "does not exist" in nowhere.stderr
+
+
+def test_ctrl_c_ends_a_follower_with_every_fetched_report_journalled(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=10)
+    journal = str(tmp_path / "j.db")
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(40)), "--content", "hi",
+                   "--journal", journal)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    process = cli.popen("reports", "--journal", journal, "--follow", "--interval", "0.05", "--json")
+    deadline = time.monotonic() + 30
+    while emulator.state.pending_reports() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    shown = [r for r in json_lines(out) if r["type"] == "report"]
+    assert len(shown) == 40
+    assert all(r["campaign"] is True for r in shown)
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("SELECT count(*) FROM reports").fetchone() == (40,)
+        ended = conn.execute("SELECT ended_at FROM runs WHERE kind='reports'").fetchone()
+    assert ended[0] is not None
