@@ -28,6 +28,7 @@ SQL of each transaction is ``_journal_sql``.
 from __future__ import annotations
 
 import enum
+import io
 import json
 import os
 import sqlite3
@@ -43,7 +44,7 @@ import attrs
 
 from . import _journal_sql as sql
 from ._errors import CampaignError
-from ._journal_file import decode_positions, is_disk_full, open_file
+from ._journal_file import decode_positions, is_disk_full, open_file, open_read_only
 from ._journal_writer import GroupWriter, ItemsHash, Job, resolve_hash
 from ._models import MalformedRecord, Reply, StateReport
 
@@ -225,6 +226,28 @@ class Journal:
             name[len("final:") :]: n for name, n in tallies.items() if name.startswith("final:")
         }
         self.foreign_reports = tallies.get("foreign", 0)
+
+    @classmethod
+    async def open_read_only(cls, path: str | os.PathLike[str]) -> Journal:
+        """Open a journal another process holds, to read its state as committed now.
+
+        Nothing may be written through it; chunks shown in flight are on the wire.
+        """
+
+        def run() -> Journal:
+            conn = open_read_only(Path(path))
+            journal = cls(Path(path), conn, io.StringIO())
+            try:
+                journal._load()
+            except BaseException:
+                journal._close_sync()
+                raise
+            return journal
+
+        try:
+            return await anyio.to_thread.run_sync(run)
+        except sqlite3.DatabaseError as exc:
+            raise CampaignError(f"cannot read the campaign journal {path} ({exc})") from None
 
     async def aclose(self) -> None:
         """Close the connection and release the process lock (idempotent)."""

@@ -32,10 +32,12 @@ from ._errors import CampaignError
 __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
+    "JournalInUse",
     "decode_positions",
     "encode_positions",
     "is_disk_full",
     "open_file",
+    "open_read_only",
     "pack_numbers",
     "unpack_numbers",
 ]
@@ -175,8 +177,12 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and "is full" in str(exc).lower()
 
 
+class JournalInUse(CampaignError):
+    """Another process holds the journal's lock (a send or a reports follower runs on it)."""
+
+
 def _in_use(path: Path, holder: str) -> CampaignError:
-    return CampaignError(
+    return JournalInUse(
         f"the campaign journal {path} is in use by another process{holder}; one journal "
         "is driven by one process at a time (let it finish, or stop it, then resume)"
     )
@@ -326,6 +332,35 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """Open the journal at ``path`` to read it while another process drives it.
+
+    No lock, no recovery, no migration: what a running send has committed is read as it
+    stands (WAL readers never block the writer). A schema-1 file must be opened once
+    normally first, to be migrated. Blocking: call it from a worker thread.
+    """
+    _check_header(path)
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=5.0,
+        )
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        raise CampaignError(f"cannot read the campaign journal {path}: {exc}") from None
+    if app_id != APPLICATION_ID or version != SCHEMA_VERSION:
+        conn.close()
+        raise CampaignError(
+            f"{path} cannot be read while another process holds it (journal schema "
+            f"{version}, this version reads {SCHEMA_VERSION}); try again once it is free"
+        )
+    return conn
 
 
 def open_file(path: Path, *, durable: bool) -> tuple[sqlite3.Connection, IO[str]]:

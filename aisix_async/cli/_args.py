@@ -241,8 +241,8 @@ def _add_campaign(sub: argparse._SubParsersAction[_Parser], output: _Parser) -> 
         description="Where a campaign stands, from its journal alone: accepted / failed / "
         "unknown / not yet sent, units and cost, delivery by operator code, reports still "
         "pending, reports not the campaign's, and when each run happened. Sends nothing and "
-        "needs no credentials; takes the journal's lock (not while a send or a reports "
-        "--journal runs on it).",
+        "needs no credentials. While a send runs on the journal, it is read as committed so "
+        "far (read only).",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

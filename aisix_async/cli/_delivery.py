@@ -13,8 +13,9 @@ scroll; stdout still gets every report as it comes (``--json``: one line each, w
 ``--export out.csv`` writes one line per recipient, streamed from the journal a chunk at
 a time (a ten-million-recipient campaign is never held in memory).
 
-Both open the journal as a send does (its lock, a schema-1 file migrated): not while
-another process drives the same journal.
+Both open the journal as a send does (its lock, a schema-1 file migrated); ``campaign``
+falls back to reading it without the lock, as committed so far, while another process
+drives it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .._campaign import Campaign, open_campaign
 from .._campaign_ledger import CampaignSummary, summarize
 from .._client import AisixClient
 from .._journal import Journal, Run
+from .._journal_file import JournalInUse
 from .._journal_sql import EXPORT_COLUMNS
 from .._models import MalformedRecord, StateReport
 from .._reports import watch_send_states
@@ -329,7 +331,12 @@ async def campaign(ctx: Context) -> int:
     export = args.export
     if export is not None:
         _check_export(path, Path(export))
-    journal = await Journal.open(path)
+    try:
+        journal = await Journal.open(path)
+    except JournalInUse as busy:
+        # A send (or a reports follower) runs on it: read what it committed so far.
+        journal = await Journal.open_read_only(path)
+        out.warn(f"{busy.message.split(';')[0]}: figures as committed so far (read only)")
     try:
         summary = summarize(journal)
         runs = await journal.runs()

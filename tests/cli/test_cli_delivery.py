@@ -212,3 +212,33 @@ def test_ctrl_c_ends_a_follower_with_every_fetched_report_journalled(
         assert conn.execute("SELECT count(*) FROM reports").fetchone() == (40,)
         ended = conn.execute("SELECT ended_at FROM runs WHERE kind='reports'").fetchone()
     assert ended[0] is not None
+
+
+def test_campaign_reads_a_journal_while_a_send_runs_on_it(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.configure(rate=5.0)
+    journal = str(tmp_path / "j.db")
+    listed = write_lines(tmp_path / "n.txt", numbers(3000))
+    process = cli.popen(
+        "send", listed, "--content", "hi", "--journal", journal, "--chunk-size", "100"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while emulator.state.message_count < 500:
+            assert process.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        seen = cli.run("campaign", journal, "--json")
+        at_most = emulator.state.message_count
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+    assert seen.returncode == 0, seen.stderr
+    assert "in use by another process" in seen.stderr
+    assert "read only" in seen.stderr
+    (view,) = json_lines(seen.stdout)
+    # What the running send had committed: accepted chunks the gateway's ledger holds.
+    assert 0 < view["accepted"] <= at_most
+    assert view["accepted"] % 100 == 0
+    assert [run["kind"] for run in view["runs"]] == ["send"]
