@@ -1,11 +1,13 @@
 """Delivery reports through a campaign journal, against what the gateway can hand out (issue 18).
 
-Two fresh processes against one emulator (reports on, due at once, ``reports_per_call``
+Three fresh processes against one emulator (reports on, due at once, ``reports_per_call``
 as large as the benchmark asks):
 
 * the gateway's pace: 1M numbers sent plainly, then their reports drained by a bare
   loop (httpx + defusedxml, one getSendState after another, nothing stored): how fast
   one poller can be handed reports;
+* the SDK's stream alone: the same, drained by ``client.watch_send_states()`` (parsed
+  into records, nothing stored);
 * ours: a 1M-recipient campaign sent with a journal, then its reports drained through
   ``campaign.watch_send_states()`` (each batch matched to its recipients and committed
   before it is yielded): time from the last send to the last report journalled,
@@ -53,6 +55,19 @@ async def bare(base_url: str, account: str, authkey: str, count: int) -> None:
     print(json.dumps({"received": received, "seconds": took, "rss": peak_rss_mb()}))
 
 
+async def stream(base_url: str, account: str, authkey: str, count: int) -> None:
+    received = 0
+    async with AisixClient(account, authkey, base_url=base_url) as client:
+        await _send(client, count, "138")
+        last_send = time.perf_counter()
+        last_at = last_send
+        async with client.watch_send_states(interval=0.05, stop_when_idle=1.0) as reports:
+            async for _ in reports:
+                received += 1
+                last_at = time.perf_counter()
+    print(json.dumps({"received": received, "seconds": last_at - last_send, "rss": peak_rss_mb()}))
+
+
 async def campaign(base_url: str, account: str, authkey: str, count: int) -> None:
     received = 0
     last_journalled = 0.0
@@ -92,14 +107,14 @@ async def campaign(base_url: str, account: str, authkey: str, count: int) -> Non
 def run(count: int, per_call: int) -> str:
     results = {}
     with emulator("--reports-per-call", str(per_call), "--report-delay", "0") as emu:
-        for name in ("bare", "campaign"):
+        for name in ("bare", "stream", "campaign"):
             emu.reset()
             emu.configure(reports=True, reports_per_call=per_call, report_delay=0.0)
             url = emu.base_url
             results[name] = run_worker(
                 Path(__file__), name, url, emu.account, emu.authkey, str(count), timeout=280
             )
-    ours, gateway = results["campaign"], results["bare"]
+    ours, gateway, plain = results["campaign"], results["bare"], results["stream"]
     rate = ours["received"] / ours["seconds"]
     pace = gateway["received"] / gateway["seconds"]
     rows = [
@@ -111,7 +126,14 @@ def run(count: int, per_call: int) -> str:
             f"{gateway['rss']:.0f}",
         ],
         [
-            "campaign journal (watch_send_states)",
+            "SDK stream, nothing stored (client.watch_send_states)",
+            f"{plain['received']:,}",
+            f"{plain['seconds']:.1f}",
+            f"{plain['received'] / plain['seconds']:,.0f}",
+            f"{plain['rss']:.0f}",
+        ],
+        [
+            "campaign journal (campaign.watch_send_states)",
             f"{ours['received']:,}",
             f"{ours['seconds']:.1f}",
             f"{rate:,.0f}",
@@ -142,7 +164,8 @@ def run(count: int, per_call: int) -> str:
 def main() -> None:
     if "--worker" in sys.argv:
         name, base_url, account, authkey, count = sys.argv[2:7]
-        anyio.run(bare if name == "bare" else campaign, base_url, account, authkey, int(count))
+        work = {"bare": bare, "stream": stream, "campaign": campaign}[name]
+        anyio.run(work, base_url, account, authkey, int(count))
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1_000_000)
