@@ -187,6 +187,11 @@ def test_an_export_onto_the_journal_or_nowhere_is_refused(
     nowhere = cli.run("campaign", journal, "--export", str(tmp_path / "no" / "out.csv"))
     assert nowhere.returncode == 2
     assert "does not exist" in nowhere.stderr
+    # Another account's credentials would fetch (and use up) that account's reports.
+    other = cli.run("reports", "--journal", journal, "--account", "2002@100001")
+    assert other.returncode == 2
+    assert "is a campaign of" in other.stderr
+    assert emulator.state.pending_reports() == 5  # nothing fetched
 
 
 def test_ctrl_c_ends_a_follower_with_every_fetched_report_journalled(
