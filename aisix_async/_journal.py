@@ -220,7 +220,10 @@ class Journal:
                 "SELECT idx, positions FROM chunks WHERE state='unknown' AND mobiles IS NULL"
             )
         }
-        (self._session_seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM reports").fetchone()
+        (self._session_seq,) = conn.execute(
+            "SELECT max(coalesce((SELECT max(seq) FROM reports), 0),"
+            " coalesce((SELECT max(seq) FROM delivery), 0))"
+        ).fetchone()
         tallies = sql.tallies(conn)
         self.delivery = {
             name[len("final:") :]: n for name, n in tallies.items() if name.startswith("final:")

@@ -108,7 +108,9 @@ CREATE TABLE replies (
 # newlines) so a recipient can be named by (chunk, mobile) and exported;
 # ``reports.chunk`` names the chunk a report is for, NULL for a report that is not this
 # campaign's (kept all the same: the gateway hands each out once); ``delivery`` holds each
-# recipient's final report; ``tallies`` keeps the counts a summary shows (``final:CODE``,
+# recipient's first final report, whole (it is not in ``reports`` too: one row per report
+# is what ingestion costs; ``seq`` numbers the two tables' reports in one fetch order);
+# ``tallies`` keeps the counts a summary shows (``final:CODE``,
 # ``foreign``), updated in the transaction that records the reports; ``runs`` says when
 # each run happened. (The rate controller's ``meta`` table is created apart, if missing.)
 _SCHEMA_2 = """
@@ -117,6 +119,11 @@ CREATE TABLE delivery (
     mobile TEXT NOT NULL,
     code TEXT NOT NULL,
     at REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT,
+    msgid TEXT NOT NULL,
+    result INTEGER NOT NULL,
+    raw TEXT,
     PRIMARY KEY (chunk, mobile)
 ) WITHOUT ROWID;
 CREATE TABLE tallies (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
@@ -310,13 +317,14 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
             " reports.msgid) WHERE msgid IS NOT NULL"
         )
         conn.execute(
-            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at) SELECT chunk, mobile,"
-            f" upper(code), fetched_at FROM reports WHERE chunk IS NOT NULL AND upper(code) IN"
-            f" ({finals}) ORDER BY seq"
+            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
+            " raw) SELECT chunk, mobile, code, fetched_at, seq, id, msgid, result, raw"
+            f" FROM reports WHERE chunk IS NOT NULL AND upper(code) IN ({finals}) ORDER BY seq"
         )
+        conn.execute("DELETE FROM reports WHERE seq IN (SELECT seq FROM delivery)")
         conn.execute(
-            "INSERT INTO tallies (name, n) SELECT 'final:' || code, count(*) FROM delivery"
-            " GROUP BY code"
+            "INSERT INTO tallies (name, n) SELECT 'final:' || upper(code), count(*)"
+            " FROM delivery GROUP BY upper(code)"
         )
         conn.execute(
             "INSERT INTO tallies (name, n) SELECT 'foreign', count(*) FROM reports"

@@ -330,6 +330,23 @@ class ReportLookup:
     def __init__(self) -> None:
         self._chunk_of: dict[str, int] = {}
         self._numbers: dict[int, frozenset[str]] = {}
+        self._next_seq: int | None = None
+
+    def sequence(self, conn: sqlite3.Connection, count: int) -> int:
+        """The first of ``count`` fetch-order numbers, shared by ``reports`` and ``delivery``.
+
+        A transaction that rolls back leaves a gap, never a number used twice.
+        """
+        if self._next_seq is None:
+            (last,) = conn.execute(
+                "SELECT max(coalesce((SELECT max(seq) FROM reports), 0),"
+                " coalesce((SELECT max(seq) FROM delivery), 0),"
+                " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'reports'), 0))"
+            ).fetchone()
+            self._next_seq = last + 1
+        first = self._next_seq
+        self._next_seq += count
+        return first
 
     def chunk_of(self, conn: sqlite3.Connection, msgid: str) -> int | None:
         chunk = self._chunk_of.get(msgid)
@@ -395,16 +412,19 @@ def record_reports(
     now = time.time()
     reconciled: dict[int, tuple[int, ...]] = {}
     mine: list[bool] = []
-    settling: dict[str, list[tuple[int, str, str, float]]] = {}
     foreign = 0
     foreign_msgids: set[str] = set()
     rows: list[tuple[Any, ...]] = []
+    # A recipient's first final report goes to ``delivery`` (whole), not to ``reports``.
+    settling: dict[tuple[int, str], tuple[Any, ...]] = {}
+    seq = lookup.sequence(conn, len(batch))
     any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
     chunk_of, numbers_of = lookup.chunk_of, lookup.numbers
     for item in batch:
+        seq += 1
         if isinstance(item, MalformedRecord):
             bad = json.dumps({"reason": item.reason, "attributes": dict(item.attributes)})
-            rows.append((None, None, None, None, None, bad, now, None))
+            rows.append((seq, None, None, None, None, None, bad, now, None))
             continue
         msgid, mobile = item.msgid, item.mobile
         chunk = chunk_of(conn, msgid)
@@ -426,30 +446,48 @@ def record_reports(
                 lookup.learn(msgid, chunk)
         mine.append(chunk is not None)
         extra = json.dumps(dict(item.extra)) if item.extra else None
-        rows.append((item.id, msgid, mobile, int(item.result), item.code, extra, now, chunk))
+        row = (seq, item.id, msgid, mobile, int(item.result), item.code, extra, now, chunk)
         if chunk is None:
             foreign += 1
             foreign_msgids.add(msgid)
-        elif item.is_final:
-            code = item.code.upper()
-            settling.setdefault(code, []).append((chunk, mobile, code, now))
-    conn.executemany(
-        "INSERT INTO reports (id, msgid, mobile, result, code, raw, fetched_at, chunk)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    # One statement per code; the rows it really inserted (a recipient's first final
-    # report: a repeat is ignored) are what its change count says.
+        elif item.is_final and (chunk, mobile) not in settling:
+            settling[(chunk, mobile)] = row
+            continue
+        rows.append(row)
     finals: dict[str, int] = {}
-    for code, settled in settling.items():
+    if settling:
+        values = [
+            (chunk, mobile, code, at, seq_, id_, msgid, result, raw)
+            for (seq_, id_, msgid, mobile, result, code, raw, at, chunk) in settling.values()
+        ]
         before = conn.total_changes
         conn.executemany(
-            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at) VALUES (?, ?, ?, ?)",
-            settled,
+            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
+            " raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
         )
-        added = conn.total_changes - before
-        if added:
-            finals[code] = added
+        settled = list(settling.values())
+        if conn.total_changes - before < len(values):
+            # Some recipients were settled by an earlier batch: their reports are repeats,
+            # kept in ``reports`` (rare: look each up).
+            kept = []
+            for row in settled:
+                (first,) = conn.execute(
+                    "SELECT seq FROM delivery WHERE chunk=? AND mobile=?", (row[8], row[3])
+                ).fetchone()
+                if first == row[0]:
+                    kept.append(row)
+                else:
+                    rows.append(row)
+            settled = kept
+        for row in settled:
+            code = row[5].upper()
+            finals[code] = finals.get(code, 0) + 1
+    conn.executemany(
+        "INSERT INTO reports (seq, id, msgid, mobile, result, code, raw, fetched_at, chunk)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     tallies = [(f"final:{code}", n) for code, n in finals.items()]
     if foreign:
         tallies.append(("foreign", foreign))
@@ -479,23 +517,26 @@ def adopt_reports(
     moved = 0
     for msgid in msgids:
         found = conn.execute(
-            "SELECT seq, mobile, code, fetched_at FROM reports"
+            "SELECT seq, id, mobile, result, code, raw, fetched_at FROM reports"
             " WHERE seq > ? AND chunk IS NULL AND msgid = ? ORDER BY seq",
             (since, msgid),
         ).fetchall()
-        for seq, mobile, code, at in found:
+        for seq, id_, mobile, result, code, raw, at in found:
             if mobile not in numbers:
                 continue
-            conn.execute("UPDATE reports SET chunk=? WHERE seq=?", (index, seq))
             moved += 1
             upper = (code or "").upper()
             if upper in FINAL_OPERATOR_CODES:
                 added = conn.execute(
-                    "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at) VALUES (?, ?, ?, ?)",
-                    (index, mobile, upper, at),
+                    "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid,"
+                    " result, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (index, mobile, code, at, seq, id_, msgid, result, raw),
                 ).rowcount
                 if added:
                     finals[upper] = finals.get(upper, 0) + 1
+                    conn.execute("DELETE FROM reports WHERE seq=?", (seq,))
+                    continue
+            conn.execute("UPDATE reports SET chunk=? WHERE seq=?", (index, seq))
     tallies = [(f"final:{code}", n) for code, n in finals.items()]
     if moved:
         tallies.append(("foreign", -moved))
@@ -627,9 +668,10 @@ def stored_reports(conn: sqlite3.Connection) -> list[StateReport]:
             code=code,
             extra=json.loads(raw) if raw else {},
         )
-        for id_, msgid, mobile, result, code, raw in conn.execute(
-            "SELECT id, msgid, mobile, result, code, raw FROM reports"
-            " WHERE msgid IS NOT NULL ORDER BY seq"
+        for _, id_, msgid, mobile, result, code, raw in conn.execute(
+            "SELECT seq, id, msgid, mobile, result, code, raw FROM reports"
+            " WHERE msgid IS NOT NULL UNION ALL"
+            " SELECT seq, id, msgid, mobile, result, code, raw FROM delivery ORDER BY 1"
         )
     ]
 

@@ -78,6 +78,12 @@ async def test_the_same_msgid_with_a_number_not_sent_is_not_the_campaigns(
         ]
         done = await journal.ingest_reports(batch)
         assert done.mine == [True, False, True, True]
+        # The same final report again, in a later batch: kept, counted once.
+        again = await journal.ingest_reports(batch[:1])
+        assert again.mine == [True]
+        assert again.finals == {}
+        stored = await journal.stored_reports()
+        assert [r.id for r in stored] == ["1", "2", "3", "4", "1"]
         summary = c.summary()
     assert dict(summary.delivery) == {"DELIVRD": 1}
     assert summary.foreign_reports == 1

@@ -578,7 +578,11 @@ async def test_reports_fetched_before_their_chunk_is_recorded_are_claimed(
     try:
         assert journal.delivery == {"DELIVRD": 1}
         assert journal.foreign_reports == 2
-        (mine,) = journal._conn.execute("SELECT count(*) FROM reports WHERE chunk = 0").fetchone()
+        (mine,) = journal._conn.execute(
+            "SELECT (SELECT count(*) FROM reports WHERE chunk = 0)"
+            " + (SELECT count(*) FROM delivery WHERE chunk = 0)"
+        ).fetchone()
         assert mine == 2
+        assert [r.id for r in await journal.stored_reports()] == ["1", "2", "3", "4"]
     finally:
         await journal.aclose()
