@@ -70,6 +70,7 @@ class CampaignStream:
         self._stream: SendStream | None = None
         self._ledger: CampaignLedger | None = None
         self._stop_reason: str | None = None
+        self._run: int | None = None
 
     async def __aenter__(self) -> CampaignStream:
         journal = self._campaign._claim()
@@ -77,6 +78,7 @@ class CampaignStream:
             text = json.dumps(self._definition, sort_keys=True, ensure_ascii=False)
             await journal.define(hashlib.sha256(text.encode()).hexdigest(), self._definition)
             resuming = bool(journal.rows)
+            self._run = await journal.begin_run("send")
             if resuming and self._check_balance:
                 # The estimate would price the whole input, most of it already paid for;
                 # a -9 still stops the run, and its chunks stay resendable.
@@ -105,11 +107,24 @@ class CampaignStream:
             # Also when the stream's exit re-raises a cancellation (the usual way out).
             try:
                 await self._record_abandoned(self._stream, self._ledger)
+                if self._run is not None:
+                    await self._end_run(self._run)
             finally:
                 self._campaign._release()
         if exc_type is None and self._ledger.error is not None:
             raise self._ledger.error
         return result
+
+    async def _end_run(self, seq: int) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._campaign._journal_now().end_run(seq)
+            except CampaignError:
+                # A broken journal (a full disk) already said so; the error that matters
+                # is the run's own, not that its end could not be recorded.
+                logger.warning(
+                    "campaign %s: the end of this run was not recorded", self._campaign.path
+                )
 
     async def _record_abandoned(self, stream: SendStream, ledger: CampaignLedger) -> None:
         # Chunks cut off on the wire (the block was left early): recorded as unknown now,

@@ -110,6 +110,7 @@ _COMMANDS = {
     "rotate-key": ("_commands", "rotate_key"),
     "send": ("_send", "send"),
     "demo": ("_demo", "demo"),
+    "campaign": ("_delivery", "campaign"),
 }
 
 

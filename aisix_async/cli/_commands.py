@@ -182,24 +182,31 @@ def _show_malformed(ctx: Context, bad: MalformedRecord) -> None:
         ctx.out.warn(f"an unreadable record ({bad.reason}): {dict(bad.attributes)}")
 
 
+def _stop_when_idle(args: Any) -> float | None:
+    # --until-idle implies --follow; --follow alone runs until Ctrl-C; neither: one pass.
+    if args.until_idle is not None:
+        return float(args.until_idle)
+    return None if args.follow else 0.0
+
+
 async def reports(ctx: Context) -> int:
-    """Print delivery reports as they are fetched; with --follow, until Ctrl-C."""
+    """Print delivery reports as they are fetched; with --follow, until Ctrl-C or idle."""
+    if getattr(ctx.args, "journal", None):
+        from ._delivery import reports_journal
+
+        return await reports_journal(ctx)
     async with ctx.client() as client:
         stream = watch_send_states(
-            client,
-            interval=ctx.args.interval,
-            stop_when_idle=None if ctx.args.follow else 0.0,
+            client, interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
         )
         return await _stream(ctx, stream, "delivery reports")
 
 
 async def replies(ctx: Context) -> int:
-    """Print replies as they are fetched; with --follow, until Ctrl-C."""
+    """Print replies as they are fetched; with --follow, until Ctrl-C or idle."""
     async with ctx.client() as client:
         stream = watch_replies(
-            client,
-            interval=ctx.args.interval,
-            stop_when_idle=None if ctx.args.follow else 0.0,
+            client, interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
         )
         return await _stream(ctx, stream, "replies")
 

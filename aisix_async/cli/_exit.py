@@ -45,6 +45,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     UNKNOWN = 3
     GATEWAY = 4
+    PENDING = 5
     INTERRUPTED = 130
 
 
@@ -58,6 +59,8 @@ exit codes:
        do not resend them blindly (with --journal, the journal lists them)
   4    the gateway refused the account or could not be reached (wrong or locked key,
        -1 that never clears, balance too low, network)
+  5    reports --journal --until-idle: the reports stopped coming while some of the
+       campaign's recipients still wait for one (or have an unknown outcome)
   130  interrupted (Ctrl-C) after printing what was sent
 
 environment:
