@@ -28,7 +28,6 @@ SQL of each transaction is ``_journal_sql``.
 from __future__ import annotations
 
 import enum
-import io
 import json
 import os
 import sqlite3
@@ -137,9 +136,11 @@ class Journal:
     so it never shows what the file does not hold.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock: IO[str]) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: IO[str] | None) -> None:
         self.path = path
         self._conn = conn
+        # None for a read-only view: it takes no lock, so it must release none (releasing
+        # removes the sidecar file, which belongs to the process that holds it).
         self._lock = lock
         self._writer = GroupWriter(path, conn)
         #: Chunk index to its light row.
@@ -245,7 +246,7 @@ class Journal:
 
         def run() -> Journal:
             conn = open_read_only(Path(path))
-            journal = cls(Path(path), conn, io.StringIO())
+            journal = cls(Path(path), conn, None)
             try:
                 journal._load()
             except BaseException:
@@ -268,7 +269,8 @@ class Journal:
         try:
             self._conn.close()
         finally:
-            release_lock(self._lock)
+            if self._lock is not None:
+                release_lock(self._lock)
 
     # -- writing -------------------------------------------------------------------
 

@@ -153,6 +153,10 @@ class _OperatorLog(logging.Filter):
     _SAID_BY_THE_COMMANDS = ("bulk send: stopping dispatch", "updateKey: the authkey")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # A call that gave up (its record carries the call's ``outcome``) ends in an error
+        # the command reports in its own words; only an unknown outcome keeps its line.
+        if getattr(record, "outcome", "unknown") != "unknown":
+            return False
         message = record.getMessage()
         if message.startswith(self._SAID_BY_THE_COMMANDS):
             return False
