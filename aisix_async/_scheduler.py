@@ -241,6 +241,9 @@ class Scheduler:
     #: one -1 per hundred requests at any rate); far above it, it is fast (a doubled limit
     #: is found in about 170 requests).
     PROBE_DOUBLING = 30.0
+    #: An excess this large accepted with no -1 means the limit went up (a burst of 5
+    #: would be spent within about 50 requests): probe as fast as with no ceiling known.
+    FAST_PROBE_AT = 0.15
     #: With no ceiling known (a state that had none), the pace doubles every this many
     #: requests; above a ceiling that was not trusted, so does the excess.
     UNSURE_DOUBLING = 6.0
@@ -470,20 +473,20 @@ class Scheduler:
         # CUBIC's, a quick return to the ceiling, a gentle creep at it, and past it a probe
         # that accelerates, so a raised limit is found while a steady one is met seldom.
         ceiling = self._ceiling
+        # Requests sent in one round trip: no probe may double faster than the answers
+        # that would say "too fast" can come back.
+        per_trip = pace * self._rtt if self._rtt is not None else 0.0
         if ceiling <= 0:
-            # Doubling every few requests, but not faster than once per round trip: the
-            # answers that would say "too fast" must have time to come back.
-            per_trip = pace * self._rtt if self._rtt is not None else 0.0
             grown = pace * 2.0 ** (1.0 / max(self.UNSURE_DOUBLING, per_trip))
         elif pace < ceiling:
             # Aimed a little above the ceiling, so that it is reached, not approached.
             grown = pace + (ceiling * (1.0 + self.OVERSHOOT) - pace) / self.RECOVERY
         else:
             excess = pace / ceiling - 1.0
-            if self._sure:
-                excess += self.CREEP + excess * math.log(2.0) / self.PROBE_DOUBLING
+            if self._sure and excess < self.FAST_PROBE_AT:
+                doubling = max(self.PROBE_DOUBLING, 2.0 * per_trip)
+                excess += self.CREEP + excess * math.log(2.0) / doubling
             else:
-                per_trip = pace * self._rtt if self._rtt is not None else 0.0
                 doubling = max(self.UNSURE_DOUBLING, per_trip)
                 excess += self.UNSURE_CREEP + excess * math.log(2.0) / doubling
             grown = ceiling * (1.0 + excess)
@@ -564,7 +567,8 @@ class Scheduler:
         # under the rate measured. Either way that rate is the ceiling to probe above.
         self._ceiling = base
         self._sure = sure
-        self._pace = max(self._min_rate, (self.BETA if sure else self.BETA_UNSURE) * base)
+        beta = self.BETA_UNSURE if self._slow_start else self.BETA
+        self._pace = max(self._min_rate, beta * base)
         self._learned_at = self._wall_clock()
         self._slow_start = False
         self._last_cut = now
