@@ -321,6 +321,7 @@ class Scheduler:
         self._accepted: deque[float] = deque(maxlen=4096)
         self._dispatched: deque[float] = deque(maxlen=4096)
         self._rtt: float | None = None
+        self._last_accepted_pace: float | None = None
         # Counters for stats.
         self._requests = 0
         self._rate_limited = 0
@@ -502,10 +503,13 @@ class Scheduler:
         sample = now - dispatched_at
         self._rtt = sample if self._rtt is None else self._rtt + (sample - self._rtt) / 8.0
 
-    def _on_accepted(self, waited_for_slot: bool, dispatched_at: float) -> None:
+    def _on_accepted(
+        self, waited_for_slot: bool, dispatched_at: float, sent_at_pace: float | None
+    ) -> None:
         now = self._clock()
         self._on_answer(dispatched_at, now)
         self._accepted.append(now)
+        self._last_accepted_pace = sent_at_pace
         if self._pace is not None:
             # An answer accepted at the learned pace confirms what was learned.
             self._learned_at = self._wall_clock()
@@ -542,7 +546,9 @@ class Scheduler:
             recent_from = self._accepted[-recent_count - 1]
             recent = recent_count / max(self._accepted[-1] - recent_from, 1e-3)
             if recent > self.CLIMBING * rate:
-                rate = recent
+                # Climbing: the last request accepted went out at the pace of its
+                # dispatch, which the answers' spacing, averaged, trails.
+                rate = max(recent, self._last_accepted_pace or 0.0)
         return rate, count
 
     def _on_rate_limited(self, dispatched_at: float) -> None:
@@ -624,6 +630,7 @@ class Scheduler:
             if hooks is not None:
                 await hooks.before_dispatch()
             dispatched_at = self._clock()
+            sent_at_pace = self._spacing()
             if not started:
                 started.append(dispatched_at)
             if self._first_dispatch is None:
@@ -645,7 +652,7 @@ class Scheduler:
                 if not exc.request_sent and hooks is not None:
                     await hooks.refused()
                 raise
-            self._on_accepted(waited, dispatched_at)
+            self._on_accepted(waited, dispatched_at, sent_at_pace)
             return result
         finally:
             self._release_slot()
