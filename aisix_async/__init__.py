@@ -46,7 +46,7 @@ from ._models import (
 )
 from ._pricing import Estimate, segments
 from ._reports import RecordStream, StreamStats
-from ._scheduler import RetryDetails, RetryPolicy, SchedulerStats
+from ._scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
 from ._tracker import DeliveryTracker, TrackerResult
 from ._version import __version__
 
@@ -85,6 +85,7 @@ __all__ = [
     "RecordStream",
     "Reply",
     "ReportResult",
+    "RateState",
     "RetryDetails",
     "RetryPolicy",
     "SchedulerStats",

@@ -38,6 +38,7 @@ from ._reports import BatchHook, RecordStream, parse_records
 from ._scheduler import (
     AttemptTally,
     DispatchHooks,
+    RateState,
     RetryDetails,
     RetryPolicy,
     Scheduler,
@@ -113,6 +114,7 @@ class AisixClient:
         on_retry: Callable[[RetryDetails], None] | None = None,
         on_key_update: KeyUpdateHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
+        rate_state: RateState | None = None,
     ) -> None:
         self._account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
@@ -138,6 +140,7 @@ class AisixClient:
             max_rate=max_rate,
             retry=retry,
             on_retry=on_retry,
+            rate_state=rate_state,
         )
         self._transport = HttpTransport(
             timeout=timeout,
@@ -249,6 +252,14 @@ class AisixClient:
     def stats(self) -> SchedulerStats:
         """The client-wide scheduler now: concurrency limit, pace, in flight, -1s, retries."""
         return self._scheduler.stats()
+
+    def rate_state(self) -> RateState:
+        """What this client learned about the account's limit, to start another from.
+
+        ``AisixClient(..., rate_state=state)`` starts at that pace instead of finding it
+        again; ``state.as_dict()`` is JSON-ready and ``RateState.from_dict`` reads it back.
+        """
+        return self._scheduler.rate_state()
 
     def _targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
         cgid = check_cgid(cgid)
