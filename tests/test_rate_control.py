@@ -69,7 +69,7 @@ def test_a_moving_limit_is_followed(backend: str) -> None:
     rate = 40.0
     gateway = Gateway(rate, burst=5, latency=0.1)
     phases = [(0.0, rate), (10.0, rate / 2), (20.0, rate * 2)]
-    result = simulate(
+    simulate(
         gateway,
         [ClientRun(seconds=30, demand=32)],
         rates=[(at, r) for at, r in phases[1:]],
@@ -142,7 +142,7 @@ def test_a_warm_start_skips_the_cold_start_minus_ones() -> None:
     # learned_at is wall-clock time (the state was learned a moment ago), so the new
     # client trusts it fully.
 
-    cold_refused, cold_accepted = first_seconds(None)
+    cold_refused, _cold_accepted = first_seconds(None)
     warm_refused, warm_accepted = first_seconds(state)
     assert cold_refused >= 3
     assert warm_refused <= 1
