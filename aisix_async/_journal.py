@@ -106,6 +106,11 @@ class ChunkRow:
     error_class: str | None = None
 
 
+_META_TABLE = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+)
+
+
 class Journal:
     """One open campaign journal: :meth:`open` it, :meth:`aclose` it.
 
@@ -125,6 +130,8 @@ class Journal:
         self.unknown: dict[int, str] = {}
         #: Operator code to how many delivery reports carried it.
         self.delivery: dict[str, int] = {}
+        #: The ``meta`` table: what a run learned that the next may start from.
+        self.meta: dict[str, str] = {}
         self.fingerprint: str | None = None
         self.definition: dict[str, Any] | None = None
         self.input_size: int | None = None
@@ -145,6 +152,9 @@ class Journal:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    # Facts about the run rather than the campaign (the rate the gateway
+                    # was found to accept): a key/value table, added to older files too.
+                    conn.execute(_META_TABLE)
                     sql.recover_interrupted(conn)
                     conn.execute("COMMIT")
                 except BaseException:
@@ -198,6 +208,7 @@ class Journal:
         self.delivery = dict(
             conn.execute("SELECT code, count(*) FROM reports WHERE code != '' GROUP BY code")
         )
+        self.meta = dict(conn.execute("SELECT key, value FROM meta"))
 
     async def aclose(self) -> None:
         """Close the connection and release the process lock (idempotent)."""
@@ -234,6 +245,17 @@ class Journal:
             "the campaign definition", lambda conn: sql.define(conn, fingerprint, text)
         )
         self.fingerprint, self.definition = fingerprint, definition
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Record ``value`` under ``key`` in the meta table (replacing what was there)."""
+        if self.meta.get(key) == value:
+            return
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+        await self._write(f"the journal's {key}", body)
+        self.meta[key] = value
 
     async def set_input_size(self, size: int) -> None:
         """Record that a run read the whole input, and how long it was."""

@@ -329,6 +329,13 @@ class Scheduler:
         if rate_state is not None:
             self._warm_start(rate_state, initial_concurrency is not None)
 
+    def adopt(self, state: RateState) -> bool:
+        """Start from ``state`` if nothing was sent or learned yet; say whether it was."""
+        if self._requests or self._pace is not None or not self._slow_start:
+            return False
+        self._warm_start(state, told_concurrency=False)
+        return True
+
     def _warm_start(self, state: RateState, told_concurrency: bool) -> None:
         age = max(0.0, self._wall_clock() - state.learned_at)
         if age > self.STATE_MAX_AGE:
