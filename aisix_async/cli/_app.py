@@ -18,6 +18,7 @@ import anyio
 
 from .._client import AisixClient
 from .._scheduler import RetryPolicy
+from . import _rate_cache
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
 from ._exit import ExitCode, describe
@@ -33,6 +34,7 @@ class Context:
         self.args = args
         self.out = out
         self._credentials: Credentials | None = None
+        self._clients: list[AisixClient] = []
 
     @property
     def credentials(self) -> Credentials:
@@ -53,7 +55,10 @@ class Context:
     def client(self, *, max_concurrency: int = 16) -> AisixClient:
         """A client for the resolved credentials, retrying per ``--retry-timeout``."""
         creds = self.credentials
-        return AisixClient(
+        cached = None
+        if self._use_rate_cache:
+            cached = _rate_cache.load(creds.account, self._cache_url)
+        client = AisixClient(
             creds.account,
             creds.authkey,
             base_url=creds.base_url,
@@ -61,7 +66,29 @@ class Context:
             timeout=self.args.timeout,
             retry=RetryPolicy(timeout=self.args.retry_timeout, attempts=1000),
             max_concurrency=max_concurrency,
+            rate_state=cached,
         )
+        self._clients.append(client)
+        return client
+
+    @property
+    def _use_rate_cache(self) -> bool:
+        return not getattr(self.args, "no_rate_cache", True)
+
+    @property
+    def _cache_url(self) -> str:
+        return self.url or ""
+
+    def save_rate_states(self) -> None:
+        """Keep what the command's clients learned about the limit (see _rate_cache)."""
+        if not self._use_rate_cache or self._credentials is None:
+            return
+        for client in self._clients:
+            state = client.rate_state()
+            # Only a client that met the limit learned something worth keeping: a
+            # balance check must not replace what a send found.
+            if state.pace is not None:
+                _rate_cache.save(client.account, self._cache_url, state)
 
     @property
     def url(self) -> str | None:
@@ -140,7 +167,10 @@ def run(argv: list[str]) -> int:
     ctx = Context(args, out)
     command = _command(args.command)
     try:
-        return int(anyio.run(command, ctx))
+        try:
+            return int(anyio.run(command, ctx))
+        finally:
+            ctx.save_rate_states()
     except KeyboardInterrupt:
         out.error("interrupted")
         return int(ExitCode.INTERRUPTED)
