@@ -34,6 +34,12 @@ CHUNK = 100  # the limit is per request; small chunks keep the emulator's CPU ou
 CONCURRENCY = 64  # enough for R x latency at every cell (100/s x 0.3 s = 30 in flight)
 
 
+HEADERS = [
+    "R", "latency ms", "seconds", "requests", "ours goodput", "ours -1 share",
+    "aiolimiter(R) goodput", "aiolimiter(R) -1 share", "target",
+]  # fmt: skip
+
+
 def _seconds(rate: float, floor: float) -> float:
     return max(floor, 150.0 / rate)
 
@@ -149,8 +155,9 @@ def run(floor: float, parallel: int, rates: list[float], latencies: list[int]) -
             met = _met(goodput, int(ours["refused"]), int(ours["requests"]))
             met_all &= met
             worst_share = max(worst_share, ours["refused"] / max(1, ours["requests"]))
-            rows.append([f"{rate:g}", lat, f"{_seconds(rate, floor):.0f}", f"{ours['requests']:.0f}",
-                         *cells, "met" if met else "MISSED"])  # fmt: skip
+            seconds = f"{_seconds(rate, floor):.0f}"
+            verdict = "met" if met else "MISSED"
+            rows.append([f"{rate:g}", lat, seconds, f"{ours['requests']:.0f}", *cells, verdict])
     return "\n".join(
         [
             "## Limit sweep: goodput and -1 share at every limit",
@@ -162,20 +169,7 @@ def run(floor: float, parallel: int, rates: list[float], latencies: list[int]) -
             f"request per 1/R s, told R. {len(jobs)} jobs, {parallel} at a time; sweep "
             f"{took:.0f} s.",
             "",
-            table(
-                [
-                    "R",
-                    "latency ms",
-                    "seconds",
-                    "requests",
-                    "ours goodput",
-                    "ours -1 share",
-                    "aiolimiter(R) goodput",
-                    "aiolimiter(R) -1 share",
-                    "target",
-                ],
-                rows,
-            ),  # fmt: skip
+            table(HEADERS, rows),
             "",
             f"Target in every cell (goodput >= 0.97; -1 share <= 2% or <= 3 answers): "
             f"**{'met' if met_all else 'MISSED in some cells'}**; worst -1 share "
