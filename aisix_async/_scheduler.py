@@ -4,25 +4,39 @@ The gateway limits an *account*, not a call, so one scheduler per client sees ev
 request (a single send from a web handler as much as a bulk chunk or a report poll), and
 a -1 seen by one caller slows all of them.
 
-How fast, and why: the gateway never says
-what its limit is; its only signal is -1, "too fast". A token bucket behind it hides the
-limit for a while (a burst is accepted), so the scheduler learns two things at once:
+How fast, and why: the gateway never says what its limit is; its only signal is -1, "too
+fast", and an account that keeps meeting it risks harsher treatment. A token bucket
+behind it hides the limit for a while (a burst is accepted). The scheduler learns:
 
-* a *concurrency limit* (AIMD): it starts modestly, grows by one per round trip while
-  requests queue for a slot, and shrinks by a tenth on -1; ``max_concurrency`` caps it
-  and also sizes the HTTP pool, so a request that has its slot always finds a connection;
-* a *pace* (requests per second), unset until the first -1: then it is set just under
-  the rate the gateway was seen to accept, grows additively while callers wait for it,
-  and is cut multiplicatively on each new -1. Additive increase with multiplicative
-  decrease is also what lets several processes sharing one account converge to fair
-  shares with no coordinator. ``max_rate`` caps it.
+* a *concurrency limit* (AIMD): a cold client starts with one request in flight and, while
+  requests queue for a slot, adds one per accepted answer (slow start: it doubles every
+  round trip, the requests spread evenly over the round trip so a small bucket is not met
+  with a clump) until the first -1; after that one per round trip's worth of answers, and
+  a tenth off on each cut, but never below what the pace needs for one round trip.
+  ``max_concurrency`` caps it and also sizes the HTTP pool, so a request that has its slot
+  always finds a connection;
+* a *pace* (requests per second), unset until the first -1. That first -1 halves it from
+  the rate it was sending at (what was accepted until then includes the burst). Between
+  two -1 answers the bucket went from empty to empty, so what the gateway accepted in
+  between, over that time, is its rate: each later cut puts the pace just under that rate
+  (x0.9), which becomes the *ceiling*. While the rate climbs (a raised limit being found)
+  the cycle's average lags, so the pace the last accepted request went out at is used.
+  Only a -1 for a request dispatched after the last cut cuts again: the requests already
+  in flight say nothing new, and turns booked at the old pace are booked again.
 
-The rate a cut starts from is what the gateway accepted just before the -1: the last
-second's average, or the last fraction of a second when that is higher, because while
-the rate climbs (the first second, a raised limit) the whole second lags behind it and a
-cut from it would throw away most of the climb. Only a -1 for a request dispatched after
-the last cut cuts again: the requests already in flight when the first -1 came back say
-nothing new.
+Between cuts the pace grows once per request that had to wait for it (an idle client
+never talks itself into a rate it has not tried), and every step is a share of the pace
+counted in requests, not seconds, so the controller behaves alike at 2 and at 500
+requests/s (CUBIC's shape): back to the ceiling within about ten requests, a creep above
+it whose excess doubles every 30 requests (so a burst of 5 is spent, and one -1 met,
+about once per hundred requests), and once an excess of 15% is accepted with no -1 (the
+limit went up) a fast probe doubling the excess every 6 requests. No probe doubles faster
+than once per round trip's worth of requests: the answers that would say "too fast" must
+have time to come back. ``max_rate`` caps the pace.
+
+A :class:`RateState` (pace, concurrency, when it was learned) can be read from a scheduler
+and handed to a new one, which starts just under that pace; an older state is trusted
+less (see STATE_HALF_LIFE, STATE_MAX_AGE).
 
 What is retried, and why:
 
