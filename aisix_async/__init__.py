@@ -55,7 +55,7 @@ from ._models import (
 from ._observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
 from ._pricing import Estimate, segments
 from ._reports import RecordStream, StreamStats
-from ._scheduler import RetryDetails, RetryPolicy, SchedulerStats
+from ._scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
 from ._tracker import DeliveryTracker, TrackerResult
 from ._version import __version__
 
@@ -100,6 +100,7 @@ __all__ = [
     "OutcomeStatus",
     "ProtocolError",
     "RateLimitedError",
+    "RateState",
     "RecordStream",
     "Reply",
     "ReportResult",

@@ -50,6 +50,7 @@ from ._reports import BatchHook, RecordStream, parse_records
 from ._scheduler import (
     AttemptTally,
     DispatchHooks,
+    RateState,
     RetryDetails,
     RetryPolicy,
     Scheduler,
@@ -130,6 +131,7 @@ class AisixClient:
         numbers: str = "lenient",
         on_unknown: UnknownHook | None = None,
         otel: bool | None = None,
+        rate_state: RateState | None = None,
     ) -> None:
         self._account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
@@ -159,6 +161,7 @@ class AisixClient:
             max_rate=max_rate,
             retry=retry,
             on_retry=on_retry,
+            rate_state=rate_state,
         )
         self._transport = HttpTransport(
             timeout=timeout,
@@ -431,6 +434,14 @@ class AisixClient:
             attrs.evolve(scheduler.stats(), http_stack=self._transport.stack),
             circuit_open=scheduler.breaker.is_open,
         )
+
+    def rate_state(self) -> RateState:
+        """What this client learned about the account's limit, to start another from.
+
+        ``AisixClient(..., rate_state=state)`` starts at that pace instead of finding it
+        again; ``state.as_dict()`` is JSON-ready and ``RateState.from_dict`` reads it back.
+        """
+        return self._scheduler.rate_state()
 
     def _targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
         cgid = check_cgid(cgid)

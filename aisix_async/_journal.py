@@ -128,6 +128,11 @@ class ChunkRow:
     error_class: str | None = None
 
 
+_META_TABLE = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+)
+
+
 class Journal:
     """One open campaign journal: :meth:`open` it, :meth:`aclose` it.
 
@@ -157,6 +162,8 @@ class Journal:
         # adopt_reports). Bounded: past the bound, early reports stay counted apart.
         self._foreign_msgids: dict[str, None] = {}
         self._session_seq = 0
+        #: The ``meta`` table: what a run learned that the next may start from.
+        self.meta: dict[str, str] = {}
         self.fingerprint: str | None = None
         self.definition: dict[str, Any] | None = None
         self.input_size: int | None = None
@@ -177,6 +184,9 @@ class Journal:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    # Facts about the run rather than the campaign (the rate the gateway
+                    # was found to accept): a key/value table, added to older files too.
+                    conn.execute(_META_TABLE)
                     sql.recover_interrupted(conn)
                     conn.execute("COMMIT")
                 except BaseException:
@@ -236,6 +246,12 @@ class Journal:
             name[len("final:") :]: n for name, n in tallies.items() if name.startswith("final:")
         }
         self.foreign_reports = tallies.get("foreign", 0)
+        # A read-only view of a file this version has not opened for writing yet may
+        # lack the table (it is created on open): nothing learned then.
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        self.meta = dict(conn.execute("SELECT key, value FROM meta")) if has_meta else {}
 
     @classmethod
     async def open_read_only(cls, path: str | os.PathLike[str]) -> Journal:
@@ -295,6 +311,17 @@ class Journal:
             "the campaign definition", lambda conn: sql.define(conn, fingerprint, text)
         )
         self.fingerprint, self.definition = fingerprint, definition
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Record ``value`` under ``key`` in the meta table (replacing what was there)."""
+        if self.meta.get(key) == value:
+            return
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+        await self._write(f"the journal's {key}", body)
+        self.meta[key] = value
 
     async def set_input_size(self, size: int) -> None:
         """Record that a run read the whole input, and how long it was."""

@@ -19,6 +19,7 @@ import anyio
 from .._client import AisixClient
 from .._errors import TransportError
 from .._scheduler import RetryDetails, RetryPolicy
+from . import _rate_cache
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
 from ._exit import ExitCode, describe, redact_keys
@@ -38,6 +39,7 @@ class Context:
         self.out = out
         self._credentials: Credentials | None = None
         self._told_unreachable = False
+        self._clients: list[AisixClient] = []
 
     @property
     def credentials(self) -> Credentials:
@@ -62,7 +64,10 @@ class Context:
         # A gateway that refuses connections is retried briefly (a restart), not for the
         # whole --retry-timeout meant for -1 answers; a shorter --retry-timeout holds.
         unreachable = min(limit, UNREACHABLE_RETRY)
-        return AisixClient(
+        cached = None
+        if self._use_rate_cache:
+            cached = _rate_cache.load(creds.account, self._cache_url)
+        client = AisixClient(
             creds.account,
             creds.authkey,
             base_url=creds.base_url,
@@ -72,7 +77,10 @@ class Context:
             on_retry=lambda details: self._on_retry(details, unreachable),
             max_concurrency=max_concurrency,
             numbers=numbers,
+            rate_state=cached,
         )
+        self._clients.append(client)
+        return client
 
     def _on_retry(self, details: RetryDetails, unreachable: float) -> None:
         # Said at the first failed connection, not after the retries: a person must not
@@ -87,6 +95,25 @@ class Context:
             f"cannot reach the gateway at {self.url}: {cause.message}; retrying for up to "
             f"{unreachable:g} s (--retry-timeout)"
         )
+
+    @property
+    def _use_rate_cache(self) -> bool:
+        return not getattr(self.args, "no_rate_cache", True)
+
+    @property
+    def _cache_url(self) -> str:
+        return self.url or ""
+
+    def save_rate_states(self) -> None:
+        """Keep what the command's clients learned about the limit (see _rate_cache)."""
+        if not self._use_rate_cache or self._credentials is None:
+            return
+        for client in self._clients:
+            state = client.rate_state()
+            # Only a client that met the limit learned something worth keeping: a
+            # balance check must not replace what a send found.
+            if state.pace is not None:
+                _rate_cache.save(client.account, self._cache_url, state)
 
     @property
     def url(self) -> str | None:
@@ -204,7 +231,10 @@ def run(argv: list[str]) -> int:
     ctx = Context(args, out)
     command = _command(args.command)
     try:
-        return int(anyio.run(command, ctx))
+        try:
+            return int(anyio.run(command, ctx))
+        finally:
+            ctx.save_rate_states()
     except KeyboardInterrupt:
         out.error("interrupted")
         return int(ExitCode.INTERRUPTED)

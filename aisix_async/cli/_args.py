@@ -112,6 +112,12 @@ def _gateway_options() -> _Parser:
         help="per-request timeout (default 30)",
     )
     group.add_argument(
+        "--no-rate-cache",
+        action="store_true",
+        help="neither start from nor keep the pace learned for this account "
+        "(kept in the user's cache folder, aisix/rate/)",
+    )
+    group.add_argument(
         "--retry-timeout",
         type=_positive_float,
         default=120.0,
