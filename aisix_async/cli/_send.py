@@ -48,7 +48,7 @@ from ._inputs import (
     parse_at,
 )
 from ._interrupts import Feed, watch_interrupts
-from ._progress import progress
+from ._progress import Snapshot, progress
 from ._send_report import finish, show_estimate, show_problems, snapshot
 from ._tally import Tally, open_outcomes, outcome_record, write_outcome_rows
 
@@ -349,7 +349,12 @@ async def _run(
 
             async with stream:
                 title = f"sending ({source.mode})"
-                async with progress(out, title, lambda: snapshot(stream.stats, total)):
+
+                def read() -> Snapshot:
+                    assert stream is not None
+                    return snapshot(stream.stats, total, tally.not_sent)
+
+                async with progress(out, title, read):
                     async for outcome in stream:
                         record(outcome)
                         consumed += len(outcome.mobiles)

@@ -471,6 +471,34 @@ def test_recipients_never_sent_after_a_balance_stop_count_as_not_sent(
     assert table_figure(table.stdout, "not sent (stopped)") == summary["not_sent"]
 
 
+def progress_figure(line: str, label: str) -> int:
+    found = re.search(rf"  {re.escape(label)} ([\d,]+)  ", line)
+    assert found is not None, line
+    return int(found.group(1).replace(",", ""))
+
+
+def test_the_last_progress_line_counts_not_sent_apart_as_the_summary_does(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(5000))
+    outcomes = tmp_path / "o.csv"
+    # As above: -9 after the first chunk stops dispatch, the rest is never sent.
+    emulator.state.set_balance(None, "150")
+    result = cli.run(
+        "send", path, "--content", "hi", "--no-balance-check", "--max-concurrency", "1",
+        "--json", "--outcomes", str(outcomes),
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    summary = summary_of(result.stdout)
+    rows = outcomes.read_text(encoding="utf-8").splitlines()[1:]
+    never = sum(1 for row in rows if ",NotSentError" in row)
+    assert never > 0
+    # stderr is not a terminal here: the last plain line holds the final figures.
+    last = [line for line in result.stderr.splitlines() if line.startswith("sending (once):")][-1]
+    assert progress_figure(last, "failed") == summary["failed"]
+    assert progress_figure(last, "not sent") == never
+
+
 def test_json_outcome_records_all_have_the_same_keys(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
