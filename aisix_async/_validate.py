@@ -109,7 +109,8 @@ def _phonenumbers() -> Any:
     except ImportError:
         raise ExtraNotInstalledError(
             "numbers='e164' checks numbers with the phonenumbers package: "
-            "pip install 'aisix-async[phonenumbers]'",
+            "pip install 'aisix-async[phonenumbers]' (in a clone of the repository: "
+            "pip install '.[phonenumbers]')",
             name="phonenumbers",
         ) from None
     return phonenumbers
