@@ -210,7 +210,7 @@ def _add_send(
         "--chunk-size",
         type=_positive_int,
         metavar="N",
-        help="numbers per sendOnce request (at most 1000, the default)",
+        help="numbers per sendOnce request (at most 1000, the default); --content sends only",
     )
     run.add_argument(
         "--outcomes",

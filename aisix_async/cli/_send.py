@@ -208,6 +208,12 @@ async def send(ctx: Context) -> int:
             raise CliError(f"--at: {exc.message}") from None
     if args.chunk_size and args.chunk_size > 1000:
         raise CliError("--chunk-size: the gateway takes at most 1000 numbers per request")
+    if args.chunk_size and source.mode != "once":
+        # Ignored silently, a --batch run would not be split the way its operator asked.
+        raise CliError(
+            "--chunk-size sets the numbers per sendOnce request (--content); a --batch or "
+            "--template send takes 100 messages per request"
+        )
     if args.resend_unknown and not args.journal:
         raise CliError("--resend-unknown only makes sense with --journal")
 

@@ -187,6 +187,20 @@ def test_bad_arguments_are_usage_errors(
     assert emulator.state.message_count == 0
 
 
+def test_chunk_size_is_refused_where_it_would_be_ignored(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    batch = write_lines(tmp_path / "b.csv", ["13900000001,hi", "13900000002,ho"])
+    users = write_lines(tmp_path / "u.csv", ["phone,name", "13900000001,Peter"])
+    template = ["--csv", users, "--column", "phone", "--template", "Hi {p1}"]
+    for args in (["--batch", batch], [*template, "--param-columns", "name"]):
+        result = cli.run("send", *args, "--chunk-size", "10")
+        assert result.returncode == 2, result.stderr
+        assert "--chunk-size sets the numbers per sendOnce request" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert emulator.state.message_count == 0
+
+
 def test_scheduled_send_carries_its_time(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     when = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
     path = write_lines(tmp_path / "n.txt", numbers(2))
