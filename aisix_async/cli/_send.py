@@ -241,12 +241,20 @@ async def send(ctx: Context) -> int:
             est = await _estimate(client, source, content, args)
             if args.dry_run:
                 show_estimate(ctx, est, checked, dry=True, at=at)
+                if resuming:
+                    ctx.out.note(
+                        f"resuming {args.journal}: the estimate is the whole input's; a real "
+                        "run skips what the journal settled and does not compare the cost "
+                        "with the balance"
+                    )
                 # The code the real run would exit with, so a script can rehearse on it:
                 # refused over invalid lines (2) before the balance is compared (4), and
                 # lines skipped by --skip-invalid end as failed recipients (1).
                 if refusal is not None:
                     raise refusal
-                if not est.enough:
+                # A resumed run compares nothing with the balance (below): neither does its
+                # rehearsal, or it would say 4 for a run that goes ahead.
+                if not est.enough and not resuming:
                     return ExitCode.GATEWAY
                 return ExitCode.FAILED if invalid else ExitCode.OK
             if not est.enough:

@@ -145,6 +145,23 @@ def test_a_send_the_balance_cannot_cover_is_refused_up_front(
     assert emulator.state.message_count == 0
 
 
+def test_a_dry_run_of_a_resume_exits_as_the_resumed_run_does(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(50))
+    args = ("send", path, "--content", "hello", "--journal", str(tmp_path / "c.db"))
+    assert cli.run(*args).returncode == 0
+    # Too little left for the whole input, which a resumed run does not compare: it skips
+    # the 50 accepted and ends 0, so its rehearsal must not say 4.
+    emulator.state.set_balance(None, "1.00")
+    dry = cli.run(*args, "--dry-run")
+    assert "resuming" in dry.stderr
+    real = cli.run(*args)
+    assert real.returncode == 0, real.stderr
+    assert dry.returncode == real.returncode, dry.stderr
+    assert emulator.state.message_count == 50
+
+
 def test_invalid_lines_are_reported_with_line_numbers(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
