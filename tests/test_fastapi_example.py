@@ -214,3 +214,14 @@ async def test_the_recipe_under_load_impatience_and_an_ip_bound_account(
     assert calls.get(("sendOnce", "circuit_open"), 0) >= 1
     assert metrics["latency_seconds"]["count"] >= tally["sent"]
     assert number(200) not in {r.mobile for r in emulator.state.messages()}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_recipe_refuses_a_number_a_digit_short(emulator: Any, app_url: str) -> None:
+    # The library's default numbering ("lenient") would send it, charged, to nobody.
+    answers = await post_all(app_url, [{"mobile": "1810000270", "code": "123456"}])
+    assert answers == [(422, answers[0][1])]
+    assert answers[0][1]["status"] == "not_sent"
+    assert answers[0][1]["error"] == "ValidationError"
+    assert emulator.state.message_count == 0

@@ -396,6 +396,21 @@ def _check_export(journal: Path, target: Path) -> None:
         raise CliError(f"--export {target}: the folder {target.parent} does not exist")
     if target.resolve() == journal.resolve():
         raise CliError(f"--export {target} is the journal itself; give another file")
+    # An export is rewritten whole: refreshing an earlier one is the usual use, but a
+    # mistyped path must not wipe the input, a key file or someone's spreadsheet.
+    header = ",".join(EXPORT_COLUMNS)
+    try:
+        with target.open("rb") as existing:
+            first = existing.read(len(header) + 2)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CliError(f"--export {target}: cannot read it ({exc.strerror})") from None
+    if first and first.rstrip(b"\r\n") != header.encode():
+        raise CliError(
+            f"--export {target} exists and is not an earlier export (its first line is not "
+            f"{header}): it would be overwritten; give another file"
+        )
 
 
 async def _export(journal: Journal, target: Path) -> int:
