@@ -43,11 +43,7 @@ class Breaker:
         self,
         *,
         open_after: float = 3.0,
-        # Three, not more: once -1 answers keep coming the scheduler paces the client
-        # down to its minimum rate (one request every 2 s), so an unbroken run of three
-        # over 3 s is as many as a hopeless account produces in that time; under a mere
-        # rate limit the slowed pace gets an accepted answer within that span.
-        min_refusals: int = 3,
+        min_refusals: int = 6,
         probe_after: float = 5.0,
         max_probe_after: float = 60.0,
     ) -> None:
