@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class Cli:
         )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
+        """A running command whose output the test reads as it comes (pipes)."""
         return subprocess.Popen(
             self.command(*args),
             stdin=subprocess.DEVNULL,
@@ -91,6 +93,57 @@ class Cli:
             env=self.env,
             cwd=ROOT,
         )
+
+    def start(self, *args: str) -> Running:
+        """A running command whose output goes to files, read when it ends.
+
+        For long sends a test interrupts: with pipes nobody reads until the end, a
+        ``--json`` send fills the pipe after a few chunks' outcome lines and blocks in its
+        write, which would stall its event loop (no requests, no signal handling) and
+        measure the test's own plumbing instead of the command.
+        """
+        return Running(self.command(*args), self.env)
+
+
+class Running:
+    """``aisix`` in a subprocess, its stdout and stderr spooled to temporary files."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        # Open as long as the process runs; closed in communicate().
+        self._out = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self._err = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        """Wait for the end; its whole stdout and stderr."""
+        self.process.wait(timeout=timeout)
+        texts = []
+        for spool in (self._out, self._err):
+            spool.seek(0)
+            texts.append(spool.read())
+            spool.close()
+        return texts[0], texts[1]
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ _FINAL_MIX = {"DELIVRD": 6.0, "UNDELIV": 2.0, "EXPIRED": 1.0, "REJECTD": 1.0}
 
 def _kill_when_sent(cli: Cli, emulator: Any, args: list[str], at_least: int) -> int:
     """Start ``aisix send``, SIGKILL it once the gateway accepted ``at_least`` messages."""
-    process = cli.popen(*args)
+    process = cli.start(*args)
     deadline = time.monotonic() + 60
     try:
         while emulator.state.message_count < at_least:
@@ -254,7 +254,7 @@ def test_campaign_reads_a_journal_while_a_send_runs_on_it(
     emulator.state.configure(rate=5.0)
     journal = str(tmp_path / "j.db")
     listed = write_lines(tmp_path / "n.txt", numbers(3000))
-    process = cli.popen(
+    process = cli.start(
         "send", listed, "--content", "hi", "--journal", journal, "--chunk-size", "100"
     )
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import Cli, json_lines, numbers, summary_of, write_lines
+from cli_support import Cli, Running, json_lines, numbers, summary_of, write_lines
 
 SIGN = "【Aisix】"
 
@@ -259,14 +258,25 @@ def wait_for(condition: Any, timeout: float = 20.0) -> None:
 
 def start_long_send(
     cli: Cli, emulator: Any, tmp_path: Path, latency_ms: float, *options: str
-) -> tuple[subprocess.Popen[str], list[str]]:
-    """60,000 numbers, four requests at a time, slow answers: long enough to interrupt."""
+) -> tuple[Running, list[str]]:
+    """60,000 numbers, four requests at a time, slow answers: long enough to interrupt.
+
+    Its output is spooled to files (``Cli.start``); a test that reads it as it comes
+    uses :func:`long_send_args` with ``Cli.popen``.
+    """
+    mobiles, args = long_send_args(emulator, tmp_path, latency_ms, *options)
+    return cli.start(*args), mobiles
+
+
+def long_send_args(
+    emulator: Any, tmp_path: Path, latency_ms: float, *options: str
+) -> tuple[list[str], tuple[str, ...]]:
     emulator.state.set_faults(latency_ms=latency_ms)
     emulator.state.set_balance(None, "100000")
     mobiles = numbers(60_000)
     path = write_lines(tmp_path / "n.txt", mobiles)
     args = ("send", path, "--content", "hello", "--json", "--max-concurrency", "4", *options)
-    return cli.popen(*args), mobiles
+    return mobiles, args
 
 
 def test_interrupt_stops_cleanly_with_what_was_sent(
@@ -322,7 +332,7 @@ def test_journal_resumes_after_kill_without_sending_twice(
     path = write_lines(tmp_path / "n.txt", mobiles)
     journal = str(tmp_path / "sale.db")
     args = ("send", path, "--content", "Sale!", "--journal", journal, "--json", "-q")
-    process = cli.popen(*args, "--max-concurrency", "2")
+    process = cli.start(*args, "--max-concurrency", "2")
     wait_for(lambda: emulator.state.message_count >= 2000)
     process.kill()
     process.communicate(timeout=30)
@@ -410,7 +420,8 @@ def test_outcome_rows_of_settled_chunks_survive_a_kill(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
     outcomes = tmp_path / "outcomes.csv"
-    process, _ = start_long_send(cli, emulator, tmp_path, 100, "--outcomes", str(outcomes))
+    _, args = long_send_args(emulator, tmp_path, 100, "--outcomes", str(outcomes))
+    process = cli.popen(*args)
     assert process.stdout is not None
     reported: list[str] = []
     try:
