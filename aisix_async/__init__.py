@@ -47,6 +47,7 @@ from ._models import (
 from ._pricing import Estimate, segments
 from ._reports import RecordStream, StreamStats
 from ._scheduler import RetryDetails, RetryPolicy, SchedulerStats
+from ._shared_limit import SharedLimitError
 from ._tracker import DeliveryTracker, TrackerResult
 from ._version import __version__
 
@@ -92,6 +93,7 @@ __all__ = [
     "SendReceipt",
     "SendStream",
     "SendSummary",
+    "SharedLimitError",
     "Signature",
     "StaffUnavailableError",
     "StateReport",

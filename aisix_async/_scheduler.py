@@ -47,7 +47,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import attrs
@@ -72,6 +72,7 @@ from ._validate import check_number
 __all__ = [
     "AttemptTally",
     "DispatchHooks",
+    "PaceSource",
     "RetryDetails",
     "RetryPolicy",
     "Scheduler",
@@ -173,6 +174,28 @@ class DispatchHooks(Protocol):
         """The gateway provably did nothing with this attempt (-1, or it never got it)."""
 
 
+class SharedShare(Protocol):
+    """A turn from a :class:`PaceSource`: the share of the pace this client may use."""
+
+    @property
+    def share(self) -> float: ...
+
+
+class PaceSource(Protocol):
+    """A pace kept beyond this client (``shared_limit``: see ``_shared_limit``).
+
+    The scheduler asks it for each request's turn instead of pacing itself; when it has
+    none to give (Redis down or slow) the scheduler paces itself, starting from the last
+    share it was given. Concurrency and retries stay the scheduler's own.
+    """
+
+    async def take_turn(self) -> SharedShare | None:
+        """Wait for this request's turn; None: pace it yourself this time."""
+
+    async def refused(self, turn: Any) -> None:
+        """A request dispatched at ``turn`` was answered -1."""
+
+
 class Scheduler:
     """Runs each request attempt when its turn comes, retrying what is safe to retry."""
 
@@ -203,6 +226,7 @@ class Scheduler:
         retry: RetryPolicy | None = None,
         on_retry: Callable[[RetryDetails], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shared: PaceSource | None = None,
     ) -> None:
         check_number(max_concurrency, "max_concurrency", integer=True, minimum=1)
         if max_rate is not None:
@@ -236,6 +260,7 @@ class Scheduler:
         self._last_cut = -math.inf
         self._accepted: deque[float] = deque()
         self._dispatched: deque[float] = deque()
+        self._shared = shared
         # Counters for stats.
         self._requests = 0
         self._rate_limited = 0
@@ -389,6 +414,18 @@ class Scheduler:
             self.limit,
         )
 
+    # -- a pace shared with other clients ---------------------------------------------
+
+    async def _shared_turn(self) -> SharedShare | None:
+        if self._shared is None:
+            return None
+        turn = await self._shared.take_turn()
+        if turn is not None:
+            # Follow the share locally: stats show it, and should the source fail, this
+            # client paces itself from there rather than from what it learned alone.
+            self._pace = self._ceiling = turn.share
+        return turn
+
     # -- running a request ---------------------------------------------------------
 
     def _wait(self, state: RetryCallState) -> float:
@@ -425,7 +462,9 @@ class Scheduler:
     ) -> _T:
         waited = await self._acquire_slot()
         try:
-            await self._await_pace()
+            turn = await self._shared_turn()
+            if turn is None:
+                await self._await_pace()
             if hooks is not None:
                 await hooks.before_dispatch()
             dispatched_at = self._clock()
@@ -444,6 +483,8 @@ class Scheduler:
                 if tally is not None:
                     tally.rate_limited += 1
                 self._on_rate_limited(dispatched_at)
+                if turn is not None and self._shared is not None:
+                    await self._shared.refused(turn)
                 if hooks is not None:
                     await hooks.refused()
                 raise
