@@ -152,6 +152,8 @@ granted = granted + 1
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(ceiling),
            'sure', sure and '1' or '0', 'next_at', tostring(next_at), 'epoch', epoch,
            'granted', granted, 'cut_at', tostring(cut_at))
+-- All turns ever booked on this schedule: for operators and tests.
+redis.call('HINCRBY', key, 'turns', 1)
 redis.call('PEXPIRE', key, ARGV[4])
 redis.call('PEXPIRE', clients, ARGV[4])
 return {tostring(wait), tostring(pace), epoch, active}

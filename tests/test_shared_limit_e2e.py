@@ -69,7 +69,7 @@ async def test_sends_through_a_shared_limit(emulator: Any, redis_server: RedisSe
     assert_each_accepted_once(emulator, mobiles)
     with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
         prefix = schedule_key(emulator.account, client.endpoints.open_url)
-        assert int(conn.hget(f"{prefix}:schedule", "granted") or 0) >= 20
+        assert int(conn.hget(f"{prefix}:schedule", "turns") or 0) >= 20
         # The authkey is nowhere in Redis.
         dump = repr([conn.hgetall(k) for k in conn.keys("*") if k.endswith("schedule")])
         assert emulator.authkey not in dump and emulator.authkey not in repr(conn.keys("*"))
@@ -187,7 +187,7 @@ async def test_failover_to_a_replica(emulator: Any) -> None:
         assert_each_accepted_once(emulator, mobiles)
         with redis.Redis(port=replica.port, decode_responses=True) as conn:
             # The schedule went on where the primary left it (it was replicated).
-            assert int(conn.hget(f"{prefix}:schedule", "granted") or 0) >= 6
+            assert int(conn.hget(f"{prefix}:schedule", "turns") or 0) >= 12
     finally:
         primary.close()
         replica.close()

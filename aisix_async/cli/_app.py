@@ -61,6 +61,8 @@ class Context:
             timeout=self.args.timeout,
             retry=RetryPolicy(timeout=self.args.retry_timeout, attempts=1000),
             max_concurrency=max_concurrency,
+            # Unset: the client reads $AISIX_SHARED_LIMIT itself.
+            shared_limit=getattr(self.args, "shared_limit", None),
         )
 
     @property
