@@ -93,6 +93,7 @@ def schedule_key(account: str, gateway_url: str) -> str:
 # else from Redis: one clock for every client. Floats leave a script as strings (Redis
 # truncates Lua numbers to integers).
 _CLOCK = """
+local WINDOW, HISTORY = 10, 1
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -100,17 +101,17 @@ if not now then
 end
 """
 
-# Taking a turn. KEYS: schedule hash, clients sorted set. ARGV: now or '', client id,
-# seed pace or '', key ttl (ms), active window (s), start pace, min rate.
+# Taking a turn. KEYS: schedule hash, clients sorted set, slots sorted set. ARGV: now or
+# '', client id, seed pace or '', key ttl (ms), active window (s), start pace, min rate,
+# round trip or ''.
 _TURN = (
     _CLOCK
     + """
-local key, clients = KEYS[1], KEYS[2]
-local s = redis.call('HMGET', key, 'pace', 'ceiling', 'sure', 'next_at', 'epoch', 'granted',
-                     'cut_at')
+local key, clients, slots = KEYS[1], KEYS[2], KEYS[3]
+local s = redis.call('HMGET', key, 'pace', 'ceiling', 'sure', 'next_at', 'epoch', 'cut_at')
 local pace, ceiling, sure = tonumber(s[1]), tonumber(s[2]) or 0, s[3] == '1'
 local next_at, epoch = tonumber(s[4]) or 0, tonumber(s[5]) or 0
-local granted, cut_at = tonumber(s[6]) or 0, tonumber(s[7])
+local cut_at = tonumber(s[6])
 if not cut_at then
   -- A new schedule, or one lost with a restart: a client that knew the pace seeds it;
   -- else a cautious start that doubles quickly while demand is above it.
@@ -130,59 +131,94 @@ local wait = at - now
 if wait > 0 then
   -- Demand above the pace: grow it, every step a share of the pace and counted in turns,
   -- so that it behaves alike at 2 and at 500 requests/s. Below the ceiling (the rate of
-  -- the last -1) it closes the gap within a few dozen turns; at it, it creeps, and the
-  -- excess doubles every 30 turns (a raised limit is found, a steady one met seldom);
-  -- far above it, or with no ceiling known, it doubles every 6 turns.
+  -- the last -1) it closes the gap within a few dozen turns; from it, it creeps up, and
+  -- the excess doubles every 30 turns (a raised limit is found, a steady one met seldom:
+  -- the bucket's few tokens last about a hundred turns); far above it, or with no ceiling
+  -- known, it doubles every 6 turns.
+  -- No probe doubles faster than the answers that would say "too fast" come back: the
+  -- turns of two round trips (ARGV[8], the clients' round trip of a -1, when known).
+  local per_trip = pace * (tonumber(ARGV[8]) or 0)
+  local doubling = math.max(6, 2 * per_trip)
   if ceiling <= 0 then
-    pace = pace * 2 ^ (1 / 6)
+    pace = pace * 2 ^ (1 / doubling)
   elseif pace < ceiling then
-    pace = pace + (ceiling * 1.05 - pace) / 8
+    pace = math.min(ceiling, pace + math.max((ceiling - pace) / 8, 0.002 * ceiling))
   else
     local excess = pace / ceiling - 1
     if sure and excess < 0.15 then
-      excess = excess + 0.0005 + excess * math.log(2) / 30
+      excess = excess + 0.0005 + excess * math.log(2) / math.max(30, 2 * doubling)
     else
-      excess = excess + 0.02 + excess * math.log(2) / 6
+      excess = excess + 0.02 + excess * math.log(2) / doubling
     end
     pace = ceiling * (1 + excess)
   end
 end
 next_at = at + 1 / pace
-granted = granted + 1
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(ceiling),
            'sure', sure and '1' or '0', 'next_at', tostring(next_at), 'epoch', epoch,
-           'granted', granted, 'cut_at', tostring(cut_at))
--- All turns ever booked on this schedule: for operators and tests.
-redis.call('HINCRBY', key, 'turns', 1)
+           'cut_at', tostring(cut_at))
+-- All turns ever booked on this schedule (for operators and tests) name the slots, whose
+-- times of the last WINDOW seconds measure the rate at a -1.
+local n = redis.call('HINCRBY', key, 'turns', 1)
+redis.call('ZADD', slots, at, n)
+redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - WINDOW)
 redis.call('PEXPIRE', key, ARGV[4])
 redis.call('PEXPIRE', clients, ARGV[4])
-return {tostring(wait), tostring(pace), epoch, active}
+redis.call('PEXPIRE', slots, ARGV[4])
+return {tostring(wait), tostring(pace), epoch, active, n}
 """
 )
 
-# A -1 answer. KEYS: schedule hash. ARGV: now or '', epoch of the refused turn, min rate.
+# A -1 answer. KEYS: schedule hash, slots sorted set. ARGV: now or '', epoch of the
+# refused turn, min rate, seconds from the refused turn to its answer, its number.
 _REFUSED = (
     _CLOCK
     + """
-local key = KEYS[1]
-local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'granted', 'cut_at')
-local pace, ceiling, epoch = tonumber(s[1]), tonumber(s[2]) or 0, tonumber(s[3])
-local granted, cut_at = tonumber(s[4]) or 0, tonumber(s[5])
+local key, slots = KEYS[1], KEYS[2]
+-- A refused turn is no evidence of what the gateway accepts: its slot goes.
+redis.call('ZREM', slots, ARGV[5])
+local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at')
+local pace, ceiling, epoch, cut_at = tonumber(s[1]), tonumber(s[2]) or 0, tonumber(s[3]),
+                                     tonumber(s[4])
+local next_at = tonumber(s[5]) or 0
 if not pace or not cut_at or epoch ~= tonumber(ARGV[2]) then
   -- Booked before the last cut (or the schedule was lost): this episode is counted.
   return {0, tostring(pace or '')}
 end
--- What the fleet sent since the last cut is what the bucket let through (from empty to
--- empty), plus the few refused; the pace bounds it.
-local rate = math.min(pace, granted / math.max(now - cut_at, 0.001))
+-- Between two -1 answers the bucket went from empty to empty: the turns it accepted in
+-- between, over that time, are its rate (refused turns left the slots at their -1).
+-- Only turns whose answers are back count: those that went out up to one round trip ago
+-- (the refused one's); the rest are in flight. A short episode says little (a token more
+-- or less is a large share of it): then the last HISTORY seconds are measured.
+local to = now - math.max(tonumber(ARGV[4]) or 0, 0)
+local from = math.max(now - WINDOW, math.min(cut_at, to - HISTORY))
+local answered = redis.call('ZCOUNT', slots, from, '(' .. to)
+local span = math.max(to - from, 0.001)
+-- Few answers: half a turn more, so that none at all still bounds the rate.
+local rate = (answered + (answered < 4 and 0.5 or 0)) / span
+-- While the pace climbs (a cold start, a raised limit being found) the whole episode's
+-- average lags behind it: the last few turns that were answered show where it got to.
+if answered > 4 then
+  local recent = redis.call('ZREVRANGEBYSCORE', slots, '(' .. to, from, 'WITHSCORES',
+                            'LIMIT', 0, 9)
+  local k = #recent / 2
+  local spread = tonumber(recent[2]) - tonumber(recent[2 * k])
+  if k > 4 and spread > 0 and (k - 1) / spread > 1.25 * rate then
+    rate = (k - 1) / spread
+  end
+end
+rate = math.min(pace, rate)
 local first = ceiling <= 0
 -- The first -1 follows a burst the bucket absorbed: halve, and measure again at the next.
+-- The turns other clients booked already go out as booked (each client holds at most
+-- one): the new pace starts after them, or the bucket would get both at once.
 pace = math.max(tonumber(ARGV[3]), (first and 0.5 or 0.9) * rate)
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(rate),
-           'sure', (not first and granted >= 4) and '1' or '0',
-           'next_at', tostring(now + 1 / pace), 'epoch', epoch + 1, 'granted', 0,
+           'sure', (not first and answered >= 4) and '1' or '0',
+           'next_at', tostring(math.max(now, next_at) + 1 / pace), 'epoch', epoch + 1,
            'cut_at', tostring(now))
-return {1, tostring(pace)}
+redis.call('HINCRBY', key, 'cuts', 1)
+return {1, tostring(pace), answered, tostring(span), tostring(rate)}
 """
 )
 
@@ -197,6 +233,10 @@ class SharedTurn:
     clients: int
     #: The cut episode it was booked in: a -1 for it counts if no cut came since.
     epoch: int
+    #: When it came (the client's monotonic clock): a -1's round trip is measured from it.
+    at: float = 0.0
+    #: Its number in the schedule (a -1 removes it from the record of accepted turns).
+    number: int = 0
 
     @property
     def share(self) -> float:
@@ -258,7 +298,7 @@ class SharedLimit:
                 f"shared_limit {self._shown!r} is not a usable Redis URL: {type(exc).__name__}"
             ) from None
         prefix = schedule_key(account, gateway_url)
-        self._keys = [f"{prefix}:schedule", f"{prefix}:clients"]
+        self._keys = [f"{prefix}:schedule", f"{prefix}:clients", f"{prefix}:slots"]
         self._turn_script = self._redis.register_script(_TURN)
         self._refused_script = self._redis.register_script(_REFUSED)
         self._id = secrets.token_hex(8)
@@ -279,6 +319,8 @@ class SharedLimit:
         self._last_share: float | None = None
         self._turns = 0
         self._fallbacks = 0
+        # The round trip of -1 answers (smoothed): how fast a probe may grow.
+        self._rtt: float | None = None
 
     def __repr__(self) -> str:
         state = "down" if self._down else "up"
@@ -369,35 +411,41 @@ class SharedLimit:
                         self.ACTIVE_WINDOW,
                         self.START_PACE,
                         self._min_rate,
+                        "" if self._rtt is None else repr(self._rtt),
                     ],
                 )
-                wait, pace, epoch, clients = (
-                    float(answer[0]),
-                    float(answer[1]),
-                    answer[2],
-                    answer[3],
-                )
+                wait, pace = float(answer[0]), float(answer[1])
+                epoch, clients, number = int(answer[2]), int(answer[3]), int(answer[4])
             except Exception as exc:  # any failure of Redis: never the send's business
                 self._failed(exc)
                 return None
             self._recovered()
-            turn = SharedTurn(pace=pace, clients=clients, epoch=epoch)
             self._last_pace = pace
-            self._last_share = turn.share
+            self._last_share = pace / max(1, clients)
             self._turns += 1
             if wait > 0:
                 await self._sleep(wait)
-            return turn
+            return SharedTurn(
+                pace=pace, clients=clients, epoch=epoch, at=self._monotonic(), number=number
+            )
 
     async def refused(self, turn: SharedTurn) -> None:
         """Report a -1 for a request dispatched at ``turn``: it may cut the shared pace."""
         if self._down:
             return
+        rtt = max(0.0, self._monotonic() - turn.at)
+        self._rtt = rtt if self._rtt is None else self._rtt + (rtt - self._rtt) / 8.0
         try:
             answer = await self._call(
                 self._refused_script,
-                self._keys[:1],
-                [self._now_arg(), turn.epoch, self._min_rate],
+                [self._keys[0], self._keys[2]],
+                [
+                    self._now_arg(),
+                    turn.epoch,
+                    self._min_rate,
+                    repr(rtt),
+                    turn.number,
+                ],
             )
         except Exception as exc:  # as in take_turn: the -1 is handled locally anyway
             self._failed(exc)
@@ -405,7 +453,12 @@ class SharedLimit:
         if int(answer[0]) and answer[1]:
             self._last_pace = float(answer[1])
             logger.info(
-                "the gateway said -1 (too fast): shared pace now %.2f requests/s", self._last_pace
+                "the gateway said -1 (too fast): shared pace now %.2f requests/s (%s answers "
+                "in %.3f s: %.2f requests/s accepted)",
+                self._last_pace,
+                answer[2],
+                float(answer[3]),
+                float(answer[4]),
             )
 
     async def aclose(self) -> None:

@@ -172,7 +172,7 @@ async def test_failover_to_a_replica(emulator: Any) -> None:
             prefix = schedule_key(emulator.account, client.endpoints.open_url)
             with redis.Redis(port=replica.port, decode_responses=True) as conn:
                 with anyio.fail_after(10):
-                    while not conn.hget(f"{prefix}:schedule", "granted"):
+                    while not conn.hget(f"{prefix}:schedule", "turns"):
                         await anyio.sleep(0.05)
                 # The primary dies; the replica is promoted; the address moves to it.
                 primary.kill()
