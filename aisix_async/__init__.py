@@ -10,6 +10,10 @@ from ._campaign import Campaign, CampaignStream
 from ._campaign_ledger import CampaignSummary
 from ._client import GATEWAY_TZ, AisixClient
 from ._errors import (
+    ACCOUNT_REFUSALS,
+    BALANCE_REFUSALS,
+    BUSY_REFUSALS,
+    INPUT_REFUSALS,
     AccountFormatError,
     AisixError,
     AuthenticationError,
@@ -17,7 +21,10 @@ from ._errors import (
     CampaignError,
     ChannelGroupNotAllowedError,
     ChargeFailedError,
+    CircuitOpenError,
+    DeadlineExceededError,
     EnterpriseUnavailableError,
+    ExtraNotInstalledError,
     GatewayError,
     GatewayInternalError,
     InsufficientBalanceError,
@@ -27,6 +34,7 @@ from ._errors import (
     NotSentError,
     ProtocolError,
     RateLimitedError,
+    SendStoppedError,
     StaffUnavailableError,
     TransportError,
     UnknownResultError,
@@ -44,16 +52,21 @@ from ._models import (
     Signature,
     StateReport,
 )
+from ._observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
 from ._pricing import Estimate, segments
 from ._reports import RecordStream, StreamStats
-from ._scheduler import RetryDetails, RetryPolicy, SchedulerStats
+from ._scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
 from ._shared_limit import SharedLimitError
 from ._tracker import DeliveryTracker, TrackerResult
 from ._version import __version__
 
 __all__ = [
+    "ACCOUNT_REFUSALS",
+    "BALANCE_REFUSALS",
+    "BUSY_REFUSALS",
     "FINAL_OPERATOR_CODES",
     "GATEWAY_TZ",
+    "INPUT_REFUSALS",
     "AccountFormatError",
     "AisixClient",
     "AisixError",
@@ -68,11 +81,16 @@ __all__ = [
     "ChannelGroup",
     "ChannelGroupNotAllowedError",
     "ChargeFailedError",
+    "CircuitOpenError",
+    "ClientStats",
+    "DeadlineExceededError",
     "DeliveryTracker",
     "EnterpriseUnavailableError",
     "Estimate",
+    "ExtraNotInstalledError",
     "GatewayError",
     "GatewayInternalError",
+    "Histogram",
     "InsufficientBalanceError",
     "InterfaceNotEnabledError",
     "InvalidParameterError",
@@ -83,6 +101,7 @@ __all__ = [
     "OutcomeStatus",
     "ProtocolError",
     "RateLimitedError",
+    "RateState",
     "RecordStream",
     "Reply",
     "ReportResult",
@@ -91,6 +110,7 @@ __all__ = [
     "SchedulerStats",
     "SendOutcome",
     "SendReceipt",
+    "SendStoppedError",
     "SendStream",
     "SendSummary",
     "SharedLimitError",
@@ -100,9 +120,11 @@ __all__ = [
     "StreamStats",
     "TrackerResult",
     "TransportError",
+    "UnknownOutcome",
     "UnknownResultError",
     "ValidationError",
     "__version__",
+    "mobiles_hash",
     "segments",
 ]
 

@@ -16,7 +16,10 @@ Stopping: -9 (balance), an account-level refusal (0, -2, -3, -5, -6, -7, -8), a 
 never clears, or a gateway that cannot be reached stops dispatch at once. Requests
 already on the wire finish; everything not yet dispatched, including the rest of the
 input (which is still read, so that every recipient gets its outcome), is reported as
-failed with :class:`NotSentError`.
+failed with :class:`NotSentError`. The caller can stop dispatch the same way with
+``stream.stop()`` (Ctrl-C in the command line): from then on no request leaves, retries
+included; a chunk waiting for its turn or for a retry is reported as not sent at once,
+and only requests already written are let finish.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from ._errors import (
     InsufficientBalanceError,
     NotSentError,
     RateLimitedError,
+    SendStoppedError,
     TransportError,
     ValidationError,
 )
@@ -212,12 +216,18 @@ class ChunkLedger(Protocol):
 class _ChunkHooks:
     """The scheduler's dispatch hooks for one chunk: the stop switch and the ledger."""
 
-    __slots__ = ("_stream", "chunk", "on_wire", "tally")
+    __slots__ = ("_stream", "chunk", "counted", "on_wire", "scope", "tally")
 
     def __init__(self, stream: SendStream, chunk: PlannedChunk) -> None:
         self._stream = stream
         self.chunk = chunk
         self.tally = AttemptTally()
+        #: Whether the tally was added to the stream's counters (until then stats reads it).
+        self.counted = False
+        #: Cancelled by ``stop()`` while no request of the chunk is on the wire: a chunk
+        #: queued for a slot, the pace or a retry's backoff must not wait for its turn
+        #: only to be turned down then.
+        self.scope = anyio.CancelScope()
         #: Whether a request for the chunk may have been written (and not provably refused):
         #: what its fate is if the stream is abandoned now.
         self.on_wire = False
@@ -238,6 +248,9 @@ class _ChunkHooks:
         ledger = self._stream._ledger
         if ledger is not None:
             await ledger.off_wire(self.chunk)
+        if self._stream._stop is not None:
+            # Dispatch stopped while this attempt was out: no retry may leave.
+            raise _Stopped
 
 
 class _Stopped(Exception):
@@ -246,7 +259,7 @@ class _Stopped(Exception):
 
 # The cause of NotSentError for a chunk the stream took on and never dispatched, because
 # its block was left early. One instance serves every such chunk: it carries no state.
-_ABANDONED = AisixError("the send stream was left (break, an error or a cancellation) first")
+_ABANDONED = AisixError("the send ended before this chunk's turn came")
 
 
 class _Counters:
@@ -353,6 +366,12 @@ class SendStream:
         owed = list(self._handed.values())
         for hooks in self._open.values():
             chunk, count = hooks.chunk, self._count
+            if not hooks.counted:
+                # Their attempts, counted live while open (see stats), stay counted.
+                hooks.counted = True
+                count.requests += hooks.tally.attempts
+                count.rate_limited += hooks.tally.rate_limited
+                count.retries += max(0, hooks.tally.attempts - 1)
             if hooks.on_wire:
                 count.unknown += chunk.size
                 error: AisixError = TransportError(
@@ -406,15 +425,25 @@ class SendStream:
         """A live snapshot of this send (a property: read it as often as you like)."""
         count = self._count
         scheduler = self._client._scheduler
+        # Chunks still being sent count their attempts so far: during a -1 storm a chunk
+        # is retried for seconds, and figures that wait for it to settle would read 0.
+        requests, rate_limited, retries = count.requests, count.rate_limited, count.retries
+        for hooks in self._open.values():
+            if hooks.counted:
+                continue
+            tally = hooks.tally
+            requests += tally.attempts
+            rate_limited += tally.rate_limited
+            retries += max(0, tally.attempts - 1)
         return BulkStats(
             done=count.accepted + count.failed + count.unknown,
             accepted=count.accepted,
             failed=count.failed,
             unknown=count.unknown,
             skipped=count.skipped,
-            requests=count.requests,
-            rate_limited=count.rate_limited,
-            retries=count.retries,
+            requests=requests,
+            rate_limited=rate_limited,
+            retries=retries,
             limit=scheduler.limit,
             pace=scheduler.pace,
             in_flight=count.in_flight,
@@ -423,8 +452,29 @@ class SendStream:
 
     @property
     def stopped_by(self) -> AisixError | None:
-        """The error that stopped dispatch, if one did."""
+        """The error that stopped dispatch, if one did (a SendStoppedError after ``stop()``)."""
         return self._stop
+
+    def stop(self, reason: str = "its caller stopped it") -> None:
+        """Stop dispatch now; the requests already written finish and are reported.
+
+        From this call on no request of this stream leaves, retries included. Chunks
+        waiting for their turn (a concurrency slot, the pace, a retry's backoff) are
+        reported at once as failed with :class:`NotSentError` (its ``cause`` a
+        :class:`SendStoppedError`): nothing of them reached the gateway, so they are safe
+        to send again. Keep iterating to collect the outcomes of the requests on the
+        wire; the rest of the input is still read and reported as not sent, as after a
+        -9. Or leave the block once ``stats.in_flight`` is 0: nothing is in doubt then,
+        and the chunks not handed over yet are in ``abandoned``. Safe to call more than
+        once, and from any task of the stream's event loop (a signal handler, a timeout).
+        """
+        if self._stop is None:
+            # Asked for by the caller, who knows: not a warning.
+            logger.info("bulk send: stopping dispatch: %s", reason)
+            self._stop = SendStoppedError(reason)
+        for hooks in self._open.values():
+            if not hooks.on_wire:
+                hooks.scope.cancel()
 
     async def drain(self) -> SendSummary:
         """Iterate to the end and summarise (what ``send_all`` does)."""
@@ -513,7 +563,12 @@ class SendStream:
         try:
             self._count.in_flight += 1
             try:
-                outcome = await self._send_chunk(hooks)
+                outcome: SendOutcome | None = None
+                with hooks.scope:
+                    outcome = await self._send_chunk(hooks)
+                if outcome is None:
+                    # stop() cancelled it while none of its requests was on the wire.
+                    outcome = self._not_sent(hooks.chunk, hooks.tally.attempts)
             finally:
                 self._count.in_flight -= 1
             del self._open[outcome.chunk]
@@ -532,6 +587,7 @@ class SendStream:
                 receipts = _receipts(answer, 1 if chunk.action == "sendOnce" else chunk.size)
             finally:
                 count = self._count
+                hooks.counted = True
                 count.requests += tally.attempts
                 count.rate_limited += tally.rate_limited
                 count.retries += max(0, tally.attempts - 1)
@@ -655,7 +711,7 @@ def once_stream(
 ) -> SendStream:
     """The stream of ``send_many``; content and options are checked here, before sending."""
     _check_source(numbers, "numbers")
-    planner = OncePlanner(content, chunk_size)
+    planner = OncePlanner(content, chunk_size, numbering=client.numbers)
     sized = isinstance(numbers, Sized) and not isinstance(numbers, AsyncIterable)
     count = len(numbers) if sized else 0  # type: ignore[arg-type]
     estimate = [(content, count)] if count else None
@@ -694,7 +750,7 @@ def batch_stream(
 ) -> SendStream:
     """The stream of ``send_batch_many``."""
     _check_source(pairs, "pairs")
-    planner = BatchPlanner(chunk_size)
+    planner = BatchPlanner(chunk_size, numbering=client.numbers)
     sized = isinstance(pairs, Sequence)
     estimate = _batch_texts(pairs) if sized and len(pairs) else None  # type: ignore[arg-type]
     return _stream(
@@ -717,7 +773,7 @@ def param_stream(
 ) -> SendStream:
     """The stream of ``send_param_many``; the template is checked here, before sending."""
     _check_source(rows, "rows")
-    planner = ParamPlanner(template, chunk_size)
+    planner = ParamPlanner(template, chunk_size, numbering=client.numbers)
     text, count = check_template(template)
     sized = isinstance(rows, Sequence)
     estimate = _param_texts(text, count, rows) if sized and len(rows) else None  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ and a source that changed is refused with the position where it differs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -36,10 +37,11 @@ import anyio
 
 from ._bulk import BulkStats, ChunkLedger, OutcomeStatus, SendOutcome, SendStream
 from ._campaign_ledger import CampaignLedger, CampaignSummary, summarize
-from ._errors import AisixError, CampaignError
+from ._errors import AisixError, CampaignError, ValidationError
 from ._journal import ChunkState, Journal
 from ._models import MalformedRecord, Reply, StateReport
 from ._reports import BatchHook, RecordStream, watch_replies, watch_send_states
+from ._scheduler import RateState
 
 if TYPE_CHECKING:
     from ._client import AisixClient
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["Campaign", "CampaignStream", "open_campaign"]
 
 logger = logging.getLogger("aisix_async")
+
+#: The journal's meta key for the client's RateState (JSON).
+_RATE_STATE_KEY = "rate_state"
 
 
 class CampaignStream:
@@ -69,6 +74,8 @@ class CampaignStream:
         self._check_balance = check_balance
         self._stream: SendStream | None = None
         self._ledger: CampaignLedger | None = None
+        self._stop_reason: str | None = None
+        self._run: int | None = None
 
     async def __aenter__(self) -> CampaignStream:
         journal = self._campaign._claim()
@@ -76,12 +83,15 @@ class CampaignStream:
             text = json.dumps(self._definition, sort_keys=True, ensure_ascii=False)
             await journal.define(hashlib.sha256(text.encode()).hexdigest(), self._definition)
             resuming = bool(journal.rows)
+            self._run = await journal.begin_run("send")
             if resuming and self._check_balance:
                 # The estimate would price the whole input, most of it already paid for;
                 # a -9 still stops the run, and its chunks stay resendable.
                 logger.info("campaign %s: resuming; no balance check up front", journal.path)
             self._ledger = CampaignLedger(journal, resend_unknown=self._campaign.resend_unknown)
             self._stream = self._build(self._ledger, self._check_balance and not resuming)
+            if self._stop_reason is not None:
+                self._stream.stop(self._stop_reason)
             await self._stream.__aenter__()
         except BaseException:
             self._campaign._release()
@@ -102,11 +112,27 @@ class CampaignStream:
             # Also when the stream's exit re-raises a cancellation (the usual way out).
             try:
                 await self._record_abandoned(self._stream, self._ledger)
+                if self._run is not None:
+                    await self._end_run(self._run)
             finally:
                 self._campaign._release()
+        with contextlib.suppress(CampaignError):
+            # A hint for a resumed run; a broken journal says so on its own.
+            await self._campaign.save_rate_state()
         if exc_type is None and self._ledger.error is not None:
             raise self._ledger.error
         return result
+
+    async def _end_run(self, seq: int) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._campaign._journal_now().end_run(seq)
+            except CampaignError:
+                # A broken journal (a full disk) already said so; the error that matters
+                # is the run's own, not that its end could not be recorded.
+                logger.warning(
+                    "campaign %s: the end of this run was not recorded", self._campaign.path
+                )
 
     async def _record_abandoned(self, stream: SendStream, ledger: CampaignLedger) -> None:
         # Chunks cut off on the wire (the block was left early): recorded as unknown now,
@@ -162,6 +188,16 @@ class CampaignStream:
         """The error that stopped dispatch (e.g. -9), if one did."""
         return None if self._stream is None else self._stream.stopped_by
 
+    def stop(self, reason: str = "its caller stopped it") -> None:
+        """Stop dispatch now (see :meth:`SendStream.stop`); a resumed run sends the rest.
+
+        Called before the block is entered (a signal while the journal opens), the send
+        starts stopped: nothing is sent.
+        """
+        self._stop_reason = reason
+        if self._stream is not None:
+            self._stream.stop(reason)
+
     async def drain(self) -> CampaignSummary:
         """Iterate to the end; the campaign's summary."""
         async for _ in self:
@@ -199,7 +235,34 @@ class Campaign:
         if self._journal is not None:
             raise RuntimeError("a Campaign can be entered only once at a time")
         self._journal = await Journal.open(self.path, durable=self._durable)
+        self._start_from_saved_rate(self._journal)
         return self
+
+    def _start_from_saved_rate(self, journal: Journal) -> None:
+        # A resumed campaign starts at the pace its last run found (RateState decays
+        # it with age), unless the client already knows better (it sent, or was given
+        # a rate_state of its own).
+        text = journal.meta.get(_RATE_STATE_KEY)
+        if text is None:
+            return
+        try:
+            state = RateState.from_dict(json.loads(text))
+        except (ValueError, ValidationError):
+            logger.warning("campaign %s: the saved rate state is unreadable; ignored", self.path)
+            return
+        self._client._scheduler.adopt(state)
+
+    async def save_rate_state(self) -> None:
+        """Record the client's :meth:`~AisixClient.rate_state` in the journal now.
+
+        Done when a send ends and when the campaign closes; a resumed run starts from it.
+        """
+        journal = self._journal_now()
+        scheduler = self._client._scheduler
+        if not scheduler.stats().requests:
+            return
+        text = json.dumps(scheduler.rate_state().as_dict(), sort_keys=True)
+        await journal.set_meta(_RATE_STATE_KEY, text)
 
     async def __aexit__(
         self,
@@ -207,9 +270,18 @@ class Campaign:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        journal, self._journal = self._journal, None
-        if journal is not None:
-            await journal.aclose()
+        try:
+            if self._journal is not None and not self._sending:
+                # Shielded and bounded: also on the way out of a cancelled block.
+                with anyio.move_on_after(5, shield=True):
+                    await self.save_rate_state()
+        except CampaignError as error:
+            # Only a hint for the next run: never worth masking how this one ended.
+            logger.warning("campaign %s: the rate state was not saved: %s", self.path, error)
+        finally:
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                await journal.aclose()
 
     def _journal_now(self) -> Journal:
         if self._journal is None:

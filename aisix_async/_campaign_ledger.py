@@ -78,7 +78,8 @@ class CampaignSummary:
     cost: Decimal
     #: How many items the input holds, once a run has read all of it.
     input_size: int | None
-    #: Delivery reports recorded, by operator code (DELIVRD, UNDELIV ...).
+    #: Recipients of this campaign with a final delivery report, by operator code
+    #: (DELIVRD, UNDELIV ...): only reports whose (msgid, mobile) the campaign sent.
     delivery: Mapping[str, int]
     #: (input position, mobile) of the recipients whose fate is unknown.
     unknown_recipients: tuple[tuple[int, str], ...]
@@ -87,6 +88,15 @@ class CampaignSummary:
     #: moves them to ``unknown_recipients`` (it reaches them first: they were the last
     #: chunks sent, and everything before them is only checked).
     unknown_unread: tuple[int, ...] = ()
+    #: Delivery reports fetched through this campaign that are not its own (another
+    #: campaign's, a send outside it): kept in the journal, counted here, never in
+    #: ``delivery``.
+    foreign_reports: int = 0
+
+    @property
+    def pending(self) -> int:
+        """Accepted recipients without a final delivery report yet."""
+        return max(0, self.accepted - sum(self.delivery.values()))
 
     @property
     def complete(self) -> bool:
@@ -221,4 +231,5 @@ def summarize(journal: Journal) -> CampaignSummary:
         delivery=dict(journal.delivery),
         unknown_recipients=tuple(sorted(journal.unknown.items())),
         unknown_unread=tuple(sorted(p for ps in journal.unread.values() for p in ps)),
+        foreign_reports=journal.foreign_reports,
     )

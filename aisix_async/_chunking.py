@@ -18,7 +18,7 @@ so a resumed campaign that re-reads the same input gets the same chunks.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
@@ -28,6 +28,7 @@ from ._validate import (
     MAX_NUMBERS,
     MIN_BATCH,
     MOBILE_PATTERN,
+    NUMBERING_PATTERNS,
     check_content,
     check_joinable,
     check_mobile,
@@ -110,6 +111,24 @@ PlanItem = PlannedChunk | RejectedItem
 _MOBILE_MATCH = MOBILE_PATTERN.fullmatch
 # A run of valid numbers joined by commas, checked in one C-level match.
 _MOBILES_MATCH = re.compile(rf"(?:{MOBILE_PATTERN.pattern},)*{MOBILE_PATTERN.pattern}").fullmatch
+
+
+def _never(_text: str) -> None:
+    return None
+
+
+def _fast_matches(numbering: str) -> tuple[Callable[[str], object], Callable[[str], object]]:
+    """The one-number and comma-joined matches of a policy that is a regex ("e164" is not:
+    its numbers are normalised, so every one goes the general way)."""
+    pattern = NUMBERING_PATTERNS.get(numbering)
+    if pattern is None:
+        return _never, _never
+    if pattern is MOBILE_PATTERN:
+        return _MOBILE_MATCH, _MOBILES_MATCH
+    joined = re.compile(rf"(?:{pattern.pattern},)*{pattern.pattern}")
+    return pattern.fullmatch, joined.fullmatch
+
+
 # Returned (never mutated) when an item completes nothing.
 _NOTHING: list[PlanItem] = []
 
@@ -141,9 +160,11 @@ class Planner:
     #: Items per chunk, set by each kind of planner.
     _size: int
 
-    def __init__(self) -> None:
+    def __init__(self, numbering: str = "lenient") -> None:
         self._next_index = 0
         self._position = 0
+        #: The client's numbering policy (see ``_validate.NUMBERING``).
+        self._numbering = numbering
 
     @property
     def chunk_size(self) -> int:
@@ -183,8 +204,11 @@ class Planner:
 class OncePlanner(Planner):
     """Numbers for one content: sendOnce chunks of ``chunk_size`` numbers."""
 
-    def __init__(self, content: str, chunk_size: int = MAX_NUMBERS) -> None:
-        super().__init__()
+    def __init__(
+        self, content: str, chunk_size: int = MAX_NUMBERS, *, numbering: str = "lenient"
+    ) -> None:
+        super().__init__(numbering)
+        self._match, self._match_joined = _fast_matches(numbering)
         self._content = check_content(content)
         self._size = check_chunk_size(chunk_size, action="sendOnce")
         self._positions: list[int] = []
@@ -193,7 +217,7 @@ class OncePlanner(Planner):
     def feed(self, item: object) -> list[PlanItem]:
         # The hot path of a ten-million-number send: one regex match and two appends per
         # valid number; anything else goes the general way (and is rejected there).
-        if type(item) is str and _MOBILE_MATCH(item):
+        if type(item) is str and self._match(item):
             self._positions.append(self._position)
             self._position += 1
             self._mobiles.append(item)
@@ -208,7 +232,7 @@ class OncePlanner(Planner):
             joined = ",".join(items)  # type: ignore[arg-type]
         except TypeError:
             joined = ""
-        if not (joined.count(",") == len(items) - 1 and _MOBILES_MATCH(joined)):
+        if not (joined.count(",") == len(items) - 1 and self._match_joined(joined)):
             return super().feed_many(items)
         mobiles: list[str] = items  # type: ignore[assignment]
         planned: list[PlanItem] = []
@@ -224,7 +248,7 @@ class OncePlanner(Planner):
         return planned
 
     def _check(self, item: object, position: int) -> tuple[str, tuple[str, ...]]:
-        return check_mobile(item), ()
+        return check_mobile(item, self._numbering), ()
 
     def _add(self, position: int, entry: tuple[str, tuple[str, ...]]) -> list[PlanItem]:
         self._positions.append(position)
@@ -256,8 +280,8 @@ class _MultiPlanner(Planner):
 
     action = ""
 
-    def __init__(self, chunk_size: int) -> None:
-        super().__init__()
+    def __init__(self, chunk_size: int, numbering: str = "lenient") -> None:
+        super().__init__(numbering)
         self._size = check_chunk_size(chunk_size, action=self.action)
         # A full chunk is held back until the next one has two messages, so the end of the
         # input can still move one message into the last chunk instead of leaving it alone.
@@ -303,12 +327,12 @@ class BatchPlanner(_MultiPlanner):
 
     action = "sendBatch"
 
-    def __init__(self, chunk_size: int = MAX_BATCH) -> None:
-        super().__init__(chunk_size)
+    def __init__(self, chunk_size: int = MAX_BATCH, *, numbering: str = "lenient") -> None:
+        super().__init__(chunk_size, numbering)
 
     def _check(self, item: object, position: int) -> tuple[str, tuple[str, ...]]:
         mobile, content = check_pair(item, position)
-        checked = check_mobile(mobile)
+        checked = check_mobile(mobile, self._numbering)
         what = f"content #{position} (for {checked})"
         return checked, (check_joinable(check_content(content, what=what), what),)
 
@@ -331,16 +355,20 @@ class ParamPlanner(_MultiPlanner):
 
     action = "sendParam"
 
-    def __init__(self, template: str, chunk_size: int = MAX_BATCH) -> None:
+    def __init__(
+        self, template: str, chunk_size: int = MAX_BATCH, *, numbering: str = "lenient"
+    ) -> None:
         self._template, self._count = check_template(template)
-        super().__init__(chunk_size)
+        super().__init__(chunk_size, numbering)
 
     @property
     def template(self) -> str:
         return self._template
 
     def _check(self, item: object, position: int) -> tuple[str, tuple[str, ...]]:
-        mobile, values = check_param_row(self._template, self._count, item, position)
+        mobile, values = check_param_row(
+            self._template, self._count, item, position, self._numbering
+        )
         return mobile, tuple(values)
 
     def _chunk(self, entries: Sequence[_Entry]) -> PlannedChunk:

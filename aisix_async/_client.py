@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -21,7 +23,15 @@ import anyio.lowlevel
 import attrs
 
 from . import _pricing, _reports
-from ._errors import AisixError, ProtocolError, TransportError, ValidationError, error_for_code
+from ._errors import (
+    AisixError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    ProtocolError,
+    TransportError,
+    ValidationError,
+    error_for_code,
+)
 from ._http import HttpTransport
 from ._keygate import KeyGate
 from ._models import (
@@ -34,15 +44,16 @@ from ._models import (
     Signature,
     StateReport,
 )
+from ._observe import CallObservation, ClientStats, Observer, UnknownHook
 from ._pricing import Estimate, PriceBook
 from ._reports import BatchHook, RecordStream, parse_records
 from ._scheduler import (
     AttemptTally,
     DispatchHooks,
+    RateState,
     RetryDetails,
     RetryPolicy,
     Scheduler,
-    SchedulerStats,
 )
 from ._shared_limit import SharedLimit
 from ._validate import (
@@ -55,6 +66,7 @@ from ._validate import (
     check_csid,
     check_mobiles,
     check_number,
+    check_numbering,
     check_param_rows,
 )
 from ._wire import (
@@ -121,6 +133,10 @@ class AisixClient:
         on_key_update: KeyUpdateHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
         http_stack: Literal["httpx", "httpx2"] | None = None,
+        numbers: str = "lenient",
+        on_unknown: UnknownHook | None = None,
+        otel: bool | None = None,
+        rate_state: RateState | None = None,
         shared_limit: str | None = None,
     ) -> None:
         self._account = check_account(
@@ -133,17 +149,28 @@ class AisixClient:
             base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
             data_url or os.environ.get("AISIX_DATA_URL") or None,
         )
+        self._numbers = check_numbering(numbers)
         self._cgid = check_cgid(cgid)
         self._csid = check_csid(csid)
         check_number(timeout, "timeout")
         check_number(max_answer_bytes, "max_answer_bytes", integer=True, minimum=1)
         self._gateway_tz = gateway_tz
+        self._timeout = timeout
+        # Counters, histograms, the on_unknown hook, and OpenTelemetry when installed.
+        self._observer = Observer(on_unknown=on_unknown, otel=otel)
         self._on_key_update = on_key_update
         self._gate = KeyGate()
         # Clients of one account in other processes share its pace through Redis.
         shared_url = shared_limit or os.environ.get("AISIX_SHARED_LIMIT") or None
         self._shared = (
-            SharedLimit(shared_url, account=self._account, gateway_url=self._endpoints.open_url)
+            SharedLimit(
+                shared_url,
+                account=self._account,
+                gateway_url=self._endpoints.open_url,
+                # Should Redis hold no schedule yet (or have lost it), a pace this client
+                # was handed starts it.
+                seed_pace=rate_state.pace if isinstance(rate_state, RateState) else None,
+            )
             if shared_url is not None
             else None
         )
@@ -155,6 +182,7 @@ class AisixClient:
             max_rate=max_rate,
             retry=retry,
             on_retry=on_retry,
+            rate_state=rate_state,
         )
         self._transport = HttpTransport(
             timeout=timeout,
@@ -164,6 +192,7 @@ class AisixClient:
             http_stack=http_stack,
         )
         self._prices = PriceBook(self.get_channel_groups, self.get_signs)
+        self._observer.bind(self._account, self._scheduler)
         self._closed = False
         # The event loop of the first request: the connection pool belongs to it.
         self._loop: weakref.ref[object] | None = None
@@ -176,6 +205,12 @@ class AisixClient:
     def account(self) -> str:
         """The account this client speaks for, ``staff@enterprise``."""
         return self._account
+
+    @property
+    def numbers(self) -> str:
+        """The numbering policy every number is checked against: "lenient" (the default),
+        "cn-mobile" or "e164" (see the README's "Numbers")."""
+        return self._numbers
 
     @property
     def endpoints(self) -> Endpoints:
@@ -258,21 +293,182 @@ class AisixClient:
         *,
         tally: AttemptTally | None = None,
         hooks: DispatchHooks | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
+        single: bool = False,
     ) -> Answer:
-        """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run)."""
-        self._check_usable()
+        """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run).
 
-        async def attempt() -> Answer:
-            async with self._gate.shared():
-                return await self._exchange(action, fields)
-
-        return await self._scheduler.run(
-            attempt, action=action, unsafe=action in UNSAFE_ACTIONS, tally=tally, hooks=hooks
+        ``single``: a call of the public API, bounded by ``deadline`` and by an enclosing
+        cancel scope's deadline (the bulk engine has its own rules for cut-off chunks).
+        """
+        return await self._run(
+            action,
+            lambda: self._exchange(action, fields),
+            mobiles=_mobiles_of(fields) if action in UNSAFE_ACTIONS else "",
+            tally=tally,
+            hooks=hooks,
+            deadline=deadline,
+            retry=retry,
+            single=single,
         )
 
-    def stats(self) -> SchedulerStats:
-        """The client-wide scheduler now: concurrency limit, pace, in flight, -1s, retries."""
-        return attrs.evolve(self._scheduler.stats(), http_stack=self._transport.stack)
+    async def _run(
+        self,
+        action: str,
+        exchange: Callable[[], Awaitable[_T]],
+        *,
+        mobiles: str = "",
+        tally: AttemptTally | None = None,
+        hooks: DispatchHooks | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
+        single: bool = False,
+        exclusive: bool = False,
+    ) -> _T:
+        """One call: its turn, its attempts, its deadline, and what it tells observers.
+
+        With a deadline (given, or an enclosing cancel scope's), the queue and the waits
+        between attempts are bounded by it and end in DeadlineExceededError (nothing was
+        sent); an attempt already on the wire is shielded and runs to its answer or to the
+        client's ``timeout``, so the caller learns the truth instead of a bare
+        cancellation. Without one, a cancellation that lands while a send is on the wire
+        is recorded as an unknown outcome (WARNING, ``on_unknown``, ``stats()``) and
+        propagates.
+        """
+        self._check_usable()
+        if deadline is not None:
+            check_number(deadline, "deadline")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ValidationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        unsafe = action in UNSAFE_ACTIONS
+        call = CallObservation(self._observer, action, mobiles, single=single)
+        deadline_at = math.inf
+        if single:
+            # A caller cancelled already (its effective deadline reads -inf) hears the
+            # cancellation itself, before anything happens.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            deadline_at = anyio.current_effective_deadline()
+            if deadline is not None:
+                deadline_at = min(deadline_at, anyio.current_time() + deadline)
+        bounded = deadline_at != math.inf
+        cancelled = anyio.get_cancelled_exc_class()
+        on_wire_when_cancelled = False
+
+        async def attempt() -> _T:
+            nonlocal on_wire_when_cancelled
+            gate = self._gate.exclusive() if exclusive else self._gate.shared()
+            async with gate:
+                # The last moment to give up with nothing sent. A turn that came without a
+                # checkpoint would otherwise write a request whose deadline has passed, or
+                # whose caller is already cancelled (and then call it "unknown").
+                if bounded and anyio.current_time() >= deadline_at:
+                    raise DeadlineExceededError(action, deadline, last_error=call.last_error)
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                if single:
+                    # The breaker may have opened while this call waited for its turn.
+                    self._scheduler.breaker.recheck(action, time.monotonic())
+                since = call.dispatched()
+                try:
+                    if bounded:
+                        result = await self._shielded(action, exchange)
+                    else:
+                        result = await exchange()
+                except BaseException as exc:
+                    call.answered(since, exc)
+                    if unsafe and isinstance(exc, cancelled):
+                        on_wire_when_cancelled = True
+                    raise
+                call.answered(since, None)
+                return result
+
+        def run() -> Awaitable[_T]:
+            return self._scheduler.run(
+                attempt,
+                action=action,
+                unsafe=unsafe,
+                tally=tally,
+                hooks=hooks,
+                retry=retry,
+                log_extra=call.log_extra(),
+            )
+
+        try:
+            if not bounded:
+                result = await run()
+                call.finished("accepted")
+                return result
+            with anyio.CancelScope(deadline=deadline_at):
+                result = await run()
+                call.finished("accepted")
+                return result
+        except cancelled:
+            if on_wire_when_cancelled:
+                call.finished("unknown")
+                self._observer.record_unknown(
+                    action, mobiles, "cancelled", None, call.id, call.level
+                )
+                raise
+            if not bounded or anyio.current_time() < deadline_at:
+                # Cancelled for another reason than the deadline, before anything went out.
+                call.finished("cancelled")
+                raise
+            # An enclosing scope with the same deadline took the cancellation: it still
+            # means "not sent", and saying so beats a bare TimeoutError.
+            error = DeadlineExceededError(action, deadline, last_error=call.last_error)
+            call.finished("deadline", error)
+            raise error from None
+        except AisixError as exc:
+            if exc.outcome_unknown:
+                call.finished("unknown", exc)
+                self._observer.record_unknown(action, mobiles, "error", exc, call.id, call.level)
+            elif isinstance(exc, DeadlineExceededError):
+                call.finished("deadline", exc)
+            else:
+                refused_here = isinstance(exc, CircuitOpenError)
+                call.finished("circuit_open" if refused_here else "failed", exc)
+            raise
+        except BaseException:
+            call.finished("stopped")
+            raise
+        # Only our own scope catches its deadline and lands here.
+        error = DeadlineExceededError(action, deadline, last_error=call.last_error)
+        call.finished("deadline", error)
+        raise error
+
+    async def _shielded(self, action: str, exchange: Callable[[], Awaitable[_T]]) -> _T:
+        """Run an exchange that the caller's deadline may no longer interrupt.
+
+        From here the request is (about to be) written: cutting it off would leave a
+        send's fate unknown, so it runs to its answer, bounded by the client's own
+        ``timeout`` instead.
+        """
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self._timeout):
+            return await exchange()
+        raise TransportError(
+            f"{action}: no answer within {self._timeout:g} s; the gateway may have acted on "
+            "the request",
+            request_sent=True,
+            outcome_unknown=action in UNSAFE_ACTIONS,
+        )
+
+    def stats(self) -> ClientStats:
+        """A frozen snapshot: the scheduler (limit, pace, in flight, -1s, retries), counts
+        of attempts by result code and of calls by outcome, histograms of queue wait and
+        gateway latency, unknown outcomes, and whether the circuit breaker is open."""
+        scheduler = self._scheduler
+        return self._observer.snapshot(
+            attrs.evolve(scheduler.stats(), http_stack=self._transport.stack),
+            circuit_open=scheduler.breaker.is_open,
+        )
+
+    def rate_state(self) -> RateState:
+        """What this client learned about the account's limit, to start another from.
+
+        ``AisixClient(..., rate_state=state)`` starts at that pace instead of finding it
+        again; ``state.as_dict()`` is JSON-ready and ``RateState.from_dict`` reads it back.
+        """
+        return self._scheduler.rate_state()
 
     def _targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
         cgid = check_cgid(cgid)
@@ -296,14 +492,34 @@ class AisixClient:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> SendReceipt:
-        """Send one content to 1-1000 numbers in one request; one receipt for them all."""
-        numbers = check_mobiles(mobiles)
+        """Send one content to 1-1000 numbers in one request; one receipt for them all.
+
+        ``deadline`` (seconds) bounds the wait for a turn and for retries; ``retry``
+        overrides the client's policy for this call. See "Inside a web service".
+        """
+        numbers = check_mobiles(mobiles, numbering=self._numbers)
         text = check_content(content)
         cgid, csid = self._targets(cgid, csid)
         fields = once_fields(numbers, text, cgid=cgid, csid=csid, at=self._schedule(at))
-        answer = await self._call("sendOnce", fields)
-        return _receipts(answer, 1)[0]
+        return (await self._send("sendOnce", fields, 1, deadline, retry))[0]
+
+    async def _send(
+        self,
+        action: str,
+        fields: Fields,
+        expected: int,
+        deadline: float | None,
+        retry: RetryPolicy | None,
+    ) -> list[SendReceipt]:
+        answer = await self._call(action, fields, deadline=deadline, retry=retry, single=True)
+        try:
+            return _receipts(answer, expected)
+        except AisixError as exc:
+            self._observer.record_unknown(action, _mobiles_of(fields), "error", exc)
+            raise
 
     async def send_batch(
         self,
@@ -312,12 +528,14 @@ class AisixClient:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> list[SendReceipt]:
         """Send 2-100 (mobile, content) pairs in one request; a receipt per message, in order."""
-        pairs = check_batch(messages)
+        pairs = check_batch(messages, numbering=self._numbers)
         cgid, csid = self._targets(cgid, csid)
         fields = batch_fields(pairs, cgid=cgid, csid=csid, at=self._schedule(at))
-        return _receipts(await self._call("sendBatch", fields), len(pairs))
+        return await self._send("sendBatch", fields, len(pairs), deadline, retry)
 
     async def send_param(
         self,
@@ -327,12 +545,14 @@ class AisixClient:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> list[SendReceipt]:
         """Send a ``{p1}``..``{p10}`` template to 2-100 rows of (mobile, values); a receipt each."""
-        text, checked = check_param_rows(template, rows)
+        text, checked = check_param_rows(template, rows, numbering=self._numbers)
         cgid, csid = self._targets(cgid, csid)
         fields = param_fields(text, checked, cgid=cgid, csid=csid, at=self._schedule(at))
-        return _receipts(await self._call("sendParam", fields), len(checked))
+        return await self._send("sendParam", fields, len(checked), deadline, retry)
 
     # -- bulk sending (the engine lives in _bulk) -------------------------------------
 
@@ -423,22 +643,26 @@ class AisixClient:
 
     # -- reading -------------------------------------------------------------------
 
-    async def get_send_states(self) -> list[StateReport]:
+    async def get_send_states(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> list[StateReport]:
         """Fetch the delivery reports not fetched before (the gateway hands each out once).
 
         An item that cannot be read is logged at WARNING with its raw attributes and left
         out, so it does not cost the rest of its batch; :meth:`watch_send_states` also
         keeps such items (``stream.malformed``).
         """
-        answer = await self._call("getSendState", [])
+        answer = await self._call("getSendState", [], deadline=deadline, retry=retry, single=True)
         return _well_formed(parse_records("getSendState", answer.items, StateReport.from_item))
 
-    async def get_replies(self) -> list[Reply]:
+    async def get_replies(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> list[Reply]:
         """Fetch the replies not fetched before (the gateway hands each out once).
 
         Unreadable items are handled as in :meth:`get_send_states`.
         """
-        answer = await self._call("getReply", [])
+        answer = await self._call("getReply", [], deadline=deadline, retry=retry, single=True)
         return _well_formed(parse_records("getReply", answer.items, Reply.from_item))
 
     def watch_send_states(
@@ -534,23 +758,34 @@ class AisixClient:
 
         return open_campaign(self, path, resend_unknown=resend_unknown, durable=durable)
 
-    async def get_balance(self) -> Balance:
+    async def get_balance(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> Balance:
         """The account's balance."""
-        return Balance.from_item(_single(await self._call("getBalance", []), "getBalance"))
+        answer = await self._call("getBalance", [], deadline=deadline, retry=retry, single=True)
+        return Balance.from_item(_single(answer, "getBalance"))
 
-    async def get_channel_groups(self) -> list[ChannelGroup]:
+    async def get_channel_groups(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> list[ChannelGroup]:
         """The channel groups this account may use, with their billing."""
-        answer = await self._call("getChannelGroup", [])
+        answer = await self._call(
+            "getChannelGroup", [], deadline=deadline, retry=retry, single=True
+        )
         return [ChannelGroup.from_item(item) for item in answer.items]
 
-    async def get_signs(self) -> list[Signature]:
+    async def get_signs(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> list[Signature]:
         """The signatures this account may use (csid 0 is the default)."""
-        answer = await self._call("getSign", [])
+        answer = await self._call("getSign", [], deadline=deadline, retry=retry, single=True)
         return [Signature.from_item(item) for item in answer.items]
 
     # -- the key -------------------------------------------------------------------
 
-    async def update_key(self) -> KeyUpdate:
+    async def update_key(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> KeyUpdate:
         """Rotate the authkey; from then on this client uses the new one.
 
         Persist ``KeyUpdate.authkey`` before anything else (``on_key_update`` is called
@@ -559,21 +794,31 @@ class AisixClient:
         is lost, the error has ``outcome_unknown`` set: the key may or may not have
         changed, and the client keeps the old one.
         """
-        self._check_usable()
 
-        async def attempt() -> KeyUpdate:
-            async with self._gate.exclusive():
-                answer = await self._exchange("updateKey", [])
-                update = KeyUpdate.from_item(_single(answer, "updateKey"))
-                self._authkey = Secret(update.authkey)
-                logger.warning("updateKey: the authkey of %s was rotated", self._account)
-                if self._on_key_update is not None:
-                    result = self._on_key_update(update)
-                    if inspect.isawaitable(result):
-                        await result
-                return update
+        async def rotate() -> KeyUpdate:
+            # Inside the exclusive gate, and shielded with the exchange under a deadline:
+            # a new key must be stored before anything else happens.
+            answer = await self._exchange("updateKey", [])
+            update = KeyUpdate.from_item(_single(answer, "updateKey"))
+            self._authkey = Secret(update.authkey)
+            logger.warning("updateKey: the authkey of %s was rotated", self._account)
+            if self._on_key_update is not None:
+                result = self._on_key_update(update)
+                if inspect.isawaitable(result):
+                    await result
+            return update
 
-        return await self._scheduler.run(attempt, action="updateKey", unsafe=True)
+        return await self._run(
+            "updateKey", rotate, deadline=deadline, retry=retry, single=True, exclusive=True
+        )
+
+
+def _mobiles_of(fields: Fields) -> str:
+    """The comma-joined numbers of a send's fields ("" when there are none)."""
+    for name, value in fields:
+        if name == "m":
+            return value
+    return ""
 
 
 def _env(name: str, what: str) -> str:

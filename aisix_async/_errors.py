@@ -10,6 +10,7 @@ one kind of trouble::
     ├── GatewayError                            the gateway answered with a failure code
     │   ├── AccountFormatError                      0
     │   ├── RateLimitedError                       -1
+    │   │   └── CircuitOpenError                      -1 that never clears: refused at once
     │   ├── AuthenticationError                    -2
     │   ├── KeyLockedError                         -3
     │   ├── InvalidParameterError                  -4
@@ -22,8 +23,11 @@ one kind of trouble::
     │   ├── ChargeFailedError                     -11
     │   └── UnknownResultError                  any code the document does not list
     ├── NotSentError                            a bulk send stopped before this recipient went out
+    ├── SendStoppedError                        the cause of a NotSentError after stop()
+    ├── DeadlineExceededError                   a call's deadline passed before it was written
     ├── BalanceTooLowError                      a local estimate says the balance will not do
-    └── CampaignError                           a campaign journal cannot be used as asked
+    ├── CampaignError                           a campaign journal cannot be used as asked
+    └── ExtraNotInstalledError (also ImportError)  an option needs an extra not installed
 
 Every error carries ``outcome_unknown``. It is true only when a *send* may or may not
 have gone out (read timeout, a connection dropped after the request was written, -10,
@@ -40,6 +44,9 @@ from typing import ClassVar
 
 __all__ = [
     "ACCOUNT_REFUSALS",
+    "BALANCE_REFUSALS",
+    "BUSY_REFUSALS",
+    "INPUT_REFUSALS",
     "AccountFormatError",
     "AisixError",
     "AuthenticationError",
@@ -47,7 +54,10 @@ __all__ = [
     "CampaignError",
     "ChannelGroupNotAllowedError",
     "ChargeFailedError",
+    "CircuitOpenError",
+    "DeadlineExceededError",
     "EnterpriseUnavailableError",
+    "ExtraNotInstalledError",
     "GatewayError",
     "GatewayInternalError",
     "InsufficientBalanceError",
@@ -57,6 +67,7 @@ __all__ = [
     "NotSentError",
     "ProtocolError",
     "RateLimitedError",
+    "SendStoppedError",
     "StaffUnavailableError",
     "TransportError",
     "UnknownResultError",
@@ -138,6 +149,24 @@ class RateLimitedError(GatewayError):
         "refused by the server: too fast, outside the account's time window, or this "
         "IP address is not the one bound to the account"
     )
+
+
+class CircuitOpenError(RateLimitedError):
+    """-1 that never clears: the client refuses at once, without asking the gateway.
+
+    Raised once the scheduler has seen nothing but -1 for several seconds (see
+    ``aisix_async._breaker``), until a probe request is accepted again. Nothing was sent.
+    """
+
+    meaning = (
+        "refused at once: for several seconds the gateway has answered every request "
+        "with -1 (too fast), which no pacing clears; the account is most likely bound to "
+        "another IP address or limited to a time window. Nothing was sent; a probe request "
+        "is let through now and then, and calls work again once one is accepted"
+    )
+
+    def __init__(self, action: str, *, detail: str | None = None) -> None:
+        super().__init__(action, -1, detail=detail)
 
 
 class AuthenticationError(GatewayError):
@@ -226,6 +255,40 @@ class NotSentError(AisixError):
         self.__cause__ = cause
 
 
+class ExtraNotInstalledError(AisixError, ImportError):
+    """An option needs a package of an optional extra that is not installed."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        AisixError.__init__(self, message)
+        self.name = name
+
+
+class SendStoppedError(AisixError):
+    """Why a bulk send's recipients were not sent after its caller called ``stop()``."""
+
+
+class DeadlineExceededError(AisixError):
+    """A call's ``deadline=`` passed while it queued or waited to retry: nothing was sent.
+
+    Certain: the request (or its retry) was never written. A request already written
+    when the deadline passes is allowed to finish instead (see the README).
+    """
+
+    def __init__(
+        self, action: str, deadline: float | None, *, last_error: AisixError | None = None
+    ) -> None:
+        bound = "the deadline" if deadline is None else f"the deadline ({deadline:g} s)"
+        text = f"{action}: not sent: {bound} passed before the request was written"
+        if last_error is not None:
+            text = f"{text}; the last attempt failed: {last_error.message}"
+        super().__init__(text)
+        self.action = action
+        #: The seconds the call was given (None: inherited from an enclosing cancel scope).
+        self.deadline = deadline
+        #: The error of the attempt before the deadline passed, if one was made.
+        self.last_error = last_error
+
+
 class BalanceTooLowError(AisixError):
     """Raised before sending when the estimated cost exceeds the current balance."""
 
@@ -268,6 +331,22 @@ ACCOUNT_REFUSALS: tuple[type[GatewayError], ...] = (
     StaffUnavailableError,
     InterfaceNotEnabledError,
 )
+
+#: The caller's own input was refused (locally, or -4 / -8 by the gateway): resending the
+#: same request gets the same answer. In a web service: HTTP 400/422.
+INPUT_REFUSALS: tuple[type[AisixError], ...] = (
+    ValidationError,
+    InvalidParameterError,
+    ChannelGroupNotAllowedError,
+)
+
+#: The balance does not cover the send (-9, or a local estimate said so); nothing was
+#: charged. In a web service: HTTP 503 for the caller, an alert for whoever pays.
+BALANCE_REFUSALS: tuple[type[AisixError], ...] = (InsufficientBalanceError, BalanceTooLowError)
+
+#: Refused for now, nothing sent: -1 after every retry, the circuit breaker, or a
+#: ``deadline=`` that passed in the queue. Safe to try again later (HTTP 503/429).
+BUSY_REFUSALS: tuple[type[AisixError], ...] = (RateLimitedError, DeadlineExceededError)
 
 #: Sends whose answer carries these codes may have been delivered and charged.
 AMBIGUOUS_SEND_CODES = frozenset({-10, -11})

@@ -43,11 +43,17 @@ import attrs
 
 from . import _journal_sql as sql
 from ._errors import CampaignError
-from ._journal_file import decode_positions, is_disk_full, open_file
+from ._journal_file import (
+    decode_positions,
+    is_disk_full,
+    open_file,
+    open_read_only,
+    release_lock,
+)
 from ._journal_writer import GroupWriter, ItemsHash, Job, resolve_hash
 from ._models import MalformedRecord, Reply, StateReport
 
-__all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Verdict"]
+__all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Run", "Verdict"]
 
 _T = TypeVar("_T")
 
@@ -92,6 +98,22 @@ class ChunkResult:
     receipts: tuple[dict[str, str], ...] = ()
 
 
+#: How many msgids of reports counted apart a journal remembers, to let a chunk recorded
+#: after its reports were fetched claim them.
+_FOREIGN_MSGIDS_KEPT = 100_000
+
+
+@attrs.frozen
+class Run:
+    """One run recorded in the journal: a send, or a reports follower."""
+
+    seq: int
+    kind: str
+    started_at: float
+    ended_at: float | None
+    pid: int | None
+
+
 @attrs.frozen
 class ChunkRow:
     """The journal's light view of one chunk, mirrored in memory for summaries."""
@@ -106,6 +128,11 @@ class ChunkRow:
     error_class: str | None = None
 
 
+_META_TABLE = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+)
+
+
 class Journal:
     """One open campaign journal: :meth:`open` it, :meth:`aclose` it.
 
@@ -114,17 +141,29 @@ class Journal:
     so it never shows what the file does not hold.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock: IO[str]) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: IO[str] | None) -> None:
         self.path = path
         self._conn = conn
+        # None for a read-only view: it takes no lock, so it must release none (releasing
+        # removes the sidecar file, which belongs to the process that holds it).
         self._lock = lock
         self._writer = GroupWriter(path, conn)
         #: Chunk index to its light row.
         self.rows: dict[int, ChunkRow] = {}
         #: Input position to mobile, for recipients whose fate is unknown.
         self.unknown: dict[int, str] = {}
-        #: Operator code to how many delivery reports carried it.
+        #: Recipients of this campaign with a final report, by operator code (upper case).
         self.delivery: dict[str, int] = {}
+        #: Delivery reports recorded that are not this campaign's (kept, counted apart).
+        self.foreign_reports = 0
+        self._lookup = sql.ReportLookup()
+        # Msgids of reports recorded in this session as not the campaign's, and where
+        # this session's reports begin: a chunk recorded later claims its own (see
+        # adopt_reports). Bounded: past the bound, early reports stay counted apart.
+        self._foreign_msgids: dict[str, None] = {}
+        self._session_seq = 0
+        #: The ``meta`` table: what a run learned that the next may start from.
+        self.meta: dict[str, str] = {}
         self.fingerprint: str | None = None
         self.definition: dict[str, Any] | None = None
         self.input_size: int | None = None
@@ -145,6 +184,9 @@ class Journal:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    # Facts about the run rather than the campaign (the rate the gateway
+                    # was found to accept): a key/value table, added to older files too.
+                    conn.execute(_META_TABLE)
                     sql.recover_interrupted(conn)
                     conn.execute("COMMIT")
                 except BaseException:
@@ -195,9 +237,43 @@ class Journal:
                 "SELECT idx, positions FROM chunks WHERE state='unknown' AND mobiles IS NULL"
             )
         }
-        self.delivery = dict(
-            conn.execute("SELECT code, count(*) FROM reports WHERE code != '' GROUP BY code")
-        )
+        (self._session_seq,) = conn.execute(
+            "SELECT max(coalesce((SELECT max(seq) FROM reports), 0),"
+            " coalesce((SELECT max(seq) FROM delivery), 0))"
+        ).fetchone()
+        tallies = sql.tallies(conn)
+        self.delivery = {
+            name[len("final:") :]: n for name, n in tallies.items() if name.startswith("final:")
+        }
+        self.foreign_reports = tallies.get("foreign", 0)
+        # A read-only view of a file this version has not opened for writing yet may
+        # lack the table (it is created on open): nothing learned then.
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        self.meta = dict(conn.execute("SELECT key, value FROM meta")) if has_meta else {}
+
+    @classmethod
+    async def open_read_only(cls, path: str | os.PathLike[str]) -> Journal:
+        """Open a journal another process holds, to read its state as committed now.
+
+        Nothing may be written through it; chunks shown in flight are on the wire.
+        """
+
+        def run() -> Journal:
+            conn = open_read_only(Path(path))
+            journal = cls(Path(path), conn, None)
+            try:
+                journal._load()
+            except BaseException:
+                journal._close_sync()
+                raise
+            return journal
+
+        try:
+            return await anyio.to_thread.run_sync(run)
+        except sqlite3.DatabaseError as exc:
+            raise CampaignError(f"cannot read the campaign journal {path} ({exc})") from None
 
     async def aclose(self) -> None:
         """Close the connection and release the process lock (idempotent)."""
@@ -209,7 +285,8 @@ class Journal:
         try:
             self._conn.close()
         finally:
-            self._lock.close()
+            if self._lock is not None:
+                release_lock(self._lock)
 
     # -- writing -------------------------------------------------------------------
 
@@ -234,6 +311,17 @@ class Journal:
             "the campaign definition", lambda conn: sql.define(conn, fingerprint, text)
         )
         self.fingerprint, self.definition = fingerprint, definition
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Record ``value`` under ``key`` in the meta table (replacing what was there)."""
+        if self.meta.get(key) == value:
+            return
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+        await self._write(f"the journal's {key}", body)
+        self.meta[key] = value
 
     async def set_input_size(self, size: int) -> None:
         """Record that a run read the whole input, and how long it was."""
@@ -336,7 +424,15 @@ class Journal:
         what = f"the outcome of chunk {index}"
         if fresh is None and result.state is ChunkState.ACCEPTED:
             # The common case, its chunk recorded already: one row of a shared statement.
-            row = (index, result.attempts, result.units, str(result.cost), receipts, time.time())
+            row = (
+                index,
+                result.attempts,
+                result.units,
+                str(result.cost),
+                receipts,
+                time.time(),
+                mobiles,
+            )
             await self._writer.run(
                 Job(what, kind="accepted", row=(row, [(m, index) for m in msgids]))
             )
@@ -375,26 +471,77 @@ class Journal:
         )
         if result.state is ChunkState.UNKNOWN:
             self.unknown.update(zip(positions, mobiles, strict=True))
+        early = [m for m in msgids if m in self._foreign_msgids]
+        if early and result.state is ChunkState.ACCEPTED:
+            await self._adopt(index, early)
+
+    async def _adopt(self, index: int, msgids: list[str]) -> None:
+        """Claim the reports of ``msgids`` fetched before chunk ``index`` was recorded."""
+        since = self._session_seq
+        finals, moved = await self._write(
+            f"reports fetched before chunk {index}'s outcome",
+            lambda conn: sql.adopt_reports(conn, index, msgids, since),
+        )
+        for code, n in finals.items():
+            self.delivery[code] = self.delivery.get(code, 0) + n
+        self.foreign_reports -= moved
 
     async def record_reports(self, batch: Sequence[StateReport | MalformedRecord]) -> list[int]:
         """Store fetched reports; reconcile the unknown chunks they prove accepted.
 
-        A report whose msgid we never learned, for a mobile of exactly one chunk whose
-        answer was lost, proves that chunk's request was accepted: the gateway accepts or
-        refuses a request whole. Returns the indexes of the chunks reconciled.
+        Returns the indexes of the chunks reconciled; see :meth:`ingest_reports`.
         """
-        reconciled = await self._write(
-            f"{len(batch)} delivery reports", lambda conn: sql.record_reports(conn, batch)
+        return sorted((await self.ingest_reports(batch)).reconciled)
+
+    async def ingest_reports(self, batch: Sequence[StateReport | MalformedRecord]) -> sql.Ingested:
+        """Store fetched reports, telling the campaign's from the others, in one transaction.
+
+        A report is the campaign's when the campaign sent its (msgid, mobile). A report
+        whose msgid we never learned, for a mobile of exactly one chunk whose answer was
+        lost, proves that chunk's request was accepted (the gateway accepts or refuses a
+        request whole): the chunk is reconciled and the report is the campaign's. Every
+        other report is kept as well and counted in :attr:`foreign_reports`. A
+        recipient's first final report settles it (:attr:`delivery`, by code).
+        """
+        lookup = self._lookup
+        done = await self._write(
+            f"{len(batch)} delivery reports", lambda conn: sql.record_reports(conn, batch, lookup)
         )
-        for item in batch:
-            if isinstance(item, StateReport) and item.code:
-                self.delivery[item.code] = self.delivery.get(item.code, 0) + 1
-        for index, positions in reconciled.items():
+        for code, n in done.finals.items():
+            self.delivery[code] = self.delivery.get(code, 0) + n
+        self.foreign_reports += done.foreign
+        if len(self._foreign_msgids) < _FOREIGN_MSGIDS_KEPT:
+            self._foreign_msgids.update(dict.fromkeys(done.foreign_msgids))
+        for index, positions in done.reconciled.items():
             for position in positions:
                 self.unknown.pop(position, None)
             row = self.rows[index]
             self.rows[index] = attrs.evolve(row, state=ChunkState.ACCEPTED, reconciled=True)
-        return sorted(reconciled)
+        return done
+
+    async def begin_run(self, kind: str) -> int:
+        """Record that a run ("send", "reports") starts now; returns its number."""
+        return await self._write(
+            f"the start of a {kind} run", lambda conn: sql.begin_run(conn, kind, os.getpid())
+        )
+
+    async def end_run(self, seq: int) -> None:
+        """Record that run ``seq`` ended now."""
+        await self._write("the end of a run", lambda conn: sql.end_run(conn, seq))
+
+    async def runs(self) -> list[Run]:
+        """Every run recorded, oldest first."""
+        found = await self._writer.read(sql.runs)
+        return [Run(seq, kind, started, ended, pid) for seq, kind, started, ended, pid in found]
+
+    async def export(self, write: Callable[[Sequence[object]], object]) -> int:
+        """Hand ``write`` one row per recipient the journal knows, in input order.
+
+        Row: (mobile, position, status, msgid, delivery code, reported at as ISO 8601).
+        Runs on the worker thread, one chunk at a time (the campaign is never held in
+        memory); returns how many rows were written. See :func:`export_rows`.
+        """
+        return await self._writer.read(lambda conn: sql.export_rows(conn, write))
 
     async def record_replies(self, batch: Sequence[Reply | MalformedRecord]) -> None:
         """Store fetched replies before they are handed over."""

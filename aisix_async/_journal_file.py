@@ -19,9 +19,11 @@ database file, and closing any descriptor of a file drops POSIX locks on it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -31,20 +33,27 @@ from ._errors import CampaignError
 __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
+    "JournalInUse",
     "decode_positions",
     "encode_positions",
     "is_disk_full",
     "open_file",
+    "open_read_only",
+    "pack_numbers",
+    "release_lock",
+    "unpack_numbers",
 ]
 
 #: ``PRAGMA application_id``: the bytes "AiSx". Marks a file as a campaign journal.
 APPLICATION_ID = int.from_bytes(b"AiSx", "big")
-#: ``PRAGMA user_version``: the schema this code writes and reads.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version``: the schema this code writes and reads. Version 1 files are
+#: migrated in place when opened (:func:`_migrate_v1`).
+SCHEMA_VERSION = 2
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Chunks are stored by their place in the input (ranges of positions), never the input
-# itself; only the mobiles of chunks whose fate is open are kept, to list the unknown.
+# itself before a request; the mobiles of chunks whose fate is open are kept, to list the
+# unknown, and (schema 2) a settled chunk's numbers, compressed, to name its recipients.
 _SCHEMA = """
 CREATE TABLE campaign (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -72,7 +81,8 @@ CREATE TABLE chunks (
     cost TEXT NOT NULL DEFAULT '0',
     receipts TEXT,
     reconciled INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    numbers BLOB
 );
 CREATE TABLE msgids (msgid TEXT PRIMARY KEY, chunk INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE unknown (
@@ -85,12 +95,46 @@ CREATE INDEX unknown_by_chunk ON unknown (chunk);
 CREATE TABLE reports (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT, msgid TEXT, mobile TEXT, result INTEGER, code TEXT,
-    raw TEXT, fetched_at REAL NOT NULL
+    raw TEXT, fetched_at REAL NOT NULL,
+    chunk INTEGER
 );
 CREATE TABLE replies (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT, time_ms INTEGER, mobile TEXT, content TEXT,
     raw TEXT, fetched_at REAL NOT NULL
+)
+"""
+
+# Added by schema 2 (delivery truth per recipient, kept in the file rather than in memory):
+# ``chunks.numbers`` holds a settled chunk's numbers (zlib of the numbers joined by
+# newlines) so a recipient can be named by (chunk, mobile) and exported;
+# ``reports.chunk`` names the chunk a report is for, NULL for a report that is not this
+# campaign's (kept all the same: the gateway hands each out once); ``delivery`` holds each
+# recipient's first final report, whole (it is not in ``reports`` too: one row per report
+# is what ingestion costs; ``seq`` numbers the two tables' reports in one fetch order);
+# ``tallies`` keeps the counts a summary shows (``final:CODE``,
+# ``foreign``), updated in the transaction that records the reports; ``runs`` says when
+# each run happened. (The rate controller's ``meta`` table is created apart, if missing.)
+_SCHEMA_2 = """
+CREATE TABLE delivery (
+    chunk INTEGER NOT NULL,
+    mobile TEXT NOT NULL,
+    code TEXT NOT NULL,
+    at REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT,
+    msgid TEXT NOT NULL,
+    result INTEGER NOT NULL,
+    raw TEXT,
+    PRIMARY KEY (chunk, mobile)
+) WITHOUT ROWID;
+CREATE TABLE tallies (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    pid INTEGER
 )
 """
 
@@ -123,13 +167,31 @@ def decode_positions(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def pack_numbers(mobiles: Sequence[str]) -> bytes:
+    """A chunk's numbers as stored in ``chunks.numbers``: joined by newlines, zlib level 1.
+
+    Numbers of a campaign compress to about a third (digits, shared prefixes); level 1
+    costs some 50 microseconds a chunk, on the journal's worker thread.
+    """
+    return zlib.compress("\n".join(mobiles).encode("utf-8", "surrogatepass"), 1)
+
+
+def unpack_numbers(blob: bytes) -> list[str]:
+    """The inverse of :func:`pack_numbers`."""
+    return zlib.decompress(blob).decode("utf-8", "surrogatepass").split("\n")
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True for SQLite's SQLITE_FULL ("database or disk is full")."""
     return isinstance(exc, sqlite3.Error) and "is full" in str(exc).lower()
 
 
+class JournalInUse(CampaignError):
+    """Another process holds the journal's lock (a send or a reports follower runs on it)."""
+
+
 def _in_use(path: Path, holder: str) -> CampaignError:
-    return CampaignError(
+    return JournalInUse(
         f"the campaign journal {path} is in use by another process{holder}; one journal "
         "is driven by one process at a time (let it finish, or stop it, then resume)"
     )
@@ -164,6 +226,11 @@ def _lock(journal: Path) -> IO[str]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise _in_use(journal, _holder(path)) from None
+            if not _still_at(handle, path):
+                # Its holder removed it as it let go (release_lock) after we opened it: a
+                # lock on that file locks nothing now; take the one at the path.
+                handle.close()
+                return _lock(journal)
         # Who holds it, for the next process's error message.
         handle.seek(0)
         handle.truncate()
@@ -173,6 +240,29 @@ def _lock(journal: Path) -> IO[str]:
         handle.close()
         raise
     return handle
+
+
+def _still_at(handle: IO[str], path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def release_lock(handle: IO[str]) -> None:
+    """Let go of the sidecar lock, removing the file: a clean exit leaves no ``.lock``.
+
+    Removed while still held, so no other process can have locked it in between (one
+    that opened it meanwhile sees it gone and takes a new one: ``_still_at``). Windows
+    cannot remove an open file; the sidecar stays there, harmless (an OS lock, not the
+    file's existence, is what excludes).
+    """
+    try:
+        if sys.platform != "win32":
+            with contextlib.suppress(OSError):
+                os.unlink(handle.name)
+    finally:
+        handle.close()
 
 
 def _holder(path: Path) -> str:
@@ -219,10 +309,12 @@ def _prepare(conn: sqlite3.Connection, path: Path, durable: bool) -> None:
             raise CampaignError(f"{path} is damaged ({check}); it was left untouched")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    if app_id == APPLICATION_ID and version == 1:
+        _migrate_v1(conn)
     if app_id == 0:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.split(";"):
+            for statement in f"{_SCHEMA};{_SCHEMA_2}".split(";"):
                 conn.execute(statement)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -231,6 +323,82 @@ def _prepare(conn: sqlite3.Connection, path: Path, durable: bool) -> None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Bring a schema-1 journal to schema 2, in one transaction (all of it or none).
+
+    Schema 1 did not keep the numbers of accepted chunks, so its reports are attributed
+    to the campaign by msgid alone (a msgid the campaign recorded); later reports are
+    checked on (msgid, mobile) once a run has written a chunk's numbers. Its runs are
+    summed up as one, from the campaign's creation to the last change recorded.
+    """
+    from ._models import FINAL_OPERATOR_CODES
+
+    finals = ",".join(f"'{code}'" for code in sorted(FINAL_OPERATOR_CODES))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE chunks ADD COLUMN numbers BLOB")
+        conn.execute("ALTER TABLE reports ADD COLUMN chunk INTEGER")
+        for statement in _SCHEMA_2.split(";"):
+            conn.execute(statement)
+        conn.execute(
+            "UPDATE reports SET chunk = (SELECT chunk FROM msgids WHERE msgids.msgid ="
+            " reports.msgid) WHERE msgid IS NOT NULL"
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
+            " raw) SELECT chunk, mobile, code, fetched_at, seq, id, msgid, result, raw"
+            f" FROM reports WHERE chunk IS NOT NULL AND upper(code) IN ({finals}) ORDER BY seq"
+        )
+        conn.execute("DELETE FROM reports WHERE seq IN (SELECT seq FROM delivery)")
+        conn.execute(
+            "INSERT INTO tallies (name, n) SELECT 'final:' || upper(code), count(*)"
+            " FROM delivery GROUP BY upper(code)"
+        )
+        conn.execute(
+            "INSERT INTO tallies (name, n) SELECT 'foreign', count(*) FROM reports"
+            " WHERE msgid IS NOT NULL AND chunk IS NULL"
+        )
+        conn.execute(
+            "INSERT INTO runs (kind, started_at, ended_at) SELECT 'schema 1 runs', created_at,"
+            " (SELECT max(updated_at) FROM chunks) FROM campaign"
+        )
+        conn.execute("PRAGMA user_version=2")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """Open the journal at ``path`` to read it while another process drives it.
+
+    No lock, no recovery, no migration: what a running send has committed is read as it
+    stands (WAL readers never block the writer). A schema-1 file must be opened once
+    normally first, to be migrated. Blocking: call it from a worker thread.
+    """
+    _check_header(path)
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=5.0,
+        )
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        raise CampaignError(f"cannot read the campaign journal {path}: {exc}") from None
+    if app_id != APPLICATION_ID or version != SCHEMA_VERSION:
+        conn.close()
+        raise CampaignError(
+            f"{path} cannot be read while another process holds it (journal schema "
+            f"{version}, this version reads {SCHEMA_VERSION}); try again once it is free"
+        )
+    return conn
 
 
 def open_file(path: Path, *, durable: bool) -> tuple[sqlite3.Connection, IO[str]]:
@@ -260,6 +428,6 @@ def open_file(path: Path, *, durable: bool) -> tuple[sqlite3.Connection, IO[str]
             conn.close()
             raise
     except BaseException:
-        lock.close()
+        release_lock(lock)
         raise
     return conn, lock

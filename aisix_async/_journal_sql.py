@@ -12,31 +12,42 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from ._errors import CampaignError
-from ._journal_file import decode_positions, encode_positions
-from ._models import MalformedRecord, Reply, ReportResult, StateReport
+from ._journal_file import decode_positions, encode_positions, pack_numbers, unpack_numbers
+from ._models import FINAL_OPERATOR_CODES, MalformedRecord, Reply, ReportResult, StateReport
 
 __all__ = [
+    "EXPORT_COLUMNS",
     "INTERRUPTED",
     "ROWS_PER_STATEMENT",
+    "Ingested",
+    "ReportLookup",
+    "adopt_reports",
     "begin_chunk",
+    "begin_run",
     "define",
+    "end_run",
+    "export_rows",
     "insert_chunks",
     "mark_on_wire",
     "mark_planned",
     "record_replies",
     "record_reports",
     "recover_interrupted",
+    "runs",
     "set_input_size",
     "settle_accepted",
     "settle_chunk",
     "stored_replies",
     "stored_reports",
+    "tallies",
 ]
 
 #: The error class recorded for a chunk whose process died while it was in flight.
@@ -153,19 +164,20 @@ def insert_chunks(
 
 def settle_accepted(
     conn: sqlite3.Connection,
-    rows: Sequence[tuple[int, int, int, str, str | None, float]],
+    accepted: Sequence[tuple[int, int, int, str, str | None, float, Sequence[str]]],
     msgids: Sequence[tuple[str, int]],
 ) -> None:
     """Accepted outcomes of chunks already recorded, several per statement.
 
-    Each row: (idx, attempts, units, cost, receipts, updated_at); ``msgids`` pairs each
-    msgid with its chunk.
+    Each row: (idx, attempts, units, cost, receipts, updated_at, mobiles); ``msgids``
+    pairs each msgid with its chunk. The numbers are packed here, on the worker thread.
     """
+    rows = [(*row[:6], pack_numbers(row[6])) for row in accepted]
     if sqlite3.sqlite_version_info < (3, 33):  # no UPDATE ... FROM before 3.33 (2020)
         done = conn.executemany(
             "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
             " retryable=0, attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=NULL,"
-            " updated_at=? WHERE idx=?",
+            " updated_at=?, numbers=? WHERE idx=?",
             [(*row[1:], row[0]) for row in rows],
         ).rowcount
     else:
@@ -175,9 +187,9 @@ def settle_accepted(
             done += conn.execute(
                 "UPDATE chunks SET state='accepted', error_class=NULL, error_message=NULL,"
                 " retryable=0, attempts=chunks.attempts + v.column2, units=v.column3,"
-                " cost=v.column4, receipts=v.column5, mobiles=NULL, updated_at=v.column6"
-                " FROM (VALUES "
-                + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+                " cost=v.column4, receipts=v.column5, mobiles=NULL, updated_at=v.column6,"
+                " numbers=v.column7 FROM (VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
                 + ") AS v WHERE chunks.idx = v.column1",
                 [value for row in part for value in row],
             ).rowcount
@@ -271,20 +283,21 @@ def settle_chunk(
         receipts,
         kept,
         now,
+        pack_numbers(mobiles),
         index,
     )
     updated = conn.execute(
         "UPDATE chunks SET state=?, error_class=?, error_message=?, retryable=?,"
-        " attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=?, updated_at=?"
-        " WHERE idx=?",
+        " attempts=attempts+?, units=?, cost=?, receipts=?, mobiles=?, updated_at=?,"
+        " numbers=? WHERE idx=?",
         values,
     )
     if updated.rowcount == 0:
         conn.execute(
             "INSERT INTO chunks (state, error_class, error_message, retryable, attempts,"
-            " units, cost, receipts, mobiles, updated_at, idx, action, first_pos, last_pos,"
-            " size, positions, items_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?, ?)",
+            " units, cost, receipts, mobiles, updated_at, numbers, idx, action, first_pos,"
+            " last_pos, size, positions, items_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?, ?)",
             (
                 *values,
                 action,
@@ -302,58 +315,328 @@ def settle_chunk(
         _add_unknown(conn, index, positions, mobiles)
 
 
+class ReportLookup:
+    """What report ingestion looks up again and again, kept on the worker thread's side.
+
+    Reports come roughly in the order their chunks were sent, a thousand or so per
+    msgid, so a msgid's chunk and a chunk's numbers are read once and kept: a bounded
+    cache of what the file says, never a second source of truth (only positive answers
+    are kept, and a chunk's numbers never change once settled: a changed input is refused).
+    """
+
+    _MAX_MSGIDS = 100_000
+    _MAX_CHUNKS = 64
+
+    def __init__(self) -> None:
+        self._chunk_of: dict[str, int] = {}
+        self._numbers: dict[int, frozenset[str]] = {}
+        self._next_seq: int | None = None
+
+    def sequence(self, conn: sqlite3.Connection, count: int) -> int:
+        """The first of ``count`` fetch-order numbers, shared by ``reports`` and ``delivery``.
+
+        A transaction that rolls back leaves a gap, never a number used twice.
+        """
+        if self._next_seq is None:
+            (last,) = conn.execute(
+                "SELECT max(coalesce((SELECT max(seq) FROM reports), 0),"
+                " coalesce((SELECT max(seq) FROM delivery), 0),"
+                " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'reports'), 0))"
+            ).fetchone()
+            self._next_seq = last + 1
+        first = self._next_seq
+        self._next_seq += count
+        return first
+
+    def chunk_of(self, conn: sqlite3.Connection, msgid: str) -> int | None:
+        chunk = self._chunk_of.get(msgid)
+        if chunk is None:
+            row = conn.execute("SELECT chunk FROM msgids WHERE msgid=?", (msgid,)).fetchone()
+            if row is None:
+                return None
+            if len(self._chunk_of) >= self._MAX_MSGIDS:
+                self._chunk_of.clear()
+            chunk = self._chunk_of[msgid] = row[0]
+        return chunk
+
+    def learn(self, msgid: str, chunk: int) -> None:
+        self._chunk_of[msgid] = chunk
+
+    def numbers(self, conn: sqlite3.Connection, chunk: int) -> frozenset[str] | None:
+        """The chunk's numbers; None when the file does not hold them (schema 1)."""
+        found = self._numbers.get(chunk)
+        if found is None:
+            row = conn.execute(
+                "SELECT numbers, mobiles FROM chunks WHERE idx=?", (chunk,)
+            ).fetchone()
+            if row is None or (row[0] is None and row[1] is None):
+                return None
+            listed = unpack_numbers(row[0]) if row[0] is not None else row[1].split("\n")
+            if len(self._numbers) >= self._MAX_CHUNKS:
+                self._numbers.pop(next(iter(self._numbers)))
+            found = self._numbers[chunk] = frozenset(listed)
+        return found
+
+
+@attrs.frozen
+class Ingested:
+    """What one batch of reports did to the journal."""
+
+    #: Unknown chunks the batch proved accepted, with their input positions.
+    reconciled: dict[int, tuple[int, ...]]
+    #: For each StateReport of the batch, in order: True if it is the campaign's.
+    mine: list[bool]
+    #: Recipients of the campaign settled by this batch, by final code (upper case).
+    finals: dict[str, int]
+    #: Reports of the batch that are not the campaign's.
+    foreign: int
+    #: Their msgids (a chunk recorded later may claim them: see :func:`adopt_reports`).
+    foreign_msgids: frozenset[str] = frozenset()
+
+
 def record_reports(
-    conn: sqlite3.Connection, batch: Sequence[StateReport | MalformedRecord]
-) -> dict[int, tuple[int, ...]]:
-    """Store reports; returns the unknown chunks they reconcile, with their positions."""
+    conn: sqlite3.Connection,
+    batch: Sequence[StateReport | MalformedRecord],
+    lookup: ReportLookup | None = None,
+) -> Ingested:
+    """Store reports, each marked with the campaign's chunk it is for, or none.
+
+    A report is the campaign's when its msgid is one the campaign recorded and its
+    mobile one of that chunk's numbers; or when its msgid was never learned (the answer
+    was lost) and its mobile belongs to exactly one unknown chunk, which it proves
+    accepted (reconciled here). A final report of the campaign's settles its recipient
+    in ``delivery`` (the first final one: a repeat is not counted twice); every other
+    report is kept too, and counted as not the campaign's.
+    """
+    lookup = lookup if lookup is not None else ReportLookup()
     now = time.time()
     reconciled: dict[int, tuple[int, ...]] = {}
+    mine: list[bool] = []
+    foreign = 0
+    foreign_msgids: set[str] = set()
+    rows: list[tuple[Any, ...]] = []
+    # A recipient's first final report goes to ``delivery`` (whole), not to ``reports``.
+    settling: dict[tuple[int, str], tuple[Any, ...]] = {}
+    seq = lookup.sequence(conn, len(batch))
     any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
+    chunk_of, numbers_of = lookup.chunk_of, lookup.numbers
     for item in batch:
+        seq += 1
         if isinstance(item, MalformedRecord):
-            conn.execute(
-                "INSERT INTO reports (raw, fetched_at) VALUES (?, ?)",
-                (json.dumps({"reason": item.reason, "attributes": dict(item.attributes)}), now),
-            )
+            bad = json.dumps({"reason": item.reason, "attributes": dict(item.attributes)})
+            rows.append((seq, None, None, None, None, None, bad, now, None))
             continue
-        conn.execute(
-            "INSERT INTO reports (id, msgid, mobile, result, code, raw, fetched_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                item.id,
-                item.msgid,
-                item.mobile,
-                int(item.result),
-                item.code,
-                json.dumps(dict(item.extra)) if item.extra else None,
-                now,
-            ),
-        )
-        if not any_unknown:
+        msgid, mobile = item.msgid, item.mobile
+        chunk = chunk_of(conn, msgid)
+        if chunk is not None:
+            numbers = numbers_of(conn, chunk)
+            if numbers is not None and mobile not in numbers:
+                chunk = None
+        elif any_unknown:
+            chunks = [
+                c
+                for (c,) in conn.execute(
+                    "SELECT DISTINCT chunk FROM unknown WHERE mobile=?", (mobile,)
+                )
+            ]
+            # The same number in two unknown chunks: the report proves only one of them.
+            if len(chunks) == 1:
+                chunk = chunks[0]
+                reconciled[chunk] = _reconcile(conn, chunk, msgid, now)
+                lookup.learn(msgid, chunk)
+        mine.append(chunk is not None)
+        extra = json.dumps(dict(item.extra)) if item.extra else None
+        row = (seq, item.id, msgid, mobile, int(item.result), item.code, extra, now, chunk)
+        if chunk is None:
+            foreign += 1
+            foreign_msgids.add(msgid)
+        elif item.is_final and (chunk, mobile) not in settling:
+            settling[(chunk, mobile)] = row
             continue
-        if conn.execute("SELECT 1 FROM msgids WHERE msgid=?", (item.msgid,)).fetchone():
-            continue
-        chunks = [
-            c
-            for (c,) in conn.execute(
-                "SELECT DISTINCT chunk FROM unknown WHERE mobile=?", (item.mobile,)
-            )
+        rows.append(row)
+    finals: dict[str, int] = {}
+    if settling:
+        values = [
+            (chunk, mobile, code, at, seq_, id_, msgid, result, raw)
+            for (seq_, id_, msgid, mobile, result, code, raw, at, chunk) in settling.values()
         ]
-        # The same number in two unknown chunks: the report proves only one of them.
-        if len(chunks) == 1:
-            reconciled[chunks[0]] = _reconcile(conn, chunks[0], item.msgid, now)
-    return reconciled
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
+            " raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+        settled = list(settling.values())
+        if conn.total_changes - before < len(values):
+            # Some recipients were settled by an earlier batch: their reports are repeats,
+            # kept in ``reports`` (rare: look each up).
+            kept = []
+            for row in settled:
+                (first,) = conn.execute(
+                    "SELECT seq FROM delivery WHERE chunk=? AND mobile=?", (row[8], row[3])
+                ).fetchone()
+                if first == row[0]:
+                    kept.append(row)
+                else:
+                    rows.append(row)
+            settled = kept
+        for row in settled:
+            code = row[5].upper()
+            finals[code] = finals.get(code, 0) + 1
+    conn.executemany(
+        "INSERT INTO reports (seq, id, msgid, mobile, result, code, raw, fetched_at, chunk)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    tallies = [(f"final:{code}", n) for code, n in finals.items()]
+    if foreign:
+        tallies.append(("foreign", foreign))
+    conn.executemany(
+        "INSERT INTO tallies (name, n) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
+        tallies,
+    )
+    return Ingested(reconciled, mine, finals, foreign, frozenset(foreign_msgids))
+
+
+def adopt_reports(
+    conn: sqlite3.Connection, index: int, msgids: Sequence[str], since: int
+) -> tuple[dict[str, int], int]:
+    """Claim for chunk ``index`` the reports recorded before its outcome was.
+
+    A report can be fetched before its chunk's outcome is recorded (reports followed
+    while sending, a slow disk): it was counted as not the campaign's. Only reports of
+    this session (``seq > since``) can be such, and only these msgids'. Returns the
+    recipients settled, by final code, and how many reports changed sides.
+    """
+    row = conn.execute("SELECT numbers, mobiles FROM chunks WHERE idx=?", (index,)).fetchone()
+    if row is None or (row[0] is None and row[1] is None):
+        return {}, 0
+    numbers = set(unpack_numbers(row[0]) if row[0] is not None else row[1].split("\n"))
+    finals: dict[str, int] = {}
+    moved = 0
+    for msgid in msgids:
+        found = conn.execute(
+            "SELECT seq, id, mobile, result, code, raw, fetched_at FROM reports"
+            " WHERE seq > ? AND chunk IS NULL AND msgid = ? ORDER BY seq",
+            (since, msgid),
+        ).fetchall()
+        for seq, id_, mobile, result, code, raw, at in found:
+            if mobile not in numbers:
+                continue
+            moved += 1
+            upper = (code or "").upper()
+            if upper in FINAL_OPERATOR_CODES:
+                added = conn.execute(
+                    "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid,"
+                    " result, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (index, mobile, code, at, seq, id_, msgid, result, raw),
+                ).rowcount
+                if added:
+                    finals[upper] = finals.get(upper, 0) + 1
+                    conn.execute("DELETE FROM reports WHERE seq=?", (seq,))
+                    continue
+            conn.execute("UPDATE reports SET chunk=? WHERE seq=?", (index, seq))
+    tallies = [(f"final:{code}", n) for code, n in finals.items()]
+    if moved:
+        tallies.append(("foreign", -moved))
+    conn.executemany(
+        "INSERT INTO tallies (name, n) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
+        tallies,
+    )
+    return finals, moved
 
 
 def _reconcile(conn: sqlite3.Connection, index: int, msgid: str, now: float) -> tuple[int, ...]:
-    (text,) = conn.execute("SELECT positions FROM chunks WHERE idx=?", (index,)).fetchone()
+    text, mobiles = conn.execute(
+        "SELECT positions, mobiles FROM chunks WHERE idx=?", (index,)
+    ).fetchone()
+    numbers = pack_numbers(mobiles.split("\n")) if mobiles is not None else None
     conn.execute(
-        "UPDATE chunks SET state='accepted', reconciled=1, mobiles=NULL, updated_at=? WHERE idx=?",
-        (now, index),
+        "UPDATE chunks SET state='accepted', reconciled=1, mobiles=NULL,"
+        " numbers=coalesce(?, numbers), updated_at=? WHERE idx=?",
+        (numbers, now, index),
     )
     conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
     conn.execute("INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)", (msgid, index))
     return decode_positions(text)
+
+
+def tallies(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT name, n FROM tallies"))
+
+
+def begin_run(conn: sqlite3.Connection, kind: str, pid: int) -> int:
+    cursor = conn.execute(
+        "INSERT INTO runs (kind, started_at, pid) VALUES (?, ?, ?)", (kind, time.time(), pid)
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def end_run(conn: sqlite3.Connection, seq: int) -> None:
+    conn.execute("UPDATE runs SET ended_at=? WHERE seq=?", (time.time(), seq))
+
+
+def runs(conn: sqlite3.Connection) -> list[tuple[int, str, float, float | None, int | None]]:
+    return list(conn.execute("SELECT seq, kind, started_at, ended_at, pid FROM runs ORDER BY seq"))
+
+
+#: Export columns, in order.
+EXPORT_COLUMNS = ("mobile", "position", "status", "msgid", "delivery", "reported_at")
+
+
+def _status(state: str, retryable: bool) -> str:
+    if state == "failed":
+        # Failed harmlessly: a resumed run sends it, so it is not sent yet.
+        return "not_sent" if retryable else "failed"
+    return "not_sent" if state == "planned" else state
+
+
+def _msgids(receipts: str | None, size: int) -> list[str]:
+    if not receipts:
+        return [""] * size
+    items = json.loads(receipts)
+    if len(items) == 1 and "mobile" not in items[0]:
+        return [items[0].get("msgid", "")] * size  # sendOnce: one msgid for all
+    listed = [item.get("msgid", "") for item in items]
+    return listed + [""] * (size - len(listed))
+
+
+def export_rows(conn: sqlite3.Connection, write: Callable[[Sequence[object]], object]) -> int:
+    """One row per recipient the journal knows (see ``EXPORT_COLUMNS``), in input order.
+
+    Read a chunk at a time: its numbers, its msgid(s), and its recipients' final reports.
+    A chunk whose numbers the file does not hold (accepted under schema 1) gives its
+    positions with an empty mobile. Input no run has reached is not in the journal.
+    """
+    written = 0
+    chunks = conn.execute(
+        "SELECT idx, positions, state, retryable, receipts, numbers, mobiles FROM chunks"
+        " ORDER BY first_pos"
+    )
+    for index, positions, state, retryable, receipts, numbers, mobiles in chunks:
+        places = decode_positions(positions)
+        if numbers is not None:
+            listed = unpack_numbers(numbers)
+        elif mobiles is not None:
+            listed = mobiles.split("\n")
+        else:
+            listed = [""] * len(places)
+        status = _status(state, bool(retryable))
+        msgids = _msgids(receipts, len(places))
+        reported = {
+            mobile: (code, at)
+            for mobile, code, at in conn.execute(
+                "SELECT mobile, code, at FROM delivery WHERE chunk=?", (index,)
+            )
+        }
+        for mobile, position, msgid in zip(listed, places, msgids, strict=False):
+            code, at = reported.get(mobile, ("", None))
+            when = "" if at is None else datetime.fromtimestamp(at, tz=timezone.utc).isoformat()
+            write((mobile, position, status, msgid, code, when))
+            written += 1
+    return written
 
 
 def _reply_rows(batch: Iterable[Reply | MalformedRecord], now: float) -> Iterator[tuple[Any, ...]]:
@@ -385,9 +668,10 @@ def stored_reports(conn: sqlite3.Connection) -> list[StateReport]:
             code=code,
             extra=json.loads(raw) if raw else {},
         )
-        for id_, msgid, mobile, result, code, raw in conn.execute(
-            "SELECT id, msgid, mobile, result, code, raw FROM reports"
-            " WHERE msgid IS NOT NULL ORDER BY seq"
+        for _, id_, msgid, mobile, result, code, raw in conn.execute(
+            "SELECT seq, id, msgid, mobile, result, code, raw FROM reports"
+            " WHERE msgid IS NOT NULL UNION ALL"
+            " SELECT seq, id, msgid, mobile, result, code, raw FROM delivery ORDER BY 1"
         )
     ]
 

@@ -4,25 +4,39 @@ The gateway limits an *account*, not a call, so one scheduler per client sees ev
 request (a single send from a web handler as much as a bulk chunk or a report poll), and
 a -1 seen by one caller slows all of them.
 
-How fast, and why: the gateway never says
-what its limit is; its only signal is -1, "too fast". A token bucket behind it hides the
-limit for a while (a burst is accepted), so the scheduler learns two things at once:
+How fast, and why: the gateway never says what its limit is; its only signal is -1, "too
+fast", and an account that keeps meeting it risks harsher treatment. A token bucket
+behind it hides the limit for a while (a burst is accepted). The scheduler learns:
 
-* a *concurrency limit* (AIMD): it starts modestly, grows by one per round trip while
-  requests queue for a slot, and shrinks by a tenth on -1; ``max_concurrency`` caps it
-  and also sizes the HTTP pool, so a request that has its slot always finds a connection;
-* a *pace* (requests per second), unset until the first -1: then it is set just under
-  the rate the gateway was seen to accept, grows additively while callers wait for it,
-  and is cut multiplicatively on each new -1. Additive increase with multiplicative
-  decrease is also what lets several processes sharing one account converge to fair
-  shares with no coordinator. ``max_rate`` caps it.
+* a *concurrency limit* (AIMD): a cold client starts with one request in flight and, while
+  requests queue for a slot, adds one per accepted answer (slow start: it doubles every
+  round trip, the requests spread evenly over the round trip so a small bucket is not met
+  with a clump) until the first -1; after that one per round trip's worth of answers, and
+  a tenth off on each cut, but never below what the pace needs for one round trip.
+  ``max_concurrency`` caps it and also sizes the HTTP pool, so a request that has its slot
+  always finds a connection;
+* a *pace* (requests per second), unset until the first -1. That first -1 halves it from
+  the rate it was sending at (what was accepted until then includes the burst). Between
+  two -1 answers the bucket went from empty to empty, so what the gateway accepted in
+  between, over that time, is its rate: each later cut puts the pace just under that rate
+  (x0.9), which becomes the *ceiling*. While the rate climbs (a raised limit being found)
+  the cycle's average lags, so the pace the last accepted request went out at is used.
+  Only a -1 for a request dispatched after the last cut cuts again: the requests already
+  in flight say nothing new, and turns booked at the old pace are booked again.
 
-The rate a cut starts from is what the gateway accepted just before the -1: the last
-second's average, or the last fraction of a second when that is higher, because while
-the rate climbs (the first second, a raised limit) the whole second lags behind it and a
-cut from it would throw away most of the climb. Only a -1 for a request dispatched after
-the last cut cuts again: the requests already in flight when the first -1 came back say
-nothing new.
+Between cuts the pace grows once per request that had to wait for it (an idle client
+never talks itself into a rate it has not tried), and every step is a share of the pace
+counted in requests, not seconds, so the controller behaves alike at 2 and at 500
+requests/s (CUBIC's shape): back to the ceiling within about ten requests, a creep above
+it whose excess doubles every 30 requests (so a burst of 5 is spent, and one -1 met,
+about once per hundred requests), and once an excess of 15% is accepted with no -1 (the
+limit went up) a fast probe doubling the excess every 6 requests. No probe doubles faster
+than once per round trip's worth of requests: the answers that would say "too fast" must
+have time to come back. ``max_rate`` caps the pace.
+
+A :class:`RateState` (pace, concurrency, when it was learned) can be read from a scheduler
+and handed to a new one, which starts just under that pace; an older state is trusted
+less (see STATE_HALF_LIFE, STATE_MAX_AGE).
 
 What is retried, and why:
 
@@ -46,7 +60,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -59,8 +73,10 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from ._breaker import Breaker
 from ._errors import (
     AisixError,
+    CircuitOpenError,
     GatewayInternalError,
     ProtocolError,
     RateLimitedError,
@@ -73,6 +89,7 @@ __all__ = [
     "AttemptTally",
     "DispatchHooks",
     "PaceSource",
+    "RateState",
     "RetryDetails",
     "RetryPolicy",
     "Scheduler",
@@ -93,10 +110,16 @@ class RetryPolicy:
     """
 
     attempts: int = 10
-    #: Seconds from a request's first dispatch to the last retry, backoff included.
+    #: Seconds from a request's first dispatch to the last retry, backoff included: no
+    #: backoff sleeps past it.
     timeout: float = 120.0
     initial_backoff: float = 0.1
     max_backoff: float = 10.0
+    #: Seconds a request is retried while the gateway cannot be reached at all (the
+    #: connection itself fails, so nothing was sent), from the first such failure in a
+    #: row; None: as long as ``timeout``. A gateway that refuses connections is rarely
+    #: back within minutes, and a person waiting deserves an answer sooner.
+    unreachable_timeout: float | None = None
 
 
 @attrs.frozen
@@ -143,6 +166,9 @@ class AttemptTally:
 
 def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
     """True when ``error`` may be retried for an action (``unsafe``: a send or updateKey)."""
+    if isinstance(error, CircuitOpenError):
+        # Refused locally because -1 never clears: retrying would only wait to fail.
+        return False
     if isinstance(error, RateLimitedError):
         return True
     if isinstance(error, TransportError):
@@ -164,6 +190,31 @@ class _SinceFirstDispatch(stop_base):
         return bool(self._started) and self._clock() - self._started[0] >= self._timeout
 
 
+def _unreachable(state: RetryCallState) -> bool:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None and outcome.failed else None
+    return isinstance(error, TransportError) and not error.request_sent
+
+
+class _WhileUnreachable(stop_base):
+    """Stop once the connection has failed for ``timeout`` seconds in a row."""
+
+    def __init__(self, timeout: float | None, clock: Callable[[], float]) -> None:
+        self._timeout = timeout
+        self._clock = clock
+        #: When the current run of connection failures began (None: not in one).
+        self.since: float | None = None
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if not _unreachable(retry_state):
+            self.since = None
+            return False
+        now = self._clock()
+        if self.since is None:
+            self.since = now
+        return self._timeout is not None and now - self.since >= self._timeout
+
+
 class DispatchHooks(Protocol):
     """What a caller hears about its request's attempts, inside the request's slot."""
 
@@ -172,6 +223,50 @@ class DispatchHooks(Protocol):
 
     async def refused(self) -> None:
         """The gateway provably did nothing with this attempt (-1, or it never got it)."""
+
+
+@attrs.frozen
+class RateState:
+    """What a client learned about its account's limit, to start another client from.
+
+    Small, frozen, and JSON-friendly: ``state.as_dict()`` serialises with :func:`json.dumps`
+    and :meth:`from_dict` reads it back (checking every field). ``learned_at`` is wall-clock
+    time (seconds since the epoch), so a state saved by one process means the same in another;
+    a client started from an old state trusts it less the older it is.
+    """
+
+    #: The rate the gateway was found to accept (requests/s); None: no limit met yet.
+    pace: float | None
+    #: The concurrency limit the client had reached.
+    concurrency: int
+    #: When this was learned, in seconds since the epoch (``time.time()``).
+    learned_at: float
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """A plain dict for ``json.dumps``."""
+        return {"pace": self.pace, "concurrency": self.concurrency, "learned_at": self.learned_at}
+
+    @classmethod
+    def from_dict(cls, data: object) -> RateState:
+        """Read what :meth:`as_dict` wrote; a malformed record raises ValidationError."""
+        if not isinstance(data, dict) or set(data) != {"pace", "concurrency", "learned_at"}:
+            raise ValidationError(
+                "a rate state must be a mapping of exactly pace, concurrency and learned_at"
+            )
+        pace, concurrency, learned_at = data["pace"], data["concurrency"], data["learned_at"]
+        if pace is not None:
+            check_number(pace, "rate state pace (requests/s)")
+            if not math.isfinite(pace):
+                raise ValidationError(f"rate state pace must be finite, got {pace!r}")
+        check_number(concurrency, "rate state concurrency", integer=True, minimum=1)
+        check_number(learned_at, "rate state learned_at")
+        if not math.isfinite(learned_at):
+            raise ValidationError(f"rate state learned_at must be finite, got {learned_at!r}")
+        return cls(
+            pace=float(pace) if pace is not None else None,
+            concurrency=int(concurrency),
+            learned_at=float(learned_at),
+        )
 
 
 class SharedShare(Protocol):
@@ -199,21 +294,45 @@ class PaceSource(Protocol):
 class Scheduler:
     """Runs each request attempt when its turn comes, retrying what is safe to retry."""
 
-    #: Multiplicative decrease of the pace and the concurrency limit on a new -1.
+    #: Cut of the pace on a -1 when the limit's estimate is trusted: just under it.
     BETA = 0.9
-    #: Window over which the accepted rate is measured when a -1 asks for a cut (s).
-    WINDOW = 1.0
-    #: The recent part of it that shows a climbing rate (s).
-    SHORT_WINDOW = 0.4
-    #: Below the rate of the last -1, the pace closes the gap with this time constant (s).
-    RECOVERY = 0.5
-    #: Above it, the excess doubles every half second (probing for a raised limit): with
-    #: the cut measured where the climb got to (see ``_rate``), a limit raised from 20 to
-    #: 80 requests/s is followed in about 4 s, where doubling every second took 7 s or
-    #: more. Doubling faster gained nothing measurable and cost more -1 answers.
-    PROBE = 2.0 * math.log(2.0)
-    #: Accepted answers in the window needed before their rate is trusted as a ceiling.
-    MIN_SAMPLES = 10
+    #: Cut on a -1 when the estimate is not trusted yet (the first -1, a burst's worth of
+    #: answers): halve, as TCP leaves slow start, and measure again.
+    BETA_UNSURE = 0.5
+    #: Slots added per accepted answer in slow start: x1.5 per round trip, so the
+    #: requests in flight when a low limit first says -1 are few.
+    SLOW_START = 1.0
+    #: Answers accepted since the previous cut needed before their rate is trusted.
+    MIN_SAMPLES = 4
+    #: Below the ceiling, the pace closes the gap with a time constant of this many
+    #: requests: back at the ceiling within a few dozen requests, at any rate.
+    RECOVERY = 8.0
+    #: ... aiming this share above it (so it is crossed after about 10 requests).
+    OVERSHOOT = 0.05
+    #: At the ceiling the pace creeps up by this share per request ...
+    CREEP = 0.0005
+    #: ... and the excess over the ceiling doubles every this many requests. Near the
+    #: ceiling the probe is gentle (a burst of 5 takes about 70 requests to drain: about
+    #: one -1 per hundred requests at any rate); far above it, it is fast (a doubled limit
+    #: is found in about 170 requests).
+    PROBE_DOUBLING = 30.0
+    #: An excess this large accepted with no -1 means the limit went up (a burst of 5
+    #: would be spent within about 50 requests): probe as fast as with no ceiling known.
+    FAST_PROBE_AT = 0.15
+    #: With no ceiling known (a state that had none), the pace doubles every this many
+    #: requests; above a ceiling that was not trusted, so does the excess.
+    UNSURE_DOUBLING = 6.0
+    #: ... and it starts by this share per request.
+    UNSURE_CREEP = 0.02
+    #: A recent rate this much above the whole cycle's says the rate was still climbing
+    #: (a raised limit being found) when the -1 came: the cut starts from the recent one.
+    CLIMBING = 1.25
+    #: Accepted answers that make up "recent" (see CLIMBING).
+    RECENT = 8
+    #: A learned state loses half its trust in this many seconds (see RateState).
+    STATE_HALF_LIFE = 3600.0
+    #: Older than this, a learned state is ignored: a cold start.
+    STATE_MAX_AGE = 86400.0
 
     def __init__(
         self,
@@ -222,10 +341,12 @@ class Scheduler:
         initial_concurrency: int | None = None,
         max_rate: float | None = None,
         min_rate: float = 0.5,
-        rate_step: float = 2.0,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[RetryDetails], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rate_state: RateState | None = None,
+        wall_clock: Callable[[], float] = time.time,
         shared: PaceSource | None = None,
     ) -> None:
         check_number(max_concurrency, "max_concurrency", integer=True, minimum=1)
@@ -233,7 +354,15 @@ class Scheduler:
             check_number(max_rate, "max_rate (requests/s)")
         if initial_concurrency is not None:
             check_number(initial_concurrency, "initial_concurrency", integer=True, minimum=1)
-        start = initial_concurrency if initial_concurrency is not None else min(4, max_concurrency)
+        if rate_state is not None and not isinstance(rate_state, RateState):
+            raise ValidationError(
+                f"rate_state must be a RateState (see RateState.from_dict), got "
+                f"{type(rate_state).__name__}"
+            )
+        # A cold start opens with one request in flight: a low limit is not met with a
+        # burst far above it, and slow start doubles it every round trip while requests
+        # queue, so a high one is reached in a few round trips.
+        start = initial_concurrency if initial_concurrency is not None else 1
         if not 1 <= start <= max_concurrency:
             raise ValidationError(
                 f"initial_concurrency must run from 1 to max_concurrency ({max_concurrency}), "
@@ -243,28 +372,71 @@ class Scheduler:
         self._limit = float(start)
         self._max_rate = max_rate
         self._min_rate = min(min_rate, max_rate) if max_rate is not None else min_rate
-        self._rate_step = rate_step
         self._retry = retry or RetryPolicy()
         self._on_retry = on_retry
         self._clock = clock
+        self._sleep = sleep
+        self._wall_clock = wall_clock
         # Concurrency: a FIFO of waiters, each woken when a slot frees for it.
         self._in_flight = 0
         self._slot_waiters: deque[anyio.Event] = deque()
+        # Slow start (the limit doubles per round trip) lasts until the first -1.
+        self._slow_start = True
         # Pace: None until the gateway first says -1; each dispatch reserves the next
         # 1/pace-second step, so waiters leave in arrival order and evenly spaced.
         self._pace: float | None = None
+        # The rate the gateway was last seen to accept at its limit; 0: not known.
         self._ceiling = 0.0
+        self._sure = False
+        self._learned_at: float | None = None
         self._first_dispatch: float | None = None
         self._next_at = 0.0
         self._pace_waiting = 0
         self._last_cut = -math.inf
-        self._accepted: deque[float] = deque()
-        self._dispatched: deque[float] = deque()
+        self._cuts = 0
+        self._accepted: deque[float] = deque(maxlen=4096)
+        self._dispatched: deque[float] = deque(maxlen=4096)
+        self._rtt: float | None = None
+        self._last_accepted_pace: float | None = None
         self._shared = shared
         # Counters for stats.
         self._requests = 0
         self._rate_limited = 0
         self._retries = 0
+        #: Fails calls at once while -1 never clears (IP binding, time window).
+        self.breaker = Breaker()
+        if rate_state is not None:
+            self._warm_start(rate_state, initial_concurrency is not None)
+
+    def adopt(self, state: RateState) -> bool:
+        """Start from ``state`` if nothing was sent or learned yet; say whether it was."""
+        if self._requests or self._pace is not None or not self._slow_start:
+            return False
+        self._warm_start(state, told_concurrency=False)
+        return True
+
+    def _warm_start(self, state: RateState, told_concurrency: bool) -> None:
+        age = max(0.0, self._wall_clock() - state.learned_at)
+        if age > self.STATE_MAX_AGE:
+            logger.info("rate state learned %.0f s ago is too old: a cold start", age)
+            return
+        trust = 0.5 ** (age / self.STATE_HALF_LIFE)
+        if not told_concurrency:
+            self._limit = float(max(1, min(self._max, round(state.concurrency * trust))))
+        if state.pace is not None:
+            # Just under what was learned (less the older it is), with that as the ceiling:
+            # the pace is back there within a few requests, then probes gently as usual.
+            self._ceiling = max(self._min_rate, state.pace * trust)
+            self._pace = max(self._min_rate, self.BETA * self._ceiling)
+            self._learned_at = state.learned_at
+            self._sure = True
+            self._slow_start = False
+        logger.info(
+            "starting from a rate state learned %.0f s ago: pace %s, concurrency limit %d",
+            age,
+            "none" if self._pace is None else f"{self._pace:.2f} requests/s",
+            self.limit,
+        )
 
     # -- introspection -------------------------------------------------------------
 
@@ -297,6 +469,14 @@ class Scheduler:
             waiting=len(self._slot_waiters) + self._pace_waiting,
         )
 
+    def rate_state(self) -> RateState:
+        """What was learned so far, as a :class:`RateState` a new client can start from."""
+        # The ceiling is the rate the gateway accepted; the pace just now may be in the
+        # dip after a cut or in a probe above it.
+        pace = self._ceiling if self._ceiling > 0 else self._pace
+        learned_at = self._learned_at if self._learned_at is not None else self._wall_clock()
+        return RateState(pace=pace, concurrency=self.limit, learned_at=learned_at)
+
     # -- the concurrency limit -----------------------------------------------------
 
     async def _acquire_slot(self) -> bool:
@@ -328,86 +508,168 @@ class Scheduler:
             self._in_flight += 1
             self._slot_waiters.popleft().set()
 
+    def _raise_limit(self, to: float) -> None:
+        if to > self._limit:
+            self._limit = min(float(self._max), to)
+            self._wake()
+
+    def _enough_slots(self) -> None:
+        # While paced, the pace says how fast; the concurrency limit must not say less,
+        # so it is kept at what the pace needs for one round trip, with a slot to spare.
+        pace = self.pace
+        if pace is not None and self._rtt is not None:
+            self._raise_limit(math.ceil(pace * self._rtt) + 1.0)
+
     # -- the pace ------------------------------------------------------------------
 
-    async def _await_pace(self) -> None:
+    def _spacing(self) -> float | None:
+        # Requests per second allowed out: the pace, or in slow start the limit's worth
+        # per round trip, spread evenly so that a small bucket is not met with a clump.
         pace = self.pace
-        if pace is None:
-            return
-        now = self._clock()
-        at = max(now, self._next_at)
-        self._next_at = at + 1.0 / pace
-        if at > now:
+        if pace is None and self._slow_start and self._rtt is not None and self._rtt > 0:
+            return self._limit / self._rtt
+        return pace
+
+    async def _await_pace(self) -> None:
+        waited = False
+        while (pace := self._spacing()) is not None:
+            now = self._clock()
+            at = max(now, self._next_at)
+            self._next_at = at + 1.0 / pace
+            if at <= now:
+                break
+            cuts = self._cuts
             self._pace_waiting += 1
             try:
-                await anyio.sleep(at - now)
+                await self._sleep(at - now)
             finally:
                 self._pace_waiting -= 1
-            if self._pace is not None:
-                self._grow(self._pace)
+            waited = True
+            if cuts == self._cuts:
+                break
+            # A -1 cut the pace while this request waited: its turn was booked at the old
+            # pace, which the gateway just refused, so it books again at the new one.
+        if waited and self._pace is not None and self.pace != self._max_rate:
+            self._grow(self._pace)
 
     def _grow(self, pace: float) -> None:
-        # Called once per dispatch that had to wait for the pace, i.e. for 1/pace seconds
-        # of demand above the pace: an idle client never talks itself into a rate it has
-        # not tried. The shape is CUBIC's: a quick return to the rate of the last -1, an
-        # additive step (which is what makes clients sharing an account converge to fair
-        # shares), and past that rate a probe that accelerates, so a raised limit is found
-        # in seconds rather than minutes.
-        gap = self._ceiling - pace
-        per_second = self._rate_step + (gap / self.RECOVERY if gap > 0 else -gap * self.PROBE)
-        self._pace = min(pace + per_second / pace, self._max_rate_or_inf)
+        # Called once per dispatch that had to wait for the pace, i.e. per request of
+        # demand above the pace: an idle client never talks itself into a rate it has not
+        # tried. Every step is a share of the pace and counted in requests, not seconds,
+        # so the controller behaves alike at 2 and at 500 requests/s: the shape is
+        # CUBIC's, a quick return to the ceiling, a gentle creep at it, and past it a probe
+        # that accelerates, so a raised limit is found while a steady one is met seldom.
+        ceiling = self._ceiling
+        # Requests sent in one round trip: no probe may double faster than the answers
+        # that would say "too fast" can come back.
+        per_trip = pace * self._rtt if self._rtt is not None else 0.0
+        if ceiling <= 0:
+            grown = pace * 2.0 ** (1.0 / max(self.UNSURE_DOUBLING, per_trip))
+        elif pace < ceiling:
+            # Aimed a little above the ceiling, so that it is reached, not approached.
+            grown = pace + (ceiling * (1.0 + self.OVERSHOOT) - pace) / self.RECOVERY
+        else:
+            excess = pace / ceiling - 1.0
+            if self._sure and excess < self.FAST_PROBE_AT:
+                doubling = max(self.PROBE_DOUBLING, 2.0 * per_trip)
+                excess += self.CREEP + excess * math.log(2.0) / doubling
+            else:
+                doubling = max(self.UNSURE_DOUBLING, per_trip)
+                excess += self.UNSURE_CREEP + excess * math.log(2.0) / doubling
+            grown = ceiling * (1.0 + excess)
+        self._pace = min(grown, self._max_rate_or_inf)
+        self._enough_slots()
 
     @property
     def _max_rate_or_inf(self) -> float:
         return self._max_rate if self._max_rate is not None else math.inf
 
-    def _trim(self, times: deque[float], now: float) -> None:
-        horizon = now - self.WINDOW
-        while times and times[0] < horizon:
-            times.popleft()
+    def _on_answer(self, dispatched_at: float, now: float) -> None:
+        # A smoothed round trip (as TCP's SRTT): how many slots a pace needs.
+        sample = now - dispatched_at
+        self._rtt = sample if self._rtt is None else self._rtt + (sample - self._rtt) / 8.0
 
-    def _on_accepted(self, waited_for_slot: bool) -> None:
+    def _on_accepted(
+        self, waited_for_slot: bool, dispatched_at: float, sent_at_pace: float | None
+    ) -> None:
         now = self._clock()
+        self._on_answer(dispatched_at, now)
         self._accepted.append(now)
-        self._trim(self._accepted, now)
+        self._last_accepted_pace = sent_at_pace
+        if self._pace is not None:
+            # An answer accepted at the learned pace confirms what was learned.
+            self._learned_at = self._wall_clock()
         if waited_for_slot and self._limit < self._max:
-            # +1 per round trip's worth of answers while requests queue for a slot.
-            self._limit = min(float(self._max), self._limit + 1.0 / self._limit)
-            self._wake()
+            # While requests queue for a slot: slow start adds one slot per answer (the
+            # limit doubles every round trip), then one per round trip's worth.
+            self._raise_limit(
+                self._limit + (self.SLOW_START if self._slow_start else 1.0 / self._limit)
+            )
+        self._enough_slots()
 
-    def _rate(self, times: deque[float], now: float, first: float) -> float:
-        # The rate over the last second, or since the first dispatch if that is more
-        # recent. While the rate is climbing (a raised limit being found, the first
-        # second) that average lags behind it: the gateway was accepting more than the
-        # second's average when it said -1. The last SHORT_WINDOW shows that once it
-        # holds enough answers to be trusted; a bucket's burst can inflate it a little,
-        # which the min with the pace in _on_rate_limited bounds.
-        rate = len(times) / max(0.01, min(self.WINDOW, now - first))
-        recent_from = max(first, now - self.SHORT_WINDOW)
-        recent = len(times) - bisect.bisect_left(times, recent_from)
-        if recent >= self.MIN_SAMPLES and now - recent_from > 0.01:
-            rate = max(rate, recent / (now - recent_from))
-        return rate
+    def _count_since(self, times: deque[float], start: float) -> int:
+        return len(times) - bisect.bisect_right(times, start)
+
+    def _estimate(self, now: float) -> tuple[float, int]:
+        """The rate the gateway accepted just before this -1, and how many answers show it.
+
+        Between two -1 answers the bucket went from empty to empty, so what it accepted
+        in between, over that time, is its rate, burst or no burst (unless the client
+        sent less than that for a long while: then it is an underestimate, soon
+        outgrown). While the rate climbs (a raised limit being found) the whole cycle's
+        average lags behind it: the last few answers show where it got to.
+        """
+        start = self._last_cut
+        if not math.isfinite(start):
+            start = self._first_dispatch if self._first_dispatch is not None else now
+        span = max(now - start, 1e-3)
+        count = self._count_since(self._accepted, start)
+        # Few answers: half a request more, so that none at all still bounds the rate
+        # (less than one token came in that time) rather than saying nothing.
+        rate = (count + (0.5 if count < self.MIN_SAMPLES else 0.0)) / span
+        if count > self.MIN_SAMPLES:
+            recent_count = min(self.RECENT, count - 1)
+            recent_from = self._accepted[-recent_count - 1]
+            recent = recent_count / max(self._accepted[-1] - recent_from, 1e-3)
+            if recent > self.CLIMBING * rate:
+                # Climbing: the last request accepted went out at the pace of its
+                # dispatch, which the answers' spacing, averaged, trails.
+                rate = max(recent, self._last_accepted_pace or 0.0)
+        return rate, count
 
     def _on_rate_limited(self, dispatched_at: float) -> None:
         self._rate_limited += 1
-        if dispatched_at < self._last_cut:
-            return
         now = self._clock()
-        self._last_cut = now
-        self._trim(self._accepted, now)
-        self._trim(self._dispatched, now)
-        first = self._first_dispatch if self._first_dispatch is not None else now
-        accepted_rate = self._rate(self._accepted, now, first)
-        sending_rate = (
-            self._pace if self._pace is not None else self._rate(self._dispatched, now, first)
-        )
+        self._on_answer(dispatched_at, now)
+        if dispatched_at < self._last_cut:
+            # In flight when the last cut was made: it says nothing new.
+            return
+        accepted_rate, samples = self._estimate(now)
+        if self._pace is not None:
+            sending_rate = self._pace
+        else:
+            # Slow start: as fast as it was sending when the -1 came.
+            spacing = self._spacing()
+            sending_rate = spacing if spacing is not None else math.inf
         base = min(accepted_rate, sending_rate) if accepted_rate > 0 else sending_rate
-        # Too few answers to trust the rate (a burst, a slow start): probe from here as
-        # if no limit were known, so an estimate that is far too low is soon outgrown.
-        self._ceiling = base if len(self._accepted) >= self.MIN_SAMPLES else 0.0
-        self._pace = max(self._min_rate, self.BETA * base)
+        sure = samples >= self.MIN_SAMPLES and not self._slow_start
+        # The first -1 ends slow start; what was accepted until then includes the
+        # bucket's burst, so the pace is halved and climbs back quickly towards it, as
+        # for a rate shown by too few answers; the next -1 measures it. Otherwise: just
+        # under the rate measured. Either way that rate is the ceiling to probe above.
+        self._ceiling = base
+        self._sure = sure
+        beta = self.BETA_UNSURE if self._slow_start else self.BETA
+        self._pace = max(self._min_rate, beta * base)
+        self._learned_at = self._wall_clock()
+        self._slow_start = False
+        self._last_cut = now
+        self._cuts += 1
+        # The bucket is empty now: the next request waits one step of the new pace, and
+        # turns booked at the old pace are booked again (see _await_pace).
+        self._next_at = now + 1.0 / self._pace
         self._limit = max(1.0, self._limit * self.BETA)
+        self._enough_slots()
         logger.info(
             "the gateway said -1 (too fast): pace now %.2f requests/s, concurrency limit %d",
             self._pace,
@@ -421,20 +683,25 @@ class Scheduler:
             return None
         turn = await self._shared.take_turn()
         if turn is not None:
-            # Follow the share locally: stats show it, and should the source fail, this
-            # client paces itself from there rather than from what it learned alone.
+            # Follow the share locally: stats and rate_state() show it, the slots it needs
+            # are kept, and should the source fail, this client paces itself from there
+            # rather than from what it learned alone.
             self._pace = self._ceiling = turn.share
+            self._sure, self._slow_start = True, False
+            self._enough_slots()
         return turn
 
     # -- running a request ---------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        policy = self._retry
+    def _wait(self, state: RetryCallState, policy: RetryPolicy | None = None) -> float:
+        policy = policy or self._retry
         ceiling = min(policy.max_backoff, policy.initial_backoff * 2 ** (state.attempt_number - 1))
         # Full jitter: clients that were refused together must not come back together.
         return random.uniform(0, ceiling) if ceiling > 0 else 0.0
 
-    def _before_sleep(self, action: str) -> Callable[[RetryCallState], None]:
+    def _before_sleep(
+        self, action: str, log_extra: Mapping[str, object] | None = None
+    ) -> Callable[[RetryCallState], None]:
         def hook(state: RetryCallState) -> None:
             outcome = state.outcome
             cause = outcome.exception() if outcome is not None else None
@@ -447,6 +714,13 @@ class Scheduler:
                 state.attempt_number,
                 type(cause).__name__,
                 wait,
+                extra={
+                    **(log_extra or {}),
+                    "action": action,
+                    "attempt": state.attempt_number,
+                    "result": getattr(cause, "code", type(cause).__name__),
+                    "wait": wait,
+                },
             )
             if self._on_retry is not None:
                 self._on_retry(RetryDetails(action, state.attempt_number, wait, cause))
@@ -468,13 +742,13 @@ class Scheduler:
             if hooks is not None:
                 await hooks.before_dispatch()
             dispatched_at = self._clock()
+            sent_at_pace = self._spacing()
             if not started:
                 started.append(dispatched_at)
             if self._first_dispatch is None:
                 self._first_dispatch = dispatched_at
             self._requests += 1
             self._dispatched.append(dispatched_at)
-            self._trim(self._dispatched, dispatched_at)
             if tally is not None:
                 tally.attempts += 1
             try:
@@ -492,7 +766,7 @@ class Scheduler:
                 if not exc.request_sent and hooks is not None:
                     await hooks.refused()
                 raise
-            self._on_accepted(waited)
+            self._on_accepted(waited, dispatched_at, sent_at_pace)
             return result
         finally:
             self._release_slot()
@@ -505,29 +779,50 @@ class Scheduler:
         unsafe: bool,
         tally: AttemptTally | None = None,
         hooks: DispatchHooks | None = None,
+        retry: RetryPolicy | None = None,
+        log_extra: Mapping[str, object] | None = None,
     ) -> _T:
         """Run ``attempt`` when its turn comes; retry it per the policy; raise its last error.
 
         ``tally``, when given, counts this request's attempts and -1 answers. ``hooks``
         (see :class:`DispatchHooks`) hear of each dispatch and of each attempt the
-        gateway provably did nothing with. An
-        error that is not retryable ends the run at once.
+        gateway provably did nothing with. ``retry`` overrides the client's policy for
+        this request; ``log_extra`` goes into the retry log records (which call). An
+        error that is not retryable ends the run at once. While the breaker is open (-1
+        that never clears) the run fails at once with CircuitOpenError, unless it is the
+        probe.
         """
-        policy = self._retry
+        policy = retry or self._retry
+        breaker = self.breaker
+        breaker.check(action, self._clock())
         started: list[float] = []
+        unreachable = _WhileUnreachable(policy.unreachable_timeout, self._clock)
+
+        def wait(state: RetryCallState) -> float:
+            # Never sleep past a time limit: the attempt after the sleep would come too
+            # late to count, and the caller's limit would be overrun by a whole backoff.
+            now = self._clock()
+            left = policy.timeout - (now - started[0]) if started else math.inf
+            if unreachable.since is not None and policy.unreachable_timeout is not None:
+                left = min(left, policy.unreachable_timeout - (now - unreachable.since))
+            return max(0.0, min(self._wait(state, policy), left))
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: is_retryable(exc, unsafe=unsafe)),
             stop=stop_after_attempt(policy.attempts)
-            | _SinceFirstDispatch(policy.timeout, started, self._clock),
-            wait=self._wait,
-            sleep=anyio.sleep,
-            before_sleep=self._before_sleep(action),
+            | _SinceFirstDispatch(policy.timeout, started, self._clock)
+            | unreachable,
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=self._before_sleep(action, log_extra),
             reraise=True,
         )
         try:
             async for try_state in retrying:
-                with try_state:
+                with try_state, breaker.admitted(action, self._clock()):
                     return await self._attempt(attempt, tally, hooks, started)
+        except CircuitOpenError:
+            raise
         except RateLimitedError as exc:
             raise RateLimitedError(
                 action,

@@ -15,20 +15,29 @@ Two rules keep the count honest:
 * Only final operator codes (:data:`FINAL_OPERATOR_CODES`) settle a recipient. ACCEPTD,
   UNKNOWN, ERRBUSY are kept as the latest word on a recipient, who stays pending.
 
-Memory is one dict entry per tracked recipient.
+Memory: a tracker may follow ten million recipients, so nothing is kept per recipient
+that can be shared. A msgid's recipients are one :class:`_Group`: their numbers as 64-bit
+integers in a sorted ``array`` (found by bisection), a two-byte count of final reports
+still expected each, and a one-byte index of the final code received (codes, with their
+``result``, live once in a table). That is 11 bytes per recipient of a sendOnce chunk,
+plus the group itself. A msgid of one recipient (sendBatch, sendParam) is packed into one
+integer in a dict instead, about 130 bytes. Non-final reports are kept whole only while
+their recipient is pending; untracked reports are kept whole (they are the caller's).
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
 
 from ._errors import ValidationError
-from ._models import MalformedRecord, SendReceipt, StateReport
+from ._models import MalformedRecord, ReportResult, SendReceipt, StateReport
 
 if TYPE_CHECKING:
     from ._client import AisixClient
@@ -36,6 +45,12 @@ if TYPE_CHECKING:
 __all__ = ["DeliveryTracker", "TrackerResult"]
 
 _Key = tuple[str, str]
+
+# A one-recipient msgid packs (number, final code index, reports still expected) into
+# one int: number * _PACK + code * 2 + left. Code indexes stay below 255 (a byte).
+_PACK = 1024
+_NO_CODE = 0
+_MAX_CODES = 255
 
 
 class _OutcomeLike(Protocol):
@@ -75,6 +90,88 @@ class TrackerResult:
         return sum(self.counts.values())
 
 
+class _Numbers:
+    """Phone numbers as integers: digits (with an optional leading +) up to 17 of them.
+
+    ``"1" + digits`` (``"2"`` for a leading +) keeps leading zeros and fits in 64 bits.
+    Anything else (letters, longer strings) gets a negative id from an intern table, so
+    every string the gateway or a caller uses round-trips exactly.
+    """
+
+    __slots__ = ("_odd", "_odd_names")
+
+    def __init__(self) -> None:
+        self._odd: dict[str, int] = {}
+        self._odd_names: list[str] = []
+
+    def encode(self, mobile: str) -> int:
+        if mobile.isascii():
+            if mobile.isdigit() and len(mobile) <= 17:
+                return int("1" + mobile)
+            if mobile[:1] == "+" and mobile[1:].isdigit() and 1 < len(mobile) <= 18:
+                return int("2" + mobile[1:])
+        code = self._odd.get(mobile)
+        if code is None:
+            self._odd_names.append(mobile)
+            code = self._odd[mobile] = -len(self._odd_names)
+        return code
+
+    def find(self, mobile: str) -> int | None:
+        """Like :meth:`encode`, without interning a string never seen (a lookup)."""
+        if mobile.isascii():
+            if mobile.isdigit() and len(mobile) <= 17:
+                return int("1" + mobile)
+            if mobile[:1] == "+" and mobile[1:].isdigit() and 1 < len(mobile) <= 18:
+                return int("2" + mobile[1:])
+        return self._odd.get(mobile)
+
+    def decode(self, code: int) -> str:
+        if code < 0:
+            return self._odd_names[-code - 1]
+        text = str(code)
+        return text[1:] if text[0] == "1" else "+" + text[1:]
+
+
+class _Group:
+    """The recipients of one msgid: sorted numbers, reports still expected, final codes."""
+
+    __slots__ = ("codes", "left", "numbers")
+
+    def __init__(self, encoded: list[int]) -> None:
+        encoded.sort()
+        numbers = array("q")
+        left = array("H")
+        for value in encoded:
+            if numbers and numbers[-1] == value:
+                # A number listed twice in one request: two messages, two reports.
+                left[-1] += 1
+            else:
+                numbers.append(value)
+                left.append(1)
+        self.numbers = numbers
+        self.left = left
+        self.codes = bytearray(len(numbers))
+
+    def slot(self, number: int) -> int:
+        """The index of ``number``, or -1."""
+        i = bisect_left(self.numbers, number)
+        return i if i < len(self.numbers) and self.numbers[i] == number else -1
+
+    def merged(self, encoded: list[int]) -> _Group:
+        """A group holding these recipients and ``encoded`` (the same msgid tracked again).
+
+        Reports still expected add up; final codes already received are kept.
+        """
+        group = _Group(list(self.numbers) + encoded)
+        for j in range(len(group.numbers)):
+            group.left[j] -= 1 if self.slot(group.numbers[j]) >= 0 else 0
+        for i, number in enumerate(self.numbers):
+            j = group.slot(number)
+            group.left[j] += self.left[i]
+            group.codes[j] = self.codes[i]
+        return group
+
+
 class DeliveryTracker:
     """Matches delivery reports to the recipients of accepted sends.
 
@@ -85,21 +182,32 @@ class DeliveryTracker:
     """
 
     def __init__(self) -> None:
-        # Final reports still expected per (msgid, mobile): a number listed twice in one
-        # request gets two messages, two reports.
-        self._waiting: dict[_Key, int] = {}
+        self._numbers = _Numbers()
+        # msgid -> its recipients; one-recipient msgids packed in _single (see _PACK).
+        self._groups: dict[str, _Group] = {}
+        self._single: dict[str, int] = {}
+        #: Final reports still expected, over every tracked recipient.
+        self._expected = 0
         self._tracked = 0
         self._counts: Counter[str] = Counter()
-        self._latest: dict[_Key, StateReport] = {}
+        # Final codes as received (with their result), indexed from 1 (0: none yet).
+        self._code_index: dict[tuple[str, ReportResult], int] = {}
+        self._code_list: list[tuple[str, ReportResult]] = [("", ReportResult.UNKNOWN)]
+        # Final reports beyond the 255 codes a byte can index (never seen in practice).
+        self._final_overflow: dict[_Key, StateReport] = {}
+        # The latest non-final report of a recipient still pending.
+        self._interim: dict[_Key, StateReport] = {}
         self._orphans: dict[int, StateReport] = {}
         self._orphan_index: defaultdict[_Key, list[int]] = defaultdict(list)
         self._orphan_seq = 0
-        self._not_sent: list[str] = []
-        self._unknown: list[str] = []
+        self._not_sent = array("q")
+        self._unknown = array("q")
         self._duplicates = 0
         #: Report items a stream run by :meth:`follow` could not read (raw attributes kept).
         self.malformed: list[MalformedRecord] = []
-        self._changed = anyio.Event()
+        # Made by a waiter, set and dropped by the next change: a change nobody waits for
+        # (most of them, fed from a stream) costs no Event.
+        self._changed: anyio.Event | None = None
 
     # -- what was sent ---------------------------------------------------------------
 
@@ -108,16 +216,32 @@ class DeliveryTracker:
 
         Returns how many recipients were added.
         """
-        added = 0
-        for mobile in mobiles:
-            key = (receipt.msgid, mobile)
-            self._waiting[key] = self._waiting.get(key, 0) + 1
-            self._tracked += 1
-            added += 1
-            self._adopt(key)
-        if added:
-            self._wake()
-        return added
+        msgid = receipt.msgid
+        listed = list(mobiles)
+        if not listed:
+            return 0
+        encode = self._numbers.encode
+        encoded = [encode(mobile) for mobile in listed]
+        group = self._groups.get(msgid)
+        packed = self._single.get(msgid)
+        if group is None and packed is None and len(encoded) == 1:
+            self._single[msgid] = encoded[0] * _PACK + 1
+        else:
+            if packed is not None:
+                # The msgid was a one-recipient entry: it becomes a group.
+                del self._single[msgid]
+                number, rest = divmod(packed, _PACK)
+                code, left = divmod(rest, 2)
+                group = _Group([number])
+                group.left[0], group.codes[0] = left, code
+            self._groups[msgid] = _Group(encoded) if group is None else group.merged(encoded)
+        self._tracked += len(encoded)
+        self._expected += len(encoded)
+        if self._orphans:
+            for mobile in dict.fromkeys(listed):
+                self._adopt((msgid, mobile))
+        self._wake()
+        return len(encoded)
 
     def track(self, outcome: _OutcomeLike) -> int:
         """Track a bulk SendOutcome; returns how many recipients were added.
@@ -130,10 +254,10 @@ class DeliveryTracker:
         mobiles = list(outcome.mobiles)
         receipts = list(outcome.receipts)
         if status == "FAILED":
-            self._not_sent.extend(mobiles)
+            self._not_sent.extend(map(self._numbers.encode, mobiles))
             return 0
         if status != "ACCEPTED" or not receipts:
-            self._unknown.extend(mobiles)
+            self._unknown.extend(map(self._numbers.encode, mobiles))
             return 0
         if len(receipts) == 1:
             return self.track_receipt(receipts[0], mobiles)
@@ -146,10 +270,44 @@ class DeliveryTracker:
 
     def _adopt(self, key: _Key) -> None:
         seqs = self._orphan_index.get(key)
-        while seqs and self._waiting.get(key):
+        while seqs and self._left(key) > 0:
             self._apply(key, self._orphans.pop(seqs.pop(0)))
         if seqs is not None and not seqs:
             del self._orphan_index[key]
+
+    # -- the compact store -----------------------------------------------------------
+
+    def _locate(self, key: _Key) -> tuple[_Group | None, int] | None:
+        """Where a recipient is kept: (group, slot), (None, packed), or None if untracked."""
+        msgid, mobile = key
+        number = self._numbers.find(mobile)
+        if number is None:
+            return None
+        group = self._groups.get(msgid)
+        if group is not None:
+            slot = group.slot(number)
+            return None if slot < 0 else (group, slot)
+        packed = self._single.get(msgid)
+        if packed is not None and packed // _PACK == number:
+            return None, packed
+        return None
+
+    def _left(self, key: _Key) -> int:
+        where = self._locate(key)
+        if where is None:
+            return 0
+        group, at = where
+        return group.left[at] if group is not None else at % 2
+
+    def _code_of(self, report: StateReport) -> int:
+        entry = (report.code, report.result)
+        index = self._code_index.get(entry)
+        if index is None:
+            if len(self._code_list) > _MAX_CODES:
+                return -1
+            index = self._code_index[entry] = len(self._code_list)
+            self._code_list.append(entry)
+        return index
 
     # -- what came back --------------------------------------------------------------
 
@@ -160,12 +318,13 @@ class DeliveryTracker:
         if its receipt gets tracked) and False is returned: pass it on.
         """
         key = (report.msgid, report.mobile)
-        if key not in self._waiting and key not in self._latest:
+        where = self._locate(key)
+        if where is None:
             self._orphan_seq += 1
             self._orphans[self._orphan_seq] = report
             self._orphan_index[key].append(self._orphan_seq)
             return False
-        self._apply(key, report)
+        self._apply_at(key, report, where)
         return True
 
     def feed_many(self, reports: Iterable[StateReport]) -> list[StateReport]:
@@ -173,24 +332,41 @@ class DeliveryTracker:
         return [report for report in reports if not self.feed(report)]
 
     def _apply(self, key: _Key, report: StateReport) -> None:
-        self._latest[key] = report
+        where = self._locate(key)
+        assert where is not None
+        self._apply_at(key, report, where)
+
+    def _apply_at(self, key: _Key, report: StateReport, where: tuple[_Group | None, int]) -> None:
+        group, at = where
+        left = group.left[at] if group is not None else at % 2
         if not report.is_final:
+            if left > 0:
+                self._interim[key] = report
             return
-        left = self._waiting.get(key, 0)
         if left <= 0:
             # A final report for a recipient already settled: the gateway sent one twice.
             self._duplicates += 1
             return
-        self._counts[report.code.upper()] += 1
-        if left == 1:
-            del self._waiting[key]
+        code = self._code_of(report)
+        if code < 0:
+            self._final_overflow[key] = report
+            code = _NO_CODE
+        if group is not None:
+            group.left[at] = left - 1
+            group.codes[at] = code
         else:
-            self._waiting[key] = left - 1
+            number = at // _PACK
+            self._single[key[0]] = number * _PACK + code * 2
+        self._counts[report.code.upper()] += 1
+        self._expected -= 1
+        if left == 1:
+            self._interim.pop(key, None)
         self._wake()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     # -- where it stands -------------------------------------------------------------
 
@@ -219,33 +395,68 @@ class DeliveryTracker:
     @property
     def done(self) -> bool:
         """True when every tracked recipient has a final report."""
-        return not self._waiting
+        return self._expected == 0
+
+    @property
+    def expected(self) -> int:
+        """Final reports still expected (recipients pending, a number listed twice twice)."""
+        return self._expected
 
     def counts(self) -> Counter[str]:
         """Final reports so far, by operator code (a copy)."""
         return Counter(self._counts)
 
+    def _iter_pending(self) -> Iterator[tuple[str, str]]:
+        decode = self._numbers.decode
+        for msgid, group in self._groups.items():
+            for number, left in zip(group.numbers, group.left, strict=True):
+                if left:
+                    mobile = decode(number)
+                    for _ in range(left):
+                        yield msgid, mobile
+        for msgid, packed in self._single.items():
+            if packed % 2:
+                yield msgid, decode(packed // _PACK)
+
     def pending(self) -> list[tuple[str, str]]:
         """(msgid, mobile) of tracked recipients still without a final report."""
-        out: list[tuple[str, str]] = []
-        for key, left in self._waiting.items():
-            out.extend([key] * left)
-        return out
+        return list(self._iter_pending())
 
     def latest(self, msgid: str, mobile: str) -> StateReport | None:
-        """The last report seen for a recipient, final or not."""
-        return self._latest.get((msgid, mobile))
+        """The last report seen for a recipient, final or not.
+
+        A pending recipient's non-final report is kept whole. A settled recipient's final
+        report is rebuilt from what is kept of it (msgid, mobile, code, result): its
+        gateway ``id`` and extra attributes are not kept, to keep memory small.
+        """
+        key = (msgid, mobile)
+        interim = self._interim.get(key)
+        if interim is not None:
+            return interim
+        overflow = self._final_overflow.get(key)
+        if overflow is not None:
+            return overflow
+        where = self._locate(key)
+        if where is None:
+            return None
+        group, at = where
+        code = group.codes[at] if group is not None else (at % _PACK) // 2
+        if code == _NO_CODE:
+            return None
+        text, result = self._code_list[code]
+        return StateReport(id="", msgid=msgid, mobile=mobile, result=result, code=text)
 
     def result(self) -> TrackerResult:
         """A snapshot of where the campaign stands."""
+        decode = self._numbers.decode
         return TrackerResult(
             counts=Counter(self._counts),
-            pending=tuple(self.pending()),
+            pending=tuple(self._iter_pending()),
             tracked=self._tracked,
             done=self.done,
             untracked=tuple(self._orphans.values()),
-            not_sent=tuple(self._not_sent),
-            unknown=tuple(self._unknown),
+            not_sent=tuple(map(decode, self._not_sent)),
+            unknown=tuple(map(decode, self._unknown)),
         )
 
     # -- waiting ---------------------------------------------------------------------
@@ -268,12 +479,14 @@ class DeliveryTracker:
         """
         with anyio.move_on_after(timeout):
             if reports is None:
-                while self._waiting:
+                while self._expected:
+                    if self._changed is None:
+                        self._changed = anyio.Event()
                     await self._changed.wait()
-            elif self._waiting:
+            elif self._expected:
                 async for report in reports:
                     self.feed(report)
-                    if not self._waiting:
+                    if not self._expected:
                         break
         return self.result()
 

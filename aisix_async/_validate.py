@@ -14,17 +14,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
+from typing import Any
 from urllib.parse import urlsplit
 
-from ._errors import ValidationError
+from ._errors import ExtraNotInstalledError, ValidationError
 
 __all__ = [
+    "CN_MOBILE_PATTERN",
     "MAX_BATCH",
     "MAX_CONTENT",
     "MAX_NUMBERS",
     "MAX_PARAMS",
     "MIN_BATCH",
     "MOBILE_PATTERN",
+    "NUMBERING",
+    "NUMBERING_PATTERNS",
     "SEPARATOR",
     "check_account",
     "check_at",
@@ -39,6 +43,7 @@ __all__ = [
     "check_mobile",
     "check_mobiles",
     "check_number",
+    "check_numbering",
     "check_pair",
     "check_param_rows",
     "check_template",
@@ -86,14 +91,81 @@ def check_authkey(authkey: object) -> str:
     return authkey
 
 
-def check_mobile(mobile: object) -> str:
-    """Return ``mobile`` if it is digits with an optional leading ``+``."""
-    if not isinstance(mobile, str) or not MOBILE_PATTERN.fullmatch(mobile):
+#: The numbering policies a client checks numbers against (``AisixClient(numbers=...)``).
+#: "lenient": 3 to 20 digits with an optional leading '+' (the rule before policies
+#: existed, and the library's default: it cannot know an account's market);
+#: "cn-mobile": a mainland China mobile, 11 digits from 13x to 19x (the command line's
+#: default: a digit too many or too few is the usual typo); "e164": any country's number,
+#: checked and normalised by phonenumbers (the ``phonenumbers`` extra).
+NUMBERING = ("lenient", "cn-mobile", "e164")
+CN_MOBILE_PATTERN = re.compile(r"1[3-9][0-9]{9}")
+#: The policies whose check is one regular expression (the bulk planners' fast path).
+NUMBERING_PATTERNS = {"lenient": MOBILE_PATTERN, "cn-mobile": CN_MOBILE_PATTERN}
+
+
+def _phonenumbers() -> Any:
+    try:
+        import phonenumbers
+    except ImportError:
+        raise ExtraNotInstalledError(
+            "numbers='e164' checks numbers with the phonenumbers package: "
+            "pip install 'aisix-async[phonenumbers]'",
+            name="phonenumbers",
+        ) from None
+    return phonenumbers
+
+
+def check_numbering(numbers: object) -> str:
+    """Return the numbering policy ``numbers`` if it is one of :data:`NUMBERING`."""
+    if not isinstance(numbers, str) or numbers not in NUMBERING:
         raise ValidationError(
-            f"mobile number {mobile!r} must be 3 to 20 digits with an optional leading '+', "
-            "and no spaces, dashes or commas"
+            f"numbers must be one of {', '.join(repr(n) for n in NUMBERING)}, got {numbers!r}"
         )
-    return mobile
+    if numbers == "e164":
+        _phonenumbers()  # a missing extra is said when the client is made, not mid-send
+    return numbers
+
+
+def check_mobile(mobile: object, numbers: str = "lenient") -> str:
+    """Return ``mobile`` checked against the numbering policy (normalised under "e164")."""
+    if numbers == "e164":
+        return _e164(mobile)
+    pattern = NUMBERING_PATTERNS[numbers]
+    if isinstance(mobile, str) and pattern.fullmatch(mobile):
+        return mobile
+    if numbers == "cn-mobile":
+        raise ValidationError(
+            f"mobile number {mobile!r} is not a mainland China mobile number (11 digits, "
+            "13x to 19x, no spaces or '+86'); for other countries use the 'e164' numbering "
+            "policy"
+        )
+    raise ValidationError(
+        f"mobile number {mobile!r} must be 3 to 20 digits with an optional leading '+', "
+        "and no spaces, dashes or commas"
+    )
+
+
+def _e164(mobile: object) -> str:
+    """A number of any country, as the gateway takes it: mainland China mobiles in their
+    11-digit national form (as the gateway's document shows them), others as E.164
+    (``+`` and the country code). A number without ``+`` is read as a Chinese one."""
+    if not isinstance(mobile, str) or "," in mobile:
+        raise ValidationError(f"mobile number {mobile!r} must be one number as a string")
+    phonenumbers = _phonenumbers()
+    try:
+        parsed = phonenumbers.parse(mobile, "CN")
+    except phonenumbers.NumberParseException as exc:
+        raise ValidationError(f"mobile number {mobile!r} is not a phone number ({exc})") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValidationError(
+            f"mobile number {mobile!r} is not a valid number"
+            + ("" if mobile.startswith("+") else " in China (add + and the country code)")
+        )
+    if parsed.country_code == 86:
+        national = str(parsed.national_number)
+        if CN_MOBILE_PATTERN.fullmatch(national):
+            return national
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
 def check_items(items: object, what: str) -> Iterable[object]:
@@ -107,9 +179,11 @@ def check_items(items: object, what: str) -> Iterable[object]:
     return items
 
 
-def check_mobiles(mobiles: Iterable[str], *, at_most: int = MAX_NUMBERS) -> list[str]:
+def check_mobiles(
+    mobiles: Iterable[str], *, at_most: int = MAX_NUMBERS, numbering: str = "lenient"
+) -> list[str]:
     """Check a sendOnce recipient list: 1 to ``at_most`` valid numbers."""
-    numbers = [check_mobile(m) for m in check_items(mobiles, "mobiles")]
+    numbers = [check_mobile(m, numbering) for m in check_items(mobiles, "mobiles")]
     if not numbers:
         raise ValidationError("at least one mobile number is needed")
     if len(numbers) > at_most:
@@ -169,14 +243,19 @@ def _check_batch_size(count: int, what: str) -> None:
         )
 
 
-def check_batch(messages: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def check_batch(
+    messages: Iterable[tuple[str, str]], *, numbering: str = "lenient"
+) -> list[tuple[str, str]]:
     """Check sendBatch input: 2 to 100 (mobile, content) pairs."""
     pairs: list[tuple[str, str]] = []
     for index, pair in enumerate(check_items(messages, "messages")):
         mobile, content = check_pair(pair, index)
         what = f"content #{index} (for {mobile})"
         pairs.append(
-            (check_mobile(mobile), check_joinable(check_content(content, what=what), what))
+            (
+                check_mobile(mobile, numbering),
+                check_joinable(check_content(content, what=what), what),
+            )
         )
     _check_batch_size(len(pairs), "messages")
     return pairs
@@ -210,10 +289,12 @@ def render_template(template: str, values: Sequence[str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], template)
 
 
-def check_param_row(template: str, count: int, row: object, index: int) -> tuple[str, list[str]]:
+def check_param_row(
+    template: str, count: int, row: object, index: int, numbering: str = "lenient"
+) -> tuple[str, list[str]]:
     """Check one (mobile, [p1, p2, ...]) row against a template of ``count`` parameters."""
     mobile, values = check_pair(row, index)
-    checked_mobile = check_mobile(mobile)
+    checked_mobile = check_mobile(mobile, numbering)
     if isinstance(values, str) or not isinstance(values, Sequence):
         raise ValidationError(f"row #{index} ({checked_mobile}) needs a list of parameter values")
     if len(values) != count:
@@ -237,12 +318,12 @@ def check_param_row(template: str, count: int, row: object, index: int) -> tuple
 
 
 def check_param_rows(
-    template: object, rows: Iterable[object]
+    template: object, rows: Iterable[object], *, numbering: str = "lenient"
 ) -> tuple[str, list[tuple[str, list[str]]]]:
     """Check sendParam input: a template and 2 to 100 rows of matching values."""
     text, count = check_template(template)
     items = enumerate(check_items(rows, "rows"))
-    checked = [check_param_row(text, count, row, index) for index, row in items]
+    checked = [check_param_row(text, count, row, index, numbering) for index, row in items]
     _check_batch_size(len(checked), "rows")
     return text, checked
 

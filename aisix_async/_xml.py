@@ -69,5 +69,6 @@ def parse_answer(body: bytes, action: str) -> Answer:
         raise ProtocolError(
             f"{action}: the answer's result {raw_result!r} is not an integer", action=action
         ) from None
-    items = tuple(dict(child.attrib) for child in root if child.tag == "Item")
+    # The tree is dropped here: its attribute dicts are handed over, not copied.
+    items = tuple(child.attrib for child in root if child.tag == "Item")
     return Answer(name=name, result=result, items=items)

@@ -173,11 +173,12 @@ async def run(rate: float, total: int, deadline: float) -> str:
             "",
             f"Target (aisix_async >= 0.95 of the limit, <= 5% of requests -1): "
             f"**{'met' if met else 'MISSED'}**. What limits it: the run is only "
-            f"~{total / limit:.0f} s at the limit, so the first second (4 requests in flight "
-            "before any -1 is seen, growing by one per round trip) and the cut to 0.9 of the "
-            "rate the gateway accepted just before each -1 (the probe above R finds its edge "
-            "every few seconds; the pace is back at R within about 1 s) are a visible share; "
-            "the burst is kept at 5 so the bucket hides little.",
+            f"~{total / limit:.0f} s at the limit, so the cold start (one request in flight, "
+            "doubling every round trip until the first -1, which halves the pace) and the "
+            "cut to 0.9 of the rate the gateway accepted between two -1 answers (the gentle "
+            "probe above R meets its edge about once per hundred requests; the pace is back "
+            "at R within about ten requests) are a visible share; the burst is kept at 5 so "
+            "the bucket hides little.",
             "",
         ]
     )

@@ -3,7 +3,9 @@
 A campaign writes every chunk to SQLite before its request and again with its outcome
 (WAL, ``synchronous=NORMAL``, on a worker thread). At the emulator's full speed (no rate
 limit, no latency) nothing hides that cost behind the network, so this is the worst
-case. Target: the journal adds at most 10% wall time (ratio <= 1.10).
+case. Target: the journal adds at most 15% wall time (ratio <= 1.15) on this 2-vCPU
+machine at full speed (issue 20 withdrew the old <= 1.10); under a realistic limit see
+bench_campaign_limit.py.
 
 The emulator runs in its own process (``python -m aisix_async.emulator --port 0``, no
 ledger, no reports) so its CPU does not compete with the client's event loop in one
@@ -157,7 +159,7 @@ def main() -> int:
     ratio, figures = describe(times)
     rows = [
         f"| journal cost | {setup}, emulator at full speed | {figures} | **{ratio:.3f}x** "
-        f"| <= 1.10x {'met' if ratio <= 1.10 else 'MISSED'} |"
+        f"| <= 1.15x {'met' if ratio <= 1.15 else 'MISSED'} |"
     ]
     # For scale: the same with a network-like 30 ms answer time (no target in the issue).
     rounds = max(3, args.rounds // 2)

@@ -1,8 +1,10 @@
-"""Sharing an account (issue 4, benchmark 3).
+"""Sharing an account (issue 4 benchmark 3, issue 20 benchmark 2).
 
-Four processes, each with its own AisixClient and no coordinator, send to one account
-limited to R requests/s (100 ms latency, burst 5): the gateway's -1 is the only signal.
-Reported: total goodput against R, and Jain's fairness index of the four shares.
+2, 4 and 8 processes, each with its own AisixClient and no coordinator, send to one
+account limited to R requests/s (100 ms latency, burst 5): the gateway's -1 is the only
+signal. Reported per group: total goodput against R, Jain's fairness index of the shares,
+and the share of requests answered -1. Targets: total >= 0.95 of R, Jain >= 0.95, -1
+share <= 5% for 4 processes; 8 reported as seen.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from _common import emulator, jain, numbers, run_worker, table
 from aisix_async import AisixClient
 from aisix_async._bulk import OutcomeStatus
 
-WORKERS = 4
+GROUPS = (2, 4, 8)
+HEADERS = [
+    "processes", "accepted chunks/s", "of R", "Jain", "-1 share", "each process's share of R",
+    "target",
+]  # fmt: skip
 
 
 async def worker(base_url: str, account: str, authkey: str, seconds: float, index: int) -> None:
@@ -39,34 +45,50 @@ async def worker(base_url: str, account: str, authkey: str, seconds: float, inde
     print(json.dumps({"rate": accepted / elapsed, "requests": requests, "refused": refused}))
 
 
-def run(rate: float, seconds: float) -> str:
+def _group(rate: float, seconds: float, workers: int) -> list[dict[str, float]]:
     with emulator("--rate", str(rate), "--burst", "5", "--latency-ms", "100") as emu:
         args = [emu.base_url, emu.account, emu.authkey, str(seconds)]
-        with ThreadPoolExecutor(WORKERS) as pool:
-            results = list(
+        with ThreadPoolExecutor(workers) as pool:
+            return list(
                 pool.map(
                     lambda i: run_worker(Path(__file__), *args, str(i), timeout=seconds + 60),
-                    range(WORKERS),
+                    range(workers),
                 )
             )
-    shares = [r["rate"] for r in results]
-    total = sum(shares)
-    fairness = jain(shares)
-    refused = sum(r["refused"] for r in results) / max(1, sum(r["requests"] for r in results))
-    met = total / rate >= 0.90 and fairness >= 0.9
-    rows = [[i, f"{s:.1f}", f"{s / rate:.3f}"] for i, s in enumerate(shares)]
+
+
+def run(rate: float, seconds: float, groups: tuple[int, ...]) -> str:
+    rows = []
+    notes = []
+    for workers in groups:
+        results = _group(rate, seconds, workers)
+        shares = [r["rate"] for r in results]
+        total = sum(shares)
+        fairness = jain(shares)
+        refused = sum(r["refused"] for r in results) / max(1, sum(r["requests"] for r in results))
+        met = total / rate >= 0.95 and fairness >= 0.95 and (workers != 4 or refused <= 0.05)
+        rows.append(
+            [workers, f"{total:.1f}", f"{total / rate:.3f}", f"{fairness:.3f}",
+             f"{refused:.3f}", " ".join(f"{s / rate:.2f}" for s in shares),
+             ("met" if met else "MISSED") if workers <= 4 else "(reported)"]
+        )  # fmt: skip
+        if workers <= 4 and not met:
+            notes.append(str(workers))
     return "\n".join(
         [
-            "## 3. Sharing one account (4 processes, no coordinator)",
+            "## 3. Sharing one account (2, 4, 8 processes, no coordinator)",
             "",
             f"Rate R = {rate:g} requests/s for the account, burst 5, 100 ms latency; each "
-            f"process sends chunks of 1000 for {seconds:g} s.",
+            f"process sends chunks of 1000 for {seconds:g} s with default options.",
             "",
-            table(["process", "accepted chunks/s", "share of R"], rows),
+            table(HEADERS, rows),
             "",
-            f"Total {total:.1f} chunks/s = **{total / rate:.3f}** of R; Jain's fairness "
-            f"**{fairness:.3f}**; -1 share of requests {refused:.3f}. Target (>= 0.90 of R, "
-            f"fairness >= 0.9): **{'met' if met else 'MISSED'}**.",
+            "Targets: total >= 0.95 of R and Jain >= 0.95, -1 share <= 5% at 4 processes: "
+            + (f"**MISSED** for {', '.join(notes)} processes. " if notes else "**met**. ")
+            + "What limits fairness: each process steps and probes in shares of its own "
+            "rate, counted in its own requests (that is what makes one process quiet at any "
+            "limit), so a process left with a small share after the cold start probes "
+            "slowly in time and the shares even out slowly.",
             "",
         ]
     )
@@ -80,8 +102,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=40.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--groups", default=",".join(map(str, GROUPS)))
     args = parser.parse_args()
-    print(run(args.rate, args.seconds))
+    groups = tuple(int(g) for g in args.groups.split(","))
+    print(run(args.rate, args.seconds, groups))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ of what the gateway accepted and charged.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -16,9 +19,10 @@ from typing import Any
 import anyio
 import pytest
 
-from aisix_async import AisixClient, CampaignError, NotSentError, RetryPolicy
+from aisix_async import AisixClient, CampaignError, NotSentError, RateState, RetryPolicy
 from aisix_async._bulk import OutcomeStatus, SendOutcome
 from aisix_async._campaign import CampaignStream, open_campaign
+from aisix_async._scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio
 FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
@@ -369,3 +373,48 @@ async def test_a_run_cancelled_mid_send_records_its_cut_off_chunks_as_unknown(
     assert summary.accepted + summary.unknown == 3000
     assert all(n == 1 for n in sent_counts(emulator).values())
     assert set(mobiles) - set(sent_counts(emulator)) <= listed
+
+
+async def test_the_journal_keeps_the_rate_learned_and_a_resumed_run_starts_from_it(
+    emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.configure(rate=20.0, burst=2.0)
+    path = tmp_path / "c.db"
+    mobiles = numbers(60)
+    retry = RetryPolicy(attempts=50, timeout=60, initial_backoff=0.01, max_backoff=0.05)
+    async with client_for(emulator, retry=retry) as client, open_campaign(client, path) as campaign:
+        stream = campaign.send_many(mobiles, "Spring sale", chunk_size=1)
+        async with stream:
+            async for outcome in stream:
+                if outcome.chunk >= 40:
+                    break  # stopped early: a later run resumes
+        learned = client.rate_state()
+    assert learned.pace is not None and 10 <= learned.pace <= 30
+    # A plain key/value table beside the campaign's own, in the same file.
+    with sqlite3.connect(path) as conn:
+        (text,) = conn.execute("SELECT value FROM meta WHERE key = 'rate_state'").fetchone()
+    assert RateState.from_dict(json.loads(text)).pace == pytest.approx(learned.pace)
+
+    async with client_for(emulator, retry=retry) as client, open_campaign(client, path) as campaign:
+        # Before sending anything, the resumed run is already paced at what was learned.
+        pace = client.stats().pace
+        assert pace is not None and pace == pytest.approx(Scheduler.BETA * learned.pace, rel=0.05)
+        await run(campaign.send_many(mobiles, "Spring sale", chunk_size=1))
+        summary = campaign.summary()
+    # Cut-off chunks stay unknown (never resent blindly); the rest went out once each.
+    assert summary.accepted + summary.unknown == 60 and summary.accepted >= 40
+    assert max(sent_counts(emulator).values()) == 1
+
+
+async def test_a_client_given_a_rate_state_keeps_it_over_the_journal(
+    emulator: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.db"
+    async with client_for(emulator) as client, open_campaign(client, path) as campaign:
+        await run(campaign.send_many(numbers(3), "Spring sale", chunk_size=1))
+    mine = RateState(pace=7.0, concurrency=2, learned_at=time.time())
+    async with (
+        client_for(emulator, rate_state=mine) as client,
+        open_campaign(client, path) as campaign,
+    ):
+        assert client.stats().pace == pytest.approx(Scheduler.BETA * 7.0)

@@ -545,3 +545,44 @@ async def test_marks_before_a_request_jump_ahead_of_other_writes(tmp_path: Path)
     finally:
         release.set()
         await journal.aclose()
+
+
+async def test_reports_fetched_before_their_chunk_is_recorded_are_claimed(
+    tmp_path: Path,
+) -> None:
+    # Reports followed while sending: one can come before its chunk's outcome is written.
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    try:
+        await journal.define("fp", {})
+        await _begin(journal, 0)
+        await journal.mark_on_wire(0)
+        early = [
+            StateReport("1", "100", MOBILES[0], ReportResult.DELIVERED, "DELIVRD"),
+            StateReport("2", "100", MOBILES[1], ReportResult.UNKNOWN, "ACCEPTD"),
+            # The same msgid with a number the chunk does not hold stays apart.
+            StateReport("3", "100", "13999999999", ReportResult.DELIVERED, "DELIVRD"),
+            StateReport("4", "777", MOBILES[2], ReportResult.FAILED, "UNDELIV"),
+        ]
+        done = await journal.ingest_reports(early)
+        assert done.mine == [False, False, False, False]
+        assert journal.foreign_reports == 4
+        await _settle(journal, 0, ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": "100"},)))
+        assert journal.delivery == {"DELIVRD": 1}
+        assert journal.foreign_reports == 2
+        summary = summarize(journal)
+        assert summary.pending == 4
+    finally:
+        await journal.aclose()
+    journal = await Journal.open(path)
+    try:
+        assert journal.delivery == {"DELIVRD": 1}
+        assert journal.foreign_reports == 2
+        (mine,) = journal._conn.execute(
+            "SELECT (SELECT count(*) FROM reports WHERE chunk = 0)"
+            " + (SELECT count(*) FROM delivery WHERE chunk = 0)"
+        ).fetchone()
+        assert mine == 2
+        assert [r.id for r in await journal.stored_reports()] == ["1", "2", "3", "4"]
+    finally:
+        await journal.aclose()

@@ -18,7 +18,7 @@ from aisix_async import (
     TransportError,
     ValidationError,
 )
-from aisix_async._scheduler import AttemptTally, Scheduler, is_retryable
+from aisix_async._scheduler import AttemptTally, RateState, Scheduler, is_retryable
 
 pytestmark = pytest.mark.anyio
 NO_WAIT = RetryPolicy(attempts=5, timeout=10, initial_backoff=0, max_backoff=0)
@@ -249,30 +249,32 @@ async def test_a_token_bucket_limit_is_learned() -> None:
 
 
 async def test_a_climbing_rate_is_measured_where_it_got_to() -> None:
-    # A limit raised from 20 to 80 requests/s: the client climbs, and the gateway's first
-    # -1 comes at the top. The last second's average (44/s) lags the climb; the pace must
-    # be cut from what the gateway was accepting at the end (80/s), not from that average.
+    # A limit raised from 20 to 80 requests/s: the client, which knew 20/s, climbs, and
+    # the gateway's first -1 comes at the top. The whole climb's average lags behind it;
+    # the pace must be cut from what the gateway was accepting at the end (80/s), not
+    # from that average.
     now = [0.0]
-    scheduler = Scheduler(max_concurrency=8, clock=lambda: now[0], retry=NO_WAIT)
 
-    def answer_after(
-        step: float, error: RateLimitedError | None = None
-    ) -> Callable[[], Awaitable[None]]:
-        async def attempt() -> None:
-            now[0] += step
-            if error is not None:
-                raise error
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
 
-        return attempt
+    scheduler = Scheduler(
+        max_concurrency=8,
+        clock=lambda: now[0],
+        sleep=sleep,
+        wall_clock=lambda: 1000.0,
+        rate_state=RateState(pace=20.0, concurrency=2, learned_at=1000.0),
+        retry=NO_WAIT,
+    )
 
-    for _ in range(12):
-        await run(scheduler, answer_after(1 / 20))
-    for _ in range(32):
-        await run(scheduler, answer_after(1 / 80))
+    async def accepted() -> None:
+        pass
+
+    while (scheduler.pace or 0.0) < 80:
+        await run(scheduler, accepted)
     refused = [limited()]
 
     async def once_refused() -> None:
-        now[0] += 1 / 80
         if refused:
             raise refused.pop()
 

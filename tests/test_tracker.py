@@ -179,3 +179,74 @@ async def test_time_up_lists_the_pending(emulator: Any) -> None:
     latest = tracker.latest(receipt.msgid, numbers[0])
     assert latest is not None
     assert latest.code == "ACCEPTD"
+
+
+# -- the compact store (pure) -----------------------------------------------------------
+
+
+def test_numbers_of_every_shape_round_trip() -> None:
+    # Leading zeros, a leading +, letters, a long string: each kept exactly as given.
+    odd = ["0086139000", "+8613900000000", "abc", "1" * 30, "+", "", "١٢٣"]
+    tracker = DeliveryTracker()
+    tracker.track_receipt(_receipt("m"), odd)
+    assert sorted(tracker.pending()) == sorted(("m", mobile) for mobile in odd)
+    for mobile in odd:
+        assert tracker.feed(_report("m", mobile, "DELIVRD")), mobile
+    assert tracker.done
+    assert not tracker.feed(_report("m", "86139000", "DELIVRD"))  # zeros matter
+    latest = tracker.latest("m", "+8613900000000")
+    assert latest is not None
+    assert (latest.code, latest.result) == ("DELIVRD", ReportResult.DELIVERED)
+    assert latest.is_final
+
+
+def test_a_number_twice_in_one_request_expects_two_reports() -> None:
+    tracker = DeliveryTracker()
+    assert tracker.track_receipt(_receipt("d"), ["5", "5", "6"]) == 3
+    assert sorted(tracker.pending()) == [("d", "5"), ("d", "5"), ("d", "6")]
+    tracker.feed(_report("d", "5", "DELIVRD"))
+    assert tracker.pending().count(("d", "5")) == 1
+    tracker.feed(_report("d", "5", "UNDELIV"))
+    tracker.feed(_report("d", "5", "UNDELIV"))  # a third: a duplicate
+    assert tracker.duplicates == 1
+    assert tracker.pending() == [("d", "6")]
+
+
+def test_one_recipient_receipts_and_a_msgid_tracked_again() -> None:
+    tracker = DeliveryTracker()
+    tracker.track_receipt(_receipt("s"), ["1"])  # packed as one integer
+    assert tracker.feed(_report("s", "1", "REJECTD"))
+    # The same msgid again with more numbers: the settled one stays settled.
+    tracker.track_receipt(_receipt("s"), ["2", "1"])
+    assert sorted(tracker.pending()) == [("s", "1"), ("s", "2")]
+    latest = tracker.latest("s", "1")
+    assert latest is not None and latest.code == "REJECTD"
+    tracker.feed(_report("s", "1", "DELIVRD"))
+    tracker.feed(_report("s", "2", "DELIVRD"))
+    assert tracker.done
+    assert tracker.counts() == Counter({"DELIVRD": 2, "REJECTD": 1})
+    assert tracker.tracked == 3
+
+
+def test_a_non_final_report_is_kept_while_pending_only() -> None:
+    tracker = DeliveryTracker()
+    tracker.track_receipt(_receipt("n"), ["1"])
+    interim = StateReport("42", "n", "1", ReportResult.UNKNOWN, "ACCEPTD", extra={"x": "y"})
+    tracker.feed(interim)
+    assert tracker.latest("n", "1") is interim  # whole, with id and extra
+    tracker.feed(_report("n", "1", "EXPIRED"))
+    latest = tracker.latest("n", "1")
+    assert latest is not None and latest.code == "EXPIRED"
+    assert tracker.latest("n", "2") is None
+    assert tracker.latest("zz", "1") is None
+
+
+def test_failed_and_unknown_numbers_are_listed_as_given() -> None:
+    tracker = DeliveryTracker()
+    failed = SendOutcome(0, (0, 1), ("+861", "x"), OutcomeStatus.FAILED, "sendOnce")
+    unknown = SendOutcome(1, (2,), ("007",), OutcomeStatus.UNKNOWN, "sendOnce")
+    tracker.track(failed)
+    tracker.track(unknown)
+    result = tracker.result()
+    assert result.not_sent == ("+861", "x")
+    assert result.unknown == ("007",)

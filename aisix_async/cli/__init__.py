@@ -12,11 +12,17 @@ import sys
 
 __all__ = ["MISSING_EMULATOR_HINT", "MISSING_EXTRA_HINT", "main"]
 
-# The package is installed from a clone of its repository (it is not on PyPI yet).
-MISSING_EXTRA_HINT = "aisix: this command needs the cli extra: pip install '.[cli]' in the clone"
-MISSING_EMULATOR_HINT = (
-    "aisix: the emulator needs the emulator extra: pip install '.[emulator]' in the clone"
+# Said to a wheel install as much as to a clone: name the extra the way pip takes it for
+# both (the package is installed from a clone or a wheel; it is not on PyPI yet).
+MISSING_EXTRA_HINT = (
+    "aisix: this command needs the cli extra: pip install 'aisix-async[cli]' from where "
+    "aisix-async came (in a clone of the repository: pip install '.[cli]')"
 )
+MISSING_EMULATOR_HINT = (
+    "aisix: the emulator needs the emulator extra: pip install 'aisix-async[emulator]' from "
+    "where aisix-async came (in a clone of the repository: pip install '.[emulator]')"
+)
+_ASKS_ONLY_FOR_HELP = {"-h", "--help", "--version"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import rich  # noqa: F401
     except ImportError:
+        if _ASKS_ONLY_FOR_HELP & set(args):
+            # Help and the version need only argparse: a user finding out what aisix is,
+            # or which version is installed, must not be refused.
+            from ._args import build_parser
+
+            try:
+                build_parser().parse_args(args)
+            except SystemExit as exc:
+                if exc.code == 0 and "--version" not in args:
+                    print(MISSING_EXTRA_HINT, file=sys.stderr)
+                return exc.code if isinstance(exc.code, int) else 2
         print(MISSING_EXTRA_HINT, file=sys.stderr)
         return 2
     from ._app import run

@@ -17,13 +17,18 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from .._client import AisixClient
-from .._scheduler import RetryPolicy
+from .._errors import TransportError
+from .._scheduler import RetryDetails, RetryPolicy
+from . import _rate_cache
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
-from ._exit import ExitCode, describe
+from ._exit import ExitCode, describe, redact_keys
 from ._output import Output
 
-__all__ = ["Context", "run"]
+__all__ = ["UNREACHABLE_RETRY", "Context", "run"]
+
+#: Seconds a gateway that refuses connections is retried (at most --retry-timeout).
+UNREACHABLE_RETRY = 10.0
 
 
 class Context:
@@ -33,6 +38,8 @@ class Context:
         self.args = args
         self.out = out
         self._credentials: Credentials | None = None
+        self._told_unreachable = False
+        self._clients: list[AisixClient] = []
 
     @property
     def credentials(self) -> Credentials:
@@ -50,20 +57,65 @@ class Context:
     def account(self) -> str | None:
         return self._credentials.account if self._credentials else None
 
-    def client(self, *, max_concurrency: int = 16) -> AisixClient:
+    def client(self, *, max_concurrency: int = 16, numbers: str = "lenient") -> AisixClient:
         """A client for the resolved credentials, retrying per ``--retry-timeout``."""
         creds = self.credentials
-        return AisixClient(
+        limit = self.args.retry_timeout
+        # A gateway that refuses connections is retried briefly (a restart), not for the
+        # whole --retry-timeout meant for -1 answers; a shorter --retry-timeout holds.
+        unreachable = min(limit, UNREACHABLE_RETRY)
+        cached = None
+        if self._use_rate_cache:
+            cached = _rate_cache.load(creds.account, self._cache_url)
+        client = AisixClient(
             creds.account,
             creds.authkey,
             base_url=creds.base_url,
             data_url=creds.data_url,
             timeout=self.args.timeout,
-            retry=RetryPolicy(timeout=self.args.retry_timeout, attempts=1000),
+            retry=RetryPolicy(timeout=limit, attempts=1000, unreachable_timeout=unreachable),
+            on_retry=lambda details: self._on_retry(details, unreachable),
             max_concurrency=max_concurrency,
+            numbers=numbers,
+            rate_state=cached,
             # Unset: the client reads $AISIX_SHARED_LIMIT itself.
             shared_limit=getattr(self.args, "shared_limit", None),
         )
+        self._clients.append(client)
+        return client
+
+    def _on_retry(self, details: RetryDetails, unreachable: float) -> None:
+        # Said at the first failed connection, not after the retries: a person must not
+        # sit in front of a silent terminal wondering whether anything is happening.
+        cause = details.cause
+        if self._told_unreachable or not isinstance(cause, TransportError):
+            return
+        if cause.request_sent:
+            return
+        self._told_unreachable = True
+        self.out.warn(
+            f"cannot reach the gateway at {self.url}: {cause.message}; retrying for up to "
+            f"{unreachable:g} s (--retry-timeout)"
+        )
+
+    @property
+    def _use_rate_cache(self) -> bool:
+        return not getattr(self.args, "no_rate_cache", True)
+
+    @property
+    def _cache_url(self) -> str:
+        return self.url or ""
+
+    def save_rate_states(self) -> None:
+        """Keep what the command's clients learned about the limit (see _rate_cache)."""
+        if not self._use_rate_cache or self._credentials is None:
+            return
+        for client in self._clients:
+            state = client.rate_state()
+            # Only a client that met the limit learned something worth keeping: a
+            # balance check must not replace what a send found.
+            if state.pace is not None:
+                _rate_cache.save(client.account, self._cache_url, state)
 
     @property
     def url(self) -> str | None:
@@ -87,6 +139,7 @@ _COMMANDS = {
     "rotate-key": ("_commands", "rotate_key"),
     "send": ("_send", "send"),
     "demo": ("_demo", "demo"),
+    "campaign": ("_delivery", "campaign"),
 }
 
 
@@ -116,6 +169,42 @@ def _leaf(error: BaseException) -> BaseException:
         error = inner[0]
 
 
+class _OperatorLog(logging.Filter):
+    """The library's warnings as an operator reads them, minus what the command says itself.
+
+    Without a handler, Python prints the SDK's warnings raw ("bulk send: stopping
+    dispatch: ...", "updateKey: the authkey of ... was rotated") beside the command's own
+    sentence about the same event. A stopped send and a rotated key are reported by the
+    commands (their summary and error line); the rest (a report poll failing and going
+    on, an unreadable record) keeps its line, in the command line's form.
+    """
+
+    _SAID_BY_THE_COMMANDS = ("bulk send: stopping dispatch", "updateKey: the authkey")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # A call that gave up (its record carries the call's ``outcome``) ends in an error
+        # the command reports in its own words; only an unknown outcome keeps its line.
+        if getattr(record, "outcome", "unknown") != "unknown":
+            return False
+        message = record.getMessage()
+        if message.startswith(self._SAID_BY_THE_COMMANDS):
+            return False
+        record.msg, record.args = redact_keys(message), None
+        record.cli_level = record.levelname.lower()
+        return True
+
+
+def _library_warnings() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(_OperatorLog())
+    handler.setFormatter(logging.Formatter("aisix: %(cli_level)s: %(message)s"))
+    library = logging.getLogger("aisix_async")
+    if any(isinstance(f, _OperatorLog) for h in library.handlers for f in h.filters):
+        return  # run() called again in the same process
+    library.addHandler(handler)
+
+
 def run(argv: list[str]) -> int:
     """Parse ``argv``, run the command, and return its exit code."""
     if _key_on_command_line(argv):
@@ -139,10 +228,15 @@ def run(argv: list[str]) -> int:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="aisix: %(levelname)s %(message)s"
         )
+    else:
+        _library_warnings()
     ctx = Context(args, out)
     command = _command(args.command)
     try:
-        return int(anyio.run(command, ctx))
+        try:
+            return int(anyio.run(command, ctx))
+        finally:
+            ctx.save_rate_states()
     except KeyboardInterrupt:
         out.error("interrupted")
         return int(ExitCode.INTERRUPTED)

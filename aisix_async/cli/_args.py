@@ -112,6 +112,12 @@ def _gateway_options() -> _Parser:
         help="per-request timeout (default 30)",
     )
     group.add_argument(
+        "--no-rate-cache",
+        action="store_true",
+        help="neither start from nor keep the pace learned for this account "
+        "(kept in the user's cache folder, aisix/rate/)",
+    )
+    group.add_argument(
         "--retry-timeout",
         type=_positive_float,
         default=120.0,
@@ -145,6 +151,15 @@ def _add_send(
         "--batch",
         metavar="FILE",
         help="a CSV of mobile,content rows (header optional; columns 'mobile' and 'content')",
+    )
+    inputs.add_argument(
+        "--numbers",
+        dest="numbering",
+        choices=("cn-mobile", "e164", "lenient"),
+        default="cn-mobile",
+        help="which numbers are valid: cn-mobile (default): mainland China mobiles, 11 digits; "
+        "e164: any country's, checked by phonenumbers (the phonenumbers extra; a number "
+        "without + is read as Chinese); lenient: 3 to 20 digits, an optional +",
     )
     inputs.add_argument(
         "--skip-invalid",
@@ -226,6 +241,42 @@ def _add_send(
     )
 
 
+def _add_reports_journal(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="the campaign journal of an aisix send --journal: each batch of reports is "
+        "written there before it is shown, unknown chunks they prove sent are settled, and "
+        "stderr shows the campaign's delivery (delivered / failed / pending by code); "
+        "reports not the campaign's are kept and counted apart. With --until-idle it exits "
+        "0 when no report is pending, 5 when some are",
+    )
+
+
+def _add_campaign(sub: argparse._SubParsersAction[_Parser], output: _Parser) -> None:
+    text = "show a campaign journal's state without sending; --export one line per recipient"
+    cmd = sub.add_parser(
+        "campaign",
+        allow_abbrev=False,
+        parents=[output],
+        help=text,
+        description="Where a campaign stands, from its journal alone: accepted / failed / "
+        "unknown / not yet sent, units and cost, delivery by operator code, reports still "
+        "pending, reports not the campaign's, and when each run happened. Sends nothing and "
+        "needs no credentials. While a send runs on the journal, it is read as committed so "
+        "far (read only).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument("journal_file", metavar="FILE", help="the journal of aisix send --journal")
+    cmd.add_argument(
+        "--export",
+        metavar="OUT.csv",
+        help="write one CSV line per recipient the journal knows (mobile, position, status, "
+        "msgid, delivery, reported_at), streamed from the journal a chunk at a time",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``aisix`` parser with all its commands."""
     # Sub-command parsers are made of the same class (argparse's parser_class default).
@@ -300,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help="with --follow: poll at least this often when nothing comes (5)",
         )
+        cmd.add_argument(
+            "--until-idle",
+            type=_positive_float,
+            metavar="SECONDS",
+            help="follow, and end by itself once nothing has come for SECONDS",
+        )
+        if name == "reports":
+            _add_reports_journal(cmd)
+    _add_campaign(sub, output)
     rotate = simple(
         "rotate-key",
         "rotate the account's authkey; the new key is printed ONCE: store it at once",

@@ -11,6 +11,7 @@ at once and nobody can show the new one again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .._models import MalformedRecord, Reply, StateReport
+from .._models import KeyUpdate, MalformedRecord, Reply, StateReport
 from .._reports import RecordStream, watch_replies, watch_send_states
 from ._app import Context
 from ._exit import CliError, ExitCode
@@ -181,24 +182,31 @@ def _show_malformed(ctx: Context, bad: MalformedRecord) -> None:
         ctx.out.warn(f"an unreadable record ({bad.reason}): {dict(bad.attributes)}")
 
 
+def _stop_when_idle(args: Any) -> float | None:
+    # --until-idle implies --follow; --follow alone runs until Ctrl-C; neither: one pass.
+    if args.until_idle is not None:
+        return float(args.until_idle)
+    return None if args.follow else 0.0
+
+
 async def reports(ctx: Context) -> int:
-    """Print delivery reports as they are fetched; with --follow, until Ctrl-C."""
+    """Print delivery reports as they are fetched; with --follow, until Ctrl-C or idle."""
+    if getattr(ctx.args, "journal", None):
+        from ._delivery import reports_journal
+
+        return await reports_journal(ctx)
     async with ctx.client() as client:
         stream = watch_send_states(
-            client,
-            interval=ctx.args.interval,
-            stop_when_idle=None if ctx.args.follow else 0.0,
+            client, interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
         )
         return await _stream(ctx, stream, "delivery reports")
 
 
 async def replies(ctx: Context) -> int:
-    """Print replies as they are fetched; with --follow, until Ctrl-C."""
+    """Print replies as they are fetched; with --follow, until Ctrl-C or idle."""
     async with ctx.client() as client:
         stream = watch_replies(
-            client,
-            interval=ctx.args.interval,
-            stop_when_idle=None if ctx.args.follow else 0.0,
+            client, interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
         )
         return await _stream(ctx, stream, "replies")
 
@@ -221,27 +229,52 @@ def _confirm(ctx: Context) -> None:
         raise CliError("not rotated")
 
 
-def _write_key(path: str, key: str) -> None:
-    target = Path(path)
-    # Written beside the target and renamed over it: a crash leaves the old file or the
-    # new one, never half a key. mkstemp creates the file readable by its owner only.
-    fd, temp = tempfile.mkstemp(prefix=".aisix-key-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(key + "\n")
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+class _KeyFile:
+    """The --write-to file, made ready before the key is rotated.
+
+    A path that cannot be written must be refused while the old key still works, not
+    found out with the new key on screen: the temporary file the key will be renamed
+    from is created first, beside the target (readable by its owner only: mkstemp), so
+    every reason the write could fail (no folder, no permission, a full disk's
+    directory) shows before anything changes.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        target = Path(path)
+        if target.is_dir():
+            raise CliError(f"--write-to {path}: is a directory; give a file name in it")
+        folder = target.parent
+        if not folder.is_dir():
+            raise CliError(f"--write-to {path}: the folder {folder} does not exist; not rotated")
+        try:
+            self._fd, self._temp = tempfile.mkstemp(prefix=".aisix-key-", dir=folder)
+        except OSError as exc:
+            raise CliError(
+                f"--write-to {path}: cannot create a file in {folder} ({exc.strerror}); not rotated"
+            ) from None
+
+    def write(self, key: str) -> None:
+        """Write the key and rename it over the target: a crash leaves one or the other."""
+        try:
+            with os.fdopen(self._fd, "w", encoding="utf-8") as handle:
+                handle.write(key + "\n")
+            os.replace(self._temp, self.path)
+        except BaseException:
+            Path(self._temp).unlink(missing_ok=True)
+            raise
+
+    def discard(self) -> None:
+        """Remove the temporary file when the key was not rotated."""
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        Path(self._temp).unlink(missing_ok=True)
 
 
-async def rotate_key(ctx: Context) -> int:
-    """Rotate the key; print the new one once and say to store it now."""
-    _confirm(ctx)
-    out = ctx.out
+async def _update_key(ctx: Context) -> tuple[KeyUpdate, str]:
     async with ctx.client() as client:
         try:
-            update = await client.update_key()
+            return await client.update_key(), client.account
         except Exception as exc:
             if getattr(exc, "outcome_unknown", False):
                 raise CliError(
@@ -252,20 +285,33 @@ async def rotate_key(ctx: Context) -> int:
                     ExitCode.UNKNOWN,
                 ) from None
             raise
+
+
+async def rotate_key(ctx: Context) -> int:
+    """Rotate the key; print the new one once and say to store it now."""
+    _confirm(ctx)
+    out = ctx.out
+    key_file = _KeyFile(ctx.args.write_to) if ctx.args.write_to else None
+    try:
+        update, account = await _update_key(ctx)
+    except BaseException:
+        if key_file is not None:
+            key_file.discard()
+        raise
     # The key first, before anything that could fail: it exists nowhere else.
     if out.json_mode:
-        out.emit({"account": client.account, "authkey": update.authkey})
+        out.emit({"account": account, "authkey": update.authkey})
     else:
         out.line(update.authkey)
     out.err.print(
-        f"[bold red]The authkey of {client.account} was rotated.[/] The key above is shown "
+        f"[bold red]The authkey of {account} was rotated.[/] The key above is shown "
         "only this once and the old key no longer works: store it now (e.g. in your secret "
         "store, then AISIX_AUTHKEY or an --authkey-file) before doing anything else.",
         highlight=False,
     )
-    if ctx.args.write_to:
+    if key_file is not None:
         try:
-            await anyio.to_thread.run_sync(_write_key, ctx.args.write_to, update.authkey)
+            await anyio.to_thread.run_sync(key_file.write, update.authkey)
         except OSError as exc:
             raise CliError(
                 f"the key was rotated but could not be written to {ctx.args.write_to} "

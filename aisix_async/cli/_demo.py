@@ -327,7 +327,7 @@ def _judge(
         [
             ("balance before (yuan)", before),
             ("balance after (yuan)", after),
-            ("charged (yuan)", before - after),
+            ("charged (yuan)", _charged(before - after, total[-1])),
             (
                 "-1 answers absorbed",
                 f"{rate_limited:,} (the gateway gave {counters.rate_limited:,})",
@@ -343,6 +343,20 @@ def _judge(
         return ExitCode.OK
     out.line("CHECK FAILED: see the checks marked FAIL above.")
     return ExitCode.FAILED
+
+
+def _charged(charged: Decimal, accepted_cost: object) -> str:
+    """The balance's drop, and why it exceeds the campaign's cost when it does."""
+    assert isinstance(accepted_cost, Decimal)
+    extra = charged - accepted_cost
+    if not extra:
+        return f"{charged} (the campaign total above)"
+    # Unknown outcomes are not priced in the campaign table (their answer was lost), but
+    # the gateway charged those it took: the difference is theirs.
+    return (
+        f"{charged} = {accepted_cost} for accepted recipients + {extra} for unknown ones "
+        "(answer lost, but sent and charged)"
+    )
 
 
 def _show_checks(ctx: Context, checks: list[Check]) -> None:

@@ -23,6 +23,7 @@ from .._errors import (
     CampaignError,
     ChannelGroupNotAllowedError,
     EnterpriseUnavailableError,
+    ExtraNotInstalledError,
     InsufficientBalanceError,
     InterfaceNotEnabledError,
     KeyLockedError,
@@ -31,6 +32,7 @@ from .._errors import (
     TransportError,
     ValidationError,
 )
+from .._wire import UNSAFE_ACTIONS
 
 __all__ = ["EXIT_CODES_HELP", "CliError", "ExitCode", "describe", "redact_keys"]
 
@@ -43,6 +45,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     UNKNOWN = 3
     GATEWAY = 4
+    PENDING = 5
     INTERRUPTED = 130
 
 
@@ -56,6 +59,8 @@ exit codes:
        do not resend them blindly (with --journal, the journal lists them)
   4    the gateway refused the account or could not be reached (wrong or locked key,
        -1 that never clears, balance too low, network)
+  5    reports --journal --until-idle: the reports stopped coming while some of the
+       campaign's recipients still wait for one (or have an unknown outcome)
   130  interrupted (Ctrl-C) after printing what was sent
 
 environment:
@@ -91,13 +96,26 @@ class CliError(Exception):
         self.code = code
 
 
+_TRIES = re.compile(r"still refused after \d+ attempts")
+# What a lost answer may mean for a request that changes something: not worth saying of
+# a balance or a list, which the gateway only reads.
+_MAY_HAVE_ACTED = re.compile(r"[;,]? the gateway may have acted on (the request|it)")
+
+
+def _transport_text(error: TransportError) -> str:
+    action = error.message.split(":", 1)[0]
+    if action in UNSAFE_ACTIONS:
+        return error.message
+    return _MAY_HAVE_ACTED.sub("", error.message)
+
+
 def describe(error: BaseException, *, account: str | None, url: str | None) -> CliError:
     """Turn an error raised while running a command into a sentence and an exit code."""
     if isinstance(error, CliError):
         return error
     who = f"account {account}" if account else "the account"
     where = f" at {url}" if url else ""
-    if isinstance(error, ValidationError):
+    if isinstance(error, (ValidationError, ExtraNotInstalledError)):
         return CliError(error.message, ExitCode.USAGE)
     if isinstance(error, CampaignError):
         return CliError(f"journal: {error.message}", ExitCode.USAGE)
@@ -115,8 +133,11 @@ def describe(error: BaseException, *, account: str | None, url: str | None) -> C
             ExitCode.GATEWAY,
         )
     if isinstance(error, RateLimitedError):
+        # The SDK's message carries its own advice; said once here, in an operator's terms.
+        tries = _TRIES.search(error.message)
+        said = f"{error.action}: {tries.group()}" if tries else error.action
         return CliError(
-            f"the gateway{where} kept refusing {who} with -1 ({error.message}). If this never "
+            f"the gateway{where} kept refusing {who} with -1 ({said}). If this never "
             "clears, the account is probably bound to another IP address (send from the bound "
             "machine or ask the provider to bind this one) or limited to a time window.",
             ExitCode.GATEWAY,
@@ -139,7 +160,7 @@ def describe(error: BaseException, *, account: str | None, url: str | None) -> C
         return CliError(f"{who}: {error.message}", ExitCode.GATEWAY)
     if isinstance(error, TransportError):
         return CliError(
-            f"could not talk to the gateway{where}: {error.message}. Check AISIX_BASE_URL "
+            f"could not talk to the gateway{where}: {_transport_text(error)}. Check AISIX_BASE_URL "
             "(or --base-url) and the network.",
             ExitCode.GATEWAY,
         )

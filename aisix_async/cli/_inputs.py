@@ -61,6 +61,8 @@ class Source:
     #: How many parameters the template uses, and the CSV columns giving them (sendParam).
     params: int = 0
     param_columns: tuple[str, ...] = ()
+    #: The numbering policy numbers are checked against (``--numbers``).
+    numbering: str = "lenient"
 
 
 @attrs.frozen
@@ -289,6 +291,9 @@ def batch_source(path: str) -> Source:
         _refuse_repeated(path, header, ["mobile", "content"])
     mobile_at = header.index("mobile") if has_header else 0
     content_at = header.index("content") if has_header else 1
+    # A content holding an unquoted comma splits into more fields than the header names:
+    # sending the first piece would cut the message silently, so the line is invalid.
+    fields = len(header) if has_header else 2
 
     def read() -> Iterator[Item]:
         with closing(_text_lines(path)) as text:
@@ -303,6 +308,15 @@ def batch_source(path: str) -> Source:
                     mobile = row[mobile_at].strip() if len(row) > mobile_at else ""
                     yield reader.line_num, (mobile, None)
                     continue
+                if len(row) > fields:
+                    named = f"the header names {fields}" if has_header else "mobile,content is 2"
+                    reason = (
+                        f"{len(row)} fields where {named}: put a content that holds a comma "
+                        'in double quotes (139...,"Hi Peter, see you at 9")'
+                    )
+                    # Three items, not a pair: the bulk engine refuses it too (--skip-invalid).
+                    yield reader.line_num, (row[mobile_at].strip(), None, reason)
+                    continue
                 yield reader.line_num, (row[mobile_at].strip(), row[content_at])
 
     return Source(path, read, "batch")
@@ -311,11 +325,13 @@ def batch_source(path: str) -> Source:
 def _problem(source: Source, value: object) -> str | None:
     try:
         if source.mode == "once":
-            check_mobile(value)
+            check_mobile(value, source.numbering)
         elif source.mode == "batch":
             assert isinstance(value, tuple)
+            if len(value) == 3:
+                return str(value[2])
             mobile, text = value
-            check_mobile(mobile)
+            check_mobile(mobile, source.numbering)
             if text is None:
                 return "needs two columns: mobile,content"
             check_content(text)
@@ -328,7 +344,7 @@ def _problem(source: Source, value: object) -> str | None:
             missing = [name for name, cell in cells if cell is None]
             if missing:
                 return f"too few columns: no {', '.join(repr(m) for m in missing)}"
-            check_param_row(source.template, source.params, value, 0)
+            check_param_row(source.template, source.params, value, 0, source.numbering)
     except ValidationError as exc:
         return exc.message.replace("row #0 ", "")
     return None

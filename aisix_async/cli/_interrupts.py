@@ -1,10 +1,12 @@
-"""Ctrl-C during a send: stop at a chunk boundary, with every request sent accounted for.
+"""Ctrl-C during a send: stop at once, with every request sent accounted for.
 
-The first interrupt (SIGINT, or SIGTERM from a service manager) stops reading the input
-and lets the requests on the wire settle, so every recipient sent has its outcome and
-nothing is left in doubt; a second one abandons those requests (their recipients are
-then unknown). Stopping parks the input rather than ending it: a campaign journal records
-where the input ends, and a truncated input would look like a changed one on resume.
+The first interrupt (SIGINT, or SIGTERM from a service manager) stops dispatch at once
+(the stream's ``stop()``: no new request and no retry leaves; chunks queued behind the
+scheduler are not sent), stops reading the input, and lets the requests already written
+settle, so every recipient sent has its outcome and nothing is left in doubt; a second
+one abandons those requests (their recipients are then unknown). Stopping parks the input
+rather than ending it: a campaign journal records where the input ends, and a truncated
+input would look like a changed one on resume.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ async def watch_interrupts(
     feed: Feed,
     ready_to_stop: Any,
     hard: anyio.CancelScope,
-    state: dict[str, bool],
+    state: dict[str, int],
+    stop_dispatch: Any,
 ) -> None:
     """First Ctrl-C: stop reading and let requests on the wire settle; second: abandon them."""
     if sys.platform == "win32":  # pragma: no cover - no signal receiver there
@@ -66,11 +69,12 @@ async def watch_interrupts(
         async for _ in signals:
             if state.get("interrupted"):
                 state["abandoned"] = True
-                ctx.out.warn("second interrupt: abandoning the requests on the wire")
+                ctx.out.warn("second interrupt: abandoning any requests still on the wire")
                 hard.cancel()
                 return
             state["interrupted"] = True
             feed.stopping = True
+            stop_dispatch()
             ctx.out.warn(
                 "interrupted: no more requests; waiting for those on the wire to settle "
                 "(Ctrl-C again to abandon them: their recipients would be unknown)"
@@ -89,7 +93,7 @@ async def watch_interrupts(
             async def again() -> None:
                 async for _ in signals:
                     state["abandoned"] = True
-                    ctx.out.warn("second interrupt: abandoning the requests on the wire")
+                    ctx.out.warn("second interrupt: abandoning any requests still on the wire")
                     hard.cancel()
                     group.cancel_scope.cancel()
                     return

@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 import attrs
-from rich.console import Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
+from rich.table import Table
 from rich.text import Text
 
 from ._output import Output
@@ -89,11 +89,18 @@ def format_line(title: str, snap: Snapshot, rate: float, figures: Figures = _fig
     return f"{title}: {snap.done:,}{of} done  {figures(snap, rate)}"
 
 
-def _panel(title: str, snap: Snapshot, rate: float, figures: Figures) -> Group:
+def _panel(title: str, snap: Snapshot, rate: float, figures: Figures) -> Table:
     of = f" of {snap.total:,}" if snap.total is not None else ""
     head = Text.assemble((title, "bold"), f"  {snap.done:,}{of}")
     bar = ProgressBar(total=float(snap.total) if snap.total else None, completed=snap.done)
-    return Group(head, bar, Text(figures(snap, rate), style="dim"))
+    # One row each: a ProgressBar ends without a newline, so in a Group the figures were
+    # drawn on the bar's line and cropped away. They wrap rather than crop when narrow.
+    panel = Table.grid()
+    panel.add_column(overflow="fold")
+    panel.add_row(head)
+    panel.add_row(bar)
+    panel.add_row(Text(figures(snap, rate), style="dim"))
+    return panel
 
 
 @asynccontextmanager

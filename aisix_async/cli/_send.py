@@ -10,8 +10,9 @@ The order of work is the safety argument:
 3. The input is read again, lazily, into the bulk engine (or into a campaign journal with
    ``--journal``); progress goes to stderr; outcomes are counted and written as they land.
 
-Ctrl-C stops cleanly: the first one stops reading the input and lets the requests on
-the wire finish, so every recipient sent has its outcome and nothing is left in doubt;
+Ctrl-C stops cleanly: the first one stops dispatch at once (no new request, no retry)
+and reading the input, and lets the requests already written finish, so every recipient
+sent has its outcome and nothing is left in doubt;
 a second one abandons those requests (their recipients are then unknown). Either way
 the summary says what was sent, and with ``--journal`` running again finishes the job.
 """
@@ -19,6 +20,7 @@ the summary says what was sent, and with ``--journal`` running again finishes th
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from datetime import datetime, timezone
@@ -27,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+import attrs
 
-from .._bulk import SendOutcome, SendStream
+from .._bulk import OutcomeStatus, SendOutcome, SendStream
 from .._client import GATEWAY_TZ, AisixClient
-from .._errors import AisixError, ValidationError
+from .._errors import AisixError, CampaignError, SendStoppedError, ValidationError
 from .._pricing import Estimate, estimate
-from .._validate import check_at, check_content
-from ._app import Context
+from .._validate import check_at, check_content, check_numbering
+from ._app import Context, _leaf
 from ._exit import CliError, ExitCode
 from ._inputs import (
     Source,
@@ -55,6 +58,9 @@ if TYPE_CHECKING:
     Stream = SendStream | CampaignStream
 
 __all__ = ["send"]
+
+# What a recipient not sent after Ctrl-C reads: "not sent: dispatch stopped because ...".
+_INTERRUPTED = "the operator interrupted the send (Ctrl-C or SIGTERM)"
 
 
 def _source(args: Any) -> Source:
@@ -182,7 +188,11 @@ def _open_stream(
 async def send(ctx: Context) -> int:
     """The ``aisix send`` command."""
     args = ctx.args
-    source = _source(args)
+    try:
+        check_numbering(args.numbering)
+    except AisixError as exc:
+        raise CliError(f"--numbers {args.numbering}: {exc.message}") from None
+    source = attrs.evolve(_source(args), numbering=args.numbering)
     _check_outcomes(args)
     content = None
     if args.content:
@@ -218,13 +228,13 @@ async def send(ctx: Context) -> int:
     if checked.count == 0:
         raise CliError(f"no recipients in {source.description}")
 
-    async with ctx.client(max_concurrency=args.max_concurrency) as client:
+    async with ctx.client(max_concurrency=args.max_concurrency, numbers=args.numbering) as client:
         resuming = bool(args.journal) and await anyio.Path(args.journal).exists()
         est: Estimate | None = None
         if args.dry_run or not (args.no_balance_check or resuming):
             est = await _estimate(client, source, content, args)
             if args.dry_run:
-                show_estimate(ctx, est, checked, dry=True)
+                show_estimate(ctx, est, checked, dry=True, at=at)
                 # The code the real run would exit with, so a script can rehearse on it:
                 # refused over invalid lines (2) before the balance is compared (4), and
                 # lines skipped by --skip-invalid end as failed recipients (1).
@@ -240,7 +250,43 @@ async def send(ctx: Context) -> int:
                     "(--no-balance-check to send anyway)",
                     ExitCode.GATEWAY,
                 )
-        return await _run(ctx, client, source, checked.count, at, est)
+        try:
+            return await _run(ctx, client, source, checked.count, at, est)
+        except BaseException as raised:
+            # The journal counts items from 0; an operator edits lines of a file. (The
+            # error may come wrapped by the task groups it crossed.)
+            error = _leaf(raised)
+            if not isinstance(error, CampaignError):
+                raise
+            text = await anyio.to_thread.run_sync(_in_lines, source, error.message)
+            raise CliError(f"journal: {text}") from None
+
+
+_POSITIONS = re.compile(r"\bpositions? (\d+)(?:-(\d+))?")
+
+
+def _in_lines(source: Source, message: str) -> str:
+    """``message`` with the input positions it names given as the input's line numbers."""
+    found = [
+        (m, int(m.group(1)), int(m.group(2) or m.group(1))) for m in _POSITIONS.finditer(message)
+    ]
+    wanted = {p for _, first, last in found for p in (first, last)}
+    if not wanted:
+        return message
+    lines: dict[int, int] = {}
+    for position, (line, _) in enumerate(source.open()):
+        if position in wanted:
+            lines[position] = line
+            if len(lines) == len(wanted):
+                break
+    for match, first, last in reversed(found):
+        if first not in lines or last not in lines:
+            continue
+        where = f"line {lines[first]}" if first == last else f"lines {lines[first]}-{lines[last]}"
+        message = (
+            message[: match.start()] + f"{source.description} {where}" + message[match.end() :]
+        )
+    return message
 
 
 async def _run(
@@ -254,7 +300,7 @@ async def _run(
     args, out = ctx.args, ctx.out
     tally = Tally()
     feed = Feed(source)
-    state: dict[str, bool] = {}
+    state: dict[str, int] = {}
     stream: Stream | None = None
     campaign: Campaign | None = None
     outcomes_file = None
@@ -283,7 +329,12 @@ async def _run(
             )
         group = await stack.enter_async_context(anyio.create_task_group())
         with anyio.CancelScope() as hard:
-            group.start_soon(watch_interrupts, ctx, feed, ready_to_stop, hard, state)
+
+            def stop_dispatch() -> None:
+                if stream is not None:
+                    stream.stop(_INTERRUPTED)
+
+            group.start_soon(watch_interrupts, ctx, feed, ready_to_stop, hard, state, stop_dispatch)
             stream = _open_stream(client, source, feed.items(), at, args, campaign)
 
             def record(outcome: SendOutcome) -> None:
@@ -305,12 +356,18 @@ async def _run(
         group.cancel_scope.cancel()
         assert stream is not None
         # After a second Ctrl-C: the requests cut off on the wire (unknown), and the rest.
+        cut_off = 0
         for outcome in stream.abandoned:
             record(outcome)
+            if outcome.status is OutcomeStatus.UNKNOWN:
+                cut_off += len(outcome.mobiles)
+        state["cut_off"] = cut_off
         stats = stream.stats
         summary = campaign.summary() if campaign is not None else None
-    return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary)
+    return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary, at=at)
 
 
 def _stopped_by(stream: Stream) -> AisixError | None:
-    return stream.stopped_by
+    # A stop of our own (Ctrl-C) is not an error to report: the summary says "interrupted".
+    stop = stream.stopped_by
+    return None if isinstance(stop, SendStoppedError) else stop

@@ -6,10 +6,11 @@ unknown recipients go to stderr whatever the format, because a person reads thos
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .._bulk import BulkStats
-from .._client import AisixClient
+from .._client import GATEWAY_TZ, AisixClient
 from .._errors import AisixError
 from .._pricing import Estimate
 from ._app import Context
@@ -37,7 +38,23 @@ def show_problems(ctx: Context, source: Source, checked: Checked) -> None:
         out.warn(f"... and {checked.more_problems} more invalid lines")
 
 
-def show_estimate(ctx: Context, est: Estimate, checked: Checked, dry: bool) -> None:
+def _scheduled(at: datetime | None) -> str:
+    if at is None:
+        return "now"
+    # In the gateway's clock, which is what it schedules by, and in UTC to compare.
+    return (
+        f"{at.astimezone(GATEWAY_TZ):%Y-%m-%d %H:%M} China time "
+        f"({at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC)"
+    )
+
+
+def _at_record(at: datetime | None) -> str | None:
+    return None if at is None else at.astimezone(GATEWAY_TZ).isoformat()
+
+
+def show_estimate(
+    ctx: Context, est: Estimate, checked: Checked, dry: bool, *, at: datetime | None = None
+) -> None:
     out = ctx.out
     invalid = len(checked.problems) + checked.more_problems
     if out.json_mode:
@@ -59,6 +76,7 @@ def show_estimate(ctx: Context, est: Estimate, checked: Checked, dry: bool) -> N
                 "enough": est.enough,
                 "cgid": est.cgid,
                 "csid": est.csid,
+                "at": _at_record(at),
             }
         )
         return
@@ -81,6 +99,7 @@ def show_estimate(ctx: Context, est: Estimate, checked: Checked, dry: bool) -> N
         ("balance (yuan)", est.balance),
         ("balance after (yuan)", est.balance - est.cost),
         ("channel group / signature", f"{est.cgid} / {est.csid} {est.signature}"),
+        ("delivered", _scheduled(at)),
     ]
     out.pairs("dry run: nothing sent" if dry else "estimate", rows)
     if not est.enough:
@@ -112,8 +131,10 @@ def finish(
     stats: BulkStats,
     total: int,
     stop: AisixError | None,
-    state: dict[str, bool],
+    state: dict[str, int],
     campaign: CampaignSummary | None,
+    *,
+    at: datetime | None = None,
 ) -> int:
     out = ctx.out
     skipped = stats.skipped
@@ -138,6 +159,7 @@ def finish(
             "elapsed": round(stats.elapsed, 3),
             "interrupted": interrupted,
             "stopped_by": None if stop is None else stop.message,
+            "at": _at_record(at),
         }
         if campaign is not None:
             record["campaign"] = _campaign_record(campaign)
@@ -162,6 +184,8 @@ def finish(
             ),
             ("elapsed", f"{stats.elapsed:,.1f} s"),
         ]
+        if at is not None:
+            rows.append(("scheduled for", _scheduled(at)))
         out.pairs("interrupted: what was sent" if interrupted else "this run", rows)
         if campaign is not None:
             out.pairs(f"campaign {ctx.args.journal} (all runs)", _campaign_rows(campaign))
@@ -180,7 +204,15 @@ def finish(
         out.error(problem.message)
     if interrupted:
         if state.get("abandoned"):
-            out.warn("requests on the wire were abandoned: their recipients are unknown")
+            # Only what was really cut off: the summary's unknown count says the same.
+            cut_off = state.get("cut_off", 0)
+            if cut_off:
+                out.warn(
+                    f"{cut_off:,} recipient(s) abandoned on the wire are unknown: "
+                    "they may have been sent and charged"
+                )
+            else:
+                out.warn("no request was on the wire when the send was abandoned")
         if ctx.args.journal:
             out.note(f"run the same command again to resume from {ctx.args.journal}")
         return ExitCode.INTERRUPTED

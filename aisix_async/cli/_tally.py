@@ -66,6 +66,11 @@ class Tally:
             self.cost += outcome.cost
             return
         reason = _reason(outcome)
+        if outcome.action is None:
+            # An invalid input line (--skip-invalid): warned about once already, by its
+            # line number, before sending; the engine's wording would only repeat it.
+            self.failed += size
+            return
         self.reasons[reason] += size
         if outcome.status is OutcomeStatus.FAILED and isinstance(outcome.error, NotSentError):
             # Kept apart from refusals: nothing was asked of the gateway for them, so a

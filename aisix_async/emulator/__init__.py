@@ -18,19 +18,17 @@ against).
 
 Command line: `python -m aisix_async.emulator --port 0` (see `__main__`); control over
 HTTP: the `/_emulator/` endpoints (see `_control`).
+
+Only the server (`EmulatorServer`, `serve_emulator`) needs uvicorn, the emulator extra:
+the bare ASGI app and the state import without it (an app under test through
+httpx.ASGITransport, or under another ASGI server).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
-
-try:
-    import uvicorn  # noqa: F401  (checked here so a missing extra says what to install)
-except ImportError as _missing:  # pragma: no cover - the test installs have the extra
-    raise ImportError(
-        "aisix_async.emulator needs the emulator extra: pip install '.[emulator]' in the clone",
-        name="uvicorn",
-    ) from _missing
+from typing import TYPE_CHECKING, Any
 
 from ._app import ENDPOINTS, EmulatorApp, create_app
 from ._billing import message_units, units_for_length
@@ -49,8 +47,12 @@ from ._config import (
 )
 from ._faults import DeliberateDrop
 from ._records import Counters, MessageRecord
-from ._server import EmulatorServer, serve_emulator
 from ._state import GatewayState
+
+if TYPE_CHECKING:
+    from ._server import EmulatorServer, serve_emulator
+
+_NEEDS_UVICORN = {"EmulatorServer", "serve_emulator"}
 
 __all__ = [
     "DEFAULT_ACCOUNT",
@@ -77,9 +79,34 @@ __all__ = [
     "units_for_length",
 ]
 
-# Tracebacks and reprs show the public path, not the private module.
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) or inspect.isfunction(_obj):
-        _obj.__module__ = __name__
-del _name, _obj
+
+def _public(obj: Any) -> Any:
+    # Tracebacks and reprs show the public path, not the private module.
+    if isinstance(obj, type) or inspect.isfunction(obj):
+        obj.__module__ = __name__
+    return obj
+
+
+for _name in set(__all__) - _NEEDS_UVICORN:
+    _public(globals()[_name])
+del _name
+
+
+def __getattr__(name: str) -> Any:
+    """The server, imported on first use: only it needs uvicorn (the emulator extra)."""
+    if name not in _NEEDS_UVICORN:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        server = importlib.import_module(f"{__name__}._server")
+    except ImportError as missing:
+        if missing.name not in {"uvicorn", "httptools"}:
+            raise
+        raise ImportError(
+            f"aisix_async.emulator.{name} needs the emulator extra: pip install "
+            "'aisix-async[emulator]' from where aisix-async came (in a clone of the "
+            "repository: pip install '.[emulator]')",
+            name="uvicorn",
+        ) from missing
+    for public in _NEEDS_UVICORN:
+        globals()[public] = _public(getattr(server, public))
+    return globals()[name]

@@ -73,6 +73,10 @@ class ReportQueue:
         """How many reports a call at `now` could return (counts the whole heap: not hot)."""
         return sum(1 for entry in self._heap if entry[0] <= now)
 
+    def peek(self) -> list[tuple[str, str, str]]:
+        """Every pending report as (msgid, mobile, code), in due order; nothing removed."""
+        return [(msgid, mobile, code) for _, _, msgid, mobile, code in sorted(self._heap)]
+
     def pop_due(self, now: float, limit: int) -> list[tuple[str, str, str, str]]:
         """Remove and return up to `limit` due reports as (id, msgid, mobile, code)."""
         out: list[tuple[str, str, str, str]] = []

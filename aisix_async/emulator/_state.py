@@ -285,6 +285,15 @@ class GatewayState:
         with self.lock:
             return len(self._account(ac).reports)
 
+    def queued_reports(self, ac: str | None = None) -> list[tuple[str, str, str]]:
+        """The reports not yet fetched, as (msgid, mobile, code), in the order they will come.
+
+        The codes were drawn when their messages were accepted: a test compares what a
+        client recorded with these, before the client fetches them.
+        """
+        with self.lock:
+            return self._account(ac).reports.peek()
+
     def pending_replies(self, ac: str | None = None) -> int:
         """Replies not yet fetched."""
         with self.lock:

@@ -1,0 +1,158 @@
+"""A circuit breaker for the -1 that never clears.
+
+The gateway answers -1 for three different reasons: too fast, outside the account's time
+window, or a request from an IP address the account is not bound to. Pacing cures the
+first; nothing the client does cures the other two, yet each request would spend its own
+ten attempts (tens of seconds, in a web handler) learning that again.
+
+The scheduler tells the breaker of every answer. The pattern that gives the hopeless
+case away is an unbroken run of -1: under a mere rate limit some requests keep being
+accepted once the pace drops, so the run breaks within a second or two. When nothing but
+-1 has come back for ``open_after`` seconds (and at least ``min_refusals`` of them), the
+breaker opens: one WARNING explains it, and from then on every attempt fails at once with
+:class:`CircuitOpenError` (nothing sent), except for one probe now and then
+(``probe_after`` seconds, doubling up to ``max_probe_after``). The first answer that is
+not -1 closes it again.
+
+It keeps no clock of its own: the scheduler passes its (injectable) clock's readings, so
+tests run it on virtual time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from ._errors import CircuitOpenError, GatewayError, RateLimitedError
+
+__all__ = ["Breaker"]
+
+logger = logging.getLogger("aisix_async")
+
+# Set while the current task's attempt is the breaker's probe (see Breaker.recheck).
+_PROBING: ContextVar[bool] = ContextVar("aisix_breaker_probe", default=False)
+
+
+class Breaker:
+    """Opens on an unbroken run of -1 answers; lets one probe through now and then."""
+
+    def __init__(
+        self,
+        *,
+        open_after: float = 3.0,
+        min_refusals: int = 6,
+        probe_after: float = 5.0,
+        max_probe_after: float = 60.0,
+    ) -> None:
+        self.open_after = open_after
+        self.min_refusals = min_refusals
+        self.probe_after = probe_after
+        self.max_probe_after = max_probe_after
+        # The current run of -1 answers: when it started, how many.
+        self._run_started: float | None = None
+        self._run_length = 0
+        self._open = False
+        self._opened_at = 0.0
+        self._next_probe = math.inf
+        self._probe_interval = probe_after
+        self._probing = False
+        #: Times it opened, for stats.
+        self.trips = 0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether calls are being refused at once."""
+        return self._open
+
+    def _refuse(self, action: str, now: float) -> CircuitOpenError:
+        return CircuitOpenError(
+            action,
+            detail=f"open for {now - self._opened_at:.1f} s; next probe in "
+            f"{max(0.0, self._next_probe - now):.1f} s",
+        )
+
+    def check(self, action: str, now: float) -> None:
+        """Raise CircuitOpenError at once when open and no probe is due (queue entry)."""
+        if self._open and (self._probing or now < self._next_probe):
+            raise self._refuse(action, now)
+
+    def recheck(self, action: str, now: float) -> None:
+        """At the turn, right before writing: refuse if it opened while this call waited.
+
+        A call admitted while the breaker was closed may then wait seconds for the pace;
+        if the breaker opens meanwhile, it fails at once rather than spend its attempt.
+        The probe itself passes.
+        """
+        if self._open and not _PROBING.get():
+            raise self._refuse(action, now)
+
+    @contextmanager
+    def admitted(self, action: str, now: float) -> Iterator[None]:
+        """Around one attempt: refuse it if open (unless it is the probe); learn its answer."""
+        probe = False
+        if self._open:
+            if self._probing or now < self._next_probe:
+                raise self._refuse(action, now)
+            self._probing = probe = True
+        token = _PROBING.set(probe)
+        try:
+            yield
+        except RateLimitedError as exc:
+            if not isinstance(exc, CircuitOpenError):
+                self._refused(now, probe)
+            raise
+        except GatewayError:
+            # Any other code: the gateway got past whatever gives -1 for this account.
+            self._cleared()
+            raise
+        else:
+            self._cleared()
+        finally:
+            _PROBING.reset(token)
+            # A lost answer or a cancellation says nothing either way: only the probe
+            # slot is given back, so another call can probe.
+            if probe:
+                self._probing = False
+
+    def _refused(self, dispatched_at: float, probe: bool) -> None:
+        if self._open:
+            if probe:
+                self._next_probe = dispatched_at + self._probe_interval
+                self._probe_interval = min(self.max_probe_after, self._probe_interval * 2)
+            return
+        if self._run_started is None:
+            self._run_started = dispatched_at
+        self._run_length += 1
+        span = dispatched_at - self._run_started
+        if self._run_length >= self.min_refusals and span >= self.open_after:
+            self._open = True
+            self.trips += 1
+            self._opened_at = dispatched_at
+            self._probe_interval = self.probe_after
+            self._next_probe = dispatched_at + self._probe_interval
+            self._probe_interval = min(self.max_probe_after, self._probe_interval * 2)
+            logger.warning(
+                "the gateway has answered nothing but -1 (too fast) for %.1f s (%d answers), "
+                "which slowing down does not clear: the account is most likely bound to "
+                "another IP address, or limited to a time window. Calls now fail at once "
+                "with CircuitOpenError; a probe request goes out every few seconds and "
+                "calls work again once one is accepted",
+                span,
+                self._run_length,
+                extra={"result": -1, "refusals": self._run_length, "refused_for": span},
+            )
+
+    def _cleared(self) -> None:
+        if self._open:
+            logger.warning(
+                "a probe was accepted: the gateway takes requests again; calls resume",
+                extra={"result": 1},
+            )
+        self._open = False
+        self._run_started = None
+        self._run_length = 0
+        self._next_probe = math.inf
+        self._probe_interval = self.probe_after

@@ -1,0 +1,421 @@
+"""A campaign's delivery truth from the command line: ``reports --journal`` and ``campaign``.
+
+``aisix reports --journal sale.db`` polls delivery reports into the campaign's journal:
+each fetched batch is written there (one transaction) *before* any of its reports is
+shown, because the gateway hands each report out once. The journal tells the campaign's
+reports (its (msgid, mobile) pairs) from the others, which are kept and counted apart,
+and settles unknown chunks a report proves were sent. The live display on stderr is the
+campaign's delivery progress (delivered / failed / pending, by operator code), not a
+scroll; stdout still gets every report as it comes (``--json``: one line each, with
+``"campaign": true|false``).
+
+``aisix campaign sale.db`` shows a journal's state without sending anything, and
+``--export out.csv`` writes one line per recipient, streamed from the journal a chunk at
+a time (a ten-million-recipient campaign is never held in memory).
+
+Both open the journal as a send does (its lock, a schema-1 file migrated); ``campaign``
+falls back to reading it without the lock, as committed so far, while another process
+drives it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from rich.console import Group
+from rich.live import Live
+from rich.text import Text
+
+from .._campaign import Campaign, open_campaign
+from .._campaign_ledger import CampaignSummary, summarize
+from .._client import AisixClient
+from .._journal import Journal, Run
+from .._journal_file import JournalInUse
+from .._journal_sql import EXPORT_COLUMNS
+from .._models import MalformedRecord, StateReport
+from .._reports import watch_send_states
+from ._app import Context
+from ._commands import _report_line, _show_malformed
+from ._exit import CliError, ExitCode
+
+__all__ = ["campaign", "reports_journal"]
+
+
+def _existing_journal(path: str) -> Path:
+    # Opening a journal creates it when missing: an inspection must not leave an empty
+    # campaign file behind a typo.
+    target = Path(path)
+    if not target.is_file():
+        raise CliError(
+            f"{path}: no such campaign journal (one is made by aisix send ... --journal {path})"
+        )
+    return target
+
+
+def _when(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _short(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _split(delivery: dict[str, int]) -> tuple[int, int]:
+    delivered = delivery.get("DELIVRD", 0)
+    return delivered, sum(delivery.values()) - delivered
+
+
+def _delivery_figures(summary: CampaignSummary) -> dict[str, Any]:
+    delivered, failed = _split(dict(summary.delivery))
+    return {
+        "delivered": delivered,
+        "failed": failed,
+        "pending": summary.pending,
+        "by_code": dict(sorted(summary.delivery.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "not_this_campaigns": summary.foreign_reports,
+    }
+
+
+def _delivery_line(summary: CampaignSummary) -> str:
+    figures = _delivery_figures(summary)
+    codes = "  ".join(f"{code} {n:,}" for code, n in figures["by_code"].items())
+    return (
+        f"delivered {figures['delivered']:,}  failed {figures['failed']:,}  "
+        f"pending {figures['pending']:,}  of {summary.accepted:,} accepted"
+        + (f"  ({codes})" if codes else "")
+        + f"  not this campaign's {summary.foreign_reports:,}"
+    )
+
+
+# -- aisix reports --journal ---------------------------------------------------------
+
+
+class _Display:
+    """The campaign's delivery progress on stderr: redrawn on a terminal, lines otherwise."""
+
+    def __init__(self, ctx: Context, campaign: Campaign) -> None:
+        self._out = ctx.out
+        self._campaign = campaign
+        self._started = time.monotonic()
+        self.reports = 0
+
+    def _text(self) -> str:
+        summary = self._campaign.summary()
+        elapsed = time.monotonic() - self._started
+        rate = self.reports / elapsed if elapsed > 0 else 0.0
+        return (
+            f"{_delivery_line(summary)}  reports {self.reports:,} ({rate:,.0f}/s)  {elapsed:,.0f} s"
+        )
+
+    def _frame(self) -> Group:
+        return Group(Text(f"delivery of {self._campaign.path}", style="bold"), Text(self._text()))
+
+    async def run(self) -> None:
+        """Show the figures until cancelled (then once more, the last word)."""
+        out = self._out
+        if out.quiet:
+            await anyio.sleep_forever()
+        if out.interactive:
+            with Live(self._frame(), console=out.err, refresh_per_second=4) as live:
+                try:
+                    while True:
+                        await anyio.sleep(0.25)
+                        live.update(self._frame())
+                finally:
+                    live.update(self._frame())
+        try:
+            while True:
+                await anyio.sleep(5.0)
+                out.note(self._text())
+        finally:
+            out.note(self._text())
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _json_line(report: StateReport, ours: bool | None) -> str:
+    # The fields of ``aisix reports --json`` (_commands._record_json), built directly:
+    # the generic conversion cost more than the journal write at a million reports.
+    data: dict[str, Any] = {
+        "type": "report",
+        "id": report.id,
+        "msgid": report.msgid,
+        "mobile": report.mobile,
+        "code": report.code,
+        "result": report.result.name.lower(),
+        "final": report.is_final,
+    }
+    if report.extra:
+        data["extra"] = dict(report.extra)
+    data["campaign"] = ours
+    return _ENCODE(data) + "\n"
+
+
+_TAGS = {False: "  (not this campaign's)", None: "  (not journalled)"}
+
+
+async def reports_journal(ctx: Context) -> int:
+    """``aisix reports --journal FILE``: journal the reports, then show them and the tally."""
+    args, out = ctx.args, ctx.out
+    path = _existing_journal(args.journal)
+    idle = args.until_idle
+    follow = args.follow or idle is not None
+    async with ctx.client() as client, open_campaign(client, path) as campaign:
+        journal = campaign._journal_now()
+        recorded = (journal.definition or {}).get("account")
+        if recorded is None:
+            raise CliError(f"{path} records no campaign yet: nothing to match reports to")
+        if recorded != client.account:
+            raise CliError(
+                f"{path} is a campaign of {recorded}, not of {client.account}: its reports "
+                "are fetched with that account's credentials"
+            )
+        unread = sum(map(len, journal.unread.values()))
+        if unread:
+            # Their numbers come back only when a send re-reads the input: until then a
+            # report for one of them cannot be told from another campaign's.
+            out.warn(
+                f"{unread:,} recipients of chunks a stopped process left on the wire are "
+                "known by input position only: resume the send (the same aisix send "
+                "--journal command) first, or their reports count as not this campaign's"
+            )
+        run = await journal.begin_run("reports")
+        try:
+            return await _follow(ctx, client, campaign, journal, follow, idle)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await journal.end_run(run)
+            # (The display's last line already said it on stderr.)
+            if out.json_mode:
+                summary = campaign.summary()
+                out.emit({"type": "summary", "journal": str(path), **_summary_json(summary)})
+
+
+async def _follow(
+    ctx: Context,
+    client: AisixClient,
+    campaign: Campaign,
+    journal: Journal,
+    follow: bool,
+    idle: float | None,
+) -> int:
+    out = ctx.out
+    display = _Display(ctx, campaign)
+    # One flag per report, in the order the stream yields them: the journal's verdict
+    # (the campaign's or not) is known when the batch is written, before any is shown.
+    mine: deque[bool] = deque()
+
+    async def record(batch: Sequence[StateReport | MalformedRecord]) -> None:
+        done = await journal.ingest_reports(batch)
+        mine.extend(done.mine)
+
+    stream = watch_send_states(
+        client,
+        interval=ctx.args.interval,
+        # Without --follow: one pass over the queue; --follow alone: until Ctrl-C.
+        stop_when_idle=idle if follow else 0.0,
+        on_batch=record,
+    )
+
+    # Written straight to stdout and flushed whenever the reader has caught up with what
+    # was fetched: a batch of ten thousand reports is one write burst, not ten thousand
+    # flushes (rich's per-line printing held the command to a few thousand reports/s).
+    sink = out.out.file
+
+    def show(report: StateReport) -> None:
+        # None: fetched, but the journal could not record it (it broke): shown all the
+        # same, the gateway will not hand it out again.
+        ours = mine.popleft() if mine else None
+        display.reports += 1
+        if out.json_mode:
+            sink.write(_json_line(report, ours))
+        else:
+            sink.write(_report_line(report) + ("" if ours else _TAGS[ours]) + "\n")
+        if not mine:  # every report journalled so far is shown: the reader caught up
+            sink.flush()
+
+    interrupted = False
+
+    async def consume(scope: anyio.CancelScope) -> None:
+        async with stream:
+            async for report in stream:
+                show(report)
+        scope.cancel()
+
+    async def watch_signals(scope: anyio.CancelScope) -> None:
+        nonlocal interrupted
+        if sys.platform == "win32":  # pragma: no cover - no signal receiver there
+            await anyio.sleep_forever()
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                interrupted = True
+                scope.cancel()
+                return
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume, group.cancel_scope)
+            group.start_soon(watch_signals, group.cancel_scope)
+            group.start_soon(display.run)
+    except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C before the receiver is set
+        interrupted = True
+    finally:
+        # Fetched (and journalled) but not yet shown: the gateway will not send them again.
+        for report in stream.unread():
+            show(report)
+        sink.flush()
+        for bad in stream.malformed:
+            _show_malformed(ctx, bad)
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    summary = campaign.summary()
+    if idle is not None and (summary.pending or summary.unknown):
+        return ExitCode.PENDING
+    return ExitCode.OK
+
+
+def _summary_json(summary: CampaignSummary) -> dict[str, Any]:
+    return {
+        "accepted": summary.accepted,
+        "failed": summary.failed,
+        "unknown": summary.unknown,
+        "not_yet_sent": summary.not_yet_sent,
+        "in_flight": summary.in_flight,
+        "reconciled": summary.reconciled,
+        "units": summary.units,
+        "cost": summary.cost,
+        "input_size": summary.input_size,
+        "complete": summary.complete,
+        "delivery": _delivery_figures(summary),
+        "unknown_recipients": [
+            {"position": position, "mobile": mobile}
+            for position, mobile in summary.unknown_recipients
+        ],
+        "unknown_unread": list(summary.unknown_unread),
+    }
+
+
+# -- aisix campaign ------------------------------------------------------------------
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    return {
+        "run": run.seq,
+        "kind": run.kind,
+        "started": _when(run.started_at),
+        "ended": _when(run.ended_at),
+        "pid": run.pid,
+    }
+
+
+async def campaign(ctx: Context) -> int:
+    """``aisix campaign FILE``: where a campaign stands, from its journal alone."""
+    args, out = ctx.args, ctx.out
+    path = _existing_journal(args.journal_file)
+    export = args.export
+    if export is not None:
+        _check_export(path, Path(export))
+    try:
+        journal = await Journal.open(path)
+    except JournalInUse as busy:
+        # A send (or a reports follower) runs on it: read what it committed so far.
+        journal = await Journal.open_read_only(path)
+        out.warn(f"{busy.message.split(';')[0]}: figures as committed so far (read only)")
+    try:
+        summary = summarize(journal)
+        runs = await journal.runs()
+        definition = dict(journal.definition or {})
+        if export is not None:
+            written = await _export(journal, Path(export))
+            out.note(f"{written:,} recipients written to {export}")
+    finally:
+        await journal.aclose()
+    if out.json_mode:
+        out.emit(
+            {
+                "type": "campaign",
+                "journal": str(path),
+                "definition": definition,
+                **_summary_json(summary),
+                "runs": [_run_json(run) for run in runs],
+            }
+        )
+        return ExitCode.OK
+    figures = _delivery_figures(summary)
+    size = summary.input_size
+    rows: list[tuple[str, object]] = [
+        ("action", definition.get("action")),
+        ("account", definition.get("account")),
+        (
+            "input size",
+            "not read to its end yet" if size is None else f"{size:,}",
+        ),
+        ("accepted", f"{summary.accepted:,}"),
+        ("failed", f"{summary.failed:,}"),
+        ("unknown (may have been sent)", f"{summary.unknown:,}"),
+        ("not yet sent", f"{summary.not_yet_sent:,}"),
+    ]
+    if summary.in_flight:
+        rows.append(("in flight", f"{summary.in_flight:,}"))
+    rows += [
+        ("units", f"{summary.units:,}"),
+        ("cost (yuan)", summary.cost),
+        ("delivered", f"{figures['delivered']:,}"),
+        ("failed delivery", f"{figures['failed']:,}"),
+        ("pending reports", f"{figures['pending']:,}"),
+    ]
+    rows += [(f"  {code}", f"{n:,}") for code, n in figures["by_code"].items()]
+    rows.append(("reports not this campaign's", f"{summary.foreign_reports:,}"))
+    out.pairs(f"campaign {path}", rows)
+    out.table(
+        "runs",
+        ["run", "kind", "started (UTC)", "ended (UTC)", "pid"],
+        [
+            (r.seq, r.kind, _short(r.started_at), _short(r.ended_at) or "not recorded", r.pid or "")
+            for r in runs
+        ],
+        right=["run", "pid"],
+    )
+    for position, mobile in summary.unknown_recipients[:20]:
+        out.warn(f"unknown outcome: position {position} ({mobile}); do not resend blindly")
+    if len(summary.unknown_recipients) > 20:
+        out.warn(f"... and {len(summary.unknown_recipients) - 20:,} more unknown recipients")
+    return ExitCode.OK
+
+
+def _check_export(journal: Path, target: Path) -> None:
+    """Refuse, before opening anything, an export that would land nowhere or on the journal."""
+    if target.is_dir():
+        raise CliError(f"--export {target}: is a directory; give a file name in it")
+    if not target.parent.is_dir():
+        raise CliError(f"--export {target}: the folder {target.parent} does not exist")
+    if target.resolve() == journal.resolve():
+        raise CliError(f"--export {target} is the journal itself; give another file")
+
+
+async def _export(journal: Journal, target: Path) -> int:
+    handle = await anyio.to_thread.run_sync(
+        lambda: open(target, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    )
+    try:
+        writer = csv.writer(handle)
+        writer.writerow(EXPORT_COLUMNS)
+        return await journal.export(writer.writerow)
+    finally:
+        await anyio.to_thread.run_sync(handle.close)

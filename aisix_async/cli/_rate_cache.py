@@ -1,0 +1,77 @@
+"""The CLI's memory of each account's limit: one small JSON file per account and gateway.
+
+A run that met the gateway's limit leaves the :class:`~aisix_async.RateState` it learned
+in the user's cache folder (``$XDG_CACHE_HOME/aisix/rate/``, else ``~/.cache/aisix/rate/``),
+and the next run for the same account and base URL starts at that pace instead of
+finding the limit again with -1 answers. The file holds the state only (pace,
+concurrency, when it was learned): no key, and its name is a hash of the account and
+URL, so a directory listing says nothing either. It is readable by its owner only. A file
+that cannot be read or written is ignored with a note in the log: it is only a hint.
+``--no-rate-cache`` skips it both ways.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from .._errors import ValidationError
+from .._scheduler import RateState
+
+__all__ = ["cache_path", "load", "save"]
+
+logger = logging.getLogger("aisix_async")
+
+
+def _cache_root() -> Path:
+    configured = os.environ.get("XDG_CACHE_HOME")
+    # The XDG rule: a relative path in the variable is to be ignored.
+    base = Path(configured) if configured and os.path.isabs(configured) else None
+    return (base or Path.home() / ".cache") / "aisix" / "rate"
+
+
+def cache_path(account: str, base_url: str) -> Path:
+    """Where the state for ``account`` at ``base_url`` is kept."""
+    digest = hashlib.sha256(f"{account}\n{base_url}".encode()).hexdigest()[:32]
+    return _cache_root() / f"{digest}.json"
+
+
+def load(account: str, base_url: str) -> RateState | None:
+    """The state a previous run left for this account and gateway, or None."""
+    path = cache_path(account, base_url)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.info("rate cache %s not read (%s); starting cold", path, exc.strerror)
+        return None
+    try:
+        return RateState.from_dict(json.loads(text))
+    except (ValueError, ValidationError):
+        logger.info("rate cache %s is malformed; starting cold", path)
+        return None
+
+
+def save(account: str, base_url: str, state: RateState) -> None:
+    """Keep ``state`` for the next run: written whole or not at all, owner-only."""
+    path = cache_path(account, base_url)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # mkstemp creates the file 0600; the rename makes it appear complete.
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".rate-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(state.as_dict(), out)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        logger.info("rate cache %s not written (%s)", path, exc.strerror)

@@ -1,0 +1,254 @@
+"""A campaign's delivery truth from the command line, driven as an operator would.
+
+Send with ``--journal``, kill it, resume it, follow the reports into the journal until
+they stop, inspect and export: every figure is checked against the emulator's ledger and
+the report codes it drew (read before the command fetches them: they are handed out once).
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cli_support import Cli, json_lines, numbers, write_lines
+
+_FINAL_MIX = {"DELIVRD": 6.0, "UNDELIV": 2.0, "EXPIRED": 1.0, "REJECTD": 1.0}
+
+
+def _kill_when_sent(cli: Cli, emulator: Any, args: list[str], at_least: int) -> int:
+    """Start ``aisix send``, SIGKILL it once the gateway accepted ``at_least`` messages."""
+    process = cli.popen(*args)
+    deadline = time.monotonic() + 60
+    try:
+        while emulator.state.message_count < at_least:
+            assert process.poll() is None, "the send finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+    return emulator.state.message_count
+
+
+def test_an_operators_campaign_send_kill_resume_follow_inspect_export(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    state = emulator.state
+    state.configure(rate=20.0, report_delay=0.0, reports_per_call=500, report_mix=_FINAL_MIX)
+    state.set_balance(None, "5000")
+    mobiles = numbers(10_000)
+    listed = write_lines(tmp_path / "numbers.txt", mobiles)
+    journal = str(tmp_path / "sale.db")
+    send = ["send", listed, "--content", "Sale!", "--journal", journal, "--chunk-size", "100"]
+
+    killed_at = _kill_when_sent(cli, emulator, send, at_least=3000)
+    assert killed_at < len(mobiles)
+    resumed = cli.run(*send, "--json", timeout=120)
+    # 0, or 3 when a chunk was on the wire at the kill (its outcome is unknown).
+    assert resumed.returncode in (0, 3), resumed.stderr
+
+    # Another campaign of the same account: its reports share the queue.
+    others = numbers(300, start=50_000)
+    other = cli.run("send", write_lines(tmp_path / "o.txt", others), "--content", "Other")
+    assert other.returncode == 0, other.stderr
+
+    ledger = state.messages()
+    ours = {r.mobile for r in ledger} & set(mobiles)
+    # Never sent twice, whatever the kill cut off.
+    assert Counter(r.mobile for r in ledger if r.mobile in ours) == Counter(ours)
+    drawn = state.queued_reports()
+    assert len(drawn) == len(ledger)
+
+    followed = cli.run(
+        "reports", "--journal", journal, "--until-idle", "1", "--interval", "0.05", "--json",
+        timeout=120,
+    )  # fmt: skip
+    # Every campaign message reached the gateway: the reports settle them all (a chunk
+    # the kill left unknown included). Otherwise the unknown ones keep it at 5.
+    lost = set(mobiles) - ours
+    assert followed.returncode == (5 if lost else 0), followed.stderr
+    records = json_lines(followed.stdout)
+    reports = [r for r in records if r["type"] == "report"]
+    assert len(reports) == len(drawn)  # every report printed, none lost
+    mine = [(r["msgid"], r["mobile"]) for r in reports if r["campaign"] is True]
+    foreign = [(r["msgid"], r["mobile"]) for r in reports if r["campaign"] is False]
+    assert sorted(mine) == sorted((r.msgid, r.mobile) for r in ledger if r.mobile in ours)
+    assert sorted(foreign) == sorted((r.msgid, r.mobile) for r in ledger if r.mobile in others)
+    (summary,) = [r for r in records if r["type"] == "summary"]
+    assert summary["delivery"]["pending"] == 0
+
+    inspected = cli.run("campaign", journal, "--json", "--export", str(tmp_path / "out.csv"))
+    assert inspected.returncode == 0, inspected.stderr
+    (view,) = json_lines(inspected.stdout)
+    truth = Counter(code for _, mobile, code in drawn if mobile in ours)
+    assert view["accepted"] == len(ours)
+    assert view["unknown"] == len(lost)
+    assert view["units"] == len(ours)
+    assert view["delivery"]["by_code"] == dict(truth)
+    assert view["delivery"]["delivered"] == truth["DELIVRD"]
+    assert view["delivery"]["failed"] == sum(truth.values()) - truth["DELIVRD"]
+    assert view["delivery"]["not_this_campaigns"] == len(others)
+    assert [run["kind"] for run in view["runs"]] == ["send", "send", "reports"]
+    assert view["runs"][0]["ended"] is None  # the killed run never recorded its end
+    assert all(run["ended"] for run in view["runs"][1:])
+
+    # The export: one line per recipient, in input order, as the ledger and codes say.
+    msgid_of = {r.mobile: r.msgid for r in ledger}
+    code_of = {(msgid, mobile): code for msgid, mobile, code in drawn}
+    with open(tmp_path / "out.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["mobile"] for row in rows] == mobiles
+    for position, row in enumerate(rows):
+        assert int(row["position"]) == position
+        if row["mobile"] in ours:
+            assert row["status"] == "accepted"
+            assert row["msgid"] == msgid_of[row["mobile"]]
+            assert row["delivery"] == code_of[(row["msgid"], row["mobile"])]
+            assert row["reported_at"]
+        else:
+            assert row["status"] == "unknown"
+
+    # The reports not the campaign's are in the journal too, never dropped.
+    with sqlite3.connect(journal) as conn:
+        kept = conn.execute("SELECT count(*) FROM reports WHERE chunk IS NULL").fetchone()[0]
+    assert kept == len(others)
+
+
+def test_until_idle_exits_5_while_reports_are_pending(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # ACCEPTD is not final: every recipient still waits for its report.
+    emulator.state.configure(report_delay=0.0, report_mix={"ACCEPTD": 1.0})
+    journal = str(tmp_path / "j.db")
+    listed = write_lines(tmp_path / "n.txt", numbers(120))
+    sent = cli.run("send", listed, "--content", "hi", "--journal", journal)
+    assert sent.returncode == 0, sent.stderr
+    followed = cli.run("reports", "--journal", journal, "--until-idle", "0.5", "--interval", "0.05")
+    assert followed.returncode == 5, followed.stderr
+    assert len(followed.stdout.splitlines()) == 120
+    assert "pending 120" in followed.stderr
+    view = json_lines(cli.run("campaign", journal, "--json").stdout)[0]
+    assert view["delivery"]["pending"] == 120
+    assert view["delivery"]["by_code"] == {}
+    shown = cli.run("campaign", journal)
+    assert shown.returncode == 0, shown.stderr
+    figures = {
+        line.strip().rsplit(None, 1)[0].strip(): line.strip().rsplit(None, 1)[-1]
+        for line in shown.stdout.splitlines()
+        if line.strip() and not line.strip().startswith(("campaign", "runs", "run ", "─"))
+    }
+    assert figures["accepted"] == "120"
+    assert figures["pending reports"] == "120"
+    assert figures["reports not this campaign's"] == "0"
+
+
+def test_reports_until_idle_ends_by_itself_without_a_journal(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.configure(report_delay=0.0)
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(50)), "--content", "hi")
+    assert sent.returncode == 0, sent.stderr
+    began = time.monotonic()
+    followed = cli.run("reports", "--until-idle", "0.5", "--interval", "0.05", "--json")
+    assert followed.returncode == 0, followed.stderr
+    assert time.monotonic() - began < 30
+    assert len([r for r in json_lines(followed.stdout) if r["type"] == "report"]) == 50
+    assert emulator.state.pending_reports() == 0
+
+
+def test_campaign_refuses_a_missing_journal_and_an_export_onto_it(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.db"
+    done = cli.run("campaign", str(missing))
+    assert done.returncode == 2
+    assert "no such campaign journal" in done.stderr
+    assert not missing.exists()  # an inspection creates nothing
+    refused = cli.run("reports", "--journal", str(missing))
+    assert refused.returncode == 2
+    assert not missing.exists()
+
+
+def test_an_export_onto_the_journal_or_nowhere_is_refused(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    journal = str(tmp_path / "j.db")
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(5)), "--content", "hi",
+                   "--journal", journal)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    before = Path(journal).read_bytes()
+    onto = cli.run("campaign", journal, "--export", journal)
+    assert onto.returncode == 2
+    assert "the journal itself" in onto.stderr
+    assert Path(journal).read_bytes() == before
+    nowhere = cli.run("campaign", journal, "--export", str(tmp_path / "no" / "out.csv"))
+    assert nowhere.returncode == 2
+    assert "does not exist" in nowhere.stderr
+    # Another account's credentials would fetch (and use up) that account's reports.
+    other = cli.run("reports", "--journal", journal, "--account", "2002@100001")
+    assert other.returncode == 2
+    assert "is a campaign of" in other.stderr
+    assert emulator.state.pending_reports() == 5  # nothing fetched
+
+
+def test_ctrl_c_ends_a_follower_with_every_fetched_report_journalled(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=10)
+    journal = str(tmp_path / "j.db")
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(40)), "--content", "hi",
+                   "--journal", journal)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    process = cli.popen("reports", "--journal", journal, "--follow", "--interval", "0.05", "--json")
+    deadline = time.monotonic() + 30
+    while emulator.state.pending_reports() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    shown = [r for r in json_lines(out) if r["type"] == "report"]
+    assert len(shown) == 40
+    assert all(r["campaign"] is True for r in shown)
+    with sqlite3.connect(journal) as conn:
+        # Each recipient's first final report is kept whole in ``delivery``, the rest in
+        # ``reports``: together, every report fetched.
+        stored = conn.execute(
+            "SELECT (SELECT count(*) FROM reports) + (SELECT count(*) FROM delivery)"
+        ).fetchone()
+        assert stored == (40,)
+        ended = conn.execute("SELECT ended_at FROM runs WHERE kind='reports'").fetchone()
+    assert ended[0] is not None
+
+
+def test_campaign_reads_a_journal_while_a_send_runs_on_it(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.configure(rate=5.0)
+    journal = str(tmp_path / "j.db")
+    listed = write_lines(tmp_path / "n.txt", numbers(3000))
+    process = cli.popen(
+        "send", listed, "--content", "hi", "--journal", journal, "--chunk-size", "100"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while emulator.state.message_count < 500:
+            assert process.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        seen = cli.run("campaign", journal, "--json")
+        at_most = emulator.state.message_count
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+    assert seen.returncode == 0, seen.stderr
+    assert "in use by another process" in seen.stderr
+    assert "read only" in seen.stderr
+    (view,) = json_lines(seen.stdout)
+    # What the running send had committed: accepted chunks the gateway's ledger holds.
+    assert 0 < view["accepted"] <= at_most
+    assert view["accepted"] % 100 == 0
+    assert [run["kind"] for run in view["runs"]] == ["send"]

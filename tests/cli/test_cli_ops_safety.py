@@ -1,0 +1,413 @@
+"""Operator safety (issue #14): what ``aisix`` does when a person makes the usual mistakes.
+
+Each test drives the command as a subprocess against the emulator and, where money is
+involved, checks the emulator's ledger: what the gateway saw is the ground truth.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import ROOT, Cli, numbers, summary_of, write_lines
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def send_requests(emulator: Any) -> int:
+    """Send requests the emulator has received, -1 answers included."""
+    counters = emulator.state.get_counters()
+    return sum(counters.requests[a] for a in ("sendOnce", "sendBatch", "sendParam"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_first_interrupt_stops_dispatch_at_once_retries_included(
+    cli: Cli, emulator: Any, tmp_path: Path, signum: int
+) -> None:
+    # A gateway limited to 5 requests/s: chunks queue behind the pace, and -1 answers
+    # are retried. After the signal none of them may leave.
+    emulator.state.configure(rate=5.0, burst=5.0)
+    emulator.state.set_balance(None, "1000000")
+    mobiles = numbers(100_000)
+    path = write_lines(tmp_path / "n.txt", mobiles)
+    process = cli.popen("send", path, "--content", "hello", "--json", "--max-concurrency", "4")
+    wait_for(lambda: send_requests(emulator) >= 12)
+    process.send_signal(signum)
+    at_signal = send_requests(emulator)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    after = send_requests(emulator)
+    time.sleep(1.0)
+    # Only requests already written when the signal came (at most one per connection)
+    # may reach the gateway afterwards; nothing after the process ended.
+    assert after - at_signal <= 4, (at_signal, after)
+    assert send_requests(emulator) == after
+    summary = summary_of(out)
+    assert summary["interrupted"] is True
+    sent = Counter(m.mobile for m in emulator.state.messages())
+    assert max(sent.values()) == 1
+    assert summary["accepted"] == sum(sent.values())
+    assert summary["unknown"] == 0
+    assert summary["accepted"] + summary["failed"] + summary["not_sent"] == len(mobiles)
+    assert summary["stopped_by"] is None
+    assert "Traceback" not in err
+
+
+def test_the_second_interrupt_warning_counts_what_the_summary_counts(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.set_faults(latency_ms=400)
+    emulator.state.set_balance(None, "100000")
+    path = write_lines(tmp_path / "n.txt", numbers(60_000))
+    process = cli.popen("send", path, "--content", "hi", "--json", "--max-concurrency", "4")
+    wait_for(lambda: emulator.state.message_count >= 2000)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    summary = summary_of(out)
+    assert summary["unknown"] > 0
+    # The warning and the summary tell the same story.
+    assert f"{summary['unknown']:,} recipient(s) abandoned on the wire are unknown" in err
+    assert "their recipients are unknown" not in err
+    time.sleep(0.6)  # what the emulator had taken on, it finishes (before the next test)
+
+
+def test_no_request_on_the_wire_is_not_called_unknown(capsys: Any) -> None:
+    from types import SimpleNamespace
+
+    from aisix_async._bulk import BulkStats
+    from aisix_async.cli._output import Output
+    from aisix_async.cli._send_report import finish
+    from aisix_async.cli._tally import Tally
+
+    out = Output(json_mode=True)
+    ctx: Any = SimpleNamespace(out=out, args=SimpleNamespace(journal=None), url="http://x")
+    client: Any = SimpleNamespace(account="a@b")
+    stats = BulkStats(10, 10, 0, 0, 0, 1, 0, 0, 4, None, 0, 1.0)
+    tally = Tally(accepted=10)
+    state = {"interrupted": 1, "abandoned": 1, "cut_off": 0}
+    assert finish(ctx, client, tally, stats, 20, None, state, None) == 130
+    err = capsys.readouterr().err
+    assert "no request was on the wire" in err
+    assert "unknown" not in err
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_batch_row_with_an_unquoted_comma_is_an_invalid_line(
+    cli: Cli, emulator: Any, tmp_path: Path, header: bool
+) -> None:
+    rows = [
+        "13900000001,Hi Ann",
+        "18100002707,Hi Peter, see you at 9",
+        '13900000002,"Hi Bob, see you at 10"',
+    ]
+    path = write_lines(tmp_path / "b.csv", (["mobile,content"] if header else []) + rows)
+    bad_line = 3 if header else 2
+    for dry in (["--dry-run"], []):
+        result = cli.run("send", "--batch", path, *dry)
+        assert result.returncode == 2, result.stderr
+        assert f"{path} line {bad_line}: 3 fields where" in result.stderr
+        assert "double quotes" in result.stderr
+    assert emulator.state.message_count == 0
+    # With --skip-invalid the rest goes, the cut line does not (not even cut).
+    result = cli.run("send", "--batch", path, "--skip-invalid", "--json")
+    assert result.returncode == 1, result.stderr
+    summary = summary_of(result.stdout)
+    assert (summary["accepted"], summary["failed"]) == (2, 1)
+    ledger = {m.mobile: m.text for m in emulator.state.messages()}
+    assert "18100002707" not in ledger
+    assert ledger["13900000002"].endswith("Hi Bob, see you at 10")
+    assert len(ledger) == 2
+
+
+def test_skip_invalid_warns_once_per_bad_line(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "n.txt", ["13900000001", "1390000x", "13900000002"])
+    result = cli.run("send", path, "--content", "hi", "--skip-invalid")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("1390000x") == 1, result.stderr
+    assert "ValidationError" not in result.stderr
+    assert emulator.state.message_count == 2
+
+
+def test_rotate_key_refuses_a_write_to_path_before_rotating(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    old_key = emulator.state.authkey()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        cases = [
+            (tmp_path / "nodir" / "key", "does not exist"),
+            (tmp_path, "is a directory"),
+        ]
+        if os.geteuid() != 0:  # root writes in a read-only folder all the same
+            cases.append((locked / "key", "cannot create a file"))
+        for target, says in cases:
+            result = cli.run("rotate-key", "--yes", "--write-to", str(target))
+            assert result.returncode == 2, result.stderr
+            assert says in result.stderr
+            assert "not rotated" in result.stderr or "directory" in result.stderr
+            # The key was never rotated: the old one still works, nothing was printed.
+            assert emulator.state.authkey() == old_key
+            assert result.stdout == ""
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+    assert list(tmp_path.glob(".aisix-key-*")) == []
+    assert cli.run("balance").returncode == 0
+
+
+def test_rotate_key_leaves_no_temporary_file_when_the_rotation_fails(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    target = tmp_path / "key"
+    result = cli.run(
+        "rotate-key", "--yes", "--write-to", str(target), env={**cli.env, "AISIX_AUTHKEY": "0" * 32}
+    )
+    assert result.returncode == 4, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+UNREACHABLE = "http://127.0.0.1:9/OpenPlatform"  # the discard port: nothing listens
+
+
+@pytest.mark.parametrize("command", [["balance"], ["send", "NUMBERS", "--content", "hi"]])
+def test_an_unreachable_gateway_is_said_at_once_and_not_retried_for_minutes(
+    cli: Cli, tmp_path: Path, command: list[str]
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(3))
+    command = [path if arg == "NUMBERS" else arg for arg in command]
+    started = time.monotonic()
+    process = cli.popen(*command, "--base-url", UNREACHABLE)
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    # Said while it is still retrying, not after.
+    assert process.poll() is None
+    assert "cannot reach the gateway at http://127.0.0.1:9/OpenPlatform" in first
+    assert "retrying for up to 10 s" in first
+    _, err = process.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+    assert process.returncode == 4, err
+    assert "could not talk to the gateway" in err
+    # Ten seconds of retries, not the two minutes meant for -1 answers (process start-up
+    # and a slow CI machine get a generous margin).
+    assert elapsed < 40, elapsed
+
+
+def test_a_short_retry_timeout_holds_for_an_unreachable_gateway(cli: Cli) -> None:
+    started = time.monotonic()
+    result = cli.run("balance", "--base-url", UNREACHABLE, "--retry-timeout", "2")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 4, result.stderr
+    assert "retrying for up to 2 s" in result.stderr
+    assert elapsed < 2 + 8, elapsed
+
+
+def test_a_minus_one_that_never_clears_gives_its_advice_once(cli: Cli, emulator: Any) -> None:
+    emulator.state.configure(ip_bound=True)
+    result = cli.run("balance", "--retry-timeout", "1")
+    assert result.returncode == 4
+    assert result.stderr.count("IP address") == 1, result.stderr
+    assert "still refused after" in result.stderr
+
+
+def test_a_lost_answer_to_a_read_only_call_does_not_say_it_may_have_acted(
+    cli: Cli, emulator: Any
+) -> None:
+    emulator.state.set_faults(drop_after_process=1.0)
+    result = cli.run("balance", "--retry-timeout", "1")
+    assert result.returncode == 4, result.stderr
+    assert "could not talk to the gateway" in result.stderr
+    assert "may have acted" not in result.stderr
+
+
+def test_send_refuses_numbers_a_digit_short_or_long_by_default(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", ["13900000001", "1860000737", "1390000000012345"])
+    result = cli.run("send", path, "--content", "hi")
+    assert result.returncode == 2, result.stderr
+    assert "line 2" in result.stderr and "line 3" in result.stderr
+    assert "mainland China mobile" in result.stderr
+    assert emulator.state.message_count == 0
+    # The old rule, asked for by name, takes them.
+    lenient = cli.run("send", path, "--content", "hi", "--numbers", "lenient", "--json")
+    assert lenient.returncode == 0, lenient.stderr
+    assert emulator.state.message_count == 3
+
+
+def test_send_with_e164_numbers_sends_them_normalised(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", ["+86 139 0000 0001", "+44 7911 123456", "+44 7911"])
+    result = cli.run("send", path, "--content", "hi", "--numbers", "e164", "--skip-invalid")
+    assert result.returncode == 1, result.stderr
+    assert "line 3" in result.stderr
+    assert sorted(m.mobile for m in emulator.state.messages()) == ["+447911123456", "13900000001"]
+
+
+def _without(module: str, call: str) -> subprocess.CompletedProcess[str]:
+    code = f"import sys; sys.modules[{module!r}] = None\n{call}"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+
+
+def test_version_and_help_work_without_the_cli_extra() -> None:
+    from aisix_async import __version__
+
+    call = "from aisix_async.cli import main\nraise SystemExit(main(sys.argv[1:] or {args!r}))"
+    version = _without("rich", call.format(args=["--version"]))
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"aisix {__version__}"
+    for args in (["--help"], ["send", "--help"]):
+        shown = _without("rich", call.format(args=args))
+        assert shown.returncode == 0, shown.stderr
+        assert "usage: aisix" in shown.stdout
+        assert "pip install 'aisix-async[cli]'" in shown.stderr
+    refused = _without("rich", call.format(args=["balance"]))
+    assert refused.returncode == 2
+    # A wheel install has no clone: the hint names the package's extra first.
+    assert "pip install 'aisix-async[cli]'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_the_emulator_app_imports_without_uvicorn() -> None:
+    result = _without(
+        "uvicorn",
+        "from aisix_async.emulator import create_app, GatewayState\n"
+        "app = create_app()\n"
+        "print(type(app).__name__)\n"
+        "try:\n"
+        "    from aisix_async.emulator import EmulatorServer\n"
+        "except ImportError as exc:\n"
+        "    print(exc.name, exc)\n",
+    )
+    assert result.returncode == 0, result.stderr
+    name, missing = result.stdout.splitlines()
+    assert name == "EmulatorApp"
+    assert missing.startswith("uvicorn ") and "aisix-async[emulator]" in missing
+
+
+def test_the_package_has_the_license_its_metadata_names() -> None:
+    license_text = (Path(ROOT) / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License")
+    assert 'license = "MIT"' in (Path(ROOT) / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def test_a_clean_exit_leaves_no_lock_file_beside_the_journal(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(5))
+    journal = tmp_path / "j.db"
+    for _ in range(2):  # a second run takes the lock again, and lets it go again
+        result = cli.run("send", path, "--content", "hi", "--journal", str(journal))
+        assert result.returncode == 0, result.stderr
+        assert journal.exists()
+        assert not (tmp_path / "j.db.lock").exists()
+    assert emulator.state.message_count == 5
+
+
+def test_a_journal_refusing_a_changed_input_names_its_lines(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    mobiles = numbers(30)
+    first = write_lines(tmp_path / "a.txt", ["# customers", "", *mobiles])
+    journal = str(tmp_path / "j.db")
+    args = ("--content", "hi", "--journal", journal, "--chunk-size", "10")
+    assert cli.run("send", first, *args).returncode == 0
+    changed = list(mobiles)
+    changed[15] = "13999999999"  # item 15, on line 18 of the file (a comment, a blank)
+    second = write_lines(tmp_path / "b.txt", ["# customers", "", *changed])
+    result = cli.run("send", second, *args)
+    assert result.returncode == 2, result.stderr
+    # Chunk 1 holds items 10-19: lines 13-22 of the file.
+    assert f"{second} lines 13-22" in result.stderr, result.stderr
+    assert "positions" not in result.stderr
+    assert emulator.state.message_count == 30
+
+
+def test_at_is_shown_in_the_dry_run_and_the_summary(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from cli_support import json_lines
+
+    when = (datetime.now(timezone.utc) + timedelta(hours=3)).replace(second=0, microsecond=0)
+    china = when.astimezone(timezone(timedelta(hours=8)))
+    shown = f"{china:%Y-%m-%d %H:%M} China time ({when:%Y-%m-%d %H:%M} UTC)"
+    path = write_lines(tmp_path / "n.txt", numbers(2))
+    args = ("send", path, "--content", "later", "--at", when.isoformat())
+    dry = cli.run(*args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert shown in dry.stdout
+    dry_json = cli.run(*args, "--dry-run", "--json")
+    assert json_lines(dry_json.stdout)[-1]["at"] == china.isoformat()
+    assert emulator.state.message_count == 0
+    real = cli.run(*args)
+    assert real.returncode == 0, real.stderr
+    assert "scheduled for" in real.stdout and shown in real.stdout
+    real_json = cli.run(*args, "--json")
+    assert summary_of(real_json.stdout)["at"] == china.isoformat()
+    assert {m.scheduled_for for m in emulator.state.messages()} == {when.timestamp()}
+
+
+def test_the_demo_says_why_charged_exceeds_the_campaign_total(cli: Cli) -> None:
+    import re
+    from decimal import Decimal
+
+    from aisix_async.cli._demo import _charged
+
+    # A campaign total of 10.00 with 0.30 charged for answers that were lost:
+    said = _charged(Decimal("10.300"), Decimal("10.00"))
+    assert said.startswith("10.300 = 10.00 for accepted recipients + 0.300 for unknown ones")
+    assert _charged(Decimal("10.000"), Decimal("10.00")).endswith("(the campaign total above)")
+    # And in the demo's own table.
+    result = cli.run("demo", "--size", "1000", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    total = re.search(r"^\s*total\s.*?([0-9]+\.[0-9]+)\s*$", result.stdout, re.MULTILINE)
+    charged = re.search(r"charged \(yuan\)\s+([0-9.]+) (.*)$", result.stdout, re.MULTILINE)
+    assert total and charged, result.stdout
+    if Decimal(charged.group(1)) == Decimal(total.group(1)):
+        assert "the campaign total above" in charged.group(2)
+    else:
+        assert "for unknown ones" in charged.group(2)
+
+
+def test_library_log_lines_do_not_repeat_what_the_command_says(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    rotated = cli.run("rotate-key", "--yes")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "was rotated" in rotated.stderr
+    assert "updateKey: the authkey" not in rotated.stderr
+    # A send stopped by -9: said once, by the command.
+    emulator.state.set_balance(None, "1")
+    path = write_lines(tmp_path / "n.txt", numbers(3000))
+    result = cli.run(
+        "send",
+        path,
+        "--content",
+        "hi",
+        "--no-balance-check",
+        env={**cli.env, "AISIX_AUTHKEY": emulator.state.authkey()},
+    )
+    assert result.returncode == 4, result.stderr
+    assert "stopping dispatch" not in result.stderr
+    assert result.stderr.count("balance") >= 1

@@ -1,0 +1,69 @@
+"""The CLI's rate cache: a run that met the limit leaves its pace for the next run."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+from cli_support import Cli, numbers, summary_of, write_lines
+
+from aisix_async import RateState
+
+
+def _cache_files(cli: Cli) -> list[Path]:
+    return sorted((Path(cli.env["XDG_CACHE_HOME"]) / "aisix" / "rate").glob("*.json"))
+
+
+def _send(cli: Cli, path: str, *extra: str) -> Any:
+    result = cli.run(
+        "send", path, "--content", "Spring sale", "--chunk-size", "1", "--json", "-v", *extra
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_run_that_met_the_limit_leaves_its_pace_and_the_next_starts_from_it(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.state.configure(rate=20.0, burst=2.0)
+    first = _send(cli, write_lines(tmp_path / "a.txt", numbers(60)))
+    assert summary_of(first.stdout)["accepted"] == 60
+    (cached,) = _cache_files(cli)
+    # Owner-only; named by a hash; holding the state and nothing else (no key, no account).
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cached.parent.stat().st_mode) == 0o700
+    text = cached.read_text()
+    for secret in (emulator.authkey, emulator.account):
+        assert secret not in text and secret not in cached.name
+    state = RateState.from_dict(json.loads(text))
+    assert state.pace is not None and 10 <= state.pace <= 30
+    assert "starting from a rate state" not in first.stderr
+
+    second = _send(cli, write_lines(tmp_path / "b.txt", numbers(30, start=100)))
+    assert summary_of(second.stdout)["accepted"] == 30
+    assert "starting from a rate state" in second.stderr
+
+
+def test_no_rate_cache_neither_reads_nor_writes_it(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    emulator.state.configure(rate=20.0, burst=2.0)
+    path = write_lines(tmp_path / "a.txt", numbers(40))
+    result = _send(cli, path, "--no-rate-cache")
+    assert summary_of(result.stdout)["accepted"] == 40
+    assert _cache_files(cli) == []
+    _send(cli, write_lines(tmp_path / "b.txt", numbers(40, start=100)))
+    assert len(_cache_files(cli)) == 1
+    third = _send(cli, write_lines(tmp_path / "c.txt", numbers(5, start=200)), "--no-rate-cache")
+    assert "starting from a rate state" not in third.stderr
+
+
+def test_a_malformed_cache_file_is_ignored(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    emulator.state.configure(rate=20.0, burst=2.0)
+    _send(cli, write_lines(tmp_path / "a.txt", numbers(40)))
+    (cached,) = _cache_files(cli)
+    cached.write_text("{not json")
+    result = _send(cli, write_lines(tmp_path / "b.txt", numbers(40, start=100)))
+    assert "malformed" in result.stderr
+    # ... and replaced by what this run learned.
+    assert RateState.from_dict(json.loads(cached.read_text())).pace is not None

@@ -1,0 +1,45 @@
+"""The live panel a terminal shows: rendered by rich itself, at fixed widths."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from aisix_async.cli._progress import Snapshot, _figures, _panel
+
+
+@pytest.mark.parametrize("width", [60, 100, 200])
+def test_the_panel_shows_the_figures_line_whole(width: int) -> None:
+    from rich.console import Console
+
+    snap = Snapshot(
+        done=5_000,
+        total=10_000,
+        accepted=4_990,
+        failed=7,
+        unknown=3,
+        requests=12,
+        rate_limited=10,
+        retries=10,
+        limit=4,
+        pace=47.8,
+        in_flight=2,
+        elapsed=12.5,
+    )
+    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=True)
+    console.print(_panel("sending (once)", snap, 250.0, _figures))
+    text = " ".join(console.export_text().split())
+    assert "sending (once) 5,000 of 10,000" in text
+    for figure in (
+        "250/s",
+        "accepted 4,990",
+        "failed 7",
+        "unknown 3",
+        "requests 12",
+        "-1 answers 10",
+        "concurrency limit 4",
+        "pace 47.8 req/s",
+        "12.5 s",
+    ):
+        assert figure in text, (figure, text)

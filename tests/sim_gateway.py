@@ -1,0 +1,210 @@
+"""A simulated token-bucket gateway on virtual time, for testing the rate controller.
+
+The real :class:`~aisix_async._scheduler.Scheduler` runs against it unchanged; only time
+is simulated. On asyncio a loop whose clock jumps to the next timer whenever nothing is
+ready (its selector never blocks), on trio ``MockClock(autojump_threshold=0)``: hundreds
+of simulated seconds take a fraction of a real one, and a run repeats exactly (the
+scheduler's jitter is seeded by the caller).
+
+The bucket is the gateway's: ``burst`` tokens at most, ``rate`` per second added, one
+spent per accepted request, -1 when none is left. As in the emulator, the decision is
+taken when the request arrives (after ``latency`` seconds) and the answer is immediate;
+``answer_latency`` adds a return trip after the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import selectors
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from aisix_async import RateLimitedError, RetryPolicy
+from aisix_async._scheduler import Scheduler
+
+__all__ = ["ClientRun", "Gateway", "SimResult", "run_virtual", "simulate"]
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls without blocking; when nothing is ready, moves the loop's clock instead."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        events = super().select(0)
+        if not events and timeout is not None and timeout > 0:
+            self._clock[0] += timeout
+        elif not events and timeout is None:
+            raise RuntimeError("virtual time: every task waits and no timer is set")
+        return events
+
+
+class _VirtualLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self._virtual_now = [0.0]
+        super().__init__(_JumpingSelector(self._virtual_now))
+
+    def time(self) -> float:
+        return self._virtual_now[0]
+
+
+def run_virtual(func: Callable[[], Awaitable[Any]], backend: str) -> Any:
+    """``anyio.run(func)`` on virtual time, on "asyncio" or "trio"."""
+    if backend == "trio":
+        from trio.testing import MockClock
+
+        options: dict[str, Any] = {"clock": MockClock(autojump_threshold=0)}
+    else:
+        options = {"loop_factory": _VirtualLoop}
+    return anyio.run(func, backend=backend, backend_options=options)
+
+
+class Gateway:
+    """One account's token bucket, shared by every client that talks to it."""
+
+    def __init__(
+        self, rate: float, burst: float = 5.0, latency: float = 0.1, answer_latency: float = 0.0
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.latency = latency
+        self.answer_latency = answer_latency
+        self._tokens = burst
+        self._stamp = 0.0
+        #: (time, client index, accepted?) of every decision.
+        self.decisions: list[tuple[float, int, bool]] = []
+
+    def set_rate(self, rate: float) -> None:
+        """Change the limit now (tokens earned so far are kept)."""
+        self._refill(anyio.current_time())
+        self.rate = rate
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def attempt(self, client: int) -> Callable[[], Awaitable[None]]:
+        """What one client sends: a request that waits ``latency``, then takes a token."""
+
+        async def send() -> None:
+            await anyio.sleep(self.latency)
+            now = anyio.current_time()
+            self._refill(now)
+            accepted = self._tokens >= 1.0
+            if accepted:
+                self._tokens -= 1.0
+            self.decisions.append((now, client, accepted))
+            if self.answer_latency:
+                await anyio.sleep(self.answer_latency)
+            if not accepted:
+                raise RateLimitedError("sendBatch", -1)
+
+        return send
+
+    def accepted(self, client: int | None = None, start: float = 0.0, end: float = math.inf) -> int:
+        return sum(
+            1
+            for at, who, ok in self.decisions
+            if ok and start <= at < end and (client is None or who == client)
+        )
+
+    def refused(self, client: int | None = None, start: float = 0.0, end: float = math.inf) -> int:
+        return sum(
+            1
+            for at, who, ok in self.decisions
+            if not ok and start <= at < end and (client is None or who == client)
+        )
+
+
+@attrs.frozen
+class ClientRun:
+    """One client's part in a simulation: when it sends, how much, and how it is made."""
+
+    start: float = 0.0
+    #: Seconds of sending; the client stops dispatching after that.
+    seconds: float = 20.0
+    #: Requests kept waiting in the scheduler at once (a bulk send's window).
+    demand: int = 16
+    make: Callable[[], Scheduler] | None = None
+
+
+@attrs.frozen
+class SimResult:
+    gateway: Gateway
+    schedulers: list[Scheduler]
+    runs: list[ClientRun]
+
+    def goodput(
+        self, client: int | None = None, start: float = 0.0, end: float = math.inf
+    ) -> float:
+        """Accepted requests per second of the client's sending window, against the rate."""
+        run = self.runs[client if client is not None else 0]
+        begin, finish = max(start, run.start), min(end, run.start + run.seconds)
+        return self.gateway.accepted(client, begin, finish) / (finish - begin)
+
+    def refused_share(
+        self, client: int | None = None, start: float = 0.0, end: float = math.inf
+    ) -> float:
+        refused = self.gateway.refused(client, start, end)
+        total = refused + self.gateway.accepted(client, start, end)
+        return refused / total if total else 0.0
+
+
+def default_scheduler(max_concurrency: int = 64) -> Scheduler:
+    return Scheduler(
+        max_concurrency=max_concurrency,
+        retry=RetryPolicy(attempts=100, timeout=10_000),
+        clock=anyio.current_time,
+        sleep=anyio.sleep,
+    )
+
+
+def simulate(
+    gateway: Gateway,
+    runs: Sequence[ClientRun],
+    *,
+    backend: str = "asyncio",
+    rates: Sequence[tuple[float, float]] = (),
+    seed: int = 1,
+) -> SimResult:
+    """Run ``runs`` against ``gateway`` on virtual time; ``rates``: (at, new rate) changes."""
+    import random
+
+    random.seed(seed)  # the scheduler's retry jitter
+    schedulers: list[Scheduler] = []
+
+    async def main() -> None:
+        async def steer() -> None:
+            for at, rate in rates:
+                await anyio.sleep(max(0.0, at - anyio.current_time()))
+                gateway.set_rate(rate)
+
+        async def client(index: int, run: ClientRun, scheduler: Scheduler) -> None:
+            await anyio.sleep(run.start)
+            stop_at = run.start + run.seconds
+            send = gateway.attempt(index)
+
+            async def worker() -> None:
+                while anyio.current_time() < stop_at:
+                    await scheduler.run(send, action="sendBatch", unsafe=True)
+
+            with anyio.move_on_after(run.seconds + 30):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(run.demand):
+                        tg.start_soon(worker)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(steer)
+            for index, run in enumerate(runs):
+                scheduler = run.make() if run.make is not None else default_scheduler()
+                schedulers.append(scheduler)
+                tg.start_soon(client, index, run, scheduler)
+
+    run_virtual(main, backend)
+    return SimResult(gateway, schedulers, list(runs))

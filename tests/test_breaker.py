@@ -1,0 +1,156 @@
+"""The circuit breaker for a -1 that never clears, on virtual time.
+
+The breaker reads no clock of its own; the scheduler hands it its (injected) clock, so
+these tests step time by hand and nothing sleeps for real.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from aisix_async import CircuitOpenError, RateLimitedError, RetryPolicy
+from aisix_async._breaker import Breaker
+from aisix_async._errors import AuthenticationError
+from aisix_async._scheduler import Scheduler, is_retryable
+
+NO_WAIT = RetryPolicy(attempts=100, timeout=1e9, initial_backoff=0, max_backoff=0)
+
+
+def refuse(breaker: Breaker, now: float) -> None:
+    """One attempt admitted at ``now`` and answered -1 (not refused by the breaker)."""
+    with pytest.raises(RateLimitedError) as caught, breaker.admitted("sendOnce", now):
+        raise RateLimitedError("sendOnce", -1)
+    assert type(caught.value) is RateLimitedError
+
+
+def accept(breaker: Breaker, now: float) -> None:
+    with breaker.admitted("sendOnce", now):
+        pass
+
+
+def test_a_run_of_minus_one_opens_it_only_after_enough_time_and_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    breaker = Breaker(open_after=3.0, min_refusals=6)
+    # Many -1 in a short burst (a plain rate limit being found) do not open it.
+    for i in range(20):
+        refuse(breaker, i * 0.1)
+    assert not breaker.is_open
+    # One accepted answer breaks the run: pacing works, this is no IP binding.
+    accept(breaker, 2.5)
+    for i in range(5):
+        refuse(breaker, 3.0 + i)
+    assert not breaker.is_open  # 5 refusals over 4 s: too few
+    refuse(breaker, 8.0)
+    assert breaker.is_open and breaker.trips == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "bound to another IP address" in warnings[0].getMessage()
+    assert warnings[0].__dict__["refusals"] == 6
+
+
+def test_open_refuses_at_once_then_probes_and_closes_on_success() -> None:
+    breaker = Breaker(open_after=1.0, min_refusals=2, probe_after=5.0, max_probe_after=20.0)
+    refuse(breaker, 0.0)
+    refuse(breaker, 1.0)
+    assert breaker.is_open
+    with pytest.raises(CircuitOpenError) as caught:
+        breaker.check("sendOnce", 2.0)
+    assert caught.value.code == -1 and not caught.value.outcome_unknown
+    assert "IP address" in caught.value.message
+    with pytest.raises(CircuitOpenError), breaker.admitted("sendOnce", 5.9):
+        pass
+    # At 6 s (1 + 5) one probe goes; a second caller meanwhile is refused; the probe
+    # gets -1 again.
+    breaker.check("sendOnce", 6.0)
+    with pytest.raises(RateLimitedError), breaker.admitted("getBalance", 6.0):
+        with pytest.raises(CircuitOpenError):
+            breaker.check("sendOnce", 6.1)
+        raise RateLimitedError("getBalance", -1)
+    assert breaker.is_open
+    with pytest.raises(CircuitOpenError):
+        breaker.check("sendOnce", 6.2)
+    # The next probe is due 10 s after that one, the one after 20 s later (doubling).
+    with pytest.raises(CircuitOpenError):
+        breaker.check("sendOnce", 15.9)
+    refuse(breaker, 16.0)
+    assert breaker.is_open
+    with pytest.raises(CircuitOpenError):
+        breaker.check("sendOnce", 35.9)
+    accept(breaker, 36.0)
+    assert not breaker.is_open
+    breaker.check("sendOnce", 36.1)
+
+
+def test_another_code_also_closes_it() -> None:
+    breaker = Breaker(open_after=1.0, min_refusals=2, probe_after=1.0)
+    refuse(breaker, 0.0)
+    refuse(breaker, 1.0)
+    assert breaker.is_open
+    with pytest.raises(AuthenticationError), breaker.admitted("getBalance", 2.5):
+        raise AuthenticationError("getBalance", -2)
+    assert not breaker.is_open
+
+
+def test_circuit_open_is_never_retried() -> None:
+    error = CircuitOpenError("sendOnce")
+    assert isinstance(error, RateLimitedError)
+    assert not is_retryable(error, unsafe=True)
+    assert not is_retryable(error, unsafe=False)
+
+
+@pytest.mark.anyio
+async def test_the_scheduler_diagnoses_it_within_seconds_and_fails_later_calls_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    now = [0.0]
+    scheduler = Scheduler(retry=NO_WAIT, clock=lambda: now[0])
+    calls: list[float] = []
+    accepting = [False]
+
+    async def attempt() -> str:
+        calls.append(now[0])
+        now[0] += 0.5  # each -1 takes half a (virtual) second
+        if accepting[0]:
+            return "ok"
+        raise RateLimitedError("sendOnce", -1)
+
+    def run() -> Any:
+        return scheduler.run(attempt, action="sendOnce", unsafe=True)
+
+    with pytest.raises(CircuitOpenError):
+        await run()
+    # Diagnosed in a few virtual seconds, not after a hundred attempts.
+    assert len(calls) <= 8
+    assert now[0] <= 4.0
+    assert scheduler.breaker.is_open
+    count = len(calls)
+    for _ in range(3):
+        with pytest.raises(CircuitOpenError):
+            await run()
+    assert len(calls) == count  # refused without asking the gateway
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    # The account is fixed (bound to our address); the next probe finds out and closes it.
+    accepting[0] = True
+    now[0] += scheduler.breaker.probe_after
+    assert await run() == "ok"
+    assert not scheduler.breaker.is_open
+    assert await run() == "ok"
+
+
+def test_recheck_refuses_a_call_that_waited_while_it_opened_but_not_the_probe() -> None:
+    breaker = Breaker(open_after=1.0, min_refusals=2, probe_after=5.0)
+    breaker.recheck("sendOnce", 0.0)  # closed: nothing to say
+    refuse(breaker, 0.0)
+    refuse(breaker, 1.0)
+    with pytest.raises(CircuitOpenError):
+        breaker.recheck("sendOnce", 1.5)
+    with breaker.admitted("sendOnce", 6.0):  # the probe
+        breaker.recheck("sendOnce", 6.0)
+    assert not breaker.is_open

@@ -1,0 +1,162 @@
+"""A campaign's delivery truth, kept in its journal: whose reports, what they said, who waits.
+
+Against the emulator: the codes it drew for each message (read before the client fetches
+them) are what the journal must end up saying, recipient by recipient.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aisix_async import AisixClient
+from aisix_async._campaign import open_campaign
+from aisix_async._journal import Journal
+from aisix_async._journal_file import SCHEMA_VERSION
+from aisix_async._models import FINAL_OPERATOR_CODES
+
+pytestmark = pytest.mark.anyio
+
+V1_JOURNAL = Path(__file__).parent / "data" / "journal_v1.db"
+
+
+def client_for(emulator: Any) -> AisixClient:
+    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url)
+
+
+def numbers(n: int, start: int = 0) -> list[str]:
+    return [f"139{i:08d}" for i in range(start, start + n)]
+
+
+async def test_reports_not_the_campaigns_are_kept_apart(emulator: Any, tmp_path: Path) -> None:
+    # Issue 14, point 6: 500 numbers sent outside the campaign, then a 100-recipient
+    # campaign; the summary counted 600 deliveries.
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    async with client_for(emulator) as client:
+        outside = await client.send_once(numbers(500, start=5000), "not the campaign's")
+        async with open_campaign(client, tmp_path / "c.db") as campaign:
+            async with campaign.send_many(numbers(100), "the campaign", chunk_size=50) as s:
+                async for _ in s:
+                    pass
+            drawn = emulator.state.queued_reports()
+            assert len(drawn) == 600
+            async with campaign.watch_send_states(interval=0.01, stop_when_idle=0.3) as r:
+                got = [report async for report in r]
+            summary = campaign.summary()
+            stored = await campaign.stored_reports()
+    assert len(got) == 600
+    assert len(stored) == 600  # every report kept, the others' too
+    ours = Counter(code for msgid, _, code in drawn if msgid != outside.msgid)
+    assert dict(summary.delivery) == dict(ours)
+    assert sum(summary.delivery.values()) == 100
+    assert summary.foreign_reports == 500
+    assert summary.pending == 0
+
+
+async def test_the_same_msgid_with_a_number_not_sent_is_not_the_campaigns(
+    emulator: Any, tmp_path: Path
+) -> None:
+    from aisix_async import ReportResult, StateReport
+
+    emulator.state.configure(reports=False)
+    async with client_for(emulator) as client, open_campaign(client, tmp_path / "c.db") as c:
+        async with c.send_many(numbers(10), "hello") as s:
+            (outcome,) = [o async for o in s]
+        msgid = outcome.receipts[0].msgid
+        journal = c._journal_now()
+        batch = [
+            StateReport("1", msgid, numbers(1)[0], ReportResult.DELIVERED, "DELIVRD"),
+            StateReport("2", msgid, "13800000000", ReportResult.DELIVERED, "DELIVRD"),
+            # A repeated final report settles nothing twice.
+            StateReport("3", msgid, numbers(1)[0], ReportResult.FAILED, "UNDELIV"),
+            StateReport("4", msgid, numbers(2)[1], ReportResult.UNKNOWN, "ACCEPTD"),
+        ]
+        done = await journal.ingest_reports(batch)
+        assert done.mine == [True, False, True, True]
+        # The same final report again, in a later batch: kept, counted once.
+        again = await journal.ingest_reports(batch[:1])
+        assert again.mine == [True]
+        assert again.finals == {}
+        stored = await journal.stored_reports()
+        assert [r.id for r in stored] == ["1", "2", "3", "4", "1"]
+        summary = c.summary()
+    assert dict(summary.delivery) == {"DELIVRD": 1}
+    assert summary.foreign_reports == 1
+    assert summary.pending == 9
+
+
+async def test_export_names_every_recipient_with_its_report(emulator: Any, tmp_path: Path) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    mobiles = numbers(250)
+    client = client_for(emulator)
+    async with client, open_campaign(client, tmp_path / "c.db") as campaign:
+        async with campaign.send_many(mobiles, "hello", chunk_size=100) as s:
+            async for _ in s:
+                pass
+        drawn = {(m, msgid): code for msgid, m, code in emulator.state.queued_reports()}
+        async with campaign.watch_send_states(interval=0.01, stop_when_idle=0.3) as r:
+            async for _ in r:
+                pass
+        rows: list[tuple[object, ...]] = []
+        count = await campaign._journal_now().export(lambda row: rows.append(tuple(row)))
+        runs = await campaign._journal_now().runs()
+    assert count == len(rows) == 250
+    ledger = {r.mobile: r.msgid for r in emulator.state.messages()}
+    for position, (mobile, at, status, msgid, code, when) in enumerate(rows):
+        assert (mobile, at, status) == (mobiles[position], position, "accepted")
+        assert msgid == ledger[mobile]
+        expected = drawn[(mobile, msgid)]
+        assert code == (expected if expected in FINAL_OPERATOR_CODES else "")
+        assert bool(when) == bool(code)
+    assert [r.kind for r in runs] == ["send"]
+    assert runs[0].ended_at is not None
+    assert runs[0].ended_at >= runs[0].started_at
+
+
+async def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    shutil.copy(V1_JOURNAL, path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        total = conn.execute("SELECT count(*) FROM reports").fetchone()[0]
+        foreign = conn.execute(
+            "SELECT count(*) FROM reports WHERE msgid NOT IN (SELECT msgid FROM msgids)"
+        ).fetchone()[0]
+        finals = Counter(
+            code
+            for (code,) in conn.execute(
+                "SELECT code FROM reports WHERE msgid IN (SELECT msgid FROM msgids)"
+            )
+            if code in FINAL_OPERATOR_CODES
+        )
+        accepted = conn.execute("SELECT sum(size) FROM chunks WHERE state='accepted'").fetchone()[0]
+    assert foreign > 0
+    assert sum(finals.values()) > 0
+    journal = await Journal.open(path)
+    try:
+        assert journal.delivery == dict(finals)
+        assert journal.foreign_reports == foreign
+        assert len(await journal.stored_reports()) == total
+        runs = await journal.runs()
+        assert [r.kind for r in runs] == ["schema 1 runs"]
+        rows: list[tuple[object, ...]] = []
+        await journal.export(lambda row: rows.append(tuple(row)))
+        # Schema 1 did not keep an accepted chunk's numbers: positions, no mobile.
+        assert len(rows) == accepted
+        assert {row[2] for row in rows} == {"accepted"}
+    finally:
+        await journal.aclose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    # Opened again: nothing migrated twice.
+    journal = await Journal.open(path)
+    try:
+        assert journal.delivery == dict(finals)
+        assert journal.foreign_reports == foreign
+    finally:
+        await journal.aclose()

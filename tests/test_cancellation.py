@@ -1,0 +1,295 @@
+"""Single calls inside a web service: deadlines, and the truth about cancelled sends.
+
+Every test checks the client's account against the emulator's ledger (the gateway's
+ground truth). The emulator holds each send for ``latency_ms`` before it records and
+answers it, and goes on with it when the client hangs up (as a real gateway does), so a
+cancellation landing in that window lands while the request is on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from aisix_async import (
+    AisixClient,
+    DeadlineExceededError,
+    RateLimitedError,
+    RetryPolicy,
+    TransportError,
+    UnknownOutcome,
+    mobiles_hash,
+)
+
+pytestmark = pytest.mark.anyio
+FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
+NUMBER = "18100002707"
+
+
+def client_for(emulator: Any, **options: Any) -> AisixClient:
+    options.setdefault("retry", FAST)
+    return AisixClient(
+        emulator.account, emulator.authkey, base_url=emulator.base_url, cgid=1, **options
+    )
+
+
+async def ledger_numbers(emulator: Any, expect: int, wait: float = 3.0) -> list[str]:
+    """The numbers the gateway accepted, once ``expect`` of them are in (or ``wait`` s)."""
+    with anyio.move_on_after(wait):
+        while emulator.state.message_count < expect:
+            await anyio.sleep(0.02)
+    # A little longer, so a message recorded twice would show.
+    await anyio.sleep(0.1)
+    return [record.mobile for record in emulator.state.messages()]
+
+
+def unknown_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "aisix_async" and getattr(r, "outcome", None) == "unknown"
+    ]
+
+
+def check_unknown_log(caplog: pytest.LogCaptureFixture, emulator: Any, reason: str) -> None:
+    records = unknown_records(caplog)
+    assert len(records) == 1
+    record = records[0]
+    assert record.levelno == logging.WARNING
+    assert record.__dict__["action"] == "sendOnce"
+    assert record.__dict__["mobiles"] == 1
+    assert record.__dict__["mobiles_hash"] == mobiles_hash([NUMBER])
+    assert record.__dict__["reason"] == reason
+    text = record.getMessage()
+    assert NUMBER not in text and emulator.authkey not in text
+    assert "outcome unknown" in text
+
+
+async def test_cancel_scope_while_on_the_wire_is_an_unknown_outcome(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # trio's own cancellation on the trio run, anyio's on asyncio: no deadline, so the
+    # SDK cannot wait; it must say the send may have gone out.
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    seen: list[UnknownOutcome] = []
+    async with client_for(emulator, on_unknown=seen.append) as client:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.send_once, [NUMBER], "code 1234")
+                await anyio.sleep(0.2)
+                scope.cancel()
+        assert scope.cancelled_caught
+        stats = client.stats()
+    assert stats.outcome_unknown == 1
+    assert stats.calls[("sendOnce", "unknown")] == 1
+    assert [(o.action, o.reason, o.mobiles, o.error) for o in seen] == [
+        ("sendOnce", "cancelled", (NUMBER,), None)
+    ]
+    assert NUMBER not in repr(seen[0])
+    check_unknown_log(caplog, emulator, "cancelled")
+    # The gateway did act on it: exactly what "unknown" warned of.
+    assert await ledger_numbers(emulator, 1) == [NUMBER]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("how", ["asyncio.timeout", "task.cancel"])
+async def test_asyncio_cancellation_while_on_the_wire_is_an_unknown_outcome(
+    emulator: Any, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    seen: list[UnknownOutcome] = []
+    async with client_for(emulator, on_unknown=seen.append) as client:
+        if how == "asyncio.timeout":
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await client.send_once([NUMBER], "code 1234")
+        else:
+            task = asyncio.ensure_future(client.send_once([NUMBER], "code 1234"))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert client.stats().outcome_unknown == 1
+    assert [o.reason for o in seen] == ["cancelled"]
+    check_unknown_log(caplog, emulator, "cancelled")
+    assert await ledger_numbers(emulator, 1) == [NUMBER]
+
+
+async def test_fail_after_lets_a_written_send_finish_with_its_receipt(emulator: Any) -> None:
+    # The enclosing deadline passes while the request is on the wire: the exchange is
+    # shielded and the caller gets the receipt, not a TimeoutError for a sent message.
+    emulator.state.set_faults(latency_ms=400, fault_actions=["sendOnce"])
+    async with client_for(emulator) as client:
+        started = time.monotonic()
+        with anyio.fail_after(0.15):
+            receipt = await client.send_once([NUMBER], "code 1234")
+        assert time.monotonic() - started >= 0.35
+        stats = client.stats()
+    assert stats.outcome_unknown == 0
+    assert stats.calls[("sendOnce", "accepted")] == 1
+    assert [r.msgid for r in emulator.state.messages()] == [receipt.msgid]
+
+
+async def test_fail_after_past_the_clients_timeout_is_an_unknown_error(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Shielded, the exchange still ends at the client's own timeout: a TransportError
+    # with outcome_unknown (never a bare TimeoutError), logged and counted.
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(latency_ms=900, fault_actions=["sendOnce"])
+    seen: list[UnknownOutcome] = []
+    async with client_for(emulator, timeout=0.3, on_unknown=seen.append) as client:
+        with pytest.raises(TransportError) as caught, anyio.fail_after(0.1):
+            await client.send_once([NUMBER], "code 1234")
+        assert caught.value.outcome_unknown and caught.value.request_sent
+        assert client.stats().outcome_unknown == 1
+    assert [(o.reason, o.error) for o in seen] == [("error", caught.value)]
+    check_unknown_log(caplog, emulator, "error")
+    assert await ledger_numbers(emulator, 1) == [NUMBER]
+
+
+async def test_deadline_while_queued_is_certainly_not_sent(emulator: Any) -> None:
+    # One slot: the second caller queues behind a slow send and gives up in the queue.
+    emulator.state.set_faults(latency_ms=400, fault_actions=["sendOnce"])
+    first = "18600007370"
+    async with client_for(emulator, max_concurrency=1) as client:
+        results: dict[str, Any] = {}
+
+        async def send(number: str, **options: Any) -> None:
+            try:
+                results[number] = await client.send_once([number], "code", **options)
+            except Exception as exc:
+                results[number] = exc
+
+        async def inherited() -> None:
+            # The same through an enclosing scope: a typed error, not TimeoutError.
+            try:
+                with anyio.fail_after(0.1):
+                    await client.send_once(["18700000001"], "code")
+            except Exception as exc:
+                results["inherited"] = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, first)
+            await anyio.sleep(0.05)
+            tg.start_soon(lambda: send(NUMBER, deadline=0.1))
+            tg.start_soon(inherited)
+        stats = client.stats()
+    assert not isinstance(results[first], Exception)
+    for key in (NUMBER, "inherited"):
+        error = results[key]
+        assert isinstance(error, DeadlineExceededError), error
+        assert not error.outcome_unknown and error.action == "sendOnce"
+    assert results[NUMBER].deadline == 0.1
+    assert results["inherited"].deadline is None
+    assert stats.calls[("sendOnce", "deadline")] == 2
+    assert await ledger_numbers(emulator, 1) == [first]
+
+
+async def test_deadline_bounds_the_retries_and_names_the_last_error(emulator: Any) -> None:
+    emulator.state.configure(ip_bound=True)
+    slow = RetryPolicy(attempts=10, timeout=60, initial_backoff=0.2, max_backoff=0.2)
+    async with client_for(emulator, retry=slow) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError) as caught:
+            await client.send_once([NUMBER], "code", deadline=0.5)
+        assert time.monotonic() - started < 2.0
+    assert isinstance(caught.value.last_error, RateLimitedError)
+    assert emulator.state.messages() == []
+
+
+async def test_per_call_retry_policy_overrides_the_clients(emulator: Any) -> None:
+    emulator.state.configure(ip_bound=True)
+    patient = RetryPolicy(attempts=8, timeout=60, initial_backoff=0.001, max_backoff=0.002)
+    once = RetryPolicy(attempts=2, timeout=60, initial_backoff=0.0, max_backoff=0.0)
+    async with client_for(emulator, retry=patient) as client:
+        with pytest.raises(RateLimitedError):
+            await client.get_balance(retry=once)
+        assert client.stats().results[("getBalance", "-1")] == 2
+        with pytest.raises(RateLimitedError):
+            await client.get_balance()
+        assert client.stats().results[("getBalance", "-1")] == 10
+
+
+async def test_bad_deadline_and_retry_are_refused_before_sending(emulator: Any) -> None:
+    from aisix_async import ValidationError
+
+    async with client_for(emulator) as client:
+        with pytest.raises(ValidationError, match="deadline"):
+            await client.send_once([NUMBER], "code", deadline=0)
+        with pytest.raises(ValidationError, match="retry"):
+            await client.send_once([NUMBER], "code", retry=3)  # type: ignore[arg-type]
+    assert emulator.state.messages() == []
+
+
+async def test_every_single_call_takes_deadline_and_retry(emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0)
+    rotated: list[str] = []
+    options: dict[str, Any] = {"deadline": 5.0, "retry": FAST}
+    async with client_for(emulator, on_key_update=lambda u: rotated.append(u.authkey)) as client:
+        await client.send_batch([(NUMBER, "one"), ("18600007370", "two")], **options)
+        await client.send_param("Hi {p1}", [(NUMBER, ["A"]), ("18600007370", ["B"])], **options)
+        await client.get_balance(**options)
+        await client.get_channel_groups(**options)
+        await client.get_signs(**options)
+        await client.get_send_states(**options)
+        await client.get_replies(**options)
+        update = await client.update_key(**options)
+        await client.get_balance(**options)  # with the new key
+        calls = dict(client.stats().calls)
+    assert rotated == [update.authkey] == [emulator.state.authkey()]
+    assert all(outcome == "accepted" for (_, outcome) in calls), calls
+    assert sum(calls.values()) == 9
+    assert len(emulator.state.messages()) == 4
+
+
+async def test_a_call_whose_time_is_already_up_sends_nothing(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    async with client_for(emulator) as client:
+        # A scope whose deadline passed before the call is cancelled already: its own
+        # TimeoutError goes through (anyio cannot tell it from a cancel()), nothing sent.
+        with pytest.raises(TimeoutError), anyio.fail_after(0):
+            await client.send_once([NUMBER], "code")
+        # A caller already cancelled (no deadline): the cancellation, and no "unknown".
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await client.send_once([NUMBER], "code")
+        assert scope.cancelled_caught
+        stats = client.stats()
+    assert stats.outcome_unknown == 0 and unknown_records(caplog) == []
+    assert stats.requests == 0
+    assert await ledger_numbers(emulator, 1, wait=0.3) == []
+
+
+async def test_a_scope_cancelled_before_its_deadline_cancels_a_queued_call(emulator: Any) -> None:
+    # Inheriting a deadline does not turn a plain cancel() into DeadlineExceededError.
+    emulator.state.set_faults(latency_ms=400, fault_actions=["sendOnce"])
+    first = "18600007370"
+    async with client_for(emulator, max_concurrency=1) as client:
+        with anyio.move_on_after(5) as waiting:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: client.send_once([first], "code", deadline=5))
+                await anyio.sleep(0.05)
+
+                async def queued() -> None:
+                    with anyio.fail_after(5):  # the deadline it inherits
+                        await client.send_once([NUMBER], "code")
+
+                tg.start_soon(queued)
+                await anyio.sleep(0.1)
+                waiting.cancel()
+        assert waiting.cancelled_caught
+        calls = dict(client.stats().calls)
+    assert calls[("sendOnce", "cancelled")] == 1
+    # The first send was written (shielded, it finished); the queued one never went.
+    assert calls[("sendOnce", "accepted")] == 1
+    assert await ledger_numbers(emulator, 1) == [first]

@@ -1,0 +1,208 @@
+"""The rate controller against a simulated token-bucket gateway, on virtual time.
+
+Each run drives the real Scheduler for tens of simulated seconds in a fraction of a real
+one (see sim_gateway.py); the real-HTTP tests elsewhere cover the wire. The figures
+asserted here are what the controller must hold at every limit: after it has met the
+limit, about one request in a hundred answered -1 and the limit's worth of goodput,
+whether the limit is 1 request/s or 1000, the answer 5 ms or 1 s away.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import anyio
+import pytest
+from sim_gateway import ClientRun, Gateway, simulate
+
+from aisix_async import RateState, RetryPolicy, ValidationError
+from aisix_async._scheduler import Scheduler
+
+BACKENDS = ["asyncio", "trio"]
+RATES = [1, 2, 5, 10, 20, 40, 100, 300, 1000]
+LATENCIES = [0.005, 0.02, 0.1, 0.3, 1.0]
+
+
+def _seconds(rate: float) -> float:
+    # Long enough for 300 requests after the first third (the cold start) at any rate.
+    return max(30.0, 450 / rate) if rate < 300 else 15.0
+
+
+def _cells() -> list[tuple[float, float]]:
+    # The client's default demand here is 64 requests at once: a cell whose limit needs
+    # more than half of them in flight is limited by that cap, not by the controller.
+    return [(r, lat) for lat in LATENCIES for r in RATES if r * lat <= 32]
+
+
+@pytest.mark.parametrize(("rate", "latency"), _cells())
+def test_quiet_and_at_the_limit_once_it_is_known(rate: float, latency: float) -> None:
+    gateway = Gateway(rate, burst=5, latency=latency)
+    seconds = _seconds(rate)
+    result = simulate(gateway, [ClientRun(seconds=seconds, demand=64)])
+    warm = seconds / 3
+    # After the cold start: the limit's worth, and at most 3% of requests answered -1
+    # (about 1% in most cells; 1 s answers at R >= 20 are the weakest).
+    assert result.goodput(start=warm) >= 0.97 * rate
+    if rate * latency < 20:
+        assert result.refused_share(start=warm, end=seconds) <= 0.03
+    else:
+        assert result.refused_share(start=warm, end=seconds) <= 0.12
+    # The whole run, cold start included (slow start takes a few round trips, which
+    # at 1 s answers is a visible part of 30 s).
+    assert result.goodput() >= (0.88 if rate * latency < 10 else 0.75) * rate
+    assert result.refused_share(end=seconds) <= 0.15
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_virtual_time_repeats_exactly_on_both_backends(backend: str) -> None:
+    runs = [ClientRun(seconds=20, demand=16)]
+    first = simulate(Gateway(10, latency=0.1), runs, backend=backend)
+    second = simulate(Gateway(10, latency=0.1), runs, backend=backend)
+    assert first.gateway.decisions == second.gateway.decisions
+    assert len(first.gateway.decisions) > 190  # 20 simulated seconds at 10/s, and more
+    assert first.schedulers[0].stats().pace is not None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_moving_limit_is_followed(backend: str) -> None:
+    rate = 40.0
+    gateway = Gateway(rate, burst=5, latency=0.1)
+    phases = [(0.0, rate), (10.0, rate / 2), (20.0, rate * 2)]
+    simulate(
+        gateway,
+        [ClientRun(seconds=30, demand=32)],
+        rates=[(at, r) for at, r in phases[1:]],
+        backend=backend,
+    )
+    ideal = sum(r * 10 for _, r in phases)
+    assert gateway.accepted(0, 0, 30) >= 0.85 * ideal
+    for at, limit in phases:
+        # The second half of each phase runs at the new limit, within 10%.
+        got = gateway.accepted(0, at + 5, at + 10) / 5
+        assert abs(got - limit) <= 0.1 * limit, (at, got, limit)
+    # A drop is met with a cut at once: at most a few -1 answers after it.
+    assert gateway.refused(0, 10, 12) <= 6
+
+
+def _share(clients: int) -> tuple[list[float], float]:
+    rate = 40.0
+    gateway = Gateway(rate, burst=5, latency=0.1)
+    result = simulate(gateway, [ClientRun(seconds=30, demand=16) for _ in range(clients)])
+    shares = [gateway.accepted(i, 10, 30) / 20 for i in range(clients)]
+    return shares, result.refused_share(start=10, end=30)
+
+
+@pytest.mark.parametrize("clients", [2, 3, 4])
+def test_clients_sharing_one_bucket_take_the_limit_between_them(clients: int) -> None:
+    shares, refused = _share(clients)
+    assert sum(shares) >= 0.9 * 40
+    assert refused <= 0.08
+
+
+def test_two_clients_sharing_one_bucket_both_get_a_real_part() -> None:
+    shares, _ = _share(2)
+    assert min(shares) >= 0.3 * 40 / 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: the probe above a ceiling is counted in the client's own "
+    "requests, so a client left with a small share after the cold start probes slowly "
+    "in time and can stay small (see CHANGELOG)",
+)
+def test_three_clients_sharing_one_bucket_all_get_a_real_part() -> None:
+    shares, _ = _share(3)
+    assert min(shares) >= 0.3 * 40 / 3
+
+
+def test_a_warm_start_skips_the_cold_start_minus_ones() -> None:
+    rate = 5.0
+
+    def first_seconds(state: RateState | None) -> tuple[int, int]:
+        gateway = Gateway(rate, burst=5, latency=0.1)
+
+        def make() -> Scheduler:
+            return Scheduler(
+                max_concurrency=16,
+                retry=RetryPolicy(attempts=100, timeout=1000),
+                clock=anyio.current_time,
+                sleep=anyio.sleep,
+                rate_state=state,
+            )
+
+        simulate(gateway, [ClientRun(seconds=5, demand=16, make=make)])
+        return gateway.refused(0, 0, 5), gateway.accepted(0, 0, 5)
+
+    learner = simulate(Gateway(rate, burst=5, latency=0.1), [ClientRun(seconds=40, demand=16)])
+    state = learner.schedulers[0].rate_state()
+    assert state.pace is not None and 0.9 * rate <= state.pace <= 1.15 * rate
+    # Through JSON and back, as a file or a journal keeps it.
+    state = RateState.from_dict(json.loads(json.dumps(state.as_dict())))
+    # learned_at is wall-clock time (the state was learned a moment ago), so the new
+    # client trusts it fully.
+
+    cold_refused, _cold_accepted = first_seconds(None)
+    warm_refused, warm_accepted = first_seconds(state)
+    assert cold_refused >= 3
+    assert warm_refused <= 1
+    assert warm_accepted >= 0.9 * rate * 5
+
+
+def _scheduler_from(state: RateState, now: float) -> Scheduler:
+    return Scheduler(rate_state=state, wall_clock=lambda: now)
+
+
+def test_a_stale_state_decays_towards_a_cautious_start() -> None:
+    state = RateState(pace=40.0, concurrency=12, learned_at=1_000_000.0)
+    fresh = _scheduler_from(state, 1_000_000.0)
+    assert fresh.pace == pytest.approx(Scheduler.BETA * 40.0)
+    assert fresh.limit == 12
+    hour = _scheduler_from(state, 1_000_000.0 + Scheduler.STATE_HALF_LIFE)
+    assert hour.pace == pytest.approx(Scheduler.BETA * 20.0)
+    assert hour.limit == 6
+    # Older than STATE_MAX_AGE: forgotten, a cold start (unpaced, one request at first).
+    old = _scheduler_from(state, 1_000_000.0 + Scheduler.STATE_MAX_AGE + 1)
+    assert old.pace is None and old.limit == 1
+    # A state from "the future" (clocks disagree) is not trusted more than a fresh one.
+    future = _scheduler_from(state, 0.0)
+    assert future.pace == pytest.approx(Scheduler.BETA * 40.0)
+
+
+def test_a_state_without_a_limit_only_carries_the_concurrency() -> None:
+    scheduler = _scheduler_from(RateState(pace=None, concurrency=8, learned_at=5.0), 5.0)
+    assert scheduler.pace is None and scheduler.limit == 8
+    assert scheduler.rate_state() == RateState(pace=None, concurrency=8, learned_at=5.0)
+
+
+def test_max_rate_still_caps_a_warm_start() -> None:
+    scheduler = Scheduler(
+        max_rate=3.0,
+        rate_state=RateState(pace=40.0, concurrency=4, learned_at=0.0),
+        wall_clock=lambda: 0.0,
+    )
+    assert scheduler.pace == 3.0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "mapping"),
+        ({"pace": 1.0, "concurrency": 1}, "mapping"),
+        ({"pace": 1.0, "concurrency": 1, "learned_at": 1.0, "x": 1}, "mapping"),
+        ({"pace": 0, "concurrency": 1, "learned_at": 1.0}, "pace"),
+        ({"pace": math.inf, "concurrency": 1, "learned_at": 1.0}, "finite"),
+        ({"pace": "5", "concurrency": 1, "learned_at": 1.0}, "pace"),
+        ({"pace": 5.0, "concurrency": 0, "learned_at": 1.0}, "concurrency"),
+        ({"pace": 5.0, "concurrency": 1.5, "learned_at": 1.0}, "concurrency"),
+        ({"pace": 5.0, "concurrency": 1, "learned_at": math.nan}, "learned_at"),
+    ],
+)
+def test_a_malformed_state_is_refused(data: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RateState.from_dict(data)
+
+
+def test_a_state_must_be_a_rate_state() -> None:
+    with pytest.raises(ValidationError, match="RateState"):
+        Scheduler(rate_state={"pace": 1.0})  # type: ignore[arg-type]
