@@ -260,7 +260,7 @@ class SharedLimit:
         *,
         account: str,
         gateway_url: str,
-        timeout: float = 0.25,
+        timeout: float = 0.5,
         retry_after: float = 1.0,
         key_ttl: float = 3600.0,
         min_rate: float = 0.5,
