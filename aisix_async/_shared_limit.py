@@ -115,7 +115,9 @@ local cut_at = tonumber(s[6])
 if not cut_at then
   -- A new schedule, or one lost with a restart: a client that knew the pace seeds it;
   -- else a cautious start that doubles quickly while demand is above it.
-  cut_at = now
+  -- Its epochs start from its creation time in ms: a -1 for a turn booked before a
+  -- restart cannot pass for one of this schedule's episodes.
+  cut_at, epoch = now, math.floor(now * 1000)
   local seed = tonumber(ARGV[3])
   if seed then
     pace, ceiling, sure = seed, seed, true
@@ -132,8 +134,8 @@ if wait > 0 then
   -- Demand above the pace: grow it, every step a share of the pace and counted in turns,
   -- so that it behaves alike at 2 and at 500 requests/s. Below the ceiling (the rate of
   -- the last -1) it closes the gap within a few dozen turns; from it, it creeps up, and
-  -- the excess doubles every 30 turns (a raised limit is found, a steady one met seldom:
-  -- the bucket's few tokens last about a hundred turns); far above it, or with no ceiling
+  -- the excess doubles every 60 turns (a raised limit is found, a steady one met seldom:
+  -- the bucket's few tokens last a few hundred turns); far above it, or with no ceiling
   -- known, it doubles every 6 turns.
   -- No probe doubles faster than the answers that would say "too fast" come back: the
   -- turns of two round trips (ARGV[8], the clients' round trip of a -1, when known).
@@ -146,7 +148,7 @@ if wait > 0 then
   else
     local excess = pace / ceiling - 1
     if sure and excess < 0.15 then
-      excess = excess + 0.0005 + excess * math.log(2) / math.max(30, 2 * doubling)
+      excess = excess + 0.00025 + excess * math.log(2) / math.max(60, 2 * doubling)
     else
       excess = excess + 0.02 + excess * math.log(2) / doubling
     end
@@ -194,8 +196,7 @@ local to = now - math.max(tonumber(ARGV[4]) or 0, 0)
 local from = math.max(now - WINDOW, math.min(cut_at, to - HISTORY))
 local answered = redis.call('ZCOUNT', slots, from, '(' .. to)
 local span = math.max(to - from, 0.001)
--- Few answers: half a turn more, so that none at all still bounds the rate.
-local rate = (answered + (answered < 4 and 0.5 or 0)) / span
+local rate = answered / span
 -- While the pace climbs (a cold start, a raised limit being found) the whole episode's
 -- average lags behind it: the last few turns that were answered show where it got to.
 if answered > 4 then
@@ -206,6 +207,11 @@ if answered > 4 then
   if k > 4 and spread > 0 and (k - 1) / spread > 1.25 * rate then
     rate = (k - 1) / spread
   end
+end
+-- Too few answers to measure anything (a fresh or seeded schedule, a low demand): cut
+-- from the pace itself.
+if answered < 4 then
+  rate = pace
 end
 rate = math.min(pace, rate)
 local first = ceiling <= 0
@@ -284,13 +290,14 @@ class SharedLimit:
             ) from None
         self._shown = redact_url(url)
         try:
-            # No retries inside redis-py: a failed call falls back at once, and the
-            # bounded timeouts keep a slow Redis from holding a send up.
+            # One retry inside redis-py, at once: a pooled connection that a restart
+            # broke is replaced without falling back; the whole call stays bounded by
+            # ``timeout`` (see _call), so a slow Redis cannot hold a send up.
             self._redis: Redis = aioredis.Redis.from_url(
                 url,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
+                retry=Retry(NoBackoff(), 1),
                 retry_on_timeout=False,
             )
         except (ValueError, TypeError) as exc:
@@ -379,8 +386,9 @@ class SharedLimit:
                 type(exc).__name__,
             )
         else:
-            # Still down: ask again less and less often (up to 30 s).
-            self._backoff = min(30.0, self._backoff * 2.0)
+            # Still down: ask again less often, up to every 5 s (clients that rejoin late
+            # meanwhile pace themselves beside those that rejoined).
+            self._backoff = min(5.0, self._backoff * 2.0)
 
     def _recovered(self) -> None:
         if self._down:
