@@ -35,6 +35,7 @@ from ._errors import (
     ProtocolError,
     RateLimitedError,
     SendStoppedError,
+    SharedLimitError,
     StaffUnavailableError,
     TransportError,
     UnknownResultError,
@@ -56,7 +57,6 @@ from ._observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
 from ._pricing import Estimate, segments
 from ._reports import RecordStream, StreamStats
 from ._scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
-from ._shared_limit import SharedLimitError
 from ._tracker import DeliveryTracker, TrackerResult
 from ._version import __version__
 

@@ -48,21 +48,17 @@ import anyio
 import attrs
 import sniffio
 
-from ._errors import AisixError, ValidationError
+from ._errors import ExtraNotInstalledError, SharedLimitError, ValidationError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["SharedLimit", "SharedLimitError", "SharedTurn", "redact_url"]
+__all__ = ["SharedLimit", "SharedTurn", "redact_url", "schedule_key"]
 
 logger = logging.getLogger("aisix_async")
 
 #: The schemes redis-py's ``from_url`` takes: plain TCP, TLS, and a Unix socket.
 _SCHEMES = ("redis", "rediss", "unix")
-
-
-class SharedLimitError(AisixError, RuntimeError):
-    """``shared_limit`` cannot work here: redis-py missing, or not running on asyncio."""
 
 
 def redact_url(url: str) -> str:
@@ -285,8 +281,8 @@ class SharedLimit:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
         except ImportError:
-            raise SharedLimitError(
-                "shared_limit needs redis-py: pip install 'aisix-async[redis]'"
+            raise ExtraNotInstalledError(
+                "shared_limit needs redis-py: pip install 'aisix-async[redis]'", name="redis"
             ) from None
         self._shown = redact_url(url)
         try:

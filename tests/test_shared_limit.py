@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from typing import Any
 
 import anyio
@@ -382,3 +383,12 @@ async def test_a_slow_redis_is_left_within_the_timeout() -> None:
         assert shared.fallbacks == 1
         await shared.aclose()
         group.cancel_scope.cancel()
+
+
+def test_without_redis_py_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aisix_async import ExtraNotInstalledError
+
+    # As if redis-py were not installed: its import fails.
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(ExtraNotInstalledError, match=r"aisix-async\[redis\]"):
+        AisixClient(ACCOUNT, KEY, shared_limit="redis://127.0.0.1:6379/0")
