@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -90,8 +90,15 @@ class Breaker:
             raise self._refuse(action, now)
 
     @contextmanager
-    def admitted(self, action: str, now: float) -> Iterator[None]:
-        """Around one attempt: refuse it if open (unless it is the probe); learn its answer."""
+    def admitted(
+        self, action: str, now: float, answered_at: Callable[[], float] | None = None
+    ) -> Iterator[None]:
+        """Around one attempt: refuse it if open (unless it is the probe); learn its answer.
+
+        ``answered_at`` (the scheduler's clock) times a -1 when it comes back rather than
+        when the attempt was admitted: an attempt may wait seconds for the pace, and a run
+        of -1 measured from admissions would look seconds shorter than it is.
+        """
         probe = False
         if self._open:
             if self._probing or now < self._next_probe:
@@ -102,7 +109,7 @@ class Breaker:
             yield
         except RateLimitedError as exc:
             if not isinstance(exc, CircuitOpenError):
-                self._refused(now, probe)
+                self._refused(now if answered_at is None else answered_at(), probe)
             raise
         except GatewayError:
             # Any other code: the gateway got past whatever gives -1 for this account.

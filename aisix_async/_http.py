@@ -119,7 +119,12 @@ def _chosen(requested: str | None) -> _Stack:
             )
         stack = _load(wanted)
         if stack is None:
-            extra = " (pip install 'aisix-async[httpx2]')" if wanted == "httpx2" else ""
+            extra = (
+                " (pip install 'aisix-async[httpx2]'; in a clone of the repository: "
+                "pip install '.[httpx2]')"
+                if wanted == "httpx2"
+                else ""
+            )
             raise ValidationError(f"{setting}={wanted!r}, but {wanted} is not installed{extra}")
         return stack
     for name in STACKS:

@@ -260,7 +260,10 @@ class Observer:
         self.latency = _Histogram()
         modules = _otel_modules() if otel is not False else None
         if otel and modules is None:
-            raise ImportError("otel=True needs opentelemetry-api: pip install 'aisix-async[otel]'")
+            raise ImportError(
+                "otel=True needs opentelemetry-api: pip install 'aisix-async[otel]' (in a "
+                "clone of the repository: pip install '.[otel]')"
+            )
         self.otel = _instruments(*modules) if modules is not None else None
         #: (account, the scheduler's figures) of the client, for the gauges; see bind().
         self.source: tuple[str, Callable[[], ClientStats]] | None = None

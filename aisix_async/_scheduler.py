@@ -535,13 +535,21 @@ class Scheduler:
         while (pace := self._spacing()) is not None:
             now = self._clock()
             at = max(now, self._next_at)
-            self._next_at = at + 1.0 / pace
+            step = 1.0 / pace
+            self._next_at = at + step
             if at <= now:
                 break
             cuts = self._cuts
             self._pace_waiting += 1
             try:
                 await self._sleep(at - now)
+            except BaseException:
+                # Cancelled (a caller's deadline, a stopped stream): its turn is given
+                # back. Kept, every waiter that gives up would push all later turns one
+                # step further out, and a queue of impatient callers would starve the
+                # client (nothing sent for as long as they keep coming).
+                self._next_at = max(self._clock(), self._next_at - step)
+                raise
             finally:
                 self._pace_waiting -= 1
             waited = True
@@ -819,7 +827,7 @@ class Scheduler:
         )
         try:
             async for try_state in retrying:
-                with try_state, breaker.admitted(action, self._clock()):
+                with try_state, breaker.admitted(action, self._clock(), self._clock):
                     return await self._attempt(attempt, tally, hooks, started)
         except CircuitOpenError:
             raise

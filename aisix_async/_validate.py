@@ -109,7 +109,8 @@ def _phonenumbers() -> Any:
     except ImportError:
         raise ExtraNotInstalledError(
             "numbers='e164' checks numbers with the phonenumbers package: "
-            "pip install 'aisix-async[phonenumbers]'",
+            "pip install 'aisix-async[phonenumbers]' (in a clone of the repository: "
+            "pip install '.[phonenumbers]')",
             name="phonenumbers",
         ) from None
     return phonenumbers
@@ -126,6 +127,19 @@ def check_numbering(numbers: object) -> str:
     return numbers
 
 
+#: The characters of a refused number an error message shows (a number has at most 20).
+_SHOWN = 40
+
+
+def _shown(mobile: object) -> str:
+    """A refused number as an error message quotes it: a runaway line is cut, not echoed."""
+    if isinstance(mobile, str) and len(mobile) > _SHOWN:
+        # A whole file read as one line (a missing newline translation) would otherwise
+        # put megabytes into one message, and into every log that carries it.
+        return f"{mobile[:_SHOWN]!r}... ({len(mobile):,} characters)"
+    return repr(mobile)
+
+
 def check_mobile(mobile: object, numbers: str = "lenient") -> str:
     """Return ``mobile`` checked against the numbering policy (normalised under "e164")."""
     if numbers == "e164":
@@ -135,12 +149,12 @@ def check_mobile(mobile: object, numbers: str = "lenient") -> str:
         return mobile
     if numbers == "cn-mobile":
         raise ValidationError(
-            f"mobile number {mobile!r} is not a mainland China mobile number (11 digits, "
+            f"mobile number {_shown(mobile)} is not a mainland China mobile number (11 digits, "
             "13x to 19x, no spaces or '+86'); for other countries use the 'e164' numbering "
             "policy"
         )
     raise ValidationError(
-        f"mobile number {mobile!r} must be 3 to 20 digits with an optional leading '+', "
+        f"mobile number {_shown(mobile)} must be 3 to 20 digits with an optional leading '+', "
         "and no spaces, dashes or commas"
     )
 
@@ -150,15 +164,17 @@ def _e164(mobile: object) -> str:
     11-digit national form (as the gateway's document shows them), others as E.164
     (``+`` and the country code). A number without ``+`` is read as a Chinese one."""
     if not isinstance(mobile, str) or "," in mobile:
-        raise ValidationError(f"mobile number {mobile!r} must be one number as a string")
+        raise ValidationError(f"mobile number {_shown(mobile)} must be one number as a string")
     phonenumbers = _phonenumbers()
     try:
         parsed = phonenumbers.parse(mobile, "CN")
     except phonenumbers.NumberParseException as exc:
-        raise ValidationError(f"mobile number {mobile!r} is not a phone number ({exc})") from None
+        raise ValidationError(
+            f"mobile number {_shown(mobile)} is not a phone number ({exc})"
+        ) from None
     if not phonenumbers.is_valid_number(parsed):
         raise ValidationError(
-            f"mobile number {mobile!r} is not a valid number"
+            f"mobile number {_shown(mobile)} is not a valid number"
             + ("" if mobile.startswith("+") else " in China (add + and the country code)")
         )
     if parsed.country_code == 86:

@@ -176,7 +176,7 @@ async def test_the_recipe_under_load_impatience_and_an_ip_bound_account(
     #    each gets a 503 "not sent" within its deadline, and within seconds the breaker
     #    fails the newcomers at once.
     emulator.state.configure(rate=None, ip_bound=True)
-    bound = [{"mobile": number(100 + i), "code": "654321"} for i in range(24)]
+    bound = [{"mobile": number(100 + i), "code": "654321"} for i in range(36)]
     bound_answers: list[tuple[int, dict[str, Any]]] = [(0, {})] * len(bound)
     took = [0.0] * len(bound)
     async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
@@ -193,7 +193,7 @@ async def test_the_recipe_under_load_impatience_and_an_ip_bound_account(
                 await anyio.sleep(0.3)
     assert all(status == 503 for status, _ in bound_answers), bound_answers
     assert max(took) < 4.5  # nobody waited past its deadline (4 s) by much
-    # The last callers (arriving 6-7 s in) are refused at once.
+    # The last callers (arriving 10-11 s in, a few seconds after it opened) are refused at once.
     errors = [answer["error"] for _, answer in bound_answers]
     assert errors[-3:] == ["CircuitOpenError"] * 3, (errors, took)
     assert max(took[-3:]) < 0.5, took
@@ -214,3 +214,14 @@ async def test_the_recipe_under_load_impatience_and_an_ip_bound_account(
     assert calls.get(("sendOnce", "circuit_open"), 0) >= 1
     assert metrics["latency_seconds"]["count"] >= tally["sent"]
     assert number(200) not in {r.mobile for r in emulator.state.messages()}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_recipe_refuses_a_number_a_digit_short(emulator: Any, app_url: str) -> None:
+    # The library's default numbering ("lenient") would send it, charged, to nobody.
+    answers = await post_all(app_url, [{"mobile": "1810000270", "code": "123456"}])
+    assert answers == [(422, answers[0][1])]
+    assert answers[0][1]["status"] == "not_sent"
+    assert answers[0][1]["error"] == "ValidationError"
+    assert emulator.state.message_count == 0

@@ -73,6 +73,8 @@ def test_e164_without_its_extra_is_a_typed_error_when_the_client_is_made(
     with pytest.raises(ExtraNotInstalledError, match=r"aisix-async\[phonenumbers\]") as raised:
         AisixClient(ACCOUNT, KEY, numbers="e164")
     assert isinstance(raised.value, ImportError)
+    # The package is not on PyPI yet: the hint also gives the form the README uses.
+    assert "pip install '.[phonenumbers]'" in str(raised.value)
 
 
 def test_the_bulk_planner_applies_the_policy_on_its_fast_path() -> None:

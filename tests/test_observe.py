@@ -257,6 +257,13 @@ client = AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC",
 assert client._observer.otel is None
 assert not any(name.startswith("opentelemetry.") for name in sys.modules), sorted(
     name for name in sys.modules if name.startswith("opentelemetry"))
+if sys.argv[1] == "absent":
+    try:
+        AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC", otel=True)
+    except ImportError as exc:   # the hint also gives the README's form (not on PyPI yet)
+        assert "pip install '.[otel]'" in str(exc), exc
+    else:
+        raise AssertionError("otel=True without the extra")
 print("ok")
 """
     for mode in ("absent", "off"):

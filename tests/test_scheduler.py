@@ -281,3 +281,27 @@ async def test_a_climbing_rate_is_measured_where_it_got_to() -> None:
     await run(scheduler, once_refused)
     pace = scheduler.stats().pace
     assert pace is not None and 0.9 * 70 <= pace <= 0.9 * 90
+
+
+async def test_waiters_that_give_up_hand_their_pace_turns_back() -> None:
+    # Paced at about 2 requests/s: ten callers queue (turns booked 0.5 s apart, up to ~5 s
+    # out) and give up at once, as handlers with deadlines do. The next caller must get
+    # the first free turn, not one behind all the turns nobody will use.
+    state = RateState(pace=2.0, concurrency=4, learned_at=time.time())
+    scheduler = Scheduler(retry=NO_WAIT, rate_state=state)
+    sent: list[float] = []
+
+    async def attempt() -> None:
+        sent.append(time.monotonic())
+
+    await run(scheduler, attempt)
+    with anyio.move_on_after(0.05):
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(run, scheduler, attempt)
+    assert len(sent) == 1
+    began = time.monotonic()
+    with anyio.move_on_after(3):
+        await run(scheduler, attempt)
+    assert len(sent) == 2, "the caller after the impatient ones waited behind their turns"
+    assert sent[1] - began < 1.5

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from stack_support import hx
 
 from aisix_async import AisixClient, ValidationError
-from aisix_async._validate import check_at, check_content, check_template, render_template
+from aisix_async._validate import (
+    check_at,
+    check_content,
+    check_mobile,
+    check_template,
+    render_template,
+)
 
 ACCOUNT = "1001@100001"
 KEY = "87B01469201D6557C2685137EB3B5DEC"
@@ -329,3 +335,14 @@ def test_form_quoting_is_exactly_urllibs(value: str) -> None:
     from aisix_async._wire import _quote
 
     assert _quote(value) == quote_plus(value)
+
+
+@pytest.mark.parametrize("numbers", ["lenient", "cn-mobile", "e164"])
+@pytest.mark.parametrize("runaway", ["z" * 2_000_000, "+" * 300, "1" * 5000])
+def test_a_runaway_number_is_cut_in_the_error_not_echoed(numbers: str, runaway: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        check_mobile(runaway, numbers)
+    message = str(raised.value)
+    assert len(message) < 400, message[:400]
+    assert f"({len(runaway):,} characters)" in message
+    assert repr(runaway[:40])[:-1] in message

@@ -216,7 +216,7 @@ def _add_send(
         "--chunk-size",
         type=_positive_int,
         metavar="N",
-        help="numbers per sendOnce request (at most 1000, the default)",
+        help="numbers per sendOnce request (at most 1000, the default); --content sends only",
     )
     run.add_argument(
         "--outcomes",
@@ -273,7 +273,8 @@ def _add_campaign(sub: argparse._SubParsersAction[_Parser], output: _Parser) -> 
         "--export",
         metavar="OUT.csv",
         help="write one CSV line per recipient the journal knows (mobile, position, status, "
-        "msgid, delivery, reported_at), streamed from the journal a chunk at a time",
+        "msgid, delivery, reported_at), streamed from the journal a chunk at a time; an "
+        "existing OUT.csv is rewritten only when it is empty or an earlier export",
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from .._models import KeyUpdate, MalformedRecord, Reply, StateReport
 from .._reports import RecordStream, watch_replies, watch_send_states
 from ._app import Context
 from ._exit import CliError, ExitCode
+from ._interrupts import FollowInterrupt
 
 __all__ = ["balance", "channels", "replies", "reports", "rotate_key", "signs"]
 
@@ -128,7 +128,7 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
         else:
             out.line(_reply_line(record))
 
-    interrupted = False
+    interrupt = FollowInterrupt()
 
     async def follow(scope: anyio.CancelScope) -> None:
         nonlocal count
@@ -138,25 +138,12 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
                 count += 1
         scope.cancel()
 
-    async def watch_signals(scope: anyio.CancelScope) -> None:
-        # Our own receiver, not asyncio's default Ctrl-C handling: that cancels the main
-        # task once, and a cancellation landing as a poll's timeout fires can be lost,
-        # leaving --follow running after Ctrl-C.
-        nonlocal interrupted
-        if sys.platform == "win32":  # pragma: no cover - no signal receiver there
-            await anyio.sleep_forever()
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                interrupted = True
-                scope.cancel()
-                return
-
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(follow, group.cancel_scope)
-            group.start_soon(watch_signals, group.cancel_scope)
+            group.start_soon(interrupt.cancel_on_signal, group.cancel_scope)
     except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C before the receiver is set
-        interrupted = True
+        interrupt.seen = True
     finally:
         # Fetched but not yet shown: the gateway will not send these again.
         for record in stream.unread():
@@ -164,8 +151,8 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
             count += 1
         for bad in stream.malformed:
             _show_malformed(ctx, bad)
-        out.note(f"{count} {kind}" + (" (interrupted)" if interrupted else ""))
-    return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
+        out.note(f"{count} {kind}" + (" (interrupted)" if interrupt.seen else ""))
+    return ExitCode.INTERRUPTED if interrupt.seen else ExitCode.OK
 
 
 def _show_malformed(ctx: Context, bad: MalformedRecord) -> None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -48,6 +46,7 @@ from .._reports import watch_send_states
 from ._app import Context
 from ._commands import _report_line, _show_malformed
 from ._exit import CliError, ExitCode
+from ._interrupts import FollowInterrupt
 
 __all__ = ["campaign", "reports_journal"]
 
@@ -250,7 +249,7 @@ async def _follow(
         if not mine:  # every report journalled so far is shown: the reader caught up
             sink.flush()
 
-    interrupted = False
+    interrupt = FollowInterrupt()
 
     async def consume(scope: anyio.CancelScope) -> None:
         async with stream:
@@ -258,23 +257,13 @@ async def _follow(
                 show(report)
         scope.cancel()
 
-    async def watch_signals(scope: anyio.CancelScope) -> None:
-        nonlocal interrupted
-        if sys.platform == "win32":  # pragma: no cover - no signal receiver there
-            await anyio.sleep_forever()
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                interrupted = True
-                scope.cancel()
-                return
-
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(consume, group.cancel_scope)
-            group.start_soon(watch_signals, group.cancel_scope)
+            group.start_soon(interrupt.cancel_on_signal, group.cancel_scope)
             group.start_soon(display.run)
     except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C before the receiver is set
-        interrupted = True
+        interrupt.seen = True
     finally:
         # Fetched (and journalled) but not yet shown: the gateway will not send them again.
         for report in stream.unread():
@@ -282,7 +271,7 @@ async def _follow(
         sink.flush()
         for bad in stream.malformed:
             _show_malformed(ctx, bad)
-    if interrupted:
+    if interrupt.seen:
         return ExitCode.INTERRUPTED
     summary = campaign.summary()
     if idle is not None and (summary.pending or summary.unknown):
@@ -407,6 +396,21 @@ def _check_export(journal: Path, target: Path) -> None:
         raise CliError(f"--export {target}: the folder {target.parent} does not exist")
     if target.resolve() == journal.resolve():
         raise CliError(f"--export {target} is the journal itself; give another file")
+    # An export is rewritten whole: refreshing an earlier one is the usual use, but a
+    # mistyped path must not wipe the input, a key file or someone's spreadsheet.
+    header = ",".join(EXPORT_COLUMNS)
+    try:
+        with target.open("rb") as existing:
+            first = existing.read(len(header) + 2)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CliError(f"--export {target}: cannot read it ({exc.strerror})") from None
+    if first and first.rstrip(b"\r\n") != header.encode():
+        raise CliError(
+            f"--export {target} exists and is not an earlier export (its first line is not "
+            f"{header}): it would be overwritten; give another file"
+        )
 
 
 async def _export(journal: Journal, target: Path) -> int:

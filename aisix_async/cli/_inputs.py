@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import attrs
 
@@ -192,6 +192,19 @@ def numbers_source(path: str | None) -> Source:
     return Source("stdin" if path in (None, "-") else path or "", read, "once")
 
 
+def _guarded(reader: Any, path: str) -> Iterator[Any]:
+    """The rows of a csv reader; a row it cannot read is a CliError naming its line."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        # Most often a field over csv's limit (131,072 characters, far beyond any message):
+        # a double quote never closed, which swallows every line after it.
+        raise CliError(
+            f"{path} line {reader.line_num}: not a CSV row this command can read ({exc}); "
+            "most often a double quote never closed, on that line or above"
+        ) from None
+
+
 def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str | None]]]]:
     """Rows by column name; a column a short row does not reach is None, not ''.
 
@@ -201,7 +214,7 @@ def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str | Non
     def read() -> Iterator[tuple[int, dict[str, str | None]]]:
         with closing(_text_lines(path)) as text:
             reader = csv.DictReader(text)
-            for row in reader:
+            for row in _guarded(reader, path):
                 # Cells beyond the header (under the key None) are not any column's.
                 cells = {k: v for k, v in row.items() if k is not None}
                 if not any((value or "").strip() for value in cells.values()):
@@ -213,7 +226,7 @@ def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str | Non
 
 def _header(path: str) -> list[str]:
     with closing(_text_lines(path)) as text:
-        return next(csv.reader(text), [])
+        return next(_guarded(csv.reader(text), path), [])
 
 
 def _refuse_repeated(path: str, header: Sequence[str], wanted: Sequence[str]) -> None:
@@ -298,7 +311,7 @@ def batch_source(path: str) -> Source:
     def read() -> Iterator[Item]:
         with closing(_text_lines(path)) as text:
             reader = csv.reader(text)
-            for row in reader:
+            for row in _guarded(reader, path):
                 if has_header and reader.line_num == 1:
                     continue
                 if not any(cell.strip() for cell in row):

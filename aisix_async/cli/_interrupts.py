@@ -22,7 +22,26 @@ import anyio.lowlevel
 from ._app import Context
 from ._inputs import Source
 
-__all__ = ["Feed", "watch_interrupts"]
+__all__ = ["Feed", "FollowInterrupt", "watch_interrupts"]
+
+
+class FollowInterrupt:
+    """Ends a follow (reports, replies) at the first SIGINT or SIGTERM, and remembers it."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    async def cancel_on_signal(self, scope: anyio.CancelScope) -> None:
+        # Our own receiver, not asyncio's default Ctrl-C handling: that cancels the main
+        # task once, and a cancellation landing as a poll's timeout fires can be lost,
+        # leaving --follow running after Ctrl-C.
+        if sys.platform == "win32":  # pragma: no cover - no signal receiver there
+            await anyio.sleep_forever()
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.seen = True
+                scope.cancel()
+                return
 
 
 class Feed:

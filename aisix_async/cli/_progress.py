@@ -34,8 +34,10 @@ class Snapshot:
     done: int
     total: int | None
     accepted: int
+    #: Refused recipients; those never sent are in ``not_sent``, as in the summary.
     failed: int
     unknown: int
+    not_sent: int = 0
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
@@ -68,9 +70,10 @@ def _figures(snap: Snapshot, rate: float) -> str:
         f"accepted {snap.accepted:,}",
         f"failed {snap.failed:,}",
         f"unknown {snap.unknown:,}",
-        f"requests {snap.requests:,}",
-        f"-1 answers {snap.rate_limited:,}",
     ]
+    if snap.not_sent:
+        parts.append(f"not sent {snap.not_sent:,}")
+    parts += [f"requests {snap.requests:,}", f"-1 answers {snap.rate_limited:,}"]
     if snap.limit is not None:
         parts.append(f"concurrency limit {snap.limit}")
         parts.append(f"queued or in flight {snap.in_flight}")

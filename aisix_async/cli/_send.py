@@ -48,7 +48,7 @@ from ._inputs import (
     parse_at,
 )
 from ._interrupts import Feed, watch_interrupts
-from ._progress import progress
+from ._progress import Snapshot, progress
 from ._send_report import finish, show_estimate, show_problems, snapshot
 from ._tally import Tally, open_outcomes, outcome_record, write_outcome_rows
 
@@ -208,6 +208,12 @@ async def send(ctx: Context) -> int:
             raise CliError(f"--at: {exc.message}") from None
     if args.chunk_size and args.chunk_size > 1000:
         raise CliError("--chunk-size: the gateway takes at most 1000 numbers per request")
+    if args.chunk_size and source.mode != "once":
+        # Ignored silently, a --batch run would not be split the way its operator asked.
+        raise CliError(
+            "--chunk-size sets the numbers per sendOnce request (--content); a --batch or "
+            "--template send takes 100 messages per request"
+        )
     if args.resend_unknown and not args.journal:
         raise CliError("--resend-unknown only makes sense with --journal")
 
@@ -235,12 +241,20 @@ async def send(ctx: Context) -> int:
             est = await _estimate(client, source, content, args)
             if args.dry_run:
                 show_estimate(ctx, est, checked, dry=True, at=at)
+                if resuming:
+                    ctx.out.note(
+                        f"resuming {args.journal}: the estimate is the whole input's; a real "
+                        "run skips what the journal settled and does not compare the cost "
+                        "with the balance"
+                    )
                 # The code the real run would exit with, so a script can rehearse on it:
                 # refused over invalid lines (2) before the balance is compared (4), and
                 # lines skipped by --skip-invalid end as failed recipients (1).
                 if refusal is not None:
                     raise refusal
-                if not est.enough:
+                # A resumed run compares nothing with the balance (below): neither does its
+                # rehearsal, or it would say 4 for a run that goes ahead.
+                if not est.enough and not resuming:
                     return ExitCode.GATEWAY
                 return ExitCode.FAILED if invalid else ExitCode.OK
             if not est.enough:
@@ -349,7 +363,12 @@ async def _run(
 
             async with stream:
                 title = f"sending ({source.mode})"
-                async with progress(out, title, lambda: snapshot(stream.stats, total)):
+
+                def read() -> Snapshot:
+                    assert stream is not None
+                    return snapshot(stream.stats, total, tally.not_sent)
+
+                async with progress(out, title, read):
                     async for outcome in stream:
                         record(outcome)
                         consumed += len(outcome.mobiles)

@@ -106,14 +106,20 @@ def show_estimate(
         out.warn(f"the balance is {est.shortfall} yuan short of the estimated cost")
 
 
-def snapshot(stats: BulkStats, total: int | None) -> Snapshot:
-    """Progress figures from a send stream's live statistics."""
+def snapshot(stats: BulkStats, total: int | None, not_sent: int = 0) -> Snapshot:
+    """Progress figures from a send stream's live statistics.
+
+    ``not_sent`` is the tally's count of recipients never sent: the stream counts them
+    as failed, the summary apart, and the last progress line must not contradict the
+    summary printed under it ("failed 17,000" above "failed 0").
+    """
     return Snapshot(
         done=stats.done + stats.skipped,
         total=total,
         accepted=stats.accepted,
-        failed=stats.failed,
+        failed=max(0, stats.failed - not_sent),
         unknown=stats.unknown,
+        not_sent=not_sent,
         requests=stats.requests,
         rate_limited=stats.rate_limited,
         retries=stats.retries,

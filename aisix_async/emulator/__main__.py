@@ -41,6 +41,17 @@ def _money(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"{text!r} is not a decimal amount")
 
 
+def _port(text: str) -> int:
+    # Out of range, the socket's bind() raised OverflowError: a traceback, not a usage error.
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
+    return port
+
+
 def _names(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
 
@@ -53,7 +64,7 @@ def build_parser(prog: str = "python -m aisix_async.emulator") -> argparse.Argum
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    add("--port", type=int, default=8765, help="port to bind; 0 picks a free one (default 8765)")
+    add("--port", type=_port, default=8765, help="port to bind; 0 picks a free one (default 8765)")
     add("--rate", type=float, help="requests per second per account before -1 (default: no limit)")
     add("--burst", type=float, help="token bucket capacity (default: one second of --rate)")
     add("--latency-ms", type=float, default=0.0, help="fixed delay added to every request")

@@ -194,6 +194,30 @@ def test_an_export_onto_the_journal_or_nowhere_is_refused(
     assert emulator.state.pending_reports() == 5  # nothing fetched
 
 
+def test_an_export_overwrites_an_earlier_export_and_nothing_else(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    listed = write_lines(tmp_path / "n.txt", numbers(5))
+    journal = str(tmp_path / "j.db")
+    assert cli.run("send", listed, "--content", "hi", "--journal", journal).returncode == 0
+    before = Path(listed).read_bytes()
+    # A mistyped path (the input, a key file): refused, the file left as it was.
+    onto = cli.run("campaign", journal, "--export", listed)
+    assert onto.returncode == 2, onto.stderr
+    assert "is not an earlier export" in onto.stderr
+    assert "Traceback" not in onto.stderr
+    assert Path(listed).read_bytes() == before
+    # An earlier export, or an empty file, is rewritten: refreshing is the usual use.
+    out = tmp_path / "out.csv"
+    out.touch()
+    for _ in range(2):
+        done = cli.run("campaign", journal, "--export", str(out))
+        assert done.returncode == 0, done.stderr
+        lines = out.read_text(encoding="utf-8").splitlines()
+        assert lines[0] == "mobile,position,status,msgid,delivery,reported_at"
+        assert len(lines) == 6
+
+
 def test_ctrl_c_ends_a_follower_with_every_fetched_report_journalled(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:

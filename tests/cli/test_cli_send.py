@@ -145,6 +145,23 @@ def test_a_send_the_balance_cannot_cover_is_refused_up_front(
     assert emulator.state.message_count == 0
 
 
+def test_a_dry_run_of_a_resume_exits_as_the_resumed_run_does(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(50))
+    args = ("send", path, "--content", "hello", "--journal", str(tmp_path / "c.db"))
+    assert cli.run(*args).returncode == 0
+    # Too little left for the whole input, which a resumed run does not compare: it skips
+    # the 50 accepted and ends 0, so its rehearsal must not say 4.
+    emulator.state.set_balance(None, "1.00")
+    dry = cli.run(*args, "--dry-run")
+    assert "resuming" in dry.stderr
+    real = cli.run(*args)
+    assert real.returncode == 0, real.stderr
+    assert dry.returncode == real.returncode, dry.stderr
+    assert emulator.state.message_count == 50
+
+
 def test_invalid_lines_are_reported_with_line_numbers(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
@@ -184,6 +201,20 @@ def test_bad_arguments_are_usage_errors(
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert emulator.state.message_count == 0
+
+
+def test_chunk_size_is_refused_where_it_would_be_ignored(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    batch = write_lines(tmp_path / "b.csv", ["13900000001,hi", "13900000002,ho"])
+    users = write_lines(tmp_path / "u.csv", ["phone,name", "13900000001,Peter"])
+    template = ["--csv", users, "--column", "phone", "--template", "Hi {p1}"]
+    for args in (["--batch", batch], [*template, "--param-columns", "name"]):
+        result = cli.run("send", *args, "--chunk-size", "10")
+        assert result.returncode == 2, result.stderr
+        assert "--chunk-size sets the numbers per sendOnce request" in result.stderr
+        assert "Traceback" not in result.stderr
     assert emulator.state.message_count == 0
 
 
@@ -469,6 +500,34 @@ def test_recipients_never_sent_after_a_balance_stop_count_as_not_sent(
     assert table.returncode == 4, table.stderr
     assert table_figure(table.stdout, "failed") == summary["failed"]
     assert table_figure(table.stdout, "not sent (stopped)") == summary["not_sent"]
+
+
+def progress_figure(line: str, label: str) -> int:
+    found = re.search(rf"  {re.escape(label)} ([\d,]+)  ", line)
+    assert found is not None, line
+    return int(found.group(1).replace(",", ""))
+
+
+def test_the_last_progress_line_counts_not_sent_apart_as_the_summary_does(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(5000))
+    outcomes = tmp_path / "o.csv"
+    # As above: -9 after the first chunk stops dispatch, the rest is never sent.
+    emulator.state.set_balance(None, "150")
+    result = cli.run(
+        "send", path, "--content", "hi", "--no-balance-check", "--max-concurrency", "1",
+        "--json", "--outcomes", str(outcomes),
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    summary = summary_of(result.stdout)
+    rows = outcomes.read_text(encoding="utf-8").splitlines()[1:]
+    never = sum(1 for row in rows if ",NotSentError" in row)
+    assert never > 0
+    # stderr is not a terminal here: the last plain line holds the final figures.
+    last = [line for line in result.stderr.splitlines() if line.startswith("sending (once):")][-1]
+    assert progress_figure(last, "failed") == summary["failed"]
+    assert progress_figure(last, "not sent") == never
 
 
 def test_json_outcome_records_all_have_the_same_keys(

@@ -171,3 +171,29 @@ def test_param_columns_without_a_template_is_refused(
     )  # fmt: skip
     refused(result, "--param-columns", "--template")
     assert emulator.state.message_count == 0
+
+
+@pytest.mark.parametrize("kind", ["--batch", "--csv", "--csv header", "--template"])
+def test_a_csv_field_over_the_csv_limit_is_a_usage_error_naming_its_line(
+    cli: Cli, emulator: Any, tmp_path: Path, kind: str
+) -> None:
+    # Past csv's field limit (131,072 characters): typically a double quote never closed.
+    runaway = '"' + "x" * 200_000
+    if kind == "--csv header":
+        rows = ["phone," + runaway, "13900000001,Peter"]
+    else:
+        rows = ["phone,name", "13900000001,Peter", "13900000002," + runaway]
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    args = {
+        "--batch": ["--batch", str(path)],
+        "--csv": ["--csv", str(path), "--column", "phone", "--content", "hi"],
+        "--csv header": ["--csv", str(path), "--column", "phone", "--content", "hi"],
+        "--template": [
+            "--csv", str(path), "--column", "phone", "--template", "Hi {p1}",
+            "--param-columns", "name",
+        ],
+    }[kind]  # fmt: skip
+    result = cli.run("send", *args)
+    refused(result, str(path), "line ", "double quote")
+    assert emulator.state.message_count == 0

@@ -140,6 +140,10 @@ def test_main_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--fault", "http_502=0.7", "--fault", "slow_body=0.7"]) == 2
     assert "more than 1" in capsys.readouterr().err
     assert main(["--help"]) == 0
+    for port in ("99999", "-1", "http"):
+        assert main(["--port", port]) == 2
+        err = capsys.readouterr().err
+        assert "--port" in err and "Traceback" not in err
 
 
 def test_main_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
