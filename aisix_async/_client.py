@@ -55,6 +55,7 @@ from ._scheduler import (
     RetryPolicy,
     Scheduler,
 )
+from ._shared_limit import SharedLimit
 from ._validate import (
     check_account,
     check_at,
@@ -106,6 +107,10 @@ class AisixClient:
     Use it as ``async with AisixClient(...) as client:`` (or call :meth:`aclose`). It is
     safe to share between tasks: every request goes through one scheduler, which keeps
     the client within the gateway's per-account limits.
+
+    ``shared_limit="redis://host:6379/0"`` (or ``AISIX_SHARED_LIMIT``) shares that pace with
+    every client of the same account and gateway URL, in any process, through Redis
+    (``pip install 'aisix-async[redis]'``, asyncio only): see README, "Running a fleet".
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class AisixClient:
         on_unknown: UnknownHook | None = None,
         otel: bool | None = None,
         rate_state: RateState | None = None,
+        shared_limit: str | None = None,
     ) -> None:
         self._account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
@@ -154,8 +160,23 @@ class AisixClient:
         self._observer = Observer(on_unknown=on_unknown, otel=otel)
         self._on_key_update = on_key_update
         self._gate = KeyGate()
+        # Clients of one account in other processes share its pace through Redis.
+        shared_url = shared_limit or os.environ.get("AISIX_SHARED_LIMIT") or None
+        self._shared = (
+            SharedLimit(
+                shared_url,
+                account=self._account,
+                gateway_url=self._endpoints.open_url,
+                # Should Redis hold no schedule yet (or have lost it), a pace this client
+                # was handed starts it.
+                seed_pace=rate_state.pace if isinstance(rate_state, RateState) else None,
+            )
+            if shared_url is not None
+            else None
+        )
         # One scheduler for every request of this client: the gateway limits the account.
         self._scheduler = Scheduler(
+            shared=self._shared,
             max_concurrency=max_concurrency,
             initial_concurrency=initial_concurrency,
             max_rate=max_rate,
@@ -211,7 +232,11 @@ class AisixClient:
     async def aclose(self) -> None:
         """Close the HTTP client we own; one passed in by the caller stays open."""
         self._closed = True
-        await self._transport.aclose()
+        try:
+            await self._transport.aclose()
+        finally:
+            if self._shared is not None:
+                await self._shared.aclose()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -226,6 +251,8 @@ class AisixClient:
         used by tests that each run their own loop).
         """
         self._check_open()
+        if self._shared is not None:
+            self._shared.check_runtime()
         loop = anyio.lowlevel.current_token().native_token
         if self._loop is None:
             self._loop = weakref.ref(loop)

@@ -27,7 +27,8 @@ one kind of trouble::
     ├── DeadlineExceededError                   a call's deadline passed before it was written
     ├── BalanceTooLowError                      a local estimate says the balance will not do
     ├── CampaignError                           a campaign journal cannot be used as asked
-    └── ExtraNotInstalledError (also ImportError)  an option needs an extra not installed
+    ├── ExtraNotInstalledError (also ImportError)  an option needs an extra not installed
+    └── SharedLimitError (also RuntimeError)    shared_limit cannot run here (under trio)
 
 Every error carries ``outcome_unknown``. It is true only when a *send* may or may not
 have gone out (read timeout, a connection dropped after the request was written, -10,
@@ -68,6 +69,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitedError",
     "SendStoppedError",
+    "SharedLimitError",
     "StaffUnavailableError",
     "TransportError",
     "UnknownResultError",
@@ -261,6 +263,10 @@ class ExtraNotInstalledError(AisixError, ImportError):
     def __init__(self, message: str, *, name: str) -> None:
         AisixError.__init__(self, message)
         self.name = name
+
+
+class SharedLimitError(AisixError, RuntimeError):
+    """``shared_limit`` cannot work here: redis-py's asyncio client needs asyncio (not trio)."""
 
 
 class SendStoppedError(AisixError):

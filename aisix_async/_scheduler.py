@@ -61,7 +61,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import attrs
@@ -88,6 +88,7 @@ from ._validate import check_number
 __all__ = [
     "AttemptTally",
     "DispatchHooks",
+    "PaceSource",
     "RateState",
     "RetryDetails",
     "RetryPolicy",
@@ -268,6 +269,28 @@ class RateState:
         )
 
 
+class SharedShare(Protocol):
+    """A turn from a :class:`PaceSource`: the share of the pace this client may use."""
+
+    @property
+    def share(self) -> float: ...
+
+
+class PaceSource(Protocol):
+    """A pace kept beyond this client (``shared_limit``: see ``_shared_limit``).
+
+    The scheduler asks it for each request's turn instead of pacing itself; when it has
+    none to give (Redis down or slow) the scheduler paces itself, starting from the last
+    share it was given. Concurrency and retries stay the scheduler's own.
+    """
+
+    async def take_turn(self) -> SharedShare | None:
+        """Wait for this request's turn; None: pace it yourself this time."""
+
+    async def refused(self, turn: Any) -> None:
+        """A request dispatched at ``turn`` was answered -1."""
+
+
 class Scheduler:
     """Runs each request attempt when its turn comes, retrying what is safe to retry."""
 
@@ -324,6 +347,7 @@ class Scheduler:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rate_state: RateState | None = None,
         wall_clock: Callable[[], float] = time.time,
+        shared: PaceSource | None = None,
     ) -> None:
         check_number(max_concurrency, "max_concurrency", integer=True, minimum=1)
         if max_rate is not None:
@@ -374,6 +398,7 @@ class Scheduler:
         self._dispatched: deque[float] = deque(maxlen=4096)
         self._rtt: float | None = None
         self._last_accepted_pace: float | None = None
+        self._shared = shared
         # Counters for stats.
         self._requests = 0
         self._rate_limited = 0
@@ -659,6 +684,21 @@ class Scheduler:
             self.limit,
         )
 
+    # -- a pace shared with other clients ---------------------------------------------
+
+    async def _shared_turn(self) -> SharedShare | None:
+        if self._shared is None:
+            return None
+        turn = await self._shared.take_turn()
+        if turn is not None:
+            # Follow the share locally: stats and rate_state() show it, the slots it needs
+            # are kept, and should the source fail, this client paces itself from there
+            # rather than from what it learned alone.
+            self._pace = self._ceiling = turn.share
+            self._sure, self._slow_start = True, False
+            self._enough_slots()
+        return turn
+
     # -- running a request ---------------------------------------------------------
 
     def _wait(self, state: RetryCallState, policy: RetryPolicy | None = None) -> float:
@@ -704,7 +744,9 @@ class Scheduler:
     ) -> _T:
         waited = await self._acquire_slot()
         try:
-            await self._await_pace()
+            turn = await self._shared_turn()
+            if turn is None:
+                await self._await_pace()
             if hooks is not None:
                 await hooks.before_dispatch()
             dispatched_at = self._clock()
@@ -723,6 +765,8 @@ class Scheduler:
                 if tally is not None:
                     tally.rate_limited += 1
                 self._on_rate_limited(dispatched_at)
+                if turn is not None and self._shared is not None:
+                    await self._shared.refused(turn)
                 if hooks is not None:
                     await hooks.refused()
                 raise

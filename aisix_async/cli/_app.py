@@ -78,6 +78,8 @@ class Context:
             max_concurrency=max_concurrency,
             numbers=numbers,
             rate_state=cached,
+            # Unset: the client reads $AISIX_SHARED_LIMIT itself.
+            shared_limit=getattr(self.args, "shared_limit", None),
         )
         self._clients.append(client)
         return client

@@ -232,6 +232,13 @@ def _add_send(
         metavar="N",
         help="at most N requests at once (default 16; the client adapts below it)",
     )
+    run.add_argument(
+        "--shared-limit",
+        metavar="URL",
+        help="share the account's learned pace with every other sender of it (other "
+        "processes, other hosts) through Redis at URL, e.g. redis://cache:6379/0 "
+        "(default: $AISIX_SHARED_LIMIT; needs pip install 'aisix-async[redis]')",
+    )
 
 
 def _add_reports_journal(cmd: argparse.ArgumentParser) -> None:

@@ -1,0 +1,474 @@
+"""One account, many processes: the pace shared through Redis (``shared_limit=``).
+
+The gateway limits an account, not a process. Clients that each learn the limit alone
+(replicas of a web service, workers of a campaign) all probe it, all meet it, and their
+-1 answers add up. With ``shared_limit="redis://..."`` every client of one account and
+gateway URL takes its turns from one schedule kept in Redis:
+
+* **One step per turn.** A Lua script books the next turn of the shared pace and says how
+  long to wait for it: no read-modify-write race between clients, whatever their number.
+  The script reads the time from Redis itself, so the clients' clocks need not agree.
+* **One pace, learned together.** The script raises the pace for each turn that had to
+  wait (demand above the pace: the probe for a raised limit is shared), and a -1 cuts it
+  for everybody, once per episode: a -1 counts only if its turn was booked after the
+  last cut, as a single client counts them. The cut starts from the rate of turns booked
+  since the last cut, i.e. what the whole fleet sent.
+* **Fair.** A client holds at most one booked turn at a time, so clients that all want
+  more than their share are served in turn (each gets pace / N), and one that wants less
+  gets all it asks. A client that dies holds at most that one turn, which simply passes.
+* **A new client joins at the learned pace at once**: the pace is in Redis, not in it.
+
+Redis is never a single point of failure: every call is bounded by ``timeout``; a client
+whose call fails or is slow paces itself (the scheduler's own adaptive control, started
+from its last share of the shared pace), logs that once, and tries Redis again after a
+while. A schedule lost with a restart is seeded again by the first client that returns,
+from the pace it last saw. Nothing is ever sent or withheld because of Redis: the turn
+only says *when*.
+
+Safe data: the keys name a hash of the account and gateway URL (never the authkey, which
+this module never sees); they expire after ``key_ttl`` seconds unused; the Redis URL's
+password is never logged nor shown in a repr or an error.
+
+redis-py's asyncio client runs on asyncio only (under trio it fails with "no running event
+loop"), so a client with ``shared_limit`` refuses to run under trio with
+:class:`SharedLimitError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import attrs
+import sniffio
+
+from ._errors import ExtraNotInstalledError, SharedLimitError, ValidationError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["SharedLimit", "SharedTurn", "redact_url", "schedule_key"]
+
+logger = logging.getLogger("aisix_async")
+
+#: The schemes redis-py's ``from_url`` takes: plain TCP, TLS, and a Unix socket.
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its user name and password, for logs, reprs and errors."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = f"***@{host}{port}" if parts.username or parts.password else f"{host}{port}"
+    # A password may also be passed as a query parameter (?password=...): drop the query.
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def schedule_key(account: str, gateway_url: str) -> str:
+    """The Redis key prefix of one account's schedule at one gateway.
+
+    A hash, so that neither the account nor the gateway can be read from Redis; the braces
+    are a Redis Cluster hash tag: both keys of a schedule live on one node, as a script
+    that touches two keys needs.
+    """
+    digest = hashlib.sha256(f"{account}\0{gateway_url}".encode()).hexdigest()[:32]
+    return f"aisix:limit:{{{digest}}}"
+
+
+# Both scripts take the time as ARGV[1] when the caller gives one (tests on virtual time),
+# else from Redis: one clock for every client. Floats leave a script as strings (Redis
+# truncates Lua numbers to integers).
+_CLOCK = """
+local WINDOW, HISTORY = 10, 1
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
+# Taking a turn. KEYS: schedule hash, clients sorted set, slots sorted set. ARGV: now or
+# '', client id, seed pace or '', key ttl (ms), active window (s), start pace, min rate,
+# round trip or ''.
+_TURN = (
+    _CLOCK
+    + """
+local key, clients, slots = KEYS[1], KEYS[2], KEYS[3]
+local s = redis.call('HMGET', key, 'pace', 'ceiling', 'sure', 'next_at', 'epoch', 'cut_at')
+local pace, ceiling, sure = tonumber(s[1]), tonumber(s[2]) or 0, s[3] == '1'
+local next_at, epoch = tonumber(s[4]) or 0, tonumber(s[5]) or 0
+local cut_at = tonumber(s[6])
+if not cut_at then
+  -- A new schedule, or one lost with a restart: a client that knew the pace seeds it;
+  -- else a cautious start that doubles quickly while demand is above it.
+  -- Its epochs start from its creation time in ms: a -1 for a turn booked before a
+  -- restart cannot pass for one of this schedule's episodes.
+  cut_at, epoch = now, math.floor(now * 1000)
+  local seed = tonumber(ARGV[3])
+  if seed then
+    pace, ceiling, sure = seed, seed, true
+  else
+    pace, ceiling, sure = tonumber(ARGV[6]), 0, false
+  end
+end
+redis.call('ZADD', clients, now, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', clients, '-inf', now - tonumber(ARGV[5]))
+local active = redis.call('ZCARD', clients)
+local at = math.max(now, next_at)
+local wait = at - now
+if wait > 0 then
+  -- Demand above the pace: grow it, every step a share of the pace and counted in turns,
+  -- so that it behaves alike at 2 and at 500 requests/s. Below the ceiling (the rate of
+  -- the last -1) it closes the gap within a few dozen turns; from it, it creeps up, and
+  -- the excess doubles every 60 turns (a raised limit is found, a steady one met seldom:
+  -- the bucket's few tokens last a few hundred turns); far above it, or with no ceiling
+  -- known, it doubles every 6 turns.
+  -- No probe doubles faster than the answers that would say "too fast" come back: the
+  -- turns of two round trips (ARGV[8], the clients' round trip of a -1, when known).
+  local per_trip = pace * (tonumber(ARGV[8]) or 0)
+  local doubling = math.max(6, 2 * per_trip)
+  if ceiling <= 0 then
+    pace = pace * 2 ^ (1 / doubling)
+  elseif pace < ceiling then
+    pace = math.min(ceiling, pace + math.max((ceiling - pace) / 8, 0.002 * ceiling))
+  else
+    local excess = pace / ceiling - 1
+    if sure and excess < 0.15 then
+      excess = excess + 0.00025 + excess * math.log(2) / math.max(60, 2 * doubling)
+    else
+      excess = excess + 0.02 + excess * math.log(2) / doubling
+    end
+    pace = ceiling * (1 + excess)
+  end
+end
+next_at = at + 1 / pace
+redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(ceiling),
+           'sure', sure and '1' or '0', 'next_at', tostring(next_at), 'epoch', epoch,
+           'cut_at', tostring(cut_at))
+-- All turns ever booked on this schedule (for operators and tests) name the slots, whose
+-- times of the last WINDOW seconds measure the rate at a -1.
+local n = redis.call('HINCRBY', key, 'turns', 1)
+redis.call('ZADD', slots, at, n)
+redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - WINDOW)
+redis.call('PEXPIRE', key, ARGV[4])
+redis.call('PEXPIRE', clients, ARGV[4])
+redis.call('PEXPIRE', slots, ARGV[4])
+return {tostring(wait), tostring(pace), epoch, active, n}
+"""
+)
+
+# A -1 answer. KEYS: schedule hash, slots sorted set. ARGV: now or '', epoch of the
+# refused turn, min rate, seconds from the refused turn to its answer, its number.
+_REFUSED = (
+    _CLOCK
+    + """
+local key, slots = KEYS[1], KEYS[2]
+-- A refused turn is no evidence of what the gateway accepts: its slot goes.
+redis.call('ZREM', slots, ARGV[5])
+local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at')
+local pace, ceiling, epoch, cut_at = tonumber(s[1]), tonumber(s[2]) or 0, tonumber(s[3]),
+                                     tonumber(s[4])
+local next_at = tonumber(s[5]) or 0
+if not pace or not cut_at or epoch ~= tonumber(ARGV[2]) then
+  -- Booked before the last cut (or the schedule was lost): this episode is counted.
+  return {0, tostring(pace or '')}
+end
+-- Between two -1 answers the bucket went from empty to empty: the turns it accepted in
+-- between, over that time, are its rate (refused turns left the slots at their -1).
+-- Only turns whose answers are back count: those that went out up to one round trip ago
+-- (the refused one's); the rest are in flight. A short episode says little (a token more
+-- or less is a large share of it): then the last HISTORY seconds are measured.
+local to = now - math.max(tonumber(ARGV[4]) or 0, 0)
+local from = math.max(now - WINDOW, math.min(cut_at, to - HISTORY))
+local answered = redis.call('ZCOUNT', slots, from, '(' .. to)
+local span = math.max(to - from, 0.001)
+local rate = answered / span
+-- While the pace climbs (a cold start, a raised limit being found) the whole episode's
+-- average lags behind it: the last few turns that were answered show where it got to.
+if answered > 4 then
+  local recent = redis.call('ZREVRANGEBYSCORE', slots, '(' .. to, from, 'WITHSCORES',
+                            'LIMIT', 0, 9)
+  local k = #recent / 2
+  local spread = tonumber(recent[2]) - tonumber(recent[2 * k])
+  if k > 4 and spread > 0 and (k - 1) / spread > 1.25 * rate then
+    rate = (k - 1) / spread
+  end
+end
+-- Too few answers to measure anything (a fresh or seeded schedule, a low demand): cut
+-- from the pace itself.
+if answered < 4 then
+  rate = pace
+end
+rate = math.min(pace, rate)
+local first = ceiling <= 0
+-- The first -1 follows a burst the bucket absorbed: halve, and measure again at the next.
+-- The turns other clients booked already go out as booked (each client holds at most
+-- one): the new pace starts after them, or the bucket would get both at once.
+pace = math.max(tonumber(ARGV[3]), (first and 0.5 or 0.9) * rate)
+redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(rate),
+           'sure', (not first and answered >= 4) and '1' or '0',
+           'next_at', tostring(math.max(now, next_at) + 1 / pace), 'epoch', epoch + 1,
+           'cut_at', tostring(now))
+redis.call('HINCRBY', key, 'cuts', 1)
+return {1, tostring(pace), answered, tostring(span), tostring(rate)}
+"""
+)
+
+
+@attrs.frozen
+class SharedTurn:
+    """A turn booked in the shared schedule (already waited for)."""
+
+    #: The shared pace when it was booked (requests/s, the whole fleet).
+    pace: float
+    #: Clients seen on the schedule lately, this one included.
+    clients: int
+    #: The cut episode it was booked in: a -1 for it counts if no cut came since.
+    epoch: int
+    #: When it came (the client's monotonic clock): a -1's round trip is measured from it.
+    at: float = 0.0
+    #: Its number in the schedule (a -1 removes it from the record of accepted turns).
+    number: int = 0
+
+    @property
+    def share(self) -> float:
+        """This client's fair share of the pace."""
+        return self.pace / max(1, self.clients)
+
+
+class SharedLimit:
+    """One account's schedule in Redis, as one client sees it (see the module's doc)."""
+
+    #: A schedule's first pace (requests/s) when no client knows one: it doubles every 6
+    #: turns that wait, so 40 requests/s is reached in about 2 s, while a low limit is not
+    #: met with a burst from every process at once.
+    START_PACE = 4.0
+    #: A client is counted as sharing the pace while it took a turn this recently (s).
+    ACTIVE_WINDOW = 10.0
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        account: str,
+        gateway_url: str,
+        timeout: float = 0.5,
+        retry_after: float = 1.0,
+        key_ttl: float = 3600.0,
+        min_rate: float = 0.5,
+        seed_pace: float | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
+            shown = redact_url(url) if isinstance(url, str) else type(url).__name__
+            raise ValidationError(
+                f"shared_limit must be a redis://, rediss:// or unix:// URL, got {shown!r}"
+            )
+        try:
+            import redis.asyncio as aioredis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise ExtraNotInstalledError(
+                "shared_limit needs redis-py: pip install 'aisix-async[redis]'", name="redis"
+            ) from None
+        self._shown = redact_url(url)
+        try:
+            # One retry inside redis-py, at once: a pooled connection that a restart
+            # broke is replaced without falling back; the whole call stays bounded by
+            # ``timeout`` (see _call), so a slow Redis cannot hold a send up.
+            self._redis: Redis = aioredis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 1),
+                retry_on_timeout=False,
+            )
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(
+                f"shared_limit {self._shown!r} is not a usable Redis URL: {type(exc).__name__}"
+            ) from None
+        prefix = schedule_key(account, gateway_url)
+        self._keys = [f"{prefix}:schedule", f"{prefix}:clients", f"{prefix}:slots"]
+        self._turn_script = self._redis.register_script(_TURN)
+        self._refused_script = self._redis.register_script(_REFUSED)
+        self._id = secrets.token_hex(8)
+        self._timeout = timeout
+        self._retry_after = retry_after
+        self._ttl_ms = round(key_ttl * 1000)
+        self._min_rate = min_rate
+        self._clock = clock
+        self._sleep = sleep
+        self._monotonic = monotonic
+        # One booked turn at a time per client: what makes the shared schedule fair.
+        self._lock = anyio.Lock()
+        self._down = False
+        self._down_until = 0.0
+        self._backoff = retry_after
+        # The last shared pace seen: seeds the schedule should Redis have lost it.
+        self._last_pace: float | None = seed_pace
+        self._last_share: float | None = None
+        self._turns = 0
+        self._fallbacks = 0
+        # The round trip of -1 answers (smoothed): how fast a probe may grow.
+        self._rtt: float | None = None
+
+    def __repr__(self) -> str:
+        state = "down" if self._down else "up"
+        return f"<SharedLimit {self._shown} {state}>"
+
+    @property
+    def url(self) -> str:
+        """The Redis URL, without user name and password."""
+        return self._shown
+
+    @property
+    def available(self) -> bool:
+        """False while this client paces itself because Redis failed it."""
+        return not self._down
+
+    @property
+    def last_share(self) -> float | None:
+        """This client's share of the shared pace at its last turn (for the fallback)."""
+        return self._last_share
+
+    @property
+    def fallbacks(self) -> int:
+        """How many times Redis failed this client and it paced itself."""
+        return self._fallbacks
+
+    def check_runtime(self) -> None:
+        """Refuse to run anywhere but asyncio (redis-py's asyncio client needs it)."""
+        try:
+            library = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            library = "none"
+        if library != "asyncio":
+            raise SharedLimitError(
+                f"shared_limit works on asyncio only: redis-py's asyncio client cannot run "
+                f"under {library}; leave shared_limit unset there (each client then learns "
+                f"the limit alone)"
+            )
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        with anyio.fail_after(self._timeout):
+            return await script(keys=keys, args=args)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = self._monotonic() + self._backoff
+        if not self._down:
+            self._down = True
+            self._fallbacks += 1
+            # Named by its type only: some redis-py messages repeat parts of the URL.
+            logger.warning(
+                "shared limit at %s unavailable (%s): this client paces itself until it "
+                "answers again",
+                self._shown,
+                type(exc).__name__,
+            )
+        else:
+            # Still down: ask again less often, up to every 5 s (clients that rejoin late
+            # meanwhile pace themselves beside those that rejoined).
+            self._backoff = min(5.0, self._backoff * 2.0)
+
+    def _recovered(self) -> None:
+        if self._down:
+            self._down = False
+            self._backoff = self._retry_after
+            logger.warning("shared limit at %s answers again: rejoining it", self._shown)
+
+    async def take_turn(self) -> SharedTurn | None:
+        """Book this client's next turn and wait for it; None: pace yourself this time.
+
+        None when Redis failed lately (until ``retry_after`` has passed) or fails now,
+        within ``timeout``. Cancelling the wait just lets the booked turn pass unused.
+        """
+        if self._down and self._monotonic() < self._down_until:
+            return None
+        async with self._lock:
+            if self._down and self._monotonic() < self._down_until:
+                return None
+            try:
+                answer = await self._call(
+                    self._turn_script,
+                    self._keys,
+                    [
+                        self._now_arg(),
+                        self._id,
+                        "" if self._last_pace is None else repr(self._last_pace),
+                        self._ttl_ms,
+                        self.ACTIVE_WINDOW,
+                        self.START_PACE,
+                        self._min_rate,
+                        "" if self._rtt is None else repr(self._rtt),
+                    ],
+                )
+                wait, pace = float(answer[0]), float(answer[1])
+                epoch, clients, number = int(answer[2]), int(answer[3]), int(answer[4])
+            except Exception as exc:  # any failure of Redis: never the send's business
+                self._failed(exc)
+                return None
+            self._recovered()
+            self._last_pace = pace
+            self._last_share = pace / max(1, clients)
+            self._turns += 1
+            if wait > 0:
+                await self._sleep(wait)
+            return SharedTurn(
+                pace=pace, clients=clients, epoch=epoch, at=self._monotonic(), number=number
+            )
+
+    async def refused(self, turn: SharedTurn) -> None:
+        """Report a -1 for a request dispatched at ``turn``: it may cut the shared pace."""
+        if self._down:
+            return
+        rtt = max(0.0, self._monotonic() - turn.at)
+        self._rtt = rtt if self._rtt is None else self._rtt + (rtt - self._rtt) / 8.0
+        try:
+            answer = await self._call(
+                self._refused_script,
+                [self._keys[0], self._keys[2]],
+                [
+                    self._now_arg(),
+                    turn.epoch,
+                    self._min_rate,
+                    repr(rtt),
+                    turn.number,
+                ],
+            )
+        except Exception as exc:  # as in take_turn: the -1 is handled locally anyway
+            self._failed(exc)
+            return
+        if int(answer[0]) and answer[1]:
+            self._last_pace = float(answer[1])
+            logger.info(
+                "the gateway said -1 (too fast): shared pace now %.2f requests/s (%s answers "
+                "in %.3f s: %.2f requests/s accepted)",
+                self._last_pace,
+                answer[2],
+                float(answer[3]),
+                float(answer[4]),
+            )
+
+    async def aclose(self) -> None:
+        """Close the connections to Redis (the schedule stays, for the other clients)."""
+        try:
+            with anyio.move_on_after(self._timeout):
+                await self._redis.aclose()
+        except Exception:  # closing a connection that is already broken
+            logger.debug("closing the shared limit's Redis connection failed", exc_info=True)

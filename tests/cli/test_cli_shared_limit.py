@@ -1,0 +1,54 @@
+"""Several `aisix send` processes on one account share its pace through one real Redis."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import redis
+from cli_support import ROOT, Cli, numbers, write_lines
+from redis_support import RedisServer
+
+from aisix_async._shared_limit import schedule_key
+
+
+def test_three_processes_share_one_schedule(
+    cli: Cli, emulator: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    emulator.state.configure(rate=20.0, burst=5.0)
+    batches = [numbers(40, start=1000 * i) for i in range(3)]
+    processes = []
+    for i, batch in enumerate(batches):
+        path = write_lines(tmp_path / f"numbers{i}.txt", batch)
+        args = ["send", path, "--content", "Spring sale", "--json", "--chunk-size", "4"]
+        env = dict(cli.env)
+        if i == 0:
+            # The environment variable does what the option does.
+            env["AISIX_SHARED_LIMIT"] = redis_server.url
+        else:
+            args += ["--shared-limit", redis_server.url]
+        processes.append(
+            subprocess.Popen(
+                cli.command(*args),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
+        )
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    ledger = collections.Counter(m.mobile for m in emulator.state.messages())
+    assert sorted(ledger) == sorted(n for batch in batches for n in batch)
+    assert set(ledger.values()) == {1}
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
+        prefix = schedule_key(emulator.account, emulator.base_url.rstrip("/") + "/OpenApi")
+        # All three took their turns from the one schedule of this account and gateway.
+        assert conn.zcard(f"{prefix}:clients") == 3
+        # Every request's turn (30 chunks, plus each process's balance check and retries).
+        assert int(conn.hget(f"{prefix}:schedule", "turns") or 0) >= 33

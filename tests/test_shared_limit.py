@@ -1,0 +1,394 @@
+"""shared_limit: one schedule per account in a real Redis server (see tests/redis_support.py).
+
+The schedule's own logic runs on virtual time (the scripts take the time from the test),
+against the real server: deterministic, and every step still one Lua script in Redis.
+redis-py's asyncio client runs on asyncio only, so these tests do too; the refusal under
+trio has its own test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from typing import Any
+
+import anyio
+import pytest
+import redis
+from redis_support import RedisServer
+
+from aisix_async import AisixClient, SharedLimitError, ValidationError
+from aisix_async._shared_limit import SharedLimit, SharedTurn, redact_url, schedule_key
+
+ACCOUNT = "staff@enterprise"
+GATEWAY = "http://127.0.0.1:1/OpenApi"
+KEY = "0123456789abcdef" * 2
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class VirtualTime:
+    """A clock the test moves, and a sleep that only records how long it was asked."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def limit(server: RedisServer, time: VirtualTime | None = None, **options: Any) -> SharedLimit:
+    if time is not None:
+        options.setdefault("clock", time)
+        options.setdefault("sleep", time.sleep)
+        # Round trips of -1 answers: none, unless a test says otherwise.
+        options.setdefault("monotonic", lambda: 0.0)
+    return SharedLimit(server.url, account=ACCOUNT, gateway_url=GATEWAY, **options)
+
+
+def stored(server: RedisServer) -> dict[str, str]:
+    with redis.Redis.from_url(server.url, decode_responses=True) as conn:
+        return conn.hgetall(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule")
+
+
+@pytest.mark.anyio
+async def test_turns_are_booked_atomically(redis_server: RedisServer) -> None:
+    # Eight clients, each with its own connections, book 25 turns each at the same
+    # instant: every turn gets its own slot, evenly spaced, none twice.
+    time = VirtualTime()
+    clients = [limit(redis_server, time, seed_pace=100.0) for _ in range(8)]
+    turns: list[SharedTurn] = []
+
+    async def book(client: SharedLimit) -> None:
+        for _ in range(25):
+            turn = await client.take_turn()
+            assert turn is not None
+            turns.append(turn)
+
+    async with anyio.create_task_group() as group:
+        for client in clients:
+            group.start_soon(book, client)
+    for client in clients:
+        await client.aclose()
+    assert len(turns) == 200
+    waits = sorted(time.waits)
+    # The first turn is now (no wait, not recorded); the 199 others each a distinct slot.
+    assert len(waits) == 199
+    assert all(later > earlier for earlier, later in itertools.pairwise(waits))
+    assert waits[0] == pytest.approx(0.01)
+    assert int(stored(redis_server)["turns"]) == 200
+
+
+@pytest.mark.anyio
+async def test_a_new_client_joins_at_the_learned_pace(redis_server: RedisServer) -> None:
+    time = VirtualTime()
+    first = limit(redis_server, time)
+    for _ in range(30):
+        waited = len(time.waits)
+        turn = await first.take_turn()
+        assert turn is not None
+        # The request goes out when its turn comes.
+        time.now += time.waits[-1] if len(time.waits) > waited else 0.0
+    # A -1 teaches the schedule a pace (from a cold start: half what went out) ...
+    time.now += 0.1
+    await first.refused(turn)
+    learned = float(stored(redis_server)["pace"])
+    ceiling = float(stored(redis_server)["ceiling"])
+    assert ceiling > SharedLimit.START_PACE
+    assert learned == pytest.approx(0.5 * ceiling)
+    # ... and a client that starts now begins there, not with a cold start of its own.
+    second = limit(redis_server, time)
+    joined = await second.take_turn()
+    assert joined is not None
+    # (It had to wait for its turn, so the pace took one step back up to the ceiling.)
+    assert joined.pace == pytest.approx(learned + (ceiling - learned) / 8)
+    assert joined.clients == 2
+    assert joined.share == pytest.approx(joined.pace / 2)
+    await first.aclose()
+    await second.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_minus_one_episode_cuts_the_pace_once(redis_server: RedisServer) -> None:
+    time = VirtualTime()
+    clients = [limit(redis_server, time, seed_pace=40.0) for _ in range(4)]
+    booked = [await c.take_turn() for c in clients]
+    time.now += 1.0
+    # The four requests of one burst are all refused: one cut, not four.
+    for client, turn in zip(clients, booked, strict=True):
+        assert turn is not None
+        await client.refused(turn)
+    after = stored(redis_server)
+    first = booked[0]
+    assert first is not None
+    assert int(after["epoch"]) == first.epoch + 1
+    assert after["cuts"] == "1"
+    # A seeded schedule trusts its pace; of the 4 turns the refused one is no answer, and
+    # 3 answers measure nothing: the cut is from the pace, to 0.9 of it.
+    # (The pace had crept a little above 40 as turns waited.)
+    assert float(after["pace"]) == pytest.approx(0.9 * 40.0, rel=0.01)
+    # A turn booked after the cut, refused, starts the next episode.
+    turn = await clients[0].take_turn()
+    assert turn is not None and turn.epoch == first.epoch + 1
+    time.now += 1.0
+    await clients[0].refused(turn)
+    assert int(stored(redis_server)["epoch"]) == first.epoch + 2
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cut_leaves_out_what_is_still_in_flight(redis_server: RedisServer) -> None:
+    # 40 turns over a second at 40/s; the last one's -1 comes back 100 ms after it went
+    # out. The 4 turns of that last round trip have no answer yet: they are not counted
+    # as accepted, or the rate would be overestimated by what was in flight.
+    time = VirtualTime()
+    shared = limit(redis_server, time, seed_pace=40.0, monotonic=time)
+    with redis.Redis.from_url(redis_server.url) as conn:
+        for _ in range(40):
+            turn = await shared.take_turn()
+            assert turn is not None
+            time.now += 0.025
+            # Hold the pace still: this test is about the cut.
+            conn.hset(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule", "pace", "40.0")
+    time.now += 0.1 - 0.025
+    await shared.refused(turn)
+    # Slots at 1000.000, 1000.025, ... 1000.975; the refused one (the last) went out at
+    # 1000.975: 39 answers back, measured over the last second before it.
+    answered, span = 39, 1.0
+    assert float(stored(redis_server)["ceiling"]) == pytest.approx(answered / span)
+    assert float(stored(redis_server)["pace"]) == pytest.approx(0.9 * answered / span)
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_minus_one_from_before_a_restart_cuts_nothing(redis_server: RedisServer) -> None:
+    time = VirtualTime()
+    old, new = limit(redis_server, time), limit(redis_server, time, seed_pace=30.0)
+    before = await old.take_turn()
+    assert before is not None
+    # Redis restarts empty; a client that knew the pace seeds the schedule again ...
+    with redis.Redis.from_url(redis_server.url) as conn:
+        conn.flushall()
+    time.now += 0.5
+    assert await new.take_turn() is not None
+    # ... and a -1 answered now for the turn booked before is not one of its episodes.
+    await old.refused(before)
+    after = stored(redis_server)
+    assert "cuts" not in after
+    assert float(after["pace"]) >= 30.0
+    await old.aclose()
+    await new.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_probe_is_shared(redis_server: RedisServer) -> None:
+    # Turns that had to wait (demand above the pace) raise the pace for everybody.
+    time = VirtualTime()
+    a, b = limit(redis_server, time, seed_pace=10.0), limit(redis_server, time)
+    paces = []
+    for _ in range(40):
+        for client in (a, b):
+            turn = await client.take_turn()
+            assert turn is not None
+            paces.append(turn.pace)
+    assert paces[-1] > paces[0] == 10.0
+    assert paces == sorted(paces)
+    await a.aclose()
+    await b.aclose()
+
+
+async def _simulate(server: RedisServer, demands: list[float | None], seconds: float) -> list[int]:
+    """Clients on virtual time; demand None: wants a turn as soon as its last one came,
+    else one turn every that many seconds. Returns the turns each got after a warm-up.
+    """
+    time = VirtualTime()
+    start = time.now
+    clients = [limit(server, time, seed_pace=20.0) for _ in demands]
+    ready = [start] * len(demands)
+    wanted = [start] * len(demands)
+    counts = [0] * len(demands)
+    # Keep the pace from growing without end: no gateway says -1 here.
+    with redis.Redis.from_url(server.url) as conn:
+        while min(ready) < start + seconds:
+            i = min(range(len(ready)), key=lambda k: ready[k])
+            time.now = ready[i]
+            before = len(time.waits)
+            turn = await clients[i].take_turn()
+            assert turn is not None
+            at = time.now + (time.waits[-1] if len(time.waits) > before else 0.0)
+            if at > start + 5.0:
+                counts[i] += 1
+            demand = demands[i]
+            if demand is None:
+                ready[i] = at
+            else:
+                wanted[i] += demand
+                ready[i] = max(at, wanted[i])
+            conn.hset(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule", "pace", "20.0")
+    for client in clients:
+        await client.aclose()
+    return counts
+
+
+@pytest.mark.anyio
+async def test_clients_wanting_more_than_their_share_get_equal_turns(
+    redis_server: RedisServer,
+) -> None:
+    counts = await _simulate(redis_server, [None, None, None], seconds=35.0)
+    assert sum(counts) == pytest.approx(20.0 * 30.0, rel=0.02)
+    assert max(counts) - min(counts) <= 1
+
+
+@pytest.mark.anyio
+async def test_a_client_wanting_less_gets_all_it_asks(redis_server: RedisServer) -> None:
+    # One client wants 2 turns/s, two want all they can get, at a pace of 20/s: the
+    # small one gets its 2/s, the big ones split the other 18 evenly.
+    counts = await _simulate(redis_server, [0.5, None, None], seconds=35.0)
+    assert counts[0] == pytest.approx(2.0 * 30.0, abs=2)
+    assert abs(counts[1] - counts[2]) <= 1
+    assert counts[1] == pytest.approx(9.0 * 30.0, rel=0.03)
+
+
+@pytest.mark.anyio
+async def test_a_dead_client_holds_nothing(redis_server: RedisServer) -> None:
+    time = VirtualTime()
+    alive, dead = limit(redis_server, time, seed_pace=10.0), limit(redis_server, time)
+    assert await alive.take_turn() is not None
+    # The dead client booked a turn and vanished (no close, no goodbye).
+    assert await dead.take_turn() is not None
+    turn = await alive.take_turn()
+    assert turn is not None and turn.clients == 2
+    # Its one booked turn passes; once it is quiet for ACTIVE_WINDOW, the survivor's
+    # share is the whole pace again. Nothing waits on it: no lock, no lease.
+    time.now += SharedLimit.ACTIVE_WINDOW + 1.0
+    turn = await alive.take_turn()
+    assert turn is not None and turn.clients == 1
+    assert turn.share == turn.pace
+    await alive.aclose()
+    await dead.aclose()
+
+
+@pytest.mark.anyio
+async def test_keys_name_a_hash_and_expire(redis_server: RedisServer) -> None:
+    client = limit(redis_server, key_ttl=60.0)
+    assert await client.take_turn() is not None
+    await client.aclose()
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
+        keys = sorted(conn.keys("*"))
+        prefix = schedule_key(ACCOUNT, GATEWAY)
+        assert keys == [f"{prefix}:clients", f"{prefix}:schedule", f"{prefix}:slots"]
+        for key in keys:
+            assert "staff" not in key and "enterprise" not in key and "127.0.0.1" not in key
+            assert 0 < conn.pttl(key) <= 60_000
+    # Another account, or the same account at another gateway, has its own schedule.
+    assert schedule_key("other@enterprise", GATEWAY) != schedule_key(ACCOUNT, GATEWAY)
+    assert schedule_key(ACCOUNT, "http://elsewhere/OpenApi") != schedule_key(ACCOUNT, GATEWAY)
+
+
+def test_a_password_never_shows() -> None:
+    url = "redis://user:s3cret-pw@cache.internal:6380/2"
+    shared = SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
+    assert "s3cret" not in repr(shared)
+    assert shared.url == "redis://***@cache.internal:6380/2"
+    assert "s3cret" not in redact_url("rediss://:s3cret@h:1/0?password=s3cret")
+    with pytest.raises(ValidationError) as caught:
+        SharedLimit("http://user:s3cret@host/", account=ACCOUNT, gateway_url=GATEWAY)
+    assert "s3cret" not in str(caught.value)
+    client = AisixClient(ACCOUNT, KEY, shared_limit=url)
+    assert "s3cret" not in repr(client)
+
+
+def test_tls_urls_are_accepted() -> None:
+    from redis.asyncio.connection import SSLConnection
+
+    shared = SharedLimit("rediss://cache.internal:6380/0", account=ACCOUNT, gateway_url=GATEWAY)
+    assert shared._redis.connection_pool.connection_class is SSLConnection
+
+
+def test_shared_limit_refuses_trio_clearly(redis_server: RedisServer) -> None:
+    async def use() -> None:
+        async with AisixClient(
+            ACCOUNT, KEY, base_url="http://127.0.0.1:1", shared_limit=redis_server.url
+        ) as client:
+            await client.get_balance()
+
+    with pytest.raises(SharedLimitError, match="asyncio only"):
+        anyio.run(use, backend="trio")
+
+
+def test_the_environment_variable_turns_it_on(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AISIX_SHARED_LIMIT", redis_server.url)
+    client = AisixClient(ACCOUNT, KEY)
+    assert client._shared is not None and client._shared.url == redis_server.url
+    monkeypatch.setenv("AISIX_SHARED_LIMIT", "memcached://nope")
+    with pytest.raises(ValidationError, match="redis://"):
+        AisixClient(ACCOUNT, KEY)
+
+
+# -- Redis failing: never a single point of failure -------------------------------------
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.anyio
+async def test_unreachable_at_start_falls_back_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "aisix_async")
+    from redis_support import free_port
+
+    shared = SharedLimit(
+        f"redis://:pw@127.0.0.1:{free_port()}/0", account=ACCOUNT, gateway_url=GATEWAY
+    )
+    with anyio.fail_after(5):
+        for _ in range(20):
+            assert await shared.take_turn() is None
+    assert not shared.available
+    assert shared.fallbacks == 1
+    (warning,) = _warnings(caplog)
+    assert "unavailable" in warning and "pw" not in warning
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_slow_redis_is_left_within_the_timeout() -> None:
+    # A server that accepts connections and never answers (a hung or overloaded Redis).
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        await anyio.sleep(30)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as group:
+        group.start_soon(listener.serve, silent)
+        shared = SharedLimit(
+            f"redis://127.0.0.1:{port}/0", account=ACCOUNT, gateway_url=GATEWAY, timeout=0.2
+        )
+        with anyio.fail_after(5):
+            assert await shared.take_turn() is None
+            # While it is down the next turns do not ask it again: no wait at all.
+            assert await shared.take_turn() is None
+        assert shared.fallbacks == 1
+        await shared.aclose()
+        group.cancel_scope.cancel()
+
+
+def test_without_redis_py_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aisix_async import ExtraNotInstalledError
+
+    # As if redis-py were not installed: its import fails.
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(ExtraNotInstalledError, match=r"aisix-async\[redis\]"):
+        AisixClient(ACCOUNT, KEY, shared_limit="redis://127.0.0.1:6379/0")

@@ -1,0 +1,210 @@
+"""shared_limit end to end: clients on the emulator (real HTTP) and a real Redis that fails.
+
+Whatever Redis does (absent, killed, restarted empty, failed over to a replica), every
+recipient ends accepted exactly once: Redis only ever says *when* a request goes out.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+import redis
+from redis_support import RedisServer, find_server_binary, free_port
+
+from aisix_async import AisixClient, RetryPolicy
+from aisix_async._bulk import OutcomeStatus
+from aisix_async._shared_limit import schedule_key
+
+FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # redis-py's asyncio client: asyncio only (the refusal under trio is tested apart).
+    return "asyncio"
+
+
+def client_for(emulator: Any, url: str) -> AisixClient:
+    return AisixClient(
+        emulator.account,
+        emulator.authkey,
+        base_url=emulator.base_url,
+        retry=FAST_RETRY,
+        shared_limit=url,
+    )
+
+
+async def send_phase(client: AisixClient, phase: int, count: int = 12) -> list[str]:
+    mobiles = [f"1380{phase:03d}{i:04d}" for i in range(count)]
+    async with client.send_many(mobiles, "Your code is 1234", chunk_size=2) as outcomes:
+        async for outcome in outcomes:
+            assert outcome.status is OutcomeStatus.ACCEPTED, outcome
+    return mobiles
+
+
+def assert_each_accepted_once(emulator: Any, mobiles: list[str]) -> None:
+    ledger = collections.Counter(m.mobile for m in emulator.state.messages())
+    assert sorted(ledger) == sorted(mobiles)
+    assert set(ledger.values()) == {1}
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.anyio
+async def test_sends_through_a_shared_limit(emulator: Any, redis_server: RedisServer) -> None:
+    emulator.state.configure(rate=50.0, burst=5.0)
+    async with client_for(emulator, redis_server.url) as client:
+        mobiles = await send_phase(client, 1, count=40)
+        assert client._shared is not None and client._shared.available
+        assert client.stats().pace is not None
+    assert_each_accepted_once(emulator, mobiles)
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
+        prefix = schedule_key(emulator.account, client.endpoints.open_url)
+        assert int(conn.hget(f"{prefix}:schedule", "turns") or 0) >= 20
+        # The authkey is nowhere in Redis.
+        dump = repr([conn.hgetall(k) for k in conn.keys("*") if k.endswith("schedule")])
+        assert emulator.authkey not in dump and emulator.authkey not in repr(conn.keys("*"))
+
+
+@pytest.mark.anyio
+async def test_unreachable_redis_at_start(emulator: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "aisix_async")
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    async with client_for(emulator, url) as client:
+        with anyio.fail_after(20):
+            mobiles = await send_phase(client, 1)
+        assert client._shared is not None and client._shared.fallbacks == 1
+    assert_each_accepted_once(emulator, mobiles)
+    (warning,) = warnings_of(caplog)
+    assert "paces itself" in warning and "hunter2" not in warning
+
+
+@pytest.mark.anyio
+async def test_redis_lost_mid_run_then_back(
+    emulator: Any, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "aisix_async")
+    emulator.state.configure(rate=50.0, burst=5.0)
+    async with client_for(emulator, own_redis.url) as client:
+        shared = client._shared
+        assert shared is not None
+        shared._retry_after = shared._backoff = 0.2
+        mobiles = await send_phase(client, 1)
+        assert shared.available
+        pace = shared._last_pace
+        own_redis.kill()
+        with anyio.fail_after(20):
+            mobiles += await send_phase(client, 2)
+        assert not shared.available and shared.fallbacks == 1
+        # Restarted empty: the first client back seeds the schedule with the pace it knew.
+        own_redis.start()
+        await anyio.sleep(0.5)
+        mobiles += await send_phase(client, 3)
+        assert shared.available
+    assert_each_accepted_once(emulator, mobiles)
+    with redis.Redis.from_url(own_redis.url, decode_responses=True) as conn:
+        seeded = conn.hget(
+            f"{schedule_key(emulator.account, client.endpoints.open_url)}:schedule", "ceiling"
+        )
+    assert pace is not None and seeded is not None and float(seeded) > 0
+    lost, back = warnings_of(caplog)
+    assert "unavailable" in lost and "answers again" in back
+
+
+@asynccontextmanager
+async def switchable_proxy(target: list[int]) -> AsyncIterator[int]:
+    """A TCP proxy on a free port to 127.0.0.1:target[0]; connections made after target
+    changes go to the new port (a failover behind one address, as a VIP or DNS does)."""
+
+    async def pipe(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> None:
+        try:
+            async for data in source:
+                await sink.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        finally:
+            await sink.aclose()
+
+    async def serve(client: anyio.abc.SocketStream) -> None:
+        try:
+            upstream = await anyio.connect_tcp("127.0.0.1", target[0])
+        except OSError:
+            await client.aclose()
+            return
+        async with anyio.create_task_group() as group:
+            group.start_soon(pipe, client, upstream)
+            group.start_soon(pipe, upstream, client)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with anyio.create_task_group() as group:
+        group.start_soon(listener.serve, serve)
+        yield listener.extra(anyio.abc.SocketAttribute.local_port)
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_failover_to_a_replica(emulator: Any) -> None:
+    binary = find_server_binary()
+    assert binary is not None
+    primary, replica = RedisServer(binary), RedisServer(binary)
+    primary.start()
+    try:
+        replica.start("--replicaof", "127.0.0.1", str(primary.port))
+        emulator.state.configure(rate=50.0, burst=5.0)
+        target = [primary.port]
+        async with (
+            switchable_proxy(target) as port,
+            client_for(emulator, f"redis://127.0.0.1:{port}/0") as client,
+        ):
+            shared = client._shared
+            assert shared is not None
+            shared._retry_after = shared._backoff = 0.2
+            mobiles = await send_phase(client, 1)
+            prefix = schedule_key(emulator.account, client.endpoints.open_url)
+            with redis.Redis(port=replica.port, decode_responses=True) as conn:
+                with anyio.fail_after(10):
+                    while not conn.hget(f"{prefix}:schedule", "turns"):
+                        await anyio.sleep(0.05)
+                # The primary dies; the replica is promoted; the address moves to it.
+                primary.kill()
+                conn.execute_command("REPLICAOF", "NO", "ONE")
+            target[0] = replica.port
+            with anyio.fail_after(20):
+                mobiles += await send_phase(client, 2)
+            assert shared.fallbacks == 1
+            await anyio.sleep(0.5)
+            mobiles += await send_phase(client, 3)
+            assert shared.available
+        assert_each_accepted_once(emulator, mobiles)
+        with redis.Redis(port=replica.port, decode_responses=True) as conn:
+            # The schedule went on where the primary left it (it was replicated).
+            assert int(conn.hget(f"{prefix}:schedule", "turns") or 0) >= 12
+    finally:
+        primary.close()
+        replica.close()
+
+
+@pytest.mark.anyio
+async def test_a_slow_redis_never_holds_a_send(emulator: Any) -> None:
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        await anyio.sleep(60)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as group:
+        group.start_soon(listener.serve, silent)
+        async with client_for(emulator, f"redis://127.0.0.1:{port}/0") as client:
+            with anyio.fail_after(20):
+                mobiles = await send_phase(client, 1)
+            assert client._shared is not None and client._shared.fallbacks == 1
+        group.cancel_scope.cancel()
+    assert_each_accepted_once(emulator, mobiles)
