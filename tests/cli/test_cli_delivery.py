@@ -88,7 +88,11 @@ def test_an_operators_campaign_send_kill_resume_follow_inspect_export(
     truth = Counter(code for _, mobile, code in drawn if mobile in ours)
     assert view["accepted"] == len(ours)
     assert view["unknown"] == len(lost)
-    assert view["units"] == len(ours)
+    # A chunk the kill left unknown and the reports settled has no receipt, so no units:
+    # those recipients are counted as reconciled instead (README: units of such chunks
+    # are not known). The kill lands on the wire only sometimes, so both cases occur.
+    assert view["units"] + view["reconciled"] == len(ours)
+    assert view["reconciled"] % 100 == 0
     assert view["delivery"]["by_code"] == dict(truth)
     assert view["delivery"]["delivered"] == truth["DELIVRD"]
     assert view["delivery"]["failed"] == sum(truth.values()) - truth["DELIVRD"]
