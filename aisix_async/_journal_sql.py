@@ -625,6 +625,12 @@ def export_rows(conn: sqlite3.Connection, write: Callable[[Sequence[object]], ob
             listed = [""] * len(places)
         status = _status(state, bool(retryable))
         msgids = _msgids(receipts, len(places))
+        if not receipts:
+            # No receipt (an unknown chunk settled by its reports): the msgid the reports
+            # proved it by is the whole request's when it is the only one (sendOnce).
+            proved = conn.execute("SELECT msgid FROM msgids WHERE chunk=?", (index,)).fetchall()
+            if len(proved) == 1:
+                msgids = [proved[0][0]] * len(places)
         reported = {
             mobile: (code, at)
             for mobile, code, at in conn.execute(
