@@ -214,7 +214,13 @@ class EmulatorApp:
             with state.lock:
                 fault, delay = draw_fault(faults, state.fault_rng, action)
             if delay > 0:
-                await anyio.sleep(delay)
+                with state.lock:
+                    state.held += 1
+                try:
+                    await anyio.sleep(delay)
+                finally:
+                    with state.lock:
+                        state.held -= 1
 
         code: int = -10
         items: Items = []

@@ -94,6 +94,9 @@ class GatewayState:
         self._msgid = start_rng.randrange(10**17, 5 * 10**17)
         self._msgid_rng = random.Random(f"msgid-step:{config.seed}")
         self._request_id = 0
+        # Requests held in the latency fault, not yet processed. Kept across resets: a
+        # request held when a test ends still leaves the count when its delay is over.
+        self.held = 0
         self._load(config)
 
     # ----------------------------------------------------------------- configuration
@@ -268,6 +271,12 @@ class GatewayState:
         """How many messages the ledger holds."""
         with self.lock:
             return len(self.ledger)
+
+    @property
+    def requests_held(self) -> int:
+        """Requests received and held by `latency_ms`/`jitter_ms`: on the wire for a client."""
+        with self.lock:
+            return self.held
 
     def messages(self, offset: int = 0, limit: int | None = None) -> list[MessageRecord]:
         """A slice of the ground-truth ledger, in acceptance order."""

@@ -72,7 +72,9 @@ def test_the_second_interrupt_warning_counts_what_the_summary_counts(
     emulator.state.set_balance(None, "100000")
     path = write_lines(tmp_path / "n.txt", numbers(60_000))
     process = cli.start("send", path, "--content", "hi", "--json", "--max-concurrency", "4")
-    wait_for(lambda: emulator.state.message_count >= 2000)
+    # Interrupt while a request is held on the wire: the client starts at one request at
+    # a time, so right after an answer there may be none yet, and nothing would be unknown.
+    wait_for(lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0)
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)

@@ -303,7 +303,9 @@ def test_a_second_interrupt_lists_the_abandoned_requests_as_unknown(
 ) -> None:
     outcomes = tmp_path / "outcomes.csv"
     process, _ = start_long_send(cli, emulator, tmp_path, 400, "--outcomes", str(outcomes))
-    wait_for(lambda: emulator.state.message_count >= 2000)
+    # Interrupt while a request is held on the wire: the client starts at one request at
+    # a time, so right after an answer there may be none yet, and nothing would be unknown.
+    wait_for(lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0)
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)

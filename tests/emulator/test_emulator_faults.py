@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import xml.etree.ElementTree as ET
 from decimal import Decimal
@@ -91,6 +92,21 @@ def test_latency_delays_every_request(gw: Gateway) -> None:
     started = time.perf_counter()
     assert gw.call("getBalance").result == 1
     assert time.perf_counter() - started >= 0.055
+
+
+def test_a_request_held_by_latency_is_counted_until_it_is_processed(gw: Gateway) -> None:
+    gw.state.set_faults(latency_ms=300.0)
+    sender = threading.Thread(target=gw.send_once, args=("13800000001", "hi"))
+    sender.start()
+    deadline = time.monotonic() + 5
+    while gw.state.requests_held == 0:
+        assert time.monotonic() < deadline, "the request was never held"
+        time.sleep(0.005)
+    # Held: received, not yet processed, so nothing is in the ledger.
+    assert gw.state.message_count == 0
+    sender.join(timeout=5)
+    assert gw.state.requests_held == 0
+    assert gw.state.message_count == 1
 
 
 def test_fault_actions_narrow_the_faults(gw: Gateway) -> None:
