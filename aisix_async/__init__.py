@@ -5,11 +5,11 @@ Everything public is importable from here; every other module is private.
 
 from __future__ import annotations
 
-from ._bulk import BulkStats, OutcomeStatus, SendOutcome, SendStream, SendSummary
-from ._campaign import Campaign, CampaignStream
-from ._campaign_ledger import CampaignSummary
+from ._features.bulk import BulkStats, OutcomeStatus, SendOutcome, SendStream, SendSummary
+from ._campaign.campaign import Campaign, CampaignStream
+from ._campaign.ledger import CampaignSummary
 from ._client import GATEWAY_TZ, AisixClient
-from ._errors import (
+from ._core.errors import (
     ACCOUNT_REFUSALS,
     BALANCE_REFUSALS,
     BUSY_REFUSALS,
@@ -41,7 +41,7 @@ from ._errors import (
     UnknownResultError,
     ValidationError,
 )
-from ._models import (
+from ._core.models import (
     FINAL_OPERATOR_CODES,
     Balance,
     ChannelGroup,
@@ -53,11 +53,11 @@ from ._models import (
     Signature,
     StateReport,
 )
-from ._observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
-from ._pricing import Estimate, segments
-from ._reports import RecordStream, StreamStats
-from ._scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
-from ._tracker import DeliveryTracker, TrackerResult
+from ._mechanics.observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
+from ._features.pricing import Estimate, segments
+from ._features.reports import RecordStream, StreamStats
+from ._mechanics.scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
+from ._features.tracker import DeliveryTracker, TrackerResult
 from ._version import __version__
 
 __all__ = [

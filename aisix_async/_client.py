@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import anyio.lowlevel
 import attrs
 
-from . import _pricing, _reports
-from ._errors import (
+from ._features import pricing as _pricing, reports as _reports
+from ._core.errors import (
     AisixError,
     CircuitOpenError,
     DeadlineExceededError,
@@ -32,9 +32,9 @@ from ._errors import (
     ValidationError,
     error_for_code,
 )
-from ._http import HttpTransport
-from ._keygate import KeyGate
-from ._models import (
+from ._mechanics.http import HttpTransport
+from ._mechanics.keygate import KeyGate
+from ._core.models import (
     Balance,
     ChannelGroup,
     KeyUpdate,
@@ -44,10 +44,10 @@ from ._models import (
     Signature,
     StateReport,
 )
-from ._observe import CallObservation, ClientStats, Observer, UnknownHook
-from ._pricing import Estimate, PriceBook
-from ._reports import BatchHook, RecordStream, parse_records
-from ._scheduler import (
+from ._mechanics.observe import CallObservation, ClientStats, Observer, UnknownHook
+from ._features.pricing import Estimate, PriceBook
+from ._features.reports import BatchHook, RecordStream, parse_records
+from ._mechanics.scheduler import (
     AttemptTally,
     DispatchHooks,
     RateState,
@@ -55,8 +55,8 @@ from ._scheduler import (
     RetryPolicy,
     Scheduler,
 )
-from ._shared_limit import SharedLimit
-from ._validate import (
+from ._mechanics.shared_limit import SharedLimit
+from ._core.validate import (
     check_account,
     check_at,
     check_authkey,
@@ -69,7 +69,7 @@ from ._validate import (
     check_numbering,
     check_param_rows,
 )
-from ._wire import (
+from ._core.wire import (
     DEFAULT_BASE_URL,
     UNSAFE_ACTIONS,
     Endpoints,
@@ -80,14 +80,14 @@ from ._wire import (
     once_fields,
     param_fields,
 )
-from ._xml import Answer, parse_answer
+from ._core.xml import Answer, parse_answer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable
 
-    from ._bulk import ChunkLedger, SendStream, SendSummary
-    from ._campaign import Campaign
-    from ._http import HttpClient
+    from ._features.bulk import ChunkLedger, SendStream, SendSummary
+    from ._campaign.campaign import Campaign
+    from ._mechanics.http import HttpClient
 
 __all__ = ["GATEWAY_TZ", "AisixClient"]
 
@@ -573,7 +573,7 @@ class AisixClient:
         ``async with client.send_many(numbers, text) as outcomes: async for o in outcomes``.
         An invalid content raises ValidationError here, before anything is sent.
         """
-        from ._bulk import once_stream
+        from ._features.bulk import once_stream
 
         return once_stream(
             self, numbers, content, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
@@ -592,7 +592,7 @@ class AisixClient:
         _ledger: ChunkLedger | None = None,
     ) -> SendStream:
         """(mobile, content) pairs in sendBatch chunks (a lone pair by sendOnce)."""
-        from ._bulk import batch_stream
+        from ._features.bulk import batch_stream
 
         return batch_stream(
             self, pairs, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
@@ -615,7 +615,7 @@ class AisixClient:
 
         An invalid template raises ValidationError here, before anything is sent.
         """
-        from ._bulk import param_stream
+        from ._features.bulk import param_stream
 
         return param_stream(
             self, template, rows, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
@@ -754,7 +754,7 @@ class AisixClient:
         accepted chunks are skipped, never-sent ones sent, and chunks whose fate is
         unknown are listed, resent only with ``resend_unknown=True``.
         """
-        from ._campaign import open_campaign
+        from ._campaign.campaign import open_campaign
 
         return open_campaign(self, path, resend_unknown=resend_unknown, durable=durable)
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from redis_support import RedisServer, find_server_binary
 
 from aisix_async import AisixClient, AisixError, RetryPolicy
-from aisix_async._shared_limit import SharedLimit
+from aisix_async._mechanics.shared_limit import SharedLimit
 
 TASKS = 8
 

@@ -29,7 +29,7 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from aisix_async import AisixClient
-from aisix_async._bulk import OutcomeStatus
+from aisix_async._features.bulk import OutcomeStatus
 
 CHUNK = 1000
 CONCURRENCY = 16

@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aisix_async import AisixClient  # noqa: E402
-from aisix_async._bulk import OutcomeStatus  # noqa: E402
-from aisix_async._campaign import open_campaign  # noqa: E402
+from aisix_async._features.bulk import OutcomeStatus  # noqa: E402
+from aisix_async._campaign.campaign import open_campaign  # noqa: E402
 
 ACCOUNT = "1001@100001"
 AUTHKEY = "87B01469201D6557C2685137EB3B5DEC"

@@ -16,7 +16,7 @@ import anyio
 from _common import emulator, numbers, peak_rss_mb, run_worker, table
 
 from aisix_async import AisixClient
-from aisix_async._bulk import OutcomeStatus
+from aisix_async._features.bulk import OutcomeStatus
 
 
 async def worker(base_url: str, account: str, authkey: str, count: int) -> None:

@@ -15,7 +15,7 @@ import anyio
 from _common import emulator, numbers, table
 
 from aisix_async import AisixClient
-from aisix_async._bulk import OutcomeStatus
+from aisix_async._features.bulk import OutcomeStatus
 
 CHUNK = 1000
 

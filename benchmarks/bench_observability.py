@@ -38,7 +38,7 @@ VARIANTS = ("stubbed", "counters", "otel api")
 
 
 def _stub_observation() -> None:
-    from aisix_async import _observe
+    from aisix_async._mechanics import observe as _observe
 
     def init(self: _observe.CallObservation, *args: object, **kwargs: object) -> None:
         # Only the attributes the client itself reads.
@@ -92,7 +92,7 @@ def worker(kind: str, info: str, calls: int) -> None:
 
 def micro(otel: bool, calls: int = 50_000, repeats: int = 5) -> float:
     """CPU seconds per call of one call's observation, without (False) or with the API."""
-    from aisix_async._observe import CallObservation, Observer
+    from aisix_async._mechanics.observe import CallObservation, Observer
 
     observer = Observer(otel=otel)
     best = float("inf")

@@ -20,7 +20,7 @@ import httpx
 from _common import Emulator, bare_send, cpu_seconds, emulator, numbers, run_worker, table
 
 from aisix_async import AisixClient, RetryPolicy
-from aisix_async._bulk import OutcomeStatus
+from aisix_async._features.bulk import OutcomeStatus
 
 CONCURRENCY = 16
 

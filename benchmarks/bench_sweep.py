@@ -48,7 +48,7 @@ async def _ours(base_url: str, account: str, authkey: str, seconds: float) -> di
     import anyio
 
     from aisix_async import AisixClient
-    from aisix_async._bulk import OutcomeStatus
+    from aisix_async._features.bulk import OutcomeStatus
 
     accepted = 0
     async with AisixClient(

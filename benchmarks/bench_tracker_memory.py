@@ -18,7 +18,7 @@ from pathlib import Path
 from _common import peak_rss_mb, run_worker, table
 
 from aisix_async import ReportResult, SendReceipt, StateReport
-from aisix_async._tracker import DeliveryTracker
+from aisix_async._features.tracker import DeliveryTracker
 
 CHUNK = 1000
 TARGET_MB_PER_MILLION = 30.0

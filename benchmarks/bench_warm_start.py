@@ -17,7 +17,7 @@ import anyio
 from _common import Emulator, emulator, numbers, table
 
 from aisix_async import AisixClient, RateState
-from aisix_async._bulk import OutcomeStatus
+from aisix_async._features.bulk import OutcomeStatus
 
 CHUNK = 100
 

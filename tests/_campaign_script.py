@@ -13,7 +13,7 @@ import sys
 import anyio
 
 from aisix_async import AisixClient, RetryPolicy
-from aisix_async._campaign import open_campaign
+from aisix_async._campaign.campaign import open_campaign
 
 ACCOUNT = "1001@100001"
 AUTHKEY = "87B01469201D6557C2685137EB3B5DEC"

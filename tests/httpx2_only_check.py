@@ -71,7 +71,7 @@ def main() -> None:
     if example.returncode != 0 or "SendReceipt(" not in example.stdout:
         fail(f"the README example exited {example.returncode}:\n{example.stderr[-2000:]}")
     print("README example: passed")
-    import aisix_async._http as http
+    import aisix_async._mechanics.http as http
 
     httpx = importlib.util.find_spec("httpx") is not None
     print(f"stack: {http.default_stack()}; httpx importable: {httpx}")

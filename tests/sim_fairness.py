@@ -26,8 +26,8 @@ import sys
 from sim_gateway import ClientRun, Gateway, SimResult, default_scheduler, simulate
 
 from aisix_async import CircuitOpenError
-from aisix_async._breaker import Breaker
-from aisix_async._scheduler import Scheduler
+from aisix_async._mechanics.breaker import Breaker
+from aisix_async._mechanics.scheduler import Scheduler
 
 
 def jain(shares: list[float]) -> float:

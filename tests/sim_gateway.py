@@ -1,6 +1,6 @@
 """A simulated token-bucket gateway on virtual time, for testing the rate controller.
 
-The real :class:`~aisix_async._scheduler.Scheduler` runs against it unchanged; only time
+The real :class:`~aisix_async._mechanics.scheduler.Scheduler` runs against it unchanged; only time
 is simulated. On asyncio a loop whose clock jumps to the next timer whenever nothing is
 ready (its selector never blocks), on trio ``MockClock(autojump_threshold=0)``: hundreds
 of simulated seconds take a fraction of a real one, and a run repeats exactly (the
@@ -24,7 +24,7 @@ import anyio
 import attrs
 
 from aisix_async import RateLimitedError, RetryPolicy
-from aisix_async._scheduler import Scheduler
+from aisix_async._mechanics.scheduler import Scheduler
 
 __all__ = ["ClientRun", "Gateway", "SimResult", "run_virtual", "simulate"]
 

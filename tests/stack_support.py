@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aisix_async._http import default_stack
+from aisix_async._mechanics.http import default_stack
 
 #: The stack in use: "httpx" or "httpx2".
 STACK = default_stack()

@@ -24,8 +24,8 @@ from aisix_async import (
     RetryPolicy,
     ValidationError,
 )
-from aisix_async._bulk import OutcomeStatus, SendOutcome
-from aisix_async._chunking import PlannedChunk
+from aisix_async._features.bulk import OutcomeStatus, SendOutcome
+from aisix_async._core.chunking import PlannedChunk
 
 pytestmark = pytest.mark.anyio
 FAST = RetryPolicy(attempts=4, timeout=10, initial_backoff=0.001, max_backoff=0.005)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from test_bulk import check_against_ledger, collect, numbers
 
 from aisix_async import AisixClient, RetryPolicy
-from aisix_async._bulk import OutcomeStatus
+from aisix_async._features.bulk import OutcomeStatus
 
 pytestmark = pytest.mark.anyio
 

@@ -20,9 +20,9 @@ import anyio
 import pytest
 
 from aisix_async import AisixClient, CampaignError, NotSentError, RateState, RetryPolicy
-from aisix_async._bulk import OutcomeStatus, SendOutcome
-from aisix_async._campaign import CampaignStream, open_campaign
-from aisix_async._scheduler import Scheduler
+from aisix_async._features.bulk import OutcomeStatus, SendOutcome
+from aisix_async._campaign.campaign import CampaignStream, open_campaign
+from aisix_async._mechanics.scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio
 FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
@@ -252,7 +252,7 @@ async def test_a_foreign_file_is_refused(emulator: Any, tmp_path: Path) -> None:
 _HOLDER = """
 import sys, anyio
 from aisix_async import AisixClient
-from aisix_async._campaign import open_campaign
+from aisix_async._campaign.campaign import open_campaign
 
 async def main():
     client = AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC")

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import pytest
 
-from aisix_async._journal import ChunkState, Journal
+from aisix_async._campaign.journal import ChunkState, Journal
 
 SCRIPT = Path(__file__).with_name("_campaign_script.py")
 COUNT = 50_000

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from aisix_async import AisixClient
-from aisix_async._campaign import open_campaign
-from aisix_async._journal import Journal
-from aisix_async._journal_file import SCHEMA_VERSION
-from aisix_async._models import FINAL_OPERATOR_CODES
+from aisix_async._campaign.campaign import open_campaign
+from aisix_async._campaign.journal import Journal
+from aisix_async._campaign.file import SCHEMA_VERSION
+from aisix_async._core.models import FINAL_OPERATOR_CODES
 
 pytestmark = pytest.mark.anyio
 

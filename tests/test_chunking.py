@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aisix_async import ValidationError
-from aisix_async._chunking import (
+from aisix_async._core.chunking import (
     BatchPlanner,
     OncePlanner,
     ParamPlanner,
@@ -15,7 +15,7 @@ from aisix_async._chunking import (
     RejectedItem,
     plan,
 )
-from aisix_async._validate import SEPARATOR
+from aisix_async._core.validate import SEPARATOR
 
 
 def numbers(n: int) -> list[str]:

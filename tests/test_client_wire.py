@@ -27,7 +27,7 @@ from aisix_async import (
     SendReceipt,
     Signature,
 )
-from aisix_async._http import _tls_context
+from aisix_async._mechanics.http import _tls_context
 
 ACCOUNT = "1001@100001"
 KEY = "87B01469201D6557C2685137EB3B5DEC"

@@ -181,7 +181,7 @@ def test_hierarchy_roots_and_builtins() -> None:
     for cls in {*CODES.values(), TransportError, ProtocolError, ValidationError}:
         assert issubclass(cls, AisixError)
     # The tree drawn in the module docstring names every public error class.
-    doc = aisix_async._errors.__doc__ or ""
+    doc = aisix_async._core.errors.__doc__ or ""
     for name in aisix_async.__all__:
         obj = getattr(aisix_async, name)
         if isinstance(obj, type) and issubclass(obj, AisixError):

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from aisix_async import AisixClient, RetryPolicy, TransportError, ValidationError
-from aisix_async._http import STACKS, default_stack
+from aisix_async._mechanics.http import STACKS, default_stack
 
 ACCOUNT = "1001@100001"
 KEY = "87B01469201D6557C2685137EB3B5DEC"

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from aisix_async import AisixClient, ExtraNotInstalledError, ValidationError
-from aisix_async._chunking import OncePlanner, PlannedChunk, RejectedItem, plan
-from aisix_async._validate import check_mobile
+from aisix_async._core.chunking import OncePlanner, PlannedChunk, RejectedItem, plan
+from aisix_async._core.validate import check_mobile
 
 ACCOUNT, KEY = "1001@100001", "87B01469201D6557C2685137EB3B5DEC"
 

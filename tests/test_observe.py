@@ -22,9 +22,9 @@ from aisix_async import (
     Histogram,
     RateLimitedError,
     RetryPolicy,
-    _observe,
     mobiles_hash,
 )
+from aisix_async._mechanics import observe as _observe
 
 pytestmark = pytest.mark.anyio
 FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aisix_async import AisixClient, BalanceTooLowError, ChannelGroup, Signature, ValidationError
-from aisix_async._pricing import PriceBook, check_affordable, estimate, segments, tally
+from aisix_async._features.pricing import PriceBook, check_affordable, estimate, segments, tally
 
 pytestmark = pytest.mark.anyio
 

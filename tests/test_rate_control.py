@@ -17,7 +17,7 @@ import pytest
 from sim_gateway import ClientRun, Gateway, simulate
 
 from aisix_async import RateState, RetryPolicy, ValidationError
-from aisix_async._scheduler import Scheduler
+from aisix_async._mechanics.scheduler import Scheduler
 
 BACKENDS = ["asyncio", "trio"]
 RATES = [1, 2, 5, 10, 20, 40, 100, 300, 1000]

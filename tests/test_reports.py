@@ -22,7 +22,7 @@ from aisix_async import (
     RetryPolicy,
     StateReport,
 )
-from aisix_async._reports import watch_replies, watch_send_states
+from aisix_async._features.reports import watch_replies, watch_send_states
 
 pytestmark = pytest.mark.anyio
 

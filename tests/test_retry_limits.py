@@ -11,7 +11,7 @@ import time
 import pytest
 
 from aisix_async import RetryDetails, RetryPolicy, TransportError
-from aisix_async._scheduler import Scheduler
+from aisix_async._mechanics.scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio
 

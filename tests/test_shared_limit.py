@@ -19,7 +19,7 @@ import redis
 from redis_support import RedisServer
 
 from aisix_async import AisixClient, SharedLimitError, ValidationError
-from aisix_async._shared_limit import SharedLimit, SharedTurn, redact_url, schedule_key
+from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, redact_url, schedule_key
 
 ACCOUNT = "staff@enterprise"
 GATEWAY = "http://127.0.0.1:1/OpenApi"

@@ -19,8 +19,8 @@ import redis
 from redis_support import RedisServer, find_server_binary, free_port
 
 from aisix_async import AisixClient, RetryPolicy
-from aisix_async._bulk import OutcomeStatus
-from aisix_async._shared_limit import schedule_key
+from aisix_async._features.bulk import OutcomeStatus
+from aisix_async._mechanics.shared_limit import schedule_key
 
 FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
 

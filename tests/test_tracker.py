@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from aisix_async import AisixClient, ReportResult, SendReceipt, StateReport
-from aisix_async._bulk import OutcomeStatus, SendOutcome
-from aisix_async._tracker import DeliveryTracker
+from aisix_async._features.bulk import OutcomeStatus, SendOutcome
+from aisix_async._features.tracker import DeliveryTracker
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from stack_support import hx
 
 from aisix_async import AisixClient, ValidationError
-from aisix_async._validate import (
+from aisix_async._core.validate import (
     check_at,
     check_content,
     check_mobile,
@@ -332,7 +332,7 @@ def test_no_invalid_batch_reaches_the_network(contents: list[str]) -> None:
 def test_form_quoting_is_exactly_urllibs(value: str) -> None:
     from urllib.parse import quote_plus
 
-    from aisix_async._wire import _quote
+    from aisix_async._core.wire import _quote
 
     assert _quote(value) == quote_plus(value)
 

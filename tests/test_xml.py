@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aisix_async import ProtocolError
-from aisix_async._xml import parse_answer
+from aisix_async._core.xml import parse_answer
 
 SAMPLE = (
     b'<xml name="sendOnce" result="1"><Item cid="501328330001" sid="1001" '

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from .._client import AisixClient
-from .._errors import TransportError
-from .._scheduler import RetryDetails, RetryPolicy
+from .._core.errors import TransportError
+from .._mechanics.scheduler import RetryDetails, RetryPolicy
 from . import _rate_cache
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .._models import KeyUpdate, MalformedRecord, Reply, StateReport
-from .._reports import RecordStream, watch_replies, watch_send_states
+from .._core.models import KeyUpdate, MalformedRecord, Reply, StateReport
+from .._features.reports import RecordStream, watch_replies, watch_send_states
 from ._app import Context
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt

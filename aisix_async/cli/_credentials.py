@@ -19,8 +19,8 @@ from pathlib import Path
 
 import attrs
 
-from .._errors import ValidationError
-from .._validate import check_account, check_authkey
+from .._core.errors import ValidationError
+from .._core.validate import check_account, check_authkey
 from ._exit import CliError, ExitCode, redact_keys
 
 __all__ = ["Credentials", "resolve_credentials"]

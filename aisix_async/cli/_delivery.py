@@ -35,14 +35,14 @@ from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
-from .._campaign import Campaign, open_campaign
-from .._campaign_ledger import CampaignSummary, summarize
+from .._campaign.campaign import Campaign, open_campaign
+from .._campaign.ledger import CampaignSummary, summarize
 from .._client import AisixClient
-from .._journal import Journal, Run
-from .._journal_file import JournalInUse
-from .._journal_sql import EXPORT_COLUMNS
-from .._models import MalformedRecord, StateReport
-from .._reports import watch_send_states
+from .._campaign.journal import Journal, Run
+from .._campaign.file import JournalInUse
+from .._campaign.sql import EXPORT_COLUMNS
+from .._core.models import MalformedRecord, StateReport
+from .._features.reports import watch_send_states
 from ._app import Context
 from ._commands import _report_line, _show_malformed
 from ._exit import CliError, ExitCode

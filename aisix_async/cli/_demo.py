@@ -21,11 +21,11 @@ import anyio
 import anyio.to_thread
 from rich.text import Text
 
-from .._bulk import SendStream
+from .._features.bulk import SendStream
 from .._client import AisixClient
-from .._reports import watch_send_states
-from .._scheduler import RetryPolicy
-from .._tracker import DeliveryTracker
+from .._features.reports import watch_send_states
+from .._mechanics.scheduler import RetryPolicy
+from .._features.tracker import DeliveryTracker
 from ._app import Context
 from ._demo_check import Check, LedgerEntry, Part, verify
 from ._exit import CliError, ExitCode

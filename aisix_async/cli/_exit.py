@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import re
 
-from .._errors import (
+from .._core.errors import (
     AccountFormatError,
     AisixError,
     AuthenticationError,
@@ -32,7 +32,7 @@ from .._errors import (
     TransportError,
     ValidationError,
 )
-from .._wire import UNSAFE_ACTIONS
+from .._core.wire import UNSAFE_ACTIONS
 
 __all__ = ["EXIT_CODES_HELP", "CliError", "ExitCode", "describe", "redact_keys"]
 

@@ -22,8 +22,8 @@ from typing import Any, BinaryIO, TextIO
 
 import attrs
 
-from .._errors import ValidationError
-from .._validate import (
+from .._core.errors import ValidationError
+from .._core.validate import (
     SEPARATOR,
     check_content,
     check_mobile,

@@ -20,8 +20,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .._errors import ValidationError
-from .._scheduler import RateState
+from .._core.errors import ValidationError
+from .._mechanics.scheduler import RateState
 
 __all__ = ["cache_path", "load", "save"]
 

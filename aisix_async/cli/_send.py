@@ -31,11 +31,11 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._bulk import OutcomeStatus, SendOutcome, SendStream
+from .._features.bulk import OutcomeStatus, SendOutcome, SendStream
 from .._client import GATEWAY_TZ, AisixClient
-from .._errors import AisixError, CampaignError, SendStoppedError, ValidationError
-from .._pricing import Estimate, estimate
-from .._validate import check_at, check_content, check_numbering
+from .._core.errors import AisixError, CampaignError, SendStoppedError, ValidationError
+from .._features.pricing import Estimate, estimate
+from .._core.validate import check_at, check_content, check_numbering
 from ._app import Context, _leaf
 from ._exit import CliError, ExitCode
 from ._inputs import (
@@ -53,7 +53,7 @@ from ._send_report import finish, show_estimate, show_problems, snapshot
 from ._tally import Tally, open_outcomes, outcome_record, write_outcome_rows
 
 if TYPE_CHECKING:
-    from .._campaign import Campaign, CampaignStream
+    from .._campaign.campaign import Campaign, CampaignStream
 
     Stream = SendStream | CampaignStream
 
@@ -336,7 +336,7 @@ async def _run(
             outcomes_file, writer = open_outcomes(args.outcomes)
             stack.callback(outcomes_file.close)
         if args.journal:
-            from .._campaign import open_campaign
+            from .._campaign.campaign import open_campaign
 
             campaign = await stack.enter_async_context(
                 open_campaign(client, args.journal, resend_unknown=args.resend_unknown)

@@ -11,7 +11,7 @@ import redis
 from cli_support import ROOT, Cli, numbers, write_lines
 from redis_support import RedisServer
 
-from aisix_async._shared_limit import schedule_key
+from aisix_async._mechanics.shared_limit import schedule_key
 
 
 def test_three_processes_share_one_schedule(

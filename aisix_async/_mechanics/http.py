@@ -28,7 +28,7 @@ import ssl
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ProtocolError, TransportError, ValidationError
+from .._core.errors import ProtocolError, TransportError, ValidationError
 
 if TYPE_CHECKING:
     from typing import TypeAlias

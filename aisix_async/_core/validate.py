@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._errors import ExtraNotInstalledError, ValidationError
+from .errors import ExtraNotInstalledError, ValidationError
 
 __all__ = [
     "CN_MOBILE_PATTERN",

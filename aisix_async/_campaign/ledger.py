@@ -15,9 +15,9 @@ from functools import partial
 
 import attrs
 
-from ._bulk import ChunkLedger, OutcomeStatus, SendOutcome
-from ._chunking import PlannedChunk
-from ._errors import (
+from .._features.bulk import ChunkLedger, OutcomeStatus, SendOutcome
+from .._core.chunking import PlannedChunk
+from .._core.errors import (
     ACCOUNT_REFUSALS,
     AisixError,
     CampaignError,
@@ -27,7 +27,7 @@ from ._errors import (
     RateLimitedError,
     TransportError,
 )
-from ._journal import ChunkResult, ChunkState, Journal
+from .journal import ChunkResult, ChunkState, Journal
 
 __all__ = ["CampaignLedger", "CampaignSummary", "is_retryable_failure", "summarize"]
 

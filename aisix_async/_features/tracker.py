@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import attrs
 
-from ._errors import ValidationError
-from ._models import MalformedRecord, ReportResult, SendReceipt, StateReport
+from .._core.errors import ValidationError
+from .._core.models import MalformedRecord, ReportResult, SendReceipt, StateReport
 
 if TYPE_CHECKING:
-    from ._client import AisixClient
+    from .._client import AisixClient
 
 __all__ = ["DeliveryTracker", "TrackerResult"]
 
@@ -504,7 +504,7 @@ class DeliveryTracker:
         stream fetched but had not yielded when the tracker finished; unreadable report
         items land in :attr:`malformed`. A fatal account error (-2, -3 ...) is raised.
         """
-        from ._reports import watch_send_states
+        from .reports import watch_send_states
 
         stream = watch_send_states(client, interval=interval, max_backoff=max_backoff)
         async with stream:

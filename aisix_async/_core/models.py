@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import attrs
 
-from ._errors import ProtocolError
+from .errors import ProtocolError
 
 __all__ = [
     "FINAL_OPERATOR_CODES",

@@ -35,9 +35,9 @@ from typing import Any
 
 import attrs
 
-from ._errors import AisixError, GatewayError, ProtocolError, TransportError
-from ._scheduler import Scheduler, SchedulerStats
-from ._version import __version__
+from .._core.errors import AisixError, GatewayError, ProtocolError, TransportError
+from .scheduler import Scheduler, SchedulerStats
+from .._version import __version__
 
 __all__ = [
     "BUCKETS",

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from ._errors import BalanceTooLowError, ValidationError
-from ._models import ChannelGroup, Signature
-from ._validate import (
+from .._core.errors import BalanceTooLowError, ValidationError
+from .._core.models import ChannelGroup, Signature
+from .._core.validate import (
     check_cgid,
     check_content,
     check_csid,
@@ -36,7 +36,7 @@ from ._validate import (
 )
 
 if TYPE_CHECKING:
-    from ._client import AisixClient
+    from .._client import AisixClient
 
 __all__ = [
     "Estimate",

@@ -35,16 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._bulk import BulkStats, ChunkLedger, OutcomeStatus, SendOutcome, SendStream
-from ._campaign_ledger import CampaignLedger, CampaignSummary, summarize
-from ._errors import AisixError, CampaignError, ValidationError
-from ._journal import ChunkState, Journal
-from ._models import MalformedRecord, Reply, StateReport
-from ._reports import BatchHook, RecordStream, watch_replies, watch_send_states
-from ._scheduler import RateState
+from .._features.bulk import BulkStats, ChunkLedger, OutcomeStatus, SendOutcome, SendStream
+from .ledger import CampaignLedger, CampaignSummary, summarize
+from .._core.errors import AisixError, CampaignError, ValidationError
+from .journal import ChunkState, Journal
+from .._core.models import MalformedRecord, Reply, StateReport
+from .._features.reports import BatchHook, RecordStream, watch_replies, watch_send_states
+from .._mechanics.scheduler import RateState
 
 if TYPE_CHECKING:
-    from ._client import AisixClient
+    from .._client import AisixClient
 
 __all__ = ["Campaign", "CampaignStream", "open_campaign"]
 

@@ -15,14 +15,14 @@ with a chunk follows from what survived:
   (nothing reached the gateway, or it refused before acting), else skip;
 * ``unknown``: skip, unless the caller asks for ``resend_unknown``.
 
-Every statement runs on a worker thread (``_journal_writer``: group commit, one
+Every statement runs on a worker thread (``writer``: group commit, one
 connection), so the event loop never waits on the disk. A write that fails (a full disk
 above all) breaks the journal for good: every later write raises the same
 :class:`CampaignError` at once, so nothing is sent that could not be recorded first, and
 nothing committed before is touched.
 
-The file itself (format checks, schema, WAL, the process lock) is ``_journal_file``; the
-SQL of each transaction is ``_journal_sql``.
+The file itself (format checks, schema, WAL, the process lock) is ``file``; the
+SQL of each transaction is ``sql``.
 """
 
 from __future__ import annotations
@@ -41,17 +41,17 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from . import _journal_sql as sql
-from ._errors import CampaignError
-from ._journal_file import (
+from . import sql
+from .._core.errors import CampaignError
+from .file import (
     decode_positions,
     is_disk_full,
     open_file,
     open_read_only,
     release_lock,
 )
-from ._journal_writer import GroupWriter, ItemsHash, Job, resolve_hash
-from ._models import MalformedRecord, Reply, StateReport
+from .writer import GroupWriter, ItemsHash, Job, resolve_hash
+from .._core.models import MalformedRecord, Reply, StateReport
 
 __all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Run", "Verdict"]
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from ._errors import CampaignError
+from .._core.errors import CampaignError
 
 __all__ = [
     "APPLICATION_ID",
@@ -333,7 +333,7 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     checked on (msgid, mobile) once a run has written a chunk's numbers. Its runs are
     summed up as one, from the campaign's creation to the last change recorded.
     """
-    from ._models import FINAL_OPERATOR_CODES
+    from .._core.models import FINAL_OPERATOR_CODES
 
     finals = ",".join(f"'{code}'" for code in sorted(FINAL_OPERATOR_CODES))
     conn.execute("BEGIN IMMEDIATE")

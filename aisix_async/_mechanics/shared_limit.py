@@ -48,7 +48,7 @@ import anyio
 import attrs
 import sniffio
 
-from ._errors import ExtraNotInstalledError, SharedLimitError, ValidationError
+from .._core.errors import ExtraNotInstalledError, SharedLimitError, ValidationError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -15,7 +15,7 @@ import attrs
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from ._errors import ProtocolError
+from .errors import ProtocolError
 
 __all__ = ["Answer", "parse_answer"]
 

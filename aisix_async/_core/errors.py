@@ -157,7 +157,7 @@ class CircuitOpenError(RateLimitedError):
     """-1 that never clears: the client refuses at once, without asking the gateway.
 
     Raised once the scheduler has seen nothing but -1 for several seconds (see
-    ``aisix_async._breaker``), until a probe request is accepted again. Nothing was sent.
+    ``aisix_async._mechanics.breaker``), until a probe request is accepted again. Nothing was sent.
     """
 
     meaning = (

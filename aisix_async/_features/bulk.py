@@ -47,7 +47,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup
 
-from ._chunking import (
+from .._core.chunking import (
     BatchPlanner,
     OncePlanner,
     ParamPlanner,
@@ -56,7 +56,7 @@ from ._chunking import (
     Planner,
     RejectedItem,
 )
-from ._errors import (
+from .._core.errors import (
     ACCOUNT_REFUSALS,
     AisixError,
     ChannelGroupNotAllowedError,
@@ -67,12 +67,12 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
-from ._models import SendReceipt
-from ._scheduler import AttemptTally
-from ._validate import check_param_row, check_template, render_template
+from .._core.models import SendReceipt
+from .._mechanics.scheduler import AttemptTally
+from .._core.validate import check_param_row, check_template, render_template
 
 if TYPE_CHECKING:
-    from ._client import AisixClient
+    from .._client import AisixClient
 
 __all__ = [
     "BulkStats",
@@ -398,7 +398,7 @@ class SendStream:
                 "stop the send and report every unsent recipient"
             )
             return
-        from ._pricing import check_affordable
+        from .pricing import check_affordable
 
         await check_affordable(self._client, self._estimate, cgid=self._cgid, csid=self._csid)
 
@@ -577,7 +577,7 @@ class SendStream:
             self._window.release()
 
     async def _send_chunk(self, hooks: _ChunkHooks) -> SendOutcome:
-        from ._client import _receipts
+        from .._client import _receipts
 
         chunk, tally = hooks.chunk, hooks.tally
         fields = chunk.fields(cgid=self._cgid, csid=self._csid, at=self._at)

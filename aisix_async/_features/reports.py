@@ -32,16 +32,16 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup
 
-from ._errors import (
+from .._core.errors import (
     ACCOUNT_REFUSALS,
     AisixError,
     ProtocolError,
     ValidationError,
 )
-from ._models import MalformedRecord, Reply, StateReport
+from .._core.models import MalformedRecord, Reply, StateReport
 
 if TYPE_CHECKING:
-    from ._client import AisixClient
+    from .._client import AisixClient
 
 __all__ = [
     "FATAL_POLL_ERRORS",

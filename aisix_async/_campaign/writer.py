@@ -20,9 +20,9 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from . import _journal_sql as sql
-from ._errors import CampaignError
-from ._journal_file import is_disk_full
+from . import sql
+from .._core.errors import CampaignError
+from .file import is_disk_full
 
 __all__ = ["GroupWriter", "ItemsHash", "Job", "resolve_hash"]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import attrs
 
-from ._errors import CampaignError
-from ._journal_file import decode_positions, encode_positions, pack_numbers, unpack_numbers
-from ._models import FINAL_OPERATOR_CODES, MalformedRecord, Reply, ReportResult, StateReport
+from .._core.errors import CampaignError
+from .file import decode_positions, encode_positions, pack_numbers, unpack_numbers
+from .._core.models import FINAL_OPERATOR_CODES, MalformedRecord, Reply, ReportResult, StateReport
 
 __all__ = [
     "EXPORT_COLUMNS",

@@ -73,8 +73,8 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from ._breaker import Breaker
-from ._errors import (
+from .breaker import Breaker
+from .._core.errors import (
     AisixError,
     CircuitOpenError,
     GatewayInternalError,
@@ -83,7 +83,7 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
-from ._validate import check_number
+from .._core.validate import check_number
 
 __all__ = [
     "AttemptTally",

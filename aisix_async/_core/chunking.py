@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
-from ._errors import ValidationError
-from ._validate import (
+from .errors import ValidationError
+from .validate import (
     MAX_BATCH,
     MAX_NUMBERS,
     MIN_BATCH,
@@ -37,7 +37,7 @@ from ._validate import (
     check_template,
     render_template,
 )
-from ._wire import Fields, batch_fields, once_fields, param_fields
+from .wire import Fields, batch_fields, once_fields, param_fields
 
 __all__ = [
     "BatchPlanner",

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from ._errors import CircuitOpenError, GatewayError, RateLimitedError
+from .._core.errors import CircuitOpenError, GatewayError, RateLimitedError
 
 __all__ = ["Breaker"]
 

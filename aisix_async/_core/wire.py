@@ -16,7 +16,7 @@ from urllib.parse import quote_plus
 
 import attrs
 
-from ._validate import SEPARATOR, check_url
+from .validate import SEPARATOR, check_url
 
 __all__ = [
     "DATA_ACTIONS",
