@@ -5,10 +5,10 @@ Everything public is importable from here; every other module is private.
 
 from __future__ import annotations
 
-from ._features.bulk import BulkStats, OutcomeStatus, SendOutcome, SendStream, SendSummary
 from ._campaign.campaign import Campaign, CampaignStream
 from ._campaign.ledger import CampaignSummary
 from ._client import GATEWAY_TZ, AisixClient
+from ._core.billing import Estimate, count_units
 from ._core.errors import (
     ACCOUNT_REFUSALS,
     BALANCE_REFUSALS,
@@ -53,11 +53,12 @@ from ._core.models import (
     Signature,
     StateReport,
 )
-from ._mechanics.observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
-from ._features.pricing import Estimate, segments
+from ._core.options import PollOptions, SendOptions
+from ._features.bulk import BulkStats, OutcomeStatus, SendOutcome, SendStream, SendSummary
 from ._features.reports import RecordStream, StreamStats
-from ._mechanics.scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
 from ._features.tracker import DeliveryTracker, TrackerResult
+from ._mechanics.observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
+from ._mechanics.scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
 from ._version import __version__
 
 __all__ = [
@@ -99,6 +100,7 @@ __all__ = [
     "MalformedRecord",
     "NotSentError",
     "OutcomeStatus",
+    "PollOptions",
     "ProtocolError",
     "RateLimitedError",
     "RateState",
@@ -108,6 +110,7 @@ __all__ = [
     "RetryDetails",
     "RetryPolicy",
     "SchedulerStats",
+    "SendOptions",
     "SendOutcome",
     "SendReceipt",
     "SendStoppedError",
@@ -124,8 +127,8 @@ __all__ = [
     "UnknownResultError",
     "ValidationError",
     "__version__",
+    "count_units",
     "mobiles_hash",
-    "segments",
 ]
 
 # Tracebacks and reprs show the public path, not the private module.

@@ -1,39 +1,22 @@
-"""AisixClient: configuration, lifecycle, and the gateway's eleven actions.
+"""AisixClient: the facade. It composes the gateway layer and the features, and adds
+nothing of its own but convenience.
 
-One call here is one request: each method validates its input completely, builds the
-form, and hands one attempt function to the client's scheduler, which decides when it
-runs and whether a failure may be retried. Splitting large inputs across requests is
-the bulk engine's job (``send_many`` and friends).
+Each single call is one request through the :class:`~._gateway.Gateway` (which checks
+the input, takes a turn from the scheduler, and speaks the action). Bulk sends, report
+streams, estimates and campaigns are the features in :mod:`._features` and
+:mod:`._campaign`, each given the same gateway.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
-import math
 import os
-import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone, tzinfo
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from datetime import datetime, tzinfo
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-import anyio.lowlevel
-import attrs
-
-from ._features import pricing as _pricing, reports as _reports
-from ._core.errors import (
-    AisixError,
-    CircuitOpenError,
-    DeadlineExceededError,
-    ProtocolError,
-    TransportError,
-    ValidationError,
-    error_for_code,
-)
-from ._mechanics.http import HttpTransport
-from ._mechanics.keygate import KeyGate
+from ._campaign.campaign import Campaign, open_campaign
+from ._core.billing import Estimate
 from ._core.models import (
     Balance,
     ChannelGroup,
@@ -44,61 +27,21 @@ from ._core.models import (
     Signature,
     StateReport,
 )
-from ._mechanics.observe import CallObservation, ClientStats, Observer, UnknownHook
-from ._features.pricing import Estimate, PriceBook
-from ._features.reports import BatchHook, RecordStream, parse_records
-from ._mechanics.scheduler import (
-    AttemptTally,
-    DispatchHooks,
-    RateState,
-    RetryDetails,
-    RetryPolicy,
-    Scheduler,
-)
-from ._mechanics.shared_limit import SharedLimit
-from ._core.validate import (
-    check_account,
-    check_at,
-    check_authkey,
-    check_batch,
-    check_cgid,
-    check_content,
-    check_csid,
-    check_mobiles,
-    check_number,
-    check_numbering,
-    check_param_rows,
-)
-from ._core.wire import (
-    DEFAULT_BASE_URL,
-    UNSAFE_ACTIONS,
-    Endpoints,
-    Fields,
-    Secret,
-    batch_fields,
-    encode_form,
-    once_fields,
-    param_fields,
-)
-from ._core.xml import Answer, parse_answer
+from ._core.options import PollOptions, SendOptions
+from ._core.wire import Endpoints
+from ._features import estimate as _estimate
+from ._features.bulk import SendStream, SendSummary, batch_stream, once_stream, param_stream
+from ._features.reports import BatchHook, RecordStream, watch_replies, watch_send_states
+from ._gateway import GATEWAY_TZ, Gateway, KeyUpdateHook
+from ._mechanics.observe import ClientStats, UnknownHook
+from ._mechanics.scheduler import RateState, RetryDetails, RetryPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable
-
-    from ._features.bulk import ChunkLedger, SendStream, SendSummary
-    from ._campaign.campaign import Campaign
     from ._mechanics.http import HttpClient
 
 __all__ = ["GATEWAY_TZ", "AisixClient"]
 
-logger = logging.getLogger("aisix_async")
-_T = TypeVar("_T")
 _R = TypeVar("_R")
-
-#: The gateway keeps China time: UTC+8, no daylight saving.
-GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
-
-KeyUpdateHook = Callable[[KeyUpdate], "Awaitable[None] | None"]
 
 
 class AisixClient:
@@ -139,86 +82,54 @@ class AisixClient:
         rate_state: RateState | None = None,
         shared_limit: str | None = None,
     ) -> None:
-        self._account = check_account(
-            account if account is not None else _env("AISIX_ACCOUNT", "account")
-        )
-        self._authkey = Secret(
-            check_authkey(authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey"))
-        )
-        self._endpoints = Endpoints.from_base(
-            base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
-            data_url or os.environ.get("AISIX_DATA_URL") or None,
-        )
-        self._numbers = check_numbering(numbers)
-        self._cgid = check_cgid(cgid)
-        self._csid = check_csid(csid)
-        check_number(timeout, "timeout")
-        check_number(max_answer_bytes, "max_answer_bytes", integer=True, minimum=1)
-        self._gateway_tz = gateway_tz
-        self._timeout = timeout
-        # Counters, histograms, the on_unknown hook, and OpenTelemetry when installed.
-        self._observer = Observer(on_unknown=on_unknown, otel=otel)
-        self._on_key_update = on_key_update
-        self._gate = KeyGate()
-        # Clients of one account in other processes share its pace through Redis.
-        shared_url = shared_limit or os.environ.get("AISIX_SHARED_LIMIT") or None
-        self._shared = (
-            SharedLimit(
-                shared_url,
-                account=self._account,
-                gateway_url=self._endpoints.open_url,
-                # Should Redis hold no schedule yet (or have lost it), a pace this client
-                # was handed starts it.
-                seed_pace=rate_state.pace if isinstance(rate_state, RateState) else None,
-            )
-            if shared_url is not None
-            else None
-        )
-        # One scheduler for every request of this client: the gateway limits the account.
-        self._scheduler = Scheduler(
-            shared=self._shared,
+        self._gateway = Gateway(
+            account,
+            authkey,
+            base_url=base_url,
+            data_url=data_url,
+            cgid=cgid,
+            csid=csid,
+            timeout=timeout,
+            http_client=http_client,
+            gateway_tz=gateway_tz,
             max_concurrency=max_concurrency,
             initial_concurrency=initial_concurrency,
             max_rate=max_rate,
             retry=retry,
             on_retry=on_retry,
-            rate_state=rate_state,
-        )
-        self._transport = HttpTransport(
-            timeout=timeout,
-            max_body=max_answer_bytes,
-            max_connections=max_concurrency,
-            http_client=http_client,
+            on_key_update=on_key_update,
+            max_answer_bytes=max_answer_bytes,
             http_stack=http_stack,
+            numbers=numbers,
+            on_unknown=on_unknown,
+            otel=otel,
+            rate_state=rate_state,
+            shared_limit=shared_limit,
         )
-        self._prices = PriceBook(self.get_channel_groups, self.get_signs)
-        self._observer.bind(self._account, self._scheduler)
-        self._closed = False
-        # The event loop of the first request: the connection pool belongs to it.
-        self._loop: weakref.ref[object] | None = None
 
     def __repr__(self) -> str:
         # The authkey is deliberately absent.
-        return f"<AisixClient account={self._account!r} url={self._endpoints.open_url!r}>"
+        gateway = self._gateway
+        return f"<AisixClient account={gateway.account!r} url={gateway.endpoints.open_url!r}>"
 
     @property
     def account(self) -> str:
         """The account this client speaks for, ``staff@enterprise``."""
-        return self._account
+        return self._gateway.account
 
     @property
     def numbers(self) -> str:
         """The numbering policy every number is checked against: "lenient" (the default),
         "cn-mobile" or "e164" (see the README's "Numbers")."""
-        return self._numbers
+        return self._gateway.numbers
 
     @property
     def endpoints(self) -> Endpoints:
         """The OpenApi and DataApi URLs in use."""
-        return self._endpoints
+        return self._gateway.endpoints
 
     async def __aenter__(self) -> AisixClient:
-        self._check_usable()
+        self._gateway.check_usable()
         return self
 
     async def __aexit__(
@@ -231,236 +142,13 @@ class AisixClient:
 
     async def aclose(self) -> None:
         """Close the HTTP client we own; one passed in by the caller stays open."""
-        self._closed = True
-        try:
-            await self._transport.aclose()
-        finally:
-            if self._shared is not None:
-                await self._shared.aclose()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed: create a new client")
-
-    def _check_usable(self) -> None:
-        """Refuse a closed client, and one used from another event loop than its first.
-
-        The HTTP stack's pooled connections belong to the loop that opened them: from
-        another loop a request fails with "Event loop is closed" (or worse, hangs), and
-        the old sockets leak. Saying so at once is kinder (e.g. a client made at import time and
-        used by tests that each run their own loop).
-        """
-        self._check_open()
-        if self._shared is not None:
-            self._shared.check_runtime()
-        loop = anyio.lowlevel.current_token().native_token
-        if self._loop is None:
-            self._loop = weakref.ref(loop)
-        elif self._loop() is not loop:
-            raise RuntimeError(
-                f"{self!r} was first used in another event loop, which owns its connections: "
-                "create one client per event loop (inside the function asyncio.run or "
-                "anyio.run runs)"
-            )
-
-    # -- the exchange --------------------------------------------------------------
-
-    async def _exchange(self, action: str, fields: Fields) -> Answer:
-        """One request on the wire; the caller holds the key gate.
-
-        Marks which failures leave a send (or a key rotation) in an unknown state: an
-        answer lost after the request was written, a garbled answer, -10 and -11.
-        """
-        unsafe = action in UNSAFE_ACTIONS
-        body = encode_form(self._account, self._authkey, fields)
-        try:
-            raw = await self._transport.post_form(self._endpoints.url_for(action), body)
-            answer = parse_answer(raw, action)
-        except TransportError as exc:
-            exc.outcome_unknown = unsafe and exc.request_sent
-            raise
-        except ProtocolError as exc:
-            exc.outcome_unknown = unsafe
-            raise
-        if answer.result != 1:
-            raise error_for_code(action, answer.result, is_send=unsafe)
-        return answer
-
-    async def _call(
-        self,
-        action: str,
-        fields: Fields,
-        *,
-        tally: AttemptTally | None = None,
-        hooks: DispatchHooks | None = None,
-        deadline: float | None = None,
-        retry: RetryPolicy | None = None,
-        single: bool = False,
-    ) -> Answer:
-        """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run).
-
-        ``single``: a call of the public API, bounded by ``deadline`` and by an enclosing
-        cancel scope's deadline (the bulk engine has its own rules for cut-off chunks).
-        """
-        return await self._run(
-            action,
-            lambda: self._exchange(action, fields),
-            mobiles=_mobiles_of(fields) if action in UNSAFE_ACTIONS else "",
-            tally=tally,
-            hooks=hooks,
-            deadline=deadline,
-            retry=retry,
-            single=single,
-        )
-
-    async def _run(
-        self,
-        action: str,
-        exchange: Callable[[], Awaitable[_T]],
-        *,
-        mobiles: str = "",
-        tally: AttemptTally | None = None,
-        hooks: DispatchHooks | None = None,
-        deadline: float | None = None,
-        retry: RetryPolicy | None = None,
-        single: bool = False,
-        exclusive: bool = False,
-    ) -> _T:
-        """One call: its turn, its attempts, its deadline, and what it tells observers.
-
-        With a deadline (given, or an enclosing cancel scope's), the queue and the waits
-        between attempts are bounded by it and end in DeadlineExceededError (nothing was
-        sent); an attempt already on the wire is shielded and runs to its answer or to the
-        client's ``timeout``, so the caller learns the truth instead of a bare
-        cancellation. Without one, a cancellation that lands while a send is on the wire
-        is recorded as an unknown outcome (WARNING, ``on_unknown``, ``stats()``) and
-        propagates.
-        """
-        self._check_usable()
-        if deadline is not None:
-            check_number(deadline, "deadline")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ValidationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-        unsafe = action in UNSAFE_ACTIONS
-        call = CallObservation(self._observer, action, mobiles, single=single)
-        deadline_at = math.inf
-        if single:
-            # A caller cancelled already (its effective deadline reads -inf) hears the
-            # cancellation itself, before anything happens.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            deadline_at = anyio.current_effective_deadline()
-            if deadline is not None:
-                deadline_at = min(deadline_at, anyio.current_time() + deadline)
-        bounded = deadline_at != math.inf
-        cancelled = anyio.get_cancelled_exc_class()
-        on_wire_when_cancelled = False
-
-        async def attempt() -> _T:
-            nonlocal on_wire_when_cancelled
-            gate = self._gate.exclusive() if exclusive else self._gate.shared()
-            async with gate:
-                # The last moment to give up with nothing sent. A turn that came without a
-                # checkpoint would otherwise write a request whose deadline has passed, or
-                # whose caller is already cancelled (and then call it "unknown").
-                if bounded and anyio.current_time() >= deadline_at:
-                    raise DeadlineExceededError(action, deadline, last_error=call.last_error)
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                if single:
-                    # The breaker may have opened while this call waited for its turn.
-                    self._scheduler.breaker.recheck(action, time.monotonic())
-                since = call.dispatched()
-                try:
-                    if bounded:
-                        result = await self._shielded(action, exchange)
-                    else:
-                        result = await exchange()
-                except BaseException as exc:
-                    call.answered(since, exc)
-                    if unsafe and isinstance(exc, cancelled):
-                        on_wire_when_cancelled = True
-                    raise
-                call.answered(since, None)
-                return result
-
-        def run() -> Awaitable[_T]:
-            return self._scheduler.run(
-                attempt,
-                action=action,
-                unsafe=unsafe,
-                tally=tally,
-                hooks=hooks,
-                retry=retry,
-                log_extra=call.log_extra(),
-            )
-
-        try:
-            if not bounded:
-                result = await run()
-                call.finished("accepted")
-                return result
-            with anyio.CancelScope(deadline=deadline_at):
-                result = await run()
-                call.finished("accepted")
-                return result
-        except cancelled:
-            if on_wire_when_cancelled:
-                call.finished("unknown")
-                self._observer.record_unknown(
-                    action, mobiles, "cancelled", None, call.id, call.level
-                )
-                raise
-            if not bounded or anyio.current_time() < deadline_at:
-                # Cancelled for another reason than the deadline, before anything went out.
-                call.finished("cancelled")
-                raise
-            # An enclosing scope with the same deadline took the cancellation: it still
-            # means "not sent", and saying so beats a bare TimeoutError.
-            error = DeadlineExceededError(action, deadline, last_error=call.last_error)
-            call.finished("deadline", error)
-            raise error from None
-        except AisixError as exc:
-            if exc.outcome_unknown:
-                call.finished("unknown", exc)
-                self._observer.record_unknown(action, mobiles, "error", exc, call.id, call.level)
-            elif isinstance(exc, DeadlineExceededError):
-                call.finished("deadline", exc)
-            else:
-                refused_here = isinstance(exc, CircuitOpenError)
-                call.finished("circuit_open" if refused_here else "failed", exc)
-            raise
-        except BaseException:
-            call.finished("stopped")
-            raise
-        # Only our own scope catches its deadline and lands here.
-        error = DeadlineExceededError(action, deadline, last_error=call.last_error)
-        call.finished("deadline", error)
-        raise error
-
-    async def _shielded(self, action: str, exchange: Callable[[], Awaitable[_T]]) -> _T:
-        """Run an exchange that the caller's deadline may no longer interrupt.
-
-        From here the request is (about to be) written: cutting it off would leave a
-        send's fate unknown, so it runs to its answer, bounded by the client's own
-        ``timeout`` instead.
-        """
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self._timeout):
-            return await exchange()
-        raise TransportError(
-            f"{action}: no answer within {self._timeout:g} s; the gateway may have acted on "
-            "the request",
-            request_sent=True,
-            outcome_unknown=action in UNSAFE_ACTIONS,
-        )
+        await self._gateway.aclose()
 
     def stats(self) -> ClientStats:
         """A frozen snapshot: the scheduler (limit, pace, in flight, -1s, retries), counts
         of attempts by result code and of calls by outcome, histograms of queue wait and
         gateway latency, unknown outcomes, and whether the circuit breaker is open."""
-        scheduler = self._scheduler
-        return self._observer.snapshot(
-            attrs.evolve(scheduler.stats(), http_stack=self._transport.stack),
-            circuit_open=scheduler.breaker.is_open,
-        )
+        return self._gateway.stats()
 
     def rate_state(self) -> RateState:
         """What this client learned about the account's limit, to start another from.
@@ -468,19 +156,7 @@ class AisixClient:
         ``AisixClient(..., rate_state=state)`` starts at that pace instead of finding it
         again; ``state.as_dict()`` is JSON-ready and ``RateState.from_dict`` reads it back.
         """
-        return self._scheduler.rate_state()
-
-    def _targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
-        cgid = check_cgid(cgid)
-        csid = check_csid(csid)
-        return (self._cgid if cgid is None else cgid, self._csid if csid is None else csid)
-
-    def _now(self) -> datetime:
-        # One seam for "now", so tests can pin the clock the schedule check reads.
-        return datetime.now(timezone.utc)
-
-    def _schedule(self, at: datetime | None) -> str | None:
-        return check_at(at, now=self._now(), gateway_tz=self._gateway_tz)
+        return self._gateway.rate_state()
 
     # -- sending -------------------------------------------------------------------
 
@@ -500,26 +176,9 @@ class AisixClient:
         ``deadline`` (seconds) bounds the wait for a turn and for retries; ``retry``
         overrides the client's policy for this call. See "Inside a web service".
         """
-        numbers = check_mobiles(mobiles, numbering=self._numbers)
-        text = check_content(content)
-        cgid, csid = self._targets(cgid, csid)
-        fields = once_fields(numbers, text, cgid=cgid, csid=csid, at=self._schedule(at))
-        return (await self._send("sendOnce", fields, 1, deadline, retry))[0]
-
-    async def _send(
-        self,
-        action: str,
-        fields: Fields,
-        expected: int,
-        deadline: float | None,
-        retry: RetryPolicy | None,
-    ) -> list[SendReceipt]:
-        answer = await self._call(action, fields, deadline=deadline, retry=retry, single=True)
-        try:
-            return _receipts(answer, expected)
-        except AisixError as exc:
-            self._observer.record_unknown(action, _mobiles_of(fields), "error", exc)
-            raise
+        return await self._gateway.send_once(
+            mobiles, content, cgid=cgid, csid=csid, at=at, deadline=deadline, retry=retry
+        )
 
     async def send_batch(
         self,
@@ -532,10 +191,9 @@ class AisixClient:
         retry: RetryPolicy | None = None,
     ) -> list[SendReceipt]:
         """Send 2-100 (mobile, content) pairs in one request; a receipt per message, in order."""
-        pairs = check_batch(messages, numbering=self._numbers)
-        cgid, csid = self._targets(cgid, csid)
-        fields = batch_fields(pairs, cgid=cgid, csid=csid, at=self._schedule(at))
-        return await self._send("sendBatch", fields, len(pairs), deadline, retry)
+        return await self._gateway.send_batch(
+            messages, cgid=cgid, csid=csid, at=at, deadline=deadline, retry=retry
+        )
 
     async def send_param(
         self,
@@ -549,12 +207,11 @@ class AisixClient:
         retry: RetryPolicy | None = None,
     ) -> list[SendReceipt]:
         """Send a ``{p1}``..``{p10}`` template to 2-100 rows of (mobile, values); a receipt each."""
-        text, checked = check_param_rows(template, rows, numbering=self._numbers)
-        cgid, csid = self._targets(cgid, csid)
-        fields = param_fields(text, checked, cgid=cgid, csid=csid, at=self._schedule(at))
-        return await self._send("sendParam", fields, len(checked), deadline, retry)
+        return await self._gateway.send_param(
+            template, rows, cgid=cgid, csid=csid, at=at, deadline=deadline, retry=retry
+        )
 
-    # -- bulk sending (the engine lives in _bulk) -------------------------------------
+    # -- bulk sending (the engine is _features.bulk) ------------------------------------
 
     def send_many(
         self,
@@ -564,21 +221,18 @@ class AisixClient:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
-        chunk_size: int = 1000,
+        chunk_size: int | None = None,
         check_balance: bool = True,
-        _ledger: ChunkLedger | None = None,
     ) -> SendStream:
-        """One content to any number of recipients, as sendOnce chunks; see :mod:`._bulk`.
+        """One content to any number of recipients, as sendOnce chunks (1000 a request).
 
         ``async with client.send_many(numbers, text) as outcomes: async for o in outcomes``.
         An invalid content raises ValidationError here, before anything is sent.
         """
-        from ._features.bulk import once_stream
-
-        return once_stream(
-            self, numbers, content, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
-            check_balance=check_balance, ledger=_ledger,
-        )  # fmt: skip
+        options = SendOptions(
+            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
+        )
+        return once_stream(self._gateway, numbers, content, options)
 
     def send_batch_many(
         self,
@@ -587,17 +241,14 @@ class AisixClient:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
-        chunk_size: int = 100,
+        chunk_size: int | None = None,
         check_balance: bool = True,
-        _ledger: ChunkLedger | None = None,
     ) -> SendStream:
-        """(mobile, content) pairs in sendBatch chunks (a lone pair by sendOnce)."""
-        from ._features.bulk import batch_stream
-
-        return batch_stream(
-            self, pairs, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
-            check_balance=check_balance, ledger=_ledger,
-        )  # fmt: skip
+        """(mobile, content) pairs in sendBatch chunks of 100 (a lone pair by sendOnce)."""
+        options = SendOptions(
+            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
+        )
+        return batch_stream(self._gateway, pairs, options)
 
     def send_param_many(
         self,
@@ -607,20 +258,18 @@ class AisixClient:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
-        chunk_size: int = 100,
+        chunk_size: int | None = None,
         check_balance: bool = True,
-        _ledger: ChunkLedger | None = None,
     ) -> SendStream:
-        """A template and (mobile, [p1, ...]) rows in sendParam chunks (a lone row rendered here).
+        """A template and (mobile, [p1, ...]) rows in sendParam chunks of 100 (a lone row
+        rendered here).
 
         An invalid template raises ValidationError here, before anything is sent.
         """
-        from ._features.bulk import param_stream
-
-        return param_stream(
-            self, template, rows, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
-            check_balance=check_balance, ledger=_ledger,
-        )  # fmt: skip
+        options = SendOptions(
+            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
+        )
+        return param_stream(self._gateway, template, rows, options)
 
     async def send_all(
         self,
@@ -630,7 +279,7 @@ class AisixClient:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
-        chunk_size: int = 1000,
+        chunk_size: int | None = None,
         check_balance: bool = True,
     ) -> SendSummary:
         """``send_many`` to the end, for scripts: counts, cost, and the outcomes to look at."""
@@ -652,8 +301,7 @@ class AisixClient:
         out, so it does not cost the rest of its batch; :meth:`watch_send_states` also
         keeps such items (``stream.malformed``).
         """
-        answer = await self._call("getSendState", [], deadline=deadline, retry=retry, single=True)
-        return _well_formed(parse_records("getSendState", answer.items, StateReport.from_item))
+        return _well_formed(await self._gateway.get_send_states(deadline=deadline, retry=retry))
 
     async def get_replies(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
@@ -662,8 +310,7 @@ class AisixClient:
 
         Unreadable items are handled as in :meth:`get_send_states`.
         """
-        answer = await self._call("getReply", [], deadline=deadline, retry=retry, single=True)
-        return _well_formed(parse_records("getReply", answer.items, Reply.from_item))
+        return _well_formed(await self._gateway.get_replies(deadline=deadline, retry=retry))
 
     def watch_send_states(
         self,
@@ -682,15 +329,11 @@ class AisixClient:
         Reports fetched but not yet read when the block is left stay in
         ``reports.unread()``. See :class:`RecordStream`.
         """
-        return _reports.watch_send_states(
-            self,
-            interval=interval,
-            max_backoff=max_backoff,
-            stop_when_idle=stop_when_idle,
-            on_batch=on_batch,
-            close_grace=close_grace,
-            max_buffered=max_buffered,
-        )
+        options = PollOptions(
+            interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
+            close_grace=close_grace, max_buffered=max_buffered,
+        )  # fmt: skip
+        return watch_send_states(self._gateway, options, on_batch)
 
     def watch_replies(
         self,
@@ -703,15 +346,11 @@ class AisixClient:
         max_buffered: int = 10_000,
     ) -> RecordStream[Reply]:
         """Stream inbound replies as they arrive; the same shape as :meth:`watch_send_states`."""
-        return _reports.watch_replies(
-            self,
-            interval=interval,
-            max_backoff=max_backoff,
-            stop_when_idle=stop_when_idle,
-            on_batch=on_batch,
-            close_grace=close_grace,
-            max_buffered=max_buffered,
-        )
+        options = PollOptions(
+            interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
+            close_grace=close_grace, max_buffered=max_buffered,
+        )  # fmt: skip
+        return watch_replies(self._gateway, options, on_batch)
 
     async def estimate(
         self,
@@ -730,8 +369,8 @@ class AisixClient:
         ``estimate(template, rows=[(mobile, [p1, ...]), ...])`` for a template.
         Channel groups and signatures are cached for a minute; the balance is fresh.
         """
-        return await _pricing.estimate(
-            self,
+        return await _estimate.estimate(
+            self._gateway,
             content_or_template,
             recipients=recipients,
             messages=messages,
@@ -754,32 +393,25 @@ class AisixClient:
         accepted chunks are skipped, never-sent ones sent, and chunks whose fate is
         unknown are listed, resent only with ``resend_unknown=True``.
         """
-        from ._campaign.campaign import open_campaign
-
-        return open_campaign(self, path, resend_unknown=resend_unknown, durable=durable)
+        return open_campaign(self._gateway, path, resend_unknown=resend_unknown, durable=durable)
 
     async def get_balance(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
     ) -> Balance:
         """The account's balance."""
-        answer = await self._call("getBalance", [], deadline=deadline, retry=retry, single=True)
-        return Balance.from_item(_single(answer, "getBalance"))
+        return await self._gateway.get_balance(deadline=deadline, retry=retry)
 
     async def get_channel_groups(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
     ) -> list[ChannelGroup]:
         """The channel groups this account may use, with their billing."""
-        answer = await self._call(
-            "getChannelGroup", [], deadline=deadline, retry=retry, single=True
-        )
-        return [ChannelGroup.from_item(item) for item in answer.items]
+        return await self._gateway.get_channel_groups(deadline=deadline, retry=retry)
 
     async def get_signs(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
     ) -> list[Signature]:
         """The signatures this account may use (csid 0 is the default)."""
-        answer = await self._call("getSign", [], deadline=deadline, retry=retry, single=True)
-        return [Signature.from_item(item) for item in answer.items]
+        return await self._gateway.get_signs(deadline=deadline, retry=retry)
 
     # -- the key -------------------------------------------------------------------
 
@@ -794,63 +426,8 @@ class AisixClient:
         is lost, the error has ``outcome_unknown`` set: the key may or may not have
         changed, and the client keeps the old one.
         """
-
-        async def rotate() -> KeyUpdate:
-            # Inside the exclusive gate, and shielded with the exchange under a deadline:
-            # a new key must be stored before anything else happens.
-            answer = await self._exchange("updateKey", [])
-            update = KeyUpdate.from_item(_single(answer, "updateKey"))
-            self._authkey = Secret(update.authkey)
-            logger.warning("updateKey: the authkey of %s was rotated", self._account)
-            if self._on_key_update is not None:
-                result = self._on_key_update(update)
-                if inspect.isawaitable(result):
-                    await result
-            return update
-
-        return await self._run(
-            "updateKey", rotate, deadline=deadline, retry=retry, single=True, exclusive=True
-        )
-
-
-def _mobiles_of(fields: Fields) -> str:
-    """The comma-joined numbers of a send's fields ("" when there are none)."""
-    for name, value in fields:
-        if name == "m":
-            return value
-    return ""
-
-
-def _env(name: str, what: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ValidationError(f"no {what} given, and {name} is not set")
-    return value
+        return await self._gateway.update_key(deadline=deadline, retry=retry)
 
 
 def _well_formed(records: Sequence[_R | MalformedRecord]) -> list[_R]:
     return [record for record in records if not isinstance(record, MalformedRecord)]
-
-
-def _single(answer: Answer, action: str) -> dict[str, str]:
-    if len(answer.items) != 1:
-        raise ProtocolError(
-            f"{action}: expected one Item in the answer, got {len(answer.items)}", action=action
-        )
-    return answer.items[0]
-
-
-def _receipts(answer: Answer, expected: int) -> list[SendReceipt]:
-    if len(answer.items) != expected:
-        # Accepted, but the receipts cannot be matched to messages: whoever holds this
-        # must not assume anything was, or was not, delivered.
-        raise ProtocolError(
-            f"{answer.name}: accepted with {len(answer.items)} receipts for {expected} messages",
-            action=answer.name,
-            outcome_unknown=True,
-        )
-    try:
-        return [SendReceipt.from_item(item) for item in answer.items]
-    except AisixError as exc:
-        exc.outcome_unknown = True
-        raise

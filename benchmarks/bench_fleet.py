@@ -88,7 +88,7 @@ async def worker(
             if 0 <= second < len(per_second):
                 per_second[second] += 1
         first, last = marks["start"], marks["end"]
-        fallbacks = client._shared.fallbacks if client._shared is not None else 0
+        fallbacks = client._gateway.shared.fallbacks if client._gateway.shared is not None else 0
     print(
         json.dumps(
             {

@@ -28,8 +28,7 @@ from _common import Emulator, bare_send, emulator, numbers, table
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
 
-from aisix_async import AisixClient
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus
 
 CHUNK = 1000
 CONCURRENCY = 16

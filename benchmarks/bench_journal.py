@@ -40,9 +40,7 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aisix_async import AisixClient  # noqa: E402
-from aisix_async._features.bulk import OutcomeStatus  # noqa: E402
-from aisix_async._campaign.campaign import open_campaign  # noqa: E402
+from aisix_async import AisixClient, OutcomeStatus  # noqa: E402
 
 ACCOUNT = "1001@100001"
 AUTHKEY = "87B01469201D6557C2685137EB3B5DEC"
@@ -89,7 +87,7 @@ async def journaled(
     path = folder / f"campaign-{time.monotonic_ns()}.db"
     async with AisixClient(ACCOUNT, AUTHKEY, base_url=url, max_concurrency=concurrency) as client:
         start = time.perf_counter()
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             stream = campaign.send_many(mobiles, CONTENT, check_balance=False)
             async with stream:
                 async for _ in stream:

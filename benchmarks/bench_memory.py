@@ -15,8 +15,7 @@ from pathlib import Path
 import anyio
 from _common import emulator, numbers, peak_rss_mb, run_worker, table
 
-from aisix_async import AisixClient
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus
 
 
 async def worker(base_url: str, account: str, authkey: str, count: int) -> None:

@@ -14,8 +14,7 @@ import time
 import anyio
 from _common import emulator, numbers, table
 
-from aisix_async import AisixClient
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus
 
 CHUNK = 1000
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import httpx
 from _common import Emulator, bare_send, cpu_seconds, emulator, numbers, run_worker, table
 
-from aisix_async import AisixClient, RetryPolicy
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
 
 CONCURRENCY = 16
 

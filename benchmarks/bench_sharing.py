@@ -19,8 +19,7 @@ from pathlib import Path
 import anyio
 from _common import emulator, jain, numbers, run_worker, table
 
-from aisix_async import AisixClient
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus
 
 GROUPS = (2, 4, 8)
 HEADERS = [

@@ -29,8 +29,7 @@ from typing import Any
 import anyio
 from _common import Emulator, bare_send, cpu_seconds, emulator, numbers, run_worker, table
 
-from aisix_async import AisixClient, RetryPolicy
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
 
 CONCURRENCY = 16
 STACKS = [name for name in ("httpx", "httpx2") if importlib.util.find_spec(name) is not None]

@@ -47,8 +47,7 @@ def _seconds(rate: float, floor: float) -> float:
 async def _ours(base_url: str, account: str, authkey: str, seconds: float) -> dict[str, float]:
     import anyio
 
-    from aisix_async import AisixClient
-    from aisix_async._features.bulk import OutcomeStatus
+    from aisix_async import AisixClient, OutcomeStatus
 
     accepted = 0
     async with AisixClient(

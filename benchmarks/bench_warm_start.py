@@ -16,8 +16,7 @@ import time
 import anyio
 from _common import Emulator, emulator, numbers, table
 
-from aisix_async import AisixClient, RateState
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus, RateState
 
 CHUNK = 100
 

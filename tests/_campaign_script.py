@@ -13,7 +13,6 @@ import sys
 import anyio
 
 from aisix_async import AisixClient, RetryPolicy
-from aisix_async._campaign.campaign import open_campaign
 
 ACCOUNT = "1001@100001"
 AUTHKEY = "87B01469201D6557C2685137EB3B5DEC"
@@ -27,7 +26,7 @@ async def main(base_url: str, journal: str, count: int, chunk_size: int) -> None
     retry = RetryPolicy(attempts=50, timeout=60, initial_backoff=0.005, max_backoff=0.05)
     async with (
         AisixClient(ACCOUNT, AUTHKEY, base_url=base_url, retry=retry, max_concurrency=8) as client,
-        open_campaign(client, journal) as campaign,
+        client.campaign(journal) as campaign,
     ):
         print("open", flush=True)
         stream = campaign.send_many(numbers(count), "Spring sale", chunk_size=chunk_size)

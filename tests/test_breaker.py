@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from aisix_async import CircuitOpenError, RateLimitedError, RetryPolicy
-from aisix_async._mechanics.breaker import Breaker
 from aisix_async._core.errors import AuthenticationError
+from aisix_async._mechanics.breaker import Breaker
 from aisix_async._mechanics.scheduler import Scheduler, is_retryable
 
 NO_WAIT = RetryPolicy(attempts=100, timeout=1e9, initial_backoff=0, max_backoff=0)

@@ -21,11 +21,14 @@ from aisix_async import (
     InsufficientBalanceError,
     InterfaceNotEnabledError,
     NotSentError,
+    OutcomeStatus,
     RetryPolicy,
+    SendOptions,
+    SendOutcome,
     ValidationError,
 )
-from aisix_async._features.bulk import OutcomeStatus, SendOutcome
 from aisix_async._core.chunking import PlannedChunk
+from aisix_async._features.bulk import once_stream
 
 pytestmark = pytest.mark.anyio
 FAST = RetryPolicy(attempts=4, timeout=10, initial_backoff=0.001, max_backoff=0.005)
@@ -285,7 +288,7 @@ async def test_ledger_hook_sees_every_chunk_and_can_skip(emulator: Any) -> None:
     ledger = RecordingLedger(skip={1})
     mobiles = [*numbers(25), "bad"]
     async with client_for(emulator) as client:
-        stream = client.send_many(mobiles, "hi", chunk_size=10, _ledger=ledger)
+        stream = once_stream(client._gateway, mobiles, "hi", SendOptions(chunk_size=10), ledger)
         outcomes = await collect(stream)
     # "bad" is rejected (chunk 2) as it is read; the last, partial chunk is planned after it.
     assert [c.index for c in ledger.planned] == [0, 1, 3]
@@ -298,7 +301,9 @@ async def test_ledger_hook_sees_every_chunk_and_can_skip(emulator: Any) -> None:
     # Same input, same chunk size: the same chunks.
     again = RecordingLedger(skip={0, 1, 3})
     async with client_for(emulator) as client:
-        await collect(client.send_many(mobiles, "hi", chunk_size=10, _ledger=again))
+        await collect(
+            once_stream(client._gateway, mobiles, "hi", SendOptions(chunk_size=10), again)
+        )
     assert again.planned == ledger.planned
 
 
@@ -313,9 +318,8 @@ async def test_ledger_hears_each_dispatch_and_each_refusal(emulator: Any) -> Non
     ) as client:
         # No balance check first: its own requests would meet the limit and teach the
         # client the pace before the send, which would then see no -1 to hear about.
-        stream = client.send_many(
-            numbers(120), "hi", chunk_size=10, _ledger=ledger, check_balance=False
-        )
+        options = SendOptions(chunk_size=10, check_balance=False)
+        stream = once_stream(client._gateway, numbers(120), "hi", options, ledger)
         outcomes = await collect(stream)
     stats = stream.stats
     assert all(o.status is OutcomeStatus.ACCEPTED for o in outcomes)

@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_bulk import check_against_ledger, collect, numbers
 
-from aisix_async import AisixClient, RetryPolicy
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

@@ -53,7 +53,7 @@ async def test_stop_sends_nothing_more_and_accounts_for_everyone(
                 await _stop_after_four(stream, emulator, outcomes, seen)
     at_stop = seen["at_stop"]
     # At most one request per connection was on the wire when stop() was called.
-    assert _requests(emulator) - at_stop <= client._scheduler.max_concurrency
+    assert _requests(emulator) - at_stop <= client._gateway.scheduler.max_concurrency
     assert isinstance(stream.stopped_by, SendStoppedError)
     # Every recipient in exactly one outcome; the ledger agrees with the accepted ones.
     positions = Counter(p for o in outcomes for p in o.positions)

@@ -19,9 +19,16 @@ from typing import Any
 import anyio
 import pytest
 
-from aisix_async import AisixClient, CampaignError, NotSentError, RateState, RetryPolicy
-from aisix_async._features.bulk import OutcomeStatus, SendOutcome
-from aisix_async._campaign.campaign import CampaignStream, open_campaign
+from aisix_async import (
+    AisixClient,
+    CampaignError,
+    CampaignStream,
+    NotSentError,
+    OutcomeStatus,
+    RateState,
+    RetryPolicy,
+    SendOutcome,
+)
 from aisix_async._mechanics.scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +56,7 @@ async def run(stream: CampaignStream) -> list[SendOutcome]:
 async def test_a_finished_campaign_sends_nothing_again(emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     mobiles = numbers(2500)
-    async with client_for(emulator) as client, open_campaign(client, path) as campaign:
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
         outcomes = await run(campaign.send_many(mobiles, "Spring sale", chunk_size=1000))
         assert [o.status for o in outcomes] == [OutcomeStatus.ACCEPTED] * 3
         summary = campaign.summary()
@@ -63,7 +70,7 @@ async def test_a_finished_campaign_sends_nothing_again(emulator: Any, tmp_path: 
     assert sent_counts(emulator) == Counter(mobiles)
 
     requests = emulator.state.get_counters().requests["sendOnce"]
-    async with client_for(emulator) as client, open_campaign(client, path) as campaign:
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
         stream = campaign.send_many(mobiles, "Spring sale", chunk_size=1000)
         assert await run(stream) == []
         assert stream.stats.skipped == 2500
@@ -79,7 +86,7 @@ async def test_a_run_stopped_by_the_balance_resumes_where_it_stopped(
     mobiles = numbers(3000)
     emulator.state.set_balance(None, "150")  # one chunk of 1000 at 0.10 each
     async with client_for(emulator, max_concurrency=1) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             stream = campaign.send_many(mobiles, "Spring sale", check_balance=False)
             outcomes = await run(stream)
             summary = campaign.summary()
@@ -91,7 +98,7 @@ async def test_a_run_stopped_by_the_balance_resumes_where_it_stopped(
         assert not summary.complete
 
         emulator.state.set_balance(None, "1000")
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             outcomes = await run(campaign.send_many(mobiles, "Spring sale"))
             summary = campaign.summary()
     assert {o.status for o in outcomes} == {OutcomeStatus.ACCEPTED}
@@ -109,7 +116,7 @@ async def test_unknown_chunks_are_listed_not_resent_then_reconciled(
     emulator.state.configure(report_delay=0.0)
     emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
     async with client_for(emulator) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             outcomes = await run(campaign.send_many(mobiles, "hello", chunk_size=100))
             assert {o.status for o in outcomes} == {OutcomeStatus.UNKNOWN}
             summary = campaign.summary()
@@ -118,7 +125,7 @@ async def test_unknown_chunks_are_listed_not_resent_then_reconciled(
         assert summary.complete  # every recipient's fate is settled, if unknown
         emulator.state.set_faults(error_after_charge=0.0)
 
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             stream = campaign.send_many(mobiles, "hello", chunk_size=100)
             assert await run(stream) == []
             assert stream.stats.skipped == 300
@@ -130,7 +137,7 @@ async def test_unknown_chunks_are_listed_not_resent_then_reconciled(
         assert summary.unknown == 0
         assert summary.accepted == summary.reconciled == 300
         assert sum(summary.delivery.values()) == 300
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             assert len(await campaign.stored_reports()) == 300
     # Sent once each (and charged), never a second time.
     assert sent_counts(emulator) == Counter(mobiles)
@@ -141,11 +148,11 @@ async def test_resend_unknown_sends_them_again_when_asked(emulator: Any, tmp_pat
     mobiles = numbers(50)
     emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
     async with client_for(emulator) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             await run(campaign.send_many(mobiles, "hello"))
             assert campaign.summary().unknown == 50
         emulator.state.set_faults(error_after_charge=0.0)
-        async with open_campaign(client, path, resend_unknown=True) as campaign:
+        async with client.campaign(path, resend_unknown=True) as campaign:
             outcomes = await run(campaign.send_many(mobiles, "hello"))
             summary = campaign.summary()
     assert [o.status for o in outcomes] == [OutcomeStatus.ACCEPTED]
@@ -160,18 +167,18 @@ async def test_a_changed_input_is_refused_and_nothing_more_is_sent(
     mobiles = numbers(300)
     emulator.state.set_balance(None, "10")  # 100 numbers
     async with client_for(emulator, max_concurrency=1) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             await run(campaign.send_many(mobiles, "hi", chunk_size=100, check_balance=False))
             before = campaign.summary()
         assert before.accepted == 100
         emulator.state.set_balance(None, "1000")
         changed = list(mobiles)
         changed[150] = "13700000000"
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             with pytest.raises(CampaignError, match=r"position 150 \('13900000150' before"):
                 await run(campaign.send_many(changed, "hi", chunk_size=100))
             assert campaign.summary() == before
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             with pytest.raises(CampaignError, match="another campaign"):
                 await run(campaign.send_many(mobiles, "hi!", chunk_size=100))
             with pytest.raises(CampaignError, match="another campaign"):
@@ -189,16 +196,16 @@ async def test_async_inputs_and_batches_resume(emulator: Any, tmp_path: Path) ->
 
     emulator.state.set_balance(None, "10")
     async with client_for(emulator, max_concurrency=1) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             await run(campaign.send_batch_many(source(), check_balance=False))
             assert campaign.summary().accepted == 100
         emulator.state.set_balance(None, "1000")
         edited = list(pairs)
         edited[160] = (pairs[160][0], "another text")
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             with pytest.raises(CampaignError, match="input differs"):
                 await run(campaign.send_batch_many(edited))
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             await run(campaign.send_batch_many(source()))
             summary = campaign.summary()
     assert summary.accepted == 250
@@ -211,12 +218,12 @@ async def test_invalid_numbers_are_failed_for_good(emulator: Any, tmp_path: Path
     path = tmp_path / "c.db"
     mobiles = [*numbers(10), "not-a-number", *numbers(5, start=10)]
     async with client_for(emulator) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             await run(campaign.send_many(mobiles, "hi"))
             summary = campaign.summary()
         assert (summary.accepted, summary.failed, summary.not_yet_sent) == (15, 1, 0)
         assert summary.complete
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             assert await run(campaign.send_many(mobiles, "hi")) == []
             assert campaign.summary() == summary
 
@@ -226,12 +233,12 @@ async def test_replies_are_recorded_before_they_are_yielded(emulator: Any, tmp_p
     emulator.state.inject_reply("13900000002", "yes please")
     async with client_for(emulator) as client:
         async with (
-            open_campaign(client, tmp_path / "c.db") as campaign,
+            client.campaign(tmp_path / "c.db") as campaign,
             campaign.watch_replies(interval=0.01, stop_when_idle=0.2) as replies,
         ):
             async for _reply in replies:
                 break  # the rest stays unread in the stream, and in the journal
-        async with open_campaign(client, tmp_path / "c.db") as campaign:
+        async with client.campaign(tmp_path / "c.db") as campaign:
             stored = await campaign.stored_replies()
     assert [(r.mobile, r.content) for r in stored] == [
         ("13900000001", "STOP"),
@@ -244,7 +251,7 @@ async def test_a_foreign_file_is_refused(emulator: Any, tmp_path: Path) -> None:
     path.write_text("13900000001\n13900000002\n")
     async with client_for(emulator) as client:
         with pytest.raises(CampaignError, match="not a campaign journal"):
-            async with open_campaign(client, path):
+            async with client.campaign(path):
                 pass
     assert path.read_text() == "13900000001\n13900000002\n"
 
@@ -252,11 +259,10 @@ async def test_a_foreign_file_is_refused(emulator: Any, tmp_path: Path) -> None:
 _HOLDER = """
 import sys, anyio
 from aisix_async import AisixClient
-from aisix_async._campaign.campaign import open_campaign
 
 async def main():
     client = AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC")
-    async with open_campaign(client, sys.argv[1]):
+    async with client.campaign(sys.argv[1]):
         print("ready", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
 
@@ -268,7 +274,7 @@ async def test_two_processes_on_one_journal(emulator: Any, tmp_path: Path) -> No
     path = tmp_path / "c.db"
     mobiles = numbers(20)
     async with client_for(emulator) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             await run(campaign.send_many(mobiles, "hi"))
         holder = subprocess.Popen(
             [sys.executable, "-c", _HOLDER, str(path)],
@@ -282,14 +288,14 @@ async def test_two_processes_on_one_journal(emulator: Any, tmp_path: Path) -> No
             with pytest.raises(
                 CampaignError, match=rf"in use by another process \(pid {holder.pid}\)"
             ):
-                async with open_campaign(client, path):
+                async with client.campaign(path):
                     pass
         finally:
             assert holder.stdin is not None
             holder.stdin.write("\n")
             holder.stdin.close()
             holder.wait(timeout=10)
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             assert campaign.summary().accepted == 20
 
 
@@ -297,7 +303,7 @@ async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_pa
     path = tmp_path / "c.db"
     mobiles = numbers(3000)
     async with client_for(emulator, max_concurrency=4) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             journal = campaign._journal_now()
             (pages,) = journal._conn.execute("PRAGMA page_count").fetchone()
             journal._conn.execute(f"PRAGMA max_page_count={pages + 1}")
@@ -306,7 +312,7 @@ async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_pa
         sent = sent_counts(emulator)
         assert sent, "some chunks went out before the disk filled"
         assert max(sent.values()) == 1
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             summary = campaign.summary()
             # Every number the gateway accepted is in the journal: accepted, or unknown.
             assert summary.accepted + summary.unknown >= sum(sent.values())
@@ -321,7 +327,7 @@ async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_pa
 
 
 async def test_one_send_at_a_time(emulator: Any, tmp_path: Path) -> None:
-    async with client_for(emulator) as client, open_campaign(client, tmp_path / "c.db") as c:
+    async with client_for(emulator) as client, client.campaign(tmp_path / "c.db") as c:
         async with c.send_many(numbers(5), "hi") as first:
             with pytest.raises(CampaignError, match="already sending"):
                 async with c.send_many(numbers(5), "hi"):
@@ -338,7 +344,7 @@ async def test_a_run_cancelled_mid_send_records_its_cut_off_chunks_as_unknown(
     mobiles = numbers(3000)
     emulator.state.set_faults(latency_ms=80, jitter_ms=40, fault_actions=["sendOnce"])
     async with client_for(emulator, max_concurrency=8, initial_concurrency=8) as client:
-        async with open_campaign(client, path) as campaign:
+        async with client.campaign(path) as campaign:
             stream = campaign.send_many(mobiles, "Spring sale", chunk_size=100)
             yielded: list[SendOutcome] = []
             with anyio.CancelScope() as scope:
@@ -366,7 +372,7 @@ async def test_a_run_cancelled_mid_send_records_its_cut_off_chunks_as_unknown(
 
     # Resuming sends everything else, and nothing twice.
     emulator.state.set_faults(latency_ms=0, jitter_ms=0)
-    async with client_for(emulator) as client, open_campaign(client, path) as campaign:
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
         await run(campaign.send_many(mobiles, "Spring sale", chunk_size=100))
         summary = campaign.summary()
     assert summary.complete
@@ -382,7 +388,7 @@ async def test_the_journal_keeps_the_rate_learned_and_a_resumed_run_starts_from_
     path = tmp_path / "c.db"
     mobiles = numbers(60)
     retry = RetryPolicy(attempts=50, timeout=60, initial_backoff=0.01, max_backoff=0.05)
-    async with client_for(emulator, retry=retry) as client, open_campaign(client, path) as campaign:
+    async with client_for(emulator, retry=retry) as client, client.campaign(path) as campaign:
         stream = campaign.send_many(mobiles, "Spring sale", chunk_size=1)
         async with stream:
             async for outcome in stream:
@@ -395,7 +401,7 @@ async def test_the_journal_keeps_the_rate_learned_and_a_resumed_run_starts_from_
         (text,) = conn.execute("SELECT value FROM meta WHERE key = 'rate_state'").fetchone()
     assert RateState.from_dict(json.loads(text)).pace == pytest.approx(learned.pace)
 
-    async with client_for(emulator, retry=retry) as client, open_campaign(client, path) as campaign:
+    async with client_for(emulator, retry=retry) as client, client.campaign(path) as campaign:
         # Before sending anything, the resumed run is already paced at what was learned.
         pace = client.stats().pace
         assert pace is not None and pace == pytest.approx(Scheduler.BETA * learned.pace, rel=0.05)
@@ -410,11 +416,11 @@ async def test_a_client_given_a_rate_state_keeps_it_over_the_journal(
     emulator: Any, tmp_path: Path
 ) -> None:
     path = tmp_path / "c.db"
-    async with client_for(emulator) as client, open_campaign(client, path) as campaign:
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
         await run(campaign.send_many(numbers(3), "Spring sale", chunk_size=1))
     mine = RateState(pace=7.0, concurrency=2, learned_at=time.time())
     async with (
         client_for(emulator, rate_state=mine) as client,
-        open_campaign(client, path) as campaign,
+        client.campaign(path) as campaign,
     ):
         assert client.stats().pace == pytest.approx(Scheduler.BETA * 7.0)

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from aisix_async import AisixClient
-from aisix_async._campaign.campaign import open_campaign
-from aisix_async._campaign.journal import Journal
 from aisix_async._campaign.file import SCHEMA_VERSION
+from aisix_async._campaign.journal import Journal
 from aisix_async._core.models import FINAL_OPERATOR_CODES
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +38,7 @@ async def test_reports_not_the_campaigns_are_kept_apart(emulator: Any, tmp_path:
     emulator.state.configure(report_delay=0.0, reports_per_call=1000)
     async with client_for(emulator) as client:
         outside = await client.send_once(numbers(500, start=5000), "not the campaign's")
-        async with open_campaign(client, tmp_path / "c.db") as campaign:
+        async with client.campaign(tmp_path / "c.db") as campaign:
             async with campaign.send_many(numbers(100), "the campaign", chunk_size=50) as s:
                 async for _ in s:
                     pass
@@ -64,7 +63,7 @@ async def test_the_same_msgid_with_a_number_not_sent_is_not_the_campaigns(
     from aisix_async import ReportResult, StateReport
 
     emulator.state.configure(reports=False)
-    async with client_for(emulator) as client, open_campaign(client, tmp_path / "c.db") as c:
+    async with client_for(emulator) as client, client.campaign(tmp_path / "c.db") as c:
         async with c.send_many(numbers(10), "hello") as s:
             (outcome,) = [o async for o in s]
         msgid = outcome.receipts[0].msgid
@@ -94,7 +93,7 @@ async def test_export_names_every_recipient_with_its_report(emulator: Any, tmp_p
     emulator.state.configure(report_delay=0.0, reports_per_call=1000)
     mobiles = numbers(250)
     client = client_for(emulator)
-    async with client, open_campaign(client, tmp_path / "c.db") as campaign:
+    async with client, client.campaign(tmp_path / "c.db") as campaign:
         async with campaign.send_many(mobiles, "hello", chunk_size=100) as s:
             async for _ in s:
                 pass

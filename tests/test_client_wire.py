@@ -85,7 +85,7 @@ async def test_send_once_posts_a_form_with_credentials_in_the_body(gateway_mock:
 
 
 def _pin_clock(client: AisixClient, now: datetime) -> None:
-    client._now = lambda: now  # type: ignore[method-assign]
+    client._gateway.now = lambda: now  # type: ignore[method-assign]
 
 
 async def test_document_send_batch_example_fields(gateway_mock: Any) -> None:

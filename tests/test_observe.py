@@ -254,7 +254,7 @@ if sys.argv[1] == "absent":
 from aisix_async import AisixClient
 client = AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC",
                      otel=None if sys.argv[1] == "absent" else False)
-assert client._observer.otel is None
+assert client._gateway.observer.otel is None
 assert not any(name.startswith("opentelemetry.") for name in sys.modules), sorted(
     name for name in sys.modules if name.startswith("opentelemetry"))
 if sys.argv[1] == "absent":

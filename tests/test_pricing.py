@@ -14,8 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aisix_async import AisixClient, BalanceTooLowError, ChannelGroup, Signature, ValidationError
-from aisix_async._features.pricing import PriceBook, check_affordable, estimate, segments, tally
+from aisix_async import (
+    AisixClient,
+    BalanceTooLowError,
+    ChannelGroup,
+    Signature,
+    ValidationError,
+    count_units,
+)
+from aisix_async._core.billing import PriceBook, tally
+from aisix_async._features.estimate import check_affordable
 
 pytestmark = pytest.mark.anyio
 
@@ -24,26 +32,26 @@ pytestmark = pytest.mark.anyio
 
 
 @given(st.text(max_size=400), st.integers(1, 200), st.integers(1, 200))
-def test_segments_is_one_up_to_word_then_ceiling_of_longword(
+def test_count_units_is_one_up_to_word_then_ceiling_of_longword(
     text: str, word: int, longword: int
 ) -> None:
     expected = 1 if len(text) <= word else math.ceil(len(text) / longword)
-    assert segments(text, word, longword) == expected
+    assert count_units(text, word, longword) == expected
 
 
 @pytest.mark.parametrize(
     ("length", "units"),
     [(0, 1), (1, 1), (70, 1), (71, 2), (134, 2), (135, 3), (201, 3), (202, 4), (1007, 16)],
 )
-def test_segments_at_the_boundaries_of_70_67(length: int, units: int) -> None:
-    assert segments("x" * length) == units
+def test_count_units_at_the_boundaries_of_70_67(length: int, units: int) -> None:
+    assert count_units("x" * length) == units
     # Code points, not bytes: a Chinese character is one character, as the operators count.
-    assert segments("短" * length) == units
+    assert count_units("短" * length) == units
 
 
-def test_segments_refuses_a_nonsense_group() -> None:
+def test_count_units_refuses_a_nonsense_group() -> None:
     with pytest.raises(ValidationError):
-        segments("hi", 0, 67)
+        count_units("hi", 0, 67)
 
 
 def test_tally_counts_recipients_and_extremes() -> None:
@@ -132,7 +140,7 @@ async def test_estimate_equals_what_sendonce_is_charged(
     content = (_CHARS[kind] * length)[:length]
     async with _client(emulator) as client:
         before = (await client.get_balance()).remain
-        guess = await estimate(client, content, recipients=recipients, csid=csid)
+        guess = await client.estimate(content, recipients=recipients, csid=csid)
         receipt = await client.send_once(_numbers(recipients), content, csid=csid)
         after = (await client.get_balance()).remain
     ledger = emulator.state.messages()
@@ -158,13 +166,13 @@ async def test_estimate_of_batch_and_template_sends_equals_the_charge(
     pairs = list(zip(mobiles, contents, strict=True))
     async with _client(emulator) as client:
         start = (await client.get_balance()).remain
-        batch_guess = await estimate(client, messages=pairs, cgid=cgid)
+        batch_guess = await client.estimate(messages=pairs, cgid=cgid)
         await client.send_batch(pairs, cgid=cgid)
         middle = (await client.get_balance()).remain
-        param_guess = await estimate(client, template, rows=rows, cgid=cgid)
+        param_guess = await client.estimate(template, rows=rows, cgid=cgid)
         await client.send_param(template, rows, cgid=cgid, csid=101)
         end = (await client.get_balance()).remain
-        signed_guess = await estimate(client, template, rows=rows, cgid=cgid, csid=101)
+        signed_guess = await client.estimate(template, rows=rows, cgid=cgid, csid=101)
     ledger = emulator.state.messages()
     assert batch_guess.cost == start - middle
     assert batch_guess.total_units == sum(r.units for r in ledger[: len(contents)])
@@ -180,19 +188,19 @@ async def test_estimate_of_batch_and_template_sends_equals_the_charge(
 
 async def test_estimate_uses_the_client_defaults_and_refuses_bad_input(emulator: Any) -> None:
     async with _client(emulator, cgid=80, csid=101) as client:
-        guess = await estimate(client, "hello", recipients=1000)
+        guess = await client.estimate("hello", recipients=1000)
         assert (guess.cgid, guess.csid, guess.signature) == (80, 101, "【AisixShop】")
         assert guess.cost == Decimal("0.08") * 1000
         with pytest.raises(ValidationError):
-            await estimate(client, "", recipients=3)
+            await client.estimate("", recipients=3)
         with pytest.raises(ValidationError):
-            await estimate(client, "x" * 1001)
+            await client.estimate("x" * 1001)
         with pytest.raises(ValidationError):
-            await estimate(client, "hello", recipients=-1)
+            await client.estimate("hello", recipients=-1)
         with pytest.raises(ValidationError, match="cgid 3"):
-            await estimate(client, "hello", cgid=3)
+            await client.estimate("hello", cgid=3)
         with pytest.raises(ValidationError):
-            await estimate(client, "no placeholder", rows=[("13900000000", ["a"])])
+            await client.estimate("no placeholder", rows=[("13900000000", ["a"])])
 
 
 async def test_check_affordable_refuses_a_campaign_that_would_run_dry(emulator: Any) -> None:
@@ -200,8 +208,8 @@ async def test_check_affordable_refuses_a_campaign_that_would_run_dry(emulator: 
     messages = [("hello " * 20, 100), ("short", 30)]  # 100 x 2 units + 30 x 1 unit
     async with _client(emulator) as client:
         with pytest.raises(BalanceTooLowError) as caught:
-            await check_affordable(client, messages, cgid=None, csid=None)
-        ok = await check_affordable(client, [("short", 123)], cgid=None, csid=None)
+            await check_affordable(client._gateway, messages, cgid=None, csid=None)
+        ok = await check_affordable(client._gateway, [("short", 123)], cgid=None, csid=None)
     error = caught.value
     assert error.cost == Decimal("23.00")
     assert error.balance == Decimal("12.345")

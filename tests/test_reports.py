@@ -22,7 +22,6 @@ from aisix_async import (
     RetryPolicy,
     StateReport,
 )
-from aisix_async._features.reports import watch_replies, watch_send_states
 
 pytestmark = pytest.mark.anyio
 
@@ -60,8 +59,8 @@ async def test_stream_yields_every_report_once_in_whole_batches(emulator: Any) -
             yielded_at_hook.append(len(seen))
             batches.append(batch)
 
-        async with watch_send_states(
-            client, stop_when_idle=0.05, on_batch=on_batch, **FAST
+        async with client.watch_send_states(
+            stop_when_idle=0.05, on_batch=on_batch, **FAST
         ) as stream:
             async for report in stream:
                 seen.append(report)
@@ -84,7 +83,7 @@ async def test_leaving_early_keeps_the_unread_records(emulator: Any) -> None:
     async with _client(emulator) as client:
         sent = await _send(client, 250)
         taken: list[StateReport] = []
-        async with watch_send_states(client, **FAST) as stream:
+        async with client.watch_send_states(**FAST) as stream:
             async for report in stream:
                 taken.append(report)
                 if len(taken) == 3:
@@ -126,7 +125,7 @@ async def test_a_bad_item_costs_nothing_else_of_its_batch(caplog: pytest.LogCapt
     caplog.set_level(logging.WARNING, logger="aisix_async")
     async with (
         AisixClient("1001@100001", "0" * 32, http_client=http) as client,
-        watch_send_states(client, stop_when_idle=0.05, on_batch=on_batch, **FAST) as stream,
+        client.watch_send_states(stop_when_idle=0.05, on_batch=on_batch, **FAST) as stream,
     ):
         got = [report async for report in stream]
     await http.aclose()
@@ -149,7 +148,7 @@ async def test_rate_limits_back_off_without_ending_the_stream(emulator: Any) -> 
     async with _client(emulator, retry=RetryPolicy(attempts=1)) as client:
         sent = await _send(client, 200)
         emulator.state.configure(rate=10.0, burst=1.0)
-        async with watch_send_states(client, stop_when_idle=0.3, **FAST) as stream:
+        async with client.watch_send_states(stop_when_idle=0.3, **FAST) as stream:
             got = [report async for report in stream]
     assert {(r.msgid, r.mobile) for r in got} == sent
     stats = stream.stats()
@@ -166,7 +165,7 @@ async def test_a_fatal_account_error_ends_the_stream_after_the_records_fetched(
         got: list[StateReport] = []
 
         async def consume() -> None:
-            async with watch_send_states(client, **FAST) as stream:
+            async with client.watch_send_states(**FAST) as stream:
                 streams.append(stream)
                 async for report in stream:
                     got.append(report)
@@ -189,7 +188,7 @@ async def test_reply_stream(emulator: Any) -> None:
         emulator.state.inject_reply(f"1380000000{i}", f"reply {i}", time_ms=1373883378000 + i)
     async with (
         _client(emulator) as client,
-        watch_replies(client, stop_when_idle=0.05, **FAST) as stream,
+        client.watch_replies(stop_when_idle=0.05, **FAST) as stream,
     ):
         got: list[Reply] = [reply async for reply in stream]
     assert [r.content for r in got] == [f"reply {i}" for i in range(5)]
@@ -202,7 +201,7 @@ async def test_closing_lets_the_poll_on_the_wire_finish_into_unread(emulator: An
     async with _client(emulator) as client:
         sent = await _send(client, 30)
         emulator.state.set_faults(latency_ms=150, fault_actions={"getSendState"})
-        stream = watch_send_states(client, **FAST)
+        stream = client.watch_send_states(**FAST)
         # Cancelled from outside while the first poll waits for its answer: the hardest
         # way out, since everything inside the scope is cancelled with it.
         with anyio.move_on_after(0.05):
@@ -217,7 +216,7 @@ async def test_closing_lets_the_poll_on_the_wire_finish_into_unread(emulator: An
 async def test_an_error_in_the_block_comes_out_as_itself(emulator: Any) -> None:
     async with _client(emulator) as client:
         with pytest.raises(KeyError):
-            async with watch_send_states(client, **FAST):
+            async with client.watch_send_states(**FAST):
                 raise KeyError("mine")
 
 
@@ -235,7 +234,7 @@ async def test_a_failing_batch_hook_ends_the_stream_instead_of_polling_on(emulat
         sent = await _send(client, 30)
         seen: list[StateReport] = []
         with pytest.raises(OSError, match="disk full"):
-            async with watch_send_states(client, on_batch=on_batch, **FAST) as stream:
+            async with client.watch_send_states(on_batch=on_batch, **FAST) as stream:
                 async for report in stream:
                     seen.append(report)
         unread = stream.unread()

@@ -330,7 +330,7 @@ def test_the_environment_variable_turns_it_on(
 ) -> None:
     monkeypatch.setenv("AISIX_SHARED_LIMIT", redis_server.url)
     client = AisixClient(ACCOUNT, KEY)
-    assert client._shared is not None and client._shared.url == redis_server.url
+    assert client._gateway.shared is not None and client._gateway.shared.url == redis_server.url
     monkeypatch.setenv("AISIX_SHARED_LIMIT", "memcached://nope")
     with pytest.raises(ValidationError, match="redis://"):
         AisixClient(ACCOUNT, KEY)

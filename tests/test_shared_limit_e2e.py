@@ -18,8 +18,7 @@ import pytest
 import redis
 from redis_support import RedisServer, find_server_binary, free_port
 
-from aisix_async import AisixClient, RetryPolicy
-from aisix_async._features.bulk import OutcomeStatus
+from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
 from aisix_async._mechanics.shared_limit import schedule_key
 
 FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -64,7 +63,7 @@ async def test_sends_through_a_shared_limit(emulator: Any, redis_server: RedisSe
     emulator.state.configure(rate=50.0, burst=5.0)
     async with client_for(emulator, redis_server.url) as client:
         mobiles = await send_phase(client, 1, count=40)
-        assert client._shared is not None and client._shared.available
+        assert client._gateway.shared is not None and client._gateway.shared.available
         assert client.stats().pace is not None
     assert_each_accepted_once(emulator, mobiles)
     with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
@@ -82,7 +81,7 @@ async def test_unreachable_redis_at_start(emulator: Any, caplog: pytest.LogCaptu
     async with client_for(emulator, url) as client:
         with anyio.fail_after(20):
             mobiles = await send_phase(client, 1)
-        assert client._shared is not None and client._shared.fallbacks == 1
+        assert client._gateway.shared is not None and client._gateway.shared.fallbacks == 1
     assert_each_accepted_once(emulator, mobiles)
     (warning,) = warnings_of(caplog)
     assert "paces itself" in warning and "hunter2" not in warning
@@ -95,7 +94,7 @@ async def test_redis_lost_mid_run_then_back(
     caplog.set_level(logging.INFO, "aisix_async")
     emulator.state.configure(rate=50.0, burst=5.0)
     async with client_for(emulator, own_redis.url) as client:
-        shared = client._shared
+        shared = client._gateway.shared
         assert shared is not None
         shared._retry_after = shared._backoff = 0.2
         mobiles = await send_phase(client, 1)
@@ -165,7 +164,7 @@ async def test_failover_to_a_replica(emulator: Any) -> None:
             switchable_proxy(target) as port,
             client_for(emulator, f"redis://127.0.0.1:{port}/0") as client,
         ):
-            shared = client._shared
+            shared = client._gateway.shared
             assert shared is not None
             shared._retry_after = shared._backoff = 0.2
             mobiles = await send_phase(client, 1)
@@ -205,6 +204,6 @@ async def test_a_slow_redis_never_holds_a_send(emulator: Any) -> None:
         async with client_for(emulator, f"redis://127.0.0.1:{port}/0") as client:
             with anyio.fail_after(20):
                 mobiles = await send_phase(client, 1)
-            assert client._shared is not None and client._shared.fallbacks == 1
+            assert client._gateway.shared is not None and client._gateway.shared.fallbacks == 1
         group.cancel_scope.cancel()
     assert_each_accepted_once(emulator, mobiles)

@@ -9,8 +9,14 @@ from typing import Any
 import anyio
 import pytest
 
-from aisix_async import AisixClient, ReportResult, SendReceipt, StateReport
-from aisix_async._features.bulk import OutcomeStatus, SendOutcome
+from aisix_async import (
+    AisixClient,
+    OutcomeStatus,
+    ReportResult,
+    SendOutcome,
+    SendReceipt,
+    StateReport,
+)
 from aisix_async._features.tracker import DeliveryTracker
 
 pytestmark = pytest.mark.anyio

@@ -54,7 +54,7 @@ def run_with_client(
     async def main() -> BaseException | None:
         http = hx.AsyncClient(transport=hx.MockTransport(recorder))
         async with http, AisixClient(ACCOUNT, KEY, http_client=http) as client:
-            client._now = lambda: NOW  # type: ignore[method-assign]
+            client._gateway.now = lambda: NOW  # type: ignore[method-assign]
             try:
                 await call(client)
             except ValidationError as exc:

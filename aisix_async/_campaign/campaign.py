@@ -31,20 +31,29 @@ from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
+import attrs
 
-from .._features.bulk import BulkStats, ChunkLedger, OutcomeStatus, SendOutcome, SendStream
-from .ledger import CampaignLedger, CampaignSummary, summarize
 from .._core.errors import AisixError, CampaignError, ValidationError
-from .journal import ChunkState, Journal
 from .._core.models import MalformedRecord, Reply, StateReport
+from .._core.options import PollOptions, SendOptions
+from .._features.bulk import (
+    BulkStats,
+    ChunkLedger,
+    OutcomeStatus,
+    SendOutcome,
+    SendStream,
+    batch_stream,
+    once_stream,
+    param_stream,
+)
 from .._features.reports import BatchHook, RecordStream, watch_replies, watch_send_states
+from .._gateway import Gateway
 from .._mechanics.scheduler import RateState
-
-if TYPE_CHECKING:
-    from .._client import AisixClient
+from .journal import ChunkState, Journal
+from .ledger import CampaignLedger, CampaignSummary, summarize
 
 __all__ = ["Campaign", "CampaignStream", "open_campaign"]
 
@@ -214,13 +223,13 @@ class Campaign:
 
     def __init__(
         self,
-        client: AisixClient,
+        gateway: Gateway,
         path: str | os.PathLike[str],
         *,
         resend_unknown: bool = False,
         durable: bool = False,
     ) -> None:
-        self._client = client
+        self._gateway = gateway
         self.path = Path(path)
         #: Resend chunks whose fate is unknown (they may reach their recipients twice).
         self.resend_unknown = resend_unknown
@@ -250,7 +259,7 @@ class Campaign:
         except (ValueError, ValidationError):
             logger.warning("campaign %s: the saved rate state is unreadable; ignored", self.path)
             return
-        self._client._scheduler.adopt(state)
+        self._gateway.scheduler.adopt(state)
 
     async def save_rate_state(self) -> None:
         """Record the client's :meth:`~AisixClient.rate_state` in the journal now.
@@ -258,7 +267,7 @@ class Campaign:
         Done when a send ends and when the campaign closes; a resumed run starts from it.
         """
         journal = self._journal_now()
-        scheduler = self._client._scheduler
+        scheduler = self._gateway.scheduler
         if not scheduler.stats().requests:
             return
         text = json.dumps(scheduler.rate_state().as_dict(), sort_keys=True)
@@ -298,13 +307,12 @@ class Campaign:
     def _release(self) -> None:
         self._sending = False
 
-    def _definition(
-        self, action: str, cgid: int | None, csid: int | None, at: datetime | None, **rest: Any
-    ) -> dict[str, Any]:
-        cgid, csid = self._client._targets(cgid, csid)
+    def _definition(self, action: str, options: SendOptions, **rest: Any) -> dict[str, Any]:
+        cgid, csid = self._gateway.targets(options.cgid, options.csid)
+        at = options.at
         return {
             "action": action,
-            "account": self._client.account,
+            "account": self._gateway.account,
             "cgid": cgid,
             # csid 0 is the default signature, the same as none (PROTOCOL-NOTES).
             "csid": csid or None,
@@ -322,19 +330,20 @@ class Campaign:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
-        chunk_size: int = 1000,
+        chunk_size: int | None = None,
         check_balance: bool = True,
     ) -> CampaignStream:
         """``client.send_many``, recorded; run it again with the same input to resume."""
+        options = SendOptions(
+            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
+        )
         definition = self._definition(
-            "send_many", cgid, csid, at, content=content, chunk_size=chunk_size
+            "send_many", options, content=content, chunk_size=options.chunk_size_for("sendOnce")
         )
 
         def build(ledger: ChunkLedger, check: bool) -> SendStream:
-            return self._client.send_many(
-                numbers, content, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
-                check_balance=check, _ledger=ledger,
-            )  # fmt: skip
+            checked = attrs.evolve(options, check_balance=check)
+            return once_stream(self._gateway, numbers, content, checked, ledger)
 
         return CampaignStream(self, definition, build, check_balance)
 
@@ -345,17 +354,20 @@ class Campaign:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
-        chunk_size: int = 100,
+        chunk_size: int | None = None,
         check_balance: bool = True,
     ) -> CampaignStream:
         """``client.send_batch_many``, recorded."""
-        definition = self._definition("send_batch_many", cgid, csid, at, chunk_size=chunk_size)
+        options = SendOptions(
+            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
+        )
+        definition = self._definition(
+            "send_batch_many", options, chunk_size=options.chunk_size_for("sendBatch")
+        )
 
         def build(ledger: ChunkLedger, check: bool) -> SendStream:
-            return self._client.send_batch_many(
-                pairs, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
-                check_balance=check, _ledger=ledger,
-            )  # fmt: skip
+            checked = attrs.evolve(options, check_balance=check)
+            return batch_stream(self._gateway, pairs, checked, ledger)
 
         return CampaignStream(self, definition, build, check_balance)
 
@@ -367,26 +379,37 @@ class Campaign:
         cgid: int | None = None,
         csid: int | None = None,
         at: datetime | None = None,
-        chunk_size: int = 100,
+        chunk_size: int | None = None,
         check_balance: bool = True,
     ) -> CampaignStream:
         """``client.send_param_many``, recorded."""
+        options = SendOptions(
+            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
+        )
         definition = self._definition(
-            "send_param_many", cgid, csid, at, template=template, chunk_size=chunk_size
+            "send_param_many",
+            options,
+            template=template,
+            chunk_size=options.chunk_size_for("sendParam"),
         )
 
         def build(ledger: ChunkLedger, check: bool) -> SendStream:
-            return self._client.send_param_many(
-                template, rows, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
-                check_balance=check, _ledger=ledger,
-            )  # fmt: skip
+            checked = attrs.evolve(options, check_balance=check)
+            return param_stream(self._gateway, template, rows, checked, ledger)
 
         return CampaignStream(self, definition, build, check_balance)
 
     # -- reports and replies ---------------------------------------------------------
 
     def watch_send_states(
-        self, *, on_batch: BatchHook[StateReport] | None = None, **options: Any
+        self,
+        *,
+        interval: float = 5.0,
+        max_backoff: float = 60.0,
+        stop_when_idle: float | None = None,
+        on_batch: BatchHook[StateReport] | None = None,
+        close_grace: float = 30.0,
+        max_buffered: int = 10_000,
     ) -> RecordStream[StateReport]:
         """``client.watch_send_states``, each batch written to the journal before it is yielded.
 
@@ -399,10 +422,21 @@ class Campaign:
             if on_batch is not None:
                 await on_batch(batch)
 
-        return watch_send_states(self._client, on_batch=record, **options)
+        options = PollOptions(
+            interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
+            close_grace=close_grace, max_buffered=max_buffered,
+        )  # fmt: skip
+        return watch_send_states(self._gateway, options, record)
 
     def watch_replies(
-        self, *, on_batch: BatchHook[Reply] | None = None, **options: Any
+        self,
+        *,
+        interval: float = 5.0,
+        max_backoff: float = 60.0,
+        stop_when_idle: float | None = None,
+        on_batch: BatchHook[Reply] | None = None,
+        close_grace: float = 30.0,
+        max_buffered: int = 10_000,
     ) -> RecordStream[Reply]:
         """``client.watch_replies``, each batch written to the journal before it is yielded."""
         journal = self._journal_now()
@@ -412,7 +446,11 @@ class Campaign:
             if on_batch is not None:
                 await on_batch(batch)
 
-        return watch_replies(self._client, on_batch=record, **options)
+        options = PollOptions(
+            interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
+            close_grace=close_grace, max_buffered=max_buffered,
+        )  # fmt: skip
+        return watch_replies(self._gateway, options, record)
 
     async def stored_reports(self) -> list[StateReport]:
         """Every delivery report this campaign's journal recorded, in the order fetched."""
@@ -430,11 +468,11 @@ class Campaign:
 
 
 def open_campaign(
-    client: AisixClient,
+    gateway: Gateway,
     path: str | os.PathLike[str],
     *,
     resend_unknown: bool = False,
     durable: bool = False,
 ) -> Campaign:
     """What ``client.campaign(path, ...)`` returns: ``async with`` it to open the journal."""
-    return Campaign(client, path, resend_unknown=resend_unknown, durable=durable)
+    return Campaign(gateway, path, resend_unknown=resend_unknown, durable=durable)

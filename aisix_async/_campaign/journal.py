@@ -41,8 +41,9 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from . import sql
 from .._core.errors import CampaignError
+from .._core.models import MalformedRecord, Reply, StateReport
+from . import sql
 from .file import (
     decode_positions,
     is_disk_full,
@@ -51,7 +52,6 @@ from .file import (
     release_lock,
 )
 from .writer import GroupWriter, ItemsHash, Job, resolve_hash
-from .._core.models import MalformedRecord, Reply, StateReport
 
 __all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Run", "Verdict"]
 

@@ -15,7 +15,6 @@ from functools import partial
 
 import attrs
 
-from .._features.bulk import ChunkLedger, OutcomeStatus, SendOutcome
 from .._core.chunking import PlannedChunk
 from .._core.errors import (
     ACCOUNT_REFUSALS,
@@ -27,6 +26,7 @@ from .._core.errors import (
     RateLimitedError,
     TransportError,
 )
+from .._features.bulk import ChunkLedger, OutcomeStatus, SendOutcome
 from .journal import ChunkResult, ChunkState, Journal
 
 __all__ = ["CampaignLedger", "CampaignSummary", "is_retryable_failure", "summarize"]

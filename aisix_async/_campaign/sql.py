@@ -20,8 +20,8 @@ from typing import Any
 import attrs
 
 from .._core.errors import CampaignError
-from .file import decode_positions, encode_positions, pack_numbers, unpack_numbers
 from .._core.models import FINAL_OPERATOR_CODES, MalformedRecord, Reply, ReportResult, StateReport
+from .file import decode_positions, encode_positions, pack_numbers, unpack_numbers
 
 __all__ = [
     "EXPORT_COLUMNS",

@@ -20,8 +20,8 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from . import sql
 from .._core.errors import CampaignError
+from . import sql
 from .file import is_disk_full
 
 __all__ = ["GroupWriter", "ItemsHash", "Job", "resolve_hash"]

@@ -10,7 +10,8 @@ than dropped, so nothing the gateway said is lost on the way to the caller.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
@@ -30,6 +31,7 @@ __all__ = [
     "SendReceipt",
     "Signature",
     "StateReport",
+    "parse_records",
 ]
 
 _T = TypeVar("_T")
@@ -322,3 +324,23 @@ class MalformedRecord:
     action: str
     attributes: Mapping[str, str]
     reason: str
+
+
+logger = logging.getLogger("aisix_async")
+_P = TypeVar("_P")
+
+
+def parse_records(
+    action: str,
+    items: Sequence[Mapping[str, str]],
+    from_item: Callable[[Mapping[str, str]], _P],
+) -> list[_P | MalformedRecord]:
+    """Parse each item on its own: a bad one becomes a MalformedRecord, the rest survive."""
+    out: list[_P | MalformedRecord] = []
+    for item in items:
+        try:
+            out.append(from_item(item))
+        except ProtocolError as exc:
+            logger.warning("%s: an item could not be read (%s): %r", action, exc.message, item)
+            out.append(MalformedRecord(action=action, attributes=dict(item), reason=exc.message))
+    return out

@@ -37,11 +37,10 @@ from collections.abc import (
     Sized,
 )
 from contextlib import aclosing
-from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import anyio
 import attrs
@@ -68,11 +67,11 @@ from .._core.errors import (
     ValidationError,
 )
 from .._core.models import SendReceipt
-from .._mechanics.scheduler import AttemptTally
+from .._core.options import SendOptions
 from .._core.validate import check_param_row, check_template, render_template
-
-if TYPE_CHECKING:
-    from .._client import AisixClient
+from .._gateway import Gateway, receipts_of
+from .._mechanics.scheduler import AttemptTally
+from .estimate import check_affordable
 
 __all__ = [
     "BulkStats",
@@ -284,7 +283,7 @@ class SendStream:
 
     def __init__(
         self,
-        client: AisixClient,
+        gateway: Gateway,
         planner: Planner,
         source: Iterable[object] | AsyncIterable[object],
         *,
@@ -295,7 +294,7 @@ class SendStream:
         check_balance: bool,
         ledger: ChunkLedger | None,
     ) -> None:
-        self._client = client
+        self._gateway = gateway
         self._planner = planner
         self._source = source
         self._cgid, self._csid, self._at = cgid, csid, at
@@ -309,7 +308,7 @@ class SendStream:
         self._group: TaskGroup | None = None
         self._entered = False
         # Chunks between the producer and the consumer: the backpressure of the design.
-        self._window = anyio.Semaphore(client._scheduler.max_concurrency)
+        self._window = anyio.Semaphore(gateway.scheduler.max_concurrency)
         # Chunks planned and not settled yet, and outcomes not handed over yet: what the
         # stream owes its caller if the block is left early.
         self._open: dict[int, _ChunkHooks] = {}
@@ -398,9 +397,7 @@ class SendStream:
                 "stop the send and report every unsent recipient"
             )
             return
-        from .pricing import check_affordable
-
-        await check_affordable(self._client, self._estimate, cgid=self._cgid, csid=self._csid)
+        await check_affordable(self._gateway, self._estimate, cgid=self._cgid, csid=self._csid)
 
     # -- iteration -----------------------------------------------------------------
 
@@ -424,7 +421,7 @@ class SendStream:
     def stats(self) -> BulkStats:
         """A live snapshot of this send (a property: read it as often as you like)."""
         count = self._count
-        scheduler = self._client._scheduler
+        scheduler = self._gateway.scheduler
         # Chunks still being sent count their attempts so far: during a -1 storm a chunk
         # is retried for seconds, and figures that wait for it to settle would read 0.
         requests, rate_limited, retries = count.requests, count.rate_limited, count.retries
@@ -577,14 +574,12 @@ class SendStream:
             self._window.release()
 
     async def _send_chunk(self, hooks: _ChunkHooks) -> SendOutcome:
-        from .._client import _receipts
-
         chunk, tally = hooks.chunk, hooks.tally
         fields = chunk.fields(cgid=self._cgid, csid=self._csid, at=self._at)
         try:
             try:
-                answer = await self._client._call(chunk.action, fields, tally=tally, hooks=hooks)
-                receipts = _receipts(answer, 1 if chunk.action == "sendOnce" else chunk.size)
+                answer = await self._gateway.call(chunk.action, fields, tally=tally, hooks=hooks)
+                receipts = receipts_of(answer, 1 if chunk.action == "sendOnce" else chunk.size)
             finally:
                 count = self._count
                 hooks.counted = True
@@ -668,57 +663,45 @@ def _check_source(source: object, what: str) -> None:
 
 
 def _stream(
-    client: AisixClient,
+    gateway: Gateway,
     planner: Planner,
     source: Iterable[object] | AsyncIterable[object],
     estimate: Iterable[tuple[str, int]] | None,
     sized: bool,
-    *,
-    cgid: int | None,
-    csid: int | None,
-    at: datetime | None,
-    check_balance: bool,
+    options: SendOptions,
     ledger: ChunkLedger | None,
 ) -> SendStream:
     # Here, not at the first request: that one would fail inside the stream's task group.
-    client._check_open()
-    cgid, csid = client._targets(cgid, csid)
+    gateway.check_open()
+    cgid, csid = gateway.targets(options.cgid, options.csid)
     return SendStream(
-        client,
+        gateway,
         planner,
         source,
         cgid=cgid,
         csid=csid,
-        at=client._schedule(at),
+        at=gateway.schedule(options.at),
         estimate=estimate,
         # An empty sized input needs no balance check (nor a request to make one).
-        check_balance=check_balance and (estimate is not None or not sized),
+        check_balance=options.check_balance and (estimate is not None or not sized),
         ledger=ledger,
     )
 
 
 def once_stream(
-    client: AisixClient,
+    gateway: Gateway,
     numbers: Iterable[str] | AsyncIterable[str],
     content: str,
-    *,
-    cgid: int | None,
-    csid: int | None,
-    at: datetime | None,
-    chunk_size: int,
-    check_balance: bool,
-    ledger: ChunkLedger | None,
+    options: SendOptions,
+    ledger: ChunkLedger | None = None,
 ) -> SendStream:
     """The stream of ``send_many``; content and options are checked here, before sending."""
     _check_source(numbers, "numbers")
-    planner = OncePlanner(content, chunk_size, numbering=client.numbers)
+    planner = OncePlanner(content, options.chunk_size_for("sendOnce"), numbering=gateway.numbers)
     sized = isinstance(numbers, Sized) and not isinstance(numbers, AsyncIterable)
     count = len(numbers) if sized else 0  # type: ignore[arg-type]
     estimate = [(content, count)] if count else None
-    return _stream(
-        client, planner, numbers, estimate, sized, cgid=cgid, csid=csid, at=at,
-        check_balance=check_balance, ledger=ledger,
-    )  # fmt: skip
+    return _stream(gateway, planner, numbers, estimate, sized, options, ledger)
 
 
 def _batch_texts(pairs: Sequence[object]) -> Iterator[tuple[str, int]]:
@@ -738,46 +721,30 @@ def _param_texts(template: str, count: int, rows: Sequence[object]) -> Iterator[
 
 
 def batch_stream(
-    client: AisixClient,
+    gateway: Gateway,
     pairs: Iterable[tuple[str, str]] | AsyncIterable[tuple[str, str]],
-    *,
-    cgid: int | None,
-    csid: int | None,
-    at: datetime | None,
-    chunk_size: int,
-    check_balance: bool,
-    ledger: ChunkLedger | None,
+    options: SendOptions,
+    ledger: ChunkLedger | None = None,
 ) -> SendStream:
     """The stream of ``send_batch_many``."""
     _check_source(pairs, "pairs")
-    planner = BatchPlanner(chunk_size, numbering=client.numbers)
+    planner = BatchPlanner(options.chunk_size_for("sendBatch"), numbering=gateway.numbers)
     sized = isinstance(pairs, Sequence)
     estimate = _batch_texts(pairs) if sized and len(pairs) else None  # type: ignore[arg-type]
-    return _stream(
-        client, planner, pairs, estimate, sized, cgid=cgid, csid=csid, at=at,
-        check_balance=check_balance, ledger=ledger,
-    )  # fmt: skip
+    return _stream(gateway, planner, pairs, estimate, sized, options, ledger)
 
 
 def param_stream(
-    client: AisixClient,
+    gateway: Gateway,
     template: str,
     rows: Iterable[tuple[str, Sequence[str]]] | AsyncIterable[tuple[str, Sequence[str]]],
-    *,
-    cgid: int | None,
-    csid: int | None,
-    at: datetime | None,
-    chunk_size: int,
-    check_balance: bool,
-    ledger: ChunkLedger | None,
+    options: SendOptions,
+    ledger: ChunkLedger | None = None,
 ) -> SendStream:
     """The stream of ``send_param_many``; the template is checked here, before sending."""
     _check_source(rows, "rows")
-    planner = ParamPlanner(template, chunk_size, numbering=client.numbers)
+    planner = ParamPlanner(template, options.chunk_size_for("sendParam"), numbering=gateway.numbers)
     text, count = check_template(template)
     sized = isinstance(rows, Sequence)
     estimate = _param_texts(text, count, rows) if sized and len(rows) else None  # type: ignore[arg-type]
-    return _stream(
-        client, planner, rows, estimate, sized, cgid=cgid, csid=csid, at=at,
-        check_balance=check_balance, ledger=ledger,
-    )  # fmt: skip
+    return _stream(gateway, planner, rows, estimate, sized, options, ledger)

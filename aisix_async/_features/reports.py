@@ -17,7 +17,7 @@ that:
 
 The poller is a task in the stream's own task group (the stream is an async context
 manager, like anyio's ``as_completed``), so it cannot outlive the block. Its polls go
-through ``client._call``, hence through the client's scheduler like every other request.
+through ``Gateway.call``, hence through the client's scheduler like every other request.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 import attrs
@@ -35,19 +35,16 @@ from anyio.abc import TaskGroup
 from .._core.errors import (
     ACCOUNT_REFUSALS,
     AisixError,
-    ProtocolError,
     ValidationError,
 )
-from .._core.models import MalformedRecord, Reply, StateReport
-
-if TYPE_CHECKING:
-    from .._client import AisixClient
+from .._core.models import MalformedRecord, Reply, StateReport, parse_records
+from .._core.options import PollOptions
+from .._gateway import Gateway
 
 __all__ = [
     "FATAL_POLL_ERRORS",
     "RecordStream",
     "StreamStats",
-    "parse_records",
     "watch_replies",
     "watch_send_states",
 ]
@@ -63,22 +60,6 @@ _R = TypeVar("_R")
 
 #: Called with each whole batch, in gateway order, before any of its records is yielded.
 BatchHook = Callable[[Sequence[_R | MalformedRecord]], Awaitable[None]]
-
-
-def parse_records(
-    action: str,
-    items: Sequence[Mapping[str, str]],
-    from_item: Callable[[Mapping[str, str]], _R],
-) -> list[_R | MalformedRecord]:
-    """Parse each item on its own: a bad one becomes a MalformedRecord, the rest survive."""
-    out: list[_R | MalformedRecord] = []
-    for item in items:
-        try:
-            out.append(from_item(item))
-        except ProtocolError as exc:
-            logger.warning("%s: an item could not be read (%s): %r", action, exc.message, item)
-            out.append(MalformedRecord(action=action, attributes=dict(item), reason=exc.message))
-    return out
 
 
 @attrs.frozen
@@ -116,22 +97,20 @@ class RecordStream(Generic[_R]):
 
     def __init__(
         self,
-        client: AisixClient,
+        gateway: Gateway,
         action: str,
         from_item: Callable[[Mapping[str, str]], _R],
-        *,
-        interval: float,
-        max_backoff: float,
-        stop_when_idle: float | None,
-        on_batch: BatchHook[_R] | None,
-        close_grace: float,
-        max_buffered: int,
+        options: PollOptions,
+        on_batch: BatchHook[_R] | None = None,
     ) -> None:
+        interval, max_backoff = options.interval, options.max_backoff
+        stop_when_idle, close_grace = options.stop_when_idle, options.close_grace
+        max_buffered = options.max_buffered
         if interval < 0:
             raise ValidationError(f"interval must not be negative, got {interval!r}")
         if stop_when_idle is not None and stop_when_idle < 0:
             raise ValidationError(f"stop_when_idle must not be negative, got {stop_when_idle!r}")
-        self._client = client
+        self._gateway = gateway
         self._action = action
         self._from_item = from_item
         self._interval = interval
@@ -321,7 +300,7 @@ class RecordStream(Generic[_R]):
         # records; __aexit__ bounds the wait with a deadline instead.
         with anyio.CancelScope(shield=True) as scope:
             self._poll_scope = scope
-            answer = await self._client._call(self._action, [])
+            answer = await self._gateway.call(self._action, [])
         self._poll_scope = None
         if scope.cancelled_caught:
             logger.error(
@@ -369,52 +348,18 @@ class _HookFailed(Exception):
 
 
 def watch_send_states(
-    client: AisixClient,
-    *,
-    interval: float = 5.0,
-    max_backoff: float = 60.0,
-    stop_when_idle: float | None = None,
-    on_batch: BatchHook[StateReport] | None = None,
-    close_grace: float = 30.0,
-    max_buffered: int = 10_000,
+    gateway: Gateway, options: PollOptions, on_batch: BatchHook[StateReport] | None = None
 ) -> RecordStream[StateReport]:
     """Stream delivery reports (getSendState); see :class:`RecordStream`.
 
     ``on_batch`` (async) receives each fetched batch whole, malformed items included,
     before its records are yielded: a place to persist them first.
     """
-    return RecordStream(
-        client,
-        "getSendState",
-        StateReport.from_item,
-        interval=interval,
-        max_backoff=max_backoff,
-        stop_when_idle=stop_when_idle,
-        on_batch=on_batch,
-        close_grace=close_grace,
-        max_buffered=max_buffered,
-    )
+    return RecordStream(gateway, "getSendState", StateReport.from_item, options, on_batch)
 
 
 def watch_replies(
-    client: AisixClient,
-    *,
-    interval: float = 5.0,
-    max_backoff: float = 60.0,
-    stop_when_idle: float | None = None,
-    on_batch: BatchHook[Reply] | None = None,
-    close_grace: float = 30.0,
-    max_buffered: int = 10_000,
+    gateway: Gateway, options: PollOptions, on_batch: BatchHook[Reply] | None = None
 ) -> RecordStream[Reply]:
     """Stream replies (getReply); see :class:`RecordStream` and :func:`watch_send_states`."""
-    return RecordStream(
-        client,
-        "getReply",
-        Reply.from_item,
-        interval=interval,
-        max_backoff=max_backoff,
-        stop_when_idle=stop_when_idle,
-        on_batch=on_batch,
-        close_grace=close_grace,
-        max_buffered=max_buffered,
-    )
+    return RecordStream(gateway, "getReply", Reply.from_item, options, on_batch)

@@ -31,18 +31,16 @@ from array import array
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 import attrs
 
 from .._core.errors import ValidationError
 from .._core.models import MalformedRecord, ReportResult, SendReceipt, StateReport
+from .reports import RecordStream
 
-if TYPE_CHECKING:
-    from .._client import AisixClient
-
-__all__ = ["DeliveryTracker", "TrackerResult"]
+__all__ = ["DeliveryTracker", "ReportSource", "TrackerResult"]
 
 _Key = tuple[str, str]
 
@@ -51,6 +49,14 @@ _Key = tuple[str, str]
 _PACK = 1024
 _NO_CODE = 0
 _MAX_CODES = 255
+
+
+class ReportSource(Protocol):
+    """What :meth:`DeliveryTracker.follow` polls: an ``AisixClient`` (or a stand-in)."""
+
+    def watch_send_states(
+        self, *, interval: float = ..., max_backoff: float = ...
+    ) -> RecordStream[StateReport]: ...
 
 
 class _OutcomeLike(Protocol):
@@ -492,7 +498,7 @@ class DeliveryTracker:
 
     async def follow(
         self,
-        client: AisixClient,
+        client: ReportSource,
         *,
         timeout: float,  # noqa: ASYNC109
         interval: float = 5.0,
@@ -504,9 +510,7 @@ class DeliveryTracker:
         stream fetched but had not yielded when the tracker finished; unreadable report
         items land in :attr:`malformed`. A fatal account error (-2, -3 ...) is raised.
         """
-        from .reports import watch_send_states
-
-        stream = watch_send_states(client, interval=interval, max_backoff=max_backoff)
+        stream = client.watch_send_states(interval=interval, max_backoff=max_backoff)
         async with stream:
             result = await self.wait(stream, timeout=timeout)
         self.malformed.extend(stream.malformed)

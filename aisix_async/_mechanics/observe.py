@@ -36,8 +36,8 @@ from typing import Any
 import attrs
 
 from .._core.errors import AisixError, GatewayError, ProtocolError, TransportError
-from .scheduler import Scheduler, SchedulerStats
 from .._version import __version__
+from .scheduler import Scheduler, SchedulerStats
 
 __all__ = [
     "BUCKETS",

@@ -73,7 +73,6 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from .breaker import Breaker
 from .._core.errors import (
     AisixError,
     CircuitOpenError,
@@ -84,6 +83,7 @@ from .._core.errors import (
     ValidationError,
 )
 from .._core.validate import check_number
+from .breaker import Breaker
 
 __all__ = [
     "AttemptTally",

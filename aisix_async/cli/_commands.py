@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .._core.models import KeyUpdate, MalformedRecord, Reply, StateReport
-from .._features.reports import RecordStream, watch_replies, watch_send_states
+from .._features.reports import RecordStream
 from ._app import Context
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
@@ -183,8 +183,8 @@ async def reports(ctx: Context) -> int:
 
         return await reports_journal(ctx)
     async with ctx.client() as client:
-        stream = watch_send_states(
-            client, interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
+        stream = client.watch_send_states(
+            interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
         )
         return await _stream(ctx, stream, "delivery reports")
 
@@ -192,8 +192,8 @@ async def reports(ctx: Context) -> int:
 async def replies(ctx: Context) -> int:
     """Print replies as they are fetched; with --follow, until Ctrl-C or idle."""
     async with ctx.client() as client:
-        stream = watch_replies(
-            client, interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
+        stream = client.watch_replies(
+            interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
         )
         return await _stream(ctx, stream, "replies")
 

@@ -35,14 +35,13 @@ from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
-from .._campaign.campaign import Campaign, open_campaign
-from .._campaign.ledger import CampaignSummary, summarize
-from .._client import AisixClient
-from .._campaign.journal import Journal, Run
+from .._campaign.campaign import Campaign
 from .._campaign.file import JournalInUse
+from .._campaign.journal import Journal, Run
+from .._campaign.ledger import CampaignSummary, summarize
 from .._campaign.sql import EXPORT_COLUMNS
+from .._client import AisixClient
 from .._core.models import MalformedRecord, StateReport
-from .._features.reports import watch_send_states
 from ._app import Context
 from ._commands import _report_line, _show_malformed
 from ._exit import CliError, ExitCode
@@ -175,7 +174,7 @@ async def reports_journal(ctx: Context) -> int:
     path = _existing_journal(args.journal)
     idle = args.until_idle
     follow = args.follow or idle is not None
-    async with ctx.client() as client, open_campaign(client, path) as campaign:
+    async with ctx.client() as client, client.campaign(path) as campaign:
         journal = campaign._journal_now()
         recorded = (journal.definition or {}).get("account")
         if recorded is None:
@@ -224,8 +223,7 @@ async def _follow(
         done = await journal.ingest_reports(batch)
         mine.extend(done.mine)
 
-    stream = watch_send_states(
-        client,
+    stream = client.watch_send_states(
         interval=ctx.args.interval,
         # Without --follow: one pass over the queue; --follow alone: until Ctrl-C.
         stop_when_idle=idle if follow else 0.0,

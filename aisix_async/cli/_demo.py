@@ -21,11 +21,10 @@ import anyio
 import anyio.to_thread
 from rich.text import Text
 
-from .._features.bulk import SendStream
 from .._client import AisixClient
-from .._features.reports import watch_send_states
-from .._mechanics.scheduler import RetryPolicy
+from .._features.bulk import SendStream
 from .._features.tracker import DeliveryTracker
+from .._mechanics.scheduler import RetryPolicy
 from ._app import Context
 from ._demo_check import Check, LedgerEntry, Part, verify
 from ._exit import CliError, ExitCode
@@ -152,7 +151,7 @@ async def _campaign(
     ) as client:
         before = (await client.get_balance()).remain
         signature = next(s.sign for s in await client.get_signs() if s.csid == 0)
-        reports = watch_send_states(client, interval=0.25, max_backoff=2.0)
+        reports = client.watch_send_states(interval=0.25, max_backoff=2.0)
         async with reports, anyio.create_task_group() as group:
 
             async def feed() -> None:

@@ -31,11 +31,11 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._features.bulk import OutcomeStatus, SendOutcome, SendStream
 from .._client import GATEWAY_TZ, AisixClient
+from .._core.billing import Estimate
 from .._core.errors import AisixError, CampaignError, SendStoppedError, ValidationError
-from .._features.pricing import Estimate, estimate
 from .._core.validate import check_at, check_content, check_numbering
+from .._features.bulk import OutcomeStatus, SendOutcome, SendStream
 from ._app import Context, _leaf
 from ._exit import CliError, ExitCode
 from ._inputs import (
@@ -150,8 +150,7 @@ async def _estimate(
         return source.template, None, None, list(_valid(source))
 
     text, recipients, messages, rows = await anyio.to_thread.run_sync(plan)
-    return await estimate(
-        client,
+    return await client.estimate(
         text,
         recipients=recipients,
         messages=messages,
@@ -336,10 +335,8 @@ async def _run(
             outcomes_file, writer = open_outcomes(args.outcomes)
             stack.callback(outcomes_file.close)
         if args.journal:
-            from .._campaign.campaign import open_campaign
-
             campaign = await stack.enter_async_context(
-                open_campaign(client, args.journal, resend_unknown=args.resend_unknown)
+                client.campaign(args.journal, resend_unknown=args.resend_unknown)
             )
         group = await stack.enter_async_context(anyio.create_task_group())
         with anyio.CancelScope() as hard:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .._features.bulk import BulkStats
 from .._client import GATEWAY_TZ, AisixClient
+from .._core.billing import Estimate
 from .._core.errors import AisixError
-from .._features.pricing import Estimate
+from .._features.bulk import BulkStats
 from ._app import Context
 from ._exit import ExitCode, describe, redact_keys
 from ._inputs import Checked, Source

@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 import attrs
 
-from .._features.bulk import OutcomeStatus, SendOutcome
 from .._core.errors import NotSentError
+from .._features.bulk import OutcomeStatus, SendOutcome
 from ._exit import CliError
 
 __all__ = ["SAMPLES", "Tally", "open_outcomes", "outcome_record", "write_outcome_rows"]

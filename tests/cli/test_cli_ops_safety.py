@@ -91,7 +91,7 @@ def test_the_second_interrupt_warning_counts_what_the_summary_counts(
 def test_no_request_on_the_wire_is_not_called_unknown(capsys: Any) -> None:
     from types import SimpleNamespace
 
-    from aisix_async._features.bulk import BulkStats
+    from aisix_async import BulkStats
     from aisix_async.cli._output import Output
     from aisix_async.cli._send_report import finish
     from aisix_async.cli._tally import Tally

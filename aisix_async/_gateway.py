@@ -1,0 +1,632 @@
+"""The gateway layer: one account's configuration, transport, scheduler and key gate,
+and the gateway's nine actions.
+
+Every request of a client goes through :meth:`Gateway.call` (or :meth:`Gateway.run`):
+its turn from the scheduler, its attempts, its deadline, and what it tells observers.
+Each action method validates its input completely, builds the form, and makes one
+call. Features (bulk streams, report streams, estimates, campaigns) are given a
+``Gateway``; ``AisixClient`` composes them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import anyio.lowlevel
+import attrs
+
+from ._core.billing import PriceBook
+from ._core.errors import (
+    AisixError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    ProtocolError,
+    TransportError,
+    ValidationError,
+    error_for_code,
+)
+from ._core.models import (
+    Balance,
+    ChannelGroup,
+    KeyUpdate,
+    MalformedRecord,
+    Reply,
+    SendReceipt,
+    Signature,
+    StateReport,
+    parse_records,
+)
+from ._core.validate import (
+    check_account,
+    check_at,
+    check_authkey,
+    check_batch,
+    check_cgid,
+    check_content,
+    check_csid,
+    check_mobiles,
+    check_number,
+    check_numbering,
+    check_param_rows,
+)
+from ._core.wire import (
+    DEFAULT_BASE_URL,
+    UNSAFE_ACTIONS,
+    Endpoints,
+    Fields,
+    Secret,
+    batch_fields,
+    encode_form,
+    once_fields,
+    param_fields,
+)
+from ._core.xml import Answer, parse_answer
+from ._mechanics.http import HttpTransport
+from ._mechanics.keygate import KeyGate
+from ._mechanics.observe import CallObservation, ClientStats, Observer, UnknownHook
+from ._mechanics.scheduler import (
+    AttemptTally,
+    DispatchHooks,
+    RateState,
+    RetryDetails,
+    RetryPolicy,
+    Scheduler,
+)
+from ._mechanics.shared_limit import SharedLimit
+
+if TYPE_CHECKING:
+    from ._mechanics.http import HttpClient
+
+__all__ = ["GATEWAY_TZ", "Gateway", "KeyUpdateHook", "receipts_of"]
+
+logger = logging.getLogger("aisix_async")
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+#: The gateway keeps China time: UTC+8, no daylight saving.
+GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
+
+KeyUpdateHook = Callable[[KeyUpdate], "Awaitable[None] | None"]
+
+
+class Gateway:
+    """One account on the gateway: what a feature is given to make requests.
+
+    Holds the configuration (account, key, URLs, defaults, numbering policy), the HTTP
+    transport, the scheduler every request goes through, and the key gate that holds
+    requests back while the key rotates. Its action methods are the gateway's nine
+    actions, one request each; :meth:`call` runs any action's fields through the same
+    machinery for the bulk engine and the report streams.
+    """
+
+    def __init__(
+        self,
+        account: str | None = None,
+        authkey: str | None = None,
+        *,
+        base_url: str | None = None,
+        data_url: str | None = None,
+        cgid: int | None = None,
+        csid: int | None = None,
+        timeout: float = 30.0,
+        http_client: HttpClient | None = None,
+        gateway_tz: tzinfo = GATEWAY_TZ,
+        max_concurrency: int = 16,
+        initial_concurrency: int | None = None,
+        max_rate: float | None = None,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[RetryDetails], None] | None = None,
+        on_key_update: KeyUpdateHook | None = None,
+        max_answer_bytes: int = 4 * 1024 * 1024,
+        http_stack: Literal["httpx", "httpx2"] | None = None,
+        numbers: str = "lenient",
+        on_unknown: UnknownHook | None = None,
+        otel: bool | None = None,
+        rate_state: RateState | None = None,
+        shared_limit: str | None = None,
+    ) -> None:
+        self.account = check_account(
+            account if account is not None else _env("AISIX_ACCOUNT", "account")
+        )
+        self._authkey = Secret(
+            check_authkey(authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey"))
+        )
+        self.endpoints = Endpoints.from_base(
+            base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
+            data_url or os.environ.get("AISIX_DATA_URL") or None,
+        )
+        self.numbers = check_numbering(numbers)
+        #: The channel group and signature a send uses when it names none.
+        self.cgid = check_cgid(cgid)
+        self.csid = check_csid(csid)
+        check_number(timeout, "timeout")
+        check_number(max_answer_bytes, "max_answer_bytes", integer=True, minimum=1)
+        self.gateway_tz = gateway_tz
+        self.timeout = timeout
+        # Counters, histograms, the on_unknown hook, and OpenTelemetry when installed.
+        self.observer = Observer(on_unknown=on_unknown, otel=otel)
+        self._on_key_update = on_key_update
+        self._gate = KeyGate()
+        # Clients of one account in other processes share its pace through Redis.
+        shared_url = shared_limit or os.environ.get("AISIX_SHARED_LIMIT") or None
+        self.shared = (
+            SharedLimit(
+                shared_url,
+                account=self.account,
+                gateway_url=self.endpoints.open_url,
+                # Should Redis hold no schedule yet (or have lost it), a pace this client
+                # was handed starts it.
+                seed_pace=rate_state.pace if isinstance(rate_state, RateState) else None,
+            )
+            if shared_url is not None
+            else None
+        )
+        # One scheduler for every request: the gateway limits the account.
+        self.scheduler = Scheduler(
+            shared=self.shared,
+            max_concurrency=max_concurrency,
+            initial_concurrency=initial_concurrency,
+            max_rate=max_rate,
+            retry=retry,
+            on_retry=on_retry,
+            rate_state=rate_state,
+        )
+        self._transport = HttpTransport(
+            timeout=timeout,
+            max_body=max_answer_bytes,
+            max_connections=max_concurrency,
+            http_client=http_client,
+            http_stack=http_stack,
+        )
+        #: Channel groups and signatures, cached briefly, for estimates and balance checks.
+        self.prices = PriceBook(self.get_channel_groups, self.get_signs)
+        self.observer.bind(self.account, self.scheduler)
+        self._closed = False
+        # The event loop of the first request: the connection pool belongs to it.
+        self._loop: weakref.ref[object] | None = None
+
+    def __repr__(self) -> str:
+        # The authkey is deliberately absent.
+        return f"<Gateway account={self.account!r} url={self.endpoints.open_url!r}>"
+
+    @property
+    def http_stack(self) -> str:
+        """The HTTP library in use ("httpx" or "httpx2")."""
+        return self._transport.stack
+
+    async def aclose(self) -> None:
+        """Close the HTTP client we own; one passed in by the caller stays open."""
+        self._closed = True
+        try:
+            await self._transport.aclose()
+        finally:
+            if self.shared is not None:
+                await self.shared.aclose()
+
+    def check_open(self) -> None:
+        """Refuse a closed gateway."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed: create a new client")
+
+    def check_usable(self) -> None:
+        """Refuse a closed gateway, and one used from another event loop than its first.
+
+        The HTTP stack's pooled connections belong to the loop that opened them: from
+        another loop a request fails with "Event loop is closed" (or worse, hangs), and
+        the old sockets leak. Saying so at once is kinder (e.g. a client made at import
+        time and used by tests that each run their own loop).
+        """
+        self.check_open()
+        if self.shared is not None:
+            self.shared.check_runtime()
+        loop = anyio.lowlevel.current_token().native_token
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
+            raise RuntimeError(
+                f"{self!r} was first used in another event loop, which owns its connections: "
+                "create one client per event loop (inside the function asyncio.run or "
+                "anyio.run runs)"
+            )
+
+    # -- defaults ------------------------------------------------------------------
+
+    def targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
+        """The channel group and signature a send uses: its own, else the defaults."""
+        cgid = check_cgid(cgid)
+        csid = check_csid(csid)
+        return (self.cgid if cgid is None else cgid, self.csid if csid is None else csid)
+
+    def now(self) -> datetime:
+        """The time the schedule check reads (a seam: tests pin it)."""
+        return datetime.now(timezone.utc)
+
+    def schedule(self, at: datetime | None) -> str | None:
+        """``at`` checked (future, within the gateway's window) in the gateway's form."""
+        return check_at(at, now=self.now(), gateway_tz=self.gateway_tz)
+
+    # -- the exchange --------------------------------------------------------------
+
+    async def exchange(self, action: str, fields: Fields) -> Answer:
+        """One request on the wire; the caller holds the key gate.
+
+        Marks which failures leave a send (or a key rotation) in an unknown state: an
+        answer lost after the request was written, a garbled answer, -10 and -11.
+        """
+        unsafe = action in UNSAFE_ACTIONS
+        body = encode_form(self.account, self._authkey, fields)
+        try:
+            raw = await self._transport.post_form(self.endpoints.url_for(action), body)
+            answer = parse_answer(raw, action)
+        except TransportError as exc:
+            exc.outcome_unknown = unsafe and exc.request_sent
+            raise
+        except ProtocolError as exc:
+            exc.outcome_unknown = unsafe
+            raise
+        if answer.result != 1:
+            raise error_for_code(action, answer.result, is_send=unsafe)
+        return answer
+
+    async def call(
+        self,
+        action: str,
+        fields: Fields,
+        *,
+        tally: AttemptTally | None = None,
+        hooks: DispatchHooks | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
+        single: bool = False,
+    ) -> Answer:
+        """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run).
+
+        ``single``: a call of the public API, bounded by ``deadline`` and by an enclosing
+        cancel scope's deadline (the bulk engine has its own rules for cut-off chunks).
+        """
+        return await self.run(
+            action,
+            lambda: self.exchange(action, fields),
+            mobiles=_mobiles_of(fields) if action in UNSAFE_ACTIONS else "",
+            tally=tally,
+            hooks=hooks,
+            deadline=deadline,
+            retry=retry,
+            single=single,
+        )
+
+    async def run(
+        self,
+        action: str,
+        exchange: Callable[[], Awaitable[_T]],
+        *,
+        mobiles: str = "",
+        tally: AttemptTally | None = None,
+        hooks: DispatchHooks | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
+        single: bool = False,
+        exclusive: bool = False,
+    ) -> _T:
+        """One call: its turn, its attempts, its deadline, and what it tells observers.
+
+        With a deadline (given, or an enclosing cancel scope's), the queue and the waits
+        between attempts are bounded by it and end in DeadlineExceededError (nothing was
+        sent); an attempt already on the wire is shielded and runs to its answer or to the
+        client's ``timeout``, so the caller learns the truth instead of a bare
+        cancellation. Without one, a cancellation that lands while a send is on the wire
+        is recorded as an unknown outcome (WARNING, ``on_unknown``, ``stats()``) and
+        propagates.
+        """
+        self.check_usable()
+        if deadline is not None:
+            check_number(deadline, "deadline")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ValidationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        unsafe = action in UNSAFE_ACTIONS
+        call = CallObservation(self.observer, action, mobiles, single=single)
+        deadline_at = math.inf
+        if single:
+            # A caller cancelled already (its effective deadline reads -inf) hears the
+            # cancellation itself, before anything happens.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            deadline_at = anyio.current_effective_deadline()
+            if deadline is not None:
+                deadline_at = min(deadline_at, anyio.current_time() + deadline)
+        bounded = deadline_at != math.inf
+        cancelled = anyio.get_cancelled_exc_class()
+        on_wire_when_cancelled = False
+
+        async def attempt() -> _T:
+            nonlocal on_wire_when_cancelled
+            gate = self._gate.exclusive() if exclusive else self._gate.shared()
+            async with gate:
+                # The last moment to give up with nothing sent. A turn that came without a
+                # checkpoint would otherwise write a request whose deadline has passed, or
+                # whose caller is already cancelled (and then call it "unknown").
+                if bounded and anyio.current_time() >= deadline_at:
+                    raise DeadlineExceededError(action, deadline, last_error=call.last_error)
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                if single:
+                    # The breaker may have opened while this call waited for its turn.
+                    self.scheduler.breaker.recheck(action, time.monotonic())
+                since = call.dispatched()
+                try:
+                    if bounded:
+                        result = await self._shielded(action, exchange)
+                    else:
+                        result = await exchange()
+                except BaseException as exc:
+                    call.answered(since, exc)
+                    if unsafe and isinstance(exc, cancelled):
+                        on_wire_when_cancelled = True
+                    raise
+                call.answered(since, None)
+                return result
+
+        def run() -> Awaitable[_T]:
+            return self.scheduler.run(
+                attempt,
+                action=action,
+                unsafe=unsafe,
+                tally=tally,
+                hooks=hooks,
+                retry=retry,
+                log_extra=call.log_extra(),
+            )
+
+        try:
+            if not bounded:
+                result = await run()
+                call.finished("accepted")
+                return result
+            with anyio.CancelScope(deadline=deadline_at):
+                result = await run()
+                call.finished("accepted")
+                return result
+        except cancelled:
+            if on_wire_when_cancelled:
+                call.finished("unknown")
+                self.observer.record_unknown(
+                    action, mobiles, "cancelled", None, call.id, call.level
+                )
+                raise
+            if not bounded or anyio.current_time() < deadline_at:
+                # Cancelled for another reason than the deadline, before anything went out.
+                call.finished("cancelled")
+                raise
+            # An enclosing scope with the same deadline took the cancellation: it still
+            # means "not sent", and saying so beats a bare TimeoutError.
+            error = DeadlineExceededError(action, deadline, last_error=call.last_error)
+            call.finished("deadline", error)
+            raise error from None
+        except AisixError as exc:
+            if exc.outcome_unknown:
+                call.finished("unknown", exc)
+                self.observer.record_unknown(action, mobiles, "error", exc, call.id, call.level)
+            elif isinstance(exc, DeadlineExceededError):
+                call.finished("deadline", exc)
+            else:
+                refused_here = isinstance(exc, CircuitOpenError)
+                call.finished("circuit_open" if refused_here else "failed", exc)
+            raise
+        except BaseException:
+            call.finished("stopped")
+            raise
+        # Only our own scope catches its deadline and lands here.
+        error = DeadlineExceededError(action, deadline, last_error=call.last_error)
+        call.finished("deadline", error)
+        raise error
+
+    async def _shielded(self, action: str, exchange: Callable[[], Awaitable[_T]]) -> _T:
+        """Run an exchange that the caller's deadline may no longer interrupt.
+
+        From here the request is (about to be) written: cutting it off would leave a
+        send's fate unknown, so it runs to its answer, bounded by the client's own
+        ``timeout`` instead.
+        """
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.timeout):
+            return await exchange()
+        raise TransportError(
+            f"{action}: no answer within {self.timeout:g} s; the gateway may have acted on "
+            "the request",
+            request_sent=True,
+            outcome_unknown=action in UNSAFE_ACTIONS,
+        )
+
+    def stats(self) -> ClientStats:
+        """A frozen snapshot: the scheduler (limit, pace, in flight, -1s, retries), counts
+        of attempts by result code and of calls by outcome, histograms of queue wait and
+        gateway latency, unknown outcomes, and whether the circuit breaker is open."""
+        scheduler = self.scheduler
+        return self.observer.snapshot(
+            attrs.evolve(scheduler.stats(), http_stack=self.http_stack),
+            circuit_open=scheduler.breaker.is_open,
+        )
+
+    def rate_state(self) -> RateState:
+        """What this client learned about the account's limit, to start another from.
+
+        ``AisixClient(..., rate_state=state)`` starts at that pace instead of finding it
+        again; ``state.as_dict()`` is JSON-ready and ``RateState.from_dict`` reads it back.
+        """
+        return self.scheduler.rate_state()
+
+    # -- the nine actions -----------------------------------------------------------
+
+    async def send_once(
+        self,
+        mobiles: Iterable[str],
+        content: str,
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> SendReceipt:
+        """sendOnce: one content to 1-1000 numbers in one request; one receipt for them all."""
+        numbers = check_mobiles(mobiles, numbering=self.numbers)
+        text = check_content(content)
+        cgid, csid = self.targets(cgid, csid)
+        fields = once_fields(numbers, text, cgid=cgid, csid=csid, at=self.schedule(at))
+        return (await self._send("sendOnce", fields, 1, deadline, retry))[0]
+
+    async def send_batch(
+        self,
+        messages: Iterable[tuple[str, str]],
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> list[SendReceipt]:
+        """sendBatch: 2-100 (mobile, content) pairs in one request; a receipt each, in order."""
+        pairs = check_batch(messages, numbering=self.numbers)
+        cgid, csid = self.targets(cgid, csid)
+        fields = batch_fields(pairs, cgid=cgid, csid=csid, at=self.schedule(at))
+        return await self._send("sendBatch", fields, len(pairs), deadline, retry)
+
+    async def send_param(
+        self,
+        template: str,
+        rows: Iterable[tuple[str, Sequence[str]]],
+        *,
+        cgid: int | None = None,
+        csid: int | None = None,
+        at: datetime | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> list[SendReceipt]:
+        """sendParam: a template and 2-100 rows of (mobile, values); a receipt each."""
+        text, checked = check_param_rows(template, rows, numbering=self.numbers)
+        cgid, csid = self.targets(cgid, csid)
+        fields = param_fields(text, checked, cgid=cgid, csid=csid, at=self.schedule(at))
+        return await self._send("sendParam", fields, len(checked), deadline, retry)
+
+    async def _send(
+        self,
+        action: str,
+        fields: Fields,
+        expected: int,
+        deadline: float | None,
+        retry: RetryPolicy | None,
+    ) -> list[SendReceipt]:
+        answer = await self.call(action, fields, deadline=deadline, retry=retry, single=True)
+        try:
+            return receipts_of(answer, expected)
+        except AisixError as exc:
+            self.observer.record_unknown(action, _mobiles_of(fields), "error", exc)
+            raise
+
+    async def get_send_states(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> list[StateReport | MalformedRecord]:
+        """getSendState: the delivery reports not fetched before, unreadable ones kept."""
+        answer = await self.call("getSendState", [], deadline=deadline, retry=retry, single=True)
+        return parse_records("getSendState", answer.items, StateReport.from_item)
+
+    async def get_replies(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> list[Reply | MalformedRecord]:
+        """getReply: the replies not fetched before, unreadable ones kept."""
+        answer = await self.call("getReply", [], deadline=deadline, retry=retry, single=True)
+        return parse_records("getReply", answer.items, Reply.from_item)
+
+    async def get_balance(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> Balance:
+        """getBalance: the account's balance."""
+        answer = await self.call("getBalance", [], deadline=deadline, retry=retry, single=True)
+        return Balance.from_item(_single(answer, "getBalance"))
+
+    async def get_channel_groups(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> list[ChannelGroup]:
+        """getChannelGroup: the channel groups this account may use, with their billing."""
+        answer = await self.call("getChannelGroup", [], deadline=deadline, retry=retry, single=True)
+        return [ChannelGroup.from_item(item) for item in answer.items]
+
+    async def get_signs(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> list[Signature]:
+        """getSign: the signatures this account may use (csid 0 is the default)."""
+        answer = await self.call("getSign", [], deadline=deadline, retry=retry, single=True)
+        return [Signature.from_item(item) for item in answer.items]
+
+    async def update_key(
+        self, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> KeyUpdate:
+        """Rotate the authkey; from then on this client uses the new one.
+
+        Persist ``KeyUpdate.authkey`` before anything else (``on_key_update`` is called
+        before any other request may start): the old key stops working at once, and a
+        process that loses the new key is locked out of the account. If the answer itself
+        is lost, the error has ``outcome_unknown`` set: the key may or may not have
+        changed, and the client keeps the old one.
+        """
+
+        async def rotate() -> KeyUpdate:
+            # Inside the exclusive gate, and shielded with the exchange under a deadline:
+            # a new key must be stored before anything else happens.
+            answer = await self.exchange("updateKey", [])
+            update = KeyUpdate.from_item(_single(answer, "updateKey"))
+            self._authkey = Secret(update.authkey)
+            logger.warning("updateKey: the authkey of %s was rotated", self.account)
+            if self._on_key_update is not None:
+                result = self._on_key_update(update)
+                if inspect.isawaitable(result):
+                    await result
+            return update
+
+        return await self.run(
+            "updateKey", rotate, deadline=deadline, retry=retry, single=True, exclusive=True
+        )
+
+
+def _mobiles_of(fields: Fields) -> str:
+    """The comma-joined numbers of a send's fields ("" when there are none)."""
+    for name, value in fields:
+        if name == "m":
+            return value
+    return ""
+
+
+def _env(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ValidationError(f"no {what} given, and {name} is not set")
+    return value
+
+
+def _single(answer: Answer, action: str) -> dict[str, str]:
+    if len(answer.items) != 1:
+        raise ProtocolError(
+            f"{action}: expected one Item in the answer, got {len(answer.items)}", action=action
+        )
+    return answer.items[0]
+
+
+def receipts_of(answer: Answer, expected: int) -> list[SendReceipt]:
+    if len(answer.items) != expected:
+        # Accepted, but the receipts cannot be matched to messages: whoever holds this
+        # must not assume anything was, or was not, delivered.
+        raise ProtocolError(
+            f"{answer.name}: accepted with {len(answer.items)} receipts for {expected} messages",
+            action=answer.name,
+            outcome_unknown=True,
+        )
+    try:
+        return [SendReceipt.from_item(item) for item in answer.items]
+    except AisixError as exc:
+        exc.outcome_unknown = True
+        raise
