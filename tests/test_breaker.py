@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from aisix_async import CircuitOpenError, RateLimitedError, RetryPolicy
-from aisix_async._core.errors import AuthenticationError
+from aisix_async._core.errors import AuthenticationError, is_retryable
 from aisix_async._mechanics.breaker import Breaker
-from aisix_async._mechanics.scheduler import Scheduler, is_retryable
+from aisix_async._mechanics.scheduler import Scheduler
 
 NO_WAIT = RetryPolicy(attempts=100, timeout=1e9, initial_backoff=0, max_backoff=0)
 

@@ -30,6 +30,7 @@ from aisix_async import (
     UnknownResultError,
     ValidationError,
 )
+from aisix_async._core import errors as policy
 
 ACCOUNT = "1001@100001"
 KEY = "87B01469201D6557C2685137EB3B5DEC"
@@ -186,3 +187,24 @@ def test_hierarchy_roots_and_builtins() -> None:
         obj = getattr(aisix_async, name)
         if isinstance(obj, type) and issubclass(obj, AisixError):
             assert name in doc, name
+
+
+def test_the_error_policy_answers_each_question_once() -> None:
+    unsent = aisix_async.TransportError("refused", request_sent=False)
+    written = aisix_async.TransportError("reset", request_sent=True)
+    locked = aisix_async.KeyLockedError("sendOnce", -3)
+    broke = aisix_async.InsufficientBalanceError("sendOnce", -9)
+    bad = aisix_async.InvalidParameterError("sendOnce", -4)
+    stopped = aisix_async.NotSentError(aisix_async.SendStoppedError("stopped"))
+    # A bulk send stops at what every later request would meet too.
+    assert [policy.concerns_the_account(e) for e in (unsent, written, locked, broke, bad)] == [
+        True, False, True, True, False,
+    ]  # fmt: skip
+    # A campaign resends what certainly did not go out and may pass, never -4 or the unknown.
+    assert [policy.worth_sending_again(e) for e in (unsent, written, locked, bad, stopped)] == [
+        True, False, True, False, True,
+    ]  # fmt: skip
+    assert not policy.worth_sending_again(None)
+    # A report stream ends only when the account is refused.
+    assert policy.ends_polling(locked) and not policy.ends_polling(broke)
+    assert not policy.ends_polling(aisix_async.RateLimitedError("getSendState", -1))

@@ -18,7 +18,8 @@ from aisix_async import (
     TransportError,
     ValidationError,
 )
-from aisix_async._mechanics.scheduler import AttemptTally, RateState, Scheduler, is_retryable
+from aisix_async._core.errors import is_retryable
+from aisix_async._mechanics.scheduler import AttemptTally, RateState, Scheduler
 
 pytestmark = pytest.mark.anyio
 NO_WAIT = RetryPolicy(attempts=5, timeout=10, initial_backoff=0, max_backoff=0)

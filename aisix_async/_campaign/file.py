@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from .._core.errors import CampaignError
+from .._core.models import FINAL_OPERATOR_CODES
 
 __all__ = [
     "APPLICATION_ID",
@@ -333,8 +334,6 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     checked on (msgid, mobile) once a run has written a chunk's numbers. Its runs are
     summed up as one, from the campaign's creation to the last change recorded.
     """
-    from .._core.models import FINAL_OPERATOR_CODES
-
     finals = ",".join(f"'{code}'" for code in sorted(FINAL_OPERATOR_CODES))
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -2,8 +2,8 @@
 
 The bulk engine calls a ``ChunkLedger`` before each chunk's first request and with every
 outcome before it is yielded; :class:`CampaignLedger` turns those calls into journal
-transactions and decides nothing else. What counts as a failure worth resending lives
-here too (:func:`is_retryable_failure`), next to the summary that counts it.
+transactions and decides nothing else: which failures are worth resending is the error
+policy's ``worth_sending_again``.
 """
 
 from __future__ import annotations
@@ -17,45 +17,21 @@ import attrs
 
 from .._core.chunking import PlannedChunk
 from .._core.errors import (
-    ACCOUNT_REFUSALS,
-    AisixError,
     CampaignError,
-    ChannelGroupNotAllowedError,
-    InsufficientBalanceError,
-    NotSentError,
-    RateLimitedError,
-    TransportError,
+    worth_sending_again,
 )
 from .._features.bulk import ChunkLedger, OutcomeStatus, SendOutcome
 from .journal import ChunkResult, ChunkState, Journal
 
-__all__ = ["CampaignLedger", "CampaignSummary", "is_retryable_failure", "summarize"]
+__all__ = ["CampaignLedger", "CampaignSummary", "summarize"]
 
 # The gateway refused these before acting (nothing sent, nothing charged), and they can
 # clear: a balance topped up, a key unlocked, an account re-enabled, a limit lifted.
-_HARMLESS = (
-    *ACCOUNT_REFUSALS,
-    NotSentError,
-    RateLimitedError,
-    InsufficientBalanceError,
-    ChannelGroupNotAllowedError,
-)
-
 _STATES = {
     OutcomeStatus.ACCEPTED: ChunkState.ACCEPTED,
     OutcomeStatus.FAILED: ChunkState.FAILED,
     OutcomeStatus.UNKNOWN: ChunkState.UNKNOWN,
 }
-
-
-def is_retryable_failure(error: AisixError | None) -> bool:
-    """Whether a failed chunk is worth sending again on resume (and safe: nothing went out).
-
-    Invalid input and -4 are not: the same request would be refused the same way.
-    """
-    if isinstance(error, _HARMLESS):
-        return True
-    return isinstance(error, TransportError) and not error.request_sent
 
 
 @attrs.frozen
@@ -181,7 +157,7 @@ class CampaignLedger(ChunkLedger):
             attempts=outcome.attempts,
             error_class=None if error is None else type(error).__name__,
             error_message=None if error is None else error.message,
-            retryable=outcome.status is OutcomeStatus.FAILED and is_retryable_failure(error),
+            retryable=outcome.status is OutcomeStatus.FAILED and worth_sending_again(error),
             units=outcome.units,
             cost=outcome.cost,
             receipts=_receipts(outcome),

@@ -74,7 +74,12 @@ __all__ = [
     "TransportError",
     "UnknownResultError",
     "ValidationError",
+    "concerns_the_account",
+    "ends_polling",
     "error_for_code",
+    "is_retryable",
+    "never_reached_the_gateway",
+    "worth_sending_again",
 ]
 
 
@@ -356,6 +361,65 @@ BUSY_REFUSALS: tuple[type[AisixError], ...] = (RateLimitedError, DeadlineExceede
 
 #: Sends whose answer carries these codes may have been delivered and charged.
 AMBIGUOUS_SEND_CODES = frozenset({-10, -11})
+
+
+# -- the error policy: each question asked once, here ------------------------------------
+
+
+def never_reached_the_gateway(error: BaseException | None) -> bool:
+    """A connection that failed before the request was written: certainly not sent."""
+    return isinstance(error, TransportError) and not error.request_sent
+
+
+#: Refusals every later request of the account would get too (with an unreachable gateway).
+_ACCOUNT_LEVEL: tuple[type[AisixError], ...] = (
+    *ACCOUNT_REFUSALS,
+    InsufficientBalanceError,
+    ChannelGroupNotAllowedError,
+    RateLimitedError,
+)
+
+
+def concerns_the_account(error: BaseException | None) -> bool:
+    """An error about the account, not the request: a bulk send stops dispatch at it.
+
+    The account refusals (0, -2, -3, -5, -6, -7), -8, -9, a -1 that never cleared, and a
+    gateway that cannot be reached.
+    """
+    return isinstance(error, _ACCOUNT_LEVEL) or never_reached_the_gateway(error)
+
+
+def worth_sending_again(error: BaseException | None) -> bool:
+    """A failed send that a later run may make again: nothing went out, and the cause
+    may pass (what :func:`concerns_the_account` covers, or dispatch was stopped).
+
+    Invalid input and -4 are not: the same request would be refused the same way.
+    """
+    return concerns_the_account(error) or isinstance(error, NotSentError)
+
+
+def ends_polling(error: BaseException | None) -> bool:
+    """A poll error no amount of waiting clears (the account refused): the stream ends;
+    every other error is retried with backoff."""
+    return isinstance(error, ACCOUNT_REFUSALS)
+
+
+def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
+    """Whether one request may be tried again (``unsafe``: a send or updateKey).
+
+    -1 always (nothing was done); a transport error when nothing was written, or for a
+    safe action; a garbled answer or -10/-11 only for a safe action (a send may have gone
+    out). Never the circuit breaker's refusal: retrying would only wait to fail.
+    """
+    if isinstance(error, CircuitOpenError):
+        return False
+    if isinstance(error, RateLimitedError):
+        return True
+    if isinstance(error, TransportError):
+        return not error.request_sent or not unsafe
+    if isinstance(error, (ProtocolError, GatewayInternalError)):
+        return not unsafe
+    return False
 
 
 def error_for_code(

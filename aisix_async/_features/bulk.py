@@ -56,15 +56,12 @@ from .._core.chunking import (
     RejectedItem,
 )
 from .._core.errors import (
-    ACCOUNT_REFUSALS,
     AisixError,
-    ChannelGroupNotAllowedError,
-    InsufficientBalanceError,
     NotSentError,
-    RateLimitedError,
     SendStoppedError,
     TransportError,
     ValidationError,
+    concerns_the_account,
 )
 from .._core.models import SendReceipt
 from .._core.options import SendOptions
@@ -86,14 +83,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("aisix_async")
-
-# Refusals that concern the account, not the chunk: every later request would get them too.
-_ACCOUNT_LEVEL = (
-    *ACCOUNT_REFUSALS,
-    InsufficientBalanceError,
-    ChannelGroupNotAllowedError,
-    RateLimitedError,
-)
 
 
 class OutcomeStatus(enum.Enum):
@@ -593,9 +582,7 @@ class SendStream:
                 status = OutcomeStatus.UNKNOWN
             else:
                 status = OutcomeStatus.FAILED
-                if isinstance(exc, _ACCOUNT_LEVEL) or (
-                    isinstance(exc, TransportError) and not exc.request_sent
-                ):
+                if concerns_the_account(exc):
                     self._halt(exc)
             return self._outcome(chunk, status, error=exc, attempts=tally.attempts)
         return self._outcome(

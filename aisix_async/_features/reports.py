@@ -33,16 +33,15 @@ import attrs
 from anyio.abc import TaskGroup
 
 from .._core.errors import (
-    ACCOUNT_REFUSALS,
     AisixError,
     ValidationError,
+    ends_polling,
 )
 from .._core.models import MalformedRecord, Reply, StateReport, parse_records
 from .._core.options import PollOptions
 from .._gateway import Gateway
 
 __all__ = [
-    "FATAL_POLL_ERRORS",
     "RecordStream",
     "StreamStats",
     "watch_replies",
@@ -50,10 +49,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("aisix_async")
-
-#: Errors that no amount of waiting clears: the account itself is refused (0, -2, -3,
-#: -5, -6, -7). They end a stream; everything else is retried with backoff.
-FATAL_POLL_ERRORS: tuple[type[AisixError], ...] = ACCOUNT_REFUSALS
 
 
 _R = TypeVar("_R")
@@ -249,9 +244,9 @@ class RecordStream(Generic[_R]):
                 return
             try:
                 got = await self._poll_once()
-            except FATAL_POLL_ERRORS:
-                raise
             except AisixError as exc:
+                if ends_polling(exc):
+                    raise
                 self._errors += 1
                 wait = min(backoff, self._max_backoff)
                 backoff = min(max(backoff * 2, 0.001), self._max_backoff)

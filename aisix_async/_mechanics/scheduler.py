@@ -76,11 +76,10 @@ from tenacity.stop import stop_base
 from .._core.errors import (
     AisixError,
     CircuitOpenError,
-    GatewayInternalError,
-    ProtocolError,
     RateLimitedError,
     TransportError,
     ValidationError,
+    is_retryable,
 )
 from .._core.validate import check_number
 from .breaker import Breaker
@@ -94,7 +93,6 @@ __all__ = [
     "RetryPolicy",
     "Scheduler",
     "SchedulerStats",
-    "is_retryable",
 ]
 
 _T = TypeVar("_T")
@@ -162,20 +160,6 @@ class AttemptTally:
     def __init__(self) -> None:
         self.attempts = 0
         self.rate_limited = 0
-
-
-def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
-    """True when ``error`` may be retried for an action (``unsafe``: a send or updateKey)."""
-    if isinstance(error, CircuitOpenError):
-        # Refused locally because -1 never clears: retrying would only wait to fail.
-        return False
-    if isinstance(error, RateLimitedError):
-        return True
-    if isinstance(error, TransportError):
-        return not error.request_sent or not unsafe
-    if isinstance(error, (ProtocolError, GatewayInternalError)):
-        return not unsafe
-    return False
 
 
 class _SinceFirstDispatch(stop_base):

@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .._core.models import KeyUpdate, MalformedRecord, Reply, StateReport
-from .._features.reports import RecordStream
+from .. import KeyUpdate, RecordStream, Reply, StateReport
 from ._app import Context
+from ._delivery import reports_journal
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
+from ._records import report_line, show_malformed
 
 __all__ = ["balance", "channels", "replies", "reports", "rotate_key", "signs"]
 
@@ -83,10 +84,6 @@ async def signs(ctx: Context) -> int:
     return ExitCode.OK
 
 
-def _report_line(report: StateReport) -> str:
-    return f"{report.msgid}  {report.mobile}  {report.code or '-'}  {report.result.name.lower()}"
-
-
 def _reply_line(reply: Reply) -> str:
     return f"{reply.time.isoformat()}  {reply.mobile}  {reply.content}"
 
@@ -124,7 +121,7 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
         if out.json_mode:
             out.emit(_record_json(record))
         elif isinstance(record, StateReport):
-            out.line(_report_line(record))
+            out.line(report_line(record))
         else:
             out.line(_reply_line(record))
 
@@ -150,23 +147,9 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
             show(record)
             count += 1
         for bad in stream.malformed:
-            _show_malformed(ctx, bad)
+            show_malformed(ctx, bad)
         out.note(f"{count} {kind}" + (" (interrupted)" if interrupt.seen else ""))
     return ExitCode.INTERRUPTED if interrupt.seen else ExitCode.OK
-
-
-def _show_malformed(ctx: Context, bad: MalformedRecord) -> None:
-    if ctx.out.json_mode:
-        ctx.out.emit(
-            {
-                "type": "malformed",
-                "malformed": True,
-                "reason": bad.reason,
-                "attributes": bad.attributes,
-            }
-        )
-    else:
-        ctx.out.warn(f"an unreadable record ({bad.reason}): {dict(bad.attributes)}")
 
 
 def _stop_when_idle(args: Any) -> float | None:
@@ -179,8 +162,6 @@ def _stop_when_idle(args: Any) -> float | None:
 async def reports(ctx: Context) -> int:
     """Print delivery reports as they are fetched; with --follow, until Ctrl-C or idle."""
     if getattr(ctx.args, "journal", None):
-        from ._delivery import reports_journal
-
         return await reports_journal(ctx)
     async with ctx.client() as client:
         stream = client.watch_send_states(

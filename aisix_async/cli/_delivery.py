@@ -43,9 +43,9 @@ from .._campaign.sql import EXPORT_COLUMNS
 from .._client import AisixClient
 from .._core.models import MalformedRecord, StateReport
 from ._app import Context
-from ._commands import _report_line, _show_malformed
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
+from ._records import report_line, show_malformed
 
 __all__ = ["campaign", "reports_journal"]
 
@@ -243,7 +243,7 @@ async def _follow(
         if out.json_mode:
             sink.write(_json_line(report, ours))
         else:
-            sink.write(_report_line(report) + ("" if ours else _TAGS[ours]) + "\n")
+            sink.write(report_line(report) + ("" if ours else _TAGS[ours]) + "\n")
         if not mine:  # every report journalled so far is shown: the reader caught up
             sink.flush()
 
@@ -268,7 +268,7 @@ async def _follow(
             show(report)
         sink.flush()
         for bad in stream.malformed:
-            _show_malformed(ctx, bad)
+            show_malformed(ctx, bad)
     if interrupt.seen:
         return ExitCode.INTERRUPTED
     summary = campaign.summary()

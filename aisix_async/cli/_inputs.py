@@ -335,7 +335,7 @@ def batch_source(path: str) -> Source:
     return Source(path, read, "batch")
 
 
-def _problem(source: Source, value: object) -> str | None:
+def problem(source: Source, value: object) -> str | None:
     try:
         if source.mode == "once":
             check_mobile(value, source.numbering)
@@ -387,7 +387,7 @@ def check_source(source: Source, *, keep: int = 20, duplicates: bool = False) ->
     repeated = 0
     for line, value in source.open():
         count += 1
-        reason = _problem(source, value)
+        reason = problem(source, value)
         if reason is not None:
             if len(problems) < keep:
                 problems.append(Problem(line, reason))

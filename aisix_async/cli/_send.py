@@ -46,6 +46,7 @@ from ._inputs import (
     numbers_source,
     param_source,
     parse_at,
+    problem,
 )
 from ._interrupts import Feed, watch_interrupts
 from ._progress import Snapshot, progress
@@ -132,10 +133,8 @@ def _check_outcomes(args: Any) -> None:
 
 def _valid(source: Source) -> Iterator[Any]:
     """The items that pass the checks (for the estimate)."""
-    from ._inputs import _problem
-
     for _, value in source.open():
-        if _problem(source, value) is None:
+        if problem(source, value) is None:
             yield value
 
 
