@@ -45,19 +45,21 @@ from ._core.models import (
     FINAL_OPERATOR_CODES,
     Balance,
     ChannelGroup,
-    KeyUpdate,
+    DeliveryReport,
+    KeyRotation,
     MalformedRecord,
     Reply,
     ReportResult,
     SendReceipt,
     Signature,
-    StateReport,
 )
 from ._core.options import PollOptions, SendOptions
+from ._core.wire import Endpoints
 from ._features.bulk import BulkStats, OutcomeStatus, SendOutcome, SendStream, SendSummary
-from ._features.reports import RecordStream, StreamStats
-from ._features.tracker import DeliveryTracker, TrackerResult
-from ._mechanics.observe import ClientStats, Histogram, UnknownOutcome, mobiles_hash
+from ._features.reports import BatchHook, RecordStream, StreamStats
+from ._features.tracker import DeliveryTracker, ReportSource, TrackerResult
+from ._gateway import KeyRotationHook
+from ._mechanics.observe import ClientStats, Histogram, UnknownHook, UnknownOutcome, mobiles_hash
 from ._mechanics.scheduler import RateState, RetryDetails, RetryPolicy, SchedulerStats
 from ._version import __version__
 
@@ -74,6 +76,7 @@ __all__ = [
     "AuthenticationError",
     "Balance",
     "BalanceTooLowError",
+    "BatchHook",
     "BulkStats",
     "Campaign",
     "CampaignError",
@@ -85,7 +88,9 @@ __all__ = [
     "CircuitOpenError",
     "ClientStats",
     "DeadlineExceededError",
+    "DeliveryReport",
     "DeliveryTracker",
+    "Endpoints",
     "EnterpriseUnavailableError",
     "Estimate",
     "ExtraNotInstalledError",
@@ -96,7 +101,8 @@ __all__ = [
     "InterfaceNotEnabledError",
     "InvalidParameterError",
     "KeyLockedError",
-    "KeyUpdate",
+    "KeyRotation",
+    "KeyRotationHook",
     "MalformedRecord",
     "NotSentError",
     "OutcomeStatus",
@@ -107,6 +113,7 @@ __all__ = [
     "RecordStream",
     "Reply",
     "ReportResult",
+    "ReportSource",
     "RetryDetails",
     "RetryPolicy",
     "SchedulerStats",
@@ -119,10 +126,10 @@ __all__ = [
     "SharedLimitError",
     "Signature",
     "StaffUnavailableError",
-    "StateReport",
     "StreamStats",
     "TrackerResult",
     "TransportError",
+    "UnknownHook",
     "UnknownOutcome",
     "UnknownResultError",
     "ValidationError",

@@ -20,19 +20,19 @@ from ._core.billing import Estimate
 from ._core.models import (
     Balance,
     ChannelGroup,
-    KeyUpdate,
+    DeliveryReport,
+    KeyRotation,
     MalformedRecord,
     Reply,
     SendReceipt,
     Signature,
-    StateReport,
 )
 from ._core.options import PollOptions, SendOptions
 from ._core.wire import Endpoints
 from ._features import estimate as _estimate
 from ._features.bulk import SendStream, SendSummary, batch_stream, once_stream, param_stream
-from ._features.reports import BatchHook, RecordStream, watch_replies, watch_send_states
-from ._gateway import GATEWAY_TZ, Gateway, KeyUpdateHook
+from ._features.reports import BatchHook, RecordStream, watch_delivery_reports, watch_replies
+from ._gateway import GATEWAY_TZ, Gateway, KeyRotationHook
 from ._mechanics.observe import ClientStats, UnknownHook
 from ._mechanics.scheduler import RateState, RetryDetails, RetryPolicy
 
@@ -73,7 +73,7 @@ class AisixClient:
         max_rate: float | None = None,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[RetryDetails], None] | None = None,
-        on_key_update: KeyUpdateHook | None = None,
+        on_key_rotation: KeyRotationHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
         http_stack: Literal["httpx", "httpx2"] | None = None,
         numbers: str = "lenient",
@@ -97,7 +97,7 @@ class AisixClient:
             max_rate=max_rate,
             retry=retry,
             on_retry=on_retry,
-            on_key_update=on_key_update,
+            on_key_rotation=on_key_rotation,
             max_answer_bytes=max_answer_bytes,
             http_stack=http_stack,
             numbers=numbers,
@@ -292,36 +292,38 @@ class AisixClient:
 
     # -- reading -------------------------------------------------------------------
 
-    async def get_send_states(
+    async def get_delivery_reports(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
-    ) -> list[StateReport]:
+    ) -> list[DeliveryReport]:
         """Fetch the delivery reports not fetched before (the gateway hands each out once).
 
         An item that cannot be read is logged at WARNING with its raw attributes and left
-        out, so it does not cost the rest of its batch; :meth:`watch_send_states` also
+        out, so it does not cost the rest of its batch; :meth:`watch_delivery_reports` also
         keeps such items (``stream.malformed``).
         """
-        return _well_formed(await self._gateway.get_send_states(deadline=deadline, retry=retry))
+        return _well_formed(
+            await self._gateway.get_delivery_reports(deadline=deadline, retry=retry)
+        )
 
     async def get_replies(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
     ) -> list[Reply]:
         """Fetch the replies not fetched before (the gateway hands each out once).
 
-        Unreadable items are handled as in :meth:`get_send_states`.
+        Unreadable items are handled as in :meth:`get_delivery_reports`.
         """
         return _well_formed(await self._gateway.get_replies(deadline=deadline, retry=retry))
 
-    def watch_send_states(
+    def watch_delivery_reports(
         self,
         *,
         interval: float = 5.0,
         max_backoff: float = 60.0,
         stop_when_idle: float | None = None,
-        on_batch: BatchHook[StateReport] | None = None,
+        on_batch: BatchHook[DeliveryReport] | None = None,
         close_grace: float = 30.0,
         max_buffered: int = 10_000,
-    ) -> RecordStream[StateReport]:
+    ) -> RecordStream[DeliveryReport]:
         """Stream delivery reports as they arrive: ``async with ... as reports: async for``.
 
         Polls quickly while reports keep coming and every ``interval`` seconds when the
@@ -333,7 +335,7 @@ class AisixClient:
             interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
             close_grace=close_grace, max_buffered=max_buffered,
         )  # fmt: skip
-        return watch_send_states(self._gateway, options, on_batch)
+        return watch_delivery_reports(self._gateway, options, on_batch)
 
     def watch_replies(
         self,
@@ -345,7 +347,7 @@ class AisixClient:
         close_grace: float = 30.0,
         max_buffered: int = 10_000,
     ) -> RecordStream[Reply]:
-        """Stream inbound replies as they arrive; the same shape as :meth:`watch_send_states`."""
+        """Stream inbound replies as they arrive; shaped as :meth:`watch_delivery_reports`."""
         options = PollOptions(
             interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
             close_grace=close_grace, max_buffered=max_buffered,
@@ -415,18 +417,18 @@ class AisixClient:
 
     # -- the key -------------------------------------------------------------------
 
-    async def update_key(
+    async def rotate_key(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
-    ) -> KeyUpdate:
+    ) -> KeyRotation:
         """Rotate the authkey; from then on this client uses the new one.
 
-        Persist ``KeyUpdate.authkey`` before anything else (``on_key_update`` is called
+        Persist ``KeyRotation.authkey`` before anything else (``on_key_rotation`` is called
         before any other request may start): the old key stops working at once, and a
         process that loses the new key is locked out of the account. If the answer itself
         is lost, the error has ``outcome_unknown`` set: the key may or may not have
         changed, and the client keeps the old one.
         """
-        return await self._gateway.update_key(deadline=deadline, retry=retry)
+        return await self._gateway.rotate_key(deadline=deadline, retry=retry)
 
 
 def _well_formed(records: Sequence[_R | MalformedRecord]) -> list[_R]:

@@ -36,12 +36,12 @@ from ._core.errors import (
 from ._core.models import (
     Balance,
     ChannelGroup,
-    KeyUpdate,
+    DeliveryReport,
+    KeyRotation,
     MalformedRecord,
     Reply,
     SendReceipt,
     Signature,
-    StateReport,
     parse_records,
 )
 from ._core.validate import (
@@ -85,7 +85,7 @@ from ._mechanics.shared_limit import SharedLimit
 if TYPE_CHECKING:
     from ._mechanics.http import HttpClient
 
-__all__ = ["GATEWAY_TZ", "Gateway", "KeyUpdateHook", "receipts_of"]
+__all__ = ["GATEWAY_TZ", "Gateway", "KeyRotationHook", "receipts_of"]
 
 logger = logging.getLogger("aisix_async")
 _T = TypeVar("_T")
@@ -94,7 +94,7 @@ _R = TypeVar("_R")
 #: The gateway keeps China time: UTC+8, no daylight saving.
 GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 
-KeyUpdateHook = Callable[[KeyUpdate], "Awaitable[None] | None"]
+KeyRotationHook = Callable[[KeyRotation], "Awaitable[None] | None"]
 
 
 class Gateway:
@@ -124,7 +124,7 @@ class Gateway:
         max_rate: float | None = None,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[RetryDetails], None] | None = None,
-        on_key_update: KeyUpdateHook | None = None,
+        on_key_rotation: KeyRotationHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
         http_stack: Literal["httpx", "httpx2"] | None = None,
         numbers: str = "lenient",
@@ -153,7 +153,7 @@ class Gateway:
         self.timeout = timeout
         # Counters, histograms, the on_unknown hook, and OpenTelemetry when installed.
         self.observer = Observer(on_unknown=on_unknown, otel=otel)
-        self._on_key_update = on_key_update
+        self._on_key_update = on_key_rotation
         self._gate = KeyGate()
         # Clients of one account in other processes share its pace through Redis.
         shared_url = shared_limit or os.environ.get("AISIX_SHARED_LIMIT") or None
@@ -528,12 +528,12 @@ class Gateway:
             self.observer.record_unknown(action, _mobiles_of(fields), "error", exc)
             raise
 
-    async def get_send_states(
+    async def get_delivery_reports(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
-    ) -> list[StateReport | MalformedRecord]:
+    ) -> list[DeliveryReport | MalformedRecord]:
         """getSendState: the delivery reports not fetched before, unreadable ones kept."""
         answer = await self.call("getSendState", [], deadline=deadline, retry=retry, single=True)
-        return parse_records("getSendState", answer.items, StateReport.from_item)
+        return parse_records("getSendState", answer.items, DeliveryReport.from_item)
 
     async def get_replies(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
@@ -563,23 +563,23 @@ class Gateway:
         answer = await self.call("getSign", [], deadline=deadline, retry=retry, single=True)
         return [Signature.from_item(item) for item in answer.items]
 
-    async def update_key(
+    async def rotate_key(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
-    ) -> KeyUpdate:
+    ) -> KeyRotation:
         """Rotate the authkey; from then on this client uses the new one.
 
-        Persist ``KeyUpdate.authkey`` before anything else (``on_key_update`` is called
+        Persist ``KeyRotation.authkey`` before anything else (``on_key_rotation`` is called
         before any other request may start): the old key stops working at once, and a
         process that loses the new key is locked out of the account. If the answer itself
         is lost, the error has ``outcome_unknown`` set: the key may or may not have
         changed, and the client keeps the old one.
         """
 
-        async def rotate() -> KeyUpdate:
+        async def rotate() -> KeyRotation:
             # Inside the exclusive gate, and shielded with the exchange under a deadline:
             # a new key must be stored before anything else happens.
             answer = await self.exchange("updateKey", [])
-            update = KeyUpdate.from_item(_single(answer, "updateKey"))
+            update = KeyRotation.from_item(_single(answer, "updateKey"))
             self._authkey = Secret(update.authkey)
             logger.warning("updateKey: the authkey of %s was rotated", self.account)
             if self._on_key_update is not None:

@@ -100,7 +100,7 @@ async def _ours(emu: Emulator, total: int, deadline: float) -> Tally:
                 async for outcome in outcomes:
                     if outcome.status is OutcomeStatus.ACCEPTED:
                         tally.accepted += len(outcome.mobiles)
-        stats = stream.stats
+        stats = stream.stats()
         tally.requests, tally.refused = stats.requests, stats.rate_limited
     return tally
 

@@ -58,7 +58,7 @@ async def run(rate: float, phase: float) -> str:
                             if outcome.status is OutcomeStatus.ACCEPTED:
                                 at = time.monotonic() - started
                                 events.append((at, len(outcome.mobiles)))
-            stats = stream.stats
+            stats = stream.stats()
     rows = []
     for index, (name, limit) in enumerate(phases):
         begin, end = index * phase, (index + 1) * phase

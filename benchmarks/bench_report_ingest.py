@@ -6,10 +6,10 @@ as large as the benchmark asks):
 * the gateway's pace: 1M numbers sent plainly, then their reports drained by a bare
   loop (httpx + defusedxml, one getSendState after another, nothing stored): how fast
   one poller can be handed reports;
-* the SDK's stream alone: the same, drained by ``client.watch_send_states()`` (parsed
+* the SDK's stream alone: the same, drained by ``client.watch_delivery_reports()`` (parsed
   into records, nothing stored);
 * ours: a 1M-recipient campaign sent with a journal, then its reports drained through
-  ``campaign.watch_send_states()`` (each batch matched to its recipients and committed
+  ``campaign.watch_delivery_reports()`` (each batch matched to its recipients and committed
   before it is yielded): time from the last send to the last report journalled,
   reports/s, and the process's peak RSS.
 """
@@ -61,7 +61,7 @@ async def stream(base_url: str, account: str, authkey: str, count: int) -> None:
         await _send(client, count, "138")
         last_send = time.perf_counter()
         last_at = last_send
-        async with client.watch_send_states(interval=0.05, stop_when_idle=1.0) as reports:
+        async with client.watch_delivery_reports(interval=0.05, stop_when_idle=1.0) as reports:
             async for _ in reports:
                 received += 1
                 last_at = time.perf_counter()
@@ -83,7 +83,9 @@ async def campaign(base_url: str, account: str, authkey: str, count: int) -> Non
                 async for _ in outcomes:
                     pass
             last_send = time.perf_counter()
-            reports = run.watch_send_states(interval=0.05, stop_when_idle=1.0, on_batch=journalled)
+            reports = run.watch_delivery_reports(
+                interval=0.05, stop_when_idle=1.0, on_batch=journalled
+            )
             async with reports:
                 async for _ in reports:
                     received += 1
@@ -126,14 +128,14 @@ def run(count: int, per_call: int) -> str:
             f"{gateway['rss']:.0f}",
         ],
         [
-            "SDK stream, nothing stored (client.watch_send_states)",
+            "SDK stream, nothing stored (client.watch_delivery_reports)",
             f"{plain['received']:,}",
             f"{plain['seconds']:.1f}",
             f"{plain['received'] / plain['seconds']:,.0f}",
             f"{plain['rss']:.0f}",
         ],
         [
-            "campaign journal (campaign.watch_send_states)",
+            "campaign journal (campaign.watch_delivery_reports)",
             f"{ours['received']:,}",
             f"{ours['seconds']:.1f}",
             f"{rate:,.0f}",

@@ -39,7 +39,7 @@ async def worker(base_url: str, account: str, authkey: str, seconds: float, inde
                     if outcome.status is OutcomeStatus.ACCEPTED:
                         accepted += 1
         elapsed = time.monotonic() - started
-        stats = stream.stats
+        stats = stream.stats()
         requests, refused = stats.requests, stats.rate_limited
     print(json.dumps({"rate": accepted / elapsed, "requests": requests, "refused": refused}))
 

@@ -48,7 +48,7 @@ async def ours(emu: Emulator, stack: str, chunks: int, deadline: float) -> dict[
             async with stream as outcomes:
                 async for outcome in outcomes:
                     accepted += len(outcome.mobiles) * (outcome.status is OutcomeStatus.ACCEPTED)
-    stats = stream.stats
+    stats = stream.stats()
     return {"accepted": accepted, "requests": stats.requests, "refused": stats.rate_limited}
 
 

@@ -61,7 +61,7 @@ async def _ours(base_url: str, account: str, authkey: str, seconds: float) -> di
                     if outcome.status is OutcomeStatus.ACCEPTED:
                         accepted += 1
         elapsed = time.monotonic() - started
-        stats = stream.stats
+        stats = stream.stats()
     return {"accepted": accepted, "seconds": elapsed, "requests": stats.requests,
             "refused": stats.rate_limited}  # fmt: skip
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _common import peak_rss_mb, run_worker, table
 
-from aisix_async import ReportResult, SendReceipt, StateReport
+from aisix_async import DeliveryReport, ReportResult, SendReceipt
 from aisix_async._features.tracker import DeliveryTracker
 
 CHUNK = 1000
@@ -29,7 +29,14 @@ def worker(count: int) -> None:
     began = time.perf_counter()
     tracker = DeliveryTracker()
     for start in range(0, count, CHUNK):
-        receipt = SendReceipt("1", "1", f"m{start // CHUNK}", CHUNK, Decimal("0.1"), Decimal(0))
+        receipt = SendReceipt(
+            cid="1",
+            sid="1",
+            msgid=f"m{start // CHUNK}",
+            total=CHUNK,
+            price=Decimal("0.1"),
+            remain=Decimal(0),
+        )
         tracker.track_receipt(receipt, [f"139{i:08d}" for i in range(start, start + CHUNK)])
     tracked_at = time.perf_counter()
     codes = ("DELIVRD", "UNDELIV", "EXPIRED")
@@ -38,7 +45,7 @@ def worker(count: int) -> None:
         for i in range(start, start + CHUNK):
             code = codes[i % 3]
             result = ReportResult.DELIVERED if code == "DELIVRD" else ReportResult.FAILED
-            tracker.feed(StateReport(str(i), msgid, f"139{i:08d}", result, code))
+            tracker.feed(DeliveryReport(str(i), msgid, f"139{i:08d}", result, code))
     fed_at = time.perf_counter()
     assert tracker.done
     assert tracker.tracked == count

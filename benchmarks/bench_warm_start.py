@@ -34,7 +34,7 @@ async def _send(
                 async for outcome in outcomes:
                     if outcome.status is OutcomeStatus.ACCEPTED:
                         accepted += 1
-        stats = stream.stats
+        stats = stream.stats()
         return accepted, stats.requests, stats.rate_limited, client.rate_state()
 
 

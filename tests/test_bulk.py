@@ -201,7 +201,7 @@ async def test_early_exit_cancels_cleanly_and_sends_nothing_more(emulator: Any) 
         async with client.send_many(iter(numbers(20_000)), "hi", chunk_size=10) as outcomes:
             async for _ in outcomes:
                 break
-        assert outcomes.stats.in_flight == 0
+        assert outcomes.stats().in_flight == 0
         assert client.stats().in_flight == 0
         # Requests written before the exit may still be counted once the emulator's
         # latency has passed; after that, nothing new arrives.
@@ -296,7 +296,7 @@ async def test_ledger_hook_sees_every_chunk_and_can_skip(emulator: Any) -> None:
     assert sorted(o.chunk for o in ledger.settled) == [0, 2, 3]
     # Each sent chunk is announced once, before its request: skipped and rejected are not.
     assert sorted(ledger.on_wire_seen) == [0, 3]
-    assert stream.stats.skipped == 10
+    assert stream.stats().skipped == 10
     assert emulator.state.message_count == 15
     # Same input, same chunk size: the same chunks.
     again = RecordingLedger(skip={0, 1, 3})
@@ -321,7 +321,7 @@ async def test_ledger_hears_each_dispatch_and_each_refusal(emulator: Any) -> Non
         options = SendOptions(chunk_size=10, check_balance=False)
         stream = once_stream(client._gateway, numbers(120), "hi", options, ledger)
         outcomes = await collect(stream)
-    stats = stream.stats
+    stats = stream.stats()
     assert all(o.status is OutcomeStatus.ACCEPTED for o in outcomes)
     assert stats.rate_limited > 0
     assert len(ledger.on_wire_seen) == stats.requests
@@ -363,7 +363,7 @@ async def test_a_rate_limit_is_learned(emulator: Any) -> None:
     async with client_for(emulator, retry=RetryPolicy(attempts=20, timeout=20)) as client:
         stream = client.send_many(mobiles, "hi", chunk_size=10)
         outcomes = await collect(stream)
-        stats = stream.stats
+        stats = stream.stats()
         pace = client.stats().pace
     check_against_ledger(emulator, mobiles, outcomes)
     assert all(o.status is OutcomeStatus.ACCEPTED for o in outcomes)

@@ -33,7 +33,7 @@ async def test_requests_and_minus_one_answers_count_before_the_chunk_settles(
 
             async def watch() -> None:
                 while True:
-                    stats = stream.stats
+                    stats = stream.stats()
                     seen.append((stats.requests, stats.rate_limited, stats.retries))
                     await anyio.sleep(0.01)
 
@@ -44,5 +44,5 @@ async def test_requests_and_minus_one_answers_count_before_the_chunk_settles(
     assert outcomes[0].attempts == 5
     # Seen climbing while the chunk was still being retried, not only at its end.
     assert any(0 < requests < 5 and limited == requests for requests, limited, _ in seen)
-    final = stream.stats
+    final = stream.stats()
     assert (final.requests, final.rate_limited, final.retries) == (5, 5, 4)

@@ -73,7 +73,7 @@ async def test_a_finished_campaign_sends_nothing_again(emulator: Any, tmp_path: 
     async with client_for(emulator) as client, client.campaign(path) as campaign:
         stream = campaign.send_many(mobiles, "Spring sale", chunk_size=1000)
         assert await run(stream) == []
-        assert stream.stats.skipped == 2500
+        assert stream.stats().skipped == 2500
         assert campaign.summary().accepted == 2500
     assert emulator.state.get_counters().requests["sendOnce"] == requests
     assert sent_counts(emulator) == Counter(mobiles)
@@ -128,9 +128,11 @@ async def test_unknown_chunks_are_listed_not_resent_then_reconciled(
         async with client.campaign(path) as campaign:
             stream = campaign.send_many(mobiles, "hello", chunk_size=100)
             assert await run(stream) == []
-            assert stream.stats.skipped == 300
+            assert stream.stats().skipped == 300
             # The reports prove the lost answers were acceptances.
-            async with campaign.watch_send_states(interval=0.01, stop_when_idle=0.3) as reports:
+            async with campaign.watch_delivery_reports(
+                interval=0.01, stop_when_idle=0.3
+            ) as reports:
                 got = [r async for r in reports]
             summary = campaign.summary()
         assert len(got) == 300

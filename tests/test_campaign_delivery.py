@@ -44,7 +44,7 @@ async def test_reports_not_the_campaigns_are_kept_apart(emulator: Any, tmp_path:
                     pass
             drawn = emulator.state.queued_reports()
             assert len(drawn) == 600
-            async with campaign.watch_send_states(interval=0.01, stop_when_idle=0.3) as r:
+            async with campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r:
                 got = [report async for report in r]
             summary = campaign.summary()
             stored = await campaign.stored_reports()
@@ -60,7 +60,7 @@ async def test_reports_not_the_campaigns_are_kept_apart(emulator: Any, tmp_path:
 async def test_the_same_msgid_with_a_number_not_sent_is_not_the_campaigns(
     emulator: Any, tmp_path: Path
 ) -> None:
-    from aisix_async import ReportResult, StateReport
+    from aisix_async import DeliveryReport, ReportResult
 
     emulator.state.configure(reports=False)
     async with client_for(emulator) as client, client.campaign(tmp_path / "c.db") as c:
@@ -69,11 +69,11 @@ async def test_the_same_msgid_with_a_number_not_sent_is_not_the_campaigns(
         msgid = outcome.receipts[0].msgid
         journal = c._journal_now()
         batch = [
-            StateReport("1", msgid, numbers(1)[0], ReportResult.DELIVERED, "DELIVRD"),
-            StateReport("2", msgid, "13800000000", ReportResult.DELIVERED, "DELIVRD"),
+            DeliveryReport("1", msgid, numbers(1)[0], ReportResult.DELIVERED, "DELIVRD"),
+            DeliveryReport("2", msgid, "13800000000", ReportResult.DELIVERED, "DELIVRD"),
             # A repeated final report settles nothing twice.
-            StateReport("3", msgid, numbers(1)[0], ReportResult.FAILED, "UNDELIV"),
-            StateReport("4", msgid, numbers(2)[1], ReportResult.UNKNOWN, "ACCEPTD"),
+            DeliveryReport("3", msgid, numbers(1)[0], ReportResult.FAILED, "UNDELIV"),
+            DeliveryReport("4", msgid, numbers(2)[1], ReportResult.UNKNOWN, "ACCEPTD"),
         ]
         done = await journal.ingest_reports(batch)
         assert done.mine == [True, False, True, True]
@@ -98,7 +98,7 @@ async def test_export_names_every_recipient_with_its_report(emulator: Any, tmp_p
             async for _ in s:
                 pass
         drawn = {(m, msgid): code for msgid, m, code in emulator.state.queued_reports()}
-        async with campaign.watch_send_states(interval=0.01, stop_when_idle=0.3) as r:
+        async with campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r:
             async for _ in r:
                 pass
         rows: list[tuple[object, ...]] = []

@@ -243,15 +243,15 @@ async def test_every_single_call_takes_deadline_and_retry(emulator: Any) -> None
     emulator.state.configure(report_delay=0.0)
     rotated: list[str] = []
     options: dict[str, Any] = {"deadline": 5.0, "retry": FAST}
-    async with client_for(emulator, on_key_update=lambda u: rotated.append(u.authkey)) as client:
+    async with client_for(emulator, on_key_rotation=lambda u: rotated.append(u.authkey)) as client:
         await client.send_batch([(NUMBER, "one"), ("18600007370", "two")], **options)
         await client.send_param("Hi {p1}", [(NUMBER, ["A"]), ("18600007370", ["B"])], **options)
         await client.get_balance(**options)
         await client.get_channel_groups(**options)
         await client.get_signs(**options)
-        await client.get_send_states(**options)
+        await client.get_delivery_reports(**options)
         await client.get_replies(**options)
-        update = await client.update_key(**options)
+        update = await client.rotate_key(**options)
         await client.get_balance(**options)  # with the new key
         calls = dict(client.stats().calls)
     assert rotated == [update.authkey] == [emulator.state.authkey()]

@@ -57,7 +57,7 @@ async def test_every_action_end_to_end(emulator: Any) -> None:
         states: list[Any] = []
         with anyio.fail_after(5):
             while len(states) < 6:
-                states += await client.get_send_states()
+                states += await client.get_delivery_reports()
                 await anyio.sleep(0.01)
     assert {g.cgid for g in groups} >= {1, 80}
     assert {s.csid for s in signs} >= {0, 101}
@@ -78,7 +78,7 @@ async def test_every_action_end_to_end(emulator: Any) -> None:
     # Queues: each record is handed out once.
     async with client_for(emulator) as client:
         assert await client.get_replies() == []
-        assert await client.get_send_states() == []
+        assert await client.get_delivery_reports() == []
 
 
 async def test_result_codes_from_a_real_gateway(emulator: Any) -> None:
@@ -152,7 +152,7 @@ async def test_key_rotation_while_requests_are_in_flight(emulator: Any) -> None:
     seen: list[str] = []
     errors: list[BaseException] = []
     async with client_for(
-        emulator, max_concurrency=8, on_key_update=lambda u: seen.append(u.authkey)
+        emulator, max_concurrency=8, on_key_rotation=lambda u: seen.append(u.authkey)
     ) as client:
 
         async def reader() -> None:
@@ -165,7 +165,7 @@ async def test_key_rotation_while_requests_are_in_flight(emulator: Any) -> None:
             for n in range(40):
                 tg.start_soon(reader)
                 if n == 15:
-                    tg.start_soon(client.update_key)
+                    tg.start_soon(client.rotate_key)
                 await anyio.sleep(0.002)
     assert errors == []
     assert seen == [emulator.state.authkey()]
@@ -182,7 +182,7 @@ async def test_a_closed_client_says_so_before_any_request(emulator: Any) -> None
     with pytest.raises(RuntimeError, match="is closed"):
         await client.send_once(["13800000000"], "hi")
     with pytest.raises(RuntimeError, match="is closed"):
-        await client.update_key()
+        await client.rotate_key()
     with pytest.raises(RuntimeError, match="is closed"):
         await client.send_all(["13800000000"] * 2, "hi", check_balance=False)
     assert emulator.state.messages() == []

@@ -21,7 +21,7 @@ from aisix_async import (
     AisixClient,
     Balance,
     ChannelGroup,
-    KeyUpdate,
+    KeyRotation,
     ProtocolError,
     ReportResult,
     SendReceipt,
@@ -204,7 +204,7 @@ async def test_document_sample_answers_of_every_read_action(gateway_mock: Any) -
         )
     )
     async with AisixClient(ACCOUNT, KEY) as client:
-        states = await client.get_send_states()
+        states = await client.get_delivery_reports()
         replies = await client.get_replies()
         balance = await client.get_balance()
         groups = await client.get_channel_groups()
@@ -244,9 +244,9 @@ async def test_update_key_switches_the_client_to_the_new_key(gateway_mock: Any) 
             '<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="1"/></xml>'
         )
     )
-    seen: list[KeyUpdate] = []
-    async with AisixClient(ACCOUNT, KEY, on_key_update=seen.append) as client:
-        update = await client.update_key()
+    seen: list[KeyRotation] = []
+    async with AisixClient(ACCOUNT, KEY, on_key_rotation=seen.append) as client:
+        update = await client.rotate_key()
         await client.get_balance()
     assert update.authkey == new_key
     assert new_key not in repr(update)

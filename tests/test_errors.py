@@ -171,7 +171,7 @@ async def test_lost_update_key_answer_is_unknown_and_keeps_the_old_key(gateway_m
     )
     async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
         with pytest.raises(TransportError) as caught:
-            await client.update_key()
+            await client.rotate_key()
         await client.get_balance()
     assert caught.value.outcome_unknown
     assert KEY.encode() in balance.calls.last.request.content

@@ -20,7 +20,7 @@ from aisix_async._campaign import sql
 from aisix_async._campaign.file import APPLICATION_ID, decode_positions, encode_positions
 from aisix_async._campaign.journal import ChunkResult, ChunkState, Journal, Verdict
 from aisix_async._campaign.ledger import summarize
-from aisix_async._core.models import MalformedRecord, ReportResult, StateReport
+from aisix_async._core.models import DeliveryReport, MalformedRecord, ReportResult
 
 pytestmark = pytest.mark.anyio
 
@@ -336,10 +336,10 @@ async def test_reports_are_kept_and_reconcile_an_unknown_chunk(tmp_path: Path) -
         )
         assert set(journal.unknown) == set(range(5, 10))
         batch = [
-            StateReport("1", "100", MOBILES[0], ReportResult.DELIVERED, "DELIVRD"),
+            DeliveryReport("1", "100", MOBILES[0], ReportResult.DELIVERED, "DELIVRD"),
             MalformedRecord("getSendState", {"msgid": "x"}, "no mobile"),
             # An msgid we never learned, for a number of the unknown chunk.
-            StateReport("2", "555", MOBILES[7], ReportResult.FAILED, "UNDELIV"),
+            DeliveryReport("2", "555", MOBILES[7], ReportResult.FAILED, "UNDELIV"),
         ]
         assert await journal.record_reports(batch) == [1]
         assert journal.unknown == {}
@@ -563,11 +563,11 @@ async def test_reports_fetched_before_their_chunk_is_recorded_are_claimed(
         await _begin(journal, 0)
         await journal.mark_on_wire(0)
         early = [
-            StateReport("1", "100", MOBILES[0], ReportResult.DELIVERED, "DELIVRD"),
-            StateReport("2", "100", MOBILES[1], ReportResult.UNKNOWN, "ACCEPTD"),
+            DeliveryReport("1", "100", MOBILES[0], ReportResult.DELIVERED, "DELIVRD"),
+            DeliveryReport("2", "100", MOBILES[1], ReportResult.UNKNOWN, "ACCEPTD"),
             # The same msgid with a number the chunk does not hold stays apart.
-            StateReport("3", "100", "13999999999", ReportResult.DELIVERED, "DELIVRD"),
-            StateReport("4", "777", MOBILES[2], ReportResult.FAILED, "UNDELIV"),
+            DeliveryReport("3", "100", "13999999999", ReportResult.DELIVERED, "DELIVRD"),
+            DeliveryReport("4", "777", MOBILES[2], ReportResult.FAILED, "UNDELIV"),
         ]
         done = await journal.ingest_reports(early)
         assert done.mine == [False, False, False, False]

@@ -9,12 +9,12 @@ import pytest
 from aisix_async import (
     Balance,
     ChannelGroup,
+    DeliveryReport,
     ProtocolError,
     Reply,
     ReportResult,
     SendReceipt,
     Signature,
-    StateReport,
 )
 
 
@@ -42,7 +42,7 @@ def test_bad_receipts_raise_protocol_error(item: dict[str, str], match: str) -> 
 
 
 def test_reports_keep_unknown_codes_and_extra_attributes() -> None:
-    report = StateReport.from_item(
+    report = DeliveryReport.from_item(
         {"id": "9", "msgid": "1", "mobile": "181", "result": "1", "return": "NEWCODE", "x": "y"}
     )
     assert (report.code, report.result, report.extra) == (
@@ -52,18 +52,18 @@ def test_reports_keep_unknown_codes_and_extra_attributes() -> None:
     )
     assert not report.is_final
     for code in ("DELIVRD", "DTFAILD", "DTFALD", "UNDELIV"):
-        assert StateReport.from_item(
+        assert DeliveryReport.from_item(
             {"msgid": "1", "mobile": "1", "result": "1", "return": code}
         ).is_final
     for code in ("ACCEPTD", "UNKNOWN", "ERRBUSY"):
-        assert not StateReport.from_item(
+        assert not DeliveryReport.from_item(
             {"msgid": "1", "mobile": "1", "result": "0", "return": code}
         ).is_final
 
 
 def test_report_with_unknown_result_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="unknown result 7"):
-        StateReport.from_item({"msgid": "1", "mobile": "1", "result": "7", "return": "DELIVRD"})
+        DeliveryReport.from_item({"msgid": "1", "mobile": "1", "result": "7", "return": "DELIVRD"})
 
 
 def test_reply_time_is_milliseconds_utc() -> None:

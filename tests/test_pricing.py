@@ -77,11 +77,14 @@ async def test_price_book_fetches_once_per_ttl() -> None:
 
     async def groups() -> list[ChannelGroup]:
         calls["groups"] += 1
-        return [ChannelGroup("c", "s", cgid=7, word=70, longword=67, price=Decimal("0.05"))]
+        return [ChannelGroup(cid="c", sid="s", cgid=7, word=70, longword=67, price=Decimal("0.05"))]
 
     async def signs() -> list[Signature]:
         calls["signs"] += 1
-        return [Signature("c", "s", csid=0, sign="【X】"), Signature("c", "s", 3, "【Longer】")]
+        return [
+            Signature(cid="c", sid="s", csid=0, sign="【X】"),
+            Signature(cid="c", sid="s", csid=3, sign="【Longer】"),
+        ]
 
     clock = _Clock()
     book = PriceBook(groups, signs, ttl=60.0, clock=clock)

@@ -17,10 +17,10 @@ from stack_support import hx
 from aisix_async import (
     AisixClient,
     AuthenticationError,
+    DeliveryReport,
     MalformedRecord,
     Reply,
     RetryPolicy,
-    StateReport,
 )
 
 pytestmark = pytest.mark.anyio
@@ -47,19 +47,19 @@ async def _send(client: AisixClient, count: int, start: int = 0) -> set[tuple[st
 
 async def test_stream_yields_every_report_once_in_whole_batches(emulator: Any) -> None:
     emulator.state.configure(report_delay=0.0, reports_per_call=40)
-    batches: list[Sequence[StateReport | MalformedRecord]] = []
+    batches: list[Sequence[DeliveryReport | MalformedRecord]] = []
     yielded_at_hook: list[int] = []
 
     async with _client(emulator) as client:
         sent = await _send(client, 250)
-        seen: list[StateReport] = []
+        seen: list[DeliveryReport] = []
 
-        async def on_batch(batch: Sequence[StateReport | MalformedRecord]) -> None:
+        async def on_batch(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
             # Called before any record of the batch is yielded.
             yielded_at_hook.append(len(seen))
             batches.append(batch)
 
-        async with client.watch_send_states(
+        async with client.watch_delivery_reports(
             stop_when_idle=0.05, on_batch=on_batch, **FAST
         ) as stream:
             async for report in stream:
@@ -82,8 +82,8 @@ async def test_leaving_early_keeps_the_unread_records(emulator: Any) -> None:
     emulator.state.configure(report_delay=0.0, reports_per_call=100)
     async with _client(emulator) as client:
         sent = await _send(client, 250)
-        taken: list[StateReport] = []
-        async with client.watch_send_states(**FAST) as stream:
+        taken: list[DeliveryReport] = []
+        async with client.watch_delivery_reports(**FAST) as stream:
             async for report in stream:
                 taken.append(report)
                 if len(taken) == 3:
@@ -116,16 +116,16 @@ async def test_a_bad_item_costs_nothing_else_of_its_batch(caplog: pytest.LogCapt
         body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
         return hx.Response(200, content=body)
 
-    batches: list[Sequence[StateReport | MalformedRecord]] = []
+    batches: list[Sequence[DeliveryReport | MalformedRecord]] = []
 
-    async def on_batch(batch: Sequence[StateReport | MalformedRecord]) -> None:
+    async def on_batch(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
         batches.append(batch)
 
     http = hx.AsyncClient(transport=hx.MockTransport(handler))
     caplog.set_level(logging.WARNING, logger="aisix_async")
     async with (
         AisixClient("1001@100001", "0" * 32, http_client=http) as client,
-        client.watch_send_states(stop_when_idle=0.05, on_batch=on_batch, **FAST) as stream,
+        client.watch_delivery_reports(stop_when_idle=0.05, on_batch=on_batch, **FAST) as stream,
     ):
         got = [report async for report in stream]
     await http.aclose()
@@ -148,7 +148,7 @@ async def test_rate_limits_back_off_without_ending_the_stream(emulator: Any) -> 
     async with _client(emulator, retry=RetryPolicy(attempts=1)) as client:
         sent = await _send(client, 200)
         emulator.state.configure(rate=10.0, burst=1.0)
-        async with client.watch_send_states(stop_when_idle=0.3, **FAST) as stream:
+        async with client.watch_delivery_reports(stop_when_idle=0.3, **FAST) as stream:
             got = [report async for report in stream]
     assert {(r.msgid, r.mobile) for r in got} == sent
     stats = stream.stats()
@@ -162,10 +162,10 @@ async def test_a_fatal_account_error_ends_the_stream_after_the_records_fetched(
     emulator.state.configure(report_delay=0.0, reports_per_call=50)
     async with _client(emulator) as client:
         sent = await _send(client, 100)
-        got: list[StateReport] = []
+        got: list[DeliveryReport] = []
 
         async def consume() -> None:
-            async with client.watch_send_states(**FAST) as stream:
+            async with client.watch_delivery_reports(**FAST) as stream:
                 streams.append(stream)
                 async for report in stream:
                     got.append(report)
@@ -201,7 +201,7 @@ async def test_closing_lets_the_poll_on_the_wire_finish_into_unread(emulator: An
     async with _client(emulator) as client:
         sent = await _send(client, 30)
         emulator.state.set_faults(latency_ms=150, fault_actions={"getSendState"})
-        stream = client.watch_send_states(**FAST)
+        stream = client.watch_delivery_reports(**FAST)
         # Cancelled from outside while the first poll waits for its answer: the hardest
         # way out, since everything inside the scope is cancelled with it.
         with anyio.move_on_after(0.05):
@@ -216,7 +216,7 @@ async def test_closing_lets_the_poll_on_the_wire_finish_into_unread(emulator: An
 async def test_an_error_in_the_block_comes_out_as_itself(emulator: Any) -> None:
     async with _client(emulator) as client:
         with pytest.raises(KeyError):
-            async with client.watch_send_states(**FAST):
+            async with client.watch_delivery_reports(**FAST):
                 raise KeyError("mine")
 
 
@@ -226,15 +226,15 @@ async def test_a_failing_batch_hook_ends_the_stream_instead_of_polling_on(emulat
     emulator.state.configure(report_delay=0.0, reports_per_call=10)
     calls: list[int] = []
 
-    async def on_batch(batch: Sequence[StateReport | MalformedRecord]) -> None:
+    async def on_batch(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
         calls.append(len(batch))
         raise OSError("disk full")
 
     async with _client(emulator) as client:
         sent = await _send(client, 30)
-        seen: list[StateReport] = []
+        seen: list[DeliveryReport] = []
         with pytest.raises(OSError, match="disk full"):
-            async with client.watch_send_states(on_batch=on_batch, **FAST) as stream:
+            async with client.watch_delivery_reports(on_batch=on_batch, **FAST) as stream:
                 async for report in stream:
                     seen.append(report)
         unread = stream.unread()

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from stack_support import STACK, hx
 
-from aisix_async import AisixClient, AisixError, KeyUpdate, RetryPolicy
+from aisix_async import AisixClient, AisixError, KeyRotation, RetryPolicy
 
 ACCOUNT = "1001@100001"
 KEY = "87B01469201D6557C2685137EB3B5DEC"
@@ -63,7 +63,7 @@ async def test_key_stays_out_of_logs_errors_and_urls(
                 messages.append(str(exc))
                 messages.append("".join(traceback.format_exception(exc)))
                 messages.append(repr(exc))
-        update = await client.update_key()
+        update = await client.rotate_key()
         assert not _leaks(repr(update)) and not _leaks(str(update))
     assert len(messages) == 9
     assert not any(_leaks(m) for m in messages)
@@ -79,7 +79,7 @@ async def test_key_stays_out_of_logs_errors_and_urls(
 
 
 def test_key_update_repr_is_redacted() -> None:
-    update = KeyUpdate(cid="1", sid="2", authkey=NEW_KEY)
+    update = KeyRotation(cid="1", sid="2", authkey=NEW_KEY)
     assert "redacted" in repr(update)
     assert not _leaks(repr(update))
 

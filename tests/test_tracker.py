@@ -11,11 +11,11 @@ import pytest
 
 from aisix_async import (
     AisixClient,
+    DeliveryReport,
     OutcomeStatus,
     ReportResult,
     SendOutcome,
     SendReceipt,
-    StateReport,
 )
 from aisix_async._features.tracker import DeliveryTracker
 
@@ -31,12 +31,14 @@ def _numbers(count: int, start: int = 0) -> list[str]:
 
 
 def _receipt(msgid: str) -> SendReceipt:
-    return SendReceipt("c", "s", msgid, 1, Decimal("0.10"), Decimal("1"))
+    return SendReceipt(
+        cid="c", sid="s", msgid=msgid, total=1, price=Decimal("0.10"), remain=Decimal("1")
+    )
 
 
-def _report(msgid: str, mobile: str, code: str) -> StateReport:
+def _report(msgid: str, mobile: str, code: str) -> DeliveryReport:
     result = ReportResult.DELIVERED if code == "DELIVRD" else ReportResult.FAILED
-    return StateReport("1", msgid, mobile, result, code)
+    return DeliveryReport("1", msgid, mobile, result, code)
 
 
 # -- matching (pure) --------------------------------------------------------------------
@@ -78,12 +80,28 @@ def test_a_report_that_beats_its_receipt_is_adopted() -> None:
 
 def test_outcomes_of_each_kind() -> None:
     tracker = DeliveryTracker()
-    once = SendOutcome(0, (0, 1), ("a", "b"), OutcomeStatus.ACCEPTED, "sendOnce", (_receipt("1"),))
-    batch = SendOutcome(
-        1, (2, 3), ("c", "d"), OutcomeStatus.ACCEPTED, "sendBatch", (_receipt("2"), _receipt("3"))
+    once = SendOutcome(
+        chunk=0,
+        positions=(0, 1),
+        mobiles=("a", "b"),
+        status=OutcomeStatus.ACCEPTED,
+        action="sendOnce",
+        receipts=(_receipt("1"),),
     )
-    failed = SendOutcome(2, (4,), ("e",), OutcomeStatus.FAILED, "sendOnce")
-    unknown = SendOutcome(3, (5,), ("f",), OutcomeStatus.UNKNOWN, "sendOnce")
+    batch = SendOutcome(
+        chunk=1,
+        positions=(2, 3),
+        mobiles=("c", "d"),
+        status=OutcomeStatus.ACCEPTED,
+        action="sendBatch",
+        receipts=(_receipt("2"), _receipt("3")),
+    )
+    failed = SendOutcome(
+        chunk=2, positions=(4,), mobiles=("e",), status=OutcomeStatus.FAILED, action="sendOnce"
+    )
+    unknown = SendOutcome(
+        chunk=3, positions=(5,), mobiles=("f",), status=OutcomeStatus.UNKNOWN, action="sendOnce"
+    )
     assert [tracker.track(o) for o in (once, batch, failed, unknown)] == [2, 2, 0, 0]
     assert sorted(tracker.pending()) == [("1", "a"), ("1", "b"), ("2", "c"), ("3", "d")]
     result = tracker.result()
@@ -237,7 +255,7 @@ def test_one_recipient_receipts_and_a_msgid_tracked_again() -> None:
 def test_a_non_final_report_is_kept_while_pending_only() -> None:
     tracker = DeliveryTracker()
     tracker.track_receipt(_receipt("n"), ["1"])
-    interim = StateReport("42", "n", "1", ReportResult.UNKNOWN, "ACCEPTD", extra={"x": "y"})
+    interim = DeliveryReport("42", "n", "1", ReportResult.UNKNOWN, "ACCEPTD", extra={"x": "y"})
     tracker.feed(interim)
     assert tracker.latest("n", "1") is interim  # whole, with id and extra
     tracker.feed(_report("n", "1", "EXPIRED"))
@@ -249,8 +267,16 @@ def test_a_non_final_report_is_kept_while_pending_only() -> None:
 
 def test_failed_and_unknown_numbers_are_listed_as_given() -> None:
     tracker = DeliveryTracker()
-    failed = SendOutcome(0, (0, 1), ("+861", "x"), OutcomeStatus.FAILED, "sendOnce")
-    unknown = SendOutcome(1, (2,), ("007",), OutcomeStatus.UNKNOWN, "sendOnce")
+    failed = SendOutcome(
+        chunk=0,
+        positions=(0, 1),
+        mobiles=("+861", "x"),
+        status=OutcomeStatus.FAILED,
+        action="sendOnce",
+    )
+    unknown = SendOutcome(
+        chunk=1, positions=(2,), mobiles=("007",), status=OutcomeStatus.UNKNOWN, action="sendOnce"
+    )
     tracker.track(failed)
     tracker.track(unknown)
     result = tracker.result()

@@ -13,7 +13,7 @@ or on the wire. Running the same campaign again with the same input resumes it:
 * chunks whose answer was lost, or that were in flight when the process died, are
   *unknown*: listed in :meth:`Campaign.summary`, resent only with ``resend_unknown=True``,
   and reconciled as accepted when a delivery report for one of their numbers arrives
-  through :meth:`Campaign.watch_send_states`.
+  through :meth:`Campaign.watch_delivery_reports`.
 
 The input is never stored: the journal keeps chunk boundaries by position and a hash of
 each chunk's items, so resuming re-reads the same source (any length, sync or async),
@@ -37,7 +37,7 @@ import anyio
 import attrs
 
 from .._core.errors import AisixError, CampaignError, ValidationError
-from .._core.models import MalformedRecord, Reply, StateReport
+from .._core.models import DeliveryReport, MalformedRecord, Reply
 from .._core.options import PollOptions, SendOptions
 from .._features.bulk import (
     BulkStats,
@@ -45,11 +45,13 @@ from .._features.bulk import (
     OutcomeStatus,
     SendOutcome,
     SendStream,
+    SendSummary,
     batch_stream,
     once_stream,
     param_stream,
+    summarize_outcomes,
 )
-from .._features.reports import BatchHook, RecordStream, watch_replies, watch_send_states
+from .._features.reports import BatchHook, RecordStream, watch_delivery_reports, watch_replies
 from .._gateway import Gateway
 from .._mechanics.scheduler import RateState
 from .journal import ChunkState, Journal
@@ -67,7 +69,7 @@ class CampaignStream:
     """A bulk send recorded in the campaign's journal: ``async with``, then ``async for``.
 
     Yields the :class:`SendOutcome` of every chunk this run settles; chunks an earlier
-    run settled are skipped, not yielded (``stats.skipped`` counts their recipients).
+    run settled are skipped, not yielded (``stats().skipped`` counts their recipients).
     """
 
     def __init__(
@@ -185,12 +187,11 @@ class CampaignStream:
             if outcome.chunk not in ledger.ignored:
                 return outcome
 
-    @property
     def stats(self) -> BulkStats:
         """The live statistics of the bulk send."""
         if self._stream is None:
             raise RuntimeError("the stream has not been entered")
-        return self._stream.stats
+        return self._stream.stats()
 
     @property
     def stopped_by(self) -> AisixError | None:
@@ -207,11 +208,10 @@ class CampaignStream:
         if self._stream is not None:
             self._stream.stop(reason)
 
-    async def drain(self) -> CampaignSummary:
-        """Iterate to the end; the campaign's summary."""
-        async for _ in self:
-            pass
-        return self._campaign.summary()
+    async def drain(self) -> SendSummary:
+        """Iterate to the end and summarise this run, as ``SendStream.drain`` does (the
+        whole campaign's standing is ``campaign.summary()``)."""
+        return await summarize_outcomes(self, self.stats)
 
 
 class Campaign:
@@ -401,23 +401,23 @@ class Campaign:
 
     # -- reports and replies ---------------------------------------------------------
 
-    def watch_send_states(
+    def watch_delivery_reports(
         self,
         *,
         interval: float = 5.0,
         max_backoff: float = 60.0,
         stop_when_idle: float | None = None,
-        on_batch: BatchHook[StateReport] | None = None,
+        on_batch: BatchHook[DeliveryReport] | None = None,
         close_grace: float = 30.0,
         max_buffered: int = 10_000,
-    ) -> RecordStream[StateReport]:
-        """``client.watch_send_states``, each batch written to the journal before it is yielded.
+    ) -> RecordStream[DeliveryReport]:
+        """``client.watch_delivery_reports``, each batch journalled before it is yielded.
 
         Reports also reconcile unknown chunks (see the module docstring).
         """
         journal = self._journal_now()
 
-        async def record(batch: Sequence[StateReport | MalformedRecord]) -> None:
+        async def record(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
             await journal.record_reports(batch)
             if on_batch is not None:
                 await on_batch(batch)
@@ -426,7 +426,7 @@ class Campaign:
             interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
             close_grace=close_grace, max_buffered=max_buffered,
         )  # fmt: skip
-        return watch_send_states(self._gateway, options, record)
+        return watch_delivery_reports(self._gateway, options, record)
 
     def watch_replies(
         self,
@@ -452,7 +452,7 @@ class Campaign:
         )  # fmt: skip
         return watch_replies(self._gateway, options, record)
 
-    async def stored_reports(self) -> list[StateReport]:
+    async def stored_reports(self) -> list[DeliveryReport]:
         """Every delivery report this campaign's journal recorded, in the order fetched."""
         return await self._journal_now().stored_reports()
 

@@ -42,7 +42,7 @@ import anyio.to_thread
 import attrs
 
 from .._core.errors import CampaignError
-from .._core.models import MalformedRecord, Reply, StateReport
+from .._core.models import DeliveryReport, MalformedRecord, Reply
 from . import sql
 from .file import (
     decode_positions,
@@ -486,14 +486,16 @@ class Journal:
             self.delivery[code] = self.delivery.get(code, 0) + n
         self.foreign_reports -= moved
 
-    async def record_reports(self, batch: Sequence[StateReport | MalformedRecord]) -> list[int]:
+    async def record_reports(self, batch: Sequence[DeliveryReport | MalformedRecord]) -> list[int]:
         """Store fetched reports; reconcile the unknown chunks they prove accepted.
 
         Returns the indexes of the chunks reconciled; see :meth:`ingest_reports`.
         """
         return sorted((await self.ingest_reports(batch)).reconciled)
 
-    async def ingest_reports(self, batch: Sequence[StateReport | MalformedRecord]) -> sql.Ingested:
+    async def ingest_reports(
+        self, batch: Sequence[DeliveryReport | MalformedRecord]
+    ) -> sql.Ingested:
         """Store fetched reports, telling the campaign's from the others, in one transaction.
 
         A report is the campaign's when the campaign sent its (msgid, mobile). A report
@@ -549,7 +551,7 @@ class Journal:
 
     # -- reading back ----------------------------------------------------------------
 
-    async def stored_reports(self) -> list[StateReport]:
+    async def stored_reports(self) -> list[DeliveryReport]:
         """Every delivery report recorded, in the order fetched."""
         return await self._writer.read(sql.stored_reports)
 

@@ -34,7 +34,7 @@ _STATES = {
 }
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class CampaignSummary:
     """Where a campaign stands, in recipients, from its journal."""
 

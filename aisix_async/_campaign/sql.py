@@ -20,7 +20,13 @@ from typing import Any
 import attrs
 
 from .._core.errors import CampaignError
-from .._core.models import FINAL_OPERATOR_CODES, MalformedRecord, Reply, ReportResult, StateReport
+from .._core.models import (
+    FINAL_OPERATOR_CODES,
+    DeliveryReport,
+    MalformedRecord,
+    Reply,
+    ReportResult,
+)
 from .file import decode_positions, encode_positions, pack_numbers, unpack_numbers
 
 __all__ = [
@@ -384,7 +390,7 @@ class Ingested:
 
     #: Unknown chunks the batch proved accepted, with their input positions.
     reconciled: dict[int, tuple[int, ...]]
-    #: For each StateReport of the batch, in order: True if it is the campaign's.
+    #: For each DeliveryReport of the batch, in order: True if it is the campaign's.
     mine: list[bool]
     #: Recipients of the campaign settled by this batch, by final code (upper case).
     finals: dict[str, int]
@@ -396,7 +402,7 @@ class Ingested:
 
 def record_reports(
     conn: sqlite3.Connection,
-    batch: Sequence[StateReport | MalformedRecord],
+    batch: Sequence[DeliveryReport | MalformedRecord],
     lookup: ReportLookup | None = None,
 ) -> Ingested:
     """Store reports, each marked with the campaign's chunk it is for, or none.
@@ -664,9 +670,9 @@ def record_replies(conn: sqlite3.Connection, batch: Sequence[Reply | MalformedRe
     )
 
 
-def stored_reports(conn: sqlite3.Connection) -> list[StateReport]:
+def stored_reports(conn: sqlite3.Connection) -> list[DeliveryReport]:
     return [
-        StateReport(
+        DeliveryReport(
             id=id_,
             msgid=msgid,
             mobile=mobile,

@@ -82,7 +82,7 @@ def tally(
     )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Estimate:
     """What a send will cost, and whether the balance covers it (money in yuan)."""
 

@@ -24,13 +24,13 @@ __all__ = [
     "FINAL_OPERATOR_CODES",
     "Balance",
     "ChannelGroup",
-    "KeyUpdate",
+    "DeliveryReport",
+    "KeyRotation",
     "MalformedRecord",
     "Reply",
     "ReportResult",
     "SendReceipt",
     "Signature",
-    "StateReport",
     "parse_records",
 ]
 
@@ -100,7 +100,7 @@ def _extra_field() -> Mapping[str, str]:
     return attrs.field(factory=dict, eq=False, repr=False, kw_only=True)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SendReceipt:
     """One accepted send: sendOnce answers one for all its numbers, sendBatch one per message."""
 
@@ -128,13 +128,13 @@ class SendReceipt:
         )
 
 
-#: ``result`` as the gateway writes it, for the fast path of StateReport.from_item.
+#: ``result`` as the gateway writes it, for the fast path of DeliveryReport.from_item.
 _RESULTS = {"0": ReportResult.UNKNOWN, "1": ReportResult.FAILED, "2": ReportResult.DELIVERED}
 _STATE_KEYS = frozenset({"id", "msgid", "mobile", "result", "return"})
 
 
 @attrs.frozen
-class StateReport:
+class DeliveryReport:
     """A delivery report for one (msgid, mobile), as getSendState hands it out once."""
 
     id: str
@@ -153,7 +153,7 @@ class StateReport:
         return self.code.upper() in FINAL_OPERATOR_CODES
 
     @classmethod
-    def from_item(cls, item: Mapping[str, str]) -> StateReport:
+    def from_item(cls, item: Mapping[str, str]) -> DeliveryReport:
         # A million of these per campaign: the usual item takes three dict lookups; any
         # other (a missing attribute, a result written otherwise) the checked path below.
         try:
@@ -165,7 +165,7 @@ class StateReport:
         return cls(item.get("id", ""), msgid, mobile, result, item.get("return", ""), extra=extra)
 
     @classmethod
-    def _checked(cls, item: Mapping[str, str]) -> StateReport:
+    def _checked(cls, item: Mapping[str, str]) -> DeliveryReport:
         what = "a delivery report"
         raw_result = _int(item, "result", what)
         try:
@@ -182,7 +182,7 @@ class StateReport:
         )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Reply:
     """An inbound SMS a recipient sent back; ``time`` is an aware UTC datetime."""
 
@@ -213,7 +213,7 @@ class Reply:
         )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Balance:
     """The account's balance in yuan."""
 
@@ -238,8 +238,8 @@ def _redacted(_key: str) -> str:
     return "'<redacted>'"
 
 
-@attrs.frozen
-class KeyUpdate:
+@attrs.frozen(kw_only=True)
+class KeyRotation:
     """The answer to updateKey. Store ``authkey`` at once: the old key no longer works."""
 
     cid: str
@@ -250,7 +250,7 @@ class KeyUpdate:
     _NAMED = ("cid", "sid", "authkey")
 
     @classmethod
-    def from_item(cls, item: Mapping[str, str]) -> KeyUpdate:
+    def from_item(cls, item: Mapping[str, str]) -> KeyRotation:
         return cls(
             cid=item.get("cid", ""),
             sid=item.get("sid", ""),
@@ -259,7 +259,7 @@ class KeyUpdate:
         )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ChannelGroup:
     """A channel group the account may use, with how it bills."""
 
@@ -290,7 +290,7 @@ class ChannelGroup:
         )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Signature:
     """A signature the account may use; csid 0 is the default one."""
 

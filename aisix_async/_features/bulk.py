@@ -31,6 +31,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Iterable,
     Iterator,
     Sequence,
@@ -80,6 +81,7 @@ __all__ = [
     "batch_stream",
     "once_stream",
     "param_stream",
+    "summarize_outcomes",
 ]
 
 logger = logging.getLogger("aisix_async")
@@ -96,7 +98,7 @@ class OutcomeStatus(enum.Enum):
     UNKNOWN = "unknown"
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SendOutcome:
     """What became of one chunk (or of one invalid recipient) of a bulk send."""
 
@@ -130,7 +132,7 @@ class SendOutcome:
         return sum((r.total * r.price for r in self.receipts), Decimal(0))
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class BulkStats:
     """A live snapshot of one bulk send, for progress displays."""
 
@@ -154,7 +156,7 @@ class BulkStats:
     elapsed: float
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SendSummary:
     """The end of a bulk send, for scripts: counts, money, and what needs attention."""
 
@@ -268,7 +270,7 @@ class _Counters:
 
 
 class SendStream:
-    """``async with`` it, then ``async for outcome in it``; ``stats`` is a live snapshot."""
+    """``async with`` it, then ``async for outcome in it``; ``stats()`` is a live snapshot."""
 
     def __init__(
         self,
@@ -406,9 +408,8 @@ class SendStream:
         del self._handed[outcome.chunk]
         return outcome
 
-    @property
     def stats(self) -> BulkStats:
-        """A live snapshot of this send (a property: read it as often as you like)."""
+        """A frozen snapshot of this send, live: call it as often as you like."""
         count = self._count
         scheduler = self._gateway.scheduler
         # Chunks still being sent count their attempts so far: during a -1 storm a chunk
@@ -464,26 +465,7 @@ class SendStream:
 
     async def drain(self) -> SendSummary:
         """Iterate to the end and summarise (what ``send_all`` does)."""
-        accepted = failed = unknown = units = 0
-        cost = Decimal(0)
-        failures: list[SendOutcome] = []
-        unknowns: list[SendOutcome] = []
-        async for outcome in self:
-            size = len(outcome.mobiles)
-            if outcome.status is OutcomeStatus.ACCEPTED:
-                accepted += size
-                units += outcome.units
-                cost += outcome.cost
-            elif outcome.status is OutcomeStatus.FAILED:
-                failed += size
-                failures.append(outcome)
-            else:
-                unknown += size
-                unknowns.append(outcome)
-        stats = self.stats
-        return SendSummary(
-            accepted, failed, unknown, units, cost, failures, unknowns, stats.elapsed, stats
-        )
+        return await summarize_outcomes(self, self.stats)
 
     # -- the producer --------------------------------------------------------------
 
@@ -526,11 +508,11 @@ class SendStream:
         if isinstance(item, RejectedItem):
             await self._emit(
                 SendOutcome(
-                    item.index,
-                    (item.position,),
-                    (item.mobile,),
-                    OutcomeStatus.FAILED,
-                    None,
+                    chunk=item.index,
+                    positions=(item.position,),
+                    mobiles=(item.mobile,),
+                    status=OutcomeStatus.FAILED,
+                    action=None,
                     error=item.error,
                 )
             )
@@ -604,11 +586,11 @@ class SendStream:
         attempts: int = 0,
     ) -> SendOutcome:
         return SendOutcome(
-            chunk.index,
-            chunk.positions,
-            chunk.mobiles,
-            status,
-            chunk.action,
+            chunk=chunk.index,
+            positions=chunk.positions,
+            mobiles=chunk.mobiles,
+            status=status,
+            action=chunk.action,
             receipts=receipts,
             error=error,
             attempts=attempts,
@@ -636,6 +618,40 @@ class SendStream:
         if self._ledger is not None:
             await self._ledger.settle(outcome)
         await self._send.send(outcome)
+
+
+async def summarize_outcomes(
+    outcomes: AsyncIterable[SendOutcome], stats: Callable[[], BulkStats]
+) -> SendSummary:
+    """Iterate ``outcomes`` to the end and summarise them (``drain()`` of both streams)."""
+    accepted = failed = unknown = units = 0
+    cost = Decimal(0)
+    failures: list[SendOutcome] = []
+    unknowns: list[SendOutcome] = []
+    async for outcome in outcomes:
+        size = len(outcome.mobiles)
+        if outcome.status is OutcomeStatus.ACCEPTED:
+            accepted += size
+            units += outcome.units
+            cost += outcome.cost
+        elif outcome.status is OutcomeStatus.FAILED:
+            failed += size
+            failures.append(outcome)
+        else:
+            unknown += size
+            unknowns.append(outcome)
+    final = stats()
+    return SendSummary(
+        accepted=accepted,
+        failed=failed,
+        unknown=unknown,
+        units=units,
+        cost=cost,
+        failed_outcomes=failures,
+        unknown_outcomes=unknowns,
+        elapsed=final.elapsed,
+        stats=final,
+    )
 
 
 # -- building streams (what the client's send_*_many methods delegate to) ----------------

@@ -37,15 +37,15 @@ from .._core.errors import (
     ValidationError,
     ends_polling,
 )
-from .._core.models import MalformedRecord, Reply, StateReport, parse_records
+from .._core.models import DeliveryReport, MalformedRecord, Reply, parse_records
 from .._core.options import PollOptions
 from .._gateway import Gateway
 
 __all__ = [
     "RecordStream",
     "StreamStats",
+    "watch_delivery_reports",
     "watch_replies",
-    "watch_send_states",
 ]
 
 logger = logging.getLogger("aisix_async")
@@ -57,7 +57,7 @@ _R = TypeVar("_R")
 BatchHook = Callable[[Sequence[_R | MalformedRecord]], Awaitable[None]]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class StreamStats:
     """Counters of one stream, for logs and progress displays."""
 
@@ -342,19 +342,19 @@ class _HookFailed(Exception):
         self.error = error
 
 
-def watch_send_states(
-    gateway: Gateway, options: PollOptions, on_batch: BatchHook[StateReport] | None = None
-) -> RecordStream[StateReport]:
+def watch_delivery_reports(
+    gateway: Gateway, options: PollOptions, on_batch: BatchHook[DeliveryReport] | None = None
+) -> RecordStream[DeliveryReport]:
     """Stream delivery reports (getSendState); see :class:`RecordStream`.
 
     ``on_batch`` (async) receives each fetched batch whole, malformed items included,
     before its records are yielded: a place to persist them first.
     """
-    return RecordStream(gateway, "getSendState", StateReport.from_item, options, on_batch)
+    return RecordStream(gateway, "getSendState", DeliveryReport.from_item, options, on_batch)
 
 
 def watch_replies(
     gateway: Gateway, options: PollOptions, on_batch: BatchHook[Reply] | None = None
 ) -> RecordStream[Reply]:
-    """Stream replies (getReply); see :class:`RecordStream` and :func:`watch_send_states`."""
+    """Stream replies (getReply); see :class:`RecordStream` and :func:`watch_delivery_reports`."""
     return RecordStream(gateway, "getReply", Reply.from_item, options, on_batch)

@@ -37,7 +37,7 @@ import anyio
 import attrs
 
 from .._core.errors import ValidationError
-from .._core.models import MalformedRecord, ReportResult, SendReceipt, StateReport
+from .._core.models import DeliveryReport, MalformedRecord, ReportResult, SendReceipt
 from .reports import RecordStream
 
 __all__ = ["DeliveryTracker", "ReportSource", "TrackerResult"]
@@ -54,9 +54,9 @@ _MAX_CODES = 255
 class ReportSource(Protocol):
     """What :meth:`DeliveryTracker.follow` polls: an ``AisixClient`` (or a stand-in)."""
 
-    def watch_send_states(
+    def watch_delivery_reports(
         self, *, interval: float = ..., max_backoff: float = ...
-    ) -> RecordStream[StateReport]: ...
+    ) -> RecordStream[DeliveryReport]: ...
 
 
 class _OutcomeLike(Protocol):
@@ -72,7 +72,7 @@ class _OutcomeLike(Protocol):
     def receipts(self) -> Sequence[SendReceipt]: ...
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class TrackerResult:
     """Where a tracked campaign stands: final counts, who is still pending, what was not sent."""
 
@@ -84,7 +84,7 @@ class TrackerResult:
     #: True when every tracked recipient has a final report.
     done: bool
     #: Reports that matched no tracked recipient, kept for the caller.
-    untracked: tuple[StateReport, ...]
+    untracked: tuple[DeliveryReport, ...]
     #: Numbers of outcomes the gateway refused (FAILED): nothing to wait for.
     not_sent: tuple[str, ...]
     #: Numbers of outcomes whose fate is unknown (answer lost): no msgid to match.
@@ -200,10 +200,10 @@ class DeliveryTracker:
         self._code_index: dict[tuple[str, ReportResult], int] = {}
         self._code_list: list[tuple[str, ReportResult]] = [("", ReportResult.UNKNOWN)]
         # Final reports beyond the 255 codes a byte can index (never seen in practice).
-        self._final_overflow: dict[_Key, StateReport] = {}
+        self._final_overflow: dict[_Key, DeliveryReport] = {}
         # The latest non-final report of a recipient still pending.
-        self._interim: dict[_Key, StateReport] = {}
-        self._orphans: dict[int, StateReport] = {}
+        self._interim: dict[_Key, DeliveryReport] = {}
+        self._orphans: dict[int, DeliveryReport] = {}
         self._orphan_index: defaultdict[_Key, list[int]] = defaultdict(list)
         self._orphan_seq = 0
         self._not_sent = array("q")
@@ -305,7 +305,7 @@ class DeliveryTracker:
         group, at = where
         return group.left[at] if group is not None else at % 2
 
-    def _code_of(self, report: StateReport) -> int:
+    def _code_of(self, report: DeliveryReport) -> int:
         entry = (report.code, report.result)
         index = self._code_index.get(entry)
         if index is None:
@@ -317,7 +317,7 @@ class DeliveryTracker:
 
     # -- what came back --------------------------------------------------------------
 
-    def feed(self, report: StateReport) -> bool:
+    def feed(self, report: DeliveryReport) -> bool:
         """Take one report; True if it belongs to a tracked recipient.
 
         A report for a recipient not tracked is kept in :attr:`untracked` (adopted later
@@ -333,16 +333,18 @@ class DeliveryTracker:
         self._apply_at(key, report, where)
         return True
 
-    def feed_many(self, reports: Iterable[StateReport]) -> list[StateReport]:
+    def feed_many(self, reports: Iterable[DeliveryReport]) -> list[DeliveryReport]:
         """Feed several reports; returns those that were not tracked, in order."""
         return [report for report in reports if not self.feed(report)]
 
-    def _apply(self, key: _Key, report: StateReport) -> None:
+    def _apply(self, key: _Key, report: DeliveryReport) -> None:
         where = self._locate(key)
         assert where is not None
         self._apply_at(key, report, where)
 
-    def _apply_at(self, key: _Key, report: StateReport, where: tuple[_Group | None, int]) -> None:
+    def _apply_at(
+        self, key: _Key, report: DeliveryReport, where: tuple[_Group | None, int]
+    ) -> None:
         group, at = where
         left = group.left[at] if group is not None else at % 2
         if not report.is_final:
@@ -377,11 +379,11 @@ class DeliveryTracker:
     # -- where it stands -------------------------------------------------------------
 
     @property
-    def untracked(self) -> list[StateReport]:
+    def untracked(self) -> list[DeliveryReport]:
         """Reports that matched no tracked recipient (yet), in arrival order."""
         return list(self._orphans.values())
 
-    def take_untracked(self) -> list[StateReport]:
+    def take_untracked(self) -> list[DeliveryReport]:
         """Return the untracked reports and forget them (they are the caller's now)."""
         reports = self.untracked
         self._orphans.clear()
@@ -428,7 +430,7 @@ class DeliveryTracker:
         """(msgid, mobile) of tracked recipients still without a final report."""
         return list(self._iter_pending())
 
-    def latest(self, msgid: str, mobile: str) -> StateReport | None:
+    def latest(self, msgid: str, mobile: str) -> DeliveryReport | None:
         """The last report seen for a recipient, final or not.
 
         A pending recipient's non-final report is kept whole. A settled recipient's final
@@ -450,7 +452,7 @@ class DeliveryTracker:
         if code == _NO_CODE:
             return None
         text, result = self._code_list[code]
-        return StateReport(id="", msgid=msgid, mobile=mobile, result=result, code=text)
+        return DeliveryReport(id="", msgid=msgid, mobile=mobile, result=result, code=text)
 
     def result(self) -> TrackerResult:
         """A snapshot of where the campaign stands."""
@@ -471,13 +473,13 @@ class DeliveryTracker:
     # is up the caller wants the pending list, not a cancellation.
     async def wait(
         self,
-        reports: AsyncIterable[StateReport] | None = None,
+        reports: AsyncIterable[DeliveryReport] | None = None,
         *,
         timeout: float,  # noqa: ASYNC109
     ) -> TrackerResult:
         """Return when every tracked recipient has a final report, or after ``timeout``.
 
-        With ``reports`` (e.g. a stream from ``client.watch_send_states()``), they are
+        With ``reports`` (e.g. a stream from ``client.watch_delivery_reports()``), they are
         fed as they come; without, someone else feeds the tracker meanwhile. Whatever is
         still pending at the end is listed in the result. Iteration of ``reports`` stops
         as soon as the tracker is done: records a stream fetched but did not yield stay
@@ -510,7 +512,7 @@ class DeliveryTracker:
         stream fetched but had not yielded when the tracker finished; unreadable report
         items land in :attr:`malformed`. A fatal account error (-2, -3 ...) is raised.
         """
-        stream = client.watch_send_states(interval=interval, max_backoff=max_backoff)
+        stream = client.watch_delivery_reports(interval=interval, max_backoff=max_backoff)
         async with stream:
             result = await self.wait(stream, timeout=timeout)
         self.malformed.extend(stream.malformed)

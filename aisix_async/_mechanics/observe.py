@@ -123,7 +123,7 @@ def _empty() -> Histogram:
     return _Histogram().snapshot()
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ClientStats(SchedulerStats):
     """``client.stats()``: the scheduler's figures plus counts and timings of the calls.
 
@@ -146,7 +146,7 @@ class ClientStats(SchedulerStats):
     circuit_open: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class UnknownOutcome:
     """What ``on_unknown`` is told: a send that may or may not have gone out."""
 

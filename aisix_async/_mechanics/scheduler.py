@@ -130,7 +130,7 @@ class RetryDetails:
     cause: AisixError
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SchedulerStats:
     """A snapshot of the client-wide scheduler, for progress displays."""
 
@@ -209,7 +209,7 @@ class DispatchHooks(Protocol):
         """The gateway provably did nothing with this attempt (-1, or it never got it)."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RateState:
     """What a client learned about its account's limit, to start another client from.
 

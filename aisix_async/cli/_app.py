@@ -16,9 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .._client import AisixClient
-from .._core.errors import TransportError
-from .._mechanics.scheduler import RetryDetails, RetryPolicy
+from .. import AisixClient, RetryDetails, RetryPolicy, TransportError
 from . import _rate_cache
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials

@@ -8,9 +8,10 @@ There is deliberately no option taking the authkey itself (see ``_credentials``)
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
-from .._version import __version__
+from .. import __version__
 from ._exit import EXIT_CODES_HELP, redact_keys
 
 __all__ = ["build_parser"]
@@ -43,34 +44,26 @@ class _Parser(argparse.ArgumentParser):
         super().error(redact_keys(message))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(
+    kind: Callable[[str], float], name: str, valid: Callable[[float], bool], rule: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the text, refused unless ``valid``, saying ``rule``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {name}: {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "at least 1")
+_non_negative_int = _number(int, "a whole number", lambda v: v >= 0, "0 or more")
+_positive_float = _number(float, "a number", lambda v: v > 0, "positive")
 
 
 def _output_options() -> _Parser:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .. import KeyUpdate, RecordStream, Reply, StateReport
+from .. import DeliveryReport, KeyRotation, RecordStream, Reply
 from ._app import Context
 from ._delivery import reports_journal
 from ._exit import CliError, ExitCode
@@ -29,7 +29,7 @@ from ._records import report_line, show_malformed
 
 __all__ = ["balance", "channels", "replies", "reports", "rotate_key", "signs"]
 
-_R = TypeVar("_R", StateReport, Reply)
+_R = TypeVar("_R", DeliveryReport, Reply)
 
 
 async def balance(ctx: Context) -> int:
@@ -88,9 +88,9 @@ def _reply_line(reply: Reply) -> str:
     return f"{reply.time.isoformat()}  {reply.mobile}  {reply.content}"
 
 
-def _record_json(record: StateReport | Reply) -> dict[str, Any]:
+def _record_json(record: DeliveryReport | Reply) -> dict[str, Any]:
     # "type" as in aisix send's records, so one consumer can tell every line apart.
-    if isinstance(record, StateReport):
+    if isinstance(record, DeliveryReport):
         data: dict[str, Any] = {
             "type": "report",
             "id": record.id,
@@ -117,10 +117,10 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
     out = ctx.out
     count = 0
 
-    def show(record: StateReport | Reply) -> None:
+    def show(record: DeliveryReport | Reply) -> None:
         if out.json_mode:
             out.emit(_record_json(record))
-        elif isinstance(record, StateReport):
+        elif isinstance(record, DeliveryReport):
             out.line(report_line(record))
         else:
             out.line(_reply_line(record))
@@ -164,7 +164,7 @@ async def reports(ctx: Context) -> int:
     if getattr(ctx.args, "journal", None):
         return await reports_journal(ctx)
     async with ctx.client() as client:
-        stream = client.watch_send_states(
+        stream = client.watch_delivery_reports(
             interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
         )
         return await _stream(ctx, stream, "delivery reports")
@@ -239,10 +239,10 @@ class _KeyFile:
         Path(self._temp).unlink(missing_ok=True)
 
 
-async def _update_key(ctx: Context) -> tuple[KeyUpdate, str]:
+async def _update_key(ctx: Context) -> tuple[KeyRotation, str]:
     async with ctx.client() as client:
         try:
-            return await client.update_key(), client.account
+            return await client.rotate_key(), client.account
         except Exception as exc:
             if getattr(exc, "outcome_unknown", False):
                 raise CliError(

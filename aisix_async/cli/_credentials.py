@@ -19,7 +19,7 @@ from pathlib import Path
 
 import attrs
 
-from .._core.errors import ValidationError
+from .. import ValidationError
 from .._core.validate import check_account, check_authkey
 from ._exit import CliError, ExitCode, redact_keys
 

@@ -35,13 +35,11 @@ from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
-from .._campaign.campaign import Campaign
+from .. import AisixClient, Campaign, DeliveryReport, MalformedRecord
 from .._campaign.file import JournalInUse
 from .._campaign.journal import Journal, Run
 from .._campaign.ledger import CampaignSummary, summarize
 from .._campaign.sql import EXPORT_COLUMNS
-from .._client import AisixClient
-from .._core.models import MalformedRecord, StateReport
 from ._app import Context
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
@@ -147,7 +145,7 @@ class _Display:
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def _json_line(report: StateReport, ours: bool | None) -> str:
+def _json_line(report: DeliveryReport, ours: bool | None) -> str:
     # The fields of ``aisix reports --json`` (_commands._record_json), built directly:
     # the generic conversion cost more than the journal write at a million reports.
     data: dict[str, Any] = {
@@ -219,11 +217,11 @@ async def _follow(
     # (the campaign's or not) is known when the batch is written, before any is shown.
     mine: deque[bool] = deque()
 
-    async def record(batch: Sequence[StateReport | MalformedRecord]) -> None:
+    async def record(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
         done = await journal.ingest_reports(batch)
         mine.extend(done.mine)
 
-    stream = client.watch_send_states(
+    stream = client.watch_delivery_reports(
         interval=ctx.args.interval,
         # Without --follow: one pass over the queue; --follow alone: until Ctrl-C.
         stop_when_idle=idle if follow else 0.0,
@@ -235,7 +233,7 @@ async def _follow(
     # flushes (rich's per-line printing held the command to a few thousand reports/s).
     sink = out.out.file
 
-    def show(report: StateReport) -> None:
+    def show(report: DeliveryReport) -> None:
         # None: fetched, but the journal could not record it (it broke): shown all the
         # same, the gateway will not hand it out again.
         ours = mine.popleft() if mine else None

@@ -21,10 +21,7 @@ import anyio
 import anyio.to_thread
 from rich.text import Text
 
-from .._client import AisixClient
-from .._features.bulk import SendStream
-from .._features.tracker import DeliveryTracker
-from .._mechanics.scheduler import RetryPolicy
+from .. import AisixClient, DeliveryTracker, RetryPolicy, SendStream
 from ._app import Context
 from ._demo_check import Check, LedgerEntry, Part, verify
 from ._exit import CliError, ExitCode
@@ -85,7 +82,7 @@ async def _run_part(
     tracker: DeliveryTracker,
 ) -> None:
     total = part.recipients
-    show = progress(ctx.out, title, lambda: snapshot(stream.stats, total), plain_every=2)
+    show = progress(ctx.out, title, lambda: snapshot(stream.stats(), total), plain_every=2)
     async with stream, show:
         async for outcome in stream:
             part.add(outcome)
@@ -151,7 +148,7 @@ async def _campaign(
     ) as client:
         before = (await client.get_balance()).remain
         signature = next(s.sign for s in await client.get_signs() if s.csid == 0)
-        reports = client.watch_send_states(interval=0.25, max_backoff=2.0)
+        reports = client.watch_delivery_reports(interval=0.25, max_backoff=2.0)
         async with reports, anyio.create_task_group() as group:
 
             async def feed() -> None:

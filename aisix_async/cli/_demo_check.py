@@ -27,7 +27,7 @@ from decimal import Decimal
 
 import attrs
 
-from .._features.bulk import OutcomeStatus, SendOutcome
+from .. import OutcomeStatus, SendOutcome
 
 __all__ = ["Check", "LedgerEntry", "Part", "verify"]
 

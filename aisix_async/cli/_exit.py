@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import re
 
-from .._core.errors import (
+from .. import (
     AccountFormatError,
     AisixError,
     AuthenticationError,

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, TextIO
 
 import attrs
 
-from .._core.errors import ValidationError
+from .. import ValidationError
 from .._core.validate import (
     SEPARATOR,
     check_content,

@@ -20,8 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .._core.errors import ValidationError
-from .._mechanics.scheduler import RateState
+from .. import RateState, ValidationError
 
 __all__ = ["cache_path", "load", "save"]
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from .. import MalformedRecord, StateReport
+from .. import DeliveryReport, MalformedRecord
 from ._app import Context
 
 __all__ = ["report_line", "show_malformed"]
 
 
-def report_line(report: StateReport) -> str:
+def report_line(report: DeliveryReport) -> str:
     """One report as a line: msgid, mobile, operator code, result."""
     return f"{report.msgid}  {report.mobile}  {report.code or '-'}  {report.result.name.lower()}"
 

@@ -31,11 +31,19 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._client import GATEWAY_TZ, AisixClient
-from .._core.billing import Estimate
-from .._core.errors import AisixError, CampaignError, SendStoppedError, ValidationError
+from .. import (
+    GATEWAY_TZ,
+    AisixClient,
+    AisixError,
+    CampaignError,
+    Estimate,
+    OutcomeStatus,
+    SendOutcome,
+    SendStoppedError,
+    SendStream,
+    ValidationError,
+)
 from .._core.validate import check_at, check_content, check_numbering
-from .._features.bulk import OutcomeStatus, SendOutcome, SendStream
 from ._app import Context, _leaf
 from ._exit import CliError, ExitCode
 from ._inputs import (
@@ -54,7 +62,7 @@ from ._send_report import finish, show_estimate, show_problems, snapshot
 from ._tally import Tally, open_outcomes, outcome_record, write_outcome_rows
 
 if TYPE_CHECKING:
-    from .._campaign.campaign import Campaign, CampaignStream
+    from .. import Campaign, CampaignStream
 
     Stream = SendStream | CampaignStream
 
@@ -321,7 +329,7 @@ async def _run(
     def ready_to_stop() -> bool:
         if stream is None:
             return True
-        stats = stream.stats
+        stats = stream.stats()
         return (feed.parked or feed.exhausted) and stats.in_flight == 0 and (consumed == stats.done)
 
     if est is not None:
@@ -362,7 +370,7 @@ async def _run(
 
                 def read() -> Snapshot:
                     assert stream is not None
-                    return snapshot(stream.stats, total, tally.not_sent)
+                    return snapshot(stream.stats(), total, tally.not_sent)
 
                 async with progress(out, title, read):
                     async for outcome in stream:
@@ -377,7 +385,7 @@ async def _run(
             if outcome.status is OutcomeStatus.UNKNOWN:
                 cut_off += len(outcome.mobiles)
         state["cut_off"] = cut_off
-        stats = stream.stats
+        stats = stream.stats()
         summary = campaign.summary() if campaign is not None else None
     return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary, at=at)
 

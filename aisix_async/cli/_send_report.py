@@ -9,10 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .._client import GATEWAY_TZ, AisixClient
-from .._core.billing import Estimate
-from .._core.errors import AisixError
-from .._features.bulk import BulkStats
+from .. import GATEWAY_TZ, AisixClient, AisixError, BulkStats, Estimate
 from ._app import Context
 from ._exit import ExitCode, describe, redact_keys
 from ._inputs import Checked, Source
@@ -20,7 +17,7 @@ from ._progress import Snapshot
 from ._tally import Tally
 
 if TYPE_CHECKING:
-    from .._campaign.ledger import CampaignSummary
+    from .. import CampaignSummary
 
 __all__ = ["finish", "show_estimate", "show_problems", "snapshot"]
 

@@ -15,8 +15,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from .._core.errors import NotSentError
-from .._features.bulk import OutcomeStatus, SendOutcome
+from .. import NotSentError, OutcomeStatus, SendOutcome
 from ._exit import CliError
 
 __all__ = ["SAMPLES", "Tally", "open_outcomes", "outcome_record", "write_outcome_rows"]

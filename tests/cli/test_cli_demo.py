@@ -57,16 +57,25 @@ def campaign() -> tuple[Part, list[LedgerEntry]]:
     part = Part("sendOnce", {"1": "hi", "2": "hi", "3": "hi"})
     part.add(
         SendOutcome(
-            0,
-            (0, 1),
-            ("1", "2"),
-            OutcomeStatus.ACCEPTED,
-            "sendOnce",
+            chunk=0,
+            positions=(0, 1),
+            mobiles=("1", "2"),
+            status=OutcomeStatus.ACCEPTED,
+            action="sendOnce",
             receipts=(receipt("m1", 2),),
             attempts=1,
         )
     )
-    part.add(SendOutcome(1, (2,), ("3",), OutcomeStatus.FAILED, "sendOnce", attempts=1))
+    part.add(
+        SendOutcome(
+            chunk=1,
+            positions=(2,),
+            mobiles=("3",),
+            status=OutcomeStatus.FAILED,
+            action="sendOnce",
+            attempts=1,
+        )
+    )
     ledger = [
         LedgerEntry("m1", "1", SIGN + "hi", 1, Decimal("0.10")),
         LedgerEntry("m1", "2", SIGN + "hi", 1, Decimal("0.10")),
@@ -126,7 +135,16 @@ def test_the_check_catches_a_wrong_text_and_missing_reports() -> None:
 
 def test_the_check_catches_a_lost_recipient_and_unconfirmed_unknowns() -> None:
     part = Part("sendOnce", {"1": "hi", "2": "hi", "3": "hi"})
-    part.add(SendOutcome(0, (0,), ("1",), OutcomeStatus.UNKNOWN, "sendOnce", attempts=1))
+    part.add(
+        SendOutcome(
+            chunk=0,
+            positions=(0,),
+            mobiles=("1",),
+            status=OutcomeStatus.UNKNOWN,
+            action="sendOnce",
+            attempts=1,
+        )
+    )
     ledger = [LedgerEntry("m1", "1", SIGN + "hi", 1, Decimal("0.10"))]
     results = run_verify(
         part,

@@ -99,7 +99,20 @@ def test_no_request_on_the_wire_is_not_called_unknown(capsys: Any) -> None:
     out = Output(json_mode=True)
     ctx: Any = SimpleNamespace(out=out, args=SimpleNamespace(journal=None), url="http://x")
     client: Any = SimpleNamespace(account="a@b")
-    stats = BulkStats(10, 10, 0, 0, 0, 1, 0, 0, 4, None, 0, 1.0)
+    stats = BulkStats(
+        done=10,
+        accepted=10,
+        failed=0,
+        unknown=0,
+        skipped=0,
+        requests=1,
+        rate_limited=0,
+        retries=0,
+        limit=4,
+        pace=None,
+        in_flight=0,
+        elapsed=1.0,
+    )
     tally = Tally(accepted=10)
     state = {"interrupted": 1, "abandoned": 1, "cut_off": 0}
     assert finish(ctx, client, tally, stats, 20, None, state, None) == 130

@@ -35,7 +35,7 @@ async def main(path: Path) -> None:
                     async for _ in s:
                         pass
                 emu.state.set_faults(error_after_charge=0.0)
-                async with campaign.watch_send_states(interval=0.01, stop_when_idle=0.5) as r:
+                async with campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.5) as r:
                     async for _ in r:
                         pass
                 print(campaign.summary())
