@@ -65,6 +65,15 @@ logger = logging.getLogger("aisix_async")
 _RATE_STATE_KEY = "rate_state"
 
 
+@attrs.frozen
+class _Lease:
+    """The campaign's journal and its send claim, handed to a stream it creates."""
+
+    journal: Callable[[], Journal]
+    claim: Callable[[], Journal]
+    release: Callable[[], None]
+
+
 class CampaignStream:
     """A bulk send recorded in the campaign's journal: ``async with``, then ``async for``.
 
@@ -78,8 +87,11 @@ class CampaignStream:
         definition: dict[str, Any],
         build: Callable[[ChunkLedger, bool], SendStream],
         check_balance: bool,
+        lease: _Lease,
     ) -> None:
         self._campaign = campaign
+        # What the campaign lends its stream: its journal, and the one-send-at-a-time claim.
+        self._lease = lease
         self._definition = definition
         self._build = build
         self._check_balance = check_balance
@@ -89,7 +101,7 @@ class CampaignStream:
         self._run: int | None = None
 
     async def __aenter__(self) -> CampaignStream:
-        journal = self._campaign._claim()
+        journal = self._lease.claim()
         try:
             text = json.dumps(self._definition, sort_keys=True, ensure_ascii=False)
             await journal.define(hashlib.sha256(text.encode()).hexdigest(), self._definition)
@@ -105,7 +117,7 @@ class CampaignStream:
                 self._stream.stop(self._stop_reason)
             await self._stream.__aenter__()
         except BaseException:
-            self._campaign._release()
+            self._lease.release()
             raise
         return self
 
@@ -126,7 +138,7 @@ class CampaignStream:
                 if self._run is not None:
                     await self._end_run(self._run)
             finally:
-                self._campaign._release()
+                self._lease.release()
         with contextlib.suppress(CampaignError):
             # A hint for a resumed run; a broken journal says so on its own.
             await self._campaign.save_rate_state()
@@ -137,7 +149,7 @@ class CampaignStream:
     async def _end_run(self, seq: int) -> None:
         with anyio.CancelScope(shield=True):
             try:
-                await self._campaign._journal_now().end_run(seq)
+                await self._lease.journal().end_run(seq)
             except CampaignError:
                 # A broken journal (a full disk) already said so; the error that matters
                 # is the run's own, not that its end could not be recorded.
@@ -148,7 +160,7 @@ class CampaignStream:
     async def _record_abandoned(self, stream: SendStream, ledger: CampaignLedger) -> None:
         # Chunks cut off on the wire (the block was left early): recorded as unknown now,
         # with their numbers, rather than left "in flight" until a resumed run finds them.
-        journal = self._campaign._journal_now()
+        journal = self._lease.journal()
         cut_off = [
             outcome
             for outcome in stream.abandoned
@@ -182,7 +194,7 @@ class CampaignStream:
                 if ledger.error is not None:
                     raise ledger.error from None
                 if self._stream.stopped_by is None:
-                    await self._campaign._journal_now().set_input_size(ledger.next_position)
+                    await self._lease.journal().set_input_size(ledger.next_position)
                 raise
             if outcome.chunk not in ledger.ignored:
                 return outcome
@@ -297,6 +309,9 @@ class Campaign:
             raise CampaignError("use the campaign inside 'async with' first")
         return self._journal
 
+    def _lease(self) -> _Lease:
+        return _Lease(journal=self._journal_now, claim=self._claim, release=self._release)
+
     def _claim(self) -> Journal:
         journal = self._journal_now()
         if self._sending:
@@ -345,7 +360,7 @@ class Campaign:
             checked = attrs.evolve(options, check_balance=check)
             return once_stream(self._gateway, numbers, content, checked, ledger)
 
-        return CampaignStream(self, definition, build, check_balance)
+        return CampaignStream(self, definition, build, check_balance, self._lease())
 
     def send_batch_many(
         self,
@@ -369,7 +384,7 @@ class Campaign:
             checked = attrs.evolve(options, check_balance=check)
             return batch_stream(self._gateway, pairs, checked, ledger)
 
-        return CampaignStream(self, definition, build, check_balance)
+        return CampaignStream(self, definition, build, check_balance, self._lease())
 
     def send_param_many(
         self,
@@ -397,7 +412,7 @@ class Campaign:
             checked = attrs.evolve(options, check_balance=check)
             return param_stream(self._gateway, template, rows, checked, ledger)
 
-        return CampaignStream(self, definition, build, check_balance)
+        return CampaignStream(self, definition, build, check_balance, self._lease())
 
     # -- reports and replies ---------------------------------------------------------
 

@@ -206,10 +206,11 @@ class ChunkLedger(Protocol):
 class _ChunkHooks:
     """The scheduler's dispatch hooks for one chunk: the stop switch and the ledger."""
 
-    __slots__ = ("_stream", "chunk", "counted", "on_wire", "scope", "tally")
+    __slots__ = ("_ledger", "_stream", "chunk", "counted", "on_wire", "scope", "tally")
 
-    def __init__(self, stream: SendStream, chunk: PlannedChunk) -> None:
+    def __init__(self, stream: SendStream, chunk: PlannedChunk, ledger: ChunkLedger | None) -> None:
         self._stream = stream
+        self._ledger = ledger
         self.chunk = chunk
         self.tally = AttemptTally()
         #: Whether the tally was added to the stream's counters (until then stats reads it).
@@ -223,9 +224,9 @@ class _ChunkHooks:
         self.on_wire = False
 
     async def before_dispatch(self) -> None:
-        if self._stream._stop is not None:
+        if self._stream.stopped_by is not None:
             raise _Stopped
-        ledger = self._stream._ledger
+        ledger = self._ledger
         if ledger is not None:
             # Recorded in our slot, right before the request is written: a crash before
             # this leaves the chunk "planned" (safely resent), one after it "in flight"
@@ -235,10 +236,10 @@ class _ChunkHooks:
 
     async def refused(self) -> None:
         self.on_wire = False
-        ledger = self._stream._ledger
+        ledger = self._ledger
         if ledger is not None:
             await ledger.off_wire(self.chunk)
-        if self._stream._stop is not None:
+        if self._stream.stopped_by is not None:
             # Dispatch stopped while this attempt was out: no retry may leave.
             raise _Stopped
 
@@ -523,7 +524,7 @@ class SendStream:
         if self._ledger is not None and not await self._ledger.before_send(item):
             self._count.skipped += item.size
             return
-        hooks = self._open[item.index] = _ChunkHooks(self, item)
+        hooks = self._open[item.index] = _ChunkHooks(self, item, self._ledger)
         await self._window.acquire()
         workers.start_soon(self._work, hooks)
 
