@@ -135,7 +135,7 @@ _COMMANDS = {
     "reports": ("_commands", "reports"),
     "replies": ("_commands", "replies"),
     "rotate-key": ("_commands", "rotate_key"),
-    "send": ("_send", "send"),
+    "send": ("send.command", "send"),
     "demo": ("_demo", "demo"),
     "campaign": ("_delivery", "campaign"),
 }
@@ -152,7 +152,7 @@ def _key_on_command_line(argv: list[str]) -> bool:
     return any(arg == "--authkey" or arg.startswith("--authkey=") for arg in argv)
 
 
-def _leaf(error: BaseException) -> BaseException:
+def leaf_error(error: BaseException) -> BaseException:
     """The one error inside nested single-member exception groups (task groups wrap).
 
     Duck-typed on ``exceptions``: on Python 3.10 the groups come from the exceptiongroup
@@ -239,7 +239,7 @@ def run(argv: list[str]) -> int:
         out.error("interrupted")
         return int(ExitCode.INTERRUPTED)
     except BaseException as raised:  # every failure becomes a sentence
-        error = _leaf(raised)
+        error = leaf_error(raised)
         if isinstance(error, KeyboardInterrupt):
             out.error("interrupted")
             return int(ExitCode.INTERRUPTED)

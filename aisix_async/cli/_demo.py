@@ -26,7 +26,7 @@ from ._app import Context
 from ._demo_check import Check, LedgerEntry, Part, verify
 from ._exit import CliError, ExitCode
 from ._progress import Snapshot, progress
-from ._send_report import snapshot
+from .send.report import snapshot
 
 __all__ = ["demo"]
 

@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from ._app import Context
-from ._inputs import Source
+from .send.inputs import Source
 
 __all__ = ["Feed", "FollowInterrupt", "watch_interrupts"]
 

@@ -93,8 +93,8 @@ def test_no_request_on_the_wire_is_not_called_unknown(capsys: Any) -> None:
 
     from aisix_async import BulkStats
     from aisix_async.cli._output import Output
-    from aisix_async.cli._send_report import finish
-    from aisix_async.cli._tally import Tally
+    from aisix_async.cli.send.report import finish
+    from aisix_async.cli.send.tally import Tally
 
     out = Output(json_mode=True)
     ctx: Any = SimpleNamespace(out=out, args=SimpleNamespace(journal=None), url="http://x")

@@ -369,7 +369,7 @@ def test_journal_refuses_a_changed_input(cli: Cli, emulator: Any, tmp_path: Path
 
 def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
     from aisix_async._campaign.ledger import CampaignSummary
-    from aisix_async.cli._send_report import _campaign_rows
+    from aisix_async.cli.send.report import _campaign_rows
 
     def not_yet_sent(input_size: int | None) -> object:
         summary = CampaignSummary(

@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 import attrs
 
-from .. import NotSentError, OutcomeStatus, SendOutcome
-from ._exit import CliError
+from ... import NotSentError, OutcomeStatus, SendOutcome
+from .._exit import CliError
 
 __all__ = ["SAMPLES", "Tally", "open_outcomes", "outcome_record", "write_outcome_rows"]
 

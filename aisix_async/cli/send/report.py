@@ -9,15 +9,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .. import GATEWAY_TZ, AisixClient, AisixError, BulkStats, Estimate
-from ._app import Context
-from ._exit import ExitCode, describe, redact_keys
-from ._inputs import Checked, Source
-from ._progress import Snapshot
-from ._tally import Tally
+from ... import GATEWAY_TZ, AisixClient, AisixError, BulkStats, Estimate
+from .._app import Context
+from .._exit import ExitCode, describe, redact_keys
+from .._progress import Snapshot
+from .inputs import Checked, Source
+from .tally import Tally
 
 if TYPE_CHECKING:
-    from .. import CampaignSummary
+    from ... import CampaignSummary
 
 __all__ = ["finish", "show_estimate", "show_problems", "snapshot"]
 

@@ -22,15 +22,15 @@ from typing import Any, BinaryIO, TextIO
 
 import attrs
 
-from .. import ValidationError
-from .._core.validate import (
+from ... import ValidationError
+from ..._core.validate import (
     SEPARATOR,
     check_content,
     check_mobile,
     check_param_row,
     check_template,
 )
-from ._exit import CliError
+from .._exit import CliError
 
 __all__ = [
     "Checked",

@@ -31,7 +31,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .. import (
+from ... import (
     GATEWAY_TZ,
     AisixClient,
     AisixError,
@@ -43,10 +43,12 @@ from .. import (
     SendStream,
     ValidationError,
 )
-from .._core.validate import check_at, check_content, check_numbering
-from ._app import Context, _leaf
-from ._exit import CliError, ExitCode
-from ._inputs import (
+from ..._core.validate import check_at, check_content, check_numbering
+from .._app import Context, leaf_error
+from .._exit import CliError, ExitCode
+from .._interrupts import Feed, watch_interrupts
+from .._progress import Snapshot, progress
+from .inputs import (
     Source,
     batch_source,
     check_source,
@@ -56,13 +58,11 @@ from ._inputs import (
     parse_at,
     problem,
 )
-from ._interrupts import Feed, watch_interrupts
-from ._progress import Snapshot, progress
-from ._send_report import finish, show_estimate, show_problems, snapshot
-from ._tally import Tally, open_outcomes, outcome_record, write_outcome_rows
+from .report import finish, show_estimate, show_problems, snapshot
+from .tally import Tally, open_outcomes, outcome_record, write_outcome_rows
 
 if TYPE_CHECKING:
-    from .. import Campaign, CampaignStream
+    from ... import Campaign, CampaignStream
 
     Stream = SendStream | CampaignStream
 
@@ -275,7 +275,7 @@ async def send(ctx: Context) -> int:
         except BaseException as raised:
             # The journal counts items from 0; an operator edits lines of a file. (The
             # error may come wrapped by the task groups it crossed.)
-            error = _leaf(raised)
+            error = leaf_error(raised)
             if not isinstance(error, CampaignError):
                 raise
             text = await anyio.to_thread.run_sync(_in_lines, source, error.message)
