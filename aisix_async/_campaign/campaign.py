@@ -278,7 +278,7 @@ class Campaign:
 
         Done when a send ends and when the campaign closes; a resumed run starts from it.
         """
-        journal = self._journal_now()
+        journal = self.journal()
         scheduler = self._gateway.scheduler
         if not scheduler.stats().requests:
             return
@@ -304,16 +304,18 @@ class Campaign:
             if journal is not None:
                 await journal.aclose()
 
-    def _journal_now(self) -> Journal:
+    def journal(self) -> Journal:
+        """The open journal, for tools that read it (``aisix reports --journal``); its
+        interface is not part of the stable API before 1.0."""
         if self._journal is None:
             raise CampaignError("use the campaign inside 'async with' first")
         return self._journal
 
     def _lease(self) -> _Lease:
-        return _Lease(journal=self._journal_now, claim=self._claim, release=self._release)
+        return _Lease(journal=self.journal, claim=self._claim, release=self._release)
 
     def _claim(self) -> Journal:
-        journal = self._journal_now()
+        journal = self.journal()
         if self._sending:
             raise CampaignError("this campaign is already sending: one send at a time per journal")
         self._sending = True
@@ -430,7 +432,7 @@ class Campaign:
 
         Reports also reconcile unknown chunks (see the module docstring).
         """
-        journal = self._journal_now()
+        journal = self.journal()
 
         async def record(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
             await journal.record_reports(batch)
@@ -454,7 +456,7 @@ class Campaign:
         max_buffered: int = 10_000,
     ) -> RecordStream[Reply]:
         """``client.watch_replies``, each batch written to the journal before it is yielded."""
-        journal = self._journal_now()
+        journal = self.journal()
 
         async def record(batch: Sequence[Reply | MalformedRecord]) -> None:
             await journal.record_replies(batch)
@@ -469,17 +471,17 @@ class Campaign:
 
     async def stored_reports(self) -> list[DeliveryReport]:
         """Every delivery report this campaign's journal recorded, in the order fetched."""
-        return await self._journal_now().stored_reports()
+        return await self.journal().stored_reports()
 
     async def stored_replies(self) -> list[Reply]:
         """Every reply this campaign's journal recorded, in the order fetched."""
-        return await self._journal_now().stored_replies()
+        return await self.journal().stored_replies()
 
     # -- where it stands -------------------------------------------------------------
 
     def summary(self) -> CampaignSummary:
         """Counts, money, delivery and the unknown, as the journal holds them now."""
-        return summarize(self._journal_now())
+        return summarize(self.journal())
 
 
 def open_campaign(

@@ -23,163 +23,28 @@ import contextlib
 import os
 import sqlite3
 import sys
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from .._core.errors import CampaignError
-from .._core.models import FINAL_OPERATOR_CODES
+from . import sql
 
 __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
     "JournalInUse",
-    "decode_positions",
-    "encode_positions",
     "is_disk_full",
     "open_file",
     "open_read_only",
-    "pack_numbers",
     "release_lock",
-    "unpack_numbers",
 ]
 
 #: ``PRAGMA application_id``: the bytes "AiSx". Marks a file as a campaign journal.
 APPLICATION_ID = int.from_bytes(b"AiSx", "big")
 #: ``PRAGMA user_version``: the schema this code writes and reads. Version 1 files are
-#: migrated in place when opened (:func:`_migrate_v1`).
+#: migrated in place when opened (``sql.migrate_v1``).
 SCHEMA_VERSION = 2
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-# Chunks are stored by their place in the input (ranges of positions), never the input
-# itself before a request; the mobiles of chunks whose fate is open are kept, to list the
-# unknown, and (schema 2) a settled chunk's numbers, compressed, to name its recipients.
-_SCHEMA = """
-CREATE TABLE campaign (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    fingerprint TEXT NOT NULL,
-    definition TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    input_size INTEGER
-);
-CREATE TABLE chunks (
-    idx INTEGER PRIMARY KEY,
-    action TEXT NOT NULL,
-    first_pos INTEGER NOT NULL,
-    last_pos INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    positions TEXT NOT NULL,
-    items_hash TEXT NOT NULL,
-    mobiles TEXT,
-    state TEXT NOT NULL CHECK (state IN ('planned', 'in_flight', 'accepted', 'failed', 'unknown')),
-    error_class TEXT,
-    error_message TEXT,
-    retryable INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    runs INTEGER NOT NULL DEFAULT 0,
-    units INTEGER NOT NULL DEFAULT 0,
-    cost TEXT NOT NULL DEFAULT '0',
-    receipts TEXT,
-    reconciled INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL,
-    numbers BLOB
-);
-CREATE TABLE msgids (msgid TEXT PRIMARY KEY, chunk INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE unknown (
-    position INTEGER PRIMARY KEY,
-    chunk INTEGER NOT NULL,
-    mobile TEXT NOT NULL
-);
-CREATE INDEX unknown_by_mobile ON unknown (mobile);
-CREATE INDEX unknown_by_chunk ON unknown (chunk);
-CREATE TABLE reports (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT, msgid TEXT, mobile TEXT, result INTEGER, code TEXT,
-    raw TEXT, fetched_at REAL NOT NULL,
-    chunk INTEGER
-);
-CREATE TABLE replies (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT, time_ms INTEGER, mobile TEXT, content TEXT,
-    raw TEXT, fetched_at REAL NOT NULL
-)
-"""
-
-# Added by schema 2 (delivery truth per recipient, kept in the file rather than in memory):
-# ``chunks.numbers`` holds a settled chunk's numbers (zlib of the numbers joined by
-# newlines) so a recipient can be named by (chunk, mobile) and exported;
-# ``reports.chunk`` names the chunk a report is for, NULL for a report that is not this
-# campaign's (kept all the same: the gateway hands each out once); ``delivery`` holds each
-# recipient's first final report, whole (it is not in ``reports`` too: one row per report
-# is what ingestion costs; ``seq`` numbers the two tables' reports in one fetch order);
-# ``tallies`` keeps the counts a summary shows (``final:CODE``,
-# ``foreign``), updated in the transaction that records the reports; ``runs`` says when
-# each run happened. (The rate controller's ``meta`` table is created apart, if missing.)
-_SCHEMA_2 = """
-CREATE TABLE delivery (
-    chunk INTEGER NOT NULL,
-    mobile TEXT NOT NULL,
-    code TEXT NOT NULL,
-    at REAL NOT NULL,
-    seq INTEGER NOT NULL,
-    id TEXT,
-    msgid TEXT NOT NULL,
-    result INTEGER NOT NULL,
-    raw TEXT,
-    PRIMARY KEY (chunk, mobile)
-) WITHOUT ROWID;
-CREATE TABLE tallies (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE runs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    pid INTEGER
-)
-"""
-
-
-def encode_positions(positions: Sequence[int]) -> str:
-    """Ascending input positions as ranges (``"0-999"``, ``"3,5-7"``).
-
-    A chunk is one range as a rule (only refused items leave gaps), hence the fast path.
-    """
-    if positions and positions[-1] - positions[0] + 1 == len(positions):
-        first, last = positions[0], positions[-1]
-        return str(first) if first == last else f"{first}-{last}"
-    parts: list[str] = []
-    i, n = 0, len(positions)
-    while i < n:
-        j = i
-        while j + 1 < n and positions[j + 1] == positions[j] + 1:
-            j += 1
-        parts.append(str(positions[i]) if i == j else f"{positions[i]}-{positions[j]}")
-        i = j + 1
-    return ",".join(parts)
-
-
-def decode_positions(text: str) -> tuple[int, ...]:
-    """The inverse of :func:`encode_positions`."""
-    out: list[int] = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        out.extend(range(int(first), int(last or first) + 1))
-    return tuple(out)
-
-
-def pack_numbers(mobiles: Sequence[str]) -> bytes:
-    """A chunk's numbers as stored in ``chunks.numbers``: joined by newlines, zlib level 1.
-
-    Numbers of a campaign compress to about a third (digits, shared prefixes); level 1
-    costs some 50 microseconds a chunk, on the journal's worker thread.
-    """
-    return zlib.compress("\n".join(mobiles).encode("utf-8", "surrogatepass"), 1)
-
-
-def unpack_numbers(blob: bytes) -> list[str]:
-    """The inverse of :func:`pack_numbers`."""
-    return zlib.decompress(blob).decode("utf-8", "surrogatepass").split("\n")
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -291,9 +156,7 @@ def _check_header(path: Path) -> None:
 
 
 def _prepare(conn: sqlite3.Connection, path: Path, durable: bool) -> None:
-    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    (objects,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    app_id, version, objects = sql.file_marks(conn)
     if app_id != APPLICATION_ID and (app_id != 0 or objects):
         raise CampaignError(
             f"{path} is an SQLite database of another program, not a campaign journal; "
@@ -305,70 +168,14 @@ def _prepare(conn: sqlite3.Connection, path: Path, durable: bool) -> None:
             f"version reads {SCHEMA_VERSION}): upgrade aisix_async to resume it"
         )
     if app_id == APPLICATION_ID:
-        (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        check = sql.quick_check(conn)
         if check != "ok":
             raise CampaignError(f"{path} is damaged ({check}); it was left untouched")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    sql.configure(conn, durable=durable)
     if app_id == APPLICATION_ID and version == 1:
-        _migrate_v1(conn)
+        sql.migrate_v1(conn)
     if app_id == 0:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in f"{_SCHEMA};{_SCHEMA_2}".split(";"):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-
-def _migrate_v1(conn: sqlite3.Connection) -> None:
-    """Bring a schema-1 journal to schema 2, in one transaction (all of it or none).
-
-    Schema 1 did not keep the numbers of accepted chunks, so its reports are attributed
-    to the campaign by msgid alone (a msgid the campaign recorded); later reports are
-    checked on (msgid, mobile) once a run has written a chunk's numbers. Its runs are
-    summed up as one, from the campaign's creation to the last change recorded.
-    """
-    finals = ",".join(f"'{code}'" for code in sorted(FINAL_OPERATOR_CODES))
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("ALTER TABLE chunks ADD COLUMN numbers BLOB")
-        conn.execute("ALTER TABLE reports ADD COLUMN chunk INTEGER")
-        for statement in _SCHEMA_2.split(";"):
-            conn.execute(statement)
-        conn.execute(
-            "UPDATE reports SET chunk = (SELECT chunk FROM msgids WHERE msgids.msgid ="
-            " reports.msgid) WHERE msgid IS NOT NULL"
-        )
-        conn.execute(
-            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
-            " raw) SELECT chunk, mobile, code, fetched_at, seq, id, msgid, result, raw"
-            f" FROM reports WHERE chunk IS NOT NULL AND upper(code) IN ({finals}) ORDER BY seq"
-        )
-        conn.execute("DELETE FROM reports WHERE seq IN (SELECT seq FROM delivery)")
-        conn.execute(
-            "INSERT INTO tallies (name, n) SELECT 'final:' || upper(code), count(*)"
-            " FROM delivery GROUP BY upper(code)"
-        )
-        conn.execute(
-            "INSERT INTO tallies (name, n) SELECT 'foreign', count(*) FROM reports"
-            " WHERE msgid IS NOT NULL AND chunk IS NULL"
-        )
-        conn.execute(
-            "INSERT INTO runs (kind, started_at, ended_at) SELECT 'schema 1 runs', created_at,"
-            " (SELECT max(updated_at) FROM chunks) FROM campaign"
-        )
-        conn.execute("PRAGMA user_version=2")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        sql.create(conn, APPLICATION_ID, SCHEMA_VERSION)
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:
@@ -387,8 +194,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
             isolation_level=None,
             timeout=5.0,
         )
-        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        app_id, version, _ = sql.file_marks(conn)
     except sqlite3.Error as exc:
         raise CampaignError(f"cannot read the campaign journal {path}: {exc}") from None
     if app_id != APPLICATION_ID or version != SCHEMA_VERSION:

@@ -45,7 +45,6 @@ from .._core.errors import CampaignError
 from .._core.models import DeliveryReport, MalformedRecord, Reply
 from . import sql
 from .file import (
-    decode_positions,
     is_disk_full,
     open_file,
     open_read_only,
@@ -128,11 +127,6 @@ class ChunkRow:
     error_class: str | None = None
 
 
-_META_TABLE = (
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
-)
-
-
 class Journal:
     """One open campaign journal: :meth:`open` it, :meth:`aclose` it.
 
@@ -182,17 +176,7 @@ class Journal:
             conn, lock = open_file(Path(path), durable=durable)
             journal = cls(Path(path), conn, lock)
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    # Facts about the run rather than the campaign (the rate the gateway
-                    # was found to accept): a key/value table, added to older files too.
-                    conn.execute(_META_TABLE)
-                    sql.recover_interrupted(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                sql.open_meta(conn)
                 journal._load()
             except BaseException:
                 journal._close_sync()
@@ -212,14 +196,11 @@ class Journal:
             ) from None
 
     def _load(self) -> None:
-        conn = self._conn
-        row = conn.execute("SELECT fingerprint, definition, input_size FROM campaign").fetchone()
-        if row is not None:
-            self.fingerprint, text, self.input_size = row
+        loaded = sql.load(self._conn)
+        if loaded.campaign is not None:
+            self.fingerprint, text, self.input_size = loaded.campaign
             self.definition = json.loads(text)
-        for idx, size, state, retryable, units, cost, reconciled, error_class in conn.execute(
-            "SELECT idx, size, state, retryable, units, cost, reconciled, error_class FROM chunks"
-        ):
+        for idx, size, state, retryable, units, cost, reconciled, error_class in loaded.chunks:
             self.rows[idx] = ChunkRow(
                 idx,
                 size,
@@ -230,28 +211,15 @@ class Journal:
                 bool(reconciled),
                 error_class,
             )
-        self.unknown = dict(conn.execute("SELECT position, mobile FROM unknown"))
-        self.unread = {
-            idx: decode_positions(positions)
-            for idx, positions in conn.execute(
-                "SELECT idx, positions FROM chunks WHERE state='unknown' AND mobiles IS NULL"
-            )
-        }
-        (self._session_seq,) = conn.execute(
-            "SELECT max(coalesce((SELECT max(seq) FROM reports), 0),"
-            " coalesce((SELECT max(seq) FROM delivery), 0))"
-        ).fetchone()
-        tallies = sql.tallies(conn)
+        self.unknown = loaded.unknown
+        self.unread = loaded.unread
+        self._session_seq = loaded.last_seq
+        tallies = loaded.tallies
         self.delivery = {
             name[len("final:") :]: n for name, n in tallies.items() if name.startswith("final:")
         }
         self.foreign_reports = tallies.get("foreign", 0)
-        # A read-only view of a file this version has not opened for writing yet may
-        # lack the table (it is created on open): nothing learned then.
-        has_meta = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()
-        self.meta = dict(conn.execute("SELECT key, value FROM meta")) if has_meta else {}
+        self.meta = loaded.meta
 
     @classmethod
     async def open_read_only(cls, path: str | os.PathLike[str]) -> Journal:
@@ -317,10 +285,7 @@ class Journal:
         if self.meta.get(key) == value:
             return
 
-        def body(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
-        await self._write(f"the journal's {key}", body)
+        await self._write(f"the journal's {key}", lambda conn: sql.set_meta(conn, key, value))
         self.meta[key] = value
 
     async def set_input_size(self, size: int) -> None:

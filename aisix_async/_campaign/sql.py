@@ -9,13 +9,14 @@ transaction that records the decision.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -27,28 +28,42 @@ from .._core.models import (
     Reply,
     ReportResult,
 )
-from .file import decode_positions, encode_positions, pack_numbers, unpack_numbers
+from .encoding import decode_positions, encode_positions, pack_numbers, unpack_numbers
 
 __all__ = [
     "EXPORT_COLUMNS",
     "INTERRUPTED",
+    "META_TABLE",
     "ROWS_PER_STATEMENT",
+    "SCHEMA",
+    "SCHEMA_2",
     "Ingested",
+    "Loaded",
     "ReportLookup",
     "adopt_reports",
     "begin_chunk",
     "begin_run",
+    "configure",
+    "create",
     "define",
     "end_run",
     "export_rows",
+    "file_marks",
+    "immediate",
+    "in_savepoint",
     "insert_chunks",
+    "load",
     "mark_on_wire",
     "mark_planned",
+    "migrate_v1",
+    "open_meta",
+    "quick_check",
     "record_replies",
     "record_reports",
     "recover_interrupted",
     "runs",
     "set_input_size",
+    "set_meta",
     "settle_accepted",
     "settle_chunk",
     "stored_replies",
@@ -56,8 +71,263 @@ __all__ = [
     "tallies",
 ]
 
+_T = TypeVar("_T")
+
 #: The error class recorded for a chunk whose process died while it was in flight.
 INTERRUPTED = "Interrupted"
+
+
+# -- the file: marks, settings, schema, migration ------------------------------------------
+
+# Chunks are stored by their place in the input (ranges of positions), never the input
+# itself before a request; the mobiles of chunks whose fate is open are kept, to list the
+# unknown, and (schema 2) a settled chunk's numbers, compressed, to name its recipients.
+SCHEMA = """
+CREATE TABLE campaign (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    fingerprint TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    input_size INTEGER
+);
+CREATE TABLE chunks (
+    idx INTEGER PRIMARY KEY,
+    action TEXT NOT NULL,
+    first_pos INTEGER NOT NULL,
+    last_pos INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    positions TEXT NOT NULL,
+    items_hash TEXT NOT NULL,
+    mobiles TEXT,
+    state TEXT NOT NULL CHECK (state IN ('planned', 'in_flight', 'accepted', 'failed', 'unknown')),
+    error_class TEXT,
+    error_message TEXT,
+    retryable INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    runs INTEGER NOT NULL DEFAULT 0,
+    units INTEGER NOT NULL DEFAULT 0,
+    cost TEXT NOT NULL DEFAULT '0',
+    receipts TEXT,
+    reconciled INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    numbers BLOB
+);
+CREATE TABLE msgids (msgid TEXT PRIMARY KEY, chunk INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE unknown (
+    position INTEGER PRIMARY KEY,
+    chunk INTEGER NOT NULL,
+    mobile TEXT NOT NULL
+);
+CREATE INDEX unknown_by_mobile ON unknown (mobile);
+CREATE INDEX unknown_by_chunk ON unknown (chunk);
+CREATE TABLE reports (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT, msgid TEXT, mobile TEXT, result INTEGER, code TEXT,
+    raw TEXT, fetched_at REAL NOT NULL,
+    chunk INTEGER
+);
+CREATE TABLE replies (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT, time_ms INTEGER, mobile TEXT, content TEXT,
+    raw TEXT, fetched_at REAL NOT NULL
+)
+"""
+
+# Added by schema 2 (delivery truth per recipient, kept in the file rather than in memory):
+# ``chunks.numbers`` holds a settled chunk's numbers (zlib of the numbers joined by
+# newlines) so a recipient can be named by (chunk, mobile) and exported;
+# ``reports.chunk`` names the chunk a report is for, NULL for a report that is not this
+# campaign's (kept all the same: the gateway hands each out once); ``delivery`` holds each
+# recipient's first final report, whole (it is not in ``reports`` too: one row per report
+# is what ingestion costs; ``seq`` numbers the two tables' reports in one fetch order);
+# ``tallies`` keeps the counts a summary shows (``final:CODE``,
+# ``foreign``), updated in the transaction that records the reports; ``runs`` says when
+# each run happened. (The rate controller's ``meta`` table is created apart, if missing.)
+SCHEMA_2 = """
+CREATE TABLE delivery (
+    chunk INTEGER NOT NULL,
+    mobile TEXT NOT NULL,
+    code TEXT NOT NULL,
+    at REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT,
+    msgid TEXT NOT NULL,
+    result INTEGER NOT NULL,
+    raw TEXT,
+    PRIMARY KEY (chunk, mobile)
+) WITHOUT ROWID;
+CREATE TABLE tallies (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    pid INTEGER
+)
+"""
+
+#: Facts about the run rather than the campaign (the rate the gateway was found to
+#: accept): a key/value table, added to older files too when they are opened.
+META_TABLE = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+)
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: all of the block's statements, or none of them."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def in_savepoint(
+    conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]
+) -> tuple[_T | None, Exception | None]:
+    """Run ``body`` inside the open transaction, undoing only its own statements when it
+    fails with an error of ours: (its result, None) or (None, that error). An SQLite error
+    propagates: the whole transaction is lost then."""
+    conn.execute("SAVEPOINT job")
+    try:
+        result = body(conn)
+    except sqlite3.Error:
+        raise
+    except Exception as exc:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        return None, exc
+    conn.execute("RELEASE job")
+    return result, None
+
+
+def file_marks(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """The file's application id, schema version, and how many objects it holds."""
+    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    (objects,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return app_id, version, objects
+
+
+def quick_check(conn: sqlite3.Connection) -> str:
+    """SQLite's own check of the file: "ok", or the first problem found."""
+    (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+    return str(check)
+
+
+def configure(conn: sqlite3.Connection, *, durable: bool) -> None:
+    """WAL, and a commit that survives a power cut only when ``durable``."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+
+
+def create(conn: sqlite3.Connection, application_id: int, version: int) -> None:
+    """Lay out an empty file as a journal of schema ``version``, marked as ours."""
+    with immediate(conn):
+        for statement in f"{SCHEMA};{SCHEMA_2}".split(";"):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id={application_id}")
+        conn.execute(f"PRAGMA user_version={version}")
+
+
+def migrate_v1(conn: sqlite3.Connection) -> None:
+    """Bring a schema-1 journal to schema 2, in one transaction (all of it or none).
+
+    Schema 1 did not keep the numbers of accepted chunks, so its reports are attributed
+    to the campaign by msgid alone (a msgid the campaign recorded); later reports are
+    checked on (msgid, mobile) once a run has written a chunk's numbers. Its runs are
+    summed up as one, from the campaign's creation to the last change recorded.
+    """
+    finals = ",".join(f"'{code}'" for code in sorted(FINAL_OPERATOR_CODES))
+    with immediate(conn):
+        conn.execute("ALTER TABLE chunks ADD COLUMN numbers BLOB")
+        conn.execute("ALTER TABLE reports ADD COLUMN chunk INTEGER")
+        for statement in SCHEMA_2.split(";"):
+            conn.execute(statement)
+        conn.execute(
+            "UPDATE reports SET chunk = (SELECT chunk FROM msgids WHERE msgids.msgid ="
+            " reports.msgid) WHERE msgid IS NOT NULL"
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
+            " raw) SELECT chunk, mobile, code, fetched_at, seq, id, msgid, result, raw"
+            f" FROM reports WHERE chunk IS NOT NULL AND upper(code) IN ({finals}) ORDER BY seq"
+        )
+        conn.execute("DELETE FROM reports WHERE seq IN (SELECT seq FROM delivery)")
+        conn.execute(
+            "INSERT INTO tallies (name, n) SELECT 'final:' || upper(code), count(*)"
+            " FROM delivery GROUP BY upper(code)"
+        )
+        conn.execute(
+            "INSERT INTO tallies (name, n) SELECT 'foreign', count(*) FROM reports"
+            " WHERE msgid IS NOT NULL AND chunk IS NULL"
+        )
+        conn.execute(
+            "INSERT INTO runs (kind, started_at, ended_at) SELECT 'schema 1 runs', created_at,"
+            " (SELECT max(updated_at) FROM chunks) FROM campaign"
+        )
+        conn.execute("PRAGMA user_version=2")
+
+
+def open_meta(conn: sqlite3.Connection) -> None:
+    """On open: the meta table (added to older files), and chunks a dead process left
+    in flight recorded as unknown."""
+    with immediate(conn):
+        conn.execute(META_TABLE)
+        recover_interrupted(conn)
+
+
+@attrs.frozen(kw_only=True)
+class Loaded:
+    """What a journal keeps in memory, as the file holds it."""
+
+    campaign: tuple[str, str, int | None] | None
+    chunks: list[tuple[int, int, str, int, int, str, int, str | None]]
+    unknown: dict[int, str]
+    unread: dict[int, tuple[int, ...]]
+    last_seq: int
+    tallies: dict[str, int]
+    meta: dict[str, str]
+
+
+def load(conn: sqlite3.Connection) -> Loaded:
+    """Everything the journal mirrors in memory, read in one go when it opens."""
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    (last_seq,) = conn.execute(
+        "SELECT max(coalesce((SELECT max(seq) FROM reports), 0),"
+        " coalesce((SELECT max(seq) FROM delivery), 0))"
+    ).fetchone()
+    return Loaded(
+        campaign=conn.execute(
+            "SELECT fingerprint, definition, input_size FROM campaign"
+        ).fetchone(),
+        chunks=conn.execute(
+            "SELECT idx, size, state, retryable, units, cost, reconciled, error_class FROM chunks"
+        ).fetchall(),
+        unknown=dict(conn.execute("SELECT position, mobile FROM unknown")),
+        unread={
+            idx: decode_positions(positions)
+            for idx, positions in conn.execute(
+                "SELECT idx, positions FROM chunks WHERE state='unknown' AND mobiles IS NULL"
+            )
+        },
+        last_seq=last_seq,
+        tallies=tallies(conn),
+        # A read-only view of a file this version has not opened for writing yet may
+        # lack the table (it is created on open): nothing learned then.
+        meta=dict(conn.execute("SELECT key, value FROM meta")) if has_meta else {},
+    )
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Record ``value`` under ``key`` in the meta table."""
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
 def define(conn: sqlite3.Connection, fingerprint: str, definition: str) -> None:

@@ -157,8 +157,7 @@ class GroupWriter:
             # the GIL, fewer on the request's path.
             _apply_rows(conn, [job.row for job in batch], [])
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sql.immediate(conn):
             wire: list[Any] = []
             accepted: list[Any] = []
             for job in batch:
@@ -174,21 +173,10 @@ class GroupWriter:
                 if not job.guarded:
                     job.result = job.body(conn)
                     continue
-                conn.execute("SAVEPOINT job")
-                try:
-                    job.result = job.body(conn)
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    job.error = exc
-                conn.execute("RELEASE job")
+                job.result, error = sql.in_savepoint(conn, job.body)
+                if error is not None:
+                    job.error = error
             _apply_rows(conn, wire, accepted)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _break(self, batch: list[Job[Any]], exc: Exception) -> None:
         reason = "the disk is full" if is_disk_full(exc) else f"{exc}"

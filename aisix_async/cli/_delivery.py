@@ -173,7 +173,7 @@ async def reports_journal(ctx: Context) -> int:
     idle = args.until_idle
     follow = args.follow or idle is not None
     async with ctx.client() as client, client.campaign(path) as campaign:
-        journal = campaign._journal_now()
+        journal = campaign.journal()
         recorded = (journal.definition or {}).get("account")
         if recorded is None:
             raise CliError(f"{path} records no campaign yet: nothing to match reports to")
