@@ -174,14 +174,7 @@ class Journal:
 
         def run() -> Journal:
             conn, lock = open_file(Path(path), durable=durable)
-            journal = cls(Path(path), conn, lock)
-            try:
-                sql.open_meta(conn)
-                journal._load()
-            except BaseException:
-                journal._close_sync()
-                raise
-            return journal
+            return cls._loaded(Path(path), conn, lock, prepare=sql.open_meta)
 
         try:
             return await anyio.to_thread.run_sync(run)
@@ -194,6 +187,25 @@ class Journal:
             raise CampaignError(
                 f"{path} is damaged or not a campaign journal ({exc}); it was left untouched"
             ) from None
+
+    @classmethod
+    def _loaded(
+        cls,
+        path: Path,
+        conn: sqlite3.Connection,
+        lock: IO[str] | None,
+        prepare: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> Journal:
+        """A journal over an open connection, its mirror loaded; closed again on failure."""
+        journal = cls(path, conn, lock)
+        try:
+            if prepare is not None:
+                prepare(conn)
+            journal._load()
+        except BaseException:
+            journal._close_sync()
+            raise
+        return journal
 
     def _load(self) -> None:
         loaded = sql.load(self._conn)
@@ -229,14 +241,7 @@ class Journal:
         """
 
         def run() -> Journal:
-            conn = open_read_only(Path(path))
-            journal = cls(Path(path), conn, None)
-            try:
-                journal._load()
-            except BaseException:
-                journal._close_sync()
-                raise
-            return journal
+            return cls._loaded(Path(path), open_read_only(Path(path)), None)
 
         try:
             return await anyio.to_thread.run_sync(run)
