@@ -5,6 +5,8 @@ Everything public is importable from here; every other module is private.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from ._campaign.campaign import Campaign, CampaignStream
 from ._campaign.ledger import CampaignSummary
 from ._client import GATEWAY_TZ, AisixClient
@@ -144,3 +146,21 @@ for _name in __all__:
     if isinstance(_obj, type):
         _obj.__module__ = "aisix_async"
 del _name, _obj
+
+# Names renamed before 1.0 (CHANGELOG, "one vocabulary"): say what they are called now.
+_RENAMED = {
+    "StateReport": "DeliveryReport",
+    "KeyUpdate": "KeyRotation",
+    "KeyUpdateHook": "KeyRotationHook",
+    "segments": "count_units",
+}
+
+if not _TYPE_CHECKING:  # a module __getattr__ would hide every misspelt import from mypy
+
+    def __getattr__(name: str) -> object:
+        if name in _RENAMED:
+            raise AttributeError(
+                f"aisix_async.{name} was renamed {_RENAMED[name]} (see the CHANGELOG)",
+                name=name,
+            )
+        raise AttributeError(f"module 'aisix_async' has no attribute {name!r}", name=name)

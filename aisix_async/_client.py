@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from datetime import datetime, tzinfo
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from ._campaign.campaign import Campaign, open_campaign
 from ._core.billing import Estimate
@@ -53,7 +53,7 @@ class AisixClient:
 
     ``shared_limit="redis://host:6379/0"`` (or ``AISIX_SHARED_LIMIT``) shares that pace with
     every client of the same account and gateway URL, in any process, through Redis
-    (``pip install 'aisix-async[redis]'``, asyncio only): see README, "Running a fleet".
+    (the ``redis`` extra, asyncio only): see README, "Running a fleet".
     """
 
     def __init__(
@@ -107,6 +107,23 @@ class AisixClient:
             shared_limit=shared_limit,
         )
 
+    # Methods renamed before 1.0 (CHANGELOG): an old name says what it is called now.
+    _RENAMED: ClassVar[dict[str, str]] = {
+        "get_send_states": "get_delivery_reports",
+        "watch_send_states": "watch_delivery_reports",
+        "update_key": "rotate_key",
+    }
+
+    if not TYPE_CHECKING:  # a __getattr__ would hide every typo from type checkers
+
+        def __getattr__(self, name: str) -> object:
+            renamed = AisixClient._RENAMED.get(name)
+            if renamed is not None:
+                raise AttributeError(
+                    f"AisixClient.{name} was renamed {renamed} (see the CHANGELOG)", name=name
+                )
+            raise AttributeError(f"'AisixClient' object has no attribute {name!r}", name=name)
+
     def __repr__(self) -> str:
         # The authkey is deliberately absent.
         gateway = self._gateway
@@ -120,7 +137,7 @@ class AisixClient:
     @property
     def numbers(self) -> str:
         """The numbering policy every number is checked against: "lenient" (the default),
-        "cn-mobile" or "e164" (see the README's "Numbers")."""
+        "cn-mobile" or "e164" (see the README's list of AisixClient options)."""
         return self._gateway.numbers
 
     @property

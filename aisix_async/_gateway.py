@@ -153,7 +153,7 @@ class Gateway:
         self.timeout = timeout
         # Counters, histograms, the on_unknown hook, and OpenTelemetry when installed.
         self.observer = Observer(on_unknown=on_unknown, otel=otel)
-        self._on_key_update = on_key_rotation
+        self._on_key_rotation = on_key_rotation
         self._gate = KeyGate()
         # Clients of one account in other processes share its pace through Redis.
         shared_url = shared_limit or os.environ.get("AISIX_SHARED_LIMIT") or None
@@ -582,8 +582,8 @@ class Gateway:
             update = KeyRotation.from_item(_single(answer, "updateKey"))
             self._authkey = Secret(update.authkey)
             logger.warning("updateKey: the authkey of %s was rotated", self.account)
-            if self._on_key_update is not None:
-                result = self._on_key_update(update)
+            if self._on_key_rotation is not None:
+                result = self._on_key_rotation(update)
                 if inspect.isawaitable(result):
                     await result
             return update

@@ -1,7 +1,7 @@
 """Campaigns: bulk sends that a crash can neither make send twice nor make forget anyone.
 
 A campaign is a bulk send (``send_many``, ``send_batch_many``, ``send_param_many``) bound
-to a journal file (:mod:`._journal`). The bulk engine calls the journal before each
+to a journal file (:mod:`.journal`). The bulk engine calls the journal before each
 chunk's first request and with every outcome before it is yielded, so whenever the
 process dies, the file says for every chunk whether it was never sent, accepted, failed,
 or on the wire. Running the same campaign again with the same input resumes it:
@@ -49,6 +49,7 @@ from .._features.bulk import (
     batch_stream,
     once_stream,
     param_stream,
+    refuse_partial_drain,
     summarize_outcomes,
 )
 from .._features.reports import BatchHook, RecordStream, watch_delivery_reports, watch_replies
@@ -99,6 +100,7 @@ class CampaignStream:
         self._ledger: CampaignLedger | None = None
         self._stop_reason: str | None = None
         self._run: int | None = None
+        self._iterated = False
 
     async def __aenter__(self) -> CampaignStream:
         journal = self._lease.claim()
@@ -197,6 +199,7 @@ class CampaignStream:
                     await self._lease.journal().set_input_size(ledger.next_position)
                 raise
             if outcome.chunk not in ledger.ignored:
+                self._iterated = True
                 return outcome
 
     def stats(self) -> BulkStats:
@@ -222,7 +225,8 @@ class CampaignStream:
 
     async def drain(self) -> SendSummary:
         """Iterate to the end and summarise this run, as ``SendStream.drain`` does (the
-        whole campaign's standing is ``campaign.summary()``)."""
+        whole campaign's standing is ``campaign.summary()``); refused once outcomes were read."""
+        refuse_partial_drain(self._iterated)
         return await summarize_outcomes(self, self.stats)
 
 

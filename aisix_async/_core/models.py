@@ -254,7 +254,7 @@ class KeyRotation:
         return cls(
             cid=item.get("cid", ""),
             sid=item.get("sid", ""),
-            authkey=_need(item, "authkey", "a key update"),
+            authkey=_need(item, "authkey", "a key rotation"),
             extra=_extra(item, cls._NAMED),
         )
 

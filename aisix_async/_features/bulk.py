@@ -3,7 +3,7 @@
 Shape, and why: a stream is an async context manager that owns an anyio task group
 (like anyio's ``as_completed``), so leaving the block cancels the work in flight and no
 task outlives it. Inside, one producer reads the input lazily, plans chunks
-(:mod:`._chunking`) and hands each to a worker; a semaphore of ``max_concurrency``
+(:mod:`.._core.chunking`) and hands each to a worker; a semaphore of ``max_concurrency``
 chunks between the producer and the consumer is the backpressure: while the consumer
 is slow, outcomes wait, workers wait, and the input is not read. Memory is therefore
 bounded by concurrency x chunk size whatever the input's length.
@@ -81,6 +81,7 @@ __all__ = [
     "batch_stream",
     "once_stream",
     "param_stream",
+    "refuse_partial_drain",
     "summarize_outcomes",
 ]
 
@@ -305,6 +306,8 @@ class SendStream:
         # stream owes its caller if the block is left early.
         self._open: dict[int, _ChunkHooks] = {}
         self._handed: dict[int, SendOutcome] = {}
+        # Whether an outcome was handed out: drain() then could not summarise the send.
+        self._iterated = False
         #: Outcomes of the chunks this stream had taken on but did not hand over, because
         #: its block was left early (``break``, an exception, a cancellation); set on exit.
         self.abandoned: list[SendOutcome] = []
@@ -407,6 +410,7 @@ class SendStream:
                 raise failure from None
             raise StopAsyncIteration from None
         del self._handed[outcome.chunk]
+        self._iterated = True
         return outcome
 
     def stats(self) -> BulkStats:
@@ -465,7 +469,11 @@ class SendStream:
                 hooks.scope.cancel()
 
     async def drain(self) -> SendSummary:
-        """Iterate to the end and summarise (what ``send_all`` does)."""
+        """Iterate to the end and summarise (what ``send_all`` does), instead of iterating.
+
+        Raises RuntimeError once outcomes were read: the summary would leave them out.
+        """
+        refuse_partial_drain(self._iterated)
         return await summarize_outcomes(self, self.stats)
 
     # -- the producer --------------------------------------------------------------
@@ -619,6 +627,14 @@ class SendStream:
         if self._ledger is not None:
             await self._ledger.settle(outcome)
         await self._send.send(outcome)
+
+
+def refuse_partial_drain(iterated: bool) -> None:
+    if iterated:
+        raise RuntimeError(
+            "drain() summarises a whole send: call it instead of iterating the stream, "
+            "not after reading outcomes (count what you read, or read stats())"
+        )
 
 
 async def summarize_outcomes(

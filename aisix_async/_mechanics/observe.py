@@ -363,7 +363,7 @@ def _result_of(error: BaseException) -> str:
 
 
 class CallObservation:
-    """One call's attempts and end, as the client's ``_call`` sees them."""
+    """One call's attempts and end, as ``Gateway.call`` sees them."""
 
     __slots__ = (
         "_span",

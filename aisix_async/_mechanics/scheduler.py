@@ -261,7 +261,7 @@ class SharedShare(Protocol):
 
 
 class PaceSource(Protocol):
-    """A pace kept beyond this client (``shared_limit``: see ``_shared_limit``).
+    """A pace kept beyond this client (``shared_limit``: see ``shared_limit``).
 
     The scheduler asks it for each request's turn instead of pacing itself; when it has
     none to give (Redis down or slow) the scheduler paces itself, starting from the last

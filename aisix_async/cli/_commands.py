@@ -239,7 +239,7 @@ class _KeyFile:
         Path(self._temp).unlink(missing_ok=True)
 
 
-async def _update_key(ctx: Context) -> tuple[KeyRotation, str]:
+async def _rotate(ctx: Context) -> tuple[KeyRotation, str]:
     async with ctx.client() as client:
         try:
             return await client.rotate_key(), client.account
@@ -261,7 +261,7 @@ async def rotate_key(ctx: Context) -> int:
     out = ctx.out
     key_file = _KeyFile(ctx.args.write_to) if ctx.args.write_to else None
     try:
-        update, account = await _update_key(ctx)
+        update, account = await _rotate(ctx)
     except BaseException:
         if key_file is not None:
             key_file.discard()
