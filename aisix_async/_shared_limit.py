@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -265,6 +266,24 @@ return {1, tostring(pace), answered, tostring(span), tostring(rate)}
 )
 
 
+def _describe(exc: BaseException) -> str:
+    """The failure's type; for a TLS failure also its cause, which a user must fix.
+
+    redis-py wraps a refused certificate in a ConnectionError, which alone reads like a
+    server that is down. OpenSSL's verification message names the reason ("unable to get
+    local issuer certificate", "hostname mismatch"), never the URL or a password.
+    """
+    shown = type(exc).__name__
+    cause: BaseException | None = exc
+    for _ in range(4):
+        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"{shown}: TLS certificate not trusted: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return f"{shown}: TLS {type(cause).__name__}"
+    return shown
+
+
 @attrs.frozen
 class SharedTurn:
     """A turn booked in the shared schedule (already waited for)."""
@@ -435,7 +454,7 @@ class SharedLimit:
                 "shared limit at %s unavailable (%s): this client paces itself until it "
                 "answers again",
                 self._shown,
-                type(exc).__name__,
+                _describe(exc),
             )
         elif now - began >= self._timeout / 2:
             # Still down, and asking cost a send a wait: ask again less often, up to

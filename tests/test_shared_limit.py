@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 import sys
 from typing import Any
 
@@ -311,7 +312,21 @@ def test_tls_urls_are_accepted() -> None:
     from redis.asyncio.connection import SSLConnection
 
     shared = SharedLimit("rediss://cache.internal:6380/0", account=ACCOUNT, gateway_url=GATEWAY)
-    assert shared._redis.connection_pool.connection_class is SSLConnection
+    pool = shared._redis.connection_pool
+    assert pool.connection_class is SSLConnection
+    # Verified by default: the certificate and the host name (a real TLS server is in
+    # test_shared_limit_e2e.py::test_a_tls_redis) ...
+    context = SSLConnection(**pool.connection_kwargs).ssl_context
+    assert context.cert_reqs == ssl.CERT_REQUIRED and context.check_hostname
+    # ... and a private CA is named in the URL, as redis-py reads it.
+    shared = SharedLimit(
+        "rediss://cache.internal:6380/0?ssl_ca_certs=/etc/aisix/ca.pem",
+        account=ACCOUNT,
+        gateway_url=GATEWAY,
+    )
+    context = SSLConnection(**shared._redis.connection_pool.connection_kwargs).ssl_context
+    assert context.ca_certs == "/etc/aisix/ca.pem" and context.cert_reqs == ssl.CERT_REQUIRED
+    assert "ca.pem" not in shared.url
 
 
 def test_shared_limit_refuses_trio_clearly(redis_server: RedisServer) -> None:
