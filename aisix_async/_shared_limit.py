@@ -211,22 +211,34 @@ local key, slots = KEYS[1], KEYS[2]
 -- A refused turn is no evidence of what the gateway accepts: its slot goes.
 redis.call('ZREM', slots, ARGV[5])
 local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at', 'expect',
-                     'measure_from')
+                     'measure_from', 'expect_until', 'rejoin_cut_until')
 local pace, ceiling, epoch, cut_at = tonumber(s[1]), tonumber(s[2]) or 0, tonumber(s[3]),
                                      tonumber(s[4])
 local next_at = tonumber(s[5]) or 0
 local measure_from = tonumber(s[7]) or 0
-local rejoining = (tonumber(s[6]) or 0) > 0 or now < measure_from
+local expecting = (tonumber(s[6]) or 0) > 0
+-- The refused request went out one round trip ago: if that was before the clients'
+-- own requests were all gone, it belongs to the rejoin.
+local sent = now - math.max(tonumber(ARGV[4]) or 0, 0)
+local rejoining = expecting or sent < measure_from
+local rejoin_until = math.max(measure_from, expecting and (tonumber(s[8]) or 0) or 0)
 if not pace or not cut_at or epoch ~= tonumber(ARGV[2]) then
   -- Booked before the last cut (or the schedule was lost): this episode is counted.
   return {0, tostring(pace or '')}
+end
+if rejoining and sent < (tonumber(s[9]) or 0) then
+  -- One cut per rejoin: its -1 answers are the clients' overlap (each sending what it
+  -- paced itself beside its turns), not news of the limit; cut after cut from the pace
+  -- would leave the fleet at a fraction of what it had. Once all are back and their own
+  -- requests gone, -1 answers are measured again.
+  return {0, tostring(pace)}
 end
 -- Between two -1 answers the bucket went from empty to empty: the turns it accepted in
 -- between, over that time, are its rate (refused turns left the slots at their -1).
 -- Only turns whose answers are back count: those that went out up to one round trip ago
 -- (the refused one's); the rest are in flight. A short episode says little (a token more
 -- or less is a large share of it): then the last HISTORY seconds are measured.
-local to = now - math.max(tonumber(ARGV[4]) or 0, 0)
+local to = sent
 local from = math.max(now - WINDOW, math.min(cut_at, to - HISTORY), measure_from)
 local answered = redis.call('ZCOUNT', slots, from, '(' .. to)
 local span = math.max(to - from, 0.001)
@@ -260,6 +272,9 @@ redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(rate),
            'sure', (not first and (answered >= 4 or rejoining)) and '1' or '0',
            'next_at', tostring(math.max(now, next_at) + 1 / pace), 'epoch', epoch + 1,
            'cut_at', tostring(now))
+if rejoining then
+  redis.call('HSET', key, 'rejoin_cut_until', tostring(rejoin_until))
+end
 redis.call('HINCRBY', key, 'cuts', 1)
 return {1, tostring(pace), answered, tostring(span), tostring(rate)}
 """
@@ -463,11 +478,20 @@ class SharedLimit:
             # keep the shares of the others free meanwhile, but only for a while).
             self._backoff = min(self.MAX_BACKOFF, self._backoff * 2.0)
 
-    def _recovered(self) -> None:
+    async def _recovered(self) -> None:
         if self._down:
             self._down = False
             self._backoff = self._retry_after
             logger.warning("shared limit at %s answers again: rejoining it", self._shown)
+            # The idle connections in the pool predate the failure: after a restart each
+            # would fail its next call once (redis-py's one retry did not cover it: in the
+            # fault run a client fell back again right after rejoining). Drop them; they
+            # reconnect when needed. Closing a local socket does not wait for the server.
+            try:
+                with anyio.move_on_after(self._timeout):
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
+            except Exception:  # closing a broken connection: nothing to keep
+                logger.debug("dropping the shared limit's idle connections failed", exc_info=True)
 
     def _pace_yourself(self) -> None:
         # The scheduler sends this request at its own pace, which starts from the last
@@ -515,7 +539,7 @@ class SharedLimit:
                 self._failed(exc, began)
                 self._pace_yourself()
                 return None
-            self._recovered()
+            await self._recovered()
             self._last_pace = pace
             self._last_clients = clients
             self._last_share = pace / max(1, clients)

@@ -551,3 +551,30 @@ async def test_redis_is_asked_again_soon_while_it_fails_fast(
         pytest.approx(gap, abs=0.06) for gap in gaps
     ]
     await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_while_the_fleet_rejoins_the_pace_is_cut_once(redis_server: RedisServer) -> None:
+    # The -1 answers of a rejoin come from the clients' overlap (what each still paces
+    # itself beside its first turns): one cut from the pace, not one per episode.
+    time = VirtualTime()
+    clients = await _fleet_that_knew(redis_server, time, 40.0)
+    knew = clients[0]._last_pace
+    assert knew is not None
+    for _ in range(3):
+        turn = await clients[0].take_turn()
+        assert turn is not None
+        time.now += 0.3
+        await clients[0].refused(turn)
+    after = stored(redis_server)
+    assert after["cuts"] == "1"
+    assert float(after["pace"]) == pytest.approx(0.9 * knew)
+    # Once the rejoin is over (here: its window passed), a -1 cuts again.
+    time.now += SharedLimit.REJOIN_WINDOW
+    turn = await clients[0].take_turn()
+    assert turn is not None
+    time.now += 0.3
+    await clients[0].refused(turn)
+    assert stored(redis_server)["cuts"] == "2"
+    for client in clients:
+        await client.aclose()

@@ -22,7 +22,7 @@ from redis_support import RedisServer, find_server_binary, free_port, tls_front
 
 from aisix_async import AisixClient, RetryPolicy
 from aisix_async._bulk import OutcomeStatus
-from aisix_async._shared_limit import schedule_key
+from aisix_async._shared_limit import SharedLimit, SharedTurn, schedule_key
 
 FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
 
@@ -261,3 +261,38 @@ async def test_a_tls_redis(
             # Said as what it is, not as a server that is down.
             assert "TLS certificate not trusted: unable to get local issuer" in warning
         assert front.handshakes == handshakes and front.refused >= 2
+
+
+@pytest.mark.anyio
+async def test_a_restart_is_one_fallback_not_one_per_pooled_connection(
+    own_redis: RedisServer,
+) -> None:
+    # Turns and -1 reports run side by side, so a client holds several connections. After
+    # a restart each of them is broken; were they kept, each would fail its next call and
+    # send the client back to pacing itself, again and again right after it rejoined.
+    shared = SharedLimit(
+        own_redis.url, account="pool@test", gateway_url="http://pool/OpenApi",
+        seed_pace=1000.0, retry_after=0.2,
+    )  # fmt: skip
+    stale = SharedTurn(pace=1.0, clients=1, epoch=0)  # a -1 that cuts nothing
+
+    async def busy() -> None:
+        for _ in range(30):
+            if await shared.take_turn() is not None:
+                await shared.refused(stale)
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(busy)
+
+    await burst()
+    assert len(shared._redis.connection_pool._available_connections) >= 2
+    own_redis.restart()
+    with anyio.fail_after(30):
+        for _ in range(10):
+            await burst()
+            await anyio.sleep(0.05)
+    # The first call after the restart finds it (one fallback); none after the rejoin.
+    assert shared.fallbacks == 1 and shared.available
+    await shared.aclose()
