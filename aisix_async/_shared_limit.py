@@ -338,6 +338,9 @@ class SharedLimit:
     #: this long at most (s): long enough for the slowest to ask again, short enough that
     #: a client gone meanwhile holds its share only briefly.
     REJOIN_WINDOW = MAX_BACKOFF + 1.0
+    #: At a rejoin, the requests a client still sends at its own pace are counted up to
+    #: this far ahead (s) and one more (see _pace_yourself).
+    OWN_HORIZON = 2.0
 
     def __init__(
         self,
@@ -498,7 +501,11 @@ class SharedLimit:
         # share: count it where that pace would put it.
         if self._last_share:
             now = self._monotonic()
-            self._own_until = max(self._own_until, now) + 1.0 / self._last_share
+            step = 1.0 / self._last_share
+            # Bounded: should its own pace have drifted above that share during a long
+            # outage, the estimate would run ahead of real time and hold its first shared
+            # turn back for nothing. An underestimate costs only some overlap.
+            self._own_until = min(max(self._own_until, now) + step, now + self.OWN_HORIZON + step)
 
     async def take_turn(self) -> SharedTurn | None:
         """Book this client's next turn and wait for it; None: pace yourself this time.

@@ -513,6 +513,11 @@ async def test_a_rejoining_client_first_sends_what_it_paced_itself(
     assert time.waits == [pytest.approx(0.5)]
     # Until then a -1 measures nothing from the slots (those requests are not in them).
     assert float(stored(redis_server)["measure_from"]) >= time.now + 0.5
+    # Estimated at most OWN_HORIZON ahead (and one request): its own pace may have drifted.
+    shared._call = lost  # type: ignore[method-assign]
+    for _ in range(1000):
+        assert await shared.take_turn() is None
+    assert shared._own_until - clock[0] == pytest.approx(SharedLimit.OWN_HORIZON + 1 / 40, rel=0.05)
     await shared.aclose()
 
 
