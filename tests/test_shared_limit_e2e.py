@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,10 +17,11 @@ import anyio
 import anyio.abc
 import pytest
 import redis
-from redis_support import RedisServer, find_server_binary, free_port
+import trustme
+from redis_support import RedisServer, find_server_binary, free_port, tls_front
 
 from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
-from aisix_async._mechanics.shared_limit import schedule_key
+from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, schedule_key
 
 FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
 
@@ -207,3 +209,89 @@ async def test_a_slow_redis_never_holds_a_send(emulator: Any) -> None:
             assert client._gateway.shared is not None and client._gateway.shared.fallbacks == 1
         group.cancel_scope.cancel()
     assert_each_accepted_once(emulator, mobiles)
+
+
+@pytest.mark.anyio
+async def test_a_tls_redis(
+    emulator: Any,
+    redis_server: RedisServer,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A throwaway CA and a certificate for the loopback address (see tls_front: no
+    # pip-installable server speaks TLS itself, so a TLS endpoint stands in front of one).
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file, stranger_file = tmp_path / "ca.pem", tmp_path / "stranger.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    trustme.CA().cert_pem.write_to_path(str(stranger_file))
+    emulator.state.configure(rate=50.0, burst=5.0)
+    caplog.set_level(logging.INFO, "aisix_async")
+    async with tls_front(redis_server.port, server_context) as front:
+        # Trusting the CA: the schedule is shared over TLS.
+        url = f"rediss://:s3cret@127.0.0.1:{front.port}/0?ssl_ca_certs={ca_file}"
+        async with client_for(emulator, url) as client:
+            mobiles = await send_phase(client, 1)
+            assert client._gateway.shared is not None and client._gateway.shared.available
+            assert client._gateway.shared.fallbacks == 0
+        assert front.handshakes >= 1
+        prefix = schedule_key(emulator.account, client.endpoints.open_url)
+        with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
+            assert int(conn.hget(f"{prefix}:schedule", "turns") or 0) >= 6
+        assert_each_accepted_once(emulator, mobiles)
+        # Verification is on: a CA that did not sign the certificate, or none (the system
+        # store does not know the throwaway CA), is refused at the handshake, and the
+        # client paces itself at once rather than hang or go on unverified.
+        handshakes = front.handshakes
+        for trusted in (f"?ssl_ca_certs={stranger_file}", ""):
+            emulator.state.reset()
+            emulator.state.configure(rate=50.0, burst=5.0)
+            caplog.clear()
+            url = f"rediss://:s3cret@127.0.0.1:{front.port}/0{trusted}"
+            async with client_for(emulator, url) as client:
+                with anyio.fail_after(20):
+                    mobiles = await send_phase(client, 2)
+                assert client._gateway.shared is not None and client._gateway.shared.fallbacks == 1
+            assert_each_accepted_once(emulator, mobiles)
+            (warning,) = warnings_of(caplog)
+            assert "unavailable" in warning and "s3cret" not in warning
+            assert "ssl_ca_certs" not in warning and str(stranger_file) not in warning
+            # Said as what it is, not as a server that is down.
+            assert "TLS certificate not trusted: unable to get local issuer" in warning
+        assert front.handshakes == handshakes and front.refused >= 2
+
+
+@pytest.mark.anyio
+async def test_a_restart_is_one_fallback_not_one_per_pooled_connection(
+    own_redis: RedisServer,
+) -> None:
+    # Turns and -1 reports run side by side, so a client holds several connections. After
+    # a restart each of them is broken; were they kept, each would fail its next call and
+    # send the client back to pacing itself, again and again right after it rejoined.
+    shared = SharedLimit(
+        own_redis.url, account="pool@test", gateway_url="http://pool/OpenApi",
+        seed_pace=1000.0, retry_after=0.2,
+    )  # fmt: skip
+    stale = SharedTurn(pace=1.0, clients=1, epoch=0)  # a -1 that cuts nothing
+
+    async def busy() -> None:
+        for _ in range(30):
+            if await shared.take_turn() is not None:
+                await shared.refused(stale)
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(busy)
+
+    await burst()
+    assert len(shared._redis.connection_pool._available_connections) >= 2
+    own_redis.restart()
+    with anyio.fail_after(30):
+        for _ in range(10):
+            await burst()
+            await anyio.sleep(0.05)
+    # The first call after the restart finds it (one fallback); none after the rejoin.
+    assert shared.fallbacks == 1 and shared.available
+    await shared.aclose()

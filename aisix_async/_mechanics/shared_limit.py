@@ -21,9 +21,12 @@ gateway URL takes its turns from one schedule kept in Redis:
 Redis is never a single point of failure: every call is bounded by ``timeout``; a client
 whose call fails or is slow paces itself (the scheduler's own adaptive control, started
 from its last share of the shared pace), logs that once, and tries Redis again after a
-while. A schedule lost with a restart is seeded again by the first client that returns,
-from the pace it last saw. Nothing is ever sent or withheld because of Redis: the turn
-only says *when*.
+while (every ``retry_after`` while it fails fast, as during a restart; less often while
+it fails slowly). A schedule lost with a restart is seeded again by the first client that
+returns, from the pace it last saw (later seeds do not reset it); until the others are
+back (or for ``REJOIN_WINDOW`` at most) the schedule gives those back only their shares,
+since the others still pace themselves at theirs. Nothing is ever sent or withheld
+because of Redis: the turn only says *when*.
 
 Safe data: the keys name a hash of the account and gateway URL (never the authkey, which
 this module never sees); they expire after ``key_ttl`` seconds unused; the Redis URL's
@@ -39,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -99,15 +103,19 @@ end
 
 # Taking a turn. KEYS: schedule hash, clients sorted set, slots sorted set. ARGV: now or
 # '', client id, seed pace or '', key ttl (ms), active window (s), start pace, min rate,
-# round trip or ''.
+# round trip or '', clients the seed was shared by or '', rejoin window (s), seconds this
+# client still sends paced by itself (requests it was told to pace before it rejoined).
 _TURN = (
     _CLOCK
     + """
 local key, clients, slots = KEYS[1], KEYS[2], KEYS[3]
-local s = redis.call('HMGET', key, 'pace', 'ceiling', 'sure', 'next_at', 'epoch', 'cut_at')
+local s = redis.call('HMGET', key, 'pace', 'ceiling', 'sure', 'next_at', 'epoch', 'cut_at',
+                     'expect', 'expect_until', 'measure_from')
 local pace, ceiling, sure = tonumber(s[1]), tonumber(s[2]) or 0, s[3] == '1'
 local next_at, epoch = tonumber(s[4]) or 0, tonumber(s[5]) or 0
 local cut_at = tonumber(s[6])
+local expect, expect_until = tonumber(s[7]) or 0, tonumber(s[8]) or 0
+local measure_from = tonumber(s[9]) or 0
 if not cut_at then
   -- A new schedule, or one lost with a restart: a client that knew the pace seeds it;
   -- else a cautious start that doubles quickly while demand is above it.
@@ -117,6 +125,13 @@ if not cut_at then
   local seed = tonumber(ARGV[3])
   if seed then
     pace, ceiling, sure = seed, seed, true
+    -- After a restart the others still pace themselves, each at its share, until they
+    -- too find Redis again: the schedule keeps their shares free meanwhile (see below),
+    -- or the first back would take the whole pace on top of them, the -1 answers would
+    -- cut the pace from the few turns this schedule saw, and the whole fleet would come
+    -- back to that.
+    expect = tonumber(ARGV[9]) or 0
+    expect_until = now + tonumber(ARGV[10])
   else
     pace, ceiling, sure = tonumber(ARGV[6]), 0, false
   end
@@ -124,9 +139,28 @@ end
 redis.call('ZADD', clients, now, ARGV[2])
 redis.call('ZREMRANGEBYSCORE', clients, '-inf', now - tonumber(ARGV[5]))
 local active = redis.call('ZCARD', clients)
+-- Rejoining: while fewer clients than shared the seed are back (and not for longer than
+-- the rejoin window, in case some are gone for good), those back share only their part
+-- of the pace, and the turns count the whole fleet's clients.
+local fleet, part = active, 1
+if expect > 0 then
+  if active < expect and now < expect_until then
+    fleet, part = expect, active / expect
+  else
+    -- All back (or the window passed): one schedule for the fleet again.
+    expect = 0
+    measure_from = math.max(measure_from, now)
+  end
+end
+-- Until the requests some clients paced by themselves have all gone out, the turns in the
+-- slots are not all the fleet sends: a -1 measures nothing then (see _REFUSED).
+local own = tonumber(ARGV[11]) or 0
+if own > 0 or expect > 0 then
+  measure_from = math.max(measure_from, now + own)
+end
 local at = math.max(now, next_at)
 local wait = at - now
-if wait > 0 then
+if wait > 0 and part == 1 and now >= measure_from then
   -- Demand above the pace: grow it, every step a share of the pace and counted in turns,
   -- so that it behaves alike at 2 and at 500 requests/s. Below the ceiling (the rate of
   -- the last -1) it closes the gap within a few dozen turns; from it, it creeps up, and
@@ -151,10 +185,11 @@ if wait > 0 then
     pace = ceiling * (1 + excess)
   end
 end
-next_at = at + 1 / pace
+next_at = at + 1 / (pace * part)
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(ceiling),
            'sure', sure and '1' or '0', 'next_at', tostring(next_at), 'epoch', epoch,
-           'cut_at', tostring(cut_at))
+           'cut_at', tostring(cut_at), 'expect', expect, 'expect_until', tostring(expect_until),
+           'measure_from', tostring(measure_from))
 -- All turns ever booked on this schedule (for operators and tests) name the slots, whose
 -- times of the last WINDOW seconds measure the rate at a -1.
 local n = redis.call('HINCRBY', key, 'turns', 1)
@@ -163,7 +198,7 @@ redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - WINDOW)
 redis.call('PEXPIRE', key, ARGV[4])
 redis.call('PEXPIRE', clients, ARGV[4])
 redis.call('PEXPIRE', slots, ARGV[4])
-return {tostring(wait), tostring(pace), epoch, active, n}
+return {tostring(wait), tostring(pace), epoch, fleet, n}
 """
 )
 
@@ -175,21 +210,36 @@ _REFUSED = (
 local key, slots = KEYS[1], KEYS[2]
 -- A refused turn is no evidence of what the gateway accepts: its slot goes.
 redis.call('ZREM', slots, ARGV[5])
-local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at')
+local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at', 'expect',
+                     'measure_from', 'expect_until', 'rejoin_cut_until')
 local pace, ceiling, epoch, cut_at = tonumber(s[1]), tonumber(s[2]) or 0, tonumber(s[3]),
                                      tonumber(s[4])
 local next_at = tonumber(s[5]) or 0
+local measure_from = tonumber(s[7]) or 0
+local expecting = (tonumber(s[6]) or 0) > 0
+-- The refused request went out one round trip ago: if that was before the clients'
+-- own requests were all gone, it belongs to the rejoin.
+local sent = now - math.max(tonumber(ARGV[4]) or 0, 0)
+local rejoining = expecting or sent < measure_from
+local rejoin_until = math.max(measure_from, expecting and (tonumber(s[8]) or 0) or 0)
 if not pace or not cut_at or epoch ~= tonumber(ARGV[2]) then
   -- Booked before the last cut (or the schedule was lost): this episode is counted.
   return {0, tostring(pace or '')}
+end
+if rejoining and sent < (tonumber(s[9]) or 0) then
+  -- One cut per rejoin: its -1 answers are the clients' overlap (each sending what it
+  -- paced itself beside its turns), not news of the limit; cut after cut from the pace
+  -- would leave the fleet at a fraction of what it had. Once all are back and their own
+  -- requests gone, -1 answers are measured again.
+  return {0, tostring(pace)}
 end
 -- Between two -1 answers the bucket went from empty to empty: the turns it accepted in
 -- between, over that time, are its rate (refused turns left the slots at their -1).
 -- Only turns whose answers are back count: those that went out up to one round trip ago
 -- (the refused one's); the rest are in flight. A short episode says little (a token more
 -- or less is a large share of it): then the last HISTORY seconds are measured.
-local to = now - math.max(tonumber(ARGV[4]) or 0, 0)
-local from = math.max(now - WINDOW, math.min(cut_at, to - HISTORY))
+local to = sent
+local from = math.max(now - WINDOW, math.min(cut_at, to - HISTORY), measure_from)
 local answered = redis.call('ZCOUNT', slots, from, '(' .. to)
 local span = math.max(to - from, 0.001)
 local rate = answered / span
@@ -204,25 +254,49 @@ if answered > 4 then
     rate = (k - 1) / spread
   end
 end
--- Too few answers to measure anything (a fresh or seeded schedule, a low demand): cut
--- from the pace itself.
-if answered < 4 then
+-- Too few answers to measure anything (a fresh or seeded schedule, a low demand), or
+-- clients still rejoining or sending what they paced by themselves (those requests are
+-- not in the slots, so the turns there understate what the gateway took): cut from the
+-- pace itself.
+if answered < 4 or rejoining then
   rate = pace
 end
 rate = math.min(pace, rate)
 local first = ceiling <= 0
+-- (A cut while clients rejoin keeps the seed's trust: it measured nothing to doubt it.)
 -- The first -1 follows a burst the bucket absorbed: halve, and measure again at the next.
 -- The turns other clients booked already go out as booked (each client holds at most
 -- one): the new pace starts after them, or the bucket would get both at once.
 pace = math.max(tonumber(ARGV[3]), (first and 0.5 or 0.9) * rate)
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(rate),
-           'sure', (not first and answered >= 4) and '1' or '0',
+           'sure', (not first and (answered >= 4 or rejoining)) and '1' or '0',
            'next_at', tostring(math.max(now, next_at) + 1 / pace), 'epoch', epoch + 1,
            'cut_at', tostring(now))
+if rejoining then
+  redis.call('HSET', key, 'rejoin_cut_until', tostring(rejoin_until))
+end
 redis.call('HINCRBY', key, 'cuts', 1)
 return {1, tostring(pace), answered, tostring(span), tostring(rate)}
 """
 )
+
+
+def _describe(exc: BaseException) -> str:
+    """The failure's type; for a TLS failure also its cause, which a user must fix.
+
+    redis-py wraps a refused certificate in a ConnectionError, which alone reads like a
+    server that is down. OpenSSL's verification message names the reason ("unable to get
+    local issuer certificate", "hostname mismatch"), never the URL or a password.
+    """
+    shown = type(exc).__name__
+    cause: BaseException | None = exc
+    for _ in range(4):
+        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"{shown}: TLS certificate not trusted: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return f"{shown}: TLS {type(cause).__name__}"
+    return shown
 
 
 @attrs.frozen
@@ -255,6 +329,18 @@ class SharedLimit:
     START_PACE = 4.0
     #: A client is counted as sharing the pace while it took a turn this recently (s).
     ACTIVE_WINDOW = 10.0
+    #: While Redis keeps failing slowly (timeouts: a hung or unreachable host) a client
+    #: asks it again at most this far apart (s); a fast failure (a refused connection,
+    #: as while a server restarts) costs a send nothing, and is asked again every
+    #: ``retry_after``, so that a fleet rejoins together.
+    MAX_BACKOFF = 5.0
+    #: After a restart, the schedule keeps the shares of the clients not back yet free for
+    #: this long at most (s): long enough for the slowest to ask again, short enough that
+    #: a client gone meanwhile holds its share only briefly.
+    REJOIN_WINDOW = MAX_BACKOFF + 1.0
+    #: At a rejoin, the requests a client still sends at its own pace are counted up to
+    #: this far ahead (s) and one more (see _pace_yourself).
+    OWN_HORIZON = 2.0
 
     def __init__(
         self,
@@ -320,6 +406,12 @@ class SharedLimit:
         # The last shared pace seen: seeds the schedule should Redis have lost it.
         self._last_pace: float | None = seed_pace
         self._last_share: float | None = None
+        # ... and how many clients shared it: their shares are kept for them at a rejoin.
+        self._last_clients: int | None = None
+        # When the last request this client was told to pace itself goes out (monotonic,
+        # at its last share): at a rejoin its scheduler still sends those on its own, so
+        # its first shared turn waits for them, or it would send at twice its share.
+        self._own_until = 0.0
         self._turns = 0
         self._fallbacks = 0
         # The round trip of -1 answers (smoothed): how fast a probe may grow.
@@ -369,8 +461,9 @@ class SharedLimit:
         with anyio.fail_after(self._timeout):
             return await script(keys=keys, args=args)
 
-    def _failed(self, exc: BaseException) -> None:
-        self._down_until = self._monotonic() + self._backoff
+    def _failed(self, exc: BaseException, began: float) -> None:
+        now = self._monotonic()
+        self._down_until = now + self._backoff
         if not self._down:
             self._down = True
             self._fallbacks += 1
@@ -379,18 +472,40 @@ class SharedLimit:
                 "shared limit at %s unavailable (%s): this client paces itself until it "
                 "answers again",
                 self._shown,
-                type(exc).__name__,
+                _describe(exc),
             )
-        else:
-            # Still down: ask again less often, up to every 5 s (clients that rejoin late
-            # meanwhile pace themselves beside those that rejoined).
-            self._backoff = min(5.0, self._backoff * 2.0)
+        elif now - began >= self._timeout / 2:
+            # Still down, and asking cost a send a wait: ask again less often, up to
+            # MAX_BACKOFF. A refused connection costs nothing: asking again every
+            # retry_after brings every client back within that of a restart (those back
+            # keep the shares of the others free meanwhile, but only for a while).
+            self._backoff = min(self.MAX_BACKOFF, self._backoff * 2.0)
 
-    def _recovered(self) -> None:
+    async def _recovered(self) -> None:
         if self._down:
             self._down = False
             self._backoff = self._retry_after
             logger.warning("shared limit at %s answers again: rejoining it", self._shown)
+            # The idle connections in the pool predate the failure: after a restart each
+            # would fail its next call once (redis-py's one retry did not cover it: in the
+            # fault run a client fell back again right after rejoining). Drop them; they
+            # reconnect when needed. Closing a local socket does not wait for the server.
+            try:
+                with anyio.move_on_after(self._timeout):
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
+            except Exception:  # closing a broken connection: nothing to keep
+                logger.debug("dropping the shared limit's idle connections failed", exc_info=True)
+
+    def _pace_yourself(self) -> None:
+        # The scheduler sends this request at its own pace, which starts from the last
+        # share: count it where that pace would put it.
+        if self._last_share:
+            now = self._monotonic()
+            step = 1.0 / self._last_share
+            # Bounded: should its own pace have drifted above that share during a long
+            # outage, the estimate would run ahead of real time and hold its first shared
+            # turn back for nothing. An underestimate costs only some overlap.
+            self._own_until = min(max(self._own_until, now) + step, now + self.OWN_HORIZON + step)
 
     async def take_turn(self) -> SharedTurn | None:
         """Book this client's next turn and wait for it; None: pace yourself this time.
@@ -399,10 +514,14 @@ class SharedLimit:
         within ``timeout``. Cancelling the wait just lets the booked turn pass unused.
         """
         if self._down and self._monotonic() < self._down_until:
+            self._pace_yourself()
             return None
         async with self._lock:
             if self._down and self._monotonic() < self._down_until:
+                self._pace_yourself()
                 return None
+            began = self._monotonic()
+            own = max(0.0, self._own_until - began)
             try:
                 answer = await self._call(
                     self._turn_script,
@@ -416,17 +535,26 @@ class SharedLimit:
                         self.START_PACE,
                         self._min_rate,
                         "" if self._rtt is None else repr(self._rtt),
+                        "" if self._last_clients is None else self._last_clients,
+                        self.REJOIN_WINDOW,
+                        repr(own),
                     ],
                 )
                 wait, pace = float(answer[0]), float(answer[1])
                 epoch, clients, number = int(answer[2]), int(answer[3]), int(answer[4])
             except Exception as exc:  # any failure of Redis: never the send's business
-                self._failed(exc)
+                self._failed(exc, began)
+                self._pace_yourself()
                 return None
-            self._recovered()
+            await self._recovered()
             self._last_pace = pace
+            self._last_clients = clients
             self._last_share = pace / max(1, clients)
             self._turns += 1
+            # The requests paced locally go first (they hold this client's share until
+            # then); the turn booked meanwhile passes unused if it came earlier.
+            wait = max(wait, self._own_until - self._monotonic())
+            self._own_until = 0.0
             if wait > 0:
                 await self._sleep(wait)
             return SharedTurn(
@@ -437,7 +565,8 @@ class SharedLimit:
         """Report a -1 for a request dispatched at ``turn``: it may cut the shared pace."""
         if self._down:
             return
-        rtt = max(0.0, self._monotonic() - turn.at)
+        began = self._monotonic()
+        rtt = max(0.0, began - turn.at)
         self._rtt = rtt if self._rtt is None else self._rtt + (rtt - self._rtt) / 8.0
         try:
             answer = await self._call(
@@ -452,7 +581,7 @@ class SharedLimit:
                 ],
             )
         except Exception as exc:  # as in take_turn: the -1 is handled locally anyway
-            self._failed(exc)
+            self._failed(exc, began)
             return
         if int(answer[0]) and answer[1]:
             self._last_pace = float(answer[1])
