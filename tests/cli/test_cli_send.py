@@ -16,6 +16,9 @@ import pytest
 from cli_support import Cli, Running, json_lines, summary_of, write_lines
 from helpers import numbers, wait_for
 
+from aisix_async import CampaignSummary
+from aisix_async.cli._send_report import _campaign_rows
+
 SIGN = "【Aisix】"
 
 
@@ -365,9 +368,6 @@ def test_journal_refuses_a_changed_input(cli: Cli, emulator: Any, tmp_path: Path
 
 
 def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
-    from aisix_async._campaign.ledger import CampaignSummary
-    from aisix_async.cli._send_report import _campaign_rows
-
     def not_yet_sent(input_size: int | None) -> object:
         summary = CampaignSummary(
             accepted=27_000, failed=0, unknown=0, not_yet_sent=0, in_flight=0, reconciled=0,
