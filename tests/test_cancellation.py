@@ -26,6 +26,7 @@ from aisix_async import (
     RetryPolicy,
     TransportError,
     UnknownOutcome,
+    ValidationError,
     mobiles_hash,
 )
 
@@ -226,8 +227,6 @@ async def test_per_call_retry_policy_overrides_the_clients(emulator: Any) -> Non
 
 
 async def test_bad_deadline_and_retry_are_refused_before_sending(emulator: Any) -> None:
-    from aisix_async import ValidationError
-
     async with client_for(emulator) as client:
         with pytest.raises(ValidationError, match="deadline"):
             await client.send_once([NUMBER], "code", deadline=0)

@@ -20,9 +20,11 @@ import pytest
 
 from aisix_async import (
     ClientStats,
+    GatewayInternalError,
     Histogram,
     RateLimitedError,
     RetryPolicy,
+    UnknownOutcome,
     mobiles_hash,
 )
 from aisix_async._mechanics import observe as _observe
@@ -272,8 +274,6 @@ print("ok")
 async def test_unknown_from_an_answer_reaches_the_hook_and_a_failing_hook_is_logged(
     emulator: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from aisix_async import GatewayInternalError, UnknownOutcome
-
     caplog.set_level(logging.WARNING, logger="aisix_async")
     emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
     seen: list[UnknownOutcome] = []
