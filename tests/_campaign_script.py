@@ -12,20 +12,16 @@ import sys
 
 import anyio
 
+# Run as a script: its own folder (tests/) is first on sys.path, so helpers imports.
+from helpers import ACCOUNT, KEY, numbers
+
 from aisix_async import AisixClient, RetryPolicy
-
-ACCOUNT = "1001@100001"
-AUTHKEY = "87B01469201D6557C2685137EB3B5DEC"
-
-
-def numbers(count: int) -> list[str]:
-    return [f"139{i:08d}" for i in range(count)]
 
 
 async def main(base_url: str, journal: str, count: int, chunk_size: int) -> None:
     retry = RetryPolicy(attempts=50, timeout=60, initial_backoff=0.005, max_backoff=0.05)
     async with (
-        AisixClient(ACCOUNT, AUTHKEY, base_url=base_url, retry=retry, max_concurrency=8) as client,
+        AisixClient(ACCOUNT, KEY, base_url=base_url, retry=retry, max_concurrency=8) as client,
         client.campaign(journal) as campaign,
     ):
         print("open", flush=True)

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import anyio
+import attrs
+import helpers
 import pytest
+from helpers import collect, numbers
 
 from aisix_async import (
-    AisixClient,
     BalanceTooLowError,
     InsufficientBalanceError,
     InterfaceNotEnabledError,
@@ -31,21 +34,9 @@ from aisix_async._core.chunking import PlannedChunk
 from aisix_async._features.bulk import once_stream
 
 pytestmark = pytest.mark.anyio
-FAST = RetryPolicy(attempts=4, timeout=10, initial_backoff=0.001, max_backoff=0.005)
-
-
-def client_for(emulator: Any, **options: Any) -> AisixClient:
-    options.setdefault("retry", FAST)
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
-
-
-def numbers(n: int, prefix: str = "138") -> list[str]:
-    return [f"{prefix}{i:08d}" for i in range(n)]
-
-
-async def collect(stream: Any) -> list[SendOutcome]:
-    async with stream as outcomes:
-        return [outcome async for outcome in outcomes]
+# The shared client, with one attempt more than the shared FAST: the fault tests here
+# were written against four.
+client_for = partial(helpers.client_for, retry=attrs.evolve(helpers.FAST, attempts=4))
 
 
 def check_against_ledger(emulator: Any, mobiles: list[str], outcomes: list[SendOutcome]) -> None:
@@ -98,7 +89,7 @@ async def test_batch_and_param_boundaries(emulator: Any, count: int) -> None:
         assert (count == 1) == any(o.action == "sendOnce" for o in outcomes)
 
         emulator.state.reset()
-        rows = [(m, [f"n{i}"]) for i, m in enumerate(numbers(count, "139"))]
+        rows = [(m, [f"n{i}"]) for i, m in enumerate(numbers(count, prefix="138"))]
         outcomes = await collect(client.send_param_many("Dear {p1}", rows, csid=101))
         check_against_ledger(emulator, [m for m, _ in rows], outcomes)
         texts = {r.mobile: r.text for r in emulator.state.messages()}

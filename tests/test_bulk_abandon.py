@@ -14,10 +14,9 @@ from typing import Any
 
 import anyio
 import pytest
-from test_bulk import numbers
+from helpers import client_for, numbers
 
 from aisix_async import (
-    AisixClient,
     BalanceTooLowError,
     NotSentError,
     OutcomeStatus,
@@ -27,10 +26,6 @@ from aisix_async import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def _client(emulator: Any, **options: Any) -> AisixClient:
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
 
 
 def check_accounted(
@@ -65,7 +60,7 @@ async def test_a_stream_left_early_accounts_for_every_chunk_it_took_on(
     emulator.state.set_faults(latency_ms=80, jitter_ms=40, fault_actions=["sendOnce"])
     mobiles = numbers(3000)
     yielded: list[SendOutcome] = []
-    async with _client(emulator, max_concurrency=8, initial_concurrency=8) as client:
+    async with client_for(emulator, retry=None, max_concurrency=8, initial_concurrency=8) as client:
         stream = client.send_many(mobiles, "hi", chunk_size=100)
         with anyio.CancelScope() as scope:
             async with stream:
@@ -91,7 +86,7 @@ async def test_a_stream_left_early_accounts_for_every_chunk_it_took_on(
 
 
 async def test_a_stream_run_to_its_end_abandons_nothing(emulator: Any) -> None:
-    async with _client(emulator) as client:
+    async with client_for(emulator, retry=None) as client:
         stream = client.send_many(numbers(2500), "hi")
         async with stream:
             outcomes = [o async for o in stream]
@@ -104,7 +99,7 @@ async def test_a_bad_text_in_the_middle_of_a_bulk_send_fails_only_its_item(
 ) -> None:
     pairs = [(m, f"text {i}") for i, m in enumerate(numbers(1000))]
     pairs[550] = (pairs[550][0], "bad \ud800 text")
-    async with _client(emulator) as client:
+    async with client_for(emulator, retry=None) as client:
         stream = client.send_batch_many(pairs)
         async with stream:
             outcomes = [o async for o in stream]
@@ -119,7 +114,7 @@ async def test_a_bad_text_in_the_middle_of_a_bulk_send_fails_only_its_item(
 
 
 async def test_a_bad_content_for_every_number_is_refused_before_sending(emulator: Any) -> None:
-    async with _client(emulator) as client:
+    async with client_for(emulator, retry=None) as client:
         with pytest.raises(ValidationError, match="lone surrogate"):
             client.send_many(numbers(10), "bad \udcff")
     assert emulator.state.messages() == []
@@ -131,7 +126,7 @@ def _resource_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 
 async def test_a_stream_never_entered_or_refused_leaks_nothing(emulator: Any) -> None:
     emulator.state.set_balance(None, "0.05")
-    async with _client(emulator) as client:
+    async with client_for(emulator, retry=None) as client:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             never = client.send_many(numbers(10), "hi")

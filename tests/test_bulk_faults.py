@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import client_for, collect, numbers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_bulk import check_against_ledger, collect, numbers
+from test_bulk import check_against_ledger
 
-from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
+from aisix_async import OutcomeStatus, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -56,11 +57,9 @@ async def test_every_recipient_exactly_once_under_faults(
     emulator.state.reset()
     emulator.state.configure(rate=rate, burst=3.0 if rate else None)
     emulator.state.set_faults(**faults, fault_actions=["sendOnce", "sendBatch", "sendParam"])
-    mobiles = numbers(count, "137")
+    mobiles = numbers(count, prefix="137")
     policy = RetryPolicy(attempts=12, timeout=10, initial_backoff=0.001, max_backoff=0.01)
-    async with AisixClient(
-        emulator.account, emulator.authkey, base_url=emulator.base_url, retry=policy
-    ) as client:
+    async with client_for(emulator, retry=policy) as client:
         if kind == "once":
             stream = client.send_many(mobiles, "hi", chunk_size=chunk_size)
         elif kind == "batch":

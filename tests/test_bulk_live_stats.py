@@ -10,9 +10,9 @@ from typing import Any
 
 import anyio
 import pytest
-from test_bulk import numbers
+from helpers import client_for, numbers
 
-from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
+from aisix_async import OutcomeStatus, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -25,9 +25,7 @@ async def test_requests_and_minus_one_answers_count_before_the_chunk_settles(
     # the chunk is retried to the end of its policy rather than refused by the breaker.
     retry = RetryPolicy(attempts=5, timeout=30, initial_backoff=0.02, max_backoff=0.05)
     seen: list[tuple[int, int, int]] = []
-    async with AisixClient(
-        emulator.account, emulator.authkey, base_url=emulator.base_url, retry=retry
-    ) as client:
+    async with client_for(emulator, retry=retry) as client:
         stream = client.send_many(numbers(10), "hello", check_balance=False)
         async with stream, anyio.create_task_group() as group:
 

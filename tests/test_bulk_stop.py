@@ -12,10 +12,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from test_bulk import numbers
+from helpers import client_for, numbers
 
 from aisix_async import (
-    AisixClient,
     NotSentError,
     OutcomeStatus,
     RetryPolicy,
@@ -39,9 +38,7 @@ async def test_stop_sends_nothing_more_and_accounts_for_everyone(
     retry = RetryPolicy(initial_backoff=0.05, max_backoff=0.2)
     outcomes: list[SendOutcome] = []
     seen: dict[str, int] = {}
-    async with AisixClient(
-        emulator.account, emulator.authkey, base_url=emulator.base_url, retry=retry
-    ) as client:
+    async with client_for(emulator, retry=retry) as client:
         if campaign:
             async with client.campaign(str(tmp_path / "c.db")) as camp:
                 stream: Any = camp.send_many(mobiles, "hello", chunk_size=100)
@@ -84,9 +81,7 @@ async def _stop_after_four(
 async def test_a_stream_stopped_before_it_is_entered_sends_nothing(
     emulator: Any, tmp_path: Any
 ) -> None:
-    async with AisixClient(
-        emulator.account, emulator.authkey, base_url=emulator.base_url
-    ) as client:
+    async with client_for(emulator, retry=None) as client:
         plain = client.send_many(numbers(30), "hello", chunk_size=10)
         plain.stop()
         async with plain:

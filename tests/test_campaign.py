@@ -18,11 +18,10 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import client_for, collect, numbers
 
 from aisix_async import (
-    AisixClient,
     CampaignError,
-    CampaignStream,
     NotSentError,
     OutcomeStatus,
     RateState,
@@ -32,32 +31,17 @@ from aisix_async import (
 from aisix_async._mechanics.scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio
-FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
-
-
-def client_for(emulator: Any, **options: Any) -> AisixClient:
-    options.setdefault("retry", FAST)
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
-
-
-def numbers(n: int, start: int = 0) -> list[str]:
-    return [f"139{i:08d}" for i in range(start, start + n)]
 
 
 def sent_counts(emulator: Any) -> Counter[str]:
     return Counter(m.mobile for m in emulator.state.messages())
 
 
-async def run(stream: CampaignStream) -> list[SendOutcome]:
-    async with stream:
-        return [outcome async for outcome in stream]
-
-
 async def test_a_finished_campaign_sends_nothing_again(emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     mobiles = numbers(2500)
     async with client_for(emulator) as client, client.campaign(path) as campaign:
-        outcomes = await run(campaign.send_many(mobiles, "Spring sale", chunk_size=1000))
+        outcomes = await collect(campaign.send_many(mobiles, "Spring sale", chunk_size=1000))
         assert [o.status for o in outcomes] == [OutcomeStatus.ACCEPTED] * 3
         summary = campaign.summary()
     assert summary.accepted == 2500
@@ -72,7 +56,7 @@ async def test_a_finished_campaign_sends_nothing_again(emulator: Any, tmp_path: 
     requests = emulator.state.get_counters().requests["sendOnce"]
     async with client_for(emulator) as client, client.campaign(path) as campaign:
         stream = campaign.send_many(mobiles, "Spring sale", chunk_size=1000)
-        assert await run(stream) == []
+        assert await collect(stream) == []
         assert stream.stats().skipped == 2500
         assert campaign.summary().accepted == 2500
     assert emulator.state.get_counters().requests["sendOnce"] == requests
@@ -88,7 +72,7 @@ async def test_a_run_stopped_by_the_balance_resumes_where_it_stopped(
     async with client_for(emulator, max_concurrency=1) as client:
         async with client.campaign(path) as campaign:
             stream = campaign.send_many(mobiles, "Spring sale", check_balance=False)
-            outcomes = await run(stream)
+            outcomes = await collect(stream)
             summary = campaign.summary()
         assert sum(len(o.mobiles) for o in outcomes) == 3000
         assert any(isinstance(o.error, NotSentError) for o in outcomes)
@@ -99,7 +83,7 @@ async def test_a_run_stopped_by_the_balance_resumes_where_it_stopped(
 
         emulator.state.set_balance(None, "1000")
         async with client.campaign(path) as campaign:
-            outcomes = await run(campaign.send_many(mobiles, "Spring sale"))
+            outcomes = await collect(campaign.send_many(mobiles, "Spring sale"))
             summary = campaign.summary()
     assert {o.status for o in outcomes} == {OutcomeStatus.ACCEPTED}
     assert sum(len(o.mobiles) for o in outcomes) == 2000
@@ -117,7 +101,7 @@ async def test_unknown_chunks_are_listed_not_resent_then_reconciled(
     emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
     async with client_for(emulator) as client:
         async with client.campaign(path) as campaign:
-            outcomes = await run(campaign.send_many(mobiles, "hello", chunk_size=100))
+            outcomes = await collect(campaign.send_many(mobiles, "hello", chunk_size=100))
             assert {o.status for o in outcomes} == {OutcomeStatus.UNKNOWN}
             summary = campaign.summary()
         assert summary.unknown == 300
@@ -127,7 +111,7 @@ async def test_unknown_chunks_are_listed_not_resent_then_reconciled(
 
         async with client.campaign(path) as campaign:
             stream = campaign.send_many(mobiles, "hello", chunk_size=100)
-            assert await run(stream) == []
+            assert await collect(stream) == []
             assert stream.stats().skipped == 300
             # The reports prove the lost answers were acceptances.
             async with campaign.watch_delivery_reports(
@@ -151,11 +135,11 @@ async def test_resend_unknown_sends_them_again_when_asked(emulator: Any, tmp_pat
     emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
     async with client_for(emulator) as client:
         async with client.campaign(path) as campaign:
-            await run(campaign.send_many(mobiles, "hello"))
+            await collect(campaign.send_many(mobiles, "hello"))
             assert campaign.summary().unknown == 50
         emulator.state.set_faults(error_after_charge=0.0)
         async with client.campaign(path, resend_unknown=True) as campaign:
-            outcomes = await run(campaign.send_many(mobiles, "hello"))
+            outcomes = await collect(campaign.send_many(mobiles, "hello"))
             summary = campaign.summary()
     assert [o.status for o in outcomes] == [OutcomeStatus.ACCEPTED]
     assert (summary.accepted, summary.unknown) == (50, 0)
@@ -170,7 +154,7 @@ async def test_a_changed_input_is_refused_and_nothing_more_is_sent(
     emulator.state.set_balance(None, "10")  # 100 numbers
     async with client_for(emulator, max_concurrency=1) as client:
         async with client.campaign(path) as campaign:
-            await run(campaign.send_many(mobiles, "hi", chunk_size=100, check_balance=False))
+            await collect(campaign.send_many(mobiles, "hi", chunk_size=100, check_balance=False))
             before = campaign.summary()
         assert before.accepted == 100
         emulator.state.set_balance(None, "1000")
@@ -178,13 +162,13 @@ async def test_a_changed_input_is_refused_and_nothing_more_is_sent(
         changed[150] = "13700000000"
         async with client.campaign(path) as campaign:
             with pytest.raises(CampaignError, match=r"position 150 \('13900000150' before"):
-                await run(campaign.send_many(changed, "hi", chunk_size=100))
+                await collect(campaign.send_many(changed, "hi", chunk_size=100))
             assert campaign.summary() == before
         async with client.campaign(path) as campaign:
             with pytest.raises(CampaignError, match="another campaign"):
-                await run(campaign.send_many(mobiles, "hi!", chunk_size=100))
+                await collect(campaign.send_many(mobiles, "hi!", chunk_size=100))
             with pytest.raises(CampaignError, match="another campaign"):
-                await run(campaign.send_many(mobiles, "hi", chunk_size=50))
+                await collect(campaign.send_many(mobiles, "hi", chunk_size=50))
     assert sent_counts(emulator) == Counter(mobiles[:100])
 
 
@@ -199,16 +183,16 @@ async def test_async_inputs_and_batches_resume(emulator: Any, tmp_path: Path) ->
     emulator.state.set_balance(None, "10")
     async with client_for(emulator, max_concurrency=1) as client:
         async with client.campaign(path) as campaign:
-            await run(campaign.send_batch_many(source(), check_balance=False))
+            await collect(campaign.send_batch_many(source(), check_balance=False))
             assert campaign.summary().accepted == 100
         emulator.state.set_balance(None, "1000")
         edited = list(pairs)
         edited[160] = (pairs[160][0], "another text")
         async with client.campaign(path) as campaign:
             with pytest.raises(CampaignError, match="input differs"):
-                await run(campaign.send_batch_many(edited))
+                await collect(campaign.send_batch_many(edited))
         async with client.campaign(path) as campaign:
-            await run(campaign.send_batch_many(source()))
+            await collect(campaign.send_batch_many(source()))
             summary = campaign.summary()
     assert summary.accepted == 250
     assert summary.complete
@@ -221,12 +205,12 @@ async def test_invalid_numbers_are_failed_for_good(emulator: Any, tmp_path: Path
     mobiles = [*numbers(10), "not-a-number", *numbers(5, start=10)]
     async with client_for(emulator) as client:
         async with client.campaign(path) as campaign:
-            await run(campaign.send_many(mobiles, "hi"))
+            await collect(campaign.send_many(mobiles, "hi"))
             summary = campaign.summary()
         assert (summary.accepted, summary.failed, summary.not_yet_sent) == (15, 1, 0)
         assert summary.complete
         async with client.campaign(path) as campaign:
-            assert await run(campaign.send_many(mobiles, "hi")) == []
+            assert await collect(campaign.send_many(mobiles, "hi")) == []
             assert campaign.summary() == summary
 
 
@@ -277,7 +261,7 @@ async def test_two_processes_on_one_journal(emulator: Any, tmp_path: Path) -> No
     mobiles = numbers(20)
     async with client_for(emulator) as client:
         async with client.campaign(path) as campaign:
-            await run(campaign.send_many(mobiles, "hi"))
+            await collect(campaign.send_many(mobiles, "hi"))
         holder = subprocess.Popen(
             [sys.executable, "-c", _HOLDER, str(path)],
             stdin=subprocess.PIPE,
@@ -310,7 +294,7 @@ async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_pa
             (pages,) = journal._conn.execute("PRAGMA page_count").fetchone()
             journal._conn.execute(f"PRAGMA max_page_count={pages + 1}")
             with pytest.raises(CampaignError, match="disk is full"):
-                await run(campaign.send_many(mobiles, "hi", chunk_size=100))
+                await collect(campaign.send_many(mobiles, "hi", chunk_size=100))
         sent = sent_counts(emulator)
         assert sent, "some chunks went out before the disk filled"
         assert max(sent.values()) == 1
@@ -318,7 +302,7 @@ async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_pa
             summary = campaign.summary()
             # Every number the gateway accepted is in the journal: accepted, or unknown.
             assert summary.accepted + summary.unknown >= sum(sent.values())
-            await run(campaign.send_many(mobiles, "hi", chunk_size=100))
+            await collect(campaign.send_many(mobiles, "hi", chunk_size=100))
             final = campaign.summary()
     unknown = {m for _, m in final.unknown_recipients}
     counts = sent_counts(emulator)
@@ -336,7 +320,7 @@ async def test_one_send_at_a_time(emulator: Any, tmp_path: Path) -> None:
                     pass
             assert len([o async for o in first]) == 1
         with anyio.fail_after(5):
-            assert await run(c.send_many(numbers(5), "hi")) == []
+            assert await collect(c.send_many(numbers(5), "hi")) == []
 
 
 async def test_a_run_cancelled_mid_send_records_its_cut_off_chunks_as_unknown(
@@ -375,7 +359,7 @@ async def test_a_run_cancelled_mid_send_records_its_cut_off_chunks_as_unknown(
     # Resuming sends everything else, and nothing twice.
     emulator.state.set_faults(latency_ms=0, jitter_ms=0)
     async with client_for(emulator) as client, client.campaign(path) as campaign:
-        await run(campaign.send_many(mobiles, "Spring sale", chunk_size=100))
+        await collect(campaign.send_many(mobiles, "Spring sale", chunk_size=100))
         summary = campaign.summary()
     assert summary.complete
     assert summary.accepted + summary.unknown == 3000
@@ -407,7 +391,7 @@ async def test_the_journal_keeps_the_rate_learned_and_a_resumed_run_starts_from_
         # Before sending anything, the resumed run is already paced at what was learned.
         pace = client.stats().pace
         assert pace is not None and pace == pytest.approx(Scheduler.BETA * learned.pace, rel=0.05)
-        await run(campaign.send_many(mobiles, "Spring sale", chunk_size=1))
+        await collect(campaign.send_many(mobiles, "Spring sale", chunk_size=1))
         summary = campaign.summary()
     # Cut-off chunks stay unknown (never resent blindly); the rest went out once each.
     assert summary.accepted + summary.unknown == 60 and summary.accepted >= 40
@@ -419,7 +403,7 @@ async def test_a_client_given_a_rate_state_keeps_it_over_the_journal(
 ) -> None:
     path = tmp_path / "c.db"
     async with client_for(emulator) as client, client.campaign(path) as campaign:
-        await run(campaign.send_many(numbers(3), "Spring sale", chunk_size=1))
+        await collect(campaign.send_many(numbers(3), "Spring sale", chunk_size=1))
     mine = RateState(pace=7.0, concurrency=2, learned_at=time.time())
     async with (
         client_for(emulator, rate_state=mine) as client,

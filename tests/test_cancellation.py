@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import anyio
+import helpers
 import pytest
+from helpers import FAST
 
 from aisix_async import (
     AisixClient,
@@ -23,19 +26,14 @@ from aisix_async import (
     RetryPolicy,
     TransportError,
     UnknownOutcome,
+    ValidationError,
     mobiles_hash,
 )
 
 pytestmark = pytest.mark.anyio
-FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
 NUMBER = "18100002707"
-
-
-def client_for(emulator: Any, **options: Any) -> AisixClient:
-    options.setdefault("retry", FAST)
-    return AisixClient(
-        emulator.account, emulator.authkey, base_url=emulator.base_url, cgid=1, **options
-    )
+# The shared client, on channel group 1 (the emulator's group that sendOnce may use).
+client_for = partial(helpers.client_for, cgid=1)
 
 
 async def ledger_numbers(emulator: Any, expect: int, wait: float = 3.0) -> list[str]:
@@ -229,8 +227,6 @@ async def test_per_call_retry_policy_overrides_the_clients(emulator: Any) -> Non
 
 
 async def test_bad_deadline_and_retry_are_refused_before_sending(emulator: Any) -> None:
-    from aisix_async import ValidationError
-
     async with client_for(emulator) as client:
         with pytest.raises(ValidationError, match="deadline"):
             await client.send_once([NUMBER], "code", deadline=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import numbers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,10 +17,6 @@ from aisix_async._core.chunking import (
     plan,
 )
 from aisix_async._core.validate import SEPARATOR
-
-
-def numbers(n: int) -> list[str]:
-    return [f"138{i:08d}" for i in range(n)]
 
 
 def chunks_of(items: list[object]) -> list[PlannedChunk]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import FAST, client_for
 
 from aisix_async import (
     AccountFormatError,
@@ -31,12 +32,6 @@ from aisix_async import (
 )
 
 pytestmark = pytest.mark.anyio
-FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
-
-
-def client_for(emulator: Any, **options: Any) -> AisixClient:
-    options.setdefault("retry", FAST)
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
 
 
 async def test_every_action_end_to_end(emulator: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from helpers import ACCOUNT, KEY, OPEN
 from stack_support import STACK, hx
 
 from aisix_async import (
@@ -29,9 +30,6 @@ from aisix_async import (
 )
 from aisix_async._mechanics.http import _tls_context
 
-ACCOUNT = "1001@100001"
-KEY = "87B01469201D6557C2685137EB3B5DEC"
-OPEN = "http://api.aisix.com/OpenPlatform/OpenApi"
 DATA = "http://api.aisix.com/OpenPlatform/DataApi"
 
 pytestmark = pytest.mark.anyio

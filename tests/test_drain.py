@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_bulk import client_for, numbers
+from helpers import client_for, numbers
 
 import aisix_async
 from aisix_async import SendSummary

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
+from helpers import ACCOUNT, KEY, NO_BACKOFF, OPEN
 from stack_support import hx
 
 import aisix_async
@@ -24,7 +26,6 @@ from aisix_async import (
     KeyLockedError,
     ProtocolError,
     RateLimitedError,
-    RetryPolicy,
     StaffUnavailableError,
     TransportError,
     UnknownResultError,
@@ -32,10 +33,8 @@ from aisix_async import (
 )
 from aisix_async._core import errors as policy
 
-ACCOUNT = "1001@100001"
-KEY = "87B01469201D6557C2685137EB3B5DEC"
-OPEN = "http://api.aisix.com/OpenPlatform/OpenApi"
-FAST = RetryPolicy(attempts=3, timeout=5, initial_backoff=0, max_backoff=0)
+# No backoff, and three attempts: the tests here see a retried code answered twice.
+FAST = attrs.evolve(NO_BACKOFF, attempts=3)
 
 CODES = {
     0: AccountFormatError,

@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ACCOUNT, KEY, NO_BACKOFF
 
-from aisix_async import AisixClient, RetryPolicy, TransportError, ValidationError
+from aisix_async import AisixClient, TransportError, ValidationError
 from aisix_async._mechanics.http import STACKS, default_stack
 
-ACCOUNT = "1001@100001"
-KEY = "87B01469201D6557C2685137EB3B5DEC"
 ROOT = Path(__file__).resolve().parent.parent
 INSTALLED = [name for name in STACKS if importlib.util.find_spec(name) is not None]
 MISSING = [name for name in STACKS if name not in INSTALLED]
-FAST = RetryPolicy(attempts=2, timeout=5, initial_backoff=0, max_backoff=0)
 
 both = pytest.mark.skipif(len(INSTALLED) < 2, reason="needs httpx and httpx2 installed")
 
@@ -88,7 +86,7 @@ async def test_a_passed_in_client_brings_its_stack_and_its_errors(name: str) -> 
         return answer
 
     http = module.AsyncClient(transport=module.MockTransport(handler))
-    async with http, AisixClient(ACCOUNT, KEY, http_client=http, retry=FAST) as client:
+    async with http, AisixClient(ACCOUNT, KEY, http_client=http, retry=NO_BACKOFF) as client:
         assert client.stats().http_stack == name
         assert (await client.send_once(["18100002707"], "hi")).msgid == "7"
         for kind in ("ReadTimeout", "RemoteProtocolError"):

@@ -6,12 +6,11 @@ import sys
 from typing import Any
 
 import pytest
+from helpers import ACCOUNT, KEY
 
 from aisix_async import AisixClient, ExtraNotInstalledError, ValidationError
 from aisix_async._core.chunking import OncePlanner, PlannedChunk, RejectedItem, plan
 from aisix_async._core.validate import check_mobile
-
-ACCOUNT, KEY = "1001@100001", "87B01469201D6557C2685137EB3B5DEC"
 
 
 @pytest.mark.parametrize(

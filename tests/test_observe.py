@@ -11,31 +11,28 @@ import logging
 import subprocess
 import sys
 import types
+from functools import partial
 from typing import Any
 
 import attrs
+import helpers
 import pytest
 
 from aisix_async import (
-    AisixClient,
     ClientStats,
+    GatewayInternalError,
     Histogram,
     RateLimitedError,
     RetryPolicy,
+    UnknownOutcome,
     mobiles_hash,
 )
 from aisix_async._mechanics import observe as _observe
 
 pytestmark = pytest.mark.anyio
-FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
 NUMBERS = ["18100002707", "18600007370"]
-
-
-def client_for(emulator: Any, **options: Any) -> AisixClient:
-    options.setdefault("retry", FAST)
-    return AisixClient(
-        emulator.account, emulator.authkey, base_url=emulator.base_url, cgid=1, **options
-    )
+# The shared client, on channel group 1 (the emulator's group that sendOnce may use).
+client_for = partial(helpers.client_for, cgid=1)
 
 
 def no_secrets(records: list[logging.LogRecord], emulator: Any) -> None:
@@ -277,8 +274,6 @@ print("ok")
 async def test_unknown_from_an_answer_reaches_the_hook_and_a_failing_hook_is_logged(
     emulator: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from aisix_async import GatewayInternalError, UnknownOutcome
-
     caplog.set_level(logging.WARNING, logger="aisix_async")
     emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
     seen: list[UnknownOutcome] = []

@@ -11,11 +11,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from helpers import client_for, numbers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aisix_async import (
-    AisixClient,
     BalanceTooLowError,
     ChannelGroup,
     Signature,
@@ -111,14 +111,6 @@ async def test_price_book_fetches_once_per_ttl() -> None:
 # -- against the emulator -----------------------------------------------------------------
 
 
-def _client(emulator: Any, **options: Any) -> AisixClient:
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
-
-
-def _numbers(count: int, start: int = 0) -> list[str]:
-    return [f"139{start + i:08d}" for i in range(count)]
-
-
 # Signature "【Aisix】" is 7 characters: these lengths put signed texts at 69-71 (the
 # word boundary), 133-135 and 200-202 (longword boundaries), and around the 1000 cap.
 _BOUNDARY_LENGTHS = [1, 62, 63, 64, 126, 127, 128, 193, 194, 195, 999, 1000]
@@ -141,10 +133,10 @@ async def test_estimate_equals_what_sendonce_is_charged(
 ) -> None:
     emulator.state.reset()
     content = (_CHARS[kind] * length)[:length]
-    async with _client(emulator) as client:
+    async with client_for(emulator, retry=None) as client:
         before = (await client.get_balance()).remain
         guess = await client.estimate(content, recipients=recipients, csid=csid)
-        receipt = await client.send_once(_numbers(recipients), content, csid=csid)
+        receipt = await client.send_once(numbers(recipients), content, csid=csid)
         after = (await client.get_balance()).remain
     ledger = emulator.state.messages()
     assert len(ledger) == recipients
@@ -162,12 +154,12 @@ async def test_estimate_of_batch_and_template_sends_equals_the_charge(
     emulator: Any, cgid: int | None
 ) -> None:
     contents = ["hi", "短" * 64, "x" * 130, "混合 mixed text " * 9]
-    mobiles = _numbers(len(contents))
+    mobiles = numbers(len(contents))
     template = "您好 {p1}, your code is {p2}." + "." * 30
     values = [["A", "1"], ["张三" * 10, "2" * 9]]
     rows = list(zip(mobiles[:2], values, strict=True))
     pairs = list(zip(mobiles, contents, strict=True))
-    async with _client(emulator) as client:
+    async with client_for(emulator, retry=None) as client:
         start = (await client.get_balance()).remain
         batch_guess = await client.estimate(messages=pairs, cgid=cgid)
         await client.send_batch(pairs, cgid=cgid)
@@ -190,7 +182,7 @@ async def test_estimate_of_batch_and_template_sends_equals_the_charge(
 
 
 async def test_estimate_uses_the_client_defaults_and_refuses_bad_input(emulator: Any) -> None:
-    async with _client(emulator, cgid=80, csid=101) as client:
+    async with client_for(emulator, retry=None, cgid=80, csid=101) as client:
         guess = await client.estimate("hello", recipients=1000)
         assert (guess.cgid, guess.csid, guess.signature) == (80, 101, "【AisixShop】")
         assert guess.cost == Decimal("0.08") * 1000
@@ -209,7 +201,7 @@ async def test_estimate_uses_the_client_defaults_and_refuses_bad_input(emulator:
 async def test_check_affordable_refuses_a_campaign_that_would_run_dry(emulator: Any) -> None:
     emulator.state.set_balance(None, "12.345")
     messages = [("hello " * 20, 100), ("short", 30)]  # 100 x 2 units + 30 x 1 unit
-    async with _client(emulator) as client:
+    async with client_for(emulator, retry=None) as client:
         with pytest.raises(BalanceTooLowError) as caught:
             await check_affordable(client._gateway, messages, cgid=None, csid=None)
         ok = await check_affordable(client._gateway, [("short", 123)], cgid=None, csid=None)
@@ -228,10 +220,10 @@ async def test_check_affordable_refuses_a_campaign_that_would_run_dry(emulator: 
 
 async def test_send_many_with_check_balance_refuses_before_sending(emulator: Any) -> None:
     emulator.state.set_balance(None, "99.95")
-    async with _client(emulator) as client:
+    async with client_for(emulator, retry=None) as client:
 
         async def campaign() -> None:
-            async with client.send_many(_numbers(1000), "hello") as outcomes:
+            async with client.send_many(numbers(1000), "hello") as outcomes:
                 async for _ in outcomes:
                     raise AssertionError("refused before the first chunk")
 

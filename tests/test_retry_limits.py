@@ -1,14 +1,15 @@
 """Retry time limits hold: no backoff sleeps past them; an unreachable gateway is given up.
 
 The waits are read from ``on_retry`` (what the scheduler is about to sleep) and compared
-with the time left, so nothing here depends on how fast the machine is.
+with the time left. The scheduler runs on a virtual clock (its ``clock`` and ``sleep`` are
+injected): a backoff moves the clock by exactly its length and takes no real time, so
+the limits are checked to the arithmetic, not to how loaded the machine is.
 """
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from helpers import VirtualClock
 
 from aisix_async import RetryDetails, RetryPolicy, TransportError
 from aisix_async._mechanics.scheduler import Scheduler
@@ -26,15 +27,17 @@ async def test_no_backoff_sleeps_past_the_retry_timeout(monkeypatch: pytest.Monk
     waits: list[tuple[float, float]] = []
     first: list[float] = []
 
+    clock = VirtualClock()
+
     def on_retry(details: RetryDetails) -> None:
-        waits.append((time.monotonic() - first[0], details.wait))
+        waits.append((clock() - first[0], details.wait))
 
     policy = RetryPolicy(attempts=100, timeout=0.3, initial_backoff=0.2, max_backoff=5)
-    scheduler = Scheduler(retry=policy, on_retry=on_retry)
+    scheduler = Scheduler(retry=policy, on_retry=on_retry, clock=clock, sleep=clock.sleep)
 
     async def attempt() -> None:
         if not first:
-            first.append(time.monotonic())
+            first.append(clock())
         raise TransportError("getBalance: reset", request_sent=True)
 
     with pytest.raises(TransportError):
@@ -42,6 +45,8 @@ async def test_no_backoff_sleeps_past_the_retry_timeout(monkeypatch: pytest.Monk
     assert len(waits) >= 2
     for elapsed, wait in waits:
         assert elapsed + wait <= 0.3 + 0.05, waits
+    # What was announced is what was slept: the bound above is about the real backoffs.
+    assert clock.slept == [wait for _, wait in waits]
 
 
 async def test_an_unreachable_gateway_is_given_up_after_its_own_limit(
@@ -52,7 +57,13 @@ async def test_an_unreachable_gateway_is_given_up_after_its_own_limit(
     policy = RetryPolicy(
         attempts=1000, timeout=120, initial_backoff=0.05, max_backoff=0.1, unreachable_timeout=0.3
     )
-    scheduler = Scheduler(retry=policy, on_retry=lambda details: waits.append(details.wait))
+    clock = VirtualClock()
+    scheduler = Scheduler(
+        retry=policy,
+        on_retry=lambda details: waits.append(details.wait),
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
     async def attempt() -> None:
         raise _unreachable()
@@ -69,7 +80,8 @@ async def test_the_unreachable_limit_counts_only_failures_in_a_row(
     policy = RetryPolicy(
         attempts=1000, timeout=120, initial_backoff=0.05, max_backoff=0.05, unreachable_timeout=0.12
     )
-    scheduler = Scheduler(retry=policy)
+    clock = VirtualClock()
+    scheduler = Scheduler(retry=policy, clock=clock, sleep=clock.sleep)
     calls = 0
 
     async def attempt() -> str:

@@ -7,17 +7,13 @@ import socket
 import traceback
 from typing import Any
 
-import anyio
 import pytest
+from helpers import ACCOUNT, KEY, NO_BACKOFF, OPEN, eventually
 from stack_support import STACK, hx
 
-from aisix_async import AisixClient, AisixError, KeyRotation, RetryPolicy
+from aisix_async import AisixClient, AisixError, KeyRotation
 
-ACCOUNT = "1001@100001"
-KEY = "87B01469201D6557C2685137EB3B5DEC"
 NEW_KEY = "FEDCBA9876543210FEDCBA9876543210"
-OPEN = "http://api.aisix.com/OpenPlatform/OpenApi"
-FAST = RetryPolicy(attempts=2, timeout=5, initial_backoff=0, max_backoff=0)
 
 
 def _leaks(text: str) -> bool:
@@ -53,7 +49,7 @@ async def test_key_stays_out_of_logs_errors_and_urls(
         for action, side in answers.items()
     }
     messages: list[str] = []
-    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+    async with AisixClient(ACCOUNT, KEY, retry=NO_BACKOFF) as client:
         assert not _leaks(repr(client))
         await client.get_balance()
         for _ in range(3):
@@ -113,14 +109,12 @@ async def test_key_stays_out_of_traceback_locals(emulator: Any, fault: str) -> N
 
     key = emulator.authkey
     async with AisixClient(
-        emulator.account, key, base_url=base_url, timeout=0.2, retry=FAST
+        emulator.account, key, base_url=base_url, timeout=0.2, retry=NO_BACKOFF
     ) as client:
         shown = _with_locals(await send(client))
     if fault == "read_timeout":
         # The emulator still sends it once its delay is over: wait, or the message would
         # land in the ledger of whichever test runs next.
-        with anyio.fail_after(5):
-            while emulator.state.message_count < 1:
-                await anyio.sleep(0.02)
+        await eventually(lambda: emulator.state.message_count >= 1, timeout=5)
     assert "body = <form body:" in shown  # the frames' locals were captured
     assert key not in shown and key.lower() not in shown

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 import pytest
+from helpers import ACCOUNT, KEY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stack_support import hx
@@ -23,8 +24,6 @@ from aisix_async._core.validate import (
     render_template,
 )
 
-ACCOUNT = "1001@100001"
-KEY = "87B01469201D6557C2685137EB3B5DEC"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 # Any Unicode a person might type, surrogates aside (they cannot be UTF-8 encoded).

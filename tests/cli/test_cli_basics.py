@@ -12,15 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli_support import ROOT, Cli
+from cli_support import ROOT, Cli, json_lines
 
 from aisix_async.cli import MISSING_EMULATOR_HINT, MISSING_EXTRA_HINT
 
 OTHER_KEY = "0123456789ABCDEF0123456789ABCDEF"
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def test_help_lists_every_command_and_the_exit_codes(cli: Cli) -> None:

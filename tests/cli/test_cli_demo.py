@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from cli_support import Cli
 
-from aisix_async import OutcomeStatus, SendOutcome
-from aisix_async._core.models import SendReceipt
+from aisix_async import OutcomeStatus, SendOutcome, SendReceipt
 from aisix_async.cli._demo_check import LedgerEntry, Part, verify
 
 SIGN = "【Aisix】"

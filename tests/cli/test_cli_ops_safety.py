@@ -16,14 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import ROOT, Cli, numbers, summary_of, write_lines
-
-
-def wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+from cli_support import ROOT, Cli, summary_of, write_lines
+from helpers import numbers, wait_for
 
 
 def send_requests(emulator: Any) -> int:
@@ -43,7 +37,7 @@ def test_first_interrupt_stops_dispatch_at_once_retries_included(
     mobiles = numbers(100_000)
     path = write_lines(tmp_path / "n.txt", mobiles)
     process = cli.start("send", path, "--content", "hello", "--json", "--max-concurrency", "4")
-    wait_for(lambda: send_requests(emulator) >= 12)
+    wait_for(lambda: send_requests(emulator) >= 12, timeout=30.0, interval=0.01)
     process.send_signal(signum)
     at_signal = send_requests(emulator)
     out, err = process.communicate(timeout=30)
@@ -74,7 +68,11 @@ def test_the_second_interrupt_warning_counts_what_the_summary_counts(
     process = cli.start("send", path, "--content", "hi", "--json", "--max-concurrency", "4")
     # Interrupt while a request is held on the wire: the client starts at one request at
     # a time, so right after an answer there may be none yet, and nothing would be unknown.
-    wait_for(lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0)
+    wait_for(
+        lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0,
+        timeout=30.0,
+        interval=0.01,
+    )
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)

@@ -7,7 +7,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from cli_support import Cli, numbers, summary_of, write_lines
+from cli_support import Cli, summary_of, write_lines
+from helpers import numbers
 
 from aisix_async import RateState
 

@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import Cli, Running, json_lines, numbers, summary_of, write_lines
+from cli_support import Cli, Running, json_lines, summary_of, write_lines
+from helpers import numbers, wait_for
+
+from aisix_async import CampaignSummary
+from aisix_async.cli.send.report import _campaign_rows
 
 SIGN = "【Aisix】"
 
@@ -249,13 +253,6 @@ def test_account_refusal_stops_the_run_with_its_reason(
     assert emulator.state.message_count == 0
 
 
-def wait_for(condition: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def start_long_send(
     cli: Cli, emulator: Any, tmp_path: Path, latency_ms: float, *options: str
 ) -> tuple[Running, list[str]]:
@@ -283,7 +280,7 @@ def test_interrupt_stops_cleanly_with_what_was_sent(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
     process, mobiles = start_long_send(cli, emulator, tmp_path, 150)
-    wait_for(lambda: emulator.state.message_count >= 3000)
+    wait_for(lambda: emulator.state.message_count >= 3000, timeout=20.0)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
@@ -305,7 +302,10 @@ def test_a_second_interrupt_lists_the_abandoned_requests_as_unknown(
     process, _ = start_long_send(cli, emulator, tmp_path, 400, "--outcomes", str(outcomes))
     # Interrupt while a request is held on the wire: the client starts at one request at
     # a time, so right after an answer there may be none yet, and nothing would be unknown.
-    wait_for(lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0)
+    wait_for(
+        lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0,
+        timeout=20.0,
+    )
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)
@@ -335,7 +335,7 @@ def test_journal_resumes_after_kill_without_sending_twice(
     journal = str(tmp_path / "sale.db")
     args = ("send", path, "--content", "Sale!", "--journal", journal, "--json", "-q")
     process = cli.start(*args, "--max-concurrency", "2")
-    wait_for(lambda: emulator.state.message_count >= 2000)
+    wait_for(lambda: emulator.state.message_count >= 2000, timeout=20.0)
     process.kill()
     process.communicate(timeout=30)
     assert process.returncode != 0
@@ -368,9 +368,6 @@ def test_journal_refuses_a_changed_input(cli: Cli, emulator: Any, tmp_path: Path
 
 
 def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
-    from aisix_async._campaign.ledger import CampaignSummary
-    from aisix_async.cli.send.report import _campaign_rows
-
     def not_yet_sent(input_size: int | None) -> object:
         summary = CampaignSummary(
             accepted=27_000, failed=0, unknown=0, not_yet_sent=0, in_flight=0, reconciled=0,

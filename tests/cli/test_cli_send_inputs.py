@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import Cli, numbers
+from cli_support import Cli
+from helpers import numbers
 
 SIGN = "【Aisix】"
 

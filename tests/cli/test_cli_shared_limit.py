@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from cli_support import ROOT, Cli, numbers, write_lines
+from cli_support import ROOT, Cli, write_lines
+from helpers import numbers
 from redis_support import RedisServer
 
 from aisix_async._mechanics.shared_limit import schedule_key

@@ -7,12 +7,9 @@ from collections.abc import Callable
 
 import pytest
 from emulator_helpers import Gateway
+from helpers import numbers_csv
 
 from aisix_async.emulator import AccountConfig
-
-
-def _numbers(count: int) -> str:
-    return ",".join(f"139{i:08d}" for i in range(count))
 
 
 def test_each_report_is_returned_once_when_due(gw: Gateway) -> None:
@@ -33,14 +30,14 @@ def test_each_report_is_returned_once_when_due(gw: Gateway) -> None:
 
 def test_at_most_reports_per_call_and_ids_run_on(make_gateway: Callable[..., Gateway]) -> None:
     gw = make_gateway(reports_per_call=3)
-    gw.send_once(_numbers(7), "hi")
+    gw.send_once(numbers_csv(7), "hi")
     gw.clock.advance(2)
     batches = [gw.call("getSendState").items for _ in range(4)]
     assert [len(b) for b in batches] == [3, 3, 1, 0]
     ids = [int(i["id"]) for b in batches for i in b]
     assert ids == list(range(1, 8))
     mobiles = [i["mobile"] for b in batches for i in b]
-    assert mobiles == _numbers(7).split(",")
+    assert mobiles == numbers_csv(7).split(",")
 
 
 def test_reports_come_in_due_time_order(make_gateway: Callable[..., Gateway]) -> None:
@@ -97,7 +94,7 @@ def test_report_mix_is_respected_and_repeats_with_the_seed(
             seed=seed, reports_per_call=1000, report_mix={"DELIVRD": 0.7, "UNDELIV": 0.3}
         )
         gw.state.set_balance(None, 10_000)
-        gw.send_once(_numbers(1000), "hi")
+        gw.send_once(numbers_csv(1000), "hi")
         gw.clock.advance(1)
         return [i["return"] for i in gw.call("getSendState").items]
 
@@ -112,7 +109,7 @@ def test_report_mix_is_respected_and_repeats_with_the_seed(
 def test_default_mix_is_mostly_delivered(gw: Gateway) -> None:
     gw.state.set_balance(None, 10_000)
     gw.state.configure(reports_per_call=1000)
-    gw.send_once(_numbers(1000), "hi")
+    gw.send_once(numbers_csv(1000), "hi")
     gw.clock.advance(1)
     counts = Counter(i["return"] for i in gw.call("getSendState").items)
     assert 850 <= counts["DELIVRD"] <= 950

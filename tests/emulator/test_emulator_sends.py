@@ -9,16 +9,13 @@ from decimal import Decimal
 import anyio
 import pytest
 from emulator_helpers import Gateway, parse_answer
+from helpers import numbers_csv
 from stack_support import hx
 
 from aisix_async.emulator import GATEWAY_TZ, AccountConfig, ChannelGroupConfig
 
 SIGN = "【Aisix】"  # csid 0, 7 code points
 SHOP = "【AisixShop】"  # csid 101, 11 code points
-
-
-def _numbers(count: int, prefix: str = "138") -> str:
-    return ",".join(f"{prefix}{i:08d}" for i in range(count))
 
 
 def test_send_once_answers_one_item_for_the_whole_request(gw: Gateway) -> None:
@@ -123,9 +120,11 @@ def test_billing_counts_code_points_not_bytes_or_utf16(gw: Gateway) -> None:
 
 def test_totals_prices_and_remains_agree_with_the_ledger(gw: Gateway) -> None:
     answers = [
-        gw.send_once(_numbers(7), "a" * 100, cgid="80"),
-        gw.call("sendBatch", m=_numbers(3), c="x{|}" + "y" * 200 + "{|}z"),
-        gw.call("sendParam", m=_numbers(2), c="Dear {p1}", p1="Ann{|}Bob", cgid="80"),
+        gw.send_once(numbers_csv(7, prefix="138"), "a" * 100, cgid="80"),
+        gw.call("sendBatch", m=numbers_csv(3, prefix="138"), c="x{|}" + "y" * 200 + "{|}z"),
+        gw.call(
+            "sendParam", m=numbers_csv(2, prefix="138"), c="Dear {p1}", p1="Ann{|}Bob", cgid="80"
+        ),
         gw.send_once("13800000001", "short"),
     ]
     assert all(a.result == 1 for a in answers)
@@ -296,7 +295,7 @@ async def test_200_concurrent_sends_keep_balance_and_counters_exact(gw: Gateway)
 
 def test_record_messages_off_keeps_counters_only(make_gateway: Callable[..., Gateway]) -> None:
     gw = make_gateway(record_messages=False)
-    assert gw.send_once(_numbers(5), "x").result == 1
+    assert gw.send_once(numbers_csv(5, prefix="138"), "x").result == 1
     assert gw.state.message_count == 0
     assert gw.state.get_counters().accepted_messages == 5
     assert gw.state.pending_reports() == 5

@@ -1,0 +1,94 @@
+"""Helpers the test modules share: credentials, numbers, fast retry policies, a client factory.
+
+Imported by bare name (``from helpers import client_for``), as ``stack_support`` is:
+pytest puts ``tests/`` on ``sys.path`` for its rootdir conftest, and the subprocess
+script ``_campaign_script.py`` lives beside this file. One copy here, so a change to the
+emulator's credentials or to what "fast" means for a test is one edit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from aisix_async import AisixClient, RetryPolicy, SendOutcome
+
+# The emulator's default account and key, and the gateway URL the mocked-transport tests
+# match requests against.
+ACCOUNT = "1001@100001"
+KEY = "87B01469201D6557C2685137EB3B5DEC"
+OPEN = "http://api.aisix.com/OpenPlatform/OpenApi"
+
+#: Retries that back off for milliseconds: a test against the emulator still goes through
+#: the retry path without waiting as long as the library's defaults would.
+FAST = RetryPolicy(attempts=3, timeout=10, initial_backoff=0.001, max_backoff=0.005)
+#: Retries with no backoff at all, for the mocked transport where nothing runs between tries.
+NO_BACKOFF = RetryPolicy(attempts=2, timeout=5, initial_backoff=0, max_backoff=0)
+
+
+def numbers(n: int, start: int = 0, *, prefix: str = "139") -> list[str]:
+    """``n`` distinct valid mobiles from ``start``: 11 digits, ``prefix`` then 8."""
+    return [f"{prefix}{i:08d}" for i in range(start, start + n)]
+
+
+def numbers_csv(n: int, start: int = 0, *, prefix: str = "139") -> str:
+    """The same numbers as one ``m=`` field, comma-separated, as the gateway takes them."""
+    return ",".join(numbers(n, start, prefix=prefix))
+
+
+def client_for(emulator: Any, **options: Any) -> AisixClient:
+    """A client for the emulator, retrying with :data:`FAST` unless ``retry`` is given.
+
+    ``retry=None`` asks for the library's default policy (the abandon and pricing tests
+    want the real backoffs, not the fast ones).
+    """
+    options.setdefault("retry", FAST)
+    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
+
+
+async def collect(stream: Any) -> list[SendOutcome]:
+    """Every outcome of a send stream (bulk or campaign), read to its end inside its block."""
+    async with stream as outcomes:
+        return [outcome async for outcome in outcomes]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, interval: float = 0.02) -> None:
+    """Polls ``condition`` from a synchronous test (a CLI subprocess runs meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(interval)
+
+
+async def eventually(
+    condition: Callable[[], object], timeout: float = 5.0, interval: float = 0.02
+) -> None:
+    """Polls ``condition`` from an async test; TimeoutError after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(interval)
+
+
+class VirtualClock:
+    """A clock and a sleep for code that takes them injected (``Scheduler(clock=, sleep=)``).
+
+    ``sleep`` moves the clock by exactly what was asked and records it, so a test of
+    backoffs and time limits runs in no real time and its sums are exact. It still
+    yields once, as a real sleep does, so cancellation and other tasks get their turn.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(0.0, seconds)
+        await checkpoint()
