@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -414,12 +415,23 @@ def record_reports(
     mine: list[bool] = []
     foreign = 0
     foreign_msgids: set[str] = set()
+    # Rows in ``reports``' column order: (seq, id, msgid, mobile, result, code, raw,
+    # fetched_at, chunk).
     rows: list[tuple[Any, ...]] = []
-    # A recipient's first final report goes to ``delivery`` (whole), not to ``reports``.
+    # A recipient's first final report goes to ``delivery`` (whole), not to ``reports``;
+    # rows in ``delivery``'s column order (_DELIVERY_COLUMNS), by recipient.
     settling: dict[tuple[int, str], tuple[Any, ...]] = {}
+    finals: dict[str, int] = {}
     seq = lookup.sequence(conn, len(batch))
     any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
     chunk_of, numbers_of = lookup.chunk_of, lookup.numbers
+    # This loop runs once per report, ten thousand times a batch, holding the GIL the
+    # event loop needs to parse the next batch: what a msgid maps to is looked up once
+    # per run of equal msgids (a sendOnce chunk's reports come together, a thousand to
+    # a msgid), and each report's code is upper-cased once.
+    last_msgid: str | None = None
+    last_chunk: int | None = None
+    last_numbers: frozenset[str] | None = None
     for item in batch:
         seq += 1
         if isinstance(item, MalformedRecord):
@@ -427,10 +439,13 @@ def record_reports(
             rows.append((seq, None, None, None, None, None, bad, now, None))
             continue
         msgid, mobile = item.msgid, item.mobile
-        chunk = chunk_of(conn, msgid)
+        if msgid != last_msgid:
+            last_msgid = msgid
+            last_chunk = chunk_of(conn, msgid)
+            last_numbers = None if last_chunk is None else numbers_of(conn, last_chunk)
+        chunk = last_chunk
         if chunk is not None:
-            numbers = numbers_of(conn, chunk)
-            if numbers is not None and mobile not in numbers:
+            if last_numbers is not None and mobile not in last_numbers:
                 chunk = None
         elif any_unknown:
             chunks = [
@@ -444,50 +459,48 @@ def record_reports(
                 chunk = chunks[0]
                 reconciled[chunk] = _reconcile(conn, chunk, msgid, now)
                 lookup.learn(msgid, chunk)
+                # The msgid now has a chunk (and the chunk its numbers): look again.
+                last_msgid = None
         mine.append(chunk is not None)
         extra = json.dumps(dict(item.extra)) if item.extra else None
-        row = (seq, item.id, msgid, mobile, int(item.result), item.code, extra, now, chunk)
+        code = item.code
         if chunk is None:
             foreign += 1
             foreign_msgids.add(msgid)
-        elif item.is_final and (chunk, mobile) not in settling:
-            settling[(chunk, mobile)] = row
-            continue
-        rows.append(row)
-    finals: dict[str, int] = {}
+        else:
+            upper = code.upper()
+            if upper in FINAL_OPERATOR_CODES and (chunk, mobile) not in settling:
+                settling[(chunk, mobile)] = (
+                    chunk,
+                    mobile,
+                    code,
+                    now,
+                    seq,
+                    item.id,
+                    msgid,
+                    int(item.result),
+                    extra,
+                )
+                finals[upper] = finals.get(upper, 0) + 1
+                continue
+        rows.append((seq, item.id, msgid, mobile, int(item.result), code, extra, now, chunk))
     if settling:
-        values = [
-            (chunk, mobile, code, at, seq_, id_, msgid, result, raw)
-            for (seq_, id_, msgid, mobile, result, code, raw, at, chunk) in settling.values()
-        ]
+        values = list(settling.values())
         before = conn.total_changes
-        conn.executemany(
-            "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
-            " raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            values,
-        )
-        settled = list(settling.values())
+        _insert_many(conn, _DELIVERY_INSERT, len(_DELIVERY_COLUMNS), values)
         if conn.total_changes - before < len(values):
             # Some recipients were settled by an earlier batch: their reports are repeats,
             # kept in ``reports`` (rare: look each up).
-            kept = []
-            for row in settled:
+            for chunk, mobile, code, at, seq_, id_, msgid, result, raw in values:
                 (first,) = conn.execute(
-                    "SELECT seq FROM delivery WHERE chunk=? AND mobile=?", (row[8], row[3])
+                    "SELECT seq FROM delivery WHERE chunk=? AND mobile=?", (chunk, mobile)
                 ).fetchone()
-                if first == row[0]:
-                    kept.append(row)
-                else:
-                    rows.append(row)
-            settled = kept
-        for row in settled:
-            code = row[5].upper()
-            finals[code] = finals.get(code, 0) + 1
-    conn.executemany(
-        "INSERT INTO reports (seq, id, msgid, mobile, result, code, raw, fetched_at, chunk)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+                if first != seq_:
+                    rows.append((seq_, id_, msgid, mobile, result, code, raw, at, chunk))
+                    upper = code.upper()
+                    finals[upper] -= 1
+            finals = {code: n for code, n in finals.items() if n}
+    _insert_many(conn, _REPORTS_INSERT, len(_REPORTS_COLUMNS), rows)
     tallies = [(f"final:{code}", n) for code, n in finals.items()]
     if foreign:
         tallies.append(("foreign", foreign))
@@ -497,6 +510,34 @@ def record_reports(
         tallies,
     )
     return Ingested(reconciled, mine, finals, foreign, frozenset(foreign_msgids))
+
+
+_REPORTS_COLUMNS = ("seq", "id", "msgid", "mobile", "result", "code", "raw", "fetched_at", "chunk")
+_REPORTS_INSERT = f"INSERT INTO reports ({', '.join(_REPORTS_COLUMNS)}) VALUES "
+_DELIVERY_COLUMNS = ("chunk", "mobile", "code", "at", "seq", "id", "msgid", "result", "raw")
+# OR IGNORE: a recipient an earlier batch settled keeps its first final report.
+_DELIVERY_INSERT = f"INSERT OR IGNORE INTO delivery ({', '.join(_DELIVERY_COLUMNS)}) VALUES "
+# Bound variables one statement may hold: 32766 since SQLite 3.32, 999 before.
+_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+# Rows per statement of _insert_many: past a few hundred, longer statements gain nothing.
+_ROWS_PER_INSERT = 500
+
+
+def _insert_many(
+    conn: sqlite3.Connection, head: str, width: int, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` with ``head`` (``INSERT ... VALUES``), hundreds of rows a statement.
+
+    Not ``executemany``: that runs the statement once per row, and each run hands the GIL
+    to the event loop and waits to get it back (see ``_journal_writer``). With ten
+    thousand reports a batch, written while the event loop parses the next one, those
+    waits, not SQLite, were the cost of ingestion.
+    """
+    per = max(1, min(_ROWS_PER_INSERT, _VARIABLES // width))
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), per):
+        part = rows[start : start + per]
+        conn.execute(head + ",".join([one] * len(part)), list(chain.from_iterable(part)))
 
 
 def adopt_reports(

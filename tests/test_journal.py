@@ -591,3 +591,43 @@ async def test_reports_fetched_before_their_chunk_is_recorded_are_claimed(
         assert [r.id for r in await journal.stored_reports()] == ["1", "2", "3", "4"]
     finally:
         await journal.aclose()
+
+
+@pytest.mark.parametrize("variables", [32766, 999])
+async def test_a_batch_spanning_several_statements_is_recorded_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: int
+) -> None:
+    # Reports go in hundreds to a statement (fewer than 999 bound variables each on an
+    # SQLite older than 3.32): every row of every statement, in fetch order, once.
+    monkeypatch.setattr(sql, "_VARIABLES", variables)
+    mobiles = [f"1390000{i:04d}" for i in range(1200)]
+    journal = await Journal.open(tmp_path / "c.db")
+    try:
+        await journal.define("fp", {})
+        await journal.begin_chunk(0, "sendOnce", range(1200), mobiles, "h0", resend_unknown=False)
+        await journal.settle_chunk(
+            0,
+            "sendOnce",
+            range(1200),
+            mobiles,
+            ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": "100"},)),
+        )
+        batch: list[StateReport | MalformedRecord] = []
+        for i, mobile in enumerate(mobiles):
+            code = "DELIVRD" if i % 3 else "UNDELIV"
+            batch.append(StateReport(f"r{i}", "100", mobile, ReportResult.DELIVERED, code))
+            if i % 100 == 0:
+                batch.append(StateReport(f"f{i}", "999", mobile, ReportResult.FAILED, "UNDELIV"))
+        done = await journal.ingest_reports(batch)
+        assert done.finals == {"DELIVRD": 800, "UNDELIV": 400}
+        assert done.foreign == 12
+        # A later batch repeats 300 finals: kept, counted once.
+        again = await journal.ingest_reports(batch[:300])
+        assert again.finals == {}
+        assert journal.delivery == {"DELIVRD": 800, "UNDELIV": 400}
+        assert journal.foreign_reports == 12 + 3
+        stored = [r.id for r in await journal.stored_reports()]
+        expected = [r.id for r in batch if isinstance(r, StateReport)]
+        assert stored == expected + expected[:300]
+    finally:
+        await journal.aclose()
