@@ -14,13 +14,14 @@ that:
 * Closing the stream does not cancel a poll that is on the wire: its answer may already
   hold records the gateway will never send again. The poll gets ``close_grace`` seconds
   to finish, and its records go to ``unread()``.
-* A batch hook (``on_batch``, a campaign's journal write) runs while the next poll is on
-  the wire, so writing a batch does not hold up fetching the next: the reports come as
-  fast as the gateway hands them out. Hooks still run one at a time, in fetch order, and
-  a batch is released to the reader only once its hook returned. When a hook fails, the
-  poll already on the wire is the last: its batch (at most one) is fetched, so it is
-  handed to the reader too, unrecorded and logged as such, and the stream then ends
-  with the hook's error.
+* With a batch hook (``on_batch``, a campaign's journal write), a batch is parsed and
+  handed to the hook by a task of its own while the next poll is on the wire, so
+  neither holds up fetching the next: the reports come as fast as the gateway hands
+  them out. Hooks still run one at a time, in fetch order, and a batch is released to
+  the reader only once its hook returned (``unread()`` parses a batch no task took
+  yet). When a hook fails, the poll already on the wire is the last: its batch (at most
+  one) is fetched, so it is handed to the reader too, unrecorded and logged as such,
+  and the stream then ends with the hook's error.
 
 The poller is a task in the stream's own task group (the stream is an async context
 manager, like anyio's ``as_completed``), so it cannot outlive the block. Its polls go
@@ -159,7 +160,7 @@ class RecordStream(Generic[_R]):
         self._buffer: deque[_R] = deque()
         #: Batches fetched and not yet released to the reader, in fetch order: the one
         #: ``on_batch`` is writing, and the one fetched meanwhile (at most one).
-        self._held: list[list[_R]] = []
+        self._held: list[_Fetched[_R]] = []
         #: Set when the ``on_batch`` call under way returns; None before the first.
         self._written: anyio.Event | None = None
         #: What ``on_batch`` raised: the stream ends with it.
@@ -248,8 +249,8 @@ class RecordStream(Generic[_R]):
         send these records again, so they are the caller's to keep.
         """
         records = [*self._buffer]
-        for batch in self._held:
-            records.extend(batch)
+        for fetched in self._held:
+            records.extend(self._records_of(fetched))
         self._buffer.clear()
         self._held = []
         return records
@@ -299,8 +300,8 @@ class RecordStream(Generic[_R]):
     def _finish(self) -> None:
         # A batch the poller held when it was cancelled (waiting for the write before)
         # goes to the reader like the rest: fetched is fetched.
-        for batch in self._held:
-            self._buffer.extend(batch)
+        for fetched in self._held:
+            self._buffer.extend(self._records_of(fetched))
         self._held = []
         self._ended = True
         self._ready.set()
@@ -383,23 +384,15 @@ class RecordStream(Generic[_R]):
         if not answer.items:
             self._empty_polls += 1
             return 0
-        parsed = parse_records(self._action, answer.items, self._from_item)
-        if MalformedRecord in set(map(type, parsed)):
-            good: list[_R] = []
-            for record in parsed:
-                if isinstance(record, MalformedRecord):
-                    self.malformed.append(record)
-                else:
-                    good.append(record)
-        else:
-            good = cast("list[_R]", list(parsed))
-        self._records += len(good)
         if self._on_batch is None:
-            self._buffer.extend(good)
+            self._buffer.extend(self._parse(answer.items)[1])
             self._ready.set()
-            return len(parsed)
-        # Held from here (unread() returns it) until its hook returns.
-        self._held.append(good)
+            return len(answer.items)
+        # Held from here (unread() returns it) until its hook returns. Parsed by the task
+        # that hands it to the hook, not here: the next poll goes out first, and the
+        # parsing, like the write, is done while the gateway prepares its answer.
+        fetched: _Fetched[_R] = _Fetched(answer.items)
+        self._held.append(fetched)
         # One hook call at a time, in fetch order: this batch waits for the write of the
         # one before, which ran while this poll was on the wire.
         if self._written is not None:
@@ -412,30 +405,57 @@ class RecordStream(Generic[_R]):
                 "%s: %d records fetched while the batch before could not be recorded "
                 "(%s) are handed over unrecorded",
                 self._action,
-                len(parsed),
+                len(answer.items),
                 self._hook_error,
             )
-            self._release(good)
-            return len(parsed)
+            self._release(fetched)
+            return len(answer.items)
         assert self._writes is not None
         written = self._written = anyio.Event()
-        self._writes.start_soon(self._write, self._on_batch, parsed, good, written)
-        return len(parsed)
+        self._writes.start_soon(self._write, self._on_batch, fetched, written)
+        return len(answer.items)
+
+    def _parse(
+        self, items: Sequence[Mapping[str, str]]
+    ) -> tuple[list[_R | MalformedRecord], list[_R]]:
+        """Parse a fetched batch: all of it (for the hook), and its good records."""
+        parsed = parse_records(self._action, items, self._from_item)
+        if MalformedRecord in set(map(type, parsed)):
+            good: list[_R] = []
+            for record in parsed:
+                if isinstance(record, MalformedRecord):
+                    self.malformed.append(record)
+                else:
+                    good.append(record)
+        else:
+            good = cast("list[_R]", list(parsed))
+        self._records += len(good)
+        return parsed, good
+
+    def _records_of(self, fetched: _Fetched[_R]) -> list[_R]:
+        """A held batch's records, parsed now if its task has not done so yet."""
+        if fetched.records is None:
+            fetched.records = self._parse(fetched.items)[1]
+        return fetched.records
 
     async def _write(
-        self,
-        hook: BatchHook[_R],
-        batch: list[_R | MalformedRecord],
-        held: list[_R],
-        written: anyio.Event,
+        self, hook: BatchHook[_R], fetched: _Fetched[_R], written: anyio.Event
     ) -> None:
         try:
-            await hook(batch)
+            # Nothing awaited before the parse: a batch taken by unread() (or the stream
+            # ending) before this task ran was parsed there, and its hook is not called.
+            if fetched.records is None and any(held is fetched for held in self._held):
+                batch, fetched.records = self._parse(fetched.items)
+                await hook(batch)
         except Exception as exc:
             # The hook is the caller's (e.g. a journal write): its failure ends the
             # stream, rather than being retried like a failed poll while later batches
             # go by unrecorded. The poller may be sleeping, or waiting for the reader:
             # wake it to stop; a poll on the wire is let finish (its records are fetched).
+            if fetched.records is None:
+                # Not even parsed (a bug in the parser, not a bad item): nothing to hand
+                # over, and parsing again on release would only raise again.
+                fetched.records = []
             self._hook_error = exc
             self._space.set()
             if self._idle_scope is not None:
@@ -443,17 +463,27 @@ class RecordStream(Generic[_R]):
         finally:
             # Released even when the hook failed or the stream is closing: the records
             # are fetched, and unread() must be able to return them.
-            self._release(held)
+            self._release(fetched)
             written.set()
 
-    def _release(self, held: list[_R]) -> None:
+    def _release(self, fetched: _Fetched[_R]) -> None:
         """Hand a held batch to the reader (unless unread() took it meanwhile)."""
-        for place, batch in enumerate(self._held):
-            if batch is held:
+        for place, held in enumerate(self._held):
+            if held is fetched:
                 del self._held[place]
-                self._buffer.extend(held)
+                self._buffer.extend(self._records_of(fetched))
                 break
         self._ready.set()
+
+
+class _Fetched(Generic[_R]):
+    """A batch as fetched (its items), and its records once parsed."""
+
+    __slots__ = ("items", "records")
+
+    def __init__(self, items: Sequence[Mapping[str, str]]) -> None:
+        self.items = items
+        self.records: list[_R] | None = None
 
 
 def watch_send_states(
