@@ -375,3 +375,37 @@ async def test_a_batch_fetched_while_a_hook_fails_reaches_the_caller_before_the_
     assert emulator.state.pending_reports() == 20
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("10 records" in e and "unrecorded" in e for e in errors)
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+async def test_a_full_buffer_pauses_the_poller_until_the_reader_catches_up(
+    emulator: Any, hooked: bool
+) -> None:
+    # max_buffered far below a batch: the poller waits for room after every batch, and
+    # every record read wakes it only while it waits (never lost, never stuck).
+    emulator.state.configure(report_delay=0.0, reports_per_call=40)
+    buffered: list[int] = []
+    streams: list[Any] = []
+
+    async def on_batch(batch: Sequence[StateReport | MalformedRecord]) -> None:
+        buffered.append(len(streams[0]._buffer))
+
+    async with _client(emulator) as client:
+        sent = await _send(client, 200)
+        got: list[StateReport] = []
+        with anyio.fail_after(10):
+            async with watch_send_states(
+                client,
+                stop_when_idle=0.05,
+                max_buffered=10,
+                on_batch=on_batch if hooked else None,
+                **FAST,
+            ) as stream:
+                streams.append(stream)
+                async for report in stream:
+                    got.append(report)
+                    await anyio.sleep(0)
+    assert len(got) == 200 and {(r.msgid, r.mobile) for r in got} == sent
+    # A poll starts only once the buffer has room (below max_buffered); by the time its
+    # batch's hook runs, the batch before it (40) may have been released on top.
+    assert all(n < 10 + 40 for n in buffered)
