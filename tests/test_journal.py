@@ -592,3 +592,84 @@ async def test_reports_fetched_before_their_chunk_is_recorded_are_claimed(
         assert [r.id for r in await journal.stored_reports()] == ["1", "2", "3", "4"]
     finally:
         await journal.aclose()
+
+
+@pytest.mark.parametrize("variables", [32766, 999])
+async def test_a_batch_spanning_several_statements_is_recorded_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: int
+) -> None:
+    # Reports go in hundreds to a statement (fewer than 999 bound variables each on an
+    # SQLite older than 3.32): every row of every statement, in fetch order, once.
+    monkeypatch.setattr(sql, "_VARIABLES", variables)
+    mobiles = [f"1390000{i:04d}" for i in range(1200)]
+    journal = await Journal.open(tmp_path / "c.db")
+    try:
+        await journal.define("fp", {})
+        await journal.begin_chunk(0, "sendOnce", range(1200), mobiles, "h0", resend_unknown=False)
+        await journal.settle_chunk(
+            0,
+            "sendOnce",
+            range(1200),
+            mobiles,
+            ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": "100"},)),
+        )
+        batch: list[DeliveryReport | MalformedRecord] = []
+        for i, mobile in enumerate(mobiles):
+            code = "DELIVRD" if i % 3 else "UNDELIV"
+            batch.append(DeliveryReport(f"r{i}", "100", mobile, ReportResult.DELIVERED, code))
+            if i % 100 == 0:
+                batch.append(DeliveryReport(f"f{i}", "999", mobile, ReportResult.FAILED, "UNDELIV"))
+        done = await journal.ingest_reports(batch)
+        assert done.finals == {"DELIVRD": 800, "UNDELIV": 400}
+        assert done.foreign == 12
+        # A later batch repeats 300 finals: kept, counted once.
+        again = await journal.ingest_reports(batch[:300])
+        assert again.finals == {}
+        assert journal.delivery == {"DELIVRD": 800, "UNDELIV": 400}
+        assert journal.foreign_reports == 12 + 3
+        stored = [r.id for r in await journal.stored_reports()]
+        expected = [r.id for r in batch if isinstance(r, DeliveryReport)]
+        assert stored == expected + expected[:300]
+    finally:
+        await journal.aclose()
+
+
+async def test_runs_of_one_msgid_mixed_with_others_are_recorded_as_one_by_one(
+    tmp_path: Path,
+) -> None:
+    # Runs of a known msgid are taken whole; a run that is not the usual (non-final codes
+    # among finals, a recipient settled by an earlier run, extra attributes) must come
+    # out exactly as report by report would record it.
+    journal = await Journal.open(tmp_path / "c.db")
+    try:
+        await journal.define("fp", {})
+        await _begin(journal, 0)
+        await _settle(journal, 0, ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": "100"},)))
+        await _begin(journal, 1)
+        await _settle(journal, 1, ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": "101"},)))
+
+        def report(n: int, msgid: str, mobile: str, code: str, **extra: str) -> DeliveryReport:
+            return DeliveryReport(str(n), msgid, mobile, ReportResult.DELIVERED, code, extra=extra)
+
+        batch: list[DeliveryReport | MalformedRecord] = [
+            report(1, "100", MOBILES[0], "DELIVRD"),
+            report(2, "100", MOBILES[1], "ACCEPTD"),  # not final: kept, recipient pending
+            report(3, "100", MOBILES[2], "undeliv"),  # final, whatever its case
+            report(4, "999", MOBILES[3], "DELIVRD"),  # not the campaign's
+            report(5, "101", MOBILES[5], "DELIVRD", note="x"),  # extra attributes
+            report(6, "100", MOBILES[0], "EXPIRED"),  # a repeat: settles nothing again
+            report(7, "100", MOBILES[1], "DELIVRD"),  # settles the one pending
+            MalformedRecord("getSendState", {"msgid": "100"}, "no mobile"),
+            report(8, "101", MOBILES[6], "DELIVRD"),
+        ]
+        done = await journal.ingest_reports(batch)
+        assert done.mine == [True, True, True, False, True, True, True, True]
+        assert done.finals == {"DELIVRD": 4, "UNDELIV": 1}
+        assert done.foreign == 1
+        stored = await journal.stored_reports()
+        assert [r.id for r in stored] == [str(n) for n in range(1, 9)]
+        assert stored[4].extra == {"note": "x"}
+        assert journal.delivery == {"DELIVRD": 4, "UNDELIV": 1}
+        assert summarize(journal).pending == 10 - 5
+    finally:
+        await journal.aclose()

@@ -434,7 +434,10 @@ class Campaign:
     ) -> RecordStream[DeliveryReport]:
         """``client.watch_delivery_reports``, each batch journalled before it is yielded.
 
-        Reports also reconcile unknown chunks (see the module docstring).
+        Reports also reconcile unknown chunks (see the module docstring). A batch is
+        written while the next is fetched; if a write fails (a full disk), the batch
+        fetched meanwhile is yielded unrecorded, as the gateway will not hand it out
+        again, and then the journal's error is raised.
         """
         journal = self.journal()
 

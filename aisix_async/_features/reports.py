@@ -14,6 +14,14 @@ that:
 * Closing the stream does not cancel a poll that is on the wire: its answer may already
   hold records the gateway will never send again. The poll gets ``close_grace`` seconds
   to finish, and its records go to ``unread()``.
+* With a batch hook (``on_batch``, a campaign's journal write), a batch is parsed and
+  handed to the hook by a task of its own while the next poll is on the wire, so
+  neither holds up fetching the next: the reports come as fast as the gateway hands
+  them out. Hooks still run one at a time, in fetch order, and a batch is released to
+  the reader only once its hook returned (``unread()`` parses a batch no task took
+  yet). When a hook fails, the poll already on the wire is the last: its batch (at most
+  one) is fetched, so it is handed to the reader too, unrecorded and logged as such,
+  and the stream then ends with the hook's error.
 
 The poller is a task in the stream's own task group (the stream is an async context
 manager, like anyio's ``as_completed``), so it cannot outlive the block. Its polls go
@@ -26,7 +34,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import anyio
 import attrs
@@ -53,7 +61,8 @@ logger = logging.getLogger("aisix_async")
 
 _R = TypeVar("_R")
 
-#: Called with each whole batch, in gateway order, before any of its records is yielded.
+#: Called with each whole batch, in gateway order, before any of its records is yielded;
+#: one call at a time, while the next batch may already be fetched.
 BatchHook = Callable[[Sequence[_R | MalformedRecord]], Awaitable[None]]
 
 
@@ -115,9 +124,18 @@ class RecordStream(Generic[_R]):
         self._close_grace = close_grace
         self._max_buffered = max(1, max_buffered)
         self._space = anyio.Event()
+        #: True while the poller waits for room: only then must a read set ``_space``.
+        self._space_wanted = False
         self._buffer: deque[_R] = deque()
-        #: A batch being handed to ``on_batch``: fetched, not yet released to the reader.
-        self._held: list[_R] = []
+        #: Batches fetched and not yet released to the reader, in fetch order: the one
+        #: ``on_batch`` is writing, and the one fetched meanwhile (at most one).
+        self._held: list[_Fetched[_R]] = []
+        #: Set when the ``on_batch`` call under way returns; None before the first.
+        self._written: anyio.Event | None = None
+        #: What ``on_batch`` raised: the stream ends with it.
+        self._hook_error: Exception | None = None
+        #: The task group in which ``on_batch`` calls run beside the polling.
+        self._writes: TaskGroup | None = None
         #: Items that could not be parsed, with their raw attributes, in arrival order.
         self.malformed: list[MalformedRecord] = []
         self._ready = anyio.Event()
@@ -180,7 +198,10 @@ class RecordStream(Generic[_R]):
             if self._buffer:
                 self._yielded += 1
                 record = self._buffer.popleft()
-                if len(self._buffer) < self._max_buffered:
+                # Checked first: Event.set() on every record was a few ms per batch of
+                # ten thousand, on the event loop the next batch is parsed on.
+                if self._space_wanted and len(self._buffer) < self._max_buffered:
+                    self._space_wanted = False
                     self._space.set()
                 return record
             if self._ended and not self._held:
@@ -199,7 +220,9 @@ class RecordStream(Generic[_R]):
         Call it after leaving the block early (``break``, a timeout): the gateway will not
         send these records again, so they are the caller's to keep.
         """
-        records = [*self._buffer, *self._held]
+        records = [*self._buffer]
+        for fetched in self._held:
+            records.extend(self._records_of(fetched))
         self._buffer.clear()
         self._held = []
         return records
@@ -218,26 +241,47 @@ class RecordStream(Generic[_R]):
     # -- polling ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        poll_error: Exception | None = None
         try:
-            await self._poll_loop()
-        except _HookFailed as failed:
-            self._error = failed.error
-        except Exception as exc:
-            # The error belongs to the reader's ``async for``, after the records fetched
-            # before it; raised here it would only surface as an exception group.
-            self._error = exc
+            # The batch hooks run in a task group of their own, left only once the last
+            # has returned: a poll error must not cancel a journal write under way.
+            async with anyio.create_task_group() as writes:
+                self._writes = writes
+                try:
+                    await self._poll_loop()
+                except Exception as exc:
+                    poll_error = exc
+            # Errors belong to the reader's ``async for``, after the records fetched
+            # before them; raised here they would only surface as an exception group.
+            # A failed hook first: records may have gone by unrecorded.
+            if self._hook_error is not None:
+                if poll_error is not None:
+                    logger.warning(
+                        "%s: polling also failed (%s: %s) after a batch could not be recorded",
+                        self._action,
+                        type(poll_error).__name__,
+                        poll_error,
+                    )
+                self._error = self._hook_error
+            else:
+                self._error = poll_error
         finally:
             # Whatever ends the poller (cancellation included) must wake the reader.
             self._finish()
 
     def _finish(self) -> None:
+        # A batch the poller held when it was cancelled (waiting for the write before)
+        # goes to the reader like the rest: fetched is fetched.
+        for fetched in self._held:
+            self._buffer.extend(self._records_of(fetched))
+        self._held = []
         self._ended = True
         self._ready.set()
 
     async def _poll_loop(self) -> None:
         last_records_at = anyio.current_time()
         backoff = self._interval
-        while not self._ended:
+        while not self._stopping:
             # Backpressure: a reader that falls behind stops the polling, so the buffer
             # (records the gateway will not send again) stays bounded.
             if not await self._room():
@@ -273,17 +317,23 @@ class RecordStream(Generic[_R]):
             else:
                 await self._idle(self._interval)
 
+    @property
+    def _stopping(self) -> bool:
+        """No poll may start: the stream is closing, or a batch could not be recorded."""
+        return self._ended or self._hook_error is not None
+
     async def _room(self) -> bool:
-        """Wait until the buffer has room; False when the stream closed meanwhile."""
-        while len(self._buffer) >= self._max_buffered and not self._ended:
+        """Wait until the buffer has room; False when the stream must stop meanwhile."""
+        while len(self._buffer) >= self._max_buffered and not self._stopping:
             self._space = anyio.Event()
+            self._space_wanted = True
             await self._space.wait()
-        return not self._ended
+        return not self._stopping
 
     async def _idle(self, seconds: float) -> None:
         with anyio.CancelScope() as scope:
             self._idle_scope = scope
-            if self._ended:
+            if self._stopping:
                 scope.cancel()
             await anyio.sleep(seconds)
         self._idle_scope = None
@@ -307,39 +357,106 @@ class RecordStream(Generic[_R]):
         if not answer.items:
             self._empty_polls += 1
             return 0
-        parsed = parse_records(self._action, answer.items, self._from_item)
-        good: list[_R] = []
-        for record in parsed:
-            if isinstance(record, MalformedRecord):
-                self.malformed.append(record)
-            else:
-                good.append(record)
+        if self._on_batch is None:
+            self._buffer.extend(self._parse(answer.items)[1])
+            self._ready.set()
+            return len(answer.items)
+        # Held from here (unread() returns it) until its hook returns. Parsed by the task
+        # that hands it to the hook, not here: the next poll goes out first, and the
+        # parsing, like the write, is done while the gateway prepares its answer.
+        fetched: _Fetched[_R] = _Fetched(answer.items)
+        self._held.append(fetched)
+        # One hook call at a time, in fetch order: this batch waits for the write of the
+        # one before, which ran while this poll was on the wire.
+        if self._written is not None:
+            await self._written.wait()
+        if self._hook_error is not None:
+            # Fetched while the batch before could not be recorded: the gateway will not
+            # hand these out again, so they go to the reader, unrecorded, before the
+            # hook's error ends the stream.
+            logger.error(
+                "%s: %d records fetched while the batch before could not be recorded "
+                "(%s) are handed over unrecorded",
+                self._action,
+                len(answer.items),
+                self._hook_error,
+            )
+            self._release(fetched)
+            return len(answer.items)
+        assert self._writes is not None
+        written = self._written = anyio.Event()
+        self._writes.start_soon(self._write, self._on_batch, fetched, written)
+        return len(answer.items)
+
+    def _parse(
+        self, items: Sequence[Mapping[str, str]]
+    ) -> tuple[list[_R | MalformedRecord], list[_R]]:
+        """Parse a fetched batch: all of it (for the hook), and its good records."""
+        parsed = parse_records(self._action, items, self._from_item)
+        if MalformedRecord in set(map(type, parsed)):
+            good: list[_R] = []
+            for record in parsed:
+                if isinstance(record, MalformedRecord):
+                    self.malformed.append(record)
+                else:
+                    good.append(record)
+        else:
+            good = cast("list[_R]", list(parsed))
         self._records += len(good)
-        self._held = good
+        return parsed, good
+
+    def _records_of(self, fetched: _Fetched[_R]) -> list[_R]:
+        """A held batch's records, parsed now if its task has not done so yet."""
+        if fetched.records is None:
+            fetched.records = self._parse(fetched.items)[1]
+        return fetched.records
+
+    async def _write(
+        self, hook: BatchHook[_R], fetched: _Fetched[_R], written: anyio.Event
+    ) -> None:
         try:
-            if self._on_batch is not None:
-                try:
-                    await self._on_batch(parsed)
-                except Exception as exc:
-                    # The hook is the caller's (e.g. a journal write): its failure ends the
-                    # stream, rather than being retried like a failed poll while later
-                    # batches go by unrecorded.
-                    raise _HookFailed(exc) from exc
+            # Nothing awaited before the parse: a batch taken by unread() (or the stream
+            # ending) before this task ran was parsed there, and its hook is not called.
+            if fetched.records is None and any(held is fetched for held in self._held):
+                batch, fetched.records = self._parse(fetched.items)
+                await hook(batch)
+        except Exception as exc:
+            # The hook is the caller's (e.g. a journal write): its failure ends the
+            # stream, rather than being retried like a failed poll while later batches
+            # go by unrecorded. The poller may be sleeping, or waiting for the reader:
+            # wake it to stop; a poll on the wire is let finish (its records are fetched).
+            if fetched.records is None:
+                # Not even parsed (a bug in the parser, not a bad item): nothing to hand
+                # over, and parsing again on release would only raise again.
+                fetched.records = []
+            self._hook_error = exc
+            self._space.set()
+            if self._idle_scope is not None:
+                self._idle_scope.cancel()
         finally:
             # Released even when the hook failed or the stream is closing: the records
             # are fetched, and unread() must be able to return them.
-            self._buffer.extend(self._held)
-            self._held = []
-            self._ready.set()
-        return len(parsed)
+            self._release(fetched)
+            written.set()
+
+    def _release(self, fetched: _Fetched[_R]) -> None:
+        """Hand a held batch to the reader (unless unread() took it meanwhile)."""
+        for place, held in enumerate(self._held):
+            if held is fetched:
+                del self._held[place]
+                self._buffer.extend(self._records_of(fetched))
+                break
+        self._ready.set()
 
 
-class _HookFailed(Exception):
-    """Carries an ``on_batch`` failure past the poll loop's transient-error handling."""
+class _Fetched(Generic[_R]):
+    """A batch as fetched (its items), and its records once parsed."""
 
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
+    __slots__ = ("items", "records")
+
+    def __init__(self, items: Sequence[Mapping[str, str]]) -> None:
+        self.items = items
+        self.records: list[_R] | None = None
 
 
 def watch_delivery_reports(
@@ -348,7 +465,11 @@ def watch_delivery_reports(
     """Stream delivery reports (getSendState); see :class:`RecordStream`.
 
     ``on_batch`` (async) receives each fetched batch whole, malformed items included,
-    before its records are yielded: a place to persist them first.
+    before its records are yielded: a place to persist them first. It runs while the
+    next poll is on the wire, one call at a time, in fetch order. If it raises, no poll
+    starts again: the batch the poll on the wire fetched meanwhile (at most one) is
+    yielded without having been through ``on_batch`` (logged at ERROR), then the
+    ``async for`` raises the hook's error.
     """
     return RecordStream(gateway, "getSendState", DeliveryReport.from_item, options, on_batch)
 
