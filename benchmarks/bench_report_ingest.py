@@ -106,12 +106,18 @@ async def campaign(base_url: str, account: str, authkey: str, count: int) -> Non
     )
 
 
-def run(count: int, per_call: int) -> str:
+def run(count: int, per_call: int, poll_latency_ms: float = 0.0) -> str:
     results = {}
     with emulator("--reports-per-call", str(per_call), "--report-delay", "0") as emu:
         for name in ("bare", "stream", "campaign"):
             emu.reset()
             emu.configure(reports=True, reports_per_call=per_call, report_delay=0.0)
+            if poll_latency_ms:
+                # A gateway across a network: each poll waits this long before its answer
+                # (sends are not delayed), which a journal write can overlap.
+                emu.configure(
+                    faults={"latency_ms": poll_latency_ms, "fault_actions": ["getSendState"]}
+                )
             url = emu.base_url
             results[name] = run_worker(
                 Path(__file__), name, url, emu.account, emu.authkey, str(count), timeout=280
@@ -148,7 +154,9 @@ def run(count: int, per_call: int) -> str:
             "## Delivery reports into a campaign journal",
             "",
             f"{count:,} recipients by sendOnce (chunks of 1000), reports due at once, "
-            f"{per_call:,} reports per getSendState call; each client in a fresh process, "
+            f"{per_call:,} reports per getSendState call"
+            + (f", each answered after {poll_latency_ms:g} ms" if poll_latency_ms else "")
+            + "; each client in a fresh process, "
             "the emulator in another. Seconds: from the last send's outcome to the last "
             "report journalled (bare loop: to the last report received).",
             "",
@@ -172,8 +180,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--reports-per-call", type=int, default=10_000)
+    parser.add_argument(
+        "--poll-latency-ms", type=float, default=0.0, help="delay each getSendState answer"
+    )
     args = parser.parse_args()
-    print(run(args.count, args.reports_per_call))
+    print(run(args.count, args.reports_per_call, args.poll_latency_ms))
 
 
 if __name__ == "__main__":
