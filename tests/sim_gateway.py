@@ -208,3 +208,82 @@ def simulate(
 
     run_virtual(main, backend)
     return SimResult(gateway, schedulers, list(runs))
+
+
+# -- a measurement to run by hand: python tests/sim_gateway.py [--quick] --------------
+
+SWEEP_RATES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0, 300.0, 1000.0)
+SWEEP_LATENCIES = (0.005, 0.02, 0.1, 0.3, 1.0)
+
+
+def sweep_cell(rate: float, latency: float, demand: int = 64) -> tuple[int, float, float]:
+    """One cold client for as long as a benchmark cell (at least 20 s and 150 requests).
+
+    Returns the -1 answers of the whole run, their share, and goodput against the rate,
+    cold start included, as ``benchmarks/bench_sweep.py`` counts them.
+    """
+    seconds = max(20.0, 150.0 / rate)
+    result = simulate(
+        Gateway(rate, burst=5, latency=latency), [ClientRun(seconds=seconds, demand=demand)]
+    )
+    return (
+        result.gateway.refused(0, 0, seconds),
+        result.refused_share(end=seconds),
+        result.goodput(end=seconds) / rate,
+    )
+
+
+def meets_sweep_target(refused: int, share: float, goodput: float) -> bool:
+    """The sweep's target (issue 20): goodput >= 0.97 and -1 <= 2% or at most 3 -1."""
+    return goodput >= 0.97 and (share <= 0.02 or refused <= 3)
+
+
+def moving_limit(rate: float = 40.0, phase: float = 10.0, latency: float = 0.1) -> str:
+    """R -> R/2 -> 2R, as ``benchmarks/bench_moving_limit.py``: the integral and each phase."""
+    gateway = Gateway(rate, burst=5, latency=latency)
+    limits = [(0.0, rate), (phase, rate / 2), (2 * phase, rate * 2)]
+    simulate(gateway, [ClientRun(seconds=3 * phase, demand=64)], rates=limits[1:])
+    ideal = sum(r * phase for _, r in limits)
+    parts = []
+    for at, limit in limits:
+        # When the accepted rate (1 s windows) is last outside 10% of the limit.
+        settled = 0.0
+        t = at
+        while t + 1.0 <= at + phase:
+            got = gateway.accepted(0, t, t + 1.0)
+            if abs(got - limit) > 0.1 * limit:
+                settled = t + 1.0 - at
+            t += 0.25
+        parts.append(f"{limit:g}/s within 10% after {settled:.2f} s")
+    whole = gateway.accepted(0, 0, 3 * phase) / ideal
+    return f"integral {whole:.3f}; " + "; ".join(parts) + f"; -1 {gateway.refused(0):d}"
+
+
+def _main(argv: list[str]) -> None:
+    rates = SWEEP_RATES
+    latencies = SWEEP_LATENCIES
+    print("single client, cold, bench-length cells: -1 count / -1 share / goodput")
+    print("R      " + "".join(f"{lat * 1000:>19g} ms" for lat in latencies))
+    missed = 0
+    for rate in rates:
+        row = f"{rate:<7g}"
+        for latency in latencies:
+            if rate * latency > 32:
+                row += f"{'-':>22}"
+                continue
+            refused, share, goodput = sweep_cell(rate, latency)
+            ok = meets_sweep_target(refused, share, goodput)
+            missed += not ok
+            mark = " " if ok else "*"
+            text = f"{refused:d} / {share:.3f} / {goodput:.3f}{mark}"
+            row += f"{text:>22}"
+        print(row, flush=True)
+    print(f"cells missing the target (*): {missed}")
+    for rate in (10.0, 40.0, 200.0):
+        print(f"moving limit R={rate:g}: {moving_limit(rate)}", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])
