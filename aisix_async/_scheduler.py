@@ -304,6 +304,9 @@ class Scheduler:
     SLOW_START = 1.0
     #: Answers accepted since the previous cut needed before their rate is trusted.
     MIN_SAMPLES = 4
+    #: Answers accepted between two -1 of one episode (requests in flight at a cut)
+    #: needed before their rate replaces the cut's estimate (see _measure_episode).
+    EPISODE_SAMPLES = 8
     #: Below the ceiling, the pace closes the gap with a time constant of this many
     #: requests: back at the ceiling within a few dozen requests, at any rate.
     RECOVERY = 8.0
@@ -393,6 +396,9 @@ class Scheduler:
         self._next_at = 0.0
         self._pace_waiting = 0
         self._last_cut = -math.inf
+        self._previous_cut = -math.inf
+        # Answers accepted since the last cut for requests already in flight at it.
+        self._episode_accepted = 0
         self._cuts = 0
         self._accepted: deque[float] = deque(maxlen=4096)
         self._dispatched: deque[float] = deque(maxlen=4096)
@@ -605,6 +611,8 @@ class Scheduler:
         now = self._clock()
         self._on_answer(dispatched_at, now)
         self._accepted.append(now)
+        if self._previous_cut <= dispatched_at < self._last_cut:
+            self._episode_accepted += 1
         self._last_accepted_pace = sent_at_pace
         if self._pace is not None:
             # An answer accepted at the learned pace confirms what was learned.
@@ -647,12 +655,33 @@ class Scheduler:
                 rate = max(recent, self._last_accepted_pace or 0.0)
         return rate, count
 
+    def _measure_episode(self, now: float) -> None:
+        # The requests in flight at a cut reach a bucket the cut's -1 found empty: from
+        # that -1 to this one it stayed empty, so what it accepted in between, over that
+        # time, is its rate, to a request. With enough of them (many requests in
+        # flight: a high limit or a long round trip) that beats any estimate from before
+        # the cut, which after a cold start still holds the burst: the pace goes just
+        # under it at once instead of halving and climbing back past it.
+        accepted = self._episode_accepted
+        if accepted < self.EPISODE_SAMPLES:
+            return
+        rate = accepted / max(now - self._last_cut, 1e-3)
+        if self._sure and abs(rate - self._ceiling) <= 0.1 * self._ceiling:
+            return
+        self._ceiling = rate
+        self._sure = True
+        self._pace = max(self._min_rate, min(self.BETA * rate, self._max_rate_or_inf))
+        self._enough_slots()
+
     def _on_rate_limited(self, dispatched_at: float) -> None:
         self._rate_limited += 1
         now = self._clock()
         self._on_answer(dispatched_at, now)
         if dispatched_at < self._last_cut:
-            # In flight when the last cut was made: it says nothing new.
+            # In flight when the last cut was made: it says nothing new about "too fast",
+            # but it measures the limit (see _measure_episode).
+            if dispatched_at >= self._previous_cut:
+                self._measure_episode(now)
             return
         accepted_rate, samples = self._estimate(now)
         if self._pace is not None:
@@ -673,7 +702,8 @@ class Scheduler:
         self._pace = max(self._min_rate, beta * base)
         self._learned_at = self._wall_clock()
         self._slow_start = False
-        self._last_cut = now
+        self._previous_cut, self._last_cut = self._last_cut, now
+        self._episode_accepted = 0
         self._cuts += 1
         # The bucket is empty now: the next request waits one step of the new pace, and
         # turns booked at the old pace are booked again (see _await_pace).

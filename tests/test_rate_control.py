@@ -206,3 +206,18 @@ def test_a_malformed_state_is_refused(data: object, message: str) -> None:
 def test_a_state_must_be_a_rate_state() -> None:
     with pytest.raises(ValidationError, match="RateState"):
         Scheduler(rate_state={"pace": 1.0})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("rate", "latency"), [(100.0, 0.3), (300.0, 0.1)])
+def test_the_requests_in_flight_at_a_cut_measure_the_limit(rate: float, latency: float) -> None:
+    # Many requests per round trip: the first -1 of a cold start finds dozens more on
+    # their way, which reach an empty bucket; what it accepts of them is its rate, so
+    # the pace goes just under it at once rather than halving and climbing back past it
+    # (which met the limit again: 143 and 222 -1 in these 20 s cells before).
+    gateway = Gateway(rate, burst=5, latency=latency)
+    result = simulate(gateway, [ClientRun(seconds=20, demand=64)])
+    assert gateway.refused(0, 0, 20) <= 0.04 * (
+        gateway.accepted(0, 0, 20) + gateway.refused(0, 0, 20)
+    )
+    ceiling = result.schedulers[0].rate_state().pace
+    assert ceiling is not None and abs(ceiling - rate) <= 0.1 * rate
