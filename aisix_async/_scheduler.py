@@ -22,7 +22,12 @@ behind it hides the limit for a while (a burst is accepted). The scheduler learn
   (x0.9), which becomes the *ceiling*. While the rate climbs (a raised limit being found)
   the cycle's average lags, so the pace the last accepted request went out at is used.
   Only a -1 for a request dispatched after the last cut cuts again: the requests already
-  in flight say nothing new, and turns booked at the old pace are booked again.
+  in flight say nothing new about "too fast", and turns booked at the old pace are booked
+  again. They do measure the limit, though: they reach the bucket the cut found empty, so
+  what it accepts of them between two of their -1 answers, over that time, is its rate.
+  With many requests per round trip (8 or more accepted in the episode) that replaces the
+  cut's estimate at once: after a cold start the pace goes just under the limit instead
+  of halving and climbing back past it.
 
 Between cuts the pace grows once per request that had to wait for it (an idle client
 never talks itself into a rate it has not tried), and every step is a share of the pace
