@@ -69,9 +69,17 @@ class Gateway:
     """One account's token bucket, shared by every client that talks to it."""
 
     def __init__(
-        self, rate: float, burst: float = 5.0, latency: float = 0.1, answer_latency: float = 0.0
+        self,
+        rate: float,
+        burst: float = 5.0,
+        latency: float = 0.1,
+        answer_latency: float = 0.0,
+        jitter: float = 0.0,
     ) -> None:
         self.rate = rate
+        #: Each request's way in and its answer's way back each take up to this many
+        #: seconds more, uniformly at random (a busy host): answers come back out of order.
+        self.jitter = jitter
         self.burst = burst
         self.latency = latency
         self.answer_latency = answer_latency
@@ -93,19 +101,24 @@ class Gateway:
         """What one client sends: a request that waits ``latency``, then takes a token."""
 
         async def send() -> None:
-            await anyio.sleep(self.latency)
+            await anyio.sleep(self.latency + self._jitter())
             now = anyio.current_time()
             self._refill(now)
             accepted = self._tokens >= 1.0
             if accepted:
                 self._tokens -= 1.0
             self.decisions.append((now, client, accepted))
-            if self.answer_latency:
-                await anyio.sleep(self.answer_latency)
+            if self.answer_latency or self.jitter:
+                await anyio.sleep(self.answer_latency + self._jitter())
             if not accepted:
                 raise RateLimitedError("sendBatch", -1)
 
         return send
+
+    def _jitter(self) -> float:
+        import random
+
+        return random.uniform(0.0, self.jitter) if self.jitter else 0.0
 
     def accepted(self, client: int | None = None, start: float = 0.0, end: float = math.inf) -> int:
         return sum(
@@ -216,16 +229,17 @@ SWEEP_RATES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0, 300.0, 1000.0)
 SWEEP_LATENCIES = (0.005, 0.02, 0.1, 0.3, 1.0)
 
 
-def sweep_cell(rate: float, latency: float, demand: int = 64) -> tuple[int, float, float]:
+def sweep_cell(
+    rate: float, latency: float, demand: int = 64, jitter: float = 0.0
+) -> tuple[int, float, float]:
     """One cold client for as long as a benchmark cell (at least 20 s and 150 requests).
 
     Returns the -1 answers of the whole run, their share, and goodput against the rate,
     cold start included, as ``benchmarks/bench_sweep.py`` counts them.
     """
     seconds = max(20.0, 150.0 / rate)
-    result = simulate(
-        Gateway(rate, burst=5, latency=latency), [ClientRun(seconds=seconds, demand=demand)]
-    )
+    gateway = Gateway(rate, burst=5, latency=latency, jitter=jitter * latency)
+    result = simulate(gateway, [ClientRun(seconds=seconds, demand=demand)])
     return (
         result.gateway.refused(0, 0, seconds),
         result.refused_share(end=seconds),
@@ -262,7 +276,12 @@ def moving_limit(rate: float = 40.0, phase: float = 10.0, latency: float = 0.1) 
 def _main(argv: list[str]) -> None:
     rates = SWEEP_RATES
     latencies = SWEEP_LATENCIES
-    print("single client, cold, bench-length cells: -1 count / -1 share / goodput")
+    # --jitter X: each way of each request takes up to X times the latency more.
+    jitter = float(argv[argv.index("--jitter") + 1]) if "--jitter" in argv else 0.0
+    print(
+        "single client, cold, bench-length cells: -1 count / -1 share / goodput"
+        + (f" (jitter {jitter:g} x latency each way)" if jitter else "")
+    )
     print("R      " + "".join(f"{lat * 1000:>19g} ms" for lat in latencies))
     missed = 0
     for rate in rates:
@@ -271,7 +290,7 @@ def _main(argv: list[str]) -> None:
             if rate * latency > 32:
                 row += f"{'-':>22}"
                 continue
-            refused, share, goodput = sweep_cell(rate, latency)
+            refused, share, goodput = sweep_cell(rate, latency, jitter=jitter)
             ok = meets_sweep_target(refused, share, goodput)
             missed += not ok
             mark = " " if ok else "*"
