@@ -25,8 +25,8 @@ behind it hides the limit for a while (a burst is accepted). The scheduler learn
   in flight say nothing new about "too fast", and turns booked at the old pace are booked
   again. They do measure the limit, though: they reach the bucket the cut found empty, so
   what it accepts of them between two of their -1 answers, over that time, is its rate.
-  With many requests per round trip (8 or more accepted in the episode) that replaces the
-  cut's estimate at once: after a cold start the pace goes just under the limit instead
+  With many requests per round trip (16 or more accepted in the episode) that replaces an
+  unsure estimate at once: after a cold start the pace goes just under the limit instead
   of halving and climbing back past it.
 
 Between cuts the pace grows once per request that had to wait for it (an idle client
@@ -310,8 +310,10 @@ class Scheduler:
     #: Answers accepted since the previous cut needed before their rate is trusted.
     MIN_SAMPLES = 4
     #: Answers accepted between two -1 of one episode (requests in flight at a cut)
-    #: needed before their rate replaces the cut's estimate (see _measure_episode).
-    EPISODE_SAMPLES = 8
+    #: needed before their rate replaces an unsure cut's estimate (see
+    #: _measure_episode): fewer, over a short span, are thrown off by answers that come
+    #: back out of order (a busy host; tests/sim_gateway.py --jitter).
+    EPISODE_SAMPLES = 16
     #: Below the ceiling, the pace closes the gap with a time constant of this many
     #: requests: back at the ceiling within a few dozen requests, at any rate.
     RECOVERY = 8.0
@@ -666,13 +668,13 @@ class Scheduler:
         # time, is its rate, to a request. With enough of them (many requests in
         # flight: a high limit or a long round trip) that beats any estimate from before
         # the cut, which after a cold start still holds the burst: the pace goes just
-        # under it at once instead of halving and climbing back past it.
+        # under it at once instead of halving and climbing back past it. Only an unsure
+        # estimate is replaced: a sure one spans a whole cycle, which a short episode
+        # measured under jittered answers does not beat.
         accepted = self._episode_accepted
-        if accepted < self.EPISODE_SAMPLES:
+        if self._sure or accepted < self.EPISODE_SAMPLES:
             return
         rate = accepted / max(now - self._last_cut, 1e-3)
-        if self._sure and abs(rate - self._ceiling) <= 0.1 * self._ceiling:
-            return
         self._ceiling = rate
         self._sure = True
         self._pace = max(self._min_rate, min(self.BETA * rate, self._max_rate_or_inf))
