@@ -314,20 +314,24 @@ class Scheduler:
     #: _measure_episode): fewer, over a short span, are thrown off by answers that come
     #: back out of order (a busy host; tests/sim_gateway.py --jitter).
     EPISODE_SAMPLES = 16
+    #: Accepted more than the ceiling allows since the last cut, by this share, proves
+    #: the limit went up (see _proven_above).
+    PROVEN_MARGIN = 0.0
     #: Below the ceiling, the pace closes the gap with a time constant of this many
     #: requests: back at the ceiling within a few dozen requests, at any rate.
     RECOVERY = 8.0
-    #: ... aiming this share above it (so it is crossed after about 10 requests).
-    OVERSHOOT = 0.05
+    #: ... aiming this share above it (so it is crossed after about 20 requests).
+    OVERSHOOT = 0.02
     #: At the ceiling the pace creeps up by this share per request ...
-    CREEP = 0.0005
+    CREEP = 0.0002
     #: ... and the excess over the ceiling doubles every this many requests. Near the
-    #: ceiling the probe is gentle (a burst of 5 takes about 70 requests to drain: about
-    #: one -1 per hundred requests at any rate); far above it, it is fast (a doubled limit
-    #: is found in about 170 requests).
-    PROBE_DOUBLING = 30.0
+    #: ceiling the probe is gentle (a burst of 5 lasts about 130 requests: about one -1
+    #: per 150 requests at any rate); a raised limit is proven by the answers
+    #: themselves (PROVEN_MARGIN) and then probed fast.
+    PROBE_DOUBLING = 60.0
     #: An excess this large accepted with no -1 means the limit went up (a burst of 5
     #: would be spent within about 50 requests): probe as fast as with no ceiling known.
+    #: Lower, answers jittered by half the latency set it off at a steady limit.
     FAST_PROBE_AT = 0.15
     #: With no ceiling known (a state that had none), the pace doubles every this many
     #: requests; above a ceiling that was not trusted, so does the excess.
@@ -410,6 +414,7 @@ class Scheduler:
         self._accepted: deque[float] = deque(maxlen=4096)
         self._dispatched: deque[float] = deque(maxlen=4096)
         self._rtt: float | None = None
+        self._rtt_var = 0.0
         self._last_accepted_pace: float | None = None
         self._shared = shared
         # Counters for stats.
@@ -593,6 +598,9 @@ class Scheduler:
             grown = pace + (ceiling * (1.0 + self.OVERSHOOT) - pace) / self.RECOVERY
         else:
             excess = pace / ceiling - 1.0
+            if self._sure and self._proven_above(ceiling):
+                # The ceiling is known to be too low: probe as with none trusted.
+                self._sure = False
             if self._sure and excess < self.FAST_PROBE_AT:
                 doubling = max(self.PROBE_DOUBLING, 2.0 * per_trip)
                 excess += self.CREEP + excess * math.log(2.0) / doubling
@@ -603,6 +611,22 @@ class Scheduler:
         self._pace = min(grown, self._max_rate_or_inf)
         self._enough_slots()
 
+    def _proven_above(self, ceiling: float) -> bool:
+        # The last cut's -1 found the bucket empty (less than a token), so since then it
+        # can have accepted at most its rate times the time, plus one; and as many more
+        # as may have crossed that -1 on the way back (answers spread over four times
+        # the round trip's variation, at the ceiling; one at least). More than that, by
+        # PROVEN_MARGIN, proves the limit is above the ceiling, whatever the burst: a
+        # raised limit is found with no -1, and the probe near the ceiling can stay
+        # gentle.
+        start = self._last_cut
+        span = self._clock() - start
+        if not math.isfinite(start) or span <= 0:
+            return False
+        crossed = 1.0 + ceiling * 4.0 * self._rtt_var
+        accepted = self._count_since(self._accepted, start)
+        return (accepted - 1.0 - crossed) / span > ceiling * (1.0 + self.PROVEN_MARGIN)
+
     @property
     def _max_rate_or_inf(self) -> float:
         return self._max_rate if self._max_rate is not None else math.inf
@@ -610,6 +634,10 @@ class Scheduler:
     def _on_answer(self, dispatched_at: float, now: float) -> None:
         # A smoothed round trip (as TCP's SRTT): how many slots a pace needs.
         sample = now - dispatched_at
+        if self._rtt is not None:
+            # ... and how much it varies (TCP's RTTVAR): answers this much apart may
+            # come back out of order.
+            self._rtt_var += (abs(sample - self._rtt) - self._rtt_var) / 4.0
         self._rtt = sample if self._rtt is None else self._rtt + (sample - self._rtt) / 8.0
 
     def _on_accepted(
