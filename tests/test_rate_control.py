@@ -217,3 +217,15 @@ def test_the_requests_in_flight_at_a_cut_measure_the_limit(rate: float, latency:
     )
     ceiling = result.schedulers[0].rate_state().pace
     assert ceiling is not None and abs(ceiling - rate) <= 0.1 * rate
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_raised_limit_is_proven_by_the_answers(backend: str) -> None:
+    # Once more is accepted since the last cut than the ceiling allows (the bucket was
+    # empty at that -1), the limit went up, whatever the burst: the client probes fast
+    # at once instead of creeping until its excess reaches FAST_PROBE_AT. Without that
+    # proof the 2nd to 4th second after the raise averaged 57.5/s here; with it, 66.
+    gateway = Gateway(40.0, burst=5, latency=0.1)
+    simulate(gateway, [ClientRun(seconds=20, demand=32)], rates=[(10.0, 80.0)], backend=backend)
+    assert gateway.accepted(0, 12, 14) / 2 >= 0.75 * 80
+    assert gateway.accepted(0, 14, 20) / 6 >= 0.9 * 80
