@@ -69,9 +69,17 @@ class Gateway:
     """One account's token bucket, shared by every client that talks to it."""
 
     def __init__(
-        self, rate: float, burst: float = 5.0, latency: float = 0.1, answer_latency: float = 0.0
+        self,
+        rate: float,
+        burst: float = 5.0,
+        latency: float = 0.1,
+        answer_latency: float = 0.0,
+        jitter: float = 0.0,
     ) -> None:
         self.rate = rate
+        #: Each request's way in and its answer's way back each take up to this many
+        #: seconds more, uniformly at random (a busy host): answers come back out of order.
+        self.jitter = jitter
         self.burst = burst
         self.latency = latency
         self.answer_latency = answer_latency
@@ -93,19 +101,24 @@ class Gateway:
         """What one client sends: a request that waits ``latency``, then takes a token."""
 
         async def send() -> None:
-            await anyio.sleep(self.latency)
+            await anyio.sleep(self.latency + self._jitter())
             now = anyio.current_time()
             self._refill(now)
             accepted = self._tokens >= 1.0
             if accepted:
                 self._tokens -= 1.0
             self.decisions.append((now, client, accepted))
-            if self.answer_latency:
-                await anyio.sleep(self.answer_latency)
+            if self.answer_latency or self.jitter:
+                await anyio.sleep(self.answer_latency + self._jitter())
             if not accepted:
                 raise RateLimitedError("sendBatch", -1)
 
         return send
+
+    def _jitter(self) -> float:
+        import random
+
+        return random.uniform(0.0, self.jitter) if self.jitter else 0.0
 
     def accepted(self, client: int | None = None, start: float = 0.0, end: float = math.inf) -> int:
         return sum(
@@ -208,3 +221,88 @@ def simulate(
 
     run_virtual(main, backend)
     return SimResult(gateway, schedulers, list(runs))
+
+
+# -- a measurement to run by hand: python tests/sim_gateway.py [--quick] --------------
+
+SWEEP_RATES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0, 300.0, 1000.0)
+SWEEP_LATENCIES = (0.005, 0.02, 0.1, 0.3, 1.0)
+
+
+def sweep_cell(
+    rate: float, latency: float, demand: int = 64, jitter: float = 0.0
+) -> tuple[int, float, float]:
+    """One cold client for as long as a benchmark cell (at least 20 s and 150 requests).
+
+    Returns the -1 answers of the whole run, their share, and goodput against the rate,
+    cold start included, as ``benchmarks/bench_sweep.py`` counts them.
+    """
+    seconds = max(20.0, 150.0 / rate)
+    gateway = Gateway(rate, burst=5, latency=latency, jitter=jitter * latency)
+    result = simulate(gateway, [ClientRun(seconds=seconds, demand=demand)])
+    return (
+        result.gateway.refused(0, 0, seconds),
+        result.refused_share(end=seconds),
+        result.goodput(end=seconds) / rate,
+    )
+
+
+def meets_sweep_target(refused: int, share: float, goodput: float) -> bool:
+    """The sweep's target (issue 20): goodput >= 0.97 and -1 <= 2% or at most 3 -1."""
+    return goodput >= 0.97 and (share <= 0.02 or refused <= 3)
+
+
+def moving_limit(rate: float = 40.0, phase: float = 10.0, latency: float = 0.1) -> str:
+    """R -> R/2 -> 2R, as ``benchmarks/bench_moving_limit.py``: the integral and each phase."""
+    gateway = Gateway(rate, burst=5, latency=latency)
+    limits = [(0.0, rate), (phase, rate / 2), (2 * phase, rate * 2)]
+    simulate(gateway, [ClientRun(seconds=3 * phase, demand=64)], rates=limits[1:])
+    ideal = sum(r * phase for _, r in limits)
+    parts = []
+    for at, limit in limits:
+        # When the accepted rate (1 s windows) is last outside 10% of the limit.
+        settled = 0.0
+        t = at
+        while t + 1.0 <= at + phase:
+            got = gateway.accepted(0, t, t + 1.0)
+            if abs(got - limit) > 0.1 * limit:
+                settled = t + 1.0 - at
+            t += 0.25
+        parts.append(f"{limit:g}/s within 10% after {settled:.2f} s")
+    whole = gateway.accepted(0, 0, 3 * phase) / ideal
+    return f"integral {whole:.3f}; " + "; ".join(parts) + f"; -1 {gateway.refused(0):d}"
+
+
+def _main(argv: list[str]) -> None:
+    rates = SWEEP_RATES
+    latencies = SWEEP_LATENCIES
+    # --jitter X: each way of each request takes up to X times the latency more.
+    jitter = float(argv[argv.index("--jitter") + 1]) if "--jitter" in argv else 0.0
+    print(
+        "single client, cold, bench-length cells: -1 count / -1 share / goodput"
+        + (f" (jitter {jitter:g} x latency each way)" if jitter else "")
+    )
+    print("R      " + "".join(f"{lat * 1000:>19g} ms" for lat in latencies))
+    missed = 0
+    for rate in rates:
+        row = f"{rate:<7g}"
+        for latency in latencies:
+            if rate * latency > 32:
+                row += f"{'-':>22}"
+                continue
+            refused, share, goodput = sweep_cell(rate, latency, jitter=jitter)
+            ok = meets_sweep_target(refused, share, goodput)
+            missed += not ok
+            mark = " " if ok else "*"
+            text = f"{refused:d} / {share:.3f} / {goodput:.3f}{mark}"
+            row += f"{text:>22}"
+        print(row, flush=True)
+    print(f"cells missing the target (*): {missed}")
+    for rate in (10.0, 40.0, 200.0):
+        print(f"moving limit R={rate:g}: {moving_limit(rate)}", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])

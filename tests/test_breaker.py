@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import pytest
+from sim_gateway import ClientRun, Gateway, simulate
 
 from aisix_async import CircuitOpenError, RateLimitedError, RetryPolicy
 from aisix_async._core.errors import AuthenticationError, is_retryable
@@ -154,3 +155,14 @@ def test_recheck_refuses_a_call_that_waited_while_it_opened_but_not_the_probe() 
     with breaker.admitted("sendOnce", 6.0):  # the probe
         breaker.recheck("sendOnce", 6.0)
     assert not breaker.is_open
+
+
+def test_an_account_that_refuses_everything_still_opens_it_within_seconds() -> None:
+    # Rate 0, no burst: every request -1, forever (an IP-bound account), 100 ms away.
+    gateway = Gateway(0.0, burst=0.0, latency=0.1)
+    with pytest.raises(BaseException) as caught:
+        simulate(gateway, [ClientRun(seconds=60, demand=16)])
+    assert "CircuitOpenError" in repr(caught.value.exceptions)  # type: ignore[attr-defined]
+    # Its last request went out by 9 s (8.1 s: at its floor, one request per 2 s).
+    opened_by = max(at for at, _, _ in gateway.decisions)
+    assert opened_by <= 9.0, opened_by

@@ -22,7 +22,12 @@ behind it hides the limit for a while (a burst is accepted). The scheduler learn
   (x0.9), which becomes the *ceiling*. While the rate climbs (a raised limit being found)
   the cycle's average lags, so the pace the last accepted request went out at is used.
   Only a -1 for a request dispatched after the last cut cuts again: the requests already
-  in flight say nothing new, and turns booked at the old pace are booked again.
+  in flight say nothing new about "too fast", and turns booked at the old pace are booked
+  again. They do measure the limit, though: they reach the bucket the cut found empty, so
+  what it accepts of them between two of their -1 answers, over that time, is its rate.
+  With many requests per round trip (16 or more accepted in the episode) that replaces an
+  unsure estimate at once: after a cold start the pace goes just under the limit instead
+  of halving and climbing back past it.
 
 Between cuts the pace grows once per request that had to wait for it (an idle client
 never talks itself into a rate it has not tried), and every step is a share of the pace
@@ -288,20 +293,29 @@ class Scheduler:
     SLOW_START = 1.0
     #: Answers accepted since the previous cut needed before their rate is trusted.
     MIN_SAMPLES = 4
+    #: Answers accepted between two -1 of one episode (requests in flight at a cut)
+    #: needed before their rate replaces an unsure cut's estimate (see
+    #: _measure_episode): fewer, over a short span, are thrown off by answers that come
+    #: back out of order (a busy host; tests/sim_gateway.py --jitter).
+    EPISODE_SAMPLES = 16
+    #: Accepted more than the ceiling allows since the last cut, by this share, proves
+    #: the limit went up (see _proven_above).
+    PROVEN_MARGIN = 0.0
     #: Below the ceiling, the pace closes the gap with a time constant of this many
     #: requests: back at the ceiling within a few dozen requests, at any rate.
     RECOVERY = 8.0
-    #: ... aiming this share above it (so it is crossed after about 10 requests).
-    OVERSHOOT = 0.05
+    #: ... aiming this share above it (so it is crossed after about 20 requests).
+    OVERSHOOT = 0.02
     #: At the ceiling the pace creeps up by this share per request ...
-    CREEP = 0.0005
+    CREEP = 0.0002
     #: ... and the excess over the ceiling doubles every this many requests. Near the
-    #: ceiling the probe is gentle (a burst of 5 takes about 70 requests to drain: about
-    #: one -1 per hundred requests at any rate); far above it, it is fast (a doubled limit
-    #: is found in about 170 requests).
-    PROBE_DOUBLING = 30.0
+    #: ceiling the probe is gentle (a burst of 5 lasts about 130 requests: about one -1
+    #: per 150 requests at any rate); a raised limit is proven by the answers
+    #: themselves (PROVEN_MARGIN) and then probed fast.
+    PROBE_DOUBLING = 60.0
     #: An excess this large accepted with no -1 means the limit went up (a burst of 5
     #: would be spent within about 50 requests): probe as fast as with no ceiling known.
+    #: Lower, answers jittered by half the latency set it off at a steady limit.
     FAST_PROBE_AT = 0.15
     #: With no ceiling known (a state that had none), the pace doubles every this many
     #: requests; above a ceiling that was not trusted, so does the excess.
@@ -377,10 +391,14 @@ class Scheduler:
         self._next_at = 0.0
         self._pace_waiting = 0
         self._last_cut = -math.inf
+        self._previous_cut = -math.inf
+        # Answers accepted since the last cut for requests already in flight at it.
+        self._episode_accepted = 0
         self._cuts = 0
         self._accepted: deque[float] = deque(maxlen=4096)
         self._dispatched: deque[float] = deque(maxlen=4096)
         self._rtt: float | None = None
+        self._rtt_var = 0.0
         self._last_accepted_pace: float | None = None
         self._shared = shared
         # Counters for stats.
@@ -562,6 +580,9 @@ class Scheduler:
             grown = pace + (ceiling * (1.0 + self.OVERSHOOT) - pace) / self.RECOVERY
         else:
             excess = pace / ceiling - 1.0
+            if self._sure and self._proven_above(ceiling):
+                # The ceiling is known to be too low: probe as with none trusted.
+                self._sure = False
             if self._sure and excess < self.FAST_PROBE_AT:
                 doubling = max(self.PROBE_DOUBLING, 2.0 * per_trip)
                 excess += self.CREEP + excess * math.log(2.0) / doubling
@@ -572,6 +593,22 @@ class Scheduler:
         self._pace = min(grown, self._max_rate_or_inf)
         self._enough_slots()
 
+    def _proven_above(self, ceiling: float) -> bool:
+        # The last cut's -1 found the bucket empty (less than a token), so since then it
+        # can have accepted at most its rate times the time, plus one; and as many more
+        # as may have crossed that -1 on the way back (answers spread over four times
+        # the round trip's variation, at the ceiling; one at least). More than that, by
+        # PROVEN_MARGIN, proves the limit is above the ceiling, whatever the burst: a
+        # raised limit is found with no -1, and the probe near the ceiling can stay
+        # gentle.
+        start = self._last_cut
+        span = self._clock() - start
+        if not math.isfinite(start) or span <= 0:
+            return False
+        crossed = 1.0 + ceiling * 4.0 * self._rtt_var
+        accepted = self._count_since(self._accepted, start)
+        return (accepted - 1.0 - crossed) / span > ceiling * (1.0 + self.PROVEN_MARGIN)
+
     @property
     def _max_rate_or_inf(self) -> float:
         return self._max_rate if self._max_rate is not None else math.inf
@@ -579,6 +616,10 @@ class Scheduler:
     def _on_answer(self, dispatched_at: float, now: float) -> None:
         # A smoothed round trip (as TCP's SRTT): how many slots a pace needs.
         sample = now - dispatched_at
+        if self._rtt is not None:
+            # ... and how much it varies (TCP's RTTVAR): answers this much apart may
+            # come back out of order.
+            self._rtt_var += (abs(sample - self._rtt) - self._rtt_var) / 4.0
         self._rtt = sample if self._rtt is None else self._rtt + (sample - self._rtt) / 8.0
 
     def _on_accepted(
@@ -587,6 +628,8 @@ class Scheduler:
         now = self._clock()
         self._on_answer(dispatched_at, now)
         self._accepted.append(now)
+        if self._previous_cut <= dispatched_at < self._last_cut:
+            self._episode_accepted += 1
         self._last_accepted_pace = sent_at_pace
         if self._pace is not None:
             # An answer accepted at the learned pace confirms what was learned.
@@ -629,12 +672,33 @@ class Scheduler:
                 rate = max(recent, self._last_accepted_pace or 0.0)
         return rate, count
 
+    def _measure_episode(self, now: float) -> None:
+        # The requests in flight at a cut reach a bucket the cut's -1 found empty: from
+        # that -1 to this one it stayed empty, so what it accepted in between, over that
+        # time, is its rate, to a request. With enough of them (many requests in
+        # flight: a high limit or a long round trip) that beats any estimate from before
+        # the cut, which after a cold start still holds the burst: the pace goes just
+        # under it at once instead of halving and climbing back past it. Only an unsure
+        # estimate is replaced: a sure one spans a whole cycle, which a short episode
+        # measured under jittered answers does not beat.
+        accepted = self._episode_accepted
+        if self._sure or accepted < self.EPISODE_SAMPLES:
+            return
+        rate = accepted / max(now - self._last_cut, 1e-3)
+        self._ceiling = rate
+        self._sure = True
+        self._pace = max(self._min_rate, min(self.BETA * rate, self._max_rate_or_inf))
+        self._enough_slots()
+
     def _on_rate_limited(self, dispatched_at: float) -> None:
         self._rate_limited += 1
         now = self._clock()
         self._on_answer(dispatched_at, now)
         if dispatched_at < self._last_cut:
-            # In flight when the last cut was made: it says nothing new.
+            # In flight when the last cut was made: it says nothing new about "too fast",
+            # but it measures the limit (see _measure_episode).
+            if dispatched_at >= self._previous_cut:
+                self._measure_episode(now)
             return
         accepted_rate, samples = self._estimate(now)
         if self._pace is not None:
@@ -655,7 +719,8 @@ class Scheduler:
         self._pace = max(self._min_rate, beta * base)
         self._learned_at = self._wall_clock()
         self._slow_start = False
-        self._last_cut = now
+        self._previous_cut, self._last_cut = self._last_cut, now
+        self._episode_accepted = 0
         self._cuts += 1
         # The bucket is empty now: the next request waits one step of the new pace, and
         # turns booked at the old pace are booked again (see _await_pace).
