@@ -17,8 +17,7 @@ from pathlib import Path
 
 from _common import peak_rss_mb, run_worker, table
 
-from aisix_async import DeliveryReport, ReportResult, SendReceipt
-from aisix_async._features.tracker import DeliveryTracker
+from aisix_async import DeliveryReport, DeliveryTracker, ReportResult, SendReceipt
 
 CHUNK = 1000
 TARGET_MB_PER_MILLION = 30.0

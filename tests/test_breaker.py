@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sim_gateway import ClientRun, Gateway, simulate
 
-from aisix_async import CircuitOpenError, RateLimitedError, RetryPolicy
-from aisix_async._core.errors import AuthenticationError, is_retryable
+from aisix_async import AuthenticationError, CircuitOpenError, RateLimitedError, RetryPolicy
+from aisix_async._core.errors import is_retryable
 from aisix_async._mechanics.breaker import Breaker
 from aisix_async._mechanics.scheduler import Scheduler
 

@@ -11,28 +11,26 @@ import shutil
 import sqlite3
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from helpers import client_for as shared_client_for
+from helpers import numbers
 
-from aisix_async import AisixClient
+from aisix_async import FINAL_OPERATOR_CODES
 from aisix_async._campaign.file import SCHEMA_VERSION
 from aisix_async._campaign.journal import Journal
-from aisix_async._core.models import FINAL_OPERATOR_CODES
 
 pytestmark = pytest.mark.anyio
 
 V1_JOURNAL = Path(__file__).parent / "data" / "journal_v1.db"
 
 
-def client_for(emulator: Any) -> AisixClient:
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url)
-
-
-def numbers(n: int, start: int = 0) -> list[str]:
-    return [f"139{i:08d}" for i in range(start, start + n)]
+# The library's own retry policy.
+client_for = partial(shared_client_for, retry=None)
 
 
 async def test_reports_not_the_campaigns_are_kept_apart(emulator: Any, tmp_path: Path) -> None:

@@ -15,13 +15,12 @@ from anyio import wait_all_tasks_blocked
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aisix_async import CampaignError
+from aisix_async import CampaignError, DeliveryReport, MalformedRecord, ReportResult
 from aisix_async._campaign import sql
 from aisix_async._campaign.encoding import decode_positions, encode_positions
 from aisix_async._campaign.file import APPLICATION_ID
 from aisix_async._campaign.journal import ChunkResult, ChunkState, Journal, Verdict
 from aisix_async._campaign.ledger import summarize
-from aisix_async._core.models import DeliveryReport, MalformedRecord, ReportResult
 
 pytestmark = pytest.mark.anyio
 

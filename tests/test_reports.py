@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
 import pytest
+from helpers import client_for, numbers
 from stack_support import hx
 
 from aisix_async import (
@@ -28,12 +30,9 @@ pytestmark = pytest.mark.anyio
 FAST: dict[str, Any] = {"interval": 0.01, "max_backoff": 0.05}
 
 
-def _client(emulator: Any, **options: Any) -> AisixClient:
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
-
-
-def _numbers(count: int, start: int = 0) -> list[str]:
-    return [f"138{start + i:08d}" for i in range(count)]
+# The library's own retry policy, and numbers of their own (138...).
+_client = partial(client_for, retry=None)
+_numbers = partial(numbers, prefix="138")
 
 
 async def _send(client: AisixClient, count: int, start: int = 0) -> set[tuple[str, str]]:

@@ -13,13 +13,14 @@ from aisix_async import (
     GatewayInternalError,
     ProtocolError,
     RateLimitedError,
+    RateState,
     RetryDetails,
     RetryPolicy,
     TransportError,
     ValidationError,
 )
 from aisix_async._core.errors import is_retryable
-from aisix_async._mechanics.scheduler import AttemptTally, RateState, Scheduler
+from aisix_async._mechanics.scheduler import AttemptTally, Scheduler
 
 pytestmark = pytest.mark.anyio
 NO_WAIT = RetryPolicy(attempts=5, timeout=10, initial_backoff=0, max_backoff=0)

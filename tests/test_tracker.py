@@ -4,30 +4,28 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import anyio
 import pytest
+from helpers import client_for, numbers
 
 from aisix_async import (
-    AisixClient,
     DeliveryReport,
+    DeliveryTracker,
     OutcomeStatus,
     ReportResult,
     SendOutcome,
     SendReceipt,
 )
-from aisix_async._features.tracker import DeliveryTracker
 
 pytestmark = pytest.mark.anyio
 
 
-def _client(emulator: Any, **options: Any) -> AisixClient:
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
-
-
-def _numbers(count: int, start: int = 0) -> list[str]:
-    return [f"137{start + i:08d}" for i in range(count)]
+# The library's own retry policy, and numbers of their own (137...).
+_client = partial(client_for, retry=None)
+_numbers = partial(numbers, prefix="137")
 
 
 def _receipt(msgid: str) -> SendReceipt:
