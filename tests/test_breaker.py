@@ -157,6 +157,50 @@ def test_recheck_refuses_a_call_that_waited_while_it_opened_but_not_the_probe() 
     assert not breaker.is_open
 
 
+def test_after_an_accepted_answer_a_run_must_be_longer_to_open_it() -> None:
+    # Clients sharing a low limit see runs of -1 by chance; an account that accepted
+    # this client is not bound to another address, so only a much longer run opens it.
+    breaker = Breaker(open_after=3.0, min_refusals=6, seen_factor=3.0)
+    accept(breaker, 0.0)
+    for i in range(17):
+        refuse(breaker, 1.0 + i)
+    assert not breaker.is_open  # 17 refusals over 16 s: fewer than 3 x 6
+    refuse(breaker, 18.0)
+    assert breaker.is_open
+    # A fresh breaker that never saw an acceptance opens after 6 over 3 s, as before.
+    fresh = Breaker(open_after=3.0, min_refusals=6, seen_factor=3.0)
+    for i in range(6):
+        refuse(fresh, i * 0.6)
+    assert fresh.is_open
+
+
+def test_a_minus_one_while_the_client_is_still_slowing_down_does_not_open_it() -> None:
+    breaker = Breaker(open_after=3.0, min_refusals=6)
+    for i in range(20):
+        with pytest.raises(RateLimitedError), breaker.admitted("sendOnce", i, None, lambda: True):
+            raise RateLimitedError("sendOnce", -1)
+    assert not breaker.is_open
+    # At its floor, the same run opens it.
+    for i in range(6):
+        with (
+            pytest.raises(RateLimitedError),
+            breaker.admitted("sendOnce", 20 + i, None, lambda: False),
+        ):
+            raise RateLimitedError("sendOnce", -1)
+    assert breaker.is_open
+
+
+@pytest.mark.parametrize(("rate", "clients"), [(2.0, 4), (40.0, 2)])
+def test_clients_sharing_a_low_limit_do_not_open_their_breakers(rate: float, clients: int) -> None:
+    # Issue 16's false trips (tests/sim_fairness.py --breaker): the default schedulers,
+    # breaker on, on virtual time. A trip would end a client's run with CircuitOpenError.
+    seconds = 300.0 if rate < 10 else 120.0
+    gateway = Gateway(rate, burst=5, latency=0.1)
+    result = simulate(gateway, [ClientRun(seconds=seconds, demand=16) for _ in range(clients)])
+    assert all(s.breaker.trips == 0 for s in result.schedulers)
+    assert all(gateway.accepted(i, seconds / 2, seconds) > 0 for i in range(clients))
+
+
 def test_an_account_that_refuses_everything_still_opens_it_within_seconds() -> None:
     # Rate 0, no burst: every request -1, forever (an IP-bound account), 100 ms away.
     gateway = Gateway(0.0, burst=0.0, latency=0.1)

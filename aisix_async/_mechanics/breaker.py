@@ -8,11 +8,25 @@ ten attempts (tens of seconds, in a web handler) learning that again.
 The scheduler tells the breaker of every answer. The pattern that gives the hopeless
 case away is an unbroken run of -1: under a mere rate limit some requests keep being
 accepted once the pace drops, so the run breaks within a second or two. When nothing but
--1 has come back for ``open_after`` seconds (and at least ``min_refusals`` of them), the
-breaker opens: one WARNING explains it, and from then on every attempt fails at once with
-:class:`CircuitOpenError` (nothing sent), except for one probe now and then
+-1 has come back for ``open_after`` seconds (and at least ``min_refusals`` of them), and
+the client has slowed down as far as it goes, the breaker opens: one WARNING explains
+it, and from then on every attempt fails at once with :class:`CircuitOpenError`
+(nothing sent), except for one probe now and then
 (``probe_after`` seconds, doubling up to ``max_probe_after``). The first answer that is
 not -1 closes it again.
+
+Several clients sharing one low limit (replicas of a web service, each paced at its floor)
+also see runs of -1: a client whose share is below its floor is refused most of the
+time, and by chance six times in a row. Two things tell that apart from the hopeless
+case. A client still slowing down (its pace above its floor) has not tried slowing yet,
+so its -1 says "too fast" and does not open the breaker. And an account that has
+accepted this client's requests before is not bound to another address: only a time
+window closing could now refuse everything, so the run must be ``seen_factor`` times
+longer, in answers and in seconds (the scheduler's breaker takes two: twelve answers over
+six seconds, a run a client refused half of the time meets by chance about once in 4 000
+requests; three would make it rarer still but left an IP-bound account undiagnosed for
+half a minute at the floor's one request per 2 s; the default, one, treats a run after
+an accepted answer as any other).
 
 It keeps no clock of its own: the scheduler passes its (injectable) clock's readings, so
 tests run it on virtual time.
@@ -46,11 +60,16 @@ class Breaker:
         min_refusals: int = 6,
         probe_after: float = 5.0,
         max_probe_after: float = 60.0,
+        seen_factor: float = 1.0,
     ) -> None:
         self.open_after = open_after
         self.min_refusals = min_refusals
         self.probe_after = probe_after
         self.max_probe_after = max_probe_after
+        self.seen_factor = seen_factor
+        # Whether any answer but -1 came back since the client was made: then the
+        # account is not bound to another address (see the module's docstring).
+        self._seen_accepted = False
         # The current run of -1 answers: when it started, how many.
         self._run_started: float | None = None
         self._run_length = 0
@@ -91,13 +110,21 @@ class Breaker:
 
     @contextmanager
     def admitted(
-        self, action: str, now: float, answered_at: Callable[[], float] | None = None
+        self,
+        action: str,
+        now: float,
+        answered_at: Callable[[], float] | None = None,
+        slowing: Callable[[], bool] | None = None,
     ) -> Iterator[None]:
         """Around one attempt: refuse it if open (unless it is the probe); learn its answer.
 
         ``answered_at`` (the scheduler's clock) times a -1 when it comes back rather than
         when the attempt was admitted: an attempt may wait seconds for the pace, and a run
-        of -1 measured from admissions would look seconds shorter than it is.
+        of -1 measured from admissions would look seconds shorter than it is. ``slowing``
+        (asked after the client has taken the -1 in) says whether the client's pace is
+        still above its floor: such a -1 is "too fast", whatever else it may be, and
+        cannot open the breaker (it still counts in the run, so that a client refused
+        everything opens it at its first -1 at the floor, not six floor steps later).
         """
         probe = False
         if self._open:
@@ -109,7 +136,8 @@ class Breaker:
             yield
         except RateLimitedError as exc:
             if not isinstance(exc, CircuitOpenError):
-                self._refused(now if answered_at is None else answered_at(), probe)
+                at = now if answered_at is None else answered_at()
+                self._refused(at, probe, slowing is None or not slowing())
             raise
         except GatewayError:
             # Any other code: the gateway got past whatever gives -1 for this account.
@@ -124,7 +152,7 @@ class Breaker:
             if probe:
                 self._probing = False
 
-    def _refused(self, dispatched_at: float, probe: bool) -> None:
+    def _refused(self, dispatched_at: float, probe: bool, may_open: bool = True) -> None:
         if self._open:
             if probe:
                 self._next_probe = dispatched_at + self._probe_interval
@@ -134,7 +162,9 @@ class Breaker:
             self._run_started = dispatched_at
         self._run_length += 1
         span = dispatched_at - self._run_started
-        if self._run_length >= self.min_refusals and span >= self.open_after:
+        factor = self.seen_factor if self._seen_accepted else 1.0
+        long_enough = self._run_length >= factor * self.min_refusals
+        if may_open and long_enough and span >= factor * self.open_after:
             self._open = True
             self.trips += 1
             self._opened_at = dispatched_at
@@ -158,6 +188,7 @@ class Breaker:
                 "a probe was accepted: the gateway takes requests again; calls resume",
                 extra={"result": 1},
             )
+        self._seen_accepted = True
         self._open = False
         self._run_started = None
         self._run_length = 0

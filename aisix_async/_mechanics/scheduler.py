@@ -405,8 +405,10 @@ class Scheduler:
         self._requests = 0
         self._rate_limited = 0
         self._retries = 0
-        #: Fails calls at once while -1 never clears (IP binding, time window).
-        self.breaker = Breaker()
+        #: Fails calls at once while -1 never clears (IP binding, time window). Once
+        #: this client has been accepted, a run must be twice as long to open it:
+        #: clients sharing a low limit see runs of -1 by chance (see breaker).
+        self.breaker = Breaker(seen_factor=2.0)
         if rate_state is not None:
             self._warm_start(rate_state, initial_concurrency is not None)
 
@@ -733,6 +735,15 @@ class Scheduler:
             self.limit,
         )
 
+    def _slowing(self) -> bool:
+        # Asked by the breaker after a -1 was taken in: a client whose own pace is still
+        # above its floor has not tried slowing down yet, so its -1 is "too fast". A pace
+        # followed from a shared source is not this client's to lower: not counted.
+        if self._shared is not None or self._pace is None:
+            return False
+        floor = self._min_rate * 1.001
+        return self._pace > floor and (self._max_rate is None or self._max_rate > floor)
+
     # -- a pace shared with other clients ---------------------------------------------
 
     async def _shared_turn(self) -> SharedShare | None:
@@ -876,7 +887,7 @@ class Scheduler:
         )
         try:
             async for try_state in retrying:
-                with try_state, breaker.admitted(action, self._clock(), self._clock):
+                with try_state, breaker.admitted(action, self._clock(), self._clock, self._slowing):
                     return await self._attempt(attempt, tally, hooks, started)
         except CircuitOpenError:
             raise
