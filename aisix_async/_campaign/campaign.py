@@ -27,11 +27,11 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -61,6 +61,8 @@ from .ledger import CampaignLedger, CampaignSummary, summarize
 __all__ = ["Campaign", "CampaignStream", "open_campaign"]
 
 logger = logging.getLogger("aisix_async")
+
+_R = TypeVar("_R")
 
 #: The journal's meta key for the client's RateState (JSON).
 _RATE_STATE_KEY = "rate_state"
@@ -439,13 +441,7 @@ class Campaign:
         fetched meanwhile is yielded unrecorded, as the gateway will not hand it out
         again, and then the journal's error is raised.
         """
-        journal = self.journal()
-
-        async def record(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
-            await journal.record_reports(batch)
-            if on_batch is not None:
-                await on_batch(batch)
-
+        record = _journalled(self.journal().record_reports, on_batch)
         options = PollOptions(
             interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
             close_grace=close_grace, max_buffered=max_buffered,
@@ -463,13 +459,7 @@ class Campaign:
         max_buffered: int = 10_000,
     ) -> RecordStream[Reply]:
         """``client.watch_replies``, each batch written to the journal before it is yielded."""
-        journal = self.journal()
-
-        async def record(batch: Sequence[Reply | MalformedRecord]) -> None:
-            await journal.record_replies(batch)
-            if on_batch is not None:
-                await on_batch(batch)
-
+        record = _journalled(self.journal().record_replies, on_batch)
         options = PollOptions(
             interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
             close_grace=close_grace, max_buffered=max_buffered,
@@ -489,6 +479,20 @@ class Campaign:
     def summary(self) -> CampaignSummary:
         """Counts, money, delivery and the unknown, as the journal holds them now."""
         return summarize(self.journal())
+
+
+def _journalled(
+    write: Callable[[Sequence[_R | MalformedRecord]], Awaitable[object]],
+    then: BatchHook[_R] | None,
+) -> BatchHook[_R]:
+    """A batch hook that writes each batch to the journal, then calls the caller's own."""
+
+    async def record(batch: Sequence[_R | MalformedRecord]) -> None:
+        await write(batch)
+        if then is not None:
+            await then(batch)
+
+    return record
 
 
 def open_campaign(
