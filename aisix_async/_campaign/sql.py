@@ -1,10 +1,12 @@
-"""What each journal transaction records: plain synchronous SQL on one connection.
+"""All of the journal's SQL: plain synchronous statements on one connection.
 
-Each function is the body of exactly one transaction (the caller, ``Journal._write``,
-opens and commits it on a worker thread), so a crash leaves either all of a step or none
-of it: a chunk is never "accepted" without its msgids, nor "unknown" without the list of
-its recipients. The resume rules live in :func:`begin_chunk`, decided inside the same
-transaction that records the decision.
+The file's own part (schema, migration, marks, settings, loading the mirror, the
+transaction and savepoint mechanics) comes first. After it, each function is the body of
+exactly one transaction (the caller, ``Journal._write``, opens and commits it on a
+worker thread), so a crash leaves either all of a step or none of it: a chunk is never
+"accepted" without its msgids, nor "unknown" without the list of its recipients. The
+resume rules live in :func:`begin_chunk`, decided inside the same transaction that
+records the decision.
 """
 
 from __future__ import annotations
