@@ -1,0 +1,36 @@
+"""The command line's number options refuse what is not a number of their kind, by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from aisix_async.cli._args import build_parser
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--max-concurrency", "0", "must be at least 1, got 0"),
+        ("--max-concurrency", "abc", "not a whole number: 'abc'"),
+        ("--max-concurrency", "2.5", "not a whole number: '2.5'"),
+        ("--csid", "-1", "must be 0 or more, got -1"),
+        ("--timeout", "0", "must be positive, got 0"),
+        ("--timeout", "nan", "must be positive, got nan"),
+        ("--timeout", "soon", "not a number: 'soon'"),
+    ],
+)
+def test_a_bad_number_is_refused_with_what_it_must_be(
+    option: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["send", "n.txt", "--content", "hi", option, value])
+    assert exited.value.code == 2
+    assert f"argument {option}: {says}" in capsys.readouterr().err
+
+
+def test_good_numbers_come_through_as_numbers() -> None:
+    args = build_parser().parse_args(
+        ["send", "n.txt", "--content", "hi", "--max-concurrency", "4", "--csid", "0",
+         "--timeout", "2.5"]
+    )  # fmt: skip
+    assert (args.max_concurrency, args.csid, args.timeout) == (4, 0, 2.5)
