@@ -210,3 +210,16 @@ def test_an_account_that_refuses_everything_still_opens_it_within_seconds() -> N
     # Its last request went out by 9 s (8.1 s: at its floor, one request per 2 s).
     opened_by = max(at for at, _, _ in gateway.decisions)
     assert opened_by <= 9.0, opened_by
+
+
+def test_an_account_bound_elsewhere_mid_run_opens_it_within_seconds() -> None:
+    # Accepted at 10/s for 30 s, then nothing but -1 (the account bound to another
+    # address mid-day). Measured far above its floor, the client is not one of many
+    # sharing a low limit: six refusals over 3 s at its floor open the breaker, not
+    # twelve over 6 s (which at the floor's one request per 2 s took 15-25 s).
+    gateway = Gateway(10.0, burst=5, latency=0.1)
+    with pytest.raises(BaseException) as caught:
+        simulate(gateway, [ClientRun(seconds=90, demand=16)], rates=[(30.0, 0.0)])
+    assert "CircuitOpenError" in repr(caught.value.exceptions)  # type: ignore[attr-defined]
+    opened_by = max(at for at, _, _ in gateway.decisions)
+    assert 30.0 < opened_by <= 38.0, opened_by

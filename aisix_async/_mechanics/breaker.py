@@ -26,7 +26,12 @@ longer, in answers and in seconds (the scheduler's breaker takes two: twelve ans
 six seconds, a run a client refused half of the time meets by chance about once in 4 000
 requests; three would make it rarer still but left an IP-bound account undiagnosed for
 half a minute at the floor's one request per 2 s; the default, one, treats a run after
-an accepted answer as any other).
+an accepted answer as any other). One exception: a client last measured being accepted
+far above its floor (four times, 2/s at the default floor) is not one of many sharing a
+low limit, whose share would have had to fall fourfold within seconds: its run need be
+no longer than a client's never accepted. A web service whose account is bound to
+another address mid-day so learns it within seconds, not after twelve refusals at the
+floor's pace.
 
 It keeps no clock of its own: the scheduler passes its (injectable) clock's readings, so
 tests run it on virtual time.
@@ -115,6 +120,7 @@ class Breaker:
         now: float,
         answered_at: Callable[[], float] | None = None,
         slowing: Callable[[], bool] | None = None,
+        measured_far: Callable[[], bool] | None = None,
     ) -> Iterator[None]:
         """Around one attempt: refuse it if open (unless it is the probe); learn its answer.
 
@@ -125,6 +131,9 @@ class Breaker:
         still above its floor: such a -1 is "too fast", whatever else it may be, and
         cannot open the breaker (it still counts in the run, so that a client refused
         everything opens it at its first -1 at the floor, not six floor steps later).
+        ``measured_far`` says whether the client was last measured being accepted far
+        above its floor: then an earlier acceptance does not make the run longer (see
+        the module's docstring).
         """
         probe = False
         if self._open:
@@ -137,7 +146,8 @@ class Breaker:
         except RateLimitedError as exc:
             if not isinstance(exc, CircuitOpenError):
                 at = now if answered_at is None else answered_at()
-                self._refused(at, probe, slowing is None or not slowing())
+                far = measured_far is not None and measured_far()
+                self._refused(at, probe, slowing is None or not slowing(), far)
             raise
         except GatewayError:
             # Any other code: the gateway got past whatever gives -1 for this account.
@@ -152,7 +162,9 @@ class Breaker:
             if probe:
                 self._probing = False
 
-    def _refused(self, dispatched_at: float, probe: bool, may_open: bool = True) -> None:
+    def _refused(
+        self, dispatched_at: float, probe: bool, may_open: bool = True, far: bool = False
+    ) -> None:
         if self._open:
             if probe:
                 self._next_probe = dispatched_at + self._probe_interval
@@ -162,7 +174,7 @@ class Breaker:
             self._run_started = dispatched_at
         self._run_length += 1
         span = dispatched_at - self._run_started
-        factor = self.seen_factor if self._seen_accepted else 1.0
+        factor = self.seen_factor if self._seen_accepted and not far else 1.0
         long_enough = self._run_length >= factor * self.min_refusals
         if may_open and long_enough and span >= factor * self.open_after:
             self._open = True

@@ -22,12 +22,12 @@ behind it hides the limit for a while (a burst is accepted). The scheduler learn
   (x0.9), which becomes the *ceiling*. While the rate climbs (a raised limit being found)
   the cycle's average lags, so the pace the last accepted request went out at is used.
   Only a -1 for a request dispatched after the last cut cuts again: the requests already
-  in flight say nothing new about "too fast", and turns booked at the old pace are booked
-  again. They do measure the limit, though: they reach the bucket the cut found empty, so
-  what it accepts of them between two of their -1 answers, over that time, is its rate.
-  With many requests per round trip (16 or more accepted in the episode) that replaces an
-  unsure estimate at once: after a cold start the pace goes just under the limit instead
-  of halving and climbing back past it.
+  in flight say nothing new about "too fast", and the next turn moves to one step of the
+  new pace after the cut. They do measure the limit, though: they reach the bucket the
+  cut found empty, so what it accepts of them between two of their -1 answers, over that
+  time, is its rate. With many requests per round trip (16 or more accepted in the
+  episode) that replaces an unsure estimate at once: after a cold start the pace goes
+  just under the limit instead of halving and climbing back past it.
 
 Between cuts the pace grows once per request that had to wait for it (an idle client
 never talks itself into a rate it has not tried), and every step is a share of the pace
@@ -327,6 +327,10 @@ class Scheduler:
     CLIMBING = 1.25
     #: Accepted answers that make up "recent" (see CLIMBING).
     RECENT = 8
+    #: A client last measured being accepted at this many times its floor (2/s at the
+    #: default floor) that then hears nothing but -1 at its floor opens its breaker as
+    #: soon as one never accepted would (see _measured_far_above_floor).
+    FAR_ABOVE_FLOOR = 4.0
     #: A learned state loses half its trust in this many seconds (see RateState).
     STATE_HALF_LIFE = 3600.0
     #: Older than this, a learned state is ignored: a cold start.
@@ -386,10 +390,17 @@ class Scheduler:
         # The rate the gateway was last seen to accept at its limit; 0: not known.
         self._ceiling = 0.0
         self._sure = False
+        # The last rate this client was measured to be accepted at (a sure ceiling; 0:
+        # none yet), for the breaker (see _measured_far_above_floor).
+        self._measured = 0.0
         self._learned_at: float | None = None
         self._first_dispatch: float | None = None
         self._next_at = 0.0
         self._pace_waiting = 0
+        # The gate to the next turn (see _take_gate): whether a caller holds it, and the
+        # callers queued for it.
+        self._gate_held = False
+        self._gate_waiters: deque[anyio.Event] = deque()
         self._last_cut = -math.inf
         self._previous_cut = -math.inf
         # Answers accepted since the last cut for requests already in flight at it.
@@ -407,7 +418,8 @@ class Scheduler:
         self._retries = 0
         #: Fails calls at once while -1 never clears (IP binding, time window). Once
         #: this client has been accepted, a run must be twice as long to open it:
-        #: clients sharing a low limit see runs of -1 by chance (see breaker).
+        #: clients sharing a low limit see runs of -1 by chance (see breaker), unless
+        #: it was accepted far faster than its floor (see _measured_far_above_floor).
         self.breaker = Breaker(seen_factor=2.0)
         if rate_state is not None:
             self._warm_start(rate_state, initial_concurrency is not None)
@@ -535,34 +547,69 @@ class Scheduler:
         return pace
 
     async def _await_pace(self) -> None:
-        waited = False
-        while (pace := self._spacing()) is not None:
-            now = self._clock()
-            at = max(now, self._next_at)
-            step = 1.0 / pace
-            self._next_at = at + step
-            if at <= now:
-                break
-            cuts = self._cuts
-            self._pace_waiting += 1
+        if self._spacing() is None:
+            return
+        self._pace_waiting += 1
+        try:
+            await self._take_gate()
             try:
-                await self._sleep(at - now)
-            except BaseException:
-                # Cancelled (a caller's deadline, a stopped stream): its turn is given
-                # back. Kept, every waiter that gives up would push all later turns one
-                # step further out, and a queue of impatient callers would starve the
-                # client (nothing sent for as long as they keep coming).
-                self._next_at = max(self._clock(), self._next_at - step)
-                raise
+                waited = await self._await_turn()
             finally:
-                self._pace_waiting -= 1
-            waited = True
-            if cuts == self._cuts:
-                break
-            # A -1 cut the pace while this request waited: its turn was booked at the old
-            # pace, which the gateway just refused, so it books again at the new one.
+                self._pass_gate()
+        finally:
+            self._pace_waiting -= 1
         if waited and self._pace is not None and self.pace != self._max_rate:
             self._grow(self._pace)
+
+    async def _take_gate(self) -> None:
+        # Turns are taken one caller at a time, in arrival order: only the caller at the
+        # gate sleeps towards the next turn. Booking turns ahead (each waiter its own
+        # time) cannot survive waiters that give up: a turn given back leaves either a
+        # hole (nothing sent while impatient callers keep coming) or, given back from the
+        # end, two waiters booked for one instant (a clump of requests the gateway refuses).
+        if not self._gate_held and not self._gate_waiters:
+            self._gate_held = True
+            return
+        event = anyio.Event()
+        self._gate_waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                # Handed the gate and cancelled at once: pass it on.
+                self._pass_gate()
+            else:
+                self._gate_waiters.remove(event)
+            raise
+
+    def _pass_gate(self) -> None:
+        if self._gate_waiters:
+            self._gate_waiters.popleft().set()
+        else:
+            self._gate_held = False
+
+    async def _await_turn(self) -> bool:
+        """At the gate: sleep until the next turn is due, take it; True if it slept."""
+        slept = False
+        while (pace := self._spacing()) is not None:
+            now = self._clock()
+            due = self._next_at
+            if due <= now:
+                # The next turn is one step after this one: after the time it was due when
+                # this caller slept for it (a late wake-up does not stretch the spacing),
+                # after now when the client was idle.
+                self._next_at = (due if slept else now) + 1.0 / pace
+                return slept
+            # A caller cancelled here takes nothing: the turn stays due for the next one.
+            # A -1 while it sleeps moves the next turn (see _on_rate_limited): it is read
+            # again on waking. Otherwise the turn is this caller's, whatever the clock
+            # reads (a timer may fire a hair early).
+            await self._sleep(due - now)
+            slept = True
+            if self._next_at == due:
+                self._next_at = due + 1.0 / pace
+                return slept
+        return slept
 
     def _grow(self, pace: float) -> None:
         # Called once per dispatch that had to wait for the pace, i.e. per request of
@@ -687,7 +734,7 @@ class Scheduler:
         if self._sure or accepted < self.EPISODE_SAMPLES:
             return
         rate = accepted / max(now - self._last_cut, 1e-3)
-        self._ceiling = rate
+        self._ceiling = self._measured = rate
         self._sure = True
         self._pace = max(self._min_rate, min(self.BETA * rate, self._max_rate_or_inf))
         self._enough_slots()
@@ -717,6 +764,8 @@ class Scheduler:
         # under the rate measured. Either way that rate is the ceiling to probe above.
         self._ceiling = base
         self._sure = sure
+        if sure:
+            self._measured = base
         beta = self.BETA_UNSURE if self._slow_start else self.BETA
         self._pace = max(self._min_rate, beta * base)
         self._learned_at = self._wall_clock()
@@ -724,8 +773,8 @@ class Scheduler:
         self._previous_cut, self._last_cut = self._last_cut, now
         self._episode_accepted = 0
         self._cuts += 1
-        # The bucket is empty now: the next request waits one step of the new pace, and
-        # turns booked at the old pace are booked again (see _await_pace).
+        # The bucket is empty now: the next request waits one step of the new pace (the
+        # caller sleeping at the gate reads it again on waking, see _await_turn).
         self._next_at = now + 1.0 / self._pace
         self._limit = max(1.0, self._limit * self.BETA)
         self._enough_slots()
@@ -743,6 +792,14 @@ class Scheduler:
             return False
         floor = self._min_rate * 1.001
         return self._pace > floor and (self._max_rate is None or self._max_rate > floor)
+
+    def _measured_far_above_floor(self) -> bool:
+        # Asked by the breaker during a run of -1: whether this client was last measured
+        # being accepted at FAR_ABOVE_FLOOR times its floor or more. Then a run of -1 at
+        # the floor is not the bad luck of clients sharing a low limit (its share would
+        # have had to fall that many times over within seconds), so it need not be longer
+        # than for a client never accepted.
+        return self._shared is None and self._measured >= self.FAR_ABOVE_FLOOR * self._min_rate
 
     # -- a pace shared with other clients ---------------------------------------------
 
@@ -887,7 +944,16 @@ class Scheduler:
         )
         try:
             async for try_state in retrying:
-                with try_state, breaker.admitted(action, self._clock(), self._clock, self._slowing):
+                with (
+                    try_state,
+                    breaker.admitted(
+                        action,
+                        self._clock(),
+                        self._clock,
+                        self._slowing,
+                        self._measured_far_above_floor,
+                    ),
+                ):
                     return await self._attempt(attempt, tally, hooks, started)
         except CircuitOpenError:
             raise
