@@ -17,7 +17,7 @@ import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio.lowlevel
@@ -59,6 +59,7 @@ from ._core.validate import (
 )
 from ._core.wire import (
     DEFAULT_BASE_URL,
+    GATEWAY_TZ,
     UNSAFE_ACTIONS,
     Endpoints,
     Fields,
@@ -90,9 +91,6 @@ __all__ = ["GATEWAY_TZ", "Gateway", "KeyRotationHook", "receipts_of"]
 logger = logging.getLogger("aisix_async")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-
-#: The gateway keeps China time: UTC+8, no daylight saving.
-GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 
 KeyRotationHook = Callable[[KeyRotation], "Awaitable[None] | None"]
 
@@ -267,7 +265,10 @@ class Gateway:
             raw = await self._transport.post_form(self.endpoints.url_for(action), body)
             answer = parse_answer(raw, action)
         except TransportError as exc:
-            exc.outcome_unknown = unsafe and exc.request_sent
+            if unsafe and exc.request_sent:
+                # Only a request that changes something is worth this warning: an answer
+                # lost for a balance or a list leaves nothing in doubt.
+                raise _may_have_acted(exc) from None
             raise
         except ProtocolError as exc:
             exc.outcome_unknown = unsafe
@@ -435,12 +436,11 @@ class Gateway:
         """
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.timeout):
             return await exchange()
-        raise TransportError(
-            f"{action}: no answer within {self.timeout:g} s; the gateway may have acted on "
-            "the request",
+        lost = TransportError(
+            f"{action}: no answer within {self.timeout:g} s after the request was written",
             request_sent=True,
-            outcome_unknown=action in UNSAFE_ACTIONS,
         )
+        raise _may_have_acted(lost) if action in UNSAFE_ACTIONS else lost
 
     def stats(self) -> ClientStats:
         """A frozen snapshot: the scheduler (limit, pace, in flight, -1s, retries), counts
@@ -630,3 +630,12 @@ def receipts_of(answer: Answer, expected: int) -> list[SendReceipt]:
     except AisixError as exc:
         exc.outcome_unknown = True
         raise
+
+
+def _may_have_acted(error: TransportError) -> TransportError:
+    """The same loss, for a request that changes something: its outcome is unknown."""
+    return TransportError(
+        f"{error.message}; the gateway may have acted on it",
+        request_sent=True,
+        outcome_unknown=True,
+    )

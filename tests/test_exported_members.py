@@ -21,7 +21,7 @@ def test_public_classes_show_the_public_module() -> None:
 
 def test_no_private_module_is_named_publicly() -> None:
     public = {n for n in dir(aisix_async) if not n.startswith("_")}
-    assert public - set(aisix_async.__all__) <= {"annotations", "emulator", "cli"}
+    assert public - set(aisix_async.__all__) <= {"annotations", "emulator", "cli", "validation"}
 
 
 def test_version_is_a_string() -> None:

@@ -345,3 +345,30 @@ def test_a_runaway_number_is_cut_in_the_error_not_echoed(numbers: str, runaway: 
     assert len(message) < 400, message[:400]
     assert f"({len(runaway):,} characters)" in message
     assert repr(runaway[:40])[:-1] in message
+
+
+def test_the_public_checks_are_the_clients_own() -> None:
+    # aisix_async.validation lets a form or an import script check inputs one by one
+    # with the client's rules and words (the command line uses nothing else).
+    from datetime import datetime, timedelta, timezone
+
+    from aisix_async import ValidationError, validation
+
+    assert validation.check_mobile("13800138000", "cn-mobile") == "13800138000"
+    with pytest.raises(ValidationError, match="not a mainland China mobile"):
+        validation.check_mobile("1380013800", "cn-mobile")
+    assert validation.check_template("Hi {p1}, code {p2}") == ("Hi {p1}, code {p2}", 2)
+    assert validation.check_param_row("Hi {p1}", 1, ("13800138000", ["Li"]), 3) == (
+        "13800138000",
+        ["Li"],
+    )
+    with pytest.raises(ValidationError, match="authkey must be 32 hexadecimal"):
+        validation.check_authkey("0123")
+    # check_at defaults to now, and answers in the gateway's zone (UTC+8).
+    at = datetime(2030, 1, 1, 0, 0, tzinfo=timezone.utc)
+    assert validation.check_at(at) == "20300101080000"
+    assert validation.check_at(None) is None
+    with pytest.raises(ValidationError, match="at least one minute after now"):
+        validation.check_at(datetime.now(timezone.utc) + timedelta(seconds=30))
+    assert validation.SEPARATOR == "{|}"
+    assert set(validation.NUMBERING) == {"lenient", "cn-mobile", "e164"}

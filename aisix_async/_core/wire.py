@@ -12,11 +12,15 @@ are built, so a request retried after a key rotation carries the key in force th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta, timezone
 from urllib.parse import quote_plus
 
 import attrs
 
 from .validate import SEPARATOR, check_url
+
+#: The gateway keeps China time: UTC+8, no daylight saving.
+GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 
 __all__ = [
     "DATA_ACTIONS",

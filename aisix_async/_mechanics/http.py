@@ -235,14 +235,13 @@ class HttpTransport:
             ) from None
         except stack.timeout_error as exc:
             raise TransportError(
-                f"{action}: no answer in time ({type(exc).__name__}); the gateway may have "
-                "acted on the request",
+                f"{action}: no answer in time ({type(exc).__name__}) after the request was written",
                 request_sent=True,
             ) from None
         except stack.http_error as exc:
             raise TransportError(
                 f"{action}: the connection failed after the request was written "
-                f"({type(exc).__name__}: {exc}); the gateway may have acted on it",
+                f"({type(exc).__name__}: {exc})",
                 request_sent=True,
             ) from None
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import attrs
 
 from .. import ValidationError
-from .._core.validate import check_account, check_authkey
+from ..validation import check_account, check_authkey
 from ._exit import CliError, ExitCode, redact_keys
 
 __all__ = ["Credentials", "resolve_credentials"]

@@ -32,7 +32,6 @@ from .. import (
     TransportError,
     ValidationError,
 )
-from .._core.wire import UNSAFE_ACTIONS
 
 __all__ = ["EXIT_CODES_HELP", "CliError", "ExitCode", "describe", "redact_keys"]
 
@@ -97,16 +96,6 @@ class CliError(Exception):
 
 
 _TRIES = re.compile(r"still refused after \d+ attempts")
-# What a lost answer may mean for a request that changes something: not worth saying of
-# a balance or a list, which the gateway only reads.
-_MAY_HAVE_ACTED = re.compile(r"[;,]? the gateway may have acted on (the request|it)")
-
-
-def _transport_text(error: TransportError) -> str:
-    action = error.message.split(":", 1)[0]
-    if action in UNSAFE_ACTIONS:
-        return error.message
-    return _MAY_HAVE_ACTED.sub("", error.message)
 
 
 def describe(error: BaseException, *, account: str | None, url: str | None) -> CliError:
@@ -160,7 +149,7 @@ def describe(error: BaseException, *, account: str | None, url: str | None) -> C
         return CliError(f"{who}: {error.message}", ExitCode.GATEWAY)
     if isinstance(error, TransportError):
         return CliError(
-            f"could not talk to the gateway{where}: {_transport_text(error)}. Check AISIX_BASE_URL "
+            f"could not talk to the gateway{where}: {error.message}. Check AISIX_BASE_URL "
             "(or --base-url) and the network.",
             ExitCode.GATEWAY,
         )

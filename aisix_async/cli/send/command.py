@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,6 @@ import anyio.to_thread
 import attrs
 
 from ... import (
-    GATEWAY_TZ,
     AisixClient,
     AisixError,
     CampaignError,
@@ -43,7 +42,7 @@ from ... import (
     SendStream,
     ValidationError,
 )
-from ..._core.validate import check_at, check_content, check_numbering
+from ...validation import check_at, check_content, check_numbering
 from .._app import Context, leaf_error
 from .._exit import CliError, ExitCode
 from .._interrupts import Feed, watch_interrupts
@@ -209,7 +208,7 @@ async def send(ctx: Context) -> int:
     at = parse_at(args.at) if args.at else None
     if at is not None:
         try:
-            check_at(at, now=datetime.now(timezone.utc), gateway_tz=GATEWAY_TZ)
+            check_at(at)
         except ValidationError as exc:
             raise CliError(f"--at: {exc.message}") from None
     if args.chunk_size and args.chunk_size > 1000:

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, TextIO
 import attrs
 
 from ... import ValidationError
-from ..._core.validate import (
+from ...validation import (
     SEPARATOR,
     check_content,
     check_mobile,
