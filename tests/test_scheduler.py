@@ -319,7 +319,13 @@ def test_impatient_callers_leave_neither_clumps_nor_holes_in_the_pace(backend: s
     # coming) nor be taken twice (requests clumped together, which the gateway refuses).
     gateway = Gateway(2.0, burst=1.0, latency=0.05)
     scheduler = default_scheduler()
-    send = gateway.attempt(0)
+    request = gateway.attempt(0)
+
+    async def send() -> None:
+        # Once written, a request runs to its answer whatever the caller's deadline
+        # (the gateway layer shields it): a turn taken is a request the gateway decides.
+        with anyio.CancelScope(shield=True):
+            await request()
 
     async def caller() -> None:
         with anyio.move_on_after(4.0):
@@ -337,9 +343,10 @@ def test_impatient_callers_leave_neither_clumps_nor_holes_in_the_pace(backend: s
     # Paced at about the limit (0.5 s apart): never two requests at once ...
     assert min(gaps) > 0.2, sorted(gaps)[:5]
     # ... and no hole longer than a cut's step (the pace lowered after a -1) while
-    # callers wait. (Turns booked ahead and given back: gaps of 0 and of 4-6 s.)
-    assert max(gaps) < 2.5, sorted(gaps)[-5:]
-    # Half the limit at least (0.58 here; booked turns given back: 0.1). Not more: with
-    # a one-token bucket the first ceiling measured, 1.34/s, includes the slow climb
-    # to the limit, and the probe above a sure ceiling is gentle (issue 20).
-    assert gateway.accepted(start=10.0, end=60.0) >= 0.5 * 2.0 * 50.0
+    # callers wait. (Turns booked ahead and given back: gaps of 0 and of up to 6 s.)
+    assert max(gaps) < 1.5, sorted(gaps)[-5:]
+    # 0.75 of the limit here (booked turns: 0.09, and 17 requests refused). Not more:
+    # with a one-token bucket the first ceiling measured includes the slow climb to the
+    # limit, and the probe above a sure ceiling is gentle (issue 20).
+    assert gateway.accepted(start=10.0, end=60.0) >= 0.65 * 2.0 * 50.0
+    assert gateway.refused(start=10.0, end=60.0) <= 3
