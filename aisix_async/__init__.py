@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._campaign.campaign import Campaign, CampaignStream
+from ._campaign.journal import CampaignRun
 from ._campaign.ledger import CampaignSummary
+from ._campaign.reader import CampaignJournal, open_campaign_journal
 from ._client import GATEWAY_TZ, AisixClient
 from ._core.billing import Estimate, count_units
 from ._core.errors import (
@@ -82,6 +84,8 @@ __all__ = [
     "BulkStats",
     "Campaign",
     "CampaignError",
+    "CampaignJournal",
+    "CampaignRun",
     "CampaignStream",
     "CampaignSummary",
     "ChannelGroup",
@@ -138,6 +142,7 @@ __all__ = [
     "__version__",
     "count_units",
     "mobiles_hash",
+    "open_campaign_journal",
 ]
 
 # Tracebacks and reprs show the public path, not the private module.

@@ -290,7 +290,7 @@ async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_pa
     mobiles = numbers(3000)
     async with client_for(emulator, max_concurrency=4) as client:
         async with client.campaign(path) as campaign:
-            journal = campaign.journal()
+            journal = campaign._opened()
             (pages,) = journal._conn.execute("PRAGMA page_count").fetchone()
             journal._conn.execute(f"PRAGMA max_page_count={pages + 1}")
             with pytest.raises(CampaignError, match="disk is full"):

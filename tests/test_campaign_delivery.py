@@ -68,7 +68,7 @@ async def test_the_same_msgid_with_a_number_not_sent_is_not_the_campaigns(
         async with c.send_many(numbers(10), "hello") as s:
             (outcome,) = [o async for o in s]
         msgid = outcome.receipts[0].msgid
-        journal = c.journal()
+        journal = c._opened()
         batch = [
             DeliveryReport("1", msgid, numbers(1)[0], ReportResult.DELIVERED, "DELIVRD"),
             DeliveryReport("2", msgid, "13800000000", ReportResult.DELIVERED, "DELIVRD"),
@@ -103,8 +103,8 @@ async def test_export_names_every_recipient_with_its_report(emulator: Any, tmp_p
             async for _ in r:
                 pass
         rows: list[tuple[object, ...]] = []
-        count = await campaign.journal().export(lambda row: rows.append(tuple(row)))
-        runs = await campaign.journal().runs()
+        count = await campaign._opened().export(lambda row: rows.append(tuple(row)))
+        runs = await campaign._opened().runs()
     assert count == len(rows) == 250
     ledger = {r.mobile: r.msgid for r in emulator.state.messages()}
     for position, (mobile, at, status, msgid, code, when) in enumerate(rows):

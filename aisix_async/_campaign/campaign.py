@@ -27,10 +27,18 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 import anyio
@@ -284,7 +292,7 @@ class Campaign:
 
         Done when a send ends and when the campaign closes; a resumed run starts from it.
         """
-        journal = self.journal()
+        journal = self._opened()
         scheduler = self._gateway.scheduler
         if not scheduler.stats().requests:
             return
@@ -310,18 +318,16 @@ class Campaign:
             if journal is not None:
                 await journal.aclose()
 
-    def journal(self) -> Journal:
-        """The open journal, for tools that read it (``aisix reports --journal``); its
-        interface is not part of the stable API before 1.0."""
+    def _opened(self) -> Journal:
         if self._journal is None:
             raise CampaignError("use the campaign inside 'async with' first")
         return self._journal
 
     def _lease(self) -> _Lease:
-        return _Lease(journal=self.journal, claim=self._claim, release=self._release)
+        return _Lease(journal=self._opened, claim=self._claim, release=self._release)
 
     def _claim(self) -> Journal:
-        journal = self.journal()
+        journal = self._opened()
         if self._sending:
             raise CampaignError("this campaign is already sending: one send at a time per journal")
         self._sending = True
@@ -433,6 +439,7 @@ class Campaign:
         on_batch: BatchHook[DeliveryReport] | None = None,
         close_grace: float = 30.0,
         max_buffered: int = 10_000,
+        on_recorded: Callable[[Sequence[bool]], Awaitable[None]] | None = None,
     ) -> RecordStream[DeliveryReport]:
         """``client.watch_delivery_reports``, each batch journalled before it is yielded.
 
@@ -440,8 +447,22 @@ class Campaign:
         written while the next is fetched; if a write fails (a full disk), the batch
         fetched meanwhile is yielded unrecorded, as the gateway will not hand it out
         again, and then the journal's error is raised.
+
+        ``on_recorded`` is awaited once a batch is written (before ``on_batch``), with
+        one flag per delivery report of the batch, in order (malformed records get
+        none): True when the report is this campaign's (one of the (msgid, mobile) it
+        sent), False for another campaign's or a send outside it (kept and counted in
+        ``summary().foreign_reports``). The stream yields the reports in the same order,
+        so the flags can be paired with them as they are read.
         """
-        record = _journalled(self.journal().record_reports, on_batch)
+        journal = self._opened()
+
+        async def write(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
+            done = await journal.ingest_reports(batch)
+            if on_recorded is not None:
+                await on_recorded(done.mine)
+
+        record = _journalled(write, on_batch)
         options = PollOptions(
             interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
             close_grace=close_grace, max_buffered=max_buffered,
@@ -459,7 +480,7 @@ class Campaign:
         max_buffered: int = 10_000,
     ) -> RecordStream[Reply]:
         """``client.watch_replies``, each batch written to the journal before it is yielded."""
-        record = _journalled(self.journal().record_replies, on_batch)
+        record = _journalled(self._opened().record_replies, on_batch)
         options = PollOptions(
             interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
             close_grace=close_grace, max_buffered=max_buffered,
@@ -468,17 +489,47 @@ class Campaign:
 
     async def stored_reports(self) -> list[DeliveryReport]:
         """Every delivery report this campaign's journal recorded, in the order fetched."""
-        return await self.journal().stored_reports()
+        return await self._opened().stored_reports()
 
     async def stored_replies(self) -> list[Reply]:
         """Every reply this campaign's journal recorded, in the order fetched."""
-        return await self.journal().stored_replies()
+        return await self._opened().stored_replies()
+
+    @contextlib.asynccontextmanager
+    async def record_run(self, kind: str = "reports") -> AsyncIterator[None]:
+        """Record in the journal that a run of ``kind`` goes on while the block runs.
+
+        Sends record their own runs ("send"); a program that follows the campaign's
+        delivery reports wraps its watch in ``async with campaign.record_run():`` so
+        :meth:`CampaignJournal.runs` lists it, with its process and when it ended. The
+        end is recorded also when the block is cancelled.
+        """
+        journal = self._opened()
+        seq = await journal.begin_run(kind)
+        try:
+            yield
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await journal.end_run(seq)
+                except CampaignError:
+                    # A broken journal already said so; the block's own error matters.
+                    logger.warning("campaign %s: the end of this run was not recorded", self.path)
+            raise
+        with anyio.CancelScope(shield=True):
+            await journal.end_run(seq)
 
     # -- where it stands -------------------------------------------------------------
 
+    @property
+    def definition(self) -> Mapping[str, Any]:
+        """What this campaign sends (action, account, content or template, cgid, csid,
+        schedule, chunk size), as its first send recorded it; empty before any send."""
+        return MappingProxyType(dict(self._opened().definition or {}))
+
     def summary(self) -> CampaignSummary:
         """Counts, money, delivery and the unknown, as the journal holds them now."""
-        return summarize(self.journal())
+        return summarize(self._opened())
 
 
 def _journalled(

@@ -55,12 +55,17 @@ def is_disk_full(exc: BaseException) -> bool:
 class JournalInUse(CampaignError):
     """Another process holds the journal's lock (a send or a reports follower runs on it)."""
 
+    def __init__(self, path: Path, holder: str) -> None:
+        #: Who holds it, without the advice: what a read-only view says of itself.
+        self.reason = f"the campaign journal {path} is in use by another process{holder}"
+        super().__init__(
+            f"{self.reason}; one journal is driven by one process at a time (let it "
+            "finish, or stop it, then resume)"
+        )
+
 
 def _in_use(path: Path, holder: str) -> CampaignError:
-    return JournalInUse(
-        f"the campaign journal {path} is in use by another process{holder}; one journal "
-        "is driven by one process at a time (let it finish, or stop it, then resume)"
-    )
+    return JournalInUse(path, holder)
 
 
 def _lock(journal: Path) -> IO[str]:

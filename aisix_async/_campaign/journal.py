@@ -52,7 +52,7 @@ from .file import (
 )
 from .writer import GroupWriter, ItemsHash, Job, resolve_hash
 
-__all__ = ["ChunkResult", "ChunkRow", "ChunkState", "Journal", "Run", "Verdict"]
+__all__ = ["CampaignRun", "ChunkResult", "ChunkRow", "ChunkState", "Journal", "Verdict"]
 
 _T = TypeVar("_T")
 
@@ -103,8 +103,12 @@ _FOREIGN_MSGIDS_KEPT = 100_000
 
 
 @attrs.frozen
-class Run:
-    """One run recorded in the journal: a send, or a reports follower."""
+class CampaignRun:
+    """One run recorded in a campaign's journal: a send, or a reports follower.
+
+    Times are epoch seconds; ``ended_at`` is None while the run goes on, or when its
+    process died before recording its end. ``pid`` is the process that ran it.
+    """
 
     seq: int
     kind: str
@@ -501,10 +505,12 @@ class Journal:
         """Record that run ``seq`` ended now."""
         await self._write("the end of a run", lambda conn: sql.end_run(conn, seq))
 
-    async def runs(self) -> list[Run]:
+    async def runs(self) -> list[CampaignRun]:
         """Every run recorded, oldest first."""
         found = await self._writer.read(sql.runs)
-        return [Run(seq, kind, started, ended, pid) for seq, kind, started, ended, pid in found]
+        return [
+            CampaignRun(seq, kind, started, ended, pid) for seq, kind, started, ended, pid in found
+        ]
 
     async def export(self, write: Callable[[Sequence[object]], object]) -> int:
         """Hand ``write`` one row per recipient the journal knows, in input order.

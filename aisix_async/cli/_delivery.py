@@ -20,7 +20,6 @@ drives it.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections import deque
@@ -30,16 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
-from .. import AisixClient, Campaign, DeliveryReport, MalformedRecord
-from .._campaign.file import JournalInUse
-from .._campaign.journal import Journal, Run
-from .._campaign.ledger import CampaignSummary, summarize
-from .._campaign.sql import EXPORT_COLUMNS
+from .. import (
+    Campaign,
+    CampaignJournal,
+    CampaignRun,
+    CampaignSummary,
+    DeliveryReport,
+    open_campaign_journal,
+)
 from ._app import Context
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
@@ -173,8 +174,7 @@ async def reports_journal(ctx: Context) -> int:
     idle = args.until_idle
     follow = args.follow or idle is not None
     async with ctx.client() as client, client.campaign(path) as campaign:
-        journal = campaign.journal()
-        recorded = (journal.definition or {}).get("account")
+        recorded = campaign.definition.get("account")
         if recorded is None:
             raise CliError(f"{path} records no campaign yet: nothing to match reports to")
         if recorded != client.account:
@@ -182,7 +182,7 @@ async def reports_journal(ctx: Context) -> int:
                 f"{path} is a campaign of {recorded}, not of {client.account}: its reports "
                 "are fetched with that account's credentials"
             )
-        unread = sum(map(len, journal.unread.values()))
+        unread = len(campaign.summary().unknown_unread)
         if unread:
             # Their numbers come back only when a send re-reads the input: until then a
             # report for one of them cannot be told from another campaign's.
@@ -191,41 +191,31 @@ async def reports_journal(ctx: Context) -> int:
                 "known by input position only: resume the send (the same aisix send "
                 "--journal command) first, or their reports count as not this campaign's"
             )
-        run = await journal.begin_run("reports")
         try:
-            return await _follow(ctx, client, campaign, journal, follow, idle)
+            async with campaign.record_run("reports"):
+                return await _follow(ctx, campaign, follow, idle)
         finally:
-            with anyio.CancelScope(shield=True):
-                await journal.end_run(run)
             # (The display's last line already said it on stderr.)
             if out.json_mode:
                 summary = campaign.summary()
                 out.emit({"type": "summary", "journal": str(path), **_summary_json(summary)})
 
 
-async def _follow(
-    ctx: Context,
-    client: AisixClient,
-    campaign: Campaign,
-    journal: Journal,
-    follow: bool,
-    idle: float | None,
-) -> int:
+async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | None) -> int:
     out = ctx.out
     display = _Display(ctx, campaign)
     # One flag per report, in the order the stream yields them: the journal's verdict
     # (the campaign's or not) is known when the batch is written, before any is shown.
     mine: deque[bool] = deque()
 
-    async def record(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
-        done = await journal.ingest_reports(batch)
-        mine.extend(done.mine)
+    async def record(verdicts: Sequence[bool]) -> None:
+        mine.extend(verdicts)
 
-    stream = client.watch_delivery_reports(
+    stream = campaign.watch_delivery_reports(
         interval=ctx.args.interval,
         # Without --follow: one pass over the queue; --follow alone: until Ctrl-C.
         stop_when_idle=idle if follow else 0.0,
-        on_batch=record,
+        on_recorded=record,
     )
 
     # Written straight to stdout and flushed whenever the reader has caught up with what
@@ -299,7 +289,7 @@ def _summary_json(summary: CampaignSummary) -> dict[str, Any]:
 # -- aisix campaign ------------------------------------------------------------------
 
 
-def _run_json(run: Run) -> dict[str, Any]:
+def _run_json(run: CampaignRun) -> dict[str, Any]:
     return {
         "run": run.seq,
         "kind": run.kind,
@@ -316,21 +306,16 @@ async def campaign(ctx: Context) -> int:
     export = args.export
     if export is not None:
         _check_export(path, Path(export))
-    try:
-        journal = await Journal.open(path)
-    except JournalInUse as busy:
-        # A send (or a reports follower) runs on it: read what it committed so far.
-        journal = await Journal.open_read_only(path)
-        out.warn(f"{busy.message.split(';')[0]}: figures as committed so far (read only)")
-    try:
-        summary = summarize(journal)
+    async with open_campaign_journal(path) as journal:
+        if journal.read_only:
+            # A send (or a reports follower) runs on it: what it committed so far.
+            out.warn(f"{journal.read_only_reason}: figures as committed so far (read only)")
+        summary = journal.summary()
         runs = await journal.runs()
-        definition = dict(journal.definition or {})
+        definition = dict(journal.definition)
         if export is not None:
-            written = await _export(journal, Path(export))
+            written = await journal.export_csv(export)
             out.note(f"{written:,} recipients written to {export}")
-    finally:
-        await journal.aclose()
     if out.json_mode:
         out.emit(
             {
@@ -394,7 +379,7 @@ def _check_export(journal: Path, target: Path) -> None:
         raise CliError(f"--export {target} is the journal itself; give another file")
     # An export is rewritten whole: refreshing an earlier one is the usual use, but a
     # mistyped path must not wipe the input, a key file or someone's spreadsheet.
-    header = ",".join(EXPORT_COLUMNS)
+    header = ",".join(CampaignJournal.EXPORT_COLUMNS)
     try:
         with target.open("rb") as existing:
             first = existing.read(len(header) + 2)
@@ -407,15 +392,3 @@ def _check_export(journal: Path, target: Path) -> None:
             f"--export {target} exists and is not an earlier export (its first line is not "
             f"{header}): it would be overwritten; give another file"
         )
-
-
-async def _export(journal: Journal, target: Path) -> int:
-    handle = await anyio.to_thread.run_sync(
-        lambda: open(target, "w", encoding="utf-8", newline="")  # noqa: SIM115
-    )
-    try:
-        writer = csv.writer(handle)
-        writer.writerow(EXPORT_COLUMNS)
-        return await journal.export(writer.writerow)
-    finally:
-        await anyio.to_thread.run_sync(handle.close)

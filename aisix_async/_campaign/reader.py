@@ -1,0 +1,152 @@
+"""Reading a campaign's journal without sending anything: where it stands, its runs, a CSV.
+
+``async with open_campaign_journal("spring-sale.db") as journal:`` needs no client and
+no credentials: the journal alone says what was sent, what is unknown and what the
+delivery reports said. It is opened as a send opens it (its lock, a schema-1 file
+migrated), so nothing can drive the campaign while it is read; when another process
+already drives it (a send, a reports follower), it is read without the lock, as
+committed so far, and says so (``read_only``) rather than refusing.
+
+A missing path is refused before anything is touched: opening a journal creates it when
+missing, and an inspection must not leave an empty campaign file behind a typo.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any, ClassVar, TextIO
+
+import anyio
+import anyio.to_thread
+
+from .._core.errors import CampaignError
+from . import sql
+from .file import JournalInUse
+from .journal import CampaignRun, Journal
+from .ledger import CampaignSummary, summarize
+
+__all__ = ["CampaignJournal", "open_campaign_journal"]
+
+
+class CampaignJournal:
+    """A campaign's journal opened to read it: ``async with``, then ask it.
+
+    Made by :func:`open_campaign_journal`. Inside the block: :attr:`definition`,
+    :meth:`summary`, :meth:`runs` and :meth:`export_csv`.
+    """
+
+    #: The header of :meth:`export_csv`, one column per field of a recipient's line.
+    EXPORT_COLUMNS: ClassVar[tuple[str, ...]] = sql.EXPORT_COLUMNS
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        #: True when another process held the journal, so it was opened without its lock:
+        #: the figures are what that process had committed when they were read, and
+        #: chunks shown in flight are on the wire.
+        self.read_only = False
+        #: Why it is read only (which process holds it), when it is.
+        self.read_only_reason: str | None = None
+        self._journal: Journal | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<CampaignJournal {str(self.path)!r} open={self._journal is not None} "
+            f"read_only={self.read_only}>"
+        )
+
+    async def __aenter__(self) -> CampaignJournal:
+        if self._journal is not None:
+            raise RuntimeError("a CampaignJournal can be entered only once at a time")
+        if not await anyio.to_thread.run_sync(self._holds_something):
+            raise CampaignError(f"{self.path}: no such campaign journal")
+        try:
+            self._journal = await Journal.open(self.path)
+            self.read_only, self.read_only_reason = False, None
+        except JournalInUse as busy:
+            # A send (or a reports follower) drives it: read what it committed so far.
+            self._journal = await Journal.open_read_only(self.path)
+            self.read_only, self.read_only_reason = True, busy.reason
+        return self
+
+    def _holds_something(self) -> bool:
+        # An empty file would be made a journal by opening it, as a missing one would.
+        try:
+            return self.path.is_file() and self.path.stat().st_size > 0
+        except OSError:
+            return False
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            await journal.aclose()
+
+    def _opened(self) -> Journal:
+        if self._journal is None:
+            raise CampaignError("use the campaign journal inside 'async with' first")
+        return self._journal
+
+    @property
+    def definition(self) -> Mapping[str, Any]:
+        """What the campaign sends (action, account, content or template, cgid, csid,
+        schedule, chunk size), as its first run recorded it; empty before any run."""
+        return MappingProxyType(dict(self._opened().definition or {}))
+
+    def summary(self) -> CampaignSummary:
+        """Counts, money, delivery and the unknown, as the journal holds them now."""
+        return summarize(self._opened())
+
+    async def runs(self) -> list[CampaignRun]:
+        """Every run recorded (sends, reports followers), oldest first."""
+        return await self._opened().runs()
+
+    async def export_csv(self, target: str | os.PathLike[str] | TextIO) -> int:
+        """Write one CSV line per recipient the journal knows, in input order; return how
+        many (the header line, :attr:`EXPORT_COLUMNS`, not counted).
+
+        ``target`` is a path (created or overwritten, UTF-8) or a text file open for
+        writing (open it with ``newline=""``, as :mod:`csv` asks; it is written from a
+        worker thread and left open). The lines are streamed from the journal a chunk at
+        a time: a campaign of millions is never held in memory. Input no run has reached
+        is not in the journal, so not in the export.
+        """
+        journal = self._opened()
+        if not isinstance(target, (str, os.PathLike)):
+            return await self._write_csv(journal, target)
+        handle = await anyio.to_thread.run_sync(self._create, Path(target))
+        try:
+            return await self._write_csv(journal, handle)
+        finally:
+            await anyio.to_thread.run_sync(handle.close)
+
+    def _create(self, path: Path) -> TextIO:
+        # Blocking (resolving, opening): called on a worker thread.
+        if path.resolve() == self.path.resolve():
+            raise CampaignError(f"{path} is the journal itself; export to another file")
+        try:
+            return open(path, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            reason = (exc.strerror or type(exc).__name__).lower()
+            raise CampaignError(f"cannot write the export {path}: {reason}") from None
+
+    async def _write_csv(self, journal: Journal, handle: TextIO) -> int:
+        writer = csv.writer(handle)
+        await anyio.to_thread.run_sync(writer.writerow, self.EXPORT_COLUMNS)
+        return await journal.export(writer.writerow)
+
+
+def open_campaign_journal(path: str | os.PathLike[str]) -> CampaignJournal:
+    """A campaign's journal to read, without a client: ``async with`` it to open it.
+
+    Entering raises :class:`CampaignError` for a path that holds no journal (nothing is
+    created), a file that is not one, or a damaged one. See :class:`CampaignJournal`.
+    """
+    return CampaignJournal(path)
