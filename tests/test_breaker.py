@@ -223,3 +223,15 @@ def test_an_account_bound_elsewhere_mid_run_opens_it_within_seconds() -> None:
     assert "CircuitOpenError" in repr(caught.value.exceptions)  # type: ignore[attr-defined]
     opened_by = max(at for at, _, _ in gateway.decisions)
     assert 30.0 < opened_by <= 38.0, opened_by
+
+
+def test_a_burst_accepted_fast_counts_as_measured_far_above_the_floor() -> None:
+    # A web service's burst accepted at 20/s, then the account refuses everything before
+    # the client ever measured a sure ceiling: eight answers in a row accepted that fast
+    # within the last minute say the same as a measured ceiling, so the short run opens it.
+    gateway = Gateway(10.0, burst=30, latency=0.1)
+    with pytest.raises(BaseException) as caught:
+        simulate(gateway, [ClientRun(seconds=60, demand=2)], rates=[(2.0, 0.0)])
+    assert "CircuitOpenError" in repr(caught.value.exceptions)  # type: ignore[attr-defined]
+    opened_by = max(at for at, _, _ in gateway.decisions)
+    assert opened_by <= 12.0, opened_by

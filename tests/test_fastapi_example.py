@@ -197,7 +197,8 @@ async def test_the_recipe_under_load_impatience_and_an_ip_bound_account(
 
         async with anyio.create_task_group() as tg:
             while not (await http.get("/health")).json()["circuit_open"]:
-                assert time.monotonic() - bound_at < 20, "the breaker did not open"
+                # 7-9 s on a quiet machine; the bound is a guard for loaded CI hosts.
+                assert time.monotonic() - bound_at < 40, "the breaker did not open"
                 tg.start_soon(caller, newcomer())
                 await anyio.sleep(0.3)
             opened_after = time.monotonic() - bound_at

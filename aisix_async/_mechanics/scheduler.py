@@ -60,6 +60,7 @@ logged on ``aisix_async`` and handed to ``on_retry``.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import random
@@ -331,6 +332,8 @@ class Scheduler:
     #: default floor) that then hears nothing but -1 at its floor opens its breaker as
     #: soon as one never accepted would (see _measured_far_above_floor).
     FAR_ABOVE_FLOOR = 4.0
+    #: ... or was accepted that fast, RECENT answers in a row, within this many seconds.
+    FAR_WINDOW = 60.0
     #: A learned state loses half its trust in this many seconds (see RateState).
     STATE_HALF_LIFE = 3600.0
     #: Older than this, a learned state is ignored: a cold start.
@@ -794,12 +797,23 @@ class Scheduler:
         return self._pace > floor and (self._max_rate is None or self._max_rate > floor)
 
     def _measured_far_above_floor(self) -> bool:
-        # Asked by the breaker during a run of -1: whether this client was last measured
-        # being accepted at FAR_ABOVE_FLOOR times its floor or more. Then a run of -1 at
-        # the floor is not the bad luck of clients sharing a low limit (its share would
-        # have had to fall that many times over within seconds), so it need not be longer
-        # than for a client never accepted.
-        return self._shared is None and self._measured >= self.FAR_ABOVE_FLOOR * self._min_rate
+        # Asked by the breaker during a run of -1: whether this client was lately accepted
+        # at FAR_ABOVE_FLOOR times its floor or more: last measured so (a sure ceiling),
+        # or RECENT answers in a row accepted that fast within the last FAR_WINDOW
+        # seconds (a web service's burst, which may end before any sure cut). Then a run
+        # of -1 at the floor is not the bad luck of clients sharing a low limit (its
+        # share would have had to fall that many times over within seconds), so it need
+        # not be longer than for a client never accepted.
+        if self._shared is not None:
+            return False
+        fast = self.FAR_ABOVE_FLOOR * self._min_rate
+        if self._measured >= fast:
+            return True
+        times = self._accepted
+        first = bisect.bisect_left(times, self._clock() - self.FAR_WINDOW)
+        recent = list(itertools.islice(times, first, None))
+        span = self.RECENT - 1
+        return any(span >= fast * (recent[i + span] - recent[i]) for i in range(len(recent) - span))
 
     # -- a pace shared with other clients ---------------------------------------------
 
