@@ -146,8 +146,7 @@ class Breaker:
         except RateLimitedError as exc:
             if not isinstance(exc, CircuitOpenError):
                 at = now if answered_at is None else answered_at()
-                far = measured_far is not None and measured_far()
-                self._refused(at, probe, slowing is None or not slowing(), far)
+                self._refused(at, probe, slowing is None or not slowing(), measured_far)
             raise
         except GatewayError:
             # Any other code: the gateway got past whatever gives -1 for this account.
@@ -163,7 +162,11 @@ class Breaker:
                 self._probing = False
 
     def _refused(
-        self, dispatched_at: float, probe: bool, may_open: bool = True, far: bool = False
+        self,
+        dispatched_at: float,
+        probe: bool,
+        may_open: bool = True,
+        measured_far: Callable[[], bool] | None = None,
     ) -> None:
         if self._open:
             if probe:
@@ -174,9 +177,13 @@ class Breaker:
             self._run_started = dispatched_at
         self._run_length += 1
         span = dispatched_at - self._run_started
-        factor = self.seen_factor if self._seen_accepted and not far else 1.0
-        long_enough = self._run_length >= factor * self.min_refusals
-        if may_open and long_enough and span >= factor * self.open_after:
+        if not may_open or self._run_length < self.min_refusals or span < self.open_after:
+            return
+        # Only a run long enough to open a breaker never accepted asks whether the client
+        # was measured far above its floor (a scan of recent answers): not every -1 does.
+        longer = self._seen_accepted and not (measured_far is not None and measured_far())
+        factor = self.seen_factor if longer else 1.0
+        if self._run_length >= factor * self.min_refusals and span >= factor * self.open_after:
             self._open = True
             self.trips += 1
             self._opened_at = dispatched_at
