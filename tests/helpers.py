@@ -8,8 +8,12 @@ emulator's credentials or to what "fast" means for a test is one edit.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -92,3 +96,40 @@ class VirtualClock:
         self.slept.append(seconds)
         self.now += max(0.0, seconds)
         await checkpoint()
+
+
+_HOLDER = """
+import sys, anyio
+from aisix_async import AisixClient
+
+async def main():
+    client = AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC")
+    async with client.campaign(sys.argv[1]):
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+
+anyio.run(main)
+"""
+
+
+@contextmanager
+def journal_held_elsewhere(path: Path) -> Iterator[int]:
+    """Another process holds the campaign journal at ``path`` (its lock) inside the block.
+
+    Yields that process's pid; on leaving, the process lets go of the journal and exits.
+    """
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder.pid
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=10)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from decimal import Decimal
@@ -18,7 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import client_for, collect, numbers
+from helpers import client_for, collect, journal_held_elsewhere, numbers
 
 from aisix_async import (
     CampaignError,
@@ -242,45 +240,18 @@ async def test_a_foreign_file_is_refused(emulator: Any, tmp_path: Path) -> None:
     assert path.read_text() == "13900000001\n13900000002\n"
 
 
-_HOLDER = """
-import sys, anyio
-from aisix_async import AisixClient
-
-async def main():
-    client = AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC")
-    async with client.campaign(sys.argv[1]):
-        print("ready", flush=True)
-        await anyio.to_thread.run_sync(sys.stdin.readline)
-
-anyio.run(main)
-"""
-
-
 async def test_two_processes_on_one_journal(emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     mobiles = numbers(20)
     async with client_for(emulator) as client:
         async with client.campaign(path) as campaign:
             await collect(campaign.send_many(mobiles, "hi"))
-        holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert holder.stdout is not None
-            assert holder.stdout.readline().strip() == "ready"
-            with pytest.raises(
-                CampaignError, match=rf"in use by another process \(pid {holder.pid}\)"
-            ):
-                async with client.campaign(path):
-                    pass
-        finally:
-            assert holder.stdin is not None
-            holder.stdin.write("\n")
-            holder.stdin.close()
-            holder.wait(timeout=10)
+        with (
+            journal_held_elsewhere(path) as pid,
+            pytest.raises(CampaignError, match=rf"in use by another process \(pid {pid}\)"),
+        ):
+            async with client.campaign(path):
+                pass
         async with client.campaign(path) as campaign:
             assert campaign.summary().accepted == 20
 

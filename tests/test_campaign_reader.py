@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 from helpers import client_for as shared_client_for
-from helpers import collect, numbers
+from helpers import collect, journal_held_elsewhere, numbers
 
 from aisix_async import (
     FINAL_OPERATOR_CODES,
@@ -31,19 +29,6 @@ from aisix_async import (
 pytestmark = pytest.mark.anyio
 
 client_for = partial(shared_client_for, retry=None)
-
-_HOLDER = """
-import sys, anyio
-from aisix_async import AisixClient
-
-async def main():
-    client = AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC")
-    async with client.campaign(sys.argv[1]):
-        print("ready", flush=True)
-        await anyio.to_thread.run_sync(sys.stdin.readline)
-
-anyio.run(main)
-"""
 
 
 async def _sent_and_followed(emulator: Any, path: Path, mobiles: list[str]) -> list[bool]:
@@ -149,29 +134,16 @@ async def test_a_held_journal_is_read_as_committed_and_says_so(
             assert [run.kind for run in await journal.runs()] == ["send"]
             assert await journal.export_csv(tmp_path / "held.csv") == 120
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready"
+    with journal_held_elsewhere(path) as pid:
         async with open_campaign_journal(path) as journal:
             assert journal.read_only
             assert journal.read_only_reason is not None
-            assert f"(pid {holder.pid})" in journal.read_only_reason
+            assert f"(pid {pid})" in journal.read_only_reason
             summary = journal.summary()
             assert summary.accepted == 120
             assert summary.complete
         # The reader took no lock, so it left the holder's sidecar alone.
         assert path.with_name(path.name + ".lock").exists()
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.write("\n")
-        holder.stdin.close()
-        holder.wait(timeout=10)
 
 
 async def test_a_missing_or_empty_path_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
