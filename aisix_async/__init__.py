@@ -57,7 +57,7 @@ from ._core.models import (
     SendReceipt,
     Signature,
 )
-from ._core.options import PollOptions, SendOptions
+from ._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
 from ._core.wire import Endpoints
 from ._features.bulk import BulkStats, OutcomeStatus, SendOutcome, SendStream, SendSummary
 from ._features.reports import BatchHook, RecordStream, StreamStats
@@ -112,6 +112,7 @@ __all__ = [
     "MalformedRecord",
     "NotSentError",
     "OutcomeStatus",
+    "PollKeywords",
     "PollOptions",
     "ProtocolError",
     "RateLimitedError",
@@ -123,6 +124,7 @@ __all__ = [
     "RetryDetails",
     "RetryPolicy",
     "SchedulerStats",
+    "SendKeywords",
     "SendOptions",
     "SendOutcome",
     "SendReceipt",

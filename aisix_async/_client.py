@@ -10,6 +10,7 @@ streams, estimates and campaigns are the features in :mod:`._features` and
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from datetime import datetime, tzinfo
 from types import TracebackType
@@ -27,7 +28,7 @@ from ._core.models import (
     SendReceipt,
     Signature,
 )
-from ._core.options import PollOptions, SendOptions
+from ._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
 from ._core.wire import Endpoints
 from ._features import estimate as _estimate
 from ._features.bulk import SendStream, SendSummary, batch_stream, once_stream, param_stream
@@ -35,6 +36,13 @@ from ._features.reports import BatchHook, RecordStream, watch_delivery_reports, 
 from ._gateway import GATEWAY_TZ, Gateway, KeyRotationHook
 from ._mechanics.observe import ClientStats, UnknownHook
 from ._mechanics.scheduler import RateState, RetryDetails, RetryPolicy
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:
+    # Only annotations name it (they are strings here): Python 3.10 needs no
+    # typing_extensions at run time, and type checkers ship it.
+    from typing_extensions import Unpack
 
 if TYPE_CHECKING:
     from ._mechanics.http import HttpClient
@@ -234,76 +242,55 @@ class AisixClient:
         self,
         numbers: Iterable[str] | AsyncIterable[str],
         content: str,
-        *,
-        cgid: int | None = None,
-        csid: int | None = None,
-        at: datetime | None = None,
-        chunk_size: int | None = None,
-        check_balance: bool = True,
+        **options: Unpack[SendKeywords],
     ) -> SendStream:
         """One content to any number of recipients, as sendOnce chunks (1000 a request).
 
         ``async with client.send_many(numbers, text) as outcomes: async for o in outcomes``.
         An invalid content raises ValidationError here, before anything is sent.
+
+        Options are the fields of :class:`SendOptions`, given as keywords
+        (``chunk_size=500``, ``at=when``, ``check_balance=False``); ``help(SendOptions)``
+        says what each does. An unknown keyword raises TypeError here.
         """
-        options = SendOptions(
-            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
-        )
-        return once_stream(self._gateway, numbers, content, options)
+        return once_stream(self._gateway, numbers, content, SendOptions(**options))
 
     def send_batch_many(
         self,
         pairs: Iterable[tuple[str, str]] | AsyncIterable[tuple[str, str]],
-        *,
-        cgid: int | None = None,
-        csid: int | None = None,
-        at: datetime | None = None,
-        chunk_size: int | None = None,
-        check_balance: bool = True,
+        **options: Unpack[SendKeywords],
     ) -> SendStream:
-        """(mobile, content) pairs in sendBatch chunks of 100 (a lone pair by sendOnce)."""
-        options = SendOptions(
-            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
-        )
-        return batch_stream(self._gateway, pairs, options)
+        """(mobile, content) pairs in sendBatch chunks of 100 (a lone pair by sendOnce).
+
+        Options: the fields of :class:`SendOptions` as keywords, as for :meth:`send_many`.
+        """
+        return batch_stream(self._gateway, pairs, SendOptions(**options))
 
     def send_param_many(
         self,
         template: str,
         rows: Iterable[tuple[str, Sequence[str]]] | AsyncIterable[tuple[str, Sequence[str]]],
-        *,
-        cgid: int | None = None,
-        csid: int | None = None,
-        at: datetime | None = None,
-        chunk_size: int | None = None,
-        check_balance: bool = True,
+        **options: Unpack[SendKeywords],
     ) -> SendStream:
         """A template and (mobile, [p1, ...]) rows in sendParam chunks of 100 (a lone row
         rendered here).
 
         An invalid template raises ValidationError here, before anything is sent.
+        Options: the fields of :class:`SendOptions` as keywords, as for :meth:`send_many`.
         """
-        options = SendOptions(
-            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
-        )
-        return param_stream(self._gateway, template, rows, options)
+        return param_stream(self._gateway, template, rows, SendOptions(**options))
 
     async def send_all(
         self,
         numbers: Iterable[str] | AsyncIterable[str],
         content: str,
-        *,
-        cgid: int | None = None,
-        csid: int | None = None,
-        at: datetime | None = None,
-        chunk_size: int | None = None,
-        check_balance: bool = True,
+        **options: Unpack[SendKeywords],
     ) -> SendSummary:
-        """``send_many`` to the end, for scripts: counts, cost, and the outcomes to look at."""
-        stream = self.send_many(
-            numbers, content, cgid=cgid, csid=csid, at=at, chunk_size=chunk_size,
-            check_balance=check_balance,
-        )  # fmt: skip
+        """``send_many`` to the end, for scripts: counts, cost, and the outcomes to look at.
+
+        Options: the fields of :class:`SendOptions` as keywords, as for :meth:`send_many`.
+        """
+        stream = self.send_many(numbers, content, **options)
         async with stream:
             return await stream.drain()
 
@@ -334,12 +321,8 @@ class AisixClient:
     def watch_delivery_reports(
         self,
         *,
-        interval: float = 5.0,
-        max_backoff: float = 60.0,
-        stop_when_idle: float | None = None,
         on_batch: BatchHook[DeliveryReport] | None = None,
-        close_grace: float = 30.0,
-        max_buffered: int = 10_000,
+        **options: Unpack[PollKeywords],
     ) -> RecordStream[DeliveryReport]:
         """Stream delivery reports as they arrive: ``async with ... as reports: async for``.
 
@@ -347,29 +330,25 @@ class AisixClient:
         queue is empty; -1 and transient errors back off without ending the stream.
         Reports fetched but not yet read when the block is left stay in
         ``reports.unread()``. See :class:`RecordStream`.
+
+        ``on_batch`` is awaited with each batch, in order, before its reports are yielded.
+        Options are the fields of :class:`PollOptions`, given as keywords (``interval=1``,
+        ``stop_when_idle=30``); ``help(PollOptions)`` says what each does. An unknown
+        keyword raises TypeError here.
         """
-        options = PollOptions(
-            interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
-            close_grace=close_grace, max_buffered=max_buffered,
-        )  # fmt: skip
-        return watch_delivery_reports(self._gateway, options, on_batch)
+        return watch_delivery_reports(self._gateway, PollOptions(**options), on_batch)
 
     def watch_replies(
         self,
         *,
-        interval: float = 5.0,
-        max_backoff: float = 60.0,
-        stop_when_idle: float | None = None,
         on_batch: BatchHook[Reply] | None = None,
-        close_grace: float = 30.0,
-        max_buffered: int = 10_000,
+        **options: Unpack[PollKeywords],
     ) -> RecordStream[Reply]:
-        """Stream inbound replies as they arrive; shaped as :meth:`watch_delivery_reports`."""
-        options = PollOptions(
-            interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
-            close_grace=close_grace, max_buffered=max_buffered,
-        )  # fmt: skip
-        return watch_replies(self._gateway, options, on_batch)
+        """Stream inbound replies as they arrive; shaped as :meth:`watch_delivery_reports`.
+
+        Options: the fields of :class:`PollOptions` as keywords, as for that method.
+        """
+        return watch_replies(self._gateway, PollOptions(**options), on_batch)
 
     async def estimate(
         self,

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -36,17 +37,16 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
 
 from .._core.errors import AisixError, CampaignError, ValidationError
 from .._core.models import DeliveryReport, MalformedRecord, Reply
-from .._core.options import PollOptions, SendOptions
+from .._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
 from .._features.bulk import (
     BulkStats,
     ChunkLedger,
@@ -65,6 +65,12 @@ from .._gateway import Gateway
 from .._mechanics.scheduler import RateState
 from .journal import ChunkState, Journal
 from .ledger import CampaignLedger, CampaignSummary, summarize
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:
+    # As in _client: only (string) annotations name it, so 3.10 needs no typing_extensions.
+    from typing_extensions import Unpack
 
 __all__ = ["Campaign", "CampaignStream", "open_campaign"]
 
@@ -355,91 +361,69 @@ class Campaign:
         self,
         numbers: Iterable[str] | AsyncIterable[str],
         content: str,
-        *,
-        cgid: int | None = None,
-        csid: int | None = None,
-        at: datetime | None = None,
-        chunk_size: int | None = None,
-        check_balance: bool = True,
+        **options: Unpack[SendKeywords],
     ) -> CampaignStream:
-        """``client.send_many``, recorded; run it again with the same input to resume."""
-        options = SendOptions(
-            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
-        )
+        """``client.send_many``, recorded; run it again with the same input to resume.
+
+        Options: the fields of :class:`SendOptions` as keywords, as for ``client.send_many``.
+        """
+        record = SendOptions(**options)
         definition = self._definition(
-            "send_many", options, content=content, chunk_size=options.chunk_size_for("sendOnce")
+            "send_many", record, content=content, chunk_size=record.chunk_size_for("sendOnce")
         )
 
         def build(ledger: ChunkLedger, check: bool) -> SendStream:
-            checked = attrs.evolve(options, check_balance=check)
+            checked = attrs.evolve(record, check_balance=check)
             return once_stream(self._gateway, numbers, content, checked, ledger)
 
-        return CampaignStream(self, definition, build, check_balance, self._lease())
+        return CampaignStream(self, definition, build, record.check_balance, self._lease())
 
     def send_batch_many(
         self,
         pairs: Iterable[tuple[str, str]] | AsyncIterable[tuple[str, str]],
-        *,
-        cgid: int | None = None,
-        csid: int | None = None,
-        at: datetime | None = None,
-        chunk_size: int | None = None,
-        check_balance: bool = True,
+        **options: Unpack[SendKeywords],
     ) -> CampaignStream:
-        """``client.send_batch_many``, recorded."""
-        options = SendOptions(
-            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
-        )
+        """``client.send_batch_many``, recorded; options as for :meth:`send_many`."""
+        record = SendOptions(**options)
         definition = self._definition(
-            "send_batch_many", options, chunk_size=options.chunk_size_for("sendBatch")
+            "send_batch_many", record, chunk_size=record.chunk_size_for("sendBatch")
         )
 
         def build(ledger: ChunkLedger, check: bool) -> SendStream:
-            checked = attrs.evolve(options, check_balance=check)
+            checked = attrs.evolve(record, check_balance=check)
             return batch_stream(self._gateway, pairs, checked, ledger)
 
-        return CampaignStream(self, definition, build, check_balance, self._lease())
+        return CampaignStream(self, definition, build, record.check_balance, self._lease())
 
     def send_param_many(
         self,
         template: str,
         rows: Iterable[tuple[str, Sequence[str]]] | AsyncIterable[tuple[str, Sequence[str]]],
-        *,
-        cgid: int | None = None,
-        csid: int | None = None,
-        at: datetime | None = None,
-        chunk_size: int | None = None,
-        check_balance: bool = True,
+        **options: Unpack[SendKeywords],
     ) -> CampaignStream:
-        """``client.send_param_many``, recorded."""
-        options = SendOptions(
-            cgid=cgid, csid=csid, at=at, chunk_size=chunk_size, check_balance=check_balance
-        )
+        """``client.send_param_many``, recorded; options as for :meth:`send_many`."""
+        record = SendOptions(**options)
         definition = self._definition(
             "send_param_many",
-            options,
+            record,
             template=template,
-            chunk_size=options.chunk_size_for("sendParam"),
+            chunk_size=record.chunk_size_for("sendParam"),
         )
 
         def build(ledger: ChunkLedger, check: bool) -> SendStream:
-            checked = attrs.evolve(options, check_balance=check)
+            checked = attrs.evolve(record, check_balance=check)
             return param_stream(self._gateway, template, rows, checked, ledger)
 
-        return CampaignStream(self, definition, build, check_balance, self._lease())
+        return CampaignStream(self, definition, build, record.check_balance, self._lease())
 
     # -- reports and replies ---------------------------------------------------------
 
     def watch_delivery_reports(
         self,
         *,
-        interval: float = 5.0,
-        max_backoff: float = 60.0,
-        stop_when_idle: float | None = None,
         on_batch: BatchHook[DeliveryReport] | None = None,
-        close_grace: float = 30.0,
-        max_buffered: int = 10_000,
         on_recorded: Callable[[Sequence[bool]], Awaitable[None]] | None = None,
+        **options: Unpack[PollKeywords],
     ) -> RecordStream[DeliveryReport]:
         """``client.watch_delivery_reports``, each batch journalled before it is yielded.
 
@@ -454,6 +438,9 @@ class Campaign:
         sent), False for another campaign's or a send outside it (kept and counted in
         ``summary().foreign_reports``). The stream yields the reports in the same order,
         so the flags can be paired with them as they are read.
+
+        Options: the fields of :class:`PollOptions` as keywords, as for
+        ``client.watch_delivery_reports``.
         """
         journal = self._opened()
 
@@ -463,29 +450,20 @@ class Campaign:
                 await on_recorded(done.mine)
 
         record = _journalled(write, on_batch)
-        options = PollOptions(
-            interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
-            close_grace=close_grace, max_buffered=max_buffered,
-        )  # fmt: skip
-        return watch_delivery_reports(self._gateway, options, record)
+        return watch_delivery_reports(self._gateway, PollOptions(**options), record)
 
     def watch_replies(
         self,
         *,
-        interval: float = 5.0,
-        max_backoff: float = 60.0,
-        stop_when_idle: float | None = None,
         on_batch: BatchHook[Reply] | None = None,
-        close_grace: float = 30.0,
-        max_buffered: int = 10_000,
+        **options: Unpack[PollKeywords],
     ) -> RecordStream[Reply]:
-        """``client.watch_replies``, each batch written to the journal before it is yielded."""
+        """``client.watch_replies``, each batch written to the journal before it is yielded.
+
+        Options: the fields of :class:`PollOptions` as keywords, as for ``client.watch_replies``.
+        """
         record = _journalled(self._opened().record_replies, on_batch)
-        options = PollOptions(
-            interval=interval, max_backoff=max_backoff, stop_when_idle=stop_when_idle,
-            close_grace=close_grace, max_buffered=max_buffered,
-        )  # fmt: skip
-        return watch_replies(self._gateway, options, record)
+        return watch_replies(self._gateway, PollOptions(**options), record)
 
     async def stored_reports(self) -> list[DeliveryReport]:
         """Every delivery report this campaign's journal recorded, in the order fetched."""

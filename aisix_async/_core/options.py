@@ -1,30 +1,44 @@
 """Options records: what a bulk send and a report poll can be told, in one place each.
 
-The facade's methods take the same names as keywords and build these; everything below
-the facade passes the record, so adding an option is an edit here and in the facade.
+Each record has a ``TypedDict`` twin of the same fields (``SendKeywords``,
+``PollKeywords``). The public methods take ``**options: Unpack[SendKeywords]`` and build
+the record with ``SendOptions(**options)``; everything below the facade passes the
+record. Adding an option is therefore an edit here only: a field with its default on the
+record, a line in its docstring, and the same name and type on its twin (a test checks
+that the two agree). Defaults live on the record alone: the twin is ``total=False``, so a
+keyword left out takes the record's default.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypedDict
 
 import attrs
 
-__all__ = ["PollOptions", "SendOptions"]
+__all__ = ["PollKeywords", "PollOptions", "SendKeywords", "SendOptions"]
 
 
 @attrs.frozen(kw_only=True)
 class SendOptions:
-    """How a bulk send goes out (the defaults are the client's and the action's)."""
+    """How a bulk send goes out; every field is also a keyword of the bulk calls.
 
-    #: Channel group and signature; None: the client's default.
+    - ``cgid``, ``csid``: the channel group and the signature (None: the client's
+      defaults).
+    - ``at``: send later, at this time (timezone-aware, or naive in the gateway's zone).
+    - ``chunk_size``: recipients per request (None: 1000 for sendOnce, 100 for
+      sendBatch and sendParam; lower values only).
+    - ``check_balance``: estimate the cost first and raise ``BalanceTooLowError``, before
+      anything is sent, when the balance is short (an input without a length is not
+      estimated: a -9 stops the send instead).
+
+    The defaults are the signature's, and are written nowhere else.
+    """
+
     cgid: int | None = None
     csid: int | None = None
-    #: Send later (a timezone-aware time, or naive in the gateway's time zone).
     at: datetime | None = None
-    #: Recipients per request; None: 1000 for sendOnce, 100 for sendBatch/sendParam.
     chunk_size: int | None = None
-    #: Estimate the cost first and refuse (BalanceTooLowError) when the balance is short.
     check_balance: bool = True
 
     def chunk_size_for(self, action: str) -> int:
@@ -34,17 +48,43 @@ class SendOptions:
         return 1000 if action == "sendOnce" else 100
 
 
+class SendKeywords(TypedDict, total=False):
+    """The fields of :class:`SendOptions` as keywords (``**options`` of the bulk calls)."""
+
+    cgid: int | None
+    csid: int | None
+    at: datetime | None
+    chunk_size: int | None
+    check_balance: bool
+
+
 @attrs.frozen(kw_only=True)
 class PollOptions:
-    """How a report or reply stream polls (see ``RecordStream``)."""
+    """How a report or reply stream polls; every field is also a keyword of the watch calls.
 
-    #: Seconds between polls while the queue is empty.
+    - ``interval``: seconds between polls while the queue is empty.
+    - ``max_backoff``: the longest wait, in seconds, after errors and -1 answers.
+    - ``stop_when_idle``: end the stream once nothing has arrived for this many seconds
+      (None: never).
+    - ``close_grace``: seconds a poll on the wire gets to finish when the stream closes;
+      its records go to ``unread()``.
+    - ``max_buffered``: the poller pauses while this many records wait to be read.
+
+    The defaults are the signature's, and are written nowhere else.
+    """
+
     interval: float = 5.0
-    #: Longest wait after errors and -1 answers.
     max_backoff: float = 60.0
-    #: End the stream once nothing has arrived for this many seconds (None: never).
     stop_when_idle: float | None = None
-    #: Seconds a poll on the wire gets to finish when the stream closes.
     close_grace: float = 30.0
-    #: The poller pauses while this many records wait to be read.
     max_buffered: int = 10_000
+
+
+class PollKeywords(TypedDict, total=False):
+    """The fields of :class:`PollOptions` as keywords (``**options`` of the watch calls)."""
+
+    interval: float
+    max_backoff: float
+    stop_when_idle: float | None
+    close_grace: float
+    max_buffered: int
