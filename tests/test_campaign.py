@@ -19,12 +19,14 @@ import pytest
 from helpers import client_for, collect, journal_held_elsewhere, numbers
 
 from aisix_async import (
+    BalanceTooLowError,
     CampaignError,
     NotSentError,
     OutcomeStatus,
     RateState,
     RetryPolicy,
     SendOutcome,
+    open_campaign_journal,
 )
 from aisix_async._mechanics.scheduler import Scheduler
 
@@ -88,6 +90,24 @@ async def test_a_run_stopped_by_the_balance_resumes_where_it_stopped(
     assert summary.accepted == 3000
     assert summary.complete
     assert sent_counts(emulator) == Counter(mobiles)
+
+
+async def test_a_run_refused_by_the_balance_check_is_ended_in_the_journal(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # The check refuses before anything is sent; the run it had begun is ended, not left
+    # open as if its process had crashed mid-send.
+    path = tmp_path / "c.db"
+    emulator.state.set_balance(None, "0.01")
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
+        with pytest.raises(BalanceTooLowError):
+            async with campaign.send_many(numbers(50), "Spring sale"):
+                pass
+    async with open_campaign_journal(path) as journal:
+        runs = await journal.runs()
+    assert [run.kind for run in runs] == ["send"]
+    assert runs[0].ended_at is not None
+    assert emulator.state.get_counters().requests.get("sendOnce", 0) == 0
 
 
 async def test_unknown_chunks_are_listed_not_resent_then_reconciled(

@@ -135,7 +135,13 @@ class CampaignStream:
                 self._stream.stop(self._stop_reason)
             await self._stream.__aenter__()
         except BaseException:
-            self._lease.release()
+            # A run begun and then refused (a short balance, a cancellation during the
+            # check) ends here, or the journal would show it as a crashed process's.
+            try:
+                if self._run is not None:
+                    await self._end_run(self._run)
+            finally:
+                self._lease.release()
             raise
         return self
 
