@@ -382,6 +382,7 @@ class Gateway:
                 hooks=hooks,
                 retry=retry,
                 log_extra=call.log_extra(),
+                leave_when_open=single,
             )
 
         try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio
 import pytest
-from sim_gateway import ClientRun, Gateway, simulate
+from sim_gateway import ClientRun, Gateway, default_scheduler, run_virtual, simulate
 
 from aisix_async import AuthenticationError, CircuitOpenError, RateLimitedError, RetryPolicy
 from aisix_async._core.errors import is_retryable
@@ -235,3 +236,55 @@ def test_a_burst_accepted_fast_counts_as_measured_far_above_the_floor() -> None:
     assert "CircuitOpenError" in repr(caught.value.exceptions)  # type: ignore[attr-defined]
     opened_by = max(at for at, _, _ in gateway.decisions)
     assert opened_by <= 12.0, opened_by
+
+
+def queued_callers_when_it_opens(leave_when_open: bool, backend: str) -> tuple[float, list[float]]:
+    """Single calls arriving 5 a second at an account accepted at 10/s until 5 s, then bound
+    elsewhere: when the breaker opened, and when each call waiting at that moment ended
+    (queued for a turn, or sleeping before its next attempt)."""
+    gateway = Gateway(10.0, burst=5, latency=0.1)
+    scheduler = default_scheduler()
+    send = gateway.attempt(0)
+    ended: list[tuple[float, float, str]] = []  # (started, ended, error type)
+
+    async def call(started: float) -> None:
+        try:
+            await scheduler.run(
+                send, action="sendOnce", unsafe=True, leave_when_open=leave_when_open
+            )
+            outcome = "accepted"
+        except CircuitOpenError:
+            outcome = "CircuitOpenError"
+        except RateLimitedError:
+            outcome = "RateLimitedError"
+        ended.append((started, anyio.current_time(), outcome))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                if i == 25:
+                    gateway.set_rate(0.0)
+                tg.start_soon(call, anyio.current_time())
+                await anyio.sleep(0.2)
+
+    run_virtual(main, backend)
+    assert scheduler.breaker.trips == 1
+    # It opened when the first call was refused with CircuitOpenError: from then on no
+    # call was accepted, and every call started before and still waiting was refused.
+    opened = min(end for _, end, error in ended if error == "CircuitOpenError")
+    assert all(error == "CircuitOpenError" for _, end, error in ended if end >= opened)
+    queued = [end for start, end, _ in ended if start < opened]
+    return opened, [end for end in queued if end >= opened]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_single_calls_queued_when_it_opens_fail_at_once(backend: str) -> None:
+    # A web service's handlers: the calls already waiting for a turn when the breaker
+    # opens fail with it, not one by one at their turns (one per 2 s at the floor).
+    opened, queued = queued_callers_when_it_opens(True, backend)
+    assert len(queued) >= 5
+    assert max(queued) - opened < 0.01, (opened, queued)
+    # What they did before (and what bulk chunks, which do not leave, still do).
+    opened, queued = queued_callers_when_it_opens(False, backend)
+    assert len(queued) >= 5
+    assert max(queued) - opened > 2.0, (opened, queued)

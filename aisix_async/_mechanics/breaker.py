@@ -11,7 +11,8 @@ accepted once the pace drops, so the run breaks within a second or two. When not
 -1 has come back for ``open_after`` seconds (and at least ``min_refusals`` of them), and
 the client has slowed down as far as it goes, the breaker opens: one WARNING explains
 it, and from then on every attempt fails at once with :class:`CircuitOpenError`
-(nothing sent), except for one probe now and then
+(nothing sent; a single call already queued for its turn too, rather than at that turn,
+up to seconds later), except for one probe now and then
 (``probe_after`` seconds, doubling up to ``max_probe_after``). The first answer that is
 not -1 closes it again.
 
@@ -66,12 +67,15 @@ class Breaker:
         probe_after: float = 5.0,
         max_probe_after: float = 60.0,
         seen_factor: float = 1.0,
+        on_open: Callable[[], None] | None = None,
     ) -> None:
         self.open_after = open_after
         self.min_refusals = min_refusals
         self.probe_after = probe_after
         self.max_probe_after = max_probe_after
         self.seen_factor = seen_factor
+        # Told when it opens (the scheduler fails the calls queued for a turn at once).
+        self._on_open = on_open
         # Whether any answer but -1 came back since the client was made: then the
         # account is not bound to another address (see the module's docstring).
         self._seen_accepted = False
@@ -102,6 +106,11 @@ class Breaker:
         """Raise CircuitOpenError at once when open and no probe is due (queue entry)."""
         if self._open and (self._probing or now < self._next_probe):
             raise self._refuse(action, now)
+
+    @staticmethod
+    def probing() -> bool:
+        """Whether the current task's attempt is the breaker's probe."""
+        return _PROBING.get()
 
     def recheck(self, action: str, now: float) -> None:
         """At the turn, right before writing: refuse if it opened while this call waited.
@@ -200,6 +209,8 @@ class Breaker:
                 self._run_length,
                 extra={"result": -1, "refusals": self._run_length, "refused_for": span},
             )
+            if self._on_open is not None:
+                self._on_open()
 
     def _cleared(self) -> None:
         if self._open:

@@ -102,6 +102,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_W = TypeVar("_W")
 logger = logging.getLogger("aisix_async")
 
 
@@ -423,7 +424,9 @@ class Scheduler:
         #: this client has been accepted, a run must be twice as long to open it:
         #: clients sharing a low limit see runs of -1 by chance (see breaker), unless
         #: it was accepted far faster than its floor (see _measured_far_above_floor).
-        self.breaker = Breaker(seen_factor=2.0)
+        self.breaker = Breaker(seen_factor=2.0, on_open=self._breaker_opened)
+        # The waits of callers that leave when the breaker opens (see _leave_if_opened).
+        self._leavers: set[anyio.CancelScope] = set()
         if rate_state is not None:
             self._warm_start(rate_state, initial_concurrency is not None)
 
@@ -815,6 +818,37 @@ class Scheduler:
         span = self.RECENT - 1
         return any(span >= fast * (recent[i + span] - recent[i]) for i in range(len(recent) - span))
 
+    def _breaker_opened(self) -> None:
+        # Calls queued for a turn when the breaker opens would each wait for it (one per
+        # 2 s at the floor) only to be refused then: they leave now (see run()).
+        for scope in self._leavers:
+            scope.cancel()
+
+    async def _wait_or_leave(
+        self, wait: Callable[[], Awaitable[_W]], action: str, leave: bool
+    ) -> _W:
+        """Wait for a slot or a turn; with ``leave``, raise CircuitOpenError once it opens.
+
+        Every wait given here is cancellation-safe (a caller cancelled while waiting takes
+        nothing and passes on what it was handed), as it must be for callers' deadlines.
+        The breaker's probe waits on.
+        """
+        if not leave or self.breaker.probing():
+            return await wait()
+        while True:
+            # Also on entry: a caller handed its slot in the instant the breaker opened
+            # returns from that wait as it was, and must not go on to take a turn.
+            self.breaker.recheck(action, self._clock())
+            scope = anyio.CancelScope()
+            self._leavers.add(scope)
+            try:
+                with scope:
+                    return await wait()
+            finally:
+                self._leavers.discard(scope)
+            # Only the breaker cancels this scope (another cancellation passes through):
+            # it raises at the top, unless a probe was accepted before this caller ran.
+
     # -- a pace shared with other clients ---------------------------------------------
 
     async def _shared_turn(self) -> SharedShare | None:
@@ -831,6 +865,13 @@ class Scheduler:
         return turn
 
     # -- running a request ---------------------------------------------------------
+
+    async def _take_turn(self) -> SharedShare | None:
+        # From the shared schedule when there is one and it answers, else paced here.
+        turn = await self._shared_turn()
+        if turn is None:
+            await self._await_pace()
+        return turn
 
     def _wait(self, state: RetryCallState, policy: RetryPolicy | None = None) -> float:
         policy = policy or self._retry
@@ -872,12 +913,12 @@ class Scheduler:
         tally: AttemptTally | None,
         hooks: DispatchHooks | None,
         started: list[float],
+        action: str,
+        leave_when_open: bool,
     ) -> _T:
-        waited = await self._acquire_slot()
+        waited = await self._wait_or_leave(self._acquire_slot, action, leave_when_open)
         try:
-            turn = await self._shared_turn()
-            if turn is None:
-                await self._await_pace()
+            turn = await self._wait_or_leave(self._take_turn, action, leave_when_open)
             if hooks is not None:
                 await hooks.before_dispatch()
             dispatched_at = self._clock()
@@ -920,6 +961,7 @@ class Scheduler:
         hooks: DispatchHooks | None = None,
         retry: RetryPolicy | None = None,
         log_extra: Mapping[str, object] | None = None,
+        leave_when_open: bool = False,
     ) -> _T:
         """Run ``attempt`` when its turn comes; retry it per the policy; raise its last error.
 
@@ -929,7 +971,8 @@ class Scheduler:
         this request; ``log_extra`` goes into the retry log records (which call). An
         error that is not retryable ends the run at once. While the breaker is open (-1
         that never clears) the run fails at once with CircuitOpenError, unless it is the
-        probe.
+        probe; with ``leave_when_open`` (a single call, whose caller is waiting), also
+        when the breaker opens while it waits for a slot or its turn.
         """
         policy = retry or self._retry
         breaker = self.breaker
@@ -946,13 +989,18 @@ class Scheduler:
                 left = min(left, policy.unreachable_timeout - (now - unreachable.since))
             return max(0.0, min(self._wait(state, policy), left))
 
+        async def backoff(seconds: float) -> None:
+            # A single call sleeping before its next attempt leaves too when the breaker
+            # opens: that attempt would be refused at once anyway.
+            await self._wait_or_leave(lambda: self._sleep(seconds), action, leave_when_open)
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: is_retryable(exc, unsafe=unsafe)),
             stop=stop_after_attempt(policy.attempts)
             | _SinceFirstDispatch(policy.timeout, started, self._clock)
             | unreachable,
             wait=wait,
-            sleep=self._sleep,
+            sleep=backoff,
             before_sleep=self._before_sleep(action, log_extra),
             reraise=True,
         )
@@ -968,7 +1016,9 @@ class Scheduler:
                         self._measured_far_above_floor,
                     ),
                 ):
-                    return await self._attempt(attempt, tally, hooks, started)
+                    return await self._attempt(
+                        attempt, tally, hooks, started, action, leave_when_open
+                    )
         except CircuitOpenError:
             raise
         except RateLimitedError as exc:
