@@ -223,7 +223,7 @@ def simulate(
     return SimResult(gateway, schedulers, list(runs))
 
 
-# -- a measurement to run by hand: python tests/sim_gateway.py [--quick] --------------
+# -- a measurement to run by hand: python tests/sim_gateway.py [--jitter X | --where] ------
 
 SWEEP_RATES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0, 300.0, 1000.0)
 SWEEP_LATENCIES = (0.005, 0.02, 0.1, 0.3, 1.0)
@@ -245,6 +245,21 @@ def sweep_cell(
         result.refused_share(end=seconds),
         result.goodput(end=seconds) / rate,
     )
+
+
+def where_refused(rate: float, latency: float, demand: int = 64) -> tuple[int, int, int]:
+    """A cold sweep cell's -1 answers by when they came: with the first (the requests in
+    flight when slow start first met the limit, two latencies), in the rest of the cell's
+    first quarter (finding the rate), and after it (holding it: the probes)."""
+    seconds = max(20.0, 150.0 / rate)
+    gateway = Gateway(rate, burst=5, latency=latency)
+    simulate(gateway, [ClientRun(seconds=seconds, demand=demand)])
+    times = [at for at, _, ok in gateway.decisions if not ok and at < seconds]
+    if not times:
+        return 0, 0, 0
+    first = sum(1 for at in times if at <= times[0] + 2 * latency)
+    finding = sum(1 for at in times if times[0] + 2 * latency < at < seconds / 4)
+    return first, finding, len(times) - first - finding
 
 
 def meets_sweep_target(refused: int, share: float, goodput: float) -> bool:
@@ -276,6 +291,20 @@ def moving_limit(rate: float = 40.0, phase: float = 10.0, latency: float = 0.1) 
 def _main(argv: list[str]) -> None:
     rates = SWEEP_RATES
     latencies = SWEEP_LATENCIES
+    if "--where" in argv:
+        # Where a cold cell's -1 answers come from: meeting the limit / finding it / holding it.
+        print("-1 answers: with the first / rest of the first quarter / later (total)")
+        print("R      " + "".join(f"{lat * 1000:>19g} ms" for lat in latencies))
+        for rate in rates:
+            row = f"{rate:<7g}"
+            for latency in latencies:
+                if rate * latency > 32:
+                    row += f"{'-':>22}"
+                    continue
+                parts = where_refused(rate, latency)
+                row += f"{' / '.join(map(str, parts)) + f' ({sum(parts)})':>22}"
+            print(row, flush=True)
+        return
     # --jitter X: each way of each request takes up to X times the latency more.
     jitter = float(argv[argv.index("--jitter") + 1]) if "--jitter" in argv else 0.0
     print(
