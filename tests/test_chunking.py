@@ -16,7 +16,7 @@ from aisix_async._core.chunking import (
     RejectedItem,
     plan,
 )
-from aisix_async._core.validate import SEPARATOR
+from aisix_async.validation import SEPARATOR
 
 
 def chunks_of(items: list[object]) -> list[PlannedChunk]:

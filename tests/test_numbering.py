@@ -10,7 +10,7 @@ from helpers import ACCOUNT, KEY
 
 from aisix_async import AisixClient, ExtraNotInstalledError, ValidationError
 from aisix_async._core.chunking import OncePlanner, PlannedChunk, RejectedItem, plan
-from aisix_async._core.validate import check_mobile
+from aisix_async.validation import check_mobile
 
 
 @pytest.mark.parametrize(

@@ -16,13 +16,8 @@ from hypothesis import strategies as st
 from stack_support import hx
 
 from aisix_async import AisixClient, ValidationError
-from aisix_async._core.validate import (
-    check_at,
-    check_content,
-    check_mobile,
-    check_template,
-    render_template,
-)
+from aisix_async._core.validate import check_at, render_template
+from aisix_async.validation import check_content, check_mobile, check_template
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
