@@ -108,6 +108,7 @@ class RecordStream(Generic[_R]):
         from_item: Callable[[Mapping[str, str]], _R],
         options: PollOptions,
         on_batch: BatchHook[_R] | None = None,
+        from_items: Callable[[Sequence[Mapping[str, str]]], list[_R] | None] | None = None,
     ) -> None:
         interval, max_backoff = options.interval, options.max_backoff
         stop_when_idle, close_grace = options.stop_when_idle, options.close_grace
@@ -119,6 +120,8 @@ class RecordStream(Generic[_R]):
         self._gateway = gateway
         self._action = action
         self._from_item = from_item
+        #: Reads a whole batch of usual items at once, if the record type can.
+        self._from_items = from_items
         self._interval = interval
         self._max_backoff = max(max_backoff, interval)
         self._stop_when_idle = stop_when_idle
@@ -391,7 +394,7 @@ class RecordStream(Generic[_R]):
         self, items: Sequence[Mapping[str, str]]
     ) -> tuple[list[_R | MalformedRecord], list[_R]]:
         """Parse a fetched batch: all of it (for the hook), and its good records."""
-        parsed = parse_records(self._action, items, self._from_item)
+        parsed = parse_records(self._action, items, self._from_item, self._from_items)
         if MalformedRecord in set(map(type, parsed)):
             good: list[_R] = []
             for record in parsed:
@@ -471,7 +474,14 @@ def watch_delivery_reports(
     yielded without having been through ``on_batch`` (logged at ERROR), then the
     ``async for`` raises the hook's error.
     """
-    return RecordStream(gateway, "getSendState", DeliveryReport.from_item, options, on_batch)
+    return RecordStream(
+        gateway,
+        "getSendState",
+        DeliveryReport.from_item,
+        options,
+        on_batch,
+        from_items=DeliveryReport.from_items,
+    )
 
 
 def watch_replies(
