@@ -534,7 +534,9 @@ class Gateway:
     ) -> list[DeliveryReport | MalformedRecord]:
         """getSendState: the delivery reports not fetched before, unreadable ones kept."""
         answer = await self.call("getSendState", [], deadline=deadline, retry=retry, single=True)
-        return parse_records("getSendState", answer.items, DeliveryReport.from_item)
+        return parse_records(
+            "getSendState", answer.items, DeliveryReport.from_item, DeliveryReport.from_items
+        )
 
     async def get_replies(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None

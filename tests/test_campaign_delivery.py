@@ -262,3 +262,49 @@ async def test_a_crash_while_reports_are_written_leaves_the_journal_consistent(
     assert dict(summary.delivery) == dict(finals(stored))
     lost = handed_out - 100
     assert summary.pending == lost + sum(1 for r in stored if not r.is_final)
+
+
+@pytest.mark.parametrize("after", [0.02, 0.05, 0.12])
+async def test_a_watch_cancelled_mid_batch_leaves_every_report_journalled_or_unread(
+    emulator: Any, tmp_path: Path, after: float
+) -> None:
+    # Cancelled from outside while batches are parsed, written and read, at a few
+    # moments: every report handed out is in the journal or in unread() (nothing lost),
+    # everything yielded was journalled first, and the journal's counts match its rows.
+    emulator.state.configure(report_delay=0.0, reports_per_call=150)
+    path = tmp_path / "c.db"
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
+        async with campaign.send_many(numbers(1200), "hello", chunk_size=200) as s:
+            async for _ in s:
+                pass
+        drawn = {(m, n): code for m, n, code in emulator.state.queued_reports()}
+
+        async def slow(batch: object) -> None:
+            await anyio.sleep(0.01)
+
+        yielded: list[Any] = []
+        stream = campaign.watch_delivery_reports(interval=0.01, on_batch=slow)
+        with anyio.move_on_after(after):
+            async with stream:
+                async for report in stream:
+                    yielded.append(report)
+        unread = stream.unread()
+        stored = await campaign.stored_reports()
+        summary = campaign.summary()
+    still_queued = {(m, n) for m, n, _ in emulator.state.queued_reports()}
+    handed_out = drawn.keys() - still_queued
+    keys = {(r.msgid, r.mobile) for r in stored}
+    assert {(r.msgid, r.mobile) for r in yielded} <= keys
+    assert keys | {(r.msgid, r.mobile) for r in unread} == handed_out
+    assert all(drawn[(r.msgid, r.mobile)] == r.code for r in stored)
+    finals = Counter(c for r in stored if (c := r.code.upper()) in FINAL_OPERATOR_CODES)
+    assert summary.delivery == dict(finals)
+    assert summary.foreign_reports == 0
+    journal = await Journal.open(path)
+    try:
+        seqs = journal._conn.execute(
+            "SELECT seq FROM reports UNION ALL SELECT seq FROM delivery ORDER BY 1"
+        ).fetchall()
+        assert [seq for (seq,) in seqs] == list(range(1, len(stored) + 1))
+    finally:
+        await journal.aclose()

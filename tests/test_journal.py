@@ -672,3 +672,80 @@ async def test_runs_of_one_msgid_mixed_with_others_are_recorded_as_one_by_one(
         assert summarize(journal).pending == 10 - 5
     finally:
         await journal.aclose()
+
+
+@pytest.mark.parametrize("variables", [32766, 999])
+async def test_what_a_batch_looks_up_is_read_before_it_and_forgotten_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: int
+) -> None:
+    # A batch's msgids and their chunks' numbers are read in a statement or two before
+    # it. More chunks than the lookup keeps, a msgid no chunk has in one batch that a
+    # chunk recorded afterwards has in the next, an msgid never learned that a
+    # reconciliation gives a chunk halfway through a batch: each lands where report by
+    # report would put it.
+    monkeypatch.setattr(sql, "_VARIABLES", variables)
+    chunks = sql.ReportLookup._MAX_CHUNKS + 6
+    numbers = [f"1391{i:07d}" for i in range(chunks * 2)]
+    journal = await Journal.open(tmp_path / "c.db")
+    try:
+        await journal.define("fp", {})
+        for index in range(chunks):
+            positions, mobiles = range(index * 2, index * 2 + 2), numbers[index * 2 : index * 2 + 2]
+            await journal.begin_chunk(
+                index, "sendOnce", positions, mobiles, f"h{index}", resend_unknown=False
+            )
+            await journal.settle_chunk(
+                index,
+                "sendOnce",
+                positions,
+                mobiles,
+                ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": f"m{index}"},)),
+            )
+        # One more chunk, whose answer was lost: its reports come with an msgid it
+        # never learned.
+        lost = chunks
+        lost_numbers = ("13920000001", "13920000002")
+        await journal.begin_chunk(
+            lost, "sendOnce", range(lost * 2, lost * 2 + 2), lost_numbers, "hl",
+            resend_unknown=False,
+        )  # fmt: skip
+        await journal.settle_chunk(
+            lost,
+            "sendOnce",
+            range(lost * 2, lost * 2 + 2),
+            lost_numbers,
+            ChunkResult(ChunkState.UNKNOWN, error_class="GatewayInternalError"),
+        )
+
+        def report(msgid: str, mobile: str) -> DeliveryReport:
+            return DeliveryReport(msgid, msgid, mobile, ReportResult.DELIVERED, "DELIVRD")
+
+        first: list[DeliveryReport | MalformedRecord] = [
+            report(f"m{i // 2}", mobile) for i, mobile in enumerate(numbers)
+        ]
+        first.insert(5, report("late", "13930000001"))
+        first.insert(9, report("lost", lost_numbers[0]))
+        first.insert(12, report("lost", lost_numbers[1]))
+        done = await journal.ingest_reports(first)
+        assert done.foreign == 1
+        assert sorted(done.reconciled) == [lost]
+        assert done.mine.count(False) == 1
+        assert journal.delivery == {"DELIVRD": len(numbers) + 2}
+        # The msgid no chunk had is recorded by a chunk now: the next batch's report of
+        # it is the campaign's (the earlier one was claimed when the chunk was).
+        late = lost + 1
+        await journal.begin_chunk(
+            late, "sendOnce", [late * 2], ["13930000002"], "hz", resend_unknown=False
+        )
+        await journal.settle_chunk(
+            late,
+            "sendOnce",
+            [late * 2],
+            ["13930000002"],
+            ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": "late"},)),
+        )
+        again = await journal.ingest_reports([report("late", "13930000002")])
+        assert again.mine == [True]
+        assert again.foreign == 0
+    finally:
+        await journal.aclose()

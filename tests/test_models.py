@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aisix_async import (
     Balance,
     ChannelGroup,
     DeliveryReport,
+    MalformedRecord,
     ProtocolError,
     Reply,
     ReportResult,
     SendReceipt,
     Signature,
 )
+from aisix_async._core import models
+from aisix_async._core.models import parse_records
 
 
 def test_msgid_stays_a_string_and_money_a_decimal() -> None:
@@ -86,3 +92,69 @@ def test_channel_group_and_signature() -> None:
     assert (group.cgid, group.word, group.longword, group.price) == (80, 70, 64, Decimal("0.08"))
     sign = Signature.from_item({"csid": "0", "sign": "【Aisix】"})
     assert (sign.csid, sign.sign) == (0, "【Aisix】")
+
+
+_USUAL = st.fixed_dictionaries(
+    {
+        "id": st.text(max_size=5),
+        "msgid": st.text(max_size=5),
+        "mobile": st.text(max_size=5),
+        "result": st.sampled_from(["0", "1", "2"]),
+        "return": st.sampled_from(["DELIVRD", "UNDELIV", "ACCEPTD", "x"]),
+    }
+)
+_ODD = st.one_of(
+    _USUAL.map(lambda item: {**item, "result": "7"}),
+    _USUAL.map(lambda item: {**item, "note": "extra"}),
+    _USUAL.map(lambda item: {k: v for k, v in item.items() if k != "id"}),
+    _USUAL.map(lambda item: {k: v for k, v in item.items() if k != "mobile"}),
+)
+
+
+@given(st.lists(_USUAL, max_size=20))
+def test_a_batch_of_usual_reports_is_read_whole_as_item_by_item(
+    items: list[dict[str, str]],
+) -> None:
+    whole = DeliveryReport.from_items(items)
+    assert whole == [DeliveryReport.from_item(item) for item in items]
+    assert whole is not None
+    for report, item in zip(whole, items, strict=True):
+        assert type(report) is DeliveryReport
+        assert type(report.result) is ReportResult
+        assert report.extra == {} and type(report.extra) is dict
+        assert hash(report) == hash(DeliveryReport.from_item(item))
+        assert attrs.evolve(report, code="X").code == "X"
+    # Each report has an extra of its own, as from_item gives.
+    assert len({id(report.extra) for report in whole}) == len(whole)
+
+
+@given(st.lists(_USUAL, max_size=10), _ODD, st.lists(_USUAL, max_size=10))
+def test_a_batch_with_one_unusual_item_is_left_to_item_by_item(
+    before: list[dict[str, str]], odd: dict[str, str], after: list[dict[str, str]]
+) -> None:
+    items = [*before, odd, *after]
+    assert DeliveryReport.from_items(items) is None
+    parsed = parse_records(
+        "getSendState", items, DeliveryReport.from_item, DeliveryReport.from_items
+    )
+    by_item = parse_records("getSendState", items, DeliveryReport.from_item)
+    assert parsed == by_item
+    if odd.get("result") == "7" or "mobile" not in odd:
+        assert isinstance(parsed[len(before)], MalformedRecord)
+
+
+def test_reports_are_built_by_the_class_when_its_slots_are_not_all_it_sets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    item = {"id": "1", "msgid": "2", "mobile": "3", "result": "1", "return": "UNDELIV"}
+    monkeypatch.setattr(models, "_REPORT_SLOTS", None)
+    assert DeliveryReport.from_items([item]) == [DeliveryReport.from_item(item)]
+
+
+def test_delivery_reports_set_nothing_but_their_slots() -> None:
+    # The whole-batch reading sets slots directly: a validator, converter or hook added
+    # to DeliveryReport must turn it back to calling the class.
+    assert models._REPORT_SLOTS is not None
+    assert [slot.__name__ for slot in models._REPORT_SLOTS] == [
+        field.name for field in attrs.fields(DeliveryReport)
+    ]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from xml.etree.ElementTree import ParseError
+from xml.parsers.expat import ExpatError
+from xml.sax.saxutils import quoteattr
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aisix_async import ProtocolError
+from aisix_async._core import xml as xml_module
 from aisix_async._core.xml import parse_answer
 
 SAMPLE = (
@@ -104,8 +108,100 @@ def test_arbitrary_bytes_never_escape_as_another_exception(body: bytes) -> None:
     )
 )
 def test_attribute_values_round_trip_through_escaping(attributes: dict[str, str]) -> None:
-    from xml.sax.saxutils import quoteattr
-
     item = "".join(f" {key}={quoteattr(value)}" for key, value in attributes.items())
     body = f'<xml name="getReply" result="1"><Item{item}/></xml>'.encode()
     assert parse_answer(body, "getReply").items == (attributes,)
+
+
+# -- the fast reading against defusedxml's tree ------------------------------------------
+
+
+def _by_tree(body: bytes) -> tuple[str, dict[str, str], list[dict[str, str]]] | str:
+    """What defusedxml's tree says of ``body``: the root and its Items, or the error kind."""
+    from defusedxml import DefusedXmlException
+
+    try:
+        return xml_module._read_tree(body)
+    except DefusedXmlException:
+        return "forbidden"
+    except ParseError:
+        return "malformed"
+
+
+def _by_fast(body: bytes) -> tuple[str, dict[str, str], list[dict[str, str]]] | str | None:
+    from defusedxml import DefusedXmlException
+
+    try:
+        return xml_module._read_fast(body)
+    except DefusedXmlException:
+        return "forbidden"
+    except ExpatError:
+        return "malformed"
+
+
+_NAME = st.sampled_from(["xml", "Item", "Other", "a"])
+_VALUE = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8)
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> bytes:
+    """Small documents shaped like answers, some of them wrong (nesting, text, tags)."""
+
+    def element(depth: int) -> str:
+        name = draw(_NAME)
+        attributes = draw(st.dictionaries(st.sampled_from(["id", "msgid", "x"]), _VALUE))
+        head = name + "".join(f" {k}={quoteattr(v)}" for k, v in attributes.items())
+        children = draw(st.integers(0, 3 if depth < 2 else 0))
+        if not children:
+            return f"<{head}/>"
+        inner = "".join(
+            element(depth + 1) + draw(st.sampled_from(["", "\n", " text "]))
+            for _ in range(children)
+        )
+        return f"<{head}>{inner}</{name}>"
+
+    prologue = draw(st.sampled_from(["", '<?xml version="1.0" encoding="UTF-8"?>\n']))
+    body = (prologue + element(0)).encode()
+    # Now and then a body cut short: expat must say so on both paths alike.
+    cut = draw(st.integers(0, len(body)))
+    return body[:cut] if draw(st.booleans()) and cut else body
+
+
+@given(_documents())
+def test_the_fast_reading_finds_what_the_tree_finds(body: bytes) -> None:
+    assert _by_fast(body) == _by_tree(body)
+
+
+@pytest.mark.parametrize("body", [BOMB, EXTERNAL, b"<!DOCTYPE xml><xml/>"])
+def test_the_fast_reading_refuses_what_defusedxml_refuses(body: bytes) -> None:
+    assert _by_fast(body) == "forbidden"
+
+
+def test_namespaced_answers_are_read_through_the_tree() -> None:
+    body = (
+        b'<xml name="getReply" result="1" xmlns:g="urn:g">'
+        b'<Item id="1" g:extra="kept" mobile="13800000001"/></xml>'
+    )
+    assert xml_module._read_fast(body) is None
+    answer = parse_answer(body, "getReply")
+    assert answer.items == ({"id": "1", "{urn:g}extra": "kept", "mobile": "13800000001"},)
+    # Namespace syntax in a refused document is refused all the same.
+    assert _by_tree(BOMB.replace(b'name="sendOnce"', b'xmlns="urn:g"')) == "forbidden"
+
+
+def test_answers_are_read_through_the_tree_when_defusedxml_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A defusedxml whose parser is not armed as checked for is never read around.
+    monkeypatch.setattr(xml_module, "_armed_parser", lambda: None)
+    assert xml_module._read_fast(SAMPLE) is None
+    assert parse_answer(SAMPLE, "sendOnce").items[0]["msgid"] == "652694368707503300"
+    with pytest.raises(ProtocolError, match="forbidden XML"):
+        parse_answer(BOMB, "sendOnce")
+
+
+def test_the_armed_parser_has_every_refusal() -> None:
+    expat = xml_module._armed_parser()
+    assert expat is not None
+    for name in xml_module._REFUSALS:
+        assert getattr(expat, name) is not None

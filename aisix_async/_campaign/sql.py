@@ -602,7 +602,8 @@ class ReportLookup:
     Reports come roughly in the order their chunks were sent, a thousand or so per
     msgid, so a msgid's chunk and a chunk's numbers are read once and kept: a bounded
     cache of what the file says, never a second source of truth (only positive answers
-    are kept, and a chunk's numbers never change once settled: a changed input is refused).
+    are kept across batches, and a chunk's numbers never change once settled: a changed
+    input is refused). What a batch needs is read before it, by :meth:`prefetch`.
     """
 
     _MAX_MSGIDS = 100_000
@@ -612,6 +613,42 @@ class ReportLookup:
         self._chunk_of: dict[str, int] = {}
         self._numbers: dict[int, frozenset[str]] = {}
         self._next_seq: int | None = None
+        #: Msgids the last prefetch found no chunk for: valid in its transaction only.
+        self._absent: set[str] = set()
+
+    def prefetch(self, conn: sqlite3.Connection, msgids: set[str]) -> None:
+        """Read the chunks of ``msgids`` and their numbers that are not kept yet.
+
+        Two statements for a batch, rather than two per msgid and chunk: every statement
+        hands the GIL to the event loop, busy parsing the next batch, and waits to get
+        it back. Until the next prefetch (within the transaction that made it: only a
+        reconciliation gives a msgid a chunk there, and it is learned), a msgid it did
+        not find is known to have none, without asking the file again.
+        """
+        wanted = [msgid for msgid in msgids if msgid not in self._chunk_of]
+        if len(self._chunk_of) + len(wanted) > self._MAX_MSGIDS:
+            self._chunk_of.clear()
+            wanted = list(msgids)
+        found: dict[str, int] = {}
+        for part in _slices(wanted, _VARIABLES):
+            found.update(
+                conn.execute(
+                    f"SELECT msgid, chunk FROM msgids WHERE msgid IN ({_marks(len(part))})", part
+                )
+            )
+        self._chunk_of.update(found)
+        self._absent = set(wanted).difference(found)
+        chunks = {self._chunk_of[m] for m in msgids if m in self._chunk_of}
+        missing = [chunk for chunk in chunks if chunk not in self._numbers][: self._MAX_CHUNKS]
+        if not missing:
+            return
+        rows = conn.execute(
+            f"SELECT idx, numbers, mobiles FROM chunks WHERE idx IN ({_marks(len(missing))})",
+            missing,
+        ).fetchall()
+        for chunk, packed, mobiles in rows:
+            if packed is not None or mobiles is not None:
+                self._keep_numbers(chunk, packed, mobiles)
 
     def sequence(self, conn: sqlite3.Connection, count: int) -> int:
         """The first of ``count`` fetch-order numbers, shared by ``reports`` and ``delivery``.
@@ -632,6 +669,8 @@ class ReportLookup:
     def chunk_of(self, conn: sqlite3.Connection, msgid: str) -> int | None:
         chunk = self._chunk_of.get(msgid)
         if chunk is None:
+            if msgid in self._absent:
+                return None
             row = conn.execute("SELECT chunk FROM msgids WHERE msgid=?", (msgid,)).fetchone()
             if row is None:
                 return None
@@ -641,6 +680,7 @@ class ReportLookup:
         return chunk
 
     def learn(self, msgid: str, chunk: int) -> None:
+        # Kept chunks are looked at before the absent: nothing to forget there.
         self._chunk_of[msgid] = chunk
 
     def numbers(self, conn: sqlite3.Connection, chunk: int) -> frozenset[str] | None:
@@ -652,10 +692,16 @@ class ReportLookup:
             ).fetchone()
             if row is None or (row[0] is None and row[1] is None):
                 return None
-            listed = unpack_numbers(row[0]) if row[0] is not None else row[1].split("\n")
-            if len(self._numbers) >= self._MAX_CHUNKS:
-                self._numbers.pop(next(iter(self._numbers)))
-            found = self._numbers[chunk] = frozenset(listed)
+            found = self._keep_numbers(chunk, *row)
+        return found
+
+    def _keep_numbers(
+        self, chunk: int, packed: bytes | None, mobiles: str | None
+    ) -> frozenset[str]:
+        listed = unpack_numbers(packed) if packed is not None else (mobiles or "").split("\n")
+        if len(self._numbers) >= self._MAX_CHUNKS:
+            self._numbers.pop(next(iter(self._numbers)))
+        found = self._numbers[chunk] = frozenset(listed)
         return found
 
 
@@ -693,10 +739,16 @@ def record_reports(
     ingest = _Ingest(conn, lookup, time.time())
     ingest.seq = lookup.sequence(conn, len(batch)) - 1
     ingest.any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
+    clean = MalformedRecord not in set(map(type, batch))
+    lookup.prefetch(
+        conn,
+        set(map(_MSGID, batch))
+        if clean
+        else {item.msgid for item in batch if not isinstance(item, MalformedRecord)},
+    )
     # Reports come a run of equal msgids at a time (a sendOnce chunk's, a thousand to a
     # msgid): a run whose chunk and numbers are known is taken whole, at C speed (see
     # _Ingest.whole_run); any other report one by one.
-    clean = MalformedRecord not in set(map(type, batch))
     for msgid, run in groupby(batch, key=_MSGID if clean else _msgid_or_none):
         items = list(run)
         if msgid is None or not ingest.whole_run(msgid, items):  # type: ignore[arg-type]
@@ -719,14 +771,10 @@ def record_reports(
                     finals[code.upper()] -= 1
             finals = Counter({code: n for code, n in finals.items() if n})
     _insert_many(conn, _REPORTS_INSERT, len(_REPORTS_COLUMNS), rows)
-    tallies = [(f"final:{code}", n) for code, n in finals.items()]
+    counts = [(f"final:{code}", n) for code, n in finals.items()]
     if ingest.foreign:
-        tallies.append(("foreign", ingest.foreign))
-    conn.executemany(
-        "INSERT INTO tallies (name, n) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
-        tallies,
-    )
+        counts.append(("foreign", ingest.foreign))
+    _add_tallies(conn, counts)
     return Ingested(
         ingest.reconciled,
         ingest.mine,
@@ -881,21 +929,21 @@ _DELIVERY_COLUMNS = ("chunk", "mobile", "code", "at", "seq", "id", "msgid", "res
 _DELIVERY_INSERT = f"INSERT OR IGNORE INTO delivery ({', '.join(_DELIVERY_COLUMNS)}) VALUES "
 # Bound variables one statement may hold: 32766 since SQLite 3.32, 999 before.
 _VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
-# Rows per statement of _insert_many: past a few hundred, longer statements gain nothing.
-_ROWS_PER_INSERT = 500
 
 
 def _insert_many(
     conn: sqlite3.Connection, head: str, width: int, rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    """Insert ``rows`` with ``head`` (``INSERT ... VALUES``), hundreds of rows a statement.
+    """Insert ``rows`` with ``head`` (``INSERT ... VALUES``), as many rows a statement as
+    SQLite's bound on variables allows (3640 rows of 9 columns).
 
     Not ``executemany``: that runs the statement once per row, and each run hands the GIL
-    to the event loop and waits to get it back (see ``_journal_writer``). With ten
-    thousand reports a batch, written while the event loop parses the next one, those
-    waits, not SQLite, were the cost of ingestion.
+    to the event loop and waits to get it back (see ``writer``); so does every
+    statement, which is why they are as long as they may be. Ten thousand reports in
+    statements of 500 rows took three times their CPU time in wall time beside a busy
+    event loop; in three statements, two.
     """
-    per = max(1, min(_ROWS_PER_INSERT, _VARIABLES // width))
+    per = max(1, _VARIABLES // width)
     one = "(" + ",".join("?" * width) + ")"
     for start in range(0, len(rows), per):
         part = rows[start : start + per]
@@ -940,14 +988,10 @@ def adopt_reports(
                     conn.execute("DELETE FROM reports WHERE seq=?", (seq,))
                     continue
             conn.execute("UPDATE reports SET chunk=? WHERE seq=?", (index, seq))
-    tallies = [(f"final:{code}", n) for code, n in finals.items()]
+    counts = [(f"final:{code}", n) for code, n in finals.items()]
     if moved:
-        tallies.append(("foreign", -moved))
-    conn.executemany(
-        "INSERT INTO tallies (name, n) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
-        tallies,
-    )
+        counts.append(("foreign", -moved))
+    _add_tallies(conn, counts)
     return finals, moved
 
 
@@ -964,6 +1008,27 @@ def _reconcile(conn: sqlite3.Connection, index: int, msgid: str, now: float) -> 
     conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
     conn.execute("INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)", (msgid, index))
     return decode_positions(text)
+
+
+def _marks(count: int) -> str:
+    """``count`` placeholders, comma-separated."""
+    return ",".join("?" * count)
+
+
+def _slices(values: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _add_tallies(conn: sqlite3.Connection, counts: Sequence[tuple[str, int]]) -> None:
+    """Add ``counts`` (name, n) to the tallies, in one statement (not one per name)."""
+    if counts:
+        conn.execute(
+            "INSERT INTO tallies (name, n) VALUES "
+            + ",".join(["(?, ?)"] * len(counts))
+            + " ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
+            list(chain.from_iterable(counts)),
+        )
 
 
 def tallies(conn: sqlite3.Connection) -> dict[str, int]:

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import types
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -165,6 +169,30 @@ class DeliveryReport:
         return cls(item.get("id", ""), msgid, mobile, result, item.get("return", ""), extra=extra)
 
     @classmethod
+    def from_items(cls, items: Sequence[Mapping[str, str]]) -> list[DeliveryReport] | None:
+        """A whole batch at once, when every item is the usual one: the five documented
+        attributes and no other, ``result`` written 0, 1 or 2. None otherwise (then each
+        item goes through :meth:`from_item`, whose reports these equal in every way).
+
+        Ten thousand reports a poll, on the event loop: the items are read a column at a
+        time and the reports' fields set a column at a time, through the class's slots,
+        without a Python call per report (see ``_set_columns``).
+        """
+        if not items:
+            return []
+        if set(map(len, items)) != {len(_REPORT_ATTRIBUTES_ORDER)}:
+            return None
+        try:
+            ids, msgids, mobiles, raw_results, codes = zip(
+                *map(_REPORT_ATTRIBUTES, items), strict=True
+            )
+            results = list(map(_RESULTS.__getitem__, raw_results))
+        except KeyError:
+            return None
+        extras: list[dict[str, str]] = [{} for _ in range(len(items))]
+        return _set_columns(cls, [ids, msgids, mobiles, results, codes, extras])
+
+    @classmethod
     def _checked(cls, item: Mapping[str, str]) -> DeliveryReport:
         what = "a delivery report"
         raw_result = _int(item, "result", what)
@@ -180,6 +208,44 @@ class DeliveryReport:
             code=item.get("return", ""),
             extra=_extra(item, cls._NAMED),
         )
+
+
+#: The usual report item's attributes, in the order of DeliveryReport's fields.
+_REPORT_ATTRIBUTES_ORDER = ("id", "msgid", "mobile", "result", "return")
+_REPORT_ATTRIBUTES = itemgetter(*_REPORT_ATTRIBUTES_ORDER)
+#: DeliveryReport's slots, in field order, when setting them is all its __init__ does
+#: (no validator, converter or post-init hook): None otherwise, and reports are built
+#: by calling the class.
+_REPORT_SLOTS: tuple[Any, ...] | None = (
+    tuple(DeliveryReport.__dict__[field.name] for field in attrs.fields(DeliveryReport))
+    if all(
+        field.validator is None
+        and field.converter is None
+        and isinstance(DeliveryReport.__dict__.get(field.name), types.MemberDescriptorType)
+        for field in attrs.fields(DeliveryReport)
+    )
+    and not hasattr(DeliveryReport, "__attrs_post_init__")
+    and not hasattr(DeliveryReport, "__attrs_pre_init__")
+    else None
+)
+
+
+def _set_columns(
+    cls: type[DeliveryReport], columns: Sequence[Sequence[Any]]
+) -> list[DeliveryReport]:
+    """Reports whose fields are ``columns`` (one per field, in field order).
+
+    What the attrs-made ``__init__`` of a frozen slotted class does is set each slot
+    (through ``object.__setattr__``, as the class refuses assignment); done here a column
+    at a time with ``map`` over the slot's own setter, no Python frame is entered per
+    report. It saved about a third of building ten thousand reports.
+    """
+    if _REPORT_SLOTS is None:
+        return list(map(cls, *columns[:-1]))
+    reports = cast("list[DeliveryReport]", list(map(object.__new__, repeat(cls, len(columns[0])))))
+    for slot, column in zip(_REPORT_SLOTS, columns, strict=True):
+        deque(map(slot.__set__, reports, column), maxlen=0)
+    return reports
 
 
 @attrs.frozen(kw_only=True)
@@ -334,11 +400,19 @@ def parse_records(
     action: str,
     items: Sequence[Mapping[str, str]],
     from_item: Callable[[Mapping[str, str]], _P],
+    from_items: Callable[[Sequence[Mapping[str, str]]], list[_P] | None] | None = None,
 ) -> list[_P | MalformedRecord]:
-    """Parse each item on its own: a bad one becomes a MalformedRecord, the rest survive."""
+    """Parse each item on its own: a bad one becomes a MalformedRecord, the rest survive.
+
+    ``from_items`` may read a batch of usual items at once (None when it holds another).
+    """
     # Ten thousand items a poll, parsed on the event loop while nothing else it does can
-    # go on: a batch without a bad item (the usual one) is parsed by ``map``, with no
-    # Python loop of our own around each item; a bad one sends it item by item.
+    # go on: a batch without a bad item (the usual one) is parsed whole, or by ``map``,
+    # with no Python loop of our own around each item; a bad one sends it item by item.
+    if from_items is not None:
+        whole = from_items(items)
+        if whole is not None:
+            return cast("list[_P | MalformedRecord]", whole)
     try:
         return list(map(from_item, items))
     except ProtocolError:

@@ -7,21 +7,23 @@ that:
 * A fetched batch is parsed item by item. An item that does not parse becomes a
   :class:`MalformedRecord` (logged at WARNING with its raw attributes, counted, kept in
   ``stream.malformed``) and the rest of its batch is delivered as usual.
-* A batch lands in the stream's buffer, synchronously, the moment its answer is parsed;
-  the consumer takes records from that buffer. Leaving the ``async with`` block early
-  (``break``, an error, a cancelled ``tracker.wait``) therefore leaves whatever was
-  fetched but not yet yielded in ``stream.unread()``.
+* A fetched batch is held by the stream from the moment its answer arrives, then moves
+  to the stream's buffer, from which the consumer takes records. Leaving the ``async
+  with`` block early (``break``, an error, a cancelled ``tracker.wait``) therefore leaves
+  whatever was fetched but not yet yielded in ``stream.unread()`` (a held batch is
+  parsed there).
 * Closing the stream does not cancel a poll that is on the wire: its answer may already
   hold records the gateway will never send again. The poll gets ``close_grace`` seconds
   to finish, and its records go to ``unread()``.
-* With a batch hook (``on_batch``, a campaign's journal write), a batch is parsed and
-  handed to the hook by a task of its own while the next poll is on the wire, so
-  neither holds up fetching the next: the reports come as fast as the gateway hands
-  them out. Hooks still run one at a time, in fetch order, and a batch is released to
-  the reader only once its hook returned (``unread()`` parses a batch no task took
-  yet). When a hook fails, the poll already on the wire is the last: its batch (at most
-  one) is fetched, so it is handed to the reader too, unrecorded and logged as such,
-  and the stream then ends with the hook's error.
+* A batch is parsed into records (and handed to the batch hook, ``on_batch``, a
+  campaign's journal write, if there is one) by a task of its own while the next poll
+  is on the wire, so neither holds up fetching the next: the reports come as fast as
+  the gateway hands them out. Batches are still parsed and hooks run one at a time, in
+  fetch order, and a batch is released to the reader only once its hook returned
+  (``unread()`` parses a batch no task took yet). When a hook fails, the poll already
+  on the wire is the last: its batch (at most one) is fetched, so it is handed to the
+  reader too, unrecorded and logged as such, and the stream then ends with the hook's
+  error.
 
 The poller is a task in the stream's own task group (the stream is an async context
 manager, like anyio's ``as_completed``), so it cannot outlive the block. Its polls go
@@ -106,6 +108,7 @@ class RecordStream(Generic[_R]):
         from_item: Callable[[Mapping[str, str]], _R],
         options: PollOptions,
         on_batch: BatchHook[_R] | None = None,
+        from_items: Callable[[Sequence[Mapping[str, str]]], list[_R] | None] | None = None,
     ) -> None:
         interval, max_backoff = options.interval, options.max_backoff
         stop_when_idle, close_grace = options.stop_when_idle, options.close_grace
@@ -117,6 +120,8 @@ class RecordStream(Generic[_R]):
         self._gateway = gateway
         self._action = action
         self._from_item = from_item
+        #: Reads a whole batch of usual items at once, if the record type can.
+        self._from_items = from_items
         self._interval = interval
         self._max_backoff = max(max_backoff, interval)
         self._stop_when_idle = stop_when_idle
@@ -357,17 +362,14 @@ class RecordStream(Generic[_R]):
         if not answer.items:
             self._empty_polls += 1
             return 0
-        if self._on_batch is None:
-            self._buffer.extend(self._parse(answer.items)[1])
-            self._ready.set()
-            return len(answer.items)
-        # Held from here (unread() returns it) until its hook returns. Parsed by the task
-        # that hands it to the hook, not here: the next poll goes out first, and the
-        # parsing, like the write, is done while the gateway prepares its answer.
+        # Held from here (unread() returns it) until it is released to the reader. Parsed
+        # by a task of its own, not here: the next poll goes out first, and the parsing
+        # (with the hook's write, if any) is done while the gateway prepares its answer.
+        # Parsed here, ten thousand records made the next poll wait for them.
         fetched: _Fetched[_R] = _Fetched(answer.items)
         self._held.append(fetched)
-        # One hook call at a time, in fetch order: this batch waits for the write of the
-        # one before, which ran while this poll was on the wire.
+        # One batch at a time, in fetch order: this batch waits for the one before, whose
+        # hook ran (or which was parsed) while this poll was on the wire.
         if self._written is not None:
             await self._written.wait()
         if self._hook_error is not None:
@@ -392,7 +394,7 @@ class RecordStream(Generic[_R]):
         self, items: Sequence[Mapping[str, str]]
     ) -> tuple[list[_R | MalformedRecord], list[_R]]:
         """Parse a fetched batch: all of it (for the hook), and its good records."""
-        parsed = parse_records(self._action, items, self._from_item)
+        parsed = parse_records(self._action, items, self._from_item, self._from_items)
         if MalformedRecord in set(map(type, parsed)):
             good: list[_R] = []
             for record in parsed:
@@ -412,14 +414,15 @@ class RecordStream(Generic[_R]):
         return fetched.records
 
     async def _write(
-        self, hook: BatchHook[_R], fetched: _Fetched[_R], written: anyio.Event
+        self, hook: BatchHook[_R] | None, fetched: _Fetched[_R], written: anyio.Event
     ) -> None:
         try:
             # Nothing awaited before the parse: a batch taken by unread() (or the stream
             # ending) before this task ran was parsed there, and its hook is not called.
             if fetched.records is None and any(held is fetched for held in self._held):
                 batch, fetched.records = self._parse(fetched.items)
-                await hook(batch)
+                if hook is not None:
+                    await hook(batch)
         except Exception as exc:
             # The hook is the caller's (e.g. a journal write): its failure ends the
             # stream, rather than being retried like a failed poll while later batches
@@ -471,7 +474,14 @@ def watch_delivery_reports(
     yielded without having been through ``on_batch`` (logged at ERROR), then the
     ``async for`` raises the hook's error.
     """
-    return RecordStream(gateway, "getSendState", DeliveryReport.from_item, options, on_batch)
+    return RecordStream(
+        gateway,
+        "getSendState",
+        DeliveryReport.from_item,
+        options,
+        on_batch,
+        from_items=DeliveryReport.from_items,
+    )
 
 
 def watch_replies(
