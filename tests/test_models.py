@@ -20,7 +20,6 @@ from aisix_async import (
     SendReceipt,
     Signature,
 )
-from aisix_async._core import models
 from aisix_async._core.models import parse_records
 
 
@@ -141,20 +140,3 @@ def test_a_batch_with_one_unusual_item_is_left_to_item_by_item(
     assert parsed == by_item
     if odd.get("result") == "7" or "mobile" not in odd:
         assert isinstance(parsed[len(before)], MalformedRecord)
-
-
-def test_reports_are_built_by_the_class_when_its_slots_are_not_all_it_sets(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    item = {"id": "1", "msgid": "2", "mobile": "3", "result": "1", "return": "UNDELIV"}
-    monkeypatch.setattr(models, "_REPORT_SLOTS", None)
-    assert DeliveryReport.from_items([item]) == [DeliveryReport.from_item(item)]
-
-
-def test_delivery_reports_set_nothing_but_their_slots() -> None:
-    # The whole-batch reading sets slots directly: a validator, converter or hook added
-    # to DeliveryReport must turn it back to calling the class.
-    assert models._REPORT_SLOTS is not None
-    assert [slot.__name__ for slot in models._REPORT_SLOTS] == [
-        field.name for field in attrs.fields(DeliveryReport)
-    ]
