@@ -171,6 +171,31 @@ async def test_a_cut_leaves_out_what_is_still_in_flight(redis_server: RedisServe
 
 
 @pytest.mark.anyio
+async def test_a_cut_measured_from_few_answers_aims_at_what_they_allow(
+    redis_server: RedisServer,
+) -> None:
+    # 8 turns over a second at 8/s, the last refused: 7 answers over a second measure 7/s,
+    # but the limit may be one answer more over that second. The pace is cut from the
+    # measured rate; the climb aims at 8/s, or a fleet of a low limit measured short
+    # would stay there for a minute while the gentle probe above it crept (issue 17:
+    # R = 5 with 8 and 16 processes held 0.84-0.86 of the limit).
+    time = VirtualTime()
+    shared = limit(redis_server, time, seed_pace=8.0, monotonic=time)
+    with redis.Redis.from_url(redis_server.url) as conn:
+        for _ in range(8):
+            turn = await shared.take_turn()
+            assert turn is not None
+            time.now += 0.125
+            conn.hset(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule", "pace", "8.0")
+    time.now += 0.1 - 0.125
+    await shared.refused(turn)
+    answered, span = 7, 1.0
+    assert float(stored(redis_server)["pace"]) == pytest.approx(0.9 * answered / span)
+    assert float(stored(redis_server)["ceiling"]) == pytest.approx((answered + 1) / span)
+    await shared.aclose()
+
+
+@pytest.mark.anyio
 async def test_a_minus_one_from_before_a_restart_cuts_nothing(redis_server: RedisServer) -> None:
     time = VirtualTime()
     old, new = limit(redis_server, time), limit(redis_server, time, seed_pace=30.0)

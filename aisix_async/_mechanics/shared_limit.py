@@ -12,7 +12,9 @@ gateway URL takes its turns from one schedule kept in Redis:
   wait (demand above the pace: the probe for a raised limit is shared), and a -1 cuts it
   for everybody, once per episode: a -1 counts only if its turn was booked after the
   last cut, as a single client counts them. The cut starts from the rate of turns booked
-  since the last cut, i.e. what the whole fleet sent.
+  since the last cut, i.e. what the whole fleet sent. Measured from few answers (under
+  16), that rate may fall short of the limit by one answer over its span: the climb
+  after the cut aims at that bound, so a short measure is not held as the limit.
 * **Fair.** A client holds at most one booked turn at a time, so clients that all want
   more than their share are served in turn (each gets pace / N), and one that wants less
   gets all it asks. A client that dies holds at most that one turn, which simply passes.
@@ -263,12 +265,20 @@ if answered < 4 or rejoining then
 end
 rate = math.min(pace, rate)
 local first = ceiling <= 0
+-- A rate measured from n answers may fall short of the limit by one answer over its span:
+-- measured from few (under 16), the climb aims at that bound (1/n above it), so that an
+-- imprecise cut is not held as the limit for minutes while the gentle probe above it
+-- creeps; measured from more, at the rate itself, as a close limit is met seldom.
+local aim = rate
+if not first and answered >= 4 and answered < 16 and not rejoining then
+  aim = rate * (1 + 1 / answered)
+end
 -- (A cut while clients rejoin keeps the seed's trust: it measured nothing to doubt it.)
 -- The first -1 follows a burst the bucket absorbed: halve, and measure again at the next.
 -- The turns other clients booked already go out as booked (each client holds at most
 -- one): the new pace starts after them, or the bucket would get both at once.
 pace = math.max(tonumber(ARGV[3]), (first and 0.5 or 0.9) * rate)
-redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(rate),
+redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(aim),
            'sure', (not first and (answered >= 4 or rejoining)) and '1' or '0',
            'next_at', tostring(math.max(now, next_at) + 1 / pace), 'epoch', epoch + 1,
            'cut_at', tostring(now))
