@@ -288,22 +288,32 @@ def moving_limit(rate: float = 40.0, phase: float = 10.0, latency: float = 0.1) 
     return f"integral {whole:.3f}; " + "; ".join(parts) + f"; -1 {gateway.refused(0):d}"
 
 
+def _print_grid(
+    rates: Sequence[float], latencies: Sequence[float], cell: Callable[[float, float], str]
+) -> None:
+    """A row per rate, a column per latency, each cell's text from ``cell``; a cell with
+    more than 32 requests in flight at the limit (rate x latency) is left out ("-")."""
+    print("R      " + "".join(f"{lat * 1000:>19g} ms" for lat in latencies))
+    for rate in rates:
+        row = f"{rate:<7g}"
+        for latency in latencies:
+            text = "-" if rate * latency > 32 else cell(rate, latency)
+            row += f"{text:>22}"
+        print(row, flush=True)
+
+
 def _main(argv: list[str]) -> None:
     rates = SWEEP_RATES
     latencies = SWEEP_LATENCIES
     if "--where" in argv:
         # Where a cold cell's -1 answers come from: meeting the limit / finding it / holding it.
         print("-1 answers: with the first / rest of the first quarter / later (total)")
-        print("R      " + "".join(f"{lat * 1000:>19g} ms" for lat in latencies))
-        for rate in rates:
-            row = f"{rate:<7g}"
-            for latency in latencies:
-                if rate * latency > 32:
-                    row += f"{'-':>22}"
-                    continue
-                parts = where_refused(rate, latency)
-                row += f"{' / '.join(map(str, parts)) + f' ({sum(parts)})':>22}"
-            print(row, flush=True)
+
+        def where(rate: float, latency: float) -> str:
+            parts = where_refused(rate, latency)
+            return " / ".join(map(str, parts)) + f" ({sum(parts)})"
+
+        _print_grid(rates, latencies, where)
         return
     # --jitter X: each way of each request takes up to X times the latency more.
     jitter = float(argv[argv.index("--jitter") + 1]) if "--jitter" in argv else 0.0
@@ -311,22 +321,17 @@ def _main(argv: list[str]) -> None:
         "single client, cold, bench-length cells: -1 count / -1 share / goodput"
         + (f" (jitter {jitter:g} x latency each way)" if jitter else "")
     )
-    print("R      " + "".join(f"{lat * 1000:>19g} ms" for lat in latencies))
-    missed = 0
-    for rate in rates:
-        row = f"{rate:<7g}"
-        for latency in latencies:
-            if rate * latency > 32:
-                row += f"{'-':>22}"
-                continue
-            refused, share, goodput = sweep_cell(rate, latency, jitter=jitter)
-            ok = meets_sweep_target(refused, share, goodput)
-            missed += not ok
-            mark = " " if ok else "*"
-            text = f"{refused:d} / {share:.3f} / {goodput:.3f}{mark}"
-            row += f"{text:>22}"
-        print(row, flush=True)
-    print(f"cells missing the target (*): {missed}")
+    missed: list[tuple[float, float]] = []
+
+    def cell(rate: float, latency: float) -> str:
+        refused, share, goodput = sweep_cell(rate, latency, jitter=jitter)
+        ok = meets_sweep_target(refused, share, goodput)
+        if not ok:
+            missed.append((rate, latency))
+        return f"{refused:d} / {share:.3f} / {goodput:.3f}{' ' if ok else '*'}"
+
+    _print_grid(rates, latencies, cell)
+    print(f"cells missing the target (*): {len(missed)}")
     for rate in (10.0, 40.0, 200.0):
         print(f"moving limit R={rate:g}: {moving_limit(rate)}", flush=True)
 

@@ -146,6 +146,23 @@ async def test_a_minus_one_episode_cuts_the_pace_once(redis_server: RedisServer)
         await client.aclose()
 
 
+async def a_second_then_refused(
+    server: RedisServer, time: VirtualTime, shared: SharedLimit, turns: int
+) -> None:
+    """``turns`` turns evenly over one second at a pace held still at ``turns``/s (these
+    tests are about the cut), the last one refused: its -1 comes back 100 ms after it
+    went out."""
+    step = 1.0 / turns
+    with redis.Redis.from_url(server.url) as conn:
+        for _ in range(turns):
+            turn = await shared.take_turn()
+            assert turn is not None
+            time.now += step
+            conn.hset(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule", "pace", f"{turns:.1f}")
+    time.now += 0.1 - step
+    await shared.refused(turn)
+
+
 @pytest.mark.anyio
 async def test_a_cut_leaves_out_what_is_still_in_flight(redis_server: RedisServer) -> None:
     # 40 turns over a second at 40/s; the last one's -1 comes back 100 ms after it went
@@ -153,15 +170,7 @@ async def test_a_cut_leaves_out_what_is_still_in_flight(redis_server: RedisServe
     # as accepted, or the rate would be overestimated by what was in flight.
     time = VirtualTime()
     shared = limit(redis_server, time, seed_pace=40.0, monotonic=time)
-    with redis.Redis.from_url(redis_server.url) as conn:
-        for _ in range(40):
-            turn = await shared.take_turn()
-            assert turn is not None
-            time.now += 0.025
-            # Hold the pace still: this test is about the cut.
-            conn.hset(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule", "pace", "40.0")
-    time.now += 0.1 - 0.025
-    await shared.refused(turn)
+    await a_second_then_refused(redis_server, time, shared, 40)
     # Slots at 1000.000, 1000.025, ... 1000.975; the refused one (the last) went out at
     # 1000.975: 39 answers back, measured over the last second before it.
     answered, span = 39, 1.0
@@ -181,14 +190,7 @@ async def test_a_cut_measured_from_few_answers_aims_at_what_they_allow(
     # R = 5 with 8 and 16 processes held 0.84-0.86 of the limit).
     time = VirtualTime()
     shared = limit(redis_server, time, seed_pace=8.0, monotonic=time)
-    with redis.Redis.from_url(redis_server.url) as conn:
-        for _ in range(8):
-            turn = await shared.take_turn()
-            assert turn is not None
-            time.now += 0.125
-            conn.hset(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule", "pace", "8.0")
-    time.now += 0.1 - 0.125
-    await shared.refused(turn)
+    await a_second_then_refused(redis_server, time, shared, 8)
     answered, span = 7, 1.0
     assert float(stored(redis_server)["pace"]) == pytest.approx(0.9 * answered / span)
     assert float(stored(redis_server)["ceiling"]) == pytest.approx((answered + 1) / span)

@@ -425,7 +425,7 @@ class Scheduler:
         #: clients sharing a low limit see runs of -1 by chance (see breaker), unless
         #: it was accepted far faster than its floor (see _measured_far_above_floor).
         self.breaker = Breaker(seen_factor=2.0, on_open=self._breaker_opened)
-        # The waits of callers that leave when the breaker opens (see _leave_if_opened).
+        # The waits of callers that leave when the breaker opens (see _wait_or_leave).
         self._leavers: set[anyio.CancelScope] = set()
         if rate_state is not None:
             self._warm_start(rate_state, initial_concurrency is not None)
