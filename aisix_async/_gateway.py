@@ -447,10 +447,12 @@ class Gateway:
         """A frozen snapshot: the scheduler (limit, pace, in flight, -1s, retries), counts
         of attempts by result code and of calls by outcome, histograms of queue wait and
         gateway latency, unknown outcomes, and whether the circuit breaker is open."""
-        scheduler = self.scheduler
+        scheduler, shared = self.scheduler, self.shared
         return self.observer.snapshot(
             attrs.evolve(scheduler.stats(), http_stack=self.http_stack),
             circuit_open=scheduler.breaker.is_open,
+            shared_limit_up=None if shared is None else shared.available,
+            shared_limit_fallbacks=0 if shared is None else shared.fallbacks,
         )
 
     def rate_state(self) -> RateState:

@@ -112,7 +112,7 @@ async def worker(
             if 0 <= second < len(per_second):
                 per_second[second] += 1
         first, last = marks["start"], marks["end"]
-        fallbacks = client._gateway.shared.fallbacks if client._gateway.shared is not None else 0
+        fallbacks = client.stats().shared_limit_fallbacks
     print(
         json.dumps(
             {
@@ -150,6 +150,12 @@ def summary(results: list[dict[str, Any]], rate: float) -> tuple[float, float, f
     return sum(shares) / rate, jain(shares), refused
 
 
+def window(rate: float, seconds: float) -> float:
+    """The measured window at ``rate``: ``seconds``, and at least 150 requests of the
+    limit, so that a -1 share of 1% is more than one answer (at R = 5, 30 s)."""
+    return max(seconds, 150.0 / rate)
+
+
 def sharing(
     server: RedisServer, rates: list[float], counts: list[int], warmup: float, seconds: float
 ) -> str:
@@ -161,7 +167,7 @@ def sharing(
                 for shared in ("", server.url):
                     emu.reset()
                     server.restart()  # every cell starts cold: no schedule in Redis
-                    results = fleet(emu, shared, n, warmup, seconds)
+                    results = fleet(emu, shared, n, warmup, window(rate, seconds))
                     total, fairness, refused = summary(results, rate)
                     if shared:
                         met &= total >= 0.97 and fairness >= 0.98 and refused <= 0.01
@@ -181,10 +187,11 @@ def sharing(
             "",
             f"Burst 5, 100 ms answers; {TASKS} tasks per process sending one sendOnce after "
             f"another; each cell cold (fresh processes, empty Redis), measured for "
-            f"{seconds:g} s after a {warmup:g} s warm-up. Goodput: accepted requests/s of "
-            "all processes against R; Jain's index of the per-process rates; -1 share of "
-            "requests in the window; errors: sends that did not end accepted; fell back: "
-            "clients that paced themselves for a while because Redis did not answer in time.",
+            f"max({seconds:g} s, 150/R s) after a {warmup:g} s warm-up. Goodput: accepted "
+            "requests/s of all processes against R; Jain's index of the per-process "
+            "rates; -1 share of requests in the window; errors: sends that did not end "
+            "accepted; fell back: clients that paced themselves for a while because Redis "
+            "did not answer in time.",
             "",
             table(
                 ["R", "N", "limit", "goodput / R", "Jain", "-1 share", "errors", "fell back"],

@@ -70,6 +70,8 @@ async def test_stats_count_results_and_time_attempts(emulator: Any) -> None:
     assert stats.latency.total > 0 and stats.latency.mean is not None
     assert stats.latency.quantile(0.5) is not None
     assert not stats.circuit_open and stats.outcome_unknown == 0
+    # No shared_limit: nothing to say about Redis.
+    assert stats.shared_limit_up is None and stats.shared_limit_fallbacks == 0
     # A frozen snapshot: later calls do not change it, and it cannot be changed.
     assert ("getSign", "1") not in stats.results and ("getSign", "1") in later.results
     with pytest.raises(attrs.exceptions.FrozenInstanceError):

@@ -65,7 +65,7 @@ async def test_sends_through_a_shared_limit(emulator: Any, redis_server: RedisSe
     emulator.state.configure(rate=50.0, burst=5.0)
     async with client_for(emulator, redis_server.url) as client:
         mobiles = await send_phase(client, 1, count=40)
-        assert client._gateway.shared is not None and client._gateway.shared.available
+        assert client.stats().shared_limit_up is True
         assert client.stats().pace is not None
     assert_each_accepted_once(emulator, mobiles)
     with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
@@ -83,7 +83,7 @@ async def test_unreachable_redis_at_start(emulator: Any, caplog: pytest.LogCaptu
     async with client_for(emulator, url) as client:
         with anyio.fail_after(20):
             mobiles = await send_phase(client, 1)
-        assert client._gateway.shared is not None and client._gateway.shared.fallbacks == 1
+        assert client.stats().shared_limit_fallbacks == 1
     assert_each_accepted_once(emulator, mobiles)
     (warning,) = warnings_of(caplog)
     assert "paces itself" in warning and "hunter2" not in warning
@@ -106,11 +106,14 @@ async def test_redis_lost_mid_run_then_back(
         with anyio.fail_after(20):
             mobiles += await send_phase(client, 2)
         assert not shared.available and shared.fallbacks == 1
+        # ... and client.stats() says so, for an operator's display.
+        stats = client.stats()
+        assert stats.shared_limit_up is False and stats.shared_limit_fallbacks == 1
         # Restarted empty: the first client back seeds the schedule with the pace it knew.
         own_redis.start()
         await anyio.sleep(0.5)
         mobiles += await send_phase(client, 3)
-        assert shared.available
+        assert shared.available and client.stats().shared_limit_up is True
     assert_each_accepted_once(emulator, mobiles)
     with redis.Redis.from_url(own_redis.url, decode_responses=True) as conn:
         seeded = conn.hget(
@@ -206,7 +209,7 @@ async def test_a_slow_redis_never_holds_a_send(emulator: Any) -> None:
         async with client_for(emulator, f"redis://127.0.0.1:{port}/0") as client:
             with anyio.fail_after(20):
                 mobiles = await send_phase(client, 1)
-            assert client._gateway.shared is not None and client._gateway.shared.fallbacks == 1
+            assert client.stats().shared_limit_fallbacks == 1
         group.cancel_scope.cancel()
     assert_each_accepted_once(emulator, mobiles)
 
@@ -233,8 +236,8 @@ async def test_a_tls_redis(
         url = f"rediss://:s3cret@127.0.0.1:{front.port}/0?ssl_ca_certs={ca_file}"
         async with client_for(emulator, url) as client:
             mobiles = await send_phase(client, 1)
-            assert client._gateway.shared is not None and client._gateway.shared.available
-            assert client._gateway.shared.fallbacks == 0
+            stats = client.stats()
+            assert stats.shared_limit_up is True and stats.shared_limit_fallbacks == 0
         assert front.handshakes >= 1
         prefix = schedule_key(emulator.account, client.endpoints.open_url)
         with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
@@ -252,7 +255,7 @@ async def test_a_tls_redis(
             async with client_for(emulator, url) as client:
                 with anyio.fail_after(20):
                     mobiles = await send_phase(client, 2)
-                assert client._gateway.shared is not None and client._gateway.shared.fallbacks == 1
+                assert client.stats().shared_limit_fallbacks == 1
             assert_each_accepted_once(emulator, mobiles)
             (warning,) = warnings_of(caplog)
             assert "unavailable" in warning and "s3cret" not in warning

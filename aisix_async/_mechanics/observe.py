@@ -144,6 +144,11 @@ class ClientStats(SchedulerStats):
     latency: Histogram = attrs.field(factory=_empty)
     #: Whether the circuit breaker refuses calls now (-1 that never clears).
     circuit_open: bool = False
+    #: With ``shared_limit``: True while this client takes its turns from the schedule
+    #: in Redis, False while it paces itself because Redis failed it; None without.
+    shared_limit_up: bool | None = None
+    #: With ``shared_limit``: how many times Redis failed this client so far.
+    shared_limit_fallbacks: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -286,7 +291,14 @@ class Observer:
         self.source = (account, read)
         self.otel.live.add(self)
 
-    def snapshot(self, base: SchedulerStats, *, circuit_open: bool) -> ClientStats:
+    def snapshot(
+        self,
+        base: SchedulerStats,
+        *,
+        circuit_open: bool,
+        shared_limit_up: bool | None = None,
+        shared_limit_fallbacks: int = 0,
+    ) -> ClientStats:
         return ClientStats(
             **attrs.asdict(base, recurse=False),
             results=types.MappingProxyType(dict(self.results)),
@@ -295,6 +307,8 @@ class Observer:
             queue_wait=self.queue_wait.snapshot(),
             latency=self.latency.snapshot(),
             circuit_open=circuit_open,
+            shared_limit_up=shared_limit_up,
+            shared_limit_fallbacks=shared_limit_fallbacks,
         )
 
     def record_unknown(
