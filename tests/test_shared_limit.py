@@ -197,6 +197,57 @@ async def test_a_cut_measured_from_few_answers_aims_at_what_they_allow(
     await shared.aclose()
 
 
+async def _held_above_the_ceiling(
+    server: RedisServer, time: VirtualTime, shared: SharedLimit, share: float, seconds: float
+) -> float | None:
+    """Turns at ``share`` times the ceiling (the pace held there, demand above it, no -1)
+    for ``seconds``; returns how long after the cut the schedule stopped trusting its
+    ceiling (its probe goes fast), or None if it never did."""
+    schedule = f"{schedule_key(ACCOUNT, GATEWAY)}:schedule"
+    cut_at = float(stored(server)["cut_at"])
+    pace = share * float(stored(server)["ceiling"])
+    with redis.Redis.from_url(server.url) as conn:
+        while time.now < cut_at + seconds:
+            # The turn due a hair from now: it waits, so the schedule grows (and checks).
+            due = time.now + 1e-3
+            conn.hset(schedule, mapping={"pace": f"{pace!r}", "next_at": f"{due!r}"})
+            assert await shared.take_turn() is not None
+            if stored(server)["sure"] == "0":
+                return time.now - cut_at
+            time.now += 1.0 / pace
+    return None
+
+
+@pytest.mark.anyio
+async def test_answers_beyond_the_ceiling_prove_a_raised_limit(redis_server: RedisServer) -> None:
+    # A cut measures 39/s (40 turns over a second, the last refused, 100 ms round trip).
+    # Turns then go at 10% above it with none refused: the limit went up. Since the cut's
+    # empty bucket, what was answered (turns booked more than a round trip ago) may exceed
+    # 39/s over that time by two (a token, an answer crossing the -1) before the schedule
+    # knows. The excess is 3.9 turns/s, the first answers come a round trip after the
+    # cut: proven within a second, and not before the answers exceed the allowance by
+    # more than one (0.1 + 1/3.9 s). Then its probe goes fast instead of creeping (the
+    # excess would take hundreds of turns to grow that large).
+    time = VirtualTime()
+    shared = limit(redis_server, time, seed_pace=40.0, monotonic=time)
+    await a_second_then_refused(redis_server, time, shared, 40)
+    assert stored(redis_server)["sure"] == "1"
+    proven = await _held_above_the_ceiling(redis_server, time, shared, 1.1, seconds=5.0)
+    assert proven is not None and 0.1 + 1 / 3.9 <= proven <= 1.0
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_turns_at_the_ceiling_prove_nothing(redis_server: RedisServer) -> None:
+    # The same at the ceiling itself: a steady limit, met by the gentle probe, never
+    # mistaken for a raised one.
+    time = VirtualTime()
+    shared = limit(redis_server, time, seed_pace=40.0, monotonic=time)
+    await a_second_then_refused(redis_server, time, shared, 40)
+    assert await _held_above_the_ceiling(redis_server, time, shared, 1.0, seconds=5.0) is None
+    await shared.aclose()
+
+
 @pytest.mark.anyio
 async def test_a_minus_one_from_before_a_restart_cuts_nothing(redis_server: RedisServer) -> None:
     time = VirtualTime()

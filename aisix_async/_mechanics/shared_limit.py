@@ -166,9 +166,9 @@ if wait > 0 and part == 1 and now >= measure_from then
   -- Demand above the pace: grow it, every step a share of the pace and counted in turns,
   -- so that it behaves alike at 2 and at 500 requests/s. Below the ceiling (the rate of
   -- the last -1) it closes the gap within a few dozen turns; from it, it creeps up, and
-  -- the excess doubles every 60 turns (a raised limit is found, a steady one met seldom:
-  -- the bucket's few tokens last a few hundred turns); far above it, or with no ceiling
-  -- known, it doubles every 6 turns.
+  -- the excess doubles every 90 turns (a steady limit is met about once per 130 turns);
+  -- far above it, with no ceiling known, or once the answers prove the ceiling too low
+  -- (a raised limit), it doubles every 6 turns.
   -- No probe doubles faster than the answers that would say "too fast" come back: the
   -- turns of two round trips (ARGV[8], the clients' round trip of a -1, when known).
   local per_trip = pace * (tonumber(ARGV[8]) or 0)
@@ -179,8 +179,25 @@ if wait > 0 and part == 1 and now >= measure_from then
     pace = math.min(ceiling, pace + math.max((ceiling - pace) / 8, 0.002 * ceiling))
   else
     local excess = pace / ceiling - 1
+    local trip = tonumber(ARGV[8])
+    local cut_turns = tonumber(redis.call('HGET', key, 'cut_turns'))
+    if sure and excess < 0.15 and trip and cut_turns and now - trip > cut_at then
+      -- The last cut's -1 found the bucket empty: since then it can have accepted its
+      -- rate times the time, one token more, and one answer that crossed that -1 on the
+      -- way back. The turns answered since (booked, less those refused, less those
+      -- booked within the last round trip, whose answers are not back) beyond that
+      -- prove the limit above the ceiling: probe as with none known, not creeping.
+      -- (Only from a cut: a seeded schedule's start found no empty bucket.)
+      local back = now - trip
+      local answered = (tonumber(redis.call('HGET', key, 'turns')) or 0) - cut_turns
+                       - (tonumber(redis.call('HGET', key, 'refused_since_cut')) or 0)
+                       - redis.call('ZCOUNT', slots, '(' .. back, '+inf')
+      if answered - 2 > ceiling * (back - cut_at) then
+        sure = false
+      end
+    end
     if sure and excess < 0.15 then
-      excess = excess + 0.00025 + excess * math.log(2) / math.max(60, 2 * doubling)
+      excess = excess + 0.0001 + excess * math.log(2) / math.max(90, 2 * doubling)
     else
       excess = excess + 0.02 + excess * math.log(2) / doubling
     end
@@ -210,8 +227,12 @@ _REFUSED = (
     _CLOCK
     + """
 local key, slots = KEYS[1], KEYS[2]
--- A refused turn is no evidence of what the gateway accepts: its slot goes.
+-- A refused turn is no evidence of what the gateway accepts: its slot goes, and if it
+-- was booked after the last cut it is not counted as answered since (see _TURN).
 redis.call('ZREM', slots, ARGV[5])
+if tonumber(ARGV[5]) > (tonumber(redis.call('HGET', key, 'cut_turns')) or math.huge) then
+  redis.call('HINCRBY', key, 'refused_since_cut', 1)
+end
 local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at', 'expect',
                      'measure_from', 'expect_until', 'rejoin_cut_until')
 local pace, ceiling, epoch, cut_at = tonumber(s[1]), tonumber(s[2]) or 0, tonumber(s[3]),
@@ -281,7 +302,9 @@ pace = math.max(tonumber(ARGV[3]), (first and 0.5 or 0.9) * rate)
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(aim),
            'sure', (not first and (answered >= 4 or rejoining)) and '1' or '0',
            'next_at', tostring(math.max(now, next_at) + 1 / pace), 'epoch', epoch + 1,
-           'cut_at', tostring(now))
+           'cut_at', tostring(now),
+           'cut_turns', tonumber(redis.call('HGET', key, 'turns')) or 0,
+           'refused_since_cut', 0)
 if rejoining then
   redis.call('HSET', key, 'rejoin_cut_until', tostring(rejoin_until))
 end
