@@ -181,14 +181,14 @@ if wait > 0 and part == 1 and now >= measure_from then
     local excess = pace / ceiling - 1
     local trip = tonumber(ARGV[8])
     local cut_turns = tonumber(redis.call('HGET', key, 'cut_turns'))
-    if sure and excess < 0.15 and trip and cut_turns and now - trip > cut_at then
+    if sure and excess < 0.15 and trip and cut_turns and now - 2 * trip > cut_at then
       -- The last cut's -1 found the bucket empty: since then it can have accepted its
       -- rate times the time, one token more, and one answer that crossed that -1 on the
       -- way back. The turns answered since (booked, less those refused, less those
-      -- booked within the last round trip, whose answers are not back) beyond that
-      -- prove the limit above the ceiling: probe as with none known, not creeping.
-      -- (Only from a cut: a seeded schedule's start found no empty bucket.)
-      local back = now - trip
+      -- booked within the last two round trips, whose answers may not be back: a busy
+      -- client sends late) beyond that prove the limit above the ceiling: probe as with
+      -- none known, not creeping. (Only from a cut: a seeded start found no empty bucket.)
+      local back = now - 2 * trip
       local answered = (tonumber(redis.call('HGET', key, 'turns')) or 0) - cut_turns
                        - (tonumber(redis.call('HGET', key, 'refused_since_cut')) or 0)
                        - redis.call('ZCOUNT', slots, '(' .. back, '+inf')
