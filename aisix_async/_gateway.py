@@ -69,7 +69,7 @@ from ._core.wire import (
     once_fields,
     param_fields,
 )
-from ._core.xml import Answer, parse_answer
+from ._core.xml import Answer, LazyAnswer, parse_answer, parse_head
 from ._mechanics.http import HttpTransport
 from ._mechanics.keygate import KeyGate
 from ._mechanics.observe import CallObservation, ClientStats, Observer, UnknownHook
@@ -91,6 +91,8 @@ __all__ = ["GATEWAY_TZ", "Gateway", "KeyRotationHook", "receipts_of"]
 logger = logging.getLogger("aisix_async")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+#: An answer read whole (``parse_answer``), or one whose items wait (``parse_head``).
+_A = TypeVar("_A", Answer, LazyAnswer)
 
 KeyRotationHook = Callable[[KeyRotation], "Awaitable[None] | None"]
 
@@ -259,11 +261,22 @@ class Gateway:
         Marks which failures leave a send (or a key rotation) in an unknown state: an
         answer lost after the request was written, a garbled answer, -10 and -11.
         """
+        return await self._exchange(action, fields, parse_answer)
+
+    async def _exchange(
+        self,
+        action: str,
+        fields: Fields,
+        parse: Callable[[bytes, str], _A],
+        on_written: Callable[[], None] | None = None,
+    ) -> _A:
         unsafe = action in UNSAFE_ACTIONS
         body = encode_form(self.account, self._authkey, fields)
         try:
-            raw = await self._transport.post_form(self.endpoints.url_for(action), body)
-            answer = parse_answer(raw, action)
+            raw = await self._transport.post_form(
+                self.endpoints.url_for(action), body, on_written=on_written
+            )
+            answer = parse(raw, action)
         except TransportError as exc:
             if unsafe and exc.request_sent:
                 # Only a request that changes something is worth this warning: an answer
@@ -303,6 +316,23 @@ class Gateway:
             retry=retry,
             single=single,
         )
+
+    async def poll(
+        self, action: str, *, on_written: Callable[[], None] | None = None
+    ) -> LazyAnswer:
+        """One poll of a queue (getSendState, getReply) through the scheduler, as
+        :meth:`call` makes it, whose answer's items are read only when asked for.
+
+        The poll's result is known once the answer's root is read, so the caller can send
+        the next poll before reading the items (``LazyAnswer.read_items()``, which raises
+        ProtocolError for a garbled rest). ``on_written`` is called once a request of this
+        poll is written (where the HTTP stack reports it; see ``HttpTransport.post_form``).
+        Only for actions that change nothing: a send's answer is read whole before its
+        outcome is known.
+        """
+        if action in UNSAFE_ACTIONS:
+            raise ValueError(f"{action} changes something: its answer is read whole (call())")
+        return await self.run(action, lambda: self._exchange(action, [], parse_head, on_written))
 
     async def run(
         self,

@@ -184,3 +184,62 @@ def test_the_readme_first_example_runs(emulator: Any) -> None:
     assert "SendReceipt(" in result.stdout
     assert emulator.state.message_count == 6
     assert f"remain=Decimal('{Decimal('1000.000') - Decimal('0.60'):.3f}')" in result.stdout
+
+
+@pytest.mark.anyio
+async def test_on_written_comes_once_the_request_is_written_before_its_answer() -> None:
+    # A server of our own that holds the answer back: on_written must come while it
+    # does (the request is written, the answer awaited), whichever stack is in use.
+    import anyio
+    import anyio.abc
+
+    from aisix_async._mechanics.http import HttpTransport
+
+    received, release, written = anyio.Event(), anyio.Event(), anyio.Event()
+    calls: list[str] = []
+
+    async def serve(stream: anyio.abc.ByteStream) -> None:
+        data = b""
+        async with stream:
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive()
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            assert length is not None
+            while len(body) < int(length.group(1)):
+                body += await stream.receive()
+            received.set()
+            await release.wait()
+            answer = b'<xml name="getBalance" result="1"/>'
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (len(answer), answer)
+            )
+
+    def on_written() -> None:
+        calls.append("written")
+        written.set()
+
+    transport = HttpTransport(timeout=5, max_body=1000, max_connections=1)
+    answers: list[bytes] = []
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def post() -> None:
+        url = f"http://127.0.0.1:{port}/DataApi?action=getBalance"
+        answers.append(await transport.post_form(url, b"ac=1", on_written=on_written))
+
+    with anyio.fail_after(10):
+        async with listener, anyio.create_task_group() as tasks:
+            tasks.start_soon(listener.serve, serve)
+            tasks.start_soon(post)
+            await received.wait()
+            await written.wait()
+            assert answers == []
+            release.set()
+            while not answers:
+                await anyio.sleep(0.001)
+            tasks.cancel_scope.cancel()
+    await transport.aclose()
+    assert calls == ["written"]
+    assert answers == [b'<xml name="getBalance" result="1"/>']

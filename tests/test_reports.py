@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from helpers import client_for, numbers
 from stack_support import hx
@@ -24,6 +25,7 @@ from aisix_async import (
     Reply,
     RetryPolicy,
 )
+from aisix_async._core.xml import LazyAnswer
 
 pytestmark = pytest.mark.anyio
 
@@ -412,3 +414,150 @@ async def test_a_full_buffer_pauses_the_poller_until_the_reader_catches_up(
     # A poll starts only once the buffer has room (below max_buffered); by the time its
     # batch's hook runs, the batch before it (40) may have been released on top.
     assert all(n < 10 + 40 for n in buffered)
+
+
+# -- a poll's items are read after the next poll went out (issue 18) ---------------------
+
+
+def _page(first: int, count: int, *, garbage: bytes = b"") -> bytes:
+    """A getSendState answer long enough for its items to be read after its head."""
+    items = [
+        f'<Item id="{n}" msgid="9" mobile="138{n:08d}" result="2" return="DELIVRD"/>'.encode()
+        for n in range(first, first + count)
+    ]
+    # Garbage, if any, well past the head (the root and the first kilobyte of Items).
+    items.insert(count - 5, garbage)
+    return b'<xml name="getSendState" result="1">' + b"".join(items) + b"</xml>"
+
+
+@pytest.mark.parametrize("traced", [True, False], ids=["stack-reports-written", "mock"])
+async def test_the_next_poll_is_sent_before_the_items_of_the_last_are_read(
+    monkeypatch: pytest.MonkeyPatch, traced: bool
+) -> None:
+    # Ordering, not timing: each request is logged when the transport takes it, and each
+    # answer's items when they are read. Batch k's items must be read after poll k + 1
+    # went out. With "traced", the transport says the request is written as httpcore
+    # does (the "trace" extension); without, as a mock transport, it says nothing.
+    events: list[tuple[str, int]] = []
+    pages = [_page(20 * p, 20) for p in range(4)]
+
+    async def handler(request: hx.Request) -> hx.Response:
+        # A real socket's send lets other tasks run before it writes (anyio checkpoints
+        # there): a task waiting to read items would get its turn before the request.
+        await anyio.lowlevel.checkpoint()
+        events.append(("poll", len([e for e in events if e[0] == "poll"]) + 1))
+        if traced:
+            await request.extensions["trace"]("http11.receive_response_headers.started", {})
+        body = pages.pop(0) if pages else b'<xml name="getSendState" result="1"/>'
+        return hx.Response(200, content=body)
+
+    read_items = LazyAnswer.read_items
+
+    def logged(answer: LazyAnswer) -> tuple[dict[str, str], ...]:
+        items = read_items(answer)
+        events.append(("read", int(items[0]["id"]) // 20 + 1))
+        return items
+
+    monkeypatch.setattr(LazyAnswer, "read_items", logged)
+    http = hx.AsyncClient(transport=hx.MockTransport(handler))
+    with anyio.fail_after(10):
+        async with (
+            AisixClient("1001@100001", "0" * 32, http_client=http) as client,
+            client.watch_delivery_reports(stop_when_idle=0.05, **FAST) as stream,
+        ):
+            got = [int(report.id) async for report in stream]
+    await http.aclose()
+    assert got == list(range(80))
+    for batch in range(1, 5):
+        assert events.index(("poll", batch + 1)) < events.index(("read", batch)), events
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"<Item id=", b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>', b"&e;"],
+    ids=["malformed", "dtd", "entity"],
+)
+@pytest.mark.parametrize("hooked", [True, False], ids=["with-hook", "without-hook"])
+async def test_items_garbled_after_a_good_head_are_a_failed_poll_logged_and_counted(
+    caplog: pytest.LogCaptureFixture, garbage: bytes, hooked: bool
+) -> None:
+    # The second answer's result code reads well and the next poll goes out; then its
+    # items turn out garbled. Its records are lost (as for any garbled answer), the
+    # loss is logged at ERROR and counted, its hook is not called, and the stream goes
+    # on, after a backoff, with the records that follow.
+    answers = [_page(0, 40), _page(40, 40, garbage=garbage), _page(80, 40)]
+
+    def handler(request: hx.Request) -> hx.Response:
+        body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
+        return hx.Response(200, content=body)
+
+    hooked_ids: list[list[str]] = []
+
+    async def on_batch(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
+        hooked_ids.append([r.id for r in batch if isinstance(r, DeliveryReport)])
+
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    http = hx.AsyncClient(transport=hx.MockTransport(handler))
+    with anyio.fail_after(10):
+        async with (
+            AisixClient("1001@100001", "0" * 32, http_client=http) as client,
+            client.watch_delivery_reports(
+                stop_when_idle=0.2, on_batch=on_batch if hooked else None, **FAST
+            ) as stream,
+        ):
+            got = [int(report.id) async for report in stream]
+    await http.aclose()
+    assert got == [*range(40), *range(80, 120)]
+    stats = stream.stats()
+    assert (stats.errors, stats.records, stats.yielded, stats.malformed) == (1, 80, 80, 0)
+    if hooked:
+        assert [len(ids) for ids in hooked_ids] == [40, 40]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "garbled after its result code" in errors[0] and "lost" in errors[0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("garbled" in w and "polling again in" in w for w in warnings)
+    assert stream.unread() == []
+
+
+async def test_a_garbled_batch_taken_by_unread_is_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The reader leaves before the garbled batch's task read it: unread() reads it, and
+    # its loss is said and counted all the same; the good batch after it is returned.
+    answers = [_page(0, 40), _page(40, 40, garbage=b"<Item id="), _page(80, 40)]
+    served = 0
+
+    def handler(request: hx.Request) -> hx.Response:
+        nonlocal served
+        served += 1
+        body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
+        return hx.Response(200, content=body)
+
+    caplog.set_level(logging.ERROR, logger="aisix_async")
+    http = hx.AsyncClient(transport=hx.MockTransport(handler))
+    with anyio.fail_after(10):
+        async with (
+            AisixClient("1001@100001", "0" * 32, http_client=http) as client,
+            client.watch_delivery_reports(max_buffered=1, **FAST) as stream,
+        ):
+            async for report in stream:
+                assert report.id == "0"
+                # The poller holds (at most) the next batches while the reader is away.
+                await _until(lambda: served >= 2)
+                break
+    await http.aclose()
+    rest = [int(r.id) for r in stream.unread()]
+    assert rest[:39] == list(range(1, 40))
+    assert all(n >= 80 for n in rest[39:])
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "garbled" in errors[0]
+    assert stream.stats().errors == 1
+
+
+async def test_only_queues_are_polled_with_their_items_left_for_later() -> None:
+    # A send's answer is read whole before its outcome is known: never through poll().
+    async with AisixClient("1001@100001", "0" * 32) as client:
+        gateway = client._gateway
+        with pytest.raises(ValueError, match="read whole"):
+            await gateway.poll("sendOnce")

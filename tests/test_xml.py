@@ -205,3 +205,135 @@ def test_the_armed_parser_has_every_refusal() -> None:
     assert expat is not None
     for name in xml_module._REFUSALS:
         assert getattr(expat, name) is not None
+
+
+# -- a poll's answer read in two steps: its head now, its items later ---------------------
+
+
+def _items(count: int) -> bytes:
+    return b"".join(
+        f'<Item id="{n}" msgid="65269436870750{n:04d}" mobile="138{n:08d}" result="2" '
+        f'return="DELIVRD"/>\n'.encode()
+        for n in range(count)
+    )
+
+
+def _poll_answer(count: int, *, tail: bytes = b"</xml>", prologue: bytes = b"") -> bytes:
+    return prologue + b'<xml name="getSendState" result="1">\n' + _items(count) + tail
+
+
+def test_a_long_answer_leaves_its_items_for_later_and_reads_them_alike() -> None:
+    body = _poll_answer(2000)
+    answer = xml_module.parse_head(body, "getSendState")
+    assert (answer.name, answer.result, answer.has_items) == ("getSendState", 1, True)
+    assert "unread" in repr(answer)
+    items = answer.read_items()
+    assert items == parse_answer(body, "getSendState").items
+    assert len(items) == 2000 and items[-1]["id"] == "1999"
+    # Read once; asked again, the same items.
+    assert answer.read_items() is items
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<xml name="getSendState" result="1"/>',
+        b'<xml name="getSendState" result="1"><Item id="1"/></xml>',
+        _poll_answer(3),
+        # Namespaced: read through the tree, whole.
+        _poll_answer(50).replace(b'result="1"', b'result="1" xmlns:g="urn:g"'),
+    ],
+    ids=["empty", "one-item", "short", "namespaced"],
+)
+def test_short_empty_and_namespaced_answers_are_read_whole_at_once(body: bytes) -> None:
+    answer = xml_module.parse_head(body, "getSendState")
+    assert "unread" not in repr(answer)
+    assert answer.read_items() == parse_answer(body, "getSendState").items
+    assert answer.has_items == bool(answer.read_items())
+
+
+@pytest.mark.parametrize(
+    ("garbage", "match"),
+    [
+        (b"<Item id=", "not well-formed"),
+        (b"<Item id='x' id='y'/>", "not well-formed"),
+        (b"</Item>", "not well-formed"),
+        # Forbidden XML where the items are: a DTD or an entity is not even XML there,
+        # and an entity never declared (none can be: the DTD is refused) is undefined.
+        (b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>', "not well-formed"),
+        (b'<!ENTITY lol "lol">', "not well-formed"),
+        (b'<Item msgid="&ext;"/>', "not well-formed"),
+    ],
+    ids=["truncated-item", "duplicate-attribute", "stray-end", "dtd", "entity", "undefined"],
+)
+def test_garbage_after_a_good_head_is_a_protocol_error_when_the_items_are_read(
+    garbage: bytes, match: str
+) -> None:
+    body = _poll_answer(500, tail=garbage + _items(500) + b"</xml>")
+    answer = xml_module.parse_head(body, "getSendState")
+    assert (answer.result, answer.has_items) == (1, True)
+    for _ in range(2):
+        # Every time it is asked: a garbled answer never turns into an empty one.
+        with pytest.raises(ProtocolError, match=match) as caught:
+            answer.read_items()
+        assert caught.value.action == "getSendState"
+    # Read whole, the same answer is refused alike.
+    with pytest.raises(ProtocolError, match=match):
+        parse_answer(body, "getSendState")
+
+
+def test_a_dtd_before_the_root_is_refused_with_the_head() -> None:
+    # Its entity is used only far into the items, but the DTD itself comes first.
+    dtd = b'<!DOCTYPE xml [<!ENTITY lol "lol">]>\n'
+    body = _poll_answer(500, prologue=dtd, tail=b'<Item id="&lol;"/></xml>')
+    with pytest.raises(ProtocolError, match="forbidden XML"):
+        xml_module.parse_head(body, "getSendState")
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        # A refusal (result not 1) is read whole: a garbled one fails now, as ever.
+        (_poll_answer(500).replace(b'result="1"', b'result="-3"')[:-3], "not well-formed"),
+        (_poll_answer(500)[:60], "not well-formed"),
+        (_poll_answer(500).replace(b"getSendState", b"getReply", 1), "named 'getReply'"),
+        (b"<html>" + b"<p>bad gateway</p>" * 200 + b"</html>", "expected an <xml> answer"),
+        (b"", "empty answer"),
+    ],
+    ids=["garbled-refusal", "cut-in-first-item", "wrong-name", "html", "empty"],
+)
+def test_what_is_refused_before_the_items_is_refused_by_the_head(body: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        xml_module.parse_head(body, "getSendState")
+
+
+def test_a_refusal_with_items_is_read_whole() -> None:
+    body = _poll_answer(500).replace(b'result="1"', b'result="-3"')
+    answer = xml_module.parse_head(body, "getSendState")
+    assert answer.result == -3 and "unread" not in repr(answer)
+
+
+@st.composite
+def _long_answers(draw: st.DrawFn) -> bytes:
+    """Answers long enough to be read in two steps, some garbled somewhere, some cut."""
+    body = _poll_answer(draw(st.integers(1, 60)))
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(body)))
+        body = body[:at] + draw(st.sampled_from([b"<", b"&x;", b"<!DOCTYPE x>", b'"'])) + body[at:]
+    if draw(st.booleans()):
+        body = body[: draw(st.integers(1, len(body)))]
+    return body
+
+
+@given(_long_answers())
+def test_two_steps_find_what_one_finds(body: bytes) -> None:
+    try:
+        whole: object = parse_answer(body, "getSendState").items
+    except ProtocolError:
+        whole = "refused"
+    try:
+        answer = xml_module.parse_head(body, "getSendState")
+        steps: object = answer.read_items()
+    except ProtocolError:
+        steps = "refused"
+    assert steps == whole

@@ -15,15 +15,24 @@ that:
 * Closing the stream does not cancel a poll that is on the wire: its answer may already
   hold records the gateway will never send again. The poll gets ``close_grace`` seconds
   to finish, and its records go to ``unread()``.
-* A batch is parsed into records (and handed to the batch hook, ``on_batch``, a
-  campaign's journal write, if there is one) by a task of its own while the next poll
-  is on the wire, so neither holds up fetching the next: the reports come as fast as
-  the gateway hands them out. Batches are still parsed and hooks run one at a time, in
-  fetch order, and a batch is released to the reader only once its hook returned
-  (``unread()`` parses a batch no task took yet). When a hook fails, the poll already
-  on the wire is the last: its batch (at most one) is fetched, so it is handed to the
-  reader too, unrecorded and logged as such, and the stream then ends with the hook's
-  error.
+* A poll's answer is read only as far as its result code before the next poll may go
+  out. Its items (the rest of the XML) are read, parsed into records and handed to the
+  batch hook (``on_batch``, a campaign's journal write, if there is one) by a task of
+  its own, once the next poll is written (or the poller stops short of writing one:
+  it sleeps, waits for room, failed, or ends), so that none of it holds up fetching
+  the next batch and all of it overlaps the gateway's time to prepare it: the reports
+  come as fast as the gateway hands them out. Batches are still read and hooks run one
+  at a time, in fetch order, and a batch is released to the reader only once its hook
+  returned (``unread()`` reads a batch no task took yet). When a hook fails, the poll
+  already on the wire is the last: its batch (at most one) is fetched, so it is handed
+  to the reader too, unrecorded and logged as such, and the stream then ends with the
+  hook's error.
+* An answer whose items turn out garbled (malformed or forbidden XML after a good
+  result code) is what a garbled answer always was: a failed poll whose records are
+  lost (the gateway will not send them again). It is logged at ERROR, counted in
+  ``stats().errors``, its hook is not called, and the stream goes on, after the backoff
+  a failed poll waits (counted from when it is found, one poll later than an answer
+  garbled before its result code, since the next poll was out by then).
 
 The poller is a task in the stream's own task group (the stream is an async context
 manager, like anyio's ``as_completed``), so it cannot outlive the block. Its polls go
@@ -44,11 +53,13 @@ from anyio.abc import TaskGroup
 
 from .._core.errors import (
     AisixError,
+    ProtocolError,
     ValidationError,
     ends_polling,
 )
 from .._core.models import DeliveryReport, MalformedRecord, Reply, parse_records
 from .._core.options import PollOptions
+from .._core.xml import LazyAnswer
 from .._gateway import Gateway
 
 __all__ = [
@@ -76,7 +87,8 @@ class StreamStats:
     empty_polls: int
     records: int
     malformed: int
-    #: Polls that failed with a transient error and were retried after a backoff.
+    #: Polls that failed with a transient error and were retried after a backoff,
+    #: answers whose items turned out garbled (their records lost) included.
     errors: int
     yielded: int
 
@@ -137,6 +149,12 @@ class RecordStream(Generic[_R]):
         self._held: list[_Fetched[_R]] = []
         #: Set when the ``on_batch`` call under way returns; None before the first.
         self._written: anyio.Event | None = None
+        #: Set once the batch fetched last may be read: the poll after it is written,
+        #: or the poller will not write one now (see ``_let_read``).
+        self._next_written = anyio.Event()
+        #: Why the poller must back off before its next poll though that poll went well:
+        #: an answer before it turned out garbled when its items were read.
+        self._garbled: str | None = None
         #: What ``on_batch`` raised: the stream ends with it.
         self._hook_error: Exception | None = None
         #: The task group in which ``on_batch`` calls run beside the polling.
@@ -284,6 +302,13 @@ class RecordStream(Generic[_R]):
         self._ready.set()
 
     async def _poll_loop(self) -> None:
+        try:
+            await self._polls_until_done()
+        finally:
+            # No poll follows: the batch fetched last needs none to go out first.
+            self._let_read()
+
+    async def _polls_until_done(self) -> None:
         last_records_at = anyio.current_time()
         backoff = self._interval
         while not self._stopping:
@@ -297,13 +322,16 @@ class RecordStream(Generic[_R]):
                 if ends_polling(exc):
                     raise
                 self._errors += 1
+                failure: str | None = f"poll failed ({type(exc).__name__}: {exc.message})"
+            else:
+                failure, self._garbled = self._garbled, None
+            if failure is not None:
                 wait = min(backoff, self._max_backoff)
                 backoff = min(max(backoff * 2, 0.001), self._max_backoff)
                 logger.warning(
-                    "%s: poll failed (%s: %s); polling again in %.3f s (the stream goes on)",
+                    "%s: %s; polling again in %.3f s (the stream goes on)",
                     self._action,
-                    type(exc).__name__,
-                    exc.message,
+                    failure,
                     wait,
                 )
                 await self._idle(wait)
@@ -330,12 +358,16 @@ class RecordStream(Generic[_R]):
     async def _room(self) -> bool:
         """Wait until the buffer has room; False when the stream must stop meanwhile."""
         while len(self._buffer) >= self._max_buffered and not self._stopping:
+            # The reader waits for the batch fetched last: it must not wait for a poll.
+            self._let_read()
             self._space = anyio.Event()
             self._space_wanted = True
             await self._space.wait()
         return not self._stopping
 
     async def _idle(self, seconds: float) -> None:
+        # No poll for a while: the batch fetched last is read meanwhile.
+        self._let_read()
         with anyio.CancelScope() as scope:
             self._idle_scope = scope
             if self._stopping:
@@ -343,14 +375,24 @@ class RecordStream(Generic[_R]):
             await anyio.sleep(seconds)
         self._idle_scope = None
 
-    async def _poll_once(self) -> int:
-        """One poll; returns how many items it fetched (parsed or not)."""
+    def _let_read(self) -> None:
+        """The batch fetched last may be read now: the next poll is written, or no poll
+        will be written before the poller has waited (or it stopped)."""
+        self._next_written.set()
+
+    async def _poll_once(self) -> bool:
+        """One poll; returns whether it fetched items (read or not)."""
         self._polls += 1
         # Shielded: cancelling the stream must not abandon an answer that may hold
         # records; __aexit__ bounds the wait with a deadline instead.
-        with anyio.CancelScope(shield=True) as scope:
-            self._poll_scope = scope
-            answer = await self._gateway.call(self._action, [])
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                self._poll_scope = scope
+                answer = await self._gateway.poll(self._action, on_written=self._let_read)
+        finally:
+            # Where the HTTP stack does not report the request written (a caller's mock
+            # transport), the answer or the error is the first sign that it was.
+            self._let_read()
         self._poll_scope = None
         if scope.cancelled_caught:
             logger.error(
@@ -358,15 +400,16 @@ class RecordStream(Generic[_R]):
                 self._action,
                 self._close_grace,
             )
-            return 0
-        if not answer.items:
+            return False
+        if not answer.has_items:
             self._empty_polls += 1
-            return 0
-        # Held from here (unread() returns it) until it is released to the reader. Parsed
-        # by a task of its own, not here: the next poll goes out first, and the parsing
-        # (with the hook's write, if any) is done while the gateway prepares its answer.
-        # Parsed here, ten thousand records made the next poll wait for them.
-        fetched: _Fetched[_R] = _Fetched(answer.items)
+            return False
+        # Held from here (unread() returns it) until it is released to the reader. Read
+        # by a task of its own, not here: the next poll goes out first, and the reading
+        # of its items (expat's pass over the XML, the records, the hook's write, if any)
+        # is done while the gateway prepares the next answer. Read here, ten thousand
+        # items made the next poll wait for them.
+        fetched: _Fetched[_R] = _Fetched(answer)
         self._held.append(fetched)
         # One batch at a time, in fetch order: this batch waits for the one before, whose
         # hook ran (or which was parsed) while this poll was on the wire.
@@ -376,24 +419,42 @@ class RecordStream(Generic[_R]):
             # Fetched while the batch before could not be recorded: the gateway will not
             # hand these out again, so they go to the reader, unrecorded, before the
             # hook's error ends the stream.
+            self._release(fetched)
             logger.error(
                 "%s: %d records fetched while the batch before could not be recorded "
                 "(%s) are handed over unrecorded",
                 self._action,
-                len(answer.items),
+                len(fetched.records or ()),
                 self._hook_error,
             )
-            self._release(fetched)
-            return len(answer.items)
+            return True
         assert self._writes is not None
         written = self._written = anyio.Event()
-        self._writes.start_soon(self._write, self._on_batch, fetched, written)
-        return len(answer.items)
+        readable = self._next_written = anyio.Event()
+        self._writes.start_soon(self._write, self._on_batch, fetched, written, readable)
+        return True
 
-    def _parse(
-        self, items: Sequence[Mapping[str, str]]
-    ) -> tuple[list[_R | MalformedRecord], list[_R]]:
-        """Parse a fetched batch: all of it (for the hook), and its good records."""
+    def _items_of(self, fetched: _Fetched[_R]) -> Sequence[Mapping[str, str]]:
+        """A fetched batch's items, read now; none when the answer turns out garbled."""
+        try:
+            return fetched.answer.read_items()
+        except ProtocolError as exc:
+            error = exc
+        # As a poll whose answer was garbled before its result code: failed, and its
+        # records are lost. Said at ERROR: this answer held records (its head says so).
+        self._errors += 1
+        self._garbled = "an answer's items were garbled"
+        logger.error(
+            "%s: a poll's answer was garbled after its result code (%s); the records it "
+            "held are lost (the gateway does not hand them out again); the stream goes on",
+            self._action,
+            error.message,
+        )
+        return ()
+
+    def _parse(self, fetched: _Fetched[_R]) -> tuple[list[_R | MalformedRecord], list[_R]]:
+        """Read and parse a fetched batch: all of it (for the hook), and its good records."""
+        items = self._items_of(fetched)
         parsed = parse_records(self._action, items, self._from_item, self._from_items)
         if MalformedRecord in set(map(type, parsed)):
             good: list[_R] = []
@@ -410,18 +471,27 @@ class RecordStream(Generic[_R]):
     def _records_of(self, fetched: _Fetched[_R]) -> list[_R]:
         """A held batch's records, parsed now if its task has not done so yet."""
         if fetched.records is None:
-            fetched.records = self._parse(fetched.items)[1]
+            fetched.records = self._parse(fetched)[1]
         return fetched.records
 
     async def _write(
-        self, hook: BatchHook[_R] | None, fetched: _Fetched[_R], written: anyio.Event
+        self,
+        hook: BatchHook[_R] | None,
+        fetched: _Fetched[_R],
+        written: anyio.Event,
+        readable: anyio.Event,
     ) -> None:
         try:
-            # Nothing awaited before the parse: a batch taken by unread() (or the stream
-            # ending) before this task ran was parsed there, and its hook is not called.
+            # Not before the next poll is written: read first, this batch would delay it
+            # (on an event loop, this task runs at the poller's first checkpoint, before
+            # the request reaches the socket).
+            await readable.wait()
+            # Nothing awaited between this check and the parse: a batch taken by unread()
+            # (or the stream ending) meanwhile was parsed there, and its hook is not called.
             if fetched.records is None and any(held is fetched for held in self._held):
-                batch, fetched.records = self._parse(fetched.items)
-                if hook is not None:
+                batch, fetched.records = self._parse(fetched)
+                # A garbled answer has no batch to record (its error is logged).
+                if hook is not None and batch:
                     await hook(batch)
         except Exception as exc:
             # The hook is the caller's (e.g. a journal write): its failure ends the
@@ -453,12 +523,12 @@ class RecordStream(Generic[_R]):
 
 
 class _Fetched(Generic[_R]):
-    """A batch as fetched (its items), and its records once parsed."""
+    """A batch as fetched (its answer, items unread), and its records once parsed."""
 
-    __slots__ = ("items", "records")
+    __slots__ = ("answer", "records")
 
-    def __init__(self, items: Sequence[Mapping[str, str]]) -> None:
-        self.items = items
+    def __init__(self, answer: LazyAnswer) -> None:
+        self.answer = answer
         self.records: list[_R] | None = None
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import ProtocolError, TransportError, ValidationError
@@ -212,13 +213,26 @@ class HttpTransport:
         """The HTTP stack in use: ``"httpx"`` or ``"httpx2"``."""
         return self._stack.name
 
-    async def post_form(self, url: str, body: bytes) -> bytes:
-        """POST ``body`` to ``url``; return the answer's bytes (HTTP 200 only)."""
+    async def post_form(
+        self, url: str, body: bytes, *, on_written: Callable[[], None] | None = None
+    ) -> bytes:
+        """POST ``body`` to ``url``; return the answer's bytes (HTTP 200 only).
+
+        ``on_written`` is called once the request is written and its answer awaited (on
+        the stack's own connections; a transport of the caller's that does not report
+        it, such as ``MockTransport``, never calls it).
+        """
         action = url.rpartition("action=")[2] or url
         stack = self._stack
+        extensions = None if on_written is None else {"trace": _on_written_trace(on_written)}
         try:
             async with self._client.stream(
-                "POST", url, content=body, headers=_FORM, timeout=self._timeout
+                "POST",
+                url,
+                content=body,
+                headers=_FORM,
+                timeout=self._timeout,
+                extensions=extensions,
             ) as response:
                 if response.status_code != 200:
                     head = await self._read_capped(response, 200, action, truncate=True)
@@ -265,3 +279,15 @@ class HttpTransport:
         """Close the HTTP client if we created it; a caller's client stays theirs."""
         if self._owns_client:
             await self._client.aclose()
+
+
+def _on_written_trace(on_written: Callable[[], None]) -> Callable[[str, object], Awaitable[None]]:
+    """A "trace" request extension (httpcore's and httpcore2's) that calls ``on_written``
+    when the connection starts waiting for the answer's head: the request is written."""
+
+    async def trace(event: str, info: object) -> None:
+        # HTTP/1.1 and HTTP/2 name it alike ("http11.", "http2." before it).
+        if event.endswith(".receive_response_headers.started"):
+            on_written()
+
+    return trace
