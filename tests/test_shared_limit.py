@@ -226,8 +226,8 @@ async def test_answers_beyond_the_ceiling_prove_a_raised_limit(redis_server: Red
     # answers sent late) may exceed 39/s over that time by two (a token, an answer
     # crossing the -1) before the schedule knows. The excess is 3.9 turns/s, counted from
     # two round trips after the cut: proven within a second, and not before the answers
-    # exceed the allowance by more than one (0.2 + 1/3.9 s). Then its probe goes fast instead of creeping (the
-    # excess would take hundreds of turns to grow that large).
+    # exceed the allowance by more than one (0.2 + 1/3.9 s). Then its probe goes fast
+    # instead of creeping (the excess would take hundreds of turns to grow that large).
     time = VirtualTime()
     shared = limit(redis_server, time, seed_pace=40.0, monotonic=time)
     await a_second_then_refused(redis_server, time, shared, 40)
