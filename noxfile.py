@@ -29,10 +29,12 @@ def tests(session: nox.Session, stack: str) -> None:
     # Only this session's choice of stack counts, not one set in the caller's shell.
     session.env["AISIX_HTTP_STACK"] = ""
     coverage = ["--cov=aisix_async", "--cov-report=term", "--cov-fail-under=90"]
+    # Two worker processes (pytest-xdist); `nox -s tests -- -n 0` runs them in one.
+    workers = ["-n", "2"]
     if stack == "httpx":
         session.install("-e", ".[tests]")
         session.run("coverage", "erase")
-        session.run("pytest", *coverage, *session.posargs)
+        session.run("pytest", *workers, *coverage, *session.posargs)
         return
     if _python_version(session) < _HTTPX2_PYTHON:
         session.skip("httpx2 needs Python 3.11 or newer")
@@ -40,7 +42,7 @@ def tests(session: nox.Session, stack: str) -> None:
     session.run("coverage", "erase")
     session.run("pytest", "--cov=aisix_async", "--cov-report=", "tests/test_http_stack.py")
     session.run("python", "-m", "pip", "uninstall", "--yes", "httpx", "httpcore", "respx")
-    session.run("pytest", "--cov-append", *coverage, *session.posargs)
+    session.run("pytest", *workers, "--cov-append", *coverage, *session.posargs)
 
 
 def _python_version(session: nox.Session) -> tuple[int, int]:
