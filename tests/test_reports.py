@@ -115,10 +115,7 @@ async def test_a_bad_item_costs_nothing_else_of_its_batch(
         b'<Item id="5" msgid="101" mobile="13800000005" result="2" return="DELIVRD"/>'
         b"</xml>",
     ]
-
-    def handler(request: hx.Request) -> hx.Response:
-        body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
-        return hx.Response(200, content=body)
+    handler = _Answers(answers)
 
     batches: list[Sequence[DeliveryReport | MalformedRecord]] = []
 
@@ -265,6 +262,20 @@ async def _until(condition: Callable[[], bool]) -> None:
         await anyio.sleep(0.001)
 
 
+class _Answers:
+    """A mock gateway's getSendState: ``answers`` in turn, then an empty queue; counts
+    the polls it served (a MockTransport handler)."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self._answers = list(answers)
+        self.served = 0
+
+    def __call__(self, request: hx.Request) -> hx.Response:
+        self.served += 1
+        body = self._answers.pop(0) if self._answers else b'<xml name="getSendState" result="1"/>'
+        return hx.Response(200, content=body)
+
+
 async def test_a_slow_batch_hook_does_not_hold_up_the_next_poll(emulator: Any) -> None:
     # The first hook returns only once the next batch has been fetched: with the write
     # awaited before the next poll, this would never happen (fail_after turns that into
@@ -321,13 +332,7 @@ async def test_batches_keep_their_order_whatever_their_hooks_take() -> None:
         for page in pages
     ]
 
-    served = 0
-
-    def handler(request: hx.Request) -> hx.Response:
-        nonlocal served
-        served += 1
-        body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
-        return hx.Response(200, content=body)
+    handler = _Answers(answers)
 
     hooked: list[list[str]] = []
 
@@ -335,7 +340,7 @@ async def test_batches_keep_their_order_whatever_their_hooks_take() -> None:
         ids = [r.id for r in batch if isinstance(r, DeliveryReport)]
         if len(hooked) % 2 == 0 and int(ids[-1]) < 14:
             answered = len(hooked) + 2
-            await _until(lambda: served >= answered)
+            await _until(lambda: handler.served >= answered)
         hooked.append(ids)
 
     http = hx.AsyncClient(transport=hx.MockTransport(handler))
@@ -485,11 +490,7 @@ async def test_items_garbled_after_a_good_head_are_a_failed_poll_logged_and_coun
     # items turn out garbled. Its records are lost (as for any garbled answer), the
     # loss is logged at ERROR and counted, its hook is not called, and the stream goes
     # on, after a backoff, with the records that follow.
-    answers = [_page(0, 40), _page(40, 40, garbage=garbage), _page(80, 40)]
-
-    def handler(request: hx.Request) -> hx.Response:
-        body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
-        return hx.Response(200, content=body)
+    handler = _Answers([_page(0, 40), _page(40, 40, garbage=garbage), _page(80, 40)])
 
     hooked_ids: list[list[str]] = []
 
@@ -525,14 +526,7 @@ async def test_a_garbled_batch_taken_by_unread_is_logged_and_counted(
 ) -> None:
     # The reader leaves before the garbled batch's task read it: unread() reads it, and
     # its loss is said and counted all the same; the good batch after it is returned.
-    answers = [_page(0, 40), _page(40, 40, garbage=b"<Item id="), _page(80, 40)]
-    served = 0
-
-    def handler(request: hx.Request) -> hx.Response:
-        nonlocal served
-        served += 1
-        body = answers.pop(0) if answers else b'<xml name="getSendState" result="1"/>'
-        return hx.Response(200, content=body)
+    handler = _Answers([_page(0, 40), _page(40, 40, garbage=b"<Item id="), _page(80, 40)])
 
     caplog.set_level(logging.ERROR, logger="aisix_async")
     http = hx.AsyncClient(transport=hx.MockTransport(handler))
@@ -544,7 +538,7 @@ async def test_a_garbled_batch_taken_by_unread_is_logged_and_counted(
             async for report in stream:
                 assert report.id == "0"
                 # The poller holds (at most) the next batches while the reader is away.
-                await _until(lambda: served >= 2)
+                await _until(lambda: handler.served >= 2)
                 break
     await http.aclose()
     rest = [int(r.id) for r in stream.unread()]
