@@ -254,7 +254,7 @@ class LazyAnswer:
     and every time it is asked again.
     """
 
-    __slots__ = ("_action", "_body", "_error", "_items", "_reading", "has_items", "name", "result")
+    __slots__ = ("_body", "_error", "_items", "_reading", "has_items", "name", "result")
 
     def __init__(
         self,
@@ -269,7 +269,6 @@ class LazyAnswer:
         self.result = result
         #: True when the answer holds at least one Item (known from its head already).
         self.has_items = bool(items) or reading is not None
-        self._action = action
         self._items = items
         self._reading = reading
         # Only the start is kept, for an error's snippet (one byte more than it shows, so
@@ -290,7 +289,7 @@ class LazyAnswer:
         assert self._reading is not None
         reading, self._reading = self._reading, None
         try:
-            with _refused_as_protocol_errors(self._body, self._action):
+            with _refused_as_protocol_errors(self._body, self.name):
                 self._items = tuple(reading.to_end()[2])
         except ProtocolError as exc:
             self._error = exc

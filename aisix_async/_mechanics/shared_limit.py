@@ -112,12 +112,16 @@ _TURN = (
     + """
 local key, clients, slots = KEYS[1], KEYS[2], KEYS[3]
 local s = redis.call('HMGET', key, 'pace', 'ceiling', 'sure', 'next_at', 'epoch', 'cut_at',
-                     'expect', 'expect_until', 'measure_from')
+                     'expect', 'expect_until', 'measure_from', 'turns', 'cut_turns',
+                     'refused_since_cut')
 local pace, ceiling, sure = tonumber(s[1]), tonumber(s[2]) or 0, s[3] == '1'
 local next_at, epoch = tonumber(s[4]) or 0, tonumber(s[5]) or 0
 local cut_at = tonumber(s[6])
 local expect, expect_until = tonumber(s[7]) or 0, tonumber(s[8]) or 0
 local measure_from = tonumber(s[9]) or 0
+-- Turns booked ever, at the last cut (none before a first cut), and refused since it.
+local turns, cut_turns, refused_since_cut = tonumber(s[10]) or 0, tonumber(s[11]),
+                                            tonumber(s[12]) or 0
 if not cut_at then
   -- A new schedule, or one lost with a restart: a client that knew the pace seeds it;
   -- else a cautious start that doubles quickly while demand is above it.
@@ -180,7 +184,6 @@ if wait > 0 and part == 1 and now >= measure_from then
   else
     local excess = pace / ceiling - 1
     local trip = tonumber(ARGV[8])
-    local cut_turns = tonumber(redis.call('HGET', key, 'cut_turns'))
     if sure and excess < 0.15 and trip and cut_turns and now - 2 * trip > cut_at then
       -- The last cut's -1 found the bucket empty: since then it can have accepted its
       -- rate times the time, one token more, and one answer that crossed that -1 on the
@@ -189,8 +192,7 @@ if wait > 0 and part == 1 and now >= measure_from then
       -- client sends late) beyond that prove the limit above the ceiling: probe as with
       -- none known, not creeping. (Only from a cut: a seeded start found no empty bucket.)
       local back = now - 2 * trip
-      local answered = (tonumber(redis.call('HGET', key, 'turns')) or 0) - cut_turns
-                       - (tonumber(redis.call('HGET', key, 'refused_since_cut')) or 0)
+      local answered = turns - cut_turns - refused_since_cut
                        - redis.call('ZCOUNT', slots, '(' .. back, '+inf')
       if answered - 2 > ceiling * (back - cut_at) then
         sure = false
@@ -230,11 +232,11 @@ local key, slots = KEYS[1], KEYS[2]
 -- A refused turn is no evidence of what the gateway accepts: its slot goes, and if it
 -- was booked after the last cut it is not counted as answered since (see _TURN).
 redis.call('ZREM', slots, ARGV[5])
-if tonumber(ARGV[5]) > (tonumber(redis.call('HGET', key, 'cut_turns')) or math.huge) then
+local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at', 'expect',
+                     'measure_from', 'expect_until', 'rejoin_cut_until', 'turns', 'cut_turns')
+if tonumber(ARGV[5]) > (tonumber(s[11]) or math.huge) then
   redis.call('HINCRBY', key, 'refused_since_cut', 1)
 end
-local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at', 'expect',
-                     'measure_from', 'expect_until', 'rejoin_cut_until')
 local pace, ceiling, epoch, cut_at = tonumber(s[1]), tonumber(s[2]) or 0, tonumber(s[3]),
                                      tonumber(s[4])
 local next_at = tonumber(s[5]) or 0
@@ -303,7 +305,7 @@ redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(aim),
            'sure', (not first and (answered >= 4 or rejoining)) and '1' or '0',
            'next_at', tostring(math.max(now, next_at) + 1 / pace), 'epoch', epoch + 1,
            'cut_at', tostring(now),
-           'cut_turns', tonumber(redis.call('HGET', key, 'turns')) or 0,
+           'cut_turns', tonumber(s[10]) or 0,
            'refused_since_cut', 0)
 if rejoining then
   redis.call('HSET', key, 'rejoin_cut_until', tostring(rejoin_until))
