@@ -915,7 +915,9 @@ class _Ingest:
     def delivery_rows(self) -> Iterator[tuple[Any, ...]]:
         """Every row for ``delivery`` of the batch, in its column order (_DELIVERY_COLUMNS)."""
         flat = iter(self.settled)
-        for chunk, mobile, code, seq, id_, msgid, result in zip(*[flat] * _SETTLED_WIDTH):
+        for chunk, mobile, code, seq, id_, msgid, result in zip(
+            *[flat] * _SETTLED_WIDTH, strict=True
+        ):
             yield chunk, mobile, code, self.now, seq, id_, msgid, result, None
         yield from self.delivery
 
