@@ -674,6 +674,87 @@ async def test_runs_of_one_msgid_mixed_with_others_are_recorded_as_one_by_one(
         await journal.aclose()
 
 
+def _ingested_rows(path: Path) -> tuple[list[tuple[Any, ...]], ...]:
+    """Both report tables and the tallies as the file holds them, fetch times left out."""
+    conn = sqlite3.connect(path)
+    try:
+        return (
+            conn.execute(
+                "SELECT seq, id, msgid, mobile, result, code, raw, chunk FROM reports ORDER BY seq"
+            ).fetchall(),
+            conn.execute(
+                "SELECT seq, chunk, mobile, code, id, msgid, result, raw FROM delivery ORDER BY seq"
+            ).fetchall(),
+            conn.execute("SELECT name, n FROM tallies ORDER BY name").fetchall(),
+        )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("variables", [32766, 999])
+async def test_whole_runs_record_what_report_by_report_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: int
+) -> None:
+    # Whole runs are written flat, with the batch's fetch time bound once and raw left
+    # NULL: the same rows, counts and flags must come out as when every report goes one
+    # by one. Runs of finals only, of both finals and pending codes, of pending codes
+    # only; another campaign's reports between them; a second batch repeating
+    # recipients the first settled.
+    monkeypatch.setattr(sql, "_VARIABLES", variables)
+    mobiles = [f"1393{i:07d}" for i in range(600)]
+
+    def batches() -> list[list[DeliveryReport | MalformedRecord]]:
+        first: list[DeliveryReport | MalformedRecord] = []
+        for chunk in range(3):
+            for i in range(chunk * 200, chunk * 200 + 200):
+                code = ("DELIVRD", "ACCEPTD", "undeliv")[chunk] if i % 7 else "EXPIRED"
+                result = ReportResult.UNKNOWN if code == "ACCEPTD" else ReportResult.FAILED
+                first.append(DeliveryReport(f"r{i}", f"m{chunk}", mobiles[i], result, code))
+                if i % 150 == 0:
+                    first.append(
+                        DeliveryReport(f"x{i}", "other", mobiles[i], ReportResult.FAILED, "UNDELIV")
+                    )
+        repeat = [
+            DeliveryReport(f"again{i}", "m0", mobiles[i], ReportResult.DELIVERED, "DELIVRD")
+            for i in range(0, 200, 3)
+        ]
+        pending = [
+            DeliveryReport(f"later{i}", "m1", mobiles[i], ReportResult.UNKNOWN, "ACCEPTD")
+            for i in range(200, 260)
+        ]
+        return [first, repeat + pending]
+
+    async def record(path: Path) -> list[sql.Ingested]:
+        journal = await Journal.open(path)
+        try:
+            await journal.define("fp", {})
+            for index in range(3):
+                positions = range(index * 200, index * 200 + 200)
+                numbers = mobiles[index * 200 : index * 200 + 200]
+                await journal.begin_chunk(
+                    index, "sendOnce", positions, numbers, f"h{index}", resend_unknown=False
+                )
+                await journal.settle_chunk(
+                    index,
+                    "sendOnce",
+                    positions,
+                    numbers,
+                    ChunkResult(ChunkState.ACCEPTED, receipts=({"msgid": f"m{index}"},)),
+                )
+            return [await journal.ingest_reports(batch) for batch in batches()]
+        finally:
+            await journal.aclose()
+
+    whole = await record(tmp_path / "whole.db")
+    monkeypatch.setattr(sql._Ingest, "whole_run", lambda self, msgid, items: False)
+    one_by_one = await record(tmp_path / "one.db")
+    assert whole == one_by_one
+    assert whole[0].foreign == 4
+    assert whole[0].finals == {"DELIVRD": 171, "EXPIRED": 86, "UNDELIV": 172}
+    assert whole[1].finals == {}
+    assert _ingested_rows(tmp_path / "whole.db") == _ingested_rows(tmp_path / "one.db")
+
+
 @pytest.mark.parametrize("variables", [32766, 999])
 async def test_what_a_batch_looks_up_is_read_before_it_and_forgotten_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: int

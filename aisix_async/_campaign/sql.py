@@ -754,15 +754,16 @@ def record_reports(
         if msgid is None or not ingest.whole_run(msgid, items):  # type: ignore[arg-type]
             ingest.one_by_one(items)
     finals = ingest.finals
-    values = ingest.delivery
     rows = ingest.rows
-    if values:
+    settled = len(ingest.settled) // _SETTLED_WIDTH + len(ingest.delivery)
+    if settled:
         before = conn.total_changes
-        _insert_many(conn, _DELIVERY_INSERT, len(_DELIVERY_COLUMNS), values)
-        if conn.total_changes - before < len(values):
+        _insert_flat(conn, _SETTLED_INSERT, _SETTLED_WIDTH, ingest.settled, ingest.now)
+        _insert_many(conn, _DELIVERY_INSERT, len(_DELIVERY_COLUMNS), ingest.delivery)
+        if conn.total_changes - before < settled:
             # Some recipients were settled by an earlier batch: their reports are repeats,
             # kept in ``reports`` (rare: look each up).
-            for chunk, mobile, code, at, seq_, id_, msgid, result, raw in values:
+            for chunk, mobile, code, at, seq_, id_, msgid, result, raw in ingest.delivery_rows():
                 (first,) = conn.execute(
                     "SELECT seq FROM delivery WHERE chunk=? AND mobile=?", (chunk, mobile)
                 ).fetchone()
@@ -770,6 +771,7 @@ def record_reports(
                     rows.append((seq_, id_, msgid, mobile, result, code, raw, at, chunk))
                     finals[code.upper()] -= 1
             finals = Counter({code: n for code, n in finals.items() if n})
+    _insert_flat(conn, _KEPT_INSERT, _KEPT_WIDTH, ingest.kept, ingest.now)
     _insert_many(conn, _REPORTS_INSERT, len(_REPORTS_COLUMNS), rows)
     counts = [(f"final:{code}", n) for code, n in finals.items()]
     if ingest.foreign:
@@ -810,13 +812,21 @@ class _Ingest:
         self.mine: list[bool] = []
         self.foreign = 0
         self.foreign_msgids: set[str] = set()
-        #: Rows in ``reports``' column order (_REPORTS_COLUMNS).
+        #: Rows in ``reports``' column order (_REPORTS_COLUMNS), of reports taken one by
+        #: one.
         self.rows: list[tuple[Any, ...]] = []
         #: A recipient's first final report goes to ``delivery`` (whole), not to
-        #: ``reports``: rows in ``delivery``'s column order (_DELIVERY_COLUMNS), and the
-        #: recipients they settle.
+        #: ``reports``: rows in ``delivery``'s column order (_DELIVERY_COLUMNS), of
+        #: reports taken one by one.
         self.delivery: list[tuple[Any, ...]] = []
-        self.settling: set[tuple[int, str]] = set()
+        #: Reports of whole runs, flat (one value after another, _SETTLED_WIDTH and
+        #: _KEPT_WIDTH a report): the final ones, to ``delivery``, and the others, to
+        #: ``reports``. Flat because that is how a statement takes them: no tuple per
+        #: report is made, then taken apart again.
+        self.settled: list[object] = []
+        self.kept: list[object] = []
+        #: Recipients settled by the batch, by chunk.
+        self.settling: dict[int, set[str]] = {}
         #: Recipients settled, by final code (upper case).
         self.finals: Counter[str] = Counter()
 
@@ -825,10 +835,10 @@ class _Ingest:
 
         The common case at ten thousand reports a batch: the msgid is the campaign's,
         every mobile one of its chunk's numbers, no recipient twice, no extra attributes.
-        Each column is then taken with ``map`` and the rows built with ``zip``, never a
-        Python loop per report: this runs on the journal's worker thread and every
-        moment it holds the GIL is one the event loop, parsing the next batch, waits
-        for. False (nothing recorded) when the run must go report by report.
+        Each column is then taken with ``map`` and the values laid out with ``zip``,
+        never a Python loop per report: this runs on the journal's worker thread and
+        every moment it holds the GIL is one the event loop waits for. False (nothing
+        recorded) when the run must go report by report.
         """
         conn, lookup = self.conn, self.lookup
         chunk = lookup.chunk_of(conn, msgid)
@@ -838,33 +848,78 @@ class _Ingest:
         numbers = lookup.numbers(conn, chunk)
         if numbers is not None and not numbers.issuperset(mobiles):
             return False
-        keys = set(zip(repeat(chunk), mobiles))
-        if len(keys) != len(mobiles) or not keys.isdisjoint(self.settling):
+        distinct = set(mobiles)
+        settling = self.settling.setdefault(chunk, set())
+        if len(distinct) != len(mobiles) or not settling.isdisjoint(distinct):
             return False
         codes = list(map(_CODE, items))
-        final = {code for code in set(codes) if code.upper() in FINAL_OPERATOR_CODES}
+        found = set(codes)
+        final = {code for code in found if code.upper() in FINAL_OPERATOR_CODES}
         count = len(items)
-        seqs = range(self.seq + 1, self.seq + 1 + count)
+        seqs: Sequence[int] = range(self.seq + 1, self.seq + 1 + count)
         self.seq += count
         ids = list(map(_ID, items))
         results = list(map(int, map(_RESULT, items)))
+        columns = (mobiles, codes, seqs, ids, results)
         # Final reports settle their recipients; the others ("not known yet") are kept.
-        settles = list(map(final.__contains__, codes))
-        keeps = list(map(not_, settles))
-        self.delivery.extend(
-            zip(repeat(chunk), compress(mobiles, settles), compress(codes, settles),
-                repeat(self.now), compress(seqs, settles), compress(ids, settles),
-                repeat(msgid), compress(results, settles), repeat(None))
-        )  # fmt: skip
-        self.rows.extend(
-            zip(compress(seqs, keeps), compress(ids, keeps), repeat(msgid),
-                compress(mobiles, keeps), compress(results, keeps), compress(codes, keeps),
-                repeat(None), repeat(self.now), repeat(chunk))
-        )  # fmt: skip
-        self.settling.update(zip(repeat(chunk), compress(mobiles, settles)))
-        self.finals.update(map(str.upper, compress(codes, settles)))
+        if len(final) == len(found):
+            self._settle(chunk, msgid, *columns)
+        elif not final:
+            self._keep(chunk, msgid, *columns)
+        else:
+            settles = list(map(final.__contains__, codes))
+            keeps = list(map(not_, settles))
+            self._settle(chunk, msgid, *(list(compress(c, settles)) for c in columns))
+            self._keep(chunk, msgid, *(list(compress(c, keeps)) for c in columns))
         self.mine.extend(repeat(True, count))
         return True
+
+    def _settle(
+        self,
+        chunk: int,
+        msgid: str,
+        mobiles: list[str],
+        codes: list[str],
+        seqs: Sequence[int],
+        ids: list[str],
+        results: list[int],
+    ) -> None:
+        # In _SETTLED_COLUMNS' order.
+        self.settled.extend(
+            chain.from_iterable(
+                zip(repeat(chunk), mobiles, codes, seqs, ids, repeat(msgid), results)
+            )
+        )
+        self.settling[chunk].update(mobiles)
+        # Counted as the gateway wrote them, then upper-cased once a code, not a report.
+        for code, n in Counter(codes).items():
+            self.finals[code.upper()] += n
+
+    def _keep(
+        self,
+        chunk: int,
+        msgid: str,
+        mobiles: list[str],
+        codes: list[str],
+        seqs: Sequence[int],
+        ids: list[str],
+        results: list[int],
+    ) -> None:
+        # In _KEPT_COLUMNS' order.
+        self.kept.extend(
+            chain.from_iterable(
+                zip(seqs, ids, repeat(msgid), mobiles, results, codes, repeat(chunk))
+            )
+        )
+
+    def delivery_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every row for ``delivery`` of the batch, in its column order (_DELIVERY_COLUMNS)."""
+        flat = iter(self.settled)
+        for chunk, mobile, code, seq, id_, msgid, result in zip(
+            *[flat] * _SETTLED_WIDTH, strict=True
+        ):
+            yield chunk, mobile, code, self.now, seq, id_, msgid, result, None
+        yield from self.delivery
 
     def one_by_one(self, items: list[DeliveryReport | MalformedRecord]) -> None:
         """Record reports one at a time: malformed, foreign, reconciling, repeated."""
@@ -910,8 +965,9 @@ class _Ingest:
                 self.foreign_msgids.add(msgid)
             else:
                 upper = code.upper()
-                if upper in FINAL_OPERATOR_CODES and (chunk, mobile) not in self.settling:
-                    self.settling.add((chunk, mobile))
+                settling = self.settling.setdefault(chunk, set())
+                if upper in FINAL_OPERATOR_CODES and mobile not in settling:
+                    settling.add(mobile)
                     self.delivery.append(
                         (chunk, mobile, code, now, seq, item.id, msgid, int(item.result), extra)
                     )
@@ -927,6 +983,22 @@ _REPORTS_INSERT = f"INSERT INTO reports ({', '.join(_REPORTS_COLUMNS)}) VALUES "
 _DELIVERY_COLUMNS = ("chunk", "mobile", "code", "at", "seq", "id", "msgid", "result", "raw")
 # OR IGNORE: a recipient an earlier batch settled keeps its first final report.
 _DELIVERY_INSERT = f"INSERT OR IGNORE INTO delivery ({', '.join(_DELIVERY_COLUMNS)}) VALUES "
+# Reports of whole runs (see _Ingest.whole_run) leave out what is the same for all of
+# a batch: the time it was fetched, bound once as ?1, and ``raw``, NULL (a report with
+# extra attributes never comes this way). Binding a NULL goes through the sqlite3
+# module's adapters, a Python lookup per value, which cost as much as the SQL.
+_SETTLED_COLUMNS = ("chunk", "mobile", "code", "seq", "id", "msgid", "result")
+_SETTLED_WIDTH = len(_SETTLED_COLUMNS)
+_SETTLED_INSERT = (
+    f"INSERT OR IGNORE INTO delivery (at, raw, {', '.join(_SETTLED_COLUMNS)}) VALUES ",
+    "(?1, NULL, " + ", ".join("?" * _SETTLED_WIDTH) + ")",
+)
+_KEPT_COLUMNS = ("seq", "id", "msgid", "mobile", "result", "code", "chunk")
+_KEPT_WIDTH = len(_KEPT_COLUMNS)
+_KEPT_INSERT = (
+    f"INSERT INTO reports (fetched_at, raw, {', '.join(_KEPT_COLUMNS)}) VALUES ",
+    "(?1, NULL, " + ", ".join("?" * _KEPT_WIDTH) + ")",
+)
 # Bound variables one statement may hold: 32766 since SQLite 3.32, 999 before.
 _VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
@@ -948,6 +1020,23 @@ def _insert_many(
     for start in range(0, len(rows), per):
         part = rows[start : start + per]
         conn.execute(head + ",".join([one] * len(part)), list(chain.from_iterable(part)))
+
+
+def _insert_flat(
+    conn: sqlite3.Connection,
+    statement: tuple[str, str],
+    width: int,
+    values: list[object],
+    first: object,
+) -> None:
+    """Insert rows laid out flat in ``values``, ``width`` values a row, with ``first``
+    bound once as ?1 for all of them: ``statement`` is (``INSERT ... VALUES``, one row's
+    placeholders), as many rows a statement as SQLite's bound allows (as _insert_many)."""
+    head, one = statement
+    per = max(1, (_VARIABLES - 1) // width) * width
+    for start in range(0, len(values), per):
+        part = values[start : start + per]
+        conn.execute(head + ",".join([one] * (len(part) // width)), [first, *part])
 
 
 def adopt_reports(
