@@ -14,7 +14,10 @@ gateway URL takes its turns from one schedule kept in Redis:
   last cut, as a single client counts them. The cut starts from the rate of turns booked
   since the last cut, i.e. what the whole fleet sent. Measured from few answers (under
   16), that rate may fall short of the limit by one answer over its span: the climb
-  after the cut aims at that bound, so a short measure is not held as the limit.
+  after the cut aims at that bound, so a short measure is not held as the limit. A cut
+  also moves the turns already booked ahead to the new pace (a client asks again before
+  it uses a turn booked behind others'): sent as booked, at the pace just found too
+  fast, into a bucket the -1 found empty, most of them would be refused.
 * **Fair.** A client holds at most one booked turn at a time, so clients that all want
   more than their share are served in turn (each gets pace / N), and one that wants less
   gets all it asks. A client that dies holds at most that one turn, which simply passes.
