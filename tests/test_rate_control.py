@@ -87,18 +87,31 @@ def test_a_moving_limit_is_followed(backend: str, shift: float) -> None:
     )
     ends = [10.0 + shift, 20.0 + shift, 30.0 + shift]
     ideal = sum(r * (end - at) for (at, r), end in zip(phases, ends, strict=True))
-    # The whole run (the raise found late at some shifts, see below): 0.68 at least.
-    assert gateway.accepted(0, 0, ends[-1]) >= 0.65 * ideal
+    # The whole run: 0.91-0.99 of the limit's integral over these shifts (0.70-0.79 when
+    # the probe after a drop was as gentle as at a steady limit).
+    assert gateway.accepted(0, 0, ends[-1]) >= 0.88 * ideal
     for (at, limit), end in zip(phases[:2], ends[:2], strict=True):
         # The second half of the first two phases runs at the limit, within 10%.
         got = gateway.accepted(0, end - 5, end) / 5
         assert abs(got - limit) <= 0.1 * limit, (at, got, limit)
-    # The doubled limit is found within the phase at any phase of the cycle: its second
-    # half at 0.65 of it at least (0.66-0.98 over these shifts; the booked turns of
-    # 0.3.x stayed at the old limit, 0.27 of it, at three of eight shifts).
-    assert gateway.accepted(0, ends[2] - 5, ends[2]) / 5 >= 0.65 * rate * 2
+    # The doubled limit is found within 3 s at any phase of the cycle: a limit that just
+    # dropped may come back, so the probe above the new ceiling is brisker for a while.
+    # Its second half runs at the limit (it ran at 0.66-0.88 of it with the gentle probe).
+    assert gateway.accepted(0, ends[2] - 5, ends[2]) / 5 >= 0.95 * rate * 2
     # A drop is met with a cut at once: at most a few -1 answers after it.
     assert gateway.refused(0, 10 + shift, 12 + shift) <= 6
+
+
+def test_a_drop_that_stays_is_probed_gently_again() -> None:
+    # The brisker probe after a drop lasts 400 requests (or until the old limit is back):
+    # a limit that dropped for good is then met as seldom as one that never moved.
+    dropped = Gateway(40.0, burst=5, latency=0.1)
+    simulate(dropped, [ClientRun(seconds=70, demand=32)], rates=[(10.0, 20.0)])
+    steady = Gateway(20.0, burst=5, latency=0.1)
+    simulate(steady, [ClientRun(seconds=70, demand=32)])
+    # Measured: 6 and 5 -1 answers from 40 s to 70 s.
+    assert dropped.refused(0, 40, 70) <= steady.refused(0, 40, 70) + 2
+    assert dropped.accepted(0, 40, 70) >= 0.95 * 20.0 * 30
 
 
 def _share(clients: int) -> tuple[list[float], float]:

@@ -315,6 +315,17 @@ class Scheduler:
     #: per 150 requests at any rate); a raised limit is proven by the answers
     #: themselves (PROVEN_MARGIN) and then probed fast.
     PROBE_DOUBLING = 60.0
+    #: A cut to under this share of a rate measured twice alike before (a steady limit)
+    #: is a drop: such a limit may come back (a gateway shedding load, a plan changed
+    #: for a while), so for DROP_MEMORY requests, or until the old rate is reached again,
+    #: the excess above the new ceiling doubles every DROP_DOUBLING requests instead. A
+    #: limit halved then doubled is found within 3 s at 40 requests/s, not 6; one that
+    #: stays low costs about one -1 more. (A rate that was not steady, as a client's
+    #: share of a bucket shared with others is not, counts no drop: brisker probes by the
+    #: clients that lost share would only lose the others theirs.)
+    DROP = 0.75
+    DROP_DOUBLING = 20.0
+    DROP_MEMORY = 400
     #: An excess this large accepted with no -1 means the limit went up (a burst of 5
     #: would be spent within about 50 requests): probe as fast as with no ceiling known.
     #: Lower, answers jittered by half the latency set it off at a steady limit.
@@ -409,6 +420,9 @@ class Scheduler:
         self._previous_cut = -math.inf
         # Answers accepted since the last cut for requests already in flight at it.
         self._episode_accepted = 0
+        self._dropped_from = 0.0
+        self._dropped_at = 0
+        self._measured_before = 0.0
         self._cuts = 0
         self._accepted: deque[float] = deque(maxlen=4096)
         self._dispatched: deque[float] = deque(maxlen=4096)
@@ -639,7 +653,8 @@ class Scheduler:
                 # The ceiling is known to be too low: probe as with none trusted.
                 self._sure = False
             if self._sure and excess < self.FAST_PROBE_AT:
-                doubling = max(self.PROBE_DOUBLING, 2.0 * per_trip)
+                gentle = self.DROP_DOUBLING if self._after_drop(ceiling) else self.PROBE_DOUBLING
+                doubling = max(gentle, 2.0 * per_trip)
                 excess += self.CREEP + excess * math.log(2.0) / doubling
             else:
                 doubling = max(self.UNSURE_DOUBLING, per_trip)
@@ -647,6 +662,21 @@ class Scheduler:
             grown = ceiling * (1.0 + excess)
         self._pace = min(grown, self._max_rate_or_inf)
         self._enough_slots()
+
+    def _remember_drop(self, before: float, now: float) -> None:
+        # ``before``: the last sure ceiling (a steady one if the one before it agreed);
+        # ``now``: the sure ceiling this cut measured (see DROP).
+        steady = abs(before - self._measured_before) <= (1.0 - self.BETA) * before
+        if now < self.DROP * before and steady:
+            self._dropped_from = max(self._dropped_from, before)
+            self._dropped_at = self._requests
+        elif now >= self.BETA * self._dropped_from:
+            self._dropped_from = 0.0
+
+    def _after_drop(self, ceiling: float) -> bool:
+        if self._dropped_from and self._requests - self._dropped_at > self.DROP_MEMORY:
+            self._dropped_from = 0.0
+        return ceiling < self._dropped_from
 
     def _proven_above(self, ceiling: float) -> bool:
         # The last cut's -1 found the bucket empty (less than a token), so since then it
@@ -771,7 +801,8 @@ class Scheduler:
         self._ceiling = base
         self._sure = sure
         if sure:
-            self._measured = base
+            self._remember_drop(self._measured, base)
+            self._measured_before, self._measured = self._measured, base
         beta = self.BETA_UNSURE if self._slow_start else self.BETA
         self._pace = max(self._min_rate, beta * base)
         self._learned_at = self._wall_clock()

@@ -14,7 +14,10 @@ gateway URL takes its turns from one schedule kept in Redis:
   last cut, as a single client counts them. The cut starts from the rate of turns booked
   since the last cut, i.e. what the whole fleet sent. Measured from few answers (under
   16), that rate may fall short of the limit by one answer over its span: the climb
-  after the cut aims at that bound, so a short measure is not held as the limit.
+  after the cut aims at that bound, so a short measure is not held as the limit. A cut
+  also moves the turns already booked ahead to the new pace (a client asks again before
+  it uses a turn booked behind others'): sent as booked, at the pace just found too
+  fast, into a bucket the -1 found empty, most of them would be refused.
 * **Fair.** A client holds at most one booked turn at a time, so clients that all want
   more than their share are served in turn (each gets pace / N), and one that wants less
   gets all it asks. A client that dies holds at most that one turn, which simply passes.
@@ -219,7 +222,7 @@ redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - WINDOW)
 redis.call('PEXPIRE', key, ARGV[4])
 redis.call('PEXPIRE', clients, ARGV[4])
 redis.call('PEXPIRE', slots, ARGV[4])
-return {tostring(wait), tostring(pace), epoch, fleet, n}
+return {tostring(wait), tostring(pace), epoch, fleet, n, tostring(at)}
 """
 )
 
@@ -233,7 +236,8 @@ local key, slots = KEYS[1], KEYS[2]
 -- was booked after the last cut it is not counted as answered since (see _TURN).
 redis.call('ZREM', slots, ARGV[5])
 local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at', 'expect',
-                     'measure_from', 'expect_until', 'rejoin_cut_until', 'turns', 'cut_turns')
+                     'measure_from', 'expect_until', 'rejoin_cut_until', 'turns', 'cut_turns',
+                     'sure')
 if tonumber(ARGV[5]) > (tonumber(s[11]) or math.huge) then
   redis.call('HINCRBY', key, 'refused_since_cut', 1)
 end
@@ -283,11 +287,17 @@ end
 -- clients still rejoining or sending what they paced by themselves (those requests are
 -- not in the slots, so the turns there understate what the gateway took): cut from the
 -- pace itself.
-if answered < 4 or rejoining then
+local first = ceiling <= 0
+if rejoining or (answered < 4 and (first or s[12] == '1')) then
   rate = pace
+elseif answered < 4 then
+  -- Still finding the limit after the first cut (at a low one, a few answers between
+  -- two -1): half an answer more than were accepted bounds the rate, as one client's
+  -- scheduler counts it. Cutting a tenth from the pace at each -1 instead took seven
+  -- -1 answers to come down from 3.7 to 2 requests/s.
+  rate = (answered + 0.5) / span
 end
 rate = math.min(pace, rate)
-local first = ceiling <= 0
 -- A rate measured from n answers may fall short of the limit by one answer over its span:
 -- measured from few (under 16), the climb aims at that bound (1/n above it), so that an
 -- imprecise cut is not held as the limit for minutes while the gentle probe above it
@@ -298,12 +308,22 @@ if not first and answered >= 4 and answered < 16 and not rejoining then
 end
 -- (A cut while clients rejoin keeps the seed's trust: it measured nothing to doubt it.)
 -- The first -1 follows a burst the bucket absorbed: halve, and measure again at the next.
--- The turns other clients booked already go out as booked (each client holds at most
--- one): the new pace starts after them, or the bucket would get both at once.
 pace = math.max(tonumber(ARGV[3]), (first and 0.5 or 0.9) * rate)
+-- The turns booked ahead (one per client at most: with N clients, N turns, seconds ahead
+-- at a low limit) were spaced at the pace just found too fast, into a bucket this -1
+-- found empty: each would go out as booked and many be refused. They keep their order
+-- and are spaced at the new pace from now; each client asks for its turn's time again
+-- before it sends (_MOVED), and the next turn booked comes after them.
+local ahead = redis.call('ZRANGEBYSCORE', slots, '(' .. now, '+inf', 'WITHSCORES')
+local last = now
+for i = 1, #ahead, 2 do
+  last = math.max(tonumber(ahead[i + 1]), last + 1 / pace)
+  redis.call('ZADD', slots, last, ahead[i])
+end
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(aim),
            'sure', (not first and (answered >= 4 or rejoining)) and '1' or '0',
-           'next_at', tostring(math.max(now, next_at) + 1 / pace), 'epoch', epoch + 1,
+           'next_at', tostring(math.max(last + 1 / pace, next_at)),
+           'epoch', epoch + 1,
            'cut_at', tostring(now),
            'cut_turns', tonumber(s[10]) or 0,
            'refused_since_cut', 0)
@@ -312,6 +332,22 @@ if rejoining then
 end
 redis.call('HINCRBY', key, 'cuts', 1)
 return {1, tostring(pace), answered, tostring(span), tostring(rate)}
+"""
+)
+
+# Before a turn booked ahead is used: whether a cut moved it later (see _REFUSED). KEYS:
+# slots, schedule hash. ARGV: now or '', the turn's number, the time it was booked for.
+# Returns the time still to wait ('0': go now) and, if it moved, the episode it now
+# belongs to (a -1 for it is news of the new pace) and the time it moved to.
+_MOVED = (
+    _CLOCK
+    + """
+local at = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]))
+if not at or at <= tonumber(ARGV[3]) + 1e-6 or at <= now then
+  return {'0', 0}
+end
+return {tostring(at - now), tonumber(redis.call('HGET', KEYS[2], 'epoch')) or 0,
+        tostring(at)}
 """
 )
 
@@ -373,6 +409,10 @@ class SharedLimit:
     #: this long at most (s): long enough for the slowest to ask again, short enough that
     #: a client gone meanwhile holds its share only briefly.
     REJOIN_WINDOW = MAX_BACKOFF + 1.0
+    #: A turn booked more than this many turns of the pace ahead (other clients' turns
+    #: before it) is asked about again before it is used: a cut meanwhile may have moved
+    #: it later (see _REFUSED). One turn ahead is what a single client always waits.
+    ASK_AGAIN_AHEAD = 1.5
     #: At a rejoin, the requests a client still sends at its own pace are counted up to
     #: this far ahead (s) and one more (see _pace_yourself).
     OWN_HORIZON = 2.0
@@ -425,6 +465,7 @@ class SharedLimit:
         self._keys = [f"{prefix}:schedule", f"{prefix}:clients", f"{prefix}:slots"]
         self._turn_script = self._redis.register_script(_TURN)
         self._refused_script = self._redis.register_script(_REFUSED)
+        self._moved_script = self._redis.register_script(_MOVED)
         self._id = secrets.token_hex(8)
         self._timeout = timeout
         self._retry_after = retry_after
@@ -577,6 +618,7 @@ class SharedLimit:
                 )
                 wait, pace = float(answer[0]), float(answer[1])
                 epoch, clients, number = int(answer[2]), int(answer[3]), int(answer[4])
+                booked_for = answer[5]
             except Exception as exc:  # any failure of Redis: never the send's business
                 self._failed(exc, began)
                 self._pace_yourself()
@@ -592,9 +634,33 @@ class SharedLimit:
             self._own_until = 0.0
             if wait > 0:
                 await self._sleep(wait)
+            if wait * pace > self.ASK_AGAIN_AHEAD:
+                epoch = await self._moved(number, booked_for, epoch)
             return SharedTurn(
                 pace=pace, clients=clients, epoch=epoch, at=self._monotonic(), number=number
             )
+
+    async def _moved(self, number: int, booked_for: bytes | str, epoch: int) -> int:
+        # A turn booked some turns ahead may have been moved later by a cut meanwhile
+        # (see _REFUSED): wait for its new time, and a -1 for it then counts as news of
+        # the new pace. Should Redis fail here the turn goes as booked: it only says when.
+        while True:
+            began = self._monotonic()
+            try:
+                answer = await self._call(
+                    self._moved_script,
+                    [self._keys[2], self._keys[0]],
+                    [self._now_arg(), number, booked_for],
+                )
+                more = float(answer[0])
+            except Exception as exc:  # as in take_turn
+                self._failed(exc, began)
+                return epoch
+            if more <= 0:
+                return epoch
+            # Asked again after this wait: another cut may move it once more meanwhile.
+            epoch, booked_for = int(answer[1]), answer[2]
+            await self._sleep(more)
 
     async def refused(self, turn: SharedTurn) -> None:
         """Report a -1 for a request dispatched at ``turn``: it may cut the shared pace."""
