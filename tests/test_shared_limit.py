@@ -235,6 +235,42 @@ async def a_second_then_refused(
 
 
 @pytest.mark.anyio
+async def test_a_rate_measured_over_the_cold_start_is_not_trusted(
+    redis_server: RedisServer,
+) -> None:
+    # A cold schedule: 20 turns over a second, the last refused: the first cut. Then 8
+    # turns over 0.4 s, the last refused: so short an episode is measured over the last
+    # second, which reaches back into the cold start's climb, when the fleet may have
+    # sent less than the limit (8 processes at R = 40 measured 32/s that way and crept
+    # above it for 11 s at 0.87 of the limit). Not trusted: the climb above it is quick.
+    time = VirtualTime()
+    shared = limit(redis_server, time, monotonic=time)
+    schedule = f"{schedule_key(ACCOUNT, GATEWAY)}:schedule"
+
+    async def turns_then_refused(count: int, step: float) -> None:
+        with redis.Redis.from_url(redis_server.url) as conn:
+            for _ in range(count):
+                conn.hset(schedule, mapping={"pace": f"{1 / step!r}", "next_at": "0"})
+                turn = await shared.take_turn()
+                assert turn is not None
+                time.now += step
+        time.now += 0.1 - step
+        await shared.refused(turn)
+
+    await turns_then_refused(20, 0.05)
+    assert stored(redis_server)["sure"] == "0"
+    await turns_then_refused(8, 0.05)
+    assert int(stored(redis_server)["cuts"]) == 2
+    assert stored(redis_server)["sure"] == "0"
+    # An episode measured from the last cut on is trusted as before.
+    time.now += 1.5
+    await turns_then_refused(30, 0.05)
+    assert int(stored(redis_server)["cuts"]) == 3
+    assert stored(redis_server)["sure"] == "1"
+    await shared.aclose()
+
+
+@pytest.mark.anyio
 async def test_a_cut_leaves_out_what_is_still_in_flight(redis_server: RedisServer) -> None:
     # 40 turns over a second at 40/s; the last one's -1 comes back 100 ms after it went
     # out. The 4 turns of that last round trip have no answer yet: they are not counted

@@ -237,7 +237,7 @@ local key, slots = KEYS[1], KEYS[2]
 redis.call('ZREM', slots, ARGV[5])
 local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at', 'expect',
                      'measure_from', 'expect_until', 'rejoin_cut_until', 'turns', 'cut_turns',
-                     'sure')
+                     'sure', 'first_cut_at')
 if tonumber(ARGV[5]) > (tonumber(s[11]) or math.huge) then
   redis.call('HINCRBY', key, 'refused_since_cut', 1)
 end
@@ -307,6 +307,11 @@ if not first and answered >= 4 and answered < 16 and not rejoining then
   aim = rate * (1 + 1 / answered)
 end
 -- (A cut while clients rejoin keeps the seed's trust: it measured nothing to doubt it.)
+-- A rate measured over a span that reaches back before the first cut includes the cold
+-- start's climb, when the fleet sent less than the limit (at R = 40, 8 processes
+-- measured 32/s that way). It is not trusted: the climb above it is the quick one, not
+-- the creep that held such a fleet at 0.87 of the limit for 11 s.
+local climbed_until = tonumber(s[13]) or (first and now or 0)
 -- The first -1 follows a burst the bucket absorbed: halve, and measure again at the next.
 pace = math.max(tonumber(ARGV[3]), (first and 0.5 or 0.9) * rate)
 -- The turns booked ahead (one per client at most: with N clients, N turns, seconds ahead
@@ -321,7 +326,8 @@ for i = 1, #ahead, 2 do
   redis.call('ZADD', slots, last, ahead[i])
 end
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(aim),
-           'sure', (not first and (answered >= 4 or rejoining)) and '1' or '0',
+           'sure', (not first and (rejoining or (answered >= 4 and from >= climbed_until)))
+                   and '1' or '0',
            'next_at', tostring(math.max(last + 1 / pace, next_at)),
            'epoch', epoch + 1,
            'cut_at', tostring(now),
@@ -329,6 +335,9 @@ redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(aim),
            'refused_since_cut', 0)
 if rejoining then
   redis.call('HSET', key, 'rejoin_cut_until', tostring(rejoin_until))
+end
+if first then
+  redis.call('HSET', key, 'first_cut_at', tostring(now))
 end
 redis.call('HINCRBY', key, 'cuts', 1)
 return {1, tostring(pace), answered, tostring(span), tostring(rate)}
