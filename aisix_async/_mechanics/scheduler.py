@@ -422,7 +422,8 @@ class Scheduler:
         self._episode_accepted = 0
         self._dropped_from = 0.0
         self._dropped_at = 0
-        self._measured_before = 0.0
+        # The last rate measured twice alike (see _remember_drop); 0: none yet.
+        self._steady = 0.0
         self._cuts = 0
         self._accepted: deque[float] = deque(maxlen=4096)
         self._dispatched: deque[float] = deque(maxlen=4096)
@@ -664,12 +665,16 @@ class Scheduler:
         self._enough_slots()
 
     def _remember_drop(self, before: float, now: float) -> None:
-        # ``before``: the last sure ceiling (a steady one if the one before it agreed);
-        # ``now``: the sure ceiling this cut measured (see DROP).
-        steady = abs(before - self._measured_before) <= (1.0 - self.BETA) * before
-        if now < self.DROP * before and steady:
-            self._dropped_from = max(self._dropped_from, before)
+        # ``before``: the last sure ceiling; ``now``: the one this cut measured. Two alike
+        # make a steady level; a cut well below the last steady level is a drop (see
+        # DROP), whether it came in one cut or in two (the first cut after a drop is
+        # measured partly before it).
+        if abs(now - before) <= (1.0 - self.BETA) * before:
+            self._steady = now
+        if now < self.DROP * self._steady:
+            self._dropped_from = max(self._dropped_from, self._steady)
             self._dropped_at = self._requests
+            self._steady = 0.0
         elif now >= self.BETA * self._dropped_from:
             self._dropped_from = 0.0
 
@@ -802,7 +807,7 @@ class Scheduler:
         self._sure = sure
         if sure:
             self._remember_drop(self._measured, base)
-            self._measured_before, self._measured = self._measured, base
+            self._measured = base
         beta = self.BETA_UNSURE if self._slow_start else self.BETA
         self._pace = max(self._min_rate, beta * base)
         self._learned_at = self._wall_clock()
