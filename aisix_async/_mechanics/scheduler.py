@@ -668,14 +668,17 @@ class Scheduler:
         # ``before``: the last sure ceiling; ``now``: the one this cut measured. Two alike
         # make a steady level; a cut well below the last steady level is a drop (see
         # DROP), whether it came in one cut or in two (the first cut after a drop is
-        # measured partly before it).
+        # measured partly before it). It is forgotten once a steady level is back near
+        # the old one, or after DROP_MEMORY requests (_after_drop).
         if abs(now - before) <= (1.0 - self.BETA) * before:
             self._steady = now
         if now < self.DROP * self._steady:
             self._dropped_from = max(self._dropped_from, self._steady)
             self._dropped_at = self._requests
             self._steady = 0.0
-        elif now >= self.BETA * self._dropped_from:
+        elif self._steady >= self.BETA * self._dropped_from:
+            # Back at the old level, measured twice (a single rate measured high may be a
+            # probe's last answers, not the limit).
             self._dropped_from = 0.0
 
     def _after_drop(self, ceiling: float) -> bool:
