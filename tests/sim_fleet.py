@@ -9,43 +9,14 @@ sockets before it moves its clock to the next timer.
 
 from __future__ import annotations
 
-import asyncio
-import selectors
-from typing import Any
-
 import anyio
-from sim_gateway import Gateway
+from sim_gateway import Gateway, run_virtual
 
 from aisix_async import RetryPolicy
 from aisix_async._mechanics.scheduler import Scheduler
 from aisix_async._mechanics.shared_limit import SharedLimit
 
 __all__ = ["simulate_fleet"]
-
-
-class _PatientSelector(selectors.DefaultSelector):
-    """As sim_gateway's, but a Redis answer on its way gets a few ms of real time."""
-
-    def __init__(self, clock: list[float]) -> None:
-        super().__init__()
-        self._clock = clock
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        events = super().select(0) or super().select(0.002)
-        if not events and timeout is None:
-            raise RuntimeError("virtual time: every task waits and no timer is set")
-        if not events and timeout:
-            self._clock[0] += timeout
-        return events
-
-
-class _VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self._virtual_now = [0.0]
-        super().__init__(_PatientSelector(self._virtual_now))
-
-    def time(self) -> float:
-        return self._virtual_now[0]
 
 
 def simulate_fleet(
@@ -91,5 +62,6 @@ def simulate_fleet(
             for index in range(clients):
                 group.start_soon(client, index)
 
-    anyio.run(main, backend="asyncio", backend_options={"loop_factory": _VirtualLoop})
+    # A few ms of real time for each Redis answer before the virtual clock moves on.
+    run_virtual(main, "asyncio", patience=0.002)
     return limits

@@ -30,14 +30,22 @@ __all__ = ["ClientRun", "Gateway", "SimResult", "run_virtual", "simulate"]
 
 
 class _JumpingSelector(selectors.DefaultSelector):
-    """Polls without blocking; when nothing is ready, moves the loop's clock instead."""
+    """Polls without blocking; when nothing is ready, moves the loop's clock instead.
 
-    def __init__(self, clock: list[float]) -> None:
+    With ``patience`` (seconds of real time), a socket not ready at once gets that long
+    before the clock moves: an answer on its way from a real server (tests/sim_fleet.py's
+    Redis) comes in at the virtual time it was asked for.
+    """
+
+    def __init__(self, clock: list[float], patience: float = 0.0) -> None:
         super().__init__()
         self._clock = clock
+        self._patience = patience
 
     def select(self, timeout: float | None = None) -> list[Any]:
         events = super().select(0)
+        if not events and self._patience:
+            events = super().select(self._patience)
         if not events and timeout is not None and timeout > 0:
             self._clock[0] += timeout
         elif not events and timeout is None:
@@ -46,22 +54,24 @@ class _JumpingSelector(selectors.DefaultSelector):
 
 
 class _VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
+    def __init__(self, patience: float = 0.0) -> None:
         self._virtual_now = [0.0]
-        super().__init__(_JumpingSelector(self._virtual_now))
+        super().__init__(_JumpingSelector(self._virtual_now, patience))
 
     def time(self) -> float:
         return self._virtual_now[0]
 
 
-def run_virtual(func: Callable[[], Awaitable[Any]], backend: str) -> Any:
-    """``anyio.run(func)`` on virtual time, on "asyncio" or "trio"."""
+def run_virtual(func: Callable[[], Awaitable[Any]], backend: str, patience: float = 0.0) -> Any:
+    """``anyio.run(func)`` on virtual time, on "asyncio" or "trio"; ``patience``
+    (asyncio only): real seconds a socket gets before the clock moves (see
+    _JumpingSelector)."""
     if backend == "trio":
         from trio.testing import MockClock
 
         options: dict[str, Any] = {"clock": MockClock(autojump_threshold=0)}
     else:
-        options = {"loop_factory": _VirtualLoop}
+        options = {"loop_factory": lambda: _VirtualLoop(patience)}
     return anyio.run(func, backend=backend, backend_options=options)
 
 
