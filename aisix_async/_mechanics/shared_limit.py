@@ -311,7 +311,7 @@ end
 -- start's climb, when the fleet sent less than the limit (at R = 40, 8 processes
 -- measured 32/s that way). It is not trusted: the climb above it is the quick one, not
 -- the creep that held such a fleet at 0.87 of the limit for 11 s.
-local climbed_until = tonumber(s[13]) or (first and now or 0)
+local climbed_until = tonumber(s[13]) or 0
 -- The first -1 follows a burst the bucket absorbed: halve, and measure again at the next.
 pace = math.max(tonumber(ARGV[3]), (first and 0.5 or 0.9) * rate)
 -- The turns booked ahead (one per client at most: with N clients, N turns, seconds ahead
