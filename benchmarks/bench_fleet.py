@@ -62,6 +62,9 @@ async def worker(
         account, authkey, base_url=base_url, shared_limit=shared or None, retry=retry
     ) as client:
         await anyio.sleep(max(0.0, start_at - time.time()))
+        # A process that imported slowly (many on few cores) starts late: its window is
+        # its own, so the report says by how much.
+        late = time.time() - start_at
         begin = time.monotonic()
         window = (begin + warmup, begin + warmup + seconds)
         marks: dict[str, Any] = {}
@@ -124,6 +127,7 @@ async def worker(
                 "errors": errors,
                 "per_second": per_second,
                 "fallbacks": fallbacks,
+                "late": late,
             }
         )
     )

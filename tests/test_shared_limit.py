@@ -21,7 +21,14 @@ from redis_support import RedisServer
 from sim_fleet import simulate_fleet
 from sim_gateway import Gateway
 
-from aisix_async import AisixClient, SharedLimitError, ValidationError
+from aisix_async import (
+    AisixClient,
+    RateLimitedError,
+    RetryPolicy,
+    SharedLimitError,
+    ValidationError,
+)
+from aisix_async._mechanics.scheduler import Scheduler
 from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, redact_url, schedule_key
 
 ACCOUNT = "staff@enterprise"
@@ -279,9 +286,10 @@ async def test_a_cut_leaves_out_what_is_still_in_flight(redis_server: RedisServe
     shared = limit(redis_server, time, seed_pace=40.0, monotonic=time)
     await a_second_then_refused(redis_server, time, shared, 40)
     # Slots at 1000.000, 1000.025, ... 1000.975; the refused one (the last) went out at
-    # 1000.975: 39 answers back, measured over the last second before it.
+    # 1000.975: 39 answers back, measured over the last second before it. The climb
+    # aims half an answer above them: the shortfall to expect of a count of tokens.
     answered, span = 39, 1.0
-    assert float(stored(redis_server)["ceiling"]) == pytest.approx(answered / span)
+    assert float(stored(redis_server)["ceiling"]) == pytest.approx((answered + 0.5) / span)
     assert float(stored(redis_server)["pace"]) == pytest.approx(0.9 * answered / span)
     await shared.aclose()
 
@@ -390,6 +398,37 @@ async def test_the_probe_is_shared(redis_server: RedisServer) -> None:
     assert paces == sorted(paces)
     await a.aclose()
     await b.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cut_is_logged_as_the_shared_pace_in_force(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With the schedule answering, the pace in force is the shared one: a -1 logs the
+    # shared cut, not the pace this client would fall back to (which it also lowers).
+    caplog.set_level(logging.DEBUG, "aisix_async")
+    time = VirtualTime()
+    shared = limit(redis_server, time)
+    scheduler = Scheduler(
+        retry=RetryPolicy(initial_backoff=0, max_backoff=0),
+        clock=time,
+        sleep=time.sleep,
+        shared=shared,
+    )
+    answers = iter([RateLimitedError("sendOnce", -1), None])
+
+    async def attempt() -> None:
+        time.now += 0.1
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+
+    await scheduler.run(attempt, action="sendOnce", unsafe=True)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "said -1" in r.getMessage()]
+    assert [level for level, _ in said] == [logging.DEBUG, logging.INFO], said
+    assert "fall back to" in said[0][1] and "shared pace now" in said[1][1]
+    assert scheduler.stats().rate_limited == 1
+    await shared.aclose()
 
 
 async def _simulate(server: RedisServer, demands: list[float | None], seconds: float) -> list[int]:

@@ -783,7 +783,10 @@ class Scheduler:
         self._pace = max(self._min_rate, min(self.BETA * rate, self._max_rate_or_inf))
         self._enough_slots()
 
-    def _on_rate_limited(self, dispatched_at: float) -> None:
+    def _on_rate_limited(self, dispatched_at: float, shared_turn: bool = False) -> None:
+        # ``shared_turn``: the request went at a turn of the shared schedule, whose own cut
+        # is the one in force (and logged); this one only readies the pace this client
+        # falls back to, should Redis stop answering.
         self._rate_limited += 1
         now = self._clock()
         self._on_answer(dispatched_at, now)
@@ -823,6 +826,12 @@ class Scheduler:
         self._next_at = now + 1.0 / self._pace
         self._limit = max(1.0, self._limit * self.BETA)
         self._enough_slots()
+        if shared_turn:
+            logger.debug(
+                "the gateway said -1 (too fast): pace to fall back to now %.2f requests/s",
+                self._pace,
+            )
+            return
         logger.info(
             "the gateway said -1 (too fast): pace now %.2f requests/s, concurrency limit %d",
             self._pace,
@@ -975,7 +984,7 @@ class Scheduler:
             except RateLimitedError:
                 if tally is not None:
                     tally.rate_limited += 1
-                self._on_rate_limited(dispatched_at)
+                self._on_rate_limited(dispatched_at, shared_turn=turn is not None)
                 if turn is not None and self._shared is not None:
                     await self._shared.refused(turn)
                 if hooks is not None:
