@@ -483,6 +483,8 @@ class Gateway:
             circuit_open=scheduler.breaker.is_open,
             shared_limit_up=None if shared is None else shared.available,
             shared_limit_fallbacks=0 if shared is None else shared.fallbacks,
+            shared_pace=None if shared is None else shared.last_pace,
+            shared_clients=None if shared is None else shared.last_clients,
         )
 
     def rate_state(self) -> RateState:

@@ -238,6 +238,9 @@ async def test_a_tls_redis(
             mobiles = await send_phase(client, 1)
             stats = client.stats()
             assert stats.shared_limit_up is True and stats.shared_limit_fallbacks == 0
+            # The fleet's pace (one client here: all of it is this client's share).
+            assert stats.shared_clients == 1
+            assert stats.shared_pace is not None and stats.shared_pace > 0
         assert front.handshakes >= 1
         prefix = schedule_key(emulator.account, client.endpoints.open_url)
         with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:

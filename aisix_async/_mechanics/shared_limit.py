@@ -521,6 +521,16 @@ class SharedLimit:
         return not self._down
 
     @property
+    def last_pace(self) -> float | None:
+        """The whole fleet's pace (requests/s) at this client's last turn or cut; None: none yet."""
+        return self._last_pace
+
+    @property
+    def last_clients(self) -> int | None:
+        """Clients sharing the schedule at this client's last turn; None: none yet."""
+        return self._last_clients
+
+    @property
     def last_share(self) -> float | None:
         """This client's share of the shared pace at its last turn (for the fallback)."""
         return self._last_share
