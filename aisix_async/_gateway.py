@@ -492,8 +492,14 @@ class Gateway:
 
         ``AisixClient(..., rate_state=state)`` starts at that pace instead of finding it
         again; ``state.as_dict()`` is JSON-ready and ``RateState.from_dict`` reads it back.
+        With ``shared_limit`` its pace is the whole fleet's (the account's), not this
+        client's share: a state kept from one of three processes used to start the next
+        run, alone or as a fleet, at a third of the limit.
         """
-        return self.scheduler.rate_state()
+        state = self.scheduler.rate_state()
+        if self.shared is not None:
+            return attrs.evolve(state, pace=self.shared.last_ceiling)
+        return state
 
     # -- the nine actions -----------------------------------------------------------
 

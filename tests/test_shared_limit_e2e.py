@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,7 @@ import redis
 import trustme
 from redis_support import RedisServer, find_server_binary, free_port, tls_front
 
-from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
+from aisix_async import AisixClient, OutcomeStatus, RateState, RetryPolicy
 from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, schedule_key
 
 FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -74,6 +75,35 @@ async def test_sends_through_a_shared_limit(emulator: Any, redis_server: RedisSe
         # The authkey is nowhere in Redis.
         dump = repr([conn.hgetall(k) for k in conn.keys("*") if k.endswith("schedule")])
         assert emulator.authkey not in dump and emulator.authkey not in repr(conn.keys("*"))
+
+
+@pytest.mark.anyio
+async def test_a_fleets_rate_state_is_the_accounts(
+    emulator: Any, redis_server: RedisServer
+) -> None:
+    # Two clients share the schedule, seeded from a state of 20 requests/s: each paces at
+    # its share (about 10), and each hands on the account's 20, not its share. Kept from
+    # one of three processes, a share started the next run at a third of the limit, and a
+    # fleet seeded from it at a third again.
+    emulator.state.configure(rate=50.0, burst=5.0)
+    state = RateState(pace=20.0, concurrency=2, learned_at=time.time())
+    first = AisixClient(
+        emulator.account,
+        emulator.authkey,
+        base_url=emulator.base_url,
+        retry=FAST_RETRY,
+        shared_limit=redis_server.url,
+        rate_state=state,
+    )
+    async with first, client_for(emulator, redis_server.url) as second:
+        async with anyio.create_task_group() as group:
+            group.start_soon(send_phase, first, 1)
+            group.start_soon(send_phase, second, 2)
+        for client in (first, second):
+            stats = client.stats()
+            assert stats.shared_clients == 2
+            assert stats.pace is not None and stats.pace < 0.75 * 20.0
+            assert client.rate_state().pace == pytest.approx(20.0)
 
 
 @pytest.mark.anyio

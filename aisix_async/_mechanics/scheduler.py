@@ -350,6 +350,10 @@ class Scheduler:
     STATE_HALF_LIFE = 3600.0
     #: Older than this, a learned state is ignored: a cold start.
     STATE_MAX_AGE = 86400.0
+    #: A state dated further ahead of this clock than this (s) was written by a clock
+    #: that is wrong, or by hand: its age is unknown, so it is ignored (a cold start).
+    #: Within it, clocks that disagree a little: taken as learned just now.
+    STATE_MAX_AHEAD = 300.0
 
     def __init__(
         self,
@@ -420,6 +424,9 @@ class Scheduler:
         self._previous_cut = -math.inf
         # Answers accepted since the last cut for requests already in flight at it.
         self._episode_accepted = 0
+        # The RateState started from with a pace, until this client meets the limit
+        # itself (see _warm_start, rate_state).
+        self._remembered: RateState | None = None
         self._dropped_from = 0.0
         self._dropped_at = 0
         # The last rate measured twice alike (see _remember_drop); 0: none yet.
@@ -453,7 +460,11 @@ class Scheduler:
         return True
 
     def _warm_start(self, state: RateState, told_concurrency: bool) -> None:
-        age = max(0.0, self._wall_clock() - state.learned_at)
+        ahead = state.learned_at - self._wall_clock()
+        if ahead > self.STATE_MAX_AHEAD:
+            logger.info("rate state dated %.0f s ahead of this clock: a cold start", ahead)
+            return
+        age = max(0.0, -ahead)
         if age > self.STATE_MAX_AGE:
             logger.info("rate state learned %.0f s ago is too old: a cold start", age)
             return
@@ -462,12 +473,17 @@ class Scheduler:
             self._limit = float(max(1, min(self._max, round(state.concurrency * trust))))
         if state.pace is not None:
             # Just under what was learned (less the older it is), with that as the ceiling:
-            # the pace is back there within a few requests, then probes gently as usual.
+            # the pace is back there within a few requests. A remembered limit may have
+            # been raised since (or remembered low: a share of a bucket others shared), so
+            # the probe above it is the brisk one of a drop (see DROP) until this client
+            # meets the limit itself: a limit three times the state's is found within
+            # about 80 requests, where the gentle probe needed several hundred.
             self._ceiling = max(self._min_rate, state.pace * trust)
             self._pace = max(self._min_rate, self.BETA * self._ceiling)
             self._learned_at = state.learned_at
             self._sure = True
             self._slow_start = False
+            self._remembered = state
         logger.info(
             "starting from a rate state learned %.0f s ago: pace %s, concurrency limit %d",
             age,
@@ -507,10 +523,20 @@ class Scheduler:
         )
 
     def rate_state(self) -> RateState:
-        """What was learned so far, as a :class:`RateState` a new client can start from."""
+        """What was learned so far, as a :class:`RateState` a new client can start from.
+
+        Its pace is the rate last measured at the limit (or started from); None until a
+        rate was measured: the estimate after a first -1 still holds the bucket's burst
+        (at R = 2, a cold client's first -1 estimates 30 requests/s or more), and a new
+        client would take it as known.
+        """
+        if self._remembered is not None:
+            # Nothing measured since: what was given, as given (its pace not lowered for
+            # its age, which the next client lowers by itself from learned_at).
+            return attrs.evolve(self._remembered, concurrency=self.limit)
         # The ceiling is the rate the gateway accepted; the pace just now may be in the
         # dip after a cut or in a probe above it.
-        pace = self._ceiling if self._ceiling > 0 else self._pace
+        pace = self._ceiling if self._sure and self._ceiling > 0 else None
         learned_at = self._learned_at if self._learned_at is not None else self._wall_clock()
         return RateState(pace=pace, concurrency=self.limit, learned_at=learned_at)
 
@@ -682,6 +708,9 @@ class Scheduler:
             self._dropped_from = 0.0
 
     def _after_drop(self, ceiling: float) -> bool:
+        if self._remembered is not None:
+            # Started from a remembered limit, not met since: probed as after a drop.
+            return self._requests <= self.DROP_MEMORY
         if self._dropped_from and self._requests - self._dropped_at > self.DROP_MEMORY:
             self._dropped_from = 0.0
         return ceiling < self._dropped_from
@@ -724,9 +753,6 @@ class Scheduler:
         if self._previous_cut <= dispatched_at < self._last_cut:
             self._episode_accepted += 1
         self._last_accepted_pace = sent_at_pace
-        if self._pace is not None:
-            # An answer accepted at the learned pace confirms what was learned.
-            self._learned_at = self._wall_clock()
         if waited_for_slot and self._limit < self._max:
             # While requests queue for a slot: slow start adds one slot per answer (the
             # limit doubles every round trip), then one per round trip's worth.
@@ -820,6 +846,7 @@ class Scheduler:
         self._slow_start = False
         self._previous_cut, self._last_cut = self._last_cut, now
         self._episode_accepted = 0
+        self._remembered = None
         self._cuts += 1
         # The bucket is empty now: the next request waits one step of the new pace (the
         # caller sleeping at the gate reads it again on waking, see _await_turn).
