@@ -290,6 +290,7 @@ def test_max_rate_still_caps_a_warm_start() -> None:
         ({"pace": 1.0, "concurrency": 1, "learned_at": 1.0, "x": 1}, "mapping"),
         ({"pace": 0, "concurrency": 1, "learned_at": 1.0}, "pace"),
         ({"pace": math.inf, "concurrency": 1, "learned_at": 1.0}, "finite"),
+        ({"pace": math.nan, "concurrency": 1, "learned_at": 1.0}, "finite"),
         ({"pace": "5", "concurrency": 1, "learned_at": 1.0}, "pace"),
         ({"pace": 5.0, "concurrency": 0, "learned_at": 1.0}, "concurrency"),
         ({"pace": 5.0, "concurrency": 1.5, "learned_at": 1.0}, "concurrency"),

@@ -246,9 +246,10 @@ class RateState:
             )
         pace, concurrency, learned_at = data["pace"], data["concurrency"], data["learned_at"]
         if pace is not None:
-            check_number(pace, "rate state pace (requests/s)")
-            if not math.isfinite(pace):
+            # Finite first: NaN is not "at most 0", and saying so would mislead.
+            if isinstance(pace, float) and not math.isfinite(pace):
                 raise ValidationError(f"rate state pace must be finite, got {pace!r}")
+            check_number(pace, "rate state pace (requests/s)")
         check_number(concurrency, "rate state concurrency", integer=True, minimum=1)
         check_number(learned_at, "rate state learned_at")
         if not math.isfinite(learned_at):
