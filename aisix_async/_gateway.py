@@ -163,8 +163,8 @@ class Gateway:
                 account=self.account,
                 gateway_url=self.endpoints.open_url,
                 # Should Redis hold no schedule yet (or have lost it), a pace this client
-                # was handed starts it.
-                seed_pace=rate_state.pace if isinstance(rate_state, RateState) else None,
+                # was handed starts it, trusted as much as the client trusts it alone.
+                seed_pace=_seed_pace(rate_state),
             )
             if shared_url is not None
             else None
@@ -682,3 +682,13 @@ def _may_have_acted(error: TransportError) -> TransportError:
         request_sent=True,
         outcome_unknown=True,
     )
+
+
+def _seed_pace(state: object) -> float | None:
+    # The pace a shared schedule is seeded with from a state handed to the client: as
+    # lowered for its age as the client's own start (an old state must not start a whole
+    # fleet at the pace of yesterday).
+    if not isinstance(state, RateState) or state.pace is None:
+        return None
+    trust = Scheduler.state_trust(state, time.time())
+    return None if trust is None else state.pace * trust

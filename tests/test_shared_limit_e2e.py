@@ -107,6 +107,27 @@ async def test_a_fleets_rate_state_is_the_accounts(
 
 
 @pytest.mark.anyio
+async def test_an_old_state_seeds_the_fleet_as_lowered_for_its_age(
+    emulator: Any, redis_server: RedisServer
+) -> None:
+    # An hour old: trusted at half, as a client alone would start from it (the seed used
+    # to be the state's pace as it was, whatever its age).
+    emulator.state.configure(rate=200.0, burst=5.0)
+    state = RateState(pace=40.0, concurrency=2, learned_at=time.time() - 3600)
+    async with AisixClient(
+        emulator.account,
+        emulator.authkey,
+        base_url=emulator.base_url,
+        retry=FAST_RETRY,
+        shared_limit=redis_server.url,
+        rate_state=state,
+    ) as client:
+        await send_phase(client, 1, count=4)
+        assert client.stats().shared_pace == pytest.approx(20.0, rel=0.02)
+        assert client.rate_state().pace == pytest.approx(20.0, rel=0.01)
+
+
+@pytest.mark.anyio
 async def test_unreachable_redis_at_start(emulator: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "aisix_async")
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"

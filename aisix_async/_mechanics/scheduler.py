@@ -460,16 +460,24 @@ class Scheduler:
         self._warm_start(state, told_concurrency=False)
         return True
 
+    @classmethod
+    def state_trust(cls, state: RateState, now: float) -> float | None:
+        """How much a client starting at wall-clock ``now`` trusts ``state``: 1 when fresh,
+        halving every STATE_HALF_LIFE seconds of age; None, not at all: older than
+        STATE_MAX_AGE, or dated more than STATE_MAX_AHEAD ahead of the clock."""
+        age = now - state.learned_at
+        if age > cls.STATE_MAX_AGE or -age > cls.STATE_MAX_AHEAD:
+            return None
+        return 0.5 ** (max(0.0, age) / cls.STATE_HALF_LIFE)
+
     def _warm_start(self, state: RateState, told_concurrency: bool) -> None:
-        ahead = state.learned_at - self._wall_clock()
-        if ahead > self.STATE_MAX_AHEAD:
-            logger.info("rate state dated %.0f s ahead of this clock: a cold start", ahead)
+        age = self._wall_clock() - state.learned_at
+        trust = self.state_trust(state, self._wall_clock())
+        if trust is None:
+            said = f"{-age:.0f} s ahead of this clock" if age < 0 else f"{age:.0f} s ago"
+            logger.info("rate state learned %s is not to be trusted: a cold start", said)
             return
-        age = max(0.0, -ahead)
-        if age > self.STATE_MAX_AGE:
-            logger.info("rate state learned %.0f s ago is too old: a cold start", age)
-            return
-        trust = 0.5 ** (age / self.STATE_HALF_LIFE)
+        age = max(0.0, age)
         if not told_concurrency:
             self._limit = float(max(1, min(self._max, round(state.concurrency * trust))))
         if state.pace is not None:
@@ -478,7 +486,7 @@ class Scheduler:
             # been raised since (or remembered low: a share of a bucket others shared), so
             # the probe above it is the brisk one of a drop (see DROP) until this client
             # meets the limit itself: a limit three times the state's is found within
-            # about 80 requests, where the gentle probe needed several hundred.
+            # about 150 requests, where the gentle probe needed many hundreds.
             self._ceiling = max(self._min_rate, state.pace * trust)
             self._pace = max(self._min_rate, self.BETA * self._ceiling)
             self._learned_at = state.learned_at
