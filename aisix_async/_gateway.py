@@ -163,8 +163,8 @@ class Gateway:
                 account=self.account,
                 gateway_url=self.endpoints.open_url,
                 # Should Redis hold no schedule yet (or have lost it), a pace this client
-                # was handed starts it.
-                seed_pace=rate_state.pace if isinstance(rate_state, RateState) else None,
+                # was handed starts it, trusted as much as the client trusts it alone.
+                seed_pace=_seed_pace(rate_state),
             )
             if shared_url is not None
             else None
@@ -483,6 +483,8 @@ class Gateway:
             circuit_open=scheduler.breaker.is_open,
             shared_limit_up=None if shared is None else shared.available,
             shared_limit_fallbacks=0 if shared is None else shared.fallbacks,
+            shared_pace=None if shared is None else shared.last_pace,
+            shared_clients=None if shared is None else shared.last_clients,
         )
 
     def rate_state(self) -> RateState:
@@ -490,8 +492,14 @@ class Gateway:
 
         ``AisixClient(..., rate_state=state)`` starts at that pace instead of finding it
         again; ``state.as_dict()`` is JSON-ready and ``RateState.from_dict`` reads it back.
+        With ``shared_limit`` its pace is the whole fleet's (the account's), not this
+        client's share: a state kept from one of three processes used to start the next
+        run, alone or as a fleet, at a third of the limit.
         """
-        return self.scheduler.rate_state()
+        state = self.scheduler.rate_state()
+        if self.shared is not None:
+            return attrs.evolve(state, pace=self.shared.last_ceiling)
+        return state
 
     # -- the nine actions -----------------------------------------------------------
 
@@ -674,3 +682,13 @@ def _may_have_acted(error: TransportError) -> TransportError:
         request_sent=True,
         outcome_unknown=True,
     )
+
+
+def _seed_pace(state: object) -> float | None:
+    # The pace a shared schedule is seeded with from a state handed to the client: as
+    # lowered for its age as the client's own start (an old state must not start a whole
+    # fleet at the pace of yesterday).
+    if not isinstance(state, RateState) or state.pace is None:
+        return None
+    trust = Scheduler.state_trust(state, time.time())
+    return None if trust is None else state.pace * trust

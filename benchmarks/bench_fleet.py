@@ -91,14 +91,14 @@ async def worker(
             marks["end"] = client.stats()
 
         async def sample() -> None:
-            shared, scheduler = client._gateway.shared, client._gateway.scheduler
             while time.monotonic() < window[1]:
+                stats = client.stats()
                 logging.getLogger("aisix_async").info(
-                    "sample pace=%s shared_last=%s clients=%s up=%s",
-                    scheduler._pace,
-                    shared._last_pace if shared is not None else None,
-                    shared._last_clients if shared is not None else None,
-                    shared.available if shared is not None else None,
+                    "sample pace=%s shared_pace=%s clients=%s up=%s",
+                    stats.pace,
+                    stats.shared_pace,
+                    stats.shared_clients,
+                    stats.shared_limit_up,
                 )
                 await anyio.sleep(0.5)
 

@@ -72,6 +72,7 @@ async def test_stats_count_results_and_time_attempts(emulator: Any) -> None:
     assert not stats.circuit_open and stats.outcome_unknown == 0
     # No shared_limit: nothing to say about Redis.
     assert stats.shared_limit_up is None and stats.shared_limit_fallbacks == 0
+    assert stats.shared_pace is None and stats.shared_clients is None
     # A frozen snapshot: later calls do not change it, and it cannot be changed.
     assert ("getSign", "1") not in stats.results and ("getSign", "1") in later.results
     with pytest.raises(attrs.exceptions.FrozenInstanceError):

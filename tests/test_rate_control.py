@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import anyio
 import pytest
 from sim_gateway import ClientRun, Gateway, simulate
 
-from aisix_async import RateState, RetryPolicy, ValidationError
+from aisix_async import RateLimitedError, RateState, RetryPolicy, ValidationError
 from aisix_async._mechanics.scheduler import Scheduler
 
 BACKENDS = ["asyncio", "trio"]
@@ -174,6 +175,74 @@ def test_a_warm_start_skips_the_cold_start_minus_ones() -> None:
     assert warm_accepted >= 0.9 * rate * 5
 
 
+def test_a_warm_start_below_the_limit_finds_it() -> None:
+    # A state remembered low (an account's limit raised since, or a share of a bucket
+    # other processes used too) is probed briskly until the limit is met: from 3 to 10
+    # requests/s within about 40 s (some 150 requests). The gentle probe of a known
+    # limit was still under 4 requests/s after 60 s (a client started at 1.5 against 5
+    # sent 50 requests at 1.5 without a -1).
+    rate = 10.0
+    gateway = Gateway(rate, burst=5, latency=0.1)
+    state = RateState(pace=3.0, concurrency=1, learned_at=time.time())
+
+    def make() -> Scheduler:
+        return Scheduler(
+            retry=RetryPolicy(attempts=100, timeout=1000),
+            clock=anyio.current_time,
+            sleep=anyio.sleep,
+            rate_state=state,
+        )
+
+    result = simulate(gateway, [ClientRun(seconds=55, demand=16, make=make)])
+    assert result.goodput(start=42) >= 0.9 * rate
+    # Having met the limit, the client's state is what it measured, learned just now.
+    learned = result.schedulers[0].rate_state()
+    assert learned.pace is not None and abs(learned.pace - rate) <= 0.15 * rate
+    assert learned.learned_at > state.learned_at
+
+
+def test_a_state_is_handed_on_as_given_until_the_limit_is_met() -> None:
+    # Started from a state an hour old (so at half its pace) and not cut since: the
+    # client learned nothing new, and hands on the state as it was given. It used to
+    # hand on its own lowered pace with the old date, which the next client lowered
+    # again for its age; and every accepted answer renewed the date, so a state
+    # remembered too low was renewed for good.
+    state = RateState(pace=40.0, concurrency=12, learned_at=1_000_000.0)
+    later = 1_000_000.0 + Scheduler.STATE_HALF_LIFE
+    scheduler = _scheduler_from(state, later)
+    assert scheduler.pace == pytest.approx(Scheduler.BETA * 20.0)
+    assert scheduler.rate_state() == RateState(pace=40.0, concurrency=6, learned_at=1_000_000.0)
+
+
+def test_a_first_cut_alone_leaves_no_state() -> None:
+    # The first -1 of a cold start ends slow start with an estimate that still holds
+    # the bucket's burst: a pace to go on from, not a rate measured, so nothing to hand
+    # on yet.
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    scheduler = Scheduler(
+        retry=RetryPolicy(initial_backoff=0, max_backoff=0), clock=lambda: now[0], sleep=sleep
+    )
+    answers = iter([None] * 5 + [RateLimitedError("sendOnce", -1), None])
+
+    async def attempt() -> None:
+        now[0] += 0.1
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+
+    async def main() -> None:
+        for _ in range(6):
+            await scheduler.run(attempt, action="sendOnce", unsafe=True)
+
+    anyio.run(main)
+    assert scheduler.stats().rate_limited == 1 and scheduler.pace is not None
+    assert scheduler.rate_state().pace is None
+
+
 def _scheduler_from(state: RateState, now: float) -> Scheduler:
     return Scheduler(rate_state=state, wall_clock=lambda: now)
 
@@ -189,9 +258,13 @@ def test_a_stale_state_decays_towards_a_cautious_start() -> None:
     # Older than STATE_MAX_AGE: forgotten, a cold start (unpaced, one request at first).
     old = _scheduler_from(state, 1_000_000.0 + Scheduler.STATE_MAX_AGE + 1)
     assert old.pace is None and old.limit == 1
-    # A state from "the future" (clocks disagree) is not trusted more than a fresh one.
-    future = _scheduler_from(state, 0.0)
-    assert future.pace == pytest.approx(Scheduler.BETA * 40.0)
+    # A state a little ahead of this clock (clocks disagree) is taken as fresh; one far
+    # ahead has no age to go by (a wrong clock, or written by hand): it never aged out
+    # when taken as fresh, so it is ignored.
+    skewed = _scheduler_from(state, 1_000_000.0 - 60)
+    assert skewed.pace == pytest.approx(Scheduler.BETA * 40.0)
+    future = _scheduler_from(state, 1_000_000.0 - Scheduler.STATE_MAX_AHEAD - 1)
+    assert future.pace is None and future.limit == 1
 
 
 def test_a_state_without_a_limit_only_carries_the_concurrency() -> None:
@@ -217,6 +290,7 @@ def test_max_rate_still_caps_a_warm_start() -> None:
         ({"pace": 1.0, "concurrency": 1, "learned_at": 1.0, "x": 1}, "mapping"),
         ({"pace": 0, "concurrency": 1, "learned_at": 1.0}, "pace"),
         ({"pace": math.inf, "concurrency": 1, "learned_at": 1.0}, "finite"),
+        ({"pace": math.nan, "concurrency": 1, "learned_at": 1.0}, "finite"),
         ({"pace": "5", "concurrency": 1, "learned_at": 1.0}, "pace"),
         ({"pace": 5.0, "concurrency": 0, "learned_at": 1.0}, "concurrency"),
         ({"pace": 5.0, "concurrency": 1.5, "learned_at": 1.0}, "concurrency"),

@@ -427,8 +427,32 @@ async def test_a_cut_is_logged_as_the_shared_pace_in_force(
     said = [(r.levelno, r.getMessage()) for r in caplog.records if "said -1" in r.getMessage()]
     assert [level for level, _ in said] == [logging.DEBUG, logging.INFO], said
     assert "fall back to" in said[0][1] and "shared pace now" in said[1][1]
+    # A fresh schedule's first -1 with no answer before it: nothing was measured, and the
+    # log says so rather than show the pace as a rate accepted.
+    assert "too few answers to measure" in said[1][1]
     assert scheduler.stats().rate_limited == 1
     await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_each_client_knows_the_rate_the_fleet_measured(redis_server: RedisServer) -> None:
+    # A rate state is the account's: the fleet's measured rate, not one client's share of
+    # it. None while the schedule has measured none it trusts (a cold start climbing).
+    time = VirtualTime()
+    cold = limit(redis_server, time)
+    assert await cold.take_turn() is not None
+    assert cold.last_ceiling is None
+    await cold.aclose()
+    with redis.Redis.from_url(redis_server.url) as conn:
+        conn.flushall()
+    seeded, other = limit(redis_server, time, seed_pace=12.0), limit(redis_server, time)
+    for client in (seeded, other):
+        turn = await client.take_turn()
+        assert turn is not None
+    assert turn.share == pytest.approx(6.0, rel=0.05)
+    assert seeded.last_ceiling == other.last_ceiling == pytest.approx(12.0)
+    await seeded.aclose()
+    await other.aclose()
 
 
 async def _simulate(server: RedisServer, demands: list[float | None], seconds: float) -> list[int]:
@@ -530,6 +554,21 @@ def test_a_password_never_shows() -> None:
     assert "s3cret" not in str(caught.value)
     client = AisixClient(ACCOUNT, KEY, shared_limit=url)
     assert "s3cret" not in repr(client)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://:s3cret@127.0.0.1:notaport/0", "port is not a number"),
+        ("redis://:s3cret@127.0.0.1:6379/abc", "database number"),
+    ],
+)
+def test_a_malformed_url_says_what_is_wrong(url: str, says: str) -> None:
+    # Before: "'<unparsable URL>' is not a usable Redis URL: ValueError" for the first,
+    # and the second quietly used database 0.
+    with pytest.raises(ValidationError, match=says) as caught:
+        SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
+    assert "s3cret" not in str(caught.value)
 
 
 def test_tls_urls_are_accepted() -> None:

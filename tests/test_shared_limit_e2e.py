@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,7 @@ import redis
 import trustme
 from redis_support import RedisServer, find_server_binary, free_port, tls_front
 
-from aisix_async import AisixClient, OutcomeStatus, RetryPolicy
+from aisix_async import AisixClient, OutcomeStatus, RateState, RetryPolicy
 from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, schedule_key
 
 FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -74,6 +75,56 @@ async def test_sends_through_a_shared_limit(emulator: Any, redis_server: RedisSe
         # The authkey is nowhere in Redis.
         dump = repr([conn.hgetall(k) for k in conn.keys("*") if k.endswith("schedule")])
         assert emulator.authkey not in dump and emulator.authkey not in repr(conn.keys("*"))
+
+
+@pytest.mark.anyio
+async def test_a_fleets_rate_state_is_the_accounts(
+    emulator: Any, redis_server: RedisServer
+) -> None:
+    # Two clients share the schedule, seeded from a state of 20 requests/s: each paces at
+    # its share (about 10), and each hands on the account's 20, not its share. Kept from
+    # one of three processes, a share started the next run at a third of the limit, and a
+    # fleet seeded from it at a third again.
+    emulator.state.configure(rate=50.0, burst=5.0)
+    state = RateState(pace=20.0, concurrency=2, learned_at=time.time())
+    first = AisixClient(
+        emulator.account,
+        emulator.authkey,
+        base_url=emulator.base_url,
+        retry=FAST_RETRY,
+        shared_limit=redis_server.url,
+        rate_state=state,
+    )
+    async with first, client_for(emulator, redis_server.url) as second:
+        async with anyio.create_task_group() as group:
+            group.start_soon(send_phase, first, 1)
+            group.start_soon(send_phase, second, 2)
+        for client in (first, second):
+            stats = client.stats()
+            assert stats.shared_clients == 2
+            assert stats.pace is not None and stats.pace < 0.75 * 20.0
+            assert client.rate_state().pace == pytest.approx(20.0)
+
+
+@pytest.mark.anyio
+async def test_an_old_state_seeds_the_fleet_as_lowered_for_its_age(
+    emulator: Any, redis_server: RedisServer
+) -> None:
+    # An hour old: trusted at half, as a client alone would start from it (the seed used
+    # to be the state's pace as it was, whatever its age).
+    emulator.state.configure(rate=200.0, burst=5.0)
+    state = RateState(pace=40.0, concurrency=2, learned_at=time.time() - 3600)
+    async with AisixClient(
+        emulator.account,
+        emulator.authkey,
+        base_url=emulator.base_url,
+        retry=FAST_RETRY,
+        shared_limit=redis_server.url,
+        rate_state=state,
+    ) as client:
+        await send_phase(client, 1, count=4)
+        assert client.stats().shared_pace == pytest.approx(20.0, rel=0.02)
+        assert client.rate_state().pace == pytest.approx(20.0, rel=0.01)
 
 
 @pytest.mark.anyio
@@ -238,6 +289,9 @@ async def test_a_tls_redis(
             mobiles = await send_phase(client, 1)
             stats = client.stats()
             assert stats.shared_limit_up is True and stats.shared_limit_fallbacks == 0
+            # The fleet's pace (one client here: all of it is this client's share).
+            assert stats.shared_clients == 1
+            assert stats.shared_pace is not None and stats.shared_pace > 0
         assert front.handshakes >= 1
         prefix = schedule_key(emulator.account, client.endpoints.open_url)
         with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:

@@ -149,6 +149,11 @@ class ClientStats(SchedulerStats):
     shared_limit_up: bool | None = None
     #: With ``shared_limit``: how many times Redis failed this client so far.
     shared_limit_fallbacks: int = 0
+    #: With ``shared_limit``: the whole fleet's pace (requests/s) at this client's last
+    #: turn, of which ``pace`` is this client's share; None without, or before a turn.
+    shared_pace: float | None = None
+    #: With ``shared_limit``: the clients that shared it then (this one included).
+    shared_clients: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -298,6 +303,8 @@ class Observer:
         circuit_open: bool,
         shared_limit_up: bool | None = None,
         shared_limit_fallbacks: int = 0,
+        shared_pace: float | None = None,
+        shared_clients: int | None = None,
     ) -> ClientStats:
         return ClientStats(
             **attrs.asdict(base, recurse=False),
@@ -309,6 +316,8 @@ class Observer:
             circuit_open=circuit_open,
             shared_limit_up=shared_limit_up,
             shared_limit_fallbacks=shared_limit_fallbacks,
+            shared_pace=shared_pace,
+            shared_clients=shared_clients,
         )
 
     def record_unknown(

@@ -246,9 +246,10 @@ class RateState:
             )
         pace, concurrency, learned_at = data["pace"], data["concurrency"], data["learned_at"]
         if pace is not None:
-            check_number(pace, "rate state pace (requests/s)")
-            if not math.isfinite(pace):
+            # Finite first: NaN is not "at most 0", and saying so would mislead.
+            if isinstance(pace, float) and not math.isfinite(pace):
                 raise ValidationError(f"rate state pace must be finite, got {pace!r}")
+            check_number(pace, "rate state pace (requests/s)")
         check_number(concurrency, "rate state concurrency", integer=True, minimum=1)
         check_number(learned_at, "rate state learned_at")
         if not math.isfinite(learned_at):
@@ -350,6 +351,10 @@ class Scheduler:
     STATE_HALF_LIFE = 3600.0
     #: Older than this, a learned state is ignored: a cold start.
     STATE_MAX_AGE = 86400.0
+    #: A state dated further ahead of this clock than this (s) was written by a clock
+    #: that is wrong, or by hand: its age is unknown, so it is ignored (a cold start).
+    #: Within it, clocks that disagree a little: taken as learned just now.
+    STATE_MAX_AHEAD = 300.0
 
     def __init__(
         self,
@@ -420,6 +425,9 @@ class Scheduler:
         self._previous_cut = -math.inf
         # Answers accepted since the last cut for requests already in flight at it.
         self._episode_accepted = 0
+        # The RateState started from with a pace, until this client meets the limit
+        # itself (see _warm_start, rate_state).
+        self._remembered: RateState | None = None
         self._dropped_from = 0.0
         self._dropped_at = 0
         # The last rate measured twice alike (see _remember_drop); 0: none yet.
@@ -452,22 +460,39 @@ class Scheduler:
         self._warm_start(state, told_concurrency=False)
         return True
 
+    @classmethod
+    def state_trust(cls, state: RateState, now: float) -> float | None:
+        """How much a client starting at wall-clock ``now`` trusts ``state``: 1 when fresh,
+        halving every STATE_HALF_LIFE seconds of age; None, not at all: older than
+        STATE_MAX_AGE, or dated more than STATE_MAX_AHEAD ahead of the clock."""
+        age = now - state.learned_at
+        if age > cls.STATE_MAX_AGE or -age > cls.STATE_MAX_AHEAD:
+            return None
+        return 0.5 ** (max(0.0, age) / cls.STATE_HALF_LIFE)
+
     def _warm_start(self, state: RateState, told_concurrency: bool) -> None:
-        age = max(0.0, self._wall_clock() - state.learned_at)
-        if age > self.STATE_MAX_AGE:
-            logger.info("rate state learned %.0f s ago is too old: a cold start", age)
+        age = self._wall_clock() - state.learned_at
+        trust = self.state_trust(state, self._wall_clock())
+        if trust is None:
+            said = f"{-age:.0f} s ahead of this clock" if age < 0 else f"{age:.0f} s ago"
+            logger.info("rate state learned %s is not to be trusted: a cold start", said)
             return
-        trust = 0.5 ** (age / self.STATE_HALF_LIFE)
+        age = max(0.0, age)
         if not told_concurrency:
             self._limit = float(max(1, min(self._max, round(state.concurrency * trust))))
         if state.pace is not None:
             # Just under what was learned (less the older it is), with that as the ceiling:
-            # the pace is back there within a few requests, then probes gently as usual.
+            # the pace is back there within a few requests. A remembered limit may have
+            # been raised since (or remembered low: a share of a bucket others shared), so
+            # the probe above it is the brisk one of a drop (see DROP) until this client
+            # meets the limit itself: a limit three times the state's is found within
+            # about 150 requests, where the gentle probe needed many hundreds.
             self._ceiling = max(self._min_rate, state.pace * trust)
             self._pace = max(self._min_rate, self.BETA * self._ceiling)
             self._learned_at = state.learned_at
             self._sure = True
             self._slow_start = False
+            self._remembered = state
         logger.info(
             "starting from a rate state learned %.0f s ago: pace %s, concurrency limit %d",
             age,
@@ -507,10 +532,20 @@ class Scheduler:
         )
 
     def rate_state(self) -> RateState:
-        """What was learned so far, as a :class:`RateState` a new client can start from."""
+        """What was learned so far, as a :class:`RateState` a new client can start from.
+
+        Its pace is the rate last measured at the limit (or started from); None until a
+        rate was measured: the estimate after a first -1 still holds the bucket's burst
+        (at R = 2, a cold client's first -1 estimates 30 requests/s or more), and a new
+        client would take it as known.
+        """
+        if self._remembered is not None:
+            # Nothing measured since: what was given, as given (its pace not lowered for
+            # its age, which the next client lowers by itself from learned_at).
+            return attrs.evolve(self._remembered, concurrency=self.limit)
         # The ceiling is the rate the gateway accepted; the pace just now may be in the
         # dip after a cut or in a probe above it.
-        pace = self._ceiling if self._ceiling > 0 else self._pace
+        pace = self._ceiling if self._sure and self._ceiling > 0 else None
         learned_at = self._learned_at if self._learned_at is not None else self._wall_clock()
         return RateState(pace=pace, concurrency=self.limit, learned_at=learned_at)
 
@@ -682,6 +717,9 @@ class Scheduler:
             self._dropped_from = 0.0
 
     def _after_drop(self, ceiling: float) -> bool:
+        if self._remembered is not None:
+            # Started from a remembered limit, not met since: probed as after a drop.
+            return self._requests <= self.DROP_MEMORY
         if self._dropped_from and self._requests - self._dropped_at > self.DROP_MEMORY:
             self._dropped_from = 0.0
         return ceiling < self._dropped_from
@@ -724,9 +762,6 @@ class Scheduler:
         if self._previous_cut <= dispatched_at < self._last_cut:
             self._episode_accepted += 1
         self._last_accepted_pace = sent_at_pace
-        if self._pace is not None:
-            # An answer accepted at the learned pace confirms what was learned.
-            self._learned_at = self._wall_clock()
         if waited_for_slot and self._limit < self._max:
             # While requests queue for a slot: slow start adds one slot per answer (the
             # limit doubles every round trip), then one per round trip's worth.
@@ -820,6 +855,7 @@ class Scheduler:
         self._slow_start = False
         self._previous_cut, self._last_cut = self._last_cut, now
         self._episode_accepted = 0
+        self._remembered = None
         self._cuts += 1
         # The bucket is empty now: the next request waits one step of the new pace (the
         # caller sleeping at the gate reads it again on waking, see _await_turn).

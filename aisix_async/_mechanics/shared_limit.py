@@ -84,6 +84,23 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a redis:// or rediss:// URL that redis-py would misread or
+    refuse with a bare ValueError; None: nothing we can see. Never quotes the URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return None
+    try:
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        # redis-py quietly uses database 0 for a path it cannot read.
+        return "its path must be a database number, as in redis://host:6379/0"
+    return None
+
+
 def schedule_key(account: str, gateway_url: str) -> str:
     """The Redis key prefix of one account's schedule at one gateway.
 
@@ -223,7 +240,8 @@ redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - WINDOW)
 redis.call('PEXPIRE', key, ARGV[4])
 redis.call('PEXPIRE', clients, ARGV[4])
 redis.call('PEXPIRE', slots, ARGV[4])
-return {tostring(wait), tostring(pace), epoch, fleet, n, tostring(at)}
+return {tostring(wait), tostring(pace), epoch, fleet, n, tostring(at),
+        sure and tostring(ceiling) or ''}
 """
 )
 
@@ -273,6 +291,9 @@ local from = math.max(now - WINDOW, math.min(cut_at, to - HISTORY), measure_from
 local answered = redis.call('ZCOUNT', slots, from, '(' .. to)
 local span = math.max(to - from, 0.001)
 local rate = answered / span
+-- How the rate was found, for the log: 'measured' (answers over span), 'recent' (the last
+-- answers' spacing), 'bound' (few answers: under what they allow), 'pace' (the pace itself).
+local how = 'measured'
 -- While the pace climbs (a cold start, a raised limit being found) the whole episode's
 -- average lags behind it: the last few turns that were answered show where it got to.
 if answered > 4 then
@@ -281,7 +302,7 @@ if answered > 4 then
   local k = #recent / 2
   local spread = tonumber(recent[2]) - tonumber(recent[2 * k])
   if k > 4 and spread > 0 and (k - 1) / spread > 1.25 * rate then
-    rate = (k - 1) / spread
+    rate, how = (k - 1) / spread, 'recent'
   end
 end
 -- Too few answers to measure anything (a fresh or seeded schedule, a low demand), or
@@ -292,13 +313,16 @@ local first = ceiling <= 0
 if rejoining or (answered < 4 and (first or s[12] == '1')) then
   rate = pace
 elseif answered < 4 then
+  how = 'bound'
   -- Still finding the limit after the first cut (at a low one, a few answers between
   -- two -1): half an answer more than were accepted bounds the rate, as one client's
   -- scheduler counts it. Cutting a tenth from the pace at each -1 instead took seven
   -- -1 answers to come down from 3.7 to 2 requests/s.
   rate = (answered + 0.5) / span
 end
-rate = math.min(pace, rate)
+if rate >= pace then
+  rate, how = pace, 'pace'
+end
 -- A rate measured from n answers may fall short of the limit by one answer over its span
 -- (the tokens the bucket held at either end are a fraction of one): measured from few
 -- (under 16), the climb aims at that bound (1/n above it), so that an imprecise cut is
@@ -344,7 +368,7 @@ if first then
   redis.call('HSET', key, 'first_cut_at', tostring(now))
 end
 redis.call('HINCRBY', key, 'cuts', 1)
-return {1, tostring(pace), answered, tostring(span), tostring(rate)}
+return {1, tostring(pace), answered, tostring(span), tostring(rate), how}
 """
 )
 
@@ -450,13 +474,20 @@ class SharedLimit:
             raise ValidationError(
                 f"shared_limit must be a redis://, rediss:// or unix:// URL, got {shown!r}"
             )
+        problem = _url_problem(url)
+        if problem is not None:
+            raise ValidationError(
+                f"shared_limit {redact_url(url)!r} is not a usable Redis URL: {problem}"
+            )
         try:
             import redis.asyncio as aioredis
             from redis.backoff import NoBackoff
             from redis.retry import Retry
         except ImportError:
             raise ExtraNotInstalledError(
-                "shared_limit needs redis-py: pip install 'aisix-async[redis]'", name="redis"
+                "shared_limit needs redis-py: pip install 'aisix-async[redis]' (in a clone of "
+                "the repository: pip install '.[redis]')",
+                name="redis",
             ) from None
         self._shown = redact_url(url)
         try:
@@ -497,6 +528,8 @@ class SharedLimit:
         self._last_share: float | None = None
         # ... and how many clients shared it: their shares are kept for them at a rejoin.
         self._last_clients: int | None = None
+        # The rate the schedule last measured at the limit (its ceiling, once trusted).
+        self._last_ceiling: float | None = None
         # When the last request this client was told to pace itself goes out (monotonic,
         # at its last share): at a rejoin its scheduler still sends those on its own, so
         # its first shared turn waits for them, or it would send at twice its share.
@@ -519,6 +552,22 @@ class SharedLimit:
     def available(self) -> bool:
         """False while this client paces itself because Redis failed it."""
         return not self._down
+
+    @property
+    def last_pace(self) -> float | None:
+        """The whole fleet's pace (requests/s) at this client's last turn or cut; None: none yet."""
+        return self._last_pace
+
+    @property
+    def last_ceiling(self) -> float | None:
+        """The rate (requests/s, the whole fleet) the schedule last measured at the limit,
+        as of this client's last turn; None while it has measured none it trusts."""
+        return self._last_ceiling
+
+    @property
+    def last_clients(self) -> int | None:
+        """Clients sharing the schedule at this client's last turn; None: none yet."""
+        return self._last_clients
 
     @property
     def last_share(self) -> float | None:
@@ -632,6 +681,7 @@ class SharedLimit:
                 wait, pace = float(answer[0]), float(answer[1])
                 epoch, clients, number = int(answer[2]), int(answer[3]), int(answer[4])
                 booked_for = answer[5]
+                ceiling = float(answer[6]) if answer[6] else None
             except Exception as exc:  # any failure of Redis: never the send's business
                 self._failed(exc, began)
                 self._pace_yourself()
@@ -639,6 +689,7 @@ class SharedLimit:
             await self._recovered()
             self._last_pace = pace
             self._last_clients = clients
+            self._last_ceiling = ceiling
             self._last_share = pace / max(1, clients)
             self._turns += 1
             # The requests paced locally go first (they hold this client's share until
@@ -699,13 +750,17 @@ class SharedLimit:
             return
         if int(answer[0]) and answer[1]:
             self._last_pace = float(answer[1])
+            answered, span, rate = int(answer[2]), float(answer[3]), float(answer[4])
+            how = answer[5].decode() if isinstance(answer[5], bytes) else str(answer[5])
+            found = {
+                "measured": f"{answered} answers in {span:.3f} s: {rate:.2f} requests/s accepted",
+                "recent": f"the last answers came at {rate:.2f} requests/s",
+                "bound": f"{answered} answers in {span:.3f} s: under {rate:.2f} requests/s",
+            }.get(how, "cut from the pace: too few answers to measure")
             logger.info(
-                "the gateway said -1 (too fast): shared pace now %.2f requests/s (%s answers "
-                "in %.3f s: %.2f requests/s accepted)",
+                "the gateway said -1 (too fast): shared pace now %.2f requests/s (%s)",
                 self._last_pace,
-                answer[2],
-                float(answer[3]),
-                float(answer[4]),
+                found,
             )
 
     async def aclose(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .. import AisixClient, RetryDetails, RetryPolicy, TransportError
+from .. import AisixClient, RateState, RetryDetails, RetryPolicy, TransportError
 from . import _rate_cache
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
@@ -37,7 +37,7 @@ class Context:
         self.out = out
         self._credentials: Credentials | None = None
         self._told_unreachable = False
-        self._clients: list[AisixClient] = []
+        self._clients: list[tuple[AisixClient, RateState | None]] = []
 
     @property
     def credentials(self) -> Credentials:
@@ -79,7 +79,7 @@ class Context:
             # Unset: the client reads $AISIX_SHARED_LIMIT itself.
             shared_limit=getattr(self.args, "shared_limit", None),
         )
-        self._clients.append(client)
+        self._clients.append((client, cached))
         return client
 
     def _on_retry(self, details: RetryDetails, unreachable: float) -> None:
@@ -108,12 +108,17 @@ class Context:
         """Keep what the command's clients learned about the limit (see _rate_cache)."""
         if not self._use_rate_cache or self._credentials is None:
             return
-        for client in self._clients:
+        for client, cached in self._clients:
             state = client.rate_state()
-            # Only a client that met the limit learned something worth keeping: a
-            # balance check must not replace what a send found.
-            if state.pace is not None:
-                _rate_cache.save(client.account, self._cache_url, state)
+            # Only a client that measured the limit learned something worth keeping: a
+            # balance check must not replace what a send found, and a run that never met
+            # the limit leaves the file (and its date) as it was.
+            if state.pace is None or (
+                cached is not None
+                and (state.pace, state.learned_at) == (cached.pace, cached.learned_at)
+            ):
+                continue
+            _rate_cache.save(client.account, self._cache_url, state)
 
     @property
     def url(self) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,22 @@ def test_a_malformed_cache_file_is_ignored(cli: Cli, emulator: Any, tmp_path: Pa
     assert "malformed" in result.stderr
     # ... and replaced by what this run learned.
     assert RateState.from_dict(json.loads(cached.read_text())).pace is not None
+
+
+def test_a_run_that_never_met_the_limit_leaves_the_file_as_it_was(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Accepted answers say the limit is at least the pace, not what it is: a run that met
+    # no -1 leaves the state and its date alone, so an old pace keeps ageing. (Every run
+    # used to renew the date: a pace remembered too low was kept for good.)
+    emulator.state.configure(rate=20.0, burst=2.0)
+    _send(cli, write_lines(tmp_path / "a.txt", numbers(40)))
+    (cached,) = _cache_files(cli)
+    remembered = RateState(pace=5.0, concurrency=1, learned_at=time.time() - 600)
+    cached.write_text(json.dumps(remembered.as_dict()))
+    before = cached.read_text()
+    emulator.state.configure(rate=500.0, burst=5.0)
+    result = _send(cli, write_lines(tmp_path / "b.txt", numbers(8, start=100)))
+    assert "starting from a rate state" in result.stderr
+    assert summary_of(result.stdout)["accepted"] == 8
+    assert cached.read_text() == before
