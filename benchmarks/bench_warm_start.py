@@ -66,8 +66,9 @@ async def run(rate: float, learn: float, first: float) -> str:
             table(["client", "requests", "-1 answers", "-1 share", "goodput / R"], rows),
             "",
             "The cold client finds the limit by meeting it (slow start, then a -1 or a few); "
-            "the warm one starts just under the pace learned and meets it only when a "
-            "gentle probe above it does.",
+            "the warm one starts just under the pace learned and meets it only when its "
+            "probe above it does (brisk until it meets the limit itself, so that a pace "
+            "remembered too low is outgrown).",
             "",
         ]
     )
