@@ -155,6 +155,7 @@ class Gateway:
         self.observer = Observer(on_unknown=on_unknown, otel=otel)
         self._on_key_rotation = on_key_rotation
         self._gate = KeyGate()
+        self._given_state = rate_state if isinstance(rate_state, RateState) else None
         # Clients of one account in other processes share its pace through Redis.
         shared_url = shared_limit or os.environ.get("AISIX_SHARED_LIMIT") or None
         self.shared = (
@@ -497,9 +498,18 @@ class Gateway:
         run, alone or as a fleet, at a third of the limit.
         """
         state = self.scheduler.rate_state()
-        if self.shared is not None:
-            return attrs.evolve(state, pace=self.shared.last_ceiling)
-        return state
+        shared = self.shared
+        if shared is None:
+            return state
+        if shared.last_ceiling is not None:
+            return attrs.evolve(state, pace=shared.last_ceiling, learned_at=shared.measured_at)
+        # Nothing measured by the fleet: this client's own pace is a share, not the
+        # account's. A state it was given is handed on as given (a schedule seeded from
+        # it measured nothing new: handed on lowered for its age with its old date, it
+        # was lowered again by the next run).
+        if self._given_state is not None:
+            return attrs.evolve(self._given_state, concurrency=state.concurrency)
+        return attrs.evolve(state, pace=None)
 
     # -- the nine actions -----------------------------------------------------------
 

@@ -436,21 +436,23 @@ async def test_a_cut_is_logged_as_the_shared_pace_in_force(
 
 @pytest.mark.anyio
 async def test_each_client_knows_the_rate_the_fleet_measured(redis_server: RedisServer) -> None:
-    # A rate state is the account's: the fleet's measured rate, not one client's share of
-    # it. None while the schedule has measured none it trusts (a cold start climbing).
+    # A rate state is the account's: the rate the fleet measured at a cut, not one
+    # client's share of it, nor a seed (measured elsewhere, long ago perhaps). None
+    # until the schedule has measured one it trusts.
     time = VirtualTime()
-    cold = limit(redis_server, time)
-    assert await cold.take_turn() is not None
-    assert cold.last_ceiling is None
-    await cold.aclose()
-    with redis.Redis.from_url(redis_server.url) as conn:
-        conn.flushall()
-    seeded, other = limit(redis_server, time, seed_pace=12.0), limit(redis_server, time)
+    seeded = limit(redis_server, time, seed_pace=40.0, monotonic=time)
+    other = limit(redis_server, time, monotonic=time)
+    assert await seeded.take_turn() is not None
+    turn = await other.take_turn()
+    assert turn is not None and turn.share == pytest.approx(20.0, rel=0.05)
+    assert seeded.last_ceiling is None and other.last_ceiling is None
+    await a_second_then_refused(redis_server, time, seeded, 40)
+    cut_at = time.now
     for client in (seeded, other):
-        turn = await client.take_turn()
-        assert turn is not None
-    assert turn.share == pytest.approx(6.0, rel=0.05)
-    assert seeded.last_ceiling == other.last_ceiling == pytest.approx(12.0)
+        assert await client.take_turn() is not None
+        # About 40 answers over the second before the -1, aimed half an answer above.
+        assert client.last_ceiling == pytest.approx(40.0, rel=0.03)
+        assert client.measured_at == pytest.approx(cut_at)
     await seeded.aclose()
     await other.aclose()
 

@@ -240,8 +240,10 @@ redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - WINDOW)
 redis.call('PEXPIRE', key, ARGV[4])
 redis.call('PEXPIRE', clients, ARGV[4])
 redis.call('PEXPIRE', slots, ARGV[4])
+-- The rate measured at the limit, and when: only from a cut (a seed was not measured here).
+local measured = sure and cut_turns and ceiling > 0
 return {tostring(wait), tostring(pace), epoch, fleet, n, tostring(at),
-        sure and tostring(ceiling) or ''}
+        measured and tostring(ceiling) or '', tostring(cut_at)}
 """
 )
 
@@ -528,8 +530,10 @@ class SharedLimit:
         self._last_share: float | None = None
         # ... and how many clients shared it: their shares are kept for them at a rejoin.
         self._last_clients: int | None = None
-        # The rate the schedule last measured at the limit (its ceiling, once trusted).
+        # The rate the schedule last measured at the limit (its ceiling, once trusted and
+        # measured from a cut, not seeded), and when (the schedule's clock: Redis's).
         self._last_ceiling: float | None = None
+        self._measured_at = 0.0
         # When the last request this client was told to pace itself goes out (monotonic,
         # at its last share): at a rejoin its scheduler still sends those on its own, so
         # its first shared turn waits for them, or it would send at twice its share.
@@ -561,8 +565,15 @@ class SharedLimit:
     @property
     def last_ceiling(self) -> float | None:
         """The rate (requests/s, the whole fleet) the schedule last measured at the limit,
-        as of this client's last turn; None while it has measured none it trusts."""
+        as of this client's last turn; None while it has measured none it trusts (a seed
+        is not a measure)."""
         return self._last_ceiling
+
+    @property
+    def measured_at(self) -> float:
+        """When the schedule measured ``last_ceiling``: its last cut, in seconds since the
+        epoch (Redis's clock), or the test's clock when one is given."""
+        return self._measured_at
 
     @property
     def last_clients(self) -> int | None:
@@ -682,6 +693,7 @@ class SharedLimit:
                 epoch, clients, number = int(answer[2]), int(answer[3]), int(answer[4])
                 booked_for = answer[5]
                 ceiling = float(answer[6]) if answer[6] else None
+                measured_at = float(answer[7])
             except Exception as exc:  # any failure of Redis: never the send's business
                 self._failed(exc, began)
                 self._pace_yourself()
@@ -690,6 +702,7 @@ class SharedLimit:
             self._last_pace = pace
             self._last_clients = clients
             self._last_ceiling = ceiling
+            self._measured_at = measured_at
             self._last_share = pace / max(1, clients)
             self._turns += 1
             # The requests paced locally go first (they hold this client's share until
