@@ -32,10 +32,11 @@ behind it hides the limit for a while (a burst is accepted). The scheduler learn
 Between cuts the pace grows once per request that had to wait for it (an idle client
 never talks itself into a rate it has not tried), and every step is a share of the pace
 counted in requests, not seconds, so the controller behaves alike at 2 and at 500
-requests/s (CUBIC's shape): back to the ceiling within about ten requests, a creep above
-it whose excess doubles every 30 requests (so a burst of 5 is spent, and one -1 met,
-about once per hundred requests), and once an excess of 15% is accepted with no -1 (the
-limit went up) a fast probe doubling the excess every 6 requests. No probe doubles faster
+requests/s (CUBIC's shape): back to the ceiling within a few dozen requests, a creep above
+it whose excess doubles every 60 requests (so a burst of 5 is spent, and one -1 met,
+about once per 150 requests; every 10 for a while after a drop, every 20 after a warm
+start), and once an excess of 15% is accepted with no -1 (the limit went up) a fast
+probe doubling the excess every 6 requests. No probe doubles faster
 than once per round trip's worth of requests: the answers that would say "too fast" must
 have time to come back. ``max_rate`` caps the pace.
 
@@ -475,7 +476,7 @@ class Scheduler:
         age = now - state.learned_at
         if age > cls.STATE_MAX_AGE or -age > cls.STATE_MAX_AHEAD:
             return None
-        return 0.5 ** (max(0.0, age) / cls.STATE_HALF_LIFE)
+        return float(0.5 ** (max(0.0, age) / cls.STATE_HALF_LIFE))
 
     def _warm_start(self, state: RateState, told_concurrency: bool) -> None:
         age = self._wall_clock() - state.learned_at

@@ -765,10 +765,11 @@ class SharedLimit:
             self._last_pace = float(answer[1])
             answered, span, rate = int(answer[2]), float(answer[3]), float(answer[4])
             how = answer[5].decode() if isinstance(answer[5], bytes) else str(answer[5])
+            answers = f"{answered} answer{'' if answered == 1 else 's'} in {span:.3f} s"
             found = {
-                "measured": f"{answered} answers in {span:.3f} s: {rate:.2f} requests/s accepted",
+                "measured": f"{answers}: {rate:.2f} requests/s accepted",
                 "recent": f"the last answers came at {rate:.2f} requests/s",
-                "bound": f"{answered} answers in {span:.3f} s: under {rate:.2f} requests/s",
+                "bound": f"{answers}: under {rate:.2f} requests/s",
             }.get(how, "cut from the pace: too few answers to measure")
             logger.info(
                 "the gateway said -1 (too fast): shared pace now %.2f requests/s (%s)",
