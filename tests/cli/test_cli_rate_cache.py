@@ -1,4 +1,9 @@
-"""The CLI's rate cache: a run that met the limit leaves its pace for the next run."""
+"""The CLI's rate cache: a run that measured the limit leaves its pace for the next run.
+
+A rate is measured at the second cut or so (the first -1 of a cold start only ends slow
+start): at 20 requests/s and a burst of 2, after 12-45 requests on the simulated gateway.
+The sends that must leave a file send 100.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +35,8 @@ def test_a_run_that_met_the_limit_leaves_its_pace_and_the_next_starts_from_it(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
     emulator.state.configure(rate=20.0, burst=2.0)
-    first = _send(cli, write_lines(tmp_path / "a.txt", numbers(60)))
-    assert summary_of(first.stdout)["accepted"] == 60
+    first = _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
+    assert summary_of(first.stdout)["accepted"] == 100
     (cached,) = _cache_files(cli)
     # Owner-only; named by a hash; holding the state and nothing else (no key, no account).
     assert stat.S_IMODE(cached.stat().st_mode) == 0o600
@@ -54,7 +59,7 @@ def test_no_rate_cache_neither_reads_nor_writes_it(cli: Cli, emulator: Any, tmp_
     result = _send(cli, path, "--no-rate-cache")
     assert summary_of(result.stdout)["accepted"] == 40
     assert _cache_files(cli) == []
-    _send(cli, write_lines(tmp_path / "b.txt", numbers(40, start=100)))
+    _send(cli, write_lines(tmp_path / "b.txt", numbers(100, start=100)))
     assert len(_cache_files(cli)) == 1
     third = _send(cli, write_lines(tmp_path / "c.txt", numbers(5, start=200)), "--no-rate-cache")
     assert "starting from a rate state" not in third.stderr
@@ -62,10 +67,10 @@ def test_no_rate_cache_neither_reads_nor_writes_it(cli: Cli, emulator: Any, tmp_
 
 def test_a_malformed_cache_file_is_ignored(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     emulator.state.configure(rate=20.0, burst=2.0)
-    _send(cli, write_lines(tmp_path / "a.txt", numbers(40)))
+    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
     (cached,) = _cache_files(cli)
     cached.write_text("{not json")
-    result = _send(cli, write_lines(tmp_path / "b.txt", numbers(40, start=100)))
+    result = _send(cli, write_lines(tmp_path / "b.txt", numbers(100, start=200)))
     assert "malformed" in result.stderr
     # ... and replaced by what this run learned.
     assert RateState.from_dict(json.loads(cached.read_text())).pace is not None
@@ -78,7 +83,7 @@ def test_a_run_that_never_met_the_limit_leaves_the_file_as_it_was(
     # no -1 leaves the state and its date alone, so an old pace keeps ageing. (Every run
     # used to renew the date: a pace remembered too low was kept for good.)
     emulator.state.configure(rate=20.0, burst=2.0)
-    _send(cli, write_lines(tmp_path / "a.txt", numbers(40)))
+    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
     (cached,) = _cache_files(cli)
     remembered = RateState(pace=5.0, concurrency=1, learned_at=time.time() - 600)
     cached.write_text(json.dumps(remembered.as_dict()))
