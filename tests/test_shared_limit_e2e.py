@@ -7,11 +7,14 @@ recipient ends accepted exactly once: Redis only ever says *when* a request goes
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -134,6 +137,36 @@ async def test_an_old_state_seeds_the_fleet_as_lowered_for_its_age(
             client.rate_state().pace,
             client.rate_state().learned_at,
         ) == (state.pace, state.learned_at)
+
+
+@pytest.mark.anyio
+async def test_a_campaign_keeps_the_fleets_rate_not_its_share(
+    emulator: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Two clients share a cold schedule far under the limit: the fleet measures nothing,
+    # so the campaign's journal keeps no pace (it kept this client's share, which a
+    # resumed run took as the account's limit).
+    emulator.state.configure(rate=500.0, burst=5.0)
+    path = tmp_path / "c.db"
+    async with (
+        client_for(emulator, redis_server.url) as first,
+        client_for(emulator, redis_server.url) as second,
+        first.campaign(path) as campaign,
+    ):
+
+        async def campaign_send() -> None:
+            mobiles = [f"1390001{i:04d}" for i in range(12)]
+            async with campaign.send_many(mobiles, "Spring sale", chunk_size=2) as stream:
+                async for outcome in stream:
+                    assert outcome.status is OutcomeStatus.ACCEPTED
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(campaign_send)
+            group.start_soon(send_phase, second, 2)
+        assert first.stats().shared_clients == 2
+    with sqlite3.connect(path) as conn:
+        (text,) = conn.execute("SELECT value FROM meta WHERE key = 'rate_state'").fetchone()
+    assert RateState.from_dict(json.loads(text)).pace is None
 
 
 @pytest.mark.anyio

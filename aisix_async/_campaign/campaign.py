@@ -305,11 +305,14 @@ class Campaign:
         Done when a send ends and when the campaign closes; a resumed run starts from it.
         """
         journal = self._opened()
-        scheduler = self._gateway.scheduler
-        if not scheduler.stats().requests:
+        if not self._gateway.scheduler.stats().requests:
             return
-        text = json.dumps(scheduler.rate_state().as_dict(), sort_keys=True)
-        await journal.set_meta(_RATE_STATE_KEY, text)
+        # The gateway's, not the scheduler's: with shared_limit the scheduler's pace is
+        # this client's share, while the state is the fleet's (the account's).
+        state = self._gateway.rate_state()
+        if state.pace is None and journal.meta.get(_RATE_STATE_KEY) is not None:
+            return  # nothing measured: what an earlier run measured stays
+        await journal.set_meta(_RATE_STATE_KEY, json.dumps(state.as_dict(), sort_keys=True))
 
     async def __aexit__(
         self,
