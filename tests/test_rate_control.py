@@ -15,7 +15,7 @@ import time
 
 import anyio
 import pytest
-from sim_gateway import ClientRun, Gateway, simulate
+from sim_gateway import ClientRun, Gateway, default_scheduler, run_virtual, simulate
 
 from aisix_async import RateLimitedError, RateState, RetryPolicy, ValidationError
 from aisix_async._mechanics.scheduler import Scheduler
@@ -241,6 +241,45 @@ def test_a_first_cut_alone_leaves_no_state() -> None:
     anyio.run(main)
     assert scheduler.stats().rate_limited == 1 and scheduler.pace is not None
     assert scheduler.rate_state().pace is None
+
+
+def test_a_measured_rate_is_kept_while_the_ceiling_is_doubted() -> None:
+    # Once a rate was measured, rate_state() keeps one: a raised limit proves the ceiling
+    # too low and the fast probe above it runs unsure, but what was measured stands
+    # until a new measure replaces it (it read None then, for seconds at a time).
+    gateway = Gateway(40.0, burst=5, latency=0.1)
+    scheduler = default_scheduler()
+    seen: list[float | None] = []
+
+    async def main() -> None:
+        send = gateway.attempt(0)
+
+        async def worker() -> None:
+            while anyio.current_time() < 30:
+                await scheduler.run(send, action="sendBatch", unsafe=True)
+
+        async def watch() -> None:
+            while anyio.current_time() < 30:
+                seen.append(scheduler.rate_state().pace)
+                await anyio.sleep(0.05)
+
+        async def raise_limit() -> None:
+            await anyio.sleep(15)
+            gateway.set_rate(80.0)
+
+        with anyio.move_on_after(40):
+            async with anyio.create_task_group() as group:
+                for _ in range(32):
+                    group.start_soon(worker)
+                group.start_soon(watch)
+                group.start_soon(raise_limit)
+
+    run_virtual(main, "asyncio")
+    first = next(i for i, pace in enumerate(seen) if pace is not None)
+    assert first < len(seen) // 4
+    assert all(pace is not None for pace in seen[first:])
+    last = seen[-1]
+    assert last is not None and last >= 0.85 * 80.0
 
 
 def _scheduler_from(state: RateState, now: float) -> Scheduler:

@@ -552,8 +552,10 @@ class Scheduler:
             # its age, which the next client lowers by itself from learned_at).
             return attrs.evolve(self._remembered, concurrency=self.limit)
         # The ceiling is the rate the gateway accepted; the pace just now may be in the
-        # dip after a cut or in a probe above it.
-        pace = self._ceiling if self._sure and self._ceiling > 0 else None
+        # dip after a cut or in a probe above it. A ceiling not trusted (a fast probe
+        # after the answers proved it too low, a cut from few answers) leaves the rate
+        # last measured, if any.
+        pace = self._ceiling if self._sure and self._ceiling > 0 else (self._measured or None)
         learned_at = self._learned_at if self._learned_at is not None else self._wall_clock()
         return RateState(pace=pace, concurrency=self.limit, learned_at=learned_at)
 
