@@ -479,8 +479,9 @@ class Scheduler:
         return float(0.5 ** (max(0.0, age) / cls.STATE_HALF_LIFE))
 
     def _warm_start(self, state: RateState, told_concurrency: bool) -> None:
-        age = self._wall_clock() - state.learned_at
-        trust = self.state_trust(state, self._wall_clock())
+        now = self._wall_clock()
+        age = now - state.learned_at
+        trust = self.state_trust(state, now)
         if trust is None:
             said = f"{-age:.0f} s ahead of this clock" if age < 0 else f"{age:.0f} s ago"
             logger.info("rate state learned %s is not to be trusted: a cold start", said)

@@ -476,10 +476,11 @@ class SharedLimit:
             raise ValidationError(
                 f"shared_limit must be a redis://, rediss:// or unix:// URL, got {shown!r}"
             )
+        self._shown = redact_url(url)
         problem = _url_problem(url)
         if problem is not None:
             raise ValidationError(
-                f"shared_limit {redact_url(url)!r} is not a usable Redis URL: {problem}"
+                f"shared_limit {self._shown!r} is not a usable Redis URL: {problem}"
             )
         try:
             import redis.asyncio as aioredis
@@ -491,7 +492,6 @@ class SharedLimit:
                 "the repository: pip install '.[redis]')",
                 name="redis",
             ) from None
-        self._shown = redact_url(url)
         try:
             # One retry inside redis-py, at once: a pooled connection that a restart
             # broke is replaced without falling back; the whole call stays bounded by
