@@ -29,6 +29,7 @@ def test_send_numbers_file(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = summary_of(result.stdout)
     assert (summary["accepted"], summary["failed"], summary["unknown"]) == (2500, 0, 0)
+    assert "shared_limit" not in summary  # no --shared-limit, nothing to say of one
     ledger = emulator.state.messages()
     assert Counter(m.mobile for m in ledger) == Counter(mobiles)
     assert {m.text for m in ledger} == {SIGN + "Spring sale"}

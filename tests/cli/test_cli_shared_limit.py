@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from cli_support import ROOT, Cli, write_lines
+from cli_support import ROOT, Cli, summary_of, write_lines
 from helpers import numbers
 from redis_support import RedisServer
 
@@ -42,8 +42,13 @@ def test_three_processes_share_one_schedule(
             )
         )
     for process in processes:
-        _, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
+        summary = summary_of(out)
+        # The summary says what the fleet's schedule was at this process's last turn.
+        shared = summary["shared_limit"]
+        assert shared["up"] is True and shared["fallbacks"] == 0
+        assert 0 < shared["pace"] <= 40 and 1 <= shared["clients"] <= 3
     ledger = collections.Counter(m.mobile for m in emulator.state.messages())
     assert sorted(ledger) == sorted(n for batch in batches for n in batch)
     assert set(ledger.values()) == {1}
@@ -53,3 +58,33 @@ def test_three_processes_share_one_schedule(
         assert conn.zcard(f"{prefix}:clients") == 3
         # Every request's turn (30 chunks, plus each process's balance check and retries).
         assert int(conn.hget(f"{prefix}:schedule", "turns") or 0) >= 33
+
+
+def test_the_table_summary_says_what_the_fleet_did(
+    cli: Cli, emulator: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    emulator.state.configure(rate=20.0, burst=5.0)
+    path = write_lines(tmp_path / "numbers.txt", numbers(12))
+    result = cli.run(
+        "send", path, "--content", "Spring sale", "--chunk-size", "4",
+        "--shared-limit", redis_server.url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "shared limit (Redis)" in line)
+    assert "fleet pace" in row and "1 client(s)" in row and "Redis failed" not in row
+
+
+def test_the_summary_says_when_redis_failed_the_client(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Nothing listens on port 1: the client paces itself, sends everything, and says so.
+    path = write_lines(tmp_path / "numbers.txt", numbers(8))
+    result = cli.run(
+        "send", path, "--content", "Spring sale", "--chunk-size", "4", "--json",
+        "--shared-limit", "redis://127.0.0.1:1/0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = summary_of(result.stdout)
+    assert summary["accepted"] == 8
+    assert summary["shared_limit"]["up"] is False
+    assert summary["shared_limit"]["fallbacks"] >= 1

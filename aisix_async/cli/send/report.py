@@ -127,6 +127,32 @@ def snapshot(stats: BulkStats, total: int | None, not_sent: int = 0) -> Snapshot
     )
 
 
+def _shared_record(client: AisixClient) -> dict[str, Any] | None:
+    # With --shared-limit: the fleet's pace at this client's last turn, how many clients
+    # shared it, and whether Redis failed this client (it then paced itself for a while).
+    stats = client.stats()
+    if stats.shared_limit_up is None:
+        return None
+    return {
+        "pace": None if stats.shared_pace is None else round(stats.shared_pace, 3),
+        "clients": stats.shared_clients,
+        "fallbacks": stats.shared_limit_fallbacks,
+        "up": stats.shared_limit_up,
+    }
+
+
+def _shared_text(shared: dict[str, Any]) -> str:
+    pace, clients, fallbacks = shared["pace"], shared["clients"], shared["fallbacks"]
+    text = (
+        "no turn taken"
+        if pace is None
+        else f"fleet pace {pace:.2f} requests/s, {clients} client(s) at the last turn"
+    )
+    if fallbacks:
+        text += f"; Redis failed this client {fallbacks} time(s) (it paced itself meanwhile)"
+    return text
+
+
 def finish(
     ctx: Context,
     client: AisixClient,
@@ -166,6 +192,9 @@ def finish(
         }
         if campaign is not None:
             record["campaign"] = _campaign_record(campaign)
+        shared = _shared_record(client)
+        if shared is not None:
+            record["shared_limit"] = shared
         out.emit(record)
     else:
         rows: list[tuple[str, object]] = [
@@ -189,6 +218,9 @@ def finish(
         ]
         if at is not None:
             rows.append(("scheduled for", _scheduled(at)))
+        shared = _shared_record(client)
+        if shared is not None:
+            rows.append(("shared limit (Redis)", _shared_text(shared)))
         out.pairs("interrupted: what was sent" if interrupted else "this run", rows)
         if campaign is not None:
             out.pairs(f"campaign {ctx.args.journal} (all runs)", _campaign_rows(campaign))
