@@ -215,7 +215,10 @@ class Gateway:
     def check_open(self) -> None:
         """Refuse a closed gateway."""
         if self._closed:
-            raise RuntimeError(f"{self!r} is closed: create a new client")
+            # Worded for the user, who holds an AisixClient, not this layer.
+            raise RuntimeError(
+                f"this client (account {self.account!r}) is closed: create a new one"
+            )
 
     def check_usable(self) -> None:
         """Refuse a closed gateway, and one used from another event loop than its first.

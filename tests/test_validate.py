@@ -259,13 +259,20 @@ def test_schedule_lead_counts_the_whole_seconds_the_gateway_reads(
         ({"base_url": "ftp://example.com"}, "scheme 'ftp'"),
         ({"base_url": "https://"}, "host 'none'"),
         ({"data_url": "example.com/DataApi"}, "data_url must be"),
+        ({"timeout": float("inf")}, "timeout must be finite"),
+        # Refused here, not by the HTTP stack at the first request (an ExceptionGroup).
+        ({"base_url": "http://127.0.0.1:99999/OpenPlatform"}, "port number from 0 to 65535"),
+        ({"base_url": "http://127.0.0.1:port/OpenPlatform"}, "got 'port'"),
+        # Reprs, logs and errors show the URL: a password in it would leak.
+        ({"base_url": "http://user:s3cret@127.0.0.1/OpenPlatform"}, "user name or password"),
     ],
 )
 def test_bad_client_settings_are_refused_at_construction(
     options: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValidationError, match=re.escape(message)):
+    with pytest.raises(ValidationError, match=re.escape(message)) as raised:
         AisixClient(ACCOUNT, KEY, **options)
+    assert "s3cret" not in str(raised.value)
 
 
 def test_schedule_converts_to_gateway_time() -> None:

@@ -11,6 +11,7 @@ No message built here quotes the authkey.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
@@ -357,6 +358,9 @@ def check_number(value: object, what: str, *, integer: bool = False, minimum: fl
     if not (value >= minimum if integer else value > minimum):
         bound = f"at least {minimum:g}" if integer else f"above {minimum:g}"
         raise ValidationError(f"{what} must be {bound}, got {value!r}")
+    if value == math.inf:
+        # A timeout or deadline of infinity waits forever; a rate of it means nothing.
+        raise ValidationError(f"{what} must be finite, got {value!r}")
 
 
 def check_url(url: object, what: str) -> str:
@@ -370,6 +374,23 @@ def check_url(url: object, what: str) -> str:
             f"{what} must be an http:// or https:// URL with a host (got scheme "
             f"{parts.scheme or 'none'!r}, host {parts.hostname or 'none'!r})"
         )
+    if parts.username is not None or parts.password is not None:
+        # The URL is shown in reprs, logs and errors, where a password would leak; the
+        # gateway wants none (the account and authkey go in the form), and a proxy's
+        # credentials belong in HTTPS_PROXY, which httpx reads.
+        raise ValidationError(
+            f"{what} must not carry a user name or password (host {parts.hostname!r}): "
+            "the gateway authenticates with the account and authkey, and a proxy's "
+            "credentials go in HTTPS_PROXY"
+        )
+    try:
+        parts.port  # noqa: B018 - read for its check: a port out of range raises
+    except ValueError:
+        # Found here, not when the first request fails deep in the HTTP stack.
+        raise ValidationError(
+            f"{what} must have a port number from 0 to 65535 (host {parts.hostname!r}, got "
+            f"{parts.netloc.rsplit(':', 1)[-1]!r})"
+        ) from None
     return url
 
 

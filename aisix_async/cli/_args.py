@@ -8,6 +8,7 @@ There is deliberately no option taking the authkey itself (see ``_credentials``)
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -63,7 +64,8 @@ def _number(
 
 _positive_int = _number(int, "a whole number", lambda v: v >= 1, "at least 1")
 _non_negative_int = _number(int, "a whole number", lambda v: v >= 0, "0 or more")
-_positive_float = _number(float, "a number", lambda v: v > 0, "positive")
+# Finite too: "inf" parses as a float, and a timeout that never ends is not a timeout.
+_positive_float = _number(float, "a number", lambda v: 0 < v < math.inf, "positive and finite")
 
 
 def _output_options() -> _Parser:

@@ -14,8 +14,10 @@ from aisix_async.cli._args import build_parser
         ("--max-concurrency", "abc", "not a whole number: 'abc'"),
         ("--max-concurrency", "2.5", "not a whole number: '2.5'"),
         ("--csid", "-1", "must be 0 or more, got -1"),
-        ("--timeout", "0", "must be positive, got 0"),
-        ("--timeout", "nan", "must be positive, got nan"),
+        ("--timeout", "0", "must be positive and finite, got 0"),
+        ("--timeout", "nan", "must be positive and finite, got nan"),
+        ("--timeout", "inf", "must be positive and finite, got inf"),
+        ("--retry-timeout", "inf", "must be positive and finite, got inf"),
         ("--timeout", "soon", "not a number: 'soon'"),
     ],
 )

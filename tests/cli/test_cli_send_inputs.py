@@ -158,7 +158,32 @@ def test_a_journal_in_a_missing_folder_says_so(cli: Cli, emulator: Any, tmp_path
     refused(result, "does not exist", str(journal.parent))
     assert "Errno" not in result.stderr
     assert ".lock" not in result.stderr
+    # Refused before the gateway was asked anything (not after the estimate's calls).
+    assert not emulator.state.get_counters().requests
+
+
+def test_an_empty_content_is_named_as_such(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    path = tmp_path / "n.txt"
+    path.write_text("13900000001\n", encoding="utf-8")
+    refused(cli.run("send", str(path), "--content", ""), "--content", "must not be empty")
+    assert not emulator.state.get_counters().requests
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_an_unknown_signature_is_refused_before_sending(
+    cli: Cli, emulator: Any, tmp_path: Path, dry_run: bool
+) -> None:
+    # The gateway would not refuse it: it would sign with the default signature instead.
+    path = tmp_path / "n.txt"
+    path.write_text("13900000001\n", encoding="utf-8")
+    args = ["send", str(path), "--content", "hi", "--csid", "999"]
+    result = cli.run(*args, *(["--dry-run"] if dry_run else []))
+    refused(result, "--csid 999 is not one of this account's signatures (0, 101)", "【Aisix】")
     assert emulator.state.message_count == 0
+    # A signature the account has goes through.
+    known = cli.run("send", str(path), "--content", "hi", "--csid", "101", "--json")
+    assert known.returncode == 0, known.stderr
+    assert [m.csid for m in emulator.state.messages()] == [101]
 
 
 def test_param_columns_without_a_template_is_refused(

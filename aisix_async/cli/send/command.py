@@ -73,7 +73,10 @@ _INTERRUPTED = "the operator interrupted the send (Ctrl-C or SIGTERM)"
 
 def _source(args: Any) -> Source:
     """The recipients, from the one input the arguments name."""
-    kinds = [bool(args.content), bool(args.template), bool(args.batch)]
+    if args.content == "" and not (args.template or args.batch):
+        # Given, but empty: say so, not that it is missing.
+        raise CliError("--content: must not be empty")
+    kinds = [args.content is not None, bool(args.template), bool(args.batch)]
     if sum(kinds) != 1:
         raise CliError("give exactly one of --content TEXT, --template TEXT or --batch FILE")
     if args.batch:
@@ -104,6 +107,36 @@ def _source(args: Any) -> Source:
     if args.column or args.param_columns:
         raise CliError("--column and --param-columns go with --csv FILE")
     return numbers_source(args.numbers)
+
+
+def _check_journal(args: Any) -> None:
+    """Refuse a --journal path in a folder that does not exist, before the gateway is asked
+    for anything (the journal itself is opened after the estimate)."""
+    if not args.journal:
+        return
+    target = Path(args.journal)
+    if target.is_dir():
+        raise CliError(f"--journal {args.journal}: is a directory; give a file name in it")
+    if not target.parent.is_dir():
+        raise CliError(f"--journal {args.journal}: the folder {target.parent} does not exist")
+
+
+async def _check_csid(client: AisixClient, csid: int | None) -> None:
+    """Refuse a --csid that is not one of the account's signatures: the gateway would not
+    refuse it, but send under the default signature instead (a typo sends a campaign
+    signed as someone else's brand, or as nobody's)."""
+    if not csid:
+        return
+    signs = await client.get_signs()
+    if any(sign.csid == csid for sign in signs):
+        return
+    known = ", ".join(str(sign.csid) for sign in signs) or "none"
+    default = next((sign.sign for sign in signs if sign.csid == 0), None)
+    instead = f" ({default})" if default else ""
+    raise CliError(
+        f"--csid {csid} is not one of this account's signatures ({known}): the gateway "
+        f"would send under the default signature{instead} instead; `aisix signs` lists them"
+    )
 
 
 def _check_outcomes(args: Any) -> None:
@@ -199,6 +232,7 @@ async def send(ctx: Context) -> int:
         raise CliError(f"--numbers {args.numbering}: {exc.message}") from None
     source = attrs.evolve(_source(args), numbering=args.numbering)
     _check_outcomes(args)
+    _check_journal(args)
     content = None
     if args.content:
         try:
@@ -241,6 +275,7 @@ async def send(ctx: Context) -> int:
 
     async with ctx.client(max_concurrency=args.max_concurrency, numbers=args.numbering) as client:
         resuming = bool(args.journal) and await anyio.Path(args.journal).exists()
+        await _check_csid(client, args.csid)
         est: Estimate | None = None
         if args.dry_run or not (args.no_balance_check or resuming):
             est = await _estimate(client, source, content, args)
