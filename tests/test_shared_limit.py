@@ -241,6 +241,57 @@ async def a_second_then_refused(
     await shared.refused(turn)
 
 
+async def paced_then_refused(
+    server: RedisServer, time: VirtualTime, shared: SharedLimit, rates: list[tuple[float, int]]
+) -> None:
+    """Turns at each (pace, count) in turn, the pace held still; the last one refused."""
+    schedule = f"{schedule_key(ACCOUNT, GATEWAY)}:schedule"
+    with redis.Redis.from_url(server.url) as conn:
+        for pace, count in rates:
+            for _ in range(count):
+                conn.hset(schedule, mapping={"pace": f"{pace!r}", "next_at": "0"})
+                turn = await shared.take_turn()
+                assert turn is not None
+                time.now += 1.0 / pace
+    time.now += 0.1
+    await shared.refused(turn)
+
+
+@pytest.mark.anyio
+async def test_a_long_episode_is_measured_whole(redis_server: RedisServer) -> None:
+    # After a cut the pace dips and climbs back, and the bucket fills during the dip: the
+    # episode's end alone reads high. Kept for 10 s, the turn times of a 20 s episode
+    # (10 s at 4/s, 10 s at 6/s) measured 6/s; the whole episode says 5.
+    time = VirtualTime()
+    shared = limit(redis_server, time, monotonic=time)
+    await paced_then_refused(redis_server, time, shared, [(20.0, 20)])
+    await paced_then_refused(redis_server, time, shared, [(20.0, 30)])
+    assert stored(redis_server)["sure"] == "1"
+    await paced_then_refused(redis_server, time, shared, [(4.0, 40), (6.0, 60)])
+    answered = 99  # the refused turn is not counted
+    measured = float(stored(redis_server)["ceiling"]) / (1 + 0.5 / answered)
+    assert measured == pytest.approx(5.0, rel=0.03)
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_episode_longer_than_the_slots_kept_is_measured_from_the_oldest(
+    redis_server: RedisServer,
+) -> None:
+    # At a high rate the schedule keeps its last MAX_SLOTS turn times: an episode longer
+    # than those is measured over the ones kept (counted from the cut, 4096 turns over
+    # 12 s would read 341/s at a steady 500/s).
+    time = VirtualTime()
+    shared = limit(redis_server, time, monotonic=time)
+    await paced_then_refused(redis_server, time, shared, [(500.0, 100)])
+    await paced_then_refused(redis_server, time, shared, [(500.0, 100)])
+    await paced_then_refused(redis_server, time, shared, [(500.0, 6000)])
+    with redis.Redis.from_url(redis_server.url) as conn:
+        assert conn.zcard(f"{schedule_key(ACCOUNT, GATEWAY)}:slots") <= 4096
+    assert float(stored(redis_server)["ceiling"]) == pytest.approx(500.0, rel=0.03)
+    await shared.aclose()
+
+
 @pytest.mark.anyio
 async def test_a_rate_measured_over_the_cold_start_is_not_trusted(
     redis_server: RedisServer,
@@ -860,3 +911,16 @@ def test_a_fleet_at_a_low_limit_meets_it_seldom(redis_server: RedisServer) -> No
     assert all(shared.fallbacks == 0 for shared in limits)
     assert gateway.refused() <= 7
     assert gateway.accepted(None, 5.0, 20.0) >= 0.95 * 5.0 * 15.0
+
+
+def test_a_fleet_that_knows_a_low_limit_meets_it_seldom(redis_server: RedisServer) -> None:
+    # Two processes at 5 requests/s, once the cold start is over (from 25 s to 80 s, 275
+    # turns). A -1 measures the whole episode since the last cut: when the schedule kept
+    # its turn times for 10 s only, episodes of 12 s were measured over their last 10 s,
+    # which began with tokens in the bucket (5.15 requests/s at R = 5), and the climb back
+    # to that met the limit every 63 turns: 4 -1 answers here. Now 1 (5.01-5.03).
+    gateway = Gateway(5.0, burst=5, latency=0.1)
+    limits = simulate_fleet(redis_server.url, gateway, 2, 80.0, account="fleet-knows-5")
+    assert all(shared.fallbacks == 0 for shared in limits)
+    assert gateway.refused(None, 25.0, 80.0) <= 2
+    assert gateway.accepted(None, 25.0, 80.0) >= 0.97 * 5.0 * 55.0
