@@ -14,7 +14,9 @@ that:
   parsed there).
 * Closing the stream does not cancel a poll that is on the wire: its answer may already
   hold records the gateway will never send again. The poll gets ``close_grace`` seconds
-  to finish, and its records go to ``unread()``.
+  to finish, and its records go to ``unread()``, through the batch hook like every other
+  batch: a campaign journals them even when a cancellation (a ``move_on_after``,
+  Ctrl-C) closed the stream.
 * A poll's answer is read only as far as its result code before the next poll may go
   out. Its items (the rest of the XML) are read, parsed into records and handed to the
   batch hook (``on_batch``, a campaign's journal write, if there is one) by a task of
@@ -412,9 +414,11 @@ class RecordStream(Generic[_R]):
         fetched: _Fetched[_R] = _Fetched(answer)
         self._held.append(fetched)
         # One batch at a time, in fetch order: this batch waits for the one before, whose
-        # hook ran (or which was parsed) while this poll was on the wire.
+        # hook ran (or which was parsed) while this poll was on the wire. Shielded, as
+        # that hook is (see _write): cancelled here, this batch would skip its own.
         if self._written is not None:
-            await self._written.wait()
+            with anyio.CancelScope(shield=True):
+                await self._written.wait()
         if self._hook_error is not None:
             # Fetched while the batch before could not be recorded: the gateway will not
             # hand these out again, so they go to the reader, unrecorded, before the
@@ -482,17 +486,24 @@ class RecordStream(Generic[_R]):
         readable: anyio.Event,
     ) -> None:
         try:
-            # Not before the next poll is written: read first, this batch would delay it
-            # (on an event loop, this task runs at the poller's first checkpoint, before
-            # the request reaches the socket).
-            await readable.wait()
-            # Nothing awaited between this check and the parse: a batch taken by unread()
-            # (or the stream ending) meanwhile was parsed there, and its hook is not called.
-            if fetched.records is None and any(held is fetched for held in self._held):
-                batch, fetched.records = self._parse(fetched)
-                # A garbled answer has no batch to record (its error is logged).
-                if hook is not None and batch:
-                    await hook(batch)
+            # Shielded: a batch fetched is recorded (a campaign's journal write) even when
+            # the stream is cancelled (a move_on_after, Ctrl-C) while it waits its turn:
+            # the gateway will not hand these records out again, and a journal that
+            # missed them would hold their recipients pending for good. The wait ends
+            # when the next poll is written or the poller stops, which a cancellation
+            # makes it do at once.
+            with anyio.CancelScope(shield=True):
+                # Not before the next poll is written: read first, this batch would delay
+                # it (on an event loop, this task runs at the poller's first checkpoint,
+                # before the request reaches the socket).
+                await readable.wait()
+                # Nothing awaited between this check and the parse: a batch taken by
+                # unread() meanwhile was parsed there, and its hook is not called.
+                if fetched.records is None and any(held is fetched for held in self._held):
+                    batch, fetched.records = self._parse(fetched)
+                    # A garbled answer has no batch to record (its error is logged).
+                    if hook is not None and batch:
+                        await hook(batch)
         except Exception as exc:
             # The hook is the caller's (e.g. a journal write): its failure ends the
             # stream, rather than being retried like a failed poll while later batches
