@@ -299,3 +299,25 @@ async def test_a_scope_cancelled_before_its_deadline_cancels_a_queued_call(emula
     # The first send was written (shielded, it finished); the queued one never went.
     assert calls[("sendOnce", "accepted")] == 1
     assert await ledger_numbers(emulator, 1) == [first]
+
+
+@pytest.mark.parametrize("how", ["send_many", "send_all"])
+async def test_a_move_on_after_around_a_bulk_send_ends_it_quietly_before_it_starts(
+    emulator: Any, how: str
+) -> None:
+    # The balance check before a bulk send waits for its turns like every request. When a
+    # move_on_after's deadline passes then, the block ends quietly, as it does once the
+    # stream sends; it used to raise the check's DeadlineExceededError (a user trial).
+    async with client_for(emulator, max_rate=1.0) as client:
+        await client.get_balance()  # the next request waits a second for its turn
+        left = False
+        with anyio.move_on_after(0.3):
+            if how == "send_many":
+                async with client.send_many([NUMBER] * 3, "hi") as outcomes:
+                    async for _ in outcomes:
+                        pass
+            else:
+                await client.send_all([NUMBER] * 3, "hi")
+            left = True
+        assert not left
+    assert emulator.state.messages() == []

@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 
@@ -58,6 +59,7 @@ from .._core.chunking import (
 )
 from .._core.errors import (
     AisixError,
+    DeadlineExceededError,
     NotSentError,
     SendStoppedError,
     TransportError,
@@ -319,7 +321,15 @@ class SendStream:
             raise RuntimeError("a send stream can be entered only once")
         self._entered = True
         if self._check_balance:
-            await self._check_affordable()
+            try:
+                await self._check_affordable()
+            except DeadlineExceededError:
+                # The stream gives these calls no deadline: only an enclosing scope's can
+                # have passed while they waited for their turns, and that scope is now
+                # cancelled. A stream hears the cancellation (a move_on_after around it
+                # ends quietly, as it does once sending began), not a single call's error.
+                await anyio.lowlevel.checkpoint()
+                raise
         self._started = time.monotonic()
         # Created only now: a stream never entered, or refused by the balance check, has
         # nothing to close.
