@@ -68,11 +68,14 @@ def handle(
 
     With `fault="error_after_charge"` the request is processed in full (charged and
     recorded) and the answer is -10 all the same: the ambiguous case clients must handle.
+    A request refused before acting (-1 when the limit is met, a bad parameter) was not
+    charged: it keeps its own answer, and the fault is not counted as fired.
     """
     counters = state.counters
     counters.requests[action if action in ALL_ACTIONS else UNKNOWN_ACTION] += 1
     code, items = _dispatch(state, action, params, served, request_id, fault)
-    if fault == "error_after_charge":
+    if fault == "error_after_charge" and code == _SUCCESS:
+        counters.faults[fault] += 1
         code, items = -10, []
     counters.results[code] += 1
     return code, items

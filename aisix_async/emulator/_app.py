@@ -226,7 +226,8 @@ class EmulatorApp:
         items: Items = []
         with state.lock:
             counters = state.counters
-            if fault is not None:
+            if fault is not None and fault != "error_after_charge":
+                # That one fires only on a request that was charged (see handle).
                 counters.faults[fault] += 1
             if fault == "http_502":
                 # The proxy answered: the gateway never saw the request.

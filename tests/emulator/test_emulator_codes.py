@@ -201,6 +201,21 @@ def test_error_after_charge_is_minus_10_with_the_message_sent(gw: Gateway) -> No
     assert gw.state.pending_reports() == 2
 
 
+def test_error_after_charge_leaves_a_refused_request_its_own_answer(
+    make_gateway: Callable[..., Gateway],
+) -> None:
+    # Met the limit: not charged, so no "charged, then -10": the -1 stands, and the fault
+    # is counted only where it fired (6 -10 with 1 message charged, before).
+    gw = make_gateway(rate=1.0, burst=1.0)
+    gw.state.set_faults(error_after_charge=1.0)
+    results = [gw.send_once(f"1380000000{i}", "hello").result for i in range(6)]
+    assert results == [-10, -1, -1, -1, -1, -1]
+    assert gw.state.message_count == 1
+    counters = gw.state.get_counters()
+    assert counters.faults["error_after_charge"] == 1
+    assert counters.rate_limited == 5
+
+
 # --------------------------------------------------------------------- -4 shapes
 
 MANY = ",".join(f"138{i:08d}" for i in range(1001))
