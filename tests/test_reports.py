@@ -77,6 +77,10 @@ async def test_stream_yields_every_report_once_in_whole_batches(emulator: Any) -
     assert stats.malformed == 0
     assert stream.unread() == []
     assert emulator.state.pending_reports() == 0
+    assert repr(stream) == (
+        f"<RecordStream getSendState ended: {stats.polls} polls, 250 records, 250 yielded, "
+        "0 buffered>"
+    )
 
 
 async def test_leaving_early_keeps_the_unread_records(emulator: Any) -> None:

@@ -175,6 +175,13 @@ class RecordStream(Generic[_R]):
         self._errors = 0
         self._yielded = 0
 
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else ("open" if self._task_group else "not entered")
+        return (
+            f"<RecordStream {self._action} {state}: {self._polls} polls, {self._records} "
+            f"records, {self._yielded} yielded, {len(self._buffer)} buffered>"
+        )
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> RecordStream[_R]:

@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("aisix_async")
+# A library's logger speaks only where the application configured logging: without this,
+# Python's last-resort handler printed our WARNING lines on stderr of programs that had
+# set up none (the logging HOWTO's advice for libraries).
+logger.addHandler(logging.NullHandler())
 
 #: Upper bounds (seconds) of the histogram buckets; a last bucket holds the rest.
 BUCKETS: tuple[float, ...] = (

@@ -37,7 +37,8 @@ async def balance(ctx: Context) -> int:
     async with ctx.client() as client:
         result = await client.get_balance()
     if ctx.out.json_mode:
-        ctx.out.emit({"account": client.account, "balance": result.remain})
+        # "type" as on every other command's lines, so one consumer can tell them apart.
+        ctx.out.emit({"type": "balance", "account": client.account, "balance": result.remain})
     else:
         ctx.out.pairs(None, [("account", client.account), ("balance (yuan)", result.remain)])
     return ExitCode.OK
@@ -51,6 +52,7 @@ async def channels(ctx: Context) -> int:
         for group in groups:
             ctx.out.emit(
                 {
+                    "type": "channel_group",
                     "cgid": group.cgid,
                     "word": group.word,
                     "longword": group.longword,
@@ -73,7 +75,9 @@ async def signs(ctx: Context) -> int:
         found = await client.get_signs()
     if ctx.out.json_mode:
         for sign in found:
-            ctx.out.emit({"csid": sign.csid, "sign": sign.sign, "default": sign.csid == 0})
+            ctx.out.emit(
+                {"type": "sign", "csid": sign.csid, "sign": sign.sign, "default": sign.csid == 0}
+            )
     else:
         ctx.out.table(
             f"signatures of {client.account}",

@@ -159,6 +159,10 @@ class EmulatorServer:
         self._thread = None
         self._server = None
 
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else f"{self.host}, not started"
+        return f"<EmulatorServer {where}>"
+
     def __enter__(self) -> EmulatorServer:
         self.start()
         return self

@@ -139,7 +139,7 @@ def test_authkey_file(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     result = cli.run("balance", "--json", "--authkey-file", str(key_file), drop=["AISIX_AUTHKEY"])
     assert result.returncode == 0, result.stderr
     assert json_lines(result.stdout) == [
-        {"account": emulator.account, "balance": str(emulator.state.balance())}
+        {"type": "balance", "account": emulator.account, "balance": str(emulator.state.balance())}
     ]
     assert emulator.authkey not in result.stdout + result.stderr
     missing = cli.run("balance", "--authkey-file", str(tmp_path / "nope"))
@@ -161,12 +161,17 @@ def test_balance_channels_signs_tables_and_json(cli: Cli, emulator: Any) -> None
     assert table.returncode == 0
     assert "1000.000" in table.stdout
     assert emulator.account in table.stdout
+    (balance,) = json_lines(cli.run("balance", "--json").stdout)
+    assert balance == {"type": "balance", "account": emulator.account, "balance": "1000.000"}
     channels = json_lines(cli.run("channels", "--json").stdout)
+    # Every line says its type, as aisix send's and aisix reports' do.
+    assert {c["type"] for c in channels} == {"channel_group"}
     assert {c["cgid"]: (c["word"], c["longword"], c["price"]) for c in channels} == {
         1: (70, 67, "0.10"),
         80: (70, 64, "0.08"),
     }
     signs = json_lines(cli.run("signs", "--json").stdout)
+    assert {s["type"] for s in signs} == {"sign"}
     assert {(s["csid"], s["sign"], s["default"]) for s in signs} == {
         (0, "【Aisix】", True),
         (101, "【AisixShop】", False),

@@ -96,7 +96,9 @@ def test_no_request_on_the_wire_is_not_called_unknown(capsys: Any) -> None:
 
     out = Output(json_mode=True)
     ctx: Any = SimpleNamespace(out=out, args=SimpleNamespace(journal=None), url="http://x")
-    client: Any = SimpleNamespace(account="a@b")
+    client: Any = SimpleNamespace(
+        account="a@b", stats=lambda: SimpleNamespace(shared_limit_up=None)
+    )
     stats = BulkStats(
         done=10,
         accepted=10,

@@ -238,6 +238,9 @@ def test_unknown_outcomes_exit_3(cli: Cli, emulator: Any, tmp_path: Path) -> Non
     assert result.returncode == 3
     summary = summary_of(result.stdout)
     assert (summary["accepted"], summary["unknown"]) == (0, 10)
+    # What an unknown chunk cost is not known (no receipt said it): null, not 0.
+    outcomes = [r for r in json_lines(result.stdout) if r["type"] == "outcome"]
+    assert {(o["status"], o["units"], o["cost"]) for o in outcomes} == {("unknown", None, None)}
     # -10 after charging: the gateway did send them, and the CLI did not resend.
     assert Counter(m.mobile for m in emulator.state.messages()) == Counter(numbers(10))
     assert "do not resend" in result.stderr

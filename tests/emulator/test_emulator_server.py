@@ -61,6 +61,7 @@ def test_emulator_server_shares_a_state_and_runs_beside_another() -> None:
     state = GatewayState()
     with EmulatorServer(state=state) as first, EmulatorServer() as second:
         assert first.port != second.port
+        assert repr(first) == f"<EmulatorServer {first.base_url}>"
         assert first.state is state
         form = {"action": "sendOnce", "m": "13800000001", "c": "hi", **CREDS}
         assert parse_answer(hx.post(first.open_url, data=form)).result == 1

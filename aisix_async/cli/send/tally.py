@@ -88,6 +88,7 @@ class Tally:
 
 def outcome_record(outcome: SendOutcome) -> dict[str, Any]:
     """One outcome as a JSON-ready record (``--json``)."""
+    unknown = outcome.status is OutcomeStatus.UNKNOWN
     record: dict[str, Any] = {
         "type": "outcome",
         "chunk": outcome.chunk,
@@ -96,8 +97,10 @@ def outcome_record(outcome: SendOutcome) -> dict[str, Any]:
         "recipients": len(outcome.mobiles),
         "mobiles": list(outcome.mobiles),
         "msgids": [receipt.msgid for receipt in outcome.receipts],
-        "units": outcome.units,
-        "cost": outcome.cost,
+        # Unknown: it may have been charged, by an amount no receipt said; 0 would read
+        # as "nothing charged".
+        "units": None if unknown else outcome.units,
+        "cost": None if unknown else outcome.cost,
         "attempts": outcome.attempts,
         # Present (None) on accepted outcomes too: every record of a type has one shape.
         "error": _reason(outcome) or None,
