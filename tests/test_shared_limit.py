@@ -244,7 +244,8 @@ async def a_second_then_refused(
 async def paced_then_refused(
     server: RedisServer, time: VirtualTime, shared: SharedLimit, rates: list[tuple[float, int]]
 ) -> None:
-    """Turns at each (pace, count) in turn, the pace held still; the last one refused."""
+    """Turns at each (pace, count) in turn, the pace held still; the last one refused,
+    its -1 back 100 ms after it went out."""
     schedule = f"{schedule_key(ACCOUNT, GATEWAY)}:schedule"
     with redis.Redis.from_url(server.url) as conn:
         for pace, count in rates:
@@ -253,7 +254,7 @@ async def paced_then_refused(
                 turn = await shared.take_turn()
                 assert turn is not None
                 time.now += 1.0 / pace
-    time.now += 0.1
+    time.now += 0.1 - 1.0 / rates[-1][0]
     await shared.refused(turn)
 
 
@@ -303,26 +304,14 @@ async def test_a_rate_measured_over_the_cold_start_is_not_trusted(
     # above it for 11 s at 0.87 of the limit). Not trusted: the climb above it is quick.
     time = VirtualTime()
     shared = limit(redis_server, time, monotonic=time)
-    schedule = f"{schedule_key(ACCOUNT, GATEWAY)}:schedule"
-
-    async def turns_then_refused(count: int, step: float) -> None:
-        with redis.Redis.from_url(redis_server.url) as conn:
-            for _ in range(count):
-                conn.hset(schedule, mapping={"pace": f"{1 / step!r}", "next_at": "0"})
-                turn = await shared.take_turn()
-                assert turn is not None
-                time.now += step
-        time.now += 0.1 - step
-        await shared.refused(turn)
-
-    await turns_then_refused(20, 0.05)
+    await paced_then_refused(redis_server, time, shared, [(20.0, 20)])
     assert stored(redis_server)["sure"] == "0"
-    await turns_then_refused(8, 0.05)
+    await paced_then_refused(redis_server, time, shared, [(20.0, 8)])
     assert int(stored(redis_server)["cuts"]) == 2
     assert stored(redis_server)["sure"] == "0"
     # An episode measured from the last cut on is trusted as before.
     time.now += 1.5
-    await turns_then_refused(30, 0.05)
+    await paced_then_refused(redis_server, time, shared, [(20.0, 30)])
     assert int(stored(redis_server)["cuts"]) == 3
     assert stored(redis_server)["sure"] == "1"
     await shared.aclose()
