@@ -559,3 +559,29 @@ async def test_only_queues_are_polled_with_their_items_left_for_later() -> None:
         gateway = client._gateway
         with pytest.raises(ValueError, match="read whole"):
             await gateway.poll("sendOnce")
+
+
+async def test_a_batch_write_that_hangs_at_close_gives_up_after_the_grace(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A batch's write is shielded from the cancellation that closes the stream (a
+    # campaign must journal what it fetched), but not for ever: twice close_grace after
+    # the close, its records go to unread() unrecorded, said at ERROR.
+    emulator.state.configure(report_delay=0.0, reports_per_call=40)
+    async with _client(emulator) as client:
+        await _send(client, 40)
+
+        async def hang(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
+            await anyio.sleep_forever()
+
+        started = anyio.current_time()
+        with anyio.move_on_after(0.5):
+            async with client.watch_delivery_reports(
+                on_batch=hang, close_grace=0.2, **FAST
+            ) as stream:
+                async for _ in stream:
+                    pass
+        took = anyio.current_time() - started
+    assert 0.5 <= took < 2.0
+    assert len(stream.unread()) == 40
+    assert "a batch was not recorded within 0.4 s of the close" in caplog.text

@@ -44,6 +44,7 @@ through ``Gateway.call``, hence through the client's scheduler like every other 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -169,6 +170,10 @@ class RecordStream(Generic[_R]):
         self._task_group: TaskGroup | None = None
         self._idle_scope: anyio.CancelScope | None = None
         self._poll_scope: anyio.CancelScope | None = None
+        #: The shielded batch writes under way (see _write), and when they must give up
+        #: once the stream closes (inf: not closing).
+        self._write_scopes: set[anyio.CancelScope] = set()
+        self._writes_until = math.inf
         self._polls = 0
         self._empty_polls = 0
         self._records = 0
@@ -208,6 +213,11 @@ class RecordStream(Generic[_R]):
             self._poll_scope.deadline = min(
                 self._poll_scope.deadline, anyio.current_time() + self._close_grace
             )
+        # The batch writes are shielded (see _write), but not for ever: the poll's grace,
+        # then as long again for the write of what it fetched.
+        self._writes_until = anyio.current_time() + 2 * self._close_grace
+        for scope in self._write_scopes:
+            scope.deadline = min(scope.deadline, self._writes_until)
         assert self._task_group is not None
         # The poller never raises (its errors go to the reader), so an error from the
         # block is the caller's own: it must come out as itself, not wrapped in an
@@ -499,7 +509,8 @@ class RecordStream(Generic[_R]):
             # missed them would hold their recipients pending for good. The wait ends
             # when the next poll is written or the poller stops, which a cancellation
             # makes it do at once.
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True, deadline=self._writes_until) as scope:
+                self._write_scopes.add(scope)
                 # Not before the next poll is written: read first, this batch would delay
                 # it (on an event loop, this task runs at the poller's first checkpoint,
                 # before the request reaches the socket).
@@ -511,6 +522,15 @@ class RecordStream(Generic[_R]):
                     # A garbled answer has no batch to record (its error is logged).
                     if hook is not None and batch:
                         await hook(batch)
+            self._write_scopes.discard(scope)
+            if scope.cancelled_caught:
+                logger.error(
+                    "%s: a batch was not recorded within %.1f s of the close; its %d "
+                    "records are handed over unrecorded (in unread())",
+                    self._action,
+                    2 * self._close_grace,
+                    len(fetched.records or ()),
+                )
         except Exception as exc:
             # The hook is the caller's (e.g. a journal write): its failure ends the
             # stream, rather than being retried like a failed poll while later batches
