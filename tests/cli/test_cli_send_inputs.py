@@ -162,6 +162,17 @@ def test_a_journal_in_a_missing_folder_says_so(cli: Cli, emulator: Any, tmp_path
     assert not emulator.state.get_counters().requests
 
 
+@pytest.mark.parametrize("option", ["--journal", "--outcomes"])
+def test_a_directory_given_as_a_file_to_write_is_refused_before_any_call(
+    cli: Cli, emulator: Any, tmp_path: Path, option: str
+) -> None:
+    path = tmp_path / "n.txt"
+    path.write_text("13900000001\n", encoding="utf-8")
+    result = cli.run("send", str(path), "--content", "hi", option, str(tmp_path))
+    refused(result, option, "is a directory")
+    assert not emulator.state.get_counters().requests
+
+
 def test_an_empty_content_is_named_as_such(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "n.txt"
     path.write_text("13900000001\n", encoding="utf-8")

@@ -109,16 +109,21 @@ def _source(args: Any) -> Source:
     return numbers_source(args.numbers)
 
 
-def _check_journal(args: Any) -> None:
-    """Refuse a --journal path in a folder that does not exist, before the gateway is asked
-    for anything (the journal itself is opened after the estimate)."""
-    if not args.journal:
-        return
-    target = Path(args.journal)
+def _check_file_to_write(option: str, path: str) -> Path:
+    """Refuse a file the run will write that is a directory or in a missing folder, before
+    the gateway is asked for anything."""
+    target = Path(path)
     if target.is_dir():
-        raise CliError(f"--journal {args.journal}: is a directory; give a file name in it")
+        raise CliError(f"{option} {path}: is a directory; give a file name in it")
     if not target.parent.is_dir():
-        raise CliError(f"--journal {args.journal}: the folder {target.parent} does not exist")
+        raise CliError(f"{option} {path}: the folder {target.parent} does not exist")
+    return target
+
+
+def _check_journal(args: Any) -> None:
+    """Refuse a --journal path that cannot be a file (it is opened after the estimate)."""
+    if args.journal:
+        _check_file_to_write("--journal", args.journal)
 
 
 async def _check_csid(client: AisixClient, csid: int | None) -> None:
@@ -144,12 +149,7 @@ def _check_outcomes(args: Any) -> None:
     path = args.outcomes
     if not path:
         return
-    target = Path(path)
-    if target.is_dir():
-        raise CliError(f"--outcomes {path}: is a directory; give a file name in it")
-    folder = target.parent
-    if not folder.is_dir():
-        raise CliError(f"--outcomes {path}: the folder {folder} does not exist")
+    target = _check_file_to_write("--outcomes", path)
     # Rows appended to an input, the journal or the key file would corrupt it.
     others = {
         "the numbers FILE": args.numbers,
