@@ -41,6 +41,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from .._core.billing import NO_COST
 from .._core.errors import CampaignError
 from .._core.models import DeliveryReport, MalformedRecord, Reply
 from . import sql
@@ -93,7 +94,7 @@ class ChunkResult:
     error_message: str | None = None
     retryable: bool = False
     units: int = 0
-    cost: Decimal = Decimal(0)
+    cost: Decimal = NO_COST
     receipts: tuple[dict[str, str], ...] = ()
 
 
@@ -126,7 +127,7 @@ class ChunkRow:
     state: ChunkState
     retryable: bool = False
     units: int = 0
-    cost: Decimal = Decimal(0)
+    cost: Decimal = NO_COST
     reconciled: bool = False
     error_class: str | None = None
 

@@ -15,6 +15,7 @@ from functools import partial
 
 import attrs
 
+from .._core.billing import NO_COST
 from .._core.chunking import PlannedChunk
 from .._core.errors import (
     CampaignError,
@@ -176,7 +177,7 @@ class CampaignLedger(ChunkLedger):
 def summarize(journal: Journal) -> CampaignSummary:
     """Counts, money, delivery and the unknown, as the journal holds them now (no I/O)."""
     accepted = failed = retry = in_flight = reconciled = units = recorded = 0
-    cost = Decimal(0)
+    cost = NO_COST
     for row in journal.rows.values():
         recorded += row.size
         if row.state is ChunkState.ACCEPTED:

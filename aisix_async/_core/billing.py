@@ -26,12 +26,25 @@ import attrs
 from .errors import ValidationError
 from .models import ChannelGroup, Signature
 
-__all__ = ["DEFAULT_CSID", "Estimate", "PriceBook", "Tally", "TtlCache", "count_units", "tally"]
+__all__ = [
+    "DEFAULT_CSID",
+    "NO_COST",
+    "Estimate",
+    "PriceBook",
+    "Tally",
+    "TtlCache",
+    "count_units",
+    "tally",
+]
 
 _T = TypeVar("_T")
 
 #: The signature the gateway uses for csid 0, an omitted csid, and an unknown one.
 DEFAULT_CSID = 0
+
+#: Nothing charged, written as the gateway writes yuan (two decimals): a sum that starts
+#: here reads "0.00" when nothing was added, like every other amount a user is shown.
+NO_COST = Decimal("0.00")
 
 
 def count_units(text: str, word: int = 70, longword: int = 67) -> int:
@@ -107,7 +120,7 @@ class Estimate:
     @property
     def shortfall(self) -> Decimal:
         """How much more the balance would need (0 when it is enough)."""
-        return max(Decimal(0), self.cost - self.balance)
+        return max(NO_COST, self.cost - self.balance)
 
 
 class TtlCache(Generic[_T]):

@@ -48,6 +48,7 @@ import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 
+from .._core.billing import NO_COST
 from .._core.chunking import (
     BatchPlanner,
     OncePlanner,
@@ -132,7 +133,7 @@ class SendOutcome:
     @property
     def cost(self) -> Decimal:
         """Yuan charged for this chunk."""
-        return sum((r.total * r.price for r in self.receipts), Decimal(0))
+        return sum((r.total * r.price for r in self.receipts), NO_COST)
 
 
 @attrs.frozen(kw_only=True)
@@ -652,7 +653,7 @@ async def summarize_outcomes(
 ) -> SendSummary:
     """Iterate ``outcomes`` to the end and summarise them (``drain()`` of both streams)."""
     accepted = failed = unknown = units = 0
-    cost = Decimal(0)
+    cost = NO_COST
     failures: list[SendOutcome] = []
     unknowns: list[SendOutcome] = []
     async for outcome in outcomes:

@@ -557,3 +557,6 @@ def test_json_outcome_records_all_have_the_same_keys(
     assert all(r["error"] is None and r["error_code"] is None for r in accepted)
     failed = [r for r in outcomes if r["status"] == "failed"]
     assert all(r["error"].startswith("ValidationError") for r in failed)
+    # Amounts are written alike, two decimals, whether something was charged or not.
+    assert {r["cost"] for r in failed} == {"0.00"}
+    assert all(re.fullmatch(r"\d+\.\d\d", r["cost"]) for r in accepted)

@@ -43,7 +43,8 @@ class Tally:
     #: early) before their request was made.
     not_sent: int = 0
     units: int = 0
-    cost: Decimal = Decimal(0)
+    #: Yuan, two decimals as the gateway writes them even when nothing was charged.
+    cost: Decimal = Decimal("0.00")
     chunks: int = 0
     #: Recipients per failure reason ("InvalidParameterError: ..."), for the summary.
     reasons: Counter[str] = attrs.Factory(Counter)
