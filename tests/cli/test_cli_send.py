@@ -327,6 +327,10 @@ def test_a_second_interrupt_lists_the_abandoned_requests_as_unknown(
     assert all(status.get(m) in ("accepted", "unknown") for m in sent)
     assert summary["accepted"] + summary["unknown"] >= sum(sent.values())
     assert "Traceback" not in err
+    # The last progress line agrees with the summary: cut off is unknown, not in flight.
+    last = [line for line in err.splitlines() if line.startswith("sending (")][-1]
+    assert f"unknown {summary['unknown']:,}" in last
+    assert "queued or in flight 0" in last
 
 
 def test_journal_resumes_after_kill_without_sending_twice(

@@ -399,25 +399,31 @@ async def _run(
                 if out.json_mode:
                     out.emit(outcome_record(outcome))
 
-            async with stream:
-                title = f"sending ({source.mode})"
+            title = f"sending ({source.mode})"
+            cut_off = 0
 
-                def read() -> Snapshot:
-                    assert stream is not None
-                    return snapshot(stream.stats(), total, tally.not_sent)
+            def read() -> Snapshot:
+                assert stream is not None
+                return snapshot(stream.stats(), total, tally.not_sent)
 
-                async with progress(out, title, read):
-                    async for outcome in stream:
+            # The progress display outlives the stream: its last line is drawn once the
+            # requests a second Ctrl-C cut off on the wire are counted unknown, as the
+            # summary under it counts them (not as still in flight).
+            async with progress(out, title, read):
+                try:
+                    async with stream:
+                        async for outcome in stream:
+                            record(outcome)
+                            consumed += len(outcome.mobiles)
+                finally:
+                    # After a second Ctrl-C (``hard`` cancelled, so in a finally): the
+                    # requests cut off on the wire, and the rest.
+                    for outcome in stream.abandoned:
                         record(outcome)
-                        consumed += len(outcome.mobiles)
+                        if outcome.status is OutcomeStatus.UNKNOWN:
+                            cut_off += len(outcome.mobiles)
         group.cancel_scope.cancel()
         assert stream is not None
-        # After a second Ctrl-C: the requests cut off on the wire (unknown), and the rest.
-        cut_off = 0
-        for outcome in stream.abandoned:
-            record(outcome)
-            if outcome.status is OutcomeStatus.UNKNOWN:
-                cut_off += len(outcome.mobiles)
         state["cut_off"] = cut_off
         stats = stream.stats()
         summary = campaign.summary() if campaign is not None else None
