@@ -29,8 +29,18 @@ SAMPLE = (
         b"\xef\xbb\xbf" + SAMPLE,
         b"\r\n  " + SAMPLE + b"\n\n",
         SAMPLE.replace(b" />", b"/>"),
+        b'\r\n<?xml version="1.0" encoding="UTF-8"?>' + SAMPLE,
+        b'\xef\xbb\xbf\n  <?xml version="1.0"?>\n' + SAMPLE,
     ],
-    ids=["public-sample", "declaration", "bom", "whitespace", "tight-self-close"],
+    ids=[
+        "public-sample",
+        "declaration",
+        "bom",
+        "whitespace",
+        "tight-self-close",
+        "line-break-before-declaration",
+        "bom-then-whitespace-then-declaration",
+    ],
 )
 def test_real_world_shapes_parse(body: bytes) -> None:
     answer = parse_answer(body, "sendOnce")
@@ -92,6 +102,23 @@ def test_bad_answers_raise_protocol_error(body: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match) as caught:
         parse_answer(body, "sendOnce")
     assert caught.value.action == "sendOnce"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '<?xml version="1.0" encoding="GBK"?><xml name="sendOnce" result="1"/>'.encode("gbk"),
+        b'<?xml version="1.0" encoding="no-such-codec"?><xml name="sendOnce" result="1"/>',
+    ],
+    ids=["multi-byte", "unknown"],
+)
+def test_an_answer_in_an_encoding_expat_cannot_read_is_a_protocol_error(body: bytes) -> None:
+    # expat raises ValueError or LookupError for these, not a parse error: for a send that
+    # escaped as a crash, with no unknown outcome.
+    with pytest.raises(ProtocolError, match="could not be decoded"):
+        parse_answer(body, "sendOnce")
+    with pytest.raises(ProtocolError, match="could not be decoded"):
+        xml_module.parse_head(body, "sendOnce").read_items()
 
 
 @given(st.binary(max_size=300))

@@ -101,6 +101,15 @@ def _refused_as_protocol_errors(body: bytes, action: str) -> Iterator[None]:
             f"{action}: the answer is not well-formed XML ({exc}): {_snippet(body)!r}",
             action=action,
         ) from None
+    except (ValueError, LookupError) as exc:
+        # expat refuses what it cannot decode this way: an encoding it does not know
+        # (LookupError) or a multi-byte one such as GBK (ValueError). The gateway writes
+        # UTF-8; an answer that says otherwise cannot be read, which for a send means
+        # its outcome is unknown, never a crash.
+        raise ProtocolError(
+            f"{action}: the answer could not be decoded ({exc}): {_snippet(body)!r}",
+            action=action,
+        ) from None
 
 
 class _Reading:
@@ -207,9 +216,14 @@ def _read_tree(body: bytes) -> _Found:
 
 
 def _unwrapped(body: bytes, action: str) -> bytes:
-    """``body`` without a byte order mark; an empty answer is refused here."""
+    """``body`` without a byte order mark or whitespace before the document; an empty
+    answer is refused here."""
+    # Servers that write their answer from a template (a JSP, say) often put a line break
+    # before the <?xml ...?> declaration, which expat refuses anywhere but first: every
+    # answer would read as garbled, and every send as unknown.
+    body = body.lstrip()
     if body.startswith(_BOM):
-        body = body[len(_BOM) :]
+        body = body[len(_BOM) :].lstrip()
     if not body.strip():
         raise ProtocolError(f"{action}: the gateway sent an empty answer", action=action)
     return body
