@@ -192,12 +192,28 @@ def test_bad_input_is_refused_before_any_request(
         (ACCOUNT, KEY[:-1]),
         (ACCOUNT, KEY[:-1] + "G"),
         (ACCOUNT, 12345),
+        (ACCOUNT, KEY.lower()),
     ],
 )
 def test_bad_credentials_are_refused_without_quoting_the_key(account: str, authkey: str) -> None:
     with pytest.raises(ValidationError) as caught:
         AisixClient(account, authkey)
     assert KEY[:-1] not in str(caught.value)
+    assert KEY[:-1].lower() not in str(caught.value)
+
+
+def test_a_key_in_lower_case_is_refused_before_the_gateway_locks_it() -> None:
+    # The gateway compares the key as written (-2), and a few -2 in a row lock it.
+    with pytest.raises(ValidationError, match="upper case"):
+        AisixClient(ACCOUNT, KEY.lower())
+
+
+@pytest.mark.parametrize("placeholder", ["{p01}", "{p0}", "{p11}", "{p001}"])
+def test_a_placeholder_the_gateway_does_not_know_is_refused(placeholder: str) -> None:
+    # int() reads {p01} as {p1}; the gateway knows p1 to p10 as written, and refuses the
+    # send: a one-row send rendered here would have gone out, a two-row one failed.
+    with pytest.raises(ValidationError, match=re.escape(placeholder)):
+        check_template(f"Hi {{p1}} {placeholder}")
 
 
 def test_missing_credentials_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,6 +70,7 @@ MOBILE_PATTERN = re.compile(r"\+?[0-9]{3,20}")
 _ACCOUNT = re.compile(r"[0-9A-Za-z_.\-]+@[0-9A-Za-z_.\-]+")
 _AUTHKEY = re.compile(r"[0-9A-Fa-f]{32}")
 _PLACEHOLDER = re.compile(r"\{p([0-9]+)\}")
+_PARAM_NUMBERS = frozenset(str(n) for n in range(1, MAX_PARAMS + 1))
 
 
 def check_account(account: object) -> str:
@@ -88,6 +89,13 @@ def check_authkey(authkey: object) -> str:
     if not _AUTHKEY.fullmatch(authkey):
         raise ValidationError(
             f"authkey must be 32 hexadecimal characters (got {len(authkey)} characters, not shown)"
+        )
+    if authkey != authkey.upper():
+        # The gateway issues keys in upper case and compares them as written: a key in
+        # lower case is refused with -2, and a few in a row lock the account's key.
+        raise ValidationError(
+            "authkey must be in upper case, as the gateway issues it (this one has lower-case "
+            "letters; not shown)"
         )
     return authkey
 
@@ -292,13 +300,18 @@ def check_template(template: object) -> tuple[str, int]:
     use (``{p2}`` alone) is sent and ignored, as the document says the gateway does.
     """
     text = check_content(template, what="template")
-    used = {int(n) for n in _PLACEHOLDER.findall(text)}
-    if not used:
+    written = set(_PLACEHOLDER.findall(text))
+    if not written:
         raise ValidationError("template uses no parameter; write {p1} to {p10} where values go")
-    count = max(used)
-    if count > MAX_PARAMS or 0 in used:
-        raise ValidationError(f"template parameters run from {{p1}} to {{p{MAX_PARAMS}}}")
-    return text, count
+    # As the gateway reads them: {p01} or {p0} is no parameter of its (it refuses the
+    # send), though int() would read {p01} as {p1}.
+    strange = sorted(n for n in written if n not in _PARAM_NUMBERS)
+    if strange:
+        raise ValidationError(
+            f"template parameters run from {{p1}} to {{p{MAX_PARAMS}}}, without leading "
+            f"zeros; got {{p{strange[0]}}}"
+        )
+    return text, max(int(n) for n in written)
 
 
 def render_template(template: str, values: Sequence[str]) -> str:
