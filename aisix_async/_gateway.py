@@ -28,6 +28,7 @@ from ._core.errors import (
     AisixError,
     CircuitOpenError,
     DeadlineExceededError,
+    KeyRotationHookError,
     ProtocolError,
     TransportError,
     ValidationError,
@@ -635,13 +636,34 @@ class Gateway:
             # Inside the exclusive gate, and shielded with the exchange under a deadline:
             # a new key must be stored before anything else happens.
             answer = await self.exchange("updateKey", [])
-            update = KeyRotation.from_item(_single(answer, "updateKey"))
+            try:
+                update = KeyRotation.from_item(_single(answer, "updateKey"))
+                check_authkey(update.authkey)
+            except AisixError as exc:
+                # The gateway said 1: the old key no longer works, and the new one cannot
+                # be read from the answer. Never "nothing happened".
+                raise ProtocolError(
+                    f"updateKey: the gateway rotated the key but its answer gives no usable "
+                    f"new key ({exc.message}); the old key may no longer work",
+                    action="updateKey",
+                    outcome_unknown=True,
+                ) from None
             self._authkey = Secret(update.authkey)
             logger.warning("updateKey: the authkey of %s was rotated", self.account)
             if self._on_key_rotation is not None:
-                result = self._on_key_rotation(update)
-                if inspect.isawaitable(result):
-                    await result
+                try:
+                    result = self._on_key_rotation(update)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    # Whatever the hook could not do (a full disk), the new key must not
+                    # be lost with its error: the caller gets it back with ours.
+                    raise KeyRotationHookError(
+                        f"updateKey: the key was rotated and this client uses the new one, "
+                        f"but on_key_rotation raised {type(exc).__name__}; the new key is in "
+                        "this error's .rotation: store it before anything else",
+                        rotation=update,
+                    ) from exc
             return update
 
         return await self.run(

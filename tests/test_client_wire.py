@@ -23,6 +23,7 @@ from aisix_async import (
     Balance,
     ChannelGroup,
     KeyRotation,
+    KeyRotationHookError,
     ProtocolError,
     ReportResult,
     SendReceipt,
@@ -249,6 +250,55 @@ async def test_update_key_switches_the_client_to_the_new_key(gateway_mock: Any) 
     assert update.authkey == new_key
     assert new_key not in repr(update)
     assert seen == [update]
+    assert form(balance.calls.last.request)["authkey"] == new_key
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '<xml name="updateKey" result="1"/>',
+        '<xml name="updateKey" result="1"><Item cid="c" sid="s" authKey="ABC"/></xml>',
+        '<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="not-a-key"/></xml>',
+    ],
+    ids=["no-item", "misspelt-attribute", "garbled-key"],
+)
+async def test_a_rotation_whose_new_key_cannot_be_read_is_an_unknown_outcome(
+    gateway_mock: Any, answer: str
+) -> None:
+    # Result 1: the old key no longer works. The caller must not be told nothing happened.
+    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(return_value=xml(answer))
+    async with AisixClient(ACCOUNT, KEY) as client:
+        with pytest.raises(ProtocolError, match="rotated the key") as caught:
+            await client.rotate_key()
+    assert caught.value.outcome_unknown
+    assert "not-a-key" not in str(caught.value)
+
+
+async def test_a_failing_rotation_hook_hands_the_new_key_back_with_its_error(
+    gateway_mock: Any,
+) -> None:
+    new_key = "0123456789ABCDEF0123456789ABCDEF"
+    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(
+        return_value=xml(
+            f'<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="{new_key}"/></xml>'
+        )
+    )
+    balance = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=xml(
+            '<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="1"/></xml>'
+        )
+    )
+
+    def store(rotation: KeyRotation) -> None:
+        raise OSError("disk full")
+
+    async with AisixClient(ACCOUNT, KEY, on_key_rotation=store) as client:
+        with pytest.raises(KeyRotationHookError) as caught:
+            await client.rotate_key()
+        await client.get_balance()
+    assert caught.value.rotation.authkey == new_key
+    assert isinstance(caught.value.__cause__, OSError)
+    assert new_key not in str(caught.value) and new_key not in repr(caught.value)
     assert form(balance.calls.last.request)["authkey"] == new_key
 
 

@@ -28,7 +28,8 @@ one kind of trouble::
     ├── BalanceTooLowError                      a local estimate says the balance will not do
     ├── CampaignError                           a campaign journal cannot be used as asked
     ├── ExtraNotInstalledError (also ImportError)  an option needs an extra not installed
-    └── SharedLimitError (also RuntimeError)    shared_limit cannot run here (under trio)
+    ├── SharedLimitError (also RuntimeError)    shared_limit cannot run here (under trio)
+    └── KeyRotationHookError                    the key was rotated; on_key_rotation failed
 
 Every error carries ``outcome_unknown``. It is true only when a *send* may or may not
 have gone out (read timeout, a connection dropped after the request was written, -10,
@@ -41,7 +42,10 @@ codes and counts, never from request bodies.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from .models import KeyRotation
 
 __all__ = [
     "ACCOUNT_REFUSALS",
@@ -65,6 +69,7 @@ __all__ = [
     "InterfaceNotEnabledError",
     "InvalidParameterError",
     "KeyLockedError",
+    "KeyRotationHookError",
     "NotSentError",
     "ProtocolError",
     "RateLimitedError",
@@ -307,6 +312,17 @@ class BalanceTooLowError(AisixError):
         super().__init__(message)
         self.cost = cost
         self.balance = balance
+
+
+class KeyRotationHookError(AisixError):
+    """The key was rotated, and the client uses the new one, but ``on_key_rotation``
+    raised (its error is the ``__cause__``): the new key is in ``rotation``, and nowhere
+    else this process can read it. Store it before anything else."""
+
+    def __init__(self, message: str, *, rotation: KeyRotation) -> None:
+        super().__init__(message)
+        #: The rotation the hook was given; ``rotation.authkey`` is the new key.
+        self.rotation = rotation
 
 
 class CampaignError(AisixError):
