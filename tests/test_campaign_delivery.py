@@ -340,3 +340,39 @@ async def test_reports_fetched_as_a_cancelled_watch_closes_are_journalled(
     assert len(stored) == handed_out
     assert yielded + len(unread) == handed_out
     assert summary.pending == 300 - handed_out
+
+
+async def test_a_code_we_do_not_know_settles_by_its_result(emulator: Any, tmp_path: Path) -> None:
+    # Gateways and operators have codes beyond the document's list (MK:0001, ID:0076...).
+    # On a report that says failed or delivered such a code settles its recipient; kept
+    # pending, the recipient would wait for good (each report is handed out once).
+    from aisix_async import DeliveryReport, ReportResult
+
+    emulator.state.configure(reports=False)
+    mobiles = numbers(10)
+    async with client_for(emulator) as client, client.campaign(tmp_path / "c.db") as c:
+        async with c.send_many(mobiles, "hello") as s:
+            (outcome,) = [o async for o in s]
+        msgid = outcome.receipts[0].msgid
+        journal = c._opened()
+        failed, delivered, unknown = (
+            ReportResult.FAILED,
+            ReportResult.DELIVERED,
+            ReportResult.UNKNOWN,
+        )
+        # One msgid, all settling: the journal's fast path for a whole run.
+        await journal.ingest_reports(
+            [DeliveryReport(str(i), msgid, mobiles[i], failed, "MK:0001") for i in range(3)]
+        )
+        # Mixed: settled by result, pending by code, pending by result.
+        await journal.ingest_reports(
+            [
+                DeliveryReport("3", msgid, mobiles[3], delivered, ""),
+                DeliveryReport("4", msgid, mobiles[4], delivered, "ACCEPTD"),
+                DeliveryReport("5", msgid, mobiles[5], unknown, "MK:0002"),
+                DeliveryReport("6", msgid, mobiles[6], delivered, "DELIVRD"),
+            ]
+        )
+        summary = c.summary()
+    assert dict(summary.delivery) == {"MK:0001": 3, "": 1, "DELIVRD": 1}
+    assert summary.pending == 5

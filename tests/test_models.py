@@ -55,15 +55,27 @@ def test_reports_keep_unknown_codes_and_extra_attributes() -> None:
         ReportResult.FAILED,
         {"x": "y"},
     )
-    assert not report.is_final
+    # A code we do not know, on a report whose result says failed (or delivered), settles
+    # its recipient: the gateway hands each report out once, so "pending" would be for good.
+    assert report.is_final
     for code in ("DELIVRD", "DTFAILD", "DTFALD", "UNDELIV"):
         assert DeliveryReport.from_item(
             {"msgid": "1", "mobile": "1", "result": "1", "return": code}
         ).is_final
-    for code in ("ACCEPTD", "UNKNOWN", "ERRBUSY"):
-        assert not DeliveryReport.from_item(
-            {"msgid": "1", "mobile": "1", "result": "0", "return": code}
+    for result, code in [("2", "MK:0001"), ("1", "ID:0076"), ("2", "")]:
+        assert DeliveryReport.from_item(
+            {"msgid": "1", "mobile": "1", "result": result, "return": code}
         ).is_final
+    # "Not known yet": by its code whatever the result, or by its result for a code we
+    # do not know.
+    for result in ("0", "1", "2"):
+        for code in ("ACCEPTD", "UNKNOWN", "ERRBUSY"):
+            assert not DeliveryReport.from_item(
+                {"msgid": "1", "mobile": "1", "result": result, "return": code}
+            ).is_final
+    assert not DeliveryReport.from_item(
+        {"msgid": "1", "mobile": "1", "result": "0", "return": "MK:0001"}
+    ).is_final
 
 
 def test_report_with_unknown_result_is_a_protocol_error() -> None:

@@ -28,10 +28,12 @@ import attrs
 from .._core.errors import CampaignError
 from .._core.models import (
     FINAL_OPERATOR_CODES,
+    PENDING_OPERATOR_CODES,
     DeliveryReport,
     MalformedRecord,
     Reply,
     ReportResult,
+    settles,
 )
 from .encoding import decode_positions, encode_positions, pack_numbers, unpack_numbers
 
@@ -248,6 +250,11 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
     summed up as one, from the campaign's creation to the last change recorded.
     """
     finals = ",".join(f"'{code}'" for code in sorted(FINAL_OPERATOR_CODES))
+    pending = ",".join(f"'{code}'" for code in sorted(PENDING_OPERATOR_CODES))
+    # As models.settles: a final code, or one neither list knows with result 1 or 2.
+    settled = (
+        f"(upper(code) IN ({finals}) OR (result IN (1, 2) AND upper(code) NOT IN ({pending})))"
+    )
     with immediate(conn):
         conn.execute("ALTER TABLE chunks ADD COLUMN numbers BLOB")
         conn.execute("ALTER TABLE reports ADD COLUMN chunk INTEGER")
@@ -260,7 +267,7 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute(
             "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
             " raw) SELECT chunk, mobile, code, fetched_at, seq, id, msgid, result, raw"
-            f" FROM reports WHERE chunk IS NOT NULL AND upper(code) IN ({finals}) ORDER BY seq"
+            f" FROM reports WHERE chunk IS NOT NULL AND {settled} ORDER BY seq"
         )
         conn.execute("DELETE FROM reports WHERE seq IN (SELECT seq FROM delivery)")
         conn.execute(
@@ -853,8 +860,6 @@ class _Ingest:
         if len(distinct) != len(mobiles) or not settling.isdisjoint(distinct):
             return False
         codes = list(map(_CODE, items))
-        found = set(codes)
-        final = {code for code in found if code.upper() in FINAL_OPERATOR_CODES}
         count = len(items)
         seqs: Sequence[int] = range(self.seq + 1, self.seq + 1 + count)
         self.seq += count
@@ -862,14 +867,14 @@ class _Ingest:
         results = list(map(int, map(_RESULT, items)))
         columns = (mobiles, codes, seqs, ids, results)
         # Final reports settle their recipients; the others ("not known yet") are kept.
-        if len(final) == len(found):
+        final = list(map(settles, results, codes))
+        if all(final):
             self._settle(chunk, msgid, *columns)
-        elif not final:
+        elif not any(final):
             self._keep(chunk, msgid, *columns)
         else:
-            settles = list(map(final.__contains__, codes))
-            keeps = list(map(not_, settles))
-            self._settle(chunk, msgid, *(list(compress(c, settles)) for c in columns))
+            keeps = list(map(not_, final))
+            self._settle(chunk, msgid, *(list(compress(c, final)) for c in columns))
             self._keep(chunk, msgid, *(list(compress(c, keeps)) for c in columns))
         self.mine.extend(repeat(True, count))
         return True
@@ -966,7 +971,7 @@ class _Ingest:
             else:
                 upper = code.upper()
                 settling = self.settling.setdefault(chunk, set())
-                if upper in FINAL_OPERATOR_CODES and mobile not in settling:
+                if settles(item.result, code) and mobile not in settling:
                     settling.add(mobile)
                     self.delivery.append(
                         (chunk, mobile, code, now, seq, item.id, msgid, int(item.result), extra)
@@ -1066,7 +1071,7 @@ def adopt_reports(
                 continue
             moved += 1
             upper = (code or "").upper()
-            if upper in FINAL_OPERATOR_CODES:
+            if settles(result, code or ""):
                 added = conn.execute(
                     "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid,"
                     " result, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -23,6 +23,7 @@ from .errors import ProtocolError
 
 __all__ = [
     "FINAL_OPERATOR_CODES",
+    "PENDING_OPERATOR_CODES",
     "Balance",
     "ChannelGroup",
     "DeliveryReport",
@@ -33,6 +34,7 @@ __all__ = [
     "SendReceipt",
     "Signature",
     "parse_records",
+    "settles",
 ]
 
 _T = TypeVar("_T")
@@ -52,6 +54,21 @@ FINAL_OPERATOR_CODES = frozenset(
         "DTFALD",
     }
 )
+
+#: Codes that say "not known yet" whatever the report's ``result``: its recipient stays
+#: pending until a later report.
+PENDING_OPERATOR_CODES = frozenset({"ACCEPTD", "UNKNOWN", "ERRBUSY"})
+
+
+def settles(result: int, code: str) -> bool:
+    """Whether a report settles its recipient: a final code, or a code neither list knows
+    (operators and gateways have many: ``MK:0001``, ``ID:0076`` ...) on a report whose
+    ``result`` says failed (1) or delivered (2). The gateway hands each report out once:
+    a recipient kept pending on such a report would stay pending for good."""
+    upper = code.upper()
+    if upper in FINAL_OPERATOR_CODES:
+        return True
+    return result in (1, 2) and upper not in PENDING_OPERATOR_CODES
 
 
 class ReportResult(enum.IntEnum):
@@ -150,8 +167,9 @@ class DeliveryReport:
 
     @property
     def is_final(self) -> bool:
-        """True when the operator's code settles the message's fate."""
-        return self.code.upper() in FINAL_OPERATOR_CODES
+        """True when this report settles the message's fate: a final operator code, or a
+        code we do not know on a report whose result says failed or delivered."""
+        return settles(self.result, self.code)
 
     @classmethod
     def from_item(cls, item: Mapping[str, str]) -> DeliveryReport:

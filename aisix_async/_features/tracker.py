@@ -12,8 +12,10 @@ Two rules keep the count honest:
   on. Reports can even arrive before their receipt is tracked (a fast report queue, a
   receipt still being processed): when that receipt is tracked later, the waiting report
   is adopted and leaves ``untracked``.
-* Only final operator codes (:data:`FINAL_OPERATOR_CODES`) settle a recipient. ACCEPTD,
-  UNKNOWN, ERRBUSY are kept as the latest word on a recipient, who stays pending.
+* Only a final report settles a recipient (``DeliveryReport.is_final``): a final operator
+  code (:data:`FINAL_OPERATOR_CODES`), or a code we do not know on a report whose result
+  says failed or delivered. ACCEPTD, UNKNOWN, ERRBUSY are kept as the latest word on a
+  recipient, who stays pending.
 
 Memory: a tracker may follow ten million recipients, so nothing is kept per recipient
 that can be shared. A msgid's recipients are one :class:`_Group`: their numbers as 64-bit
