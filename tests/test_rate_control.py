@@ -9,6 +9,7 @@ whether the limit is 1 request/s or 1000, the answer 5 ms or 1 s away.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import time
@@ -211,7 +212,43 @@ def test_a_state_is_handed_on_as_given_until_the_limit_is_met() -> None:
     later = 1_000_000.0 + Scheduler.STATE_HALF_LIFE
     scheduler = _scheduler_from(state, later)
     assert scheduler.pace == pytest.approx(Scheduler.BETA * 20.0)
-    assert scheduler.rate_state() == RateState(pace=40.0, concurrency=6, learned_at=1_000_000.0)
+    assert scheduler.limit == 6
+    # Its concurrency too: lowered here for its age, the next client lowered it again.
+    assert scheduler.rate_state() == state
+    # A state that met no limit yet (no pace) as well: re-dated now, it never aged.
+    unmet = RateState(pace=None, concurrency=12, learned_at=1_000_000.0)
+    assert _scheduler_from(unmet, later).rate_state() == unmet
+
+
+@pytest.mark.parametrize("latency", [0.005, 0.1])
+def test_a_warm_start_against_a_big_burst_does_not_run_away(latency: float) -> None:
+    # A gateway whose bucket holds a second's worth (the emulator's default): the
+    # burst hid the excess of the probe above the state, which went fast, to 1000
+    # requests/s at a limit of 40, before its -1; the cut from that read the burst
+    # (pace 900), and a warm client got 20 -1 answers in 5 s where a cold one got 14.
+    rate = 40.0
+    gateway = Gateway(rate, burst=rate, latency=latency)
+    state = RateState(pace=0.98 * rate, concurrency=8, learned_at=time.time())
+
+    def make() -> Scheduler:
+        return Scheduler(
+            max_concurrency=16,
+            retry=RetryPolicy(attempts=100, timeout=1000),
+            clock=anyio.current_time,
+            sleep=anyio.sleep,
+            rate_state=state,
+        )
+
+    result = simulate(gateway, [ClientRun(seconds=20, demand=16, make=make)])
+    assert gateway.refused(0, 0, 5) <= 2
+    assert gateway.refused(0, 0, 20) <= 10
+    # Requests reaching the gateway in any quarter second: never a run-away probe.
+    arrivals = [at for at, _, _ in gateway.decisions]
+    peak = max(bisect.bisect_left(arrivals, at + 0.25) - i for i, at in enumerate(arrivals))
+    assert peak <= 2.0 * rate * 0.25
+    assert result.goodput(start=0) >= rate
+    learned = result.schedulers[0].rate_state()
+    assert learned.pace is not None and abs(learned.pace - rate) <= 0.1 * rate
 
 
 def test_a_first_cut_alone_leaves_no_state() -> None:

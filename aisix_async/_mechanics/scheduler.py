@@ -42,7 +42,10 @@ have time to come back. ``max_rate`` caps the pace.
 
 A :class:`RateState` (pace, concurrency, when it was learned) can be read from a scheduler
 and handed to a new one, which starts just under that pace; an older state is trusted
-less (see STATE_HALF_LIFE, STATE_MAX_AGE).
+less (see STATE_HALF_LIFE, STATE_MAX_AGE). Such a client starts at a full bucket, not an
+empty one, so until its first -1 no excess it gets accepted proves anything short of
+STATE_BURST seconds' worth (see _proven_uncut), and the rate read at that -1 is not
+trusted: the next one measures the limit.
 
 What is retried, and why:
 
@@ -355,6 +358,13 @@ class Scheduler:
     FAR_ABOVE_FLOOR = 4.0
     #: ... or was accepted that fast, RECENT answers in a row, within this many seconds.
     FAR_WINDOW = 60.0
+    #: Seconds of its ceiling a client started from a state allows the bucket's burst
+    #: before its first cut: its excess above the state stays under STATE_PROBE_CAP until
+    #: more than that was accepted beyond the ceiling (see _proven_uncut).
+    STATE_BURST = 2.0
+    #: ... and its excess above the state stays under this (a burst of a second's worth
+    #: is then spent in 2 s or more, not at once).
+    STATE_PROBE_CAP = 0.5
     #: A learned state loses half its trust in this many seconds (see RateState).
     STATE_HALF_LIFE = 3600.0
     #: Older than this, a learned state is ignored: a cold start.
@@ -501,7 +511,9 @@ class Scheduler:
             self._learned_at = state.learned_at
             self._sure = True
             self._slow_start = False
-            self._remembered = state
+        # Handed on as given until this client measures the limit (see rate_state), a
+        # state with no pace too: re-dated now, its concurrency would never age.
+        self._remembered = state
         logger.info(
             "starting from a rate state learned %.0f s ago: pace %s, concurrency limit %d",
             age,
@@ -549,9 +561,10 @@ class Scheduler:
         client would take it as known.
         """
         if self._remembered is not None:
-            # Nothing measured since: what was given, as given (its pace not lowered for
-            # its age, which the next client lowers by itself from learned_at).
-            return attrs.evolve(self._remembered, concurrency=self.limit)
+            # Nothing measured since: what was given, as given (neither its pace nor its
+            # concurrency lowered for its age, which the next client does by itself
+            # from learned_at: lowered here too, they were lowered twice).
+            return self._remembered
         # The ceiling is the rate the gateway accepted; the pace just now may be in the
         # dip after a cut or in a probe above it. A ceiling not trusted (a fast probe
         # after the answers proved it too low, a cut from few answers) leaves the rate
@@ -696,13 +709,21 @@ class Scheduler:
             grown = pace + (ceiling * (1.0 + self.OVERSHOOT) - pace) / self.RECOVERY
         else:
             excess = pace / ceiling - 1.0
-            if self._sure and self._proven_above(ceiling):
+            # Before its first cut a client started from a state has met no empty bucket,
+            # only a full one: an excess accepted may be its burst (a second's worth, on
+            # many gateways; one at 40 requests/s probed fast to 1000 before its -1).
+            uncut = not math.isfinite(self._last_cut)
+            if self._sure and (self._proven_above(ceiling) or self._proven_uncut(ceiling)):
                 # The ceiling is known to be too low: probe as with none trusted.
                 self._sure = False
-            if self._sure and excess < self.FAST_PROBE_AT:
+            if self._sure and (excess < self.FAST_PROBE_AT or uncut):
                 gentle = self._gentle_doubling(ceiling)
                 doubling = max(gentle, 2.0 * per_trip)
                 excess += self.CREEP + excess * math.log(2.0) / doubling
+                if uncut:
+                    # ... so the excess grows no further than this until the answers
+                    # prove the limit higher.
+                    excess = min(excess, self.STATE_PROBE_CAP)
             else:
                 doubling = max(self.UNSURE_DOUBLING, per_trip)
                 excess += self.UNSURE_CREEP + excess * math.log(2.0) / doubling
@@ -753,6 +774,26 @@ class Scheduler:
         crossed = 1.0 + ceiling * 4.0 * self._rtt_var
         accepted = self._count_since(self._accepted, start)
         return (accepted - 1.0 - crossed) / span > ceiling * (1.0 + self.PROVEN_MARGIN)
+
+    def _proven_uncut(self, ceiling: float) -> bool:
+        # Before any cut (a client started from a state): the bucket may have been full
+        # at the start, so what it accepted since may exceed its rate times the time by
+        # its burst. More than STATE_BURST seconds of the ceiling beyond that proves the
+        # ceiling too low (a state remembered low), whatever a plausible burst.
+        # A bucket holds at most its burst at any moment, so this bounds every span, not
+        # only the whole run: the last 8, 16, 32 ... answers are each checked, and the
+        # probe is not held back by the slower start of the run.
+        if math.isfinite(self._last_cut):
+            return False
+        times, now = self._accepted, self._clock()
+        allowed = 1.0 + self.STATE_BURST * ceiling
+        count = 8
+        while count <= len(times):
+            span = now - times[-count]
+            if span > 0 and count - allowed > ceiling * span:
+                return True
+            count *= 2
+        return False
 
     @property
     def _max_rate_or_inf(self) -> float:
@@ -829,6 +870,7 @@ class Scheduler:
         rate = accepted / max(now - self._last_cut, 1e-3)
         self._ceiling = self._measured = rate
         self._sure = True
+        self._remembered = None
         self._pace = max(self._min_rate, min(self.BETA * rate, self._max_rate_or_inf))
         self._enough_slots()
 
@@ -853,7 +895,13 @@ class Scheduler:
             spacing = self._spacing()
             sending_rate = spacing if spacing is not None else math.inf
         base = min(accepted_rate, sending_rate) if accepted_rate > 0 else sending_rate
-        sure = samples >= self.MIN_SAMPLES and not self._slow_start
+        # A client started from a state met a full bucket, not an empty one: what it
+        # accepted until its first -1 holds that bucket's burst, so the rate read then is
+        # too high (by the burst over the time). Not trusted, and not handed on as
+        # learned: the state given stays what rate_state() says until the next -1
+        # measures the limit from one empty bucket to the next.
+        after_state = self._remembered is not None and not math.isfinite(self._last_cut)
+        sure = samples >= self.MIN_SAMPLES and not self._slow_start and not after_state
         # The first -1 ends slow start; what was accepted until then includes the
         # bucket's burst, so the pace is halved and climbs back quickly towards it, as
         # for a rate shown by too few answers; the next -1 measures it. Otherwise: just
@@ -869,7 +917,8 @@ class Scheduler:
         self._slow_start = False
         self._previous_cut, self._last_cut = self._last_cut, now
         self._episode_accepted = 0
-        self._remembered = None
+        if not after_state:
+            self._remembered = None
         self._cuts += 1
         # The bucket is empty now: the next request waits one step of the new pace (the
         # caller sleeping at the gate reads it again on waking, see _await_turn).
