@@ -343,6 +343,36 @@ def test_a_stale_state_decays_towards_a_cautious_start() -> None:
     assert future.pace is None and future.limit == 1
 
 
+def test_an_old_state_starts_cautiously_and_is_back_at_its_pace_soon() -> None:
+    # Twelve hours old: it starts at the floor, and is back at the pace learned within
+    # seconds. It probed up from the lowered pace instead: at R = 40 (a user's rate cache)
+    # a run twelve hours later took 197 s where a cold start took 4.
+    rate = 40.0
+    state = RateState(pace=rate, concurrency=12, learned_at=time.time() - 12 * 3600)
+
+    def make() -> Scheduler:
+        return Scheduler(
+            max_concurrency=16,
+            retry=RetryPolicy(attempts=100, timeout=1000),
+            clock=anyio.current_time,
+            sleep=anyio.sleep,
+            rate_state=state,
+        )
+
+    gateway = Gateway(rate, burst=5, latency=0.1)
+    result = simulate(gateway, [ClientRun(seconds=15, demand=16, make=make)])
+    assert gateway.accepted(0, 0, 1) <= 5  # cautious at first
+    assert result.goodput(start=5) >= 0.95 * rate
+    # The probe meets a steady limit about once per 150 requests (600 here).
+    assert gateway.refused(0, 0, 15) <= 6
+
+
+def test_a_state_under_the_floor_is_a_cold_start() -> None:
+    # A cache edited by hand to 0.01 requests/s: floored at min_rate (0.5) it crawled.
+    scheduler = _scheduler_from(RateState(pace=0.01, concurrency=1, learned_at=5.0), 5.0)
+    assert scheduler.pace is None and scheduler.limit == 1
+
+
 def test_a_state_without_a_limit_only_carries_the_concurrency() -> None:
     scheduler = _scheduler_from(RateState(pace=None, concurrency=8, learned_at=5.0), 5.0)
     assert scheduler.pace is None and scheduler.limit == 8

@@ -497,17 +497,29 @@ class Scheduler:
             logger.info("rate state learned %s is not to be trusted: a cold start", said)
             return
         age = max(0.0, age)
+        if state.pace is not None and state.pace < self._min_rate:
+            # Under this client's floor: it could not go that slowly, and climbing from
+            # the floor in requests (0.5 a second) is slower than any cold start.
+            logger.info(
+                "rate state pace %.3g requests/s is under min_rate (%g): a cold start",
+                state.pace,
+                self._min_rate,
+            )
+            return
         if not told_concurrency:
             self._limit = float(max(1, min(self._max, round(state.concurrency * trust))))
         if state.pace is not None:
-            # Just under what was learned (less the older it is), with that as the ceiling:
-            # the pace is back there within a few requests. A remembered limit may have
-            # been raised since (or remembered low: a share of a bucket others shared), so
-            # the probe above it is brisker (REMEMBERED_DOUBLING) until this client meets
-            # the limit itself: a limit three times the state's is found within about 150
-            # requests, where the gentle probe needed many hundreds.
-            self._ceiling = max(self._min_rate, state.pace * trust)
-            self._pace = max(self._min_rate, self.BETA * self._ceiling)
+            # Just under what was learned, less the older it is: an old state starts
+            # cautiously. Its ceiling is what was learned, not lowered: the pace is back
+            # there within a few dozen requests, as after a cut, where climbing from a
+            # lowered ceiling by the probe made a two-hour-old state three times slower
+            # than a cold start. A remembered limit may have been raised since (or
+            # remembered low: a share of a bucket others shared), so the probe above it
+            # is brisker (REMEMBERED_DOUBLING) until this client meets the limit itself: a
+            # limit three times the state's is found within about 150 requests, where the
+            # gentle probe needed many hundreds.
+            self._ceiling = state.pace
+            self._pace = max(self._min_rate, self.BETA * state.pace * trust)
             self._learned_at = state.learned_at
             self._sure = True
             self._slow_start = False
