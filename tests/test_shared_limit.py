@@ -33,7 +33,7 @@ from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, redact_
 
 ACCOUNT = "staff@enterprise"
 GATEWAY = "http://127.0.0.1:1/OpenApi"
-KEY = "0123456789abcdef" * 2
+KEY = "0123456789ABCDEF" * 2
 
 
 @pytest.fixture
@@ -572,14 +572,17 @@ async def test_a_dead_client_holds_nothing(redis_server: RedisServer) -> None:
 async def test_keys_name_a_hash_and_expire(redis_server: RedisServer) -> None:
     client = limit(redis_server, key_ttl=60.0)
     assert await client.take_turn() is not None
-    await client.aclose()
+    prefix = schedule_key(ACCOUNT, GATEWAY)
     with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
         keys = sorted(conn.keys("*"))
-        prefix = schedule_key(ACCOUNT, GATEWAY)
         assert keys == [f"{prefix}:clients", f"{prefix}:schedule", f"{prefix}:slots"]
         for key in keys:
             assert "staff" not in key and "enterprise" not in key and "127.0.0.1" not in key
             assert 0 < conn.pttl(key) <= 60_000
+        await client.aclose()
+        # A client closed leaves the clients at once (a run after it would count it
+        # for ACTIVE_WINDOW more); the schedule stays for the others.
+        assert sorted(conn.keys("*")) == [f"{prefix}:schedule", f"{prefix}:slots"]
     # Another account, or the same account at another gateway, has its own schedule.
     assert schedule_key("other@enterprise", GATEWAY) != schedule_key(ACCOUNT, GATEWAY)
     assert schedule_key(ACCOUNT, "http://elsewhere/OpenApi") != schedule_key(ACCOUNT, GATEWAY)
@@ -603,6 +606,11 @@ def test_a_password_never_shows() -> None:
     [
         ("redis://:s3cret@127.0.0.1:notaport/0", "port is not a number"),
         ("redis://:s3cret@127.0.0.1:6379/abc", "database number"),
+        # urlsplit raises ValueError for these: it escaped as a traceback.
+        ("redis://:s3cret@[::1", "not a URL that can be read"),
+        ("redis://:s3cret@[::1/0", "not a URL that can be read"),
+        # The '#' ends the URL: the rest of the password was read as the port.
+        ("redis://:s3c#ret@127.0.0.1:6379/0", "percent-encoded"),
     ],
 )
 def test_a_malformed_url_says_what_is_wrong(url: str, says: str) -> None:
@@ -680,6 +688,42 @@ async def test_unreachable_at_start_falls_back_at_once(
     assert shared.fallbacks == 1
     (warning,) = _warnings(caplog)
     assert "unavailable" in warning and "pw" not in warning
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_setting_redis_refuses_is_said_as_one_at_error(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database number the server does not have is not an outage: it will not mend by
+    # itself. It was a WARNING naming only "ResponseError", as a restart would be.
+    caplog.set_level(logging.INFO, "aisix_async")
+    url = redis_server.url.rsplit("/", 1)[0] + "/99"
+    shared = SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
+    with anyio.fail_after(5):
+        assert await shared.take_turn() is None
+    await shared.aclose()
+    (record,) = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert "no database of the URL's number" in record.getMessage()
+    assert "fix the URL" in record.getMessage()
+
+
+@pytest.mark.anyio
+async def test_a_seed_is_not_shown_as_the_fleets_pace() -> None:
+    # A client started from a rate state (the CLI's rate cache) with Redis never
+    # reached: its summary said "fleet pace 39.98 requests/s" from the seed.
+    from redis_support import free_port
+
+    shared = SharedLimit(
+        f"redis://127.0.0.1:{free_port()}/0",
+        account=ACCOUNT,
+        gateway_url=GATEWAY,
+        seed_pace=15.0,
+    )
+    with anyio.fail_after(5):
+        assert await shared.take_turn() is None
+    assert shared.last_pace is None and shared.last_clients is None
     await shared.aclose()
 
 

@@ -93,7 +93,12 @@ def _url_problem(url: str) -> str | None:
     try:
         parts.port  # noqa: B018 (parsing it is the check)
     except ValueError:
-        return "its port is not a number from 0 to 65535"
+        # Often a password with '#', '?' or '/' in it: the URL ends there, and the rest
+        # of the password is read as the port.
+        return (
+            "its port is not a number from 0 to 65535 (a password with '#', '?', '/' or "
+            "'@' in it must be percent-encoded: '#' as %23)"
+        )
     database = parts.path.strip("/")
     if database and not database.isdigit():
         # redis-py quietly uses database 0 for a path it cannot read.
@@ -402,6 +407,30 @@ return {tostring(at - now), tonumber(redis.call('HGET', KEYS[2], 'epoch')) or 0,
 )
 
 
+def _setting_refused(exc: BaseException) -> str | None:
+    """What in the URL Redis refused, when the failure is a setting to fix, not an outage
+    (a wrong password, a database number out of range); None otherwise.
+
+    Told apart by redis-py's class names and Redis's own error words, which quote neither
+    the URL nor the password."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = str(exc)
+    if names & {"AuthenticationError", "AuthenticationWrongNumberOfArgsError"} or (
+        "WRONGPASS" in text
+    ):
+        return "Redis refused the user name or password in the URL"
+    if "NOAUTH" in text:
+        return "Redis needs a password, and the URL gives none"
+    if "NOPERM" in text or "AuthorizationError" in names:
+        return "the URL's Redis user may not run the commands a shared limit needs"
+    if "DB index is out of range" in text:
+        return "Redis has no database of the URL's number"
+    if isinstance(exc, (TypeError, ValueError)):
+        # redis-py hands the URL's query options to the connection as they are.
+        return "an option in the URL's query could not be used"
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     """The failure's type; for a TLS failure also its cause, which a user must fix.
 
@@ -410,6 +439,9 @@ def _describe(exc: BaseException) -> str:
     local issuer certificate", "hostname mismatch"), never the URL or a password.
     """
     shown = type(exc).__name__
+    setting = _setting_refused(exc)
+    if setting is not None:
+        return f"{shown}: {setting}"
     cause: BaseException | None = exc
     for _ in range(4):
         cause = cause.__cause__ or cause.__context__ if cause is not None else None
@@ -482,7 +514,15 @@ class SharedLimit:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
+        try:
+            scheme = urlsplit(url).scheme if isinstance(url, str) else None
+        except ValueError as exc:
+            # An IPv6 host with no closing bracket, say: urlsplit refuses it. The URL is
+            # not shown (its password would be).
+            raise ValidationError(
+                f"shared_limit is not a URL that can be read ({exc}); the URL is not shown"
+            ) from None
+        if scheme not in _SCHEMES:
             shown = redact_url(url) if isinstance(url, str) else type(url).__name__
             raise ValidationError(
                 f"shared_limit must be a redis://, rediss:// or unix:// URL, got {shown!r}"
@@ -536,8 +576,11 @@ class SharedLimit:
         self._down = False
         self._down_until = 0.0
         self._backoff = retry_after
-        # The last shared pace seen: seeds the schedule should Redis have lost it.
-        self._last_pace: float | None = seed_pace
+        # The last shared pace seen: seeds the schedule should Redis have lost it. Until a
+        # turn was taken, the pace this client was started from does (not shown as the
+        # fleet's: the fleet said nothing yet).
+        self._seed = seed_pace
+        self._last_pace: float | None = None
         self._last_share: float | None = None
         # ... and how many clients shared it: their shares are kept for them at a rejoin.
         self._last_clients: int | None = None
@@ -567,6 +610,10 @@ class SharedLimit:
     def available(self) -> bool:
         """False while this client paces itself because Redis failed it."""
         return not self._down
+
+    @property
+    def _seed_pace(self) -> float | None:
+        return self._last_pace if self._last_pace is not None else self._seed
 
     @property
     def last_pace(self) -> float | None:
@@ -627,12 +674,16 @@ class SharedLimit:
         if not self._down:
             self._down = True
             self._fallbacks += 1
-            # Named by its type only: some redis-py messages repeat parts of the URL.
-            logger.warning(
+            # Named by its type only: some redis-py messages repeat parts of the URL. A
+            # setting Redis refused will not mend by itself: said at ERROR.
+            setting = _setting_refused(exc) is not None
+            logger.log(
+                logging.ERROR if setting else logging.WARNING,
                 "shared limit at %s unavailable (%s): this client paces itself until it "
-                "answers again",
+                "answers again%s",
                 self._shown,
                 _describe(exc),
+                "; fix the URL" if setting else "",
             )
         elif now - began >= self._timeout / 2:
             # Still down, and asking cost a send a wait: ask again less often, up to
@@ -689,7 +740,7 @@ class SharedLimit:
                     [
                         self._now_arg(),
                         self._id,
-                        "" if self._last_pace is None else repr(self._last_pace),
+                        "" if self._seed_pace is None else repr(self._seed_pace),
                         self._ttl_ms,
                         self.ACTIVE_WINDOW,
                         self.START_PACE,
@@ -792,6 +843,10 @@ class SharedLimit:
         """Close the connections to Redis (the schedule stays, for the other clients)."""
         try:
             with anyio.move_on_after(self._timeout):
+                if self._turns and not self._down:
+                    # Leave the clients that share the pace at once, not ACTIVE_WINDOW
+                    # later: a run that follows this one would count it as still there.
+                    await self._redis.zrem(self._keys[1], self._id)
                 await self._redis.aclose()
         except Exception:  # closing a connection that is already broken
             logger.debug("closing the shared limit's Redis connection failed", exc_info=True)

@@ -68,6 +68,11 @@ environment:
                    flag taking the key itself: it would land in shell history)
   AISIX_BASE_URL   e.g. http://api.aisix.com/OpenPlatform (or --base-url)
   AISIX_DATA_URL   the DataApi URL when it lives elsewhere (or --data-url)
+  AISIX_SHARED_LIMIT
+                   redis://... : share the account's pace with other processes
+                   through Redis (send; or --shared-limit)
+  XDG_CACHE_HOME   where the rate cache lives ($XDG_CACHE_HOME/aisix/rate/, else
+                   ~/.cache/aisix/rate/; send --no-rate-cache skips it)
 """
 
 
