@@ -76,6 +76,21 @@ def test_a_report_that_beats_its_receipt_is_adopted() -> None:
     assert tracker.pending() == [("7", "6")]
 
 
+def test_a_duplicate_that_beats_its_receipt_is_counted_as_one() -> None:
+    # Both final reports of one recipient came before its receipt was tracked: the
+    # second stayed untracked for good (a caller passing untracked reports on forwarded
+    # its own campaign's duplicate), where after the receipt it counts as a duplicate.
+    tracker = DeliveryTracker()
+    tracker.feed(_report("7", "5", "DELIVRD"))
+    tracker.feed(_report("7", "5", "DELIVRD"))
+    tracker.track_receipt(_receipt("7"), ["5", "6"])
+    assert tracker.untracked == []
+    assert tracker.duplicates == 1
+    tracker.feed(_report("7", "6", "DELIVRD"))
+    tracker.feed(_report("7", "6", "DELIVRD"))
+    assert (tracker.untracked, tracker.duplicates, tracker.pending()) == ([], 2, [])
+
+
 def test_outcomes_of_each_kind() -> None:
     tracker = DeliveryTracker()
     once = SendOutcome(

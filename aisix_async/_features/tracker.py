@@ -277,11 +277,12 @@ class DeliveryTracker:
         return sum(self.track_receipt(r, [m]) for r, m in zip(receipts, mobiles, strict=True))
 
     def _adopt(self, key: _Key) -> None:
-        seqs = self._orphan_index.get(key)
-        while seqs and self._left(key) > 0:
-            self._apply(key, self._orphans.pop(seqs.pop(0)))
-        if seqs is not None and not seqs:
-            del self._orphan_index[key]
+        # Every report waiting for this recipient is its own now, as if fed after the
+        # receipt: a second final one is a duplicate (counted), not left untracked for
+        # the caller to pass on as someone else's.
+        seqs = self._orphan_index.pop(key, None)
+        for seq in seqs or ():
+            self._apply(key, self._orphans.pop(seq))
 
     # -- the compact store -----------------------------------------------------------
 
@@ -299,13 +300,6 @@ class DeliveryTracker:
         if packed is not None and packed // _PACK == number:
             return None, packed
         return None
-
-    def _left(self, key: _Key) -> int:
-        where = self._locate(key)
-        if where is None:
-            return 0
-        group, at = where
-        return group.left[at] if group is not None else at % 2
 
     def _code_of(self, report: DeliveryReport) -> int:
         entry = (report.code, report.result)
