@@ -496,7 +496,7 @@ class Scheduler:
             said = f"{-age:.0f} s ahead of this clock" if age < 0 else f"{age:.0f} s ago"
             logger.info("rate state learned %s is not to be trusted: a cold start", said)
             return
-        age = max(0.0, age)
+        raw_age, age = age, max(0.0, age)
         if state.pace is not None and state.pace < self._min_rate:
             # Under this client's floor: it could not go that slowly, and climbing from
             # the floor in requests (0.5 a second) is slower than any cold start.
@@ -527,9 +527,11 @@ class Scheduler:
         # state with no pace too: re-dated now, its concurrency would never age.
         self._remembered = state
         logger.info(
-            "starting from a rate state learned %.0f s ago: pace %s, concurrency limit %d",
-            age,
-            "none" if self._pace is None else f"{self._pace:.2f} requests/s",
+            "starting from a rate state learned %s: pace %s, concurrency limit %d",
+            f"{age:.0f} s ago"
+            if raw_age >= 0
+            else f"{-raw_age:.0f} s ahead of this clock (as now)",
+            "none" if self._pace is None else f"{self._pace:.4g} requests/s",
             self.limit,
         )
 

@@ -44,6 +44,10 @@ def load(account: str, base_url: str) -> RateState | None:
     """The state a previous run left for this account and gateway, or None."""
     path = cache_path(account, base_url)
     try:
+        if path.exists() and not path.is_file():
+            # A FIFO there would block the run for good; a device, worse.
+            logger.info("rate cache %s is not a regular file; starting cold", path)
+            return None
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None

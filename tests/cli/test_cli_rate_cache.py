@@ -8,6 +8,7 @@ The sends that must leave a file send 100.
 from __future__ import annotations
 
 import json
+import os
 import stat
 import time
 from pathlib import Path
@@ -93,3 +94,16 @@ def test_a_run_that_never_met_the_limit_leaves_the_file_as_it_was(
     assert "starting from a rate state" in result.stderr
     assert summary_of(result.stdout)["accepted"] == 8
     assert cached.read_text() == before
+
+
+def test_a_cache_path_that_is_not_a_regular_file_is_not_read(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A FIFO there blocked the run for good, reading it.
+    emulator.state.configure(rate=20.0, burst=2.0)
+    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
+    (cached,) = _cache_files(cli)
+    cached.unlink()
+    os.mkfifo(cached)
+    result = _send(cli, write_lines(tmp_path / "b.txt", numbers(10, start=200)))
+    assert "not a regular file" in result.stderr
