@@ -110,14 +110,16 @@ def _panel(title: str, snap: Snapshot, rate: float, figures: Figures) -> Table:
 async def progress(
     out: Output,
     title: str,
-    read: Callable[[], Snapshot],
+    read: Callable[[], Snapshot | None],
     *,
     plain_every: float = 5.0,
     figures: Figures = _figures,
 ) -> AsyncIterator[None]:
     """Show ``read()`` while the block runs; a last line (or frame) when it ends.
 
-    ``figures`` renders the detail line (the default suits a send).
+    ``read()`` returns None while there is nothing to show (the send has not started, or
+    could not: then no line at all). ``figures`` renders the detail line (the default
+    suits a send).
     """
     meter = _Rate()
     if out.quiet:
@@ -129,7 +131,8 @@ async def progress(
             async def redraw() -> None:
                 while True:
                     snap = read()
-                    live.update(_panel(title, snap, meter.update(snap.done), figures))
+                    if snap is not None:
+                        live.update(_panel(title, snap, meter.update(snap.done), figures))
                     await anyio.sleep(0.2)
 
             async with anyio.create_task_group() as group:
@@ -139,14 +142,16 @@ async def progress(
                 finally:
                     group.cancel_scope.cancel()
                     snap = read()
-                    live.update(_panel(title, snap, meter.update(snap.done), figures))
+                    if snap is not None:
+                        live.update(_panel(title, snap, meter.update(snap.done), figures))
         return
 
     async def lines() -> None:
         while True:
             await anyio.sleep(plain_every)
             snap = read()
-            out.note(format_line(title, snap, meter.update(snap.done), figures))
+            if snap is not None:
+                out.note(format_line(title, snap, meter.update(snap.done), figures))
 
     meter.update(0)
     async with anyio.create_task_group() as group:
@@ -157,4 +162,5 @@ async def progress(
             group.cancel_scope.cancel()
             # The last figures, even when the send was cut short.
             snap = read()
-            out.note(format_line(title, snap, meter.update(snap.done), figures))
+            if snap is not None:
+                out.note(format_line(title, snap, meter.update(snap.done), figures))

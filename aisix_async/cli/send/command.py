@@ -401,10 +401,11 @@ async def _run(
 
             title = f"sending ({source.mode})"
             cut_off = 0
+            entered = False
 
-            def read() -> Snapshot:
+            def read() -> Snapshot | None:
                 assert stream is not None
-                return snapshot(stream.stats(), total, tally.not_sent)
+                return snapshot(stream.stats(), total, tally.not_sent) if entered else None
 
             # The progress display outlives the stream: its last line is drawn once the
             # requests a second Ctrl-C cut off on the wire are counted unknown, as the
@@ -412,13 +413,15 @@ async def _run(
             async with progress(out, title, read):
                 try:
                     async with stream:
+                        entered = True
                         async for outcome in stream:
                             record(outcome)
                             consumed += len(outcome.mobiles)
                 finally:
                     # After a second Ctrl-C (``hard`` cancelled, so in a finally): the
-                    # requests cut off on the wire, and the rest.
-                    for outcome in stream.abandoned:
+                    # requests cut off on the wire, and the rest. (A stream that could
+                    # not start, a journal refusing a changed input, has none.)
+                    for outcome in stream.abandoned if entered else ():
                         record(outcome)
                         if outcome.status is OutcomeStatus.UNKNOWN:
                             cut_off += len(outcome.mobiles)
