@@ -61,6 +61,7 @@ from ._core.validate import (
 from ._core.wire import (
     DEFAULT_BASE_URL,
     GATEWAY_TZ,
+    QUEUE_ACTIONS,
     UNSAFE_ACTIONS,
     Endpoints,
     Fields,
@@ -285,10 +286,15 @@ class Gateway:
         except TransportError as exc:
             if unsafe and exc.request_sent:
                 # Only a request that changes something is worth this warning: an answer
-                # lost for a balance or a list leaves nothing in doubt.
+                # lost for a balance or a list leaves nothing in doubt ...
                 raise _may_have_acted(exc) from None
+            if action in QUEUE_ACTIONS and exc.request_sent:
+                # ... but for a report or reply queue it may have taken records.
+                raise TransportError(_may_have_taken(exc.message), request_sent=True) from None
             raise
         except ProtocolError as exc:
+            if action in QUEUE_ACTIONS:
+                raise ProtocolError(_may_have_taken(exc.message), action=action) from None
             exc.outcome_unknown = unsafe
             raise
         if answer.result != 1:
@@ -412,7 +418,9 @@ class Gateway:
             return self.scheduler.run(
                 attempt,
                 action=action,
-                unsafe=unsafe,
+                # A queue read is not retried once written either: a retry would hide a
+                # poll whose records were lost behind one that succeeded.
+                unsafe=unsafe or action in QUEUE_ACTIONS,
                 tally=tally,
                 hooks=hooks,
                 retry=retry,
@@ -708,6 +716,14 @@ def receipts_of(answer: Answer, expected: int) -> list[SendReceipt]:
     except AisixError as exc:
         exc.outcome_unknown = True
         raise
+
+
+def _may_have_taken(message: str) -> str:
+    """A failed poll's message, saying what it may have cost."""
+    return (
+        f"{message}; the records the gateway handed out in this answer, if any, are lost "
+        "(it hands each out once)"
+    )
 
 
 def _may_have_acted(error: TransportError) -> TransportError:

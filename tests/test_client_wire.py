@@ -8,6 +8,7 @@ test_client_e2e.py.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -26,8 +27,10 @@ from aisix_async import (
     KeyRotationHookError,
     ProtocolError,
     ReportResult,
+    RetryPolicy,
     SendReceipt,
     Signature,
+    TransportError,
 )
 from aisix_async._mechanics.http import _tls_context
 
@@ -366,3 +369,79 @@ async def test_clients_share_one_verifying_tls_context(monkeypatch: pytest.Monke
     assert (ours.verify_mode, ours.check_hostname) == (context.verify_mode, context.check_hostname)
     assert ours.verify_mode is ssl.CERT_REQUIRED
     assert ours.cert_store_stats() == context.cert_store_stats()
+
+
+REPORTS = (
+    '<xml name="getSendState" result="1">'
+    + "".join(
+        f'<Item id="{i}" msgid="6526943687075033{i:02d}" mobile="181000027{i:02d}" '
+        'result="2" return="DELIVRD"/>'
+        for i in range(20)
+    )
+    + "</xml>"
+)
+
+
+async def test_a_report_poll_whose_answer_is_garbled_is_not_retried(gateway_mock: Any) -> None:
+    # The gateway hands each report out once: the reports in a garbled answer are gone.
+    # The poll was retried quietly and returned the next batch (none), so the caller
+    # never learned that 20 reports were lost.
+    route = gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
+        side_effect=[
+            xml(REPORTS[: len(REPORTS) // 2]),
+            xml('<xml name="getSendState" result="1"/>'),
+        ]
+    )
+    async with AisixClient(
+        ACCOUNT, KEY, retry=RetryPolicy(initial_backoff=0, max_backoff=0)
+    ) as client:
+        with pytest.raises(ProtocolError, match="are lost"):
+            await client.get_delivery_reports()
+    assert route.call_count == 1
+
+
+async def test_a_reply_poll_whose_answer_is_lost_is_not_retried(gateway_mock: Any) -> None:
+    route = gateway_mock.post(DATA, params={"action": "getReply"}).mock(
+        side_effect=hx.ReadTimeout("no answer")
+    )
+    async with AisixClient(
+        ACCOUNT, KEY, retry=RetryPolicy(initial_backoff=0, max_backoff=0)
+    ) as client:
+        with pytest.raises(TransportError, match="are lost") as caught:
+            await client.get_replies()
+    assert caught.value.request_sent
+    assert route.call_count == 1
+
+
+async def test_a_report_poll_that_never_went_out_is_retried(gateway_mock: Any) -> None:
+    # Nothing was written, so nothing was taken off the queue: retried as before.
+    route = gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
+        side_effect=[hx.ConnectError("refused"), xml(REPORTS)]
+    )
+    async with AisixClient(
+        ACCOUNT, KEY, retry=RetryPolicy(initial_backoff=0, max_backoff=0)
+    ) as client:
+        reports = await client.get_delivery_reports()
+    assert len(reports) == 20
+    assert route.call_count == 2
+
+
+async def test_a_stream_says_at_error_when_a_poll_may_have_lost_reports(
+    gateway_mock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "aisix_async")
+    empty = xml('<xml name="getSendState" result="1"/>')
+    gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
+        side_effect=[hx.ReadTimeout("no answer"), xml(REPORTS), empty, empty, empty, empty]
+    )
+    retry = RetryPolicy(initial_backoff=0, max_backoff=0)
+    async with (
+        AisixClient(ACCOUNT, KEY, retry=retry) as client,
+        client.watch_delivery_reports(interval=0.01, stop_when_idle=0.03) as stream,
+    ):
+        got = [report async for report in stream]
+    assert len(got) == 20  # the stream went on
+    (lost,) = [r for r in caplog.records if "poll failed" in r.getMessage()]
+    assert "are lost" in lost.getMessage()
+    assert lost.levelno == logging.ERROR
+    assert stream.stats().errors == 1

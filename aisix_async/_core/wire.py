@@ -25,6 +25,7 @@ GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 __all__ = [
     "DATA_ACTIONS",
     "OPEN_ACTIONS",
+    "QUEUE_ACTIONS",
     "SEND_ACTIONS",
     "UNSAFE_ACTIONS",
     "Endpoints",
@@ -44,6 +45,10 @@ SEND_ACTIONS = frozenset({"sendOnce", "sendBatch", "sendParam"})
 UNSAFE_ACTIONS = SEND_ACTIONS | {"updateKey"}
 OPEN_ACTIONS = SEND_ACTIONS | {"getBalance", "updateKey", "getChannelGroup", "getSign"}
 DATA_ACTIONS = frozenset({"getSendState", "getReply"})
+#: Reads that take what they return off a queue (reports, replies): the gateway hands a
+#: record out once, so an answer lost after the request was written may have taken
+#: records with it. Not retried blindly, so that a failed poll is seen, not hidden.
+QUEUE_ACTIONS = DATA_ACTIONS
 
 DEFAULT_BASE_URL = "http://api.aisix.com/OpenPlatform"
 

@@ -29,6 +29,9 @@ that:
   already on the wire is the last: its batch (at most one) is fetched, so it is handed
   to the reader too, unrecorded and logged as such, and the stream then ends with the
   hook's error.
+* A poll whose answer is lost or garbled after the request was written is not retried
+  by the client (see ``QUEUE_ACTIONS``): its records, if any, are gone, and a retry
+  would only hide that. It is logged at ERROR and counted, and the stream goes on.
 * An answer whose items turn out garbled (malformed or forbidden XML after a good
   result code) is what a garbled answer always was: a failed poll whose records are
   lost (the gateway will not send them again). It is logged at ERROR, counted in
@@ -57,6 +60,7 @@ from anyio.abc import TaskGroup
 from .._core.errors import (
     AisixError,
     ProtocolError,
+    TransportError,
     ValidationError,
     ends_polling,
 )
@@ -342,12 +346,20 @@ class RecordStream(Generic[_R]):
                     raise
                 self._errors += 1
                 failure: str | None = f"poll failed ({type(exc).__name__}: {exc.message})"
+                # Written, then its answer lost or garbled: the records it held, if any,
+                # are gone (the gateway hands each out once). Said at ERROR, as a batch
+                # garbled after its head is; a poll that never went out loses nothing.
+                lost = isinstance(exc, ProtocolError) or (
+                    isinstance(exc, TransportError) and exc.request_sent
+                )
             else:
                 failure, self._garbled = self._garbled, None
+                lost = False
             if failure is not None:
                 wait = min(backoff, self._max_backoff)
                 backoff = min(max(backoff * 2, 0.001), self._max_backoff)
-                logger.warning(
+                logger.log(
+                    logging.ERROR if lost else logging.WARNING,
                     "%s: %s; polling again in %.3f s (the stream goes on)",
                     self._action,
                     failure,
