@@ -9,6 +9,8 @@ sockets before it moves its clock to the next timer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anyio
 from sim_gateway import Gateway, run_virtual
 
@@ -20,16 +22,25 @@ __all__ = ["simulate_fleet"]
 
 
 def simulate_fleet(
-    redis_url: str, gateway: Gateway, clients: int, seconds: float, account: str, tasks: int = 8
+    redis_url: str,
+    gateway: Gateway,
+    clients: int,
+    seconds: float,
+    account: str,
+    tasks: int = 8,
+    starts: Sequence[float] | None = None,
 ) -> list[SharedLimit]:
     """``clients`` schedulers, each with ``tasks`` tasks sending one request after another
-    for ``seconds``, all taking their turns from one schedule in Redis."""
+    for ``seconds``, all taking their turns from one schedule in Redis; ``starts``: when
+    each begins (runs one after another), else all at once."""
     limits: list[SharedLimit] = []
 
     async def main() -> None:
         async def client(index: int) -> None:
             # Processes do not start in the same instant.
-            await anyio.sleep(0.03 * index)
+            start = starts[index] if starts is not None else 0.03 * index
+            await anyio.sleep(start)
+            stop = start + seconds if starts is not None else seconds
             shared = SharedLimit(
                 redis_url,
                 account=account,
@@ -50,7 +61,7 @@ def simulate_fleet(
             send = gateway.attempt(index)
 
             async def worker() -> None:
-                while anyio.current_time() < seconds:
+                while anyio.current_time() < stop:
                     await scheduler.run(send, action="sendOnce", unsafe=True)
 
             async with anyio.create_task_group() as group:

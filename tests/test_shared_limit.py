@@ -957,3 +957,24 @@ def test_a_fleet_that_knows_a_low_limit_meets_it_seldom(redis_server: RedisServe
     assert all(shared.fallbacks == 0 for shared in limits)
     assert gateway.refused(None, 25.0, 80.0) <= 2
     assert gateway.accepted(None, 25.0, 80.0) >= 0.97 * 5.0 * 55.0
+
+
+def test_runs_one_after_another_do_not_run_away_from_a_full_bucket(
+    redis_server: RedisServer,
+) -> None:
+    # Runs of `aisix send --shared-limit` a few seconds apart, against a bucket of a
+    # second's worth (the emulator's default). The quiet while between them filled the
+    # bucket, which let the probe's excess through with no -1: past 15% the schedule
+    # probed fast, to seven times the limit, and the next run met it with some 20 -1
+    # answers. Now the excess is held under half the ceiling unless the answers prove
+    # more, and a quiet second drops it.
+    rate = 40.0
+    gateway = Gateway(rate, burst=rate, latency=0.01)
+    starts = [0.0, 8.0, 16.0, 24.0]
+    limits = simulate_fleet(
+        redis_server.url, gateway, 4, 6.0, account="runs-in-a-row", starts=starts
+    )
+    assert all(shared.fallbacks == 0 for shared in limits)
+    for start in starts[1:]:
+        assert gateway.refused(None, start, start + 6.0) <= 3
+    assert gateway.accepted(None, 8.0, 30.0) >= 0.95 * rate * 18.0

@@ -127,6 +127,12 @@ _CLOCK = """
 -- over its span: kept 10 s, 2 processes at R = 5 (episodes of 12 s) measured 5.15
 -- requests/s, and the climb back to that met the limit every 63 turns.
 local WINDOW, HISTORY, MAX_SLOTS = 300, 1, 4096
+-- A seeded schedule allows a bucket's burst of up to BURST seconds of its ceiling before
+-- the answers prove the ceiling low; with none proven, a trusted ceiling is probed at
+-- most HELD above it.
+local BURST, HELD = 2, 0.5
+-- Seconds without a turn after which the probe's excess is dropped (see below).
+local IDLE = 1
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -195,6 +201,12 @@ local own = tonumber(ARGV[11]) or 0
 if own > 0 or expect > 0 then
   measure_from = math.max(measure_from, now + own)
 end
+if sure and ceiling > 0 and pace > ceiling and next_at > 0 and now - next_at > IDLE then
+  -- The fleet was quiet: the bucket filled meanwhile, and the excess above the ceiling
+  -- the probe had reached was tried on a bucket that may not be there any more. Back to
+  -- the ceiling (runs one after another each met the limit at once, from 1.45 times it).
+  pace = ceiling
+end
 local at = math.max(now, next_at)
 local wait = at - now
 if wait > 0 and part == 1 and now >= measure_from then
@@ -215,22 +227,39 @@ if wait > 0 and part == 1 and now >= measure_from then
   else
     local excess = pace / ceiling - 1
     local trip = tonumber(ARGV[8])
-    if sure and excess < 0.15 and trip and cut_turns and now - 2 * trip > cut_at then
+    local back = now - 2 * (trip or 0)
+    if sure and cut_turns and trip and back > cut_at then
       -- The last cut's -1 found the bucket empty: since then it can have accepted its
       -- rate times the time, one token more, and one answer that crossed that -1 on the
       -- way back. The turns answered since (booked, less those refused, less those
       -- booked within the last two round trips, whose answers may not be back: a busy
       -- client sends late) beyond that prove the limit above the ceiling: probe as with
-      -- none known, not creeping. (Only from a cut: a seeded start found no empty bucket.)
-      local back = now - 2 * trip
+      -- none known, not creeping.
       local answered = turns - cut_turns - refused_since_cut
                        - redis.call('ZCOUNT', slots, '(' .. back, '+inf')
       if answered - 2 > ceiling * (back - cut_at) then
         sure = false
       end
+    elseif sure and not cut_turns and back > cut_at then
+      -- A seeded schedule found no empty bucket: a full one may have let its burst
+      -- through. Beyond BURST seconds of the ceiling, what was answered still proves it.
+      local from = math.max(cut_at, now - WINDOW)
+      if redis.call('ZCARD', slots) >= MAX_SLOTS then
+        local oldest = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')
+        from = math.max(from, tonumber(oldest[2]))
+      end
+      local answered = redis.call('ZCOUNT', slots, from, '(' .. back)
+      if back > from and answered - 1 - BURST * ceiling > ceiling * (back - from) then
+        sure = false
+      end
     end
-    if sure and excess < 0.15 then
+    if sure then
+      -- Near the ceiling the probe creeps; beyond 15% it is not sped up on excess alone,
+      -- only held under HELD: a bucket full after a quiet while (runs one after another,
+      -- a fleet that sent less) lets an excess through with no -1, and a fast probe
+      -- went to seven times the limit before one came. The proof above speeds it up.
       excess = excess + 0.0001 + excess * math.log(2) / math.max(90, 2 * doubling)
+      excess = math.min(excess, HELD)
     else
       excess = excess + 0.02 + excess * math.log(2) / doubling
     end
