@@ -234,18 +234,23 @@ async def test_data_url_can_live_elsewhere(gateway_mock: Any) -> None:
     assert route.called
 
 
-async def test_update_key_switches_the_client_to_the_new_key(gateway_mock: Any) -> None:
-    new_key = "0123456789ABCDEF0123456789ABCDEF"
+def _rotation_and_balance(gateway_mock: Any, new_key: str) -> Any:
+    """updateKey answers ``new_key``; getBalance answers (its route is returned)."""
     gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(
         return_value=xml(
             f'<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="{new_key}"/></xml>'
         )
     )
-    balance = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
+    return gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
         return_value=xml(
             '<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="1"/></xml>'
         )
     )
+
+
+async def test_update_key_switches_the_client_to_the_new_key(gateway_mock: Any) -> None:
+    new_key = "0123456789ABCDEF0123456789ABCDEF"
+    balance = _rotation_and_balance(gateway_mock, new_key)
     seen: list[KeyRotation] = []
     async with AisixClient(ACCOUNT, KEY, on_key_rotation=seen.append) as client:
         update = await client.rotate_key()
@@ -281,16 +286,7 @@ async def test_a_failing_rotation_hook_hands_the_new_key_back_with_its_error(
     gateway_mock: Any,
 ) -> None:
     new_key = "0123456789ABCDEF0123456789ABCDEF"
-    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(
-        return_value=xml(
-            f'<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="{new_key}"/></xml>'
-        )
-    )
-    balance = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
-        return_value=xml(
-            '<xml name="getBalance" result="1"><Item cid="c" sid="s" remain="1"/></xml>'
-        )
-    )
+    balance = _rotation_and_balance(gateway_mock, new_key)
 
     def store(rotation: KeyRotation) -> None:
         raise OSError("disk full")

@@ -13,6 +13,7 @@ import bisect
 import json
 import math
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -149,14 +150,7 @@ def test_a_warm_start_skips_the_cold_start_minus_ones() -> None:
     def first_seconds(state: RateState | None) -> tuple[int, int]:
         gateway = Gateway(rate, burst=5, latency=0.1)
 
-        def make() -> Scheduler:
-            return Scheduler(
-                max_concurrency=16,
-                retry=RetryPolicy(attempts=100, timeout=1000),
-                clock=anyio.current_time,
-                sleep=anyio.sleep,
-                rate_state=state,
-            )
+        make = _warm(state)
 
         simulate(gateway, [ClientRun(seconds=5, demand=16, make=make)])
         return gateway.refused(0, 0, 5), gateway.accepted(0, 0, 5)
@@ -186,13 +180,7 @@ def test_a_warm_start_below_the_limit_finds_it() -> None:
     gateway = Gateway(rate, burst=5, latency=0.1)
     state = RateState(pace=3.0, concurrency=1, learned_at=time.time())
 
-    def make() -> Scheduler:
-        return Scheduler(
-            retry=RetryPolicy(attempts=100, timeout=1000),
-            clock=anyio.current_time,
-            sleep=anyio.sleep,
-            rate_state=state,
-        )
+    make = _warm(state)
 
     result = simulate(gateway, [ClientRun(seconds=55, demand=16, make=make)])
     assert result.goodput(start=42) >= 0.9 * rate
@@ -230,14 +218,7 @@ def test_a_warm_start_against_a_big_burst_does_not_run_away(latency: float) -> N
     gateway = Gateway(rate, burst=rate, latency=latency)
     state = RateState(pace=0.98 * rate, concurrency=8, learned_at=time.time())
 
-    def make() -> Scheduler:
-        return Scheduler(
-            max_concurrency=16,
-            retry=RetryPolicy(attempts=100, timeout=1000),
-            clock=anyio.current_time,
-            sleep=anyio.sleep,
-            rate_state=state,
-        )
+    make = _warm(state)
 
     result = simulate(gateway, [ClientRun(seconds=20, demand=16, make=make)])
     assert gateway.refused(0, 0, 5) <= 2
@@ -319,6 +300,21 @@ def test_a_measured_rate_is_kept_while_the_ceiling_is_doubted() -> None:
     assert last is not None and last >= 0.85 * 80.0
 
 
+def _warm(state: RateState | None) -> Callable[[], Scheduler]:
+    """A simulated client's scheduler, started from ``state`` (cold when None)."""
+
+    def make() -> Scheduler:
+        return Scheduler(
+            max_concurrency=16,
+            retry=RetryPolicy(attempts=100, timeout=1000),
+            clock=anyio.current_time,
+            sleep=anyio.sleep,
+            rate_state=state,
+        )
+
+    return make
+
+
 def _scheduler_from(state: RateState, now: float) -> Scheduler:
     return Scheduler(rate_state=state, wall_clock=lambda: now)
 
@@ -350,14 +346,7 @@ def test_an_old_state_starts_cautiously_and_is_back_at_its_pace_soon() -> None:
     rate = 40.0
     state = RateState(pace=rate, concurrency=12, learned_at=time.time() - 12 * 3600)
 
-    def make() -> Scheduler:
-        return Scheduler(
-            max_concurrency=16,
-            retry=RetryPolicy(attempts=100, timeout=1000),
-            clock=anyio.current_time,
-            sleep=anyio.sleep,
-            rate_state=state,
-        )
+    make = _warm(state)
 
     gateway = Gateway(rate, burst=5, latency=0.1)
     result = simulate(gateway, [ClientRun(seconds=15, demand=16, make=make)])
