@@ -344,6 +344,12 @@ class RecordStream(Generic[_R]):
             except AisixError as exc:
                 if ends_polling(exc):
                     raise
+                idle_for = anyio.current_time() - last_records_at
+                if self._stop_when_idle is not None and idle_for >= self._stop_when_idle:
+                    # A stream that ends when idle ends with the error when it can no
+                    # longer poll: a gateway out of reach would otherwise hold one pass
+                    # (or --until-idle) for ever, backing off between failures.
+                    raise
                 self._errors += 1
                 failure: str | None = f"poll failed ({type(exc).__name__}: {exc.message})"
                 # Written, then its answer lost or garbled: the records it held, if any,

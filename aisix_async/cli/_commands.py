@@ -261,6 +261,9 @@ async def _rotate(ctx: Context) -> tuple[KeyRotation, str]:
 
 async def rotate_key(ctx: Context) -> int:
     """Rotate the key; print the new one once and say to store it now."""
+    if ctx.args.write_to is not None and not ctx.args.write_to.strip():
+        # `--write-to "$UNSET"`: rotated, the key file would keep the dead key.
+        raise CliError("--write-to is empty: give the file to write the new key to; not rotated")
     _confirm(ctx)
     out = ctx.out
     key_file = _KeyFile(ctx.args.write_to) if ctx.args.write_to else None

@@ -169,6 +169,8 @@ def test_rotate_key_refuses_a_write_to_path_before_rotating(
         cases = [
             (tmp_path / "nodir" / "key", "does not exist"),
             (tmp_path, "is a directory"),
+            # `--write-to "$UNSET"`: it rotated, and the key file kept the dead key.
+            ("", "is empty"),
         ]
         if os.geteuid() != 0:  # root writes in a read-only folder all the same
             cases.append((locked / "key", "cannot create a file"))
@@ -231,6 +233,21 @@ def test_a_short_retry_timeout_holds_for_an_unreachable_gateway(cli: Cli) -> Non
     assert result.returncode == 4, result.stderr
     assert "retrying for up to 2 s" in result.stderr
     assert elapsed < 2 + 8, elapsed
+
+
+@pytest.mark.parametrize(
+    "args", [("reports",), ("reports", "--until-idle", "1"), ("replies", "--json")]
+)
+def test_a_report_pass_ends_when_the_gateway_cannot_be_reached(
+    cli: Cli, args: tuple[str, ...]
+) -> None:
+    # One pass, or --until-idle: it backed off and polled again for ever (a user killed
+    # it after 70 s), where balance gives up and exits 4.
+    started = time.monotonic()
+    result = cli.run(*args, "--base-url", UNREACHABLE, "--retry-timeout", "1", timeout=40)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 4, result.stderr
+    assert elapsed < 1 + 1 + 10, elapsed
 
 
 def test_a_minus_one_that_never_clears_gives_its_advice_once(cli: Cli, emulator: Any) -> None:

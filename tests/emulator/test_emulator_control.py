@@ -98,6 +98,8 @@ def test_config_changes_at_run_time(gw: Gateway) -> None:
         {"reports_per_call": 0},
         {"accounts": []},
         [1, 2],
+        # A typo fired no fault at all.
+        {"faults": {"fault_actions": ["getbalance"]}},
     ],
 )
 def test_bad_config_is_400_and_changes_nothing(gw: Gateway, body: object) -> None:
@@ -105,6 +107,16 @@ def test_bad_config_is_400_and_changes_nothing(gw: Gateway, body: object) -> Non
     response = gw.control("POST", "/config", json=body)
     assert response.status_code == 400
     assert "error" in response.json()
+    assert gw.control("GET", "/config").json() == before
+
+
+@pytest.mark.parametrize("body", [b'{"rate": NaN}', b'{"latency_ms": Infinity}'])
+def test_non_finite_numbers_in_config_are_400(gw: Gateway, body: bytes) -> None:
+    # Python's json reads NaN and Infinity; served, they broke answers and the config.
+    before = gw.control("GET", "/config").json()
+    url = gw.control_url + "/config"
+    response = gw.client.post(url, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
     assert gw.control("GET", "/config").json() == before
 
 
@@ -121,6 +133,7 @@ def test_account_endpoint_sets_balance_flags_and_key(gw: Gateway) -> None:
     assert gw.control("GET", url).json()["authkey"] == "C" * 32
     assert gw.control("POST", "/accounts/9@9", json={"balance": 1}).status_code == 404
     assert gw.control("POST", url, json={"balance": "lots"}).status_code == 400
+    assert gw.control("POST", url, json={"balance": "NaN"}).status_code == 400
     assert gw.control("POST", url, json={"color": "red"}).status_code == 400
 
 

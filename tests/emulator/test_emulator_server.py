@@ -138,6 +138,12 @@ def test_command_line_prints_urls_serves_and_stops_cleanly(sig: signal.Signals) 
 
 def test_main_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--fault", "bogus=0.1"]) == 2
+    # float() takes these; an emulator served with them answered what no client reads.
+    assert main(["--rate", "nan"]) == 2
+    assert main(["--latency-ms", "inf"]) == 2
+    assert main(["--balance", "NaN"]) == 2
+    # A typo in an action's name silently fired no fault.
+    assert main(["--fault", "http_502=1", "--fault-actions", "getbalance"]) == 2
     assert main(["--fault", "http_502=0.7", "--fault", "slow_body=0.7"]) == 2
     assert "more than 1" in capsys.readouterr().err
     assert main(["--help"]) == 0
