@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ._config import ALL_ACTIONS, DATA_API_ACTIONS, OPEN_API_ACTIONS, SEND_ACTIONS
 from ._queues import report_result
 from ._sends import Items, send_batch, send_once, send_param
 from ._state import AccountState, GatewayState
@@ -45,10 +46,6 @@ Handler = Callable[
     [GatewayState, AccountState, dict[str, str], int, "str | None"], "tuple[int, Items]"
 ]
 
-SEND_ACTIONS = frozenset({"sendOnce", "sendBatch", "sendParam"})
-OPEN_API_ACTIONS = SEND_ACTIONS | {"getBalance", "updateKey", "getChannelGroup", "getSign"}
-DATA_API_ACTIONS = frozenset({"getSendState", "getReply"})
-ALL_ACTIONS = OPEN_API_ACTIONS | DATA_API_ACTIONS
 #: The counter key for actions the gateway does not know (keeps the counter small).
 UNKNOWN_ACTION = "(unknown)"
 

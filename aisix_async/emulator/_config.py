@@ -20,6 +20,8 @@ from decimal import Decimal
 import attrs
 
 __all__ = [
+    "ALL_ACTIONS",
+    "DATA_API_ACTIONS",
     "DEFAULT_ACCOUNT",
     "DEFAULT_AUTHKEY",
     "DEFAULT_CHANNEL_GROUPS",
@@ -27,15 +29,23 @@ __all__ = [
     "DEFAULT_SIGNS",
     "FAULT_NAMES",
     "GATEWAY_TZ",
+    "OPEN_API_ACTIONS",
+    "SEND_ACTIONS",
     "AccountConfig",
     "ChannelGroupConfig",
     "EmulatorConfig",
     "FaultConfig",
     "ManualClock",
     "SignConfig",
+    "to_money",
 ]
 
 DEFAULT_AUTHKEY = "87B01469201D6557C2685137EB3B5DEC"
+
+SEND_ACTIONS = frozenset({"sendOnce", "sendBatch", "sendParam"})
+OPEN_API_ACTIONS = SEND_ACTIONS | {"getBalance", "updateKey", "getChannelGroup", "getSign"}
+DATA_API_ACTIONS = frozenset({"getSendState", "getReply"})
+ALL_ACTIONS = OPEN_API_ACTIONS | DATA_API_ACTIONS
 DEFAULT_ACCOUNT = "1001@100001"
 
 #: The gateway keeps China time (UTC+8, no daylight saving): `t` is read in this zone.
@@ -53,11 +63,17 @@ FAULT_NAMES: tuple[str, ...] = (
 )
 
 
-def _to_decimal(value: Decimal | int | float | str) -> Decimal:
+def to_money(value: Decimal | int | float | str) -> Decimal:
+    """An amount of yuan as a Decimal; ValueError for NaN or an infinity (a balance of NaN
+    was served as remain="NaN", and a send then failed with HTTP 500)."""
     # A float goes through str() so 0.1 becomes Decimal("0.1"), not its binary expansion.
     if isinstance(value, Decimal):
-        return value
-    return Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+        amount = value
+    else:
+        amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not amount.is_finite():
+        raise ValueError(f"an amount must be finite, got {value!r}")
+    return amount
 
 
 def _digits(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -80,7 +96,7 @@ class ChannelGroupConfig:
     cgid: int
     word: int = 70
     longword: int = 67
-    price: Decimal = attrs.field(default=Decimal("0.10"), converter=_to_decimal)
+    price: Decimal = attrs.field(default=Decimal("0.10"), converter=to_money)
 
     def __attrs_post_init__(self) -> None:
         if self.cgid <= 0:
@@ -116,7 +132,7 @@ class AccountConfig:
     enterprise: str = attrs.field(default="100001", validator=_digits)
     staff: str = attrs.field(default="1001", validator=_digits)
     authkey: str = DEFAULT_AUTHKEY
-    balance: Decimal = attrs.field(default=Decimal("1000.000"), converter=_to_decimal)
+    balance: Decimal = attrs.field(default=Decimal("1000.000"), converter=to_money)
     channel_groups: tuple[ChannelGroupConfig, ...] = attrs.field(
         default=DEFAULT_CHANNEL_GROUPS, converter=_to_groups
     )
@@ -149,12 +165,28 @@ def _probability(_instance: object, attribute: attrs.Attribute[float], value: fl
 
 
 def _non_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, got {value}")
+    # Finite too: float() and JSON take NaN and Infinity, which pass a "< 0" test and
+    # were served as answers (and a config) no client could read.
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{attribute.name} must be finite and not negative, got {value}")
 
 
 def _to_actions(value: Iterable[str] | None) -> frozenset[str] | None:
     return None if value is None else frozenset(value)
+
+
+def _known_actions(
+    _instance: object,
+    attribute: attrs.Attribute[frozenset[str] | None],
+    value: frozenset[str] | None,
+) -> None:
+    # A typo ("getbalance", " sendOnce") fired no fault at all, silently.
+    unknown = sorted((value or frozenset()) - ALL_ACTIONS)
+    if unknown:
+        raise ValueError(
+            f"{attribute.name}: unknown action {unknown[0]!r}; actions are "
+            f"{', '.join(sorted(ALL_ACTIONS))}"
+        )
 
 
 @attrs.frozen
@@ -178,7 +210,9 @@ class FaultConfig:
     latency_ms: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
     jitter_ms: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
     slow_body_ms: float = attrs.field(default=400.0, converter=float, validator=_non_negative)
-    fault_actions: frozenset[str] | None = attrs.field(default=None, converter=_to_actions)
+    fault_actions: frozenset[str] | None = attrs.field(
+        default=None, converter=_to_actions, validator=_known_actions
+    )
     # Computed once: every request asks, and the value cannot change (frozen).
     _active: bool = attrs.field(init=False, default=False, eq=False, repr=False)
 
@@ -220,7 +254,11 @@ def _to_mix(
 ) -> tuple[tuple[str, float], ...]:
     pairs = tuple(value.items()) if isinstance(value, Mapping) else tuple(value)
     mix = tuple((str(code), float(weight)) for code, weight in pairs)
-    if not mix or any(w < 0 for _, w in mix) or math.fsum(w for _, w in mix) <= 0:
+    if (
+        not mix
+        or any(not (math.isfinite(w) and w >= 0) for _, w in mix)
+        or not (math.fsum(w for _, w in mix) > 0)
+    ):
         raise ValueError("report_mix needs non-negative weights with a positive sum")
     return mix
 
@@ -236,8 +274,8 @@ def _to_accounts(value: Iterable[AccountConfig]) -> tuple[AccountConfig, ...]:
 def _optional_positive(
     _instance: object, attribute: attrs.Attribute[float | None], value: float | None
 ) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive or None, got {value}")
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{attribute.name} must be finite and positive, or None, got {value}")
 
 
 def _at_least_one(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from ._config import FAULT_NAMES, AccountConfig, EmulatorConfig, FaultConfig
+from ._config import FAULT_NAMES, AccountConfig, EmulatorConfig, FaultConfig, to_money
 from ._queues import ReplyQueue, ReportMix, ReportQueue
 from ._records import Counters, MessageRecord
 
@@ -228,7 +228,7 @@ class GatewayState:
         with self.lock:
             account = self._account(ac)
             if balance is not None:
-                account.balance = Decimal(balance)
+                account.balance = to_money(balance)
             if authkey is not None:
                 account.authkey = authkey
             if enterprise_enabled is not None:
