@@ -27,8 +27,6 @@ import attrs
 
 from .._core.errors import CampaignError
 from .._core.models import (
-    FINAL_OPERATOR_CODES,
-    PENDING_OPERATOR_CODES,
     DeliveryReport,
     MalformedRecord,
     Reply,
@@ -249,11 +247,9 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
     checked on (msgid, mobile) once a run has written a chunk's numbers. Its runs are
     summed up as one, from the campaign's creation to the last change recorded.
     """
-    finals = ",".join(f"'{code}'" for code in sorted(FINAL_OPERATOR_CODES))
-    pending = ",".join(f"'{code}'" for code in sorted(PENDING_OPERATOR_CODES))
-    # As models.settles: a final code, or one neither list knows with result 1 or 2.
-    settled = (
-        f"(upper(code) IN ({finals}) OR (result IN (1, 2) AND upper(code) NOT IN ({pending})))"
+    # The rule that settles a recipient is models.settles, called from the SQL itself.
+    conn.create_function(
+        "settles", 2, lambda result, code: settles(int(result or 0), code or ""), deterministic=True
     )
     with immediate(conn):
         conn.execute("ALTER TABLE chunks ADD COLUMN numbers BLOB")
@@ -267,7 +263,7 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute(
             "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid, result,"
             " raw) SELECT chunk, mobile, code, fetched_at, seq, id, msgid, result, raw"
-            f" FROM reports WHERE chunk IS NOT NULL AND {settled} ORDER BY seq"
+            " FROM reports WHERE chunk IS NOT NULL AND settles(result, code) ORDER BY seq"
         )
         conn.execute("DELETE FROM reports WHERE seq IN (SELECT seq FROM delivery)")
         conn.execute(
