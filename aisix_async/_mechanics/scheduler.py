@@ -44,7 +44,7 @@ A :class:`RateState` (pace, concurrency, when it was learned) can be read from a
 and handed to a new one, which starts just under that pace; an older state is trusted
 less (see STATE_HALF_LIFE, STATE_MAX_AGE). Such a client starts at a full bucket, not an
 empty one, so until its first -1 no excess it gets accepted proves anything short of
-STATE_BURST seconds' worth (see _proven_uncut), and the rate read at that -1 is not
+STATE_BURST seconds' worth (see _proven_above), and the rate read at that -1 is not
 trusted: the next one measures the limit.
 
 What is retried, and why:
@@ -727,7 +727,7 @@ class Scheduler:
             # only a full one: an excess accepted may be its burst (a second's worth, on
             # many gateways; one at 40 requests/s probed fast to 1000 before its -1).
             uncut = not math.isfinite(self._last_cut)
-            if self._sure and (self._proven_above(ceiling) or self._proven_uncut(ceiling)):
+            if self._sure and self._proven_above(ceiling):
                 # The ceiling is known to be too low: probe as with none trusted.
                 self._sure = False
             if self._sure and (excess < self.FAST_PROBE_AT or uncut):
@@ -780,10 +780,12 @@ class Scheduler:
         # the round trip's variation, at the ceiling; one at least). More than that, by
         # PROVEN_MARGIN, proves the limit is above the ceiling, whatever the burst: a
         # raised limit is found with no -1, and the probe near the ceiling can stay
-        # gentle.
+        # gentle. Before any cut the bucket was not found empty: see _proven_uncut.
         start = self._last_cut
+        if not math.isfinite(start):
+            return self._proven_uncut(ceiling)
         span = self._clock() - start
-        if not math.isfinite(start) or span <= 0:
+        if span <= 0:
             return False
         crossed = 1.0 + ceiling * 4.0 * self._rtt_var
         accepted = self._count_since(self._accepted, start)
@@ -797,8 +799,6 @@ class Scheduler:
         # A bucket holds at most its burst at any moment, so this bounds every span, not
         # only the whole run: the last 8, 16, 32 ... answers are each checked, and the
         # probe is not held back by the slower start of the run.
-        if math.isfinite(self._last_cut):
-            return False
         times, now = self._accepted, self._clock()
         allowed = 1.0 + self.STATE_BURST * ceiling
         count = 8
