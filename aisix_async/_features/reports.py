@@ -60,6 +60,7 @@ from anyio.abc import TaskGroup
 from .._core.errors import (
     AisixError,
     ProtocolError,
+    RateLimitedError,
     TransportError,
     ValidationError,
     ends_polling,
@@ -345,10 +346,12 @@ class RecordStream(Generic[_R]):
                 if ends_polling(exc):
                     raise
                 idle_for = anyio.current_time() - last_records_at
-                if self._stop_when_idle is not None and idle_for >= self._stop_when_idle:
+                idle = self._stop_when_idle is not None and idle_for >= self._stop_when_idle
+                if idle and not isinstance(exc, RateLimitedError):
                     # A stream that ends when idle ends with the error when it can no
                     # longer poll: a gateway out of reach would otherwise hold one pass
-                    # (or --until-idle) for ever, backing off between failures.
+                    # (or --until-idle) for ever, backing off between failures. A -1 is
+                    # an answer: it backs off as ever.
                     raise
                 self._errors += 1
                 failure: str | None = f"poll failed ({type(exc).__name__}: {exc.message})"
