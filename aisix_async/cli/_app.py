@@ -208,6 +208,19 @@ def _library_warnings() -> None:
     library.addHandler(handler)
 
 
+def _stdout_closed(out: Output, command: str) -> int:
+    count, path = out.unprinted
+    if count:
+        where = f"kept in {path}" if path is not None else "printed on stderr above"
+        rely = {"send": "--journal or --outcomes file", "reports": "--journal"}.get(command)
+        out.error(
+            f"stdout was closed: {count} record(s) it could not take are {where}, as JSON "
+            "lines. A reader that stopped early, like head, may also have dropped lines it "
+            "had read" + (f": a {rely} is the record to rely on." if rely else ".")
+        )
+    return int(ExitCode.STDOUT_CLOSED)
+
+
 def run(argv: list[str]) -> int:
     """Parse ``argv``, run the command, and return its exit code."""
     if _key_on_command_line(argv):
@@ -226,7 +239,7 @@ def run(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return int(ExitCode.USAGE)
-    out = Output(json_mode=args.json, quiet=args.quiet)
+    out = Output(json_mode=args.json, quiet=args.quiet, command=args.command)
     if args.verbose:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="aisix: %(levelname)s %(message)s"
@@ -237,14 +250,20 @@ def run(argv: list[str]) -> int:
     command = _command(args.command)
     try:
         try:
-            return int(anyio.run(command, ctx))
+            code = int(anyio.run(command, ctx))
         finally:
             ctx.save_rate_states()
+            out.close()
+        return _stdout_closed(out, args.command) if out.stdout_closed else code
     except KeyboardInterrupt:
         out.error("interrupted")
         return int(ExitCode.INTERRUPTED)
     except BaseException as raised:  # every failure becomes a sentence
         error = leaf_error(raised)
+        if isinstance(error, BrokenPipeError):
+            # A write outside Output's care (a table half drawn): an exit code, no traceback.
+            out.mark_stdout_closed()
+            return _stdout_closed(out, args.command)
         if isinstance(error, KeyboardInterrupt):
             out.error("interrupted")
             return int(ExitCode.INTERRUPTED)
@@ -255,4 +274,6 @@ def run(argv: list[str]) -> int:
         except BaseException:
             raise raised from None
         out.error(problem.message)
+        if out.stdout_closed:
+            _stdout_closed(out, args.command)
         return int(problem.code)

@@ -2,7 +2,8 @@
 
 ``reports`` and ``replies`` read queues the gateway empties as it answers (each record
 is handed out once), so every record is printed, and flushed, the moment it is fetched;
-records a stream fetched but had not yielded when it stopped (Ctrl-C) are printed too.
+records a stream fetched but had not yielded when it stopped (Ctrl-C) are printed too,
+and those stdout could not take (it closed) are kept in a file (see ``_output``).
 
 ``rotate-key`` is the one command that prints a key: the new one, once, on stdout, with
 a warning on stderr to store it before anything else, because the old key stops working
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+from rich.markup import escape
 
 from .. import DeliveryReport, KeyRotation, RecordStream, Reply
 from ._app import Context
@@ -122,25 +124,24 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
     count = 0
 
     def show(record: DeliveryReport | Reply) -> None:
-        if out.json_mode:
-            out.emit(_record_json(record))
-        elif isinstance(record, DeliveryReport):
-            out.line(report_line(record))
-        else:
-            out.line(_reply_line(record))
+        nonlocal count
+        text = report_line(record) if isinstance(record, DeliveryReport) else _reply_line(record)
+        # Once stdout is closed, Output keeps the record in its file of unprinted ones.
+        out.result(_record_json(record), text)
+        count += not out.stdout_closed
 
     interrupt = FollowInterrupt()
 
     async def follow(scope: anyio.CancelScope) -> None:
-        nonlocal count
         async with stream:
             async for record in stream:
                 show(record)
-                count += 1
         scope.cancel()
 
     try:
         async with anyio.create_task_group() as group:
+            # Nobody reads any more: fetch no more (the gateway would hand them out once).
+            out.when_stdout_closes(group.cancel_scope.cancel)
             group.start_soon(follow, group.cancel_scope)
             group.start_soon(interrupt.cancel_on_signal, group.cancel_scope)
     except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C before the receiver is set
@@ -149,7 +150,6 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
         # Fetched but not yet shown: the gateway will not send these again.
         for record in stream.unread():
             show(record)
-            count += 1
         for bad in stream.malformed:
             show_malformed(ctx, bad)
         out.note(f"{count} {kind}" + (" (interrupted)" if interrupt.seen else ""))
@@ -273,15 +273,21 @@ async def rotate_key(ctx: Context) -> int:
         if key_file is not None:
             key_file.discard()
         raise
-    # The key first, before anything that could fail: it exists nowhere else.
-    if out.json_mode:
-        out.emit({"account": account, "authkey": update.authkey})
+    # The key first, before anything that could fail: it exists nowhere else. If stdout
+    # is closed, Output keeps it in an owner-only file: lost, the account has no key.
+    out.result({"type": "key", "account": account, "authkey": update.authkey}, update.authkey)
+    _, kept_in = out.unprinted
+    if kept_in is None:
+        where = "The key above is shown only this once"
     else:
-        out.line(update.authkey)
+        where = (
+            f"stdout was closed: the new key is in {escape(str(kept_in))} and nowhere else "
+            "(delete that file once it is stored)"
+        )
     out.err.print(
-        f"[bold red]The authkey of {account} was rotated.[/] The key above is shown "
-        "only this once and the old key no longer works: store it now (e.g. in your secret "
-        "store, then AISIX_AUTHKEY or an --authkey-file) before doing anything else.",
+        f"[bold red]The authkey of {account} was rotated.[/] {where}, and the old key no "
+        "longer works: store it now (e.g. in your secret store, then AISIX_AUTHKEY or an "
+        "--authkey-file) before doing anything else.",
         highlight=False,
     )
     if key_file is not None:

@@ -146,7 +146,7 @@ class _Display:
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def _json_line(report: DeliveryReport, ours: bool | None) -> str:
+def _report_data(report: DeliveryReport, ours: bool | None) -> dict[str, Any]:
     # The fields of ``aisix reports --json`` (_commands._record_json), built directly:
     # the generic conversion cost more than the journal write at a million reports.
     data: dict[str, Any] = {
@@ -161,7 +161,7 @@ def _json_line(report: DeliveryReport, ours: bool | None) -> str:
     if report.extra:
         data["extra"] = dict(report.extra)
     data["campaign"] = ours
-    return _ENCODE(data) + "\n"
+    return data
 
 
 _TAGS = {False: "  (not this campaign's)", None: "  (not journalled)"}
@@ -218,10 +218,17 @@ async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | 
         on_recorded=record,
     )
 
-    # Written straight to stdout and flushed whenever the reader has caught up with what
-    # was fetched: a batch of ten thousand reports is one write burst, not ten thousand
-    # flushes (rich's per-line printing held the command to a few thousand reports/s).
-    sink = out.out.file
+    # Written to stdout in one burst whenever the reader has caught up with what was
+    # fetched: a batch of ten thousand reports is one write, not ten thousand flushes
+    # (rich's per-line printing held the command to a few thousand reports/s).
+    lines: list[str] = []
+    shown: list[tuple[DeliveryReport, bool | None]] = []
+
+    def flush() -> None:
+        # The reports of a refused burst go to Output's file of unprinted ones.
+        out.write_results("".join(lines), lambda: [_report_data(*pair) for pair in shown])
+        lines.clear()
+        shown.clear()
 
     def show(report: DeliveryReport) -> None:
         # None: fetched, but the journal could not record it (it broke): shown all the
@@ -229,11 +236,12 @@ async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | 
         ours = mine.popleft() if mine else None
         display.reports += 1
         if out.json_mode:
-            sink.write(_json_line(report, ours))
+            lines.append(_ENCODE(_report_data(report, ours)) + "\n")
         else:
-            sink.write(report_line(report) + ("" if ours else _TAGS[ours]) + "\n")
+            lines.append(report_line(report) + ("" if ours else _TAGS[ours]) + "\n")
+        shown.append((report, ours))
         if not mine:  # every report journalled so far is shown: the reader caught up
-            sink.flush()
+            flush()
 
     interrupt = FollowInterrupt()
 
@@ -245,6 +253,7 @@ async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | 
 
     try:
         async with anyio.create_task_group() as group:
+            out.when_stdout_closes(group.cancel_scope.cancel)  # fetch no more: nobody reads
             group.start_soon(consume, group.cancel_scope)
             group.start_soon(interrupt.cancel_on_signal, group.cancel_scope)
             group.start_soon(display.run)
@@ -254,7 +263,7 @@ async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | 
         # Fetched (and journalled) but not yet shown: the gateway will not send them again.
         for report in stream.unread():
             show(report)
-        sink.flush()
+        flush()
         for bad in stream.malformed:
             show_malformed(ctx, bad)
     if interrupt.seen:

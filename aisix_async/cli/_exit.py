@@ -46,6 +46,7 @@ class ExitCode(enum.IntEnum):
     GATEWAY = 4
     PENDING = 5
     INTERRUPTED = 130
+    STDOUT_CLOSED = 141
 
 
 EXIT_CODES_HELP = """\
@@ -61,6 +62,8 @@ exit codes:
   5    reports --journal --until-idle: the reports stopped coming while some of the
        campaign's recipients still wait for one (or have an unknown outcome)
   130  interrupted (Ctrl-C) after printing what was sent
+  141  stdout was closed early (| head, a reader that died): the command stopped as at
+       a Ctrl-C; records it could not print are kept in a file named on stderr
 
 environment:
   AISIX_ACCOUNT    the account, staff@enterprise (or --account)
@@ -73,6 +76,8 @@ environment:
                    through Redis (send; or --shared-limit)
   XDG_CACHE_HOME   where the rate cache lives ($XDG_CACHE_HOME/aisix/rate/, else
                    ~/.cache/aisix/rate/; send --no-rate-cache skips it)
+  XDG_STATE_HOME   where records a closed stdout could not take are kept
+                   ($XDG_STATE_HOME/aisix/unprinted/, else ~/.local/state/...)
 """
 
 

@@ -22,7 +22,11 @@ import anyio.lowlevel
 from ._app import Context
 from .send.inputs import Source
 
-__all__ = ["Feed", "FollowInterrupt", "watch_interrupts"]
+__all__ = ["INTERRUPTED", "STDOUT_CLOSED", "Feed", "FollowInterrupt", "watch_interrupts"]
+
+# What a recipient not sent reads: "not sent: dispatch stopped because ...".
+INTERRUPTED = "the operator interrupted the send (Ctrl-C or SIGTERM)"
+STDOUT_CLOSED = "stdout was closed: nobody read the outcomes any more"
 
 
 class FollowInterrupt:
@@ -80,25 +84,44 @@ async def watch_interrupts(
     hard: anyio.CancelScope,
     state: dict[str, int],
     stop_dispatch: Any,
+    stdout_closed: anyio.Event,
 ) -> None:
-    """First Ctrl-C: stop reading and let requests on the wire settle; second: abandon them."""
+    """First Ctrl-C: stop reading and let requests on the wire settle; second: abandon them.
+
+    stdout closing (nobody reads the outcomes any more) stops the send as a first
+    Ctrl-C does: the outcomes it cannot print are kept in a file, not lost.
+    """
     if sys.platform == "win32":  # pragma: no cover - no signal receiver there
+        await stdout_closed.wait()
+        feed.stopping = True
+        stop_dispatch(STDOUT_CLOSED)
         await anyio.sleep_forever()
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            if state.get("interrupted"):
-                state["abandoned"] = True
-                ctx.out.warn("second interrupt: abandoning any requests still on the wire")
-                hard.cancel()
-                return
-            state["interrupted"] = True
-            feed.stopping = True
-            stop_dispatch()
-            ctx.out.warn(
-                "interrupted: no more requests; waiting for those on the wire to settle "
-                "(Ctrl-C again to abandon them: their recipients would be unknown)"
-            )
-            break
+        async with anyio.create_task_group() as first:
+
+            async def interrupted() -> None:
+                async for _ in signals:
+                    state["interrupted"] = True
+                    ctx.out.warn(
+                        "interrupted: no more requests; waiting for those on the wire to "
+                        "settle (Ctrl-C again to abandon them: their recipients would be "
+                        "unknown)"
+                    )
+                    first.cancel_scope.cancel()
+                    return
+
+            async def closed() -> None:
+                await stdout_closed.wait()
+                ctx.out.warn(
+                    "stdout was closed: no more requests; waiting for those on the wire to "
+                    "settle (Ctrl-C to abandon them: their recipients would be unknown)"
+                )
+                first.cancel_scope.cancel()
+
+            first.start_soon(interrupted)
+            first.start_soon(closed)
+        feed.stopping = True
+        stop_dispatch(INTERRUPTED if state.get("interrupted") else STDOUT_CLOSED)
         async with anyio.create_task_group() as group:
 
             async def settle() -> None:
@@ -111,7 +134,7 @@ async def watch_interrupts(
 
             async def again() -> None:
                 async for _ in signals:
-                    state["abandoned"] = True
+                    state["interrupted"] = state["abandoned"] = True
                     ctx.out.warn("second interrupt: abandoning any requests still on the wire")
                     hard.cancel()
                     group.cancel_scope.cancel()

@@ -5,16 +5,27 @@ Results go to stdout, everything about the run (progress, notes, errors) to stde
 or with ``--json`` one JSON object per line (JSON lines stream: a follower of
 ``aisix reports --follow --json`` reads each record the moment it arrives). Money is
 printed as a string of its exact decimal value, never a float.
+
+stdout can close under a running command (``| head``, a consumer that crashed). What it
+could not take is not lost: records (reports, replies, a send's outcomes) go on, as JSON
+lines, into a file of their own in the user's state folder, named on stderr; tables go to
+stderr; and the command is told, so that it stops fetching and sending, as at a Ctrl-C.
+A pipe gives no receipt, though: lines it took before it closed may have been read and
+dropped by the reader (``head`` reads a block and prints one line). A ``--journal`` or
+``--outcomes`` file is the record to rely on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+import os
 import sys
-from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
@@ -24,8 +35,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ._exit import redact_keys
+from ._folders import user_folder
 
-__all__ = ["Output", "jsonable"]
+__all__ = ["Output", "jsonable", "unprinted_folder"]
 
 
 def jsonable(value: Any) -> Any:
@@ -49,6 +61,68 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def unprinted_folder() -> Path:
+    """Where records stdout could not take are kept (``$XDG_STATE_HOME/aisix/unprinted``)."""
+    return user_folder("XDG_STATE_HOME", ".local/state") / "unprinted"
+
+
+class _ResultConsole(Console):
+    def on_broken_pipe(self) -> None:
+        # rich's own reaction is SystemExit(1), mid-command: the records fetched with the
+        # line it was printing would be lost. Raised as what it is, for Output to handle.
+        raise BrokenPipeError
+
+
+class _Unprinted:
+    """The file that takes the records stdout could not: JSON lines, owner-only."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.count = 0
+        self.path: Path | None = None
+        self._file: TextIO | None = None
+        self._failed = False
+
+    def add(self, record: Mapping[str, Any], stderr: TextIO) -> None:
+        line = json.dumps(jsonable(record), ensure_ascii=False) + "\n"
+        self.count += 1
+        if self._file is None and not self._failed:
+            self._open(stderr)
+        if self._file is not None:
+            self._file.write(line)
+            self._file.flush()  # per record: a crash after this keeps it
+        else:  # no file could be made: stderr is the last place it can go
+            stderr.write(line)
+            stderr.flush()
+
+    def _open(self, stderr: TextIO) -> None:
+        folder = unprinted_folder()
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = folder / f"{self.command}-{stamp}-{os.getpid()}.jsonl"
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Numbers and message texts: readable by the owner only, and never over a file.
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._file = os.fdopen(handle, "w", encoding="utf-8")
+        except OSError as exc:
+            self._failed = True
+            stderr.write(
+                f"aisix: error: stdout was closed and {path} could not be made "
+                f"({exc.strerror}): the records not printed follow here, as JSON lines\n"
+            )
+            return
+        self.path = path
+        # Said now, not only at the end: a kill -9 later must not hide where they are.
+        stderr.write(
+            f"aisix: warning: stdout was closed: what it could not take is kept in {path}\n"
+        )
+        stderr.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 class Output:
     """Where and how a command writes; one per command run."""
 
@@ -59,13 +133,47 @@ class Output:
         quiet: bool = False,
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
+        command: str = "aisix",
     ) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
         self._stdout = stdout if stdout is not None else sys.stdout
         self._stderr = stderr if stderr is not None else sys.stderr
-        self.out = Console(file=self._stdout, highlight=False, soft_wrap=True)
+        self.out = _ResultConsole(file=self._stdout, highlight=False, soft_wrap=True)
         self.err = Console(file=self._stderr, highlight=False, soft_wrap=True, stderr=True)
+        self.stdout_closed = False
+        self._unprinted = _Unprinted(command)
+        self._on_closed: list[Callable[[], None]] = []
+
+    def when_stdout_closes(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once stdout is found closed (a command stops its work there)."""
+        if self.stdout_closed:
+            callback()
+        else:
+            self._on_closed.append(callback)
+
+    def mark_stdout_closed(self) -> None:
+        """stdout refused a write: keep what follows, and tell the command to stop."""
+        if self.stdout_closed:
+            return
+        self.stdout_closed = True
+        if self._stdout is sys.stdout:
+            # Python flushes stdout once more at exit and would print a traceback there.
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+        for callback in self._on_closed:
+            callback()
+
+    @property
+    def unprinted(self) -> tuple[int, Path | None]:
+        """How many records stdout could not take, and the file they are in (None: stderr)."""
+        return self._unprinted.count, self._unprinted.path
+
+    def close(self) -> None:
+        """Close the file of unprinted records, if one was made."""
+        self._unprinted.close()
 
     @property
     def interactive(self) -> bool:
@@ -74,12 +182,55 @@ class Output:
 
     def emit(self, record: Mapping[str, Any]) -> None:
         """One JSON line on stdout, flushed at once (followers read it as it comes)."""
-        self._stdout.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
-        self._stdout.flush()
+        self.result(record, None)
+
+    def result(self, record: Mapping[str, Any], text: str | None) -> None:
+        """A record on stdout: ``text`` as a line, or with --json (or no text) JSON.
+
+        Flushed at once, so that a write stdout refuses is this record's, and it goes to
+        the file of unprinted records instead.
+        """
+        if self.stdout_closed:
+            self.keep_unprinted(record)
+            return
+        try:
+            if text is None or self.json_mode:
+                self._stdout.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
+                self._stdout.flush()
+            else:
+                self.out.print(text, markup=False)
+        except BrokenPipeError:
+            self.keep_unprinted(record)
+            self.mark_stdout_closed()
+
+    def write_results(self, text: str, records: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        """Many records' lines at once (``text``), flushed: the fast path of big batches.
+
+        ``records`` makes the records behind ``text``, only if stdout refuses it: they are
+        kept, every one (the failed flush may have written some: twice beats lost).
+        """
+        if not self.stdout_closed:
+            try:
+                self._stdout.write(text)
+                self._stdout.flush()
+                return
+            except BrokenPipeError:
+                self.mark_stdout_closed()
+        for record in records():
+            self.keep_unprinted(record)
+
+    def keep_unprinted(self, record: Mapping[str, Any]) -> None:
+        """Keep a record stdout could not take in the file of unprinted records."""
+        self._unprinted.add(record, self._stderr)
 
     def line(self, text: str) -> None:
-        """A plain result line on stdout (no markup interpretation)."""
-        self.out.print(text, markup=False)
+        """A plain result line on stdout (no markup interpretation); dropped once closed."""
+        if self.stdout_closed:
+            return
+        try:
+            self.out.print(text, markup=False)
+        except BrokenPipeError:
+            self.mark_stdout_closed()
 
     def note(self, text: str) -> None:
         """A line about the run on stderr (suppressed by --quiet)."""
@@ -108,16 +259,32 @@ class Output:
             table.add_column(column, justify="right" if column in right else "left")
         for row in rows:
             table.add_row(*(_cell(cell) for cell in row))
-        self.out.print(table)
+        self._print_result(table)
 
-    def pairs(self, title: str | None, rows: Sequence[tuple[str, object]]) -> None:
-        """A two-column table of labelled values (a summary)."""
+    def pairs(
+        self, title: str | None, rows: Sequence[tuple[str, object]], *, vital: bool = False
+    ) -> None:
+        """A two-column table of labelled values (a summary).
+
+        ``vital``: what an operator must see even once stdout is closed (what a send
+        did): then it goes to stderr. Other tables are dropped with stdout.
+        """
         table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left")
         table.add_column("what", style="bold")
         table.add_column("value", justify="right")
         for label, value in rows:
             table.add_row(Text(label), _cell(value))
-        self.out.print(table)
+        self._print_result(table)
+        if vital and self.stdout_closed:
+            self.err.print(table)
+
+    def _print_result(self, table: Table) -> None:
+        if self.stdout_closed:
+            return
+        try:
+            self.out.print(table)
+        except BrokenPipeError:
+            self.mark_stdout_closed()
 
 
 def _cell(value: object) -> Text:

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from .. import RateState, ValidationError
+from ._folders import user_folder
 
 __all__ = ["cache_path", "load", "save"]
 
@@ -28,10 +29,7 @@ logger = logging.getLogger("aisix_async")
 
 
 def _cache_root() -> Path:
-    configured = os.environ.get("XDG_CACHE_HOME")
-    # The XDG rule: a relative path in the variable is to be ignored.
-    base = Path(configured) if configured and os.path.isabs(configured) else None
-    return (base or Path.home() / ".cache") / "aisix" / "rate"
+    return user_folder("XDG_CACHE_HOME", ".cache") / "rate"
 
 
 def cache_path(account: str, base_url: str) -> Path:

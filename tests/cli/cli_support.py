@@ -85,6 +85,32 @@ class Cli:
             done.stderr.decode("utf-8", "replace"),
         )
 
+    def run_with_closed_stdout(
+        self, *args: str, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run with stdout a pipe nobody reads: its reader closed before the first line.
+
+        What ``| head`` does after a line, without the race of a reader that may or may
+        not have taken the next lines first: the command's first write to stdout fails,
+        so everything it fetched must be found in its file of unprinted records.
+        """
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = subprocess.run(
+                self.command(*args),
+                stdin=subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=self.env,
+                timeout=timeout,
+                cwd=ROOT,
+            )
+        finally:
+            os.close(write_end)
+        return subprocess.CompletedProcess(done.args, done.returncode, "", done.stderr)
+
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """A running command whose output the test reads as it comes (pipes)."""
         return subprocess.Popen(

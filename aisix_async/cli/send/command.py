@@ -67,9 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = ["send"]
 
-# What a recipient not sent after Ctrl-C reads: "not sent: dispatch stopped because ...".
-_INTERRUPTED = "the operator interrupted the send (Ctrl-C or SIGTERM)"
-
 
 def _source(args: Any) -> Source:
     """The recipients, from the one input the arguments name."""
@@ -382,11 +379,15 @@ async def _run(
         group = await stack.enter_async_context(anyio.create_task_group())
         with anyio.CancelScope() as hard:
 
-            def stop_dispatch() -> None:
+            def stop_dispatch(reason: str) -> None:
                 if stream is not None:
-                    stream.stop(_INTERRUPTED)
+                    stream.stop(reason)
 
-            group.start_soon(watch_interrupts, ctx, feed, ready_to_stop, hard, state, stop_dispatch)
+            closed = anyio.Event()
+            out.when_stdout_closes(closed.set)
+            group.start_soon(
+                watch_interrupts, ctx, feed, ready_to_stop, hard, state, stop_dispatch, closed
+            )
             stream = _open_stream(client, source, feed.items(), at, args, campaign)
 
             def record(outcome: SendOutcome) -> None:

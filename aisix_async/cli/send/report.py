@@ -221,9 +221,17 @@ def finish(
         shared = _shared_record(client)
         if shared is not None:
             rows.append(("shared limit (Redis)", _shared_text(shared)))
-        out.pairs("interrupted: what was sent" if interrupted else "this run", rows)
+        if interrupted:
+            title = "interrupted: what was sent"
+        elif out.stdout_closed:
+            title = "stopped, stdout closed: what was sent"
+        else:
+            title = "this run"
+        out.pairs(title, rows, vital=True)
         if campaign is not None:
-            out.pairs(f"campaign {ctx.args.journal} (all runs)", _campaign_rows(campaign))
+            out.pairs(
+                f"campaign {ctx.args.journal} (all runs)", _campaign_rows(campaign), vital=True
+            )
     # On stderr whatever the output format: a script reads stdout, a person reads these.
     for reason, count in tally.reasons.most_common(5):
         out.warn(f"{count:,} recipient(s): {reason}")

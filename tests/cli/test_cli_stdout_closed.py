@@ -1,0 +1,182 @@
+"""stdout closing under a command (``| head``, a reader that died) loses nothing fetched.
+
+The gateway hands each delivery report and reply out once, a send's outcomes say which
+recipients were charged, and a rotated key exists nowhere else: what stdout cannot take
+goes to an owner-only file in the user's state folder, named on stderr, and the command
+stops fetching and sending (exit 141, as a shell reports a process stopped by SIGPIPE).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import Cli, json_lines, numbers, write_lines
+
+from aisix_async.cli._output import Output
+
+CLOSED = 141
+
+
+def _kept(cli: Cli, stderr: str) -> tuple[Path, list[dict[str, Any]]]:
+    """The one file of unprinted records the command named, and its records."""
+    folder = Path(cli.env["XDG_STATE_HOME"]) / "aisix" / "unprinted"
+    files = list(folder.iterdir())
+    assert len(files) == 1, files
+    assert str(files[0]) in stderr  # named, so that the operator finds it
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600  # numbers, texts, keys
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    return files[0], json_lines(files[0].read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def cli_state(cli: Cli, tmp_path: Path) -> Cli:
+    cli.env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
+    return cli
+
+
+def _sent(cli: Cli, emulator: Any, tmp_path: Path, count: int) -> list[tuple[str, str, str]]:
+    emulator.state.configure(report_delay=0.0, reports_per_call=100)
+    listed = write_lines(tmp_path / "numbers.txt", numbers(count))
+    sent = cli.run("send", listed, "--content", "Sale", "--chunk-size", "100", "-q")
+    assert sent.returncode == 0, sent.stderr
+    drawn = emulator.state.queued_reports()
+    assert len(drawn) == count
+    return drawn
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_reports_stdout_could_not_take_are_kept_and_no_more_are_fetched(
+    cli_state: Cli, emulator: Any, tmp_path: Path, json_mode: bool
+) -> None:
+    cli = cli_state
+    drawn = _sent(cli, emulator, tmp_path, 1000)
+
+    closed = cli.run_with_closed_stdout("reports", *(["--json"] if json_mode else []))
+
+    assert closed.returncode == CLOSED, closed.stderr
+    assert "Traceback" not in closed.stderr
+    assert "record(s) it could not take" in closed.stderr
+    _, kept = _kept(cli, closed.stderr)
+    assert {r["type"] for r in kept} == {"report"}
+    # It stopped fetching: nobody reads, and the gateway would hand the rest out once.
+    left = emulator.state.queued_reports()
+    assert len(left) >= 500
+    rest = cli.run("reports", "--json")
+    assert rest.returncode == 0, rest.stderr
+    fetched = [(r["msgid"], r["mobile"]) for r in kept + json_lines(rest.stdout)]
+    # Every report once: kept by the first run or still there for the next.
+    assert Counter(fetched) == Counter((msgid, mobile) for msgid, mobile, _ in drawn)
+
+
+def test_a_send_whose_stdout_closes_stops_and_keeps_every_outcome(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    cli = cli_state
+    emulator.state.set_faults(latency_ms=50)
+    mobiles = numbers(2000)
+    listed = write_lines(tmp_path / "numbers.txt", mobiles)
+
+    closed = cli.run_with_closed_stdout(
+        "send", listed, "--content", "Hi", "--chunk-size", "10", "--json"
+    )
+
+    assert closed.returncode == CLOSED, closed.stderr
+    assert "stdout was closed: no more requests" in closed.stderr
+    _, kept = _kept(cli, closed.stderr)
+    outcomes = [r for r in kept if r["type"] == "outcome"]
+    (summary,) = [r for r in kept if r["type"] == "summary"]
+    sent = [r.mobile for r in emulator.state.messages()]
+    assert 0 < len(sent) < len(mobiles)  # it stopped sending
+    accepted = [m for r in outcomes if r["status"] == "accepted" for m in r["mobiles"]]
+    # What the gateway took is exactly what the kept outcomes say was accepted.
+    assert Counter(accepted) == Counter(sent)
+    assert summary["accepted"] == len(sent)
+    assert summary["accepted"] + summary["not_sent"] == len(mobiles)
+    assert "dispatch stopped because stdout was closed" in closed.stderr
+
+
+def test_a_rotated_key_stdout_could_not_take_is_kept_in_an_owner_only_file(
+    cli_state: Cli, emulator: Any
+) -> None:
+    cli = cli_state
+    old = emulator.authkey
+
+    closed = cli.run_with_closed_stdout("rotate-key", "--yes")
+
+    assert closed.returncode == CLOSED, closed.stderr
+    _, kept = _kept(cli, closed.stderr)
+    (record,) = kept
+    new = emulator.state.authkey()
+    assert new != old
+    assert record == {"type": "key", "account": emulator.account, "authkey": new}
+    assert "the new key is in" in closed.stderr
+    assert new not in closed.stderr  # in the owner-only file, not in a log
+
+
+def test_reports_into_a_journal_keep_what_stdout_could_not_take(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    cli = cli_state
+    emulator.state.configure(report_delay=0.0, reports_per_call=100)
+    journal = str(tmp_path / "c.db")
+    listed = write_lines(tmp_path / "numbers.txt", numbers(300))
+    sent = cli.run("send", listed, "--content", "Hi", "--journal", journal, "-q")
+    assert sent.returncode == 0, sent.stderr
+
+    closed = cli.run_with_closed_stdout("reports", "--journal", journal, "--json")
+
+    assert closed.returncode == CLOSED, closed.stderr
+    _, kept = _kept(cli, closed.stderr)
+    reports = [r for r in kept if r["type"] == "report"]
+    assert reports and all(r["campaign"] is True for r in reports)
+    assert [r["type"] for r in kept if r not in reports] == ["summary"]
+    shown = cli.run("campaign", journal, "--json")
+    figures = json_lines(shown.stdout)[0]["delivery"]
+    # The journal recorded every report fetched; the file holds the ones not shown.
+    assert sum(figures["by_code"].values()) == len(reports)
+
+
+def test_a_command_with_nothing_to_keep_exits_141_without_a_traceback(cli_state: Cli) -> None:
+    closed = cli_state.run_with_closed_stdout("balance")
+    assert closed.returncode == CLOSED
+    assert closed.stderr == ""  # nothing lost: nothing to say, as other tools on a pipe
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+    def flush(self) -> None:
+        raise BrokenPipeError
+
+
+def test_output_keeps_records_tells_the_command_once_and_shows_vital_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    err = io.StringIO()
+    out = Output(stdout=_ClosedPipe(), stderr=err, command="send")
+    told: list[str] = []
+    out.when_stdout_closes(lambda: told.append("closed"))
+
+    out.result({"type": "outcome", "n": 1}, "text line")
+    out.write_results("a\nb\n", lambda: [{"n": 2}, {"n": 3}])
+    out.emit({"n": 4})
+    out.pairs("of no use now", [("a", 1)])
+    out.pairs("what was sent", [("accepted", 7)], vital=True)
+    out.close()
+    late: list[str] = []
+    out.when_stdout_closes(lambda: late.append("closed"))
+
+    assert told == ["closed"] and late == ["closed"]
+    count, path = out.unprinted
+    assert count == 4 and path is not None
+    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["n"] for r in kept] == [1, 2, 3, 4]
+    assert "what was sent" in err.getvalue() and "of no use now" not in err.getvalue()
