@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import __version__
-from ._exit import EXIT_CODES_HELP, redact_keys
+from ._exit import EXIT_CODES_HELP, CliError, redact_keys
 
-__all__ = ["build_parser"]
+__all__ = ["DEFAULT_POLL_INTERVAL", "build_parser", "poll_interval"]
+
+DEFAULT_POLL_INTERVAL = 5.0
 
 _DESCRIPTION = """\
 aisix: send SMS through the Aisix gateway, follow delivery reports, and try it all
@@ -35,6 +37,18 @@ examples:
   aisix send numbers.txt --content "Sale!" --journal sale.db   # run again to resume
   aisix send numbers.txt --content "Sale!" --dry-run           # estimate, send nothing
 """
+
+
+def poll_interval(args: argparse.Namespace) -> float:
+    """``--interval``, refused where nothing polls twice (one pass over the queue)."""
+    if args.interval is None:
+        return DEFAULT_POLL_INTERVAL
+    if not (args.follow or args.until_idle is not None):
+        # A typo'd --follow would otherwise go unnoticed: one pass, then exit.
+        raise CliError(
+            "--interval applies to --follow or --until-idle; without them, one pass is read"
+        )
+    return float(args.interval)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -270,7 +284,8 @@ def _add_campaign(sub: argparse._SubParsersAction[_Parser], output: _Parser) -> 
         metavar="OUT.csv",
         help="write one CSV line per recipient the journal knows (mobile, position, status, "
         "msgid, delivery, reported_at), streamed from the journal a chunk at a time; an "
-        "existing OUT.csv is rewritten only when it is empty or an earlier export",
+        "existing OUT.csv is rewritten only when it is empty or an earlier export; - writes "
+        "the CSV alone to stdout",
     )
 
 
@@ -344,9 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--interval",
             type=_positive_float,
-            default=5.0,
             metavar="SECONDS",
-            help="with --follow: poll at least this often when nothing comes (5)",
+            help="with --follow or --until-idle: poll at least this often when nothing "
+            f"comes ({DEFAULT_POLL_INTERVAL:g})",
         )
         cmd.add_argument(
             "--until-idle",

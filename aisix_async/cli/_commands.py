@@ -24,10 +24,12 @@ from rich.markup import escape
 
 from .. import DeliveryReport, KeyRotation, RecordStream, Reply
 from ._app import Context
+from ._args import poll_interval
 from ._delivery import reports_journal
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
-from ._records import report_line, show_malformed
+from ._output import counted
+from ._records import one_line, report_line, show_malformed
 
 __all__ = ["balance", "channels", "replies", "reports", "rotate_key", "signs"]
 
@@ -91,7 +93,7 @@ async def signs(ctx: Context) -> int:
 
 
 def _reply_line(reply: Reply) -> str:
-    return f"{reply.time.isoformat()}  {reply.mobile}  {reply.content}"
+    return f"{reply.time.isoformat()}  {reply.mobile}  {one_line(reply.content)}"
 
 
 def _record_json(record: DeliveryReport | Reply) -> dict[str, Any]:
@@ -119,7 +121,7 @@ def _record_json(record: DeliveryReport | Reply) -> dict[str, Any]:
     return data
 
 
-async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
+async def _stream(ctx: Context, stream: RecordStream[_R], kind: tuple[str, str]) -> int:
     out = ctx.out
     count = 0
 
@@ -152,7 +154,7 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: str) -> int:
             show(record)
         for bad in stream.malformed:
             show_malformed(ctx, bad)
-        out.note(f"{count} {kind}" + (" (interrupted)" if interrupt.seen else ""))
+        out.note(counted(count, *kind) + (" (interrupted)" if interrupt.seen else ""))
     return ExitCode.INTERRUPTED if interrupt.seen else ExitCode.OK
 
 
@@ -169,18 +171,18 @@ async def reports(ctx: Context) -> int:
         return await reports_journal(ctx)
     async with ctx.client() as client:
         stream = client.watch_delivery_reports(
-            interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
+            interval=poll_interval(ctx.args), stop_when_idle=_stop_when_idle(ctx.args)
         )
-        return await _stream(ctx, stream, "delivery reports")
+        return await _stream(ctx, stream, ("delivery report", "delivery reports"))
 
 
 async def replies(ctx: Context) -> int:
     """Print replies as they are fetched; with --follow, until Ctrl-C or idle."""
     async with ctx.client() as client:
         stream = client.watch_replies(
-            interval=ctx.args.interval, stop_when_idle=_stop_when_idle(ctx.args)
+            interval=poll_interval(ctx.args), stop_when_idle=_stop_when_idle(ctx.args)
         )
-        return await _stream(ctx, stream, "replies")
+        return await _stream(ctx, stream, ("reply", "replies"))
 
 
 def _confirm(ctx: Context) -> None:

@@ -42,8 +42,10 @@ from .. import (
     open_campaign_journal,
 )
 from ._app import Context
+from ._args import poll_interval
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
+from ._output import counted
 from ._records import report_line, show_malformed
 
 __all__ = ["campaign", "reports_journal"]
@@ -212,7 +214,7 @@ async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | 
         mine.extend(verdicts)
 
     stream = campaign.watch_delivery_reports(
-        interval=ctx.args.interval,
+        interval=poll_interval(ctx.args),
         # Without --follow: one pass over the queue; --follow alone: until Ctrl-C.
         stop_when_idle=idle if follow else 0.0,
         on_recorded=record,
@@ -313,7 +315,8 @@ async def campaign(ctx: Context) -> int:
     args, out = ctx.args, ctx.out
     path = _existing_journal(args.journal_file)
     export = args.export
-    if export is not None:
+    to_stdout = export == "-"
+    if export is not None and not to_stdout:
         _check_export(path, Path(export))
     async with open_campaign_journal(path) as journal:
         if journal.read_only:
@@ -323,8 +326,12 @@ async def campaign(ctx: Context) -> int:
         runs = await journal.runs()
         definition = dict(journal.definition)
         if export is not None:
-            written = await journal.export_csv(export)
-            out.note(f"{written:,} recipients written to {export}")
+            # A closed stdout (| head) ends the export: the journal still holds it all.
+            written = await journal.export_csv(out.stdout if to_stdout else export)
+            where = "stdout" if to_stdout else export
+            out.note(f"{counted(written, 'recipient', 'recipients')} written to {where}")
+    if to_stdout:
+        return ExitCode.OK  # the CSV alone: a table after it would spoil it
     if out.json_mode:
         out.emit(
             {

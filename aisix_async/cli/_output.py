@@ -37,7 +37,12 @@ from rich.text import Text
 from ._exit import redact_keys
 from ._folders import user_folder
 
-__all__ = ["Output", "jsonable", "unprinted_folder"]
+__all__ = ["Output", "counted", "jsonable", "unprinted_folder"]
+
+
+def counted(count: int, one: str, many: str) -> str:
+    """``"1 unit"``, ``"1,200 units"``: a count and its noun, in the right number."""
+    return f"{count:,} {one if count == 1 else many}"
 
 
 def jsonable(value: Any) -> Any:
@@ -174,6 +179,11 @@ class Output:
     def close(self) -> None:
         """Close the file of unprinted records, if one was made."""
         self._unprinted.close()
+
+    @property
+    def stdout(self) -> TextIO:
+        """The results' stream itself, for output made elsewhere (a CSV export)."""
+        return self._stdout
 
     @property
     def interactive(self) -> bool:

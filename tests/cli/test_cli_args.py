@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from aisix_async.cli._args import build_parser
+import pytest
+from cli_support import Cli
+
+from aisix_async.cli._args import build_parser, poll_interval
 
 
 @pytest.mark.parametrize(
@@ -36,3 +39,18 @@ def test_good_numbers_come_through_as_numbers() -> None:
          "--timeout", "2.5"]
     )  # fmt: skip
     assert (args.max_concurrency, args.csid, args.timeout) == (4, 0, 2.5)
+
+
+@pytest.mark.parametrize("command", ["reports", "replies"])
+def test_interval_without_follow_is_refused_before_anything_is_fetched(
+    cli: Cli, emulator: Any, command: str
+) -> None:
+    emulator.state.inject_reply("13900000001", "STOP")
+    refused = cli.run(command, "--interval", "1")
+    assert refused.returncode == 2
+    assert "--interval applies to --follow or --until-idle" in refused.stderr
+    assert emulator.state.pending_replies() == 1  # nothing fetched
+    # With --follow or --until-idle it is what it says; the default is 5 s.
+    parsed = build_parser().parse_args([command, "--until-idle", "1", "--interval", "0.5"])
+    assert poll_interval(parsed) == 0.5
+    assert poll_interval(build_parser().parse_args([command, "-f"])) == 5.0

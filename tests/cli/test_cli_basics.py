@@ -15,6 +15,7 @@ from typing import Any
 from cli_support import ROOT, Cli, json_lines
 
 from aisix_async.cli import MISSING_EMULATOR_HINT, MISSING_EXTRA_HINT
+from aisix_async.cli._records import one_line
 
 OTHER_KEY = "0123456789ABCDEF0123456789ABCDEF"
 
@@ -229,6 +230,31 @@ def test_replies_follow_streams_until_interrupted(cli: Cli, emulator: Any) -> No
     assert process.returncode == 130
     assert "Traceback" not in err
     assert emulator.state.pending_replies() == 0
+
+
+def test_a_reply_is_one_line_of_text_whatever_its_content(cli: Cli, emulator: Any) -> None:
+    # The sender's text: a line break would read as a second record, an escape
+    # sequence would drive the operator's terminal.
+    emulator.state.inject_reply("13900000001", "yes\nSTOP\tnow")
+    emulator.state.inject_reply("13900000002", "好的")
+    shown = cli.run("replies")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("13900000001  yes\\nSTOP\\tnow")
+    assert lines[1].endswith("13900000002  好的")
+    assert "2 replies" in shown.stderr
+    # --json keeps the text as it came.
+    emulator.state.inject_reply("13900000003", "a\nb")
+    alone = cli.run("replies", "--json")
+    (record,) = json_lines(alone.stdout)
+    assert record["content"] == "a\nb"
+    assert alone.stderr.strip() == "1 reply"
+
+
+def test_one_line_writes_control_characters_as_escapes() -> None:
+    assert one_line("ok 你好") == "ok 你好"
+    assert one_line("a\r\nb\x1b[2J\x7f") == "a\\r\\nb\\x1b[2J\\x7f"
 
 
 def test_rotate_key_needs_confirmation(cli: Cli, emulator: Any) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cli_support import Cli, json_lines, numbers, write_lines
+from cli_support import ROOT, Cli, json_lines, numbers, write_lines
 
 _FINAL_MIX = {"DELIVRD": 6.0, "UNDELIV": 2.0, "EXPIRED": 1.0, "REJECTD": 1.0}
 
@@ -280,3 +280,22 @@ def test_campaign_reads_a_journal_while_a_send_runs_on_it(
     assert 0 < view["accepted"] <= at_most
     assert view["accepted"] % 100 == 0
     assert [run["kind"] for run in view["runs"]] == ["send"]
+
+
+def test_campaign_export_to_stdout_is_the_csv_alone(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    journal = str(tmp_path / "c.db")
+    mobiles = numbers(30)
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", mobiles), "--content", "Hi",
+                   "--journal", journal, "-q")  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+
+    exported = cli.run("campaign", journal, "--export", "-")
+
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(exported.stdout.splitlines()))
+    assert [row["mobile"] for row in rows] == mobiles
+    assert {row["status"] for row in rows} == {"accepted"}
+    assert "30 recipients written to stdout" in exported.stderr
+    assert not (Path(ROOT) / "-").exists()  # not a file named "-" where it ran

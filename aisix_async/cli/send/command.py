@@ -46,6 +46,7 @@ from ...validation import check_at, check_content, check_numbering
 from .._app import Context, leaf_error
 from .._exit import CliError, ExitCode
 from .._interrupts import Feed, watch_interrupts
+from .._output import counted
 from .._progress import Snapshot, progress
 from .inputs import (
     Source,
@@ -296,7 +297,8 @@ async def send(ctx: Context) -> int:
                 return ExitCode.FAILED if invalid else ExitCode.OK
             if not est.enough:
                 raise CliError(
-                    f"this send would cost {est.cost} yuan ({est.total_units:,} units) but the "
+                    f"this send would cost {est.cost} yuan "
+                    f"({counted(est.total_units, 'unit', 'units')}) but the "
                     f"balance of {client.account} is {est.balance} yuan; nothing was sent "
                     "(--no-balance-check to send anyway)",
                     ExitCode.GATEWAY,
@@ -365,7 +367,8 @@ async def _run(
 
     if est is not None:
         out.note(
-            f"sending to {est.messages:,} recipients: about {est.total_units:,} units, "
+            f"sending to {counted(est.messages, 'recipient', 'recipients')}: about "
+            f"{counted(est.total_units, 'unit', 'units')}, "
             f"{est.cost} yuan of {est.balance}"
         )
     async with AsyncExitStack() as stack:
