@@ -8,6 +8,8 @@ so a parent process can start the emulator on `--port 0` and read where it liste
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -152,14 +154,16 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, request_stop)
     try:
-        print(f"base_url={server.base_url}")
-        print(f"port={server.port}")
-        print(f"open_url={server.open_url}")
-        print(f"data_url={server.data_url}")
-        print(f"control_url={server.control_url}")
-        print(f"account={server.account}")
-        print(f"authkey={server.authkey}")
-        print("Aisix gateway emulator running; press Ctrl-C to stop.", flush=True)
+        _say(
+            f"base_url={server.base_url}",
+            f"port={server.port}",
+            f"open_url={server.open_url}",
+            f"data_url={server.data_url}",
+            f"control_url={server.control_url}",
+            f"account={server.account}",
+            f"authkey={server.authkey}",
+            "Aisix gateway emulator running; press Ctrl-C to stop.",
+        )
         # A timed wait, so a signal is acted on within half a second whatever the platform.
         while not stop.wait(0.5):
             pass
@@ -169,8 +173,20 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("emulator stopped", flush=True)
+    _say("emulator stopped")
     return 0
+
+
+def _say(*lines: str) -> None:
+    # A parent that read what it needed (`| head -2`) and closed the pipe must not
+    # stop a server that others may use: the rest of what it would print is dropped.
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ The decision comes from the state's own seeded generator, so a run repeats exact
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 
@@ -90,11 +91,20 @@ def slow_pieces(body: bytes, pieces: int = 8) -> list[bytes]:
 
 
 class _QuietDeliberateDrops(logging.Filter):
-    """Keeps uvicorn from logging our own drops as application crashes."""
+    """Keeps uvicorn from logging our own drops as application crashes.
+
+    ... and the requests a stop cut short (a Ctrl-C while an answer waits out its
+    latency): uvicorn cancels them once its grace time is over and logs each as a
+    crash with a traceback, after its own line saying it cancelled them.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc_info = record.exc_info
-        return not (exc_info and isinstance(exc_info[1], DeliberateDrop))
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, DeliberateDrop):
+            return False
+        cut_by_stop = isinstance(error, asyncio.CancelledError) and "shutdown" in str(error)
+        return not cut_by_stop
 
 
 _FILTER = _QuietDeliberateDrops()

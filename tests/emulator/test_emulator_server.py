@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,40 @@ def test_command_line_prints_urls_serves_and_stops_cleanly(sig: signal.Signals) 
     assert proc.returncode == 0, err
     assert "emulator stopped" in out
     assert "Traceback" not in err
+
+
+def test_a_reader_that_closed_the_banner_early_does_not_stop_the_server() -> None:
+    # `aisix emulator | head -2`: the rest of the banner is dropped, the server serves.
+    proc, lines = _start_cli()
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader goes; "emulator stopped" will meet a closed pipe
+    try:
+        form = {"action": "getBalance", "ac": lines["account"], "authkey": lines["authkey"]}
+        assert parse_answer(hx.post(lines["base_url"] + "/OpenApi", data=form)).result == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_stop_with_an_answer_waiting_out_its_latency_logs_no_traceback() -> None:
+    proc, lines = _start_cli("--latency-ms", "5000")
+    form = {"action": "getBalance", "ac": lines["account"], "authkey": lines["authkey"]}
+    with socket.create_connection((lines["base_url"].split("//")[1].split(":")[0],
+                                   int(lines["port"]))) as conn:  # fmt: skip
+        body = "&".join(f"{k}={v}" for k, v in form.items()).encode()
+        conn.sendall(
+            b"POST /OpenPlatform/OpenApi HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(0.5)  # in the emulator, waiting out its latency
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "CancelledError" not in err
 
 
 def test_main_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
