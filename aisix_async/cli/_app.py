@@ -208,16 +208,28 @@ def _library_warnings() -> None:
     library.addHandler(handler)
 
 
-def _stdout_closed(out: Output, command: str) -> int:
+def _stdout_closed(out: Output, command: str, code: int) -> int:
+    """Say what a closed stdout left behind; the exit code it makes of ``code``."""
     count, path = out.unprinted
     if count:
         where = f"kept in {path}" if path is not None else "printed on stderr above"
-        rely = {"send": "--journal or --outcomes file", "reports": "--journal"}.get(command)
-        out.error(
-            f"stdout was closed: {count} record(s) it could not take are {where}, as JSON "
-            "lines. A reader that stopped early, like head, may also have dropped lines it "
-            "had read" + (f": a {rely} is the record to rely on." if rely else ".")
+        said = (
+            f"stdout was closed: {count:,} record(s) it could not take are {where}, as JSON lines"
         )
+        rely = {"send": "a --journal or --outcomes file", "reports": "a --journal"}
+        if command in rely:
+            # A pipe gives no receipt: what it took may have been read and dropped.
+            said += (
+                ". A reader that stopped early, like head, may also have dropped lines it "
+                f"had read: {rely[command]} is the record to rely on"
+            )
+        out.error(said)
+    elif command == "send":
+        out.warn("stdout was closed: the summary above is on stderr")
+    if code == ExitCode.INTERRUPTED or command == "send":
+        # A send's code says itself whether the closure stopped it (141) or it had
+        # sent everything (its own code: 3 for unknown outcomes matters more).
+        return code
     return int(ExitCode.STDOUT_CLOSED)
 
 
@@ -254,19 +266,17 @@ def run(argv: list[str]) -> int:
         finally:
             ctx.save_rate_states()
             out.close()
-        return _stdout_closed(out, args.command) if out.stdout_closed else code
+        return _stdout_closed(out, args.command, code) if out.stdout_closed else code
     except KeyboardInterrupt:
-        out.error("interrupted")
-        return int(ExitCode.INTERRUPTED)
+        return _interrupted(out, args.command)
     except BaseException as raised:  # every failure becomes a sentence
         error = leaf_error(raised)
         if isinstance(error, BrokenPipeError):
-            # A write outside Output's care (a table half drawn): an exit code, no traceback.
+            # A write outside Output's care (an export to stdout): a code, no traceback.
             out.mark_stdout_closed()
-            return _stdout_closed(out, args.command)
+            return _stdout_closed(out, args.command, ExitCode.STDOUT_CLOSED)
         if isinstance(error, KeyboardInterrupt):
-            out.error("interrupted")
-            return int(ExitCode.INTERRUPTED)
+            return _interrupted(out, args.command)
         if isinstance(error, (SystemExit, GeneratorExit)):
             raise
         try:
@@ -275,5 +285,12 @@ def run(argv: list[str]) -> int:
             raise raised from None
         out.error(problem.message)
         if out.stdout_closed:
-            _stdout_closed(out, args.command)
+            _stdout_closed(out, args.command, problem.code)
         return int(problem.code)
+
+
+def _interrupted(out: Output, command: str) -> int:
+    out.error("interrupted")
+    if out.stdout_closed:
+        _stdout_closed(out, command, ExitCode.INTERRUPTED)
+    return int(ExitCode.INTERRUPTED)

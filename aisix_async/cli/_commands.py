@@ -135,15 +135,18 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: tuple[str, str])
     interrupt = FollowInterrupt()
 
     async def follow(scope: anyio.CancelScope) -> None:
-        async with stream:
-            async for record in stream:
-                show(record)
+        with anyio.CancelScope() as reading:
+            # Nobody reads any more: fetch no more (the gateway hands each record out
+            # once). A poll on the wire is still waited for, as at Ctrl-C, and its
+            # records kept; Ctrl-C stays handled meanwhile.
+            out.when_stdout_closes(reading.cancel)
+            async with stream:
+                async for record in stream:
+                    show(record)
         scope.cancel()
 
     try:
         async with anyio.create_task_group() as group:
-            # Nobody reads any more: fetch no more (the gateway would hand them out once).
-            out.when_stdout_closes(group.cancel_scope.cancel)
             group.start_soon(follow, group.cancel_scope)
             group.start_soon(interrupt.cancel_on_signal, group.cancel_scope)
     except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C before the receiver is set

@@ -125,24 +125,22 @@ class _Display:
         return Group(Text(f"delivery of {self._campaign.path}", style="bold"), Text(self._text()))
 
     async def run(self) -> None:
-        """Show the figures until cancelled (then once more, the last word)."""
+        """Show the figures until cancelled (the last word is :meth:`last_word`'s)."""
         out = self._out
         if out.quiet:
             await anyio.sleep_forever()
         if out.interactive:
-            with Live(self._frame(), console=out.err, refresh_per_second=4) as live:
-                try:
-                    while True:
-                        await anyio.sleep(0.25)
-                        live.update(self._frame())
-                finally:
+            with Live(self._frame(), console=out.err, refresh_per_second=4, transient=True) as live:
+                while True:
+                    await anyio.sleep(0.25)
                     live.update(self._frame())
-        try:
-            while True:
-                await anyio.sleep(5.0)
-                out.note(self._text())
-        finally:
+        while True:
+            await anyio.sleep(5.0)
             out.note(self._text())
+
+    def last_word(self) -> None:
+        """The figures once the reports fetched but not yet shown were shown too."""
+        self._out.note(f"delivery of {self._campaign.path}: {self._text()}")
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
@@ -248,14 +246,16 @@ async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | 
     interrupt = FollowInterrupt()
 
     async def consume(scope: anyio.CancelScope) -> None:
-        async with stream:
-            async for report in stream:
-                show(report)
+        with anyio.CancelScope() as reading:
+            # Nobody reads any more: fetch no more (see _commands._stream).
+            out.when_stdout_closes(reading.cancel)
+            async with stream:
+                async for report in stream:
+                    show(report)
         scope.cancel()
 
     try:
         async with anyio.create_task_group() as group:
-            out.when_stdout_closes(group.cancel_scope.cancel)  # fetch no more: nobody reads
             group.start_soon(consume, group.cancel_scope)
             group.start_soon(interrupt.cancel_on_signal, group.cancel_scope)
             group.start_soon(display.run)
@@ -268,6 +268,7 @@ async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | 
         flush()
         for bad in stream.malformed:
             show_malformed(ctx, bad)
+        display.last_word()
     if interrupt.seen:
         return ExitCode.INTERRUPTED
     summary = campaign.summary()

@@ -24,13 +24,19 @@ from .send.inputs import Source
 
 __all__ = ["INTERRUPTED", "STDOUT_CLOSED", "Feed", "FollowInterrupt", "watch_interrupts"]
 
+# A terminal that hangs up (SIGHUP) stops a run as Ctrl-C does: killed by it, a send would
+# leave its outcomes nowhere and a follow would lose the reports it had fetched.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + (
+    (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+)
+
 # What a recipient not sent reads: "not sent: dispatch stopped because ...".
-INTERRUPTED = "the operator interrupted the send (Ctrl-C or SIGTERM)"
+INTERRUPTED = "the operator interrupted the send (Ctrl-C, SIGTERM or SIGHUP)"
 STDOUT_CLOSED = "stdout was closed: nobody read the outcomes any more"
 
 
 class FollowInterrupt:
-    """Ends a follow (reports, replies) at the first SIGINT or SIGTERM, and remembers it."""
+    """Ends a follow (reports, replies) at the first SIGINT, SIGTERM or SIGHUP; remembers it."""
 
     def __init__(self) -> None:
         self.seen = False
@@ -41,7 +47,7 @@ class FollowInterrupt:
         # leaving --follow running after Ctrl-C.
         if sys.platform == "win32":  # pragma: no cover - no signal receiver there
             await anyio.sleep_forever()
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async for _ in signals:
                 self.seen = True
                 scope.cancel()
@@ -96,7 +102,7 @@ async def watch_interrupts(
         feed.stopping = True
         stop_dispatch(STDOUT_CLOSED)
         await anyio.sleep_forever()
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as first:
 
             async def interrupted() -> None:
@@ -112,6 +118,7 @@ async def watch_interrupts(
 
             async def closed() -> None:
                 await stdout_closed.wait()
+                state["stdout_closed"] = True
                 ctx.out.warn(
                     "stdout was closed: no more requests; waiting for those on the wire to "
                     "settle (Ctrl-C to abandon them: their recipients would be unknown)"

@@ -37,7 +37,7 @@ from rich.text import Text
 from ._exit import redact_keys
 from ._folders import user_folder
 
-__all__ = ["Output", "counted", "jsonable", "unprinted_folder"]
+__all__ = ["KEEPS_UNPRINTED", "Output", "counted", "jsonable", "unprinted_folder"]
 
 
 def counted(count: int, one: str, many: str) -> str:
@@ -66,6 +66,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+#: The commands whose records stdout could not take are kept: the gateway hands reports
+#: and replies out once, a send's outcomes say who was charged, a new key exists nowhere
+#: else.
+KEEPS_UNPRINTED = frozenset({"send", "reports", "replies", "rotate-key"})
+
+
 def unprinted_folder() -> Path:
     """Where records stdout could not take are kept (``$XDG_STATE_HOME/aisix/unprinted``)."""
     return user_folder("XDG_STATE_HOME", ".local/state") / "unprinted"
@@ -76,6 +82,12 @@ class _ResultConsole(Console):
         # rich's own reaction is SystemExit(1), mid-command: the records fetched with the
         # line it was printing would be lost. Raised as what it is, for Output to handle.
         raise BrokenPipeError
+
+
+def _write(stream: TextIO, text: str) -> None:
+    with contextlib.suppress(OSError):  # stderr gone too: nowhere left to say it
+        stream.write(text)
+        stream.flush()
 
 
 class _Unprinted:
@@ -97,8 +109,7 @@ class _Unprinted:
             self._file.write(line)
             self._file.flush()  # per record: a crash after this keeps it
         else:  # no file could be made: stderr is the last place it can go
-            stderr.write(line)
-            stderr.flush()
+            _write(stderr, line)
 
     def _open(self, stderr: TextIO) -> None:
         folder = unprinted_folder()
@@ -111,17 +122,18 @@ class _Unprinted:
             self._file = os.fdopen(handle, "w", encoding="utf-8")
         except OSError as exc:
             self._failed = True
-            stderr.write(
+            _write(
+                stderr,
                 f"aisix: error: stdout was closed and {path} could not be made "
-                f"({exc.strerror}): the records not printed follow here, as JSON lines\n"
+                f"({exc.strerror}): the records not printed follow here, as JSON lines\n",
             )
             return
         self.path = path
         # Said now, not only at the end: a kill -9 later must not hide where they are.
-        stderr.write(
-            f"aisix: warning: stdout was closed: what it could not take is kept in {path}\n"
+        _write(
+            stderr,
+            f"aisix: warning: stdout was closed: what it could not take is kept in {path}\n",
         )
-        stderr.flush()
 
     def close(self) -> None:
         if self._file is not None:
@@ -147,6 +159,8 @@ class Output:
         self.out = _ResultConsole(file=self._stdout, highlight=False, soft_wrap=True)
         self.err = Console(file=self._stderr, highlight=False, soft_wrap=True, stderr=True)
         self.stdout_closed = False
+        # Records nobody can fetch again are kept; a balance or a table is asked again.
+        self._keeps = command in KEEPS_UNPRINTED
         self._unprinted = _Unprinted(command)
         self._on_closed: list[Callable[[], None]] = []
 
@@ -209,7 +223,7 @@ class Output:
                 self._stdout.flush()
             else:
                 self.out.print(text, markup=False)
-        except BrokenPipeError:
+        except OSError:  # EPIPE (| head), EIO (a terminal hung up)
             self.keep_unprinted(record)
             self.mark_stdout_closed()
 
@@ -224,14 +238,15 @@ class Output:
                 self._stdout.write(text)
                 self._stdout.flush()
                 return
-            except BrokenPipeError:
+            except OSError:  # EPIPE (| head), EIO (a terminal hung up)
                 self.mark_stdout_closed()
         for record in records():
             self.keep_unprinted(record)
 
     def keep_unprinted(self, record: Mapping[str, Any]) -> None:
         """Keep a record stdout could not take in the file of unprinted records."""
-        self._unprinted.add(record, self._stderr)
+        if self._keeps:
+            self._unprinted.add(record, self._stderr)
 
     def line(self, text: str) -> None:
         """A plain result line on stdout (no markup interpretation); dropped once closed."""
@@ -239,21 +254,27 @@ class Output:
             return
         try:
             self.out.print(text, markup=False)
-        except BrokenPipeError:
+        except OSError:  # EPIPE (| head), EIO (a terminal hung up)
             self.mark_stdout_closed()
 
     def note(self, text: str) -> None:
         """A line about the run on stderr (suppressed by --quiet)."""
         if not self.quiet:
-            self.err.print(text, markup=False)
+            self._say(text)
 
     def warn(self, text: str) -> None:
         """A warning on stderr, shown even with --quiet (a key-like token is not shown)."""
-        self.err.print(f"aisix: warning: {redact_keys(text)}", markup=False)
+        self._say(f"aisix: warning: {redact_keys(text)}")
 
     def error(self, text: str) -> None:
         """An error on stderr, shown even with --quiet (a key-like token is not shown)."""
-        self.err.print(f"aisix: error: {redact_keys(text)}", markup=False)
+        self._say(f"aisix: error: {redact_keys(text)}")
+
+    def _say(self, text: str) -> None:
+        # stderr gone too (a terminal that hung up): the run must still end cleanly,
+        # keeping what it fetched; a line about it has nowhere to go.
+        with contextlib.suppress(OSError):
+            self.err.print(text, markup=False)
 
     def table(
         self,
@@ -286,14 +307,15 @@ class Output:
             table.add_row(Text(label), _cell(value))
         self._print_result(table)
         if vital and self.stdout_closed:
-            self.err.print(table)
+            with contextlib.suppress(OSError):
+                self.err.print(table)
 
     def _print_result(self, table: Table) -> None:
         if self.stdout_closed:
             return
         try:
             self.out.print(table)
-        except BrokenPipeError:
+        except OSError:  # EPIPE (| head), EIO (a terminal hung up)
             self.mark_stdout_closed()
 
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import stat
+import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import Cli, json_lines, numbers, write_lines
+from cli_support import ROOT, Cli, json_lines, numbers, write_lines
 
 from aisix_async.cli._output import Output
 
@@ -98,7 +102,24 @@ def test_a_send_whose_stdout_closes_stops_and_keeps_every_outcome(
     assert Counter(accepted) == Counter(sent)
     assert summary["accepted"] == len(sent)
     assert summary["accepted"] + summary["not_sent"] == len(mobiles)
+    assert (summary["stdout_closed"], summary["interrupted"]) == (True, False)
     assert "dispatch stopped because stdout was closed" in closed.stderr
+
+
+def test_a_text_send_meeting_a_closed_stdout_at_its_summary_keeps_its_own_exit_code(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Text mode writes nothing to stdout before the summary: everything was sent by
+    # then, and the code that says so (0 here; 3 with unknowns) matters more than 141.
+    mobiles = numbers(50)
+    listed = write_lines(tmp_path / "numbers.txt", mobiles)
+
+    closed = cli_state.run_with_closed_stdout("send", listed, "--content", "Hi")
+
+    assert closed.returncode == 0, closed.stderr
+    assert len(emulator.state.messages()) == len(mobiles)
+    assert "this run" in closed.stderr  # the summary, on stderr
+    assert "stdout was closed: the summary above is on stderr" in closed.stderr
 
 
 def test_a_rotated_key_stdout_could_not_take_is_kept_in_an_owner_only_file(
@@ -117,6 +138,7 @@ def test_a_rotated_key_stdout_could_not_take_is_kept_in_an_owner_only_file(
     assert record == {"type": "key", "account": emulator.account, "authkey": new}
     assert "the new key is in" in closed.stderr
     assert new not in closed.stderr  # in the owner-only file, not in a log
+    assert "dropped lines" not in closed.stderr  # nothing was read: no such doubt
 
 
 def test_reports_into_a_journal_keep_what_stdout_could_not_take(
@@ -142,10 +164,70 @@ def test_reports_into_a_journal_keep_what_stdout_could_not_take(
     assert sum(figures["by_code"].values()) == len(reports)
 
 
-def test_a_command_with_nothing_to_keep_exits_141_without_a_traceback(cli_state: Cli) -> None:
-    closed = cli_state.run_with_closed_stdout("balance")
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_a_command_with_nothing_to_keep_exits_141_without_a_traceback(
+    cli_state: Cli, json_mode: bool
+) -> None:
+    closed = cli_state.run_with_closed_stdout("balance", *(["--json"] if json_mode else []))
     assert closed.returncode == CLOSED
     assert closed.stderr == ""  # nothing lost: nothing to say, as other tools on a pipe
+    # A balance is asked again: no file of it to clean up.
+    assert not (Path(cli_state.env["XDG_STATE_HOME"]) / "aisix").exists()
+
+
+def test_ctrl_c_while_the_last_poll_is_on_the_wire_still_keeps_its_reports(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    cli = cli_state
+    drawn = _sent(cli, emulator, tmp_path, 1000)
+    emulator.state.set_faults(latency_ms=1500, fault_actions=["getSendState"])
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    process = subprocess.Popen(
+        cli.command("reports", "--follow", "--json"),
+        stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.PIPE, text=True,
+        env=cli.env, cwd=ROOT,
+    )  # fmt: skip
+    os.close(write_end)
+    assert process.stderr is not None
+    # The first batch met the closed pipe; a poll may still be on the wire. Ctrl-C now.
+    first = process.stderr.readline()
+    assert "stdout was closed: what it could not take is kept in" in first
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=30)
+
+    assert process.returncode == 130, first + rest
+    assert "record(s) it could not take are kept in" in rest  # said at a Ctrl-C too
+    _, kept = _kept(cli, first + rest)
+    left = emulator.state.queued_reports()
+    fetched = [(r["msgid"], r["mobile"]) for r in kept] + [(m, n) for m, n, _ in left]
+    assert Counter(fetched) == Counter((msgid, mobile) for msgid, mobile, _ in drawn)
+
+
+def test_a_hang_up_stops_a_send_as_ctrl_c_does(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A closed terminal sends SIGHUP: killed by it, a send would leave its outcomes
+    # nowhere. It stops as at a first Ctrl-C, and says what was sent.
+    cli = cli_state
+    emulator.state.configure(rate=20.0)
+    mobiles = numbers(3000)
+    listed = write_lines(tmp_path / "numbers.txt", mobiles)
+    outcomes = tmp_path / "outcomes.csv"
+    running = cli.start("send", listed, "--content", "Hi", "--chunk-size", "10", "--json",
+                        "--outcomes", str(outcomes))  # fmt: skip
+    deadline = time.monotonic() + 30
+    while emulator.state.message_count < 50:
+        assert running.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    running.send_signal(signal.SIGHUP)
+    out, err = running.communicate(timeout=30)
+
+    assert running.returncode == 130, err
+    (summary,) = [r for r in json_lines(out) if r["type"] == "summary"]
+    sent = len(emulator.state.messages())
+    assert summary["interrupted"] is True
+    assert summary["accepted"] == sent < len(mobiles)
 
 
 class _ClosedPipe(io.StringIO):
@@ -180,3 +262,28 @@ def test_output_keeps_records_tells_the_command_once_and_shows_vital_tables(
     kept = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["n"] for r in kept] == [1, 2, 3, 4]
     assert "what was sent" in err.getvalue() and "of no use now" not in err.getvalue()
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_a_terminal_that_hung_up_is_a_closed_stdout_too(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Its writes fail with EIO, not EPIPE: the records are kept all the same.
+    cli = cli_state
+    drawn = _sent(cli, emulator, tmp_path, 300)
+    controller, terminal = os.openpty()
+    os.close(controller)  # the terminal window closed
+    try:
+        done = subprocess.run(
+            cli.command("reports", "--json"),
+            stdin=subprocess.DEVNULL, stdout=terminal, stderr=subprocess.PIPE, text=True,
+            env=cli.env, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(terminal)
+
+    assert done.returncode == CLOSED, done.stderr
+    _, kept = _kept(cli, done.stderr)
+    left = emulator.state.queued_reports()
+    fetched = [(r["msgid"], r["mobile"]) for r in kept] + [(m, n) for m, n, _ in left]
+    assert Counter(fetched) == Counter((msgid, mobile) for msgid, mobile, _ in drawn)

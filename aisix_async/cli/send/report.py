@@ -171,6 +171,8 @@ def finish(
     # refusal, a second Ctrl-C), and the input a first Ctrl-C left unread (no outcome).
     not_sent = tally.not_sent + max(0, total - tally.done - skipped)
     interrupted = bool(state.get("interrupted"))
+    # Stopped because nobody read the outcomes any more (see _interrupts).
+    stopped_unread = bool(state.get("stdout_closed")) and not interrupted
     if out.json_mode:
         record: dict[str, Any] = {
             "type": "summary",
@@ -187,6 +189,7 @@ def finish(
             "retries": stats.retries,
             "elapsed": round(stats.elapsed, 3),
             "interrupted": interrupted,
+            "stdout_closed": stopped_unread,
             "stopped_by": None if stop is None else stop.message,
             "at": _at_record(at),
         }
@@ -223,7 +226,7 @@ def finish(
             rows.append(("shared limit (Redis)", _shared_text(shared)))
         if interrupted:
             title = "interrupted: what was sent"
-        elif out.stdout_closed:
+        elif stopped_unread:
             title = "stopped, stdout closed: what was sent"
         else:
             title = "this run"
@@ -237,6 +240,8 @@ def finish(
         out.warn(f"{count:,} recipient(s): {reason}")
     for mobile, reason in tally.unknown_examples[:5]:
         out.warn(f"unknown: {mobile} ({reason})")
+    if tally.unknown > 5:
+        out.warn(f"... and {tally.unknown - 5:,} more unknown")
     if tally.unknown:
         out.warn(
             "unknown recipients may have been sent and charged: do not resend them "
@@ -259,6 +264,10 @@ def finish(
         if ctx.args.journal:
             out.note(f"run the same command again to resume from {ctx.args.journal}")
         return ExitCode.INTERRUPTED
+    if stopped_unread:
+        if ctx.args.journal:
+            out.note(f"run the same command again to resume from {ctx.args.journal}")
+        return ExitCode.STDOUT_CLOSED
     unknown = tally.unknown if campaign is None else campaign.unknown
     failed = tally.failed + not_sent
     if campaign is not None:
