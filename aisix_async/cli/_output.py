@@ -106,10 +106,22 @@ class _Unprinted:
         if self._file is None and not self._failed:
             self._open(stderr)
         if self._file is not None:
-            self._file.write(line)
-            self._file.flush()  # per record: a crash after this keeps it
-        else:  # no file could be made: stderr is the last place it can go
-            _write(stderr, line)
+            try:
+                self._file.write(line)
+                self._file.flush()  # per record: a crash after this keeps it
+                return
+            except OSError as exc:  # a full disk: this record and the rest go to stderr
+                self._failed = True
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
+                _write(
+                    stderr,
+                    f"aisix: error: {self.path} could not take more ({exc.strerror}): the "
+                    "records not printed follow here, as JSON lines\n",
+                )
+        # No file could be made, or it is full: stderr is the last place they can go.
+        _write(stderr, line)
 
     def _open(self, stderr: TextIO) -> None:
         folder = unprinted_folder()

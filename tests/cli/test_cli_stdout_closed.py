@@ -8,6 +8,7 @@ stops fetching and sending (exit 141, as a shell reports a process stopped by SI
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -36,6 +37,15 @@ def _kept(cli: Cli, stderr: str) -> tuple[Path, list[dict[str, Any]]]:
     assert stat.S_IMODE(files[0].stat().st_mode) == 0o600  # numbers, texts, keys
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     return files[0], json_lines(files[0].read_text(encoding="utf-8"))
+
+
+def _each_report_once(
+    kept: list[dict[str, Any]], emulator: Any, drawn: list[tuple[str, str, str]]
+) -> None:
+    """Every report the gateway drew is in the kept file or still queued, once."""
+    left = [(msgid, mobile) for msgid, mobile, _ in emulator.state.queued_reports()]
+    fetched = [(r["msgid"], r["mobile"]) for r in kept if r["type"] == "report"] + left
+    assert Counter(fetched) == Counter((msgid, mobile) for msgid, mobile, _ in drawn)
 
 
 @pytest.fixture
@@ -69,13 +79,8 @@ def test_reports_stdout_could_not_take_are_kept_and_no_more_are_fetched(
     _, kept = _kept(cli, closed.stderr)
     assert {r["type"] for r in kept} == {"report"}
     # It stopped fetching: nobody reads, and the gateway would hand the rest out once.
-    left = emulator.state.queued_reports()
-    assert len(left) >= 500
-    rest = cli.run("reports", "--json")
-    assert rest.returncode == 0, rest.stderr
-    fetched = [(r["msgid"], r["mobile"]) for r in kept + json_lines(rest.stdout)]
-    # Every report once: kept by the first run or still there for the next.
-    assert Counter(fetched) == Counter((msgid, mobile) for msgid, mobile, _ in drawn)
+    assert len(emulator.state.queued_reports()) >= 500
+    _each_report_once(kept, emulator, drawn)
 
 
 def test_a_send_whose_stdout_closes_stops_and_keeps_every_outcome(
@@ -199,9 +204,7 @@ def test_ctrl_c_while_the_last_poll_is_on_the_wire_still_keeps_its_reports(
     assert process.returncode == 130, first + rest
     assert "record(s) it could not take are kept in" in rest  # said at a Ctrl-C too
     _, kept = _kept(cli, first + rest)
-    left = emulator.state.queued_reports()
-    fetched = [(r["msgid"], r["mobile"]) for r in kept] + [(m, n) for m, n, _ in left]
-    assert Counter(fetched) == Counter((msgid, mobile) for msgid, mobile, _ in drawn)
+    _each_report_once(kept, emulator, drawn)
 
 
 def test_a_hang_up_stops_a_send_as_ctrl_c_does(
@@ -228,6 +231,10 @@ def test_a_hang_up_stops_a_send_as_ctrl_c_does(
     sent = len(emulator.state.messages())
     assert summary["interrupted"] is True
     assert summary["accepted"] == sent < len(mobiles)
+    with outcomes.open(encoding="utf-8", newline="") as rows:
+        accepted = [row["mobile"] for row in csv.DictReader(rows) if row["status"] == "accepted"]
+    # Every recipient the gateway took is on record: none was on the wire at the kill.
+    assert Counter(accepted) == Counter(m.mobile for m in emulator.state.messages())
 
 
 class _ClosedPipe(io.StringIO):
@@ -284,6 +291,22 @@ def test_a_terminal_that_hung_up_is_a_closed_stdout_too(
 
     assert done.returncode == CLOSED, done.stderr
     _, kept = _kept(cli, done.stderr)
-    left = emulator.state.queued_reports()
-    fetched = [(r["msgid"], r["mobile"]) for r in kept] + [(m, n) for m, n, _ in left]
-    assert Counter(fetched) == Counter((msgid, mobile) for msgid, mobile, _ in drawn)
+    _each_report_once(kept, emulator, drawn)
+
+
+def test_records_go_to_stderr_when_no_file_can_be_made_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the state folder would be")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocked))
+    err = io.StringIO()
+    out = Output(stdout=_ClosedPipe(), stderr=err, command="reports")
+
+    out.result({"type": "report", "n": 1}, "line")
+    out.result({"type": "report", "n": 2}, "line")
+
+    assert out.unprinted == (2, None)
+    said = err.getvalue().splitlines()
+    assert "could not be made" in said[0]
+    assert [json.loads(line)["n"] for line in said[1:]] == [1, 2]
