@@ -176,6 +176,29 @@ async def test_lost_update_key_answer_is_unknown_and_keeps_the_old_key(gateway_m
     assert KEY.encode() in balance.calls.last.request.content
 
 
+@pytest.mark.anyio
+async def test_update_key_minus_10_is_a_certain_failure_that_keeps_the_old_key(
+    gateway_mock: Any,
+) -> None:
+    # The document: "-10 Internal error, update failed". Not "may have changed".
+    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(
+        return_value=hx.Response(200, text='<xml name="updateKey" result="-10"></xml>')
+    )
+    balance = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=hx.Response(
+            200, text='<xml name="getBalance" result="1"><Item remain="1"/></xml>'
+        )
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(GatewayInternalError, match="update failed") as caught:
+            await client.rotate_key()
+        await client.get_balance()
+    assert not caught.value.outcome_unknown
+    assert KEY.encode() in balance.calls.last.request.content
+    # A send's -10 stays unknown: it may have gone out.
+    assert policy.error_for_code("sendOnce", -10, is_send=True).outcome_unknown
+
+
 def test_hierarchy_roots_and_builtins() -> None:
     assert issubclass(ValidationError, ValueError)
     for cls in {*CODES.values(), TransportError, ProtocolError, ValidationError}:

@@ -378,6 +378,10 @@ BUSY_REFUSALS: tuple[type[AisixError], ...] = (RateLimitedError, DeadlineExceede
 #: Sends whose answer carries these codes may have been delivered and charged.
 AMBIGUOUS_SEND_CODES = frozenset({-10, -11})
 
+#: ... except where the document says what they mean: updateKey's -10 reads "internal
+#: error, update failed", so the key did not change (certain, not unknown).
+_CERTAIN_FAILURES = {("updateKey", -10): "update failed: the key did not change"}
+
 
 # -- the error policy: each question asked once, here ------------------------------------
 
@@ -443,6 +447,9 @@ def error_for_code(
 ) -> GatewayError:
     """Build the error for a failure ``code`` answered to ``action``."""
     cls = _BY_CODE.get(code, UnknownResultError)
+    certain = _CERTAIN_FAILURES.get((action, code))
+    if certain is not None:
+        return cls(action, code, detail=detail or certain)
     # A code nobody documented says nothing about whether a send went out, so it is
     # treated like -10: unknown, never resent blindly.
     ambiguous = code in AMBIGUOUS_SEND_CODES or cls is UnknownResultError
