@@ -148,8 +148,8 @@ class ClientStats(SchedulerStats):
     latency: Histogram = attrs.field(factory=_empty)
     #: Whether the circuit breaker refuses calls now (-1 that never clears).
     circuit_open: bool = False
-    #: With ``shared_limit``: True while this client takes its turns from the schedule
-    #: in Redis, False while it paces itself because Redis failed it; None without.
+    #: With ``shared_limit``: False while this client paces itself because Redis failed
+    #: it, True otherwise (before its first turn too: nothing failed yet); None without.
     shared_limit_up: bool | None = None
     #: With ``shared_limit``: how many times Redis failed this client so far.
     shared_limit_fallbacks: int = 0
