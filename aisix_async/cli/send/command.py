@@ -405,11 +405,17 @@ async def _run(
 
             title = f"sending ({source.mode})"
             cut_off = 0
-            entered = False
+            entered = ended = False
 
             def read() -> Snapshot | None:
                 assert stream is not None
-                return snapshot(stream.stats(), total, tally.not_sent) if entered else None
+                if not entered:
+                    return None
+                stats = stream.stats()
+                # Once the stream has ended, the input a stop left unread is not sent
+                # either: the last line counts it, as the summary under it does.
+                unread = max(0, total - tally.done - stats.skipped) if ended else 0
+                return snapshot(stats, total, tally.not_sent + unread)
 
             # The progress display outlives the stream: its last line is drawn once the
             # requests a second Ctrl-C cut off on the wire are counted unknown, as the
@@ -429,6 +435,7 @@ async def _run(
                         record(outcome)
                         if outcome.status is OutcomeStatus.UNKNOWN:
                             cut_off += len(outcome.mobiles)
+                    ended = True
         group.cancel_scope.cancel()
         assert stream is not None
         state["cut_off"] = cut_off
