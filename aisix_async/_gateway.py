@@ -742,4 +742,8 @@ def _seed_pace(state: object) -> float | None:
     if not isinstance(state, RateState) or state.pace is None:
         return None
     trust = Scheduler.state_trust(state, time.time())
-    return None if trust is None else state.pace * trust
+    if trust is None or trust < Scheduler.STATE_COLD_BELOW:
+        # Too old to start from its pace: the schedule starts cold, as the client
+        # itself would (a seed lowered for twelve hours' age crawled).
+        return None
+    return state.pace * trust

@@ -339,21 +339,36 @@ def test_a_stale_state_decays_towards_a_cautious_start() -> None:
     assert future.pace is None and future.limit == 1
 
 
-def test_an_old_state_starts_cautiously_and_is_back_at_its_pace_soon() -> None:
-    # Twelve hours old: it starts at the floor, and is back at the pace learned within
-    # seconds. It probed up from the lowered pace instead: at R = 40 (a user's rate cache)
-    # a run twelve hours later took 197 s where a cold start took 4.
-    rate = 40.0
-    state = RateState(pace=rate, concurrency=12, learned_at=time.time() - 12 * 3600)
-
-    make = _warm(state)
-
-    gateway = Gateway(rate, burst=5, latency=0.1)
-    result = simulate(gateway, [ClientRun(seconds=15, demand=16, make=make)])
-    assert gateway.accepted(0, 0, 1) <= 5  # cautious at first
-    assert result.goodput(start=5) >= 0.95 * rate
-    # The probe meets a steady limit about once per 150 requests (600 here).
-    assert gateway.refused(0, 0, 15) <= 6
+@pytest.mark.parametrize(
+    ("remembered", "rate", "latency"),
+    [
+        (40.0, 40.0, 0.1),  # the limit is where it was
+        (5.0, 5.0, 0.02),  # ... at a low limit, where a paced climb crawled
+        (40.0, 10.0, 0.1),  # the limit was lowered since
+    ],
+)
+def test_an_old_state_starts_as_fast_as_a_cold_client_and_no_higher_than_it_knew(
+    remembered: float, rate: float, latency: float
+) -> None:
+    # Twelve hours old: a slow start, as a cold client's, that stops at the pace
+    # remembered. Its pace lowered for age and stepped up in requests, it started far
+    # slower than a cold client: 0.1 of the limit over its first 5 s at 40 requests/s,
+    # 0.12 at 5 (a run twelve hours later once took 197 s where a cold one took 4).
+    state = RateState(pace=remembered, concurrency=12, learned_at=time.time() - 12 * 3600)
+    runs = {}
+    for name, make in (("old", _warm(state)), ("cold", _warm(None))):
+        gateway = Gateway(rate, burst=5, latency=latency)
+        simulate(gateway, [ClientRun(seconds=15, demand=16, make=make)])
+        runs[name] = gateway
+    old, cold = runs["old"], runs["cold"]
+    # (A cold client spends the burst at once; the old state stays at its pace.)
+    assert old.accepted(0, 0, 5) >= 0.85 * cold.accepted(0, 0, 5)
+    assert old.accepted(0, 0, 15) >= 0.95 * 15 * rate
+    # Where the limit is still the one remembered, slow start stops short of it: no
+    # burst of -1 answers as a cold start has; a lowered limit is met as a cold one is.
+    assert old.refused(0, 0, 15) <= cold.refused(0, 0, 15)
+    if remembered == rate:
+        assert old.refused(0, 0, 5) <= 1
 
 
 def test_a_state_under_the_floor_is_a_cold_start() -> None:

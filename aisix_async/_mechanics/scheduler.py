@@ -367,6 +367,12 @@ class Scheduler:
     STATE_PROBE_CAP = 0.5
     #: A learned state loses half its trust in this many seconds (see RateState).
     STATE_HALF_LIFE = 3600.0
+    #: Trusted less than this (older than a half-life), a state starts as a cold client
+    #: does, one request in flight doubling every round trip, but only up to the pace it
+    #: remembers (see _warm_start): its pace lowered for age, and stepped up in requests,
+    #: started slower than a cold client (a state three hours old, at 5 requests/s,
+    #: took 3 s for its first request after the one at the start).
+    STATE_COLD_BELOW = 0.5
     #: Older than this, a learned state is ignored: a cold start.
     STATE_MAX_AGE = 86400.0
     #: A state dated further ahead of this clock than this (s) was written by a clock
@@ -420,8 +426,14 @@ class Scheduler:
         # Concurrency: a FIFO of waiters, each woken when a slot frees for it.
         self._in_flight = 0
         self._slot_waiters: deque[anyio.Event] = deque()
-        # Slow start (the limit doubles per round trip) lasts until the first -1.
+        # Slow start (the limit doubles per round trip) lasts until the first -1 ...
         self._slow_start = True
+        # ... or, started from an old state, until it reaches this pace (see _warm_start).
+        self._slow_start_cap: float | None = None
+        # The last cut was the first after a start from a state (see _on_rate_limited).
+        self._cut_after_state = False
+        # When a slow start capped by an old state handed over to the pace (see _estimate).
+        self._paced_since: float | None = None
         # Pace: None until the gateway first says -1; each dispatch reserves the next
         # 1/pace-second step, so waiters leave in arrival order and evenly spaced.
         self._pace: float | None = None
@@ -506,9 +518,16 @@ class Scheduler:
                 self._min_rate,
             )
             return
-        if not told_concurrency:
+        if state.pace is not None and trust < self.STATE_COLD_BELOW:
+            # Old: a slow start, as cold, that stops at the pace remembered instead of
+            # meeting the limit (see _leave_slow_start). A limit lowered since is met as
+            # a cold client meets it; one that is still there, with no -1.
+            self._ceiling = state.pace
+            self._slow_start_cap = self.BETA * state.pace
+            self._learned_at = state.learned_at
+        elif not told_concurrency:
             self._limit = float(max(1, min(self._max, round(state.concurrency * trust))))
-        if state.pace is not None:
+        if state.pace is not None and self._slow_start_cap is None:
             # Just under what was learned, less the older it is: an old state starts
             # cautiously. Its ceiling is what was learned, not lowered: the pace is back
             # there within a few dozen requests, as after a cut, where climbing from a
@@ -526,12 +545,16 @@ class Scheduler:
         # Handed on as given until this client measures the limit (see rate_state), a
         # state with no pace too: re-dated now, its concurrency would never age.
         self._remembered = state
+        if self._slow_start_cap is not None:
+            pace = f"a slow start up to {self._slow_start_cap:.4g} requests/s"
+        else:
+            pace = "pace none" if self._pace is None else f"pace {self._pace:.4g} requests/s"
         logger.info(
-            "starting from a rate state learned %s: pace %s, concurrency limit %d",
+            "starting from a rate state learned %s: %s, concurrency limit %d",
             f"{age:.0f} s ago"
             if raw_age >= 0
             else f"{-raw_age:.0f} s ahead of this clock (as now)",
-            "none" if self._pace is None else f"{self._pace:.4g} requests/s",
+            pace,
             self.limit,
         )
 
@@ -730,7 +753,7 @@ class Scheduler:
             if self._sure and self._proven_above(ceiling):
                 # The ceiling is known to be too low: probe as with none trusted.
                 self._sure = False
-            if self._sure and (excess < self.FAST_PROBE_AT or uncut):
+            if (self._sure or self._cut_after_state) and (excess < self.FAST_PROBE_AT or uncut):
                 gentle = self._gentle_doubling(ceiling)
                 doubling = max(gentle, 2.0 * per_trip)
                 excess += self.CREEP + excess * math.log(2.0) / doubling
@@ -837,7 +860,22 @@ class Scheduler:
             self._raise_limit(
                 self._limit + (self.SLOW_START if self._slow_start else 1.0 / self._limit)
             )
+        self._leave_slow_start()
         self._enough_slots()
+
+    def _leave_slow_start(self) -> None:
+        # Started from an old state: paced at the pace it remembers once slow start has
+        # reached it, and probing above it from there as a warm client does.
+        cap = self._slow_start_cap
+        if cap is None or not self._slow_start:
+            return
+        spacing = self._spacing()
+        if spacing is not None and spacing >= cap:
+            self._pace = cap
+            self._sure = True
+            self._slow_start = False
+            self._slow_start_cap = None
+            self._paced_since = self._clock()
 
     def _count_since(self, times: deque[float], start: float) -> int:
         return len(times) - bisect.bisect_right(times, start)
@@ -853,7 +891,14 @@ class Scheduler:
         """
         start = self._last_cut
         if not math.isfinite(start):
-            start = self._first_dispatch if self._first_dispatch is not None else now
+            # Before any cut: since the pace took over from a slow start (whose climb
+            # would read as a lower rate), else since the first request.
+            if self._paced_since is not None:
+                start = self._paced_since
+            elif self._first_dispatch is not None:
+                start = self._first_dispatch
+            else:
+                start = now
         span = max(now - start, 1e-3)
         count = self._count_since(self._accepted, start)
         # Few answers: half a request more, so that none at all still bounds the rate
@@ -922,6 +967,10 @@ class Scheduler:
         # under the rate measured. Either way that rate is the ceiling to probe above.
         self._ceiling = base
         self._sure = sure
+        # ... but probed above gently, as the state's own ceiling was: a fast probe from
+        # there overshot to nearly twice the limit before its next -1 (8 -1 answers at
+        # 40 requests/s), where the gentle one meets it within a -1 or two.
+        self._cut_after_state = after_state
         if sure:
             self._remember_drop(self._measured, base)
             self._measured = base
