@@ -212,10 +212,13 @@ def _stdout_closed(out: Output, command: str, code: int) -> int:
     """Say what a closed stdout left behind; the exit code it makes of ``code``."""
     count, path = out.unprinted
     if count:
-        where = f"kept in {path}" if path is not None else "printed on stderr above"
-        said = (
-            f"stdout was closed: {count:,} record(s) it could not take are {where}, as JSON lines"
-        )
+        on_stderr = out.unprinted_on_stderr
+        where = "printed on stderr above"
+        if path is not None and on_stderr:  # the file filled: the rest went to stderr
+            where = f"{count - on_stderr:,} kept in {path} and {on_stderr:,} {where}"
+        elif path is not None:
+            where = f"kept in {path}"
+        said = f"stdout was closed: {count:,} record(s) it could not take: {where}, as JSON lines"
         rely = {"send": "a --journal or --outcomes file", "reports": "a --journal"}
         if command in rely:
             # A pipe gives no receipt: what it took may have been read and dropped.
@@ -230,6 +233,8 @@ def _stdout_closed(out: Output, command: str, code: int) -> int:
         # A send's code says itself whether the closure stopped it (141) or it had
         # sent everything (its own code: 3 for unknown outcomes matters more).
         return code
+    if command == "rotate-key" and not count:
+        return code  # the new key is in the --write-to file: nothing was lost
     return int(ExitCode.STDOUT_CLOSED)
 
 

@@ -170,21 +170,21 @@ def _stop_when_idle(args: Any) -> float | None:
 
 async def reports(ctx: Context) -> int:
     """Print delivery reports as they are fetched; with --follow, until Ctrl-C or idle."""
+    interval = poll_interval(ctx.args)  # refused before anything is opened or fetched
     if getattr(ctx.args, "journal", None):
-        return await reports_journal(ctx)
+        return await reports_journal(ctx, interval)
     async with ctx.client() as client:
         stream = client.watch_delivery_reports(
-            interval=poll_interval(ctx.args), stop_when_idle=_stop_when_idle(ctx.args)
+            interval=interval, stop_when_idle=_stop_when_idle(ctx.args)
         )
         return await _stream(ctx, stream, ("delivery report", "delivery reports"))
 
 
 async def replies(ctx: Context) -> int:
     """Print replies as they are fetched; with --follow, until Ctrl-C or idle."""
+    interval = poll_interval(ctx.args)  # refused before anything is opened or fetched
     async with ctx.client() as client:
-        stream = client.watch_replies(
-            interval=poll_interval(ctx.args), stop_when_idle=_stop_when_idle(ctx.args)
-        )
+        stream = client.watch_replies(interval=interval, stop_when_idle=_stop_when_idle(ctx.args))
         return await _stream(ctx, stream, ("reply", "replies"))
 
 
@@ -279,30 +279,43 @@ async def rotate_key(ctx: Context) -> int:
             key_file.discard()
         raise
     # The key first, before anything that could fail: it exists nowhere else. If stdout
-    # is closed, Output keeps it in an owner-only file: lost, the account has no key.
-    out.result({"type": "key", "account": account, "authkey": update.authkey}, update.authkey)
+    # is closed, Output keeps it in an owner-only file (lost, the account would have no
+    # usable key), unless the --write-to file is to have it: no copy nobody asked for.
+    record = {"type": "key", "account": account, "authkey": update.authkey}
+    out.result(record, update.authkey, keep=key_file is None)
+    written: OSError | None = None
+    if key_file is not None:
+        try:
+            await anyio.to_thread.run_sync(key_file.write, update.authkey)
+        except OSError as exc:
+            written = exc
+            if out.stdout_closed:  # the key file failed too: now it is kept
+                out.keep_unprinted(record)
+    stored = key_file is not None and written is None
     _, kept_in = out.unprinted
-    if kept_in is None:
+    if not out.stdout_closed:
         where = "The key above is shown only this once"
-    else:
+    elif stored:
+        where = f"stdout was closed: the new key is in {escape(ctx.args.write_to)} only"
+    elif kept_in is not None:
         where = (
             f"stdout was closed: the new key is in {escape(str(kept_in))} and nowhere else "
             "(delete that file once it is stored)"
         )
+    else:  # no file could be made for it either: stderr was the last place left
+        where = "stdout was closed and no file could be made: the new key is on stderr above"
     out.err.print(
         f"[bold red]The authkey of {account} was rotated.[/] {where}, and the old key no "
         "longer works: store it now (e.g. in your secret store, then AISIX_AUTHKEY or an "
         "--authkey-file) before doing anything else.",
         highlight=False,
     )
-    if key_file is not None:
-        try:
-            await anyio.to_thread.run_sync(key_file.write, update.authkey)
-        except OSError as exc:
-            raise CliError(
-                f"the key was rotated but could not be written to {ctx.args.write_to} "
-                f"({exc.strerror}): copy it from the output above NOW",
-                ExitCode.GATEWAY,
-            ) from None
+    if written is not None:
+        raise CliError(
+            f"the key was rotated but could not be written to {ctx.args.write_to} "
+            f"({written.strerror}): copy it from the output above NOW",
+            ExitCode.GATEWAY,
+        )
+    if stored:
         out.note(f"the new key was written to {ctx.args.write_to}")
     return ExitCode.OK

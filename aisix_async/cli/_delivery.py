@@ -42,7 +42,6 @@ from .. import (
     open_campaign_journal,
 )
 from ._app import Context
-from ._args import poll_interval
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
 from ._output import counted
@@ -167,7 +166,7 @@ def _report_data(report: DeliveryReport, ours: bool | None) -> dict[str, Any]:
 _TAGS = {False: "  (not this campaign's)", None: "  (not journalled)"}
 
 
-async def reports_journal(ctx: Context) -> int:
+async def reports_journal(ctx: Context, interval: float) -> int:
     """``aisix reports --journal FILE``: journal the reports, then show them and the tally."""
     args, out = ctx.args, ctx.out
     path = _existing_journal(args.journal)
@@ -193,7 +192,7 @@ async def reports_journal(ctx: Context) -> int:
             )
         try:
             async with campaign.record_run("reports"):
-                return await _follow(ctx, campaign, follow, idle)
+                return await _follow(ctx, campaign, follow, idle, interval)
         finally:
             # (The display's last line already said it on stderr.)
             if out.json_mode:
@@ -201,7 +200,9 @@ async def reports_journal(ctx: Context) -> int:
                 out.emit({"type": "summary", "journal": str(path), **_summary_json(summary)})
 
 
-async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | None) -> int:
+async def _follow(
+    ctx: Context, campaign: Campaign, follow: bool, idle: float | None, interval: float
+) -> int:
     out = ctx.out
     display = _Display(ctx, campaign)
     # One flag per report, in the order the stream yields them: the journal's verdict
@@ -212,7 +213,7 @@ async def _follow(ctx: Context, campaign: Campaign, follow: bool, idle: float | 
         mine.extend(verdicts)
 
     stream = campaign.watch_delivery_reports(
-        interval=poll_interval(ctx.args),
+        interval=interval,
         # Without --follow: one pass over the queue; --follow alone: until Ctrl-C.
         stop_when_idle=idle if follow else 0.0,
         on_recorded=record,
@@ -326,13 +327,23 @@ async def campaign(ctx: Context) -> int:
         summary = journal.summary()
         runs = await journal.runs()
         definition = dict(journal.definition)
+        if to_stdout:
+            reconfigure = getattr(out.stdout, "reconfigure", None)
+            if reconfigure is not None:
+                # csv ends lines in \r\n itself; Windows' newline translation would
+                # make them \r\r\n.
+                reconfigure(newline="")
+            try:
+                written = await journal.export_csv(out.stdout)
+                out.stdout.flush()
+            except OSError:  # | head: the journal still holds it all
+                out.mark_stdout_closed()
+                return ExitCode.STDOUT_CLOSED
+            out.note(f"{counted(written, 'recipient', 'recipients')} written to stdout")
+            return ExitCode.OK  # the CSV alone: a table after it would spoil it
         if export is not None:
-            # A closed stdout (| head) ends the export: the journal still holds it all.
-            written = await journal.export_csv(out.stdout if to_stdout else export)
-            where = "stdout" if to_stdout else export
-            out.note(f"{counted(written, 'recipient', 'recipients')} written to {where}")
-    if to_stdout:
-        return ExitCode.OK  # the CSV alone: a table after it would spoil it
+            written = await journal.export_csv(export)
+            out.note(f"{counted(written, 'recipient', 'recipients')} written to {export}")
     if out.json_mode:
         out.emit(
             {

@@ -11,6 +11,7 @@ input would look like a changed one on resume.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -24,11 +25,20 @@ from .send.inputs import Source
 
 __all__ = ["INTERRUPTED", "STDOUT_CLOSED", "Feed", "FollowInterrupt", "watch_interrupts"]
 
-# A terminal that hangs up (SIGHUP) stops a run as Ctrl-C does: killed by it, a send would
-# leave its outcomes nowhere and a follow would lose the reports it had fetched.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + (
-    (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
-)
+
+# No signal receiver on Windows: there a send stops only when stdout closes.
+_RECEIVES_SIGNALS: bool = sys.platform != "win32"
+
+
+def _stop_signals() -> tuple[signal.Signals, ...]:
+    # A terminal that hangs up (SIGHUP) stops a run as Ctrl-C does: killed by it, a send
+    # would leave its outcomes nowhere and a follow would lose the reports it fetched.
+    # Unless it is ignored (``nohup aisix send ...``): handling it would undo nohup.
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None or signal.getsignal(hangup) is signal.SIG_IGN:
+        return (signal.SIGINT, signal.SIGTERM)
+    return (signal.SIGINT, signal.SIGTERM, hangup)
+
 
 # What a recipient not sent reads: "not sent: dispatch stopped because ...".
 INTERRUPTED = "the operator interrupted the send (Ctrl-C, SIGTERM or SIGHUP)"
@@ -47,7 +57,7 @@ class FollowInterrupt:
         # leaving --follow running after Ctrl-C.
         if sys.platform == "win32":  # pragma: no cover - no signal receiver there
             await anyio.sleep_forever()
-        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        with anyio.open_signal_receiver(*_stop_signals()) as signals:
             async for _ in signals:
                 self.seen = True
                 scope.cancel()
@@ -97,15 +107,15 @@ async def watch_interrupts(
     stdout closing (nobody reads the outcomes any more) stops the send as a first
     Ctrl-C does: the outcomes it cannot print are kept in a file, not lost.
     """
-    if sys.platform == "win32":  # pragma: no cover - no signal receiver there
-        await stdout_closed.wait()
-        feed.stopping = True
-        stop_dispatch(STDOUT_CLOSED)
-        await anyio.sleep_forever()
-    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    async with contextlib.AsyncExitStack() as stack:
+        signals: AsyncIterator[int] | None = None
+        if _RECEIVES_SIGNALS:
+            signals = stack.enter_context(anyio.open_signal_receiver(*_stop_signals()))
         async with anyio.create_task_group() as first:
 
             async def interrupted() -> None:
+                if signals is None:  # pragma: no cover - Windows
+                    return
                 async for _ in signals:
                     state["interrupted"] = True
                     ctx.out.warn(
@@ -140,6 +150,8 @@ async def watch_interrupts(
                 group.cancel_scope.cancel()
 
             async def again() -> None:
+                if signals is None:  # pragma: no cover - Windows
+                    return
                 async for _ in signals:
                     state["interrupted"] = state["abandoned"] = True
                     ctx.out.warn("second interrupt: abandoning any requests still on the wire")

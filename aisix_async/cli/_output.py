@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import io
 import json
 import os
 import sys
@@ -84,6 +85,49 @@ class _ResultConsole(Console):
         raise BrokenPipeError
 
 
+class _Survivable(io.TextIOBase):
+    """stderr as a stream that never raises: once a write fails (the terminal hung up),
+    the rest is dropped, so a run still ends cleanly and keeps what it fetched."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._dead = False
+
+    def write(self, text: str) -> int:
+        if not self._dead:
+            try:
+                return self._stream.write(text)
+            except OSError:
+                self._died()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._dead:
+            try:
+                self._stream.flush()
+            except OSError:
+                self._died()
+
+    def _died(self) -> None:
+        self._dead = True
+        if self._stream is sys.stderr:
+            # Python flushes stderr once more at exit: it would fail there too.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stderr.fileno())
+                os.close(devnull)
+
+    def isatty(self) -> bool:
+        return not self._dead and self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
+
+
 def _write(stream: TextIO, text: str) -> None:
     with contextlib.suppress(OSError):  # stderr gone too: nowhere left to say it
         stream.write(text)
@@ -96,6 +140,8 @@ class _Unprinted:
     def __init__(self, command: str) -> None:
         self.command = command
         self.count = 0
+        #: Of ``count``, how many went to stderr (no file could be made, or it filled).
+        self.on_stderr = 0
         self.path: Path | None = None
         self._file: TextIO | None = None
         self._failed = False
@@ -121,23 +167,27 @@ class _Unprinted:
                     "records not printed follow here, as JSON lines\n",
                 )
         # No file could be made, or it is full: stderr is the last place they can go.
+        self.on_stderr += 1
         _write(stderr, line)
 
     def _open(self, stderr: TextIO) -> None:
-        folder = unprinted_folder()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = folder / f"{self.command}-{stamp}-{os.getpid()}.jsonl"
+        name = f"{self.command}-{stamp}-{os.getpid()}.jsonl"
         try:
+            # Inside: with no home folder (a container's user) Path.home() raises.
+            folder = unprinted_folder()
+            path = folder / name
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Numbers and message texts: readable by the owner only, and never over a file.
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             self._file = os.fdopen(handle, "w", encoding="utf-8")
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             self._failed = True
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             _write(
                 stderr,
-                f"aisix: error: stdout was closed and {path} could not be made "
-                f"({exc.strerror}): the records not printed follow here, as JSON lines\n",
+                f"aisix: error: stdout was closed and no file could be made for {name} "
+                f"({reason}): the records not printed follow here, as JSON lines\n",
             )
             return
         self.path = path
@@ -167,7 +217,7 @@ class Output:
         self.json_mode = json_mode
         self.quiet = quiet
         self._stdout = stdout if stdout is not None else sys.stdout
-        self._stderr = stderr if stderr is not None else sys.stderr
+        self._stderr: TextIO = _Survivable(stderr if stderr is not None else sys.stderr)  # type: ignore[assignment]
         self.out = _ResultConsole(file=self._stdout, highlight=False, soft_wrap=True)
         self.err = Console(file=self._stderr, highlight=False, soft_wrap=True, stderr=True)
         self.stdout_closed = False
@@ -202,6 +252,11 @@ class Output:
         """How many records stdout could not take, and the file they are in (None: stderr)."""
         return self._unprinted.count, self._unprinted.path
 
+    @property
+    def unprinted_on_stderr(self) -> int:
+        """Of those, how many went to stderr (no file could be made, or it filled)."""
+        return self._unprinted.on_stderr
+
     def close(self) -> None:
         """Close the file of unprinted records, if one was made."""
         self._unprinted.close()
@@ -220,14 +275,15 @@ class Output:
         """One JSON line on stdout, flushed at once (followers read it as it comes)."""
         self.result(record, None)
 
-    def result(self, record: Mapping[str, Any], text: str | None) -> None:
+    def result(self, record: Mapping[str, Any], text: str | None, *, keep: bool = True) -> None:
         """A record on stdout: ``text`` as a line, or with --json (or no text) JSON.
 
         Flushed at once, so that a write stdout refuses is this record's, and it goes to
-        the file of unprinted records instead.
+        the file of unprinted records instead (unless not ``keep``: kept elsewhere).
         """
         if self.stdout_closed:
-            self.keep_unprinted(record)
+            if keep:
+                self.keep_unprinted(record)
             return
         try:
             if text is None or self.json_mode:
@@ -236,8 +292,9 @@ class Output:
             else:
                 self.out.print(text, markup=False)
         except OSError:  # EPIPE (| head), EIO (a terminal hung up)
-            self.keep_unprinted(record)
             self.mark_stdout_closed()
+            if keep:
+                self.keep_unprinted(record)
 
     def write_results(self, text: str, records: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         """Many records' lines at once (``text``), flushed: the fast path of big batches.

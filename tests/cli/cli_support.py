@@ -96,6 +96,8 @@ class Cli:
         """
         read_end, write_end = os.pipe()
         os.close(read_end)
+        # Buffered, as a user's run is: Python's own flush at exit must not fail either.
+        env = {k: v for k, v in self.env.items() if k != "PYTHONUNBUFFERED"}
         try:
             done = subprocess.run(
                 self.command(*args),
@@ -103,7 +105,7 @@ class Cli:
                 stdout=write_end,
                 stderr=subprocess.PIPE,
                 text=True,
-                env=self.env,
+                env=env,
                 timeout=timeout,
                 cwd=ROOT,
             )

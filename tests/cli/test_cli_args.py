@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cli_support import Cli
+from cli_support import Cli, json_lines
 
 from aisix_async.cli._args import build_parser, poll_interval
 
@@ -54,3 +54,15 @@ def test_interval_without_follow_is_refused_before_anything_is_fetched(
     parsed = build_parser().parse_args([command, "--until-idle", "1", "--interval", "0.5"])
     assert poll_interval(parsed) == 0.5
     assert poll_interval(build_parser().parse_args([command, "-f"])) == 5.0
+
+
+def test_interval_refused_with_a_journal_records_no_run(cli: Cli, tmp_path: Any) -> None:
+    journal = str(tmp_path / "c.db")
+    sent = cli.run("send", "--content", "hi", "--journal", journal, "-q", input="13900000001\n")
+    assert sent.returncode == 0, sent.stderr
+    refused = cli.run("reports", "--journal", journal, "--interval", "2", "--json")
+    assert refused.returncode == 2
+    assert refused.stdout == ""  # no summary of a run that never was
+    shown = cli.run("campaign", journal, "--json")
+    (campaign,) = json_lines(shown.stdout)
+    assert [run["kind"] for run in campaign["runs"]] == ["send"]

@@ -255,6 +255,11 @@ def test_a_reply_is_one_line_of_text_whatever_its_content(cli: Cli, emulator: An
 def test_one_line_writes_control_characters_as_escapes() -> None:
     assert one_line("ok 你好") == "ok 你好"
     assert one_line("a\r\nb\x1b[2J\x7f") == "a\\r\\nb\\x1b[2J\\x7f"
+    # A backslash the sender typed is doubled: "\\n" shown is never a line break typed.
+    assert one_line("c:\\new") == "c:\\\\new"
+    # Line separators and direction overrides too; a joiner inside an emoji stays.
+    assert one_line("a\u2028b\u202ec") == "a\\u2028b\\u202ec"
+    assert one_line("\U0001f469\u200d\U0001f4bb") == "\U0001f469\u200d\U0001f4bb"
 
 
 def test_rotate_key_needs_confirmation(cli: Cli, emulator: Any) -> None:

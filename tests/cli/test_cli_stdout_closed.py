@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from cli_support import ROOT, Cli, json_lines, numbers, write_lines
 
+from aisix_async.cli._app import _stdout_closed
 from aisix_async.cli._output import Output
 
 CLOSED = 141
@@ -202,7 +203,7 @@ def test_ctrl_c_while_the_last_poll_is_on_the_wire_still_keeps_its_reports(
     _, rest = process.communicate(timeout=30)
 
     assert process.returncode == 130, first + rest
-    assert "record(s) it could not take are kept in" in rest  # said at a Ctrl-C too
+    assert "record(s) it could not take: kept in" in rest  # said at a Ctrl-C too
     _, kept = _kept(cli, first + rest)
     _each_report_once(kept, emulator, drawn)
 
@@ -308,5 +309,136 @@ def test_records_go_to_stderr_when_no_file_can_be_made_for_them(
 
     assert out.unprinted == (2, None)
     said = err.getvalue().splitlines()
-    assert "could not be made" in said[0]
+    assert "no file could be made" in said[0]
     assert [json.loads(line)["n"] for line in said[1:]] == [1, 2]
+
+
+def test_campaign_export_into_a_closed_pipe_exits_141_without_a_traceback(
+    cli_state: Cli, tmp_path: Path
+) -> None:
+    cli = cli_state
+    journal = str(tmp_path / "c.db")
+    listed = write_lines(tmp_path / "n.txt", numbers(3000))
+    sent = cli.run("send", listed, "--content", "Hi", "--journal", journal, "-q")
+    assert sent.returncode == 0, sent.stderr
+
+    closed = cli.run_with_closed_stdout("campaign", journal, "--export", "-")
+
+    assert closed.returncode == CLOSED, closed.stderr
+    assert "Exception ignored" not in closed.stderr and "Traceback" not in closed.stderr
+
+
+def test_a_rotated_key_written_to_its_file_is_not_kept_again(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    cli = cli_state
+    target = tmp_path / "key"
+
+    closed = cli.run_with_closed_stdout("rotate-key", "--yes", "--write-to", str(target))
+
+    # Nothing lost: the key is where it was asked to go, and nowhere else.
+    assert closed.returncode == 0, closed.stderr
+    assert target.read_text().strip() == emulator.state.authkey()
+    assert f"the new key is in {target} only" in closed.stderr
+    assert not (Path(cli.env["XDG_STATE_HOME"]) / "aisix").exists()
+
+
+def test_a_send_ignoring_hangups_under_nohup_keeps_sending(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    cli = cli_state
+    emulator.state.configure(rate=200.0)
+    mobiles = numbers(1000)
+    listed = write_lines(tmp_path / "numbers.txt", mobiles)
+    process = subprocess.Popen(
+        cli.command("send", listed, "--content", "Hi", "--chunk-size", "10", "-q"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=cli.env, cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # nohup
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while emulator.state.message_count < 100:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert len(emulator.state.messages()) == len(mobiles)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_a_send_on_a_terminal_that_hung_up_ends_cleanly_on_sighup(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # stdout and stderr both on the dead terminal, as after a closed window: the
+    # progress display and the summary have nowhere to go, and must not crash the stop.
+    cli = cli_state
+    emulator.state.configure(rate=20.0)
+    listed = write_lines(tmp_path / "numbers.txt", numbers(3000))
+    outcomes = tmp_path / "outcomes.csv"
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        cli.command("send", listed, "--content", "Hi", "--chunk-size", "10",
+                    "--outcomes", str(outcomes)),
+        stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=cli.env, cwd=ROOT,
+    )  # fmt: skip
+    os.close(terminal)
+    try:
+        deadline = time.monotonic() + 30
+        while emulator.state.message_count < 50:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        os.close(controller)  # the window closes ...
+    process.send_signal(signal.SIGHUP)  # ... and the terminal says so
+    assert process.wait(timeout=60) == 130
+    with outcomes.open(encoding="utf-8", newline="") as rows:
+        accepted = [row["mobile"] for row in csv.DictReader(rows) if row["status"] == "accepted"]
+    assert Counter(accepted) == Counter(m.mobile for m in emulator.state.messages())
+
+
+def test_without_a_home_folder_records_go_to_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A container's user with no home: Path.home() raises RuntimeError, not OSError.
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    err = io.StringIO()
+    out = Output(stdout=_ClosedPipe(), stderr=err, command="reports")
+
+    out.result({"type": "report", "n": 1}, "line")
+
+    assert out.stdout_closed and out.unprinted == (1, None)
+    assert json.loads(err.getvalue().splitlines()[-1]) == {"type": "report", "n": 1}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_kept_file_that_fills_hands_the_rest_to_stderr_and_says_how_many_went_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    real_fdopen = os.fdopen
+
+    def full_disk(handle: int, *args: Any, **kwargs: Any) -> Any:
+        os.close(handle)
+        return real_fdopen(os.open("/dev/full", os.O_WRONLY), *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", full_disk)
+    err = io.StringIO()
+    out = Output(stdout=_ClosedPipe(), stderr=err, command="reports")
+
+    out.result({"type": "report", "n": 1}, "line")
+    out.result({"type": "report", "n": 2}, "line")
+    monkeypatch.undo()
+    _stdout_closed(out, "reports", 0)
+
+    count, path = out.unprinted
+    assert (count, out.unprinted_on_stderr) == (2, 2)
+    said = err.getvalue()
+    assert "could not take more" in said
+    assert [json.loads(line)["n"] for line in said.splitlines() if line.startswith("{")] == [1, 2]
+    assert f"0 kept in {path} and 2 printed on stderr above" in said

@@ -103,12 +103,13 @@ def show_estimate(
         out.warn(f"the balance is {est.shortfall} yuan short of the estimated cost")
 
 
-def snapshot(stats: BulkStats, total: int | None, not_sent: int = 0) -> Snapshot:
+def snapshot(stats: BulkStats, total: int | None, not_sent: int = 0, unread: int = 0) -> Snapshot:
     """Progress figures from a send stream's live statistics.
 
     ``not_sent`` is the tally's count of recipients never sent: the stream counts them
     as failed, the summary apart, and the last progress line must not contradict the
-    summary printed under it ("failed 17,000" above "failed 0").
+    summary printed under it ("failed 17,000" above "failed 0"). ``unread``: input a
+    stop left unread, not sent either (the stream never counted it).
     """
     return Snapshot(
         done=stats.done + stats.skipped,
@@ -116,7 +117,7 @@ def snapshot(stats: BulkStats, total: int | None, not_sent: int = 0) -> Snapshot
         accepted=stats.accepted,
         failed=max(0, stats.failed - not_sent),
         unknown=stats.unknown,
-        not_sent=not_sent,
+        not_sent=not_sent + unread,
         requests=stats.requests,
         rate_limited=stats.rate_limited,
         retries=stats.retries,
@@ -171,8 +172,9 @@ def finish(
     # refusal, a second Ctrl-C), and the input a first Ctrl-C left unread (no outcome).
     not_sent = tally.not_sent + max(0, total - tally.done - skipped)
     interrupted = bool(state.get("interrupted"))
-    # Stopped because nobody read the outcomes any more (see _interrupts).
-    stopped_unread = bool(state.get("stdout_closed")) and not interrupted
+    # Stopped because nobody read the outcomes any more (see _interrupts), with some
+    # recipients left unsent by it (closed at the last outcome, it stopped nothing).
+    stopped_unread = bool(state.get("stdout_closed")) and not interrupted and not_sent > 0
     if out.json_mode:
         record: dict[str, Any] = {
             "type": "summary",
