@@ -86,6 +86,9 @@ async def test_cancel_scope_while_on_the_wire_is_an_unknown_outcome(
         stats = client.stats()
     assert stats.outcome_unknown == 1
     assert stats.calls[("sendOnce", "unknown")] == 1
+    # The attempt's result is named as the README names it, on asyncio and on trio
+    # (it read "CancelledError", which a dashboard keyed on "cancelled" missed).
+    assert dict(stats.results) == {("sendOnce", "cancelled"): 1}
     assert [(o.action, o.reason, o.mobiles, o.error) for o in seen] == [
         ("sendOnce", "cancelled", (NUMBER,), None)
     ]

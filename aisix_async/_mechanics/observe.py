@@ -386,6 +386,10 @@ def _result_of(error: BaseException) -> str:
         return "transport"
     if isinstance(error, ProtocolError):
         return "protocol"
+    if not isinstance(error, Exception):
+        # asyncio's CancelledError and trio's Cancelled (BaseExceptions): the caller was
+        # cancelled while the request was on the wire, as the README names it.
+        return "cancelled"
     return type(error).__name__
 
 
