@@ -28,7 +28,7 @@ from aisix_async import (
     SharedLimitError,
     ValidationError,
 )
-from aisix_async._mechanics.scheduler import Scheduler
+from aisix_async._mechanics.scheduler import Scheduler, TurnBeyondDeadline
 from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, redact_url, schedule_key
 
 ACCOUNT = "staff@enterprise"
@@ -978,3 +978,28 @@ def test_runs_one_after_another_do_not_run_away_from_a_full_bucket(
     for start in starts[1:]:
         assert gateway.refused(None, start, start + 6.0) <= 3
     assert gateway.accepted(None, 8.0, 30.0) >= 0.95 * rate * 18.0
+
+
+@pytest.mark.anyio
+async def test_a_turn_beyond_the_callers_deadline_is_not_booked(
+    redis_server: RedisServer,
+) -> None:
+    # Handlers whose deadlines expire while they wait for far-off turns used to book
+    # them all: the schedule ran seconds ahead, every client waited behind turns nobody
+    # would use, and the probe took them for answered requests (a user's trial: two
+    # replicas idle for 8 s, then a pace of 488/s and a burst of -1 answers).
+    time = VirtualTime()
+    shared = limit(redis_server, time, seed_pace=2.0)
+    assert await shared.take_turn(anyio.current_time() + 5.0) is not None  # now
+    before = stored(redis_server)
+    with pytest.raises(TurnBeyondDeadline) as late:
+        await shared.take_turn(anyio.current_time() + 0.1)  # the next is 0.5 s away
+    assert late.value.wait == pytest.approx(0.5, abs=0.05)
+    after = stored(redis_server)
+    assert (after["next_at"], after["turns"], after["pace"]) == (
+        before["next_at"], before["turns"], before["pace"],
+    )  # fmt: skip
+    # A caller who can wait gets that same turn: nothing was held back.
+    turn = await shared.take_turn(anyio.current_time() + 1.0)
+    assert turn is not None and turn.number == int(before["turns"]) + 1
+    await shared.aclose()

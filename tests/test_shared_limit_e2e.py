@@ -24,7 +24,13 @@ import redis
 import trustme
 from redis_support import RedisServer, find_server_binary, free_port, tls_front
 
-from aisix_async import AisixClient, OutcomeStatus, RateState, RetryPolicy
+from aisix_async import (
+    AisixClient,
+    DeadlineExceededError,
+    OutcomeStatus,
+    RateState,
+    RetryPolicy,
+)
 from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, schedule_key
 
 FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -379,3 +385,55 @@ async def test_a_restart_is_one_fallback_not_one_per_pooled_connection(
     # The first call after the restart finds it (one fallback); none after the rejoin.
     assert shared.fallbacks == 1 and shared.available
     await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_call_whose_deadline_comes_before_its_shared_turn_fails_at_once(
+    emulator: Any, redis_server: RedisServer
+) -> None:
+    emulator.state.configure(rate=200.0, burst=5.0)
+    state = RateState(pace=2.0, concurrency=1, learned_at=time.time())
+    async with client_for(emulator, redis_server.url, rate_state=state) as client:
+        await client.send_once(["13900000001"], "first")  # takes the turn of now
+        began = anyio.current_time()
+        with pytest.raises(DeadlineExceededError):
+            await client.send_once(["13900000002"], "second", deadline=0.2)
+        # Refused when its turn was asked for, not after waiting out the deadline.
+        assert anyio.current_time() - began < 0.2
+        assert client.stats().calls[("sendOnce", "deadline")] == 1
+        # ... and the turn it did not book is the next caller's.
+        await client.send_once(["13900000003"], "third", deadline=5)
+    assert [m.mobile for m in emulator.state.messages()] == ["13900000001", "13900000003"]
+
+
+@pytest.mark.anyio
+async def test_callers_queued_for_a_shared_turn_book_none_past_their_deadlines(
+    emulator: Any, redis_server: RedisServer
+) -> None:
+    # A client books its turns one at a time; a caller waiting behind the others must
+    # read its time left when its turn is booked, not when it came. Booked by the time
+    # at which it came, the fourth turn (1.5 s) was booked for a caller whose deadline
+    # (1.2 s) passed first: every client waited for a request never sent (a user's
+    # trial: two replicas with expiring handlers idle for 8 s at a time).
+    emulator.state.configure(rate=200.0, burst=5.0)
+    state = RateState(pace=2.0, concurrency=4, learned_at=time.time())
+    async with client_for(emulator, redis_server.url, rate_state=state) as client:
+        outcomes: list[str] = []
+
+        async def one(number: str) -> None:
+            try:
+                await client.send_once([number], "hi", deadline=1.2)
+                outcomes.append("sent")
+            except DeadlineExceededError:
+                outcomes.append("deadline")
+
+        async with anyio.create_task_group() as group:
+            for i in range(4):
+                group.start_soon(one, f"1390000000{i}")
+                await anyio.sleep(0.01)
+        prefix = schedule_key(emulator.account, client.endpoints.open_url)
+        with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
+            turns = int(conn.hget(f"{prefix}:schedule", "turns"))
+    assert sorted(outcomes) == ["deadline", "sent", "sent", "sent"]
+    assert turns == 3  # none booked for the caller who could not have used it
+    assert len(emulator.state.messages()) == 3

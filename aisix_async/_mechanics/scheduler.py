@@ -64,6 +64,7 @@ logged on ``aisix_async`` and handed to ``on_retry``.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import logging
 import math
@@ -86,6 +87,7 @@ from tenacity.stop import stop_base
 from .._core.errors import (
     AisixError,
     CircuitOpenError,
+    DeadlineExceededError,
     RateLimitedError,
     TransportError,
     ValidationError,
@@ -265,6 +267,15 @@ class RateState:
         )
 
 
+class TurnBeyondDeadline(Exception):
+    """A :class:`PaceSource`'s answer: the next turn would come after the caller's
+    deadline, so none was booked (see ``Scheduler._shared_turn``)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"the next shared turn is {wait:.3g} s away")
+        self.wait = wait
+
+
 class SharedShare(Protocol):
     """A turn from a :class:`PaceSource`: the share of the pace this client may use."""
 
@@ -280,8 +291,12 @@ class PaceSource(Protocol):
     share it was given. Concurrency and retries stay the scheduler's own.
     """
 
-    async def take_turn(self) -> SharedShare | None:
-        """Wait for this request's turn; None: pace it yourself this time."""
+    async def take_turn(self, deadline: float | None = None) -> SharedShare | None:
+        """Wait for this request's turn; None: pace it yourself this time.
+
+        ``deadline``: the caller's, on anyio's clock (None: none); a turn after it
+        raises :class:`TurnBeyondDeadline` without being booked.
+        """
 
     async def refused(self, turn: Any) -> None:
         """A request dispatched at ``turn`` was answered -1."""
@@ -1061,10 +1076,16 @@ class Scheduler:
 
     # -- a pace shared with other clients ---------------------------------------------
 
-    async def _shared_turn(self) -> SharedShare | None:
+    async def _shared_turn(self, action: str) -> SharedShare | None:
         if self._shared is None:
             return None
-        turn = await self._shared.take_turn()
+        # The caller's deadline (given, or an enclosing scope's): a turn it cannot live
+        # to see is not booked, and the call fails now, not at its deadline.
+        deadline = anyio.current_effective_deadline()
+        try:
+            turn = await self._shared.take_turn(None if math.isinf(deadline) else deadline)
+        except TurnBeyondDeadline as late:
+            raise DeadlineExceededError(action, None) from late
         if turn is not None:
             # Follow the share locally: stats and rate_state() show it, the slots it needs
             # are kept, and should the source fail, this client paces itself from there
@@ -1076,9 +1097,9 @@ class Scheduler:
 
     # -- running a request ---------------------------------------------------------
 
-    async def _take_turn(self) -> SharedShare | None:
+    async def _take_turn(self, action: str) -> SharedShare | None:
         # From the shared schedule when there is one and it answers, else paced here.
-        turn = await self._shared_turn()
+        turn = await self._shared_turn(action)
         if turn is None:
             await self._await_pace()
         return turn
@@ -1128,7 +1149,9 @@ class Scheduler:
     ) -> _T:
         waited = await self._wait_or_leave(self._acquire_slot, action, leave_when_open)
         try:
-            turn = await self._wait_or_leave(self._take_turn, action, leave_when_open)
+            turn = await self._wait_or_leave(
+                functools.partial(self._take_turn, action), action, leave_when_open
+            )
             if hooks is not None:
                 await hooks.before_dispatch()
             dispatched_at = self._clock()

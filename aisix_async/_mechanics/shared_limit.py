@@ -59,6 +59,7 @@ import attrs
 import sniffio
 
 from .._core.errors import ExtraNotInstalledError, SharedLimitError, ValidationError
+from .scheduler import TurnBeyondDeadline
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -104,6 +105,11 @@ def _url_problem(url: str) -> str | None:
         # redis-py quietly uses database 0 for a path it cannot read.
         return "its path must be a database number, as in redis://host:6379/0"
     return None
+
+
+def _text(value: object) -> str:
+    # Redis answers bytes or str, depending on how its client decodes.
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def schedule_key(account: str, gateway_url: str) -> str:
@@ -209,6 +215,13 @@ if sure and ceiling > 0 and pace > ceiling and next_at > 0 and now - next_at > I
 end
 local at = math.max(now, next_at)
 local wait = at - now
+local max_wait = tonumber(ARGV[12])
+if max_wait and wait > max_wait then
+  -- The caller's deadline comes first: no turn is booked. One booked and left unused
+  -- would hold every client back by a turn, and count as a request answered (the
+  -- probe read a fleet of expiring handlers as proof of a raised limit).
+  return {'late', tostring(wait)}
+end
 if wait > 0 and part == 1 and now >= measure_from then
   -- Demand above the pace: grow it, every step a share of the pace and counted in turns,
   -- so that it behaves alike at 2 and at 500 requests/s. Below the ceiling (the rate of
@@ -747,11 +760,13 @@ class SharedLimit:
             # turn back for nothing. An underestimate costs only some overlap.
             self._own_until = min(max(self._own_until, now) + step, now + self.OWN_HORIZON + step)
 
-    async def take_turn(self) -> SharedTurn | None:
+    async def take_turn(self, deadline: float | None = None) -> SharedTurn | None:
         """Book this client's next turn and wait for it; None: pace yourself this time.
 
         None when Redis failed lately (until ``retry_after`` has passed) or fails now,
         within ``timeout``. Cancelling the wait just lets the booked turn pass unused.
+        ``deadline``: the caller's, on anyio's clock; a turn after it is not booked, and
+        :class:`TurnBeyondDeadline` is raised instead.
         """
         if self._down and self._monotonic() < self._down_until:
             self._pace_yourself()
@@ -762,6 +777,11 @@ class SharedLimit:
                 return None
             began = self._monotonic()
             own = max(0.0, self._own_until - began)
+            # The time left is read now, not when the caller came: it may have waited
+            # for the others' turns to be booked (the lock) meanwhile.
+            max_wait = None if deadline is None else deadline - anyio.current_time()
+            if max_wait is not None and max_wait <= 0:
+                raise TurnBeyondDeadline(0.0)
             try:
                 answer = await self._call(
                     self._turn_script,
@@ -778,18 +798,23 @@ class SharedLimit:
                         "" if self._last_clients is None else self._last_clients,
                         self.REJOIN_WINDOW,
                         repr(own),
+                        "" if max_wait is None else repr(max(0.0, max_wait)),
                     ],
                 )
-                wait, pace = float(answer[0]), float(answer[1])
-                epoch, clients, number = int(answer[2]), int(answer[3]), int(answer[4])
-                booked_for = answer[5]
-                ceiling = float(answer[6]) if answer[6] else None
-                measured_at = float(answer[7])
+                late = float(answer[1]) if _text(answer[0]) == "late" else None
+                if late is None:
+                    wait, pace = float(answer[0]), float(answer[1])
+                    epoch, clients, number = int(answer[2]), int(answer[3]), int(answer[4])
+                    booked_for = answer[5]
+                    ceiling = float(answer[6]) if answer[6] else None
+                    measured_at = float(answer[7])
             except Exception as exc:  # any failure of Redis: never the send's business
                 self._failed(exc, began)
                 self._pace_yourself()
                 return None
             await self._recovered()
+            if late is not None:
+                raise TurnBeyondDeadline(late)
             self._last_pace = pace
             self._last_clients = clients
             self._last_ceiling = ceiling
