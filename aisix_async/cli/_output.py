@@ -85,6 +85,15 @@ class _ResultConsole(Console):
         raise BrokenPipeError
 
 
+def _point_at_devnull(stream: TextIO) -> None:
+    # Python flushes the standard streams once more at exit: one that failed would
+    # print a traceback (or set exit status 120) there. Its descriptor gets /dev/null.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 class _Survivable(io.TextIOBase):
     """stderr as a stream that never raises: once a write fails (the terminal hung up),
     the rest is dropped, so a run still ends cleanly and keeps what it fetched."""
@@ -111,11 +120,7 @@ class _Survivable(io.TextIOBase):
     def _died(self) -> None:
         self._dead = True
         if self._stream is sys.stderr:
-            # Python flushes stderr once more at exit: it would fail there too.
-            with contextlib.suppress(OSError, ValueError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stderr.fileno())
-                os.close(devnull)
+            _point_at_devnull(self._stream)
 
     def isatty(self) -> bool:
         return not self._dead and self._stream.isatty()
@@ -128,17 +133,13 @@ class _Survivable(io.TextIOBase):
         return self._stream.encoding
 
 
-def _write(stream: TextIO, text: str) -> None:
-    with contextlib.suppress(OSError):  # stderr gone too: nowhere left to say it
-        stream.write(text)
-        stream.flush()
-
-
 class _Unprinted:
     """The file that takes the records stdout could not: JSON lines, owner-only."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, stderr: TextIO) -> None:
+        # stderr never raises (see _Survivable): the last place records can go.
         self.command = command
+        self._stderr = stderr
         self.count = 0
         #: Of ``count``, how many went to stderr (no file could be made, or it filled).
         self.on_stderr = 0
@@ -146,11 +147,11 @@ class _Unprinted:
         self._file: TextIO | None = None
         self._failed = False
 
-    def add(self, record: Mapping[str, Any], stderr: TextIO) -> None:
+    def add(self, record: Mapping[str, Any]) -> None:
         line = json.dumps(jsonable(record), ensure_ascii=False) + "\n"
         self.count += 1
         if self._file is None and not self._failed:
-            self._open(stderr)
+            self._open()
         if self._file is not None:
             try:
                 self._file.write(line)
@@ -161,16 +162,19 @@ class _Unprinted:
                 with contextlib.suppress(OSError):
                     self._file.close()
                 self._file = None
-                _write(
-                    stderr,
+                self._say(
                     f"aisix: error: {self.path} could not take more ({exc.strerror}): the "
-                    "records not printed follow here, as JSON lines\n",
+                    "records not printed follow here, as JSON lines\n"
                 )
         # No file could be made, or it is full: stderr is the last place they can go.
         self.on_stderr += 1
-        _write(stderr, line)
+        self._say(line)
 
-    def _open(self, stderr: TextIO) -> None:
+    def _say(self, text: str) -> None:
+        self._stderr.write(text)
+        self._stderr.flush()
+
+    def _open(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         name = f"{self.command}-{stamp}-{os.getpid()}.jsonl"
         try:
@@ -184,18 +188,14 @@ class _Unprinted:
         except (OSError, RuntimeError) as exc:
             self._failed = True
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            _write(
-                stderr,
+            self._say(
                 f"aisix: error: stdout was closed and no file could be made for {name} "
-                f"({reason}): the records not printed follow here, as JSON lines\n",
+                f"({reason}): the records not printed follow here, as JSON lines\n"
             )
             return
         self.path = path
         # Said now, not only at the end: a kill -9 later must not hide where they are.
-        _write(
-            stderr,
-            f"aisix: warning: stdout was closed: what it could not take is kept in {path}\n",
-        )
+        self._say(f"aisix: warning: stdout was closed: what it could not take is kept in {path}\n")
 
     def close(self) -> None:
         if self._file is not None:
@@ -223,7 +223,7 @@ class Output:
         self.stdout_closed = False
         # Records nobody can fetch again are kept; a balance or a table is asked again.
         self._keeps = command in KEEPS_UNPRINTED
-        self._unprinted = _Unprinted(command)
+        self._unprinted = _Unprinted(command, self._stderr)
         self._on_closed: list[Callable[[], None]] = []
 
     def when_stdout_closes(self, callback: Callable[[], None]) -> None:
@@ -239,11 +239,7 @@ class Output:
             return
         self.stdout_closed = True
         if self._stdout is sys.stdout:
-            # Python flushes stdout once more at exit and would print a traceback there.
-            with contextlib.suppress(OSError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-                os.close(devnull)
+            _point_at_devnull(self._stdout)
         for callback in self._on_closed:
             callback()
 
@@ -281,20 +277,12 @@ class Output:
         Flushed at once, so that a write stdout refuses is this record's, and it goes to
         the file of unprinted records instead (unless not ``keep``: kept elsewhere).
         """
-        if self.stdout_closed:
-            if keep:
-                self.keep_unprinted(record)
-            return
-        try:
-            if text is None or self.json_mode:
-                self._stdout.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
-                self._stdout.flush()
-            else:
-                self.out.print(text, markup=False)
-        except OSError:  # EPIPE (| head), EIO (a terminal hung up)
-            self.mark_stdout_closed()
-            if keep:
-                self.keep_unprinted(record)
+        if text is None or self.json_mode:
+            printed = self._write_stdout(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
+        else:
+            printed = self._print_result(text, markup=False)
+        if not printed and keep:
+            self.keep_unprinted(record)
 
     def write_results(self, text: str, records: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         """Many records' lines at once (``text``), flushed: the fast path of big batches.
@@ -302,29 +290,30 @@ class Output:
         ``records`` makes the records behind ``text``, only if stdout refuses it: they are
         kept, every one (the failed flush may have written some: twice beats lost).
         """
-        if not self.stdout_closed:
-            try:
-                self._stdout.write(text)
-                self._stdout.flush()
-                return
-            except OSError:  # EPIPE (| head), EIO (a terminal hung up)
-                self.mark_stdout_closed()
-        for record in records():
-            self.keep_unprinted(record)
+        if not self._write_stdout(text):
+            for record in records():
+                self.keep_unprinted(record)
+
+    def _write_stdout(self, text: str) -> bool:
+        """Write and flush ``text``; False if stdout is (or is now found) closed."""
+        if self.stdout_closed:
+            return False
+        try:
+            self._stdout.write(text)
+            self._stdout.flush()
+        except OSError:  # EPIPE (| head), EIO (a terminal hung up)
+            self.mark_stdout_closed()
+            return False
+        return True
 
     def keep_unprinted(self, record: Mapping[str, Any]) -> None:
         """Keep a record stdout could not take in the file of unprinted records."""
         if self._keeps:
-            self._unprinted.add(record, self._stderr)
+            self._unprinted.add(record)
 
     def line(self, text: str) -> None:
         """A plain result line on stdout (no markup interpretation); dropped once closed."""
-        if self.stdout_closed:
-            return
-        try:
-            self.out.print(text, markup=False)
-        except OSError:  # EPIPE (| head), EIO (a terminal hung up)
-            self.mark_stdout_closed()
+        self._print_result(text, markup=False)
 
     def note(self, text: str) -> None:
         """A line about the run on stderr (suppressed by --quiet)."""
@@ -340,10 +329,8 @@ class Output:
         self._say(f"aisix: error: {redact_keys(text)}")
 
     def _say(self, text: str) -> None:
-        # stderr gone too (a terminal that hung up): the run must still end cleanly,
-        # keeping what it fetched; a line about it has nowhere to go.
-        with contextlib.suppress(OSError):
-            self.err.print(text, markup=False)
+        # (stderr never raises, gone or not: see _Survivable.)
+        self.err.print(text, markup=False)
 
     def table(
         self,
@@ -376,16 +363,18 @@ class Output:
             table.add_row(Text(label), _cell(value))
         self._print_result(table)
         if vital and self.stdout_closed:
-            with contextlib.suppress(OSError):
-                self.err.print(table)
+            self.err.print(table)
 
-    def _print_result(self, table: Table) -> None:
+    def _print_result(self, renderable: str | Table, *, markup: bool | None = None) -> bool:
+        """Print on stdout through rich; False if stdout is (or is now found) closed."""
         if self.stdout_closed:
-            return
+            return False
         try:
-            self.out.print(table)
+            self.out.print(renderable, markup=markup)
         except OSError:  # EPIPE (| head), EIO (a terminal hung up)
             self.mark_stdout_closed()
+            return False
+        return True
 
 
 def _cell(value: object) -> Text:
