@@ -55,7 +55,7 @@ class FollowInterrupt:
         # Our own receiver, not asyncio's default Ctrl-C handling: that cancels the main
         # task once, and a cancellation landing as a poll's timeout fires can be lost,
         # leaving --follow running after Ctrl-C.
-        if sys.platform == "win32":  # pragma: no cover - no signal receiver there
+        if not _RECEIVES_SIGNALS:  # pragma: no cover - Windows
             await anyio.sleep_forever()
         with anyio.open_signal_receiver(*_stop_signals()) as signals:
             async for _ in signals:

@@ -414,7 +414,7 @@ async def _run(
                 stats = stream.stats()
                 # Once the stream has ended, the input a stop left unread is not sent
                 # either: the last line counts it, as the summary under it does.
-                unread = max(0, total - tally.done - stats.skipped) if ended else 0
+                unread = tally.unread(total, stats.skipped) if ended else 0
                 return snapshot(stats, total, tally.not_sent, unread)
 
             # The progress display outlives the stream: its last line is drawn once the

@@ -170,7 +170,7 @@ def finish(
     skipped = stats.skipped
     # Never sent, either way dispatch stopped: outcomes saying so (-9, an account
     # refusal, a second Ctrl-C), and the input a first Ctrl-C left unread (no outcome).
-    not_sent = tally.not_sent + max(0, total - tally.done - skipped)
+    not_sent = tally.not_sent + tally.unread(total, skipped)
     interrupted = bool(state.get("interrupted"))
     # Stopped because nobody read the outcomes any more (see _interrupts), with some
     # recipients left unsent by it (closed at the last outcome, it stopped nothing).
@@ -252,23 +252,21 @@ def finish(
     if stop is not None:
         problem = describe(stop, account=client.account, url=ctx.url)
         out.error(problem.message)
+    if interrupted and state.get("abandoned"):
+        # Only what was really cut off: the summary's unknown count says the same.
+        cut_off = state.get("cut_off", 0)
+        if cut_off:
+            out.warn(
+                f"{cut_off:,} recipient(s) abandoned on the wire are unknown: "
+                "they may have been sent and charged"
+            )
+        else:
+            out.warn("no request was on the wire when the send was abandoned")
+    if (interrupted or stopped_unread) and ctx.args.journal:
+        out.note(f"run the same command again to resume from {ctx.args.journal}")
     if interrupted:
-        if state.get("abandoned"):
-            # Only what was really cut off: the summary's unknown count says the same.
-            cut_off = state.get("cut_off", 0)
-            if cut_off:
-                out.warn(
-                    f"{cut_off:,} recipient(s) abandoned on the wire are unknown: "
-                    "they may have been sent and charged"
-                )
-            else:
-                out.warn("no request was on the wire when the send was abandoned")
-        if ctx.args.journal:
-            out.note(f"run the same command again to resume from {ctx.args.journal}")
         return ExitCode.INTERRUPTED
     if stopped_unread:
-        if ctx.args.journal:
-            out.note(f"run the same command again to resume from {ctx.args.journal}")
         return ExitCode.STDOUT_CLOSED
     unknown = tally.unknown if campaign is None else campaign.unknown
     failed = tally.failed + not_sent

@@ -56,6 +56,10 @@ class Tally:
         """Recipients with an outcome."""
         return self.accepted + self.failed + self.unknown + self.not_sent
 
+    def unread(self, total: int, skipped: int) -> int:
+        """Recipients of the input a stop left unread: no outcome, never sent."""
+        return max(0, total - self.done - skipped)
+
     def add(self, outcome: SendOutcome) -> None:
         """Count one outcome."""
         size = len(outcome.mobiles)
