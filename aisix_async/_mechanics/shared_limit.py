@@ -798,7 +798,7 @@ class SharedLimit:
                         "" if self._last_clients is None else self._last_clients,
                         self.REJOIN_WINDOW,
                         repr(own),
-                        "" if max_wait is None else repr(max(0.0, max_wait)),
+                        "" if max_wait is None else repr(max_wait),
                     ],
                 )
                 late = float(answer[1]) if _text(answer[0]) == "late" else None
@@ -880,7 +880,7 @@ class SharedLimit:
         if int(answer[0]) and answer[1]:
             self._last_pace = float(answer[1])
             answered, span, rate = int(answer[2]), float(answer[3]), float(answer[4])
-            how = answer[5].decode() if isinstance(answer[5], bytes) else str(answer[5])
+            how = _text(answer[5])
             answers = f"{answered} answer{'' if answered == 1 else 's'} in {span:.3f} s"
             found = {
                 "measured": f"{answers}: {rate:.2f} requests/s accepted",
