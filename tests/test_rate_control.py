@@ -232,6 +232,30 @@ def test_a_warm_start_against_a_big_burst_does_not_run_away(latency: float) -> N
     assert learned.pace is not None and abs(learned.pace - rate) <= 0.1 * rate
 
 
+@pytest.mark.parametrize(("rate", "latency"), [(40.0, 0.3), (100.0, 0.3), (20.0, 0.3)])
+def test_a_warm_start_at_a_long_round_trip_stays_near_the_limit(
+    rate: float, latency: float
+) -> None:
+    # Its first -1 comes after the answers of a few seconds; counted from the first
+    # dispatch instead of the first answer (a round trip later), they read the rate low
+    # (37 at 40 requests/s and 300 ms), the answers then proved the limit above that, and
+    # the fast probe for a raised limit went to 66: 27 -1 answers in 20 s, where a client
+    # that knew the limit meets it once per some 150 requests.
+    gateway = Gateway(rate, burst=5, latency=latency)
+    state = RateState(pace=rate, concurrency=math.ceil(rate * latency) + 2, learned_at=time.time())
+    seconds = 20.0
+    make = _warm(state, max_concurrency=64)
+
+    result = simulate(gateway, [ClientRun(seconds=seconds, demand=64, make=make)])
+    requests = gateway.refused(0, 0, seconds) + gateway.accepted(0, 0, seconds)
+    assert gateway.refused(0, 0, seconds) <= 0.02 * requests
+    assert result.goodput(end=seconds) >= 0.97 * rate
+    # Requests reaching the gateway in any half second: no run-away probe.
+    arrivals = [at for at, _, _ in gateway.decisions]
+    peak = max(bisect.bisect_left(arrivals, at + 0.5) - i for i, at in enumerate(arrivals))
+    assert peak <= 1.3 * rate * 0.5
+
+
 def test_a_first_cut_alone_leaves_no_state() -> None:
     # The first -1 of a cold start ends slow start with an estimate that still holds
     # the bucket's burst: a pace to go on from, not a rate measured, so nothing to hand
@@ -300,12 +324,12 @@ def test_a_measured_rate_is_kept_while_the_ceiling_is_doubted() -> None:
     assert last is not None and last >= 0.85 * 80.0
 
 
-def _warm(state: RateState | None) -> Callable[[], Scheduler]:
+def _warm(state: RateState | None, max_concurrency: int = 16) -> Callable[[], Scheduler]:
     """A simulated client's scheduler, started from ``state`` (cold when None)."""
 
     def make() -> Scheduler:
         return Scheduler(
-            max_concurrency=16,
+            max_concurrency=max_concurrency,
             retry=RetryPolicy(attempts=100, timeout=1000),
             clock=anyio.current_time,
             sleep=anyio.sleep,
