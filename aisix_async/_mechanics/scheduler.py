@@ -911,13 +911,18 @@ class Scheduler:
             if self._paced_since is not None:
                 start = self._paced_since
             elif self._first_dispatch is not None:
-                # ... from a round trip after it: no answer comes back sooner, and that
-                # first round trip counted made the rate read low by its share of the
-                # span. A client started from a fresh state at 40 requests/s and 300 ms
-                # answers read 37 at its first -1, then took the limit, proven above
-                # that, for a raised one: its fast probe reached 66 (27 -1 answers in
-                # 20 s, against 7).
-                start = min(now, self._first_dispatch + (self._rtt or 0.0))
+                start = self._first_dispatch
+                if self._remembered is not None:
+                    # Started from a state, paced: from a round trip after the first
+                    # request, when answers can first come back; that round trip counted
+                    # made the rate read low by its share of the span. One started at 40
+                    # requests/s with 300 ms answers read 37 at its first -1, then took
+                    # the limit, proven above that, for a raised one: its fast probe
+                    # reached 66 (27 -1 answers in 20 s, against 7). A cold client halves
+                    # what it reads then, which holds the burst: read lower, its cuts come
+                    # down to a low limit in fewer steps (counted from the round trip:
+                    # 6-7 -1 answers where 5-6, at 2 requests/s and 100 ms on the emulator).
+                    start = min(now, start + (self._rtt or 0.0))
             else:
                 start = now
         span = max(now - start, 1e-3)
