@@ -980,54 +980,6 @@ def test_runs_one_after_another_do_not_run_away_from_a_full_bucket(
     assert gateway.accepted(None, 8.0, 30.0) >= 0.95 * rate * 18.0
 
 
-class BlockingSleep:
-    """VirtualTime's sleep, that blocks (until cancelled) while ``block`` is set."""
-
-    def __init__(self, time: VirtualTime) -> None:
-        self.time = time
-        self.block = False
-
-    async def __call__(self, seconds: float) -> None:
-        self.time.waits.append(seconds)
-        if self.block:
-            await anyio.sleep_forever()
-
-
-@pytest.mark.anyio
-async def test_a_turn_its_caller_gave_up_is_the_next_callers(redis_server: RedisServer) -> None:
-    # A caller cancelled while it waits for its booked turn, with no deadline the SDK
-    # could see (asyncio.wait_for around the call, a handler cancelled): its turn used to
-    # pass unused, every client of the account waited for it, and the schedule counted
-    # it as a request the gateway accepted (expiring handlers read as a raised limit).
-    time = VirtualTime()
-    sleep = BlockingSleep(time)
-    shared = limit(redis_server, time, seed_pace=2.0, sleep=sleep, monotonic=time)
-    first = await shared.take_turn()
-    assert first is not None and first.number == 1
-    sleep.block = True
-    with anyio.move_on_after(0.05) as gave_up:
-        await shared.take_turn()  # booked for 0.5 s from now, then given up
-    assert gave_up.cancelled_caught
-    sleep.block = False
-    # Not for a caller whose deadline comes first: kept for the next.
-    with pytest.raises(TurnBeyondDeadline) as late:
-        await shared.take_turn(anyio.current_time() + 0.1)
-    assert late.value.wait == pytest.approx(0.5)
-    turn = await shared.take_turn()
-    assert turn is not None and turn.number == 2
-    assert time.waits[-1] == pytest.approx(0.5)  # at the time it was booked for
-    assert stored(redis_server)["turns"] == "2"  # and no other was booked
-    # One given up and not taken until well after its time is let go.
-    sleep.block = True
-    with anyio.move_on_after(0.05):
-        await shared.take_turn()
-    sleep.block = False
-    time.now += 2.0
-    turn = await shared.take_turn()
-    assert turn is not None and turn.number == 4
-    await shared.aclose()
-
-
 @pytest.mark.anyio
 async def test_a_turn_beyond_the_callers_deadline_is_not_booked(
     redis_server: RedisServer,

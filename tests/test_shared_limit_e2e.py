@@ -6,7 +6,6 @@ recipient ends accepted exactly once: Redis only ever says *when* a request goes
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import logging
@@ -404,29 +403,6 @@ async def test_a_call_whose_deadline_comes_before_its_shared_turn_fails_at_once(
         assert client.stats().calls[("sendOnce", "deadline")] == 1
         # ... and the turn it did not book is the next caller's.
         await client.send_once(["13900000003"], "third", deadline=5)
-    assert [m.mobile for m in emulator.state.messages()] == ["13900000001", "13900000003"]
-
-
-@pytest.mark.anyio
-async def test_a_shared_turn_given_up_under_asyncio_wait_for_goes_to_the_next_call(
-    emulator: Any, redis_server: RedisServer
-) -> None:
-    # asyncio.wait_for cancels the call with no deadline the SDK can see: the turn it
-    # had booked used to pass unused, and the next call waited a turn more.
-    emulator.state.configure(rate=200.0, burst=5.0)
-    state = RateState(pace=2.0, concurrency=1, learned_at=time.time())
-    async with client_for(emulator, redis_server.url, rate_state=state) as client:
-        await client.send_once(["13900000001"], "first")  # takes the turn of now
-        began = anyio.current_time()
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(client.send_once(["13900000002"], "second"), 0.2)
-        await client.send_once(["13900000003"], "third")
-        # At the second's turn, 0.5 s after the first; the turn after it is at 1 s.
-        assert anyio.current_time() - began < 0.8
-        prefix = schedule_key(emulator.account, client.endpoints.open_url)
-        with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
-            turns = int(conn.hget(f"{prefix}:schedule", "turns"))
-    assert turns == 2
     assert [m.mobile for m in emulator.state.messages()] == ["13900000001", "13900000003"]
 
 

@@ -515,22 +515,6 @@ class SharedTurn:
         return self.pace / max(1, self.clients)
 
 
-@attrs.frozen
-class _Booked:
-    """A turn booked in the schedule and not yet come (see SharedLimit._await_booked)."""
-
-    #: When it comes, on the client's monotonic clock.
-    due: float
-    pace: float
-    clients: int
-    epoch: int
-    number: int
-    #: Its time as the schedule wrote it (asked about again if booked far ahead).
-    booked_for: bytes | str
-    #: Booked more than ASK_AGAIN_AHEAD turns ahead: a cut may move it (see _moved).
-    ahead: bool
-
-
 class SharedLimit:
     """One account's schedule in Redis, as one client sees it (see the module's doc)."""
 
@@ -652,8 +636,6 @@ class SharedLimit:
         self._own_until = 0.0
         self._turns = 0
         self._fallbacks = 0
-        # A turn booked for a caller that gave up waiting for it: the next caller's.
-        self._spare: _Booked | None = None
         # The round trip of -1 answers (smoothed): how fast a probe may grow.
         self._rtt: float | None = None
 
@@ -782,8 +764,7 @@ class SharedLimit:
         """Book this client's next turn and wait for it; None: pace yourself this time.
 
         None when Redis failed lately (until ``retry_after`` has passed) or fails now,
-        within ``timeout``. A caller cancelled while it waits leaves its booked turn to
-        this client's next caller (see _await_booked).
+        within ``timeout``. Cancelling the wait just lets the booked turn pass unused.
         ``deadline``: the caller's, on anyio's clock; a turn after it is not booked, and
         :class:`TurnBeyondDeadline` is raised instead.
         """
@@ -801,12 +782,6 @@ class SharedLimit:
             max_wait = None if deadline is None else deadline - anyio.current_time()
             if max_wait is not None and max_wait <= 0:
                 raise TurnBeyondDeadline(0.0)
-            spare = self._take_spare(began)
-            if spare is not None:
-                if max_wait is not None and spare.due - began > max_wait:
-                    self._spare = spare  # for a caller who can wait for it
-                    raise TurnBeyondDeadline(spare.due - began)
-                return await self._await_booked(spare)
             try:
                 answer = await self._call(
                     self._turn_script,
@@ -848,53 +823,15 @@ class SharedLimit:
             self._turns += 1
             # The requests paced locally go first (they hold this client's share until
             # then); the turn booked meanwhile passes unused if it came earlier.
-            now = self._monotonic()
-            wait = max(wait, self._own_until - now)
+            wait = max(wait, self._own_until - self._monotonic())
             self._own_until = 0.0
-            booked = _Booked(
-                due=now + wait,
-                pace=pace,
-                clients=clients,
-                epoch=epoch,
-                number=number,
-                booked_for=booked_for,
-                ahead=wait * pace > self.ASK_AGAIN_AHEAD,
-            )
-            return await self._await_booked(booked)
-
-    def _take_spare(self, now: float) -> _Booked | None:
-        # A spare turn whose time passed more than one of this client's steps ago is let
-        # go: the schedule went on without it, and sent now it would crowd the turns
-        # after it.
-        spare, self._spare = self._spare, None
-        if spare is None or now - spare.due > max(1, spare.clients) / spare.pace:
-            return None
-        return spare
-
-    async def _await_booked(self, booked: _Booked) -> SharedTurn:
-        try:
-            wait = booked.due - self._monotonic()
             if wait > 0:
                 await self._sleep(wait)
-        except BaseException:
-            # The caller gave up waiting (asyncio.wait_for, a handler cancelled whose
-            # deadline the SDK was not told: a deadline it knows books no turn it cannot
-            # live to see). Its turn is kept for this client's next caller: let pass,
-            # every client would wait a turn for nothing, and the schedule would count
-            # it as a request the gateway accepted (expiring handlers read as a raised
-            # limit). Only with no next caller soon enough is it lost.
-            self._spare = booked
-            raise
-        epoch = booked.epoch
-        if booked.ahead:
-            epoch = await self._moved(booked.number, booked.booked_for, epoch)
-        return SharedTurn(
-            pace=booked.pace,
-            clients=booked.clients,
-            epoch=epoch,
-            at=self._monotonic(),
-            number=booked.number,
-        )
+            if wait * pace > self.ASK_AGAIN_AHEAD:
+                epoch = await self._moved(number, booked_for, epoch)
+            return SharedTurn(
+                pace=pace, clients=clients, epoch=epoch, at=self._monotonic(), number=number
+            )
 
     async def _moved(self, number: int, booked_for: bytes | str, epoch: int) -> int:
         # A turn booked some turns ahead may have been moved later by a cut meanwhile
