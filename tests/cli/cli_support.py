@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,22 @@ class Cli:
         return Running(self.command(*args), self.env)
 
 
+def hangups_as_on_a_terminal() -> None:
+    """For ``preexec_fn``: SIGHUP's default action, as in a command run from a terminal.
+
+    Under ``nohup`` (a test run left in the background) SIGHUP is ignored, children
+    inherit that, and ``aisix`` rightly keeps it: a test of what a hang-up does would
+    see nothing happen.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+#: Keyword arguments for subprocess.Popen: started as from a terminal (POSIX).
+AS_ON_A_TERMINAL: dict[str, Any] = (
+    {"preexec_fn": hangups_as_on_a_terminal} if hasattr(signal, "SIGHUP") else {}
+)
+
+
 class Running:
     """``aisix`` in a subprocess, its stdout and stderr spooled to temporary files."""
 
@@ -151,6 +168,7 @@ class Running:
             text=True,
             env=env,
             cwd=ROOT,
+            **AS_ON_A_TERMINAL,
         )
 
     @property

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import ROOT, Cli, json_lines, numbers, write_lines
+from cli_support import AS_ON_A_TERMINAL, ROOT, Cli, json_lines, numbers, write_lines
 
 from aisix_async.cli._app import _stdout_closed
 from aisix_async.cli._output import Output
@@ -381,6 +381,7 @@ def test_a_send_on_a_terminal_that_hung_up_ends_cleanly_on_sighup(
         cli.command("send", listed, "--content", "Hi", "--chunk-size", "10",
                     "--outcomes", str(outcomes)),
         stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=cli.env, cwd=ROOT,
+        **AS_ON_A_TERMINAL,
     )  # fmt: skip
     os.close(terminal)
     try:
