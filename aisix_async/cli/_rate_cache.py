@@ -46,14 +46,16 @@ def load(account: str, base_url: str) -> RateState | None:
             # A FIFO there would block the run for good; a device, worse.
             logger.info("rate cache %s is not a regular file; starting cold", path)
             return None
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         logger.info("rate cache %s not read (%s); starting cold", path, exc.strerror)
         return None
     try:
-        return RateState.from_dict(json.loads(text))
+        # Bytes, decoded here: a file that is not UTF-8 is malformed like any other
+        # (read as text, it raised UnicodeDecodeError out of every command).
+        return RateState.from_dict(json.loads(data))
     except (ValueError, ValidationError):
         logger.info("rate cache %s is malformed; starting cold", path)
         return None

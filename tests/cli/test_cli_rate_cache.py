@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_support import Cli, summary_of, write_lines
 from helpers import numbers
 
@@ -66,11 +67,18 @@ def test_no_rate_cache_neither_reads_nor_writes_it(cli: Cli, emulator: Any, tmp_
     assert "starting from a rate state" not in third.stderr
 
 
-def test_a_malformed_cache_file_is_ignored(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content",
+    # Not UTF-8 (a user's trial): it raised UnicodeDecodeError out of every command.
+    [b"{not json", b"\xff\xfe garbage"],
+)
+def test_a_malformed_cache_file_is_ignored(
+    cli: Cli, emulator: Any, tmp_path: Path, content: bytes
+) -> None:
     emulator.state.configure(rate=20.0, burst=2.0)
     _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
     (cached,) = _cache_files(cli)
-    cached.write_text("{not json")
+    cached.write_bytes(content)
     result = _send(cli, write_lines(tmp_path / "b.txt", numbers(100, start=200)))
     assert "malformed" in result.stderr
     # ... and replaced by what this run learned.
