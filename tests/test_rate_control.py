@@ -256,6 +256,18 @@ def test_a_warm_start_at_a_long_round_trip_stays_near_the_limit(
     assert peak <= 1.3 * rate * 0.5
 
 
+def test_a_state_far_above_the_limit_is_cut_from_what_was_sent() -> None:
+    # A cache from another plan: ten times the limit. The pace (360) could not be sent,
+    # 16 at a time with 300 ms answers (53 requests/s at most); cut from the pace
+    # instead of from that, the client came down in 10% steps, four -1 episodes, and
+    # sent 0.78 of the limit over 20 s.
+    rate = 40.0
+    gateway = Gateway(rate, burst=5, latency=0.3)
+    state = RateState(pace=10 * rate, concurrency=15, learned_at=time.time())
+    result = simulate(gateway, [ClientRun(seconds=20, demand=64, make=_warm(state))])
+    assert result.goodput(end=20) >= 0.93 * rate
+
+
 def test_a_first_cut_alone_leaves_no_state() -> None:
     # The first -1 of a cold start ends slow start with an estimate that still holds
     # the bucket's burst: a pace to go on from, not a rate measured, so nothing to hand
