@@ -53,6 +53,14 @@ def client_for(emulator: Any, url: str, **options: Any) -> AisixClient:
     )
 
 
+def schedule_field(url: str, emulator: Any, client: AisixClient, field: str) -> str | None:
+    """One field of the client's shared schedule, as Redis at ``url`` holds it."""
+    key = f"{schedule_key(emulator.account, client.endpoints.open_url)}:schedule"
+    with redis.Redis.from_url(url, decode_responses=True) as conn:
+        value: str | None = conn.hget(key, field)
+    return value
+
+
 async def send_phase(client: AisixClient, phase: int, count: int = 12) -> list[str]:
     mobiles = [f"1380{phase:03d}{i:04d}" for i in range(count)]
     async with client.send_many(mobiles, "Your code is 1234", chunk_size=2) as outcomes:
@@ -199,10 +207,7 @@ async def test_redis_lost_mid_run_then_back(
         mobiles += await send_phase(client, 3)
         assert shared.available and client.stats().shared_limit_up is True
     assert_each_accepted_once(emulator, mobiles)
-    with redis.Redis.from_url(own_redis.url, decode_responses=True) as conn:
-        seeded = conn.hget(
-            f"{schedule_key(emulator.account, client.endpoints.open_url)}:schedule", "ceiling"
-        )
+    seeded = schedule_field(own_redis.url, emulator, client, "ceiling")
     assert pace is not None and seeded is not None and float(seeded) > 0
     lost, back = warnings_of(caplog)
     assert "unavailable" in lost and "answers again" in back
@@ -326,9 +331,7 @@ async def test_a_tls_redis(
             assert stats.shared_clients == 1
             assert stats.shared_pace is not None and stats.shared_pace > 0
         assert front.handshakes >= 1
-        prefix = schedule_key(emulator.account, client.endpoints.open_url)
-        with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
-            assert int(conn.hget(f"{prefix}:schedule", "turns") or 0) >= 6
+        assert int(schedule_field(redis_server.url, emulator, client, "turns") or 0) >= 6
         assert_each_accepted_once(emulator, mobiles)
         # Verification is on: a CA that did not sign the certificate, or none (the system
         # store does not know the throwaway CA), is refused at the handshake, and the
@@ -431,9 +434,7 @@ async def test_callers_queued_for_a_shared_turn_book_none_past_their_deadlines(
             for i in range(4):
                 group.start_soon(one, f"1390000000{i}")
                 await anyio.sleep(0.01)
-        prefix = schedule_key(emulator.account, client.endpoints.open_url)
-        with redis.Redis.from_url(redis_server.url, decode_responses=True) as conn:
-            turns = int(conn.hget(f"{prefix}:schedule", "turns"))
+        turns = int(schedule_field(redis_server.url, emulator, client, "turns") or 0)
     assert sorted(outcomes) == ["deadline", "sent", "sent", "sent"]
     assert turns == 3  # none booked for the caller who could not have used it
     assert len(emulator.state.messages()) == 3
