@@ -88,7 +88,7 @@ async def run(rate: float, phase: float) -> str:
             f"{stats.rate_limited / max(1, stats.requests):.3f}. Targets (each phase within "
             "10% in <= 3 s, whole run >= 0.95 of the integral): "
             f"**{'met' if met else 'MISSED'}**. The raised limit is found by the probe "
-            "above the old ceiling: brisk after a drop (its excess doubles every 10 "
+            "above the old ceiling: brisk after a drop (its excess doubles every 3 "
             "requests), fast once the excess is accepted with no -1; the drop costs the "
             "first half second's cut.",
             "",
