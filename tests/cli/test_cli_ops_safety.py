@@ -57,6 +57,14 @@ def test_first_interrupt_stops_dispatch_at_once_retries_included(
     assert summary["accepted"] + summary["failed"] + summary["not_sent"] == len(mobiles)
     assert summary["stopped_by"] is None
     assert "Traceback" not in err
+    # One warning for everything not sent, counted as the summary counts it: the chunks
+    # found queued and the input left unread went unsent for one reason (it said "4,000
+    # recipient(s): NotSentError: ..." beside a summary of 93,000 not sent).
+    not_sent = [line for line in err.splitlines() if "not sent: dispatch stopped" in line]
+    assert not_sent == [
+        f"aisix: warning: {summary['not_sent']:,} recipient(s): not sent: dispatch stopped "
+        "because the operator interrupted the send (Ctrl-C, SIGTERM or SIGHUP)"
+    ], err
 
 
 def test_the_second_interrupt_warning_counts_what_the_summary_counts(

@@ -240,6 +240,12 @@ def finish(
     # On stderr whatever the output format: a script reads stdout, a person reads these.
     for reason, count in tally.reasons.most_common(5):
         out.warn(f"{count:,} recipient(s): {reason}")
+    # The input a stop left unread was not sent for the same reason as the chunks it
+    # found queued: one count for both, the summary's "not sent" (an operator read "50
+    # recipients: not sent ... interrupted" beside 78,880 not sent as two things).
+    unread = tally.unread(total, skipped)
+    for index, (reason, count) in enumerate(tally.not_sent_reasons.most_common(5)):
+        out.warn(f"{count + (unread if index == 0 else 0):,} recipient(s): {reason}")
     for mobile, reason in tally.unknown_examples[:5]:
         out.warn(f"unknown: {mobile} ({reason})")
     if tally.unknown > 5:

@@ -48,6 +48,8 @@ class Tally:
     chunks: int = 0
     #: Recipients per failure reason ("InvalidParameterError: ..."), for the summary.
     reasons: Counter[str] = attrs.Factory(Counter)
+    #: ... and per reason dispatch stopped, for those never sent.
+    not_sent_reasons: Counter[str] = attrs.Factory(Counter)
     failed_examples: list[tuple[str, str]] = attrs.Factory(list)
     unknown_examples: list[tuple[str, str]] = attrs.Factory(list)
 
@@ -75,12 +77,14 @@ class Tally:
             # line number, before sending; the engine's wording would only repeat it.
             self.failed += size
             return
-        self.reasons[reason] += size
         if outcome.status is OutcomeStatus.FAILED and isinstance(outcome.error, NotSentError):
             # Kept apart from refusals: nothing was asked of the gateway for them, so a
             # script may send them again as they are (a refused one needs fixing first).
             self.not_sent += size
+            # Its message says "not sent: ..." already; the type name would only repeat it.
+            self.not_sent_reasons[outcome.error.message] += size
             return
+        self.reasons[reason] += size
         if outcome.status is OutcomeStatus.FAILED:
             self.failed += size
             examples = self.failed_examples
