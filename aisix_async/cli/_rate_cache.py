@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .. import RateState, ValidationError
 from ._folders import user_folder
@@ -32,9 +33,19 @@ def _cache_root() -> Path:
     return user_folder("XDG_CACHE_HOME", ".cache") / "rate"
 
 
+def _same_gateway(base_url: str) -> str:
+    # One gateway however its URL is typed: scheme and host are case-blind, and a
+    # trailing slash changes nothing (a user's trial started cold with "/" added).
+    parts = urlsplit(base_url.strip())
+    return urlunsplit(
+        (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, "")
+    )
+
+
 def cache_path(account: str, base_url: str) -> Path:
     """Where the state for ``account`` at ``base_url`` is kept."""
-    digest = hashlib.sha256(f"{account}\n{base_url}".encode()).hexdigest()[:32]
+    key = f"{account}\n{_same_gateway(base_url)}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return _cache_root() / f"{digest}.json"
 
 

@@ -55,6 +55,20 @@ def test_a_run_that_met_the_limit_leaves_its_pace_and_the_next_starts_from_it(
     assert "starting from a rate state" in second.stderr
 
 
+def test_the_same_gateway_typed_another_way_starts_from_the_same_state(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A trailing slash or an upper-case scheme is the same gateway: it started cold.
+    emulator.state.configure(rate=20.0, burst=2.0)
+    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
+    (cached,) = _cache_files(cli)
+    typed = "HTTP" + emulator.base_url.removeprefix("http") + "/"
+    again = _send(cli, write_lines(tmp_path / "b.txt", numbers(30, start=100)), "--base-url", typed)
+    assert summary_of(again.stdout)["accepted"] == 30
+    assert "starting from a rate state" in again.stderr
+    assert _cache_files(cli) == [cached]
+
+
 def test_no_rate_cache_neither_reads_nor_writes_it(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     emulator.state.configure(rate=20.0, burst=2.0)
     path = write_lines(tmp_path / "a.txt", numbers(40))
