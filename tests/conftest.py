@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import reset_when_quiet
 from redis_support import RedisServer, find_server_binary
 from stack_support import mocked_gateway
 
@@ -30,10 +31,14 @@ def _emulator_server() -> Iterator[Any]:
 
 @pytest.fixture
 def emulator(_emulator_server: Any) -> Iterator[Any]:
-    """The session's emulator (uvicorn, real HTTP on 127.0.0.1), reset for this test."""
-    _emulator_server.state.reset()
+    """The session's emulator (uvicorn, real HTTP on 127.0.0.1), reset for this test.
+
+    Reset only once the requests an earlier test left held in the latency fault have
+    landed: they would otherwise be counted in this test's ledger.
+    """
+    reset_when_quiet(_emulator_server)
     yield _emulator_server
-    _emulator_server.state.reset()
+    reset_when_quiet(_emulator_server)
 
 
 @pytest.fixture

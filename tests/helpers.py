@@ -54,6 +54,22 @@ def client_for(emulator: Any, **options: Any) -> AisixClient:
     return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
 
 
+def reset_when_quiet(server: Any, timeout: float = 30.0) -> None:
+    """Resets a shared emulator once no request is held in its latency fault.
+
+    A held request was read whole before its delay began, so it is acted on when the
+    delay ends whether or not its client is still there: a test that cancels a send
+    under latency leaves such requests behind. Reset before they land and they are
+    charged and recorded in the next test's ledger (10 messages too many, once).
+    """
+    deadline = time.monotonic() + timeout
+    while server.state.requests_held:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"the emulator still holds a request after {timeout:g} s")
+        time.sleep(0.005)
+    server.state.reset()
+
+
 async def collect(stream: Any) -> list[SendOutcome]:
     """Every outcome of a send stream (bulk or campaign), read to its end inside its block."""
     async with stream as outcomes:

@@ -32,6 +32,7 @@ from aisix_async import (
 )
 from aisix_async._core.chunking import PlannedChunk
 from aisix_async._features.bulk import once_stream
+from aisix_async.emulator import EmulatorServer
 
 pytestmark = pytest.mark.anyio
 # The shared client, with one attempt more than the shared FAST: the fault tests here
@@ -214,6 +215,20 @@ async def test_cancellation_from_outside(emulator: Any) -> None:
                     pass
         assert client.stats().in_flight == 0
         assert client.stats().waiting == 0
+
+
+async def test_requests_a_cancelled_send_left_held_land_before_the_next_test() -> None:
+    # A cancelled send under latency (as above) leaves requests held in the emulator; they
+    # are acted on when their delay ends. The shared emulator's reset must wait for them,
+    # or they land in the next test's ledger (it once counted 30 messages for 20 sent).
+    with EmulatorServer() as server:
+        server.state.set_faults(latency_ms=300)
+        client = client_for(server)
+        async with client, client.send_many(iter(numbers(10)), "hi", chunk_size=10):
+            await helpers.eventually(lambda: server.state.requests_held > 0)
+        await anyio.to_thread.run_sync(helpers.reset_when_quiet, server)
+        await anyio.sleep(0.4)
+        assert server.state.message_count == 0
 
 
 async def test_input_is_read_lazily_with_backpressure(emulator: Any) -> None:
