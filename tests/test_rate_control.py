@@ -76,20 +76,24 @@ def test_virtual_time_repeats_exactly_on_both_backends(backend: str) -> None:
 PHASES = [0.0, 0.5, 1.0, 1.5, 2.0]
 
 
+def _moving_limit(
+    rate: float, shift: float, backend: str = "asyncio"
+) -> tuple[Gateway, list[tuple[float, float]], list[float], float]:
+    """One client under a limit R, R/2 from 10 s + shift, 2R from 20 s + shift: the
+    gateway, the phases (start, limit), their ends, and the limit's integral."""
+    gateway = Gateway(rate, burst=5, latency=0.1)
+    phases = [(0.0, rate), (10.0 + shift, rate / 2), (20.0 + shift, rate * 2)]
+    simulate(gateway, [ClientRun(seconds=30 + shift, demand=32)], rates=phases[1:], backend=backend)
+    ends = [10.0 + shift, 20.0 + shift, 30.0 + shift]
+    ideal = sum(r * (end - at) for (at, r), end in zip(phases, ends, strict=True))
+    return gateway, phases, ends, ideal
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shift", PHASES)
 def test_a_moving_limit_is_followed(backend: str, shift: float) -> None:
     rate = 40.0
-    gateway = Gateway(rate, burst=5, latency=0.1)
-    phases = [(0.0, rate), (10.0 + shift, rate / 2), (20.0 + shift, rate * 2)]
-    simulate(
-        gateway,
-        [ClientRun(seconds=30 + shift, demand=32)],
-        rates=[(at, r) for at, r in phases[1:]],
-        backend=backend,
-    )
-    ends = [10.0 + shift, 20.0 + shift, 30.0 + shift]
-    ideal = sum(r * (end - at) for (at, r), end in zip(phases, ends, strict=True))
+    gateway, phases, ends, ideal = _moving_limit(rate, shift, backend)
     # The whole run: 0.91-0.99 of the limit's integral over these shifts (0.70-0.79 when
     # the probe after a drop was as gentle as at a steady limit).
     assert gateway.accepted(0, 0, ends[-1]) >= 0.88 * ideal
@@ -115,11 +119,7 @@ def test_a_moving_limit_is_followed_at_a_low_and_a_high_rate(
     # forgotten after 400 requests (8 s at 50), R = 10 got 0.60-0.64 of the integral and
     # ran at 0.29-0.47 of the doubled limit in the last 5 s; R = 100 got 0.86-0.93.
     # Measured since: 0.86-0.90 and 0.94-0.99 at R = 10; 0.94-0.97 at R = 100.
-    gateway = Gateway(rate, burst=5, latency=0.1)
-    phases = [(0.0, rate), (10.0 + shift, rate / 2), (20.0 + shift, rate * 2)]
-    simulate(gateway, [ClientRun(seconds=30 + shift, demand=32)], rates=phases[1:])
-    ends = [10.0 + shift, 20.0 + shift, 30.0 + shift]
-    ideal = sum(r * (end - at) for (at, r), end in zip(phases, ends, strict=True))
+    gateway, _, ends, ideal = _moving_limit(rate, shift)
     assert gateway.accepted(0, 0, ends[-1]) >= floor * ideal
     assert gateway.accepted(0, ends[2] - 5, ends[2]) / 5 >= 0.9 * rate * 2
 

@@ -33,6 +33,14 @@ def _send(cli: Cli, path: str, *extra: str) -> Any:
     return result
 
 
+def _learned(cli: Cli, emulator: Any, tmp_path: Path) -> Path:
+    """The cache file a send that met the limit (20 requests/s, burst 2) left: the one."""
+    emulator.state.configure(rate=20.0, burst=2.0)
+    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
+    (cached,) = _cache_files(cli)
+    return cached
+
+
 def test_a_run_that_met_the_limit_leaves_its_pace_and_the_next_starts_from_it(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
@@ -59,9 +67,7 @@ def test_the_same_gateway_typed_another_way_starts_from_the_same_state(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
     # A trailing slash or an upper-case scheme is the same gateway: it started cold.
-    emulator.state.configure(rate=20.0, burst=2.0)
-    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
-    (cached,) = _cache_files(cli)
+    cached = _learned(cli, emulator, tmp_path)
     typed = "HTTP" + emulator.base_url.removeprefix("http") + "/"
     again = _send(cli, write_lines(tmp_path / "b.txt", numbers(30, start=100)), "--base-url", typed)
     assert summary_of(again.stdout)["accepted"] == 30
@@ -89,9 +95,7 @@ def test_no_rate_cache_neither_reads_nor_writes_it(cli: Cli, emulator: Any, tmp_
 def test_a_malformed_cache_file_is_ignored(
     cli: Cli, emulator: Any, tmp_path: Path, content: bytes
 ) -> None:
-    emulator.state.configure(rate=20.0, burst=2.0)
-    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
-    (cached,) = _cache_files(cli)
+    cached = _learned(cli, emulator, tmp_path)
     cached.write_bytes(content)
     result = _send(cli, write_lines(tmp_path / "b.txt", numbers(100, start=200)))
     assert "malformed" in result.stderr
@@ -105,9 +109,7 @@ def test_a_run_that_never_met_the_limit_leaves_the_file_as_it_was(
     # Accepted answers say the limit is at least the pace, not what it is: a run that met
     # no -1 leaves the state and its date alone, so an old pace keeps ageing. (Every run
     # used to renew the date: a pace remembered too low was kept for good.)
-    emulator.state.configure(rate=20.0, burst=2.0)
-    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
-    (cached,) = _cache_files(cli)
+    cached = _learned(cli, emulator, tmp_path)
     remembered = RateState(pace=5.0, concurrency=1, learned_at=time.time() - 600)
     cached.write_text(json.dumps(remembered.as_dict()))
     before = cached.read_text()
@@ -122,9 +124,7 @@ def test_a_cache_path_that_is_not_a_regular_file_is_not_read(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
     # A FIFO there blocked the run for good, reading it.
-    emulator.state.configure(rate=20.0, burst=2.0)
-    _send(cli, write_lines(tmp_path / "a.txt", numbers(100)))
-    (cached,) = _cache_files(cli)
+    cached = _learned(cli, emulator, tmp_path)
     cached.unlink()
     os.mkfifo(cached)
     result = _send(cli, write_lines(tmp_path / "b.txt", numbers(10, start=200)))
