@@ -170,7 +170,8 @@ def finish(
     skipped = stats.skipped
     # Never sent, either way dispatch stopped: outcomes saying so (-9, an account
     # refusal, a second Ctrl-C), and the input a first Ctrl-C left unread (no outcome).
-    not_sent = tally.not_sent + tally.unread(total, skipped)
+    unread = tally.unread(total, skipped)
+    not_sent = tally.not_sent + unread
     interrupted = bool(state.get("interrupted"))
     # Stopped because nobody read the outcomes any more (see _interrupts), with some
     # recipients left unsent by it (closed at the last outcome, it stopped nothing).
@@ -243,7 +244,6 @@ def finish(
     # The input a stop left unread was not sent for the same reason as the chunks it
     # found queued: one count for both, the summary's "not sent" (an operator read "50
     # recipients: not sent ... interrupted" beside 78,880 not sent as two things).
-    unread = tally.unread(total, skipped)
     for index, (reason, count) in enumerate(tally.not_sent_reasons.most_common(5)):
         out.warn(f"{count + (unread if index == 0 else 0):,} recipient(s): {reason}")
     for mobile, reason in tally.unknown_examples[:5]:
