@@ -17,7 +17,7 @@ from stack_support import hx
 
 from aisix_async import AisixClient, ValidationError
 from aisix_async._core.validate import check_at, render_template
-from aisix_async.validation import check_content, check_mobile, check_template
+from aisix_async.validation import check_base_url, check_content, check_mobile, check_template
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -281,6 +281,9 @@ def test_schedule_lead_counts_the_whole_seconds_the_gateway_reads(
         ({"base_url": "http://127.0.0.1:port/OpenPlatform"}, "got 'port'"),
         # Reprs, logs and errors show the URL: a password in it would leak.
         ({"base_url": "http://user:s3cret@127.0.0.1/OpenPlatform"}, "user name or password"),
+        # Each action's path and "?action=" are appended to it.
+        ({"base_url": "http://127.0.0.1/OpenPlatform?x=1"}, "must not carry a query"),
+        ({"base_url": "http://127.0.0.1/OpenPlatform#top"}, "or fragment"),
     ],
 )
 def test_bad_client_settings_are_refused_at_construction(
@@ -289,6 +292,28 @@ def test_bad_client_settings_are_refused_at_construction(
     with pytest.raises(ValidationError, match=re.escape(message)) as raised:
         AisixClient(ACCOUNT, KEY, **options)
     assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("typed", "spelled"),
+    [
+        ("http://api.aisix.com/OpenPlatform", "http://api.aisix.com/OpenPlatform"),
+        ("HTTP://API.Aisix.COM/OpenPlatform/", "http://api.aisix.com/OpenPlatform"),
+        ("http://api.aisix.com:80/OpenPlatform", "http://api.aisix.com/OpenPlatform"),
+        ("https://api.aisix.com:443/OpenPlatform//", "https://api.aisix.com/OpenPlatform"),
+        # Another port is another server; a path keeps its case; an IPv6 host its brackets.
+        ("https://api.aisix.com:80/OpenPlatform", "https://api.aisix.com:80/OpenPlatform"),
+        ("http://api.aisix.com/openplatform", "http://api.aisix.com/openplatform"),
+        ("http://[::1]:8080/OpenPlatform", "http://[::1]:8080/OpenPlatform"),
+    ],
+)
+def test_one_gateway_typed_two_ways_is_one_gateway(typed: str, spelled: str) -> None:
+    # One spelling, so that one gateway has one rate cache entry and one shared schedule in
+    # Redis (both keyed on it; before, an upper-case host or ":80" made a second schedule).
+    assert check_base_url(typed) == spelled
+    client = AisixClient(ACCOUNT, KEY, base_url=typed)
+    assert client.endpoints.open_url == f"{spelled}/OpenApi"
+    assert client.endpoints.data_url == f"{spelled}/DataApi"
 
 
 def test_schedule_converts_to_gateway_time() -> None:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ExtraNotInstalledError, ValidationError
 
@@ -34,6 +34,7 @@ __all__ = [
     "check_account",
     "check_at",
     "check_authkey",
+    "check_base_url",
     "check_batch",
     "check_cgid",
     "check_content",
@@ -405,6 +406,32 @@ def check_url(url: object, what: str) -> str:
             f"{parts.netloc.rsplit(':', 1)[-1]!r})"
         ) from None
     return url
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def check_base_url(url: object, what: str = "base_url") -> str:
+    """Return a gateway's base URL in one spelling, so that one gateway typed two ways
+    is one gateway (one rate cache entry, one shared schedule in Redis): scheme and host
+    in lower case (neither is case-sensitive), the scheme's own port and a trailing
+    slash dropped. The path keeps its case: a server may tell paths apart by it.
+    """
+    parts = urlsplit(check_url(url, what))
+    if parts.query or parts.fragment:
+        # The actions' paths and "?action=" are appended to it: a query or fragment here
+        # would make every request's URL something no gateway serves.
+        raise ValidationError(
+            f"{what} must not carry a query (?...) or fragment (#...) "
+            f"(host {parts.hostname!r}): the client adds each action's path and query itself"
+        )
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address keeps its brackets
+    scheme = parts.scheme.lower()
+    port = parts.port
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def check_cgid(cgid: object) -> int | None:

@@ -17,7 +17,7 @@ from urllib.parse import quote_plus
 
 import attrs
 
-from .validate import SEPARATOR, check_url
+from .validate import SEPARATOR, check_base_url, check_url
 
 #: The gateway keeps China time: UTC+8, no daylight saving.
 GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
@@ -62,7 +62,7 @@ class Endpoints:
 
     @classmethod
     def from_base(cls, base_url: str, data_url: str | None = None) -> Endpoints:
-        base = check_url(base_url, "base_url").rstrip("/")
+        base = check_base_url(base_url)
         data = check_url(data_url, "data_url") if data_url else f"{base}/DataApi"
         return cls(open_url=f"{base}/OpenApi", data_url=data)
 

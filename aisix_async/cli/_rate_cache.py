@@ -19,9 +19,9 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import RateState, ValidationError
+from ..validation import check_base_url
 from ._folders import user_folder
 
 __all__ = ["cache_path", "load", "save"]
@@ -34,12 +34,13 @@ def _cache_root() -> Path:
 
 
 def _same_gateway(base_url: str) -> str:
-    # One gateway however its URL is typed: scheme and host are case-blind, and a
-    # trailing slash changes nothing (a user's trial started cold with "/" added).
-    parts = urlsplit(base_url.strip())
-    return urlunsplit(
-        (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, "")
-    )
+    # One gateway however its URL is typed (a user's trial started cold with "/" added):
+    # the spelling the client itself uses, which its shared schedule in Redis is keyed
+    # on too. A URL the client refuses keys nothing the client will use: as typed.
+    try:
+        return check_base_url(base_url.strip())
+    except ValidationError:
+        return base_url
 
 
 def cache_path(account: str, base_url: str) -> Path:
