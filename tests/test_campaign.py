@@ -190,6 +190,32 @@ async def test_a_changed_input_is_refused_and_nothing_more_is_sent(
     assert sent_counts(emulator) == Counter(mobiles[:100])
 
 
+@pytest.mark.parametrize("more", [1, 30])
+async def test_a_longer_input_after_a_finished_run_is_refused_before_sending(
+    emulator: Any, tmp_path: Path, more: int
+) -> None:
+    # The recorded input ended on a chunk's boundary, so the extra items make chunks the
+    # journal never saw: they were sent and charged, and only the input's end said it
+    # had changed (a user's trial; the journal then counted 101 accepted of 100).
+    path = tmp_path / "c.db"
+    mobiles = numbers(100)
+    async with client_for(emulator) as client:
+        async with client.campaign(path) as campaign:
+            await collect(campaign.send_many(mobiles, "hi", chunk_size=50))
+            before = campaign.summary()
+        assert before.complete
+        longer = numbers(100 + more)
+        async with client.campaign(path) as campaign:
+            beyond = r"more than the 100 items .*position 100 is beyond"
+            with pytest.raises(CampaignError, match=beyond):
+                await collect(campaign.send_many(longer, "hi", chunk_size=50))
+            assert campaign.summary() == before
+        async with client.campaign(path) as campaign:
+            assert await collect(campaign.send_many(mobiles, "hi", chunk_size=50)) == []
+            assert campaign.summary() == before
+    assert sent_counts(emulator) == Counter(mobiles)
+
+
 async def test_async_inputs_and_batches_resume(emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     pairs = [(m, f"Dear {i}, your code is {i:04d}") for i, m in enumerate(numbers(250))]

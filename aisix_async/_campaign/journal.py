@@ -330,6 +330,16 @@ class Journal:
         transaction.
         """
         if index not in self.rows:
+            if self.input_size is not None and positions[-1] >= self.input_size:
+                # A run read the whole input before, and it ended short of this chunk: the
+                # input grew. Refused before the chunk goes out, not when the longer input
+                # has been read to its end (its extra recipients sent and charged by then).
+                beyond = next(p for p in positions if p >= self.input_size)
+                raise CampaignError(
+                    f"the input now holds more than the {self.input_size} items the journal "
+                    f"{self.path} recorded as the whole input (position {beyond} is beyond "
+                    "its end): the campaign's input changed"
+                )
             self._fresh[index] = (action, positions, items_hash)
             self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
             return Verdict.SEND
