@@ -151,6 +151,13 @@ class Gateway:
         self.csid = check_csid(csid)
         check_number(timeout, "timeout")
         check_number(max_answer_bytes, "max_answer_bytes", integer=True, minimum=1)
+        if not isinstance(gateway_tz, tzinfo):
+            # A zone's name (a str) passed here failed only at the first send with `at=`,
+            # as a TypeError that no `except AisixError` catches.
+            raise ValidationError(
+                "gateway_tz must be a datetime.tzinfo, such as "
+                f"zoneinfo.ZoneInfo('Asia/Shanghai'), got {type(gateway_tz).__name__}"
+            )
         self.gateway_tz = gateway_tz
         self.timeout = timeout
         # Counters, histograms, the on_unknown hook, and OpenTelemetry when installed.

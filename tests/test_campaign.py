@@ -302,6 +302,20 @@ async def test_two_processes_on_one_journal(emulator: Any, tmp_path: Path) -> No
             assert campaign.summary().accepted == 20
 
 
+async def test_two_campaigns_on_one_journal_in_one_process(emulator: Any, tmp_path: Path) -> None:
+    # The lock is held per open file, so a second campaign in the same process is refused
+    # too; its message named "another process" with this process's own pid.
+    path = tmp_path / "c.db"
+    async with client_for(emulator) as one, client_for(emulator) as two:
+        async with one.campaign(path):
+            with pytest.raises(CampaignError, match=r"in use by this process") as refused:
+                async with two.campaign(path):
+                    pass
+            assert "another process" not in str(refused.value)
+        async with two.campaign(path) as campaign:
+            assert await collect(campaign.send_many(numbers(5), "hi")) != []
+
+
 async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     mobiles = numbers(3000)

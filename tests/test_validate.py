@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stack_support import hx
 
-from aisix_async import AisixClient, ValidationError
+from aisix_async import AisixClient, RetryPolicy, ValidationError
 from aisix_async._core.validate import check_at, render_template
 from aisix_async.validation import check_base_url, check_content, check_mobile, check_template
 
@@ -277,7 +277,11 @@ def test_schedule_lead_counts_the_whole_seconds_the_gateway_reads(
         ({"data_url": "example.com/DataApi"}, "data_url must be"),
         ({"timeout": float("inf")}, "timeout must be finite"),
         # Refused here, not by the HTTP stack at the first request (an ExceptionGroup).
-        ({"base_url": "http://127.0.0.1:99999/OpenPlatform"}, "port number from 0 to 65535"),
+        ({"base_url": "http://127.0.0.1:99999/OpenPlatform"}, "port number from 1 to 65535"),
+        ({"base_url": "http://127.0.0.1:0/OpenPlatform"}, "port number from 1 to 65535"),
+        ({"base_url": "http://127.0.0.1/Open Platform"}, "must not contain white space"),
+        # A zone's name failed only at the first send with `at=`, as a TypeError.
+        ({"gateway_tz": "Asia/Shanghai"}, "gateway_tz must be a datetime.tzinfo"),
         ({"base_url": "http://127.0.0.1:port/OpenPlatform"}, "got 'port'"),
         # Reprs, logs and errors show the URL: a password in it would leak.
         ({"base_url": "http://user:s3cret@127.0.0.1/OpenPlatform"}, "user name or password"),
@@ -305,6 +309,8 @@ def test_bad_client_settings_are_refused_at_construction(
         ("https://api.aisix.com:80/OpenPlatform", "https://api.aisix.com:80/OpenPlatform"),
         ("http://api.aisix.com/openplatform", "http://api.aisix.com/openplatform"),
         ("http://[::1]:8080/OpenPlatform", "http://[::1]:8080/OpenPlatform"),
+        # As read from a file or an environment variable.
+        (" http://api.aisix.com/OpenPlatform \n", "http://api.aisix.com/OpenPlatform"),
     ],
 )
 def test_one_gateway_typed_two_ways_is_one_gateway(typed: str, spelled: str) -> None:
@@ -314,6 +320,31 @@ def test_one_gateway_typed_two_ways_is_one_gateway(typed: str, spelled: str) -> 
     client = AisixClient(ACCOUNT, KEY, base_url=typed)
     assert client.endpoints.open_url == f"{spelled}/OpenApi"
     assert client.endpoints.data_url == f"{spelled}/DataApi"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # attempts=-1 turned off the retry of -1 answers without a word.
+        ({"attempts": -1}, "attempts must be at least 1"),
+        ({"attempts": 0}, "attempts must be at least 1"),
+        ({"attempts": 1.5}, "attempts must be an integer"),
+        ({"timeout": -5}, "timeout (s) must be above 0"),
+        ({"timeout": float("nan")}, "timeout (s) must be above 0"),
+        ({"initial_backoff": -1}, "initial_backoff (s) must be above 0"),
+        ({"max_backoff": float("inf")}, "max_backoff (s) must be finite"),
+        ({"unreachable_timeout": 0}, "unreachable_timeout (s) must be above 0"),
+        ({"attempts": True}, "attempts must be an integer"),
+    ],
+)
+def test_bad_retry_policies_are_refused_when_made(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        RetryPolicy(**options)
+
+
+def test_a_retry_policy_may_have_no_backoff() -> None:
+    policy = RetryPolicy(initial_backoff=0, max_backoff=0.0, unreachable_timeout=None)
+    assert (policy.initial_backoff, policy.max_backoff) == (0, 0.0)
 
 
 def test_schedule_converts_to_gateway_time() -> None:

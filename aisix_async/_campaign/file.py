@@ -53,15 +53,23 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 class JournalInUse(CampaignError):
-    """Another process holds the journal's lock (a send or a reports follower runs on it)."""
+    """Another process holds the journal's lock (a send or a reports follower runs on it),
+    or this one does, through a campaign opened on it earlier and not closed yet."""
 
     def __init__(self, path: Path, holder: str) -> None:
+        if holder == f" (pid {os.getpid()})":
+            # Two campaigns on one journal in one process: "another process" named this one.
+            who = "by this process (a campaign opened on it earlier is still open)"
+            advice = "one journal is driven by one campaign at a time (leave that one first)"
+        else:
+            who = f"by another process{holder}"
+            advice = (
+                "one journal is driven by one process at a time (let it finish, or stop it, "
+                "then resume)"
+            )
         #: Who holds it, without the advice: what a read-only view says of itself.
-        self.reason = f"the campaign journal {path} is in use by another process{holder}"
-        super().__init__(
-            f"{self.reason}; one journal is driven by one process at a time (let it "
-            "finish, or stop it, then resume)"
-        )
+        self.reason = f"the campaign journal {path} is in use {who}"
+        super().__init__(f"{self.reason}; {advice}")
 
 
 def _in_use(path: Path, holder: str) -> CampaignError:

@@ -378,9 +378,12 @@ def check_number(value: object, what: str, *, integer: bool = False, minimum: fl
 
 
 def check_url(url: object, what: str) -> str:
-    """Return ``url`` if it is an http(s) URL with a host."""
+    """Return ``url``, without surrounding white space, if it is an http(s) URL with a host."""
     if not isinstance(url, str):
         raise ValidationError(f"{what} must be a URL string, got {type(url).__name__}")
+    # A URL read from a file or an environment variable often ends in a newline or a
+    # space, which urllib keeps in the path: every request went to ".../x /OpenApi".
+    url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # Not quoted whole: a URL may carry a password in its user part.
@@ -388,6 +391,8 @@ def check_url(url: object, what: str) -> str:
             f"{what} must be an http:// or https:// URL with a host (got scheme "
             f"{parts.scheme or 'none'!r}, host {parts.hostname or 'none'!r})"
         )
+    if any(char.isspace() for char in url):
+        raise ValidationError(f"{what} must not contain white space (host {parts.hostname!r})")
     if parts.username is not None or parts.password is not None:
         # The URL is shown in reprs, logs and errors, where a password would leak; the
         # gateway wants none (the account and authkey go in the form), and a proxy's
@@ -398,13 +403,16 @@ def check_url(url: object, what: str) -> str:
             "credentials go in HTTPS_PROXY"
         )
     try:
-        parts.port  # noqa: B018 - read for its check: a port out of range raises
+        # A port out of range raises; port 0 names no server (nothing can connect to it).
+        valid = parts.port != 0
     except ValueError:
+        valid = False
+    if not valid:
         # Found here, not when the first request fails deep in the HTTP stack.
         raise ValidationError(
-            f"{what} must have a port number from 0 to 65535 (host {parts.hostname!r}, got "
+            f"{what} must have a port number from 1 to 65535 (host {parts.hostname!r}, got "
             f"{parts.netloc.rsplit(':', 1)[-1]!r})"
-        ) from None
+        )
     return url
 
 

@@ -132,6 +132,18 @@ class RetryPolicy:
     #: back within minutes, and a person waiting deserves an answer sooner.
     unreachable_timeout: float | None = None
 
+    def __attrs_post_init__(self) -> None:
+        # Checked when made, as every other setting is: attempts=-1 turned off the retry
+        # of -1 answers without a word, and a negative or NaN timeout ended every retry.
+        check_number(self.attempts, "RetryPolicy attempts", integer=True, minimum=1)
+        check_number(self.timeout, "RetryPolicy timeout (s)")
+        for name in ("initial_backoff", "max_backoff"):
+            value = getattr(self, name)
+            if not (type(value) in (int, float) and value == 0):  # no backoff is allowed
+                check_number(value, f"RetryPolicy {name} (s)")
+        if self.unreachable_timeout is not None:
+            check_number(self.unreachable_timeout, "RetryPolicy unreachable_timeout (s)")
+
 
 @attrs.frozen
 class RetryDetails:
