@@ -72,8 +72,26 @@ async def test_every_result_code_maps_to_its_class(
     assert str(code) in str(error) and KEY not in str(error)
     # A lost answer (-10, -11, or a code nobody documented) leaves the send unknown.
     assert error.outcome_unknown is (code in (-10, -11) or cls is UnknownResultError)
+    # ... and its text says so, for whoever logs str(error) only.
+    assert ("may have taken effect" in str(error)) is error.outcome_unknown
+    assert error.message in str(error)
     # -1 is retried (the gateway did nothing); everything else is tried once.
     assert route.call_count == (FAST.attempts if code == -1 else 1)
+
+
+def test_an_error_marked_unknown_after_it_was_made_says_so_once() -> None:
+    # Receipts that do not parse are marked unknown where they are caught; a transport
+    # error's own words already say what it may have done: no second note.
+    error = ProtocolError("sendOnce: a receipt without a msgid", action="sendOnce")
+    assert "may have" not in str(error)
+    error.outcome_unknown = True
+    assert str(error).endswith(
+        "(outcome unknown: it may have taken effect; do not repeat it blindly)"
+    )
+    lost = TransportError(
+        "sendOnce: the gateway may have acted on it", request_sent=True, outcome_unknown=True
+    )
+    assert str(lost) == lost.message
 
 
 @pytest.mark.anyio

@@ -88,6 +88,10 @@ __all__ = [
 ]
 
 
+#: Added to an unknown outcome's text where its message does not say so itself.
+_UNKNOWN_NOTE = "outcome unknown: it may have taken effect; do not repeat it blindly"
+
+
 class AisixError(Exception):
     """Base of every error raised by aisix_async."""
 
@@ -96,6 +100,14 @@ class AisixError(Exception):
         self.message = message
         #: True when a send may have been delivered and charged although it failed here.
         self.outcome_unknown = outcome_unknown
+
+    def __str__(self) -> str:
+        # Read when shown, not when made: an error is marked unknown after it is raised
+        # too (receipts that do not parse). A log of str(error) for a -10 said "internal
+        # gateway error" and nothing of the message that may have gone out.
+        if self.outcome_unknown and "may have" not in self.message:
+            return f"{self.message} ({_UNKNOWN_NOTE})"
+        return self.message
 
 
 class ValidationError(AisixError, ValueError):
