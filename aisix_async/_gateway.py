@@ -166,7 +166,11 @@ class Gateway:
         self._gate = KeyGate()
         self._given_state = rate_state if isinstance(rate_state, RateState) else None
         # Clients of one account in other processes share its pace through Redis.
-        shared_url = shared_limit or os.environ.get("AISIX_SHARED_LIMIT") or None
+        # None: as the environment says; "" turns it off where the environment turns it on
+        # (a test, a one-off script on a host whose services share).
+        if shared_limit is None:
+            shared_limit = os.environ.get("AISIX_SHARED_LIMIT")
+        shared_url = shared_limit or None
         self.shared = (
             SharedLimit(
                 shared_url,

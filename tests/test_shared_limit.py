@@ -594,6 +594,9 @@ def test_a_password_never_shows() -> None:
     assert "s3cret" not in repr(shared)
     assert shared.url == "redis://***@cache.internal:6380/2"
     assert "s3cret" not in redact_url("rediss://:s3cret@h:1/0?password=s3cret")
+    # A socket's path is shown as given (it was "unix:/run/redis.sock").
+    assert redact_url("unix:///run/redis.sock?password=s3cret") == "unix:///run/redis.sock"
+    assert redact_url("unix://:s3cret@/run/redis.sock") == "unix://***@/run/redis.sock"
     with pytest.raises(ValidationError) as caught:
         SharedLimit("http://user:s3cret@host/", account=ACCOUNT, gateway_url=GATEWAY)
     assert "s3cret" not in str(caught.value)
@@ -659,6 +662,8 @@ def test_the_environment_variable_turns_it_on(
     monkeypatch.setenv("AISIX_SHARED_LIMIT", redis_server.url)
     client = AisixClient(ACCOUNT, KEY)
     assert client._gateway.shared is not None and client._gateway.shared.url == redis_server.url
+    # An empty one turns it off in code; it read the environment's instead.
+    assert AisixClient(ACCOUNT, KEY, shared_limit="")._gateway.shared is None
     monkeypatch.setenv("AISIX_SHARED_LIMIT", "memcached://nope")
     with pytest.raises(ValidationError, match="redis://"):
         AisixClient(ACCOUNT, KEY)
@@ -707,6 +712,32 @@ async def test_a_setting_redis_refuses_is_said_as_one_at_error(
     assert record.levelno == logging.ERROR
     assert "no database of the URL's number" in record.getMessage()
     assert "fix the URL" in record.getMessage()
+
+
+@pytest.mark.anyio
+async def test_a_missing_password_is_not_called_a_wrong_one(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # redis-py raises one class for NOAUTH and WRONGPASS: a URL with no password was
+    # told Redis "refused the user name or password in the URL".
+    caplog.set_level(logging.INFO, "aisix_async")
+    guarded = RedisServer(redis_server.binary)
+    guarded.start("--requirepass", "s3cret")
+    try:
+        said = []
+        for url in (guarded.url, guarded.url.replace("//", "//:wrong@")):
+            caplog.clear()
+            shared = SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
+            with anyio.fail_after(5):
+                assert await shared.take_turn() is None
+            await shared.aclose()
+            (record,) = [r for r in caplog.records if "unavailable" in r.getMessage()]
+            said.append(record.getMessage())
+    finally:
+        guarded.close()
+    assert "needs a password, and the URL gives none" in said[0]
+    assert "refused the user name or password" in said[1]
+    assert not any("wrong" in text or "s3cret" in text for text in said)
 
 
 @pytest.mark.anyio

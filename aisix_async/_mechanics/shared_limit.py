@@ -81,6 +81,9 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparsable URL>"
     netloc = f"***@{host}{port}" if parts.username or parts.password else f"{host}{port}"
+    if parts.scheme == "unix" and not netloc:
+        # urlunsplit writes an empty host as "unix:/path", which is not what was given.
+        return f"unix://{parts.path}"
     # A password may also be passed as a query parameter (?password=...): drop the query.
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
@@ -457,12 +460,15 @@ def _setting_refused(exc: BaseException) -> str | None:
     the URL nor the password."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     text = str(exc)
+    # redis-py strips Redis's error code from the text into ``status_code`` and raises
+    # one class for both: asked first, a missing password read as a wrong one.
+    code = getattr(exc, "status_code", None)
+    if code == "NOAUTH" or "NOAUTH" in text or "Authentication required" in text:
+        return "Redis needs a password, and the URL gives none"
     if names & {"AuthenticationError", "AuthenticationWrongNumberOfArgsError"} or (
         "WRONGPASS" in text
     ):
         return "Redis refused the user name or password in the URL"
-    if "NOAUTH" in text:
-        return "Redis needs a password, and the URL gives none"
     if "NOPERM" in text or "AuthorizationError" in names:
         return "the URL's Redis user may not run the commands a shared limit needs"
     if "DB index is out of range" in text:
