@@ -8,6 +8,7 @@ trio has its own test.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import ssl
@@ -17,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 import redis
+from anyio import wait_all_tasks_blocked
 from redis_support import RedisServer
 from sim_fleet import simulate_fleet
 from sim_gateway import Gateway
@@ -1033,4 +1035,48 @@ async def test_a_turn_beyond_the_callers_deadline_is_not_booked(
     # A caller who can wait gets that same turn: nothing was held back.
     turn = await shared.take_turn(anyio.current_time() + 1.0)
     assert turn is not None and turn.number == int(before["turns"]) + 1
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_caller_queued_behind_more_than_its_deadline_allows_fails_at_once(
+    redis_server: RedisServer,
+) -> None:
+    # A client books one turn at a time, so its callers queue; each learned that its turn
+    # was past its deadline only at the front of the queue, at about its deadline (a
+    # user's trial: 25 of 30 handlers with 1.5 s deadlines at 5/s failed after 1.3 s).
+    time = VirtualTime()
+    release = anyio.Event()
+
+    async def held(seconds: float) -> None:
+        time.waits.append(seconds)
+        await release.wait()
+
+    shared = limit(redis_server, time, seed_pace=2.0, sleep=held)
+    assert await shared.take_turn() is not None  # now: the pace is known, 2/s
+    failed: list[float] = []
+
+    async def caller(deadline: float | None) -> None:
+        with contextlib.suppress(TurnBeyondDeadline):
+            await shared.take_turn(deadline)
+            return
+        failed.append(anyio.current_time())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(caller, None)  # holds the lock, waiting for its turn
+        await wait_all_tasks_blocked()
+        deadline = anyio.current_time() + 1.2
+        for _ in range(3):
+            # 1, 2 and 3 callers ahead: their turns may come within 1.2 s at 1.5 x 2/s.
+            group.start_soon(caller, deadline)
+            await wait_all_tasks_blocked()
+        assert failed == []
+        turns = stored(redis_server)["turns"]
+        # Four ahead: even at 3/s its turn is 1.33 s away. It fails now, books nothing.
+        started = anyio.current_time()
+        group.start_soon(caller, deadline)
+        await wait_all_tasks_blocked()
+        assert len(failed) == 1 and failed[0] - started < 0.1
+        assert stored(redis_server)["turns"] == turns
+        release.set()
     await shared.aclose()

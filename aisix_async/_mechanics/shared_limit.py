@@ -546,6 +546,11 @@ class SharedLimit:
     #: At a rejoin, the requests a client still sends at its own pace are counted up to
     #: this far ahead (s) and one more (see _pace_yourself).
     OWN_HORIZON = 2.0
+    #: A caller queued behind others of this client fails at once when even this many
+    #: times the last pace, shared by nobody else, could not reach its turn in time: its
+    #: turn can come no sooner than one per caller ahead at that pace, and a pace that
+    #: climbs this much within a queue's wait is a fast probe, not a steady limit.
+    QUEUE_PACE_MARGIN = 1.5
 
     def __init__(
         self,
@@ -777,6 +782,7 @@ class SharedLimit:
         if self._down and self._monotonic() < self._down_until:
             self._pace_yourself()
             return None
+        self._hopeless(deadline)
         async with self._lock:
             if self._down and self._monotonic() < self._down_until:
                 self._pace_yourself()
@@ -838,6 +844,20 @@ class SharedLimit:
             return SharedTurn(
                 pace=pace, clients=clients, epoch=epoch, at=self._monotonic(), number=number
             )
+
+    def _hopeless(self, deadline: float | None) -> None:
+        # This client books one turn at a time (see take_turn): callers queue here for
+        # the lock, and each learned that its turn was past its deadline only when it got
+        # to the front, at about its deadline (a user's trial: 25 of 30 handlers with
+        # 1.5 s deadlines at 5 requests/s failed after 1.3 s, not at once).
+        pace = self._last_pace
+        if deadline is None or not pace:
+            return
+        stats = self._lock.statistics()
+        ahead = stats.tasks_waiting + (1 if stats.locked else 0)
+        soonest = ahead / (pace * self.QUEUE_PACE_MARGIN)
+        if anyio.current_time() + soonest > deadline:
+            raise TurnBeyondDeadline(soonest)
 
     async def _moved(self, number: int, booked_for: bytes | str, epoch: int) -> int:
         # A turn booked some turns ahead may have been moved later by a cut meanwhile

@@ -246,7 +246,7 @@ def _add_send(
         metavar="URL",
         help="share the account's learned pace with every other sender of it (other "
         "processes, other hosts) through Redis at URL, e.g. redis://cache:6379/0 "
-        "(default: $AISIX_SHARED_LIMIT; \"\" turns it off; needs the redis extra: pip install "
+        '(default: $AISIX_SHARED_LIMIT; "" turns it off; needs the redis extra: pip install '
         "'.[redis]' in a clone of the repository)",
     )
 
