@@ -378,6 +378,20 @@ def test_journal_refuses_a_changed_input(cli: Cli, emulator: Any, tmp_path: Path
     assert emulator.state.message_count == 5
 
 
+def test_journal_refuses_a_longer_input_as_such(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    # A line appended to a finished run's file was reported as "the input differs ... at
+    # lines 1-100 (chunk 0)", lines nobody had changed.
+    journal = str(tmp_path / "j.db")
+    first = write_lines(tmp_path / "a.txt", numbers(100))
+    assert cli.run("send", first, "--content", "a", "--journal", journal).returncode == 0
+    longer = write_lines(tmp_path / "b.txt", numbers(101))
+    result = cli.run("send", longer, "--content", "a", "--journal", journal)
+    assert result.returncode == 2, result.stderr
+    assert "the input now holds 101 items" in result.stderr
+    assert "recorded 100" in result.stderr and "lines 1-" not in result.stderr
+    assert emulator.state.message_count == 100
+
+
 def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
     def not_yet_sent(input_size: int | None) -> object:
         summary = CampaignSummary(

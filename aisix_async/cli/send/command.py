@@ -379,6 +379,16 @@ async def _run(
             campaign = await stack.enter_async_context(
                 client.campaign(args.journal, resend_unknown=args.resend_unknown)
             )
+            recorded = campaign.summary().input_size
+            if recorded is not None and recorded != total:
+                # Known before anything is sent: said as what changed, not as the first
+                # chunk whose recorded positions no longer match (a line appended to a
+                # finished run's file was reported at "lines 1-100 (chunk 0)").
+                raise CampaignError(
+                    f"the input now holds {total:,} items, but the journal {args.journal} "
+                    f"recorded {recorded:,} when a run read it to its end: the campaign's "
+                    "input changed; resume with the same input, or use another journal file"
+                )
         group = await stack.enter_async_context(anyio.create_task_group())
         with anyio.CancelScope() as hard:
 
