@@ -129,7 +129,7 @@ async def test_a_held_journal_is_read_as_committed_and_says_so(
         async with open_campaign_journal(path) as journal:
             assert journal.read_only
             assert journal.read_only_reason is not None
-            assert "in use by another process" in journal.read_only_reason
+            assert "in use by this process" in journal.read_only_reason
             assert journal.summary() == expected
             assert [run.kind for run in await journal.runs()] == ["send"]
             assert await journal.export_csv(tmp_path / "held.csv") == 120

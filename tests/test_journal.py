@@ -281,7 +281,7 @@ async def test_one_journal_one_opener(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     first = await Journal.open(path)
     try:
-        with pytest.raises(CampaignError, match="in use by another process"):
+        with pytest.raises(CampaignError, match="in use by this process"):
             await Journal.open(path)
     finally:
         await first.aclose()
