@@ -743,6 +743,21 @@ async def test_a_missing_password_is_not_called_a_wrong_one(
 
 
 @pytest.mark.anyio
+async def test_tls_to_a_server_without_it_names_the_likely_cause(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The handshake waits for an answer that never comes: logged as a bare TimeoutError.
+    caplog.set_level(logging.INFO, "aisix_async")
+    url = redis_server.url.replace("redis://", "rediss://")
+    shared = SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY, timeout=0.5)
+    with anyio.fail_after(5):
+        assert await shared.take_turn() is None
+    await shared.aclose()
+    (said,) = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert "does not speak TLS" in said, said
+
+
+@pytest.mark.anyio
 async def test_a_seed_is_not_shown_as_the_fleets_pace() -> None:
     # A client started from a rate state (the CLI's rate cache) with Redis never
     # reached: its summary said "fleet pace 39.98 requests/s" from the seed.

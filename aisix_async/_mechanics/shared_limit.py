@@ -730,12 +730,17 @@ class SharedLimit:
             # Named by its type only: some redis-py messages repeat parts of the URL. A
             # setting Redis refused will not mend by itself: said at ERROR.
             setting = _setting_refused(exc) is not None
+            described = _describe(exc)
+            if self._shown.startswith("rediss:") and "Timeout" in described:
+                # A TLS handshake with a server that speaks none waits for an answer
+                # that never comes: the likeliest cause, said beside the plain timeout.
+                described += ", or the server does not speak TLS"
             logger.log(
                 logging.ERROR if setting else logging.WARNING,
                 "shared limit at %s unavailable (%s): this client paces itself until it "
                 "answers again%s",
                 self._shown,
-                _describe(exc),
+                described,
                 "; fix the URL" if setting else "",
             )
         elif now - began >= self._timeout / 2:
