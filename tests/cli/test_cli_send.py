@@ -392,6 +392,22 @@ def test_journal_refuses_a_longer_input_as_such(cli: Cli, emulator: Any, tmp_pat
     assert emulator.state.message_count == 100
 
 
+def test_a_finished_journal_with_skipped_lines_resumes_as_the_same_input(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Lines --skip-invalid leaves out are items of the input too: the journal's length
+    # counts them, so the same file again is the same input (not "now holds").
+    journal = str(tmp_path / "j.db")
+    path = write_lines(tmp_path / "a.txt", [*numbers(20), "not a number", *numbers(5, start=50)])
+    args = ("send", path, "--content", "a", "--journal", journal, "--skip-invalid")
+    assert cli.run(*args).returncode == 1
+    again = cli.run(*args)
+    assert "now holds" not in again.stderr, again.stderr
+    # Exit 1 again: the journal still holds the skipped line as failed.
+    assert again.returncode == 1, again.stderr
+    assert emulator.state.message_count == 25
+
+
 def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
     def not_yet_sent(input_size: int | None) -> object:
         summary = CampaignSummary(
