@@ -394,7 +394,30 @@ async def campaign(ctx: Context) -> int:
         out.warn(f"unknown outcome: position {position} ({mobile}); do not resend blindly")
     if len(summary.unknown_recipients) > 20:
         out.warn(f"... and {len(summary.unknown_recipients) - 20:,} more unknown recipients")
+    unread = summary.unknown_unread
+    if unread:
+        # Left on the wire by a process that was killed: the journal does not copy a
+        # chunk's numbers before its request, so only their input positions are known
+        # here. The table counted them, and this listed nothing (a user's trial).
+        out.warn(
+            f"unknown outcome: {len(unread):,} recipient(s) at input position(s) "
+            f"{_spans(unread)} (counted from 0, blank and comment lines not counted), left "
+            "on the wire by a process that stopped; their numbers are in the journal once "
+            "the same aisix send --journal command runs again. Do not resend them blindly"
+        )
     return ExitCode.OK
+
+
+def _spans(positions: Sequence[int], shown: int = 10) -> str:
+    """``positions`` as ranges ("140-159, 300"), the first ``shown`` of them."""
+    spans: list[list[int]] = []
+    for position in sorted(positions):
+        if spans and position == spans[-1][1] + 1:
+            spans[-1][1] = position
+        else:
+            spans.append([position, position])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans[:shown])
+    return text + (f" and {len(spans) - shown:,} more ranges" if len(spans) > shown else "")
 
 
 def _check_export(journal: Path, target: Path) -> None:

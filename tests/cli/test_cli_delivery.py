@@ -35,6 +35,28 @@ def _kill_when_sent(cli: Cli, emulator: Any, args: list[str], at_least: int) -> 
     return emulator.state.message_count
 
 
+def test_campaign_lists_the_unknown_a_kill_left_by_input_position(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The numbers of chunks on the wire at a kill are not in the journal until a resume
+    # re-reads the input: the table counted them and stderr listed nothing (a user's trial).
+    emulator.state.set_faults(latency_ms=400)
+    listed = write_lines(tmp_path / "numbers.txt", numbers(2000))
+    journal = str(tmp_path / "sale.db")
+    send = ["send", listed, "--content", "Sale!", "--journal", journal, "--chunk-size", "10"]
+    _kill_when_sent(cli, emulator, send, at_least=50)
+    inspected = cli.run("campaign", journal, "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    (view,) = json_lines(inspected.stdout)
+    unread = view["unknown_unread"]
+    # Requests were always on the wire (every answer takes 400 ms): the kill cut some off.
+    assert unread and view["unknown"] == len(unread)
+    shown = cli.run("campaign", journal)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{len(unread):,} recipient(s) at input position(s) {min(unread)}-" in shown.stderr
+    assert "Do not resend them blindly" in shown.stderr
+
+
 def test_an_operators_campaign_send_kill_resume_follow_inspect_export(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
