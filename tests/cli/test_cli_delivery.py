@@ -35,7 +35,7 @@ def _kill_when_sent(cli: Cli, emulator: Any, args: list[str], at_least: int) -> 
     return emulator.state.message_count
 
 
-def test_campaign_lists_the_unknown_a_kill_left_by_input_position(
+def test_the_unknown_a_kill_left_are_listed_and_the_resume_says_why_it_exits_3(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
     # The numbers of chunks on the wire at a kill are not in the journal until a resume
@@ -55,6 +55,15 @@ def test_campaign_lists_the_unknown_a_kill_left_by_input_position(
     assert shown.returncode == 0, shown.stderr
     assert f"{len(unread):,} recipient(s) at input position(s) {min(unread)}-" in shown.stderr
     assert "Do not resend them blindly" in shown.stderr
+    # The resume fills in their numbers and sends the rest, not them: its exit 3 is theirs,
+    # and it says so (it said nothing of why).
+    emulator.state.set_faults(latency_ms=0)
+    resumed = cli.run(*send)
+    assert resumed.returncode == 3, resumed.stderr
+    assert f"{len(unread):,} recipient(s) of earlier runs have an unknown outcome" in (
+        resumed.stderr
+    )
+    assert "--resend-unknown" in resumed.stderr
 
 
 def test_an_operators_campaign_send_kill_resume_follow_inspect_export(

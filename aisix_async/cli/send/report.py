@@ -255,6 +255,17 @@ def finish(
             "unknown recipients may have been sent and charged: do not resend them "
             "blindly" + ("; the journal lists them" if ctx.args.journal else "")
         )
+    earlier = 0 if campaign is None else campaign.unknown - tally.unknown
+    if earlier > 0:
+        # Left by earlier runs and not resent by this one: they alone made its exit 3,
+        # which said nothing of why (a user's trial).
+        out.warn(
+            f"{earlier:,} recipient(s) of earlier runs have an unknown outcome (they may "
+            f"have been sent and charged) and were not sent again: aisix campaign "
+            f"{ctx.args.journal} lists them; delivery reports settle them (aisix reports "
+            f"--journal {ctx.args.journal}), and --resend-unknown sends them again "
+            "(they may then arrive twice)"
+        )
     if stop is not None:
         problem = describe(stop, account=client.account, url=ctx.url)
         out.error(problem.message)
