@@ -408,6 +408,30 @@ def test_a_finished_journal_with_skipped_lines_resumes_as_the_same_input(
     assert emulator.state.message_count == 25
 
 
+def test_a_dry_run_refuses_a_journal_path_that_is_no_journal(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # It said "resuming notes.txt" and exited 0 (and skipped the balance check) where the
+    # real send refuses the file with exit 2 (a user's trial: a mistyped path).
+    path = write_lines(tmp_path / "a.txt", numbers(3))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    args = ("send", path, "--content", "a", "--journal", str(notes))
+    for extra in (("--dry-run",), ()):
+        result = cli.run(*args, *extra)
+        assert result.returncode == 2, result.stderr
+        assert "not a campaign journal" in result.stderr
+        assert "resuming" not in result.stderr
+    assert notes.read_text() == "my notes\n"
+    # An empty file is a new journal, as the send opens it: no resume, no refusal.
+    empty = tmp_path / "new.db"
+    empty.touch()
+    dry = cli.run("send", path, "--content", "a", "--journal", str(empty), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "resuming" not in dry.stderr
+    assert emulator.state.message_count == 0
+
+
 def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
     def not_yet_sent(input_size: int | None) -> object:
         summary = CampaignSummary(

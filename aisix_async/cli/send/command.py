@@ -41,6 +41,7 @@ from ... import (
     SendStoppedError,
     SendStream,
     ValidationError,
+    open_campaign_journal,
 )
 from ...validation import check_at, check_content, check_numbering
 from .._app import Context, leaf_error
@@ -272,7 +273,16 @@ async def send(ctx: Context) -> int:
         raise CliError(f"no recipients in {source.description}")
 
     async with ctx.client(max_concurrency=args.max_concurrency, numbers=args.numbering) as client:
-        resuming = bool(args.journal) and await anyio.Path(args.journal).exists()
+        # An empty file is a new journal, as the campaign opens it.
+        resuming = bool(args.journal) and await _nonempty(args.journal)
+        if resuming:
+            # Read as the real run would open it: a file that is not a journal (a mistyped
+            # path) was "resumed" by a dry run that exited 0, and skipped the balance check.
+            try:
+                async with open_campaign_journal(args.journal):
+                    pass
+            except CampaignError as exc:
+                raise CliError(f"journal: {exc.message}") from None
         await _check_csid(client, args.csid)
         est: Estimate | None = None
         if args.dry_run or not (args.no_balance_check or resuming):
@@ -313,6 +323,13 @@ async def send(ctx: Context) -> int:
                 raise
             text = await anyio.to_thread.run_sync(_in_lines, source, error.message)
             raise CliError(f"journal: {text}") from None
+
+
+async def _nonempty(path: str) -> bool:
+    try:
+        return (await anyio.Path(path).stat()).st_size > 0
+    except OSError:
+        return False
 
 
 _POSITIONS = re.compile(r"\bpositions? (\d+)(?:-(\d+))?")
