@@ -22,6 +22,7 @@ from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
 from ._exit import ExitCode, describe, redact_keys
 from ._output import Output
+from ._signals import restore_signals, stop_as_interrupt
 
 __all__ = ["UNREACHABLE_RETRY", "Context", "run"]
 
@@ -266,9 +267,11 @@ def run(argv: list[str]) -> int:
     ctx = Context(args, out)
     command = _command(args.command)
     try:
+        saved = stop_as_interrupt()
         try:
             code = int(anyio.run(command, ctx))
         finally:
+            restore_signals(saved)
             ctx.save_rate_states()
             out.close()
         return _stdout_closed(out, args.command, code) if out.stdout_closed else code

@@ -12,7 +12,6 @@ input would look like a changed one on resume.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from ._app import Context
+from ._signals import stop_signals
 from .send.inputs import Source
 
 __all__ = ["INTERRUPTED", "STDOUT_CLOSED", "Feed", "FollowInterrupt", "watch_interrupts"]
@@ -28,16 +28,6 @@ __all__ = ["INTERRUPTED", "STDOUT_CLOSED", "Feed", "FollowInterrupt", "watch_int
 
 # No signal receiver on Windows: there a send stops only when stdout closes.
 _RECEIVES_SIGNALS: bool = sys.platform != "win32"
-
-
-def _stop_signals() -> tuple[signal.Signals, ...]:
-    # A terminal that hangs up (SIGHUP) stops a run as Ctrl-C does: killed by it, a send
-    # would leave its outcomes nowhere and a follow would lose the reports it fetched.
-    # Unless it is ignored (``nohup aisix send ...``): handling it would undo nohup.
-    hangup = getattr(signal, "SIGHUP", None)
-    if hangup is None or signal.getsignal(hangup) is signal.SIG_IGN:
-        return (signal.SIGINT, signal.SIGTERM)
-    return (signal.SIGINT, signal.SIGTERM, hangup)
 
 
 # What a recipient not sent reads: "not sent: dispatch stopped because ...".
@@ -57,7 +47,7 @@ class FollowInterrupt:
         # leaving --follow running after Ctrl-C.
         if not _RECEIVES_SIGNALS:  # pragma: no cover - Windows
             await anyio.sleep_forever()
-        with anyio.open_signal_receiver(*_stop_signals()) as signals:
+        with anyio.open_signal_receiver(*stop_signals()) as signals:
             async for _ in signals:
                 self.seen = True
                 scope.cancel()
@@ -110,7 +100,7 @@ async def watch_interrupts(
     async with contextlib.AsyncExitStack() as stack:
         signals: AsyncIterator[int] | None = None
         if _RECEIVES_SIGNALS:
-            signals = stack.enter_context(anyio.open_signal_receiver(*_stop_signals()))
+            signals = stack.enter_context(anyio.open_signal_receiver(*stop_signals()))
         async with anyio.create_task_group() as first:
 
             async def interrupted() -> None:

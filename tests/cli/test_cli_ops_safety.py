@@ -67,6 +67,25 @@ def test_first_interrupt_stops_dispatch_at_once_retries_included(
     ], err
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stop_signal_during_the_checks_before_a_send_is_an_interrupt(
+    cli: Cli, emulator: Any, tmp_path: Path, signum: int
+) -> None:
+    # Before the send installs its receivers (the balance and signature checks), SIGTERM
+    # and SIGHUP killed it silently (exit 143, 129) where Ctrl-C said "interrupted", 130.
+    emulator.state.set_faults(latency_ms=3000)
+    path = write_lines(tmp_path / "n.txt", numbers(50))
+    process = cli.start("send", path, "--content", "hello")
+    # A check's request held by the gateway: the command is waiting for its answer.
+    wait_for(lambda: emulator.state.requests_held > 0, timeout=30.0, interval=0.01)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "aisix: error: interrupted" in err
+    assert "Traceback" not in err
+    assert send_requests(emulator) == 0
+
+
 def test_the_second_interrupt_warning_counts_what_the_summary_counts(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
