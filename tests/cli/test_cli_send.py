@@ -132,6 +132,13 @@ def test_dry_run_table_says_nothing_was_sent(cli: Cli, tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "dry run: nothing sent" in result.stdout
     assert "total units" in result.stdout
+    assert "de-duplicated" not in result.stderr
+    # Repeated numbers were counted without a word of what they cost (a user's trial).
+    repeated = write_lines(tmp_path / "r.txt", [*numbers(3), *numbers(2)])
+    result = cli.run("send", repeated, "--content", "hello", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "2 line(s) repeat a number listed before" in result.stderr
+    assert "sent and charged again" in result.stderr
 
 
 def test_a_send_the_balance_cannot_cover_is_refused_up_front(

@@ -99,6 +99,12 @@ def show_estimate(
         ("delivered", _scheduled(at)),
     ]
     out.pairs("dry run: nothing sent" if dry else "estimate", rows)
+    if dry and checked.duplicates:
+        # Counted, but not said what it costs (a user's trial): the send does not drop them.
+        out.warn(
+            f"{checked.duplicates:,} line(s) repeat a number listed before: numbers are not "
+            "de-duplicated, so each is sent and charged again (the cost above counts them)"
+        )
     if not est.enough:
         out.warn(f"the balance is {est.shortfall} yuan short of the estimated cost")
 
