@@ -190,6 +190,23 @@ def test_invalid_lines_are_reported_with_line_numbers(
     assert sorted(m.mobile for m in emulator.state.messages()) == ["13900000001", "13900000002"]
 
 
+def test_json_lists_every_invalid_line_a_person_sees_twenty(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A script reading --json got the first 20 bad lines, and "... and 780 more" on stderr.
+    lines = [f"bad{n}" if n % 2 else numbers(1, start=n)[0] for n in range(1600)]
+    path = write_lines(tmp_path / "n.txt", lines)
+    dry = cli.run("send", path, "--content", "hi", "--dry-run", "--json")
+    assert dry.returncode == 2, dry.stderr
+    invalid = [r for r in json_lines(dry.stdout) if r["type"] == "invalid"]
+    assert [r["line"] for r in invalid] == list(range(2, 1601, 2))
+    assert "more invalid lines" not in dry.stderr
+    text = cli.run("send", path, "--content", "hi", "--dry-run")
+    assert text.returncode == 2
+    assert text.stderr.count(" line ") == 20 and "... and 780 more invalid lines" in text.stderr
+    assert emulator.state.message_count == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

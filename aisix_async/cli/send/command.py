@@ -255,7 +255,13 @@ async def send(ctx: Context) -> int:
     if args.resend_unknown and not args.journal:
         raise CliError("--resend-unknown only makes sense with --journal")
 
-    checked = await anyio.to_thread.run_sync(lambda: check_source(source, duplicates=args.dry_run))
+    # A person reads the first few bad lines; a script reading --json wants each one (the
+    # first 20 only, and a count on stderr, left it without the rest). Bounded still:
+    # a file of nothing but bad lines is not held whole in memory.
+    keep = 100_000 if ctx.out.json_mode else 20
+    checked = await anyio.to_thread.run_sync(
+        lambda: check_source(source, keep=keep, duplicates=args.dry_run)
+    )
     invalid = len(checked.problems) + checked.more_problems
     refusal: CliError | None = None
     if invalid:
