@@ -24,6 +24,7 @@ from aisix_async import (
     MalformedRecord,
     Reply,
     RetryPolicy,
+    ValidationError,
 )
 from aisix_async._core.xml import LazyAnswer
 
@@ -202,6 +203,19 @@ async def test_reply_stream(emulator: Any) -> None:
     assert [r.content for r in got] == [f"reply {i}" for i in range(5)]
     assert got[0].time.year == 2013
     assert emulator.state.pending_replies() == 0
+
+
+@pytest.mark.parametrize("interval", [0, -1, float("nan")])
+async def test_an_interval_that_would_poll_without_pause_is_refused(
+    emulator: Any, interval: float
+) -> None:
+    # interval=0 polled an empty queue hundreds of times a second (a user's trial).
+    async with _client(emulator) as client:
+        with pytest.raises(ValidationError, match="interval .* must be above 0"):
+            client.watch_delivery_reports(interval=interval)
+        with pytest.raises(ValidationError, match="interval .* must be above 0"):
+            client.watch_replies(interval=interval)
+    assert emulator.state.get_counters().requests.get("getSendState", 0) == 0
 
 
 async def test_closing_lets_the_poll_on_the_wire_finish_into_unread(emulator: Any) -> None:

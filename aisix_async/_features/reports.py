@@ -133,8 +133,13 @@ class RecordStream(Generic[_R]):
         interval, max_backoff = options.interval, options.max_backoff
         stop_when_idle, close_grace = options.stop_when_idle, options.close_grace
         max_buffered = options.max_buffered
-        if interval < 0:
-            raise ValidationError(f"interval must not be negative, got {interval!r}")
+        if not interval > 0:
+            # 0 polled an empty queue without pause (hundreds of requests a second): the
+            # gateway's answer to hammering may be harsher than -1.
+            raise ValidationError(
+                f"interval (seconds between polls of an empty queue) must be above 0, "
+                f"got {interval!r}"
+            )
         if stop_when_idle is not None and stop_when_idle < 0:
             raise ValidationError(f"stop_when_idle must not be negative, got {stop_when_idle!r}")
         self._gateway = gateway
