@@ -211,9 +211,9 @@ async def test_an_interval_that_would_poll_without_pause_is_refused(
 ) -> None:
     # interval=0 polled an empty queue hundreds of times a second (a user's trial).
     async with _client(emulator) as client:
-        with pytest.raises(ValidationError, match="interval .* must be above 0"):
+        with pytest.raises(ValidationError, match=r"interval .* must be above 0"):
             client.watch_delivery_reports(interval=interval)
-        with pytest.raises(ValidationError, match="interval .* must be above 0"):
+        with pytest.raises(ValidationError, match=r"interval .* must be above 0"):
             client.watch_replies(interval=interval)
     assert emulator.state.get_counters().requests.get("getSendState", 0) == 0
 
