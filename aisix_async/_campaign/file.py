@@ -56,13 +56,13 @@ class JournalInUse(CampaignError):
     """Another process holds the journal's lock (a send or a reports follower runs on it),
     or this one does, through a campaign opened on it earlier and not closed yet."""
 
-    def __init__(self, path: Path, holder: str) -> None:
-        if holder == f" (pid {os.getpid()})":
+    def __init__(self, path: Path, pid: int | None) -> None:
+        if pid == os.getpid():
             # Two campaigns on one journal in one process: "another process" named this one.
             who = "by this process (a campaign opened on it earlier is still open)"
             advice = "one journal is driven by one campaign at a time (leave that one first)"
         else:
-            who = f"by another process{holder}"
+            who = "by another process" + ("" if pid is None else f" (pid {pid})")
             advice = (
                 "one journal is driven by one process at a time (let it finish, or stop it, "
                 "then resume)"
@@ -72,8 +72,8 @@ class JournalInUse(CampaignError):
         super().__init__(f"{self.reason}; {advice}")
 
 
-def _in_use(path: Path, holder: str) -> CampaignError:
-    return JournalInUse(path, holder)
+def _in_use(path: Path, pid: int | None) -> CampaignError:
+    return JournalInUse(path, pid)
 
 
 def _lock(journal: Path) -> IO[str]:
@@ -97,7 +97,7 @@ def _lock(journal: Path) -> IO[str]:
                 handle.seek(0)
                 msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
             except OSError:
-                raise _in_use(journal, "") from None
+                raise _in_use(journal, None) from None
         else:
             import fcntl
 
@@ -144,12 +144,13 @@ def release_lock(handle: IO[str]) -> None:
         handle.close()
 
 
-def _holder(path: Path) -> str:
+def _holder(path: Path) -> int | None:
+    """The pid the lock's holder wrote in it, if one can be read."""
     try:
         pid = path.read_text(encoding="utf-8").strip()
     except OSError:
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
+        return None
+    return int(pid) if pid.isdigit() else None
 
 
 def _check_header(path: Path) -> None:

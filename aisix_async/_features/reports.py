@@ -67,6 +67,7 @@ from .._core.errors import (
 )
 from .._core.models import DeliveryReport, MalformedRecord, Reply, parse_records
 from .._core.options import PollOptions
+from .._core.validate import check_number
 from .._core.xml import LazyAnswer
 from .._gateway import Gateway
 
@@ -133,13 +134,9 @@ class RecordStream(Generic[_R]):
         interval, max_backoff = options.interval, options.max_backoff
         stop_when_idle, close_grace = options.stop_when_idle, options.close_grace
         max_buffered = options.max_buffered
-        if not interval > 0:
-            # 0 polled an empty queue without pause (hundreds of requests a second): the
-            # gateway's answer to hammering may be harsher than -1.
-            raise ValidationError(
-                f"interval (seconds between polls of an empty queue) must be above 0, "
-                f"got {interval!r}"
-            )
+        # 0 polled an empty queue without pause (hundreds of requests a second): the
+        # gateway's answer to hammering may be harsher than -1.
+        check_number(interval, "interval (seconds between polls of an empty queue)")
         if stop_when_idle is not None and stop_when_idle < 0:
             raise ValidationError(f"stop_when_idle must not be negative, got {stop_when_idle!r}")
         self._gateway = gateway

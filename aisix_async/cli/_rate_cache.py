@@ -38,7 +38,7 @@ def _same_gateway(base_url: str) -> str:
     # the spelling the client itself uses, which its shared schedule in Redis is keyed
     # on too. A URL the client refuses keys nothing the client will use: as typed.
     try:
-        return check_base_url(base_url.strip())
+        return check_base_url(base_url)
     except ValidationError:
         return base_url
 

@@ -281,9 +281,9 @@ async def send(ctx: Context) -> int:
     async with ctx.client(max_concurrency=args.max_concurrency, numbers=args.numbering) as client:
         # An empty file is a new journal, as the campaign opens it.
         resuming = bool(args.journal) and await _nonempty(args.journal)
-        if resuming:
-            # Read as the real run would open it: a file that is not a journal (a mistyped
-            # path) was "resumed" by a dry run that exited 0, and skipped the balance check.
+        if resuming and args.dry_run:
+            # Read as the real run opens it (which refuses it there): a file that is not a
+            # journal (a mistyped path) was "resumed" by a dry run that exited 0.
             try:
                 async with open_campaign_journal(args.journal):
                     pass
