@@ -205,7 +205,7 @@ async def test_reply_stream(emulator: Any) -> None:
     assert emulator.state.pending_replies() == 0
 
 
-@pytest.mark.parametrize("interval", [0, -1, float("nan")])
+@pytest.mark.parametrize("interval", [0, -1, float("nan"), float("inf")])
 async def test_an_interval_that_would_poll_without_pause_is_refused(
     emulator: Any, interval: float
 ) -> None:
