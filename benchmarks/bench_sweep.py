@@ -40,6 +40,8 @@ CHUNK = 100  # the limit is per request; small chunks keep the emulator's CPU ou
 # the machine; R <= 40 cells run a few together.
 LOAD = 100.0
 CONCURRENCY = 64  # enough for R x latency at every cell (100/s x 0.3 s = 30 in flight)
+SAMPLE_S = 0.25  # how often a cold client's progress and pace are read for the picture
+PICTURE = Path(__file__).resolve().parent / "sweep.png"
 
 
 HEADERS = [
@@ -61,22 +63,34 @@ async def _ours(
     from aisix_async import AisixClient, OutcomeStatus, RateState
 
     accepted = 0
+    # For the picture: every SAMPLE_S, seconds since the start, requests accepted and
+    # answered -1 so far, and the client's pace (None: unpaced, in slow start).
+    series: list[tuple[float, int, int, float | None]] = []
     rate_state = RateState.from_dict(json.loads(state)) if state is not None else None
     async with AisixClient(
         account, authkey, base_url=base_url, max_concurrency=CONCURRENCY, rate_state=rate_state
     ) as client:
         stream = client.send_many(numbers(10**8), "Your code is 1234", chunk_size=CHUNK)
         started = time.monotonic()
+
+        async def sample() -> None:
+            while True:
+                live = stream.stats()
+                series.append((time.monotonic() - started, accepted, live.rate_limited, live.pace))
+                await anyio.sleep(SAMPLE_S)
+
         with anyio.move_on_after(seconds):
-            async with stream as outcomes:
+            async with stream as outcomes, anyio.create_task_group() as group:
+                group.start_soon(sample)
                 async for outcome in outcomes:
                     if outcome.status is OutcomeStatus.ACCEPTED:
                         accepted += 1
+                group.cancel_scope.cancel()
         elapsed = time.monotonic() - started
         stats = stream.stats()
         learned = client.rate_state().as_dict()
     return {"accepted": accepted, "seconds": elapsed, "requests": stats.requests,
-            "refused": stats.rate_limited, "state": learned}  # fmt: skip
+            "refused": stats.rate_limited, "state": learned, "series": series}  # fmt: skip
 
 
 async def _aiolimiter(
@@ -133,6 +147,85 @@ def worker(
                 _aiolimiter(emu.base_url, emu.open_url, emu.account, emu.authkey, seconds, rate)
             )
     print(json.dumps(result))
+
+
+def _rates(series: list[list[Any]], window: float = 1.0) -> tuple[list[float], list[float]]:
+    """Accepted requests/s over the ``window`` seconds up to each sample."""
+    times, rates = [], []
+    first = 0
+    for t, accepted, _, _ in series:
+        while series[first][0] < t - window:
+            first += 1
+        start_t, start_n = series[first][0], series[first][1]
+        if t - start_t >= window / 2:
+            times.append(t)
+            rates.append((accepted - start_n) / (t - start_t))
+    return times, rates
+
+
+def picture(
+    results: dict[tuple[str, float, int], dict[str, Any]],
+    rates: list[float],
+    latencies: list[int],
+    path: Path = PICTURE,
+) -> str:
+    """A grid of the cold clients' runs (a row per R, a column per latency): accepted
+    requests/s (windows of 1 s, or of ten requests at the limit), the pace, the limit,
+    and when -1 answers came. Returns a sentence for the results, or why there is no
+    picture."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "(No picture: matplotlib is not installed; it comes with the `bench` extra.)"
+    fig, axes = plt.subplots(
+        len(rates), len(latencies), figsize=(4.0 * len(latencies), 2.2 * len(rates)),
+        squeeze=False, constrained_layout=True,
+    )  # fmt: skip
+    for row, rate in enumerate(rates):
+        for col, lat in enumerate(latencies):
+            ax = axes[row][col]
+            res = results[("ours", rate, lat)]
+            series = res.get("series") or []
+            ax.axhline(rate, color="0.6", linestyle="--", linewidth=1, label="limit R")
+            if series:
+                # Windows of ten requests at least: at a low limit a 1 s window holds a
+                # few whole requests, and its count saws between them.
+                times, accepted = _rates(series, window=max(1.0, 10.0 / rate))
+                ax.plot(times, accepted, color="tab:blue", linewidth=1, label="accepted/s")
+                paced = [(t, pace) for t, _, _, pace in series if pace is not None]
+                if paced:
+                    ax.plot(
+                        *zip(*paced, strict=True), color="tab:orange", linewidth=1, label="pace"
+                    )
+                refused = [
+                    t
+                    for (t, _, n, _), (_, _, before, _) in zip(series[1:], series[:-1], strict=True)
+                    if n > before
+                ]
+                ax.plot(refused, [0.03 * rate] * len(refused), "|", color="tab:red",
+                        markersize=8, label="-1 answers")  # fmt: skip
+            ax.set_ylim(0, 2.2 * rate)
+            ax.set_title(
+                f"R={rate:g}/s, {lat} ms: goodput {res['accepted'] / res['seconds'] / rate:.2f}, "
+                f"-1 {res['refused']:.0f}",
+                fontsize=8,
+            )
+            ax.tick_params(labelsize=7)
+            if row == len(rates) - 1:
+                ax.set_xlabel("seconds", fontsize=7)
+            if col == 0:
+                ax.set_ylabel("requests/s", fontsize=7)
+    axes[0][0].legend(fontsize=6, loc="lower right")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return (
+        f"Picture: `benchmarks/{path.name}`, the cold runs of this table: accepted requests/s "
+        "(windows of 1 s, or 10/R s at a low limit; blue), the client's pace (orange; none "
+        "in slow start), the limit (dashed) and each -1 answer (red ticks)."
+    )
 
 
 def _met(goodput: float, refused: int, requests: int) -> bool:
@@ -254,6 +347,8 @@ def run(
             "limit, and the in-flight requests of that moment are refused with it; at a low "
             "limit the burst hides it, and each cut after that costs a -1 more) and, at "
             "300 ms, its goodput from the round trips that slow start takes.",
+            "",
+            picture(results, rates, latencies),
             "",
         ]
     )
