@@ -501,3 +501,16 @@ def test_a_raised_limit_is_proven_by_the_answers(backend: str, shift: float) -> 
     simulate(gateway, [ClientRun(seconds=at + 10, demand=32)], rates=[(at, 80.0)], backend=backend)
     assert gateway.accepted(0, at + 2, at + 4) / 2 >= 0.7 * 80
     assert gateway.accepted(0, at + 4, at + 10) / 6 >= 0.9 * 80
+
+
+@pytest.mark.parametrize("shift", PHASES)
+def test_the_fast_probe_doubles_no_faster_than_its_answers_come_back(shift: float) -> None:
+    # A raised limit proven by the answers is probed fast, but the -1 that ends the probe
+    # comes back a round trip after the limit is crossed: doubling the excess every round
+    # trip's requests took the pace to twice the limit by then (51-53 -1 answers in the
+    # 10 s after a raise from 40 to 80 requests/s with 300 ms answers; 36-40 at two).
+    gateway = Gateway(40.0, burst=5, latency=0.3)
+    at = 10.0 + shift
+    simulate(gateway, [ClientRun(seconds=at + 10, demand=64)], rates=[(at, 80.0)])
+    assert gateway.refused(0, at, at + 10) <= 45
+    assert gateway.accepted(0, at + 4, at + 10) / 6 >= 0.95 * 80
