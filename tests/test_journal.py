@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 from decimal import Decimal
@@ -830,3 +831,37 @@ async def test_what_a_batch_looks_up_is_read_before_it_and_forgotten_after(
         assert again.foreign == 0
     finally:
         await journal.aclose()
+
+
+async def test_a_symlink_to_a_journal_finds_its_lock(tmp_path: Path) -> None:
+    # The lock sits beside the journal under its own name: through a symlink's name it
+    # guarded nothing, and two processes, one through each name, sent recipients twice.
+    path = tmp_path / "c.db"
+    link = tmp_path / "link.db"
+    first = await Journal.open(path)
+    try:
+        link.symlink_to(path)
+        with pytest.raises(CampaignError, match="in use by this process"):
+            await Journal.open(link)
+    finally:
+        await first.aclose()
+    through_link = await Journal.open(link)
+    try:
+        with pytest.raises(CampaignError, match="in use by this process"):
+            await Journal.open(path)
+    finally:
+        await through_link.aclose()
+    # SQLite's own files went beside the journal, not the link.
+    assert not list(tmp_path.glob("link.db-*")) and not (tmp_path / "link.db.lock").exists()
+
+
+async def test_a_journal_with_a_second_hard_link_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    journal = await Journal.open(path)
+    await journal.aclose()
+    os.link(path, tmp_path / "other.db")
+    before = _digest(path)
+    for name in ("c.db", "other.db"):
+        with pytest.raises(CampaignError, match=r"has 2 names \(hard links\)"):
+            await Journal.open(tmp_path / name)
+    assert _digest(path) == before

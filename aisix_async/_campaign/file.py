@@ -76,9 +76,32 @@ def _in_use(path: Path, pid: int | None) -> CampaignError:
     return JournalInUse(path, pid)
 
 
+def _one_name(journal: Path) -> Path:
+    """The journal's own path, symlinks followed; CampaignError if it has a second name.
+
+    The lock (and SQLite's ``-wal`` file) sits beside the journal under its name: taken
+    through a symlink's name it guarded nothing, and two processes, each through its own
+    name for one journal, sent 2,200 recipients twice. A symlink leads to the file's own
+    name; a second hard link cannot be followed, so it is refused.
+    """
+    real = Path(os.path.realpath(journal))
+    try:
+        links = os.stat(real).st_nlink
+    except OSError:  # not made yet, or not readable (open says which)
+        return real
+    if links > 1:
+        raise CampaignError(
+            f"the campaign journal {journal} has {links} names (hard links): its lock and "
+            "SQLite's own files are kept beside one name, so two processes could each take "
+            "one and send twice; keep one name (remove the other links, or copy the file)"
+        )
+    return real
+
+
 def _lock(journal: Path) -> IO[str]:
     """Take the sidecar lock, or raise CampaignError when another process holds it."""
-    path = journal.with_name(journal.name + ".lock")
+    real = _one_name(journal)
+    path = real.with_name(real.name + ".lock")
     try:
         handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held while open
     except OSError as exc:
@@ -229,8 +252,9 @@ def open_file(path: Path, *, durable: bool) -> tuple[sqlite3.Connection, IO[str]
     try:
         _check_header(path)
         try:
+            # By its own name (see _one_name), as the lock: the -wal file goes beside it.
             conn = sqlite3.connect(
-                str(path), check_same_thread=False, isolation_level=None, timeout=5.0
+                os.path.realpath(path), check_same_thread=False, isolation_level=None, timeout=5.0
             )
         except sqlite3.Error as exc:
             raise CampaignError(f"cannot open the campaign journal {path}: {exc}") from None
