@@ -216,6 +216,34 @@ async def test_a_longer_input_after_a_finished_run_is_refused_before_sending(
     assert sent_counts(emulator) == Counter(mobiles)
 
 
+async def test_a_shorter_input_than_a_run_reached_is_refused_at_its_end(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # A run stopped by the balance reached 200 items; resumed with the first 150 only,
+    # the input's end was recorded as the whole input: the chunks beyond it could never
+    # be sent again, and the whole input was then refused as "changed" (a user's trial).
+    path = tmp_path / "c.db"
+    mobiles = numbers(300)
+    emulator.state.set_balance(None, "10")  # 100 numbers
+    async with client_for(emulator, max_concurrency=1) as client:
+        async with client.campaign(path) as campaign:
+            await collect(campaign.send_many(mobiles, "hi", chunk_size=50, check_balance=False))
+            assert campaign.summary().reached == 200
+        emulator.state.set_balance(None, "1000")
+        async with client.campaign(path) as campaign:
+            reached = campaign.summary().reached
+            assert reached >= 200
+            with pytest.raises(CampaignError, match="ends after 150 items, but an earlier run"):
+                await collect(campaign.send_many(mobiles[:150], "hi", chunk_size=50))
+            summary = campaign.summary()
+            assert (summary.input_size, summary.accepted, summary.reached) == (None, 150, reached)
+        async with client.campaign(path) as campaign:
+            await collect(campaign.send_many(mobiles, "hi", chunk_size=50))
+            summary = campaign.summary()
+    assert summary.complete and summary.accepted == 300
+    assert sent_counts(emulator) == Counter(mobiles)
+
+
 async def test_async_inputs_and_batches_resume(emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     pairs = [(m, f"Dear {i}, your code is {i:04d}") for i, m in enumerate(numbers(250))]

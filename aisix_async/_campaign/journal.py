@@ -166,6 +166,8 @@ class Journal:
         self.fingerprint: str | None = None
         self.definition: dict[str, Any] | None = None
         self.input_size: int | None = None
+        #: One past the last input position of any chunk recorded: how far runs got.
+        self.reached = 0
         #: Unknown chunks left in flight by a dead process, to their input positions,
         #: whose numbers come back when a run re-reads the input.
         self.unread: dict[int, tuple[int, ...]] = {}
@@ -237,6 +239,7 @@ class Journal:
         }
         self.foreign_reports = tallies.get("foreign", 0)
         self.meta = loaded.meta
+        self.reached = loaded.reached
 
     @classmethod
     async def open_read_only(cls, path: str | os.PathLike[str]) -> Journal:
@@ -307,6 +310,15 @@ class Journal:
                 f"the input now holds {size} items, but the journal {self.path} recorded "
                 f"{self.input_size}: the campaign's input changed"
             )
+        if self.reached > size:
+            # An earlier run read further than this input goes: recorded as the whole
+            # input, its size would leave the chunks beyond it never sent again and the
+            # campaign never complete (nor resumable with the whole input).
+            raise CampaignError(
+                f"the input now ends after {size} items, but an earlier run of the journal "
+                f"{self.path} read {self.reached} of them: the campaign's input changed "
+                "(it is shorter); resume with the whole input"
+            )
         await self._write("the input size", lambda conn: sql.set_input_size(conn, size))
         self.input_size = size
 
@@ -342,6 +354,7 @@ class Journal:
                 )
             self._fresh[index] = (action, positions, items_hash)
             self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
+            self.reached = max(self.reached, positions[-1] + 1)
             return Verdict.SEND
 
         def body(conn: sqlite3.Connection) -> tuple[str, bool]:

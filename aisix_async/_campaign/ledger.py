@@ -69,6 +69,10 @@ class CampaignSummary:
     #: campaign's, a send outside it): kept in the journal, counted here, never in
     #: ``delivery``.
     foreign_reports: int = 0
+    #: How far into the input the runs so far got: one past the last input position of
+    #: any chunk recorded (0 for a new journal). A resumed input shorter than this is
+    #: refused (the chunks beyond its end would never be sent).
+    reached: int = 0
 
     @property
     def pending(self) -> int:
@@ -209,4 +213,5 @@ def summarize(journal: Journal) -> CampaignSummary:
         unknown_recipients=tuple(sorted(journal.unknown.items())),
         unknown_unread=tuple(sorted(p for ps in journal.unread.values() for p in ps)),
         foreign_reports=journal.foreign_reports,
+        reached=journal.reached,
     )

@@ -300,6 +300,8 @@ class Loaded:
     last_seq: int
     tallies: dict[str, int]
     meta: dict[str, str]
+    #: One past the last input position of any chunk recorded (0: none).
+    reached: int = 0
 
 
 def load(conn: sqlite3.Connection) -> Loaded:
@@ -311,7 +313,9 @@ def load(conn: sqlite3.Connection) -> Loaded:
         "SELECT max(coalesce((SELECT max(seq) FROM reports), 0),"
         " coalesce((SELECT max(seq) FROM delivery), 0))"
     ).fetchone()
+    (reached,) = conn.execute("SELECT coalesce(max(last_pos) + 1, 0) FROM chunks").fetchone()
     return Loaded(
+        reached=reached,
         campaign=conn.execute(
             "SELECT fingerprint, definition, input_size FROM campaign"
         ).fetchone(),

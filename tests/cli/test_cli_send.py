@@ -416,6 +416,27 @@ def test_journal_refuses_a_longer_input_as_such(cli: Cli, emulator: Any, tmp_pat
     assert emulator.state.message_count == 100
 
 
+def test_journal_refuses_a_shorter_input_than_a_run_reached(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Resumed with the first half of the file, a stopped run sent that half's rest and
+    # recorded it as the whole input: the other half could never be sent (a user's trial).
+    journal = str(tmp_path / "j.db")
+    emulator.state.set_balance(None, "10")  # 100 numbers
+    whole = write_lines(tmp_path / "a.txt", numbers(300))
+    args = ("--content", "a", "--journal", journal, "--chunk-size", "50", "--max-concurrency", "1")
+    cli.run("send", whole, *args, "--no-balance-check")
+    sent = emulator.state.message_count
+    emulator.state.set_balance(None, "1000")
+    short = write_lines(tmp_path / "b.txt", numbers(150))
+    result = cli.run("send", short, *args)
+    assert result.returncode == 2, result.stderr
+    assert "the input now holds 150 items, but an earlier run" in result.stderr
+    assert emulator.state.message_count == sent
+    assert cli.run("send", whole, *args).returncode == 0
+    assert emulator.state.message_count == 300
+
+
 def test_a_finished_journal_with_skipped_lines_resumes_as_the_same_input(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:

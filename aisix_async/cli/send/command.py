@@ -402,7 +402,15 @@ async def _run(
             campaign = await stack.enter_async_context(
                 client.campaign(args.journal, resend_unknown=args.resend_unknown)
             )
-            recorded = campaign.summary().input_size
+            known = campaign.summary()
+            recorded = known.input_size
+            if recorded is None and known.reached > total:
+                raise CampaignError(
+                    f"the input now holds {total:,} items, but an earlier run of the journal "
+                    f"{args.journal} read {known.reached:,} of them: the campaign's input "
+                    "changed (it is shorter); resume with the whole input, or use another "
+                    "journal file"
+                )
             if recorded is not None and recorded != total:
                 # Known before anything is sent: said as what changed, not as the first
                 # chunk whose recorded positions no longer match (a line appended to a
