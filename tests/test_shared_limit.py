@@ -1095,3 +1095,47 @@ async def test_a_caller_queued_behind_more_than_its_deadline_allows_fails_at_onc
         assert stored(redis_server)["turns"] == turns
         release.set()
     await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_caller_that_gives_up_leaves_its_turn_to_the_next(
+    redis_server: RedisServer,
+) -> None:
+    # Handlers bounded by a timeout of their own (asyncio.timeout, wait_for: nothing the
+    # SDK is told) gave up while they waited for their turns, and each next caller booked
+    # one more behind the one left unused: callers giving up faster than the pace ran the
+    # schedule away from every client of the account (a user's trial, 5 requests/s and
+    # calls at 16/s under a 3 s timeout: no send at all for 10 s, from any replica).
+    time = VirtualTime()
+    release = anyio.Event()
+
+    async def held(seconds: float) -> None:
+        time.waits.append(seconds)
+        await release.wait()
+
+    shared = limit(redis_server, time, seed_pace=2.0, sleep=held)
+    assert await shared.take_turn() is not None  # now; the next turn is 0.5 s away
+    before = stored(redis_server)
+    for _ in range(5):
+        scope = anyio.CancelScope()
+
+        async def impatient(scope: anyio.CancelScope = scope) -> None:
+            with scope:
+                await shared.take_turn()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(impatient)
+            await wait_all_tasks_blocked()
+            scope.cancel()
+    after = stored(redis_server)
+    # One turn booked, handed from each caller that gave up to the next.
+    assert int(after["turns"]) == int(before["turns"]) + 1
+    assert float(after["next_at"]) == pytest.approx(float(before["next_at"]) + 0.5)
+    # A caller whose deadline comes before that turn leaves it to one with more time.
+    with pytest.raises(TurnBeyondDeadline):
+        await shared.take_turn(anyio.current_time() + 0.1)
+    assert stored(redis_server)["turns"] == after["turns"]
+    release.set()
+    turn = await shared.take_turn()
+    assert turn is not None and turn.number == int(before["turns"]) + 1
+    await shared.aclose()

@@ -521,6 +521,19 @@ class SharedTurn:
         return self.pace / max(1, self.clients)
 
 
+@attrs.frozen
+class _Booked:
+    """A turn booked and not used: its caller was cancelled while it waited for it."""
+
+    pace: float
+    clients: int
+    epoch: int
+    number: int
+    booked_for: bytes | str
+    #: When it is due (the client's monotonic clock).
+    due: float
+
+
 class SharedLimit:
     """One account's schedule in Redis, as one client sees it (see the module's doc)."""
 
@@ -649,6 +662,9 @@ class SharedLimit:
         self._fallbacks = 0
         # The round trip of -1 answers (smoothed): how fast a probe may grow.
         self._rtt: float | None = None
+        # A turn booked for a caller that was cancelled while it waited (its own timeout:
+        # asyncio.timeout, wait_for): the next caller takes it rather than booking another.
+        self._spare: _Booked | None = None
 
     def __repr__(self) -> str:
         state = "down" if self._down else "up"
@@ -780,9 +796,10 @@ class SharedLimit:
         """Book this client's next turn and wait for it; None: pace yourself this time.
 
         None when Redis failed lately (until ``retry_after`` has passed) or fails now,
-        within ``timeout``. Cancelling the wait just lets the booked turn pass unused.
-        ``deadline``: the caller's, on anyio's clock; a turn after it is not booked, and
-        :class:`TurnBeyondDeadline` is raised instead.
+        within ``timeout``. A caller cancelled while it waits leaves its turn to this
+        client's next caller (see _spare_turn). ``deadline``: the caller's, on anyio's
+        clock; a turn after it is not booked, and :class:`TurnBeyondDeadline` is raised
+        instead.
         """
         if self._down and self._monotonic() < self._down_until:
             self._pace_yourself()
@@ -792,6 +809,9 @@ class SharedLimit:
             if self._down and self._monotonic() < self._down_until:
                 self._pace_yourself()
                 return None
+            spare = self._spare_turn(deadline)
+            if spare is not None:
+                return await self._wait_for(spare)
             began = self._monotonic()
             own = max(0.0, self._own_until - began)
             # The time left is read now, not when the caller came: it may have waited
@@ -842,13 +862,49 @@ class SharedLimit:
             # then); the turn booked meanwhile passes unused if it came earlier.
             wait = max(wait, self._own_until - self._monotonic())
             self._own_until = 0.0
+            booked = _Booked(pace, clients, epoch, number, booked_for, self._monotonic() + wait)
+            return await self._wait_for(booked)
+
+    async def _wait_for(self, booked: _Booked) -> SharedTurn:
+        # Called holding the lock: wait for the turn, and take it.
+        wait = booked.due - self._monotonic()
+        epoch = booked.epoch
+        try:
             if wait > 0:
                 await self._sleep(wait)
-            if wait * pace > self.ASK_AGAIN_AHEAD:
-                epoch = await self._moved(number, booked_for, epoch)
-            return SharedTurn(
-                pace=pace, clients=clients, epoch=epoch, at=self._monotonic(), number=number
-            )
+            if wait * booked.pace > self.ASK_AGAIN_AHEAD:
+                epoch = await self._moved(booked.number, booked.booked_for, epoch)
+        except BaseException:
+            # Cancelled while it waited: a turn left unused here would leave the next
+            # caller to book one more behind it, and callers that give up faster than
+            # the pace (handlers under asyncio.timeout, say) ran the schedule away from
+            # every client of the account (0 sends for 10 s at 5 requests/s in a user's
+            # trial). The next caller of this client takes it instead.
+            self._spare = booked
+            raise
+        return SharedTurn(
+            pace=booked.pace,
+            clients=booked.clients,
+            epoch=epoch,
+            at=self._monotonic(),
+            number=booked.number,
+        )
+
+    def _spare_turn(self, deadline: float | None) -> _Booked | None:
+        # The turn a cancelled caller left, if it is still to come or just passed (a step
+        # of the pace late at most: later, another client's turns follow it closely, and
+        # it passes unused, as it would have); None: book one.
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        early = spare.due - self._monotonic()
+        if early < -1.0 / spare.pace:
+            return None
+        if deadline is not None and anyio.current_time() + early > deadline:
+            # Kept for a caller with more time.
+            self._spare = spare
+            raise TurnBeyondDeadline(early)
+        return spare
 
     def _hopeless(self, deadline: float | None) -> None:
         # This client books one turn at a time (see take_turn): callers queue here for
