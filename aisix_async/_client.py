@@ -29,7 +29,7 @@ from ._core.models import (
     Signature,
 )
 from ._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
-from ._core.wire import Endpoints
+from ._core.wire import Endpoints, hide_authkey
 from ._features import estimate as _estimate
 from ._features.bulk import SendStream, SendSummary, batch_stream, once_stream, param_stream
 from ._features.reports import BatchHook, RecordStream, watch_delivery_reports, watch_replies
@@ -90,6 +90,9 @@ class AisixClient:
         rate_state: RateState | None = None,
         shared_limit: str | None = None,
     ) -> None:
+        # Held as a Secret from the first line: should this constructor fail on another
+        # argument, the key is a local of its frame, which error trackers print.
+        authkey = hide_authkey(authkey)
         self._gateway = Gateway(
             account,
             authkey,
@@ -133,8 +136,11 @@ class AisixClient:
             raise AttributeError(f"'AisixClient' object has no attribute {name!r}", name=name)
 
     def __repr__(self) -> str:
-        # The authkey is deliberately absent.
-        gateway = self._gateway
+        # The authkey is deliberately absent. A constructor that failed leaves no gateway:
+        # the repr still works (a traceback printed with its frames' locals calls it).
+        gateway = self.__dict__.get("_gateway")
+        if gateway is None:
+            return "<AisixClient (not made: its constructor failed)>"
         return f"<AisixClient account={gateway.account!r} url={gateway.endpoints.open_url!r}>"
 
     @property

@@ -68,6 +68,7 @@ from ._core.wire import (
     Secret,
     batch_fields,
     encode_form,
+    hide_authkey,
     once_fields,
     param_fields,
 )
@@ -135,6 +136,9 @@ class Gateway:
         rate_state: RateState | None = None,
         shared_limit: str | None = None,
     ) -> None:
+        # Held as a Secret from the first line: should this constructor fail on another
+        # argument, the key is a local of its frame, which error trackers print.
+        authkey = hide_authkey(authkey)
         self.account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
         )
@@ -208,8 +212,11 @@ class Gateway:
         self._loop: weakref.ref[object] | None = None
 
     def __repr__(self) -> str:
-        # The authkey is deliberately absent.
-        return f"<Gateway account={self.account!r} url={self.endpoints.open_url!r}>"
+        # The authkey is deliberately absent. Read with defaults: a constructor that
+        # failed halfway leaves a frame whose locals a traceback may print.
+        endpoints = getattr(self, "endpoints", None)
+        url = endpoints.open_url if endpoints is not None else None
+        return f"<Gateway account={getattr(self, 'account', None)!r} url={url!r}>"
 
     @property
     def http_stack(self) -> str:

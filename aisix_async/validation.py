@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from ._core.errors import redact_keys
 from ._core.validate import (
     NUMBERING,
     SEPARATOR,
@@ -37,6 +38,7 @@ __all__ = [
     "check_numbering",
     "check_param_row",
     "check_template",
+    "redact_keys",
 ]
 
 

@@ -130,3 +130,16 @@ async def test_the_keywords_still_reach_the_send(emulator: Any) -> None:
         summary = await client.send_all(numbers(25), "hi", chunk_size=10, check_balance=False)
     assert summary.stats.accepted == 25
     assert summary.stats.requests == 3
+
+
+async def test_a_retry_that_is_no_policy_is_refused_before_sending(emulator: Any) -> None:
+    # retry="no" (truthy, not a RetryPolicy) was taken for the client's policy, and
+    # failed with an AttributeError at the first request that needed it.
+    from aisix_async import ValidationError
+
+    with pytest.raises(ValidationError, match=r"retry must be a RetryPolicy, or None.*got str"):
+        client_for(emulator, retry="no")
+    async with client_for(emulator) as client:
+        with pytest.raises(ValidationError, match=r"retry must be a RetryPolicy.*got dict"):
+            await client.send_once(numbers(1), "hi", retry={"attempts": 1})  # type: ignore[arg-type]
+        _assert_nothing_sent(emulator, client)

@@ -118,3 +118,69 @@ async def test_key_stays_out_of_traceback_locals(emulator: Any, fault: str) -> N
         await eventually(lambda: emulator.state.message_count >= 1, timeout=5)
     assert "body = <form body:" in shown  # the frames' locals were captured
     assert key not in shown and key.lower() not in shown
+
+
+def _failed_construction(bad: dict[str, Any]) -> str:
+    # The traceback starts in this frame, whose locals hold no key (KEY is a global).
+    try:
+        AisixClient(ACCOUNT, KEY, **bad)
+    except AisixError as exc:
+        return _with_locals(exc)
+    raise AssertionError("the constructor did not fail")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"numbers": "cn_mobile"},
+        {"base_url": "ftp://example.test/OpenPlatform"},
+        {"max_rate": 0},
+        {"retry": "no"},
+    ],
+)
+def test_key_stays_out_of_a_failed_constructors_locals(bad: dict[str, Any]) -> None:
+    # The constructor's own frames (and the gateway's) held the key as a plain str when
+    # another argument was refused; formatting the half-made client raised AttributeError.
+    shown = _failed_construction(bad)
+    assert "authkey = '<authkey, not shown>'" in shown  # the locals were captured
+    assert not _leaks(shown)
+
+
+@pytest.mark.parametrize(
+    "misplaced",
+    [
+        {"account": KEY, "authkey": KEY},
+        {"account": ACCOUNT, "authkey": KEY, "numbers": KEY},
+        {"account": ACCOUNT, "authkey": KEY, "base_url": f"http://h:{KEY}/OpenPlatform"},
+        {"account": ACCOUNT, "authkey": KEY, "http_stack": KEY},
+    ],
+)
+def test_a_key_given_in_the_wrong_place_is_not_quoted(misplaced: dict[str, Any]) -> None:
+    with pytest.raises(AisixError) as refused:
+        AisixClient(**misplaced)
+    assert "32 hex characters, not shown" in str(refused.value)
+    assert not _leaks(str(refused.value)) and not _leaks(repr(refused.value))
+
+
+@pytest.mark.anyio
+async def test_the_new_key_stays_out_of_locals_when_the_rotation_hook_fails(
+    emulator: Any,
+) -> None:
+    def hook(update: KeyRotation) -> None:
+        raise OSError("disk full")
+
+    async def rotate(client: AisixClient) -> AisixError:
+        try:
+            await client.rotate_key()
+        except AisixError as exc:
+            return exc
+        raise AssertionError("the hook did not fail")
+
+    async with AisixClient(
+        emulator.account, emulator.authkey, base_url=emulator.base_url, on_key_rotation=hook
+    ) as client:
+        error = await rotate(client)
+    new_key = error.rotation.authkey  # type: ignore[attr-defined]
+    shown = _with_locals(error)
+    assert "answer = " in shown  # the rotation's frame and its locals were captured
+    assert new_key not in shown and new_key.lower() not in shown

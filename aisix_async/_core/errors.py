@@ -42,6 +42,7 @@ codes and counts, never from request bodies.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -110,8 +111,34 @@ class AisixError(Exception):
         return self.message
 
 
+# An authkey is 32 hex characters. Runs of more are hidden too: a key with a stray
+# character typed after it is still a key.
+_KEY_LIKE = re.compile(r"[0-9A-Fa-f]{32,}")
+
+
+def redact_keys(text: str) -> str:
+    """``text`` with every run of 32 or more hex characters replaced by a placeholder.
+
+    For text that quotes what a user gave: a key passed in the wrong place (swapped with
+    the account, as a base URL's port) must not land in a log or an error tracker. A run
+    of digits alone is left (a runaway phone number; a key of 32 digits and no letter is
+    one in three million).
+    """
+
+    def hidden(found: re.Match[str]) -> str:
+        run = found.group()
+        return run if run.isdigit() else f"<{len(run)} hex characters, not shown>"
+
+    return _KEY_LIKE.sub(hidden, text)
+
+
 class ValidationError(AisixError, ValueError):
     """Raised before any request when an input would be refused or mis-delivered."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        # Its message quotes the value refused, which may be the authkey given in the
+        # wrong place (AisixClient(key, key) said "account must be ..., got '<the key>'").
+        super().__init__(redact_keys(message), outcome_unknown=outcome_unknown)
 
 
 class TransportError(AisixError):

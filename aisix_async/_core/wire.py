@@ -34,6 +34,7 @@ __all__ = [
     "Secret",
     "batch_fields",
     "encode_form",
+    "hide_authkey",
     "once_fields",
     "param_fields",
 ]
@@ -157,6 +158,11 @@ class Secret(str):
 
     def __repr__(self) -> str:
         return "'<authkey, not shown>'"
+
+
+def hide_authkey(value: str | None) -> str | None:
+    """``value`` as a :class:`Secret` if it is a string (what a constructor was given)."""
+    return Secret(value) if isinstance(value, str) and not isinstance(value, Secret) else value
 
 
 class FormBody(bytes):

@@ -36,7 +36,8 @@ import attrs
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, fromstring
 
-from .errors import ProtocolError
+from .errors import ProtocolError, redact_keys
+from .wire import Secret
 
 __all__ = ["Answer", "LazyAnswer", "parse_answer", "parse_head"]
 
@@ -70,9 +71,19 @@ class Answer:
 
 
 def _snippet(body: bytes) -> str:
-    # Enough of the body to recognise an HTML error page in a log, and no more.
-    text = body[:80].decode("utf-8", "replace")
+    # Enough of the body to recognise an HTML error page in a log, and no more; a key
+    # in it (a garbled updateKey answer) is not shown.
+    text = redact_keys(body[:80].decode("utf-8", "replace"))
     return text + ("..." if len(body) > 80 else "")
+
+
+def _item(attributes: dict[str, str]) -> dict[str, str]:
+    # updateKey's item holds the new authkey: as a Secret, whose repr hides it, so that
+    # an answer or an item that is a local of a frame in a traceback does not show it
+    # (an error tracker prints every frame's locals).
+    if "authkey" in attributes:
+        attributes["authkey"] = Secret(attributes["authkey"])
+    return attributes
 
 
 def _armed_parser() -> Any | None:
@@ -137,7 +148,7 @@ class _Reading:
             # only one Python call per element is made.
             if started - len(ended) == 1:
                 if tag == "Item":
-                    items.append(attributes)
+                    items.append(_item(attributes))
             elif not started:
                 root.append((tag, attributes))
             started += 1
@@ -212,7 +223,7 @@ def _read_fast(body: bytes) -> _Found | None:
 def _read_tree(body: bytes) -> _Found:
     root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     # The tree is dropped here: its attribute dicts are handed over, not copied.
-    return root.tag, root.attrib, [child.attrib for child in root if child.tag == "Item"]
+    return root.tag, root.attrib, [_item(child.attrib) for child in root if child.tag == "Item"]
 
 
 def _unwrapped(body: bytes, action: str) -> bytes:

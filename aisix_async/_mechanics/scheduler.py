@@ -314,6 +314,15 @@ class PaceSource(Protocol):
         """A request dispatched at ``turn`` was answered -1."""
 
 
+def _check_retry(retry: object) -> None:
+    # A truthy value of another type ("no", a dict) passed for the default policy, then
+    # failed at the first request that needed it.
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ValidationError(
+            f"retry must be a RetryPolicy, or None for the default; got {type(retry).__name__}"
+        )
+
+
 class Scheduler:
     """Runs each request attempt when its turn comes, retrying what is safe to retry."""
 
@@ -436,6 +445,7 @@ class Scheduler:
             check_number(max_rate, "max_rate (requests/s)")
         if initial_concurrency is not None:
             check_number(initial_concurrency, "initial_concurrency", integer=True, minimum=1)
+        _check_retry(retry)
         if rate_state is not None and not isinstance(rate_state, RateState):
             raise ValidationError(
                 f"rate_state must be a RateState (see RateState.from_dict), got "
@@ -1263,6 +1273,7 @@ class Scheduler:
         probe; with ``leave_when_open`` (a single call, whose caller is waiting), also
         when the breaker opens while it waits for a slot or its turn.
         """
+        _check_retry(retry)
         policy = retry or self._retry
         breaker = self.breaker
         breaker.check(action, self._clock())

@@ -32,6 +32,7 @@ from .. import (
     TransportError,
     ValidationError,
 )
+from ..validation import redact_keys
 
 __all__ = ["EXIT_CODES_HELP", "CliError", "ExitCode", "describe", "redact_keys"]
 
@@ -79,21 +80,6 @@ environment:
   XDG_STATE_HOME   where records a closed stdout could not take are kept
                    ($XDG_STATE_HOME/aisix/unprinted/, else ~/.local/state/...)
 """
-
-
-# An authkey is 32 hex characters. Runs of more are hidden too: a key with a stray
-# character typed after it is still a key.
-_KEY_LIKE = re.compile(r"[0-9A-Fa-f]{32,}")
-
-
-def redact_keys(text: str) -> str:
-    """``text`` with every run of 32 or more hex characters replaced by a placeholder.
-
-    Applied to everything the command line prints about a problem, wherever the text
-    came from (argparse quoting an argument, a path, an input line): a key typed in the
-    wrong place must not land in a terminal's scrollback, a CI log or a bug report.
-    """
-    return _KEY_LIKE.sub(lambda found: f"<{len(found.group())} hex characters, not shown>", text)
 
 
 class CliError(Exception):
