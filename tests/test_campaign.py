@@ -371,6 +371,34 @@ async def test_a_full_disk_stops_the_run_and_loses_nothing(emulator: Any, tmp_pa
         assert counts[mobile] == 1 or (mobile in unknown and counts[mobile] <= 1)
 
 
+async def test_a_journal_that_cannot_record_stops_dispatch(emulator: Any, tmp_path: Path) -> None:
+    # Once the journal could not record, every later chunk failed on the same error while
+    # the whole input was read (291,000 "failed" of 300,000 in a user's trial): now
+    # dispatch stops, and the rest is not sent (safe to send on resume).
+    from aisix_async import NotSentError
+
+    path = tmp_path / "c.db"
+    mobiles = numbers(3000)
+    outcomes: list[Any] = []
+    async with client_for(emulator, max_concurrency=4) as client, client.campaign(path) as campaign:
+        journal = campaign._opened()
+        (pages,) = journal._conn.execute("PRAGMA page_count").fetchone()
+        journal._conn.execute(f"PRAGMA max_page_count={pages + 1}")
+        with pytest.raises(CampaignError, match="disk is full"):
+            async with campaign.send_many(mobiles, "hi", chunk_size=100) as stream:
+                async for outcome in stream:
+                    outcomes.append(outcome)
+        assert stream.stopped_by is not None
+        assert "the journal cannot record the run" in stream.stopped_by.message
+    refused = [o for o in outcomes if isinstance(o.error, CampaignError)]
+    not_sent = sum(len(o.mobiles) for o in outcomes if isinstance(o.error, NotSentError))
+    # At most the chunks already past the check when the disk filled fail on it; every
+    # other recipient was sent, or reported not sent.
+    assert len(refused) <= 4
+    assert len(sent_counts(emulator)) + 100 * len(refused) + not_sent == 3000
+    assert not_sent >= 1000
+
+
 async def test_one_send_at_a_time(emulator: Any, tmp_path: Path) -> None:
     async with client_for(emulator) as client, client.campaign(tmp_path / "c.db") as c:
         async with c.send_many(numbers(5), "hi") as first:

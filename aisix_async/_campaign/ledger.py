@@ -9,7 +9,7 @@ policy's ``worth_sending_again``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import partial
 
@@ -121,6 +121,8 @@ class CampaignLedger(ChunkLedger):
         #: Outcomes for chunks this run did not send, that the journal already settled.
         self.ignored: set[int] = set()
         self.error: CampaignError | None = None
+        #: Called with ``error`` when it is first set: the campaign stops dispatch then.
+        self.on_error: Callable[[CampaignError], None] | None = None
         self.next_position = 0
 
     async def before_send(self, chunk: PlannedChunk) -> bool:
@@ -176,6 +178,8 @@ class CampaignLedger(ChunkLedger):
             # worker); the chunk stays "in flight" in the file, hence unknown on resume,
             # the next before_send fails the same way, and the stream raises this at its end.
             self.error = exc
+            if self.on_error is not None:
+                self.on_error(exc)
 
 
 def summarize(journal: Journal) -> CampaignSummary:

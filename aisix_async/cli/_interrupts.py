@@ -33,6 +33,7 @@ _RECEIVES_SIGNALS: bool = sys.platform != "win32"
 # What a recipient not sent reads: "not sent: dispatch stopped because ...".
 INTERRUPTED = "the operator interrupted the send (Ctrl-C, SIGTERM or SIGHUP)"
 STDOUT_CLOSED = "stdout was closed: nobody read the outcomes any more"
+WRITE_FAILED = "a file this run writes could not be written (see the error above)"
 
 
 class FollowInterrupt:
@@ -91,11 +92,13 @@ async def watch_interrupts(
     state: dict[str, int],
     stop_dispatch: Any,
     stdout_closed: anyio.Event,
+    write_failed: anyio.Event | None = None,
 ) -> None:
     """First Ctrl-C: stop reading and let requests on the wire settle; second: abandon them.
 
     stdout closing (nobody reads the outcomes any more) stops the send as a first
-    Ctrl-C does: the outcomes it cannot print are kept in a file, not lost.
+    Ctrl-C does: the outcomes it cannot print are kept in a file, not lost. So does
+    ``write_failed`` (a file of the run's could not be written; its caller said why).
     """
     async with contextlib.AsyncExitStack() as stack:
         signals: AsyncIterator[int] | None = None
@@ -125,10 +128,23 @@ async def watch_interrupts(
                 )
                 first.cancel_scope.cancel()
 
+            async def failed() -> None:
+                if write_failed is None:
+                    return
+                await write_failed.wait()
+                state["write_failed"] = True
+                first.cancel_scope.cancel()
+
             first.start_soon(interrupted)
             first.start_soon(closed)
+            first.start_soon(failed)
         feed.stopping = True
-        stop_dispatch(INTERRUPTED if state.get("interrupted") else STDOUT_CLOSED)
+        if state.get("interrupted"):
+            stop_dispatch(INTERRUPTED)
+        elif state.get("write_failed"):
+            stop_dispatch(WRITE_FAILED)
+        else:
+            stop_dispatch(STDOUT_CLOSED)
         async with anyio.create_task_group() as group:
 
             async def settle() -> None:

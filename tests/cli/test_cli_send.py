@@ -270,6 +270,26 @@ def test_unknown_outcomes_exit_3(cli: Cli, emulator: Any, tmp_path: Path) -> Non
     assert "do not resend" in result.stderr
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full disk)")
+def test_an_outcomes_file_that_cannot_be_written_stops_the_run_with_its_summary(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The write error ended the run as "usage or configuration error; nothing was sent"
+    # (exit 2), with no summary and no file name, 3,000 recipients charged (a user's trial).
+    path = write_lines(tmp_path / "n.txt", numbers(2000))
+    result = cli.run(
+        "send", path, "--content", "hi", "--chunk-size", "100", "--outcomes", "/dev/full",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "--outcomes /dev/full: cannot write it" in result.stderr
+    summary = summary_of(result.stdout)
+    # Stopped as at a Ctrl-C: what went out is counted, the rest was not sent.
+    assert summary["accepted"] == emulator.state.message_count
+    assert summary["accepted"] + summary["not_sent"] == 2000
+    assert summary["not_sent"] > 0
+
+
 def test_account_refusal_stops_the_run_with_its_reason(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:

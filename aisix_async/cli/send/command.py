@@ -381,6 +381,12 @@ async def _run(
     campaign: Campaign | None = None
     outcomes_file = None
     consumed = 0
+    # A file this run writes that failed (--outcomes on a full disk): the send stops as
+    # at a first Ctrl-C, and the summary still says what was sent.
+    write_failed = anyio.Event()
+    # The journal's own error at the stream's end, once it stopped dispatch (it could not
+    # record): said under the summary rather than instead of it.
+    journal_error: CampaignError | None = None
 
     def ready_to_stop() -> bool:
         if stream is None:
@@ -397,7 +403,16 @@ async def _run(
     async with AsyncExitStack() as stack:
         if args.outcomes:
             outcomes_file, writer = open_outcomes(args.outcomes)
-            stack.callback(outcomes_file.close)
+
+            def close_outcomes() -> None:
+                if outcomes_file is None:
+                    return  # failed, and said so: its buffer cannot be written either
+                try:
+                    outcomes_file.close()
+                except OSError as exc:
+                    out.error(f"--outcomes {args.outcomes}: its last lines were lost ({exc})")
+
+            stack.callback(close_outcomes)
         if args.journal:
             campaign = await stack.enter_async_context(
                 client.campaign(args.journal, resend_unknown=args.resend_unknown)
@@ -430,17 +445,31 @@ async def _run(
             closed = anyio.Event()
             out.when_stdout_closes(closed.set)
             group.start_soon(
-                watch_interrupts, ctx, feed, ready_to_stop, hard, state, stop_dispatch, closed
-            )
+                watch_interrupts,
+                ctx, feed, ready_to_stop, hard, state, stop_dispatch, closed, write_failed,
+            )  # fmt: skip
             stream = _open_stream(client, source, feed.items(), at, args, campaign)
 
             def record(outcome: SendOutcome) -> None:
+                nonlocal outcomes_file
                 tally.add(outcome)
                 if outcomes_file is not None:
-                    write_outcome_rows(writer, outcome)
-                    # Per chunk, not when a buffer fills: after a kill -9, the file still
-                    # lists every recipient of each chunk that settled (and was charged).
-                    outcomes_file.flush()
+                    try:
+                        write_outcome_rows(writer, outcome)
+                        # Per chunk, not when a buffer fills: after a kill -9, the file
+                        # still lists every recipient of each chunk that settled.
+                        outcomes_file.flush()
+                    except OSError as exc:
+                        # Raised from here it ended the run with "usage error; nothing was
+                        # sent" and no summary, 3,000 recipients charged (a user's trial).
+                        outcomes_file = None
+                        out.error(
+                            f"--outcomes {args.outcomes}: cannot write it ({exc.strerror or exc}); "
+                            "no more requests: the summary counts what was sent, and the "
+                            "file lacks the outcomes from here on"
+                            + (f" (the journal {args.journal} has them)" if args.journal else "")
+                        )
+                        write_failed.set()
                 if out.json_mode:
                     out.emit(outcome_record(outcome))
 
@@ -468,6 +497,13 @@ async def _run(
                         async for outcome in stream:
                             record(outcome)
                             consumed += len(outcome.mobiles)
+                except CampaignError as exc:
+                    # The journal stopped dispatch itself (it could not record): every
+                    # outcome came through, so the summary below holds. A refusal with
+                    # no stop of the campaign's own (a changed input) is raised as before.
+                    if not entered or stream.stopped_by is None or _stopped_by_us(state):
+                        raise
+                    journal_error = exc
                 finally:
                     # After a second Ctrl-C (``hard`` cancelled, so in a finally): the
                     # requests cut off on the wire, and the rest. (A stream that could
@@ -482,7 +518,17 @@ async def _run(
         state["cut_off"] = cut_off
         stats = stream.stats()
         summary = campaign.summary() if campaign is not None else None
-    return finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary, at=at)
+    code = finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary, at=at)
+    if journal_error is not None:
+        out.error(f"journal: {journal_error.message}")
+    if write_failed.is_set() or journal_error is not None:
+        # Not 0 (the run stopped short), and not 2 ("nothing was sent").
+        return code if code not in (ExitCode.OK, ExitCode.USAGE) else ExitCode.FAILED
+    return code
+
+
+def _stopped_by_us(state: dict[str, int]) -> bool:
+    return bool(state.get("interrupted") or state.get("stdout_closed"))
 
 
 def _stopped_by(stream: Stream) -> AisixError | None:
