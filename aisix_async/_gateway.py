@@ -145,6 +145,13 @@ class Gateway:
         self._authkey = Secret(
             check_authkey(authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey"))
         )
+        if isinstance(base_url, str) and not base_url.strip():
+            # An unset setting read as "" silently meant the real gateway, not the
+            # emulator or staging host meant (a user's trial).
+            raise ValidationError(
+                "base_url is empty: give a URL, or leave it out (None) for AISIX_BASE_URL "
+                f"or the default, {DEFAULT_BASE_URL}"
+            )
         self.endpoints = Endpoints.from_base(
             base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
             data_url or os.environ.get("AISIX_DATA_URL") or None,

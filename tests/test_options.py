@@ -143,3 +143,13 @@ async def test_a_retry_that_is_no_policy_is_refused_before_sending(emulator: Any
         with pytest.raises(ValidationError, match=r"retry must be a RetryPolicy.*got dict"):
             await client.send_once(numbers(1), "hi", retry={"attempts": 1})  # type: ignore[arg-type]
         _assert_nothing_sent(emulator, client)
+
+
+async def test_check_balance_must_be_a_bool(emulator: Any) -> None:
+    # "no" is truthy: the balance was checked when the caller asked it not to be.
+    from aisix_async import ValidationError
+
+    async with client_for(emulator) as client:
+        with pytest.raises(ValidationError, match="check_balance must be True or False"):
+            client.send_many(numbers(3), "hi", check_balance="no")  # type: ignore[arg-type]
+        _assert_nothing_sent(emulator, client)

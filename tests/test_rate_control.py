@@ -466,6 +466,10 @@ def test_max_rate_still_caps_a_warm_start() -> None:
 def test_a_malformed_state_is_refused(data: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         RateState.from_dict(data)
+    if isinstance(data, dict) and set(data) == {"pace", "concurrency", "learned_at"}:
+        # Made by hand, too: RateState(pace=nan) was taken, then silently ignored.
+        with pytest.raises(ValidationError, match=message):
+            RateState(**data)
 
 
 def test_a_state_must_be_a_rate_state() -> None:

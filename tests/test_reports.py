@@ -221,6 +221,31 @@ async def test_an_interval_that_would_poll_without_pause_is_refused(
     assert emulator.state.get_counters().requests.get("getSendState", 0) == 0
 
 
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ({"max_backoff": float("nan")}, "max_backoff .* must be above 0"),
+        ({"max_backoff": 0}, "max_backoff .* must be above 0"),
+        ({"max_buffered": -5}, "max_buffered .* must be at least 1"),
+        ({"max_buffered": 1.5}, "max_buffered .* must be an integer"),
+        ({"close_grace": -1}, "close_grace must be 0 or more"),
+        ({"close_grace": float("nan")}, "close_grace must be 0 or more"),
+        ({"close_grace": "30"}, "close_grace must be a number"),
+    ],
+)
+async def test_every_poll_option_is_checked(
+    emulator: Any, option: dict[str, Any], says: str
+) -> None:
+    # Only interval and stop_when_idle were: the others ran with whatever they were given
+    # (a user's trial).
+    async with _client(emulator) as client:
+        with pytest.raises(ValidationError, match=says):
+            client.watch_delivery_reports(**option)
+        with pytest.raises(ValidationError, match=says):
+            client.watch_replies(**option)
+    assert emulator.state.get_counters().requests.get("getSendState", 0) == 0
+
+
 async def test_closing_lets_the_poll_on_the_wire_finish_into_unread(emulator: Any) -> None:
     emulator.state.configure(report_delay=0.0)
     async with _client(emulator) as client:

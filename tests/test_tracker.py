@@ -42,6 +42,15 @@ def _report(msgid: str, mobile: str, code: str) -> DeliveryReport:
 # -- matching (pure) --------------------------------------------------------------------
 
 
+@pytest.mark.anyio
+async def test_a_nan_timeout_is_refused_as_such() -> None:
+    # It reached anyio, which raised a bare ValueError.
+    from aisix_async import ValidationError
+
+    with pytest.raises(ValidationError, match="timeout must be a number of seconds"):
+        await DeliveryTracker().wait(timeout=float("nan"))
+
+
 def test_matching_is_on_msgid_and_mobile() -> None:
     tracker = DeliveryTracker()
     assert tracker.result().done  # nothing tracked, nothing to wait for

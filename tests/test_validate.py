@@ -22,7 +22,10 @@ from aisix_async.validation import check_base_url, check_content, check_mobile, 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 # Any Unicode a person might type, surrogates aside (they cannot be UTF-8 encoded).
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=1000)
+# Any text a message may hold: not blank, and no NUL (both refused, see below).
+TEXT = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=1000
+).filter(lambda t: not t.isspace())
 
 
 class Recorder:
@@ -62,6 +65,27 @@ def sent_fields(request: hx.Request) -> dict[str, str]:
     return dict(parse_qsl(request.content.decode("ascii"), keep_blank_values=True))
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [("   ", "only white space"), ("\n\t ", "only white space"), ("a\x00b", "NUL character")],
+)
+def test_a_blank_or_nul_content_is_refused_before_sending(content: str, says: str) -> None:
+    # Each was sent and charged: a blank message (an unset template variable), a NUL.
+    requests, error = run_with_client(lambda c: c.send_once(["18100002707"], content))
+    assert isinstance(error, ValidationError) and says in str(error)
+    assert requests == []
+    with pytest.raises(ValidationError, match=says):
+        check_content(content)
+
+
+def test_an_empty_base_url_is_refused_not_taken_for_the_default() -> None:
+    # An unset setting read as "" meant the real gateway, not the host meant.
+    with pytest.raises(ValidationError, match="base_url is empty"):
+        AisixClient(ACCOUNT, KEY, base_url="")
+    with pytest.raises(ValidationError, match="base_url is empty"):
+        AisixClient(ACCOUNT, KEY, base_url="  ")
+
+
 @settings(max_examples=150, deadline=None)
 @given(TEXT)
 def test_any_content_round_trips_byte_exact(content: str) -> None:
@@ -74,7 +98,11 @@ def test_any_content_round_trips_byte_exact(content: str) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(TEXT.filter(lambda t: "{|}" not in t).map(lambda t: t[:300]), min_size=2, max_size=5)
+    st.lists(
+        TEXT.filter(lambda t: "{|}" not in t).map(lambda t: t[:300]).filter(str.strip),
+        min_size=2,
+        max_size=5,
+    )
 )
 def test_batch_contents_round_trip_and_split_back_exactly(contents: list[str]) -> None:
     mobiles = [f"1810000{n:04d}" for n in range(len(contents))]

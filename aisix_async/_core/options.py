@@ -16,6 +16,8 @@ from typing import TypedDict
 
 import attrs
 
+from .errors import ValidationError
+
 __all__ = ["PollKeywords", "PollOptions", "SendKeywords", "SendOptions"]
 
 
@@ -39,7 +41,13 @@ class SendOptions:
     csid: int | None = None
     at: datetime | None = None
     chunk_size: int | None = None
-    check_balance: bool = True
+    check_balance: bool = attrs.field(default=True)
+
+    @check_balance.validator
+    def _a_bool(self, _: object, value: object) -> None:
+        # check_balance="no" is truthy: it checked the balance when asked not to.
+        if not isinstance(value, bool):
+            raise ValidationError(f"check_balance must be True or False, got {value!r}")
 
     def chunk_size_for(self, action: str) -> int:
         """The chunk size to plan with for ``action``."""

@@ -226,6 +226,12 @@ def check_content(content: object, *, what: str = "content") -> str:
         raise ValidationError(f"{what} must be a string, got {type(content).__name__}")
     if not content:
         raise ValidationError(f"{what} must not be empty")
+    if content.isspace():
+        # Sent and charged as a blank message (an unset template variable, say).
+        raise ValidationError(f"{what} is only white space ({len(content)} characters)")
+    if "\x00" in content:
+        # A NUL is no text a phone shows: a binary read as text, a C string's end.
+        raise ValidationError(f"{what} holds a NUL character at {content.index(chr(0))}")
     if len(content) > MAX_CONTENT:
         raise ValidationError(
             f"{what} holds {len(content)} characters; the gateway takes at most {MAX_CONTENT}"

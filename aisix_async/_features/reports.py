@@ -139,6 +139,18 @@ class RecordStream(Generic[_R]):
         check_number(interval, "interval (seconds between polls of an empty queue)")
         if stop_when_idle is not None and stop_when_idle < 0:
             raise ValidationError(f"stop_when_idle must not be negative, got {stop_when_idle!r}")
+        # The others were taken as given: max_backoff=nan, max_buffered=-5 or 1.5 and
+        # close_grace=-1 each ran with a meaning nobody asked for.
+        check_number(max_backoff, "max_backoff (the longest wait after an error, seconds)")
+        check_number(
+            max_buffered, "max_buffered (records waiting to be read)", integer=True, minimum=1
+        )
+        if isinstance(close_grace, bool) or not isinstance(close_grace, (int, float)):
+            raise ValidationError(f"close_grace must be a number of seconds, got {close_grace!r}")
+        if not 0 <= close_grace < math.inf:
+            raise ValidationError(
+                f"close_grace must be 0 or more seconds, and finite, got {close_grace!r}"
+            )
         self._gateway = gateway
         self._action = action
         self._from_item = from_item

@@ -481,6 +481,9 @@ class DeliveryTracker:
         as soon as the tracker is done: records a stream fetched but did not yield stay
         in its ``unread()``.
         """
+        # NaN reached anyio as a bare ValueError; inf is allowed (wait until done).
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+            raise ValidationError(f"timeout must be a number of seconds, got {timeout!r}")
         with anyio.move_on_after(timeout):
             if reports is None:
                 while self._expected:

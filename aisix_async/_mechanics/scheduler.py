@@ -251,6 +251,27 @@ class RateState:
     #: When this was learned, in seconds since the epoch (``time.time()``).
     learned_at: float
 
+    def __attrs_post_init__(self) -> None:
+        # Made by hand too, not only read by from_dict: RateState(pace=nan) was taken and
+        # then ignored, and RateState("5", "x", None) failed inside the client with a
+        # TypeError (a user's trial).
+        pace, concurrency, learned_at = self.pace, self.concurrency, self.learned_at
+        if pace is not None:
+            # Finite first: NaN is not "at most 0", and saying so would mislead.
+            if isinstance(pace, float) and not math.isfinite(pace):
+                raise ValidationError(f"rate state pace must be finite, got {pace!r}")
+            check_number(pace, "rate state pace (requests/s)")
+        check_number(concurrency, "rate state concurrency", integer=True, minimum=1)
+        if (
+            isinstance(learned_at, bool)
+            or not isinstance(learned_at, (int, float))
+            or not math.isfinite(learned_at)
+        ):
+            raise ValidationError(
+                f"rate state learned_at must be a finite time (seconds since the epoch), "
+                f"got {learned_at!r}"
+            )
+
     def as_dict(self) -> dict[str, float | int | None]:
         """A plain dict for ``json.dumps``."""
         return {"pace": self.pace, "concurrency": self.concurrency, "learned_at": self.learned_at}
@@ -263,19 +284,13 @@ class RateState:
                 "a rate state must be a mapping of exactly pace, concurrency and learned_at"
             )
         pace, concurrency, learned_at = data["pace"], data["concurrency"], data["learned_at"]
-        if pace is not None:
-            # Finite first: NaN is not "at most 0", and saying so would mislead.
-            if isinstance(pace, float) and not math.isfinite(pace):
-                raise ValidationError(f"rate state pace must be finite, got {pace!r}")
-            check_number(pace, "rate state pace (requests/s)")
-        check_number(concurrency, "rate state concurrency", integer=True, minimum=1)
+        # Checked as made (see __attrs_post_init__), and written by a clock: after 1970.
         check_number(learned_at, "rate state learned_at")
-        if not math.isfinite(learned_at):
-            raise ValidationError(f"rate state learned_at must be finite, got {learned_at!r}")
+        state = cls(pace=pace, concurrency=concurrency, learned_at=learned_at)
         return cls(
-            pace=float(pace) if pace is not None else None,
-            concurrency=int(concurrency),
-            learned_at=float(learned_at),
+            pace=float(state.pace) if state.pace is not None else None,
+            concurrency=int(state.concurrency),
+            learned_at=float(state.learned_at),
         )
 
 

@@ -103,6 +103,13 @@ def resolve_credentials(
     except ValidationError as exc:
         raise CliError(f"authkey from {source}: {exc.message}") from None
 
+    if base_url is not None and not base_url.strip():
+        # `--base-url "$UNSET"` meant the real gateway, not the emulator or staging host.
+        raise CliError(
+            "--base-url is empty: give a URL, or leave the flag out for AISIX_BASE_URL "
+            "or the default",
+            ExitCode.USAGE,
+        )
     return Credentials(
         account=account,
         authkey=key,

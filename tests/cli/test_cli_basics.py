@@ -190,6 +190,14 @@ def test_unreachable_gateway_says_which_url(cli: Cli) -> None:
     assert "AISIX_BASE_URL" in result.stderr
 
 
+def test_an_empty_base_url_is_refused_not_taken_for_the_default(cli: Cli) -> None:
+    # `--base-url "$UNSET"` sent to the real gateway instead of the one meant.
+    result = cli.run("balance", "--base-url", "", "--retry-timeout", "0.5")
+    assert result.returncode == 2
+    assert "--base-url is empty" in result.stderr
+    assert "api.aisix.com" not in result.stderr
+
+
 def test_a_minus_one_that_never_clears_mentions_ip_binding(cli: Cli, emulator: Any) -> None:
     emulator.state.configure(ip_bound=True)
     result = cli.run("balance", "--retry-timeout", "1")
