@@ -540,6 +540,12 @@ class Gateway:
             return state
         if shared.last_ceiling is not None:
             return attrs.evolve(state, pace=shared.last_ceiling, learned_at=shared.measured_at)
+        if shared.last_pace is None:
+            # Redis never gave this client a turn (down all along): it paced itself, as a
+            # client without shared_limit does, and what it measured is handed on as such
+            # (it said None after four cuts of its own, and a journal or the CLI's cache
+            # lost them; a user's trial).
+            return state
         # Nothing measured by the fleet: this client's own pace is a share, not the
         # account's. A state it was given is handed on as given (a schedule seeded from
         # it measured nothing new: handed on lowered for its age with its old date, it

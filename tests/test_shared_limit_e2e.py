@@ -182,6 +182,21 @@ async def test_unreachable_redis_at_start(emulator: Any, caplog: pytest.LogCaptu
 
 
 @pytest.mark.anyio
+async def test_with_redis_down_all_along_the_state_is_the_clients_own(emulator: Any) -> None:
+    # Paced by itself from start to end, the client measured the limit with its own -1
+    # answers, but rate_state() said None (the fleet had measured nothing): a journal or
+    # the CLI's rate cache lost what it learned (a user's trial).
+    emulator.state.configure(rate=20.0, burst=5.0)
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with client_for(emulator, url, max_concurrency=8) as client:
+        with anyio.fail_after(30):
+            await send_phase(client, 1, count=160)
+        assert client.stats().rate_limited > 0
+        pace = client.rate_state().pace
+    assert pace is not None and 10.0 <= pace <= 30.0
+
+
+@pytest.mark.anyio
 async def test_redis_lost_mid_run_then_back(
     emulator: Any, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
