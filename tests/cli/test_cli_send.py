@@ -545,6 +545,37 @@ def test_a_dry_run_of_a_batch_with_invalid_rows_exits_2(
     assert emulator.state.message_count == 0
 
 
+def test_a_resumed_run_writes_the_outcome_rows_a_kill_left_out(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The chunks on the wire at a kill -9 got no --outcomes rows from the killed run, and
+    # none from the resumed one, which skips them (never resent blindly): those
+    # recipients were missing from the file for good (a user's trial).
+    emulator.state.set_faults(latency_ms=100)
+    emulator.state.set_balance(None, "100000")
+    mobiles = numbers(20_000)
+    path = write_lines(tmp_path / "n.txt", mobiles)
+    outcomes = tmp_path / "outcomes.csv"
+    args = (
+        "send", path, "--content", "Sale!", "--journal", str(tmp_path / "sale.db"),
+        "--outcomes", str(outcomes), "--json", "-q",
+    )  # fmt: skip
+    process = cli.start(*args, "--max-concurrency", "2")
+    wait_for(
+        lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0,
+        timeout=20.0,
+    )
+    process.kill()
+    process.communicate(timeout=30)
+    emulator.state.set_faults(latency_ms=0)
+    result = cli.run(*args)
+    unknown = set(summary_of(result.stdout)["campaign"]["unknown_recipients"])
+    assert unknown, "a request was on the wire at the kill"
+    rows = [row.split(",") for row in outcomes.read_text(encoding="utf-8").splitlines()[1:]]
+    assert {row[0] for row in rows} == set(mobiles)
+    assert {row[0] for row in rows if row[1] == "unknown"} == unknown
+
+
 def test_outcome_rows_of_settled_chunks_survive_a_kill(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:

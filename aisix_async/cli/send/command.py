@@ -35,6 +35,7 @@ from ... import (
     AisixClient,
     AisixError,
     CampaignError,
+    CampaignSummary,
     Estimate,
     OutcomeStatus,
     SendOutcome,
@@ -387,6 +388,7 @@ async def _run(
     # The journal's own error at the stream's end, once it stopped dispatch (it could not
     # record): said under the summary rather than instead of it.
     journal_error: CampaignError | None = None
+    unread_before: set[int] = set()
 
     def ready_to_stop() -> bool:
         if stream is None:
@@ -418,6 +420,9 @@ async def _run(
                 client.campaign(args.journal, resend_unknown=args.resend_unknown)
             )
             known = campaign.summary()
+            # Recipients a killed run left on the wire: their numbers come back as this
+            # run re-reads the input, and their --outcomes lines with them (see below).
+            unread_before = set(known.unknown_unread)
             recorded = known.input_size
             if recorded is None and known.reached > total:
                 raise CampaignError(
@@ -518,6 +523,8 @@ async def _run(
         state["cut_off"] = cut_off
         stats = stream.stats()
         summary = campaign.summary() if campaign is not None else None
+        if summary is not None and outcomes_file is not None and unread_before:
+            _write_found_unknown(outcomes_file, writer, summary, unread_before, out, args)
     code = finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary, at=at)
     if journal_error is not None:
         out.error(f"journal: {journal_error.message}")
@@ -525,6 +532,32 @@ async def _run(
         # Not 0 (the run stopped short), and not 2 ("nothing was sent").
         return code if code not in (ExitCode.OK, ExitCode.USAGE) else ExitCode.FAILED
     return code
+
+
+def _write_found_unknown(
+    outcomes_file: Any,
+    writer: Any,
+    summary: CampaignSummary,
+    unread_before: set[int],
+    out: Any,
+    args: Any,
+) -> None:
+    # A kill -9 left these chunks on the wire, so no run wrote their lines; a resumed run
+    # skips them (never resent blindly), and wrote none either: the file lacked them for
+    # good, where the README promises a line per recipient (a user's trial).
+    found = [mobile for position, mobile in summary.unknown_recipients if position in unread_before]
+    if not found:
+        return
+    reason = (
+        "a process was stopped (killed) while its request was on the wire: it may have "
+        "been sent and charged (found in the journal by this run)"
+    )
+    try:
+        for mobile in found:
+            writer.writerow((mobile, "unknown", "", reason))
+        outcomes_file.flush()
+    except OSError as exc:
+        out.error(f"--outcomes {args.outcomes}: cannot write it ({exc.strerror or exc})")
 
 
 def _stopped_by_us(state: dict[str, int]) -> bool:
