@@ -45,7 +45,9 @@ class Credentials:
 def _read_key_file(path: str) -> str:
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        # utf-8-sig: a key saved by Notepad starts with a byte order mark, which read as
+        # a character made the key "33 characters" (input files already allow it).
+        text = file.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise CliError(f"--authkey-file {path}: no such file") from None
     except IsADirectoryError:

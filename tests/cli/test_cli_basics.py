@@ -146,6 +146,10 @@ def test_authkey_file(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     missing = cli.run("balance", "--authkey-file", str(tmp_path / "nope"))
     assert missing.returncode == 2
     assert "no such file" in missing.stderr
+    # Saved by Notepad: a byte order mark first, and CRLF (it was "33 characters").
+    key_file.write_bytes(b"\xef\xbb\xbf" + emulator.authkey.encode() + b"\r\n")
+    bom = cli.run("balance", "--authkey-file", str(key_file), drop=["AISIX_AUTHKEY"])
+    assert bom.returncode == 0, bom.stderr
 
 
 def test_a_key_file_others_can_read_gets_a_warning(cli: Cli, emulator: Any, tmp_path: Path) -> None:
