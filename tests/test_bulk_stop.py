@@ -9,6 +9,7 @@ those already written.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -95,3 +96,25 @@ async def test_a_stream_stopped_before_it_is_entered_sends_nothing(
     assert _requests(emulator) == 0
     assert len(outcomes) == 6
     assert all(isinstance(o.error, NotSentError) for o in outcomes)
+
+
+async def test_a_send_that_outlasts_its_schedule_stops(emulator: Any) -> None:
+    # The gateway refuses a schedule less than a minute ahead (-4): a run that outlasted
+    # its own sent every later chunk to be refused, counted failed for good (a campaign
+    # then called itself complete; a user's trial). It stops instead: the rest not sent.
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+    ticks = iter(range(10_000))
+    async with client_for(emulator, max_concurrency=1) as client:
+        # Ten seconds pass at every look at the clock: the schedule, two minutes ahead,
+        # is less than a minute away after a few chunks.
+        client._gateway.now = lambda: start + timedelta(seconds=10 * next(ticks))  # type: ignore[method-assign]
+        at = start + timedelta(minutes=2)
+        async with client.send_many(numbers(50), "hi", chunk_size=5, at=at) as stream:
+            outcomes = [outcome async for outcome in stream]
+    statuses = Counter(o.status for o in outcomes)
+    assert statuses[OutcomeStatus.ACCEPTED] >= 1
+    not_sent = [o for o in outcomes if isinstance(o.error, NotSentError)]
+    assert not_sent and statuses[OutcomeStatus.ACCEPTED] + len(not_sent) == len(outcomes)
+    assert isinstance(stream.stopped_by, SendStoppedError)
+    assert "scheduled time" in stream.stopped_by.message
+    assert emulator.state.message_count == 5 * statuses[OutcomeStatus.ACCEPTED]

@@ -319,7 +319,9 @@ class SharedLimitError(AisixError, RuntimeError):
 
 
 class SendStoppedError(AisixError):
-    """Why a bulk send's recipients were not sent after its caller called ``stop()``."""
+    """Why a bulk send's recipients were not sent after its caller called ``stop()``, or
+    after the send stopped itself (its schedule less than a minute away, its journal
+    unable to record)."""
 
 
 class DeadlineExceededError(AisixError):

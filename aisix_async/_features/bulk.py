@@ -38,6 +38,7 @@ from collections.abc import (
     Sized,
 )
 from contextlib import aclosing
+from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 from types import TracebackType
@@ -69,7 +70,12 @@ from .._core.errors import (
 )
 from .._core.models import SendReceipt
 from .._core.options import SendOptions
-from .._core.validate import check_param_row, check_template, render_template
+from .._core.validate import (
+    MIN_SCHEDULE_LEAD,
+    check_param_row,
+    check_template,
+    render_template,
+)
 from .._gateway import Gateway, receipts_of
 from .._mechanics.scheduler import AttemptTally
 from .estimate import check_affordable
@@ -289,11 +295,14 @@ class SendStream:
         estimate: Iterable[tuple[str, int]] | None,
         check_balance: bool,
         ledger: ChunkLedger | None,
+        at_time: datetime | None = None,
     ) -> None:
         self._gateway = gateway
         self._planner = planner
         self._source = source
         self._cgid, self._csid, self._at = cgid, csid, at
+        # The schedule as a time: a run that outlasts it stops (see _dispatch).
+        self._at_time = at_time
         self._estimate = estimate
         self._check_balance = check_balance
         self._ledger = ledger
@@ -537,6 +546,8 @@ class SendStream:
                 )
             )
             return
+        if self._stop is None and self._at_time is not None:
+            self._check_schedule(self._at_time)
         if self._stop is not None:
             await self._emit(self._not_sent(item, 0))
             return
@@ -590,6 +601,19 @@ class SendStream:
         return self._outcome(
             chunk, OutcomeStatus.ACCEPTED, receipts=tuple(receipts), attempts=tally.attempts
         )
+
+    def _check_schedule(self, at: datetime) -> None:
+        # The gateway refuses a schedule less than a minute ahead (-4): a run that outlasts
+        # its own schedule sent every later chunk to be refused and counted failed for
+        # good, and a campaign journal called itself complete (a user's trial). It stops
+        # instead: the rest is not sent.
+        if at - self._gateway.now() < MIN_SCHEDULE_LEAD:
+            self._halt(
+                SendStoppedError(
+                    f"the scheduled time ({at.isoformat()}) is less than a minute away: the "
+                    "gateway would refuse the rest of the send (-4)"
+                )
+            )
 
     def _halt(self, error: AisixError) -> None:
         if self._stop is None:
@@ -712,6 +736,7 @@ def _stream(
         cgid=cgid,
         csid=csid,
         at=gateway.schedule(options.at),
+        at_time=options.at,
         estimate=estimate,
         # An empty sized input needs no balance check (nor a request to make one).
         check_balance=options.check_balance and (estimate is not None or not sized),
