@@ -371,9 +371,14 @@ async def campaign(ctx: Context) -> int:
     ]
     if summary.in_flight:
         rows.append(("in flight", f"{summary.in_flight:,}"))
+    if summary.reconciled:
+        # Of "accepted": unknown chunks a delivery report proved sent (--json had it).
+        rows.append(("of which reconciled by reports", f"{summary.reconciled:,}"))
     rows += [
-        ("units", f"{summary.units:,}"),
-        ("cost (yuan)", summary.cost),
+        # What the accepted chunks' receipts said: unknown chunks a report reconciled
+        # gave none, so their charge is not in these two rows.
+        ("units (from receipts)", f"{summary.units:,}"),
+        ("cost (yuan, from receipts)", summary.cost),
         ("delivered", f"{figures['delivered']:,}"),
         ("failed delivery", f"{figures['failed']:,}"),
         ("pending reports", f"{figures['pending']:,}"),

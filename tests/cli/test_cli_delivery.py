@@ -124,6 +124,10 @@ def test_an_operators_campaign_send_kill_resume_follow_inspect_export(
     # are not known). The kill lands on the wire only sometimes, so both cases occur.
     assert view["units"] + view["reconciled"] == len(ours)
     assert view["reconciled"] % 100 == 0
+    # The table says the same (it had no reconciled row, and units read as all charged).
+    table = cli.run("campaign", journal).stdout
+    assert "units (from receipts)" in table
+    assert ("of which reconciled by reports" in table) == (view["reconciled"] > 0)
     assert view["delivery"]["by_code"] == dict(truth)
     assert view["delivery"]["delivered"] == truth["DELIVRD"]
     assert view["delivery"]["failed"] == sum(truth.values()) - truth["DELIVRD"]
