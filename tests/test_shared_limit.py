@@ -13,6 +13,7 @@ import itertools
 import logging
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -55,6 +56,18 @@ class VirtualTime:
 
     async def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
+
+
+def held_sleep(time: VirtualTime) -> tuple[anyio.Event, Callable[[float], Awaitable[None]]]:
+    """A sleep that records the wait asked for and returns only once the event is set:
+    a caller stays waiting for its turn until the test lets it go (or cancels it)."""
+    release = anyio.Event()
+
+    async def held(seconds: float) -> None:
+        time.waits.append(seconds)
+        await release.wait()
+
+    return release, held
 
 
 def limit(server: RedisServer, time: VirtualTime | None = None, **options: Any) -> SharedLimit:
@@ -1061,12 +1074,7 @@ async def test_a_caller_queued_behind_more_than_its_deadline_allows_fails_at_onc
     # was past its deadline only at the front of the queue, at about its deadline (a
     # user's trial: 25 of 30 handlers with 1.5 s deadlines at 5/s failed after 1.3 s).
     time = VirtualTime()
-    release = anyio.Event()
-
-    async def held(seconds: float) -> None:
-        time.waits.append(seconds)
-        await release.wait()
-
+    release, held = held_sleep(time)
     shared = limit(redis_server, time, seed_pace=2.0, sleep=held)
     assert await shared.take_turn() is not None  # now: the pace is known, 2/s
     failed: list[float] = []
@@ -1107,12 +1115,7 @@ async def test_a_caller_that_gives_up_leaves_its_turn_to_the_next(
     # schedule away from every client of the account (a user's trial, 5 requests/s and
     # calls at 16/s under a 3 s timeout: no send at all for 10 s, from any replica).
     time = VirtualTime()
-    release = anyio.Event()
-
-    async def held(seconds: float) -> None:
-        time.waits.append(seconds)
-        await release.wait()
-
+    release, held = held_sleep(time)
     shared = limit(redis_server, time, seed_pace=2.0, sleep=held)
     assert await shared.take_turn() is not None  # now; the next turn is 0.5 s away
     before = stored(redis_server)

@@ -98,9 +98,9 @@ def _one_name(journal: Path) -> Path:
     return real
 
 
-def _lock(journal: Path) -> IO[str]:
-    """Take the sidecar lock, or raise CampaignError when another process holds it."""
-    real = _one_name(journal)
+def _lock(journal: Path, real: Path) -> IO[str]:
+    """Take the sidecar lock beside ``real`` (the journal's own path, see _one_name), or
+    raise CampaignError when another process holds it."""
     path = real.with_name(real.name + ".lock")
     try:
         handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held while open
@@ -132,7 +132,7 @@ def _lock(journal: Path) -> IO[str]:
                 # Its holder removed it as it let go (release_lock) after we opened it: a
                 # lock on that file locks nothing now; take the one at the path.
                 handle.close()
-                return _lock(journal)
+                return _lock(journal, real)
         # Who holds it, for the next process's error message.
         handle.seek(0)
         handle.truncate()
@@ -248,13 +248,14 @@ def open_file(path: Path, *, durable: bool) -> tuple[sqlite3.Connection, IO[str]
 
     Blocking: call it from a worker thread.
     """
-    lock = _lock(path)
+    real = _one_name(path)
+    lock = _lock(path, real)
     try:
         _check_header(path)
         try:
             # By its own name (see _one_name), as the lock: the -wal file goes beside it.
             conn = sqlite3.connect(
-                os.path.realpath(path), check_same_thread=False, isolation_level=None, timeout=5.0
+                str(real), check_same_thread=False, isolation_level=None, timeout=5.0
             )
         except sqlite3.Error as exc:
             raise CampaignError(f"cannot open the campaign journal {path}: {exc}") from None

@@ -291,18 +291,18 @@ class SendStream:
         *,
         cgid: int | None,
         csid: int | None,
-        at: str | None,
+        at: datetime | None,
         estimate: Iterable[tuple[str, int]] | None,
         check_balance: bool,
         ledger: ChunkLedger | None,
-        at_time: datetime | None = None,
     ) -> None:
         self._gateway = gateway
         self._planner = planner
         self._source = source
-        self._cgid, self._csid, self._at = cgid, csid, at
-        # The schedule as a time: a run that outlasts it stops (see _dispatch).
-        self._at_time = at_time
+        # Checked now, not at the first request (that would fail inside the stream's task
+        # group); kept as a time too: a run that outlasts it stops (see _dispatch).
+        self._cgid, self._csid, self._at = cgid, csid, gateway.schedule(at)
+        self._at_time = at
         self._estimate = estimate
         self._check_balance = check_balance
         self._ledger = ledger
@@ -735,8 +735,7 @@ def _stream(
         source,
         cgid=cgid,
         csid=csid,
-        at=gateway.schedule(options.at),
-        at_time=options.at,
+        at=options.at,
         estimate=estimate,
         # An empty sized input needs no balance check (nor a request to make one).
         check_balance=options.check_balance and (estimate is not None or not sized),

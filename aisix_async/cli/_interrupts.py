@@ -92,7 +92,7 @@ async def watch_interrupts(
     state: dict[str, int],
     stop_dispatch: Any,
     stdout_closed: anyio.Event,
-    write_failed: anyio.Event | None = None,
+    write_failed: anyio.Event,
 ) -> None:
     """First Ctrl-C: stop reading and let requests on the wire settle; second: abandon them.
 
@@ -129,8 +129,6 @@ async def watch_interrupts(
                 first.cancel_scope.cancel()
 
             async def failed() -> None:
-                if write_failed is None:
-                    return
                 await write_failed.wait()
                 state["write_failed"] = True
                 first.cancel_scope.cancel()

@@ -554,7 +554,7 @@ def _write_found_unknown(
     )
     try:
         for mobile in found:
-            writer.writerow((mobile, "unknown", "", reason))
+            writer.writerow((mobile, OutcomeStatus.UNKNOWN.value, "", reason))
         outcomes_file.flush()
     except OSError as exc:
         out.error(f"--outcomes {args.outcomes}: cannot write it ({exc.strerror or exc})")
