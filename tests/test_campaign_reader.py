@@ -213,3 +213,28 @@ async def test_the_flags_pair_with_the_reports_in_order(emulator: Any, tmp_path:
                     paired.append((report.msgid != outside.msgid, mine.popleft()))
     assert len(paired) == 60
     assert all(expected == flag for expected, flag in paired)
+
+
+async def test_check_definition_refuses_what_a_send_would_and_writes_nothing(
+    emulator: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "sale.db"
+    mobiles = numbers(20)
+    async with client_for(emulator) as client:
+        async with client.campaign(path) as campaign:
+            await collect(campaign.send_many(mobiles, "hello", chunk_size=10))
+        same = client.campaign(path).send_many(mobiles, "hello", chunk_size=10)
+        other = client.campaign(path).send_many(mobiles, "bye", chunk_size=10)
+        before = path.read_bytes()
+        async with open_campaign_journal(path) as journal:
+            journal.check_definition(same.definition)
+            with pytest.raises(CampaignError) as rehearsed:
+                journal.check_definition(other.definition)
+        assert path.read_bytes() == before
+        # The send refuses it with the same words.
+        async with client.campaign(path) as campaign:
+            with pytest.raises(CampaignError) as refused:
+                await collect(campaign.send_many(mobiles, "bye", chunk_size=10))
+    assert rehearsed.value.message == refused.value.message
+    assert "content='bye'" in rehearsed.value.message
+    assert emulator.state.message_count == 20

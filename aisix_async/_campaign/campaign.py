@@ -23,7 +23,6 @@ and a source that changed is refused with the position where it differs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -64,7 +63,7 @@ from .._features.bulk import (
 from .._features.reports import BatchHook, RecordStream, watch_delivery_reports, watch_replies
 from .._gateway import Gateway
 from .._mechanics.scheduler import RateState
-from .journal import ChunkState, Journal
+from .journal import ChunkState, Journal, fingerprint
 from .ledger import CampaignLedger, CampaignSummary, summarize
 
 if sys.version_info >= (3, 11):
@@ -122,8 +121,7 @@ class CampaignStream:
     async def __aenter__(self) -> CampaignStream:
         journal = self._lease.claim()
         try:
-            text = json.dumps(self._definition, sort_keys=True, ensure_ascii=False)
-            await journal.define(hashlib.sha256(text.encode()).hexdigest(), self._definition)
+            await journal.define(fingerprint(self._definition), self._definition)
             resuming = bool(journal.rows)
             self._run = await journal.begin_run("send")
             if resuming and self._check_balance:
@@ -208,6 +206,13 @@ class CampaignStream:
             return []
         ignored = self._ledger.ignored
         return [outcome for outcome in self._stream.abandoned if outcome.chunk not in ignored]
+
+    @property
+    def definition(self) -> Mapping[str, Any]:
+        """What this send records as its campaign's definition (action, account, content
+        or template, cgid, csid, schedule, chunk size); a journal that records another
+        refuses it (see :meth:`CampaignJournal.check_definition`)."""
+        return MappingProxyType(self._definition)
 
     def __aiter__(self) -> CampaignStream:
         return self

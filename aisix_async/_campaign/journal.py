@@ -28,6 +28,7 @@ SQL of each transaction is ``sql``.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import os
 import sqlite3
@@ -53,7 +54,15 @@ from .file import (
 )
 from .writer import GroupWriter, ItemsHash, Job, resolve_hash
 
-__all__ = ["CampaignRun", "ChunkResult", "ChunkRow", "ChunkState", "Journal", "Verdict"]
+__all__ = [
+    "CampaignRun",
+    "ChunkResult",
+    "ChunkRow",
+    "ChunkState",
+    "Journal",
+    "Verdict",
+    "fingerprint",
+]
 
 _T = TypeVar("_T")
 
@@ -276,16 +285,27 @@ class Journal:
     ) -> _T:
         return await self._writer.write(what, body, guarded=guarded)
 
+    def check_definition(self, fingerprint: str, definition: dict[str, Any]) -> bool:
+        """Refuse a definition that differs from the recorded one; writes nothing.
+
+        True when the journal records this very definition, False when it records none
+        yet. The one test :meth:`define` applies, so that a rehearsal (``aisix send
+        --dry-run``) refuses exactly what the send would.
+        """
+        if self.fingerprint is None:
+            return False
+        if fingerprint != self.fingerprint:
+            raise CampaignError(
+                f"the journal {self.path} records another campaign "
+                f"({_describe(self.definition)}) than the one asked for "
+                f"({_describe(definition)}); resume with the same action, content, cgid, "
+                "csid, schedule and chunk size, or use another journal file"
+            )
+        return True
+
     async def define(self, fingerprint: str, definition: dict[str, Any]) -> None:
         """Record the campaign's definition, or refuse one that differs from the recorded."""
-        if self.fingerprint is not None:
-            if fingerprint != self.fingerprint:
-                raise CampaignError(
-                    f"the journal {self.path} records another campaign "
-                    f"({_describe(self.definition)}) than the one asked for "
-                    f"({_describe(definition)}); resume with the same action, content, cgid, "
-                    "csid, schedule and chunk size, or use another journal file"
-                )
+        if self.check_definition(fingerprint, definition):
             return
         text = json.dumps(definition, sort_keys=True, ensure_ascii=False)
         await self._write(
@@ -558,6 +578,12 @@ class Journal:
     async def stored_replies(self) -> list[Reply]:
         """Every reply recorded, in the order fetched."""
         return await self._writer.read(sql.stored_replies)
+
+
+def fingerprint(definition: dict[str, Any]) -> str:
+    """The hash a journal keeps of a campaign's definition (its JSON, keys sorted)."""
+    text = json.dumps(definition, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _describe(definition: dict[str, Any] | None) -> str:

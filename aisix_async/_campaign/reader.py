@@ -26,7 +26,7 @@ import anyio.to_thread
 from .._core.errors import CampaignError
 from . import sql
 from .file import JournalInUse
-from .journal import CampaignRun, Journal
+from .journal import CampaignRun, Journal, fingerprint
 from .ledger import CampaignSummary, summarize
 
 __all__ = ["CampaignJournal", "open_campaign_journal"]
@@ -103,6 +103,14 @@ class CampaignJournal:
     def summary(self) -> CampaignSummary:
         """Counts, money, delivery and the unknown, as the journal holds them now."""
         return summarize(self._opened())
+
+    def check_definition(self, definition: Mapping[str, Any]) -> None:
+        """Raise :class:`CampaignError` as a send of ``definition`` on this journal would
+        (it records another campaign); nothing is written. ``definition`` is a send's
+        :attr:`CampaignStream.definition`, which needs no open campaign:
+        ``client.campaign(path).send_many(numbers, content).definition``."""
+        wanted = dict(definition)
+        self._opened().check_definition(fingerprint(wanted), wanted)
 
     async def runs(self) -> list[CampaignRun]:
         """Every run recorded (sends, reports followers), oldest first."""

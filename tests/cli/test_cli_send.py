@@ -497,6 +497,41 @@ def test_a_dry_run_refuses_a_journal_path_that_is_no_journal(
     assert emulator.state.message_count == 0
 
 
+@pytest.mark.parametrize(
+    "changed",
+    [
+        ("--content", "bye"),  # another content
+        ("--content", "hi", "--csid", "101"),  # another signature
+        ("--content", "hi", "--chunk-size", "10"),  # other chunks
+        ("--content", "hi", "SHORTER"),  # an input shorter than the run read to its end
+    ],
+)
+def test_a_dry_run_refuses_a_journal_of_another_campaign_as_the_send_does(
+    cli: Cli, emulator: Any, tmp_path: Path, changed: tuple[str, ...]
+) -> None:
+    # The dry run said "resuming" and exited 0 where the real run refused with exit 2.
+    path = write_lines(tmp_path / "n.txt", numbers(30))
+    journal = tmp_path / "j.db"
+    assert cli.run("send", path, "--content", "hi", "--journal", str(journal)).returncode == 0
+    before = journal.read_bytes()
+    shorter = write_lines(tmp_path / "short.txt", numbers(20))
+    args = [a for a in changed if a != "SHORTER"]
+    numbers_file = shorter if "SHORTER" in changed else path
+    command = ("send", numbers_file, *args, "--journal", str(journal))
+    dry = cli.run(*command, "--dry-run")
+    # Nothing written to the journal, nothing sent.
+    assert journal.read_bytes() == before
+    assert emulator.state.message_count == 30
+    real = cli.run(*command)
+    assert real.returncode == 2, real.stderr
+    assert dry.returncode == 2, dry.stderr
+    refusal = [line for line in real.stderr.splitlines() if "aisix: error: journal:" in line]
+    assert len(refusal) == 1, real.stderr
+    assert refusal[0] in dry.stderr.splitlines(), dry.stderr
+    assert "resuming" not in dry.stderr
+    assert emulator.state.message_count == 30
+
+
 def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
     def not_yet_sent(input_size: int | None) -> object:
         summary = CampaignSummary(

@@ -35,6 +35,7 @@ from ... import (
     AisixClient,
     AisixError,
     CampaignError,
+    CampaignStream,
     CampaignSummary,
     Estimate,
     OutcomeStatus,
@@ -64,7 +65,7 @@ from .report import finish, show_estimate, show_problems, snapshot
 from .tally import Tally, open_outcomes, outcome_record, write_outcome_rows
 
 if TYPE_CHECKING:
-    from ... import Campaign, CampaignStream
+    from ... import Campaign
 
     Stream = SendStream | CampaignStream
 
@@ -282,15 +283,9 @@ async def send(ctx: Context) -> int:
     async with ctx.client(max_concurrency=args.max_concurrency, numbers=args.numbering) as client:
         # An empty file is a new journal, as the campaign opens it.
         resuming = bool(args.journal) and await _nonempty(args.journal)
-        if resuming and args.dry_run:
-            # Read as the real run opens it (which refuses it there): a file that is not a
-            # journal (a mistyped path) was "resumed" by a dry run that exited 0.
-            try:
-                async with open_campaign_journal(args.journal):
-                    pass
-            except CampaignError as exc:
-                raise CliError(f"journal: {exc.message}") from None
         await _check_csid(client, args.csid)
+        if resuming and args.dry_run:
+            await _check_resumable(client, source, checked.count, at, args)
         est: Estimate | None = None
         if args.dry_run or not (args.no_balance_check or resuming):
             est = await _estimate(client, source, content, args)
@@ -328,8 +323,57 @@ async def send(ctx: Context) -> int:
             error = leaf_error(raised)
             if not isinstance(error, CampaignError):
                 raise
-            text = await anyio.to_thread.run_sync(_in_lines, source, error.message)
-            raise CliError(f"journal: {text}") from None
+            raise await _journal_refusal(source, error) from None
+
+
+async def _journal_refusal(source: Source, error: CampaignError) -> CliError:
+    """The journal's refusal as the operator reads it: the input's lines, not positions."""
+    text = await anyio.to_thread.run_sync(_in_lines, source, error.message)
+    return CliError(f"journal: {text}")
+
+
+async def _check_resumable(
+    client: AisixClient, source: Source, total: int, at: datetime | None, args: Any
+) -> None:
+    """Refuse, as the real run would and writing nothing, a journal it would not resume.
+
+    A dry run said "resuming" and exited 0 where the send then refused (exit 2): a file
+    that is not a journal (a mistyped path), a journal of another campaign (another
+    content, signature, schedule, chunk size), an input whose recorded length changed.
+    The checks are the real run's own; what the send records of its campaign is taken
+    from a stream it would open, never entered. (The items of each chunk are checked
+    only as the send reaches them: a rehearsal would have to plan every chunk.)
+    """
+    try:
+        async with open_campaign_journal(args.journal) as journal:
+            _check_input_size(journal.summary(), total, args.journal)
+            unopened = client.campaign(args.journal, resend_unknown=args.resend_unknown)
+            stream = _open_stream(client, source, (), at, args, unopened)
+            assert isinstance(stream, CampaignStream)
+            journal.check_definition(stream.definition)
+    except CampaignError as exc:
+        raise await _journal_refusal(source, exc) from None
+
+
+def _check_input_size(known: CampaignSummary, total: int, journal: str) -> None:
+    """Refuse an input whose length contradicts what the journal's runs read of it."""
+    recorded = known.input_size
+    if recorded is None and known.reached > total:
+        raise CampaignError(
+            f"the input now holds {total:,} items, but an earlier run of the journal "
+            f"{journal} read {known.reached:,} of them: the campaign's input "
+            "changed (it is shorter); resume with the whole input, or use another "
+            "journal file"
+        )
+    if recorded is not None and recorded != total:
+        # Known before anything is sent: said as what changed, not as the first chunk
+        # whose recorded positions no longer match (a line appended to a finished
+        # run's file was reported at "lines 1-100 (chunk 0)").
+        raise CampaignError(
+            f"the input now holds {total:,} items, but the journal {journal} "
+            f"recorded {recorded:,} when a run read it to its end: the campaign's "
+            "input changed; resume with the same input, or use another journal file"
+        )
 
 
 async def _nonempty(path: str) -> bool:
@@ -423,23 +467,7 @@ async def _run(
             # Recipients a killed run left on the wire: their numbers come back as this
             # run re-reads the input, and their --outcomes lines with them (see below).
             unread_before = set(known.unknown_unread)
-            recorded = known.input_size
-            if recorded is None and known.reached > total:
-                raise CampaignError(
-                    f"the input now holds {total:,} items, but an earlier run of the journal "
-                    f"{args.journal} read {known.reached:,} of them: the campaign's input "
-                    "changed (it is shorter); resume with the whole input, or use another "
-                    "journal file"
-                )
-            if recorded is not None and recorded != total:
-                # Known before anything is sent: said as what changed, not as the first
-                # chunk whose recorded positions no longer match (a line appended to a
-                # finished run's file was reported at "lines 1-100 (chunk 0)").
-                raise CampaignError(
-                    f"the input now holds {total:,} items, but the journal {args.journal} "
-                    f"recorded {recorded:,} when a run read it to its end: the campaign's "
-                    "input changed; resume with the same input, or use another journal file"
-                )
+            _check_input_size(known, total, args.journal)
         group = await stack.enter_async_context(anyio.create_task_group())
         with anyio.CancelScope() as hard:
 
