@@ -36,6 +36,7 @@ __all__ = [
     "is_disk_full",
     "open_file",
     "open_read_only",
+    "owner_only",
     "release_lock",
 ]
 
@@ -103,7 +104,8 @@ def _lock(journal: Path, real: Path) -> IO[str]:
     raise CampaignError when another process holds it."""
     path = real.with_name(real.name + ".lock")
     try:
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held while open
+        # Created owner-only, as the journal is: no other user has a send to run on it.
+        handle = open(path, "a+", encoding="utf-8", opener=owner_only)  # noqa: SIM115 - held while open
     except OSError as exc:
         # The first file a journal creates: where a missing folder or a read-only one shows.
         reason = (
@@ -142,6 +144,28 @@ def _lock(journal: Path, real: Path) -> IO[str]:
         handle.close()
         raise
     return handle
+
+
+def owner_only(path: str | os.PathLike[str], flags: int) -> int:
+    """An ``opener`` for :func:`open`: a file it creates is readable and writable by its
+    owner only; a file that exists keeps the mode its owner gave it."""
+    return os.open(path, flags, 0o600)
+
+
+def _create_private(journal: Path, real: Path) -> None:
+    """Create the journal's file, empty and owner-only, before SQLite opens it.
+
+    A journal holds phone numbers; SQLite would create it readable by everyone (0644,
+    less the umask), and it gives the ``-wal`` and ``-shm`` files it makes beside it the
+    main file's mode, so those follow. An existing file is left as it is.
+    """
+    try:
+        os.close(owner_only(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise CampaignError(f"cannot create the campaign journal {journal}: {reason}") from None
 
 
 def _still_at(handle: IO[str], path: Path) -> bool:
@@ -251,6 +275,7 @@ def open_file(path: Path, *, durable: bool) -> tuple[sqlite3.Connection, IO[str]
     real = _one_name(path)
     lock = _lock(path, real)
     try:
+        _create_private(path, real)
         _check_header(path)
         try:
             # By its own name (see _one_name), as the lock: the -wal file goes beside it.

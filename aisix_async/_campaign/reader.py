@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from .._core.errors import CampaignError
 from . import sql
-from .file import JournalInUse
+from .file import JournalInUse, owner_only
 from .journal import CampaignRun, Journal, fingerprint
 from .ledger import CampaignSummary, summarize
 
@@ -120,7 +120,8 @@ class CampaignJournal:
         """Write one CSV line per recipient the journal knows, in input order; return how
         many (the header line, :attr:`EXPORT_COLUMNS`, not counted).
 
-        ``target`` is a path (created or overwritten, UTF-8) or a text file open for
+        ``target`` is a path (created owner-only, 0600, or overwritten keeping its
+        mode; UTF-8) or a text file open for
         writing (open it with ``newline=""``, as :mod:`csv` asks; it is written from a
         worker thread and left open). The lines are streamed from the journal a chunk at
         a time: a campaign of millions is never held in memory. Input no run has reached
@@ -140,7 +141,9 @@ class CampaignJournal:
         if path.resolve() == self.path.resolve():
             raise CampaignError(f"{path} is the journal itself; export to another file")
         try:
-            return open(path, "w", encoding="utf-8", newline="")
+            # One line per recipient, phone numbers and all: a new file is its owner's
+            # alone; an earlier export rewritten keeps the mode its owner gave it.
+            return open(path, "w", encoding="utf-8", newline="", opener=owner_only)
         except OSError as exc:
             reason = (exc.strerror or type(exc).__name__).lower()
             raise CampaignError(f"cannot write the export {path}: {reason}") from None

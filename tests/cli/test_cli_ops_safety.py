@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -470,3 +471,72 @@ def test_library_log_lines_do_not_repeat_what_the_command_says(
     assert result.returncode == 4, result.stderr
     assert "stopping dispatch" not in result.stderr
     assert result.stderr.count("balance") >= 1
+
+
+@pytest.fixture
+def umask_022() -> Any:
+    """The usual umask, under which a file created 0644 is readable by everyone (a test
+    run under umask 077 would pass without the files being created owner-only)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+@pytest.mark.usefixtures("umask_022")
+def test_files_holding_numbers_are_created_owner_only(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The journal (and SQLite's files beside it), --outcomes and --export hold phone
+    # numbers: they were created 0644, readable by every user of the machine.
+    path = write_lines(tmp_path / "n.txt", numbers(30))
+    journal = tmp_path / "j.db"
+    outcomes = tmp_path / "out.csv"
+    emulator.state.set_faults(latency_ms=1000)
+    process = cli.start(
+        "send", path, "--content", "hi", "--journal", str(journal), "--outcomes", str(outcomes)
+    )
+    sidecars = [tmp_path / f"j.db{suffix}" for suffix in ("-wal", "-shm", ".lock")]
+    # While the send's request is held: the journal is open, with SQLite's files.
+    wait_for(
+        lambda: emulator.state.requests_held > 0 and all(p.exists() for p in sidecars),
+        timeout=30.0,
+        interval=0.01,
+    )
+    running = {p.name: _mode(p) for p in [journal, *sidecars]}
+    emulator.state.set_faults(latency_ms=0)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    export = tmp_path / "export.csv"
+    result = cli.run("campaign", str(journal), "--export", str(export))
+    assert result.returncode == 0, result.stderr
+    assert len(export.read_text().splitlines()) == 31
+    modes = {**running, **{p.name: _mode(p) for p in (journal, outcomes, export)}}
+    created = ("j.db", "j.db-wal", "j.db-shm", "j.db.lock", "out.csv", "export.csv")
+    assert {name: oct(mode) for name, mode in modes.items()} == dict.fromkeys(created, "0o600")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+@pytest.mark.usefixtures("umask_022")
+def test_files_that_exist_keep_the_mode_their_owner_gave_them(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "n.txt", numbers(5))
+    outcomes = tmp_path / "out.csv"
+    export = tmp_path / "export.csv"
+    journal = tmp_path / "j.db"
+    for made in (outcomes, export, journal):
+        made.touch()  # empty: a new journal, an export to make, outcomes to append to
+        made.chmod(0o640)  # shared with the owner's group, on purpose
+    result = cli.run(
+        "send", path, "--content", "hi", "--journal", str(journal), "--outcomes", str(outcomes)
+    )
+    assert result.returncode == 0, result.stderr
+    result = cli.run("campaign", str(journal), "--export", str(export))
+    assert result.returncode == 0, result.stderr
+    assert [_mode(p) for p in (outcomes, export, journal)] == [0o640] * 3
+    assert len(outcomes.read_text().splitlines()) == 6

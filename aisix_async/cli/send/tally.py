@@ -9,6 +9,7 @@ line per chunk with ``--json``.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from decimal import Decimal
 from typing import Any, TextIO
@@ -132,10 +133,17 @@ def write_outcome_rows(writer: Any, outcome: SendOutcome) -> None:
         writer.writerow((mobile, outcome.status.value, msgid, reason))
 
 
+def _owner_only(path: str, flags: int) -> int:
+    # An opener for open(): a file it creates is its owner's alone (0600, not 0644).
+    return os.open(path, flags, 0o600)
+
+
 def open_outcomes(path: str) -> tuple[TextIO, Any]:
     """A CSV writer for ``--outcomes`` (appending: a resumed run adds its own lines)."""
     try:
-        handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        # Phone numbers: a new file is readable by its owner only (as the unprinted
+        # records are); one that exists, appended to by a resumed run, keeps its mode.
+        handle = open(path, "a", encoding="utf-8", newline="", opener=_owner_only)  # noqa: SIM115
     except OSError as exc:
         raise CliError(f"--outcomes {path}: cannot write it ({exc.strerror})") from None
     writer = csv.writer(handle)
