@@ -54,6 +54,30 @@ def test_count_units_refuses_a_nonsense_group() -> None:
         count_units("hi", 0, 67)
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((123,), "text must be a string, got int"),
+        ((None,), "text must be a string, got NoneType"),
+        ((b"hello",), "text must be a string, got bytes"),
+        ((["hello"],), "text must be a string, got list"),
+        (("hi", -1, 67), "word must be at least 1, got -1"),
+        (("hi", 70, 0), "longword must be at least 1, got 0"),
+        (("hi", math.nan, 67), "word must be an integer, got nan"),
+        (("x" * 100, 70, math.nan), "longword must be an integer, got nan"),
+        (("hi", 70.5, 67), "word must be an integer, got 70.5"),
+        (("hi", math.inf, 67), "word must be an integer, got inf"),
+        (("hi", "70", 67), "word must be an integer, got '70'"),
+        (("hi", True, 67), "word must be an integer, got True"),
+    ],
+)
+def test_count_units_refuses_what_it_cannot_count(args: tuple[Any, ...], says: str) -> None:
+    # A TypeError naming len() or "<", or a count of 1 (or NaN) for any text, before.
+    with pytest.raises(ValidationError) as caught:
+        count_units(*args)
+    assert caught.value.message == says
+
+
 def test_tally_counts_recipients_and_extremes() -> None:
     counted = tally([("a" * 60, 3), ("b" * 140, 2), ("c", 0)], word=70, longword=67, signature="S")
     assert (counted.min_units, counted.max_units) == (1, 3)
@@ -196,6 +220,45 @@ async def test_estimate_uses_the_client_defaults_and_refuses_bad_input(emulator:
             await client.estimate("hello", cgid=3)
         with pytest.raises(ValidationError):
             await client.estimate("no placeholder", rows=[("13900000000", ["a"])])
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "says"),
+    [
+        ((123,), {"recipients": 5}, "content must be a string, got int"),
+        ((None,), {"recipients": 5}, "nothing to estimate"),
+        (("hi",), {"recipients": -3}, "recipients must be a whole number >= 0, got -3"),
+        (("hi",), {"recipients": math.nan}, "recipients must be a whole number >= 0, got nan"),
+        (("hi",), {"recipients": "5"}, "recipients must be a whole number >= 0, got '5'"),
+        ((), {"messages": "13900000001,hi"}, "messages must be a list, not one string"),
+        ((), {"messages": 5}, "messages must be a list, got int"),
+        ((), {"messages": [("13900000001",)]}, "message #0 must be a (mobile, content) pair"),
+        ((), {"messages": ["hi", None]}, "message #1 must be a string, got NoneType"),
+        ((), {"messages": [("13900000001", 7)]}, "message #0 must be a string, got int"),
+        (("Hi {p1}",), {"rows": "13900000001,Ann"}, "rows must be a list, not one string"),
+        (("Hi {p1}",), {"rows": [None]}, "message #0 must be a (mobile, content) pair"),
+        (("Hi {p1}",), {"rows": 3}, "rows must be a list, got int"),
+        (("hi",), {"cgid": math.nan}, "cgid must be a positive integer, got nan"),
+        (("hi",), {"csid": -1}, "csid must be an integer >= 0"),
+    ],
+)
+async def test_estimate_refuses_bad_input_with_validation_error(
+    emulator: Any, args: tuple[Any, ...], options: dict[str, Any], says: str
+) -> None:
+    # A str for messages was priced one message per character; an int, a 1-tuple or NaN
+    # failed with TypeError or IndexError, not the SDK's ValidationError.
+    async with client_for(emulator, retry=None) as client:
+        with pytest.raises(ValidationError) as caught:
+            await client.estimate(*args, **options)
+    assert says in caught.value.message
+
+
+async def test_estimate_takes_pairs_as_lists_as_send_batch_does(emulator: Any) -> None:
+    async with client_for(emulator, retry=None) as client:
+        pairs = await client.estimate(messages=[["13900000001", "hi"], ("13900000002", "yo")])
+        texts = await client.estimate(messages=["hi", "yo"])
+    assert pairs == texts
+    assert pairs.messages == 2
 
 
 async def test_check_affordable_refuses_a_campaign_that_would_run_dry(emulator: Any) -> None:

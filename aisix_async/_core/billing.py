@@ -25,6 +25,7 @@ import attrs
 
 from .errors import ValidationError
 from .models import ChannelGroup, Signature
+from .validate import check_number
 
 __all__ = [
     "DEFAULT_CSID",
@@ -51,10 +52,26 @@ def count_units(text: str, word: int = 70, longword: int = 67) -> int:
     """Units one message costs: 1 up to ``word`` code points, else ceil(len / longword).
 
     ``text`` must be what the phone receives, signature included: that is what the
-    operators count.
+    operators count. Raises :class:`ValidationError` for a ``text`` that is not a string
+    and for a ``word`` or ``longword`` that is not a whole number of 1 or more.
     """
-    if word < 1 or longword < 1:
-        raise ValidationError(f"word and longword must be positive, got {word} and {longword}")
+    if not isinstance(text, str):
+        # len() of a list or of bytes would count something else than code points, and
+        # an int or None failed with a TypeError that named neither the call nor the fix.
+        raise ValidationError(f"text must be a string, got {type(text).__name__}")
+    _check_group(word, longword)
+    return _units(text, word, longword)
+
+
+def _check_group(word: object, longword: object) -> None:
+    # A float passed the old "< 1" test and NaN compared false with everything: the count
+    # came out as 1, or as NaN, for a text of any length.
+    check_number(word, "word", integer=True, minimum=1)
+    check_number(longword, "longword", integer=True, minimum=1)
+
+
+def _units(text: str, word: int, longword: int) -> int:
+    """:func:`count_units` without its checks, for a loop over checked input."""
     length = len(text)
     if length <= word:
         return 1
@@ -79,12 +96,13 @@ def tally(
 
     Pure, and streaming: one pass, memory independent of the number of messages.
     """
+    _check_group(word, longword)
     by_units: Counter[int] = Counter()
     for content, recipients in messages:
         if recipients < 0:
             raise ValidationError(f"a message cannot have {recipients} recipients")
         if recipients:
-            by_units[count_units(signature + content, word, longword)] += recipients
+            by_units[_units(signature + content, word, longword)] += recipients
     if not by_units:
         return Tally(min_units=0, max_units=0, total_units=0, messages=0)
     return Tally(

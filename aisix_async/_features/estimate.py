@@ -15,6 +15,8 @@ from .._core.errors import BalanceTooLowError, ValidationError
 from .._core.models import ChannelGroup, Signature
 from .._core.validate import (
     check_content,
+    check_items,
+    check_pair,
     check_param_row,
     check_template,
     render_template,
@@ -67,14 +69,19 @@ def _plan(
     if messages is not None:
         if content_or_template is not None or rows is not None or recipients is not None:
             raise ValidationError("give messages alone: each message is one recipient's content")
-        return ((_content(m, i), 1) for i, m in enumerate(messages))
+        # Checked here, before the price book is fetched: a string was estimated as one
+        # message per character, and an int failed with a TypeError. The items are
+        # checked as they are read (the input may be a stream of millions).
+        listed = check_items(messages, "messages")
+        return ((_content(m, i), 1) for i, m in enumerate(listed))
     if rows is not None:
         if content_or_template is None or recipients is not None:
             raise ValidationError("rows need the template as the first argument, and no recipients")
         template, count = check_template(content_or_template)
+        listed = check_items(rows, "rows")
         return (
             (render_template(template, check_param_row(template, count, row, i)[1]), 1)
-            for i, row in enumerate(rows)
+            for i, row in enumerate(listed)
         )
     if content_or_template is None:
         raise ValidationError(
@@ -87,9 +94,10 @@ def _plan(
     return [(check_content(content_or_template), recipients)]
 
 
-def _content(message: str | tuple[str, str], index: int) -> str:
-    # A (mobile, content) pair, as send_batch takes it, is accepted as well as a bare text.
-    text = message[1] if isinstance(message, tuple) else message
+def _content(message: object, index: int) -> str:
+    # A (mobile, content) pair, as send_batch takes it (a tuple or a list of two), is
+    # accepted as well as a bare text; a pair of another length is refused, not cut.
+    text = check_pair(message, index)[1] if isinstance(message, (tuple, list)) else message
     return check_content(text, what=f"message #{index}")
 
 
