@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +23,7 @@ from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
 from ._exit import ExitCode, describe, redact_keys
 from ._output import Output
-from ._signals import restore_signals, stop_as_interrupt
+from ._signals import held_signals, restore_signals, stop_as_interrupt
 
 __all__ = ["UNREACHABLE_RETRY", "Context", "run"]
 
@@ -266,12 +267,29 @@ def run(argv: list[str]) -> int:
         _library_warnings()
     ctx = Context(args, out)
     command = _command(args.command)
+    saved = stop_as_interrupt()
     try:
-        saved = stop_as_interrupt()
+        code = _execute(ctx, command)
+        late = held_signals()
+        if late:
+            # Said, or the operator would not know whether the key press did anything.
+            out.warn(
+                f"{signal.Signals(late[0]).name} came after the send had ended: it stopped nothing"
+            )
+        return code
+    finally:
+        # Last: a signal held once a send ended (see hold_stop_signals) stays held while
+        # the rate cache is saved and the last lines are written.
+        restore_signals(saved)
+
+
+def _execute(ctx: Context, command: Command) -> int:
+    """Run ``command`` on an event loop; its exit code, or that of what it raised."""
+    out, args = ctx.out, ctx.args
+    try:
         try:
             code = int(anyio.run(command, ctx))
         finally:
-            restore_signals(saved)
             ctx.save_rate_states()
             out.close()
         return _stdout_closed(out, args.command, code) if out.stdout_closed else code

@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from ._app import Context
-from ._signals import stop_signals
+from ._signals import hold_stop_signals, stop_signals
 from .send.inputs import Source
 
 __all__ = ["INTERRUPTED", "STDOUT_CLOSED", "Feed", "FollowInterrupt", "watch_interrupts"]
@@ -103,6 +103,11 @@ async def watch_interrupts(
     async with contextlib.AsyncExitStack() as stack:
         signals: AsyncIterator[int] | None = None
         if _RECEIVES_SIGNALS:
+            # Once this watch ends, so has the send: closing the receiver puts back the
+            # signals' default actions (asyncio's doing), under which a signal during the
+            # summary cut it off or killed the process. Held from the moment it closes,
+            # with no await between (callbacks run last-in, first-out).
+            stack.callback(hold_stop_signals)
             signals = stack.enter_context(anyio.open_signal_receiver(*stop_signals()))
         async with anyio.create_task_group() as first:
 

@@ -1,13 +1,27 @@
 """The signals that stop a command as Ctrl-C does, and how they do before a command
-installs its own receivers (see _interrupts)."""
+installs its own receivers (see _interrupts) and once those are gone again (a send's
+summary: :func:`hold_stop_signals`)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 from typing import Any
 
-__all__ = ["restore_signals", "stop_as_interrupt", "stop_signals"]
+from ._exit import ExitCode
+
+__all__ = [
+    "held_signals",
+    "hold_stop_signals",
+    "restore_signals",
+    "stop_as_interrupt",
+    "stop_signals",
+]
+
+#: The stop signals that came while they were held (see hold_stop_signals), in order.
+_held: list[int] = []
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
@@ -39,10 +53,48 @@ def stop_as_interrupt() -> dict[int, Any]:
     """
     if threading.current_thread() is not threading.main_thread():
         return {}  # only the main thread may set handlers (a test calling main())
+    _held.clear()
     saved: dict[int, Any] = {}
     for stop in stop_signals():
         saved[stop] = signal.signal(stop, _raise_interrupt)
     return saved
+
+
+def _hold(signum: int, frame: object) -> None:
+    _held.append(signum)
+    if len(_held) == 1:
+        return
+    # A repeat: the summary may be stuck on a stdout nobody reads (a paused terminal, a
+    # reader that stopped), and holding every signal would leave Ctrl-C no way out. The
+    # send has ended, and what it records was flushed as it went (outcome rows per chunk,
+    # the journal per commit, made to survive a kill -9), so the process ends here, at
+    # once: an exception raised from this handler could land anywhere in the shutdown,
+    # and the final flush of a stuck stdout would block again. Written to the descriptor
+    # itself, not through sys.stderr, which the interrupted code may be in the middle of.
+    with contextlib.suppress(OSError):
+        os.write(2, b"aisix: error: interrupted again: the summary may be incomplete\n")
+    os._exit(ExitCode.INTERRUPTED)
+
+
+def hold_stop_signals() -> None:
+    """From now until :func:`restore_signals`, a stop signal is noted, not acted on.
+
+    Called once a send has ended (its receivers are gone): what is left is its summary,
+    which says what was sent, and a signal then has nothing to stop. Acted on, it cut the
+    summary off (KeyboardInterrupt) or killed the process (SIGTERM, SIGHUP): an operator
+    pressing Ctrl-C a second time as the send ended lost the account of what it sent.
+    A second signal after the end ends the process at once (exit 130), for a summary
+    that cannot be written. :func:`held_signals` tells what came.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for stop in stop_signals():
+        signal.signal(stop, _hold)
+
+
+def held_signals() -> tuple[int, ...]:
+    """The stop signals that came while they were held (see :func:`hold_stop_signals`)."""
+    return tuple(_held)
 
 
 def restore_signals(saved: dict[int, Any]) -> None:

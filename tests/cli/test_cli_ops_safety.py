@@ -6,18 +6,21 @@ involved, checks the emulator's ledger: what the gateway saw is the ground truth
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import ROOT, Cli, summary_of, write_lines
+from cli_support import AS_ON_A_TERMINAL, ROOT, Cli, summary_of, write_lines
 from helpers import numbers, wait_for
 
 
@@ -540,3 +543,157 @@ def test_files_that_exist_keep_the_mode_their_owner_gave_them(
     assert result.returncode == 0, result.stderr
     assert [_mode(p) for p in (outcomes, export, journal)] == [0o640] * 3
     assert len(outcomes.read_text().splitlines()) == 6
+
+
+#: The number of write(2) on this machine, for reading /proc/PID/syscall.
+_WRITE_SYSCALL = {"x86_64": 1, "aarch64": 64}.get(platform.machine())
+
+
+def _sees_syscalls() -> bool:
+    try:
+        return _WRITE_SYSCALL is not None and bool(Path("/proc/self/syscall").read_text())
+    except OSError:
+        return False
+
+
+class _SummaryHeld:
+    """``aisix send`` in text mode, its stdout a pipe already full: the summary, its first
+    write to stdout, blocks until the test reads the pipe. /proc/PID/syscall shows when
+    the process is in that write, so a signal is sent while the summary is being
+    written, every time (not "soon after the send ends", which a timer cannot hit)."""
+
+    def __init__(self, cli: Cli, *args: str) -> None:
+        self._read, write = os.pipe()
+        os.set_blocking(write, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write, b"x" * 4096)
+        os.set_blocking(write, True)
+        self._err = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                cli.command("send", *args),
+                stdin=subprocess.DEVNULL,
+                stdout=write,
+                stderr=self._err,
+                text=True,
+                env=cli.env,
+                cwd=ROOT,
+                **AS_ON_A_TERMINAL,
+            )
+        finally:
+            os.close(write)  # the child's copy is the only one: EOF once it ends
+
+    def writing_stdout(self) -> bool:
+        """Whether the process is blocked in write(1, ...), the summary's write."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/syscall").read_text().split()
+        except OSError:
+            return False
+        return fields[:2] == [str(_WRITE_SYSCALL), "0x1"]
+
+    def _pending(self, signum: int) -> bool:
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return False
+        masks = [
+            int(line.split()[1], 16)
+            for line in status.splitlines()
+            if line.startswith(("SigPnd:", "ShdPnd:"))
+        ]
+        return any(mask & (1 << (signum - 1)) for mask in masks)
+
+    def signal_in_summary(self, signum: int) -> None:
+        """Send ``signum`` while the summary's write is blocked; return once the process
+        has taken it (and then written on, or ended)."""
+        wait_for(self.writing_stdout, timeout=60.0, interval=0.005)
+        self.process.send_signal(signum)
+        # Ended by it (a zombie still shows it pending), or taken and writing again.
+        wait_for(
+            lambda: (
+                self.process.poll() is not None
+                or (not self._pending(signum) and self.writing_stdout())
+            ),
+            timeout=10.0,
+            interval=0.005,
+        )
+
+    def finish(self, *, read: bool = True) -> tuple[str, str]:
+        """Read the pipe (past the filler) unless not ``read``; wait for the end."""
+        chunks = []
+        if read:
+            while data := os.read(self._read, 65536):
+                chunks.append(data)
+        self.process.wait(timeout=30)
+        os.close(self._read)
+        self._err.seek(0)
+        err = self._err.read()
+        self._err.close()
+        out = b"".join(chunks).decode("utf-8").lstrip("x")
+        return out, err
+
+
+needs_syscalls = pytest.mark.skipif(
+    not _sees_syscalls(), reason="needs /proc/PID/syscall (Linux) to see the summary's write"
+)
+
+
+@needs_syscalls
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: signal.Signals(s).name
+)
+def test_a_signal_while_the_summary_is_written_stops_nothing(
+    cli: Cli, emulator: Any, tmp_path: Path, signum: int
+) -> None:
+    # The send had ended; a Ctrl-C then cut its summary off (KeyboardInterrupt, exit 130,
+    # nothing on stdout), and SIGTERM or SIGHUP killed the process (no summary either).
+    path = write_lines(tmp_path / "n.txt", numbers(30))
+    held = _SummaryHeld(cli, path, "--content", "hi")
+    held.signal_in_summary(signum)
+    out, err = held.finish()
+    assert held.process.returncode == 0, err  # the send's own code: everything accepted
+    assert "this run" in out and "elapsed" in out, out  # the summary, to its last line
+    assert f"{signal.Signals(signum).name} came after the send had ended" in err, err
+    assert "Traceback" not in err
+    assert "interrupted" not in err
+    assert emulator.state.message_count == 30
+
+
+@needs_syscalls
+def test_a_second_ctrl_c_while_the_summary_is_written_lets_it_finish(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The first Ctrl-C stops the send; the second, as its summary is written, has nothing
+    # left to stop: the summary is finished, and the exit code is the interrupt's (130).
+    emulator.state.set_faults(latency_ms=1500, fault_actions=["sendOnce"])
+    path = write_lines(tmp_path / "n.txt", numbers(3000))
+    held = _SummaryHeld(cli, path, "--content", "hi")
+    wait_for(lambda: emulator.state.requests_held > 0, timeout=30.0, interval=0.01)
+    held.process.send_signal(signal.SIGINT)
+    held.signal_in_summary(signal.SIGINT)
+    out, err = held.finish()
+    assert held.process.returncode == 130, err
+    assert "interrupted: what was sent" in out and "elapsed" in out, out
+    assert "SIGINT came after the send had ended" in err, err
+    assert "Traceback" not in err
+    sent = emulator.state.message_count
+    assert 0 < sent < 3000
+    assert f"{sent:,}" in out
+
+
+@needs_syscalls
+def test_a_repeated_signal_ends_a_summary_nobody_reads(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Holding every signal would leave a summary stuck on a full stdout no way out but
+    # kill -9: the second one after the end exits at once, 130, without a traceback.
+    path = write_lines(tmp_path / "n.txt", numbers(30))
+    held = _SummaryHeld(cli, path, "--content", "hi")
+    held.signal_in_summary(signal.SIGINT)
+    assert held.process.poll() is None  # the first is held: the summary waits for stdout
+    held.process.send_signal(signal.SIGINT)
+    _, err = held.finish(read=False)
+    assert held.process.returncode == 130, err
+    assert "aisix: error: interrupted again: the summary may be incomplete" in err
+    assert "Traceback" not in err
