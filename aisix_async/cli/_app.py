@@ -270,12 +270,10 @@ def run(argv: list[str]) -> int:
     saved = stop_as_interrupt()
     try:
         code = _execute(ctx, command)
-        late = held_signals()
+        late, ended = held_signals()
         if late:
             # Said, or the operator would not know whether the key press did anything.
-            out.warn(
-                f"{signal.Signals(late[0]).name} came after the send had ended: it stopped nothing"
-            )
+            out.warn(f"{signal.Signals(late[0]).name} came after {ended}: it stopped nothing")
         return code
     finally:
         # Last: a signal held once a send ended (see hold_stop_signals) stays held while

@@ -48,7 +48,14 @@ class FollowInterrupt:
         # leaving --follow running after Ctrl-C.
         if not _RECEIVES_SIGNALS:  # pragma: no cover - Windows
             await anyio.sleep_forever()
-        with anyio.open_signal_receiver(*stop_signals()) as signals:
+        with contextlib.ExitStack() as stack:
+            # Once the receiver closes, the follower is winding down: it still waits for
+            # the poll on the wire, whose records the gateway hands out once. A second
+            # Ctrl-C there (the handler back) raised KeyboardInterrupt in that wait and
+            # lost them; held instead (see hold_stop_signals), from the moment the
+            # receiver closes (callbacks run last-in, first-out).
+            stack.callback(hold_stop_signals, "the follow had ended")
+            signals = stack.enter_context(anyio.open_signal_receiver(*stop_signals()))
             async for _ in signals:
                 self.seen = True
                 scope.cancel()
@@ -107,7 +114,7 @@ async def watch_interrupts(
             # signals' default actions (asyncio's doing), under which a signal during the
             # summary cut it off or killed the process. Held from the moment it closes,
             # with no await between (callbacks run last-in, first-out).
-            stack.callback(hold_stop_signals)
+            stack.callback(hold_stop_signals, "the send had ended")
             signals = stack.enter_context(anyio.open_signal_receiver(*stop_signals()))
         async with anyio.create_task_group() as first:
 

@@ -22,6 +22,8 @@ __all__ = [
 
 #: The stop signals that came while they were held (see hold_stop_signals), in order.
 _held: list[int] = []
+#: What had ended when they began to be held, for the warning (see held_signals).
+_ended: list[str] = []
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
@@ -54,6 +56,7 @@ def stop_as_interrupt() -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}  # only the main thread may set handlers (a test calling main())
     _held.clear()
+    _ended.clear()
     saved: dict[int, Any] = {}
     for stop in stop_signals():
         saved[stop] = signal.signal(stop, _raise_interrupt)
@@ -72,29 +75,33 @@ def _hold(signum: int, frame: object) -> None:
     # and the final flush of a stuck stdout would block again. Written to the descriptor
     # itself, not through sys.stderr, which the interrupted code may be in the middle of.
     with contextlib.suppress(OSError):
-        os.write(2, b"aisix: error: interrupted again: the summary may be incomplete\n")
+        os.write(2, b"aisix: error: interrupted again: what it was writing may be incomplete\n")
     os._exit(ExitCode.INTERRUPTED)
 
 
-def hold_stop_signals() -> None:
+def hold_stop_signals(ended: str) -> None:
     """From now until :func:`restore_signals`, a stop signal is noted, not acted on.
 
     Called once a send has ended (its receivers are gone): what is left is its summary,
     which says what was sent, and a signal then has nothing to stop. Acted on, it cut the
     summary off (KeyboardInterrupt) or killed the process (SIGTERM, SIGHUP): an operator
     pressing Ctrl-C a second time as the send ended lost the account of what it sent.
-    A second signal after the end ends the process at once (exit 130), for a summary
-    that cannot be written. :func:`held_signals` tells what came.
+    So is a follower stopped by its first signal, which still waits for the poll on the
+    wire (records the gateway hands out once). A second signal after the end ends the
+    process at once (exit 130), for a summary that cannot be written. ``ended`` says
+    what had ended, for :func:`held_signals`, which tells what came.
     """
     if threading.current_thread() is not threading.main_thread():
         return
+    _ended[:] = [ended]
     for stop in stop_signals():
         signal.signal(stop, _hold)
 
 
-def held_signals() -> tuple[int, ...]:
-    """The stop signals that came while they were held (see :func:`hold_stop_signals`)."""
-    return tuple(_held)
+def held_signals() -> tuple[tuple[int, ...], str]:
+    """The stop signals that came while they were held (see :func:`hold_stop_signals`),
+    and what had ended when they began to be ("the send had ended")."""
+    return tuple(_held), (_ended[0] if _ended else "the command had ended")
 
 
 def restore_signals(saved: dict[int, Any]) -> None:

@@ -7,6 +7,7 @@ involved, checks the emulator's ledger: what the gateway saw is the ground truth
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import AS_ON_A_TERMINAL, ROOT, Cli, summary_of, write_lines
+from cli_support import AS_ON_A_TERMINAL, ROOT, Cli, json_lines, summary_of, write_lines
 from helpers import numbers, wait_for
 
 
@@ -695,5 +696,33 @@ def test_a_repeated_signal_ends_a_summary_nobody_reads(
     held.process.send_signal(signal.SIGINT)
     _, err = held.finish(read=False)
     assert held.process.returncode == 130, err
-    assert "aisix: error: interrupted again: the summary may be incomplete" in err
+    assert "aisix: error: interrupted again: what it was writing may be incomplete" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no stop signals to hold on Windows")
+def test_a_second_ctrl_c_while_a_follower_winds_down_keeps_the_poll_on_the_wire(
+    cli: Cli, emulator: Any
+) -> None:
+    # The first Ctrl-C ends a follower, which still waits for the poll on the wire: the
+    # gateway hands each reply out once. A second one, the usual impatient key press,
+    # raised KeyboardInterrupt in that wait (its receiver gone, the handler back) and
+    # the reply the poll carried was lost.
+    emulator.state.inject_reply("13900000001", "first")
+    process = cli.popen("replies", "--follow", "--json", "--interval", "0.1")
+    assert process.stdout is not None
+    first = json.loads(process.stdout.readline())
+    assert first["content"] == "first"
+    emulator.state.set_faults(latency_ms=3000)
+    emulator.state.inject_reply("13900000002", "second")
+    wait_for(lambda: emulator.state.requests_held > 0, timeout=30.0, interval=0.01)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert process.poll() is None  # waiting for the held poll
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert [r["content"] for r in json_lines(out)] == ["second"]
+    assert emulator.state.pending_replies() == 0
+    assert "SIGINT came after the follow had ended: it stopped nothing" in err
