@@ -51,7 +51,8 @@ def client_for(emulator: Any, **options: Any) -> AisixClient:
     want the real backoffs, not the fast ones).
     """
     options.setdefault("retry", FAST)
-    return AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url, **options)
+    options.setdefault("base_url", emulator.base_url)
+    return AisixClient(emulator.account, emulator.authkey, **options)
 
 
 def reset_when_quiet(server: Any, timeout: float = 30.0) -> None:

@@ -501,3 +501,56 @@ async def test_a_client_given_a_rate_state_keeps_it_over_the_journal(
         client.campaign(path) as campaign,
     ):
         assert client.stats().pace == pytest.approx(Scheduler.BETA * 7.0)
+
+
+async def test_a_campaign_resumed_at_another_gateway_is_said_and_takes_no_rate_from_it(
+    emulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A campaign rehearsed against one gateway (the emulator, a staging host) and then
+    # resumed at another on the same journal skips everyone the first one took: not
+    # refused (a gateway may move), but said before anything is sent, and the first
+    # gateway's limit is not taken for the second's.
+    path = tmp_path / "c.db"
+    mobiles = numbers(6)
+    first_url = emulator.base_url
+    other_url = first_url.replace("127.0.0.1", "localhost")
+    assert other_url != first_url  # the same emulator, as another gateway's URL
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
+        stream = campaign.send_many(mobiles, "Spring sale", chunk_size=1)
+        async with stream:
+            async for outcome in stream:
+                if outcome.chunk >= 2:
+                    break
+    async with open_campaign_journal(path) as journal:
+        assert journal.gateway == f"{first_url}/OpenApi"
+    with sqlite3.connect(path) as conn:
+        state = RateState(pace=7.0, concurrency=2, learned_at=time.time())
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('rate_state', ?)",
+            (json.dumps(state.as_dict()),),
+        )
+
+    caplog.set_level("WARNING", logger="aisix_async")
+    async with (
+        client_for(emulator, base_url=other_url) as client,
+        client.campaign(path) as campaign,
+    ):
+        assert client.stats().pace is None  # a cold start, not the other gateway's pace
+        await collect(campaign.send_many(mobiles, "Spring sale", chunk_size=1))
+        summary = campaign.summary()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1
+    assert f"sent to {first_url}/OpenApi, this one sends to {other_url}/OpenApi" in said[0]
+    assert summary.accepted + summary.unknown == 6
+    assert max(sent_counts(emulator).values()) == 1
+    async with open_campaign_journal(path) as journal:
+        assert journal.gateway == f"{other_url}/OpenApi"
+
+    caplog.clear()
+    async with (
+        client_for(emulator, base_url=other_url) as client,
+        client.campaign(path) as campaign,
+    ):
+        await collect(campaign.send_many(mobiles, "Spring sale", chunk_size=1))
+    # Said once per change, not at every run after it.
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

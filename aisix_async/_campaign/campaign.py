@@ -63,7 +63,7 @@ from .._features.bulk import (
 from .._features.reports import BatchHook, RecordStream, watch_delivery_reports, watch_replies
 from .._gateway import Gateway
 from .._mechanics.scheduler import RateState
-from .journal import ChunkState, Journal, fingerprint
+from .journal import GATEWAY_META, ChunkState, Journal, fingerprint
 from .ledger import CampaignLedger, CampaignSummary, summarize
 
 if sys.version_info >= (3, 11):
@@ -123,6 +123,7 @@ class CampaignStream:
         try:
             await journal.define(fingerprint(self._definition), self._definition)
             resuming = bool(journal.rows)
+            await self._campaign._note_gateway(journal)
             self._run = await journal.begin_run("send")
             if resuming and self._check_balance:
                 # The estimate would price the whole input, most of it already paid for;
@@ -302,12 +303,45 @@ class Campaign:
         text = journal.meta.get(_RATE_STATE_KEY)
         if text is None:
             return
+        recorded = journal.meta.get(GATEWAY_META)
+        if recorded is not None and recorded != self._gateway_here():
+            # Another gateway's limit (a staging host, the emulator) says nothing of this one's.
+            logger.info(
+                "campaign %s: the saved rate state is another gateway's; ignored", self.path
+            )
+            return
         try:
             state = RateState.from_dict(json.loads(text))
         except (ValueError, ValidationError):
             logger.warning("campaign %s: the saved rate state is unreadable; ignored", self.path)
             return
         self._gateway.scheduler.adopt(state)
+
+    def _gateway_here(self) -> str:
+        # One spelling per gateway (check_base_url), and no credentials in it.
+        return self._gateway.endpoints.open_url
+
+    async def _note_gateway(self, journal: Journal) -> None:
+        # Chunks an earlier run had accepted are skipped whatever gateway accepted them:
+        # a campaign rehearsed against the emulator or a staging host, then run for real
+        # on the same journal, would skip (and never send) everyone the rehearsal took.
+        # Not refused (a gateway may move: another host name, https for http), but said,
+        # each time it changes, before anything is sent.
+        here = self._gateway_here()
+        recorded = journal.meta.get(GATEWAY_META)
+        if recorded == here:
+            return
+        if recorded is not None:
+            logger.warning(
+                "campaign %s: its earlier runs sent to %s, this one sends to %s; what %s "
+                "accepted is skipped, not sent again here (use another journal file for a "
+                "new campaign)",
+                journal.path,
+                recorded,
+                here,
+                recorded,
+            )
+        await journal.set_meta(GATEWAY_META, here)
 
     async def save_rate_state(self) -> None:
         """Record the client's :meth:`~AisixClient.rate_state` in the journal now.

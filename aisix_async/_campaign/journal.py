@@ -55,6 +55,7 @@ from .file import (
 from .writer import GroupWriter, ItemsHash, Job, resolve_hash
 
 __all__ = [
+    "GATEWAY_META",
     "CampaignRun",
     "ChunkResult",
     "ChunkRow",
@@ -65,6 +66,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+#: The meta key of the gateway URL the campaign's last send went to (its OpenApi URL).
+GATEWAY_META = "gateway"
 
 
 class ChunkState(str, enum.Enum):

@@ -26,7 +26,7 @@ import anyio.to_thread
 from .._core.errors import CampaignError
 from . import sql
 from .file import JournalInUse, owner_only
-from .journal import CampaignRun, Journal, fingerprint
+from .journal import GATEWAY_META, CampaignRun, Journal, fingerprint
 from .ledger import CampaignSummary, summarize
 
 __all__ = ["CampaignJournal", "open_campaign_journal"]
@@ -99,6 +99,12 @@ class CampaignJournal:
         """What the campaign sends (action, account, content or template, cgid, csid,
         schedule, chunk size), as its first run recorded it; empty before any run."""
         return MappingProxyType(dict(self._opened().definition or {}))
+
+    @property
+    def gateway(self) -> str | None:
+        """The gateway URL (its OpenApi endpoint) the campaign's last send went to;
+        None when no send recorded one (journals written before this was kept)."""
+        return self._opened().meta.get(GATEWAY_META)
 
     def summary(self) -> CampaignSummary:
         """Counts, money, delivery and the unknown, as the journal holds them now."""

@@ -327,6 +327,7 @@ async def campaign(ctx: Context) -> int:
         summary = journal.summary()
         runs = await journal.runs()
         definition = dict(journal.definition)
+        gateway = journal.gateway
         if to_stdout:
             reconfigure = getattr(out.stdout, "reconfigure", None)
             if reconfigure is not None:
@@ -350,6 +351,7 @@ async def campaign(ctx: Context) -> int:
                 "type": "campaign",
                 "journal": str(path),
                 "definition": definition,
+                "gateway": gateway,
                 **_summary_json(summary),
                 "runs": [_run_json(run) for run in runs],
             }
@@ -360,6 +362,7 @@ async def campaign(ctx: Context) -> int:
     rows: list[tuple[str, object]] = [
         ("action", definition.get("action")),
         ("account", definition.get("account")),
+        ("gateway", gateway or "not recorded"),
         (
             "input size",
             "not read to its end yet" if size is None else f"{size:,}",

@@ -317,6 +317,30 @@ def test_campaign_reads_a_journal_while_a_send_runs_on_it(
     assert [run["kind"] for run in view["runs"]] == ["send"]
 
 
+def test_a_send_resumed_at_another_gateway_says_so_and_campaign_shows_it(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    journal = str(tmp_path / "c.db")
+    listed = write_lines(tmp_path / "n.txt", numbers(30))
+    first = cli.run("send", listed, "--content", "Hi", "--journal", journal, "-q")
+    assert first.returncode == 0, first.stderr
+    assert "sends to" not in first.stderr
+    moved = emulator.base_url.replace("127.0.0.1", "localhost")
+    again = cli.run("send", listed, "--content", "Hi", "--journal", journal, "-q",
+                    env={**cli.env, "AISIX_BASE_URL": moved})  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"its earlier runs sent to {emulator.base_url}/OpenApi, this one sends to "
+        f"{moved}/OpenApi" in again.stderr
+    ), again.stderr
+    seen = cli.run("campaign", journal, "--json")
+    assert seen.returncode == 0, seen.stderr
+    (view,) = json_lines(seen.stdout)
+    assert view["gateway"] == f"{moved}/OpenApi"
+    table = cli.run("campaign", journal)
+    assert f"{moved}/OpenApi" in table.stdout + table.stderr
+
+
 def test_campaign_export_to_stdout_is_the_csv_alone(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
