@@ -453,3 +453,41 @@ async def test_callers_queued_for_a_shared_turn_book_none_past_their_deadlines(
     assert sorted(outcomes) == ["deadline", "sent", "sent", "sent"]
     assert turns == 3  # none booked for the caller who could not have used it
     assert len(emulator.state.messages()) == 3
+
+
+@pytest.mark.anyio
+async def test_callers_queued_for_a_slot_behind_more_than_their_deadline_allows_fail_at_once(
+    emulator: Any, redis_server: RedisServer
+) -> None:
+    # At a low shared pace the client keeps few requests in flight, so most callers wait
+    # for a slot before they even queue for a turn; counted only once at the turn's
+    # queue, they failed at about their deadlines, not as they came (a user's trial: 0 of
+    # 185 handlers with 3 s deadlines at 5 requests/s failed within 0.1 s).
+    emulator.state.configure(rate=200.0, burst=5.0)
+    state = RateState(pace=2.0, concurrency=1, learned_at=time.time())
+    async with client_for(emulator, redis_server.url, rate_state=state) as client:
+        await client.send_once(["13900000000"], "first")  # the pace is known: 2/s
+        failed_after: list[float] = []
+        sent = 0
+
+        async def one(number: str) -> None:
+            nonlocal sent
+            began = anyio.current_time()
+            try:
+                await client.send_once([number], "hi", deadline=1.0)
+                sent += 1
+            except DeadlineExceededError:
+                failed_after.append(anyio.current_time() - began)
+
+        async with anyio.create_task_group() as group:
+            for i in range(12):
+                group.start_soon(one, f"139000001{i:02d}")
+                await anyio.sleep(0.01)
+    # Turns at 0.5 s and 1 s from the first: two or three callers have time for one.
+    # Every caller further back (more ahead of it than 1 s holds at 1.5 x 2/s) fails as
+    # it arrives; the few just behind learn it at the front of the queue.
+    assert 1 <= sent <= 3
+    assert len(failed_after) == 12 - sent
+    at_once = [t for t in failed_after if t < 0.1]
+    assert len(at_once) >= 12 - sent - 2, sorted(failed_after)
+    assert len(emulator.state.messages()) == 1 + sent

@@ -328,6 +328,11 @@ class PaceSource(Protocol):
     async def refused(self, turn: Any) -> None:
         """A request dispatched at ``turn`` was answered -1."""
 
+    def check_queue(self, deadline: float, queued: int) -> None:
+        """Raise :class:`TurnBeyondDeadline` if a caller with ``queued`` more callers of
+        this client ahead of it than wait for a turn now cannot have its turn before
+        ``deadline`` (anyio's clock), even at a pace well above the last one."""
+
 
 def _check_retry(retry: object) -> None:
     # A truthy value of another type ("no", a dict) passed for the default policy, then
@@ -1177,6 +1182,22 @@ class Scheduler:
 
     # -- running a request ---------------------------------------------------------
 
+    def _check_queue(self, action: str) -> None:
+        # With a shared pace, callers queue for a slot before they queue for a turn (at
+        # a low pace the client keeps few requests in flight): counted only at the turn's
+        # queue, those far back failed at about their deadlines, not as they came (a
+        # user's trial: none of 185 handlers with 3 s deadlines at 5 requests/s failed
+        # within 0.1 s). The callers waiting for a slot are ahead of this one too.
+        if self._shared is None:
+            return
+        deadline = anyio.current_effective_deadline()
+        if math.isinf(deadline):
+            return
+        try:
+            self._shared.check_queue(deadline, len(self._slot_waiters))
+        except TurnBeyondDeadline as late:
+            raise DeadlineExceededError(action, None) from late
+
     async def _take_turn(self, action: str) -> SharedShare | None:
         # From the shared schedule when there is one and it answers, else paced here.
         turn = await self._shared_turn(action)
@@ -1227,6 +1248,7 @@ class Scheduler:
         action: str,
         leave_when_open: bool,
     ) -> _T:
+        self._check_queue(action)
         waited = await self._wait_or_leave(self._acquire_slot, action, leave_when_open)
         try:
             turn = await self._wait_or_leave(

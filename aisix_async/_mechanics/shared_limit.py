@@ -906,7 +906,16 @@ class SharedLimit:
             raise TurnBeyondDeadline(early)
         return spare
 
-    def _hopeless(self, deadline: float | None) -> None:
+    def check_queue(self, deadline: float, queued: int) -> None:
+        """Raise :class:`TurnBeyondDeadline` when a caller behind ``queued`` callers of
+        this client (waiting for a slot, say), and behind those waiting for a turn here,
+        cannot have its turn by ``deadline`` (anyio's clock), even at QUEUE_PACE_MARGIN
+        times the last pace. Not while Redis is failing: the client paces itself then."""
+        if self._down and self._monotonic() < self._down_until:
+            return
+        self._hopeless(deadline, queued)
+
+    def _hopeless(self, deadline: float | None, queued: int = 0) -> None:
         # This client books one turn at a time (see take_turn): callers queue here for
         # the lock, and each learned that its turn was past its deadline only when it got
         # to the front, at about its deadline (a user's trial: 25 of 30 handlers with
@@ -915,7 +924,7 @@ class SharedLimit:
         if deadline is None or not pace:
             return
         stats = self._lock.statistics()
-        ahead = stats.tasks_waiting + (1 if stats.locked else 0)
+        ahead = queued + stats.tasks_waiting + (1 if stats.locked else 0)
         soonest = ahead / (pace * self.QUEUE_PACE_MARGIN)
         if anyio.current_time() + soonest > deadline:
             raise TurnBeyondDeadline(soonest)
