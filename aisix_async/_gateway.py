@@ -27,6 +27,7 @@ from ._core.billing import PriceBook
 from ._core.errors import (
     AisixError,
     CircuitOpenError,
+    ClientClosedError,
     DeadlineExceededError,
     KeyRotationHookError,
     ProtocolError,
@@ -231,9 +232,17 @@ class Gateway:
         return self._transport.stack
 
     async def aclose(self) -> None:
-        """Close the HTTP client we own; one passed in by the caller stays open."""
+        """Refuse what is not yet sent, let the requests on the wire finish, then close
+        the HTTP client we own (one passed in by the caller stays open)."""
         self._closed = True
+        # Calls still waiting for a turn (or to retry) would otherwise go out later on a
+        # closed pool, each failing at its paced turn with the HTTP stack's words (11 s
+        # after the close, in a user's trial), and requests on the wire would be cut off:
+        # accepted sends reported as unknown. Bounded by a request's own timeout.
+        self.scheduler.close()
         try:
+            with anyio.move_on_after(self.timeout + 1.0):
+                await self.scheduler.wait_idle()
             await self._transport.aclose()
         finally:
             if self.shared is not None:
@@ -243,7 +252,7 @@ class Gateway:
         """Refuse a closed gateway."""
         if self._closed:
             # Worded for the user, who holds an AisixClient, not this layer.
-            raise RuntimeError(
+            raise ClientClosedError(
                 f"this client (account {self.account!r}) is closed: create a new one"
             )
 
@@ -484,6 +493,9 @@ class Gateway:
                 self.observer.record_unknown(action, mobiles, "error", exc, call.id, call.level)
             elif isinstance(exc, DeadlineExceededError):
                 call.finished("deadline", exc)
+            elif isinstance(exc, ClientClosedError):
+                # The user closed the client: said to the caller, not worth a WARNING each.
+                call.finished("closed", exc)
             else:
                 refused_here = isinstance(exc, CircuitOpenError)
                 call.finished("circuit_open" if refused_here else "failed", exc)

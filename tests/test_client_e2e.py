@@ -18,6 +18,7 @@ from aisix_async import (
     AisixClient,
     AuthenticationError,
     ChannelGroupNotAllowedError,
+    ClientClosedError,
     EnterpriseUnavailableError,
     GatewayInternalError,
     InsufficientBalanceError,
@@ -183,6 +184,48 @@ async def test_a_closed_client_says_so_before_any_request(emulator: Any) -> None
     with pytest.raises(RuntimeError, match="is closed"):
         await client.send_all(["13800000000"] * 2, "hi", check_balance=False)
     assert emulator.state.messages() == []
+
+
+async def test_closing_refuses_what_waits_and_lets_what_is_on_the_wire_finish(
+    emulator: Any,
+) -> None:
+    # Closed under calls still queued (a worker that outlives its handlers): the calls
+    # waiting for a turn went out later on the closed pool, each failing at its paced turn
+    # with the HTTP stack's words (up to 11 s after the close), and the requests on the
+    # wire were cut off: sends the gateway accepted were reported as unknown (a trial).
+    emulator.state.configure(rate=5.0, burst=2.0)
+    emulator.state.set_faults(latency_ms=500)
+    unknown: list[object] = []
+    client = client_for(emulator, on_unknown=unknown.append)
+    results: list[tuple[str, float]] = []
+
+    async def one(i: int) -> None:
+        try:
+            await client.send_once([f"1390000{i:04d}"], "hello")
+            results.append(("sent", anyio.current_time()))
+        except ClientClosedError as refused:
+            results.append((str(refused), anyio.current_time()))
+
+    async with anyio.create_task_group() as group:
+        async with client:
+            for i in range(30):
+                group.start_soon(one, i)
+            await anyio.sleep(1.5)
+            closing = anyio.current_time()
+        closed = anyio.current_time()
+    sent = [at for what, at in results if what == "sent"]
+    refused = [at for what, at in results if what != "sent"]
+    assert all("not sent" in what for what, _ in results if what != "sent")
+    assert len(sent) + len(refused) == 30 and sent and refused
+    # Everything on the wire at the close finished before aclose() returned, as sent...
+    assert all(at <= closed for at in sent)
+    assert unknown == [] and client.stats().outcome_unknown == 0
+    assert client.stats().calls[("sendOnce", "closed")] == len(refused)
+    assert len(emulator.state.messages()) == len(sent)
+    # ... and the rest was refused at once, not at its turn.
+    assert all(at - closing < 0.2 for at in refused), [at - closing for at in refused]
+    with pytest.raises(ClientClosedError, match="is closed"):
+        await client.send_once(["13800000000"], "hi")
 
 
 @pytest.mark.parametrize("second", ["asyncio", "trio"])

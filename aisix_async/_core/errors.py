@@ -29,6 +29,7 @@ one kind of trouble::
     ├── CampaignError                           a campaign journal cannot be used as asked
     ├── ExtraNotInstalledError (also ImportError)  an option needs an extra not installed
     ├── SharedLimitError (also RuntimeError)    shared_limit cannot run here (under trio)
+    ├── ClientClosedError (also RuntimeError)   the client was closed before this was sent
     └── KeyRotationHookError                    the key was rotated; on_key_rotation failed
 
 Every error carries ``outcome_unknown``. It is true only when a *send* may or may not
@@ -61,6 +62,7 @@ __all__ = [
     "ChannelGroupNotAllowedError",
     "ChargeFailedError",
     "CircuitOpenError",
+    "ClientClosedError",
     "DeadlineExceededError",
     "EnterpriseUnavailableError",
     "ExtraNotInstalledError",
@@ -316,6 +318,12 @@ class ExtraNotInstalledError(AisixError, ImportError):
 
 class SharedLimitError(AisixError, RuntimeError):
     """``shared_limit`` cannot work here: redis-py's asyncio client needs asyncio (not trio)."""
+
+
+class ClientClosedError(AisixError, RuntimeError):
+    """The client is closed (``aclose()``, or its ``async with`` ended): this call was not
+    sent. A call made after the close, and one still waiting for its turn (or to retry)
+    when it came, are refused with it; requests already written are let finish."""
 
 
 class SendStoppedError(AisixError):

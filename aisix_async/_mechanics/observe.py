@@ -138,7 +138,8 @@ class ClientStats(SchedulerStats):
     #: "transport", "protocol", "cancelled" when no code came back.
     results: Mapping[tuple[str, str], int] = attrs.field(factory=dict)
     #: Calls by (action, outcome): "accepted", "failed" (certainly not sent, for a send),
-    #: "unknown" (may have been sent), "deadline", "circuit_open".
+    #: "unknown" (may have been sent), "deadline", "circuit_open", "closed" (the client
+    #: was closed before it was sent).
     calls: Mapping[tuple[str, str], int] = attrs.field(factory=dict)
     #: Sends whose outcome is unknown (also counted in ``calls``), all causes together.
     outcome_unknown: int = 0

@@ -87,6 +87,7 @@ from tenacity.stop import stop_base
 from .._core.errors import (
     AisixError,
     CircuitOpenError,
+    ClientClosedError,
     DeadlineExceededError,
     RateLimitedError,
     TransportError,
@@ -547,6 +548,11 @@ class Scheduler:
         self.breaker = Breaker(seen_factor=2.0, on_open=self._breaker_opened)
         # The waits of callers that leave when the breaker opens (see _wait_or_leave).
         self._leavers: set[anyio.CancelScope] = set()
+        # Every caller's wait, which close() ends; and, while it waits for the requests
+        # on the wire, the event the last of them sets (see wait_idle).
+        self._waits: set[anyio.CancelScope] = set()
+        self._closing = False
+        self._idle: anyio.Event | None = None
         if rate_state is not None:
             self._warm_start(rate_state, initial_concurrency is not None)
 
@@ -700,6 +706,25 @@ class Scheduler:
     def _release_slot(self) -> None:
         self._in_flight -= 1
         self._wake()
+        if not self._in_flight and self._idle is not None:
+            self._idle.set()
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse every request not yet written: those waiting for a slot, a turn or a
+        retry leave now with :class:`ClientClosedError`, and so does every later one.
+        Requests on the wire are let finish (see :meth:`wait_idle`)."""
+        self._closing = True
+        for scope in list(self._waits):
+            scope.cancel()
+
+    async def wait_idle(self) -> None:
+        """Return once no request holds a slot (after :meth:`close`: once those on the
+        wire have their answers)."""
+        while self._in_flight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
     def _wake(self) -> None:
         # A slot is handed over by counting it before the waiter runs, so no newcomer can
@@ -1137,27 +1162,37 @@ class Scheduler:
     async def _wait_or_leave(
         self, wait: Callable[[], Awaitable[_W]], action: str, leave: bool
     ) -> _W:
-        """Wait for a slot or a turn; with ``leave``, raise CircuitOpenError once it opens.
+        """Wait for a slot, a turn or a retry's backoff; raise ClientClosedError once the
+        client closes, and with ``leave`` CircuitOpenError once the breaker opens.
 
         Every wait given here is cancellation-safe (a caller cancelled while waiting takes
         nothing and passes on what it was handed), as it must be for callers' deadlines.
         The breaker's probe waits on.
         """
-        if not leave or self.breaker.probing():
-            return await wait()
+        leaving = leave and not self.breaker.probing()
         while True:
-            # Also on entry: a caller handed its slot in the instant the breaker opened
-            # returns from that wait as it was, and must not go on to take a turn.
-            self.breaker.recheck(action, self._clock())
+            if self._closing:
+                raise ClientClosedError(
+                    f"{action}: not sent: the client was closed before the request was written"
+                )
+            if leaving:
+                # Also on entry: a caller handed its slot in the instant the breaker
+                # opened returns from that wait as it was, and must not go on to take a
+                # turn.
+                self.breaker.recheck(action, self._clock())
             scope = anyio.CancelScope()
-            self._leavers.add(scope)
+            self._waits.add(scope)
+            if leaving:
+                self._leavers.add(scope)
             try:
                 with scope:
                     return await wait()
             finally:
+                self._waits.discard(scope)
                 self._leavers.discard(scope)
-            # Only the breaker cancels this scope (another cancellation passes through):
-            # it raises at the top, unless a probe was accepted before this caller ran.
+            # Only close() and the breaker cancel this scope (another cancellation
+            # passes through): they raise at the top, unless a probe was accepted before
+            # this caller ran.
 
     # -- a pace shared with other clients ---------------------------------------------
 
