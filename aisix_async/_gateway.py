@@ -172,6 +172,17 @@ class Gateway:
             )
         self.gateway_tz = gateway_tz
         self.timeout = timeout
+        for name, hook in (
+            ("on_retry", on_retry),
+            ("on_key_rotation", on_key_rotation),
+            ("on_unknown", on_unknown),
+        ):
+            # Else taken, and failing only when first called, as a TypeError in a log:
+            # on_unknown at the first unknown outcome, the one it was there to report.
+            if hook is not None and not callable(hook):
+                raise ValidationError(
+                    f"{name} must be a function (or None), got {type(hook).__name__}"
+                )
         # Counters, histograms, the on_unknown hook, and OpenTelemetry when installed.
         self.observer = Observer(on_unknown=on_unknown, otel=otel)
         self._on_key_rotation = on_key_rotation

@@ -51,6 +51,30 @@ async def test_a_nan_timeout_is_refused_as_such() -> None:
         await DeliveryTracker().wait(timeout=float("nan"))
 
 
+@pytest.mark.anyio
+async def test_a_negative_timeout_is_refused_before_anything_is_fetched() -> None:
+    # It ended the wait at once, with a result that read as done.
+    from aisix_async import ValidationError
+
+    class Source:
+        def watch_delivery_reports(self, **options: Any) -> Any:
+            raise AssertionError("nothing may be fetched")
+
+    with pytest.raises(ValidationError, match="0 or more"):
+        await DeliveryTracker().wait(timeout=-1)
+    with pytest.raises(ValidationError, match="0 or more"):
+        await DeliveryTracker().follow(Source(), timeout=-1)  # type: ignore[arg-type]
+    assert (await DeliveryTracker().wait(timeout=0)).done
+
+
+def test_track_refuses_what_is_not_a_send_outcome() -> None:
+    # A number passed here failed with "'str' object has no attribute 'status'".
+    from aisix_async import ValidationError
+
+    with pytest.raises(ValidationError, match=r"SendOutcome .* got str"):
+        DeliveryTracker().track("18100002707")  # type: ignore[arg-type]
+
+
 def test_matching_is_on_msgid_and_mobile() -> None:
     tracker = DeliveryTracker()
     assert tracker.result().done  # nothing tracked, nothing to wait for

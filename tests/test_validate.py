@@ -182,6 +182,9 @@ BAD_CALLS: dict[str, Callable[[AisixClient], Coroutine[Any, Any, object]]] = {
     "cgid-zero": lambda c: c.send_once(["18100002707"], "hi", cgid=0),
     "cgid-bool": lambda c: c.send_once(["18100002707"], "hi", cgid=True),
     "csid-negative": lambda c: c.send_once(["18100002707"], "hi", csid=-1),
+    # Past the gateway's (Java) int: it went out, to come back -8 (a user's trial).
+    "cgid-past-int32": lambda c: c.send_once(["18100002707"], "hi", cgid=2**31),
+    "csid-past-int32": lambda c: c.send_once(["18100002707"], "hi", csid=2**70),
     "numbers-none": lambda c: c.send_once(None, "hi"),  # type: ignore[arg-type]
     "numbers-int": lambda c: c.send_once(18100002707, "hi"),  # type: ignore[arg-type]
     "batch-none": lambda c: c.send_batch(None),  # type: ignore[arg-type]
@@ -316,6 +319,10 @@ def test_schedule_lead_counts_the_whole_seconds_the_gateway_reads(
         # Each action's path and "?action=" are appended to it.
         ({"base_url": "http://127.0.0.1/OpenPlatform?x=1"}, "must not carry a query"),
         ({"base_url": "http://127.0.0.1/OpenPlatform#top"}, "or fragment"),
+        # Taken, then failing as a TypeError in a log at the first unknown outcome.
+        ({"on_unknown": 1}, "on_unknown must be a function (or None), got int"),
+        ({"on_retry": "log"}, "on_retry must be a function (or None), got str"),
+        ({"on_key_rotation": {}}, "on_key_rotation must be a function (or None), got dict"),
     ],
 )
 def test_bad_client_settings_are_refused_at_construction(

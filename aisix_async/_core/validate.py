@@ -448,12 +448,18 @@ def check_base_url(url: object, what: str = "base_url") -> str:
     return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+#: The largest id the gateway can read: it is a Java servlet (PROTOCOL-NOTES), whose int
+#: ends here. A larger one went out, to come back -8 ("channel group not allowed"),
+#: which stops a bulk send as if the account were refused it (a user's trial).
+_MAX_ID = 2**31 - 1
+
+
 def check_cgid(cgid: object) -> int | None:
     """A channel group id is a positive integer, or None for the default."""
     if cgid is None:
         return None
-    if isinstance(cgid, bool) or not isinstance(cgid, int) or cgid <= 0:
-        raise ValidationError(f"cgid must be a positive integer, got {cgid!r}")
+    if isinstance(cgid, bool) or not isinstance(cgid, int) or not 0 < cgid <= _MAX_ID:
+        raise ValidationError(f"cgid must be a positive integer up to {_MAX_ID}, got {cgid!r}")
     return cgid
 
 
@@ -461,8 +467,10 @@ def check_csid(csid: object) -> int | None:
     """A signature id is an integer >= 0 (0 is the default signature), or None."""
     if csid is None:
         return None
-    if isinstance(csid, bool) or not isinstance(csid, int) or csid < 0:
-        raise ValidationError(f"csid must be an integer >= 0 (0 is the default), got {csid!r}")
+    if isinstance(csid, bool) or not isinstance(csid, int) or not 0 <= csid <= _MAX_ID:
+        raise ValidationError(
+            f"csid must be an integer from 0 (the default) to {_MAX_ID}, got {csid!r}"
+        )
     return csid
 
 

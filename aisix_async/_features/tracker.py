@@ -258,6 +258,12 @@ class DeliveryTracker:
         the same order (sendBatch, sendParam). FAILED numbers go to ``not_sent`` and
         UNKNOWN ones to ``unknown``: neither has a msgid a report could match.
         """
+        if not all(hasattr(outcome, field) for field in ("status", "mobiles", "receipts")):
+            # A number or a receipt passed here failed with an AttributeError.
+            raise ValidationError(
+                "track takes a bulk send's SendOutcome (status, mobiles, receipts), got "
+                f"{type(outcome).__name__}; for a single call's receipt use track_receipt"
+            )
         status = str(getattr(outcome.status, "name", outcome.status)).upper()
         mobiles = list(outcome.mobiles)
         receipts = list(outcome.receipts)
@@ -481,9 +487,7 @@ class DeliveryTracker:
         as soon as the tracker is done: records a stream fetched but did not yield stay
         in its ``unread()``.
         """
-        # NaN reached anyio as a bare ValueError; inf is allowed (wait until done).
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
-            raise ValidationError(f"timeout must be a number of seconds, got {timeout!r}")
+        _check_timeout(timeout)
         with anyio.move_on_after(timeout):
             if reports is None:
                 while self._expected:
@@ -511,6 +515,7 @@ class DeliveryTracker:
         stream fetched but had not yielded when the tracker finished; unreadable report
         items land in :attr:`malformed`. A fatal account error (-2, -3 ...) is raised.
         """
+        _check_timeout(timeout)  # before anything is fetched
         stream = client.watch_delivery_reports(interval=interval, max_backoff=max_backoff)
         async with stream:
             result = await self.wait(stream, timeout=timeout)
@@ -520,3 +525,15 @@ class DeliveryTracker:
             self.feed_many(leftovers)
             result = self.result()
         return result
+
+
+def _check_timeout(timeout: object) -> None:
+    # NaN reached anyio as a bare ValueError, and a negative one ended the wait at once
+    # with a result that read as done; inf is allowed (wait until done), and so is 0.
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or timeout != timeout
+        or timeout < 0
+    ):
+        raise ValidationError(f"timeout must be a number of seconds, 0 or more, got {timeout!r}")
