@@ -246,6 +246,18 @@ class Gateway:
         """Refuse what is not yet sent, let the requests on the wire finish, then close
         the HTTP client we own (one passed in by the caller stays open)."""
         self._closed = True
+        used_in = self._loop() if self._loop is not None else None
+        if used_in is not None and used_in is not anyio.lowlevel.current_token().native_token:
+            # Its pooled connections belong to the loop that used it (often closed by
+            # now): closing them from here failed with "Event loop is closed", which
+            # named neither the client nor the cause. Nothing waits in this loop either.
+            logger.warning(
+                "%r closed from another event loop than the one it was used in: its "
+                "connections (HTTP, and Redis for shared_limit) belong to that loop and are "
+                "not closed here (close a client in the loop that uses it)",
+                self,
+            )
+            return
         # Calls still waiting for a turn (or to retry) would otherwise go out later on a
         # closed pool, each failing at its paced turn with the HTTP stack's words (11 s
         # after the close, in a user's trial), and requests on the wire would be cut off:

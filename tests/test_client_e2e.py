@@ -228,6 +228,19 @@ async def test_closing_refuses_what_waits_and_lets_what_is_on_the_wire_finish(
         await client.send_once(["13800000000"], "hi")
 
 
+def test_a_client_closed_from_another_event_loop_says_so(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Used in one anyio.run and closed in the next: the pool's connections belong to the
+    # first loop, closed by then, and closing them failed with "Event loop is closed".
+    client = client_for(emulator)
+    anyio.run(client.get_balance)
+    anyio.run(client.aclose)  # no error
+    assert "closed from another event loop" in caplog.text
+    with pytest.raises(ClientClosedError):
+        anyio.run(client.get_balance)
+
+
 @pytest.mark.parametrize("second", ["asyncio", "trio"])
 async def test_a_client_used_from_another_event_loop_says_so(emulator: Any, second: str) -> None:
     async def balance() -> None:
