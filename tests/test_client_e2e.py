@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import FAST, client_for
+from helpers import FAST, client_for, numbers
 
 from aisix_async import (
     AccountFormatError,
@@ -24,10 +24,13 @@ from aisix_async import (
     InsufficientBalanceError,
     InterfaceNotEnabledError,
     KeyLockedError,
+    NotSentError,
+    OutcomeStatus,
     ProtocolError,
     RateLimitedError,
     ReportResult,
     RetryPolicy,
+    SendOutcome,
     StaffUnavailableError,
     TransportError,
 )
@@ -226,6 +229,38 @@ async def test_closing_refuses_what_waits_and_lets_what_is_on_the_wire_finish(
     assert all(at - closing < 0.2 for at in refused), [at - closing for at in refused]
     with pytest.raises(ClientClosedError, match="is closed"):
         await client.send_once(["13800000000"], "hi")
+
+
+async def test_a_bulk_send_under_a_closing_client_stops_and_loses_no_one(
+    emulator: Any,
+) -> None:
+    emulator.state.configure(rate=5.0, burst=2.0)
+    emulator.state.set_faults(latency_ms=200)
+    client = client_for(emulator)
+    outcomes: list[SendOutcome] = []
+
+    async def consume() -> None:
+        stream = client.send_many(numbers(3000), "hi", chunk_size=100, check_balance=False)
+        async with stream:
+            async for outcome in stream:
+                outcomes.append(outcome)
+
+    async with anyio.create_task_group() as group, client:
+        group.start_soon(consume)
+        await anyio.sleep(1.0)
+    accepted = [o for o in outcomes if o.status is OutcomeStatus.ACCEPTED]
+    failed = [o for o in outcomes if o.status is OutcomeStatus.FAILED]
+    assert accepted and failed and len(accepted) + len(failed) == len(outcomes)
+    assert sum(len(o.mobiles) for o in outcomes) == 3000  # every recipient accounted for
+    assert len(emulator.state.messages()) == 100 * len(accepted)
+    # The chunks that were waiting met the close; the rest were not sent because of it,
+    # at once (not refused one by one).
+    assert any(isinstance(o.error, NotSentError) for o in failed)
+    assert all(
+        isinstance(o.error, ClientClosedError)
+        or (isinstance(o.error, NotSentError) and isinstance(o.error.cause, ClientClosedError))
+        for o in failed
+    )
 
 
 def test_a_client_closed_from_another_event_loop_says_so(

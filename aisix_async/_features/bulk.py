@@ -61,6 +61,7 @@ from .._core.chunking import (
 )
 from .._core.errors import (
     AisixError,
+    ClientClosedError,
     DeadlineExceededError,
     NotSentError,
     SendStoppedError,
@@ -595,7 +596,9 @@ class SendStream:
                 status = OutcomeStatus.UNKNOWN
             else:
                 status = OutcomeStatus.FAILED
-                if concerns_the_account(exc):
+                # A closed client sends nothing more: the rest is not sent, at once, not
+                # refused chunk by chunk.
+                if concerns_the_account(exc) or isinstance(exc, ClientClosedError):
                     self._halt(exc)
             return self._outcome(chunk, status, error=exc, attempts=tally.attempts)
         return self._outcome(
