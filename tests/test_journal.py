@@ -21,11 +21,13 @@ from aisix_async._campaign import sql
 from aisix_async._campaign.encoding import decode_positions, encode_positions
 from aisix_async._campaign.file import APPLICATION_ID
 from aisix_async._campaign.journal import ChunkResult, ChunkState, Journal, Verdict
-from aisix_async._campaign.ledger import summarize
+from aisix_async._campaign.ledger import _items_hash, summarize
+from aisix_async._core.chunking import PlannedChunk
 
 pytestmark = pytest.mark.anyio
 
 MOBILES = tuple(f"1380000{i:04d}" for i in range(10))
+MANY = tuple(f"139{i:08d}" for i in range(1000))
 
 
 def _digest(path: Path) -> str:
@@ -55,6 +57,28 @@ def test_positions_round_trip(positions: list[int]) -> None:
 def test_positions_are_ranges() -> None:
     assert encode_positions(range(1000, 2000)) == "1000-1999"  # type: ignore[arg-type]
     assert encode_positions([3, 5, 6, 7, 9]) == "3,5-7,9"
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        PlannedChunk(0, "sendOnce", tuple(range(1000)), MANY, ("hi",)),
+        PlannedChunk(1, "sendBatch", (0, 1), ("13900000000", "13900000001"), ("é" * 1500, "x")),
+        PlannedChunk(
+            2, "sendParam", (0, 1), ("13900000000", "13900000001"),
+            values=(("a" * 3000, "b"), ("c", "d")), template="{1} {2}",
+        ),
+    ],
+)  # fmt: skip
+def test_a_chunk_hashes_as_journals_written_before_recorded_it(chunk: PlannedChunk) -> None:
+    # Resuming compares this hash with the one an earlier run (maybe an earlier version)
+    # stored: however it is fed to SHA-256, it must stay the digest of the same bytes.
+    data = f"{chunk.action}\x00{chunk.template or ''}\x00".encode()
+    data += "\x00".join(chunk.mobiles).encode() + b"\x01"
+    data += "\x00".join(chunk.contents).encode()
+    if chunk.values:
+        data += b"\x01" + "\x00".join("\x1f".join(row) for row in chunk.values).encode()
+    assert _items_hash(chunk) == hashlib.sha256(data).hexdigest()[:32]
 
 
 async def test_accepted_is_skipped_and_survives_reopening(tmp_path: Path) -> None:
