@@ -577,6 +577,39 @@ async def test_marks_before_a_request_jump_ahead_of_other_writes(tmp_path: Path)
         await journal.aclose()
 
 
+async def test_a_write_returns_once_recorded_while_later_writes_keep_the_writer_busy(
+    tmp_path: Path,
+) -> None:
+    # The task that sent the writer on its trips used to drive it until nothing was left
+    # waiting: at full speed its caller (a chunk's outcome) waited a second or more.
+    journal = await Journal.open(tmp_path / "c.db")
+    first_done, later_done = threading.Event(), threading.Event()
+    returned: list[str] = []
+
+    async def write(name: str, hold: threading.Event) -> None:
+        await journal._write(name, lambda conn: hold.wait(5))
+        returned.append(name)
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(write, "first", first_done)
+            await wait_all_tasks_blocked()
+            group.start_soon(write, "later", later_done)
+            await wait_all_tasks_blocked()
+            first_done.set()
+            with anyio.fail_after(5):
+                while not returned:
+                    await anyio.sleep(0.01)
+            # The later write is still on its trip: the first returned without it.
+            assert returned == ["first"]
+            later_done.set()
+        assert returned == ["first", "later"]
+    finally:
+        first_done.set()
+        later_done.set()
+        await journal.aclose()
+
+
 async def test_reports_fetched_before_their_chunk_is_recorded_are_claimed(
     tmp_path: Path,
 ) -> None:

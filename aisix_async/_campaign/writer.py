@@ -45,7 +45,18 @@ class Job(Generic[_T]):
     statement per kind.
     """
 
-    __slots__ = ("body", "done", "error", "guarded", "kind", "result", "row", "what")
+    __slots__ = (
+        "body",
+        "done",
+        "error",
+        "finished",
+        "guarded",
+        "kind",
+        "leads",
+        "result",
+        "row",
+        "what",
+    )
 
     def __init__(
         self,
@@ -64,6 +75,10 @@ class Job(Generic[_T]):
         self.kind = kind
         self.row = row
         self.done = anyio.Event()
+        # Set once its trip is over; ``done`` is also set to hand a waiting job the
+        # writer (``leads``), before its own trip.
+        self.finished = False
+        self.leads = False
         self.result: _T | None = None
         self.error: BaseException | None = None
 
@@ -115,30 +130,48 @@ class GroupWriter:
         # Shielded: once queued, the write may commit whatever cancels the caller, and
         # the caller must not return (or update the mirror) before knowing which.
         with anyio.CancelScope(shield=True):
-            if self._writing:
-                await job.done.wait()
-            else:
+            if not self._writing:
                 self._writing = True
-                try:
-                    # Let the tasks already woken queue their writes first: a chunk's
-                    # outcome and the next chunk's "on the wire" mark, made a moment
-                    # apart, then share one trip instead of waiting one after another.
-                    await anyio.lowlevel.checkpoint()
-                    while self._pending:
-                        batch = self._next_batch()
-                        try:
-                            await anyio.to_thread.run_sync(
-                                self._commit, batch, limiter=self._limiter
-                            )
-                        except Exception as exc:  # reported to every job of the batch
-                            self._break(batch, exc)
-                        for queued in batch:
-                            queued.done.set()
-                finally:
-                    self._writing = False
+                # Let the tasks already woken queue their writes first: a chunk's
+                # outcome and the next chunk's "on the wire" mark, made a moment
+                # apart, then share one trip instead of waiting one after another.
+                await anyio.lowlevel.checkpoint()
+                await self._drive(job)
+            else:
+                await job.done.wait()
+                if job.leads and not job.finished:
+                    await self._drive(job)
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
+
+    async def _drive(self, job: Job[Any]) -> None:
+        """Send the queued writes on their trips until ``job``'s is over, then hand the
+        writer to the task of the next write waiting, if any.
+
+        The writer is driven by the tasks whose writes it carries, one at a time, and
+        each only until its own write is recorded: a task that drove it until nothing
+        was left waiting held up its caller for as long as writes kept coming (at full
+        speed, a chunk's outcome for a second or more, and its place among the chunks
+        on their way with it).
+        """
+        try:
+            while self._pending and not job.finished:
+                batch = self._next_batch()
+                try:
+                    await anyio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+                except Exception as exc:  # reported to every job of the batch
+                    self._break(batch, exc)
+                for queued in batch:
+                    queued.finished = True
+                    queued.done.set()
+        finally:
+            if self._pending:
+                heir = self._pending[0]
+                heir.leads = True
+                heir.done.set()
+            else:
+                self._writing = False
 
     def _next_batch(self) -> list[Job[Any]]:
         # "On the wire" marks hold a request's turn: they go first, in a trip of their
@@ -190,6 +223,7 @@ class GroupWriter:
             job.error = self._broken
         for job in self._pending:
             job.error = self._broken
+            job.finished = True
             job.done.set()
         self._pending = []
 
