@@ -5,8 +5,10 @@ disk without stalling the event loop or the requests waiting on them: every stat
 runs on a worker thread behind a one-slot limiter (the connection is never used by two
 threads at once), writes that arrive together share one transaction, the two writes
 every chunk makes are gathered into one statement per kind, and the marks a request
-waits for ("on the wire") go ahead of everything else. A write that fails breaks
-the writer for good: every later write raises the same :class:`CampaignError` at once.
+waits for ("on the wire") go ahead of everything else. The tasks whose writes wait send
+them on their trips, each until its own is recorded, then hand that on to the next.
+A write that fails breaks the writer for good: every later write raises the same
+:class:`CampaignError` at once.
 """
 
 from __future__ import annotations
