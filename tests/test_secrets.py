@@ -74,6 +74,33 @@ async def test_key_stays_out_of_logs_errors_and_urls(
             assert KEY.encode() in call.request.content or NEW_KEY.encode() in call.request.content
 
 
+def _any_part_shown(text: str) -> bool:
+    return any(KEY[i : i + 8] in text for i in range(len(KEY) - 7))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [500, 200])
+@pytest.mark.parametrize("pad", [0, 20, 150, 4050])
+async def test_an_error_page_echoing_the_request_does_not_show_the_key(
+    caplog: pytest.LogCaptureFixture, status: int, pad: int
+) -> None:
+    # A proxy or a servlet error page quoting the form it was given. The pads put the
+    # key across the 80 characters quoted of a page that is not XML, the 200 of an HTTP
+    # error, and the end of what is read of one: a key cut there must not show in part.
+    caplog.set_level(logging.DEBUG, logger="aisix_async")
+
+    def echo(request: Any) -> Any:
+        return hx.Response(status, content=b"<p>" + b"." * pad + b" Bad: " + request.content)
+
+    async with hx.AsyncClient(transport=hx.MockTransport(echo)) as http:
+        client = AisixClient(ACCOUNT, KEY, http_client=http, retry=NO_BACKOFF)
+        with pytest.raises(AisixError) as caught:
+            await client.get_balance()
+    shown = [str(caught.value), repr(caught.value), *(r.getMessage() for r in caplog.records)]
+    assert "Bad: " in str(caught.value) or pad > 100  # the page is quoted, not dropped
+    assert not any(_any_part_shown(text) for text in shown)
+
+
 def test_key_update_repr_is_redacted() -> None:
     update = KeyRotation(cid="1", sid="2", authkey=NEW_KEY)
     assert "redacted" in repr(update)

@@ -134,6 +134,32 @@ def redact_keys(text: str) -> str:
     return _KEY_LIKE.sub(hidden, text)
 
 
+# A form or a query quoting the key ("authkey=...", 'authkey="..."'): its value is hidden
+# whatever it looks like, so a key cut short by the end of what was read goes too.
+_KEY_VALUE = re.compile(r"""(authkey\s*(?:=|%3D)\s*["']?)([^&\s"'<>]*)""", re.IGNORECASE)
+# Hex at the very end of a cut quote may be the first part of a key.
+_CUT_HEX = re.compile(r"[0-9A-Fa-f]{6,}$")
+
+
+def quote_answer(body: bytes, limit: int, *, cut: bool = False) -> str:
+    """The first ``limit`` characters of an answer's body, fit for an error or a log line.
+
+    A server or a proxy in front of it may echo the request, key and all, in an error
+    page. The whole body is redacted before it is shortened: a key that straddles the
+    limit would otherwise lose enough characters to pass for something else. ``cut`` says
+    the body itself was read only in part, so a run of hex at its end is hidden too.
+    """
+    text = _KEY_VALUE.sub(
+        lambda found: f"{found.group(1)}<not shown>", body.decode("utf-8", "replace")
+    )
+    text = redact_keys(text)
+    if cut:
+        text = _CUT_HEX.sub("<cut>", text)
+    if len(text) > limit:
+        return text[:limit] + "..."
+    return text + ("..." if cut else "")
+
+
 class ValidationError(AisixError, ValueError):
     """Raised before any request when an input would be refused or mis-delivered."""
 

@@ -36,7 +36,7 @@ import attrs
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, fromstring
 
-from .errors import ProtocolError, redact_keys
+from .errors import ProtocolError, quote_answer
 from .wire import Secret
 
 __all__ = ["Answer", "LazyAnswer", "parse_answer", "parse_head"]
@@ -72,9 +72,8 @@ class Answer:
 
 def _snippet(body: bytes) -> str:
     # Enough of the body to recognise an HTML error page in a log, and no more; a key
-    # in it (a garbled updateKey answer) is not shown.
-    text = redact_keys(body[:80].decode("utf-8", "replace"))
-    return text + ("..." if len(body) > 80 else "")
+    # in it (a garbled updateKey answer, a page echoing the request) is not shown.
+    return quote_answer(body, 80)
 
 
 def _item(attributes: dict[str, str]) -> dict[str, str]:

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core.errors import ProtocolError, TransportError, ValidationError
+from .._core.errors import ProtocolError, TransportError, ValidationError, quote_answer
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -49,6 +49,8 @@ logger = logging.getLogger("aisix_async")
 STACKS = ("httpx2", "httpx")
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+# How much of an error page is read to quote 200 characters of it (see quote_answer).
+_ERROR_READ = 4096
 
 # The names (the same in both stacks) of failures that happen before a single byte of the
 # request left this machine.
@@ -235,10 +237,12 @@ class HttpTransport:
                 extensions=extensions,
             ) as response:
                 if response.status_code != 200:
-                    head = await self._read_capped(response, 200, action, truncate=True)
+                    # More is read than is shown, so that a key straddling the 200th
+                    # character is redacted whole before the quote is shortened.
+                    head = await self._read_capped(response, _ERROR_READ, action, truncate=True)
+                    quote = quote_answer(head, 200, cut=len(head) >= _ERROR_READ)
                     raise ProtocolError(
-                        f"{action}: HTTP {response.status_code} instead of an answer: "
-                        f"{head.decode('utf-8', 'replace')!r}",
+                        f"{action}: HTTP {response.status_code} instead of an answer: {quote!r}",
                         action=action,
                     )
                 return await self._read_capped(response, self._max_body, action)
