@@ -381,7 +381,7 @@ class Journal:
             self.reached = max(self.reached, positions[-1] + 1)
             return Verdict.SEND
 
-        def body(conn: sqlite3.Connection) -> tuple[str, bool]:
+        def body(conn: sqlite3.Connection) -> tuple[str, bool | sql.Claimed]:
             return sql.begin_chunk(
                 conn,
                 self.path,
@@ -395,7 +395,15 @@ class Journal:
 
         value, listed = await self._write(f"chunk {index} before sending it", body)
         verdict = Verdict(value)
-        if verdict.sends:
+        if isinstance(listed, sql.Claimed):
+            # Reports fetched while its numbers were unknown proved it accepted.
+            self.unread.pop(index, None)
+            row = self.rows[index]
+            self.rows[index] = attrs.evolve(row, state=ChunkState.ACCEPTED, reconciled=True)
+            for code, n in listed.finals.items():
+                self.delivery[code] = self.delivery.get(code, 0) + n
+            self.foreign_reports -= listed.moved
+        elif verdict.sends:
             self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
             self.unread.pop(index, None)
             for position in positions:

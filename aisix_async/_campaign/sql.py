@@ -42,12 +42,14 @@ __all__ = [
     "ROWS_PER_STATEMENT",
     "SCHEMA",
     "SCHEMA_2",
+    "Claimed",
     "Ingested",
     "Loaded",
     "ReportLookup",
     "adopt_reports",
     "begin_chunk",
     "begin_run",
+    "claim_stored_reports",
     "configure",
     "create",
     "define",
@@ -281,11 +283,20 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA user_version=2")
 
 
+#: Reports not (yet) known to be the campaign's, by mobile: what a chunk whose numbers
+#: become known on a resume looks through (:func:`claim_stored_reports`). Partial, so
+#: the campaign's own reports, nearly all of them, cost nothing more to write.
+FOREIGN_INDEX = (
+    "CREATE INDEX IF NOT EXISTS reports_foreign_by_mobile ON reports (mobile) WHERE chunk IS NULL"
+)
+
+
 def open_meta(conn: sqlite3.Connection) -> None:
-    """On open: the meta table (added to older files), and chunks a dead process left
-    in flight recorded as unknown."""
+    """On open: the meta table and the index of reports not the campaign's (added to
+    older files), and chunks a dead process left in flight recorded as unknown."""
     with immediate(conn):
         conn.execute(META_TABLE)
+        conn.execute(FOREIGN_INDEX)
         recover_interrupted(conn)
 
 
@@ -375,12 +386,14 @@ def begin_chunk(
     items_hash: str,
     *,
     resend_unknown: bool,
-) -> tuple[str, bool]:
+) -> tuple[str, bool | Claimed]:
     """Decide a planned chunk's fate in this run (a ``Verdict`` value) and record it.
 
     Also returns whether the chunk's unknown recipients were just written down: a chunk
     left in flight by a dead process is recorded by position only, and its numbers are
-    known again once a run re-reads the input and finds it unchanged.
+    known again once a run re-reads the input and finds it unchanged. Reports fetched
+    before then, for its numbers, may prove it accepted: it is reconciled at once, and
+    what those reports did is returned instead (see :func:`claim_stored_reports`).
     """
     encoded = encode_positions(positions)
     joined = "\n".join(mobiles)
@@ -400,6 +413,15 @@ def begin_chunk(
         raise CampaignError(changed_input(path, index, old_positions, old_mobiles, mobiles))
     if not old_hash:
         conn.execute("UPDATE chunks SET items_hash=? WHERE idx=?", (items_hash, index))
+    listed = state == "unknown" and old_mobiles is None
+    if listed:
+        conn.execute("UPDATE chunks SET mobiles=? WHERE idx=?", (joined, index))
+        _add_unknown(conn, index, positions, mobiles)
+        # Before a resend is decided too: a resend asked for at once, after a crash,
+        # must not send again what stored reports prove accepted.
+        claimed = claim_stored_reports(conn, index, action, mobiles, now)
+        if claimed is not None:
+            return "skip_accepted", claimed
     verdict = _verdict(state, bool(retryable), resend_unknown)
     if verdict in ("retry", "resend_unknown"):
         conn.execute(
@@ -409,11 +431,7 @@ def begin_chunk(
         )
         conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
         return verdict, False
-    if state == "unknown" and old_mobiles is None:
-        conn.execute("UPDATE chunks SET mobiles=? WHERE idx=?", (joined, index))
-        _add_unknown(conn, index, positions, mobiles)
-        return verdict, True
-    return verdict, False
+    return verdict, listed
 
 
 # Rows per multi-row statement: far below SQLite's 32766 bound variables.
@@ -622,6 +640,9 @@ class ReportLookup:
         self._next_seq: int | None = None
         #: Msgids the last prefetch found no chunk for: valid in its transaction only.
         self._absent: set[str] = set()
+        #: The numbers of reconciled sendBatch and sendParam chunks, each to its chunks;
+        #: read when first needed in a batch (see :meth:`reconciled_holding`).
+        self._reconciled: dict[str, list[int]] | None = None
 
     def prefetch(self, conn: sqlite3.Connection, msgids: set[str]) -> None:
         """Read the chunks of ``msgids`` and their numbers that are not kept yet.
@@ -632,6 +653,7 @@ class ReportLookup:
         reconciliation gives a msgid a chunk there, and it is learned), a msgid it did
         not find is known to have none, without asking the file again.
         """
+        self._reconciled = None
         wanted = [msgid for msgid in msgids if msgid not in self._chunk_of]
         if len(self._chunk_of) + len(wanted) > self._MAX_MSGIDS:
             self._chunk_of.clear()
@@ -689,6 +711,31 @@ class ReportLookup:
     def learn(self, msgid: str, chunk: int) -> None:
         # Kept chunks are looked at before the absent: nothing to forget there.
         self._chunk_of[msgid] = chunk
+
+    def reconciled_holding(self, conn: sqlite3.Connection, mobile: str) -> list[int]:
+        """The reconciled sendBatch and sendParam chunks that hold ``mobile``.
+
+        Such a chunk's answer was lost, so its msgids were never learned, and they are one
+        per recipient: the report that reconciled it taught one. Its other recipients'
+        reports are known by their number. There are few such chunks (those on the wire
+        when a process died), read once a batch and only for a report whose msgid is
+        unknown. A sendOnce chunk has a single msgid, learned when it was reconciled.
+        """
+        if self._reconciled is None:
+            held: dict[str, list[int]] = {}
+            for chunk, packed, mobiles in conn.execute(
+                "SELECT idx, numbers, mobiles FROM chunks"
+                " WHERE reconciled=1 AND action != 'sendOnce'"
+            ):
+                listed = unpack_numbers(packed) if packed is not None else mobiles.split("\n")
+                for number in listed:
+                    held.setdefault(number, []).append(chunk)
+            self._reconciled = held
+        return self._reconciled.get(mobile, [])
+
+    def forget_reconciled(self) -> None:
+        """A chunk was reconciled: :meth:`reconciled_holding` reads them again."""
+        self._reconciled = None
 
     def numbers(self, conn: sqlite3.Connection, chunk: int) -> frozenset[str] | None:
         """The chunk's numbers; None when the file does not hold them (schema 1)."""
@@ -960,7 +1007,18 @@ class _Ingest:
                     chunk = chunks[0]
                     self.reconciled[chunk] = _reconcile(conn, chunk, msgid, now)
                     lookup.learn(msgid, chunk)
+                    lookup.forget_reconciled()
                     # The msgid now has a chunk (and the chunk its numbers): look again.
+                    last_msgid = None
+            if chunk is None and last_chunk is None:
+                # A msgid never learned may be one of a reconciled chunk's others.
+                held = lookup.reconciled_holding(conn, mobile)
+                if len(held) == 1:
+                    chunk = held[0]
+                    conn.execute(
+                        "INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)", (msgid, chunk)
+                    )
+                    lookup.learn(msgid, chunk)
                     last_msgid = None
             self.mine.append(chunk is not None)
             extra = json.dumps(dict(item.extra)) if item.extra else None
@@ -1044,6 +1102,92 @@ def _insert_flat(
         conn.execute(head + ",".join([one] * (len(part) // width)), [first, *part])
 
 
+@attrs.frozen
+class Claimed:
+    """Reports stored as not the campaign's that proved an unknown chunk accepted."""
+
+    #: Recipients the reports settled, by final code (upper case).
+    finals: dict[str, int]
+    #: Reports that changed sides.
+    moved: int
+
+
+def claim_stored_reports(
+    conn: sqlite3.Connection, index: int, action: str, mobiles: Sequence[str], now: float
+) -> Claimed | None:
+    """Reconcile unknown chunk ``index`` from reports stored before its numbers were known.
+
+    A chunk a dead process left on the wire is known by input position only until a run
+    re-reads the input; reports fetched in between (``aisix reports`` before the resume)
+    could not be matched and were kept as not the campaign's. Now that its numbers are
+    known, the same rule as for a report fetched now applies: a report for one of them,
+    whose mobile is in no other unknown chunk, proves the request accepted. A sendOnce
+    chunk has one msgid, so only the reports of the first such report's msgid are
+    claimed; a sendBatch or sendParam chunk has one per recipient.
+    """
+    if not tallies(conn).get("foreign"):
+        return None
+    numbers = sorted(set(mobiles))
+    found: list[tuple[Any, ...]] = []
+    for part in _slices(numbers, _VARIABLES):
+        found += conn.execute(
+            "SELECT seq, id, msgid, mobile, result, code, raw, fetched_at FROM reports"
+            f" WHERE chunk IS NULL AND msgid IS NOT NULL AND mobile IN ({_marks(len(part))})",
+            part,
+        ).fetchall()
+    found.sort()
+    proof = next(
+        (
+            row
+            for row in found
+            if conn.execute(
+                "SELECT count(DISTINCT chunk) FROM unknown WHERE mobile=?", (row[3],)
+            ).fetchone()[0]
+            == 1
+        ),
+        None,
+    )
+    if proof is None:
+        return None
+    _reconcile(conn, index, proof[2], now)
+    if action == "sendOnce":
+        found = [row for row in found if row[2] == proof[2]]
+    else:
+        conn.executemany(
+            "INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)",
+            [(msgid, index) for msgid in {row[2] for row in found}],
+        )
+    finals, moved = _move_reports(conn, index, found)
+    return Claimed(finals, moved)
+
+
+def _move_reports(
+    conn: sqlite3.Connection, index: int, found: Sequence[tuple[Any, ...]]
+) -> tuple[dict[str, int], int]:
+    """Make stored reports (seq, id, msgid, mobile, result, code, raw, fetched_at) chunk
+    ``index``'s: a recipient's first final one moves to ``delivery``, the others are
+    marked. Returns the recipients settled, by final code, and how many reports moved."""
+    finals: dict[str, int] = {}
+    for seq, id_, msgid, mobile, result, code, raw, at in found:
+        upper = (code or "").upper()
+        if settles(result, code or ""):
+            added = conn.execute(
+                "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid,"
+                " result, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (index, mobile, code, at, seq, id_, msgid, result, raw),
+            ).rowcount
+            if added:
+                finals[upper] = finals.get(upper, 0) + 1
+                conn.execute("DELETE FROM reports WHERE seq=?", (seq,))
+                continue
+        conn.execute("UPDATE reports SET chunk=? WHERE seq=?", (index, seq))
+    counts = [(f"final:{code}", n) for code, n in finals.items()]
+    if found:
+        counts.append(("foreign", -len(found)))
+    _add_tallies(conn, counts)
+    return finals, len(found)
+
+
 def adopt_reports(
     conn: sqlite3.Connection, index: int, msgids: Sequence[str], since: int
 ) -> tuple[dict[str, int], int]:
@@ -1058,35 +1202,18 @@ def adopt_reports(
     if row is None or (row[0] is None and row[1] is None):
         return {}, 0
     numbers = set(unpack_numbers(row[0]) if row[0] is not None else row[1].split("\n"))
-    finals: dict[str, int] = {}
-    moved = 0
+    found: list[tuple[Any, ...]] = []
     for msgid in msgids:
-        found = conn.execute(
-            "SELECT seq, id, mobile, result, code, raw, fetched_at FROM reports"
-            " WHERE seq > ? AND chunk IS NULL AND msgid = ? ORDER BY seq",
-            (since, msgid),
-        ).fetchall()
-        for seq, id_, mobile, result, code, raw, at in found:
-            if mobile not in numbers:
-                continue
-            moved += 1
-            upper = (code or "").upper()
-            if settles(result, code or ""):
-                added = conn.execute(
-                    "INSERT OR IGNORE INTO delivery (chunk, mobile, code, at, seq, id, msgid,"
-                    " result, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (index, mobile, code, at, seq, id_, msgid, result, raw),
-                ).rowcount
-                if added:
-                    finals[upper] = finals.get(upper, 0) + 1
-                    conn.execute("DELETE FROM reports WHERE seq=?", (seq,))
-                    continue
-            conn.execute("UPDATE reports SET chunk=? WHERE seq=?", (index, seq))
-    counts = [(f"final:{code}", n) for code, n in finals.items()]
-    if moved:
-        counts.append(("foreign", -moved))
-    _add_tallies(conn, counts)
-    return finals, moved
+        found += [
+            row
+            for row in conn.execute(
+                "SELECT seq, id, msgid, mobile, result, code, raw, fetched_at FROM reports"
+                " WHERE seq > ? AND chunk IS NULL AND msgid = ? ORDER BY seq",
+                (since, msgid),
+            )
+            if row[3] in numbers
+        ]
+    return _move_reports(conn, index, found)
 
 
 def _reconcile(conn: sqlite3.Connection, index: int, msgid: str, now: float) -> tuple[int, ...]:
