@@ -238,7 +238,7 @@ async def test_estimate_uses_the_client_defaults_and_refuses_bad_input(emulator:
         (("Hi {p1}",), {"rows": "13900000001,Ann"}, "rows must be a list, not one string"),
         (("Hi {p1}",), {"rows": [None]}, "message #0 must be a (mobile, content) pair"),
         (("Hi {p1}",), {"rows": 3}, "rows must be a list, got int"),
-        (("hi",), {"cgid": math.nan}, "cgid must be a positive integer up to 2147483647, got nan"),
+        (("hi",), {"cgid": math.nan}, "cgid must be an integer from 0 (the default) to 2147483647"),
         (("hi",), {"csid": -1}, "csid must be an integer from 0 (the default) to 2147483647"),
     ],
 )

@@ -220,8 +220,8 @@ def check_mobiles(
     return numbers
 
 
-def check_content(content: object, *, what: str = "content") -> str:
-    """Return ``content`` if it holds 1 to 1000 characters."""
+def check_content(content: object, *, what: str = "content", bounded: bool = True) -> str:
+    """Return ``content`` if it holds 1 to 1000 characters (any number if not ``bounded``)."""
     if not isinstance(content, str):
         raise ValidationError(f"{what} must be a string, got {type(content).__name__}")
     if not content:
@@ -232,7 +232,7 @@ def check_content(content: object, *, what: str = "content") -> str:
     if "\x00" in content:
         # A NUL is no text a phone shows: a binary read as text, a C string's end.
         raise ValidationError(f"{what} holds a NUL character at {content.index(chr(0))}")
-    if len(content) > MAX_CONTENT:
+    if bounded and len(content) > MAX_CONTENT:
         raise ValidationError(
             f"{what} holds {len(content)} characters; the gateway takes at most {MAX_CONTENT}"
         )
@@ -306,7 +306,9 @@ def check_template(template: object) -> tuple[str, int]:
     Rows give values by position, p1 first, and all N are sent; one the template does not
     use (``{p2}`` alone) is sent and ignored, as the document says the gateway does.
     """
-    text = check_content(template, what="template")
+    # The bound is on each rendered message (PROTOCOL-NOTES' decision), checked row by
+    # row: a template longer than 1000 characters may render shorter.
+    text = check_content(template, what="template", bounded=False)
     written = set(_PLACEHOLDER.findall(text))
     if not written:
         raise ValidationError("template uses no parameter; write {p1} to {p10} where values go")
@@ -455,12 +457,18 @@ _MAX_ID = 2**31 - 1
 
 
 def check_cgid(cgid: object) -> int | None:
-    """A channel group id is a positive integer, or None for the default."""
+    """A channel group id is a positive integer; 0 or None is the default (None).
+
+    0 reads as the default, as for csid: the vendor's own SDK leaves a 0 cgid out of the
+    request (PROTOCOL-NOTES), and the wire layer does too.
+    """
     if cgid is None:
         return None
-    if isinstance(cgid, bool) or not isinstance(cgid, int) or not 0 < cgid <= _MAX_ID:
-        raise ValidationError(f"cgid must be a positive integer up to {_MAX_ID}, got {cgid!r}")
-    return cgid
+    if isinstance(cgid, bool) or not isinstance(cgid, int) or not 0 <= cgid <= _MAX_ID:
+        raise ValidationError(
+            f"cgid must be an integer from 0 (the default) to {_MAX_ID}, got {cgid!r}"
+        )
+    return cgid or None
 
 
 def check_csid(csid: object) -> int | None:

@@ -585,8 +585,9 @@ def test_a_resumed_run_writes_the_outcome_rows_a_kill_left_out(
 ) -> None:
     # The chunks on the wire at a kill -9 got no --outcomes rows from the killed run, and
     # none from the resumed one, which skips them (never resent blindly): those
-    # recipients were missing from the file for good (a user's trial).
-    emulator.state.set_faults(latency_ms=100)
+    # recipients were missing from the file for good (a user's trial). The latency is
+    # long enough that a request held when it is seen is still held at the kill.
+    emulator.state.set_faults(latency_ms=400)
     emulator.state.set_balance(None, "100000")
     mobiles = numbers(20_000)
     path = write_lines(tmp_path / "n.txt", mobiles)
