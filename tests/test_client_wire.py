@@ -23,9 +23,12 @@ from aisix_async import (
     AisixClient,
     Balance,
     ChannelGroup,
+    DeliveryReport,
     KeyRotation,
     KeyRotationHookError,
+    MalformedRecord,
     ProtocolError,
+    Reply,
     ReportResult,
     RetryPolicy,
     SendReceipt,
@@ -222,6 +225,51 @@ async def test_document_sample_answers_of_every_read_action(gateway_mock: Any) -
         ChannelGroup(cid="c", sid="s", cgid=1, word=70, longword=67, price=Decimal("0.10"))
     ]
     assert signs == [Signature(cid="c", sid="s", csid=0, sign="【A】")]
+
+
+async def test_reports_and_replies_that_cannot_be_read_are_returned_in_their_place(
+    gateway_mock: Any,
+) -> None:
+    # The gateway hands each record out once: an item left out of the list (it was, with
+    # a WARNING no application shows) could never be fetched again.
+    gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
+        return_value=xml(
+            '<xml name="getSendState" result="1">'
+            '<Item id="1" msgid="652694368707503300" mobile="13470000687" result="2" '
+            'return="DELIVRD"/>'
+            '<Item id="2" msgid="652694368707503301" mobile="13470000111" result="3" '
+            'return="MK:0001"/>'
+            '<Item id="3" msgid="652694368707503302" result="1" return="REJECTD"/>'
+            "</xml>"
+        )
+    )
+    gateway_mock.post(DATA, params={"action": "getReply"}).mock(
+        return_value=xml(
+            '<xml name="getReply" result="1">'
+            '<Item id="1" time="2013-07-15 18:16:18" mobile="13700004112" content="STOP"/>'
+            '<Item id="2" time="1373883378000" mobile="13700004752" content="yes"/>'
+            "</xml>"
+        )
+    )
+    async with AisixClient(ACCOUNT, KEY) as client:
+        reports = await client.get_delivery_reports()
+        replies = await client.get_replies()
+    assert [type(r) for r in reports] == [DeliveryReport, MalformedRecord, MalformedRecord]
+    assert reports[1] == MalformedRecord(
+        action="getSendState",
+        attributes={
+            "id": "2",
+            "msgid": "652694368707503301",
+            "mobile": "13470000111",
+            "result": "3",
+            "return": "MK:0001",
+        },
+        reason="a delivery report has an unknown result 3",
+    )
+    assert isinstance(reports[2], MalformedRecord) and "'mobile'" in reports[2].reason
+    assert [type(r) for r in replies] == [MalformedRecord, Reply]
+    assert isinstance(replies[0], MalformedRecord)
+    assert (replies[0].action, replies[0].attributes["content"]) == ("getReply", "STOP")
 
 
 async def test_data_url_can_live_elsewhere(gateway_mock: Any) -> None:
