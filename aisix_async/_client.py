@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from datetime import datetime, tzinfo
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ._campaign.campaign import Campaign, open_campaign
 from ._core.billing import Estimate
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
     from ._mechanics.http import HttpClient
 
 __all__ = ["GATEWAY_TZ", "AisixClient"]
-
-_R = TypeVar("_R")
 
 
 class AisixClient:
@@ -304,25 +302,29 @@ class AisixClient:
 
     async def get_delivery_reports(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
-    ) -> list[DeliveryReport]:
+    ) -> list[DeliveryReport | MalformedRecord]:
         """Fetch the delivery reports not fetched before (the gateway hands each out once).
 
-        An item that cannot be read is logged at WARNING with its raw attributes and left
-        out, so it does not cost the rest of its batch; :meth:`watch_delivery_reports` also
-        keeps such items (``stream.malformed``).
+        Every item of the answer is returned, in the gateway's order: one that cannot be
+        read is a :class:`MalformedRecord` in its place (its raw attributes and why),
+        logged at WARNING, so it does not cost the rest of its batch. Check
+        ``isinstance(record, DeliveryReport)`` before reading a report's fields.
         """
-        return _well_formed(
-            await self._gateway.get_delivery_reports(deadline=deadline, retry=retry)
-        )
+        # Not filtered here: the gateway will not hand an item out again, so one left
+        # out of this list is lost to the caller (PROTOCOL-NOTES: "a client must hand
+        # every record it fetched to its caller; losing one in the client loses it for
+        # good"). The streams keep theirs in ``stream.malformed`` for the same reason.
+        return await self._gateway.get_delivery_reports(deadline=deadline, retry=retry)
 
     async def get_replies(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
-    ) -> list[Reply]:
+    ) -> list[Reply | MalformedRecord]:
         """Fetch the replies not fetched before (the gateway hands each out once).
 
-        Unreadable items are handled as in :meth:`get_delivery_reports`.
+        An item that cannot be read is a :class:`MalformedRecord` in its place, as in
+        :meth:`get_delivery_reports`.
         """
-        return _well_formed(await self._gateway.get_replies(deadline=deadline, retry=retry))
+        return await self._gateway.get_replies(deadline=deadline, retry=retry)
 
     def watch_delivery_reports(
         self,
@@ -431,7 +433,3 @@ class AisixClient:
         changed, and the client keeps the old one.
         """
         return await self._gateway.rotate_key(deadline=deadline, retry=retry)
-
-
-def _well_formed(records: Sequence[_R | MalformedRecord]) -> list[_R]:
-    return [record for record in records if not isinstance(record, MalformedRecord)]

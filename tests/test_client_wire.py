@@ -23,9 +23,12 @@ from aisix_async import (
     AisixClient,
     Balance,
     ChannelGroup,
+    DeliveryReport,
     KeyRotation,
     KeyRotationHookError,
+    MalformedRecord,
     ProtocolError,
+    Reply,
     ReportResult,
     RetryPolicy,
     SendReceipt,
@@ -224,6 +227,99 @@ async def test_document_sample_answers_of_every_read_action(gateway_mock: Any) -
     assert signs == [Signature(cid="c", sid="s", csid=0, sign="【A】")]
 
 
+async def test_reports_and_replies_that_cannot_be_read_are_returned_in_their_place(
+    gateway_mock: Any,
+) -> None:
+    # The gateway hands each record out once: an item left out of the list (it was, with
+    # a WARNING no application shows) could never be fetched again.
+    gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
+        return_value=xml(
+            '<xml name="getSendState" result="1">'
+            '<Item id="1" msgid="652694368707503300" mobile="13470000687" result="2" '
+            'return="DELIVRD"/>'
+            '<Item id="2" msgid="652694368707503301" mobile="13470000111" result="3" '
+            'return="MK:0001"/>'
+            '<Item id="3" msgid="652694368707503302" result="1" return="REJECTD"/>'
+            "</xml>"
+        )
+    )
+    gateway_mock.post(DATA, params={"action": "getReply"}).mock(
+        return_value=xml(
+            '<xml name="getReply" result="1">'
+            '<Item id="1" time="2013-07-15 18:16:18" mobile="13700004112" content="STOP"/>'
+            '<Item id="2" time="1373883378000" mobile="13700004752" content="yes"/>'
+            "</xml>"
+        )
+    )
+    async with AisixClient(ACCOUNT, KEY) as client:
+        reports = await client.get_delivery_reports()
+        replies = await client.get_replies()
+    assert [type(r) for r in reports] == [DeliveryReport, MalformedRecord, MalformedRecord]
+    assert reports[1] == MalformedRecord(
+        action="getSendState",
+        attributes={
+            "id": "2",
+            "msgid": "652694368707503301",
+            "mobile": "13470000111",
+            "result": "3",
+            "return": "MK:0001",
+        },
+        reason="a delivery report has an unknown result 3",
+    )
+    assert isinstance(reports[2], MalformedRecord) and "'mobile'" in reports[2].reason
+    assert [type(r) for r in replies] == [MalformedRecord, Reply]
+    assert isinstance(replies[0], MalformedRecord)
+    assert (replies[0].action, replies[0].attributes["content"]) == ("getReply", "STOP")
+
+
+@pytest.mark.parametrize(
+    ("action", "call", "lost"),
+    [
+        ("getSendState", "get_delivery_reports", True),
+        ("getReply", "get_replies", True),
+        ("getChannelGroup", "get_channel_groups", False),
+        ("getSign", "get_signs", False),
+        ("getBalance", "get_balance", False),
+    ],
+)
+async def test_an_accepted_answer_whose_children_are_not_items_is_an_error_not_no_records(
+    gateway_mock: Any, action: str, call: str, lost: bool
+) -> None:
+    # Read as no records, the reports or replies in it were gone for good (handed out
+    # once), and an account seemed to have no channel group or signature.
+    route = gateway_mock.post(DATA if lost else OPEN, params={"action": action}).mock(
+        return_value=xml(
+            f'<xml name="{action}" result="1">'
+            '<item id="1" msgid="652694368707503300" mobile="13470000687" result="2" '
+            'return="DELIVRD" cid="c" sid="s" cgid="1" word="70" longword="67" price="0.1"/>'
+            "</xml>"
+        )
+    )
+    retry = RetryPolicy(attempts=2, initial_backoff=0, max_backoff=0)
+    async with AisixClient(ACCOUNT, KEY, retry=retry) as client:
+        with pytest.raises(ProtocolError, match="other than <Item>") as caught:
+            await getattr(client, call)()
+    message = caught.value.message
+    assert "the first <item>" in message and f'<xml name="{action}" result="1">' in message
+    # A queue's records may have been taken: the caller is told they cannot come again,
+    # and the poll is not retried to hide it behind the next batch.
+    assert ("are lost (it hands each out once)" in message) is lost
+    if lost:
+        assert route.call_count == 1
+
+
+async def test_an_accepted_send_whose_children_are_not_items_is_an_unknown_outcome(
+    gateway_mock: Any,
+) -> None:
+    gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=xml(SEND_OK.format(name="sendOnce").replace("<Item ", "<Receipt "))
+    )
+    async with AisixClient(ACCOUNT, KEY) as client:
+        with pytest.raises(ProtocolError, match="the first <Receipt>") as caught:
+            await client.send_once(["18100002707"], "hi")
+    assert caught.value.outcome_unknown
+
+
 async def test_data_url_can_live_elsewhere(gateway_mock: Any) -> None:
     other = "http://other.example/DataPlatform/DataApi"
     route = gateway_mock.post(other, params={"action": "getReply"}).mock(
@@ -280,6 +376,22 @@ async def test_a_rotation_whose_new_key_cannot_be_read_is_an_unknown_outcome(
             await client.rotate_key()
     assert caught.value.outcome_unknown
     assert "not-a-key" not in str(caught.value)
+
+
+async def test_a_rotation_answered_without_an_item_says_it_was_accepted_without_the_key(
+    gateway_mock: Any,
+) -> None:
+    new_key = "0123456789ABCDEF0123456789ABCDEF"
+    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(
+        return_value=xml(
+            f'<xml name="updateKey" result="1"><item cid="c" sid="s" authkey="{new_key}"/></xml>'
+        )
+    )
+    async with AisixClient(ACCOUNT, KEY) as client:
+        with pytest.raises(ProtocolError, match=r"accepted the request \(result 1\)") as caught:
+            await client.rotate_key()
+    assert caught.value.outcome_unknown
+    assert new_key not in str(caught.value) and new_key[:8] not in str(caught.value)
 
 
 async def test_a_failing_rotation_hook_hands_the_new_key_back_with_its_error(

@@ -525,8 +525,14 @@ async def test_the_next_poll_is_sent_before_the_items_of_the_last_are_read(
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"<Item id=", b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>', b"&e;"],
-    ids=["malformed", "dtd", "entity"],
+    [
+        b"<Item id=",
+        b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>',
+        b"&e;",
+        # Well-formed, but not an Item: the batch must not be read as the Items around it.
+        b'<item id="x" msgid="9" mobile="13800000000" result="2" return="DELIVRD"/>',
+    ],
+    ids=["malformed", "dtd", "entity", "not-an-item"],
 )
 @pytest.mark.parametrize("hooked", [True, False], ids=["with-hook", "without-hook"])
 async def test_items_garbled_after_a_good_head_are_a_failed_poll_logged_and_counted(
@@ -565,6 +571,33 @@ async def test_items_garbled_after_a_good_head_are_a_failed_poll_logged_and_coun
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("garbled" in w and "polling again in" in w for w in warnings)
     assert stream.unread() == []
+
+
+async def test_an_answer_whose_children_are_not_items_is_a_poll_whose_records_are_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Read as an empty batch, its reports vanished without a word (handed out once).
+    # It is a failed poll: said at ERROR, naming what was found, counted, and the
+    # stream goes on with the batch after it.
+    stray = (
+        b'<xml name="getSendState" result="1">'
+        b'<Report id="1" msgid="9" mobile="13800000001" result="2" return="DELIVRD"/></xml>'
+    )
+    handler = _Answers([_page(0, 40), stray, _page(80, 40)])
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    http = hx.AsyncClient(transport=hx.MockTransport(handler))
+    with anyio.fail_after(10):
+        async with (
+            AisixClient("1001@100001", "0" * 32, http_client=http) as client,
+            client.watch_delivery_reports(stop_when_idle=0.2, **FAST) as stream,
+        ):
+            got = [int(report.id) async for report in stream]
+    await http.aclose()
+    assert got == [*range(40), *range(80, 120)]
+    assert stream.stats().errors == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "the first <Report>" in errors[0] and "are lost" in errors[0]
 
 
 async def test_a_garbled_batch_taken_by_unread_is_logged_and_counted(

@@ -121,6 +121,75 @@ def test_an_answer_in_an_encoding_expat_cannot_read_is_a_protocol_error(body: by
         xml_module.parse_head(body, "sendOnce").read_items()
 
 
+# -- an accepted answer whose children are not all <Item> -------------------------------
+
+NINE_ACTIONS = [
+    "sendOnce",
+    "sendBatch",
+    "sendParam",
+    "getSendState",
+    "getReply",
+    "getBalance",
+    "updateKey",
+    "getChannelGroup",
+    "getSign",
+]
+
+
+@pytest.mark.parametrize("action", NINE_ACTIONS)
+@pytest.mark.parametrize(
+    ("children", "found"),
+    [
+        (b'<item id="1" msgid="9" mobile="13800000001" result="2" return="DELIVRD"/>', "<item>"),
+        (b'<Report id="1" msgid="9" mobile="13800000001" result="2"/>', "<Report>"),
+        (b'<ITEM cid="1" sid="2" cgid="1" word="70" longword="67" price="0.1"/>', "<ITEM>"),
+        (b'<Items><Item id="1"/><Item id="2"/></Items>', "<Items>"),
+        (b'<Item id="1"/>\n<Item id="2"/><item id="3"/><Other/>', "2 child elements"),
+        # Namespaced, so read through the tree: the Item of another namespace is not ours.
+        (b'<g:Item xmlns:g="urn:g" id="1"/>', "<{urn:g}Item>"),
+    ],
+    ids=["lower-case", "other-name", "upper-case", "wrapper", "beside-items", "namespaced"],
+)
+def test_an_accepted_answer_with_children_other_than_item_is_a_protocol_error(
+    action: str, children: bytes, found: str
+) -> None:
+    # Read as no records, such an answer was an empty list: for getSendState and
+    # getReply the records in it were gone for good (handed out once), and an account
+    # seemed to have no channel group.
+    body = f'<xml name="{action}" result="1">'.encode() + children + b"</xml>"
+    for parse in (parse_answer, lambda b, a: xml_module.parse_head(b, a).read_items()):
+        with pytest.raises(ProtocolError, match="other than <Item>") as caught:
+            parse(body, action)
+        assert found in caught.value.message
+        assert caught.value.action == action
+        # What was found is quoted, as the other refusals quote the answer.
+        assert f'<xml name="{action}" result="1">' in caught.value.message
+
+
+def test_an_answer_with_children_other_than_item_is_quoted_without_its_key() -> None:
+    key = "0123456789ABCDEF0123456789ABCDEF"
+    body = f'<xml name="updateKey" result="1"><item cid="c" sid="s" authkey="{key}"/></xml>'
+    with pytest.raises(ProtocolError, match="<item>") as caught:
+        parse_answer(body.encode(), "updateKey")
+    assert key not in str(caught.value) and key[:8] not in str(caught.value)
+
+
+def test_text_comments_and_white_space_between_items_are_not_children() -> None:
+    body = (
+        b'<xml name="getReply" result="1">\n  <!-- two replies -->\n'
+        b'  <Item id="1"/>\r\n some text <?pi x?>\t<Item id="2"/>\n</xml>'
+    )
+    assert parse_answer(body, "getReply").items == ({"id": "1"}, {"id": "2"})
+    assert xml_module.parse_head(body, "getReply").read_items() == ({"id": "1"}, {"id": "2"})
+
+
+def test_a_refusal_with_children_other_than_item_is_read_as_its_code() -> None:
+    # Its result code says what happened; nothing was handed out.
+    body = b'<xml name="getSendState" result="-2"><error text="wrong key"/></xml>'
+    assert parse_answer(body, "getSendState").result == -2
+    assert xml_module.parse_head(body, "getSendState").result == -2
+
+
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_escape_as_another_exception(body: bytes) -> None:
     with contextlib.suppress(ProtocolError):
@@ -143,8 +212,9 @@ def test_attribute_values_round_trip_through_escaping(attributes: dict[str, str]
 # -- the fast reading against defusedxml's tree ------------------------------------------
 
 
-def _by_tree(body: bytes) -> tuple[str, dict[str, str], list[dict[str, str]]] | str:
-    """What defusedxml's tree says of ``body``: the root and its Items, or the error kind."""
+def _by_tree(body: bytes) -> tuple[str, dict[str, str], list[dict[str, str]], list[str]] | str:
+    """What defusedxml's tree says of ``body``: the root, its Items and the tags of its
+    other children, or the error kind."""
     from defusedxml import DefusedXmlException
 
     try:
@@ -155,7 +225,9 @@ def _by_tree(body: bytes) -> tuple[str, dict[str, str], list[dict[str, str]]] | 
         return "malformed"
 
 
-def _by_fast(body: bytes) -> tuple[str, dict[str, str], list[dict[str, str]]] | str | None:
+def _by_fast(
+    body: bytes,
+) -> tuple[str, dict[str, str], list[dict[str, str]], list[str]] | str | None:
     from defusedxml import DefusedXmlException
 
     try:
@@ -290,8 +362,18 @@ def test_short_empty_and_namespaced_answers_are_read_whole_at_once(body: bytes) 
         (b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>', "not well-formed"),
         (b'<!ENTITY lol "lol">', "not well-formed"),
         (b'<Item msgid="&ext;"/>', "not well-formed"),
+        # Well-formed, but no Item: the answer is not read as the Items around it.
+        (b'<item id="x" msgid="9" mobile="13800000000"/>', "other than <Item>.*first <item>"),
     ],
-    ids=["truncated-item", "duplicate-attribute", "stray-end", "dtd", "entity", "undefined"],
+    ids=[
+        "truncated-item",
+        "duplicate-attribute",
+        "stray-end",
+        "dtd",
+        "entity",
+        "undefined",
+        "not-an-item",
+    ],
 )
 def test_garbage_after_a_good_head_is_a_protocol_error_when_the_items_are_read(
     garbage: bytes, match: str
@@ -314,6 +396,13 @@ def test_a_dtd_before_the_root_is_refused_with_the_head() -> None:
     dtd = b'<!DOCTYPE xml [<!ENTITY lol "lol">]>\n'
     body = _poll_answer(500, prologue=dtd, tail=b'<Item id="&lol;"/></xml>')
     with pytest.raises(ProtocolError, match="forbidden XML"):
+        xml_module.parse_head(body, "getSendState")
+
+
+def test_a_child_other_than_item_among_the_first_items_is_refused_with_the_head() -> None:
+    # The answer is known to be refused before its rest is read: not left for later.
+    body = _poll_answer(500).replace(b'<Item id="2" ', b'<Report id="2" ', 1)
+    with pytest.raises(ProtocolError, match="first <Report>, beside 499 <Item>"):
         xml_module.parse_head(body, "getSendState")
 
 

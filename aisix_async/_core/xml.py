@@ -9,8 +9,10 @@ never a parser exception from below.
 An answer is read straight off the expat parser that defusedxml arms with its refusals:
 only the ``<xml>`` root's attributes and those of its ``<Item>`` children are kept, as
 the dicts expat builds, without a tree or defusedxml's pure-Python element handler in
-between. A delivery-report answer holds ten thousand items, and building them one by one
-in Python cost twice as long as expat's own reading of the bytes. An answer that uses
+between (of any other child only its tag is kept: it makes an accepted answer a
+ProtocolError, see :func:`_check_strays`). A delivery-report answer holds ten thousand
+items, and building them one by one in Python cost twice as long as expat's own reading
+of the bytes. An answer that uses
 XML namespaces (names then need the tree builder's ``{uri}name`` spelling) is read
 through defusedxml's ``fromstring`` instead, as is every answer should defusedxml stop
 arming its parser the way it is checked for here.
@@ -57,8 +59,9 @@ _REFUSALS = (
 #: feeds twice as much, so an unusual prologue costs a few calls, not one per kilobyte.
 _HEAD_STEP = 1024
 
-#: The root's tag and attributes, and its Item children's attributes.
-_Found = tuple[str, dict[str, str], list[dict[str, str]]]
+#: The root's tag and attributes, its Item children's attributes, and the tags of its
+#: other children, in document order.
+_Found = tuple[str, dict[str, str], list[dict[str, str]], list[str]]
 
 
 @attrs.frozen
@@ -130,7 +133,7 @@ class _Reading:
     refusals) see one document, exactly as when it is fed whole.
     """
 
-    __slots__ = ("_body", "_closed", "_expat", "_fed", "_items", "_root")
+    __slots__ = ("_body", "_closed", "_expat", "_fed", "_items", "_root", "_strays")
 
     def __init__(self, body: bytes, expat: Any) -> None:
         self._body = body
@@ -138,6 +141,7 @@ class _Reading:
         self._fed = 0
         root: list[tuple[str, dict[str, str]]] = []
         items: list[dict[str, str]] = []
+        strays: list[str] = []
         ended: list[str] = []
         started = 0
 
@@ -148,6 +152,10 @@ class _Reading:
             if started - len(ended) == 1:
                 if tag == "Item":
                     items.append(_item(attributes))
+                else:
+                    # Only its tag: its attributes are no record of ours, and they may
+                    # hold a key (updateKey's), which a traceback's locals would show.
+                    strays.append(tag)
             elif not started:
                 root.append((tag, attributes))
             started += 1
@@ -158,6 +166,7 @@ class _Reading:
 
         self._root = root
         self._items = items
+        self._strays = strays
         self._closed = closed
         # Dicts of attributes made by expat itself, rather than pairs walked in Python.
         expat.ordered_attributes = False
@@ -198,6 +207,11 @@ class _Reading:
         """The root's tag and attributes, once :meth:`to_head` said the rest may wait."""
         return self._root[0]
 
+    @property
+    def has_strays(self) -> bool:
+        """Whether a child other than an Item was read so far."""
+        return bool(self._strays)
+
     def to_end(self) -> _Found:
         """Feed the rest of the body, final (expat's own checks of the end included)."""
         if self._expat is None:
@@ -209,7 +223,7 @@ class _Reading:
         with rest:
             expat.Parse(rest, True)
         tag, attributes = self._root[0]
-        return tag, attributes, self._items
+        return tag, attributes, self._items, self._strays
 
 
 def _read_fast(body: bytes) -> _Found | None:
@@ -222,7 +236,8 @@ def _read_fast(body: bytes) -> _Found | None:
 def _read_tree(body: bytes) -> _Found:
     root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     # The tree is dropped here: its attribute dicts are handed over, not copied.
-    return root.tag, root.attrib, [_item(child.attrib) for child in root if child.tag == "Item"]
+    items = [_item(child.attrib) for child in root if child.tag == "Item"]
+    return root.tag, root.attrib, items, [child.tag for child in root if child.tag != "Item"]
 
 
 def _unwrapped(body: bytes, action: str) -> bytes:
@@ -258,6 +273,28 @@ def _checked_root(body: bytes, action: str, tag: str, attributes: dict[str, str]
         ) from None
 
 
+def _check_strays(body: bytes, action: str, items: int, strays: list[str]) -> None:
+    """Refuse an accepted answer that holds children other than ``<Item>``.
+
+    Every answer the document shows, for each of its nine actions, holds its records as
+    ``<Item>`` children and nothing else, so there is no other child to let through.
+    Skipping one (an ``<item>``, a ``<Report>``, a wrapper around the Items) would read
+    the answer as "no records": the reports and replies in it would be gone for good, as
+    the gateway hands each out once, and an account would seem to have no channel group.
+    Text, comments and whitespace between the children hold no record and are not
+    looked at. A refusal (any other result) is not checked: its code says what happened.
+    """
+    if not strays:
+        return
+    others = "element" if len(strays) == 1 else "elements"
+    raise ProtocolError(
+        f"{action}: the gateway accepted the request (result 1), but its answer holds "
+        f"{len(strays)} child {others} other than <Item> (the first <{strays[0]}>, beside "
+        f"{items} <Item>), which this client cannot read as records: {_snippet(body)!r}",
+        action=action,
+    )
+
+
 def parse_answer(body: bytes, action: str) -> Answer:
     """Parse ``body`` as the answer to ``action``; raise ProtocolError if it is not one."""
     body = _unwrapped(body, action)
@@ -265,8 +302,10 @@ def parse_answer(body: bytes, action: str) -> Answer:
         found = _read_fast(body)
         if found is None:
             found = _read_tree(body)
-    tag, attributes, items = found
+    tag, attributes, items, strays = found
     result = _checked_root(body, action, tag, attributes)
+    if result == 1:
+        _check_strays(body, action, len(items), strays)
     return Answer(name=action, result=result, items=tuple(items))
 
 
@@ -314,7 +353,9 @@ class LazyAnswer:
         reading, self._reading = self._reading, None
         try:
             with _refused_as_protocol_errors(self._body, self.name):
-                self._items = tuple(reading.to_end()[2])
+                _, _, items, strays = reading.to_end()
+            _check_strays(self._body, self.name, len(items), strays)
+            self._items = tuple(items)
         except ProtocolError as exc:
             self._error = exc
             raise
@@ -324,10 +365,12 @@ class LazyAnswer:
 def parse_head(body: bytes, action: str) -> LazyAnswer:
     """Parse ``body`` as the answer to ``action`` far enough to know its result.
 
-    Only an accepted answer (result 1) whose first Item is read before its end leaves the
-    rest for :meth:`LazyAnswer.read_items`. Any other answer is read whole now and checked
-    in :func:`parse_answer`'s order, so a garbled refusal, an empty answer with a bad tail
-    or an HTML page are the same ProtocolErrors at once. A namespaced answer (read through
+    Only an accepted answer (result 1) whose first Item is read before its end, with no
+    child other than an Item read so far, leaves the rest for
+    :meth:`LazyAnswer.read_items`. Any other
+    answer is read whole now and checked in :func:`parse_answer`'s order, so a garbled
+    refusal, an empty answer with a bad tail, an HTML page or an answer with children it
+    cannot read are the same ProtocolErrors at once. A namespaced answer (read through
     the tree) is read whole too.
     """
     body = _unwrapped(body, action)
@@ -336,9 +379,11 @@ def parse_head(body: bytes, action: str) -> LazyAnswer:
         if reading is not None and reading.to_head():
             tag, attributes = reading.head()
             result = _checked_root(body, action, tag, attributes)
-            if result == 1:
+            if result == 1 and not reading.has_strays:
                 return LazyAnswer(action, result, items=None, reading=reading, body=body)
         found = _read_tree(body) if reading is None else reading.to_end()
-    tag, attributes, items = found
+    tag, attributes, items, strays = found
     result = _checked_root(body, action, tag, attributes)
+    if result == 1:
+        _check_strays(body, action, len(items), strays)
     return LazyAnswer(action, result, items=tuple(items))
