@@ -14,6 +14,7 @@ from helpers import client_for, numbers
 from aisix_async import (
     DeliveryReport,
     DeliveryTracker,
+    MalformedRecord,
     OutcomeStatus,
     ReportResult,
     SendOutcome,
@@ -97,6 +98,18 @@ def test_matching_is_on_msgid_and_mobile() -> None:
     assert tracker.feed(_report("9", "3", "DTBLACK"))
     assert tracker.duplicates == 1
     assert tracker.counts()["DTBLACK"] == 1
+
+
+def test_feed_many_takes_what_get_delivery_reports_returns() -> None:
+    # Items it could not read come back as MalformedRecord in their place: kept here,
+    # not fed as reports (nor an error for the whole batch).
+    tracker = DeliveryTracker()
+    tracker.track_receipt(_receipt("9"), ["1", "2"])
+    bad = MalformedRecord("getSendState", {"msgid": "9", "mobile": "2"}, "no result")
+    stranger = _report("8", "1", "DELIVRD")
+    assert tracker.feed_many([_report("9", "1", "DELIVRD"), bad, stranger]) == [stranger]
+    assert tracker.malformed == [bad]
+    assert sorted(tracker.pending()) == [("9", "2")]
 
 
 def test_a_report_that_beats_its_receipt_is_adopted() -> None:

@@ -211,7 +211,8 @@ class DeliveryTracker:
         self._not_sent = array("q")
         self._unknown = array("q")
         self._duplicates = 0
-        #: Report items a stream run by :meth:`follow` could not read (raw attributes kept).
+        #: Report items that could not be read (raw attributes kept): a stream's run by
+        #: :meth:`follow`, and those given to :meth:`feed_many`.
         self.malformed: list[MalformedRecord] = []
         # Made by a waiter, set and dropped by the next change: a change nobody waits for
         # (most of them, fed from a stream) costs no Event.
@@ -335,9 +336,21 @@ class DeliveryTracker:
         self._apply_at(key, report, where)
         return True
 
-    def feed_many(self, reports: Iterable[DeliveryReport]) -> list[DeliveryReport]:
-        """Feed several reports; returns those that were not tracked, in order."""
-        return [report for report in reports if not self.feed(report)]
+    def feed_many(
+        self, reports: Iterable[DeliveryReport | MalformedRecord]
+    ) -> list[DeliveryReport]:
+        """Feed several reports; returns those that were not tracked, in order.
+
+        Takes what ``client.get_delivery_reports()`` returns as it is: an item that could
+        not be read is kept in :attr:`malformed`, as :meth:`follow` keeps its stream's.
+        """
+        untracked: list[DeliveryReport] = []
+        for report in reports:
+            if isinstance(report, MalformedRecord):
+                self.malformed.append(report)
+            elif not self.feed(report):
+                untracked.append(report)
+        return untracked
 
     def _apply(self, key: _Key, report: DeliveryReport) -> None:
         where = self._locate(key)
