@@ -20,7 +20,7 @@ import pytest
 from helpers import client_for as shared_client_for
 from helpers import numbers
 
-from aisix_async import FINAL_OPERATOR_CODES
+from aisix_async import FINAL_OPERATOR_CODES, CampaignError, open_campaign_journal
 from aisix_async._campaign.file import SCHEMA_VERSION
 from aisix_async._campaign.journal import Journal
 
@@ -489,3 +489,40 @@ async def test_reports_fetched_before_a_resume_reconcile_what_a_kill_left_on_the
     assert summary.pending == 0
     assert sum(summary.delivery.values()) == 300
     assert len(emulator.state.messages()) == 300  # nothing sent twice
+
+
+async def test_a_campaign_takes_its_reports_from_the_journal_that_followed_them(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # The gateway keeps one report queue per account: following campaign A took campaign
+    # B's reports too, kept in A as not its own, and B stayed pending for good (a user's
+    # trial).
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    async with client_for(emulator) as client:
+        for path, mobiles in ((a, numbers(300)), (b, numbers(200, start=1000))):
+            async with (
+                client.campaign(path) as campaign,
+                campaign.send_many(mobiles, "hello", chunk_size=100) as s,
+            ):
+                async for _ in s:
+                    pass
+        drawn = emulator.state.queued_reports()
+        async with client.campaign(a) as campaign:
+            async with campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r:
+                assert len([report async for report in r]) == 500
+            assert campaign.summary().foreign_reports == 200
+    b_codes = Counter(code for _, mobile, code in drawn if mobile >= numbers(1, start=1000)[0])
+    async with open_campaign_journal(b) as journal:
+        assert journal.summary().pending == 200
+        assert await journal.take_reports_from(a) == 200
+        summary = journal.summary()
+        assert await journal.take_reports_from(a) == 0  # nothing recorded twice
+        assert len(await journal._opened().stored_reports()) == 200
+    assert summary.pending == 0
+    assert dict(summary.delivery) == dict(b_codes)
+    assert summary.foreign_reports == 0  # A's own are left where they are
+    async with open_campaign_journal(a) as journal:
+        assert journal.summary().foreign_reports == 200  # A is only read
+        with pytest.raises(CampaignError, match="own journal"):
+            await journal.take_reports_from(a)

@@ -35,6 +35,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -79,6 +80,25 @@ class ChunkState(str, enum.Enum):
     ACCEPTED = "accepted"
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+
+#: Reports read from another journal, and recorded, at a time (see take_reports).
+_TAKEN_A_BATCH = 10_000
+
+
+def _take(
+    conn: sqlite3.Connection,
+    *,
+    batch: list[DeliveryReport],
+    key: str,
+    last: int,
+    lookup: sql.ReportLookup,
+) -> sql.Ingested:
+    # The reports and how far they were taken, in one transaction: taken again after a
+    # crash, none is recorded twice.
+    done = sql.record_reports(conn, batch, lookup, only_mine=True)
+    sql.set_meta(conn, key, str(last))
+    return done
 
 
 class Verdict(enum.Enum):
@@ -539,6 +559,11 @@ class Journal:
         done = await self._write(
             f"{len(batch)} delivery reports", lambda conn: sql.record_reports(conn, batch, lookup)
         )
+        self._ingested(done)
+        return done
+
+    def _ingested(self, done: sql.Ingested) -> None:
+        """Mirror in memory what a batch of reports did to the file."""
         for code, n in done.finals.items():
             self.delivery[code] = self.delivery.get(code, 0) + n
         self.foreign_reports += done.foreign
@@ -549,7 +574,39 @@ class Journal:
                 self.unknown.pop(position, None)
             row = self.rows[index]
             self.rows[index] = attrs.evolve(row, state=ChunkState.ACCEPTED, reconciled=True)
-        return done
+
+    async def take_reports(self, other: Journal) -> int:
+        """Record the reports ``other`` holds as not its campaign's that are this one's.
+
+        The gateway's report queue is the account's: a follower of one campaign takes the
+        reports of every other campaign sent meanwhile on the account, and keeps them as
+        not its own. This hands them over (``other`` is only read). Taken again later,
+        only reports ``other`` fetched since are looked at. Returns how many were this
+        campaign's.
+        """
+        if other.path.resolve() == self.path.resolve():
+            raise CampaignError(f"{other.path} is this campaign's own journal")
+        identity = await other._writer.read(sql.campaign_identity)
+        key = f"reports_taken:{identity or other.path.resolve()}"
+        after = int(self.meta.get(key, "0"))
+        lookup = self._lookup
+        taken = 0
+        while True:
+            page = await other._writer.read(
+                partial(sql.unclaimed_reports, after=after, limit=_TAKEN_A_BATCH)
+            )
+            if not page:
+                return taken
+            after = page[-1][0]
+            done = await self._write(
+                f"{len(page)} reports taken from {other.path}",
+                partial(
+                    _take, batch=[report for _, report in page], key=key, last=after, lookup=lookup
+                ),
+            )
+            self._ingested(done)
+            self.meta[key] = str(after)
+            taken += sum(done.mine)
 
     async def begin_run(self, kind: str) -> int:
         """Record that a run ("send", "reports") starts now; returns its number."""

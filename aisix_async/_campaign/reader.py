@@ -118,6 +118,31 @@ class CampaignJournal:
         wanted = dict(definition)
         self._opened().check_definition(fingerprint(wanted), wanted)
 
+    async def take_reports_from(self, other: str | os.PathLike[str]) -> int:
+        """Record the reports of this campaign that the journal at ``other`` holds as
+        not its own; return how many there were.
+
+        The gateway keeps one report queue for the account: following one campaign's
+        reports while another campaign's are due takes theirs too, kept in the follower's
+        journal as "not this campaign's" (the gateway hands each out once). This hands
+        them to this campaign, which settles its recipients with them. ``other`` is only
+        read (it may be in use); taken again, only what it fetched since is looked at.
+        """
+        journal = self._opened()
+        if self.read_only:
+            raise CampaignError(
+                f"{self.path} is in use ({self.read_only_reason}): take reports into it "
+                "once that process has ended"
+            )
+        source = Path(other)
+        if not await anyio.to_thread.run_sync(source.is_file):
+            raise CampaignError(f"{source}: no such campaign journal")
+        held = await Journal.open_read_only(source)
+        try:
+            return await journal.take_reports(held)
+        finally:
+            await held.aclose()
+
     async def runs(self) -> list[CampaignRun]:
         """Every run recorded (sends, reports followers), oldest first."""
         return await self._opened().runs()

@@ -49,6 +49,7 @@ __all__ = [
     "adopt_reports",
     "begin_chunk",
     "begin_run",
+    "campaign_identity",
     "claim_stored_reports",
     "configure",
     "create",
@@ -76,6 +77,7 @@ __all__ = [
     "stored_replies",
     "stored_reports",
     "tallies",
+    "unclaimed_reports",
 ]
 
 _T = TypeVar("_T")
@@ -779,6 +781,8 @@ def record_reports(
     conn: sqlite3.Connection,
     batch: Sequence[DeliveryReport | MalformedRecord],
     lookup: ReportLookup | None = None,
+    *,
+    only_mine: bool = False,
 ) -> Ingested:
     """Store reports, each marked with the campaign's chunk it is for, or none.
 
@@ -787,10 +791,12 @@ def record_reports(
     was lost) and its mobile belongs to exactly one unknown chunk, which it proves
     accepted (reconciled here). A final report of the campaign's settles its recipient
     in ``delivery`` (the first final one: a repeat is not counted twice); every other
-    report is kept too, and counted as not the campaign's.
+    report is kept too, and counted as not the campaign's; with ``only_mine``, those are
+    left out (reports another campaign's journal holds, see :func:`unclaimed_reports`).
     """
     lookup = lookup if lookup is not None else ReportLookup()
     ingest = _Ingest(conn, lookup, time.time())
+    ingest.only_mine = only_mine
     ingest.seq = lookup.sequence(conn, len(batch)) - 1
     ingest.any_unknown = conn.execute("SELECT 1 FROM unknown LIMIT 1").fetchone() is not None
     clean = MalformedRecord not in set(map(type, batch))
@@ -861,6 +867,8 @@ class _Ingest:
         self.now = now
         self.seq = 0
         self.any_unknown = False
+        #: Reports not the campaign's are left out rather than kept.
+        self.only_mine = False
         self.reconciled: dict[int, tuple[int, ...]] = {}
         #: For each DeliveryReport, in order: True if it is the campaign's.
         self.mine: list[bool] = []
@@ -983,6 +991,8 @@ class _Ingest:
             self.seq += 1
             seq = self.seq
             if isinstance(item, MalformedRecord):
+                if self.only_mine:
+                    continue
                 bad = json.dumps({"reason": item.reason, "attributes": dict(item.attributes)})
                 self.rows.append((seq, None, None, None, None, None, bad, now, None))
                 continue
@@ -1024,6 +1034,8 @@ class _Ingest:
             extra = json.dumps(dict(item.extra)) if item.extra else None
             code = item.code
             if chunk is None:
+                if self.only_mine:
+                    continue
                 self.foreign += 1
                 self.foreign_msgids.add(msgid)
             else:
@@ -1353,16 +1365,40 @@ def record_replies(conn: sqlite3.Connection, batch: Sequence[Reply | MalformedRe
     )
 
 
+def campaign_identity(conn: sqlite3.Connection) -> str | None:
+    """What tells this journal's campaign from any other: its definition's fingerprint and
+    when it was created (a campaign sent again into a new journal has a new one)."""
+    row = conn.execute("SELECT fingerprint, created_at FROM campaign").fetchone()
+    return None if row is None else f"{row[0]}@{row[1]!r}"
+
+
+def unclaimed_reports(
+    conn: sqlite3.Connection, after: int, limit: int
+) -> list[tuple[int, DeliveryReport]]:
+    """Up to ``limit`` reports kept as not this campaign's, fetched after report ``after``
+    (by fetch order), each with its place in that order."""
+    return [
+        (seq, _stored(id_, msgid, mobile, result, code, raw))
+        for seq, id_, msgid, mobile, result, code, raw in conn.execute(
+            "SELECT seq, id, msgid, mobile, result, code, raw FROM reports"
+            " WHERE chunk IS NULL AND msgid IS NOT NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+    ]
+
+
+def _stored(
+    id_: str, msgid: str, mobile: str, result: int, code: str, raw: str | None
+) -> DeliveryReport:
+    extra = json.loads(raw) if raw else {}
+    return DeliveryReport(
+        id=id_, msgid=msgid, mobile=mobile, result=ReportResult(result), code=code, extra=extra
+    )
+
+
 def stored_reports(conn: sqlite3.Connection) -> list[DeliveryReport]:
     return [
-        DeliveryReport(
-            id=id_,
-            msgid=msgid,
-            mobile=mobile,
-            result=ReportResult(result),
-            code=code,
-            extra=json.loads(raw) if raw else {},
-        )
+        _stored(id_, msgid, mobile, result, code, raw)
         for _, id_, msgid, mobile, result, code, raw in conn.execute(
             "SELECT seq, id, msgid, mobile, result, code, raw FROM reports"
             " WHERE msgid IS NOT NULL UNION ALL"

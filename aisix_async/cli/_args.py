@@ -287,6 +287,16 @@ def _add_campaign(sub: argparse._SubParsersAction[_Parser], output: _Parser) -> 
         "existing OUT.csv is rewritten only when it is empty or an earlier export; - writes "
         "the CSV alone to stdout",
     )
+    cmd.add_argument(
+        "--take-reports-from",
+        metavar="OTHER.db",
+        action="append",
+        default=[],
+        help="record in FILE this campaign's delivery reports that the journal OTHER.db "
+        "holds as not its own (a follower of another campaign on the account took them: "
+        "the gateway keeps one report queue per account); OTHER.db is only read; "
+        "repeatable; taken again, only what OTHER.db fetched since is looked at",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

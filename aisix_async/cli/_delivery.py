@@ -324,6 +324,9 @@ async def campaign(ctx: Context) -> int:
         if journal.read_only:
             # A send (or a reports follower) runs on it: what it committed so far.
             out.warn(f"{journal.read_only_reason}: figures as committed so far (read only)")
+        for other in args.take_reports_from:
+            taken = await journal.take_reports_from(_existing_journal(other))
+            out.note(f"{counted(taken, 'report', 'reports')} of this campaign's taken from {other}")
         summary = journal.summary()
         runs = await journal.runs()
         definition = dict(journal.definition)

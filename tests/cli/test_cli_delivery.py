@@ -358,3 +358,31 @@ def test_campaign_export_to_stdout_is_the_csv_alone(
     assert {row["status"] for row in rows} == {"accepted"}
     assert "30 recipients written to stdout" in exported.stderr
     assert not (Path(ROOT) / "-").exists()  # not a file named "-" where it ran
+
+
+def test_a_campaign_takes_its_reports_from_another_campaigns_follower(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Two campaigns on one account: following A took B's reports too (one queue per
+    # account), and B stayed pending for good, with no way to hand them over.
+    emulator.state.configure(report_delay=0.0)
+    a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    for journal, start in ((a, 0), (b, 1000)):
+        listed = write_lines(tmp_path / f"{start}.txt", numbers(100, start=start))
+        sent = cli.run("send", listed, "--content", "hi", "--journal", journal)
+        assert sent.returncode == 0, sent.stderr
+    followed = cli.run("reports", "--journal", a, "--until-idle", "0.5", "--interval", "0.05")
+    assert followed.returncode == 0, followed.stderr
+    before = json_lines(cli.run("campaign", b, "--json").stdout)[0]
+    assert before["delivery"]["pending"] == 100
+    taken = cli.run("campaign", b, "--take-reports-from", a, "--json")
+    assert taken.returncode == 0, taken.stderr
+    assert "100 reports of this campaign's taken from" in taken.stderr
+    after = json_lines(taken.stdout)[0]
+    assert after["delivery"]["pending"] == 0
+    assert sum(after["delivery"]["by_code"].values()) == 100
+    again = cli.run("campaign", b, "--take-reports-from", a, "--json")
+    assert "0 reports of this campaign's taken" in again.stderr
+    assert json_lines(again.stdout)[0]["delivery"] == after["delivery"]
+    missing = cli.run("campaign", b, "--take-reports-from", str(tmp_path / "nope.db"))
+    assert missing.returncode == 2 and "no such campaign journal" in missing.stderr
