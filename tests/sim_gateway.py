@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import selectors
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -37,14 +38,26 @@ class _JumpingSelector(selectors.DefaultSelector):
     Redis) comes in at the virtual time it was asked for.
     """
 
-    def __init__(self, clock: list[float], patience: float = 0.0) -> None:
+    def __init__(
+        self,
+        clock: list[float],
+        patience: float = 0.0,
+        awaited: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__()
         self._clock = clock
         self._patience = patience
+        self._awaited = awaited
 
     def select(self, timeout: float | None = None) -> list[Any]:
         events = super().select(0)
-        if not events and self._patience:
+        if not events and timeout != 0 and self._awaited is not None:
+            # An answer is on its way: the clock waits for it however long it takes in
+            # real time (a loaded machine), bounded so a mistake cannot hang a test.
+            give_up = time.monotonic() + 10.0
+            while not events and self._awaited() and time.monotonic() < give_up:
+                events = super().select(0.05)
+        elif not events and self._patience:
             events = super().select(self._patience)
         if not events and timeout is not None and timeout > 0:
             self._clock[0] += timeout
@@ -54,24 +67,30 @@ class _JumpingSelector(selectors.DefaultSelector):
 
 
 class _VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self, patience: float = 0.0) -> None:
+    def __init__(self, patience: float = 0.0, awaited: Callable[[], bool] | None = None) -> None:
         self._virtual_now = [0.0]
-        super().__init__(_JumpingSelector(self._virtual_now, patience))
+        super().__init__(_JumpingSelector(self._virtual_now, patience, awaited))
 
     def time(self) -> float:
         return self._virtual_now[0]
 
 
-def run_virtual(func: Callable[[], Awaitable[Any]], backend: str, patience: float = 0.0) -> Any:
+def run_virtual(
+    func: Callable[[], Awaitable[Any]],
+    backend: str,
+    patience: float = 0.0,
+    awaited: Callable[[], bool] | None = None,
+) -> Any:
     """``anyio.run(func)`` on virtual time, on "asyncio" or "trio"; ``patience``
-    (asyncio only): real seconds a socket gets before the clock moves (see
-    _JumpingSelector)."""
+    (asyncio only): real seconds a socket gets before the clock moves; ``awaited``
+    (asyncio only, instead): True while an answer from a real server is awaited, which
+    the clock then waits for (see _JumpingSelector)."""
     if backend == "trio":
         from trio.testing import MockClock
 
         options: dict[str, Any] = {"clock": MockClock(autojump_threshold=0)}
     else:
-        options = {"loop_factory": lambda: _VirtualLoop(patience)}
+        options = {"loop_factory": lambda: _VirtualLoop(patience, awaited)}
     return anyio.run(func, backend=backend, backend_options=options)
 
 
