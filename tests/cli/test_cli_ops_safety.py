@@ -268,6 +268,32 @@ def test_a_short_retry_timeout_holds_for_an_unreachable_gateway(cli: Cli) -> Non
 
 
 @pytest.mark.parametrize(
+    "command", [["balance"], ["send", "NUMBERS", "--content", "hi"], ["reports", "--follow"]]
+)
+def test_a_mistyped_base_url_fails_at_once_as_a_configuration_error(
+    cli: Cli, emulator: Any, tmp_path: Path, command: list[str]
+) -> None:
+    # The emulator answers an unknown path with an HTML 404, as a web server does. It was
+    # retried silently for the whole --retry-timeout (two minutes), then exit 4 (a user's
+    # trial); --follow polled on for ever.
+    path = write_lines(tmp_path / "n.txt", numbers(3))
+    command = [path if arg == "NUMBERS" else arg for arg in command]
+    wrong = emulator.base_url.replace("/OpenPlatform", "/OpenPlatfrom")
+    assert wrong != emulator.base_url
+    started = time.monotonic()
+    result = cli.run(*command, "--base-url", wrong, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert "HTTP 404 Not Found from " + wrong in result.stderr
+    assert "--base-url or AISIX_BASE_URL" in result.stderr
+    assert emulator.authkey not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert send_requests(emulator) == 0
+    # Seconds, not the two minutes of --retry-timeout (a generous bound for a slow machine).
+    assert elapsed < 20, elapsed
+
+
+@pytest.mark.parametrize(
     "args", [("reports",), ("reports", "--until-idle", "1"), ("replies", "--json")]
 )
 def test_a_report_pass_ends_when_the_gateway_cannot_be_reached(
