@@ -413,6 +413,70 @@ def test_a_clean_exit_leaves_no_lock_file_beside_the_journal(
     assert emulator.state.message_count == 5
 
 
+# Names of a file beside the journal "w.db" in a folder "data", each spelled as a
+# mistaken option might spell it: (the option's path, the journal's path), relative to
+# the test's folder. "link.db" is a symlink to data/w.db: the journal's files sit beside
+# its real name, so data/w.db-wal is its -wal whichever name the journal is given by.
+BESIDE_THE_JOURNAL = {
+    "wal": ("data/w.db-wal", "data/w.db"),
+    "shm": ("data/w.db-shm", "data/w.db"),
+    "rollback journal": ("data/w.db-journal", "data/w.db"),
+    "lock": ("data/w.db.lock", "data/w.db"),
+    "dot": ("data/./w.db-wal", "data/w.db"),
+    "symlinked journal": ("data/w.db-wal", "link.db"),
+    "symlink to the wal": ("out.csv", "data/w.db"),
+}
+
+
+def beside_the_journal(tmp_path: Path, case: str) -> tuple[str, str]:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link.db").symlink_to(tmp_path / "data" / "w.db")
+    # Dangling until SQLite makes the -wal: then written through, as SQLite writes it.
+    (tmp_path / "out.csv").symlink_to(tmp_path / "data" / "w.db-wal")
+    option, journal = BESIDE_THE_JOURNAL[case]
+    return str(tmp_path / option), str(tmp_path / journal)
+
+
+@pytest.mark.parametrize("case", sorted(BESIDE_THE_JOURNAL))
+def test_outcomes_beside_the_journal_are_refused_before_anything_is_sent(
+    cli: Cli, emulator: Any, tmp_path: Path, case: str
+) -> None:
+    # SQLite removes its -wal as the journal closes: every outcome line written there
+    # went with it, exit 0 (a user's trial); the .lock is removed the same way.
+    outcomes, journal = beside_the_journal(tmp_path, case)
+    path = write_lines(tmp_path / "n.txt", numbers(50))
+    result = cli.run(
+        "send", path, "--content", "x", "--journal", journal, "--outcomes", outcomes,
+        "--chunk-size", "10",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"--outcomes {outcomes} is a file the journal {journal} keeps beside it" in result.stderr
+    assert "removes its -wal" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert send_requests(emulator) == 0
+    assert not (tmp_path / "data" / "w.db").exists()
+
+
+@pytest.mark.parametrize("case", sorted(BESIDE_THE_JOURNAL))
+def test_an_export_beside_the_journal_is_refused(
+    cli: Cli, emulator: Any, tmp_path: Path, case: str
+) -> None:
+    # "5 recipients written to c6.db-wal", exit 0, and no such file once the journal
+    # closed (a user's trial).
+    export, journal = beside_the_journal(tmp_path, case)
+    path = write_lines(tmp_path / "n.txt", numbers(5))
+    sent = cli.run("send", path, "--content", "x", "--journal", journal)
+    assert sent.returncode == 0, sent.stderr
+    before = Path(journal).read_bytes()
+    result = cli.run("campaign", journal, "--export", export)
+    assert result.returncode == 2, result.stderr
+    assert f"--export {export} is a file the journal {journal} keeps beside it" in result.stderr
+    assert "recipients written" not in result.stderr
+    assert Path(journal).read_bytes() == before
+    # Nothing left behind where the export was refused (a clean journal has no sidecar).
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["w.db"]
+
+
 def test_a_journal_refusing_a_changed_input_names_its_lines(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
