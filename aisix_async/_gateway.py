@@ -29,6 +29,7 @@ from ._core.errors import (
     CircuitOpenError,
     ClientClosedError,
     DeadlineExceededError,
+    EndpointError,
     KeyRotationHookError,
     ProtocolError,
     TransportError,
@@ -348,6 +349,13 @@ class Gateway:
             if action in QUEUE_ACTIONS and exc.request_sent:
                 # ... but for a report or reply queue it may have taken records.
                 raise TransportError(_may_have_taken(exc.message), request_sent=True) from None
+            raise
+        except EndpointError:
+            # Refused before any gateway saw it (a 404 from a mistyped URL: see
+            # error_for_status), so a send is failed, certainly not sent, and a poll took
+            # no records. Called unknown, a campaign would never send those recipients
+            # again, though nobody got the message. (A 502 or 504 stays unknown: a proxy
+            # answers those after passing the request on.)
             raise
         except ProtocolError as exc:
             if action in QUEUE_ACTIONS:

@@ -104,6 +104,10 @@ async def test_export_streams_a_header_and_one_line_per_recipient(
         again = await journal.export_csv(text)
         with pytest.raises(CampaignError, match="the journal itself"):
             await journal.export_csv(path)
+        # Written whole, then removed with the -wal as the journal closed (a user's trial).
+        for beside in ("sale.db-wal", "sale.db.lock", "./sale.db-shm"):
+            with pytest.raises(CampaignError, match="removed when the journal closes"):
+                await journal.export_csv(f"{tmp_path}/{beside}")
     assert written == again == 250
     assert out.read_bytes().decode("utf-8") == text.getvalue()
     rows = list(csv.reader(out.open(encoding="utf-8", newline="")))
@@ -116,6 +120,19 @@ async def test_export_streams_a_header_and_one_line_per_recipient(
         assert msgid == ledger[mobile]
         assert code == "" or code in FINAL_OPERATOR_CODES
         assert bool(when) == bool(code)
+
+
+def test_the_files_of_a_journal_are_named_beside_its_real_name(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    real = tmp_path / "data" / "sale.db"
+    (tmp_path / "link.db").symlink_to(real)
+    expected = tuple(
+        Path(f"{real}{suffix}") for suffix in ("", "-wal", "-shm", "-journal", ".lock")
+    )
+    # Nothing need exist, and nothing is created.
+    assert CampaignJournal.files(tmp_path / "link.db") == expected
+    assert CampaignJournal.files(str(tmp_path / "data" / "." / "sale.db")) == expected
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["data", "link.db"]
 
 
 async def test_a_held_journal_is_read_as_committed_and_says_so(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import attrs
 import pytest
-from helpers import ACCOUNT, KEY, NO_BACKOFF, OPEN
+from helpers import ACCOUNT, KEY, NO_BACKOFF, OPEN, collect, numbers
 from stack_support import hx
 
 import aisix_async
@@ -17,6 +18,7 @@ from aisix_async import (
     AuthenticationError,
     ChannelGroupNotAllowedError,
     ChargeFailedError,
+    EndpointError,
     EnterpriseUnavailableError,
     GatewayError,
     GatewayInternalError,
@@ -24,6 +26,8 @@ from aisix_async import (
     InterfaceNotEnabledError,
     InvalidParameterError,
     KeyLockedError,
+    NotSentError,
+    OutcomeStatus,
     ProtocolError,
     RateLimitedError,
     StaffUnavailableError,
@@ -163,6 +167,133 @@ async def test_garbled_answers_to_a_send_are_unknown_and_not_resent(
     assert send.call_count == 1
 
 
+DATA = "http://api.aisix.com/OpenPlatform/DataApi"
+# A server's error page that echoes the request, key and all (see test_secrets).
+ECHO = f"<html><body>Not here: account={ACCOUNT}&authkey={KEY}</body></html>"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 407, 410, 414])
+async def test_an_http_status_no_retry_clears_fails_at_once(status: int, gateway_mock: Any) -> None:
+    # A mistyped base URL (404) was retried, silently, for the whole retry timeout: two
+    # minutes on the command line (a user's trial).
+    route = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=hx.Response(status, text=ECHO)
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(EndpointError) as caught:
+            await client.get_balance()
+    error = caught.value
+    assert route.call_count == 1
+    # Still a ProtocolError (an answer that is not the gateway's), for existing handlers.
+    assert isinstance(error, ProtocolError)
+    assert (error.status, error.url, error.setting, error.action) == (
+        status, OPEN, "base_url", "getBalance",
+    )  # fmt: skip
+    assert f"HTTP {status} " in error.message and "check the base URL" in error.message
+    assert KEY not in str(error) and KEY not in repr(error.args)
+    assert not error.outcome_unknown
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_an_http_status_that_may_pass_is_still_retried(
+    status: int, gateway_mock: Any
+) -> None:
+    route = gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
+        return_value=hx.Response(status, text=ECHO)
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(ProtocolError) as caught:
+            await client.get_balance()
+    assert not isinstance(caught.value, EndpointError)
+    assert route.call_count == FAST.attempts
+    assert KEY not in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_send_a_wrong_url_refused_is_failed_not_unknown(gateway_mock: Any) -> None:
+    # No gateway saw it (see EndpointError): certainly not sent, so neither "unknown"
+    # (a resumed campaign would never send it) nor resent by the client.
+    send = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=hx.Response(404, text=ECHO)
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(EndpointError) as caught:
+            await client.send_once(["18100002707"], "hi")
+        assert client.stats().outcome_unknown == 0
+    assert send.call_count == 1
+    assert not caught.value.outcome_unknown and "may have" not in str(caught.value)
+    assert policy.worth_sending_again(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_bulk_send_stops_at_a_wrong_url_with_every_recipient_failed(
+    gateway_mock: Any,
+) -> None:
+    send = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=hx.Response(404, text=ECHO)
+    )
+    mobiles = numbers(2_000)
+    async with AisixClient(ACCOUNT, KEY, retry=FAST, max_concurrency=1) as client:
+        outcomes = await collect(
+            client.send_many(mobiles, "hi", chunk_size=100, check_balance=False)
+        )
+    # One request: every later one would have met the same 404; the rest is not sent.
+    assert send.call_count == 1
+    assert sorted(m for o in outcomes for m in o.mobiles) == sorted(mobiles)
+    assert {o.status for o in outcomes} == {OutcomeStatus.FAILED}
+    refused = [o for o in outcomes if isinstance(o.error, EndpointError)]
+    assert len(refused) == 1
+    rest = [o.error for o in outcomes if o not in refused]
+    assert all(isinstance(e, NotSentError) and isinstance(e.cause, EndpointError) for e in rest)
+
+
+@pytest.mark.anyio
+async def test_a_report_stream_ends_at_a_wrong_data_url_until_a_poll_was_answered(
+    gateway_mock: Any,
+) -> None:
+    route = gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
+        return_value=hx.Response(404, text=ECHO)
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        # Bounded: a stream that retries it polls for ever.
+        with pytest.raises(EndpointError) as caught, anyio.fail_after(10):
+            async with client.watch_delivery_reports(interval=0.01) as reports:
+                async for _ in reports:
+                    pass
+    assert route.call_count == 1
+    assert caught.value.setting == "data_url"
+    assert "check the data URL" in caught.value.message
+    # A URL that served the queue and answers 404 now is a gateway being redeployed: a
+    # follower backs off and goes on.
+    empty = '<xml name="getSendState" result="1"/>'
+    one = (
+        '<xml name="getSendState" result="1"><Item id="1" msgid="1" mobile="18100002707" '
+        'result="2" return="DELIVRD"/></xml>'
+    )
+    route.mock(
+        side_effect=[
+            hx.Response(200, text=empty),
+            hx.Response(404, text=ECHO),
+            hx.Response(200, text=one),
+            # Enough empty answers for the stream to be idle for 0.2 s.
+            *[hx.Response(200, text=empty)] * 1000,
+        ]
+    )
+    client = AisixClient(ACCOUNT, KEY, retry=FAST)
+    options: dict[str, Any] = {"interval": 0.01, "max_backoff": 0.01, "stop_when_idle": 0.2}
+    async with client, client.watch_delivery_reports(**options) as reports:
+        got = [report.mobile async for report in reports]
+    assert got == ["18100002707"]
+
+
+def test_the_endpoint_error_names_a_base_url_given_with_its_endpoint() -> None:
+    error = policy.error_for_status("getBalance", 404, f"{OPEN}/OpenApi", "''")
+    assert isinstance(error, EndpointError)
+    assert "ends in /OpenApi twice" in error.message
+
+
 @pytest.mark.anyio
 async def test_receipt_count_mismatch_is_unknown(gateway_mock: Any) -> None:
     gateway_mock.post(OPEN, params={"action": "sendBatch"}).mock(
@@ -245,6 +376,10 @@ def test_the_error_policy_answers_each_question_once() -> None:
         True, False, True, False, True,
     ]  # fmt: skip
     assert not policy.worth_sending_again(None)
+    # A wrong URL: nothing went out, and every later request meets it too.
+    wrong = policy.error_for_status("sendOnce", 404, OPEN, "''")
+    assert policy.concerns_the_account(wrong) and policy.worth_sending_again(wrong)
+    assert not policy.is_retryable(wrong, unsafe=False)
     # A report stream ends only when the account is refused.
     assert policy.ends_polling(locked) and not policy.ends_polling(broke)
     assert not policy.ends_polling(aisix_async.RateLimitedError("getSendState", -1))

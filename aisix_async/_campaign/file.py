@@ -34,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "JournalInUse",
     "is_disk_full",
+    "journal_files",
     "open_file",
     "open_read_only",
     "owner_only",
@@ -46,6 +47,29 @@ APPLICATION_ID = int.from_bytes(b"AiSx", "big")
 #: migrated in place when opened (``sql.migrate_v1``).
 SCHEMA_VERSION = 2
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+#: What SQLite adds to a database's name for the files it keeps beside it: the write-ahead
+#: log, its shared-memory index, and the rollback journal (before WAL mode is set).
+_SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+#: What the process lock adds to the journal's name (see _lock).
+_LOCK_SUFFIX = ".lock"
+
+
+def journal_files(journal: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """The files a journal at ``journal`` is made of, symlinks followed: its own file,
+    then those kept beside it (SQLite's ``-wal``, ``-shm`` and ``-journal``, and the
+    process lock ``.lock``). Nothing is opened or created.
+
+    Each is deleted or rewritten as the journal is used and closed (SQLite removes its
+    ``-wal`` at close; the lock is rewritten, then removed): a file written there by
+    anyone else vanishes. They sit beside the journal's own name, symlinks resolved
+    (see _one_name), so a path given through a symlink names the same files.
+    """
+    real = Path(os.path.realpath(journal))
+    beside = (real.with_name(real.name + suffix) for suffix in (*_SQLITE_SIDECARS, _LOCK_SUFFIX))
+    # Followed too: SQLite and the lock open these names as they are, links and all.
+    return (real, *(Path(os.path.realpath(path)) for path in beside))
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -102,7 +126,7 @@ def _one_name(journal: Path) -> Path:
 def _lock(journal: Path, real: Path) -> IO[str]:
     """Take the sidecar lock beside ``real`` (the journal's own path, see _one_name), or
     raise CampaignError when another process holds it."""
-    path = real.with_name(real.name + ".lock")
+    path = real.with_name(real.name + _LOCK_SUFFIX)
     try:
         # Created owner-only, as the journal is: no other user has a send to run on it.
         handle = open(path, "a+", encoding="utf-8", opener=owner_only)  # noqa: SIM115 - held while open

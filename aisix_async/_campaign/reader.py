@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from .._core.errors import CampaignError
 from . import sql
-from .file import JournalInUse, owner_only
+from .file import JournalInUse, journal_files, owner_only
 from .journal import GATEWAY_META, CampaignRun, Journal, fingerprint
 from .ledger import CampaignSummary, summarize
 
@@ -51,6 +51,19 @@ class CampaignJournal:
         #: Why it is read only (which process holds it), when it is.
         self.read_only_reason: str | None = None
         self._journal: Journal | None = None
+
+    @staticmethod
+    def files(path: str | os.PathLike[str]) -> tuple[Path, ...]:
+        """The files the journal at ``path`` is made of, symlinks followed: the journal
+        itself first, then the ones SQLite and the journal keep beside it (``-wal``,
+        ``-shm``, ``-journal``, and the process lock ``.lock``), whether they exist now or
+        not. Nothing is opened or created.
+
+        A file your program writes must be none of them: SQLite removes its ``-wal``
+        when the journal closes, and the lock is rewritten and removed, so what was
+        written there is gone. Compare resolved paths (``os.path.realpath``).
+        """
+        return journal_files(path)
 
     def __repr__(self) -> str:
         return (
@@ -169,8 +182,17 @@ class CampaignJournal:
 
     def _create(self, path: Path) -> TextIO:
         # Blocking (resolving, opening): called on a worker thread.
-        if path.resolve() == self.path.resolve():
+        own = self.files(self.path)
+        found = os.path.realpath(path)
+        if found == str(own[0]):
             raise CampaignError(f"{path} is the journal itself; export to another file")
+        if found in map(str, own[1:]):
+            # The export was written whole, then removed with the -wal as the journal
+            # closed: "N recipients written" and no file (a user's trial).
+            raise CampaignError(
+                f"{path} is one of the files the journal keeps beside it (SQLite's, or its "
+                "lock): it is removed when the journal closes; export to another file"
+            )
         try:
             # One line per recipient, phone numbers and all: a new file is its owner's
             # alone; an earlier export rewritten keeps the mode its owner gave it.

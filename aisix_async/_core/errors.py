@@ -7,6 +7,7 @@ one kind of trouble::
     ├── ValidationError (also ValueError)       bad input, refused before any request
     ├── TransportError                          the HTTP exchange failed
     ├── ProtocolError                           the answer is not a well-formed gateway answer
+    │   └── EndpointError                           HTTP 404 and the like: a wrong URL
     ├── GatewayError                            the gateway answered with a failure code
     │   ├── AccountFormatError                      0
     │   ├── RateLimitedError                       -1
@@ -44,6 +45,7 @@ codes and counts, never from request bodies.
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ __all__ = [
     "CircuitOpenError",
     "ClientClosedError",
     "DeadlineExceededError",
+    "EndpointError",
     "EnterpriseUnavailableError",
     "ExtraNotInstalledError",
     "GatewayError",
@@ -85,6 +88,7 @@ __all__ = [
     "concerns_the_account",
     "ends_polling",
     "error_for_code",
+    "error_for_status",
     "is_retryable",
     "never_reached_the_gateway",
     "worth_sending_again",
@@ -187,6 +191,87 @@ class ProtocolError(AisixError):
     ) -> None:
         super().__init__(message, outcome_unknown=outcome_unknown)
         self.action = action
+
+
+class EndpointError(ProtocolError):
+    """The server at the URL answered with an HTTP status that no retry clears (404, 405,
+    410; 400, 414; 401, 403, 407): the base URL (or the data URL) is wrong, or something in
+    front of the gateway refuses the request. No gateway saw it: nothing was done, and a
+    send went out to nobody. Raised at once, not retried."""
+
+    def __init__(self, message: str, *, action: str, status: int, url: str, setting: str) -> None:
+        super().__init__(message, action=action)
+        #: The HTTP status the server answered with.
+        self.status = status
+        #: The URL that answered it: the action's endpoint, without its query.
+        self.url = url
+        #: The client option the URL comes from: ``"base_url"``, or ``"data_url"`` for
+        #: the report and reply queues (the DataApi, under ``base_url`` unless given).
+        self.setting = setting
+
+
+_NOT_THE_GATEWAY = "no gateway answers at this URL"
+_UNREADABLE = (
+    "the server at this URL cannot read the request (many answer so to an http:// URL "
+    "for an https:// port)"
+)
+_REFUSED_BEFORE = (
+    "the server at this URL, or a proxy or firewall in front of it, refused the request "
+    "before any gateway saw it (the gateway refuses a wrong key with result -2, not with "
+    "an HTTP status)"
+)
+# HTTP statuses that say the request was refused where it arrived and will be refused the
+# same way every time, so waiting and retrying cannot help (the CLI retried them for two
+# minutes, in a user's trial). The gateway answers everything it acts on with HTTP 200 and
+# a result code (-1 to -11), so these come from a server or proxy that did not pass the
+# request on: a path or method nothing serves (404, 405, 410), a request it could not
+# parse or would not take (400, 414), HTTP authentication or an allow-list (401, 403,
+# 407). Left out, so retried as before where the action is safe to retry: 408 and 429
+# (they say "later"), and every 5xx (a gateway restarting, or a proxy whose upstream
+# failed: a 502 or 504 may come after the gateway acted, so a send meeting one stays
+# unknown).
+_ENDPOINT_STATUSES = {
+    404: _NOT_THE_GATEWAY,
+    405: _NOT_THE_GATEWAY,
+    410: _NOT_THE_GATEWAY,
+    400: _UNREADABLE,
+    414: _UNREADABLE,
+    401: _REFUSED_BEFORE,
+    403: _REFUSED_BEFORE,
+    407: _REFUSED_BEFORE,
+}
+
+
+def error_for_status(action: str, status: int, url: str, quote: str) -> ProtocolError:
+    """The error for an HTTP status other than 200 answered to ``action`` at ``url``:
+    an :class:`EndpointError` for a status no retry clears, else a ProtocolError.
+
+    ``quote`` is the start of the page, already redacted (see :func:`quote_answer`);
+    ``url`` is the endpoint without its query (it never holds the key, which goes in the
+    body, nor user info, which ``check_base_url`` refuses).
+    """
+    meaning = _ENDPOINT_STATUSES.get(status)
+    if meaning is None:
+        return ProtocolError(
+            f"{action}: HTTP {status} instead of an answer: {quote!r}", action=action
+        )
+    # Here, not at the top: wire's checks import this module.
+    from .wire import DATA_ACTIONS
+
+    data = action in DATA_ACTIONS
+    advice = "the data URL, or the base URL it is made from" if data else "the base URL"
+    endpoint = url.rpartition("/")[2]
+    if url.endswith(f"/{endpoint}/{endpoint}"):
+        # The endpoint's own URL given as the base, a usual slip: the client appends it.
+        advice += f" (it ends in /{endpoint} twice: give the URL before it)"
+    return EndpointError(
+        f"{action}: HTTP {status} {HTTPStatus(status).phrase} from {url} (the page: "
+        f"{quote!r}): {meaning}. Nothing was done, and no retry can help: check {advice}",
+        action=action,
+        status=status,
+        url=url,
+        setting="data_url" if data else "base_url",
+    )
 
 
 class GatewayError(AisixError):
@@ -462,7 +547,11 @@ _CERTAIN_FAILURES = {("updateKey", -10): "update failed: the key did not change"
 
 
 def never_reached_the_gateway(error: BaseException | None) -> bool:
-    """A connection that failed before the request was written: certainly not sent."""
+    """Certainly not sent: a connection that failed before the request was written, or a
+    server at the URL that refused it before any gateway saw it (:class:`EndpointError`:
+    every later request to that URL meets the same refusal)."""
+    if isinstance(error, EndpointError):
+        return True
     return isinstance(error, TransportError) and not error.request_sent
 
 
@@ -504,7 +593,8 @@ def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
 
     -1 always (nothing was done); a transport error when nothing was written, or for a
     safe action; a garbled answer or -10/-11 only for a safe action (a send may have gone
-    out). Never the circuit breaker's refusal: retrying would only wait to fail.
+    out). Never the circuit breaker's refusal, nor an :class:`EndpointError` (a wrong URL):
+    retrying would only wait to fail.
     """
     if isinstance(error, CircuitOpenError):
         return False
@@ -512,6 +602,8 @@ def is_retryable(error: BaseException, *, unsafe: bool) -> bool:
         return True
     if isinstance(error, TransportError):
         return not error.request_sent or not unsafe
+    if isinstance(error, EndpointError):
+        return False
     if isinstance(error, (ProtocolError, GatewayInternalError)):
         return not unsafe
     return False

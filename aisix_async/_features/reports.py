@@ -59,6 +59,7 @@ from anyio.abc import TaskGroup
 
 from .._core.errors import (
     AisixError,
+    EndpointError,
     ProtocolError,
     RateLimitedError,
     TransportError,
@@ -112,6 +113,8 @@ class RecordStream(Generic[_R]):
     retried after a backoff that doubles from ``interval`` up to ``max_backoff``; the
     stream goes on. A fatal account error (0, -2, -3, -5, -6, -7) ends the stream: the
     records already fetched are yielded first, then the ``async for`` raises that error.
+    So does an :class:`EndpointError` (a wrong URL: HTTP 404 and the like) before any
+    poll of the stream was answered; after one, it is retried as a transient failure.
 
     Unparseable items are not yielded: they are kept, in arrival order, in
     :attr:`malformed` (and handed to ``on_batch`` with their batch).
@@ -349,6 +352,11 @@ class RecordStream(Generic[_R]):
     async def _polls_until_done(self) -> None:
         last_records_at = anyio.current_time()
         backoff = self._interval
+        # Whether a poll of this stream was answered: until one is, an EndpointError (a
+        # 404 and the like) means a wrong URL, and no waiting clears it; after one, the
+        # same URL served the queue, so it is a gateway being redeployed or moved, and a
+        # follower that runs for hours backs off rather than ends.
+        answered = False
         while not self._stopping:
             # Backpressure: a reader that falls behind stops the polling, so the buffer
             # (records the gateway will not send again) stays bounded.
@@ -357,7 +365,7 @@ class RecordStream(Generic[_R]):
             try:
                 got = await self._poll_once()
             except AisixError as exc:
-                if ends_polling(exc):
+                if ends_polling(exc) or (isinstance(exc, EndpointError) and not answered):
                     raise
                 idle_for = anyio.current_time() - last_records_at
                 idle = self._stop_when_idle is not None and idle_for >= self._stop_when_idle
@@ -371,11 +379,13 @@ class RecordStream(Generic[_R]):
                 failure: str | None = f"poll failed ({type(exc).__name__}: {exc.message})"
                 # Written, then its answer lost or garbled: the records it held, if any,
                 # are gone (the gateway hands each out once). Said at ERROR, as a batch
-                # garbled after its head is; a poll that never went out loses nothing.
-                lost = isinstance(exc, ProtocolError) or (
-                    isinstance(exc, TransportError) and exc.request_sent
+                # garbled after its head is; a poll that never went out loses nothing,
+                # nor one refused before any gateway saw it (EndpointError).
+                lost = (isinstance(exc, TransportError) and exc.request_sent) or (
+                    isinstance(exc, ProtocolError) and not isinstance(exc, EndpointError)
                 )
             else:
+                answered = True
                 failure, self._garbled = self._garbled, None
                 lost = False
             if failure is not None:

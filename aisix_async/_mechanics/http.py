@@ -29,7 +29,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core.errors import ProtocolError, TransportError, ValidationError, quote_answer
+from .._core.errors import (
+    ProtocolError,
+    TransportError,
+    ValidationError,
+    error_for_status,
+    quote_answer,
+)
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -241,9 +247,10 @@ class HttpTransport:
                     # character is redacted whole before the quote is shortened.
                     head = await self._read_capped(response, _ERROR_READ, action, truncate=True)
                     quote = quote_answer(head, 200, cut=len(head) >= _ERROR_READ)
-                    raise ProtocolError(
-                        f"{action}: HTTP {response.status_code} instead of an answer: {quote!r}",
-                        action=action,
+                    # A 404 from a mistyped URL is an EndpointError, raised at once; a
+                    # 502 is a ProtocolError like a garbled answer (error_for_status).
+                    raise error_for_status(
+                        action, response.status_code, url.partition("?")[0], quote
                     )
                 return await self._read_capped(response, self._max_body, action)
         except stack.not_sent as exc:

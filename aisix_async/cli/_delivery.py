@@ -43,6 +43,7 @@ from .. import (
 )
 from ._app import Context
 from ._exit import CliError, ExitCode
+from ._files import refuse_journal_file
 from ._interrupts import FollowInterrupt
 from ._output import counted
 from ._records import report_line, show_malformed
@@ -437,8 +438,7 @@ def _check_export(journal: Path, target: Path) -> None:
         raise CliError(f"--export {target}: is a directory; give a file name in it")
     if not target.parent.is_dir():
         raise CliError(f"--export {target}: the folder {target.parent} does not exist")
-    if target.resolve() == journal.resolve():
-        raise CliError(f"--export {target} is the journal itself; give another file")
+    refuse_journal_file("--export", str(target), journal)
     # An export is rewritten whole: refreshing an earlier one is the usual use, but a
     # mistyped path must not wipe the input, a key file or someone's spreadsheet.
     header = ",".join(CampaignJournal.EXPORT_COLUMNS)

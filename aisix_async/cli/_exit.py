@@ -22,6 +22,7 @@ from .. import (
     BalanceTooLowError,
     CampaignError,
     ChannelGroupNotAllowedError,
+    EndpointError,
     EnterpriseUnavailableError,
     ExtraNotInstalledError,
     InsufficientBalanceError,
@@ -55,7 +56,7 @@ exit codes:
   0    success: every recipient accepted (demo: the self-check passed)
   1    some recipients failed: refused, nothing charged for them (demo: check failed)
   2    usage or configuration error (bad arguments or input, missing credentials or
-       extra); nothing was sent
+       extra, a base URL where no gateway answers); nothing was sent
   3    some recipients have an UNKNOWN outcome: they may have been sent and charged;
        do not resend them blindly (with --journal, the journal lists them)
   4    the gateway refused the account or could not be reached (wrong or locked key,
@@ -93,6 +94,13 @@ class CliError(Exception):
 
 _TRIES = re.compile(r"still refused after \d+ attempts")
 
+#: Where the command line takes each of the client's URLs from.
+_URL_OPTIONS = {
+    "base_url": "--base-url or AISIX_BASE_URL (the URL before /OpenApi, as in "
+    "http://api.aisix.com/OpenPlatform)",
+    "data_url": "--data-url or AISIX_DATA_URL if given, else --base-url or AISIX_BASE_URL",
+}
+
 
 def describe(error: BaseException, *, account: str | None, url: str | None) -> CliError:
     """Turn an error raised while running a command into a sentence and an exit code."""
@@ -104,6 +112,12 @@ def describe(error: BaseException, *, account: str | None, url: str | None) -> C
         return CliError(error.message, ExitCode.USAGE)
     if isinstance(error, CampaignError):
         return CliError(f"journal: {error.message}", ExitCode.USAGE)
+    if isinstance(error, EndpointError):
+        # A URL that is not the gateway's is the command's configuration: 2, not the 4
+        # of a gateway that refuses the account or cannot be reached, and said at once
+        # (the SDK does not retry it).
+        options = _URL_OPTIONS.get(error.setting, _URL_OPTIONS["base_url"])
+        return CliError(f"{error.message}: {options}", ExitCode.USAGE)
     if isinstance(error, AuthenticationError):
         return CliError(
             f"the gateway{where} refused the authkey for {who} (result -2). Check that "

@@ -268,6 +268,32 @@ def test_a_short_retry_timeout_holds_for_an_unreachable_gateway(cli: Cli) -> Non
 
 
 @pytest.mark.parametrize(
+    "command", [["balance"], ["send", "NUMBERS", "--content", "hi"], ["reports", "--follow"]]
+)
+def test_a_mistyped_base_url_fails_at_once_as_a_configuration_error(
+    cli: Cli, emulator: Any, tmp_path: Path, command: list[str]
+) -> None:
+    # The emulator answers an unknown path with an HTML 404, as a web server does. It was
+    # retried silently for the whole --retry-timeout (two minutes), then exit 4 (a user's
+    # trial); --follow polled on for ever.
+    path = write_lines(tmp_path / "n.txt", numbers(3))
+    command = [path if arg == "NUMBERS" else arg for arg in command]
+    wrong = emulator.base_url.replace("/OpenPlatform", "/OpenPlatfrom")
+    assert wrong != emulator.base_url
+    started = time.monotonic()
+    result = cli.run(*command, "--base-url", wrong, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert "HTTP 404 Not Found from " + wrong in result.stderr
+    assert "--base-url or AISIX_BASE_URL" in result.stderr
+    assert emulator.authkey not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert send_requests(emulator) == 0
+    # Seconds, not the two minutes of --retry-timeout (a generous bound for a slow machine).
+    assert elapsed < 20, elapsed
+
+
+@pytest.mark.parametrize(
     "args", [("reports",), ("reports", "--until-idle", "1"), ("replies", "--json")]
 )
 def test_a_report_pass_ends_when_the_gateway_cannot_be_reached(
@@ -385,6 +411,70 @@ def test_a_clean_exit_leaves_no_lock_file_beside_the_journal(
         assert journal.exists()
         assert not (tmp_path / "j.db.lock").exists()
     assert emulator.state.message_count == 5
+
+
+# Names of a file beside the journal "w.db" in a folder "data", each spelled as a
+# mistaken option might spell it: (the option's path, the journal's path), relative to
+# the test's folder. "link.db" is a symlink to data/w.db: the journal's files sit beside
+# its real name, so data/w.db-wal is its -wal whichever name the journal is given by.
+BESIDE_THE_JOURNAL = {
+    "wal": ("data/w.db-wal", "data/w.db"),
+    "shm": ("data/w.db-shm", "data/w.db"),
+    "rollback journal": ("data/w.db-journal", "data/w.db"),
+    "lock": ("data/w.db.lock", "data/w.db"),
+    "dot": ("data/./w.db-wal", "data/w.db"),
+    "symlinked journal": ("data/w.db-wal", "link.db"),
+    "symlink to the wal": ("out.csv", "data/w.db"),
+}
+
+
+def beside_the_journal(tmp_path: Path, case: str) -> tuple[str, str]:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link.db").symlink_to(tmp_path / "data" / "w.db")
+    # Dangling until SQLite makes the -wal: then written through, as SQLite writes it.
+    (tmp_path / "out.csv").symlink_to(tmp_path / "data" / "w.db-wal")
+    option, journal = BESIDE_THE_JOURNAL[case]
+    return str(tmp_path / option), str(tmp_path / journal)
+
+
+@pytest.mark.parametrize("case", sorted(BESIDE_THE_JOURNAL))
+def test_outcomes_beside_the_journal_are_refused_before_anything_is_sent(
+    cli: Cli, emulator: Any, tmp_path: Path, case: str
+) -> None:
+    # SQLite removes its -wal as the journal closes: every outcome line written there
+    # went with it, exit 0 (a user's trial); the .lock is removed the same way.
+    outcomes, journal = beside_the_journal(tmp_path, case)
+    path = write_lines(tmp_path / "n.txt", numbers(50))
+    result = cli.run(
+        "send", path, "--content", "x", "--journal", journal, "--outcomes", outcomes,
+        "--chunk-size", "10",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"--outcomes {outcomes} is a file the journal {journal} keeps beside it" in result.stderr
+    assert "removes its -wal" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert send_requests(emulator) == 0
+    assert not (tmp_path / "data" / "w.db").exists()
+
+
+@pytest.mark.parametrize("case", sorted(BESIDE_THE_JOURNAL))
+def test_an_export_beside_the_journal_is_refused(
+    cli: Cli, emulator: Any, tmp_path: Path, case: str
+) -> None:
+    # "5 recipients written to c6.db-wal", exit 0, and no such file once the journal
+    # closed (a user's trial).
+    export, journal = beside_the_journal(tmp_path, case)
+    path = write_lines(tmp_path / "n.txt", numbers(5))
+    sent = cli.run("send", path, "--content", "x", "--journal", journal)
+    assert sent.returncode == 0, sent.stderr
+    before = Path(journal).read_bytes()
+    result = cli.run("campaign", journal, "--export", export)
+    assert result.returncode == 2, result.stderr
+    assert f"--export {export} is a file the journal {journal} keeps beside it" in result.stderr
+    assert "recipients written" not in result.stderr
+    assert Path(journal).read_bytes() == before
+    # Nothing left behind where the export was refused (a clean journal has no sidecar).
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["w.db"]
 
 
 def test_a_journal_refusing_a_changed_input_names_its_lines(

@@ -48,6 +48,7 @@ from ... import (
 from ...validation import check_at, check_content, check_numbering
 from .._app import Context, leaf_error
 from .._exit import CliError, ExitCode
+from .._files import refuse_journal_file
 from .._interrupts import Feed, watch_interrupts
 from .._output import counted
 from .._progress import Snapshot, progress
@@ -170,6 +171,10 @@ def _check_outcomes(args: Any) -> None:
                 f"--outcomes {path} is the same file as {option}: outcome rows would be "
                 "appended to it; give another file"
             )
+    if args.journal:
+        # Beside the journal: SQLite removes its -wal as the journal closes, and every
+        # outcome line written there with it (exit 0, and no file: a user's trial).
+        refuse_journal_file("--outcomes", path, args.journal)
 
 
 def _valid(source: Source) -> Iterator[Any]:

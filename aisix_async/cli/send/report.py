@@ -298,7 +298,10 @@ def finish(
     if unknown:
         return ExitCode.UNKNOWN
     if stop is not None:
-        return describe(stop, account=client.account, url=ctx.url).code
+        code = describe(stop, account=client.account, url=ctx.url).code
+        # 2 says nothing was sent: a URL that stopped answering as the gateway half way
+        # through (EndpointError) leaves this run's accepted recipients sent.
+        return ExitCode.FAILED if code == ExitCode.USAGE and tally.accepted else code
     if failed:
         return ExitCode.FAILED
     return ExitCode.OK
