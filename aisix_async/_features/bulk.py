@@ -61,6 +61,7 @@ from .._core.chunking import (
 )
 from .._core.errors import (
     AisixError,
+    CampaignError,
     ClientClosedError,
     DeadlineExceededError,
     NotSentError,
@@ -592,6 +593,12 @@ class SendStream:
         except _Stopped:
             return self._not_sent(chunk, tally.attempts)
         except AisixError as exc:
+            if isinstance(exc, CampaignError) and not hooks.on_wire:
+                # The ledger could not record that the request goes out, so it did not
+                # (see before_dispatch); any earlier attempt was refused for certain, or
+                # it would not have been tried again. Not sent, not "failed": a user's
+                # trial counted a chunk stopped by a full disk among the refusals.
+                return self._not_sent(chunk, tally.attempts, exc)
             if exc.outcome_unknown:
                 status = OutcomeStatus.UNKNOWN
             else:
