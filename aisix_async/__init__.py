@@ -46,6 +46,7 @@ from ._core.errors import (
     StaffUnavailableError,
     TransportError,
     UnknownResultError,
+    UnusableKeyError,
     ValidationError,
 )
 from ._core.models import (
@@ -146,6 +147,7 @@ __all__ = [
     "UnknownHook",
     "UnknownOutcome",
     "UnknownResultError",
+    "UnusableKeyError",
     "ValidationError",
     "__version__",
     "count_units",

@@ -33,6 +33,7 @@ from ._core.errors import (
     KeyRotationHookError,
     ProtocolError,
     TransportError,
+    UnusableKeyError,
     ValidationError,
     error_for_code,
 )
@@ -720,7 +721,6 @@ class Gateway:
             answer = await self.exchange("updateKey", [])
             try:
                 update = KeyRotation.from_item(_single(answer, "updateKey"))
-                check_authkey(update.authkey)
             except AisixError as exc:
                 # The gateway said 1: the old key no longer works, and the new one cannot
                 # be read from the answer. Never "nothing happened".
@@ -729,6 +729,19 @@ class Gateway:
                     f"new key ({exc.message}); the old key may no longer work",
                     action="updateKey",
                     outcome_unknown=True,
+                ) from None
+            # White space around the key is no part of it (an answer padded by hand).
+            update = attrs.evolve(update, authkey=Secret(update.authkey.strip()))
+            try:
+                check_authkey(update.authkey)
+            except ValidationError as exc:
+                # Not thrown away: the gateway may have switched to it, and then it is the
+                # only key that works. The caller gets it, to store and look into.
+                raise UnusableKeyError(
+                    f"updateKey: the gateway rotated the key, but the new key it gave is not "
+                    f"one this client can use ({exc.message}); the old key may no longer "
+                    "work. The new key, as given, is in this error's .rotation: store it",
+                    rotation=update,
                 ) from None
             self._authkey = Secret(update.authkey)
             logger.warning("updateKey: the authkey of %s was rotated", self.account)

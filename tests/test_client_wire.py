@@ -34,6 +34,7 @@ from aisix_async import (
     SendReceipt,
     Signature,
     TransportError,
+    UnusableKeyError,
 )
 from aisix_async._mechanics.http import _tls_context
 
@@ -376,6 +377,35 @@ async def test_a_rotation_whose_new_key_cannot_be_read_is_an_unknown_outcome(
             await client.rotate_key()
     assert caught.value.outcome_unknown
     assert "not-a-key" not in str(caught.value)
+
+
+async def test_a_new_key_this_client_cannot_use_is_handed_over_not_thrown_away(
+    gateway_mock: Any,
+) -> None:
+    # The gateway switched keys (result 1): throwing its new key away, as before, locked
+    # the account out for good. It comes back in the error; the client keeps the old one.
+    new_key = "0123456789abcdef0123456789abcdef"
+    balance = _rotation_and_balance(gateway_mock, new_key)
+    seen: list[KeyRotation] = []
+    async with AisixClient(ACCOUNT, KEY, on_key_rotation=seen.append) as client:
+        with pytest.raises(UnusableKeyError, match="rotated the key") as caught:
+            await client.rotate_key()
+        await client.get_balance()
+    assert isinstance(caught.value, ProtocolError) and caught.value.outcome_unknown
+    assert caught.value.rotation.authkey == new_key
+    assert new_key not in str(caught.value) and new_key not in repr(caught.value.rotation)
+    assert seen == []
+    assert form(balance.calls.last.request)["authkey"] == KEY
+
+
+async def test_white_space_around_a_new_key_is_no_part_of_it(gateway_mock: Any) -> None:
+    new_key = "0123456789ABCDEF0123456789ABCDEF"
+    balance = _rotation_and_balance(gateway_mock, f" {new_key} ")
+    async with AisixClient(ACCOUNT, KEY) as client:
+        update = await client.rotate_key()
+        await client.get_balance()
+    assert update.authkey == new_key
+    assert form(balance.calls.last.request)["authkey"] == new_key
 
 
 async def test_a_rotation_answered_without_an_item_says_it_was_accepted_without_the_key(

@@ -7,7 +7,8 @@ one kind of trouble::
     ├── ValidationError (also ValueError)       bad input, refused before any request
     ├── TransportError                          the HTTP exchange failed
     ├── ProtocolError                           the answer is not a well-formed gateway answer
-    │   └── EndpointError                           HTTP 404 and the like: a wrong URL
+    │   ├── EndpointError                           HTTP 404 and the like: a wrong URL
+    │   └── UnusableKeyError                        updateKey gave a key unfit for use
     ├── GatewayError                            the gateway answered with a failure code
     │   ├── AccountFormatError                      0
     │   ├── RateLimitedError                       -1
@@ -84,6 +85,7 @@ __all__ = [
     "StaffUnavailableError",
     "TransportError",
     "UnknownResultError",
+    "UnusableKeyError",
     "ValidationError",
     "concerns_the_account",
     "ends_polling",
@@ -482,6 +484,18 @@ class KeyRotationHookError(AisixError):
     def __init__(self, message: str, *, rotation: KeyRotation) -> None:
         super().__init__(message)
         #: The rotation the hook was given; ``rotation.authkey`` is the new key.
+        self.rotation = rotation
+
+
+class UnusableKeyError(ProtocolError):
+    """updateKey was accepted (the old key may no longer work), but the new key in the
+    answer is not one this client can use (not 32 upper-case hexadecimal characters).
+    It is in ``rotation`` all the same, as the gateway gave it: store it, as for any
+    rotation, and ask the gateway's operator what it is; it is not used, nor shown."""
+
+    def __init__(self, message: str, *, rotation: KeyRotation) -> None:
+        super().__init__(message, action="updateKey", outcome_unknown=True)
+        #: The rotation as answered; ``rotation.authkey`` is the key the gateway gave.
         self.rotation = rotation
 
 
