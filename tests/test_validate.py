@@ -86,6 +86,15 @@ def test_an_empty_base_url_is_refused_not_taken_for_the_default() -> None:
         AisixClient(ACCOUNT, KEY, base_url="  ")
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:8766/OpenPlatform", "api.aisix.com/OpenPlatform"])
+def test_a_base_url_without_its_scheme_is_told_so(url: str) -> None:
+    # It said "got scheme 'none', host 'none'" (a user's trial).
+    with pytest.raises(ValidationError, match="must start with http:// or https://"):
+        AisixClient(ACCOUNT, KEY, base_url=url)
+    with pytest.raises(ValidationError, match="with a host"):
+        AisixClient(ACCOUNT, KEY, base_url="ftp://api.aisix.com/OpenPlatform")
+
+
 @settings(max_examples=150, deadline=None)
 @given(TEXT)
 def test_any_content_round_trips_byte_exact(content: str) -> None:
@@ -322,10 +331,10 @@ def test_schedule_lead_counts_the_whole_seconds_the_gateway_reads(
         ({"initial_concurrency": "4"}, "initial_concurrency must be an integer"),
         ({"max_rate": -1}, "max_rate"),
         ({"max_answer_bytes": 0}, "max_answer_bytes must be at least 1"),
-        ({"base_url": "not a url"}, "base_url must be an http:// or https:// URL"),
+        ({"base_url": "not a url"}, "base_url must start with http:// or https://"),
         ({"base_url": "ftp://example.com"}, "scheme 'ftp'"),
         ({"base_url": "https://"}, "host 'none'"),
-        ({"data_url": "example.com/DataApi"}, "data_url must be"),
+        ({"data_url": "example.com/DataApi"}, "data_url must start with"),
         ({"timeout": float("inf")}, "timeout must be finite"),
         # Refused here, not by the HTTP stack at the first request (an ExceptionGroup).
         ({"base_url": "http://127.0.0.1:99999/OpenPlatform"}, "port number from 1 to 65535"),

@@ -393,6 +393,13 @@ def check_url(url: object, what: str) -> str:
     # space, which urllib keeps in the path: every request went to ".../x /OpenApi".
     url = url.strip()
     parts = urlsplit(url)
+    if "://" not in url:
+        # "api.aisix.com/OpenPlatform" reads as a path with no scheme and no host, which
+        # the message below said as "got scheme 'none', host 'none'" (a user's trial).
+        raise ValidationError(
+            f"{what} must start with http:// or https:// (as http://api.aisix.com/"
+            "OpenPlatform); the one given has neither"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # Not quoted whole: a URL may carry a password in its user part.
         raise ValidationError(
