@@ -110,7 +110,8 @@ async def test_export_streams_a_header_and_one_line_per_recipient(
                 await journal.export_csv(f"{tmp_path}/{beside}")
     assert written == again == 250
     assert out.read_bytes().decode("utf-8") == text.getvalue()
-    rows = list(csv.reader(out.open(encoding="utf-8", newline="")))
+    with out.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
     assert tuple(rows[0]) == CampaignJournal.EXPORT_COLUMNS
     assert CampaignJournal.EXPORT_COLUMNS[:3] == ("mobile", "position", "status")
     body = rows[1:]
