@@ -150,3 +150,5 @@ def journal_held_elsewhere(path: Path) -> Iterator[int]:
         holder.stdin.write("\n")
         holder.stdin.close()
         holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
