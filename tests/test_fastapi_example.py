@@ -211,7 +211,9 @@ async def test_the_recipe_under_load_impatience_and_an_ip_bound_account(
     # The callers after it opened are refused at once.
     errors = [answer["error"] for _, answer in bound_answers]
     assert errors[-3:] == ["CircuitOpenError"] * 3, (errors, took, opened_after)
-    assert max(took[-3:]) < 0.5, took
+    # At once: well under the 4 s deadline they would wait for otherwise (the bound is
+    # loose for loaded CI hosts).
+    assert max(took[-3:]) < 2.0, took
     check_against_ledger(emulator, bodies + bound, answers + bound_answers)
     async with httpx.AsyncClient(base_url=app_url) as http:
         health = (await http.get("/health")).json()
@@ -220,7 +222,7 @@ async def test_the_recipe_under_load_impatience_and_an_ip_bound_account(
         late = await http.post("/otp", json={"mobile": number(200), "code": "111111"})
         assert late.status_code == 503
         assert late.json() == {"status": "not_sent", "error": "CircuitOpenError"}
-        assert time.monotonic() - started < 1.0  # failed at once, no 10 attempts
+        assert time.monotonic() - started < 2.0  # failed at once, no 10 attempts
         metrics = (await http.get("/metrics")).json()
     assert metrics["circuit_open"] is True
     assert metrics["outcome_unknown"] == 3
