@@ -97,6 +97,8 @@ def test_render_template_substitutes_once_per_row() -> None:
     assert rows == ["a-x-a", "{p2}-y-{p2}"]
     with pytest.raises(ShapeError):
         render_template("{p1}", {"1": "a{|}b"}, 3)
+    with pytest.raises(ShapeError, match="p2 has 1 values"):
+        render_template("{p1}", {"1": "a{|}b", "2": "unused"}, 2)
 
 
 def test_report_queue_orders_by_due_time_and_hands_out_once() -> None:
