@@ -80,6 +80,17 @@ async def test_every_action_end_to_end(emulator: Any) -> None:
         assert await client.get_delivery_reports() == []
 
 
+async def test_a_template_that_skips_p1_still_sends(emulator: Any) -> None:
+    # The client sends p1..pN for a highest {pN}, each with one value per row, unused or
+    # not; the gateway refuses a parameter with any other count, so these must match.
+    rows = [("18100002707", ["-", "Ann"]), ("18600007370", ["-", "Bob"])]
+    async with client_for(emulator) as client:
+        receipts = await client.send_param("Hi {p2}", rows)
+    assert len(receipts) == 2
+    texts = [(m.mobile, m.text) for m in emulator.state.messages()]
+    assert texts == [("18100002707", "【Aisix】Hi Ann"), ("18600007370", "【Aisix】Hi Bob")]
+
+
 async def test_result_codes_from_a_real_gateway(emulator: Any) -> None:
     state = emulator.state
     async with AisixClient(

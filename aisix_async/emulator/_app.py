@@ -12,7 +12,8 @@ Routes:
     anything else                                 HTTP 404, a small HTML page
 
 A protocol request may be GET (query string) or POST (form body, UTF-8; a query string
-on a POST is merged, the body winning). A POST body with a content type other than the
+on a POST is merged as a servlet merges it: for each name, the query string's first
+value, else the body's first). A POST body with a content type other than the
 form type is ignored, as a servlet would ignore it. Bodies over `max_body_bytes` get
 HTTP 413; undecodable UTF-8 gets result -4. Every result code is HTTP 200.
 
@@ -88,27 +89,33 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _parse_form(raw: bytes, errors: str = "strict") -> dict[str, str]:
-    """A form or query string as a dict (the last of repeated names wins).
+def _parse_form(*raws: bytes, errors: str = "strict") -> dict[str, str]:
+    """Forms and query strings, in order, as one dict: the first value of a name wins.
 
+    That is what a Java servlet's `getParameter` answers (PROTOCOL-NOTES: the gateway
+    reads parameters as one does): the container puts query-string values before body
+    values and returns a name's first value (Servlet spec, "HTTP Protocol Parameters").
     What `urllib.parse.parse_qsl` does, minus its per-field cost: most fields hold no
     `+` and no `%`, so they skip unquoting. Raw bytes must be UTF-8 and so must every
     %-escape: both raise UnicodeDecodeError with the default errors="strict".
     """
     fields: dict[str, str] = {}
-    for pair in raw.decode("utf-8", errors).split("&"):
-        if not pair:
-            continue
-        name, _, value = pair.partition("=")
-        if "+" in name:
-            name = name.replace("+", " ")
-        if "%" in name:
-            name = unquote(name, errors=errors)
-        if "+" in value:
-            value = value.replace("+", " ")
-        if "%" in value:
-            value = unquote(value, errors=errors)
-        fields[name] = value
+    for raw in raws:
+        for pair in raw.decode("utf-8", errors).split("&"):
+            if not pair:
+                continue
+            name, _, value = pair.partition("=")
+            if "+" in name:
+                name = name.replace("+", " ")
+            if "%" in name:
+                name = unquote(name, errors=errors)
+            if "+" in value:
+                value = value.replace("+", " ")
+            if "%" in value:
+                # Decoded even when the name was seen: an undecodable value is -4
+                # wherever it stands, as it was when the last value won.
+                value = unquote(value, errors=errors)
+            fields.setdefault(name, value)
     return fields
 
 
@@ -200,9 +207,7 @@ class EmulatorApp:
         query: bytes = scope["query_string"]
         state = self.state
         try:
-            params = _parse_form(query) if query else {}
-            if body:
-                params.update(_parse_form(body))
+            params = _parse_form(query, body)
         except UnicodeDecodeError:
             await self._undecodable(send, query, body)
             return
@@ -259,9 +264,7 @@ class EmulatorApp:
 
     async def _undecodable(self, send: Send, query: bytes, body: bytes) -> None:
         # Best effort at the action's name for the answer, then -4 like any bad parameter.
-        loose = _parse_form(query, "replace")
-        loose.update(_parse_form(body, "replace"))
-        action = loose.get("action", "")
+        action = _parse_form(query, body, errors="replace").get("action", "")
         with self.state.lock:
             counters = self.state.counters
             counters.requests[action if action in ALL_ACTIONS else UNKNOWN_ACTION] += 1

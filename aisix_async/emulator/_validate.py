@@ -79,11 +79,12 @@ def split_contents(c: str, count: int) -> list[str]:
 def render_template(template: str, params: dict[str, str], count: int) -> list[str]:
     """sendParam: the text of each of `count` recipients.
 
-    `params` maps "1".."10" to the raw `pN` values; at least one is needed. As the
-    document says, a parameter takes effect only where the content uses it: every
-    placeholder needs its parameter, with exactly `count` values, and a parameter the
-    content does not use is ignored (p1 included). Substitution is one pass, so a value
-    that itself looks like `{p2}` is sent as written.
+    `params` maps "1".."10" to the raw `pN` values; at least one is needed (not p1 in
+    particular). Every parameter given has exactly `count` values, used or not: the
+    notes ask it of "each parameter", and the document's "valid where the content
+    contains it" says where a value goes, not that an unused one may be any length.
+    Every placeholder needs its parameter; an unused one is counted, never substituted.
+    Substitution is one pass, so a value that itself looks like `{p2}` is sent as written.
     """
     if not params:
         raise ShapeError("sendParam needs at least one of p1..p10")
@@ -91,13 +92,14 @@ def render_template(template: str, params: dict[str, str], count: int) -> list[s
     if not used <= set(_PARAM_NUMBERS):
         raise ShapeError("placeholder outside {p1}..{p10}")
     rows: dict[str, list[str]] = {}
-    for number in used:
-        if number not in params:
-            raise ShapeError(f"{{p{number}}} has no p{number}")
-        values = params[number].split(SEPARATOR)
+    for number, raw in params.items():
+        values = raw.split(SEPARATOR)
         if len(values) != count:
             raise ShapeError(f"p{number} has {len(values)} values for {count} numbers")
         rows[number] = values
+    for number in used:
+        if number not in rows:
+            raise ShapeError(f"{{p{number}}} has no p{number}")
     rendered = []
     for index in range(count):
 

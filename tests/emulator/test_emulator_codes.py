@@ -290,6 +290,10 @@ TWO = "13800000001,13800000002"
         pytest.param(TWO, "{p1}", {"p1": "a{|}"}, id="renders-empty"),
         pytest.param(TWO, "{p1}", {"p1": "a{|}" + "b" * 1001}, id="renders-too-long"),
         pytest.param(TWO, "", {"p1": "a{|}b"}, id="empty-template"),
+        # Every parameter given has one value per number, used by the content or not.
+        pytest.param(TWO, "Hi {p1}", {"p1": "a{|}b", "p2": "c"}, id="unused-too-few"),
+        pytest.param(TWO, "Hi {p1}", {"p1": "a{|}b", "p2": "c{|}d{|}e"}, id="unused-too-many"),
+        pytest.param(TWO, "Hi {p2}", {"p1": "", "p2": "a{|}b"}, id="unused-p1-empty"),
     ],
 )
 def test_send_param_shapes(gw: Gateway, m: str, c: str, params: dict[str, str]) -> None:
@@ -301,10 +305,11 @@ def test_send_param_shapes(gw: Gateway, m: str, c: str, params: dict[str, str]) 
     ("c", "params", "texts"),
     [
         pytest.param("Hi {p2}", {"p2": "a{|}b"}, ["Hi a", "Hi b"], id="p2-without-p1"),
-        # A parameter takes effect where the content uses it; others are ignored, even
-        # one whose value count is wrong.
+        # A parameter takes effect where the content uses it: one it does not use, with
+        # one value per number, is sent and not substituted (the SDK sends p1 for "{p2}").
+        pytest.param("Hi {p2}", {"p1": "x{|}y", "p2": "a{|}b"}, ["Hi a", "Hi b"], id="p1-unused"),
         pytest.param(
-            "Hi {p1}", {"p1": "a{|}b", "p2": "c{|}d{|}e"}, ["Hi a", "Hi b"], id="value-unused"
+            "Hi {p1}", {"p1": "a{|}b", "p2": "c{|}{p1}"}, ["Hi a", "Hi b"], id="p2-unused"
         ),
     ],
 )

@@ -53,14 +53,44 @@ def test_raw_utf8_in_a_body_is_read_as_utf8(gw: Gateway) -> None:
     assert gw.state.messages()[0].text == "【Aisix】测试"
 
 
-def test_query_string_on_a_post_is_merged_and_the_body_wins(gw: Gateway) -> None:
+def test_query_string_on_a_post_is_merged_and_the_query_string_wins(gw: Gateway) -> None:
+    # As a servlet's getParameter reads them: query-string values first, the first wins.
     response = gw.client.post(
         gw.open_url + "?action=sendOnce&c=from-query&m=13800000009",
         data={"ac": gw.account, "authkey": gw.authkey, "c": "from-body"},
     )
     assert parse_answer(response).result == 1
     [record] = gw.state.messages()
-    assert (record.mobile, record.text) == ("13800000009", "【Aisix】from-body")
+    assert (record.mobile, record.text) == ("13800000009", "【Aisix】from-query")
+
+
+def test_action_in_the_query_string_wins_over_the_body(gw: Gateway) -> None:
+    response = gw.client.post(
+        gw.open_url + "?action=getBalance",
+        content=f"action=sendOnce&ac={gw.account}&authkey={gw.authkey}&m=13800000001&c=hi",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    answer = parse_answer(response)
+    assert (answer.name, answer.result) == ("getBalance", 1)
+    assert gw.state.message_count == 0
+
+
+def test_the_first_of_a_repeated_name_wins(gw: Gateway) -> None:
+    body = f"ac={gw.account}&authkey={gw.authkey}&c=first&m=13800000001&m=13800000002&c=second"
+    response = gw.client.post(
+        gw.open_url + "?action=sendOnce&action=getBalance",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert parse_answer(response).name == "sendOnce"
+    [record] = gw.state.messages()
+    assert (record.mobile, record.text) == ("13800000001", "【Aisix】first")
+
+
+def test_a_get_reads_the_first_of_a_repeated_name(gw: Gateway) -> None:
+    query = f"action=sendOnce&ac={gw.account}&authkey={gw.authkey}&m=13800000001&c=a&c=b"
+    assert parse_answer(gw.client.get(f"{gw.open_url}?{query}")).result == 1
+    assert [r.text for r in gw.state.messages()] == ["【Aisix】a"]
 
 
 def test_body_with_another_content_type_is_ignored(gw: Gateway) -> None:

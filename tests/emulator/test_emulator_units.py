@@ -78,6 +78,20 @@ def test_parse_form_agrees_with_parse_qsl(fields: dict[str, str]) -> None:
     assert _parse_form(encoded) == dict(parse_qsl(encoded.decode(), keep_blank_values=True))
 
 
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.text()), max_size=8),
+    st.lists(st.tuples(st.sampled_from("abc"), st.text()), max_size=8),
+)
+def test_parse_form_keeps_the_first_value_query_before_body(
+    query: list[tuple[str, str]], body: list[tuple[str, str]]
+) -> None:
+    # A servlet's getParameter: query-string values come first, and the first one wins.
+    first: dict[str, str] = {}
+    for name, value in query + body:
+        first.setdefault(name, value)
+    assert _parse_form(urlencode(query).encode(), urlencode(body).encode()) == first
+
+
 def test_parse_form_handles_hand_built_forms() -> None:
     raw = b"ac=1001@100001&c=a+b%2Bc&flag&&empty=&m=1,2&c2=%E6%B5%8B"
     assert _parse_form(raw) == {
@@ -90,6 +104,8 @@ def test_parse_form_handles_hand_built_forms() -> None:
     }
     with pytest.raises(UnicodeDecodeError):
         _parse_form(b"c=%FF")
+    with pytest.raises(UnicodeDecodeError):  # a repeated name is still decoded
+        _parse_form(b"c=ok", b"c=%FF")
 
 
 def test_render_template_substitutes_once_per_row() -> None:
@@ -97,6 +113,8 @@ def test_render_template_substitutes_once_per_row() -> None:
     assert rows == ["a-x-a", "{p2}-y-{p2}"]
     with pytest.raises(ShapeError):
         render_template("{p1}", {"1": "a{|}b"}, 3)
+    with pytest.raises(ShapeError, match="p2 has 1 values"):
+        render_template("{p1}", {"1": "a{|}b", "2": "unused"}, 2)
 
 
 def test_report_queue_orders_by_due_time_and_hands_out_once() -> None:
