@@ -526,3 +526,58 @@ async def test_a_campaign_takes_its_reports_from_the_journal_that_followed_them(
         assert journal.summary().foreign_reports == 200  # A is only read
         with pytest.raises(CampaignError, match="own journal"):
             await journal.take_reports_from(a)
+
+
+async def test_reports_are_taken_only_once_a_resume_knows_the_numbers_a_kill_left(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # B killed with a chunk on the wire; A's follower took B's reports. Taken before B's
+    # resume, they matched nothing, and the take's mark moved past them: B's chunk stayed
+    # unknown for good, and the resend the CLI offered sent it twice (a user's trial).
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    async with (
+        client_for(emulator) as client,
+        client.campaign(a) as campaign,
+        campaign.send_many(numbers(100, start=5000), "A", chunk_size=100) as s,
+    ):
+        assert len([o async for o in s]) == 1
+    emulator.state.set_faults(latency_ms=1500.0, fault_actions=["sendBatch"])
+    child = await anyio.open_process(
+        [sys.executable, "-c", _SENDS_BATCH, emulator.base_url, emulator.account,
+         emulator.authkey, str(b)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )  # fmt: skip
+    try:
+        with anyio.fail_after(30):
+            while not emulator.state.requests_held:
+                await anyio.sleep(0.02)
+    finally:
+        child.kill()
+        await child.wait()
+    with anyio.fail_after(30):
+        while emulator.state.requests_held:
+            await anyio.sleep(0.05)
+    emulator.state.set_faults(latency_ms=0.0)
+    lost = len(emulator.state.messages()) - 100
+    async with (
+        client_for(emulator) as client,
+        client.campaign(a) as campaign,
+        campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r,
+    ):
+        assert len([report async for report in r]) == 100 + lost
+    async with open_campaign_journal(b) as journal:
+        with pytest.raises(CampaignError, match="resume its send first"):
+            await journal.take_reports_from(a)
+    async with (
+        client_for(emulator) as client,
+        client.campaign(b) as campaign,
+        campaign.send_batch_many(_pairs(300), chunk_size=100) as s,
+    ):
+        assert sum([len(o.mobiles) async for o in s]) == 300 - lost
+    async with open_campaign_journal(b) as journal:
+        assert journal.summary().unknown == lost
+        assert await journal.take_reports_from(a) == lost  # none passed over
+        summary = journal.summary()
+    assert (summary.unknown, summary.reconciled, summary.accepted) == (0, lost, 300)
+    assert len(emulator.state.messages()) == 400  # nothing sent twice

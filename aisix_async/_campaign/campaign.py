@@ -562,6 +562,15 @@ class Campaign:
         """Counts, money, delivery and the unknown, as the journal holds them now."""
         return summarize(self._opened())
 
+    @property
+    def reconciled_on_resume(self) -> tuple[tuple[int, str], ...]:
+        """(input position, mobile) of the recipients this session found sent as it
+        re-read the input: chunks a stopped process left on the wire, proved accepted by
+        delivery reports fetched before the resume (``aisix reports`` first). They are
+        accepted (reconciled) and skipped, so no outcome of this session's sends names
+        them."""
+        return tuple(self._opened().claimed)
+
 
 def _stop_unrecorded(stream: SendStream, error: CampaignError) -> None:
     stream.stop(f"the journal cannot record the run ({error.message})")

@@ -188,6 +188,10 @@ class Journal:
         self.delivery: dict[str, int] = {}
         #: Delivery reports recorded that are not this campaign's (kept, counted apart).
         self.foreign_reports = 0
+        #: (position, mobile) of the recipients of chunks a stopped process left on the
+        #: wire that reports stored before were found to prove sent, as this session
+        #: re-read the input (see :func:`sql.claim_stored_reports`).
+        self.claimed: list[tuple[int, str]] = []
         self._lookup = sql.ReportLookup()
         # Msgids of reports recorded in this session as not the campaign's, and where
         # this session's reports begin: a chunk recorded later claims its own (see
@@ -418,6 +422,7 @@ class Journal:
         if isinstance(listed, sql.Claimed):
             # Reports fetched while its numbers were unknown proved it accepted.
             self.unread.pop(index, None)
+            self.claimed.extend(zip(positions, mobiles, strict=True))
             row = self.rows[index]
             self.rows[index] = attrs.evolve(row, state=ChunkState.ACCEPTED, reconciled=True)
             for code, n in listed.finals.items():
@@ -586,6 +591,17 @@ class Journal:
         """
         if other.path.resolve() == self.path.resolve():
             raise CampaignError(f"{other.path} is this campaign's own journal")
+        if self.unread:
+            # Their numbers are not known yet, so their reports would be passed over, and
+            # never looked at again (only what ``other`` fetches later is): the chunks
+            # would stay unknown, and a resend would send them twice (a user's trial).
+            waiting = sum(map(len, self.unread.values()))
+            raise CampaignError(
+                f"{waiting:,} recipients of {self.path} are known by input position only "
+                "(chunks a stopped process left on the wire): resume its send first (the "
+                "same aisix send --journal command), then take the reports, or theirs "
+                "cannot be told apart"
+            )
         identity = await other._writer.read(sql.campaign_identity)
         key = f"reports_taken:{identity or other.path.resolve()}"
         after = int(self.meta.get(key, "0"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
@@ -557,7 +557,11 @@ async def _run(
         stats = stream.stats()
         summary = campaign.summary() if campaign is not None else None
         if summary is not None and outcomes_file is not None and unread_before:
-            _write_found_unknown(outcomes_file, writer, summary, unread_before, out, args)
+            assert campaign is not None
+            _write_found_unknown(
+                outcomes_file, writer, summary, campaign.reconciled_on_resume, unread_before,
+                out, args,
+            )  # fmt: skip
     code = finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary, at=at)
     if journal_error is not None:
         out.error(f"journal: {journal_error.message}")
@@ -571,21 +575,29 @@ def _write_found_unknown(
     outcomes_file: Any,
     writer: Any,
     summary: CampaignSummary,
+    reconciled: Sequence[tuple[int, str]],
     unread_before: set[int],
     out: Any,
     args: Any,
 ) -> None:
     # A kill -9 left these chunks on the wire, so no run wrote their lines; a resumed run
     # skips them (never resent blindly), and wrote none either: the file lacked them for
-    # good, where the README promises a line per recipient (a user's trial).
+    # good, where the README promises a line per recipient (a user's trial). So did those
+    # that reports fetched before this run proved sent: accepted, with no receipt.
     found = [mobile for position, mobile in summary.unknown_recipients if position in unread_before]
-    if not found:
+    if not found and not reconciled:
         return
     reason = (
         "a process was stopped (killed) while its request was on the wire: it may have "
         "been sent and charged (found in the journal by this run)"
     )
+    proved = (
+        "a process was stopped (killed) while its request was on the wire; a delivery "
+        "report proved it sent (reconciled): charged, no receipt"
+    )
     try:
+        for _, mobile in reconciled:
+            writer.writerow((mobile, OutcomeStatus.ACCEPTED.value, "", proved))
         for mobile in found:
             writer.writerow((mobile, OutcomeStatus.UNKNOWN.value, "", reason))
         outcomes_file.flush()
