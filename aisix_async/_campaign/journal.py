@@ -580,6 +580,15 @@ class Journal:
             row = self.rows[index]
             self.rows[index] = attrs.evolve(row, state=ChunkState.ACCEPTED, reconciled=True)
 
+    async def identity(self) -> str | None:
+        """What tells this campaign from any other (see :func:`sql.campaign_identity`)."""
+        return await self._writer.read(sql.campaign_identity)
+
+    async def unclaimed_reports(self, after: int, limit: int) -> list[tuple[int, DeliveryReport]]:
+        """Up to ``limit`` reports kept as not this campaign's, fetched after report
+        ``after``, each with its place in fetch order."""
+        return await self._writer.read(partial(sql.unclaimed_reports, after=after, limit=limit))
+
     async def take_reports(self, other: Journal) -> int:
         """Record the reports ``other`` holds as not its campaign's that are this one's.
 
@@ -602,15 +611,13 @@ class Journal:
                 "same aisix send --journal command), then take the reports, or theirs "
                 "cannot be told apart"
             )
-        identity = await other._writer.read(sql.campaign_identity)
+        identity = await other.identity()
         key = f"reports_taken:{identity or other.path.resolve()}"
         after = int(self.meta.get(key, "0"))
         lookup = self._lookup
         taken = 0
         while True:
-            page = await other._writer.read(
-                partial(sql.unclaimed_reports, after=after, limit=_TAKEN_A_BATCH)
-            )
+            page = await other.unclaimed_reports(after, _TAKEN_A_BATCH)
             if not page:
                 return taken
             after = page[-1][0]
