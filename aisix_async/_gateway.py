@@ -320,13 +320,23 @@ class Gateway:
 
     # -- the exchange --------------------------------------------------------------
 
-    async def exchange(self, action: str, fields: Fields) -> Answer:
+    async def exchange(
+        self, action: str, fields: Fields, on_writing: Callable[[], None] | None = None
+    ) -> Answer:
         """One request on the wire; the caller holds the key gate.
 
         Marks which failures leave a send (or a key rotation) in an unknown state: an
         answer lost after the request was written, a garbled answer, -10 and -11.
+        ``on_writing``: see :attr:`reports_writing`.
         """
-        return await self._exchange(action, fields, parse_answer)
+        return await self._exchange(action, fields, parse_answer, on_writing=on_writing)
+
+    @property
+    def reports_writing(self) -> bool:
+        """Whether an ``on_writing`` callback is sure to be called before the first byte
+        of a request is written (see ``HttpTransport.reports_writing``): then one not
+        called proves that the gateway never saw the request."""
+        return self._transport.reports_writing
 
     async def _exchange(
         self,
@@ -334,12 +344,14 @@ class Gateway:
         fields: Fields,
         parse: Callable[[bytes, str], _A],
         on_written: Callable[[], None] | None = None,
+        *,
+        on_writing: Callable[[], None] | None = None,
     ) -> _A:
         unsafe = action in UNSAFE_ACTIONS
         body = encode_form(self.account, self._authkey, fields)
         try:
             raw = await self._transport.post_form(
-                self.endpoints.url_for(action), body, on_written=on_written
+                self.endpoints.url_for(action), body, on_written=on_written, on_writing=on_writing
             )
             answer = parse(raw, action)
         except TransportError as exc:
@@ -377,21 +389,31 @@ class Gateway:
         deadline: float | None = None,
         retry: RetryPolicy | None = None,
         single: bool = False,
+        on_writing: Callable[[], None] | None = None,
     ) -> Answer:
         """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run).
 
         ``single``: a call of the public API, bounded by ``deadline`` and by an enclosing
         cancel scope's deadline (the bulk engine has its own rules for cut-off chunks).
+        ``on_writing`` is called as each attempt's request begins to be written (see
+        :attr:`reports_writing`).
         """
+        writing = _Writing(on_writing)
+
+        def exchange() -> Awaitable[Answer]:
+            writing.began = False
+            return self.exchange(action, fields, writing)
+
         return await self.run(
             action,
-            lambda: self.exchange(action, fields),
+            exchange,
             mobiles=_mobiles_of(fields) if action in UNSAFE_ACTIONS else "",
             tally=tally,
             hooks=hooks,
             deadline=deadline,
             retry=retry,
             single=single,
+            unwritten=(lambda: not writing.began) if self.reports_writing else None,
         )
 
     async def poll(
@@ -423,6 +445,7 @@ class Gateway:
         retry: RetryPolicy | None = None,
         single: bool = False,
         exclusive: bool = False,
+        unwritten: Callable[[], bool] | None = None,
     ) -> _T:
         """One call: its turn, its attempts, its deadline, and what it tells observers.
 
@@ -432,7 +455,8 @@ class Gateway:
         client's ``timeout``, so the caller learns the truth instead of a bare
         cancellation. Without one, a cancellation that lands while a send is on the wire
         is recorded as an unknown outcome (WARNING, ``on_unknown``, ``stats()``) and
-        propagates.
+        propagates; unless ``unwritten()`` says that the attempt's request had not begun
+        to be written (it waited for a connection): then the call was only cancelled.
         """
         self.check_usable()
         if deadline is not None:
@@ -475,7 +499,7 @@ class Gateway:
                 except BaseException as exc:
                     call.answered(since, exc)
                     if unsafe and isinstance(exc, cancelled):
-                        on_wire_when_cancelled = True
+                        on_wire_when_cancelled = unwritten is None or not unwritten()
                     raise
                 call.answered(since, None)
                 return result
@@ -764,6 +788,22 @@ class Gateway:
         return await self.run(
             "updateKey", rotate, deadline=deadline, retry=retry, single=True, exclusive=True
         )
+
+
+class _Writing:
+    """An ``on_writing`` callback that remembers whether the current attempt's request
+    began to be written, and passes the news on."""
+
+    __slots__ = ("_then", "began")
+
+    def __init__(self, then: Callable[[], None] | None) -> None:
+        self.began = False
+        self._then = then
+
+    def __call__(self) -> None:
+        self.began = True
+        if self._then is not None:
+            self._then()
 
 
 def _mobiles_of(fields: Fields) -> str:

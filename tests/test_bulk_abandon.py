@@ -7,15 +7,18 @@ and abandoned) are checked against.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import warnings
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from helpers import client_for, numbers
 
+import aisix_async._mechanics.http as http_module
 from aisix_async import (
     BalanceTooLowError,
     NotSentError,
@@ -23,6 +26,7 @@ from aisix_async import (
     SendOutcome,
     TransportError,
     ValidationError,
+    open_campaign_journal,
 )
 
 pytestmark = pytest.mark.anyio
@@ -83,6 +87,66 @@ async def test_a_stream_left_early_accounts_for_every_chunk_it_took_on(
     assert stats.unknown == sum(
         len(o.mobiles) for o in abandoned if o.status is OutcomeStatus.UNKNOWN
     )
+
+
+@pytest.fixture
+def one_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's own HTTP pool holds one connection (its scheduler still lets eight
+    requests through): the others wait in the pool, their turn come, nothing written."""
+    new_client = http_module._Stack.new_client
+
+    def with_one(self: Any, *, timeout: Any, connections: int) -> Any:
+        return new_client(self, timeout=timeout, connections=1)
+
+    monkeypatch.setattr(http_module._Stack, "new_client", with_one)
+
+
+@pytest.mark.parametrize("journalled", [False, True])
+async def test_a_chunk_cut_off_before_its_request_was_written_is_not_sent(
+    emulator: Any, one_connection: None, tmp_path: Path, journalled: bool
+) -> None:
+    # Its turn had come (in a journal: "in flight"), but its request waited for a
+    # connection: cut off there, the gateway never saw it. It was called unknown, and a
+    # resumed campaign never sent it (a user's trial, where an event loop stalled by a
+    # full stdout left 200 recipients so).
+    emulator.state.set_faults(latency_ms=300, fault_actions=["sendOnce"])
+    mobiles = numbers(3000)
+    yielded: list[SendOutcome] = []
+    journal = tmp_path / "c.db"
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            client_for(emulator, retry=None, max_concurrency=8, initial_concurrency=8)
+        )
+        owner: Any = client
+        if journalled:
+            owner = await stack.enter_async_context(client.campaign(journal))
+        stream = owner.send_many(mobiles, "hi", chunk_size=100)
+        with anyio.CancelScope() as scope:
+            async with stream:
+                # One request held by the gateway, three more whose turn came (counted
+                # as requests as they are dispatched) waiting for the connection.
+                with anyio.fail_after(10):
+                    while not (emulator.state.requests_held and stream.stats().requests >= 4):
+                        await anyio.sleep(0.005)
+                scope.cancel()
+        stats = stream.stats()
+        unknown_calls = client.stats().outcome_unknown
+        await anyio.sleep(0.5)  # the held request is answered (the client hung up)
+    abandoned = stream.abandoned
+    statuses = Counter(o.status for o in abandoned)
+    assert statuses[OutcomeStatus.UNKNOWN] == 1 == unknown_calls  # the one written
+    cut = [o for o in abandoned if "request was written" in str(o.error)]
+    assert len(cut) >= 3
+    assert all(o.status is OutcomeStatus.FAILED and o.attempts == 0 for o in cut)
+    check_accounted(emulator, mobiles, yielded, abandoned)
+    assert stats.requests == 1 == emulator.state.message_count // 100
+    if journalled:
+        async with open_campaign_journal(journal) as reader:
+            summary = reader.summary()
+        # Nothing left "in flight", and only the written chunk is in doubt: the rest is
+        # sent again by a resumed run.
+        assert (summary.in_flight, summary.unknown) == (0, 100)
+        assert summary.accepted == 0
 
 
 async def test_a_stream_run_to_its_end_abandons_nothing(emulator: Any) -> None:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import attrs
 
-from .._core.errors import AisixError, CampaignError, ValidationError
+from .._core.errors import AisixError, CampaignError, NotSentError, ValidationError
 from .._core.models import DeliveryReport, MalformedRecord, Reply
 from .._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
 from .._features.bulk import (
@@ -188,13 +188,15 @@ class CampaignStream:
     async def _record_abandoned(self, stream: SendStream, ledger: CampaignLedger) -> None:
         # Chunks cut off on the wire (the block was left early): recorded as unknown now,
         # with their numbers, rather than left "in flight" until a resumed run finds them.
+        # So are those recorded in flight whose request was cut off before it was written
+        # (see SendStream._abandon): not sent, and sent again by a resumed run.
         journal = self._lease.journal()
         cut_off = [
             outcome
             for outcome in stream.abandoned
-            if outcome.status is OutcomeStatus.UNKNOWN
-            and (row := journal.rows.get(outcome.chunk)) is not None
+            if (row := journal.rows.get(outcome.chunk)) is not None
             and row.state is ChunkState.IN_FLIGHT
+            and (outcome.status is OutcomeStatus.UNKNOWN or isinstance(outcome.error, NotSentError))
         ]
         with anyio.CancelScope(shield=True):
             for outcome in cut_off:

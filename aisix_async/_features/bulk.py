@@ -218,7 +218,16 @@ class ChunkLedger(Protocol):
 class _ChunkHooks:
     """The scheduler's dispatch hooks for one chunk: the stop switch and the ledger."""
 
-    __slots__ = ("_ledger", "_stream", "chunk", "counted", "on_wire", "scope", "tally")
+    __slots__ = (
+        "_ledger",
+        "_stream",
+        "chunk",
+        "counted",
+        "on_wire",
+        "scope",
+        "tally",
+        "writing",
+    )
 
     def __init__(self, stream: SendStream, chunk: PlannedChunk, ledger: ChunkLedger | None) -> None:
         self._stream = stream
@@ -234,6 +243,11 @@ class _ChunkHooks:
         #: Whether a request for the chunk may have been written (and not provably refused):
         #: what its fate is if the stream is abandoned now.
         self.on_wire = False
+        #: Whether the HTTP stack began writing the current attempt's request. While it
+        #: has not (the request waits for a connection, or one is being made), an attempt
+        #: cut off is known not to have reached the gateway, where the stack reports it
+        #: (``Gateway.reports_writing``).
+        self.writing = False
 
     async def before_dispatch(self) -> None:
         if self._stream.stopped_by is not None:
@@ -244,7 +258,11 @@ class _ChunkHooks:
             # this leaves the chunk "planned" (safely resent), one after it "in flight"
             # (unknown, never resent blindly).
             await ledger.on_wire(self.chunk)
+        self.writing = False
         self.on_wire = True
+
+    def began_writing(self) -> None:
+        self.writing = True
 
     async def refused(self) -> None:
         self.on_wire = False
@@ -263,6 +281,9 @@ class _Stopped(Exception):
 # The cause of NotSentError for a chunk the stream took on and never dispatched, because
 # its block was left early. One instance serves every such chunk: it carries no state.
 _ABANDONED = AisixError("the send ended before this chunk's turn came")
+# ... and for one whose turn had come, but whose request was cut off before a byte of it
+# was written (it waited for a connection, or its connection was being made).
+_CUT_BEFORE_WRITING = AisixError("the send ended before this chunk's request was written")
 
 
 class _Counters:
@@ -377,11 +398,25 @@ class SendStream:
         """The outcomes owed to the caller once the work is stopped: none after a full run.
 
         A chunk whose request may have been written is unknown (it may have been accepted
-        and charged); one that never got that far was not sent.
+        and charged); one that never got that far was not sent. That includes a chunk
+        whose turn had come but whose request the HTTP stack had not begun to write, where
+        it reports that (see ``Gateway.reports_writing``): waiting for a connection, or
+        making one, when it was cut off. (A user's trial, with an event loop stalled by a
+        write to a full stdout: 200 recipients the gateway never saw were called unknown.)
         """
         owed = list(self._handed.values())
+        reported = self._gateway.reports_writing
         for hooks in self._open.values():
             chunk, count = hooks.chunk, self._count
+            cause = _ABANDONED
+            if hooks.on_wire and not hooks.writing and reported:
+                # Its last attempt never left: not a request made (nor a retry).
+                hooks.on_wire = False
+                hooks.tally.attempts -= 1
+                if hooks.counted:  # counted as its call was cut off
+                    count.requests -= 1
+                    count.retries -= 1 if hooks.tally.attempts else 0
+                cause = _CUT_BEFORE_WRITING
             if not hooks.counted:
                 # Their attempts, counted live while open (see stats), stay counted.
                 hooks.counted = True
@@ -401,7 +436,7 @@ class SendStream:
                 )
             else:
                 count.failed += chunk.size
-                outcome = self._not_sent(chunk, hooks.tally.attempts, _ABANDONED)
+                outcome = self._not_sent(chunk, hooks.tally.attempts, cause)
             owed.append(outcome)
         self._open.clear()
         self._handed.clear()
@@ -582,7 +617,9 @@ class SendStream:
         fields = chunk.fields(cgid=self._cgid, csid=self._csid, at=self._at)
         try:
             try:
-                answer = await self._gateway.call(chunk.action, fields, tally=tally, hooks=hooks)
+                answer = await self._gateway.call(
+                    chunk.action, fields, tally=tally, hooks=hooks, on_writing=hooks.began_writing
+                )
                 receipts = receipts_of(answer, 1 if chunk.action == "sendOnce" else chunk.size)
             finally:
                 count = self._count

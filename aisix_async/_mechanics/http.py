@@ -221,18 +221,36 @@ class HttpTransport:
         """The HTTP stack in use: ``"httpx"`` or ``"httpx2"``."""
         return self._stack.name
 
+    @property
+    def reports_writing(self) -> bool:
+        """Whether ``on_writing`` is sure to be called before a request's first byte is
+        written: on the SDK's own client (a caller's may have a transport that reports
+        nothing, such as ``MockTransport``, so a silence proves nothing there)."""
+        return self._owns_client
+
     async def post_form(
-        self, url: str, body: bytes, *, on_written: Callable[[], None] | None = None
+        self,
+        url: str,
+        body: bytes,
+        *,
+        on_written: Callable[[], None] | None = None,
+        on_writing: Callable[[], None] | None = None,
     ) -> bytes:
         """POST ``body`` to ``url``; return the answer's bytes (HTTP 200 only).
 
-        ``on_written`` is called once the request is written and its answer awaited (on
-        the stack's own connections; a transport of the caller's that does not report
-        it, such as ``MockTransport``, never calls it).
+        ``on_written`` is called once the request is written and its answer awaited, and
+        ``on_writing`` right before its first byte is written (once it has a connection:
+        one waited for in the pool, or still being made, is not written yet). Both on the
+        stack's own connections; a transport of the caller's that does not report them,
+        such as ``MockTransport``, never calls them.
         """
         action = url.rpartition("action=")[2] or url
         stack = self._stack
-        extensions = None if on_written is None else {"trace": _on_written_trace(on_written)}
+        extensions = (
+            None
+            if on_written is None and on_writing is None
+            else {"trace": _trace(on_written, on_writing)}
+        )
         try:
             async with self._client.stream(
                 "POST",
@@ -292,13 +310,18 @@ class HttpTransport:
             await self._client.aclose()
 
 
-def _on_written_trace(on_written: Callable[[], None]) -> Callable[[str, object], Awaitable[None]]:
-    """A "trace" request extension (httpcore's and httpcore2's) that calls ``on_written``
-    when the connection starts waiting for the answer's head: the request is written."""
+def _trace(
+    on_written: Callable[[], None] | None, on_writing: Callable[[], None] | None
+) -> Callable[[str, object], Awaitable[None]]:
+    """A "trace" request extension (httpcore's and httpcore2's) that calls ``on_writing``
+    when the connection starts writing the request's head, and ``on_written`` when it
+    starts waiting for the answer's head: the request is written."""
 
     async def trace(event: str, info: object) -> None:
-        # HTTP/1.1 and HTTP/2 name it alike ("http11.", "http2." before it).
-        if event.endswith(".receive_response_headers.started"):
+        # HTTP/1.1 and HTTP/2 name them alike ("http11.", "http2." before them).
+        if on_writing is not None and event.endswith(".send_request_headers.started"):
+            on_writing()
+        elif on_written is not None and event.endswith(".receive_response_headers.started"):
             on_written()
 
     return trace

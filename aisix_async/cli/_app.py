@@ -220,7 +220,9 @@ def _stdout_closed(out: Output, command: str, code: int) -> int:
             where = f"{count - on_stderr:,} kept in {path} and {on_stderr:,} {where}"
         elif path is not None:
             where = f"kept in {path}"
-        said = f"stdout was closed: {count:,} record(s) it could not take: {where}, as JSON lines"
+        said = (
+            f"{out.stdout_trouble}: {count:,} record(s) it could not take: {where}, as JSON lines"
+        )
         rely = {"send": "a --journal or --outcomes file", "reports": "a --journal"}
         if command in rely:
             # A pipe gives no receipt: what it took may have been read and dropped.
@@ -230,7 +232,7 @@ def _stdout_closed(out: Output, command: str, code: int) -> int:
             )
         out.error(said)
     elif command == "send":
-        out.warn("stdout was closed: the summary above is on stderr")
+        out.warn(f"{out.stdout_trouble}: the summary above is on stderr")
     if code == ExitCode.INTERRUPTED or command == "send":
         # A send's code says itself whether the closure stopped it (141) or it had
         # sent everything (its own code: 3 for unknown outcomes matters more).
@@ -271,6 +273,10 @@ def run(argv: list[str]) -> int:
     try:
         code = _execute(ctx, command)
         late, ended = held_signals()
+        if out.signal_ended_wait:
+            # What the reader had not taken is kept (said above), not cut off by an exit.
+            out.error("interrupted again while stdout's reader had not taken all of the output")
+            return int(ExitCode.INTERRUPTED)
         if late:
             # Said, or the operator would not know whether the key press did anything.
             out.warn(f"{signal.Signals(late[0]).name} came after {ended}: it stopped nothing")
@@ -284,12 +290,15 @@ def run(argv: list[str]) -> int:
 def _execute(ctx: Context, command: Command) -> int:
     """Run ``command`` on an event loop; its exit code, or that of what it raised."""
     out, args = ctx.out, ctx.args
+    code: int | None = None
     try:
         try:
             code = int(anyio.run(command, ctx))
         finally:
             ctx.save_rate_states()
-            out.close()
+            # A command that ended as it should waits for stdout's reader as long as it
+            # reads; one interrupted (or failed) does not wait forever for one that stalled.
+            out.close(patient=code is not None and code != ExitCode.INTERRUPTED)
         return _stdout_closed(out, args.command, code) if out.stdout_closed else code
     except KeyboardInterrupt:
         return _interrupted(out, args.command)

@@ -143,6 +143,9 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: tuple[str, str])
             async with stream:
                 async for record in stream:
                     show(record)
+                    # A reader far behind: fetch no more until it catches up (Ctrl-C
+                    # is still heard meanwhile).
+                    await out.wait_for_reader()
         scope.cancel()
 
     try:
@@ -283,6 +286,8 @@ async def rotate_key(ctx: Context) -> int:
     # usable key), unless the --write-to file is to have it: no copy nobody asked for.
     record = {"type": "key", "account": account, "authkey": update.authkey}
     out.result(record, update.authkey, keep=key_file is None)
+    # Known taken or not before saying where the key is (stdout is written by a thread).
+    await out.wait_until_taken()
     written: OSError | None = None
     if key_file is not None:
         try:

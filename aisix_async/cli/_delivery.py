@@ -227,8 +227,10 @@ async def _follow(
     shown: list[tuple[DeliveryReport, bool | None]] = []
 
     def flush() -> None:
-        # The reports of a refused burst go to Output's file of unprinted ones.
-        out.write_results("".join(lines), lambda: [_report_data(*pair) for pair in shown])
+        # The reports of a refused burst go to Output's file of unprinted ones. Made from
+        # a copy: they are made only once stdout is found not to take them, maybe later.
+        burst = shown.copy()
+        out.write_results("".join(lines), lambda: [_report_data(*pair) for pair in burst])
         lines.clear()
         shown.clear()
 
@@ -254,6 +256,8 @@ async def _follow(
             async with stream:
                 async for report in stream:
                     show(report)
+                    # A reader far behind: fetch no more until it catches up.
+                    await out.wait_for_reader()
         scope.cancel()
 
     try:

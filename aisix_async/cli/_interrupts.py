@@ -149,6 +149,10 @@ async def watch_interrupts(
             first.start_soon(closed)
             first.start_soon(failed)
         feed.stopping = True
+        # The outcomes still to come are few (those on the wire, and the chunks found
+        # queued): a reader that stopped reading must not hold them, and the send's end,
+        # back. What it never takes is kept when the command ends (Output.close).
+        ctx.out.stop_waiting_for_reader()
         if state.get("interrupted"):
             stop_dispatch(INTERRUPTED)
         elif state.get("write_failed"):

@@ -13,6 +13,13 @@ stderr; and the command is told, so that it stops fetching and sending, as at a 
 A pipe gives no receipt, though: lines it took before it closed may have been read and
 dropped by the reader (``head`` reads a block and prints one line). A ``--journal`` or
 ``--outcomes`` file is the record to rely on.
+
+stdout's reader can also stop reading without closing it (a pager left open, a consumer
+that hung). Writes are made by a thread of their own (see _stdout), so the event loop,
+and Ctrl-C with it, never waits on them; a command that produces a lot waits for a reader
+that is behind (:meth:`Output.wait_for_reader`) until it is stopped. What the reader
+of a command that was stopped still has not taken at its end (:meth:`Output.close`) is
+kept, as what a closed stdout could not take is.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import attrs
 from rich import box
 from rich.console import Console
@@ -37,6 +47,8 @@ from rich.text import Text
 
 from ._exit import redact_keys
 from ._folders import user_folder
+from ._signals import held_signals, repeats_end_the_wait
+from ._stdout import Piece, StdoutWriter
 
 __all__ = ["KEEPS_UNPRINTED", "Output", "counted", "jsonable", "unprinted_folder"]
 
@@ -78,11 +90,18 @@ def unprinted_folder() -> Path:
     return user_folder("XDG_STATE_HOME", ".local/state") / "unprinted"
 
 
-class _ResultConsole(Console):
-    def on_broken_pipe(self) -> None:
-        # rich's own reaction is SystemExit(1), mid-command: the records fetched with the
-        # line it was printing would be lost. Raised as what it is, for Output to handle.
-        raise BrokenPipeError
+#: What stdout's trouble is called on stderr: closed (a write failed), or not read (its
+#: reader took nothing for GRACE seconds once the command had stopped).
+CLOSED = "stdout was closed"
+NOT_READ = "stdout was not read"
+
+#: Seconds a stdout whose reader takes nothing is waited for once the command stopped
+#: (interrupted, or failed); then what it has not taken is kept as a closed one's is.
+GRACE = 3.0
+# How often a wait for stdout looks again; how long a line on stderr waits, at most, for
+# the results queued before it (see Output._results_first).
+_POLL = 0.02
+_IN_ORDER = 0.05
 
 
 def _point_at_devnull(stream: TextIO) -> None:
@@ -94,16 +113,43 @@ def _point_at_devnull(stream: TextIO) -> None:
         os.close(devnull)
 
 
+class _RenderOnly(io.TextIOBase):
+    """What rich asks of stdout to render for it (a terminal? its descriptor, its
+    encoding), and a sink for what it would write itself: Output writes the results."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+
 class _Survivable(io.TextIOBase):
     """stderr as a stream that never raises: once a write fails (the terminal hung up),
     the rest is dropped, so a run still ends cleanly and keeps what it fetched."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, before: Callable[[], None] | None = None) -> None:
         self._stream = stream
         self._dead = False
+        self._before = before
 
     def write(self, text: str) -> int:
         if not self._dead:
+            if self._before is not None:
+                self._before()
             try:
                 return self._stream.write(text)
             except OSError:
@@ -146,6 +192,8 @@ class _Unprinted:
         self.path: Path | None = None
         self._file: TextIO | None = None
         self._failed = False
+        #: What became of stdout, as the warnings say it (CLOSED or NOT_READ).
+        self.trouble = CLOSED
 
     def add(self, record: Mapping[str, Any]) -> None:
         line = json.dumps(jsonable(record), ensure_ascii=False) + "\n"
@@ -189,13 +237,13 @@ class _Unprinted:
             self._failed = True
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             self._say(
-                f"aisix: error: stdout was closed and no file could be made for {name} "
+                f"aisix: error: {self.trouble} and no file could be made for {name} "
                 f"({reason}): the records not printed follow here, as JSON lines\n"
             )
             return
         self.path = path
         # Said now, not only at the end: a kill -9 later must not hide where they are.
-        self._say(f"aisix: warning: stdout was closed: what it could not take is kept in {path}\n")
+        self._say(f"aisix: warning: {self.trouble}: what it could not take is kept in {path}\n")
 
     def close(self) -> None:
         if self._file is not None:
@@ -217,8 +265,22 @@ class Output:
         self.json_mode = json_mode
         self.quiet = quiet
         self._stdout = stdout if stdout is not None else sys.stdout
-        self._stderr: TextIO = _Survivable(stderr if stderr is not None else sys.stderr)  # type: ignore[assignment]
-        self.out = _ResultConsole(file=self._stdout, highlight=False, soft_wrap=True)
+        # The thread writing stdout (see _stdout), made at the first write: a stream with
+        # a descriptor only (one in memory never blocks), and not on Windows, whose
+        # console takes text through its own API, not bytes on the descriptor.
+        self._writer: StdoutWriter | None = None
+        self._direct = os.name != "posix" or not _has_descriptor(self._stdout)
+        self._token: Any = None
+        self._waits_for_reader = True
+        #: Whether a repeated stop signal ended the wait for stdout's reader (see close).
+        self.signal_ended_wait = False
+        self._stderr: TextIO = _Survivable(  # type: ignore[assignment]
+            stderr if stderr is not None else sys.stderr, before=self._results_first
+        )
+        # Results are rendered by rich (for stdout's width and colours) and written by
+        # _write_stdout: rich never writes to stdout itself.
+        rendering: TextIO = _RenderOnly(self._stdout)  # type: ignore[assignment]
+        self.out = Console(file=rendering, highlight=False, soft_wrap=True)
         self.err = Console(file=self._stderr, highlight=False, soft_wrap=True, stderr=True)
         self.stdout_closed = False
         # Records nobody can fetch again are kept; a balance or a table is asked again.
@@ -238,10 +300,20 @@ class Output:
         if self.stdout_closed:
             return
         self.stdout_closed = True
+        # Queued for stdout and never written (or the write that failed): kept, in order,
+        # before anything that comes after.
+        unwritten = self._writer.take_back() if self._writer is not None else []
         if self._stdout is sys.stdout:
             _point_at_devnull(self._stdout)
         for callback in self._on_closed:
             callback()
+        for piece in unwritten:
+            self._not_taken(piece.records, piece.vital)
+
+    @property
+    def stdout_trouble(self) -> str:
+        """What became of stdout, as messages say it: "stdout was closed" or "... not read"."""
+        return self._unprinted.trouble
 
     @property
     def unprinted(self) -> tuple[int, Path | None]:
@@ -253,13 +325,107 @@ class Output:
         """Of those, how many went to stderr (no file could be made, or it filled)."""
         return self._unprinted.on_stderr
 
-    def close(self) -> None:
-        """Close the file of unprinted records, if one was made."""
+    async def wait_for_reader(self) -> None:
+        """Wait while stdout's reader is far behind (a slow one paces the command, as a
+        pipe does), unless :meth:`stop_waiting_for_reader` was called.
+
+        Only the task that produces the output waits: the event loop goes on (requests on
+        the wire are answered, Ctrl-C is heard), where a write to a full pipe made on it
+        stopped it all.
+        """
+        writer = self._writer
+        # Polled, only while the reader is far behind: the writer is another thread, with
+        # no event of this loop's to set.
+        while writer is not None and writer.behind and self._waits_for_reader:
+            self._notice_failure()
+            await anyio.sleep(_POLL)
+        self._notice_failure()
+
+    async def wait_until_taken(self) -> None:
+        """Wait until stdout has taken all that was written to it, or is found closed:
+        :attr:`stdout_closed` then says which (for a record that exists nowhere else)."""
+        writer = self._writer
+        # Polled, as wait_for_reader is.
+        while writer is not None and writer.busy:  # noqa: ASYNC110
+            await anyio.sleep(_POLL)
+        self._notice_failure()
+
+    def stop_waiting_for_reader(self) -> None:
+        """From now on the command never waits for stdout's reader (it is stopping: what
+        the reader does not take is kept when it ends, see :meth:`close`)."""
+        self._waits_for_reader = False
+
+    def close(self, *, patient: bool = True) -> None:
+        """Let stdout's reader take what is queued for it; close the file of unprinted records.
+
+        ``patient``: the command ended as it should; its reader is waited for as long as
+        it takes (a pipe's reader sets the pace), until a second stop signal after the
+        end (the first stops nothing: see hold_stop_signals). Otherwise (it was
+        interrupted, or failed) a reader that takes nothing for :data:`GRACE` seconds is
+        given up on. Either way what it has not taken is kept, as what a closed stdout
+        could not take is.
+        """
+        writer = self._writer
+        if writer is not None and not self.stdout_closed:
+            try:
+                self._drain(writer, patient)
+            except BaseException:
+                # A KeyboardInterrupt (a command with no receivers of its own): nothing
+                # queued is dropped on the way out.
+                self._give_up()
+                raise
+            self._notice_failure()
         self._unprinted.close()
+
+    def _drain(self, writer: StdoutWriter, patient: bool) -> None:
+        # A stop signal held once the command has ended stops nothing: the reader may
+        # still take the summary (see hold_stop_signals). A repeated one ends the wait.
+        with repeats_end_the_wait():
+            while not writer.wait_idle(_POLL * 5):
+                if len(held_signals()[0]) >= 2:
+                    self.signal_ended_wait = True
+                    self._give_up()
+                    return
+                if not patient and writer.stalled_for() >= GRACE:
+                    self._give_up()
+                    return
+
+    def _give_up(self) -> None:
+        # The command has ended: nobody is left to tell (its callbacks belonged to an
+        # event loop that is gone).
+        self._on_closed.clear()
+        if not self.stdout_closed and self._writer is not None and self._writer.failed is None:
+            self._unprinted.trouble = NOT_READ
+        self.mark_stdout_closed()
+
+    def _notice_failure(self) -> None:
+        """On the event loop's thread: a write the thread made failed, so stdout is closed."""
+        writer = self._writer
+        if writer is not None and writer.failed is not None:
+            self.mark_stdout_closed()
+
+    def _failed_in_thread(self) -> None:
+        # Told to the event loop at once (it stops a send's dispatch, a follower's
+        # fetching), not at the next write. A loop that has ended cannot be told: close()
+        # finds the failure instead.
+        token = self._token
+        if token is None:
+            return
+        with contextlib.suppress(Exception):
+            anyio.from_thread.run_sync(self._notice_failure, token=token)
+
+    def _results_first(self) -> None:
+        # A line on stderr waits for the results queued before it, so that a terminal
+        # shows them in the order they were made (a summary before its warnings); only
+        # briefly for a reader that has stalled (and not at all once it has for longer).
+        writer = self._writer
+        if writer is not None:
+            writer.wait_idle(max(0.0, _IN_ORDER - writer.stalled_for()))
 
     @property
     def stdout(self) -> TextIO:
-        """The results' stream itself, for output made elsewhere (a CSV export)."""
+        """The results' stream itself, for output made elsewhere (a CSV export, which
+        nothing is written before: it does not go through the thread that writes)."""
         return self._stdout
 
     @property
@@ -278,33 +444,61 @@ class Output:
         the file of unprinted records instead (unless not ``keep``: kept elsewhere).
         """
         if text is None or self.json_mode:
-            printed = self._write_stdout(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
+            line = json.dumps(jsonable(record), ensure_ascii=False) + "\n"
         else:
-            printed = self._print_result(text, markup=False)
-        if not printed and keep:
-            self.keep_unprinted(record)
+            line = self._render(text, markup=False)
+        self._write_stdout(line, (lambda: [record]) if keep else None)
 
     def write_results(self, text: str, records: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         """Many records' lines at once (``text``), flushed: the fast path of big batches.
 
         ``records`` makes the records behind ``text``, only if stdout refuses it: they are
-        kept, every one (the failed flush may have written some: twice beats lost).
+        kept, every one (the failed flush may have written some: twice beats lost). It
+        may be called later (stdout is written by a thread): it must not read anything
+        the caller changes afterwards.
         """
-        if not self._write_stdout(text):
-            for record in records():
-                self.keep_unprinted(record)
+        self._write_stdout(text, records)
 
-    def _write_stdout(self, text: str) -> bool:
-        """Write and flush ``text``; False if stdout is (or is now found) closed."""
+    def _write_stdout(
+        self,
+        text: str,
+        records: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+        vital: Callable[[], None] | None = None,
+    ) -> None:
+        """Write ``text``; if stdout is (or is now found) closed, keep ``records`` and show
+        what is ``vital`` elsewhere instead."""
+        self._notice_failure()
         if self.stdout_closed:
-            return False
-        try:
-            self._stdout.write(text)
-            self._stdout.flush()
-        except OSError:  # EPIPE (| head), EIO (a terminal hung up)
-            self.mark_stdout_closed()
-            return False
-        return True
+            self._not_taken(records, vital)
+            return
+        if self._direct:
+            try:
+                self._stdout.write(text)
+                self._stdout.flush()
+            except OSError:  # EPIPE (| head), EIO (a terminal hung up)
+                self.mark_stdout_closed()
+                self._not_taken(records, vital)
+            return
+        if self._writer is None:
+            with contextlib.suppress(Exception):  # outside an event loop: no token
+                self._token = anyio.lowlevel.current_token()
+            self._writer = StdoutWriter(self._stdout.fileno(), on_failure=self._failed_in_thread)
+        encoding = getattr(self._stdout, "encoding", None) or "utf-8"
+        errors = getattr(self._stdout, "errors", None) or "strict"
+        if not self._writer.put(Piece(text.encode(encoding, errors), records, vital)):
+            # It failed since the look above: what it holds is kept first, then this.
+            self._notice_failure()
+            self._not_taken(records, vital)
+
+    def _not_taken(
+        self,
+        records: Callable[[], Iterable[Mapping[str, Any]]] | None,
+        vital: Callable[[], None] | None,
+    ) -> None:
+        for record in records() if records is not None else ():
+            self.keep_unprinted(record)
+        if vital is not None:
+            vital()
 
     def keep_unprinted(self, record: Mapping[str, Any]) -> None:
         """Keep a record stdout could not take in the file of unprinted records."""
@@ -313,7 +507,7 @@ class Output:
 
     def line(self, text: str) -> None:
         """A plain result line on stdout (no markup interpretation); dropped once closed."""
-        self._print_result(text, markup=False)
+        self._write_stdout(self._render(text, markup=False))
 
     def note(self, text: str) -> None:
         """A line about the run on stderr (suppressed by --quiet)."""
@@ -346,35 +540,37 @@ class Output:
             table.add_column(column, justify="right" if column in right else "left")
         for row in rows:
             table.add_row(*(_cell(cell) for cell in row))
-        self._print_result(table)
+        self._write_stdout(self._render(table))
 
     def pairs(
         self, title: str | None, rows: Sequence[tuple[str, object]], *, vital: bool = False
     ) -> None:
         """A two-column table of labelled values (a summary).
 
-        ``vital``: what an operator must see even once stdout is closed (what a send
-        did): then it goes to stderr. Other tables are dropped with stdout.
+        ``vital``: what an operator must see even if stdout does not take it (what a
+        send did): then it goes to stderr. Other tables are dropped with stdout.
         """
         table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left")
         table.add_column("what", style="bold")
         table.add_column("value", justify="right")
         for label, value in rows:
             table.add_row(Text(label), _cell(value))
-        self._print_result(table)
-        if vital and self.stdout_closed:
-            self.err.print(table)
+        shown = (lambda: self.err.print(table)) if vital else None
+        self._write_stdout(self._render(table), vital=shown)
 
-    def _print_result(self, renderable: str | Table, *, markup: bool | None = None) -> bool:
-        """Print on stdout through rich; False if stdout is (or is now found) closed."""
-        if self.stdout_closed:
-            return False
-        try:
+    def _render(self, renderable: str | Table, *, markup: bool | None = None) -> str:
+        """What rich would print on stdout (its width, its colours), as text to write."""
+        with self.out.capture() as captured:
             self.out.print(renderable, markup=markup)
-        except OSError:  # EPIPE (| head), EIO (a terminal hung up)
-            self.mark_stdout_closed()
-            return False
-        return True
+        return captured.get()
+
+
+def _has_descriptor(stream: TextIO) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    return True
 
 
 def _cell(value: object) -> Text:

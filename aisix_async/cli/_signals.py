@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from ._exit import ExitCode
@@ -15,6 +16,7 @@ from ._exit import ExitCode
 __all__ = [
     "held_signals",
     "hold_stop_signals",
+    "repeats_end_the_wait",
     "restore_signals",
     "stop_as_interrupt",
     "stop_signals",
@@ -24,6 +26,8 @@ __all__ = [
 _held: list[int] = []
 #: What had ended when they began to be held, for the warning (see held_signals).
 _ended: list[str] = []
+#: Set while Output waits for stdout's reader at the end (see repeats_end_the_wait).
+_waiting_for_reader: list[bool] = []
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
@@ -65,10 +69,13 @@ def stop_as_interrupt() -> dict[int, Any]:
 
 def _hold(signum: int, frame: object) -> None:
     _held.append(signum)
-    if len(_held) == 1:
+    if len(_held) == 1 or _waiting_for_reader:
+        # (A repeat while Output waits for stdout's reader is that wait's to act on: it
+        # ends it and keeps what the reader did not take, which exiting here would lose.)
         return
-    # A repeat: the summary may be stuck on a stdout nobody reads (a paused terminal, a
-    # reader that stopped), and holding every signal would leave Ctrl-C no way out. The
+    # A repeat: the summary may be stuck on a stream nobody reads (stderr on a paused
+    # terminal; stdout, whose writes Output's thread makes, is waited for as above),
+    # and holding every signal would leave Ctrl-C no way out. The
     # send has ended, and what it records was flushed as it went (outcome rows per chunk,
     # the journal per commit, made to survive a kill -9), so the process ends here, at
     # once: an exception raised from this handler could land anywhere in the shutdown,
@@ -88,14 +95,28 @@ def hold_stop_signals(ended: str) -> None:
     pressing Ctrl-C a second time as the send ended lost the account of what it sent.
     So is a follower stopped by its first signal, which still waits for the poll on the
     wire (records the gateway hands out once). A second signal after the end ends the
-    process at once (exit 130), for a summary that cannot be written. ``ended`` says
-    what had ended, for :func:`held_signals`, which tells what came.
+    process at once (exit 130), for a summary that cannot be written; or, while Output
+    waits for stdout's reader (:func:`repeats_end_the_wait`), ends that wait, and what
+    the reader did not take is kept. ``ended`` says what had ended, for
+    :func:`held_signals`, which tells what came.
     """
     if threading.current_thread() is not threading.main_thread():
         return
     _ended[:] = [ended]
     for stop in stop_signals():
         signal.signal(stop, _hold)
+
+
+@contextlib.contextmanager
+def repeats_end_the_wait() -> Iterator[None]:
+    """Within it, a repeated held stop signal does not end the process (see _hold): the
+    caller, waiting for stdout's reader to take the last of the output, looks at
+    :func:`held_signals` and ends its wait itself, keeping what was not taken."""
+    _waiting_for_reader.append(True)
+    try:
+        yield
+    finally:
+        _waiting_for_reader.pop()
 
 
 def held_signals() -> tuple[tuple[int, ...], str]:

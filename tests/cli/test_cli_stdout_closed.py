@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from cli_support import AS_ON_A_TERMINAL, ROOT, Cli, json_lines, numbers, write_lines
 
+from aisix_async.cli import _output as output_module
 from aisix_async.cli._app import _stdout_closed
 from aisix_async.cli._output import Output
 
@@ -443,3 +444,112 @@ def test_a_kept_file_that_fills_hands_the_rest_to_stderr_and_says_how_many_went_
     assert "could not take more" in said
     assert [json.loads(line)["n"] for line in said.splitlines() if line.startswith("{")] == [1, 2]
     assert f"0 kept in {path} and 2 printed on stderr above" in said
+
+
+def test_output_never_waits_for_a_stalled_reader_and_keeps_what_it_never_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setattr(output_module, "GRACE", 0.2)
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w", encoding="utf-8")
+    err = io.StringIO()
+    out = Output(stdout=stream, stderr=err, command="send")
+    try:
+        started = time.monotonic()
+        for n in range(200):  # about 200 kB: three times what the pipe holds
+            out.emit({"n": n, "pad": "x" * 1000})
+        assert time.monotonic() - started < 5  # queued, not waited for
+        out.close(patient=False)  # a stopped command: the reader gets GRACE, then no more
+
+        os.set_blocking(read_end, False)
+        printed = os.read(read_end, 1 << 20).decode("utf-8")
+    finally:
+        os.close(read_end)
+        stream.close()
+    taken = [json.loads(line)["n"] for line in printed.split("\n")[:-1]]
+    count, path = out.unprinted
+    assert path is not None and count > 0
+    kept = [json.loads(line)["n"] for line in path.read_text().splitlines()]
+    # Every record is on stdout or in the file (the one cut off mid-write in both), in order.
+    assert sorted(set(taken) | set(kept)) == list(range(200))
+    assert kept == list(range(kept[0], 200))
+    assert out.stdout_closed and out.stdout_trouble == "stdout was not read"
+    assert f"stdout was not read: what it could not take is kept in {path}" in err.getvalue()
+
+
+def _settled_count(emulator: Any, *, at_least: int, quiet: float, timeout: float) -> int:
+    """The emulator's message count once it has stopped growing for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = emulator.state.message_count
+        if count != last:
+            last, since = count, time.monotonic()
+        elif count >= at_least and time.monotonic() - since >= quiet:
+            return count
+        time.sleep(0.05)
+    raise AssertionError(f"the send never settled (at {last} messages)")
+
+
+def test_ctrl_c_is_heard_while_nobody_reads_stdout_and_what_it_did_not_take_is_kept(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A reader that stops reading without closing the pipe (a consumer that hung): once
+    # the pipe filled, the outcome line being written blocked the event loop, so Ctrl-C
+    # did nothing until the reader went away, and then the chunks frozen between their
+    # turn and their request were called unknown ("abandoned on the wire") though the
+    # gateway never saw them (a user's trial: three Ctrl-C, 34 s, 200 such recipients).
+    cli = cli_state
+    emulator.state.set_balance(None, "100000")
+    mobiles = numbers(60_000)  # about 1 MB of outcome lines: far more than a pipe holds
+    listed = write_lines(tmp_path / "numbers.txt", mobiles)
+    journal = str(tmp_path / "c.db")
+    process = subprocess.Popen(
+        cli.command("send", listed, "--content", "Hi", "--chunk-size", "100", "--json",
+                    "--journal", journal),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=cli.env, cwd=ROOT, **AS_ON_A_TERMINAL,
+    )  # fmt: skip
+    try:
+        # Nobody reads stdout: the send goes on until the pipe (and what the command
+        # queues for it) is full, then waits for the reader.
+        before = _settled_count(emulator, at_least=1000, quiet=1.0, timeout=60)
+        assert before < len(mobiles)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stdout is not None and process.stderr is not None
+    printed = process.stdout.read().decode("utf-8")
+    err = process.stderr.read().decode("utf-8")
+    process.stdout.close()
+    process.stderr.close()
+
+    assert process.returncode == 130, err
+    assert took < 20
+    assert "interrupted: no more requests" in err
+    assert "stdout was not read: what it could not take is kept in" in err
+    assert "Traceback" not in err
+    _, kept = _kept(cli, err)
+    # The pipe holds what it took (its last line may be cut off; that one is kept too).
+    lines = printed.split("\n")
+    taken = [json.loads(line) for line in lines[:-1]]
+    outcomes = [r for r in taken + kept if r["type"] == "outcome"]
+    (summary,) = [r for r in kept if r["type"] == "summary"]
+    sent = Counter(m.mobile for m in emulator.state.messages())
+    assert max(sent.values()) == 1
+    # What the gateway took is exactly what was accepted, and nothing else is in doubt:
+    # no chunk it never saw is called unknown.
+    accepted = {m for r in outcomes if r["status"] == "accepted" for m in r["mobiles"]}
+    assert accepted == set(sent)
+    assert (summary["accepted"], summary["unknown"]) == (len(sent), 0)
+    assert summary["interrupted"] is True
+    assert summary["accepted"] + summary["not_sent"] == len(mobiles)
+    shown = cli.run("campaign", journal, "--json")
+    recorded = json_lines(shown.stdout)[0]
+    assert (recorded["accepted"], recorded["unknown"], recorded["in_flight"]) == (len(sent), 0, 0)

@@ -535,6 +535,11 @@ async def _run(
                         async for outcome in stream:
                             record(outcome)
                             consumed += len(outcome.mobiles)
+                            # A reader far behind paces the send (the chunks after this
+                            # one wait, and so does the input), as a full pipe did, but
+                            # with the event loop free: Ctrl-C is heard, and the requests
+                            # on the wire are answered and journalled meanwhile.
+                            await out.wait_for_reader()
                 except CampaignError as exc:
                     # The journal stopped dispatch itself (it could not record): every
                     # outcome came through, so the summary below holds. A refusal with
