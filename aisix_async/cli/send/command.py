@@ -63,7 +63,7 @@ from .inputs import (
     problem,
 )
 from .report import finish, show_estimate, show_problems, snapshot
-from .tally import Tally, open_outcomes, outcome_record, write_outcome_rows
+from .tally import Tally, open_outcomes, outcome_record, outcome_rows_text
 
 if TYPE_CHECKING:
     from ... import Campaign
@@ -493,9 +493,9 @@ async def _run(
                 tally.add(outcome)
                 if outcomes_file is not None:
                     try:
-                        write_outcome_rows(writer, outcome)
-                        # Per chunk, not when a buffer fills: after a kill -9, the file
-                        # still lists every recipient of each chunk that settled.
+                        # One write a chunk, flushed: after a kill -9, the file lists
+                        # every recipient of each chunk whose lines it took, none in part.
+                        outcomes_file.write(outcome_rows_text(outcome))
                         outcomes_file.flush()
                     except OSError as exc:
                         # Raised from here it ended the run with "usage error; nothing was

@@ -9,6 +9,7 @@ line per chunk with ``--json``.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import Counter
 from decimal import Decimal
@@ -19,7 +20,14 @@ import attrs
 from ... import NotSentError, OutcomeStatus, SendOutcome
 from .._exit import CliError
 
-__all__ = ["SAMPLES", "Tally", "open_outcomes", "outcome_record", "write_outcome_rows"]
+__all__ = [
+    "SAMPLES",
+    "Tally",
+    "open_outcomes",
+    "outcome_record",
+    "outcome_rows_text",
+    "write_outcome_rows",
+]
 
 #: Failed and unknown recipients shown in a summary; the rest are counted.
 SAMPLES = 10
@@ -117,6 +125,15 @@ def outcome_record(outcome: SendOutcome) -> dict[str, Any]:
         "error_code": getattr(outcome.error, "code", None),
     }
     return record
+
+
+def outcome_rows_text(outcome: SendOutcome) -> str:
+    """A chunk's rows (see :func:`write_outcome_rows`) as one text, to be written at once:
+    written row by row, a ``kill -9`` in the middle left part of a chunk in the file (its
+    buffer filled), and a resumed run, finding the chunk settled, never wrote the rest."""
+    text = io.StringIO()
+    write_outcome_rows(csv.writer(text), outcome)
+    return text.getvalue()
 
 
 def write_outcome_rows(writer: Any, outcome: SendOutcome) -> None:
