@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import io
 import json
 import os
@@ -264,7 +265,11 @@ class Output:
     ) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
-        self._stdout = stdout if stdout is not None else sys.stdout
+        # None when the command was started with stdout closed (">&-"): a stream whose
+        # every write fails, as a closed descriptor's does, so it ends as any closed stdout
+        # (141, what was not printed kept), not with an AttributeError.
+        closed: TextIO = _ClosedStream()  # type: ignore[assignment]
+        self._stdout: TextIO = stdout if stdout is not None else (sys.stdout or closed)
         # The thread writing stdout (see _stdout), made at the first write: a stream with
         # a descriptor only (one in memory never blocks), and not on Windows, whose
         # console takes text through its own API, not bytes on the descriptor.
@@ -563,6 +568,16 @@ class Output:
         with self.out.capture() as captured:
             self.out.print(renderable, markup=markup)
         return captured.get()
+
+
+class _ClosedStream(io.TextIOBase):
+    """stdout as a process started without one has it: nothing can be written."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed")
+
+    def flush(self) -> None:
+        pass
 
 
 def _has_descriptor(stream: TextIO) -> bool:

@@ -553,3 +553,29 @@ def test_ctrl_c_is_heard_while_nobody_reads_stdout_and_what_it_did_not_take_is_k
     shown = cli.run("campaign", journal, "--json")
     recorded = json_lines(shown.stdout)[0]
     assert (recorded["accepted"], recorded["unknown"], recorded["in_flight"]) == (len(sent), 0, 0)
+
+
+@pytest.mark.parametrize("command", ["balance", "reports"])
+def test_a_command_started_with_stdout_closed_ends_as_a_closed_stdout(
+    cli_state: Cli, emulator: Any, tmp_path: Path, command: str
+) -> None:
+    # ">&-": Python's sys.stdout is None then, and every command failed with an
+    # AttributeError traceback before doing anything (a user's trial).
+    emulator.state.configure(report_delay=0.0)
+    if command == "reports":
+        _sent(cli_state, emulator, tmp_path, 20)
+    done = subprocess.run(
+        cli_state.command(command, "--json"),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_state.env,
+        timeout=60,
+        cwd=ROOT,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == CLOSED, done.stderr
+    if command == "reports":
+        _, kept = _kept(cli_state, done.stderr)
+        assert len([r for r in kept if r["type"] == "report"]) == 20
