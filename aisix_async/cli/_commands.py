@@ -267,6 +267,10 @@ async def _rotate(ctx: Context) -> tuple[KeyRotation, str]:
             raise
 
 
+#: Seconds a pipe's reader has to read the new key before it is kept in a file too.
+_KEY_READ = 5.0
+
+
 async def rotate_key(ctx: Context) -> int:
     """Rotate the key; print the new one once and say to store it now."""
     if ctx.args.write_to is not None and not ctx.args.write_to.strip():
@@ -288,6 +292,13 @@ async def rotate_key(ctx: Context) -> int:
     out.result(record, update.authkey, keep=key_file is None)
     # Known taken or not before saying where the key is (stdout is written by a thread).
     await out.wait_until_taken()
+    unread = False
+    if key_file is None and not out.stdout_closed and not await out.wait_until_read(_KEY_READ):
+        # In a pipe whose reader has not read it: a reader that hung or left takes it
+        # with it (a user's trial: exit 0, the account locked out). Kept as if stdout
+        # had closed.
+        unread = True
+        out.keep_unprinted(record)
     written: OSError | None = None
     if key_file is not None:
         try:
@@ -298,7 +309,12 @@ async def rotate_key(ctx: Context) -> int:
                 out.keep_unprinted(record)
     stored = key_file is not None and written is None
     _, kept_in = out.unprinted
-    if not out.stdout_closed:
+    if unread and kept_in is not None:
+        where = (
+            f"stdout's reader did not read it within {_KEY_READ:g} s: the new key is also in "
+            f"{escape(str(kept_in))} (delete that file once it is stored)"
+        )
+    elif not out.stdout_closed:
         where = "The key above is shown only this once"
     elif stored:
         where = f"stdout was closed: the new key is in {escape(ctx.args.write_to)} only"

@@ -24,12 +24,14 @@ kept, as what a closed stdout could not take is.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import enum
 import errno
 import io
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timezone
@@ -504,6 +506,34 @@ class Output:
             self.keep_unprinted(record)
         if vital is not None:
             vital()
+
+    async def wait_until_read(self, patience: float) -> bool:
+        """Whether stdout's reader read everything written, where a pipe can say so.
+
+        A write to a pipe succeeds once the bytes are in its buffer, read or not: a
+        reader that hung, or left without reading, takes them with it. On Linux the
+        bytes still unread in a pipe can be counted (FIONREAD); this waits up to
+        ``patience`` seconds for that count to fall to 0. True as well where nothing can
+        be counted (a terminal, a file, another system): their writes are the receipt.
+        """
+        try:
+            fd = self._stdout.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return True
+            import fcntl
+            import termios
+
+            unread = array.array("i", [0])
+            give_up = anyio.current_time() + patience
+            while True:
+                fcntl.ioctl(fd, termios.FIONREAD, unread)
+                if unread[0] == 0:
+                    return True
+                if anyio.current_time() >= give_up:
+                    return False
+                await anyio.sleep(0.05)
+        except (OSError, ValueError, ImportError, AttributeError):
+            return True
 
     def keep_unprinted(self, record: Mapping[str, Any]) -> None:
         """Keep a record stdout could not take in the file of unprinted records."""

@@ -148,6 +148,36 @@ def test_a_rotated_key_stdout_could_not_take_is_kept_in_an_owner_only_file(
     assert "dropped lines" not in closed.stderr  # nothing was read: no such doubt
 
 
+def test_a_new_key_left_unread_in_a_pipe_is_kept_too(cli_state: Cli, emulator: Any) -> None:
+    # A reader that opens the pipe and never reads: the write succeeds, the key sits in
+    # the pipe's buffer, and went with the reader (a user's trial: exit 0, account
+    # locked out). Unread after a few seconds, it is kept in the file as well.
+    cli = cli_state
+    read_end, write_end = os.pipe()
+    try:
+        done = subprocess.run(
+            cli.command("rotate-key", "--yes"),
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli.env,
+            timeout=60,
+            cwd=ROOT,
+        )
+        in_pipe = os.read(read_end, 4096).decode()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    new = emulator.state.authkey()
+    assert done.returncode == 0, done.stderr
+    assert new in in_pipe
+    _, kept = _kept(cli, done.stderr)
+    assert kept == [{"type": "key", "account": emulator.account, "authkey": new}]
+    assert "did not read it within" in done.stderr
+    assert new not in done.stderr
+
+
 def test_reports_into_a_journal_keep_what_stdout_could_not_take(
     cli_state: Cli, emulator: Any, tmp_path: Path
 ) -> None:
