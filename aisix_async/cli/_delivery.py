@@ -342,11 +342,15 @@ async def campaign(ctx: Context) -> int:
                 # csv ends lines in \r\n itself; Windows' newline translation would
                 # make them \r\r\n.
                 reconfigure(newline="")
+            handle = out.from_thread()
             try:
-                written = await journal.export_csv(out.stdout)
-                out.stdout.flush()
+                written = await journal.export_csv(handle)
+                await anyio.to_thread.run_sync(handle.flush)
+                await out.wait_until_taken()
             except OSError:  # | head: the journal still holds it all
                 out.mark_stdout_closed()
+                return ExitCode.STDOUT_CLOSED
+            if out.stdout_closed:
                 return ExitCode.STDOUT_CLOSED
             out.note(f"{counted(written, 'recipient', 'recipients')} written to stdout")
             return ExitCode.OK  # the CSV alone: a table after it would spoil it

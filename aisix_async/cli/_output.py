@@ -33,6 +33,7 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -497,6 +498,31 @@ class Output:
             self._notice_failure()
             self._not_taken(records, vital)
 
+    def from_thread(self) -> TextIO:
+        """stdout for text made on a worker thread (a CSV export): written, a piece at a
+        time, by the thread that writes stdout, the worker waiting (in the event loop)
+        while the reader is far behind. A write to a full pipe made on the worker itself
+        held it for good when nobody read: a Ctrl-C said "interrupted", and the process
+        waited for that thread at exit (a user's trial). Raises OSError (EPIPE) from
+        ``write`` or ``flush`` once stdout is closed."""
+        return _FromThread(self)  # type: ignore[return-value]
+
+    def _put_from_thread(self, text: str) -> None:
+        self._write_stdout(text)
+        self._check_open()
+
+    def _behind_for_thread(self) -> bool:
+        # As wait_for_reader's test, asked from the worker between its short sleeps: a
+        # task of the event loop's waiting instead outlived a Ctrl-C, with a traceback.
+        self._check_open()
+        writer = self._writer
+        return writer is not None and writer.behind and self._waits_for_reader
+
+    def _check_open(self) -> None:
+        self._notice_failure()
+        if self.stdout_closed:
+            raise OSError(errno.EPIPE, "stdout was closed")
+
     def _not_taken(
         self,
         records: Callable[[], Iterable[Mapping[str, Any]]] | None,
@@ -598,6 +624,38 @@ class Output:
         with self.out.capture() as captured:
             self.out.print(renderable, markup=markup)
         return captured.get()
+
+
+class _FromThread(io.TextIOBase):
+    """See :meth:`Output.from_thread`: gathered in pieces of 64 kB, one trip to the event
+    loop each (a trip a CSV line would cost more than the export)."""
+
+    _PIECE = 65536
+
+    def __init__(self, out: Output) -> None:
+        self._out = out
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= self._PIECE:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        out = self._out
+        anyio.from_thread.run_sync(out._put_from_thread, text)
+        # Once the event loop is gone (a Ctrl-C ended the command), this raises: the
+        # worker ends rather than hold the process at exit.
+        while anyio.from_thread.run_sync(out._behind_for_thread):
+            time.sleep(_POLL)
 
 
 class _ClosedStream(io.TextIOBase):

@@ -609,3 +609,27 @@ def test_a_command_started_with_stdout_closed_ends_as_a_closed_stdout(
     if command == "reports":
         _, kept = _kept(cli_state, done.stderr)
         assert len([r for r in kept if r["type"] == "report"]) == 20
+
+
+def test_ctrl_c_ends_an_export_to_stdout_nobody_reads(
+    cli_state: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The CSV was written to stdout on the journal's worker thread: into a pipe nobody
+    # read, it blocked there, a Ctrl-C printed "interrupted", and the process waited for
+    # that thread for good (a user's trial: only kill -9 ended it).
+    cli = cli_state
+    journal = str(tmp_path / "c.db")
+    listed = write_lines(tmp_path / "numbers.txt", numbers(5000))
+    sent = cli.run("send", listed, "--content", "Hi", "--journal", journal, "-q")
+    assert sent.returncode == 0, sent.stderr
+    process = cli.popen("campaign", journal, "--export", "-")  # stdout: never read
+    try:
+        time.sleep(2.0)  # the pipe (64 kB) is full: some 200 kB of CSV wait
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)  # stdout still unread
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
