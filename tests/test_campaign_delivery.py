@@ -439,17 +439,10 @@ anyio.run(main)
 """
 
 
-@pytest.mark.parametrize("resend_unknown", [False, True])
-async def test_reports_fetched_before_a_resume_reconcile_what_a_kill_left_on_the_wire(
-    emulator: Any, tmp_path: Path, resend_unknown: bool
-) -> None:
-    # A killed process leaves its chunks on the wire known by input position only, and
-    # reports fetched before the resume cannot be matched to them. A user's trial then
-    # found them not the campaign's for good, the recipients unknown, and the resend the
-    # CLI offered sent 1,400 of them twice.
-    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+async def _killed_on_the_wire(emulator: Any, path: Path) -> None:
+    """Run _SENDS_BATCH on ``path`` and kill it (SIGKILL) while a request of it is held
+    by the emulator (1.5 s answers), then wait until the gateway acted on it all the same."""
     emulator.state.set_faults(latency_ms=1500.0, fault_actions=["sendBatch"])
-    path = tmp_path / "c.db"
     child = await anyio.open_process(
         [sys.executable, "-c", _SENDS_BATCH, emulator.base_url, emulator.account,
          emulator.authkey, str(path)],
@@ -463,9 +456,22 @@ async def test_reports_fetched_before_a_resume_reconcile_what_a_kill_left_on_the
         child.kill()
         await child.wait()
     with anyio.fail_after(30):
-        while emulator.state.requests_held:  # the gateway acts on them all the same
+        while emulator.state.requests_held:
             await anyio.sleep(0.05)
     emulator.state.set_faults(latency_ms=0.0)
+
+
+@pytest.mark.parametrize("resend_unknown", [False, True])
+async def test_reports_fetched_before_a_resume_reconcile_what_a_kill_left_on_the_wire(
+    emulator: Any, tmp_path: Path, resend_unknown: bool
+) -> None:
+    # A killed process leaves its chunks on the wire known by input position only, and
+    # reports fetched before the resume cannot be matched to them. A user's trial then
+    # found them not the campaign's for good, the recipients unknown, and the resend the
+    # CLI offered sent 1,400 of them twice.
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    path = tmp_path / "c.db"
+    await _killed_on_the_wire(emulator, path)
     lost = len(emulator.state.messages())
     assert lost in (100, 200, 300)
 
@@ -542,23 +548,7 @@ async def test_reports_are_taken_only_once_a_resume_knows_the_numbers_a_kill_lef
         campaign.send_many(numbers(100, start=5000), "A", chunk_size=100) as s,
     ):
         assert len([o async for o in s]) == 1
-    emulator.state.set_faults(latency_ms=1500.0, fault_actions=["sendBatch"])
-    child = await anyio.open_process(
-        [sys.executable, "-c", _SENDS_BATCH, emulator.base_url, emulator.account,
-         emulator.authkey, str(b)],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
-    )  # fmt: skip
-    try:
-        with anyio.fail_after(30):
-            while not emulator.state.requests_held:
-                await anyio.sleep(0.02)
-    finally:
-        child.kill()
-        await child.wait()
-    with anyio.fail_after(30):
-        while emulator.state.requests_held:
-            await anyio.sleep(0.05)
-    emulator.state.set_faults(latency_ms=0.0)
+    await _killed_on_the_wire(emulator, b)
     lost = len(emulator.state.messages()) - 100
     async with (
         client_for(emulator) as client,
