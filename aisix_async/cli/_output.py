@@ -507,11 +507,14 @@ class Output:
         ``write`` or ``flush`` once stdout is closed."""
         return _FromThread(self)  # type: ignore[return-value]
 
-    def _put_from_thread(self, text: str) -> None:
+    def put_from_thread(self, text: str) -> None:
+        """For :meth:`from_thread`'s stream: write ``text`` (called in the event loop)."""
         self._write_stdout(text)
         self._check_open()
 
-    def _behind_for_thread(self) -> bool:
+    def behind_for_thread(self) -> bool:
+        """For :meth:`from_thread`'s stream: whether the reader is far behind (called in
+        the event loop); raises OSError once stdout is closed."""
         # As wait_for_reader's test, asked from the worker between its short sleeps: a
         # task of the event loop's waiting instead outlived a Ctrl-C, with a traceback.
         self._check_open()
@@ -651,10 +654,10 @@ class _FromThread(io.TextIOBase):
         self._parts.clear()
         self._size = 0
         out = self._out
-        anyio.from_thread.run_sync(out._put_from_thread, text)
+        anyio.from_thread.run_sync(out.put_from_thread, text)
         # Once the event loop is gone (a Ctrl-C ended the command), this raises: the
         # worker ends rather than hold the process at exit.
-        while anyio.from_thread.run_sync(out._behind_for_thread):
+        while anyio.from_thread.run_sync(out.behind_for_thread):
             time.sleep(_POLL)
 
 
