@@ -23,7 +23,7 @@ from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
 from ._exit import ExitCode, describe, redact_keys
 from ._output import Output
-from ._signals import held_signals, restore_signals, stop_as_interrupt
+from ._signals import held_signals, interrupted, restore_signals, stop_as_interrupt
 
 __all__ = ["UNREACHABLE_RETRY", "Context", "run"]
 
@@ -308,7 +308,9 @@ def _execute(ctx: Context, command: Command) -> int:
             # A write outside Output's care (an export to stdout): a code, no traceback.
             out.mark_stdout_closed()
             return _stdout_closed(out, args.command, ExitCode.STDOUT_CLOSED)
-        if isinstance(error, KeyboardInterrupt):
+        if isinstance(error, KeyboardInterrupt) or (
+            interrupted() and not isinstance(error, (SystemExit, GeneratorExit))
+        ):
             return _interrupted(out, args.command)
         if isinstance(error, (SystemExit, GeneratorExit)):
             raise

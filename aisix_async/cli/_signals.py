@@ -16,6 +16,7 @@ from ._exit import ExitCode
 __all__ = [
     "held_signals",
     "hold_stop_signals",
+    "interrupted",
     "repeats_end_the_wait",
     "restore_signals",
     "stop_as_interrupt",
@@ -40,8 +41,24 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGINT, signal.SIGTERM, hangup)
 
 
+#: The stop signals raised as KeyboardInterrupt since stop_as_interrupt (see interrupted).
+_raised: list[int] = []
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
+    _raised.append(signum)
     raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether a stop signal was raised as KeyboardInterrupt in this command.
+
+    Raised wherever the main thread was, it can land inside an event loop's own
+    bookkeeping (a cancel scope being left), which then fails with an error of its own,
+    a RuntimeError, instead: that is the interrupt all the same (a CI run: SIGHUP during
+    a send's checks, exit 1 and a traceback, where "interrupted", 130, was due).
+    """
+    return bool(_raised)
 
 
 def stop_as_interrupt() -> dict[int, Any]:
@@ -61,6 +78,7 @@ def stop_as_interrupt() -> dict[int, Any]:
         return {}  # only the main thread may set handlers (a test calling main())
     _held.clear()
     _ended.clear()
+    _raised.clear()
     saved: dict[int, Any] = {}
     for stop in stop_signals():
         saved[stop] = signal.signal(stop, _raise_interrupt)
