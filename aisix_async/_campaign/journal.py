@@ -425,9 +425,7 @@ class Journal:
             self.claimed.extend(zip(positions, mobiles, strict=True))
             row = self.rows[index]
             self.rows[index] = attrs.evolve(row, state=ChunkState.ACCEPTED, reconciled=True)
-            for code, n in listed.finals.items():
-                self.delivery[code] = self.delivery.get(code, 0) + n
-            self.foreign_reports -= listed.moved
+            self._claimed(listed)
         elif verdict.sends:
             self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
             self.unread.pop(index, None)
@@ -533,13 +531,21 @@ class Journal:
     async def _adopt(self, index: int, msgids: list[str]) -> None:
         """Claim the reports of ``msgids`` fetched before chunk ``index`` was recorded."""
         since = self._session_seq
-        finals, moved = await self._write(
-            f"reports fetched before chunk {index}'s outcome",
-            lambda conn: sql.adopt_reports(conn, index, msgids, since),
+        self._claimed(
+            await self._write(
+                f"reports fetched before chunk {index}'s outcome",
+                lambda conn: sql.adopt_reports(conn, index, msgids, since),
+            )
         )
+
+    def _claimed(self, claimed: sql.Claimed) -> None:
+        """Mirror in memory reports kept as not the campaign's that were made a chunk's."""
+        self._add_finals(claimed.finals)
+        self.foreign_reports -= claimed.moved
+
+    def _add_finals(self, finals: dict[str, int]) -> None:
         for code, n in finals.items():
             self.delivery[code] = self.delivery.get(code, 0) + n
-        self.foreign_reports -= moved
 
     async def record_reports(self, batch: Sequence[DeliveryReport | MalformedRecord]) -> list[int]:
         """Store fetched reports; reconcile the unknown chunks they prove accepted.
@@ -569,8 +575,7 @@ class Journal:
 
     def _ingested(self, done: sql.Ingested) -> None:
         """Mirror in memory what a batch of reports did to the file."""
-        for code, n in done.finals.items():
-            self.delivery[code] = self.delivery.get(code, 0) + n
+        self._add_finals(done.finals)
         self.foreign_reports += done.foreign
         if len(self._foreign_msgids) < _FOREIGN_MSGIDS_KEPT:
             self._foreign_msgids.update(dict.fromkeys(done.foreign_msgids))

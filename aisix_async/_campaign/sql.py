@@ -729,7 +729,7 @@ class ReportLookup:
                 "SELECT idx, numbers, mobiles FROM chunks"
                 " WHERE reconciled=1 AND action != 'sendOnce'"
             ):
-                listed = unpack_numbers(packed) if packed is not None else mobiles.split("\n")
+                listed = _listed(packed, mobiles)
                 for number in listed:
                     held.setdefault(number, []).append(chunk)
             self._reconciled = held
@@ -754,7 +754,7 @@ class ReportLookup:
     def _keep_numbers(
         self, chunk: int, packed: bytes | None, mobiles: str | None
     ) -> frozenset[str]:
-        listed = unpack_numbers(packed) if packed is not None else (mobiles or "").split("\n")
+        listed = _listed(packed, mobiles)
         if len(self._numbers) >= self._MAX_CHUNKS:
             self._numbers.pop(next(iter(self._numbers)))
         found = self._numbers[chunk] = frozenset(listed)
@@ -1006,15 +1006,8 @@ class _Ingest:
                 if last_numbers is not None and mobile not in last_numbers:
                     chunk = None
             elif self.any_unknown:
-                chunks = [
-                    c
-                    for (c,) in conn.execute(
-                        "SELECT DISTINCT chunk FROM unknown WHERE mobile=?", (mobile,)
-                    )
-                ]
-                # The same number in two unknown chunks: the report proves only one.
-                if len(chunks) == 1:
-                    chunk = chunks[0]
+                chunk = _sole_unknown_chunk(conn, mobile)
+                if chunk is not None:
                     self.reconciled[chunk] = _reconcile(conn, chunk, msgid, now)
                     lookup.learn(msgid, chunk)
                     lookup.forget_reconciled()
@@ -1116,7 +1109,9 @@ def _insert_flat(
 
 @attrs.frozen
 class Claimed:
-    """Reports stored as not the campaign's that proved an unknown chunk accepted."""
+    """What making stored reports one chunk's did: those kept as not the campaign's that
+    proved an unknown chunk accepted (:func:`claim_stored_reports`), or that came before
+    their chunk's outcome was recorded (:func:`adopt_reports`)."""
 
     #: Recipients the reports settled, by final code (upper case).
     finals: dict[str, int]
@@ -1148,17 +1143,7 @@ def claim_stored_reports(
             part,
         ).fetchall()
     found.sort()
-    proof = next(
-        (
-            row
-            for row in found
-            if conn.execute(
-                "SELECT count(DISTINCT chunk) FROM unknown WHERE mobile=?", (row[3],)
-            ).fetchone()[0]
-            == 1
-        ),
-        None,
-    )
+    proof = next((row for row in found if _sole_unknown_chunk(conn, row[3]) == index), None)
     if proof is None:
         return None
     _reconcile(conn, index, proof[2], now)
@@ -1169,16 +1154,15 @@ def claim_stored_reports(
             "INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)",
             [(msgid, index) for msgid in {row[2] for row in found}],
         )
-    finals, moved = _move_reports(conn, index, found)
-    return Claimed(finals, moved)
+    return _move_reports(conn, index, found)
 
 
 def _move_reports(
     conn: sqlite3.Connection, index: int, found: Sequence[tuple[Any, ...]]
-) -> tuple[dict[str, int], int]:
+) -> Claimed:
     """Make stored reports (seq, id, msgid, mobile, result, code, raw, fetched_at) chunk
     ``index``'s: a recipient's first final one moves to ``delivery``, the others are
-    marked. Returns the recipients settled, by final code, and how many reports moved."""
+    marked."""
     finals: dict[str, int] = {}
     for seq, id_, msgid, mobile, result, code, raw, at in found:
         upper = (code or "").upper()
@@ -1197,23 +1181,22 @@ def _move_reports(
     if found:
         counts.append(("foreign", -len(found)))
     _add_tallies(conn, counts)
-    return finals, len(found)
+    return Claimed(finals, len(found))
 
 
 def adopt_reports(
     conn: sqlite3.Connection, index: int, msgids: Sequence[str], since: int
-) -> tuple[dict[str, int], int]:
+) -> Claimed:
     """Claim for chunk ``index`` the reports recorded before its outcome was.
 
     A report can be fetched before its chunk's outcome is recorded (reports followed
     while sending, a slow disk): it was counted as not the campaign's. Only reports of
-    this session (``seq > since``) can be such, and only these msgids'. Returns the
-    recipients settled, by final code, and how many reports changed sides.
+    this session (``seq > since``) can be such, and only these msgids'.
     """
     row = conn.execute("SELECT numbers, mobiles FROM chunks WHERE idx=?", (index,)).fetchone()
     if row is None or (row[0] is None and row[1] is None):
-        return {}, 0
-    numbers = set(unpack_numbers(row[0]) if row[0] is not None else row[1].split("\n"))
+        return Claimed({}, 0)
+    numbers = set(_listed(*row))
     found: list[tuple[Any, ...]] = []
     for msgid in msgids:
         found += [
@@ -1241,6 +1224,21 @@ def _reconcile(conn: sqlite3.Connection, index: int, msgid: str, now: float) -> 
     conn.execute("DELETE FROM unknown WHERE chunk=?", (index,))
     conn.execute("INSERT OR IGNORE INTO msgids (msgid, chunk) VALUES (?, ?)", (msgid, index))
     return decode_positions(text)
+
+
+def _listed(packed: bytes | None, mobiles: str | None) -> list[str]:
+    """A chunk's numbers from its row: ``numbers`` once settled (packed), else the
+    ``mobiles`` kept while its fate is open."""
+    return unpack_numbers(packed) if packed is not None else (mobiles or "").split("\n")
+
+
+def _sole_unknown_chunk(conn: sqlite3.Connection, mobile: str) -> int | None:
+    """The one unknown chunk that holds ``mobile``; None for none, or for the same number
+    in two unknown chunks (a report for it proves only one of them)."""
+    chunks = conn.execute(
+        "SELECT DISTINCT chunk FROM unknown WHERE mobile=? LIMIT 2", (mobile,)
+    ).fetchall()
+    return chunks[0][0] if len(chunks) == 1 else None
 
 
 def _marks(count: int) -> str:

@@ -341,13 +341,16 @@ class Output:
         the wire are answered, Ctrl-C is heard), where a write to a full pipe made on it
         stopped it all.
         """
-        writer = self._writer
         # Polled, only while the reader is far behind: the writer is another thread, with
         # no event of this loop's to set.
-        while writer is not None and writer.behind and self._waits_for_reader:
+        while self._far_behind():
             self._notice_failure()
             await anyio.sleep(_POLL)
         self._notice_failure()
+
+    def _far_behind(self) -> bool:
+        writer = self._writer
+        return writer is not None and writer.behind and self._waits_for_reader
 
     async def wait_until_taken(self) -> None:
         """Wait until stdout has taken all that was written to it, or is found closed:
@@ -518,8 +521,7 @@ class Output:
         # As wait_for_reader's test, asked from the worker between its short sleeps: a
         # task of the event loop's waiting instead outlived a Ctrl-C, with a traceback.
         self._check_open()
-        writer = self._writer
-        return writer is not None and writer.behind and self._waits_for_reader
+        return self._far_behind()
 
     def _check_open(self) -> None:
         self._notice_failure()
