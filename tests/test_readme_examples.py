@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -146,3 +147,37 @@ def test_the_web_service_example_names_what_the_package_exports() -> None:
         assert hasattr(aisix_async, name), name
     for name in re.findall(r"\b([a-z_]+)=", text.split("send_once(")[1].split(")")[0]):
         assert name in aisix_async.AisixClient.send_once.__code__.co_varnames, name
+
+
+def _readme_commands() -> list[list[str]]:
+    # Every `aisix ...` line of the README's shell blocks, continuation lines joined and
+    # the comment cut off.
+    commands = []
+    for shell in re.findall(r"^```(?:sh|bash|console)\n(.*?)^```", README, re.S | re.M):
+        for line in shell.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["aisix"] and len(words) > 1:
+                commands.append(words[1:])
+    return commands
+
+
+def test_every_aisix_command_line_of_the_readme_parses() -> None:
+    # An option renamed or dropped without its README line: the reader's copy fails at
+    # once with "unrecognized arguments".
+    from aisix_async.cli._args import build_parser
+    from aisix_async.emulator.__main__ import build_parser as emulator_parser
+
+    commands = _readme_commands()
+    assert len(commands) >= 20
+    assert {words[0] for words in commands} >= {"send", "reports", "campaign", "emulator"}
+    parser, emulator = build_parser(), emulator_parser()
+    for words in commands:
+        if words[0] in ("--version", "--help", "-h") or "--help" in words:
+            continue
+        try:
+            if words[0] == "emulator":  # handed its arguments untouched
+                emulator.parse_args(words[1:])
+            else:
+                parser.parse_args(words)
+        except SystemExit as error:  # argparse's way of refusing
+            raise AssertionError(f"README: `aisix {shlex.join(words)}` does not parse") from error
