@@ -364,11 +364,11 @@ class Gateway:
                 raise TransportError(_may_have_taken(exc.message), request_sent=True) from None
             raise
         except EndpointError:
-            # Refused before any gateway saw it (a 404 from a mistyped URL: see
-            # error_for_status), so a send is failed, certainly not sent, and a poll took
-            # no records. Called unknown, a campaign would never send those recipients
-            # again, though nobody got the message. (A 502 or 504 stays unknown: a proxy
-            # answers those after passing the request on.)
+            # Refused before any gateway saw it (a 404 from a mistyped URL, a 413 from a
+            # proxy's size limit: see error_for_status), so a send is failed, certainly
+            # not sent, and a poll took no records. Called unknown, a campaign would never
+            # send those recipients again, though nobody got the message. (A 502 or 504
+            # stays unknown: a proxy answers those after passing the request on.)
             raise
         except ProtocolError as exc:
             if action in QUEUE_ACTIONS:

@@ -383,3 +383,26 @@ def test_the_error_policy_answers_each_question_once() -> None:
     # A report stream ends only when the account is refused.
     assert policy.ends_polling(locked) and not policy.ends_polling(broke)
     assert not policy.ends_polling(aisix_async.RateLimitedError("getSendState", -1))
+
+
+@pytest.mark.anyio
+async def test_a_send_refused_as_too_large_is_failed_not_unknown(gateway_mock: Any) -> None:
+    # A proxy's body size limit (HTTP 413) refuses the request before the gateway sees it:
+    # it was called unknown, so a resumed campaign never sent those recipients again.
+    send = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=hx.Response(413, text=ECHO)
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(EndpointError) as caught:
+            await client.send_once(["18100002707"], "hi")
+        assert client.stats().outcome_unknown == 0
+    error = caught.value
+    assert send.call_count == 1
+    assert (error.status, error.url, error.setting) == (413, OPEN, "base_url")
+    assert not error.outcome_unknown and "may have" not in str(error)
+    assert policy.never_reached_the_gateway(error) and policy.worth_sending_again(error)
+    # It says what to change, and how big the refused body was.
+    body = len(send.calls[0].request.content)
+    assert "chunk_size" in error.message and f"this one: {body:,} bytes" in error.message
+    assert "check the base URL" not in error.message
+    assert KEY not in str(error) and KEY not in repr(error.args)

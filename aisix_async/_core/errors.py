@@ -197,9 +197,10 @@ class ProtocolError(AisixError):
 
 class EndpointError(ProtocolError):
     """The server at the URL answered with an HTTP status that no retry clears (404, 405,
-    410; 400, 414; 401, 403, 407): the base URL (or the data URL) is wrong, or something in
-    front of the gateway refuses the request. No gateway saw it: nothing was done, and a
-    send went out to nobody. Raised at once, not retried."""
+    410; 400, 414; 401, 403, 407; 413): the base URL (or the data URL) is wrong, or
+    something in front of the gateway refuses the request (413: refuses one this large).
+    No gateway saw it: nothing was done, and a send went out to nobody. Raised at once,
+    not retried."""
 
     def __init__(self, message: str, *, action: str, status: int, url: str, setting: str) -> None:
         super().__init__(message, action=action)
@@ -222,16 +223,22 @@ _REFUSED_BEFORE = (
     "before any gateway saw it (the gateway refuses a wrong key with result -2, not with "
     "an HTTP status)"
 )
+_TOO_LARGE = (
+    "the server at this URL, or a proxy in front of it, refuses a request body this large "
+    "before any gateway sees it"
+)
 # HTTP statuses that say the request was refused where it arrived and will be refused the
 # same way every time, so waiting and retrying cannot help (the CLI retried them for two
 # minutes, in a user's trial). The gateway answers everything it acts on with HTTP 200 and
 # a result code (-1 to -11), so these come from a server or proxy that did not pass the
 # request on: a path or method nothing serves (404, 405, 410), a request it could not
 # parse or would not take (400, 414), HTTP authentication or an allow-list (401, 403,
-# 407). Left out, so retried as before where the action is safe to retry: 408 and 429
-# (they say "later"), and every 5xx (a gateway restarting, or a proxy whose upstream
-# failed: a 502 or 504 may come after the gateway acted, so a send meeting one stays
-# unknown).
+# 407), a body over its size limit (413: RFC 9110 says the server refuses to process the
+# request, and a proxy answers it without passing the request on; a send meeting one was
+# called unknown, and a resumed campaign never sent its recipients again). Left out, so
+# retried as before where the action is safe to retry: 408 and 429 (they say "later"),
+# and every 5xx (a gateway restarting, or a proxy whose upstream failed: a 502 or 504 may
+# come after the gateway acted, so a send meeting one stays unknown).
 _ENDPOINT_STATUSES = {
     404: _NOT_THE_GATEWAY,
     405: _NOT_THE_GATEWAY,
@@ -241,16 +248,20 @@ _ENDPOINT_STATUSES = {
     401: _REFUSED_BEFORE,
     403: _REFUSED_BEFORE,
     407: _REFUSED_BEFORE,
+    413: _TOO_LARGE,
 }
 
 
-def error_for_status(action: str, status: int, url: str, quote: str) -> ProtocolError:
+def error_for_status(
+    action: str, status: int, url: str, quote: str, *, size: int | None = None
+) -> ProtocolError:
     """The error for an HTTP status other than 200 answered to ``action`` at ``url``:
     an :class:`EndpointError` for a status no retry clears, else a ProtocolError.
 
     ``quote`` is the start of the page, already redacted (see :func:`quote_answer`);
     ``url`` is the endpoint without its query (it never holds the key, which goes in the
-    body, nor user info, which ``check_base_url`` refuses).
+    body, nor user info, which ``check_base_url`` refuses). ``size``: the request body's
+    length in bytes, told for a 413 (whoever raises the limit needs the figure).
     """
     meaning = _ENDPOINT_STATUSES.get(status)
     if meaning is None:
@@ -261,19 +272,40 @@ def error_for_status(action: str, status: int, url: str, quote: str) -> Protocol
     from .wire import DATA_ACTIONS
 
     data = action in DATA_ACTIONS
+    setting = "data_url" if data else "base_url"
+    answered = f"HTTP {status} {HTTPStatus(status).phrase} from {url} (the page: {quote!r})"
+    if status == 413:
+        # The URL is right: the request is too big for what stands at it. Resending the
+        # same request meets the same refusal; a smaller one may pass.
+        body = "" if size is None else f" (this one: {size:,} bytes)"
+        return EndpointError(
+            f"{action}: {answered}: {meaning}{body}. Nothing was done, and the same request "
+            "is refused the same way: send fewer recipients or shorter messages per request "
+            "(a smaller chunk_size), or raise the body size limit of the server or proxy "
+            "at this URL",
+            action=action,
+            status=status,
+            url=url,
+            setting=setting,
+        )
+    return EndpointError(
+        f"{action}: {answered}: {meaning}. Nothing was done, and no retry can help: "
+        f"check {_url_advice(url, data=data)}",
+        action=action,
+        status=status,
+        url=url,
+        setting=setting,
+    )
+
+
+def _url_advice(url: str, *, data: bool) -> str:
+    """What to check for a URL that is not the gateway's: the base URL, or the data URL."""
     advice = "the data URL, or the base URL it is made from" if data else "the base URL"
     endpoint = url.rpartition("/")[2]
     if url.endswith(f"/{endpoint}/{endpoint}"):
         # The endpoint's own URL given as the base, a usual slip: the client appends it.
         advice += f" (it ends in /{endpoint} twice: give the URL before it)"
-    return EndpointError(
-        f"{action}: HTTP {status} {HTTPStatus(status).phrase} from {url} (the page: "
-        f"{quote!r}): {meaning}. Nothing was done, and no retry can help: check {advice}",
-        action=action,
-        status=status,
-        url=url,
-        setting="data_url" if data else "base_url",
-    )
+    return advice
 
 
 class GatewayError(AisixError):

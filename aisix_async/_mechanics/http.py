@@ -265,10 +265,11 @@ class HttpTransport:
                     # character is redacted whole before the quote is shortened.
                     head = await self._read_capped(response, _ERROR_READ, action, truncate=True)
                     quote = quote_answer(head, 200, cut=len(head) >= _ERROR_READ)
-                    # A 404 from a mistyped URL is an EndpointError, raised at once; a
-                    # 502 is a ProtocolError like a garbled answer (error_for_status).
+                    # A 404 from a mistyped URL (or a 413 from a proxy's size limit) is
+                    # an EndpointError, raised at once; a 502 is a ProtocolError like a
+                    # garbled answer (error_for_status).
                     raise error_for_status(
-                        action, response.status_code, url.partition("?")[0], quote
+                        action, response.status_code, url.partition("?")[0], quote, size=len(body)
                     )
                 return await self._read_capped(response, self._max_body, action)
         except stack.not_sent as exc:

@@ -116,6 +116,13 @@ def describe(error: BaseException, *, account: str | None, url: str | None) -> C
         # A URL that is not the gateway's is the command's configuration: 2, not the 4
         # of a gateway that refuses the account or cannot be reached, and said at once
         # (the SDK does not retry it).
+        if error.status == 413:
+            # The URL is right; the requests are too big for what stands at it.
+            return CliError(
+                f"{error.message}: with --content, a smaller --chunk-size sends fewer "
+                "numbers per request",
+                ExitCode.USAGE,
+            )
         options = _URL_OPTIONS.get(error.setting, _URL_OPTIONS["base_url"])
         return CliError(f"{error.message}: {options}", ExitCode.USAGE)
     if isinstance(error, AuthenticationError):

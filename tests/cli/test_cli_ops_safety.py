@@ -293,6 +293,23 @@ def test_a_mistyped_base_url_fails_at_once_as_a_configuration_error(
     assert elapsed < 20, elapsed
 
 
+def test_a_send_over_a_servers_body_limit_fails_at_once_and_names_the_chunk_size(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # HTTP 413 (a proxy's body size limit) was an unknown outcome: exit 3, "do not resend".
+    # Nothing reached the gateway, so every recipient is failed and the exit is 2.
+    emulator.state.configure(max_body_bytes=600)
+    path = write_lines(tmp_path / "n.txt", numbers(300))
+    result = cli.run("send", path, "--content", "hi", "--json", "--chunk-size", "100")
+    assert result.returncode == 2, result.stderr
+    assert "HTTP 413" in result.stderr and "--chunk-size" in result.stderr
+    assert emulator.authkey not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    summary = summary_of(result.stdout)
+    assert summary["unknown"] == 0 and summary["accepted"] == 0
+    assert emulator.state.message_count == 0
+
+
 @pytest.mark.parametrize(
     "args", [("reports",), ("reports", "--until-idle", "1"), ("replies", "--json")]
 )
