@@ -15,7 +15,9 @@ A protocol request may be GET (query string) or POST (form body, UTF-8; a query 
 on a POST is merged as a servlet merges it: for each name, the query string's first
 value, else the body's first). A POST body with a content type other than the
 form type is ignored, as a servlet would ignore it. Bodies over `max_body_bytes` get
-HTTP 413; undecodable UTF-8 gets result -4. Every result code is HTTP 200.
+HTTP 413, nothing done (the rest of such a body is read and dropped first, up to
+`_SWALLOW` bytes, so the client gets to read the answer); undecodable UTF-8 gets result
+-4. Every result code is HTTP 200.
 
 Under uvicorn the app runs on one event loop; everything between reading the request
 and rendering the answer happens under the state lock with no await, so requests never
@@ -59,6 +61,12 @@ _FORM = b"application/x-www-form-urlencoded"
 _NOT_FOUND = html_page(404, "Not Found")
 _NOT_ALLOWED = html_page(405, "Method Not Allowed")
 _TOO_LARGE = html_page(413, "Request Entity Too Large")
+# How much of a refused body is read and dropped before the 413. A server that answers and
+# closes with the body unread resets the connection (unread data at close is a TCP RST),
+# and the client loses the answer: a send then looks unknown where it was refused. Real
+# servers read on: Tomcat swallows up to 2 MiB (maxSwallowSize), nginx for up to 30 s
+# (lingering_close). Past this, the emulator closes, as they do.
+_SWALLOW = 4 * 1024 * 1024
 
 
 #: Faults answered without acting at all, and their result codes.
@@ -67,6 +75,11 @@ _REFUSED_BEFORE_ACTING = {"error_before_charge": -10, "charge_failed": -11}
 
 class _TooLarge(Exception):
     """The body is over the limit (answered with HTTP 413)."""
+
+    def __init__(self, *, ended: bool) -> None:
+        super().__init__()
+        #: Whether the whole body was received: if not, the rest is read and dropped.
+        self.ended = ended
 
 
 class _Disconnected(Exception):
@@ -83,10 +96,26 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            raise _TooLarge(ended=not message.get("more_body", False))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _swallow(receive: Receive, cap: int) -> bool:
+    """Read and drop the rest of a refused body, up to ``cap`` bytes (see _SWALLOW).
+
+    False when the client went away meanwhile: there is nobody to answer.
+    """
+    size = 0
+    while size <= cap:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return True
 
 
 def _parse_form(*raws: bytes, errors: str = "strict") -> dict[str, str]:
@@ -169,8 +198,10 @@ class EmulatorApp:
             else:
                 self._count_http_error(404)
                 await _answer(send, 404, _NOT_FOUND, _HTML)
-        except _TooLarge:
+        except _TooLarge as refused:
             self._count_http_error(413)
+            if not refused.ended and not await _swallow(receive, _SWALLOW):
+                return
             await _answer(send, 413, _TOO_LARGE, _HTML, [(b"connection", b"close")])
         except _Disconnected:
             return
@@ -182,13 +213,19 @@ class EmulatorApp:
     async def _body(self, scope: Scope, receive: Receive, *, form_only: bool) -> bytes:
         limit = self.state.config.max_body_bytes
         content_type = None
+        too_large = waits = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 # Refuse before reading: a client sending 1 GiB should not make us buffer it.
-                if value.isdigit() and int(value) > limit:
-                    raise _TooLarge
+                too_large = value.isdigit() and int(value) > limit
             elif name == b"content-type":
                 content_type = value
+            elif name == b"expect":
+                waits = value.strip().lower() == b"100-continue"
+        if too_large:
+            # A client waiting for "100 Continue" sends no body unless asked: reading
+            # would ask for it (uvicorn answers 100 at the first receive) only to drop it.
+            raise _TooLarge(ended=waits)
         body = await _read_body(receive, limit)
         form = content_type is None or content_type.split(b";", 1)[0].strip().lower() == _FORM
         if form_only and not form:
