@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import anyio
@@ -406,3 +407,91 @@ async def test_a_send_refused_as_too_large_is_failed_not_unknown(gateway_mock: A
     assert "chunk_size" in error.message and f"this one: {body:,} bytes" in error.message
     assert "check the base URL" not in error.message
     assert KEY not in str(error) and KEY not in repr(error.args)
+
+
+def _connect_error(*chain: BaseException) -> BaseException:
+    """The stack's ConnectError caused by ``chain`` (each caused by the next), as the stacks
+    raise a failed handshake: on trio with an empty message and one level more."""
+    error = hx.ConnectError("")
+    link = error
+    for cause in chain:
+        link.__cause__ = link = cause
+    return error
+
+
+class _Failing:
+    """A caller's HTTP client whose every request fails with ``error``, raised as it is
+    (the mock router replaces an exception's cause with its own)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+
+    def client(self) -> Any:
+        def fail(request: Any) -> Any:
+            self.calls += 1
+            raise self.error
+
+        return hx.AsyncClient(transport=hx.MockTransport(fail))
+
+
+def _expired() -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError(
+        1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired"
+    )
+    error.verify_message = "certificate has expired"
+    return error
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("chain", "said"),
+    [
+        # OpenSSL 3.0, as measured against the emulator (test_errors_on_the_wire).
+        ((ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),),
+         "does not answer in TLS ([SSL: WRONG_VERSION_NUMBER] wrong version number)"),
+        # OpenSSL 3.2 and later, for the same plain-text answer; and trio's extra level.
+        ((anyio.BrokenResourceError(), ssl.SSLError(1, "[SSL] record layer failure")),
+         "does not answer in TLS"),
+        ((ssl.SSLError(1, "[SSL: PACKET_LENGTH_TOO_LONG] packet length too long"),),
+         "does not answer in TLS"),
+        ((_expired(),), "did not verify (certificate has expired)"),
+    ],
+)  # fmt: skip
+async def test_a_tls_handshake_no_retry_mends_fails_at_once(
+    chain: tuple[BaseException, ...], said: str
+) -> None:
+    tried = _Failing(_connect_error(*chain))
+    async with tried.client() as http_client:
+        client = AisixClient(ACCOUNT, KEY, retry=FAST, http_client=http_client)
+        async with client:
+            with pytest.raises(EndpointError) as caught:
+                await client.send_once(["18100002707"], "hi")
+    assert tried.calls == 1
+    error = caught.value
+    assert (error.status, error.url, error.setting) == (None, OPEN, "base_url")
+    assert said in error.message and "check the base URL" in error.message
+    assert "_ssl.c" not in error.message
+    assert not error.outcome_unknown and policy.worth_sending_again(error)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "cause",
+    [
+        # A handshake cut short (a server restarting, a load balancer's limit) may pass.
+        ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation"),
+        ConnectionResetError(104, "Connection reset by peer"),
+    ],
+)
+async def test_a_tls_handshake_that_may_pass_is_still_retried(
+    cause: BaseException,
+) -> None:
+    tried = _Failing(_connect_error(cause))
+    async with tried.client() as http_client:
+        client = AisixClient(ACCOUNT, KEY, retry=FAST, http_client=http_client)
+        async with client:
+            with pytest.raises(TransportError) as caught:
+                await client.send_once(["18100002707"], "hi")
+    assert tried.calls == FAST.attempts
+    assert not caught.value.request_sent and not caught.value.outcome_unknown

@@ -7,7 +7,7 @@ one kind of trouble::
     ├── ValidationError (also ValueError)       bad input, refused before any request
     ├── TransportError                          the HTTP exchange failed
     ├── ProtocolError                           the answer is not a well-formed gateway answer
-    │   ├── EndpointError                           HTTP 404 and the like: a wrong URL
+    │   ├── EndpointError                           HTTP 404 and the like, or TLS: a wrong URL
     │   └── UnusableKeyError                        updateKey gave a key unfit for use
     ├── GatewayError                            the gateway answered with a failure code
     │   ├── AccountFormatError                      0
@@ -91,6 +91,7 @@ __all__ = [
     "ends_polling",
     "error_for_code",
     "error_for_status",
+    "error_for_tls",
     "is_retryable",
     "never_reached_the_gateway",
     "worth_sending_again",
@@ -197,14 +198,18 @@ class ProtocolError(AisixError):
 
 class EndpointError(ProtocolError):
     """The server at the URL answered with an HTTP status that no retry clears (404, 405,
-    410; 400, 414; 401, 403, 407; 413): the base URL (or the data URL) is wrong, or
-    something in front of the gateway refuses the request (413: refuses one this large).
-    No gateway saw it: nothing was done, and a send went out to nobody. Raised at once,
-    not retried."""
+    410; 400, 414; 401, 403, 407; 413), or an https:// URL's TLS handshake failed for good
+    (the server does not speak TLS, or its certificate does not verify): the base URL (or
+    the data URL) is wrong, or something in front of the gateway refuses the request (413:
+    refuses one this large). No gateway saw it: nothing was done, and a send went out to
+    nobody. Raised at once, not retried."""
 
-    def __init__(self, message: str, *, action: str, status: int, url: str, setting: str) -> None:
+    def __init__(
+        self, message: str, *, action: str, status: int | None, url: str, setting: str
+    ) -> None:
         super().__init__(message, action=action)
-        #: The HTTP status the server answered with.
+        #: The HTTP status the server answered with; None when there was no HTTP exchange
+        #: (the TLS handshake failed).
         self.status = status
         #: The URL that answered it: the action's endpoint, without its query.
         self.url = url
@@ -295,6 +300,39 @@ def error_for_status(
         status=status,
         url=url,
         setting=setting,
+    )
+
+
+def error_for_tls(action: str, url: str, detail: str, *, certificate: bool) -> EndpointError:
+    """The error for an https:// URL whose TLS handshake failed in a way no retry clears:
+    the server does not speak TLS (an https:// URL for a plain port), or, ``certificate``,
+    its certificate did not verify (a certificate does not become valid by waiting).
+
+    ``detail`` is what the TLS library said (OpenSSL's words), without the key: nothing
+    of the request is sent before the handshake.
+    """
+    from .wire import DATA_ACTIONS
+
+    data = action in DATA_ACTIONS
+    detail = redact_keys(detail)
+    if certificate:
+        what = (
+            f"the TLS certificate of {url} did not verify ({detail}): the host name in the "
+            "URL is not one the certificate names, or it is not signed by an authority this "
+            "client trusts (to trust another, hand the client an http_client that does)"
+        )
+    else:
+        what = (
+            f"{url} does not answer in TLS ({detail}): the server at this port speaks plain "
+            "HTTP or another protocol (an https:// URL for an http:// port, most often)"
+        )
+    return EndpointError(
+        f"{action}: {what}. Nothing was sent, and no retry can help: "
+        f"check {_url_advice(url, data=data)}",
+        action=action,
+        status=None,
+        url=url,
+        setting="data_url" if data else "base_url",
     )
 
 

@@ -15,7 +15,9 @@ Lower-layer exceptions are translated here and nowhere else, into a
 :class:`TransportError` that says whether the request may have reached the gateway:
 only a failure *before* the request was written (refused connection, DNS, connect
 timeout) proves the gateway never saw it. A read timeout or a connection dropped after
-writing leaves a send's outcome unknown.
+writing leaves a send's outcome unknown. A TLS handshake that no retry can mend (the
+server does not speak TLS; its certificate does not verify) becomes an EndpointError, a
+wrong URL, raised at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import functools
 import importlib
 import logging
 import os
+import re
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
@@ -34,6 +37,7 @@ from .._core.errors import (
     TransportError,
     ValidationError,
     error_for_status,
+    error_for_tls,
     quote_answer,
 )
 
@@ -273,6 +277,12 @@ class HttpTransport:
                     )
                 return await self._read_capped(response, self._max_body, action)
         except stack.not_sent as exc:
+            refusal = _tls_refusal(exc)
+            if refusal is not None:
+                detail, certificate = refusal
+                raise error_for_tls(
+                    action, url.partition("?")[0], detail, certificate=certificate
+                ) from None
             raise TransportError(
                 f"{action}: could not reach the gateway ({type(exc).__name__}: {exc})",
                 request_sent=False,
@@ -309,6 +319,48 @@ class HttpTransport:
         """Close the HTTP client if we created it; a caller's client stays theirs."""
         if self._owns_client:
             await self._client.aclose()
+
+
+# What OpenSSL says when the server answers a ClientHello in plain text: the server does
+# not speak TLS at all (an https:// URL for an http:// port, most often; the emulator's
+# "400 Bad Request" read as a TLS record). Measured against the emulator: "wrong version
+# number" on OpenSSL 3.0, on both stacks, asyncio and trio alike. Reported by others, not
+# measured here: OpenSSL 3.2 and later say "record layer failure" for the same bytes (on
+# top of "packet length too long" or "wrong version number"), OpenSSL 1.0 said "unknown
+# protocol". ("http request" is the other side's word, a TLS server's for a plain client:
+# a client never raises it.) Retried, these waited out the whole retry timeout to fail
+# the same way.
+_NOT_TLS = (
+    "wrong version number",
+    "record layer failure",
+    "packet length too long",
+    "unknown protocol",
+)
+# Where CPython's message says in which of its files it failed: nothing for a person.
+_SSL_WHERE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+
+
+def _tls_refusal(error: BaseException) -> tuple[str, bool] | None:
+    """(OpenSSL's words, whether about the certificate) for a connect error caused by a
+    TLS handshake that no retry can mend; None for any other.
+
+    The ssl error is found down the chain of causes: the stacks wrap it in their own
+    ConnectError, and under trio one more level down (trio's BrokenResourceError, with an
+    empty message). A failed verification is final as well: a certificate does not become
+    valid, nor start naming another host, by being asked again. Anything else, such as a
+    handshake cut short (EOF, reset), may pass and is retried as before.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return str(cause.verify_message or _SSL_WHERE.sub("", str(cause))).rstrip("."), True
+        if isinstance(cause, ssl.SSLError):
+            text = _SSL_WHERE.sub("", str(cause))
+            return (text, False) if any(words in text.lower() for words in _NOT_TLS) else None
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _trace(

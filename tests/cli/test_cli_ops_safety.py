@@ -293,6 +293,30 @@ def test_a_mistyped_base_url_fails_at_once_as_a_configuration_error(
     assert elapsed < 20, elapsed
 
 
+@pytest.mark.parametrize(
+    "command", [["send", "NUMBERS", "--content", "hi"], ["balance"], ["reports", "--follow"]]
+)
+def test_an_https_url_for_a_plain_port_fails_at_once_as_a_configuration_error(
+    cli: Cli, emulator: Any, tmp_path: Path, command: list[str]
+) -> None:
+    # The TLS handshake meets a plain HTTP server (OpenSSL: wrong version number). It was
+    # retried as an unreachable gateway for the whole --retry-timeout, then exit 4.
+    path = write_lines(tmp_path / "n.txt", numbers(3))
+    command = [path if arg == "NUMBERS" else arg for arg in command]
+    https = emulator.base_url.replace("http://", "https://", 1)
+    started = time.monotonic()
+    result = cli.run(*command, "--base-url", https, "--retry-timeout", "60", timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert f"{https}/" in result.stderr and "does not answer in TLS" in result.stderr
+    assert "--base-url or AISIX_BASE_URL" in result.stderr
+    assert emulator.authkey not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr and "retrying" not in result.stderr
+    assert send_requests(emulator) == 0
+    # Seconds, well under the retry timeout (a generous bound for a slow machine).
+    assert elapsed < 20, elapsed
+
+
 def test_a_send_over_a_servers_body_limit_fails_at_once_and_names_the_chunk_size(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
