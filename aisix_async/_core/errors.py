@@ -317,9 +317,10 @@ def error_for_tls(action: str, url: str, detail: str, *, certificate: bool) -> E
     detail = redact_keys(detail)
     if certificate:
         what = (
-            f"the TLS certificate of {url} did not verify ({detail}): the host name in the "
-            "URL is not one the certificate names, or it is not signed by an authority this "
-            "client trusts (to trust another, hand the client an http_client that does)"
+            f"the TLS certificate of {url} did not verify ({detail}): signed by an "
+            "authority this client does not trust, made out to another host name than the "
+            "URL's, or expired (to trust another authority, hand the client an http_client "
+            "that trusts it)"
         )
     else:
         what = (
