@@ -56,7 +56,8 @@ exit codes:
   0    success: every recipient accepted (demo: the self-check passed)
   1    some recipients failed: refused, nothing charged for them (demo: check failed)
   2    usage or configuration error (bad arguments or input, missing credentials or
-       extra, a base URL where no gateway answers); nothing was sent
+       extra, a base URL where no gateway answers, requests too large for the server
+       at it); nothing was sent
   3    some recipients have an UNKNOWN outcome: they may have been sent and charged;
        do not resend them blindly (with --journal, the journal lists them)
   4    the gateway refused the account or could not be reached (wrong or locked key,
