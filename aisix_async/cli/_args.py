@@ -232,7 +232,8 @@ def _add_send(
         metavar="FILE",
         help="write one CSV line per recipient: mobile,status,msgid,error, flushed as each "
         "chunk settles; an existing FILE is appended to (the header is written only when "
-        "it is new or empty), so a resumed --journal run adds its own lines",
+        "it is new or empty), so a resumed --journal run adds its own lines; a pipe or "
+        "FIFO (/dev/stdout into |, >(gzip > FILE)) gets the header, then its lines",
     )
     run.add_argument(
         "--max-concurrency",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -690,6 +693,56 @@ def test_outcomes_appends_and_help_says_so(cli: Cli, tmp_path: Path) -> None:
     assert rows[0] == "mobile,status,msgid,error"
     assert sorted(row.split(",")[0] for row in rows[1:]) == numbers(4)
     assert "append" in " ".join(cli.run("send", "--help").stdout.split())
+
+
+def _read_fifo(path: Path) -> tuple[threading.Thread, list[str]]:
+    """A reader of the FIFO ``path`` on a thread of its own, as ``cat path &`` is."""
+    got: list[str] = []
+
+    def read() -> None:
+        with path.open(encoding="utf-8", newline="") as fifo:  # blocks until a writer opens
+            got.append(fifo.read())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, got
+
+
+def _release_fifo(path: Path, reader: threading.Thread) -> None:
+    # A command that never opened the FIFO left the reader waiting for a writer.
+    if reader.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    reader.join(timeout=10)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_outcomes_into_a_named_pipe_stream_each_run_with_its_header(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A pipe cannot be asked how much it holds: the send failed with "underlying stream
+    # is not seekable" before sending anything (`--outcomes /dev/stdout | ...` too).
+    fifo = tmp_path / "outcomes.fifo"
+    os.mkfifo(fifo)
+    path = write_lines(tmp_path / "n.txt", numbers(250))
+    args = ("send", path, "--content", "hi", "--chunk-size", "100", "--outcomes", str(fifo))
+    journal = ("--journal", str(tmp_path / "j.db"))
+    runs = []
+    for _ in range(2):  # the second resumes a finished journal: it sends nothing
+        reader, got = _read_fifo(fifo)
+        try:
+            result = cli.run(*args, *journal)
+        finally:
+            _release_fifo(fifo, reader)
+        assert result.returncode == 0, result.stderr
+        runs.append(got[0].splitlines())
+    first, resumed = runs
+    assert first[0] == "mobile,status,msgid,error"
+    assert sorted(row.split(",")[0] for row in first[1:]) == numbers(250)
+    assert {row.split(",")[1] for row in first[1:]} == {"accepted"}
+    # Its reader's stream is the run's own: the header again, and this run's lines (none).
+    assert resumed == ["mobile,status,msgid,error"]
+    assert emulator.state.message_count == 250
 
 
 def table_figure(stdout: str, label: str) -> int:

@@ -156,7 +156,12 @@ def _owner_only(path: str, flags: int) -> int:
 
 
 def open_outcomes(path: str) -> tuple[TextIO, Any]:
-    """A CSV writer for ``--outcomes`` (appending: a resumed run adds its own lines)."""
+    """A CSV writer for ``--outcomes`` (appending: a resumed run adds its own lines).
+
+    A pipe, a FIFO or a terminal (``/dev/stdout`` into ``| gzip``, ``>(...)``) cannot be
+    appended to, nor asked how much it holds: its reader gets a stream of its own, so
+    it gets the header, then each chunk's lines as the chunk settles.
+    """
     try:
         # Phone numbers: a new file is readable by its owner only (as the unprinted
         # records are); one that exists, appended to by a resumed run, keeps its mode.
@@ -164,6 +169,8 @@ def open_outcomes(path: str) -> tuple[TextIO, Any]:
     except OSError as exc:
         raise CliError(f"--outcomes {path}: cannot write it ({exc.strerror})") from None
     writer = csv.writer(handle)
-    if handle.tell() == 0:
+    # tell() on a pipe raised "underlying stream is not seekable" before anything was
+    # sent; only a file that already has lines (a resumed run's) goes without a header.
+    if not handle.seekable() or handle.tell() == 0:
         writer.writerow(("mobile", "status", "msgid", "error"))
     return handle, writer
