@@ -455,6 +455,28 @@ async def test_a_run_cancelled_mid_send_records_its_cut_off_chunks_as_unknown(
     assert set(mobiles) - set(sent_counts(emulator)) <= listed
 
 
+async def test_a_block_left_early_leaves_the_file_saying_what_its_summary_says(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # The chunks a run planned that never got their turn (waiting for a slot) were "not
+    # yet sent" in its summary, and absent from the file: a reader of the journal
+    # (`aisix campaign`) counted 1,200 recipients fewer left to send, and a shorter reach.
+    path = tmp_path / "c.db"
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
+        stream = campaign.send_many(numbers(20_000), "Sale", chunk_size=100, check_balance=False)
+        async with stream:
+            async for outcome in stream:
+                if outcome.chunk >= 2:
+                    break
+        waiting = [o for o in stream.abandoned if isinstance(o.error, NotSentError)]
+        summary = campaign.summary()
+    assert waiting, "no planned chunk was waiting for its turn"
+    async with open_campaign_journal(path) as journal:
+        stored = journal.summary()
+    assert stored == summary
+    assert summary.not_yet_sent >= sum(len(o.mobiles) for o in waiting)
+
+
 async def test_the_journal_keeps_the_rate_learned_and_a_resumed_run_starts_from_it(
     emulator: Any, tmp_path: Path
 ) -> None:

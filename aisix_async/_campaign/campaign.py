@@ -189,14 +189,23 @@ class CampaignStream:
         # Chunks cut off on the wire (the block was left early): recorded as unknown now,
         # with their numbers, rather than left "in flight" until a resumed run finds them.
         # So are those recorded in flight whose request was cut off before it was written
-        # (see SendStream._abandon): not sent, and sent again by a resumed run.
+        # (see SendStream._abandon): not sent, and sent again by a resumed run. And so are
+        # the chunks this run planned that never got their turn: unrecorded, they were
+        # "not yet sent" in this run's summary and absent from the file, so `aisix send`
+        # and `aisix campaign` disagreed about what was left (the ledger ignores those an
+        # earlier run recorded and this one did not begin).
         journal = self._lease.journal()
         cut_off = [
             outcome
             for outcome in stream.abandoned
             if (row := journal.rows.get(outcome.chunk)) is not None
-            and row.state is ChunkState.IN_FLIGHT
-            and (outcome.status is OutcomeStatus.UNKNOWN or isinstance(outcome.error, NotSentError))
+            and (
+                (
+                    isinstance(outcome.error, NotSentError)
+                    and row.state in (ChunkState.IN_FLIGHT, ChunkState.PLANNED)
+                )
+                or (outcome.status is OutcomeStatus.UNKNOWN and row.state is ChunkState.IN_FLIGHT)
+            )
         ]
         with anyio.CancelScope(shield=True):
             for outcome in cut_off:

@@ -47,6 +47,7 @@ from ._files import refuse_journal_file
 from ._interrupts import FollowInterrupt
 from ._output import counted
 from ._records import report_line, show_malformed
+from ._standing import standing_rows
 
 __all__ = ["campaign", "reports_journal"]
 
@@ -379,16 +380,9 @@ async def campaign(ctx: Context) -> int:
             "input size",
             "not read to its end yet" if size is None else f"{size:,}",
         ),
-        ("accepted", f"{summary.accepted:,}"),
-        ("failed", f"{summary.failed:,}"),
-        ("unknown (may have been sent)", f"{summary.unknown:,}"),
-        ("not yet sent", f"{summary.not_yet_sent:,}"),
+        # As `aisix send --journal` says them at its end (--json had reconciled).
+        *standing_rows(summary),
     ]
-    if summary.in_flight:
-        rows.append(("in flight", f"{summary.in_flight:,}"))
-    if summary.reconciled:
-        # Of "accepted": unknown chunks a delivery report proved sent (--json had it).
-        rows.append(("of which reconciled by reports", f"{summary.reconciled:,}"))
     rows += [
         # What the accepted chunks' receipts said: unknown chunks a report reconciled
         # gave none, so their charge is not in these two rows.

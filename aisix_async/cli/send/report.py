@@ -13,6 +13,7 @@ from ... import GATEWAY_TZ, AisixClient, AisixError, BulkStats, Estimate
 from .._app import Context
 from .._exit import ExitCode, describe, redact_keys
 from .._progress import Snapshot
+from .._standing import standing_rows
 from .inputs import Checked, Source
 from .tally import Tally
 
@@ -325,20 +326,9 @@ def _campaign_record(summary: CampaignSummary) -> dict[str, Any]:
 
 
 def _campaign_rows(summary: CampaignSummary) -> list[tuple[str, object]]:
-    rows: list[tuple[str, object]] = [
-        ("accepted", f"{summary.accepted:,}"),
-        ("failed for good", f"{summary.failed:,}"),
-        ("unknown (listed in the journal)", f"{summary.unknown:,}"),
-        ("not yet sent (a new run sends them)", _not_yet_sent(summary)),
-        ("reconciled by delivery reports", f"{summary.reconciled:,}"),
+    # The figures `aisix campaign` shows of the same journal, in the same words.
+    return [
+        *standing_rows(summary),
         ("units / cost (yuan)", f"{summary.units:,} / {summary.cost}"),
         ("complete", "yes" if summary.complete else "no"),
     ]
-    return rows
-
-
-def _not_yet_sent(summary: CampaignSummary) -> str:
-    if summary.input_size is not None:
-        return f"{summary.not_yet_sent:,}"
-    # Until a run has read the whole input, the journal cannot know how much is left.
-    return f"{summary.not_yet_sent:,}, and the input no run has read yet"
