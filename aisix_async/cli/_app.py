@@ -22,7 +22,7 @@ from . import _rate_cache
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
 from ._exit import ExitCode, describe, redact_keys
-from ._output import Output
+from ._output import Output, counted
 from ._signals import held_signals, interrupted, restore_signals, stop_as_interrupt
 
 __all__ = ["UNREACHABLE_RETRY", "Context", "run"]
@@ -210,6 +210,35 @@ def _library_warnings() -> None:
     library.addHandler(handler)
 
 
+#: Where the records a command printed are kept besides stdout, for the commands whose
+#: records the gateway hands out once (or that say who was charged).
+_RECORD_TO_RELY_ON = {
+    "send": "a --journal or --outcomes file is the record to rely on",
+    "reports": "a --journal is the record to rely on",
+    "replies": (
+        "nothing else holds replies (the gateway hands each out once): to keep every "
+        "one, write them to a file (aisix replies > FILE)"
+    ),
+}
+
+
+def reader_may_have_dropped(command: str, taken: int) -> str | None:
+    """The caveat of a closed pipe about the ``taken`` records it did take, for the
+    commands that have one; None when stdout took none (nothing to drop) or for others.
+
+    A pipe gives no receipt: ``head -1`` reads a block and prints one line, so what stdout
+    took before it closed may have been read and dropped. Said the same way whichever
+    command it is (replies said nothing at all).
+    """
+    rely = _RECORD_TO_RELY_ON.get(command)
+    if rely is None or not taken:
+        return None
+    return (
+        "A reader that stopped early, like head, may also have dropped some of the "
+        f"{counted(taken, 'record', 'records')} stdout took: {rely}"
+    )
+
+
 def _stdout_closed(out: Output, command: str, code: int) -> int:
     """Say what a closed stdout left behind; the exit code it makes of ``code``."""
     count, path = out.unprinted
@@ -223,13 +252,9 @@ def _stdout_closed(out: Output, command: str, code: int) -> int:
         said = (
             f"{out.stdout_trouble}: {count:,} record(s) it could not take: {where}, as JSON lines"
         )
-        rely = {"send": "a --journal or --outcomes file", "reports": "a --journal"}
-        if command in rely:
-            # A pipe gives no receipt: what it took may have been read and dropped.
-            said += (
-                ". A reader that stopped early, like head, may also have dropped lines it "
-                f"had read: {rely[command]} is the record to rely on"
-            )
+        caveat = reader_may_have_dropped(command, out.taken_by_stdout)
+        if caveat is not None:
+            said += f". {caveat}"
         out.error(said)
     elif command == "send":
         out.warn(f"{out.stdout_trouble}: the summary above is on stderr")

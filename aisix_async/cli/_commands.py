@@ -123,6 +123,9 @@ def _record_json(record: DeliveryReport | Reply) -> dict[str, Any]:
 
 async def _stream(ctx: Context, stream: RecordStream[_R], kind: tuple[str, str]) -> int:
     out = ctx.out
+    # Every record fetched, printed or kept: counting only those shown while stdout was
+    # open counted twice the ones a closing pipe handed back ("17 replies" beside 199
+    # kept, of 200 fetched). How many stdout took is said where it closed (_app).
     count = 0
 
     def show(record: DeliveryReport | Reply) -> None:
@@ -130,7 +133,7 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: tuple[str, str])
         text = report_line(record) if isinstance(record, DeliveryReport) else _reply_line(record)
         # Once stdout is closed, Output keeps the record in its file of unprinted ones.
         out.result(_record_json(record), text)
-        count += not out.stdout_closed
+        count += 1
 
     interrupt = FollowInterrupt()
 

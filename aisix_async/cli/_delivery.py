@@ -231,7 +231,9 @@ async def _follow(
         # The reports of a refused burst go to Output's file of unprinted ones. Made from
         # a copy: they are made only once stdout is found not to take them, maybe later.
         burst = shown.copy()
-        out.write_results("".join(lines), lambda: [_report_data(*pair) for pair in burst])
+        out.write_results(
+            "".join(lines), lambda: [_report_data(*pair) for pair in burst], count=len(burst)
+        )
         lines.clear()
         shown.clear()
 

@@ -294,6 +294,9 @@ class Output:
         # Records nobody can fetch again are kept; a balance or a table is asked again.
         self._keeps = command in KEEPS_UNPRINTED
         self._unprinted = _Unprinted(command, self._stderr)
+        # Records handed to stdout (see taken_by_stdout): with those kept, what the
+        # command fetched is all accounted for.
+        self._offered = 0
         self._on_closed: list[Callable[[], None]] = []
 
     def when_stdout_closes(self, callback: Callable[[], None]) -> None:
@@ -327,6 +330,12 @@ class Output:
     def unprinted(self) -> tuple[int, Path | None]:
         """How many records stdout could not take, and the file they are in (None: stderr)."""
         return self._unprinted.count, self._unprinted.path
+
+    @property
+    def taken_by_stdout(self) -> int:
+        """How many records stdout took (written, whether or not its reader read them):
+        those handed to it, less those it could not take. Final once :meth:`close` ran."""
+        return max(0, self._offered - self._unprinted.count)
 
     @property
     def unprinted_on_stderr(self) -> int:
@@ -458,16 +467,21 @@ class Output:
             line = json.dumps(jsonable(record), ensure_ascii=False) + "\n"
         else:
             line = self._render(text, markup=False)
+        if keep:
+            self._offered += 1
         self._write_stdout(line, (lambda: [record]) if keep else None)
 
-    def write_results(self, text: str, records: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    def write_results(
+        self, text: str, records: Callable[[], Iterable[Mapping[str, Any]]], *, count: int
+    ) -> None:
         """Many records' lines at once (``text``), flushed: the fast path of big batches.
 
-        ``records`` makes the records behind ``text``, only if stdout refuses it: they are
-        kept, every one (the failed flush may have written some: twice beats lost). It
-        may be called later (stdout is written by a thread): it must not read anything
-        the caller changes afterwards.
+        ``records`` makes the ``count`` records behind ``text``, only if stdout refuses
+        it: they are kept, every one (the failed flush may have written some: twice
+        beats lost). It may be called later (stdout is written by a thread): it must not
+        read anything the caller changes afterwards.
         """
+        self._offered += count
         self._write_stdout(text, records)
 
     def _write_stdout(

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -178,6 +179,52 @@ def test_a_new_key_left_unread_in_a_pipe_is_kept_too(cli_state: Cli, emulator: A
     assert new not in done.stderr
 
 
+@pytest.mark.parametrize("command", ["replies", "reports"])
+def test_a_reader_that_stops_early_is_warned_of_and_every_record_fetched_is_counted(
+    cli_state: Cli, emulator: Any, tmp_path: Path, command: str
+) -> None:
+    # `aisix replies | head -1`: reports said that head may have dropped lines it had
+    # read, replies said nothing, and their count ("17 replies" beside 199 kept, of 200
+    # fetched) counted twice those the closing pipe handed back.
+    cli = cli_state
+    if command == "replies":
+        for index in range(3000):
+            emulator.state.inject_reply(f"139{index:08d}", f"STOP {index}")
+    else:
+        _sent(cli, emulator, tmp_path, 3000)
+    env = {k: v for k, v in cli.env.items() if k != "PYTHONUNBUFFERED"}  # as a user's
+    process = subprocess.Popen(
+        cli.command(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()  # head -1: a line read, then the pipe closed
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=30) == CLOSED, err
+    assert first.strip() and "Traceback" not in err
+    left = (
+        emulator.state.pending_replies()
+        if command == "replies"
+        else len(emulator.state.queued_reports())
+    )
+    fetched = 3000 - left
+    noun = "replies" if command == "replies" else "delivery reports"
+    assert f"\n{fetched:,} {noun}\n" in f"\n{err}"
+    _, kept = _kept(cli, err)
+    said = [line for line in err.splitlines() if "record(s) it could not take" in line]
+    assert len(said) == 1, err
+    assert said[0].startswith(f"aisix: error: stdout was closed: {len(kept):,} record(s)")
+    took = re.search(
+        r"may also have dropped some of the ([\d,]+) records? stdout took: (.*)", said[0]
+    )
+    assert took is not None, said[0]
+    # Fetched = taken by the pipe + kept: none counted twice, none unaccounted for.
+    assert int(took.group(1).replace(",", "")) + len(kept) == fetched
+    rely = {"replies": "nothing else holds replies", "reports": "a --journal is the record"}
+    assert took.group(2).startswith(rely[command])
+
+
 def test_reports_into_a_journal_keep_what_stdout_could_not_take(
     cli_state: Cli, emulator: Any, tmp_path: Path
 ) -> None:
@@ -287,7 +334,7 @@ def test_output_keeps_records_tells_the_command_once_and_shows_vital_tables(
     out.when_stdout_closes(lambda: told.append("closed"))
 
     out.result({"type": "outcome", "n": 1}, "text line")
-    out.write_results("a\nb\n", lambda: [{"n": 2}, {"n": 3}])
+    out.write_results("a\nb\n", lambda: [{"n": 2}, {"n": 3}], count=2)
     out.emit({"n": 4})
     out.pairs("of no use now", [("a", 1)])
     out.pairs("what was sent", [("accepted", 7)], vital=True)
@@ -300,6 +347,7 @@ def test_output_keeps_records_tells_the_command_once_and_shows_vital_tables(
     assert count == 4 and path is not None
     kept = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["n"] for r in kept] == [1, 2, 3, 4]
+    assert out.taken_by_stdout == 0  # each record handed to it came back
     assert "what was sent" in err.getvalue() and "of no use now" not in err.getvalue()
 
 
