@@ -41,4 +41,4 @@ def _not_yet_sent(summary: CampaignSummary) -> str:
     if summary.input_size is not None:
         return f"{summary.not_yet_sent:,}"
     # Until a run has read the whole input, the journal cannot know how much is left.
-    return f"{summary.not_yet_sent:,}, and the input no run has read yet"
+    return f"{summary.not_yet_sent:,} + input not read yet"

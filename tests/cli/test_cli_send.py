@@ -599,7 +599,7 @@ def test_campaign_table_says_the_unread_input_is_still_to_send() -> None:
         return dict(standing_rows(summary))[NOT_YET_SENT]
 
     # Interrupted before the end of its input: the journal cannot count what is left.
-    assert not_yet_sent(None) == "0, and the input no run has read yet"
+    assert not_yet_sent(None) == "0 + input not read yet"
     assert not_yet_sent(27_000) == "0"
 
 
@@ -879,3 +879,56 @@ def test_json_outcome_records_all_have_the_same_keys(
     # Amounts are written alike, two decimals, whether something was charged or not.
     assert {r["cost"] for r in failed} == {"0.00"}
     assert all(re.fullmatch(r"\d+\.\d\d", r["cost"]) for r in accepted)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_outcomes_into_a_pipe_whose_reader_stops_reading_never_freeze_the_send(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A FIFO whose reader read the header and then nothing: written on the event loop,
+    # the send froze once the pipe was full, Ctrl-C with it (only kill -9 ended it). Now
+    # Ctrl-C ends it at once, as ever, with what was sent counted; and left alone, a
+    # reader that takes nothing for 5 s while lines wait stops the send as a full disk
+    # does: the command ends, saying so, and the journal has every outcome.
+    fifo = tmp_path / "outcomes.fifo"
+    os.mkfifo(fifo)
+    path = write_lines(tmp_path / "n.txt", numbers(40_000))
+    held: list[Any] = []
+
+    def stalled_reader() -> None:
+        handle = fifo.open("rb")  # blocks until the command opens it
+        held.append(handle)
+        handle.read(10)  # a little, then never again (kept open)
+
+    for interrupt in (True, False):
+        emulator.state.reset()
+        emulator.state.set_balance(None, "10000")
+        reader = threading.Thread(target=stalled_reader, daemon=True)
+        reader.start()
+        journal = tmp_path / f"j{interrupt}.db"
+        run = cli.start(
+            "send", path, "--content", "hi", "--chunk-size", "10", "--journal", str(journal),
+            "--outcomes", str(fifo),
+        )  # fmt: skip
+        try:
+            if interrupt:
+                # Once the pipe is full (64 kB: some 1,500 lines) and more waits.
+                wait_for(lambda: emulator.state.message_count >= 8_000, timeout=60)
+                run.send_signal(signal.SIGINT)
+                _out, err = run.communicate(timeout=20)
+                assert run.returncode == 130, err
+            else:
+                _out, err = run.communicate(timeout=90)
+                assert run.returncode not in (0, 130), err
+                assert "--outcomes" in err and "reader took nothing" in err, err
+                assert emulator.state.message_count < 40_000
+        finally:
+            if run.returncode is None:
+                run.kill()
+            for handle in held:
+                handle.close()
+            held.clear()
+            reader.join(timeout=10)
+        summary = cli.run("campaign", str(journal), "--json")
+        assert summary.returncode == 0, summary.stderr
+        assert json.loads(summary.stdout)["accepted"] == emulator.state.message_count

@@ -8,7 +8,9 @@ line per chunk with ``--json``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import os
 from collections import Counter
@@ -19,9 +21,12 @@ import attrs
 
 from ... import NotSentError, OutcomeStatus, SendOutcome
 from .._exit import CliError
+from .._stdout import Piece, StdoutWriter
 
 __all__ = [
+    "PIPE_STALL",
     "SAMPLES",
+    "PipedOutcomes",
     "Tally",
     "open_outcomes",
     "outcome_record",
@@ -155,12 +160,76 @@ def _owner_only(path: str, flags: int) -> int:
     return os.open(path, flags, 0o600)
 
 
+#: Seconds a pipe's reader may take nothing while outcome lines wait for it, before the
+#: lines are given up on: the send stops (as for a full disk), and the command ends.
+PIPE_STALL = 5.0
+
+
+class PipedOutcomes(io.TextIOBase):
+    """``--outcomes`` into a pipe or a FIFO, written by a thread of its own.
+
+    A write to a pipe blocks once the pipe is full, until its reader reads. Made on the
+    event loop's thread, a FIFO whose reader stopped reading froze the send, and Ctrl-C
+    with it (only kill -9 ended it). Here the loop only queues each chunk's lines; a
+    reader that takes nothing for :data:`PIPE_STALL` seconds while lines wait is a write
+    that failed (OSError), which stops the send as a full disk does, and what it never
+    took is counted (:attr:`lost`) rather than waited for.
+    """
+
+    def __init__(self, handle: TextIO) -> None:
+        super().__init__()
+        self._handle = handle
+        self._writer = StdoutWriter(handle.fileno())
+        #: Lines queued that the reader never took (known once closed).
+        self.lost = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self._writer.failed is not None:
+            raise self._writer.failed
+        if self._writer.behind and self._writer.stalled_for() > PIPE_STALL:
+            raise OSError(errno.EPIPE, f"its reader took nothing for {PIPE_STALL:g} s")
+        if not self._writer.put(Piece(text.encode("utf-8"))):
+            raise OSError(errno.EPIPE, "it was closed")
+        return len(text)
+
+    def flush(self) -> None:
+        # Lines are queued whole, a chunk's at a time; the thread writes them as the
+        # reader takes them.
+        if self._writer.failed is not None:
+            raise self._writer.failed
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            # The reader is given the lines left for as long as it keeps taking them.
+            while self._writer.busy and self._writer.stalled_for() <= PIPE_STALL:
+                self._writer.wait_idle(0.1)
+            left = self._writer.take_back()
+            self.lost = sum(piece.data.count(b"\n") for piece in left)
+            failed = self._writer.failed
+            with contextlib.suppress(OSError):
+                self._handle.close()
+        finally:
+            super().close()
+        if self.lost:
+            raise OSError(
+                errno.EPIPE,
+                f"its reader did not take the last {self.lost:,} lines "
+                f"({failed or f'nothing taken for {PIPE_STALL:g} s'})",
+            )
+
+
 def open_outcomes(path: str) -> tuple[TextIO, Any]:
     """A CSV writer for ``--outcomes`` (appending: a resumed run adds its own lines).
 
     A pipe, a FIFO or a terminal (``/dev/stdout`` into ``| gzip``, ``>(...)``) cannot be
     appended to, nor asked how much it holds: its reader gets a stream of its own, so
-    it gets the header, then each chunk's lines as the chunk settles.
+    it gets the header, then each chunk's lines as the chunk settles (written by a
+    thread: see :class:`PipedOutcomes`).
     """
     try:
         # Phone numbers: a new file is readable by its owner only (as the unprinted
@@ -168,9 +237,10 @@ def open_outcomes(path: str) -> tuple[TextIO, Any]:
         handle = open(path, "a", encoding="utf-8", newline="", opener=_owner_only)  # noqa: SIM115
     except OSError as exc:
         raise CliError(f"--outcomes {path}: cannot write it ({exc.strerror})") from None
-    writer = csv.writer(handle)
     # tell() on a pipe raised "underlying stream is not seekable" before anything was
     # sent; only a file that already has lines (a resumed run's) goes without a header.
-    if not handle.seekable() or handle.tell() == 0:
+    target: TextIO = handle if handle.seekable() else PipedOutcomes(handle)  # type: ignore[assignment]
+    writer = csv.writer(target)
+    if target is not handle or handle.tell() == 0:
         writer.writerow(("mobile", "status", "msgid", "error"))
-    return handle, writer
+    return target, writer
