@@ -36,6 +36,7 @@ from ._features.reports import BatchHook, RecordStream, watch_delivery_reports, 
 from ._gateway import GATEWAY_TZ, Gateway, KeyRotationHook
 from ._mechanics.observe import ClientStats, UnknownHook
 from ._mechanics.scheduler import RateState, RetryDetails, RetryPolicy
+from ._mechanics.shared_limit import hide_url
 
 if sys.version_info >= (3, 11):
     from typing import Unpack
@@ -91,6 +92,7 @@ class AisixClient:
         # Held as a Secret from the first line: should this constructor fail on another
         # argument, the key is a local of its frame, which error trackers print.
         authkey = hide_authkey(authkey)
+        shared_limit = hide_url(shared_limit)  # its password, likewise
         self._gateway = Gateway(
             account,
             authkey,

@@ -87,7 +87,7 @@ from ._mechanics.scheduler import (
     RetryPolicy,
     Scheduler,
 )
-from ._mechanics.shared_limit import SharedLimit
+from ._mechanics.shared_limit import SharedLimit, hide_url
 
 if TYPE_CHECKING:
     from ._mechanics.http import HttpClient
@@ -142,6 +142,7 @@ class Gateway:
         # Held as a Secret from the first line: should this constructor fail on another
         # argument, the key is a local of its frame, which error trackers print.
         authkey = hide_authkey(authkey)
+        shared_limit = hide_url(shared_limit)  # its password, likewise
         self.account = check_account(
             account if account is not None else _env("AISIX_ACCOUNT", "account")
         )
@@ -194,7 +195,7 @@ class Gateway:
         # None: as the environment says; "" turns it off where the environment turns it on
         # (a test, a one-off script on a host whose services share).
         if shared_limit is None:
-            shared_limit = os.environ.get("AISIX_SHARED_LIMIT")
+            shared_limit = hide_url(os.environ.get("AISIX_SHARED_LIMIT"))
         shared_url = shared_limit or None
         self.shared = (
             SharedLimit(

@@ -458,6 +458,8 @@ def test_max_rate_still_caps_a_warm_start() -> None:
         ({"pace": math.inf, "concurrency": 1, "learned_at": 1.0}, "finite"),
         ({"pace": math.nan, "concurrency": 1, "learned_at": 1.0}, "finite"),
         ({"pace": "5", "concurrency": 1, "learned_at": 1.0}, "pace"),
+        # Finite, but learned from no gateway: a client opened at 9e307 from it.
+        ({"pace": 1e308, "concurrency": 1, "learned_at": 1.0}, "at most 100,000"),
         ({"pace": 5.0, "concurrency": 0, "learned_at": 1.0}, "concurrency"),
         ({"pace": 5.0, "concurrency": 1.5, "learned_at": 1.0}, "concurrency"),
         ({"pace": 5.0, "concurrency": 1, "learned_at": math.nan}, "learned_at"),

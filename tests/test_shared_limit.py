@@ -13,6 +13,7 @@ import itertools
 import logging
 import ssl
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -629,6 +630,9 @@ def test_a_password_never_shows() -> None:
         ("redis://:s3cret@[::1/0", "not a URL that can be read"),
         # The '#' ends the URL: the rest of the password was read as the port.
         ("redis://:s3c#ret@127.0.0.1:6379/0", "percent-encoded"),
+        # ... or the host: the URL ends at '#', and this one named a host "ss" (a
+        # user's trial: it connected there, failed, and the run went on unshared).
+        ("redis://:p@s3cret#w@127.0.0.1:6379/0", "percent-encoded"),
     ],
 )
 def test_a_malformed_url_says_what_is_wrong(url: str, says: str) -> None:
@@ -637,6 +641,25 @@ def test_a_malformed_url_says_what_is_wrong(url: str, says: str) -> None:
     with pytest.raises(ValidationError, match=says) as caught:
         SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:s3cret@127.0.0.1:6379/abc", "http://:s3cret@host/", "redis://:s3cret@[::1"]
+)
+def test_a_refused_url_leaves_an_object_error_trackers_can_show(url: str) -> None:
+    # Error trackers print every frame's locals, the half-made SharedLimit among them:
+    # its repr raised AttributeError ('_down' not set yet), and formatting the report
+    # failed (traceback's capture_locals, as Sentry does).
+    with pytest.raises(ValidationError) as caught:
+        SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
+    error = caught.value
+    assert error.__traceback__ is not None
+    # From the constructor's frame on (this test's own holds the URL, as the caller's would).
+    frames = error.__traceback__.tb_next
+    report = "".join(
+        traceback.TracebackException(type(error), error, frames, capture_locals=True).format()
+    )
+    assert "<SharedLimit" in report and "s3cret" not in report
 
 
 def test_tls_urls_are_accepted() -> None:
@@ -667,8 +690,10 @@ def test_shared_limit_refuses_trio_clearly(redis_server: RedisServer) -> None:
         ) as client:
             await client.get_balance()
 
-    with pytest.raises(SharedLimitError, match="asyncio only"):
+    with pytest.raises(SharedLimitError, match="asyncio only") as caught:
         anyio.run(use, backend="trio")
+    # Where the environment turns it on, leaving it unset is what turned it on.
+    assert 'shared_limit=""' in str(caught.value)
 
 
 def test_the_environment_variable_turns_it_on(
@@ -808,6 +833,52 @@ async def test_a_slow_redis_is_left_within_the_timeout() -> None:
         assert shared.fallbacks == 1
         await shared.aclose()
         group.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_hung_redis_is_left_by_callers_with_short_deadlines() -> None:
+    # Handlers whose deadlines (0.1 s) end before a call's own bound (0.5 s) each gave
+    # up on a hung Redis in turn: none of them found it down, every one of them failed
+    # for as long as it hung, and the client said Redis was up (a user's trial: 184 of
+    # 184 sends failed with DeadlineExceededError at 0.3 s). Calls unanswered one after
+    # another for the bound now count as its timeout: the client paces itself.
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        await anyio.sleep(30)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as group:
+        group.start_soon(listener.serve, silent)
+        shared = SharedLimit(f"redis://127.0.0.1:{port}/0", account=ACCOUNT, gateway_url=GATEWAY)
+        gave_up = 0
+        with anyio.fail_after(5):
+            while True:
+                with anyio.move_on_after(0.1):
+                    turn = await shared.take_turn(anyio.current_time() + 0.1)
+                    break
+                gave_up += 1
+        assert turn is None and not shared.available and shared.fallbacks == 1
+        # Within the bound and a caller's deadline: five or six callers, not all of them.
+        assert 4 <= gave_up <= 7
+        # While it is down the next callers do not ask it: no wait at all.
+        with anyio.fail_after(0.05):
+            assert await shared.take_turn(anyio.current_time() + 0.1) is None
+        await shared.aclose()
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_callers_that_give_up_now_and_then_do_not_make_redis_look_down(
+    redis_server: RedisServer,
+) -> None:
+    # A caller that gave up on a call long ago says nothing about Redis now.
+    shared = limit(redis_server, seed_pace=1000.0)
+    with anyio.move_on_after(0.0001):
+        await shared.take_turn()
+    await anyio.sleep(0.6)
+    assert await shared.take_turn() is not None
+    assert shared.available and shared.fallbacks == 0
+    await shared.aclose()
 
 
 def test_without_redis_py_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -235,6 +235,10 @@ class DispatchHooks(Protocol):
         """The gateway provably did nothing with this attempt (-1, or it never got it)."""
 
 
+#: The highest pace a RateState may hold (requests/s): far above any account's limit.
+MAX_STATE_PACE = 100_000
+
+
 @attrs.frozen(kw_only=True)
 class RateState:
     """What a client learned about its account's limit, to start another client from.
@@ -262,6 +266,13 @@ class RateState:
             if isinstance(pace, float) and not math.isfinite(pace):
                 raise ValidationError(f"rate state pace must be finite, got {pace!r}")
             check_number(pace, "rate state pace (requests/s)")
+            if pace > MAX_STATE_PACE:
+                # Not learned from any gateway: a client started from 1e308 opened at
+                # 9e307 and met more -1 answers than a cold one (a user's trial).
+                raise ValidationError(
+                    f"rate state pace must be at most {MAX_STATE_PACE:,} requests/s (no "
+                    f"gateway limit is learned that high), got {pace!r}"
+                )
         check_number(concurrency, "rate state concurrency", integer=True, minimum=1)
         if (
             isinstance(learned_at, bool)

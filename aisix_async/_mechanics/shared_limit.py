@@ -64,7 +64,7 @@ from .scheduler import TurnBeyondDeadline
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["SharedLimit", "SharedTurn", "redact_url", "schedule_key"]
+__all__ = ["HiddenUrl", "SharedLimit", "SharedTurn", "hide_url", "redact_url", "schedule_key"]
 
 logger = logging.getLogger("aisix_async")
 
@@ -74,6 +74,10 @@ _SCHEMES = ("redis", "rediss", "unix")
 
 def redact_url(url: str) -> str:
     """``url`` without its user name and password, for logs, reprs and errors."""
+    if "#" in url:
+        # A Redis URL has no fragment: the '#' is a password's, which the parse then cut
+        # in two, and the part after it read as the host.
+        return "<a URL with '#' in it, not shown>"
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -88,10 +92,35 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+class HiddenUrl(str):
+    """A Redis URL as the client holds it: a ``str`` whose repr hides its password.
+
+    Error trackers (Sentry by default) and ``traceback``'s ``capture_locals`` print the
+    repr of every local of every frame: a refused ``shared_limit`` showed its password
+    there, as the constructors' argument. (The authkey is held the same way: Secret.)
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_url(str(self)))
+
+
+def hide_url(value: str | None) -> str | None:
+    """``value`` as a :class:`HiddenUrl` if it is a string (what a constructor was given)."""
+    return (
+        HiddenUrl(value) if isinstance(value, str) and not isinstance(value, HiddenUrl) else value
+    )
+
+
 def _url_problem(url: str) -> str | None:
     """What is wrong with a redis:// or rediss:// URL that redis-py would misread or
     refuse with a bare ValueError; None: nothing we can see. Never quotes the URL."""
     parts = urlsplit(url)
+    if "#" in url:
+        # A Redis URL has no fragment: a '#' in it is a password's, and everything after
+        # it was dropped (redis://:p@ss#w@host/0 connected to a host named "ss").
+        return "it has a '#' in it (a password with '#' in it must be percent-encoded: %23)"
     if parts.scheme == "unix":
         return None
     try:
@@ -486,6 +515,8 @@ def _describe(exc: BaseException) -> str:
     server that is down. OpenSSL's verification message names the reason ("unable to get
     local issuer certificate", "hostname mismatch"), never the URL or a password.
     """
+    if isinstance(exc, _Unanswered):
+        return f"TimeoutError: {exc}"
     shown = type(exc).__name__
     setting = _setting_refused(exc)
     if setting is not None:
@@ -498,6 +529,14 @@ def _describe(exc: BaseException) -> str:
         if isinstance(cause, ssl.SSLError):
             return f"{shown}: TLS {type(cause).__name__}"
     return shown
+
+
+class _Unanswered(TimeoutError):
+    """Redis answered none of the calls of the last ``timeout`` seconds, each given up on
+    by its caller's deadline before its own bound (see SharedLimit._call)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"no answer to calls for {timeout:g} s, cut short by deadlines")
 
 
 @attrs.frozen
@@ -580,6 +619,11 @@ class SharedLimit:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        # Held hidden, and set before anything can be refused: error trackers print every
+        # frame's locals, this argument and the half-made object among them.
+        url = hide_url(url)  # type: ignore[assignment]
+        self._shown = "<a URL not taken>"
+        self._down = False
         try:
             scheme = urlsplit(url).scheme if isinstance(url, str) else None
         except ValueError as exc:
@@ -639,8 +683,11 @@ class SharedLimit:
         self._monotonic = monotonic
         # One booked turn at a time per client: what makes the shared schedule fair.
         self._lock = anyio.Lock()
-        self._down = False
         self._down_until = 0.0
+        # Since when Redis has answered none of this client's calls, though asked (None:
+        # it answered the last), and when the last caller gave up on one (see _call).
+        self._silent_since: float | None = None
+        self._gave_up_at = 0.0
         self._backoff = retry_after
         # The last shared pace seen: seeds the schedule should Redis have lost it. Until a
         # turn was taken, the pace this client was started from does (not shown as the
@@ -726,16 +773,39 @@ class SharedLimit:
         if library != "asyncio":
             raise SharedLimitError(
                 f"shared_limit works on asyncio only: redis-py's asyncio client cannot run "
-                f"under {library}; leave shared_limit unset there (each client then learns "
-                f"the limit alone)"
+                f'under {library}; leave shared_limit unset there, or pass shared_limit="" '
+                f"where AISIX_SHARED_LIMIT is set (each client then learns the limit alone)"
             )
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else repr(self._clock())
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        with anyio.fail_after(self._timeout):
-            return await script(keys=keys, args=args)
+        # Every call is bounded by ``timeout``; but a caller whose own deadline is shorter
+        # leaves first, cancelled, and a hung Redis was never found out: handlers with
+        # 0.3 s deadlines all failed (DeadlineExceededError) for as long as it hung, and
+        # the client said Redis was up. So calls that go unanswered one after another
+        # for ``timeout`` count as a timeout too, whoever gave up on them.
+        began = self._monotonic()
+        if self._silent_since is not None and began - self._gave_up_at > self._timeout:
+            # Nobody asked for a while since the last call given up on: start again.
+            self._silent_since = None
+        if self._silent_since is None:
+            self._silent_since = began
+        elif began - self._silent_since >= self._timeout:
+            self._silent_since = None
+            raise _Unanswered(self._timeout)
+        try:
+            with anyio.fail_after(self._timeout):
+                answer = await script(keys=keys, args=args)
+        except anyio.get_cancelled_exc_class():
+            self._gave_up_at = self._monotonic()
+            raise
+        except BaseException:
+            self._silent_since = None
+            raise
+        self._silent_since = None
+        return answer
 
     def _failed(self, exc: BaseException, began: float) -> None:
         now = self._monotonic()
@@ -759,8 +829,9 @@ class SharedLimit:
                 described,
                 "; fix the URL" if setting else "",
             )
-        elif now - began >= self._timeout / 2:
-            # Still down, and asking cost a send a wait: ask again less often, up to
+        elif now - began >= self._timeout / 2 or isinstance(exc, _Unanswered):
+            # Still down, and asking cost a send a wait (or callers gave up waiting for
+            # an answer: see _call): ask again less often, up to
             # MAX_BACKOFF. A refused connection costs nothing: asking again every
             # retry_after brings every client back within that of a restart (those back
             # keep the shares of the others free meanwhile, but only for a while).
