@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ._campaign.campaign import Campaign, open_campaign
 from ._core.billing import Estimate
+from ._core.errors import ClientAlreadyEnteredError
 from ._core.models import (
     Balance,
     ChannelGroup,
@@ -89,6 +90,9 @@ class AisixClient:
         rate_state: RateState | None = None,
         shared_limit: str | None = None,
     ) -> None:
+        # Whether an `async with` block holds this client: a second one is refused (see
+        # __aenter__). Never reset: the block's exit closes the client for good.
+        self._entered = False
         # Held as a Secret from the first line: should this constructor fail on another
         # argument, the key is a local of its frame, which error trackers print.
         authkey = hide_authkey(authkey)
@@ -161,6 +165,16 @@ class AisixClient:
 
     async def __aenter__(self) -> AisixClient:
         self._gateway.check_usable()
+        if self._entered:
+            # The inner block's exit would close the client under the outer one, whose
+            # next call would fail with ClientClosedError (a user's helper did `async with
+            # client:` on the app's shared client). httpx refuses a second open alike.
+            raise ClientAlreadyEnteredError(
+                f"{self!r} is already in an 'async with' block: a client is entered once, "
+                "by its owner, and shared as it is (without 'async with'); leaving a "
+                "second block would close it under its owner"
+            )
+        self._entered = True
         return self
 
     async def __aexit__(

@@ -18,6 +18,7 @@ from aisix_async import (
     AisixClient,
     AuthenticationError,
     ChannelGroupNotAllowedError,
+    ClientAlreadyEnteredError,
     ClientClosedError,
     EnterpriseUnavailableError,
     GatewayInternalError,
@@ -198,6 +199,30 @@ async def test_a_closed_client_says_so_before_any_request(emulator: Any) -> None
     with pytest.raises(RuntimeError, match="is closed"):
         await client.send_all(["13800000000"] * 2, "hi", check_balance=False)
     assert emulator.state.messages() == []
+
+
+async def test_a_client_already_entered_refuses_a_second_async_with(emulator: Any) -> None:
+    # A helper that wrapped the app's shared client in `async with client:` closed it on
+    # its way out: the owner's next call failed with ClientClosedError (a user's trial).
+    async def helper(client: AisixClient) -> None:
+        async with client:
+            await client.get_balance()
+
+    async with client_for(emulator) as client:
+        with pytest.raises(ClientAlreadyEnteredError, match="entered once, by its owner"):
+            await helper(client)
+        # Refused before anything happened: the owner's client is open and sends.
+        receipt = await client.send_once(["13800000000"], "hi")
+        assert receipt.msgid
+        with pytest.raises(RuntimeError, match="already in an 'async with' block"):
+            async with client:
+                pass
+        await client.get_balance()
+    assert [m.mobile for m in emulator.state.messages()] == ["13800000000"]
+    # Once its block has ended, the client is closed: that is what a later one hears.
+    with pytest.raises(ClientClosedError):
+        async with client:
+            pass
 
 
 async def test_closing_refuses_what_waits_and_lets_what_is_on_the_wire_finish(

@@ -32,6 +32,7 @@ one kind of trouble::
     ├── ExtraNotInstalledError (also ImportError)  an option needs an extra not installed
     ├── SharedLimitError (also RuntimeError)    shared_limit cannot run here (under trio)
     ├── ClientClosedError (also RuntimeError)   the client was closed before this was sent
+    ├── ClientAlreadyEnteredError (also RuntimeError)  `async with` on a client already in one
     └── KeyRotationHookError                    the key was rotated; on_key_rotation failed
 
 Every error carries ``outcome_unknown``. It is true only when a *send* may or may not
@@ -65,6 +66,7 @@ __all__ = [
     "ChannelGroupNotAllowedError",
     "ChargeFailedError",
     "CircuitOpenError",
+    "ClientAlreadyEnteredError",
     "ClientClosedError",
     "DeadlineExceededError",
     "EndpointError",
@@ -508,6 +510,16 @@ class ClientClosedError(AisixError, RuntimeError):
     """The client is closed (``aclose()``, or its ``async with`` ended): this call was not
     sent. A call made after the close, and one still waiting for its turn (or to retry)
     when it came, are refused with it; requests already written are let finish."""
+
+
+class ClientAlreadyEnteredError(AisixError, RuntimeError):
+    """``async with client`` on a client that is already in an ``async with`` block.
+
+    A client is entered once, by its owner (the application's lifespan, a script's
+    ``main``), and shared with everyone else as it is, without ``async with``: the inner
+    block's exit would close it under its owner, whose next call would fail with
+    :class:`ClientClosedError`. Nothing was closed or sent: the client is still usable.
+    """
 
 
 class SendStoppedError(AisixError):
