@@ -102,7 +102,30 @@ async def test_leaving_early_keeps_the_unread_records(emulator: Any) -> None:
     assert len(taken) == 3
     assert {(r.msgid, r.mobile) for r in [*taken, *unread]} == sent
     assert len(taken) + len(unread) == 250
-    assert stream.unread() == []  # taken once
+    # Read, not taken: it emptied itself, and a user who logged the count first saved
+    # nothing after, losing reports the gateway hands out once (a user's trial).
+    assert stream.unread() == unread
+    assert stream.unread() == unread
+
+
+async def test_unread_inside_the_block_takes_nothing_from_the_reader(emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=50)
+    async with _client(emulator) as client:
+        sent = await _send(client, 120)
+        read: list[DeliveryReport] = []
+        async with client.watch_delivery_reports(**FAST, stop_when_idle=0.5) as stream:
+            async for report in stream:
+                read.append(report)
+                if len(read) == 10:
+                    with anyio.move_on_after(2.0):
+                        while emulator.state.pending_reports():
+                            await anyio.sleep(0.01)
+                    peeked = stream.unread()
+                    assert peeked and stream.unread() == peeked
+    # Everything peeked was still yielded, once, and nothing is left over.
+    assert len(read) == 120 and {(r.msgid, r.mobile) for r in read} == sent
+    assert set(map(id, peeked)) <= set(map(id, read))
+    assert stream.unread() == []
 
 
 @pytest.mark.parametrize("hooked", [True, False], ids=["with-hook", "without-hook"])

@@ -279,17 +279,20 @@ class RecordStream(Generic[_R]):
             await self._ready.wait()
 
     def unread(self) -> list[_R]:
-        """Records fetched but not yet yielded, in order; taking them empties the buffer.
+        """Records fetched but not yet yielded, in order: a new list at every call.
 
         Call it after leaving the block early (``break``, a timeout): the gateway will not
-        send these records again, so they are the caller's to keep.
+        send these records again, so they are the caller's to keep. It takes nothing away:
+        a second call (a log line, then the save) returns the same records. While the
+        block is still open they stay to be yielded in their turn.
         """
-        records = [*self._buffer]
-        for fetched in self._held:
-            records.extend(self._records_of(fetched))
-        self._buffer.clear()
-        self._held = []
-        return records
+        # Read, not emptied: it emptied the buffer, and a user who counted the records
+        # first (a log line) saved nothing after, losing records the gateway hands out
+        # once. A batch still held is released to the buffer here, parsed now, as the
+        # reader would get it.
+        for fetched in [*self._held]:
+            self._release(fetched)
+        return [*self._buffer]
 
     def stats(self) -> StreamStats:
         """Counters so far."""
@@ -596,7 +599,7 @@ class RecordStream(Generic[_R]):
             written.set()
 
     def _release(self, fetched: _Fetched[_R]) -> None:
-        """Hand a held batch to the reader (unless unread() took it meanwhile)."""
+        """Hand a held batch to the reader (unless unread() released it meanwhile)."""
         for place, held in enumerate(self._held):
             if held is fetched:
                 del self._held[place]
