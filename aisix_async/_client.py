@@ -267,7 +267,10 @@ class AisixClient:
         """One content to any number of recipients, as sendOnce chunks (1000 a request).
 
         ``async with client.send_many(numbers, text) as outcomes: async for o in outcomes``.
-        An invalid content raises ValidationError here, before anything is sent.
+        An invalid content raises ValidationError here, before anything is sent. Entering
+        the block starts sending: up to ``max_concurrency`` chunks (16,000 numbers with the
+        defaults) go out before the first outcome is read, iterated or not; outcomes not
+        read when the block ends are in ``outcomes.abandoned``.
 
         Options are the fields of :class:`SendOptions`, given as keywords
         (``chunk_size=500``, ``at=when``, ``check_balance=False``); ``help(SendOptions)``

@@ -6,7 +6,10 @@ task outlives it. Inside, one producer reads the input lazily, plans chunks
 (:mod:`.._core.chunking`) and hands each to a worker; a semaphore of ``max_concurrency``
 chunks between the producer and the consumer is the backpressure: while the consumer
 is slow, outcomes wait, workers wait, and the input is not read. Memory is therefore
-bounded by concurrency x chunk size whatever the input's length.
+bounded by concurrency x chunk size whatever the input's length. The window is also how
+far dispatch runs ahead of the reader: up to ``max_concurrency`` chunks are sent before
+a single outcome is read (16,000 numbers with the defaults), and their outcomes are in
+``abandoned`` if the block is left without reading them.
 
 Every recipient ends in exactly one outcome: accepted (with receipts), failed (nothing
 went out: invalid, refused, or never sent), or unknown (the answer was lost, -10, -11, a
@@ -304,7 +307,13 @@ class _Counters:
 
 
 class SendStream:
-    """``async with`` it, then ``async for outcome in it``; ``stats()`` is a live snapshot."""
+    """``async with`` it, then ``async for outcome in it``; ``stats()`` is a live snapshot.
+
+    Entering it starts sending: up to the client's ``max_concurrency`` chunks (16 sendOnce
+    chunks of 1000 numbers by default) go out before the first outcome is read, and the
+    next chunk only as an outcome is read. A block left without reading them has their
+    outcomes in :attr:`abandoned`.
+    """
 
     def __init__(
         self,
