@@ -64,7 +64,14 @@ from ._core.models import (
 )
 from ._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
 from ._core.wire import Endpoints
-from ._features.bulk import BulkStats, OutcomeStatus, SendOutcome, SendStream, SendSummary
+from ._features.bulk import (
+    BulkStats,
+    OutcomeHook,
+    OutcomeStatus,
+    SendOutcome,
+    SendStream,
+    SendSummary,
+)
 from ._features.reports import BatchHook, RecordStream, StreamStats
 from ._features.tracker import DeliveryTracker, ReportSource, TrackerResult
 from ._gateway import KeyRotationHook
@@ -120,6 +127,7 @@ __all__ = [
     "KeyRotationHookError",
     "MalformedRecord",
     "NotSentError",
+    "OutcomeHook",
     "OutcomeStatus",
     "PollKeywords",
     "PollOptions",

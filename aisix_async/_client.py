@@ -32,7 +32,15 @@ from ._core.models import (
 from ._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
 from ._core.wire import Endpoints, hide_authkey
 from ._features import estimate as _estimate
-from ._features.bulk import SendStream, SendSummary, batch_stream, once_stream, param_stream
+from ._features.bulk import (
+    OutcomeHook,
+    SendStream,
+    SendSummary,
+    batch_stream,
+    once_stream,
+    param_stream,
+    send_to_the_end,
+)
 from ._features.reports import BatchHook, RecordStream, watch_delivery_reports, watch_replies
 from ._gateway import GATEWAY_TZ, Gateway, KeyRotationHook
 from ._mechanics.observe import ClientStats, UnknownHook
@@ -307,15 +315,23 @@ class AisixClient:
         self,
         numbers: Iterable[str] | AsyncIterable[str],
         content: str,
+        *,
+        on_outcome: OutcomeHook | None = None,
         **options: Unpack[SendKeywords],
     ) -> SendSummary:
         """``send_many`` to the end, for scripts: counts, cost, and the outcomes to look at.
 
+        To bound it in time, give it ``deadline=`` (seconds): dispatch stops then, the
+        requests on the wire finish, and the summary is returned with every recipient not
+        sent among the failed. A cancellation (a ``move_on_after`` around it) returns no
+        summary: ``on_outcome`` (a function) is called with every outcome as it settles,
+        accepted ones with their receipts, and, when the send ends early (cancelled, or its
+        input failed), with each outcome it still owed before the exception goes on.
+
         Options: the fields of :class:`SendOptions` as keywords, as for :meth:`send_many`.
         """
         stream = self.send_many(numbers, content, **options)
-        async with stream:
-            return await stream.drain()
+        return await send_to_the_end(stream, on_outcome)
 
     # -- reading -------------------------------------------------------------------
 

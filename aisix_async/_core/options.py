@@ -17,6 +17,7 @@ from typing import TypedDict
 import attrs
 
 from .errors import ValidationError
+from .validate import check_number
 
 __all__ = ["PollKeywords", "PollOptions", "SendKeywords", "SendOptions"]
 
@@ -33,6 +34,12 @@ class SendOptions:
     - ``check_balance``: estimate the cost first and raise ``BalanceTooLowError``, before
       anything is sent, when the balance is short (an input without a length is not
       estimated: a -9 stops the send instead).
+    - ``deadline``: seconds from entering the send (``async with``, or the call of
+      ``send_all``) after which dispatch stops, as ``stop()`` stops it: no request leaves
+      after it, the requests already written finish (each within the client's
+      ``timeout``), and every recipient not sent is reported failed with ``NotSentError``
+      (its ``cause`` a ``SendStoppedError`` naming the deadline). The send then ends as
+      usual: ``send_all`` returns its summary. None: no limit.
 
     The defaults are the signature's, and are written nowhere else.
     """
@@ -49,6 +56,15 @@ class SendOptions:
         if not isinstance(value, bool):
             raise ValidationError(f"check_balance must be True or False, got {value!r}")
 
+    deadline: float | None = attrs.field(default=None)
+
+    @deadline.validator
+    def _seconds(self, _: object, value: object) -> None:
+        # Checked here, before anything is sent: refused inside the stream, it would stop
+        # a send already under way.
+        if value is not None:
+            check_number(value, "deadline (seconds before a bulk send stops dispatch)")
+
     def chunk_size_for(self, action: str) -> int:
         """The chunk size to plan with for ``action``."""
         if self.chunk_size is not None:
@@ -64,6 +80,7 @@ class SendKeywords(TypedDict, total=False):
     at: datetime | None
     chunk_size: int | None
     check_balance: bool
+    deadline: float | None
 
 
 @attrs.frozen(kw_only=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -88,6 +89,7 @@ from .estimate import check_affordable
 __all__ = [
     "BulkStats",
     "ChunkLedger",
+    "OutcomeHook",
     "OutcomeStatus",
     "SendOutcome",
     "SendStream",
@@ -96,6 +98,7 @@ __all__ = [
     "once_stream",
     "param_stream",
     "refuse_partial_drain",
+    "send_to_the_end",
     "summarize_outcomes",
 ]
 
@@ -145,6 +148,10 @@ class SendOutcome:
     def cost(self) -> Decimal:
         """Yuan charged for this chunk."""
         return sum((r.total * r.price for r in self.receipts), NO_COST)
+
+
+#: ``send_all(on_outcome=...)``: called with every outcome of the send, once each.
+OutcomeHook = Callable[[SendOutcome], None]
 
 
 @attrs.frozen(kw_only=True)
@@ -327,6 +334,7 @@ class SendStream:
         estimate: Iterable[tuple[str, int]] | None,
         check_balance: bool,
         ledger: ChunkLedger | None,
+        deadline: float | None = None,
     ) -> None:
         self._gateway = gateway
         self._planner = planner
@@ -338,6 +346,10 @@ class SendStream:
         self._estimate = estimate
         self._check_balance = check_balance
         self._ledger = ledger
+        #: Seconds from entering after which dispatch stops (SendOptions.deadline), and
+        #: when that is on anyio's clock once entered.
+        self._deadline = deadline
+        self._stop_at = math.inf
         self._count = _Counters()
         self._stop: AisixError | None = None
         self._failure: BaseException | None = None
@@ -362,16 +374,11 @@ class SendStream:
         if self._entered:
             raise RuntimeError("a send stream can be entered only once")
         self._entered = True
+        if self._deadline is not None:
+            # Counted from here: the balance check is part of the time the caller gave.
+            self._stop_at = anyio.current_time() + self._deadline
         if self._check_balance:
-            try:
-                await self._check_affordable()
-            except DeadlineExceededError:
-                # The stream gives these calls no deadline: only an enclosing scope's can
-                # have passed while they waited for their turns, and that scope is now
-                # cancelled. A stream hears the cancellation (a move_on_after around it
-                # ends quietly, as it does once sending began), not a single call's error.
-                await anyio.lowlevel.checkpoint()
-                raise
+            await self._check_affordable_in_time()
         self._started = time.monotonic()
         # Created only now: a stream never entered, or refused by the balance check, has
         # nothing to close.
@@ -380,6 +387,8 @@ class SendStream:
         await group.__aenter__()
         self._group = group
         group.start_soon(self._produce)
+        if self._stop_at != math.inf and self._stop is None:
+            group.start_soon(self._stop_at_deadline)
         return self
 
     async def __aexit__(
@@ -450,6 +459,30 @@ class SendStream:
         self._open.clear()
         self._handed.clear()
         return sorted(owed, key=lambda outcome: outcome.chunk)
+
+    async def _check_affordable_in_time(self) -> None:
+        try:
+            with anyio.CancelScope(deadline=self._stop_at):
+                await self._check_affordable()
+                return
+        except DeadlineExceededError:
+            # The stream gives these calls no deadline of their own: the one that passed
+            # is the stream's, or an enclosing scope's, which is then cancelled. A stream
+            # hears that cancellation (a move_on_after around it ends quietly, as it does
+            # once sending began), not a single call's error.
+            await anyio.lowlevel.checkpoint()
+            if anyio.current_time() < self._stop_at:
+                raise
+        # The stream's own deadline passed before the check was done: nothing is sent,
+        # and every recipient is reported not sent, as after a stop().
+        self._stop_with(self._deadline_error("before the balance check was done"))
+
+    def _deadline_error(self, when: str) -> SendStoppedError:
+        return SendStoppedError(f"the send's deadline ({self._deadline:g} s) passed {when}")
+
+    async def _stop_at_deadline(self) -> None:
+        await anyio.sleep_until(self._stop_at)
+        self._stop_with(self._deadline_error("while it was sending"))
 
     async def _check_affordable(self) -> None:
         if self._estimate is None:
@@ -526,10 +559,13 @@ class SendStream:
         and the chunks not handed over yet are in ``abandoned``. Safe to call more than
         once, and from any task of the stream's event loop (a signal handler, a timeout).
         """
+        self._stop_with(SendStoppedError(reason))
+
+    def _stop_with(self, error: SendStoppedError) -> None:
         if self._stop is None:
-            # Asked for by the caller, who knows: not a warning.
-            logger.info("bulk send: stopping dispatch: %s", reason)
-            self._stop = SendStoppedError(reason)
+            # Asked for by the caller (stop(), or the deadline it gave): not a warning.
+            logger.info("bulk send: stopping dispatch: %s", error.message)
+            self._stop = error
         for hooks in self._open.values():
             if not hooks.on_wire:
                 hooks.scope.cancel()
@@ -729,14 +765,21 @@ def refuse_partial_drain(iterated: bool) -> None:
 
 
 async def summarize_outcomes(
-    outcomes: AsyncIterable[SendOutcome], stats: Callable[[], BulkStats]
+    outcomes: AsyncIterable[SendOutcome],
+    stats: Callable[[], BulkStats],
+    on_outcome: OutcomeHook | None = None,
 ) -> SendSummary:
-    """Iterate ``outcomes`` to the end and summarise them (``drain()`` of both streams)."""
+    """Iterate ``outcomes`` to the end and summarise them (``drain()`` of both streams),
+    passing each to ``on_outcome`` first, if given."""
     accepted = failed = unknown = units = 0
     cost = NO_COST
     failures: list[SendOutcome] = []
     unknowns: list[SendOutcome] = []
     async for outcome in outcomes:
+        # Nothing awaited between the outcome's arrival and the hook: a cancellation
+        # cannot land between them, so an outcome the stream handed over has been passed.
+        if on_outcome is not None:
+            on_outcome(outcome)
         size = len(outcome.mobiles)
         if outcome.status is OutcomeStatus.ACCEPTED:
             accepted += size
@@ -760,6 +803,43 @@ async def summarize_outcomes(
         elapsed=final.elapsed,
         stats=final,
     )
+
+
+async def send_to_the_end(stream: SendStream, on_outcome: OutcomeHook | None) -> SendSummary:
+    """``send_all``: enter ``stream``, drain it and summarise; every outcome to ``on_outcome``.
+
+    When the send ends early (a cancellation, its input's error), the outcomes it owed
+    (``stream.abandoned``: on the wire, settled and not handed over, never sent) are passed
+    to ``on_outcome`` too, before the exception goes on: the hook has then seen every
+    recipient the send took on, and the input's others were never read, so never sent.
+    A hook that raises ends the send with its error and is not called again.
+    """
+    if on_outcome is not None and not callable(on_outcome):
+        raise ValidationError(
+            f"on_outcome must be a function (or None), got {type(on_outcome).__name__}"
+        )
+    hook_failed = False
+
+    def passing(outcome: SendOutcome) -> None:
+        nonlocal hook_failed
+        assert on_outcome is not None
+        try:
+            on_outcome(outcome)
+        except BaseException:
+            hook_failed = True
+            raise
+
+    try:
+        async with stream:
+            return await summarize_outcomes(
+                stream, stream.stats, None if on_outcome is None else passing
+            )
+    finally:
+        # Only after an early end does the stream owe outcomes (after a full run
+        # abandoned is empty). Called synchronously: a cancellation cannot cut it short.
+        if on_outcome is not None and not hook_failed:
+            for outcome in stream.abandoned:
+                on_outcome(outcome)
 
 
 # -- building streams (what the client's send_*_many methods delegate to) ----------------
@@ -796,6 +876,7 @@ def _stream(
         # An empty sized input needs no balance check (nor a request to make one).
         check_balance=options.check_balance and (estimate is not None or not sized),
         ledger=ledger,
+        deadline=options.deadline,
     )
 
 
