@@ -17,7 +17,7 @@ import anyio
 from redis.asyncio import Redis
 from sim_gateway import Gateway, run_virtual
 
-from aisix_async import RetryPolicy
+from aisix_async import AisixError, RetryPolicy
 from aisix_async._mechanics.scheduler import Scheduler
 from aisix_async._mechanics.shared_limit import SharedLimit
 
@@ -32,10 +32,13 @@ def simulate_fleet(
     account: str,
     tasks: int = 8,
     starts: Sequence[float] | None = None,
+    errors: list[tuple[float, int, AisixError]] | None = None,
 ) -> list[SharedLimit]:
     """``clients`` schedulers, each with ``tasks`` tasks sending one request after another
     for ``seconds``, all taking their turns from one schedule in Redis; ``starts``: when
-    each begins (runs one after another), else all at once."""
+    each begins (runs one after another), else all at once. ``errors``: given, a call's
+    error is recorded there (when, which client, what) and its task goes on 0.1 s later;
+    else it ends the simulation."""
     limits: list[SharedLimit] = []
 
     async def main() -> None:
@@ -65,7 +68,13 @@ def simulate_fleet(
 
             async def worker() -> None:
                 while anyio.current_time() < stop:
-                    await scheduler.run(send, action="sendOnce", unsafe=True)
+                    try:
+                        await scheduler.run(send, action="sendOnce", unsafe=True)
+                    except AisixError as error:
+                        if errors is None:
+                            raise
+                        errors.append((anyio.current_time(), index, error))
+                        await anyio.sleep(0.1)
 
             async with anyio.create_task_group() as group:
                 for _ in range(tasks):

@@ -27,6 +27,8 @@ from sim_gateway import Gateway
 
 from aisix_async import (
     AisixClient,
+    AisixError,
+    CircuitOpenError,
     RateLimitedError,
     RetryPolicy,
     SharedLimitError,
@@ -1089,6 +1091,30 @@ def test_a_fleet_that_knows_a_low_limit_meets_it_seldom(redis_server: RedisServe
     assert all(shared.fallbacks == 0 for shared in limits)
     assert gateway.refused(None, 25.0, 80.0) <= 2
     assert gateway.accepted(None, 25.0, 80.0) >= 0.97 * 5.0 * 55.0
+
+
+@pytest.mark.parametrize("clients", [1, 3, 6])
+def test_a_fleet_refused_everything_opens_its_breakers_as_one_client_would(
+    redis_server: RedisServer, clients: int
+) -> None:
+    # An account bound to another address: every request answered -1. The fleet shares
+    # one pace, and so its floor: each client's own run of -1 answers grew N times slower
+    # than a lone client's, and its breaker opened late or never (a user's trial: 6
+    # processes, none open after 40 s, 5,000 calls failed DeadlineExceededError in the
+    # meantime, and the WARNING that names the cause never came). Each breaker now reads
+    # the fleet's run: every client's opens within as long as one client's would.
+    gateway = Gateway(0.0, burst=0.0, latency=0.1)
+    errors: list[tuple[float, int, AisixError]] = []
+    simulate_fleet(
+        redis_server.url, gateway, clients, 40.0, account=f"bound-{clients}", tasks=4,
+        errors=errors,
+    )  # fmt: skip
+    opened = {
+        index: at for at, index, error in reversed(errors) if isinstance(error, CircuitOpenError)
+    }
+    assert sorted(opened) == list(range(clients))
+    assert max(opened.values()) <= 20.0, opened
+    assert gateway.accepted() == 0
 
 
 def test_runs_one_after_another_do_not_run_away_from_a_full_bucket(

@@ -130,6 +130,7 @@ class Breaker:
         answered_at: Callable[[], float] | None = None,
         slowing: Callable[[], bool] | None = None,
         measured_far: Callable[[], bool] | None = None,
+        fleet_run: Callable[[], tuple[int, float] | None] | None = None,
     ) -> Iterator[None]:
         """Around one attempt: refuse it if open (unless it is the probe); learn its answer.
 
@@ -142,7 +143,9 @@ class Breaker:
         everything opens it at its first -1 at the floor, not six floor steps later).
         ``measured_far`` says whether the client was last measured being accepted far
         above its floor: then an earlier acceptance does not make the run longer (see
-        the module's docstring).
+        the module's docstring). ``fleet_run`` (asked for each -1) gives the run of -1
+        answers of every client sharing this one's pace (``shared_limit``): its length and
+        when it began; the longer of the two runs counts (see _refused).
         """
         probe = False
         if self._open:
@@ -155,7 +158,8 @@ class Breaker:
         except RateLimitedError as exc:
             if not isinstance(exc, CircuitOpenError):
                 at = now if answered_at is None else answered_at()
-                self._refused(at, probe, slowing is None or not slowing(), measured_far)
+                fleet = fleet_run() if fleet_run is not None else None
+                self._refused(at, probe, slowing is None or not slowing(), measured_far, fleet)
             raise
         except GatewayError:
             # Any other code: the gateway got past whatever gives -1 for this account.
@@ -176,6 +180,7 @@ class Breaker:
         probe: bool,
         may_open: bool = True,
         measured_far: Callable[[], bool] | None = None,
+        fleet: tuple[int, float] | None = None,
     ) -> None:
         if self._open:
             if probe:
@@ -185,6 +190,16 @@ class Breaker:
         if self._run_started is None:
             self._run_started = dispatched_at
         self._run_length += 1
+        if fleet is not None:
+            # Clients sharing one pace through Redis share its floor too: each is given a
+            # turn in N, and its own run grew N times slower than a lone client's (six
+            # processes of an account bound to another address: no breaker open after
+            # 40 s). The fleet's run, every client's -1 answers in a row, is the one a
+            # lone client would have seen.
+            length, began = fleet
+            if length > self._run_length:
+                self._run_length = length
+                self._run_started = min(self._run_started, began)
         span = dispatched_at - self._run_started
         if not may_open or self._run_length < self.min_refusals or span < self.open_after:
             return

@@ -104,6 +104,7 @@ __all__ = [
     "RateState",
     "RetryDetails",
     "RetryPolicy",
+    "RunOfRefusals",
     "Scheduler",
     "SchedulerStats",
 ]
@@ -322,6 +323,17 @@ class SharedShare(Protocol):
     def share(self) -> float: ...
 
 
+class RunOfRefusals(Protocol):
+    """Requests answered -1 one after another by every client sharing a pace (see
+    ``shared_limit.FleetRun``): how many, over how many seconds up to the last."""
+
+    @property
+    def length(self) -> int: ...
+
+    @property
+    def span(self) -> float: ...
+
+
 class PaceSource(Protocol):
     """A pace kept beyond this client (``shared_limit``: see ``shared_limit``).
 
@@ -337,8 +349,9 @@ class PaceSource(Protocol):
         raises :class:`TurnBeyondDeadline` without being booked.
         """
 
-    async def refused(self, turn: Any) -> None:
-        """A request dispatched at ``turn`` was answered -1."""
+    async def refused(self, turn: Any) -> RunOfRefusals | None:
+        """A request dispatched at ``turn`` was answered -1; the run of -1 answers of every
+        client of the source it belongs to, if known."""
 
     def check_queue(self, deadline: float, queued: int) -> None:
         """Raise :class:`TurnBeyondDeadline` if a caller with ``queued`` more callers of
@@ -548,6 +561,8 @@ class Scheduler:
         self._rtt_var = 0.0
         self._last_accepted_pace: float | None = None
         self._shared = shared
+        # The shared source's run of -1 answers, for the breaker (see _fleet_refusals).
+        self._fleet_run: tuple[int, float] | None = None
         # Counters for stats.
         self._requests = 0
         self._rate_limited = 0
@@ -1145,6 +1160,14 @@ class Scheduler:
         floor = self._min_rate * 1.001
         return self._pace > floor and (self._max_rate is None or self._max_rate > floor)
 
+    def _fleet_refusals(self) -> tuple[int, float] | None:
+        # Asked by the breaker for a -1 just taken in: the run of -1 answers of every client
+        # sharing the pace (its length, and when it began on this clock), as the shared
+        # source said of that -1; None without one. Taken once: a stale run (Redis gone
+        # since) must not be read again.
+        run, self._fleet_run = self._fleet_run, None
+        return run
+
     def _measured_far_above_floor(self) -> bool:
         # Asked by the breaker during a run of -1: whether this client was lately accepted
         # at FAR_ABOVE_FLOOR times its floor or more: last measured so (a sure ceiling),
@@ -1320,7 +1343,10 @@ class Scheduler:
                     tally.rate_limited += 1
                 self._on_rate_limited(dispatched_at, shared_turn=turn is not None)
                 if turn is not None and self._shared is not None:
-                    await self._shared.refused(turn)
+                    run = await self._shared.refused(turn)
+                    if run is not None:
+                        # For the breaker, which hears of this -1 next (see _fleet_refusals).
+                        self._fleet_run = (run.length, self._clock() - run.span)
                 if hooks is not None:
                     await hooks.refused()
                 raise
@@ -1397,6 +1423,7 @@ class Scheduler:
                         self._clock,
                         self._slowing,
                         self._measured_far_above_floor,
+                        self._fleet_refusals,
                     ),
                 ):
                     return await self._attempt(

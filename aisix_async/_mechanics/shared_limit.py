@@ -64,7 +64,15 @@ from .scheduler import TurnBeyondDeadline
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["HiddenUrl", "SharedLimit", "SharedTurn", "hide_url", "redact_url", "schedule_key"]
+__all__ = [
+    "FleetRun",
+    "HiddenUrl",
+    "SharedLimit",
+    "SharedTurn",
+    "hide_url",
+    "redact_url",
+    "schedule_key",
+]
 
 logger = logging.getLogger("aisix_async")
 
@@ -343,10 +351,28 @@ local key, slots = KEYS[1], KEYS[2]
 redis.call('ZREM', slots, ARGV[5])
 local s = redis.call('HMGET', key, 'pace', 'ceiling', 'epoch', 'cut_at', 'next_at', 'expect',
                      'measure_from', 'expect_until', 'rejoin_cut_until', 'turns', 'cut_turns',
-                     'sure', 'first_cut_at')
+                     'sure', 'first_cut_at', 'run_last', 'run_length', 'run_from')
 if tonumber(ARGV[5]) > (tonumber(s[11]) or math.huge) then
   redis.call('HINCRBY', key, 'refused_since_cut', 1)
 end
+-- The fleet's run of -1 answers: turns refused one after another, none between them
+-- answered otherwise (or left unused). Each client's circuit breaker reads it: at the
+-- floor the fleet's pace is shared, and a run of a client's own -1 answers grew N times
+-- slower than without Redis (an account bound to another address, 6 processes: no
+-- breaker open after 40 s, every call a DeadlineExceededError).
+local number = tonumber(ARGV[5])
+local run_last, run_length, run_from = tonumber(s[14]), tonumber(s[15]) or 0, tonumber(s[16])
+if s[1] and (not run_last or number > run_last) then
+  if run_last and number == run_last + 1 and run_from then
+    run_length = run_length + 1
+  else
+    run_length, run_from = 1, now
+  end
+  redis.call('HSET', key, 'run_last', number, 'run_length', run_length,
+             'run_from', tostring(run_from))
+end
+-- (An older turn's -1 come late leaves the run as it is.)
+local run = {run_length, tostring(now - (run_from or now))}
 local pace, ceiling, epoch, cut_at = tonumber(s[1]), tonumber(s[2]) or 0, tonumber(s[3]),
                                      tonumber(s[4])
 local next_at = tonumber(s[5]) or 0
@@ -359,14 +385,14 @@ local rejoining = expecting or sent < measure_from
 local rejoin_until = math.max(measure_from, expecting and (tonumber(s[8]) or 0) or 0)
 if not pace or not cut_at or epoch ~= tonumber(ARGV[2]) then
   -- Booked before the last cut (or the schedule was lost): this episode is counted.
-  return {0, tostring(pace or '')}
+  return {0, tostring(pace or ''), 0, '0', '0', '', run[1], run[2]}
 end
 if rejoining and sent < (tonumber(s[9]) or 0) then
   -- One cut per rejoin: its -1 answers are the clients' overlap (each sending what it
   -- paced itself beside its turns), not news of the limit; cut after cut from the pace
   -- would leave the fleet at a fraction of what it had. Once all are back and their own
   -- requests gone, -1 answers are measured again.
-  return {0, tostring(pace)}
+  return {0, tostring(pace), 0, '0', '0', '', run[1], run[2]}
 end
 -- Between two -1 answers the bucket went from empty to empty: the turns it accepted in
 -- between, over that time, are its rate (refused turns left the slots at their -1).
@@ -460,7 +486,7 @@ if first then
   redis.call('HSET', key, 'first_cut_at', tostring(now))
 end
 redis.call('HINCRBY', key, 'cuts', 1)
-return {1, tostring(pace), answered, tostring(span), tostring(rate), how}
+return {1, tostring(pace), answered, tostring(span), tostring(rate), how, run[1], run[2]}
 """
 )
 
@@ -529,6 +555,15 @@ def _describe(exc: BaseException) -> str:
         if isinstance(cause, ssl.SSLError):
             return f"{shown}: TLS {type(cause).__name__}"
     return shown
+
+
+@attrs.frozen
+class FleetRun:
+    """The fleet's run of -1 answers, as of one of them: how many turns in a row were
+    refused (none answered otherwise between them), over how many seconds."""
+
+    length: int
+    span: float
 
 
 class _Unanswered(TimeoutError):
@@ -1022,10 +1057,14 @@ class SharedLimit:
             epoch, booked_for = int(answer[1]), answer[2]
             await self._sleep(more)
 
-    async def refused(self, turn: SharedTurn) -> None:
-        """Report a -1 for a request dispatched at ``turn``: it may cut the shared pace."""
+    async def refused(self, turn: SharedTurn) -> FleetRun | None:
+        """Report a -1 for a request dispatched at ``turn``: it may cut the shared pace.
+
+        Returns the fleet's run of -1 answers this one belongs to (for the circuit
+        breaker); None when Redis did not say.
+        """
         if self._down:
-            return
+            return None
         began = self._monotonic()
         rtt = max(0.0, began - turn.at)
         self._rtt = rtt if self._rtt is None else self._rtt + (rtt - self._rtt) / 8.0
@@ -1043,7 +1082,8 @@ class SharedLimit:
             )
         except Exception as exc:  # as in take_turn: the -1 is handled locally anyway
             self._failed(exc, began)
-            return
+            return None
+        run = FleetRun(length=int(answer[6]), span=float(answer[7]))
         if int(answer[0]) and answer[1]:
             self._last_pace = float(answer[1])
             answered, span, rate = int(answer[2]), float(answer[3]), float(answer[4])
@@ -1059,6 +1099,7 @@ class SharedLimit:
                 self._last_pace,
                 found,
             )
+        return run
 
     async def aclose(self) -> None:
         """Close the connections to Redis (the schedule stays, for the other clients)."""
