@@ -348,6 +348,10 @@ def test_schedule_lead_counts_the_whole_seconds_the_gateway_reads(
         # Each action's path and "?action=" are appended to it.
         ({"base_url": "http://127.0.0.1/OpenPlatform?x=1"}, "must not carry a query"),
         ({"base_url": "http://127.0.0.1/OpenPlatform#top"}, "or fragment"),
+        # "?action=" is appended to the data URL as well: polls went to
+        # ".../DataApi?region=cn?action=getSendState" and failed as "records ... lost".
+        ({"data_url": "http://127.0.0.1/OpenPlatform/DataApi?region=cn"}, "data_url must not"),
+        ({"data_url": "http://127.0.0.1/OpenPlatform/DataApi#frag"}, "or fragment"),
         # Taken, then failing as a TypeError in a log at the first unknown outcome.
         ({"on_unknown": 1}, "on_unknown must be a function (or None), got int"),
         ({"on_retry": "log"}, "on_retry must be a function (or None), got str"),

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .errors import ExtraNotInstalledError, ValidationError
 
@@ -39,6 +39,7 @@ __all__ = [
     "check_cgid",
     "check_content",
     "check_csid",
+    "check_data_url",
     "check_encodable",
     "check_items",
     "check_joinable",
@@ -434,6 +435,29 @@ def check_url(url: object, what: str) -> str:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def _refuse_query(parts: SplitResult, what: str, *, adds: str) -> None:
+    if parts.query or parts.fragment:
+        # What the client appends ("/OpenApi", "?action=...") would follow the query or
+        # fragment: every request's URL would be something no gateway serves.
+        raise ValidationError(
+            f"{what} must not carry a query (?...) or fragment (#...) "
+            f"(host {parts.hostname!r}): the client adds {adds} itself"
+        )
+
+
+def check_data_url(url: object, what: str = "data_url") -> str:
+    """Return the DataApi URL ``url`` if it is an http(s) URL with no query or fragment.
+
+    Checked as a base URL is, since "?action=" is appended to it too (a query here sent
+    every poll to ".../DataApi?region=cn?action=getSendState", whose answer could not be
+    read, and each failed poll was reported as records lost). Unlike a base URL it is kept
+    as written: it is the endpoint itself, and a server may tell ".../DataApi/" apart.
+    """
+    checked = check_url(url, what)
+    _refuse_query(urlsplit(checked), what, adds="each action's query")
+    return checked
+
+
 def check_base_url(url: object, what: str = "base_url") -> str:
     """Return a gateway's base URL in one spelling, so that one gateway typed two ways
     is one gateway (one rate cache entry, one shared schedule in Redis): scheme and host
@@ -441,13 +465,7 @@ def check_base_url(url: object, what: str = "base_url") -> str:
     slash dropped. The path keeps its case: a server may tell paths apart by it.
     """
     parts = urlsplit(check_url(url, what))
-    if parts.query or parts.fragment:
-        # The actions' paths and "?action=" are appended to it: a query or fragment here
-        # would make every request's URL something no gateway serves.
-        raise ValidationError(
-            f"{what} must not carry a query (?...) or fragment (#...) "
-            f"(host {parts.hostname!r}): the client adds each action's path and query itself"
-        )
+    _refuse_query(parts, what, adds="each action's path and query")
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"  # an IPv6 address keeps its brackets

@@ -17,7 +17,7 @@ from urllib.parse import quote_plus
 
 import attrs
 
-from .validate import SEPARATOR, check_base_url, check_url
+from .validate import SEPARATOR, check_base_url, check_data_url
 
 #: The gateway keeps China time: UTC+8, no daylight saving.
 GATEWAY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
@@ -64,7 +64,7 @@ class Endpoints:
     @classmethod
     def from_base(cls, base_url: str, data_url: str | None = None) -> Endpoints:
         base = check_base_url(base_url)
-        data = check_url(data_url, "data_url") if data_url else f"{base}/DataApi"
+        data = check_data_url(data_url) if data_url else f"{base}/DataApi"
         return cls(open_url=f"{base}/OpenApi", data_url=data)
 
     def url_for(self, action: str) -> str:

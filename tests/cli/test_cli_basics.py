@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_support import ROOT, Cli, json_lines
 
 from aisix_async.cli import MISSING_EMULATOR_HINT, MISSING_EXTRA_HINT
@@ -200,6 +201,24 @@ def test_an_empty_base_url_is_refused_not_taken_for_the_default(cli: Cli) -> Non
     assert result.returncode == 2
     assert "--base-url is empty" in result.stderr
     assert "api.aisix.com" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["flag", "environment"])
+def test_a_data_url_with_a_query_is_refused_before_any_poll(
+    cli: Cli, emulator: Any, where: str
+) -> None:
+    # Polled as ".../DataApi?region=cn?action=getSendState": every poll failed, and said
+    # the records it held were lost.
+    url = f"{emulator.data_url}?region=cn"
+    before = emulator.state.get_counters().requests.total()
+    if where == "flag":
+        result = cli.run("reports", "--data-url", url)
+    else:
+        result = cli.run("reports", env=dict(cli.env, AISIX_DATA_URL=url))
+    assert result.returncode == 2, result.stderr
+    assert "data_url must not carry a query (?...) or fragment (#...)" in result.stderr
+    assert "lost" not in result.stderr
+    assert emulator.state.get_counters().requests.total() == before
 
 
 def test_a_minus_one_that_never_clears_mentions_ip_binding(cli: Cli, emulator: Any) -> None:
