@@ -76,9 +76,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
+    """mypy --strict on the package, and on tests/typed_usage.py: user code that the
+    public annotations must let through when it is right and refuse when it is wrong."""
     session.install("-e", ".[typecheck]")
-    session.run("mypy", "--strict", "aisix_async")
+    session.run("mypy", "--strict", "aisix_async", "tests/typed_usage.py")
 
 
 @nox.session

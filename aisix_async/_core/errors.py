@@ -47,6 +47,7 @@ codes and counts, never from request bodies.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from http import HTTPStatus
 from typing import TYPE_CHECKING, ClassVar
 
@@ -352,7 +353,11 @@ def _url_advice(url: str, *, data: bool) -> str:
 class GatewayError(AisixError):
     """Raised when the gateway answers with a result code other than success."""
 
-    code: ClassVar[int | None] = None
+    #: The result code the gateway answered: every instance has one, so it is typed
+    #: ``int`` (it was ``int | None``, and ``abs(error.code)`` failed ``mypy --strict``).
+    #: Each documented code's class holds its own as a class attribute too
+    #: (``InvalidParameterError.code == -4``); GatewayError and UnknownResultError do not.
+    code: int
     meaning: ClassVar[str] = "the gateway refused the request"
 
     def __init__(
@@ -368,9 +373,8 @@ class GatewayError(AisixError):
             text = f"{text} ({detail})"
         super().__init__(text, outcome_unknown=outcome_unknown)
         self.action = action
-        # An instance attribute shadows the class-wide code, so UnknownResultError can
-        # carry whatever raw code the gateway sent.
-        self.code = code  # type: ignore[misc]
+        # Set on every instance: UnknownResultError carries whatever raw code was sent.
+        self.code = code
 
 
 class AccountFormatError(GatewayError):
@@ -553,9 +557,11 @@ class DeadlineExceededError(AisixError):
 class BalanceTooLowError(AisixError):
     """Raised before sending when the estimated cost exceeds the current balance."""
 
-    def __init__(self, message: str, *, cost: object, balance: object) -> None:
+    def __init__(self, message: str, *, cost: Decimal, balance: Decimal) -> None:
         super().__init__(message)
+        #: What the send would cost, in yuan (the estimate's ``cost``).
         self.cost = cost
+        #: The balance it was compared with, in yuan, fetched fresh for the estimate.
         self.balance = balance
 
 
@@ -602,7 +608,6 @@ _BY_CODE: dict[int, type[GatewayError]] = {
         GatewayInternalError,
         ChargeFailedError,
     )
-    if cls.code is not None
 }
 
 #: The gateway refused the account itself (0, -2, -3, -5, -6, -7): it acted on nothing,
