@@ -63,6 +63,7 @@ from ._core.models import (
     Signature,
 )
 from ._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
+from ._core.validate import Numbering
 from ._core.wire import Endpoints
 from ._features.bulk import (
     BulkStats,
@@ -127,6 +128,7 @@ __all__ = [
     "KeyRotationHookError",
     "MalformedRecord",
     "NotSentError",
+    "Numbering",
     "OutcomeHook",
     "OutcomeStatus",
     "PollKeywords",

@@ -30,6 +30,7 @@ from ._core.models import (
     Signature,
 )
 from ._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
+from ._core.validate import Numbering
 from ._core.wire import Endpoints, hide_authkey
 from ._features import estimate as _estimate
 from ._features.bulk import (
@@ -92,7 +93,7 @@ class AisixClient:
         on_key_rotation: KeyRotationHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
         http_stack: Literal["httpx", "httpx2"] | None = None,
-        numbers: str = "lenient",
+        numbers: Numbering = "lenient",
         on_unknown: UnknownHook | None = None,
         otel: bool | None = None,
         rate_state: RateState | None = None,
@@ -161,7 +162,7 @@ class AisixClient:
         return self._gateway.account
 
     @property
-    def numbers(self) -> str:
+    def numbers(self) -> Numbering:
         """The numbering policy every number is checked against: "lenient" (the default),
         "cn-mobile" or "e164" (see the README's list of AisixClient options)."""
         return self._gateway.numbers

@@ -49,6 +49,7 @@ from ._core.models import (
     parse_records,
 )
 from ._core.validate import (
+    Numbering,
     check_account,
     check_at,
     check_authkey,
@@ -133,7 +134,7 @@ class Gateway:
         on_key_rotation: KeyRotationHook | None = None,
         max_answer_bytes: int = 4 * 1024 * 1024,
         http_stack: Literal["httpx", "httpx2"] | None = None,
-        numbers: str = "lenient",
+        numbers: Numbering = "lenient",
         on_unknown: UnknownHook | None = None,
         otel: bool | None = None,
         rate_state: RateState | None = None,

@@ -14,6 +14,7 @@ from ._core.errors import redact_keys
 from ._core.validate import (
     NUMBERING,
     SEPARATOR,
+    Numbering,
     check_account,
     check_authkey,
     check_base_url,
@@ -29,6 +30,7 @@ from ._core.wire import GATEWAY_TZ
 __all__ = [
     "NUMBERING",
     "SEPARATOR",
+    "Numbering",
     "check_account",
     "check_at",
     "check_authkey",

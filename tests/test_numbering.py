@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+import typing
 from typing import Any
 
 import pytest
 from helpers import ACCOUNT, KEY
 
-from aisix_async import AisixClient, ExtraNotInstalledError, ValidationError
+from aisix_async import AisixClient, ExtraNotInstalledError, Numbering, ValidationError
 from aisix_async._core.chunking import OncePlanner, PlannedChunk, RejectedItem, plan
-from aisix_async.validation import check_mobile
+from aisix_async.validation import NUMBERING, check_mobile, check_numbering
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,18 @@ def test_the_client_default_is_lenient_and_a_bad_policy_is_refused() -> None:
     assert AisixClient(ACCOUNT, KEY, numbers="cn-mobile").numbers == "cn-mobile"
     with pytest.raises(ValidationError, match="numbers must be one of"):
         AisixClient(ACCOUNT, KEY, numbers="cn")
+
+
+def test_the_policies_are_a_closed_type_and_an_unknown_one_is_a_validation_error() -> None:
+    # AisixClient(numbers=...) is typed with the Literal, so a typo fails mypy.
+    assert typing.get_args(Numbering) == NUMBERING == ("lenient", "cn-mobile", "e164")
+    assert check_numbering("cn-mobile") == "cn-mobile"
+    # Called without a type checker, check_mobile raised a KeyError for a policy it
+    # did not know.
+    with pytest.raises(ValidationError, match="numbers must be one of 'lenient'"):
+        check_mobile("13900000001", "cn_mobile")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="numbers must be one of"):
+        check_mobile("13900000001", ["lenient"])  # type: ignore[arg-type]
 
 
 def test_e164_without_its_extra_is_a_typed_error_when_the_client_is_made(

@@ -13,11 +13,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 from aisix_async import (
+    AisixClient,
     BalanceTooLowError,
     GatewayError,
     InvalidParameterError,
+    Numbering,
     UnknownResultError,
 )
+from aisix_async.emulator import serve_emulator
+from aisix_async.validation import check_numbering
 
 
 def metric_label(error: GatewayError) -> int:
@@ -36,3 +40,33 @@ def documented_code() -> int:
 def shortfall(error: BalanceTooLowError) -> Decimal:
     # "Raised with both figures" (README): money, as Estimate gives it.
     return error.cost - error.balance
+
+
+def client_for(policy: Numbering) -> AisixClient:
+    return AisixClient(numbers=policy)
+
+
+def client_from_a_setting(setting: str) -> AisixClient:
+    # A str read from a file or the environment: checked first, then typed.
+    return AisixClient(numbers=check_numbering(setting))
+
+
+def cn_client() -> AisixClient:
+    return AisixClient(numbers="cn-mobile")
+
+
+def mistyped_policy() -> AisixClient:
+    # The set is closed: a misspelt policy is caught here, not at run time.
+    return AisixClient(numbers="cn_mobile")  # type: ignore[arg-type]
+
+
+async def emulator_with_latency() -> int:
+    async with serve_emulator(rate=20, report_delay=0) as emulator:
+        emulator.state.set_faults(latency_ms=150)
+        return emulator.port
+
+
+async def emulator_with_a_fault_as_a_setting() -> None:
+    # latency_ms is a fault setting (FaultConfig), no setting of the emulator's own.
+    async with serve_emulator(latency_ms=150):  # type: ignore[call-arg]
+        pass

@@ -29,6 +29,7 @@ from .validate import (
     MIN_BATCH,
     MOBILE_PATTERN,
     NUMBERING_PATTERNS,
+    Numbering,
     check_content,
     check_joinable,
     check_mobile,
@@ -117,7 +118,7 @@ def _never(_text: str) -> None:
     return None
 
 
-def _fast_matches(numbering: str) -> tuple[Callable[[str], object], Callable[[str], object]]:
+def _fast_matches(numbering: Numbering) -> tuple[Callable[[str], object], Callable[[str], object]]:
     """The one-number and comma-joined matches of a policy that is a regex ("e164" is not:
     its numbers are normalised, so every one goes the general way)."""
     pattern = NUMBERING_PATTERNS.get(numbering)
@@ -160,7 +161,7 @@ class Planner:
     #: Items per chunk, set by each kind of planner.
     _size: int
 
-    def __init__(self, numbering: str = "lenient") -> None:
+    def __init__(self, numbering: Numbering = "lenient") -> None:
         self._next_index = 0
         self._position = 0
         #: The client's numbering policy (see ``_validate.NUMBERING``).
@@ -205,7 +206,7 @@ class OncePlanner(Planner):
     """Numbers for one content: sendOnce chunks of ``chunk_size`` numbers."""
 
     def __init__(
-        self, content: str, chunk_size: int = MAX_NUMBERS, *, numbering: str = "lenient"
+        self, content: str, chunk_size: int = MAX_NUMBERS, *, numbering: Numbering = "lenient"
     ) -> None:
         super().__init__(numbering)
         self._match, self._match_joined = _fast_matches(numbering)
@@ -280,7 +281,7 @@ class _MultiPlanner(Planner):
 
     action = ""
 
-    def __init__(self, chunk_size: int, numbering: str = "lenient") -> None:
+    def __init__(self, chunk_size: int, numbering: Numbering = "lenient") -> None:
         super().__init__(numbering)
         self._size = check_chunk_size(chunk_size, action=self.action)
         # A full chunk is held back until the next one has two messages, so the end of the
@@ -327,7 +328,7 @@ class BatchPlanner(_MultiPlanner):
 
     action = "sendBatch"
 
-    def __init__(self, chunk_size: int = MAX_BATCH, *, numbering: str = "lenient") -> None:
+    def __init__(self, chunk_size: int = MAX_BATCH, *, numbering: Numbering = "lenient") -> None:
         super().__init__(chunk_size, numbering)
 
     def _check(self, item: object, position: int) -> tuple[str, tuple[str, ...]]:
@@ -356,7 +357,7 @@ class ParamPlanner(_MultiPlanner):
     action = "sendParam"
 
     def __init__(
-        self, template: str, chunk_size: int = MAX_BATCH, *, numbering: str = "lenient"
+        self, template: str, chunk_size: int = MAX_BATCH, *, numbering: Numbering = "lenient"
     ) -> None:
         self._template, self._count = check_template(template)
         super().__init__(chunk_size, numbering)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .. import AisixClient, RateState, RetryDetails, RetryPolicy, TransportError
+from .. import AisixClient, Numbering, RateState, RetryDetails, RetryPolicy, TransportError
 from . import _rate_cache
 from ._args import build_parser
 from ._credentials import Credentials, resolve_credentials
@@ -57,7 +57,7 @@ class Context:
     def account(self) -> str | None:
         return self._credentials.account if self._credentials else None
 
-    def client(self, *, max_concurrency: int = 16, numbers: str = "lenient") -> AisixClient:
+    def client(self, *, max_concurrency: int = 16, numbers: Numbering = "lenient") -> AisixClient:
         """A client for the resolved credentials, retrying per ``--retry-timeout``."""
         creds = self.credentials
         limit = self.args.retry_timeout

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
+from typing import TypedDict
 
 import attrs
 
@@ -34,9 +35,11 @@ __all__ = [
     "AccountConfig",
     "ChannelGroupConfig",
     "EmulatorConfig",
+    "EmulatorOverrides",
     "FaultConfig",
     "ManualClock",
     "SignConfig",
+    "check_overrides",
     "to_money",
 ]
 
@@ -329,6 +332,59 @@ class EmulatorConfig:
         if self.burst is not None:
             return self.burst
         return max(1.0, self.rate or 1.0)
+
+
+class EmulatorOverrides(TypedDict, total=False):
+    """The fields of `EmulatorConfig` as keywords: `EmulatorServer(**overrides)`,
+    `serve_emulator(**overrides)` and `GatewayState.configure(**changes)`.
+
+    Typed, so that a name that is no setting (`latency_ms`, a fault setting) fails the
+    type check rather than the run; each takes what its field's converter takes. A test
+    checks that the names are the config's.
+    """
+
+    accounts: Iterable[AccountConfig]
+    rate: float | None
+    burst: float | None
+    ip_bound: bool
+    lock_after: int
+    faults: FaultConfig
+    seed: int
+    report_delay: float
+    report_mix: Mapping[str, float] | Iterable[tuple[str, float]]
+    blacklist: Iterable[str]
+    reports: bool
+    reports_per_call: int
+    record_messages: bool
+    max_body_bytes: int
+    gateway_tz: dt.tzinfo
+    clock: Callable[[], float]
+    monotonic: Callable[[], float]
+
+
+_SETTINGS = tuple(field.name for field in attrs.fields(EmulatorConfig) if field.init)
+_FAULT_SETTINGS = frozenset(field.name for field in attrs.fields(FaultConfig) if field.init)
+
+
+def check_overrides(changes: Mapping[str, object]) -> None:
+    """Refuse a keyword that is no `EmulatorConfig` setting, naming those that are.
+
+    attrs said only "unexpected keyword argument": not which settings exist, nor that a
+    fault's (`latency_ms`) goes in `faults=` (or `state.set_faults`).
+    """
+    unknown = sorted(set(changes) - set(_SETTINGS))
+    if not unknown:
+        return
+    name = unknown[0]
+    hint = (
+        f" ({name} is a fault setting: pass faults=FaultConfig({name}=...), or call "
+        f"state.set_faults({name}=...) on the running emulator)"
+        if name in _FAULT_SETTINGS
+        else ""
+    )
+    raise TypeError(
+        f"{name!r} is not an emulator setting{hint}; the settings are: {', '.join(_SETTINGS)}"
+    )
 
 
 class ManualClock:

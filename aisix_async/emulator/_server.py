@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import importlib.util
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -25,10 +26,16 @@ import attrs
 import uvicorn
 
 from ._app import EmulatorApp, create_app
-from ._config import EmulatorConfig
+from ._config import EmulatorConfig, EmulatorOverrides, check_overrides
 from ._control import CONTROL_PREFIX
 from ._faults import quiet_deliberate_drops
 from ._state import GatewayState
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:
+    # Only annotations name it (strings here): 3.10 needs no typing_extensions to run.
+    from typing_extensions import Unpack
 
 __all__ = ["EmulatorServer", "bind_socket", "serve_emulator", "uvicorn_config"]
 
@@ -86,8 +93,9 @@ class EmulatorServer:
     """A running emulator on 127.0.0.1: `with EmulatorServer() as emu: ...`.
 
     Keyword arguments beyond host, port and state override fields of `config`
-    (e.g. `EmulatorServer(rate=5.0)`). The URLs and credentials a client needs are
-    properties; `state` is the live `GatewayState` to steer and inspect.
+    (e.g. `EmulatorServer(rate=5.0)`; `EmulatorOverrides` names them all). The URLs and
+    credentials a client needs are properties; `state` is the live `GatewayState` to
+    steer and inspect.
     """
 
     def __init__(
@@ -97,8 +105,9 @@ class EmulatorServer:
         state: GatewayState | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        **overrides: Any,
+        **overrides: Unpack[EmulatorOverrides],
     ) -> None:
+        check_overrides(overrides)
         if state is None:
             base = config if config is not None else EmulatorConfig()
             state = GatewayState(attrs.evolve(base, **overrides) if overrides else base)
@@ -238,7 +247,7 @@ async def serve_emulator(
     state: GatewayState | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
-    **overrides: Any,
+    **overrides: Unpack[EmulatorOverrides],
 ) -> AsyncIterator[EmulatorServer]:
     """Run an emulator for the duration of an `async with` (asyncio or trio).
 

@@ -14,15 +14,30 @@ millions can turn it off (`record_messages=False`) and keep only the counters.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._config import FAULT_NAMES, AccountConfig, EmulatorConfig, FaultConfig, to_money
+from ._config import (
+    FAULT_NAMES,
+    AccountConfig,
+    EmulatorConfig,
+    EmulatorOverrides,
+    FaultConfig,
+    check_overrides,
+    to_money,
+)
 from ._queues import ReplyQueue, ReportMix, ReportQueue
 from ._records import Counters, MessageRecord
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:
+    # Only annotations name it (strings here): 3.10 needs no typing_extensions to run.
+    from typing_extensions import Unpack
 
 __all__ = ["AccountState", "GatewayState", "config_to_json"]
 
@@ -127,7 +142,7 @@ class GatewayState:
         """The configuration in force (a frozen value; replace it with `configure`)."""
         return self._config
 
-    def configure(self, **changes: Any) -> EmulatorConfig:
+    def configure(self, **changes: Unpack[EmulatorOverrides]) -> EmulatorConfig:
         """Change settings at run time (rate, burst, faults, report_mix, seed, ...).
 
         Passing `seed` (even the same one) restarts the fault, report and key generators.
@@ -135,6 +150,7 @@ class GatewayState:
         Accounts cannot change this way: their live balances and keys would be lost;
         use `reset(config)` or `update_account` instead.
         """
+        check_overrides(changes)
         if "accounts" in changes:
             raise ValueError("accounts change only through reset(config) or update_account")
         with self.lock:

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
+import attrs
 import pytest
 from emulator_helpers import parse_answer
 from stack_support import hx
@@ -19,6 +21,7 @@ from aisix_async.emulator import (
     DEFAULT_AUTHKEY,
     DeliberateDrop,
     EmulatorConfig,
+    EmulatorOverrides,
     EmulatorServer,
     GatewayState,
     create_app,
@@ -68,6 +71,34 @@ def test_emulator_server_shares_a_state_and_runs_beside_another() -> None:
         assert parse_answer(hx.post(first.open_url, data=form)).result == 1
         assert state.message_count == 1
         assert second.state.message_count == 0
+
+
+def test_the_overrides_type_names_every_setting_and_only_those() -> None:
+    # serve_emulator(**overrides: Unpack[EmulatorOverrides]): a name missing here would
+    # fail mypy in correct code, one too many would pass mypy and fail at run time.
+    settings = [field.name for field in attrs.fields(EmulatorConfig) if field.init]
+    assert list(typing.get_type_hints(EmulatorOverrides)) == settings
+    assert EmulatorOverrides.__required_keys__ == frozenset()
+
+
+@pytest.mark.anyio
+async def test_a_keyword_that_is_no_setting_is_refused_naming_the_settings(
+    anyio_backend: str,
+) -> None:
+    # attrs said only "unexpected keyword argument 'latency_ms'", a fault setting.
+    with pytest.raises(TypeError) as raised:
+        async with serve_emulator(latency_ms=150):  # type: ignore[call-arg]
+            pass
+    message = str(raised.value)
+    assert "'latency_ms' is not an emulator setting" in message
+    assert "faults=FaultConfig(latency_ms=...)" in message
+    assert "state.set_faults(latency_ms=...)" in message
+    assert "the settings are: accounts, rate, burst," in message
+    state = GatewayState()
+    with pytest.raises(TypeError, match="'ratee' is not an emulator setting; the settings"):
+        EmulatorServer(state=state, ratee=2.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'ratee' is not an emulator setting"):
+        state.configure(ratee=2.0)  # type: ignore[call-arg]
 
 
 def test_emulator_server_rejects_config_with_state() -> None:

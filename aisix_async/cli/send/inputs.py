@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, TextIO
 
 import attrs
 
-from ... import ValidationError
+from ... import Numbering, ValidationError
 from ...validation import (
     SEPARATOR,
     check_content,
@@ -62,7 +62,7 @@ class Source:
     params: int = 0
     param_columns: tuple[str, ...] = ()
     #: The numbering policy numbers are checked against (``--numbers``).
-    numbering: str = "lenient"
+    numbering: Numbering = "lenient"
 
 
 @attrs.frozen
