@@ -121,6 +121,21 @@ async def test_invalid_recipients_fail_alone_and_async_input(emulator: Any) -> N
         assert {o.action for o in outcomes} == {None, "sendBatch"}
 
 
+async def test_an_item_that_is_no_string_fails_alone_showing_what_it_was(emulator: Any) -> None:
+    # Its outcome had mobiles=('',), so --outcomes could not say which item was wrong.
+    items: list[Any] = ["13800000001", 18100002707, None, b"18100002707"]
+    async with client_for(emulator) as client:
+        outcomes = await collect(client.send_many(items, "hi"))
+    bad = sorted((o for o in outcomes if o.action is None), key=lambda o: o.positions)
+    assert [(o.positions, o.mobiles) for o in bad] == [
+        ((1,), ("18100002707",)),
+        ((2,), ("None",)),
+        ((3,), ("b'18100002707'",)),
+    ]
+    assert str(bad[0].error) == "mobile number 18100002707 must be a string, got int"
+    assert str(bad[2].error) == "mobile number b'18100002707' must be a string, got bytes"
+
+
 async def test_invalid_content_or_template_fails_the_whole_call(emulator: Any) -> None:
     async with client_for(emulator) as client:
         with pytest.raises(ValidationError):

@@ -106,6 +106,41 @@ def test_invalid_items_become_their_own_rejections() -> None:
     assert sorted(p.index for p in planned) == list(range(len(planned)))
 
 
+KEY_LIKE = "87B01469201D6557C2685137EB3B5DEC"
+
+
+def test_a_rejected_item_shows_what_it_was_and_never_a_key() -> None:
+    # Its outcome showed mobiles=('',): nothing said which item was wrong.
+    items: list[object] = [
+        "13800000000",
+        18100002707,
+        None,
+        b"18100002707",
+        KEY_LIKE,
+        [f"{KEY_LIKE}!", "hi"],
+        list(range(100)),
+        {"key": KEY_LIKE, "n": 1},
+    ]
+    rejected = [p for p in plan(OncePlanner("hi"), items) if isinstance(p, RejectedItem)]
+    shown = [r.mobile for r in rejected]
+    assert shown[:3] == ["18100002707", "None", "b'18100002707'"]
+    assert shown[3] == "<32 hex characters, not shown>"
+    assert shown[4] == "<32 hex characters, not shown>!"
+    # A long repr is cut, after its keys are hidden (no part of one is left showing).
+    assert shown[5] == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1..."
+    assert shown[6] == "{'key': '<32 hex characters, not shown>'..."
+    assert str(rejected[0].error) == "mobile number 18100002707 must be a string, got int"
+    pairs: list[object] = [(18100002707, "hi"), (KEY_LIKE, "hi"), ({"m": 1}, "hi"), ("1", 2, 3)]
+    rejected = [p for p in plan(BatchPlanner(), pairs) if isinstance(p, RejectedItem)]
+    assert [r.mobile for r in rejected] == [
+        "18100002707",
+        "<32 hex characters, not shown>",
+        "{'m': 1}",
+        "('1', 2, 3)",
+    ]
+    assert not any("87B0" in str(r.error) for r in rejected)
+
+
 def test_invalid_content_template_and_sizes_are_refused() -> None:
     with pytest.raises(ValidationError):
         OncePlanner("")

@@ -78,6 +78,19 @@ def test_the_policies_are_a_closed_type_and_an_unknown_one_is_a_validation_error
         check_mobile("13900000001", ["lenient"])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("policy", NUMBERING)
+@pytest.mark.parametrize(
+    ("mobile", "shown"),
+    [(18100002707, "18100002707 must be a string, got int"), (None, "None must be a string")],
+)
+def test_a_number_that_is_no_string_is_said_to_be_no_string(
+    policy: Numbering, mobile: object, shown: str
+) -> None:
+    # "mobile number 18100002707 must be 3 to 20 digits" contradicted itself.
+    with pytest.raises(ValidationError, match=f"^mobile number {shown}"):
+        check_mobile(mobile, policy)
+
+
 def test_e164_without_its_extra_is_a_typed_error_when_the_client_is_made(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

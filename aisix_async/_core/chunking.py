@@ -37,6 +37,7 @@ from .validate import (
     check_param_row,
     check_template,
     render_template,
+    shown_item,
 )
 from .wire import Fields, batch_fields, once_fields, param_fields
 
@@ -146,15 +147,6 @@ def check_chunk_size(chunk_size: object, *, action: str) -> int:
     return chunk_size
 
 
-def _mobile_of(item: object) -> str:
-    # What an outcome shows for an item that could not be read: its mobile if it has one.
-    if isinstance(item, str):
-        return item
-    if isinstance(item, (tuple, list)) and item and isinstance(item[0], str):
-        return item[0]
-    return ""
-
-
 class Planner:
     """Turns input items into plan items, one ``feed`` at a time; ``finish`` flushes the rest."""
 
@@ -184,7 +176,7 @@ class Planner:
         try:
             entry = self._check(item, position)
         except ValidationError as exc:
-            return [RejectedItem(self._index(), position, _mobile_of(item), exc)]
+            return [RejectedItem(self._index(), position, shown_item(item), exc)]
         return self._add(position, entry)
 
     def feed_many(self, items: list[object]) -> list[PlanItem]:

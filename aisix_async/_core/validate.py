@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal, get_args
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from .errors import ExtraNotInstalledError, ValidationError
+from .errors import ExtraNotInstalledError, ValidationError, redact_keys
 
 __all__ = [
     "CN_MOBILE_PATTERN",
@@ -53,6 +53,7 @@ __all__ = [
     "check_template",
     "check_url",
     "render_template",
+    "shown_item",
 ]
 
 #: Joins the contents of sendBatch and the values of each sendParam parameter.
@@ -160,11 +161,38 @@ def _shown(mobile: object) -> str:
         # A whole file read as one line (a missing newline translation) would otherwise
         # put megabytes into one message, and into every log that carries it.
         return f"{mobile[:_SHOWN]!r}... ({len(mobile):,} characters)"
-    return repr(mobile)
+    shown = repr(mobile)
+    if len(shown) > _SHOWN:
+        # A list or a record where a number goes: its repr may be as long as the input.
+        return f"{shown[:_SHOWN]}... ({type(mobile).__name__})"
+    return shown
+
+
+def shown_item(item: object) -> str:
+    """What a bulk outcome shows for an input item refused before sending.
+
+    A string is shown as given; anything else (an int, None, bytes where a number goes)
+    as its repr, cut short, so that ``outcome.mobiles`` says which item was wrong (it was
+    "", which said nothing). A pair shows its first member, the mobile. A run of 32 or
+    more hex characters is hidden either way: it may be the authkey, given in the wrong
+    place. Hidden before the repr is cut, so that no part of one is left showing.
+    """
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        item = item[0]
+    if isinstance(item, str):
+        return redact_keys(item)
+    shown = redact_keys(repr(item))
+    return shown if len(shown) <= _SHOWN else f"{shown[:_SHOWN]}..."
 
 
 def check_mobile(mobile: object, numbers: Numbering = "lenient") -> str:
     """Return ``mobile`` checked against the numbering policy (normalised under "e164")."""
+    if not isinstance(mobile, str):
+        # Said as for a content: an int read as a number made "mobile number 18100002707
+        # must be 3 to 20 digits", which it is.
+        raise ValidationError(
+            f"mobile number {_shown(mobile)} must be a string, got {type(mobile).__name__}"
+        )
     if numbers == "e164":
         return _e164(mobile)
     pattern = NUMBERING_PATTERNS.get(numbers) if isinstance(numbers, str) else None
@@ -185,12 +213,12 @@ def check_mobile(mobile: object, numbers: Numbering = "lenient") -> str:
     )
 
 
-def _e164(mobile: object) -> str:
+def _e164(mobile: str) -> str:
     """A number of any country, as the gateway takes it: mainland China mobiles in their
     11-digit national form (as the gateway's document shows them), others as E.164
     (``+`` and the country code). A number without ``+`` is read as a Chinese one."""
-    if not isinstance(mobile, str) or "," in mobile:
-        raise ValidationError(f"mobile number {_shown(mobile)} must be one number as a string")
+    if "," in mobile:
+        raise ValidationError(f"mobile number {_shown(mobile)} must be one number, not a list")
     phonenumbers = _phonenumbers()
     try:
         parsed = phonenumbers.parse(mobile, "CN")
