@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ._campaign.campaign import Campaign, open_campaign
 from ._core.billing import Estimate
-from ._core.errors import ClientAlreadyEnteredError
+from ._core.errors import ClientAlreadyEnteredError, redact_keys
 from ._core.models import (
     Balance,
     ChannelGroup,
@@ -154,7 +154,9 @@ class AisixClient:
         gateway = self.__dict__.get("_gateway")
         if gateway is None:
             return "<AisixClient (not made: its constructor failed)>"
-        return f"<AisixClient account={gateway.account!r} url={gateway.endpoints.open_url!r}>"
+        # A key pasted as the URL's host is a valid host name: hidden here as elsewhere.
+        url = redact_keys(gateway.endpoints.open_url)
+        return f"<AisixClient account={gateway.account!r} url={url!r}>"
 
     @property
     def account(self) -> str:

@@ -36,6 +36,7 @@ from ._core.errors import (
     UnusableKeyError,
     ValidationError,
     error_for_code,
+    redact_keys,
 )
 from ._core.models import (
     Balance,
@@ -238,7 +239,8 @@ class Gateway:
         # The authkey is deliberately absent. Read with defaults: a constructor that
         # failed halfway leaves a frame whose locals a traceback may print.
         endpoints = getattr(self, "endpoints", None)
-        url = endpoints.open_url if endpoints is not None else None
+        # A key pasted as the URL's host is a valid host name: hidden here as elsewhere.
+        url = redact_keys(endpoints.open_url) if endpoints is not None else None
         return f"<Gateway account={getattr(self, 'account', None)!r} url={url!r}>"
 
     @property

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import ACCOUNT, KEY, NO_BACKOFF, OPEN, eventually
 from stack_support import STACK, hx
 
-from aisix_async import AisixClient, AisixError, KeyRotation
+from aisix_async import AisixClient, AisixError, EndpointError, KeyRotation, TransportError
 
 NEW_KEY = "FEDCBA9876543210FEDCBA9876543210"
 
@@ -211,3 +213,58 @@ async def test_the_new_key_stays_out_of_locals_when_the_rotation_hook_fails(
     shown = _with_locals(error)
     assert "answer = " in shown  # the rotation's frame and its locals were captured
     assert new_key not in shown and new_key.lower() not in shown
+
+
+@pytest.mark.anyio
+async def test_a_key_in_the_url_is_hidden_in_reprs_errors_and_logs(
+    emulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "http://" + key is a valid host name (and a path may hold one): the URL was taken and
+    # shown whole in every repr, though no 32-hex run is meant to show anywhere.
+    pasted = AisixClient(ACCOUNT, KEY, base_url=f"http://{KEY}", data_url=f"http://{KEY}/D")
+    assert repr(pasted) == (
+        "<AisixClient account='1001@100001' url='http://<32 hex characters, not shown>/OpenApi'>"
+    )
+    assert not _leaks(repr(pasted)) and not _leaks(repr(pasted.endpoints))
+    # Hidden where it is shown, not where requests go.
+    assert pasted.endpoints.open_url == f"http://{KEY.lower()}/OpenApi"
+
+    # Errors quoting the URL: a 404 from a path holding a key.
+    caplog.set_level(logging.DEBUG, logger="aisix_async")
+    path = tmp_path / "c.db"
+    first = AisixClient(emulator.account, emulator.authkey, base_url=emulator.base_url)
+    async with (
+        first,
+        first.campaign(path) as campaign,
+        campaign.send_many(["13900000001"], "hi") as run,
+    ):
+        async for _ in run:
+            pass
+    wrong = f"{emulator.root_url}/{KEY}"
+    async with AisixClient(
+        emulator.account, emulator.authkey, base_url=wrong, retry=NO_BACKOFF
+    ) as client:
+        with pytest.raises(EndpointError) as raised:
+            await client.get_balance()
+        async with client.campaign(path) as campaign:
+            stream = campaign.send_many(["13900000002"], "hi", check_balance=False)
+            with contextlib.suppress(AisixError):
+                async with stream as run:
+                    async for _ in run:
+                        pass
+    error = raised.value
+    assert "http://127.0.0.1" in str(error) and "<32 hex characters, not shown>" in str(error)
+    for text in (str(error), repr(error), error.url, "".join(traceback.format_exception(error))):
+        assert not _leaks(text)
+    # The SDK's own log lines. The HTTP stack's ("HTTP Request: POST <url>") are its own,
+    # and show the URL requests go to.
+    ours = [record for record in caplog.records if record.name.startswith("aisix_async")]
+    logged = "\n".join(record.getMessage() for record in ours)
+    assert "its earlier runs sent to" in logged  # the campaign's warning names both URLs
+    assert not _leaks(logged)
+
+
+def test_a_transport_error_hides_a_key_the_http_library_quoted() -> None:
+    # Its message quotes the HTTP library's error, which may name the URL.
+    error = TransportError(f"getBalance: could not reach http://{KEY}/OpenApi", request_sent=False)
+    assert not _leaks(str(error)) and not _leaks(repr(error))

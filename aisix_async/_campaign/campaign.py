@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import attrs
 
-from .._core.errors import AisixError, CampaignError, NotSentError, ValidationError
+from .._core.errors import AisixError, CampaignError, NotSentError, ValidationError, redact_keys
 from .._core.models import DeliveryReport, MalformedRecord, Reply
 from .._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
 from .._features.bulk import (
@@ -348,9 +348,9 @@ class Campaign:
                 "accepted is skipped, not sent again here (use another journal file for a "
                 "new campaign)",
                 journal.path,
-                recorded,
-                here,
-                recorded,
+                redact_keys(recorded),
+                redact_keys(here),
+                redact_keys(recorded),
             )
         await journal.set_meta(GATEWAY_META, here)
 

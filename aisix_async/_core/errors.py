@@ -183,7 +183,9 @@ class TransportError(AisixError):
     """Raised when the HTTP exchange itself failed (connect, write, read, timeout)."""
 
     def __init__(self, message: str, *, request_sent: bool, outcome_unknown: bool = False) -> None:
-        super().__init__(message, outcome_unknown=outcome_unknown)
+        # The message quotes the HTTP library's error, which may name the URL (and so a
+        # key given as its host).
+        super().__init__(redact_keys(message), outcome_unknown=outcome_unknown)
         #: False when the gateway cannot have seen the request (e.g. connection refused):
         #: only then is a send safe to retry.
         self.request_sent = request_sent
@@ -210,12 +212,15 @@ class EndpointError(ProtocolError):
     def __init__(
         self, message: str, *, action: str, status: int | None, url: str, setting: str
     ) -> None:
-        super().__init__(message, action=action)
+        # The message quotes the URL, whose host or path may hold a key pasted there by
+        # mistake (base_url="http://" + key was accepted: it is a valid host name).
+        super().__init__(redact_keys(message), action=action)
         #: The HTTP status the server answered with; None when there was no HTTP exchange
         #: (the TLS handshake failed).
         self.status = status
-        #: The URL that answered it: the action's endpoint, without its query.
-        self.url = url
+        #: The URL that answered it: the action's endpoint, without its query; a run of
+        #: 32 or more hex characters in it shows as ``<32 hex characters, not shown>``.
+        self.url = redact_keys(url)
         #: The client option the URL comes from: ``"base_url"``, or ``"data_url"`` for
         #: the report and reply queues (the DataApi, under ``base_url`` unless given).
         self.setting = setting

@@ -17,6 +17,7 @@ from urllib.parse import quote_plus
 
 import attrs
 
+from .errors import redact_keys
 from .validate import SEPARATOR, check_base_url, check_data_url
 
 #: The gateway keeps China time: UTC+8, no daylight saving.
@@ -54,12 +55,23 @@ QUEUE_ACTIONS = DATA_ACTIONS
 DEFAULT_BASE_URL = "http://api.aisix.com/OpenPlatform"
 
 
+def _shown_url(url: str) -> str:
+    # A URL is a valid host name and path whatever hex it holds: a key pasted as the
+    # base URL's host was taken and shown whole in every repr.
+    return repr(redact_keys(url))
+
+
 @attrs.frozen
 class Endpoints:
-    """The two URLs of a deployment; the data one can live elsewhere (``/DataPlatform``)."""
+    """The two URLs of a deployment; the data one can live elsewhere (``/DataPlatform``).
 
-    open_url: str
-    data_url: str
+    Their repr (and every repr, log line and error that quotes them) hides a run of 32
+    or more hex characters, as for any text that may hold a key given in the wrong place;
+    the attributes themselves are the URLs requests go to.
+    """
+
+    open_url: str = attrs.field(repr=_shown_url)
+    data_url: str = attrs.field(repr=_shown_url)
 
     @classmethod
     def from_base(cls, base_url: str, data_url: str | None = None) -> Endpoints:
