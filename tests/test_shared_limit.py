@@ -88,6 +88,26 @@ def stored(server: RedisServer) -> dict[str, str]:
 
 
 @pytest.mark.anyio
+async def test_a_pace_the_fleet_does_not_use_is_not_grown(redis_server: RedisServer) -> None:
+    # Two clients that ask for a turn each once a second, at the same instant (all they
+    # can: one turn per Redis round trip through a slow link, say). The second of each
+    # pair waits a step of the pace, which, with no limit met yet, grew the pace as a
+    # demand above it would: to 228/s against a limit of 40 never reached, in a user's
+    # trial. A pace is grown only while the fleet uses a quarter of it or more.
+    time = VirtualTime()
+    clients = [limit(redis_server, time) for _ in range(2)]
+    for _ in range(60):
+        for client in clients:
+            assert await client.take_turn() is not None
+        time.now += 1.0
+    pace = float(stored(redis_server)["pace"])
+    # (Within a few times what it uses: 2 turns a second, and the second before counted.)
+    assert SharedLimit.START_PACE <= pace <= 16.0, pace
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.mark.anyio
 async def test_turns_are_booked_atomically(redis_server: RedisServer) -> None:
     # Eight clients, each with its own connections, book 25 turns each at the same
     # instant: every turn gets its own slot, evenly spaced, none twice.
