@@ -14,7 +14,7 @@ import logging
 import ssl
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -835,9 +835,11 @@ async def test_a_seed_is_not_shown_as_the_fleets_pace() -> None:
     await shared.aclose()
 
 
-@pytest.mark.anyio
-async def test_a_slow_redis_is_left_within_the_timeout() -> None:
-    # A server that accepts connections and never answers (a hung or overloaded Redis).
+@contextlib.asynccontextmanager
+async def silent_redis() -> AsyncIterator[str]:
+    """The URL of a server that accepts connections and never answers (a hung or
+    overloaded Redis)."""
+
     async def silent(stream: anyio.abc.SocketStream) -> None:
         await anyio.sleep(30)
 
@@ -845,16 +847,20 @@ async def test_a_slow_redis_is_left_within_the_timeout() -> None:
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with anyio.create_task_group() as group:
         group.start_soon(listener.serve, silent)
-        shared = SharedLimit(
-            f"redis://127.0.0.1:{port}/0", account=ACCOUNT, gateway_url=GATEWAY, timeout=0.2
-        )
+        yield f"redis://127.0.0.1:{port}/0"
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_slow_redis_is_left_within_the_timeout() -> None:
+    async with silent_redis() as url:
+        shared = SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY, timeout=0.2)
         with anyio.fail_after(5):
             assert await shared.take_turn() is None
             # While it is down the next turns do not ask it again: no wait at all.
             assert await shared.take_turn() is None
         assert shared.fallbacks == 1
         await shared.aclose()
-        group.cancel_scope.cancel()
 
 
 @pytest.mark.anyio
@@ -864,14 +870,8 @@ async def test_a_hung_redis_is_left_by_callers_with_short_deadlines() -> None:
     # for as long as it hung, and the client said Redis was up (a user's trial: 184 of
     # 184 sends failed with DeadlineExceededError at 0.3 s). Calls unanswered one after
     # another for the bound now count as its timeout: the client paces itself.
-    async def silent(stream: anyio.abc.SocketStream) -> None:
-        await anyio.sleep(30)
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with anyio.create_task_group() as group:
-        group.start_soon(listener.serve, silent)
-        shared = SharedLimit(f"redis://127.0.0.1:{port}/0", account=ACCOUNT, gateway_url=GATEWAY)
+    async with silent_redis() as url:
+        shared = SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
         gave_up = 0
         with anyio.fail_after(5):
             while True:
@@ -886,7 +886,6 @@ async def test_a_hung_redis_is_left_by_callers_with_short_deadlines() -> None:
         with anyio.fail_after(0.05):
             assert await shared.take_turn(anyio.current_time() + 0.1) is None
         await shared.aclose()
-        group.cancel_scope.cancel()
 
 
 @pytest.mark.anyio

@@ -25,6 +25,22 @@ from aisix_async.cli._standing import NOT_YET_SENT, standing_rows
 SIGN = "【Aisix】"
 
 
+def interrupt_twice_while_held(process: Any, emulator: Any) -> tuple[str, str]:
+    """Two Ctrl-C once 2,000 were sent and a request is held on the wire (the client
+    starts at one request at a time: right after an answer there may be none, and nothing
+    would be unknown); the command's output, once it ended with 130."""
+    wait_for(
+        lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0,
+        timeout=20.0,
+    )
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    return str(out), str(err)
+
+
 def test_send_numbers_file(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     mobiles = numbers(2500)
     path = write_lines(tmp_path / "n.txt", ["# customers", "", *mobiles])
@@ -354,17 +370,7 @@ def test_a_second_interrupt_lists_the_abandoned_requests_as_unknown(
 ) -> None:
     outcomes = tmp_path / "outcomes.csv"
     process, _ = start_long_send(cli, emulator, tmp_path, 400, "--outcomes", str(outcomes))
-    # Interrupt while a request is held on the wire: the client starts at one request at
-    # a time, so right after an answer there may be none yet, and nothing would be unknown.
-    wait_for(
-        lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0,
-        timeout=20.0,
-    )
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
-    assert process.returncode == 130, err
+    out, err = interrupt_twice_while_held(process, emulator)
     assert "abandoning" in err
     summary = summary_of(out)
     time.sleep(0.5)  # what the emulator had taken on, it finishes
@@ -444,15 +450,7 @@ def test_an_interrupted_send_and_aisix_campaign_agree_on_what_is_left(
     process = cli.start(
         "send", path, "--content", "Sale!", "--journal", journal, "--max-concurrency", "1"
     )
-    wait_for(
-        lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0,
-        timeout=20.0,
-    )
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
-    assert process.returncode == 130, err
+    out, _ = interrupt_twice_while_held(process, emulator)
     time.sleep(0.7)  # the emulator finishes the request the send abandoned
     shown = cli.run("campaign", journal)
     assert shown.returncode == 0, shown.stderr
