@@ -47,6 +47,7 @@ codes and counts, never from request bodies.
 from __future__ import annotations
 
 import re
+import ssl
 from decimal import Decimal
 from http import HTTPStatus
 from typing import TYPE_CHECKING, ClassVar
@@ -97,6 +98,7 @@ __all__ = [
     "error_for_tls",
     "is_retryable",
     "never_reached_the_gateway",
+    "ssl_error_in",
     "worth_sending_again",
 ]
 
@@ -126,6 +128,19 @@ class AisixError(Exception):
 # An authkey is 32 hex characters. Runs of more are hidden too: a key with a stray
 # character typed after it is still a key.
 _KEY_LIKE = re.compile(r"[0-9A-Fa-f]{32,}")
+
+
+def ssl_error_in(error: BaseException | None) -> ssl.SSLError | None:
+    """The ssl error ``error`` is, or was caused by, down its chain of causes; None if
+    none is. HTTP stacks and redis-py wrap a TLS failure in errors of their own (under
+    trio one more level down), whose names alone read like a server that is down."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ssl.SSLError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def redact_keys(text: str) -> str:
@@ -322,7 +337,6 @@ def error_for_tls(action: str, url: str, detail: str, *, certificate: bool) -> E
     from .wire import DATA_ACTIONS
 
     data = action in DATA_ACTIONS
-    detail = redact_keys(detail)
     if certificate:
         what = (
             f"the TLS certificate of {url} did not verify ({detail}): signed by an "

@@ -199,7 +199,7 @@ def check_mobile(mobile: object, numbers: Numbering = "lenient") -> str:
     if pattern is None:
         # A policy no check knows, from an untyped caller: said, not a KeyError.
         raise _unknown_numbering(numbers)
-    if isinstance(mobile, str) and pattern.fullmatch(mobile):
+    if pattern.fullmatch(mobile):
         return mobile
     if numbers == "cn-mobile":
         raise ValidationError(

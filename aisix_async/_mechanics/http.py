@@ -39,6 +39,7 @@ from .._core.errors import (
     error_for_status,
     error_for_tls,
     quote_answer,
+    ssl_error_in,
 )
 
 if TYPE_CHECKING:
@@ -350,16 +351,12 @@ def _tls_refusal(error: BaseException) -> tuple[str, bool] | None:
     valid, nor start naming another host, by being asked again. Anything else, such as a
     handshake cut short (EOF, reset), may pass and is retried as before.
     """
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return str(cause.verify_message or _SSL_WHERE.sub("", str(cause))).rstrip("."), True
-        if isinstance(cause, ssl.SSLError):
-            text = _SSL_WHERE.sub("", str(cause))
-            return (text, False) if any(words in text.lower() for words in _NOT_TLS) else None
-        cause = cause.__cause__ or cause.__context__
+    cause = ssl_error_in(error)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return str(cause.verify_message or _SSL_WHERE.sub("", str(cause))).rstrip("."), True
+    if cause is not None:
+        text = _SSL_WHERE.sub("", str(cause))
+        return (text, False) if any(words in text.lower() for words in _NOT_TLS) else None
     return None
 
 

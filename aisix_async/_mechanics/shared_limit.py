@@ -58,7 +58,12 @@ import anyio
 import attrs
 import sniffio
 
-from .._core.errors import ExtraNotInstalledError, SharedLimitError, ValidationError
+from .._core.errors import (
+    ExtraNotInstalledError,
+    SharedLimitError,
+    ValidationError,
+    ssl_error_in,
+)
 from .scheduler import TurnBeyondDeadline
 
 if TYPE_CHECKING:
@@ -558,13 +563,11 @@ def _describe(exc: BaseException) -> str:
     setting = _setting_refused(exc)
     if setting is not None:
         return f"{shown}: {setting}"
-    cause: BaseException | None = exc
-    for _ in range(4):
-        cause = cause.__cause__ or cause.__context__ if cause is not None else None
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"{shown}: TLS certificate not trusted: {cause.verify_message}"
-        if isinstance(cause, ssl.SSLError):
-            return f"{shown}: TLS {type(cause).__name__}"
+    cause = ssl_error_in(exc.__cause__ or exc.__context__)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"{shown}: TLS certificate not trusted: {cause.verify_message}"
+    if cause is not None:
+        return f"{shown}: TLS {type(cause).__name__}"
     return shown
 
 
