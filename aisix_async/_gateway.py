@@ -58,6 +58,7 @@ from ._core.validate import (
     check_cgid,
     check_content,
     check_csid,
+    check_key_not_in_urls,
     check_mobiles,
     check_number,
     check_numbering,
@@ -161,6 +162,9 @@ class Gateway:
         self.endpoints = Endpoints.from_base(
             base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
             data_url or os.environ.get("AISIX_DATA_URL") or None,
+        )
+        check_key_not_in_urls(
+            self._authkey, base_url=self.endpoints.open_url, data_url=self.endpoints.data_url
         )
         self.numbers = check_numbering(numbers)
         #: The channel group and signature a send uses when it names none.

@@ -13,7 +13,14 @@ import pytest
 from helpers import ACCOUNT, KEY, NO_BACKOFF, OPEN, eventually
 from stack_support import STACK, hx
 
-from aisix_async import AisixClient, AisixError, EndpointError, KeyRotation, TransportError
+from aisix_async import (
+    AisixClient,
+    AisixError,
+    EndpointError,
+    KeyRotation,
+    TransportError,
+    ValidationError,
+)
 
 NEW_KEY = "FEDCBA9876543210FEDCBA9876543210"
 
@@ -221,7 +228,8 @@ async def test_a_key_in_the_url_is_hidden_in_reprs_errors_and_logs(
 ) -> None:
     # "http://" + key is a valid host name (and a path may hold one): the URL was taken and
     # shown whole in every repr, though no 32-hex run is meant to show anywhere.
-    pasted = AisixClient(ACCOUNT, KEY, base_url=f"http://{KEY}", data_url=f"http://{KEY}/D")
+    # (The client's own key in its URL is refused: test_the_clients_own_key_in_a_url_...)
+    pasted = AisixClient(ACCOUNT, NEW_KEY, base_url=f"http://{KEY}", data_url=f"http://{KEY}/D")
     assert repr(pasted) == (
         "<AisixClient account='1001@100001' url='http://<32 hex characters, not shown>/OpenApi'>"
     )
@@ -240,7 +248,7 @@ async def test_a_key_in_the_url_is_hidden_in_reprs_errors_and_logs(
     ):
         async for _ in run:
             pass
-    wrong = f"{emulator.root_url}/{KEY}"
+    wrong = f"{emulator.root_url}/{NEW_KEY}"  # a key, not the one the client holds
     async with AisixClient(
         emulator.account, emulator.authkey, base_url=wrong, retry=NO_BACKOFF
     ) as client:
@@ -262,6 +270,28 @@ async def test_a_key_in_the_url_is_hidden_in_reprs_errors_and_logs(
     logged = "\n".join(record.getMessage() for record in ours)
     assert "its earlier runs sent to" in logged  # the campaign's warning names both URLs
     assert not _leaks(logged)
+
+
+@pytest.mark.parametrize(
+    "urls",
+    [
+        {"base_url": f"http://127.0.0.1:9/gw/{KEY}"},
+        {"base_url": f"http://127.0.0.1:9/gw/{KEY.lower()}/x"},  # typed by hand, lowered
+        {"data_url": f"http://127.0.0.1:9/{KEY}/DataApi"},
+    ],
+)
+def test_the_clients_own_key_in_a_url_is_refused(
+    urls: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hidden in our reprs, it still went out in the HTTP stack's INFO line ("HTTP Request:
+    # POST <url>"), and into the journal and the rate cache, which keep the base URL.
+    for name, url in urls.items():
+        with pytest.raises(ValidationError, match=f"{name} holds the authkey") as refused:
+            AisixClient(ACCOUNT, KEY, **{name: url})
+        assert not _leaks(str(refused.value)) and not _leaks(repr(refused.value))
+        monkeypatch.setenv(f"AISIX_{name.upper()}", url)  # from the environment too
+        with pytest.raises(ValidationError, match=f"{name} holds the authkey"):
+            AisixClient(ACCOUNT, KEY)
 
 
 def test_a_transport_error_hides_a_key_the_http_library_quoted() -> None:

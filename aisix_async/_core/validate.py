@@ -36,6 +36,7 @@ __all__ = [
     "check_at",
     "check_authkey",
     "check_base_url",
+    "check_key_not_in_urls",
     "check_batch",
     "check_cgid",
     "check_content",
@@ -486,6 +487,21 @@ def _refuse_query(parts: SplitResult, what: str, *, adds: str) -> None:
             f"{what} must not carry a query (?...) or fragment (#...) "
             f"(host {parts.hostname!r}): the client adds {adds} itself"
         )
+
+
+def check_key_not_in_urls(authkey: str, **urls: str) -> None:
+    """Refuse a URL that holds the authkey (a gateway's path copied with the key in it).
+
+    The key goes in each request's form body, never in a URL: the HTTP stack writes each
+    request's URL to its own INFO log line, and the journal and the rate cache keep the
+    base URL. Compared ignoring case, since a hand-typed path may have lowered it.
+    """
+    for name, url in urls.items():
+        if authkey.lower() in url.lower():
+            raise ValidationError(
+                f"{name} holds the authkey (not shown): take it out of the URL. The key is "
+                "sent in each request's body; a URL is written to logs, journals and caches"
+            )
 
 
 def check_data_url(url: object, what: str = "data_url") -> str:
