@@ -7,6 +7,7 @@ must equal what the stream yielded plus what it kept (unread, malformed), exactl
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -20,10 +21,13 @@ from stack_support import hx
 from aisix_async import (
     AisixClient,
     AuthenticationError,
+    ClientClosedError,
+    DeliveryTracker,
     DeliveryReport,
     MalformedRecord,
     Reply,
     RetryPolicy,
+    SendReceipt,
     ValidationError,
 )
 from aisix_async._core.xml import LazyAnswer
@@ -213,6 +217,61 @@ async def test_a_fatal_account_error_ends_the_stream_after_the_records_fetched(
     # way nothing fetched is lost, and the error came out of the `async for`.
     assert len(got) + len(stream.unread()) + emulator.state.pending_reports() == len(sent)
     assert len(got) >= 50
+
+
+async def test_two_readers_of_one_stream_share_its_records_and_both_end(emulator: Any) -> None:
+    emulator.state.configure(report_delay=0.0, reports_per_call=7)
+    async with _client(emulator) as client:
+        sent = await _send(client, 50)
+        got: list[list[DeliveryReport]] = [[], []]
+        async with client.watch_delivery_reports(stop_when_idle=0.3, **FAST) as stream:
+
+            async def read(mine: list[DeliveryReport]) -> None:
+                async for report in stream:
+                    mine.append(report)
+                    await anyio.sleep(0)
+
+            with anyio.fail_after(10):  # one of them waited for ever
+                async with anyio.create_task_group() as readers:
+                    for mine in got:
+                        readers.start_soon(read, mine)
+    both = [(r.msgid, r.mobile) for mine in got for r in mine]
+    assert len(both) == len(set(both)) and set(both) == sent
+
+
+@pytest.mark.parametrize("when", ["before", "while polling"])
+async def test_a_stream_of_a_closed_client_ends_with_client_closed_error(
+    emulator: Any, when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It was retried as a passing error, a WARNING a poll, for ever: a follower left
+    # running held its service's shutdown.
+    client = _client(emulator)
+    async with client:
+
+        async def close_soon() -> None:
+            await anyio.sleep(0.1)  # the queue is empty: the poller sleeps or polls
+            await client.aclose()
+
+        if when == "before":
+            await client.aclose()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                if when == "while polling":
+                    tasks.start_soon(close_soon)
+                with pytest.raises(ClientClosedError):
+                    async with client.watch_delivery_reports(**FAST) as stream:
+                        async for _ in stream:
+                            pass
+            tracker = DeliveryTracker()
+            tracker.track_receipt(
+                SendReceipt(
+                    cid="1", sid="1", msgid="1", total=1, price=Decimal(1), remain=Decimal(1)
+                ),
+                ["13800000001"],
+            )
+            with pytest.raises(ClientClosedError):  # it waited out its timeout
+                await tracker.follow(client, timeout=5, **FAST)
+    assert "stream goes on" not in caplog.text
 
 
 async def test_reply_stream(emulator: Any) -> None:

@@ -704,9 +704,11 @@ def worth_sending_again(error: BaseException | None) -> bool:
 
 
 def ends_polling(error: BaseException | None) -> bool:
-    """A poll error no amount of waiting clears (the account refused): the stream ends;
-    every other error is retried with backoff."""
-    return isinstance(error, ACCOUNT_REFUSALS)
+    """A poll error no amount of waiting clears (the account refused, or the client was
+    closed): the stream ends; every other error is retried with backoff."""
+    # A closed client was retried for ever, a WARNING a poll: a follower left running
+    # held its service's shutdown (a user's trial).
+    return isinstance(error, (*ACCOUNT_REFUSALS, ClientClosedError))
 
 
 def is_retryable(error: BaseException, *, unsafe: bool) -> bool:

@@ -275,7 +275,11 @@ class RecordStream(Generic[_R]):
                 raise StopAsyncIteration
             if self._task_group is None:
                 raise RuntimeError("use the stream inside 'async with' first")
-            self._ready = anyio.Event()
+            # A new event only once the last was set: two readers of one stream wait on
+            # one event. Each made its own, and the one whose event was replaced waited
+            # for ever (a user's trial).
+            if self._ready.is_set():
+                self._ready = anyio.Event()
             await self._ready.wait()
 
     def unread(self) -> list[_R]:
