@@ -7,8 +7,8 @@ must equal what the stream yielded plus what it kept (unread, malformed), exactl
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -22,8 +22,8 @@ from aisix_async import (
     AisixClient,
     AuthenticationError,
     ClientClosedError,
-    DeliveryTracker,
     DeliveryReport,
+    DeliveryTracker,
     MalformedRecord,
     Reply,
     RetryPolicy,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta, timezone
@@ -210,6 +211,19 @@ BAD_CALLS: dict[str, Callable[[AisixClient], Coroutine[Any, Any, object]]] = {
     "at-out-of-range": lambda c: c.send_once(
         ["18100002707"], "hi", at=datetime.max.replace(tzinfo=timezone.utc)
     ),
+    # Endless inputs: read whole before their size was checked, they held the event loop
+    # for good (no timeout could fire). Refused after one item too many.
+    "numbers-endless": lambda c: c.send_once(itertools.repeat("18100002707"), "hi"),
+    "batch-endless": lambda c: c.send_batch(itertools.repeat(("18100002707", "a"))),
+    "param-rows-endless": lambda c: c.send_param(
+        "Hi {p1}", itertools.repeat(("18100002707", ["A"]))
+    ),
+    # A dict iterates as its keys: the numbers of {number: name}, with no text.
+    "numbers-dict": lambda c: c.send_once({"18100002707": "Ann"}, "hi"),  # type: ignore[arg-type]
+    "batch-dict": lambda c: c.send_batch(
+        {"18100002707": "a", "18600007370": "b"}  # type: ignore[arg-type]
+    ),
+    "many-dict": lambda c: c.send_all({"18100002707": "Ann"}, "hi"),  # type: ignore[arg-type]
 }
 
 
@@ -220,6 +234,23 @@ def test_bad_input_is_refused_before_any_request(
     requests, error = run_with_client(call)
     assert isinstance(error, ValidationError)
     assert isinstance(error, ValueError)
+    assert requests == []
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda c: c.send_once(["18100002707"] * 1_000_000, "hi"), "^1000000 numbers"),
+        (lambda c: c.send_once(iter(["18100002707"] * 2000), "hi"), "^more than 1000 numbers"),
+        (lambda c: c.send_batch((("18100002707", "a") for _ in range(200))), "^more than 100"),
+        (lambda c: c.send_batch([("18100002707", "a")] * 200), "^200 messages"),
+    ],
+)
+def test_a_request_too_large_is_refused_by_its_count(
+    call: Callable[[AisixClient], Coroutine[Any, Any, object]], says: str
+) -> None:
+    requests, error = run_with_client(call)
+    assert isinstance(error, ValidationError) and re.search(says, str(error)), error
     assert requests == []
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from datetime import datetime, timedelta, tzinfo
+from itertools import islice
 from typing import Any, Literal, get_args
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -36,7 +37,6 @@ __all__ = [
     "check_at",
     "check_authkey",
     "check_base_url",
-    "check_key_not_in_urls",
     "check_batch",
     "check_cgid",
     "check_content",
@@ -45,8 +45,10 @@ __all__ = [
     "check_encodable",
     "check_items",
     "check_joinable",
+    "check_key_not_in_urls",
     "check_mobile",
     "check_mobiles",
+    "check_not_mapping",
     "check_number",
     "check_numbering",
     "check_pair",
@@ -239,6 +241,17 @@ def _e164(mobile: str) -> str:
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
+def check_not_mapping(items: object, what: str) -> None:
+    """Refuse a dict (any mapping) where a list of items goes."""
+    if isinstance(items, Mapping):
+        # Iterated, it gives its keys alone: {number: name} sent to its numbers, and
+        # {number: text} to its numbers with no text (a user's trial).
+        raise ValidationError(
+            f"{what} must be a list, not a {type(items).__name__}: iterating it gives its "
+            "keys alone (pass list(d.items()) for its pairs, or list(d) for its keys)"
+        )
+
+
 def check_items(items: object, what: str) -> Iterable[object]:
     """Return ``items`` if it can be iterated as a list of items (a string cannot)."""
     if isinstance(items, (str, bytes)):
@@ -247,21 +260,41 @@ def check_items(items: object, what: str) -> Iterable[object]:
         raise ValidationError(f"{what} must be a list, not one string")
     if not isinstance(items, Iterable):
         raise ValidationError(f"{what} must be a list, got {type(items).__name__}")
+    check_not_mapping(items, what)
     return items
+
+
+def _at_most(
+    items: Iterable[object], limit: int, refuse: Callable[[str], None]
+) -> Iterable[object]:
+    """``items``, of which no more than ``limit`` + 1 will be read: one request's input.
+
+    Read whole, an endless generator held the event loop for good (no timeout could
+    fire), and a million numbers held it for seconds before the size was refused.
+    ``refuse`` is called with the count, or "more than N" for an iterator.
+    """
+    if isinstance(items, Sized) and len(items) > limit:
+        refuse(str(len(items)))
+    return islice(items, limit + 1)
 
 
 def check_mobiles(
     mobiles: Iterable[str], *, at_most: int = MAX_NUMBERS, numbering: Numbering = "lenient"
 ) -> list[str]:
     """Check a sendOnce recipient list: 1 to ``at_most`` valid numbers."""
-    numbers = [check_mobile(m, numbering) for m in check_items(mobiles, "mobiles")]
+
+    def refuse(count: str) -> None:
+        raise ValidationError(
+            f"{count} numbers in one request; the gateway takes at most {at_most} "
+            "(use send_many to split a larger list)"
+        )
+
+    listed = _at_most(check_items(mobiles, "mobiles"), at_most, refuse)
+    numbers = [check_mobile(m, numbering) for m in listed]
     if not numbers:
         raise ValidationError("at least one mobile number is needed")
     if len(numbers) > at_most:
-        raise ValidationError(
-            f"{len(numbers)} numbers in one request; the gateway takes at most {at_most} "
-            "(use send_many to split a larger list)"
-        )
+        refuse(f"more than {at_most}")
     return numbers
 
 
@@ -312,12 +345,27 @@ def check_joinable(text: str, what: str) -> str:
     return text
 
 
+def _batch_size_error(count: str, what: str) -> ValidationError:
+    return ValidationError(
+        f"{count} {what} in one request; the gateway takes {MIN_BATCH} to {MAX_BATCH} "
+        "(use the *_many calls for other sizes)"
+    )
+
+
+def _batch_items(items: object, what: str) -> Iterable[object]:
+    """A batch's items, of which no more than one past the largest batch will be read."""
+
+    def refuse(count: str) -> None:
+        raise _batch_size_error(count, what)
+
+    return _at_most(check_items(items, what), MAX_BATCH, refuse)
+
+
 def _check_batch_size(count: int, what: str) -> None:
-    if not MIN_BATCH <= count <= MAX_BATCH:
-        raise ValidationError(
-            f"{count} {what} in one request; the gateway takes {MIN_BATCH} to {MAX_BATCH} "
-            "(use the *_many calls for other sizes)"
-        )
+    if count > MAX_BATCH:
+        raise _batch_size_error(f"more than {MAX_BATCH}", what)
+    if count < MIN_BATCH:
+        raise _batch_size_error(str(count), what)
 
 
 def check_batch(
@@ -325,7 +373,7 @@ def check_batch(
 ) -> list[tuple[str, str]]:
     """Check sendBatch input: 2 to 100 (mobile, content) pairs."""
     pairs: list[tuple[str, str]] = []
-    for index, pair in enumerate(check_items(messages, "messages")):
+    for index, pair in enumerate(_batch_items(messages, "messages")):
         mobile, content = check_pair(pair, index)
         what = f"content #{index} (for {mobile})"
         pairs.append(
@@ -406,7 +454,7 @@ def check_param_rows(
 ) -> tuple[str, list[tuple[str, list[str]]]]:
     """Check sendParam input: a template and 2 to 100 rows of matching values."""
     text, count = check_template(template)
-    items = enumerate(check_items(rows, "rows"))
+    items = enumerate(_batch_items(rows, "rows"))
     checked = [check_param_row(text, count, row, index, numbering) for index, row in items]
     _check_batch_size(len(checked), "rows")
     return text, checked

@@ -78,6 +78,7 @@ from .._core.models import SendReceipt
 from .._core.options import SendOptions
 from .._core.validate import (
     MIN_SCHEDULE_LEAD,
+    check_not_mapping,
     check_param_row,
     check_template,
     render_template,
@@ -851,6 +852,7 @@ def _check_source(source: object, what: str) -> None:
         raise ValidationError(f"{what} must be an iterable of items, not one string")
     if not isinstance(source, (Iterable, AsyncIterable)):
         raise ValidationError(f"{what} must be an iterable or an async iterable")
+    check_not_mapping(source, what)
 
 
 def _stream(
