@@ -31,7 +31,7 @@ from ._core.models import (
 )
 from ._core.options import PollKeywords, PollOptions, SendKeywords, SendOptions
 from ._core.validate import Numbering
-from ._core.wire import Endpoints, hide_authkey
+from ._core.wire import Endpoints, hide_authkey, hide_keys
 from ._features import estimate as _estimate
 from ._features.bulk import (
     OutcomeHook,
@@ -106,6 +106,7 @@ class AisixClient:
         # argument, the key is a local of its frame, which error trackers print.
         authkey = hide_authkey(authkey)
         shared_limit = hide_url(shared_limit)  # its password, likewise
+        account = hide_keys(account)  # and a key pasted as the account, until refused
         self._gateway = Gateway(
             account,
             authkey,

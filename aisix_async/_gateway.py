@@ -75,6 +75,7 @@ from ._core.wire import (
     batch_fields,
     encode_form,
     hide_authkey,
+    hide_keys,
     once_fields,
     param_fields,
 )
@@ -146,8 +147,9 @@ class Gateway:
         # argument, the key is a local of its frame, which error trackers print.
         authkey = hide_authkey(authkey)
         shared_limit = hide_url(shared_limit)  # its password, likewise
+        account = hide_keys(account)
         self.account = check_account(
-            account if account is not None else _env("AISIX_ACCOUNT", "account")
+            hide_keys(account if account is not None else _env("AISIX_ACCOUNT", "account"))
         )
         self._authkey = Secret(
             check_authkey(authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey"))

@@ -182,6 +182,28 @@ def test_key_stays_out_of_a_failed_constructors_locals(bad: dict[str, Any]) -> N
     assert not _leaks(shown)
 
 
+#: A key pasted as the account; a global, so that no test frame holds it as a local.
+PASTED = f"{KEY}@100001"
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_a_key_pasted_as_the_account_stays_out_of_the_locals(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused, and not quoted in the error; but the constructors' frames held it as a
+    # plain str, which error trackers print (a user's trial).
+    if where == "environment":
+        monkeypatch.setenv("AISIX_ACCOUNT", PASTED)
+    try:
+        AisixClient(PASTED if where == "argument" else None, KEY)
+    except AisixError as exc:
+        shown = _with_locals(exc)
+    else:
+        raise AssertionError("the constructor did not fail")
+    assert "account = '<32 hex characters, not shown>@100001'" in shown
+    assert not _leaks(shown)
+
+
 @pytest.mark.parametrize(
     "misplaced",
     [

@@ -264,6 +264,9 @@ def test_a_request_too_large_is_refused_by_its_count(
         (ACCOUNT, KEY[:-1] + "G"),
         (ACCOUNT, 12345),
         (ACCOUNT, KEY.lower()),
+        # A key pasted as the account was taken, and shown in every repr and log line.
+        (f"{KEY}@100001", KEY),
+        (f"1001@{KEY.lower()}", KEY),
     ],
 )
 def test_bad_credentials_are_refused_without_quoting_the_key(account: str, authkey: str) -> None:

@@ -86,6 +86,14 @@ def check_account(account: object) -> str:
         raise ValidationError(
             f"account must be 'staff@enterprise' (e.g. '1001@100001'), got {account!r}"
         )
+    if redact_keys(account) != account:
+        # A key pasted into the account (f"{key}@100001") was taken, and the account is
+        # shown everywhere: the client's repr, ClientClosedError, the log (a user's trial).
+        raise ValidationError(
+            f"account holds a run of 32 or more hex characters, as a key does: "
+            f"{redact_keys(account)!r}; the account is 'staff@enterprise', numbers such as "
+            "'1001@100001'"
+        )
     return account
 
 

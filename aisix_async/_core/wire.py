@@ -36,6 +36,7 @@ __all__ = [
     "batch_fields",
     "encode_form",
     "hide_authkey",
+    "hide_keys",
     "once_fields",
     "param_fields",
 ]
@@ -170,6 +171,25 @@ class Secret(str):
 
     def __repr__(self) -> str:
         return "'<authkey, not shown>'"
+
+
+class KeyHidden(str):
+    """A ``str`` given where no key belongs (the account), whose repr hides a key in it.
+
+    As for :class:`Secret`: error trackers print the repr of every frame's locals, and a
+    key pasted as the account is a local of the constructors' frames until refused.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_keys(str(self)))
+
+
+def hide_keys(value: str | None) -> str | None:
+    """``value`` as a :class:`KeyHidden` if it is a plain string (what a constructor was
+    given)."""
+    return KeyHidden(value) if type(value) is str else value
 
 
 def hide_authkey(value: str | None) -> str | None:
