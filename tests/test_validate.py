@@ -242,7 +242,7 @@ def test_bad_input_is_refused_before_any_request(
     [
         (lambda c: c.send_once(["18100002707"] * 1_000_000, "hi"), "^1000000 numbers"),
         (lambda c: c.send_once(iter(["18100002707"] * 2000), "hi"), "^more than 1000 numbers"),
-        (lambda c: c.send_batch((("18100002707", "a") for _ in range(200))), "^more than 100"),
+        (lambda c: c.send_batch(("18100002707", "a") for _ in range(200)), "^more than 100"),
         (lambda c: c.send_batch([("18100002707", "a")] * 200), "^200 messages"),
     ],
 )
