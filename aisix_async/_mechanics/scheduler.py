@@ -536,6 +536,10 @@ class Scheduler:
         self._measured = 0.0
         self._learned_at: float | None = None
         self._first_dispatch: float | None = None
+        # When the client last had no request in flight or waiting for a slot (None:
+        # busy since), and when its busy spell began after a gap (see _note_demand).
+        self._idle_from: float | None = None
+        self._busy_since = -math.inf
         self._next_at = 0.0
         self._pace_waiting = 0
         # The gate to the next turn (see _take_gate): whether a caller holds it, and the
@@ -732,8 +736,25 @@ class Scheduler:
     def _release_slot(self) -> None:
         self._in_flight -= 1
         self._wake()
+        if not self._in_flight and not self._slot_waiters:
+            self._idle_from = self._clock()
         if not self._in_flight and self._idle is not None:
             self._idle.set()
+
+    def _note_demand(self) -> None:
+        # A request arrives. After a gap of more than two steps with nothing to send, the
+        # gateway's bucket refilled: what it accepted before says nothing of its rate, so
+        # an estimate counts from here (see _estimate). Counted over the gap, a web
+        # service's first burst after a few quiet seconds read as a rate of a request or
+        # two over those seconds: the pace went to its floor and stayed near it for
+        # 20-35 s (a user's trial; simulated, 0.04-0.15 of the limit after 12 s idle).
+        idle_from, self._idle_from = self._idle_from, None
+        if idle_from is None:
+            return
+        now = self._clock()
+        spacing = self._spacing()
+        if now - idle_from > (2.0 / spacing if spacing else 0.0):
+            self._busy_since = now
 
     # -- closing -------------------------------------------------------------------
 
@@ -1050,6 +1071,9 @@ class Scheduler:
                     start = min(now, start + (self._rtt or 0.0))
             else:
                 start = now
+        # Only the current busy spell: before it the client sent nothing for a while, and
+        # the bucket refilled (see _note_demand).
+        start = max(start, self._busy_since)
         span = max(now - start, 1e-3)
         count = self._count_since(self._accepted, start)
         # Few answers: half a request more, so that none at all still bounds the rate
@@ -1318,6 +1342,7 @@ class Scheduler:
         leave_when_open: bool,
     ) -> _T:
         self._check_queue(action)
+        self._note_demand()
         waited = await self._wait_or_leave(self._acquire_slot, action, leave_when_open)
         try:
             turn = await self._wait_or_leave(
