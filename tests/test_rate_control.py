@@ -558,3 +558,50 @@ def test_a_first_burst_after_a_quiet_spell_is_not_read_as_a_low_rate(
     # over the 30 s after 12 s quiet (a user's trial: 20-35 s at 0.5-1 request/s).
     for quiet in (2.0, 12.0, 60.0):
         assert _after_a_quiet_spell(rate, latency, quiet, backend) >= 0.9
+
+
+def _answers_after_a_slow_first(first: float, backend: str) -> list[float]:
+    """When each request of 10 a second for 30 s is answered (seconds from the first), by
+    a gateway with no limit
+    whose first answer takes ``first`` seconds and every later one 50 ms."""
+    scheduler = default_scheduler()
+    sent = [0]
+    answered: list[float] = []
+
+    async def send() -> None:
+        sent[0] += 1
+        await anyio.sleep(first if sent[0] == 1 else 0.05)
+
+    async def main() -> None:
+        began = anyio.current_time()
+
+        async def one() -> None:
+            await scheduler.run(send, action="sendOnce", unsafe=True)
+            answered.append(anyio.current_time() - began)
+
+        async with anyio.create_task_group() as requests:
+            for _ in range(300):
+                requests.start_soon(one)
+                await anyio.sleep(0.1)
+
+    run_virtual(main, backend)
+    return answered
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("first", [2.0, 8.0])
+def test_one_slow_first_answer_holds_the_requests_no_longer_than_it_took(
+    first: float, backend: str
+) -> None:
+    # Slow start spaced its requests over the smoothed round trip, which one slow first
+    # answer held high for a dozen answers: with later answers back in 50 ms, requests
+    # went out one per several seconds (a user's trial: 30 s of a web service's handlers
+    # stalled after an 8 s first answer). The requests queued behind the first wait for
+    # it (one request in flight, as slow start begins), then go at once.
+    answered = _answers_after_a_slow_first(first, backend)
+    assert len(answered) == 300
+    caught_up = first + 1.5
+    assert sum(1 for at in answered if at <= caught_up) >= 10 * caught_up - 2
+    # From then on, as offered: ten a second.
+    for second in range(int(caught_up) + 1, 30):
+        assert sum(1 for at in answered if second <= at < second + 1) == 10
