@@ -414,10 +414,13 @@ async def test_a_call_whose_deadline_comes_before_its_shared_turn_fails_at_once(
     async with client_for(emulator, redis_server.url, rate_state=state) as client:
         await client.send_once(["13900000001"], "first")  # takes the turn of now
         began = anyio.current_time()
-        with pytest.raises(DeadlineExceededError):
+        with pytest.raises(DeadlineExceededError) as refused:
             await client.send_once(["13900000002"], "second", deadline=0.2)
-        # Refused when its turn was asked for, not after waiting out the deadline.
+        # Refused when its turn was asked for, not after waiting out the deadline ...
         assert anyio.current_time() - began < 0.2
+        # ... and said so: "the deadline passed" misled whoever chased the latency.
+        assert refused.value.turn_in is not None and refused.value.turn_in > 0.2
+        assert "would come after the deadline" in str(refused.value)
         assert client.stats().calls[("sendOnce", "deadline")] == 1
         # ... and the turn it did not book is the next caller's.
         await client.send_once(["13900000003"], "third", deadline=5)

@@ -559,10 +559,22 @@ class DeadlineExceededError(AisixError):
     """
 
     def __init__(
-        self, action: str, deadline: float | None, *, last_error: AisixError | None = None
+        self,
+        action: str,
+        deadline: float | None,
+        *,
+        last_error: AisixError | None = None,
+        turn_in: float | None = None,
     ) -> None:
         bound = "the deadline" if deadline is None else f"the deadline ({deadline:g} s)"
-        text = f"{action}: not sent: {bound} passed before the request was written"
+        if turn_in is None:
+            text = f"{action}: not sent: {bound} passed before the request was written"
+        else:
+            # Refused before the deadline: "passed" misled whoever chased the latency.
+            text = (
+                f"{action}: not sent: its turn of the shared pace would come after {bound} "
+                f"(in {turn_in:.3g} s), so none was booked"
+            )
         if last_error is not None:
             text = f"{text}; the last attempt failed: {last_error.message}"
         super().__init__(text)
@@ -571,6 +583,9 @@ class DeadlineExceededError(AisixError):
         self.deadline = deadline
         #: The error of the attempt before the deadline passed, if one was made.
         self.last_error = last_error
+        #: Seconds until the turn the call would have had, when it was refused before its
+        #: deadline because that turn comes after it (``shared_limit``); else None.
+        self.turn_in = turn_in
 
 
 class BalanceTooLowError(AisixError):

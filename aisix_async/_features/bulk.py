@@ -375,12 +375,15 @@ class SendStream:
         if self._entered:
             raise RuntimeError("a send stream can be entered only once")
         self._entered = True
+        # Counted from here, as the deadline is: the balance check is part of the time the
+        # send took (started after it, a send whose check queued 8 s behind other calls
+        # said it took 0.001 s).
+        self._started = time.monotonic()
         if self._deadline is not None:
             # Counted from here: the balance check is part of the time the caller gave.
             self._stop_at = anyio.current_time() + self._deadline
         if self._check_balance:
             await self._check_affordable_in_time()
-        self._started = time.monotonic()
         # Created only now: a stream never entered, or refused by the balance check, has
         # nothing to close.
         self._send, self._receive = anyio.create_memory_object_stream[SendOutcome]()

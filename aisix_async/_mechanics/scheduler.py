@@ -1322,7 +1322,7 @@ class Scheduler:
         try:
             turn = await self._shared.take_turn(None if math.isinf(deadline) else deadline)
         except TurnBeyondDeadline as late:
-            raise DeadlineExceededError(action, None) from late
+            raise DeadlineExceededError(action, None, turn_in=late.wait) from late
         if turn is not None:
             # Follow the share locally: stats and rate_state() show it, the slots it needs
             # are kept, and should the source fail, this client paces itself from there
@@ -1348,7 +1348,7 @@ class Scheduler:
         try:
             self._shared.check_queue(deadline, len(self._slot_waiters))
         except TurnBeyondDeadline as late:
-            raise DeadlineExceededError(action, None) from late
+            raise DeadlineExceededError(action, None, turn_in=late.wait) from late
 
     async def _take_turn(self, action: str) -> SharedShare | None:
         # From the shared schedule when there is one and it answers, else paced here.
