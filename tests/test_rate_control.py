@@ -20,7 +20,7 @@ import pytest
 from sim_gateway import ClientRun, Gateway, default_scheduler, run_virtual, simulate
 
 from aisix_async import RateLimitedError, RateState, RetryPolicy, ValidationError
-from aisix_async._mechanics.scheduler import Scheduler
+from aisix_async._mechanics.scheduler import Scheduler, in_background
 
 BACKENDS = ["asyncio", "trio"]
 RATES = [1, 2, 5, 10, 20, 40, 100, 300, 1000]
@@ -605,3 +605,49 @@ def test_one_slow_first_answer_holds_the_requests_no_longer_than_it_took(
     # From then on, as offered: ten a second.
     for second in range(int(caught_up) + 1, 30):
         assert sum(1 for at in answered if second <= at < second + 1) == 10
+
+
+def _foreground_waits(backend: str) -> tuple[list[float], int]:
+    """A bulk send's 32 chunks always queued (in the background) at 5 requests/s, and a
+    caller's single request every second: how long each single request took, and how
+    many the background sent."""
+    gateway = Gateway(5.0, burst=5, latency=0.1)
+    scheduler = default_scheduler(max_concurrency=32)
+    send = gateway.attempt(0)
+    took: list[float] = []
+    background = [0]
+
+    async def main() -> None:
+        stop = anyio.current_time() + 60
+
+        async def chunk() -> None:
+            with in_background():
+                while anyio.current_time() < stop:
+                    await scheduler.run(send, action="sendBatch", unsafe=True)
+                    background[0] += 1
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(32):
+                tasks.start_soon(chunk)
+            await anyio.sleep(20)  # the bulk send has found the limit
+            while anyio.current_time() < stop - 5:
+                began = anyio.current_time()
+                await scheduler.run(send, action="sendOnce", unsafe=True)
+                took.append(anyio.current_time() - began)
+                await anyio.sleep(1)
+
+    run_virtual(main, backend)
+    return took, background[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_single_call_goes_before_a_bulk_sends_queued_chunks(backend: str) -> None:
+    # In arrival order, a web handler's one-time password waited behind every chunk the
+    # bulk send kept queued (32 at 5 requests/s: 6 s), and balance checks with 3 s
+    # deadlines all failed (a user's trial). Now it takes the next slot and turn: a
+    # step or two of the pace (0.2 s each) and its round trip.
+    took, background = _foreground_waits(backend)
+    assert len(took) >= 20
+    assert max(took) <= 0.8, max(took)
+    # The background still has the rest of the pace: 60 s at 5/s, less the single calls.
+    assert background >= 0.9 * 5 * 60 - len(took)

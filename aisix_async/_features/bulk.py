@@ -84,7 +84,7 @@ from .._core.validate import (
     render_template,
 )
 from .._gateway import Gateway, receipts_of
-from .._mechanics.scheduler import AttemptTally
+from .._mechanics.scheduler import AttemptTally, in_background
 from .estimate import check_affordable
 
 __all__ = [
@@ -608,6 +608,12 @@ class SendStream:
             yield planned
 
     async def _produce(self) -> None:
+        # Its chunks (in tasks started here, which inherit it) yield their place in the
+        # client's queues to callers waiting for one answer (a web handler's).
+        with in_background():
+            await self._produce_chunks()
+
+    async def _produce_chunks(self) -> None:
         async with self._send, anyio.create_task_group() as workers:
             try:
                 async with aclosing(self._items()) as items:

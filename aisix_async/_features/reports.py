@@ -71,6 +71,7 @@ from .._core.options import PollOptions
 from .._core.validate import check_number
 from .._core.xml import LazyAnswer
 from .._gateway import Gateway
+from .._mechanics.scheduler import in_background
 
 __all__ = [
     "RecordStream",
@@ -312,6 +313,12 @@ class RecordStream(Generic[_R]):
     # -- polling ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # Polls yield their place in the client's queues to callers waiting for one
+        # answer (a web handler's); the batch hooks' tasks, started here, inherit it.
+        with in_background():
+            await self._run_polls()
+
+    async def _run_polls(self) -> None:
         poll_error: Exception | None = None
         try:
             # The batch hooks run in a task group of their own, left only once the last

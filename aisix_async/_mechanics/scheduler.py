@@ -64,6 +64,8 @@ logged on ``aisix_async`` and handed to ``on_retry``.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -72,7 +74,7 @@ import random
 import statistics
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -108,6 +110,7 @@ __all__ = [
     "RunOfRefusals",
     "Scheduler",
     "SchedulerStats",
+    "in_background",
 ]
 
 _T = TypeVar("_T")
@@ -306,6 +309,56 @@ class RateState:
             concurrency=int(state.concurrency),
             learned_at=float(state.learned_at),
         )
+
+
+#: Whether the calls made in this context are a bulk send's or a stream's, which yield
+#: their place in the scheduler's queues to the calls of a caller who waits for each
+#: answer (see in_background).
+_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "aisix_async_background", default=False
+)
+
+
+@contextlib.contextmanager
+def in_background() -> Iterator[None]:
+    """Mark the calls made in this context (and the tasks it starts) as background work.
+
+    A bulk send keeps as many requests queued as the client may have in flight: queued
+    behind them in arrival order, a web handler's one-time password waited 4 s and its
+    balance checks with 3 s deadlines all failed (a user's trial). Background callers take
+    a slot or a turn only when no other caller waits for one; the pace is the same.
+    """
+    token = _BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
+
+
+class _Waiters:
+    """Callers waiting for a slot or the gate: those not in the background first, each
+    kind in arrival order."""
+
+    def __init__(self) -> None:
+        self._first: deque[anyio.Event] = deque()
+        self._background: deque[anyio.Event] = deque()
+
+    def __len__(self) -> int:
+        return len(self._first) + len(self._background)
+
+    def add(self) -> anyio.Event:
+        event = anyio.Event()
+        (self._background if _BACKGROUND.get() else self._first).append(event)
+        return event
+
+    def remove(self, event: anyio.Event) -> None:
+        if event in self._first:
+            self._first.remove(event)
+        else:
+            self._background.remove(event)
+
+    def wake_next(self) -> None:
+        (self._first or self._background).popleft().set()
 
 
 class TurnBeyondDeadline(Exception):
@@ -517,7 +570,7 @@ class Scheduler:
         self._wall_clock = wall_clock
         # Concurrency: a FIFO of waiters, each woken when a slot frees for it.
         self._in_flight = 0
-        self._slot_waiters: deque[anyio.Event] = deque()
+        self._slot_waiters = _Waiters()
         # Slow start (the limit doubles per round trip) lasts until the first -1 ...
         self._slow_start = True
         # ... or, started from an old state, until it reaches this pace (see _warm_start).
@@ -550,7 +603,7 @@ class Scheduler:
         # The gate to the next turn (see _take_gate): whether a caller holds it, and the
         # callers queued for it.
         self._gate_held = False
-        self._gate_waiters: deque[anyio.Event] = deque()
+        self._gate_waiters = _Waiters()
         self._last_cut = -math.inf
         self._previous_cut = -math.inf
         # Answers accepted since the last cut for requests already in flight at it.
@@ -726,8 +779,7 @@ class Scheduler:
         if self._in_flight < self.limit and not self._slot_waiters:
             self._in_flight += 1
             return False
-        event = anyio.Event()
-        self._slot_waiters.append(event)
+        event = self._slot_waiters.add()
         try:
             await event.wait()
         except BaseException:
@@ -784,7 +836,7 @@ class Scheduler:
         # take it in between (FIFO, no starvation).
         while self._slot_waiters and self._in_flight < self.limit:
             self._in_flight += 1
-            self._slot_waiters.popleft().set()
+            self._slot_waiters.wake_next()
 
     def _raise_limit(self, to: float) -> None:
         if to > self._limit:
@@ -839,8 +891,7 @@ class Scheduler:
         if not self._gate_held and not self._gate_waiters:
             self._gate_held = True
             return
-        event = anyio.Event()
-        self._gate_waiters.append(event)
+        event = self._gate_waiters.add()
         try:
             await event.wait()
         except BaseException:
@@ -853,7 +904,7 @@ class Scheduler:
 
     def _pass_gate(self) -> None:
         if self._gate_waiters:
-            self._gate_waiters.popleft().set()
+            self._gate_waiters.wake_next()
         else:
             self._gate_held = False
 
