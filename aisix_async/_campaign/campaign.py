@@ -247,10 +247,30 @@ class CampaignStream:
                 return outcome
 
     def stats(self) -> BulkStats:
-        """The live statistics of the bulk send."""
+        """The live statistics of the bulk send.
+
+        The outcomes this run does not yield (an earlier run settled those recipients:
+        invalid items seen again, chunks it did not begin) count as ``skipped``, not as
+        ``done``: counted as done, ``done`` never met the outcomes read, and a resumed
+        `aisix send` told to stop waited for ever for the rest (a user's trial).
+        """
         if self._stream is None:
             raise RuntimeError("the stream has not been entered")
-        return self._stream.stats()
+        stats = self._stream.stats()
+        if self._ledger is None or not self._ledger.ignored_sizes:
+            return stats
+        by_status: dict[OutcomeStatus, int] = dict.fromkeys(OutcomeStatus, 0)
+        for status, size in list(self._ledger.ignored_sizes.values()):
+            by_status[status] += size
+        ignored = sum(by_status.values())
+        return attrs.evolve(
+            stats,
+            done=stats.done - ignored,
+            accepted=stats.accepted - by_status[OutcomeStatus.ACCEPTED],
+            failed=stats.failed - by_status[OutcomeStatus.FAILED],
+            unknown=stats.unknown - by_status[OutcomeStatus.UNKNOWN],
+            skipped=stats.skipped + ignored,
+        )
 
     @property
     def stopped_by(self) -> AisixError | None:

@@ -871,3 +871,52 @@ def test_a_second_ctrl_c_while_a_follower_winds_down_keeps_the_poll_on_the_wire(
     assert [r["content"] for r in json_lines(out)] == ["second"]
     assert emulator.state.pending_replies() == 0
     assert "SIGINT came after the follow had ended: it stopped nothing" in err
+
+
+def test_a_resume_that_meets_its_invalid_lines_again_stops_when_told(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Invalid lines an earlier run recorded as failed come back as outcomes the campaign
+    # does not yield; counted as done all the same, the stop's "everything settled" never
+    # came: a resumed run told to stop (Ctrl-C, SIGTERM, a full disk) waited for ever,
+    # and its summary called those lines "not sent (stopped)" (a user's trial).
+    emulator.state.configure(rate=5.0, burst=5.0)
+    emulator.state.set_balance(None, "1000000")
+    lines = numbers(20_000)
+    for at in (5, 9_000, 18_000):
+        lines[at] = "1234567"  # not a mainland China mobile: skipped by --skip-invalid
+    path = write_lines(tmp_path / "n.txt", lines)
+    journal = str(tmp_path / "j.db")
+    command = ("send", path, "--content", "hi", "--skip-invalid", "--journal", journal)
+    for run in (1, 2):
+        before = send_requests(emulator)
+        process = cli.start(*command, "--json")
+        wait_for(lambda: send_requests(emulator) >= before + 3, timeout=30.0, interval=0.01)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)  # it hung here, on the resume
+        assert process.returncode == 130, err
+        assert "Traceback" not in err
+    summary = summary_of(out)
+    # The resume's own account: the invalid line it met again was settled by run 1.
+    assert summary["skipped"] >= 1
+    assert (
+        summary["accepted"] + summary["failed"] + summary["unknown"] + summary["skipped"]
+        + summary["not_sent"]
+    ) == summary["recipients"]  # fmt: skip
+
+
+def test_a_journalled_send_whose_stdout_closes_before_it_starts_stops_cleanly(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # `aisix send ... --skip-invalid --journal j.db --json | head -1`: the first lines out
+    # are the invalid ones, so stdout closed while the campaign was still being opened,
+    # and reading its stats then raised: three tracebacks and exit 1 (a user's trial).
+    lines = numbers(3000)
+    lines[0] = lines[1] = "1234567"
+    path = write_lines(tmp_path / "n.txt", lines)
+    closed = cli.run_with_closed_stdout(
+        "send", path, "--content", "hi", "--skip-invalid", "--journal",
+        str(tmp_path / "j.db"), "--json",
+    )  # fmt: skip
+    assert closed.returncode == 141, closed.stderr
+    assert "Traceback" not in closed.stderr

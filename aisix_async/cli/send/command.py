@@ -439,9 +439,17 @@ async def _run(
     journal_error: CampaignError | None = None
     unread_before: set[int] = set()
 
+    # Whether the stream has been entered (it may be opening its journal when a signal
+    # comes, or stdout closes), and whether it has ended.
+    entered = ended = False
+
     def ready_to_stop() -> bool:
         if stream is None:
             return True
+        if not entered:
+            # Nothing dispatched yet; its stats do not exist (read, they raised, and
+            # `--json | head` ended in three tracebacks: a user's trial).
+            return feed.parked or feed.exhausted
         stats = stream.stats()
         return (feed.parked or feed.exhausted) and stats.in_flight == 0 and (consumed == stats.done)
 
@@ -513,7 +521,6 @@ async def _run(
 
             title = f"sending ({source.mode})"
             cut_off = 0
-            entered = ended = False
 
             def read() -> Snapshot | None:
                 assert stream is not None
