@@ -888,10 +888,12 @@ def test_a_resume_that_meets_its_invalid_lines_again_stops_when_told(
     path = write_lines(tmp_path / "n.txt", lines)
     journal = str(tmp_path / "j.db")
     command = ("send", path, "--content", "hi", "--skip-invalid", "--journal", journal)
-    for run in (1, 2):
-        before = send_requests(emulator)
+    for _ in ("the first run", "its resume"):
+        wanted = send_requests(emulator) + 3
         process = cli.start(*command, "--json")
-        wait_for(lambda: send_requests(emulator) >= before + 3, timeout=30.0, interval=0.01)
+        wait_for(
+            lambda wanted=wanted: send_requests(emulator) >= wanted, timeout=30.0, interval=0.01
+        )
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)  # it hung here, on the resume
         assert process.returncode == 130, err
