@@ -477,6 +477,27 @@ def test_journal_refuses_a_changed_input(cli: Cli, emulator: Any, tmp_path: Path
     assert emulator.state.message_count == 5
 
 
+def test_a_changed_input_is_named_by_its_lines_past_a_blank_and_an_invalid_one(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A blank first line and an invalid line 7 split the chunk's positions in two ranges:
+    # only the first became lines, the second stayed positions, one off ("lines 2-6,6-1000"
+    # for a change at line 1002; a user's trial).
+    journal = str(tmp_path / "j.db")
+    lines = ["", *numbers(1100)]
+    lines[6] = "1234567"
+    before = tmp_path / "a.txt"
+    before.write_text("\n".join(lines) + "\n")
+    lines[1001] = "13999999999"  # line 1002
+    after = tmp_path / "b.txt"
+    after.write_text("\n".join(lines) + "\n")
+    sent = cli.run("send", str(before), "--content", "a", "--journal", journal, "--skip-invalid")
+    assert sent.returncode == 1, sent.stderr  # the invalid line failed
+    result = cli.run("send", str(after), "--content", "a", "--journal", journal, "--skip-invalid")
+    assert result.returncode == 2, result.stderr
+    assert f"at {after} lines 2-6,8-1002 (chunk" in result.stderr, result.stderr
+
+
 def test_journal_refuses_a_longer_input_as_such(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     # A line appended to a finished run's file was reported as "the input differs ... at
     # lines 1-100 (chunk 0)", lines nobody had changed.

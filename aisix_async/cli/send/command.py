@@ -388,15 +388,23 @@ async def _nonempty(path: str) -> bool:
         return False
 
 
-_POSITIONS = re.compile(r"\bpositions? (\d+)(?:-(\d+))?")
+#: "position 7" or "positions 1-5,7-1001": one position, or a chunk's ranges of them.
+_POSITIONS = re.compile(r"\bpositions? (\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)")
 
 
 def _in_lines(source: Source, message: str) -> str:
     """``message`` with the input positions it names given as the input's line numbers."""
     found = [
-        (m, int(m.group(1)), int(m.group(2) or m.group(1))) for m in _POSITIONS.finditer(message)
+        (
+            match,
+            [
+                (int(first), int(last or first))
+                for first, _, last in (part.partition("-") for part in match.group(1).split(","))
+            ],
+        )
+        for match in _POSITIONS.finditer(message)
     ]
-    wanted = {p for _, first, last in found for p in (first, last)}
+    wanted = {p for _, ranges in found for first, last in ranges for p in (first, last)}
     if not wanted:
         return message
     lines: dict[int, int] = {}
@@ -405,10 +413,18 @@ def _in_lines(source: Source, message: str) -> str:
             lines[position] = line
             if len(lines) == len(wanted):
                 break
-    for match, first, last in reversed(found):
-        if first not in lines or last not in lines:
+    for match, ranges in reversed(found):
+        if any(first not in lines or last not in lines for first, last in ranges):
             continue
-        where = f"line {lines[first]}" if first == last else f"lines {lines[first]}-{lines[last]}"
+        # Every range, not the first alone: a chunk with an invalid line skipped holds
+        # two ranges, and only its first was turned into lines ("lines 2-6,6-1000", the
+        # second still in positions, one off; a user's trial).
+        shown = ",".join(
+            f"{lines[first]}" if first == last else f"{lines[first]}-{lines[last]}"
+            for first, last in ranges
+        )
+        single = len(ranges) == 1 and ranges[0][0] == ranges[0][1]
+        where = f"line {shown}" if single else f"lines {shown}"
         message = (
             message[: match.start()] + f"{source.description} {where}" + message[match.end() :]
         )
