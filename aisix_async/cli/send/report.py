@@ -119,7 +119,9 @@ def snapshot(stats: BulkStats, total: int | None, not_sent: int = 0, unread: int
     stop left unread, not sent either (the stream never counted it).
     """
     return Snapshot(
-        done=stats.done + stats.skipped,
+        # The input left unread is done too, as not sent: "1,001/50,014 done" beside "not
+        # sent 50,013" added up to more than the whole (a user's trial).
+        done=stats.done + stats.skipped + unread,
         total=total,
         accepted=stats.accepted,
         failed=max(0, stats.failed - not_sent),
