@@ -211,6 +211,9 @@ BAD_CALLS: dict[str, Callable[[AisixClient], Coroutine[Any, Any, object]]] = {
     "at-out-of-range": lambda c: c.send_once(
         ["18100002707"], "hi", at=datetime.max.replace(tzinfo=timezone.utc)
     ),
+    # As blank on a phone, and charged all the same.
+    "content-zero-width": lambda c: c.send_once(["18100002707"], "\u200b\u200b"),
+    "content-bom": lambda c: c.send_once(["18100002707"], "\ufeff "),
     # Endless inputs: read whole before their size was checked, they held the event loop
     # for good (no timeout could fire). Refused after one item too many.
     "numbers-endless": lambda c: c.send_once(itertools.repeat("18100002707"), "hi"),
@@ -390,6 +393,11 @@ def test_schedule_lead_counts_the_whole_seconds_the_gateway_reads(
         ({"on_unknown": 1}, "on_unknown must be a function (or None), got int"),
         ({"on_retry": "log"}, "on_retry must be a function (or None), got str"),
         ({"on_key_rotation": {}}, "on_key_rotation must be a function (or None), got dict"),
+        # The document's endpoint as the base: every request went to .../OpenApi/OpenApi.
+        ({"base_url": "http://127.0.0.1/OpenPlatform/OpenApi"}, "leave out the /OpenApi"),
+        ({"base_url": "http://127.0.0.1/OpenPlatform/DataApi/"}, "leave out the /DataApi"),
+        # A truthy string asked for OpenTelemetry and failed as a missing install.
+        ({"otel": "no"}, "otel must be True, False or None, got 'no'"),
     ],
 )
 def test_bad_client_settings_are_refused_at_construction(

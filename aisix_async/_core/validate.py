@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from datetime import datetime, timedelta, tzinfo
 from itertools import islice
@@ -315,6 +316,14 @@ def check_content(content: object, *, what: str = "content", bounded: bool = Tru
     if content.isspace():
         # Sent and charged as a blank message (an unset template variable, say).
         raise ValidationError(f"{what} is only white space ({len(content)} characters)")
+    if not content.isascii() and all(
+        char.isspace() or unicodedata.category(char) == "Cf" for char in content
+    ):
+        # Zero-width spaces, a BOM: as blank on a phone, and charged all the same.
+        raise ValidationError(
+            f"{what} is only invisible characters ({len(content)}, such as "
+            f"U+{ord(next(c for c in content if not c.isspace())):04X})"
+        )
     if "\x00" in content:
         # A NUL is no text a phone shows: a binary read as text, a C string's end.
         raise ValidationError(f"{what} holds a NUL character at {content.index(chr(0))}")
@@ -581,6 +590,15 @@ def check_base_url(url: object, what: str = "base_url") -> str:
     """
     parts = urlsplit(check_url(url, what))
     _refuse_query(parts, what, adds="each action's path and query")
+    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if last.lower() in ("openapi", "dataapi"):
+        # The document's full endpoint pasted as the base: every request went to
+        # ".../OpenApi/OpenApi", a 404 at the first call.
+        raise ValidationError(
+            f"{what} must be the gateway's base (such as http://api.aisix.com/OpenPlatform), "
+            f"not its endpoint: leave out the /{last} (host {parts.hostname!r}); the client "
+            "adds it"
+        )
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"  # an IPv6 address keeps its brackets

@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from .._core.errors import AisixError, GatewayError, ProtocolError, TransportError
+from .._core.errors import AisixError, GatewayError, ProtocolError, TransportError, ValidationError
 from .._version import __version__
 from .scheduler import Scheduler, SchedulerStats
 
@@ -273,6 +273,9 @@ class Observer:
         self.call_ids = itertools.count(1)
         self.queue_wait = _Histogram()
         self.latency = _Histogram()
+        if otel is not None and not isinstance(otel, bool):
+            # "no" (truthy) asked for OpenTelemetry, and failed as a missing install.
+            raise ValidationError(f"otel must be True, False or None, got {otel!r}")
         modules = _otel_modules() if otel is not False else None
         if otel and modules is None:
             raise ImportError(
