@@ -691,13 +691,17 @@ class SendStream:
                 # it would not have been tried again. Not sent, not "failed": a user's
                 # trial counted a chunk stopped by a full disk among the refusals.
                 return self._not_sent(chunk, tally.attempts, exc)
+            if isinstance(exc, ClientClosedError):
+                # A closed client sends nothing more: the rest is not sent, at once, not
+                # refused chunk by chunk; and this chunk is not sent either, said as the
+                # rest is (it was a bare ClientClosedError beside the rest's NotSentError).
+                self._halt(exc)
+                return self._not_sent(chunk, tally.attempts, exc)
             if exc.outcome_unknown:
                 status = OutcomeStatus.UNKNOWN
             else:
                 status = OutcomeStatus.FAILED
-                # A closed client sends nothing more: the rest is not sent, at once, not
-                # refused chunk by chunk.
-                if concerns_the_account(exc) or isinstance(exc, ClientClosedError):
+                if concerns_the_account(exc):
                     self._halt(exc)
             return self._outcome(chunk, status, error=exc, attempts=tally.attempts)
         return self._outcome(
