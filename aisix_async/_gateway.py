@@ -647,7 +647,7 @@ class Gateway:
     ) -> SendReceipt:
         """sendOnce: one content to 1-1000 numbers in one request; one receipt for them all."""
         numbers = check_mobiles(mobiles, numbering=self.numbers)
-        text = check_content(content)
+        text = check_content(content, plain=True)
         cgid, csid = self.targets(cgid, csid)
         fields = once_fields(numbers, text, cgid=cgid, csid=csid, at=self.schedule(at))
         return (await self._send("sendOnce", fields, 1, deadline, retry))[0]

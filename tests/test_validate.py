@@ -211,6 +211,10 @@ BAD_CALLS: dict[str, Callable[[AisixClient], Coroutine[Any, Any, object]]] = {
     "at-out-of-range": lambda c: c.send_once(
         ["18100002707"], "hi", at=datetime.max.replace(tzinfo=timezone.utc)
     ),
+    # Sent as written: "Dear {p1}" reached every recipient with the braces in it.
+    "content-placeholder": lambda c: c.send_once(["18100002707"], "Dear {p1}"),
+    "batch-placeholder": lambda c: c.send_batch([("18100002707", "{p1}"), ("18600007370", "c")]),
+    "many-placeholder": lambda c: c.send_all(["18100002707"], "Dear {p2}"),
     # As blank on a phone, and charged all the same.
     "content-zero-width": lambda c: c.send_once(["18100002707"], "\u200b\u200b"),
     "content-bom": lambda c: c.send_once(["18100002707"], "\ufeff "),

@@ -202,7 +202,7 @@ class OncePlanner(Planner):
     ) -> None:
         super().__init__(numbering)
         self._match, self._match_joined = _fast_matches(numbering)
-        self._content = check_content(content)
+        self._content = check_content(content, plain=True)
         self._size = check_chunk_size(chunk_size, action="sendOnce")
         self._positions: list[int] = []
         self._mobiles: list[str] = []
@@ -327,7 +327,7 @@ class BatchPlanner(_MultiPlanner):
         mobile, content = check_pair(item, position)
         checked = check_mobile(mobile, self._numbering)
         what = f"content #{position} (for {checked})"
-        return checked, (check_joinable(check_content(content, what=what), what),)
+        return checked, (check_joinable(check_content(content, what=what, plain=True), what),)
 
     def _chunk(self, entries: Sequence[_Entry]) -> PlannedChunk:
         return PlannedChunk(

@@ -307,8 +307,14 @@ def check_mobiles(
     return numbers
 
 
-def check_content(content: object, *, what: str = "content", bounded: bool = True) -> str:
-    """Return ``content`` if it holds 1 to 1000 characters (any number if not ``bounded``)."""
+def check_content(
+    content: object, *, what: str = "content", bounded: bool = True, plain: bool = False
+) -> str:
+    """Return ``content`` if it holds 1 to 1000 characters (any number if not ``bounded``).
+
+    ``plain``: a message sent as written (sendOnce, sendBatch), which must not hold a
+    template parameter: the gateway fills ``{p1}`` only in sendParam.
+    """
     if not isinstance(content, str):
         raise ValidationError(f"{what} must be a string, got {type(content).__name__}")
     if not content:
@@ -333,6 +339,12 @@ def check_content(content: object, *, what: str = "content", bounded: bool = Tru
         )
     if not content.isascii():
         check_encodable(content, what)
+    if plain and (placeholder := _PLACEHOLDER.search(content)):
+        # Sent as written, "Dear {p1}" reached every recipient with the braces in it.
+        raise ValidationError(
+            f"{what} holds {placeholder.group()}, a template parameter, which this send "
+            "sends as written: fill it with send_param (or send_param_many)"
+        )
     return content
 
 
@@ -396,7 +408,7 @@ def check_batch(
         pairs.append(
             (
                 check_mobile(mobile, numbering),
-                check_joinable(check_content(content, what=what), what),
+                check_joinable(check_content(content, what=what, plain=True), what),
             )
         )
     _check_batch_size(len(pairs), "messages")
