@@ -232,3 +232,55 @@ def test_reading_in_slices_plans_exactly_as_item_by_item(
         for p in sliced.feed_many(items[i : i + slice_size])
     ]
     assert got + sliced.finish() == expected
+
+
+def test_a_campaigns_chunks_never_hold_a_number_twice() -> None:
+    # A campaign's journal names a recipient by (chunk, number): a number twice in one
+    # chunk had room for one delivery report, the other pending for ever (a user's trial).
+    once = OncePlanner("hi", distinct=True)
+    mobiles = ["13800000001", "13800000002", "13800000001", "13800000003", "13800000003"]
+    chunks = chunks_of(list(plan(once, mobiles)))
+    assert [c.mobiles for c in chunks] == [
+        ("13800000001", "13800000002"),
+        ("13800000001", "13800000003"),
+        ("13800000003",),
+    ]
+    assert [p for c in chunks for p in c.positions] == list(range(5))
+    # The same plan when read in slices (the fast path), and without the rule, one chunk.
+    sliced = OncePlanner("hi", distinct=True)
+    again = chunks_of([*sliced.feed_many(list(mobiles)), *sliced.finish()])
+    assert [c.mobiles for c in again] == [c.mobiles for c in chunks]
+    assert len(chunks_of(list(plan(OncePlanner("hi"), mobiles)))) == 1
+
+    pairs = [(m, f"text {i}") for i, m in enumerate(numbers(5))]
+    pairs.insert(3, (pairs[1][0], "again"))  # the second number again, fourth
+    batch = chunks_of(list(plan(BatchPlanner(distinct=True), pairs)))
+    assert [(c.action, c.size) for c in batch] == [("sendBatch", 3), ("sendBatch", 3)]
+    assert all(len(set(c.mobiles)) == c.size for c in batch)
+    # 100 + 1 would become 99 + 2, but not when those two are one number.
+    rows = [(m, ["x"]) for m in numbers(100)] + [(numbers(100)[-1], ["y"])]
+    param = chunks_of(list(plan(ParamPlanner("Hi {p1}", distinct=True), rows)))
+    assert [(c.action, c.size) for c in param] == [("sendParam", 100), ("sendOnce", 1)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([f"1380000000{i}" for i in range(6)]), max_size=60),
+    st.integers(1, 7),
+    st.integers(1, 12),
+)
+def test_distinct_chunks_cover_every_item_once_however_read(
+    mobiles: list[str], size: int, slice_size: int
+) -> None:
+    one_by_one = chunks_of(list(plan(OncePlanner("hi", size, distinct=True), mobiles)))
+    sliced_planner = OncePlanner("hi", size, distinct=True)
+    sliced: list[object] = []
+    for start in range(0, len(mobiles), slice_size):
+        sliced.extend(sliced_planner.feed_many(mobiles[start : start + slice_size]))
+    sliced.extend(sliced_planner.finish())
+    assert [c.positions for c in chunks_of(sliced)] == [c.positions for c in one_by_one]
+    assert [p for c in one_by_one for p in c.positions] == list(range(len(mobiles)))
+    assert all(len(set(c.mobiles)) == c.size <= size for c in one_by_one)
+    pairs = [(m, "t") for m in mobiles]
+    for batch in chunks_of(list(plan(BatchPlanner(max(2, size), distinct=True), pairs))):
+        assert len(set(batch.mobiles)) == batch.size

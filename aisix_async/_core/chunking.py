@@ -153,11 +153,16 @@ class Planner:
     #: Items per chunk, set by each kind of planner.
     _size: int
 
-    def __init__(self, numbering: Numbering = "lenient") -> None:
+    def __init__(self, numbering: Numbering = "lenient", *, distinct: bool = False) -> None:
         self._next_index = 0
         self._position = 0
         #: The client's numbering policy (see ``_validate.NUMBERING``).
         self._numbering = numbering
+        #: No number twice in one chunk: a number met again closes the chunk first. A
+        #: campaign's journal names a recipient by (chunk, number), so a number listed
+        #: twice in one chunk had room for one delivery report: the other stayed pending
+        #: for ever, and the export gave both lines one report's code (a user's trial).
+        self._distinct = distinct
 
     @property
     def chunk_size(self) -> int:
@@ -198,18 +203,27 @@ class OncePlanner(Planner):
     """Numbers for one content: sendOnce chunks of ``chunk_size`` numbers."""
 
     def __init__(
-        self, content: str, chunk_size: int = MAX_NUMBERS, *, numbering: Numbering = "lenient"
+        self,
+        content: str,
+        chunk_size: int = MAX_NUMBERS,
+        *,
+        numbering: Numbering = "lenient",
+        distinct: bool = False,
     ) -> None:
-        super().__init__(numbering)
+        super().__init__(numbering, distinct=distinct)
         self._match, self._match_joined = _fast_matches(numbering)
         self._content = check_content(content, plain=True)
         self._size = check_chunk_size(chunk_size, action="sendOnce")
         self._positions: list[int] = []
         self._mobiles: list[str] = []
+        #: The current chunk's numbers, when they must be distinct.
+        self._seen: set[str] = set()
 
     def feed(self, item: object) -> list[PlanItem]:
         # The hot path of a ten-million-number send: one regex match and two appends per
         # valid number; anything else goes the general way (and is rejected there).
+        if self._distinct:
+            return super().feed(item)
         if type(item) is str and self._match(item):
             self._positions.append(self._position)
             self._position += 1
@@ -232,6 +246,15 @@ class OncePlanner(Planner):
         start = 0
         while start < len(mobiles):
             take = mobiles[start : start + self._size - len(self._mobiles)]
+            if self._distinct:
+                fresh = set(take)
+                if len(fresh) != len(take) or not self._seen.isdisjoint(fresh):
+                    # A number met again in this slice: one at a time (see _add).
+                    for mobile in take:
+                        planned.extend(super().feed(mobile))
+                    start += len(take)
+                    continue
+                self._seen |= fresh
             self._mobiles.extend(take)
             self._positions.extend(range(self._position, self._position + len(take)))
             self._position += len(take)
@@ -244,11 +267,17 @@ class OncePlanner(Planner):
         return check_mobile(item, self._numbering), ()
 
     def _add(self, position: int, entry: tuple[str, tuple[str, ...]]) -> list[PlanItem]:
+        mobile = entry[0]
+        out: list[PlanItem] = []
+        if self._distinct:
+            if mobile in self._seen:
+                out.append(self._flush())
+            self._seen.add(mobile)
         self._positions.append(position)
-        self._mobiles.append(entry[0])
-        if len(self._mobiles) < self._size:
-            return []
-        return [self._flush()]
+        self._mobiles.append(mobile)
+        if len(self._mobiles) >= self._size:
+            out.append(self._flush())
+        return out
 
     def _flush(self) -> PlannedChunk:
         chunk = PlannedChunk(
@@ -259,6 +288,7 @@ class OncePlanner(Planner):
             contents=(self._content,),
         )
         self._positions, self._mobiles = [], []
+        self._seen = set()
         return chunk
 
     def finish(self) -> list[PlanItem]:
@@ -273,8 +303,10 @@ class _MultiPlanner(Planner):
 
     action = ""
 
-    def __init__(self, chunk_size: int, numbering: Numbering = "lenient") -> None:
-        super().__init__(numbering)
+    def __init__(
+        self, chunk_size: int, numbering: Numbering = "lenient", *, distinct: bool = False
+    ) -> None:
+        super().__init__(numbering, distinct=distinct)
         self._size = check_chunk_size(chunk_size, action=self.action)
         # A full chunk is held back until the next one has two messages, so the end of the
         # input can still move one message into the last chunk instead of leaving it alone.
@@ -282,8 +314,20 @@ class _MultiPlanner(Planner):
         self._current: list[_Entry] = []
 
     def _add(self, position: int, entry: tuple[str, tuple[str, ...]]) -> list[PlanItem]:
-        self._current.append((position, *entry))
         out: list[PlanItem] = []
+        if self._distinct and any(queued[1] == entry[0] for queued in self._current):
+            # The current chunk closes before a number it holds comes again (see
+            # Planner._distinct): the one held back goes first, then the current one,
+            # alone by sendOnce if it holds one message.
+            if self._held is not None:
+                out.append(self._chunk(self._held))
+                self._held = None
+            if len(self._current) == 1:
+                out.append(self._lone(self._current[0]))
+            else:
+                out.append(self._chunk(self._current))
+            self._current = []
+        self._current.append((position, *entry))
         if self._held is not None and len(self._current) >= MIN_BATCH:
             out.append(self._chunk(self._held))
             self._held = None
@@ -295,7 +339,11 @@ class _MultiPlanner(Planner):
         held, current = self._held, self._current
         self._held, self._current = None, []
         out: list[PlanItem] = []
-        if held is not None and len(current) == 1 and len(held) > MIN_BATCH:
+        # Unless the two would then hold one number twice (see Planner._distinct).
+        movable = not (
+            self._distinct and held is not None and current and held[-1][1] == current[0][1]
+        )
+        if held is not None and len(current) == 1 and len(held) > MIN_BATCH and movable:
             # 100 + 1 becomes 99 + 2.
             out.append(self._chunk(held[:-1]))
             out.append(self._chunk([held[-1], current[0]]))
@@ -320,8 +368,14 @@ class BatchPlanner(_MultiPlanner):
 
     action = "sendBatch"
 
-    def __init__(self, chunk_size: int = MAX_BATCH, *, numbering: Numbering = "lenient") -> None:
-        super().__init__(chunk_size, numbering)
+    def __init__(
+        self,
+        chunk_size: int = MAX_BATCH,
+        *,
+        numbering: Numbering = "lenient",
+        distinct: bool = False,
+    ) -> None:
+        super().__init__(chunk_size, numbering, distinct=distinct)
 
     def _check(self, item: object, position: int) -> tuple[str, tuple[str, ...]]:
         mobile, content = check_pair(item, position)
@@ -349,10 +403,15 @@ class ParamPlanner(_MultiPlanner):
     action = "sendParam"
 
     def __init__(
-        self, template: str, chunk_size: int = MAX_BATCH, *, numbering: Numbering = "lenient"
+        self,
+        template: str,
+        chunk_size: int = MAX_BATCH,
+        *,
+        numbering: Numbering = "lenient",
+        distinct: bool = False,
     ) -> None:
         self._template, self._count = check_template(template)
-        super().__init__(chunk_size, numbering)
+        super().__init__(chunk_size, numbering, distinct=distinct)
 
     @property
     def template(self) -> str:

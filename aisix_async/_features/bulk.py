@@ -904,7 +904,13 @@ def once_stream(
 ) -> SendStream:
     """The stream of ``send_many``; content and options are checked here, before sending."""
     _check_source(numbers, "numbers")
-    planner = OncePlanner(content, options.chunk_size_for("sendOnce"), numbering=gateway.numbers)
+    # A campaign's journal names a recipient by (chunk, number): no number twice in one.
+    planner = OncePlanner(
+        content,
+        options.chunk_size_for("sendOnce"),
+        numbering=gateway.numbers,
+        distinct=ledger is not None,
+    )
     sized = isinstance(numbers, Sized) and not isinstance(numbers, AsyncIterable)
     count = len(numbers) if sized else 0  # type: ignore[arg-type]
     estimate = [(content, count)] if count else None
@@ -935,7 +941,9 @@ def batch_stream(
 ) -> SendStream:
     """The stream of ``send_batch_many``."""
     _check_source(pairs, "pairs")
-    planner = BatchPlanner(options.chunk_size_for("sendBatch"), numbering=gateway.numbers)
+    planner = BatchPlanner(
+        options.chunk_size_for("sendBatch"), numbering=gateway.numbers, distinct=ledger is not None
+    )
     sized = isinstance(pairs, Sequence)
     estimate = _batch_texts(pairs) if sized and len(pairs) else None  # type: ignore[arg-type]
     return _stream(gateway, planner, pairs, estimate, sized, options, ledger)
@@ -950,7 +958,12 @@ def param_stream(
 ) -> SendStream:
     """The stream of ``send_param_many``; the template is checked here, before sending."""
     _check_source(rows, "rows")
-    planner = ParamPlanner(template, options.chunk_size_for("sendParam"), numbering=gateway.numbers)
+    planner = ParamPlanner(
+        template,
+        options.chunk_size_for("sendParam"),
+        numbering=gateway.numbers,
+        distinct=ledger is not None,
+    )
     text, count = check_template(template)
     sized = isinstance(rows, Sequence)
     estimate = _param_texts(text, count, rows) if sized and len(rows) else None  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_support import ROOT, Cli, json_lines, numbers, write_lines
 
 _FINAL_MIX = {"DELIVRD": 6.0, "UNDELIV": 2.0, "EXPIRED": 1.0, "REJECTD": 1.0}
@@ -184,6 +185,40 @@ def test_until_idle_exits_5_while_reports_are_pending(
     assert figures["accepted"] == "120"
     assert figures["pending reports"] == "120"
     assert figures["reports not this campaign's"] == "0"
+
+
+@pytest.mark.parametrize("mode", ["once", "batch"])
+def test_a_number_listed_twice_gets_both_its_reports_in_the_journal(
+    cli: Cli, emulator: Any, tmp_path: Path, mode: str
+) -> None:
+    # The journal names a recipient by (chunk, number): a number twice in one chunk had
+    # room for one report, the other stayed pending for ever (`--until-idle` exit 5 on
+    # every run) and the export gave both lines one report's code (a user's trial).
+    emulator.state.configure(report_delay=0.0, report_mix={"DELIVRD": 0.5, "UNDELIV": 0.5})
+    journal = str(tmp_path / "j.db")
+    mobiles = numbers(40)
+    mobiles[30] = mobiles[10]
+    if mode == "once":
+        listed = write_lines(tmp_path / "n.txt", mobiles)
+        sent = cli.run("send", listed, "--content", "hi", "--journal", journal)
+    else:
+        listed = write_lines(tmp_path / "n.csv", [f"{m},text {i}" for i, m in enumerate(mobiles)])
+        sent = cli.run("send", "--batch", listed, "--journal", journal)
+    assert sent.returncode == 0, sent.stderr
+    # The codes the gateway drew for each message, before they are fetched.
+    queued = {(msgid, mobile): code for msgid, mobile, code in emulator.state.queued_reports()}
+    assert len(queued) == 40  # the number listed twice went in two messages
+    followed = cli.run("reports", "--journal", journal, "--until-idle", "0.5", "--interval", "0.05")
+    assert followed.returncode == 0, followed.stderr
+    view = json_lines(cli.run("campaign", journal, "--json").stdout)[0]
+    assert view["delivery"]["pending"] == 0
+    # Each line of the export has the report the gateway queued for its own message.
+    export = tmp_path / "e.csv"
+    assert cli.run("campaign", journal, "--export", str(export)).returncode == 0
+    with export.open(newline="") as rows:
+        exported = [row for row in csv.DictReader(rows) if row["status"] == "accepted"]
+    assert len(exported) == 40
+    assert all(queued[(row["msgid"], row["mobile"])] == row["delivery"] for row in exported)
 
 
 def test_reports_until_idle_ends_by_itself_without_a_journal(
