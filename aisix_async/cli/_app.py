@@ -95,7 +95,7 @@ class Context:
         self._told_unreachable = True
         self.out.warn(
             f"cannot reach the gateway at {self.url}: {cause.message}; retrying for up to "
-            f"{unreachable:g} s (--retry-timeout)"
+            f"{unreachable:g} s (10 s, or --retry-timeout if shorter)"
         )
 
     @property

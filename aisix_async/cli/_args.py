@@ -131,7 +131,8 @@ def _gateway_options() -> _Parser:
         type=_positive_float,
         default=120.0,
         metavar="SECONDS",
-        help="give up retrying one request (-1, connection failures) after this long (default 120)",
+        help="give up retrying one request after -1 answers after this long (default 120); "
+        "a connection that cannot be made is retried for 10 s, or this long if shorter",
     )
     return parent
 

@@ -291,6 +291,8 @@ class Output:
         self.out = Console(file=rendering, highlight=False, soft_wrap=True)
         self.err = Console(file=self._stderr, highlight=False, soft_wrap=True, stderr=True)
         self.stdout_closed = False
+        #: stdout carries another stream (see yield_stdout): results go to stderr.
+        self._stdout_yielded = False
         # Records nobody can fetch again are kept; a balance or a table is asked again.
         self._keeps = command in KEEPS_UNPRINTED
         self._unprinted = _Unprinted(command, self._stderr)
@@ -442,6 +444,11 @@ class Output:
         if writer is not None:
             writer.wait_idle(max(0.0, _IN_ORDER - writer.stalled_for()))
 
+    def yield_stdout(self) -> None:
+        """Leave stdout to another stream the command writes there itself (``--outcomes
+        /dev/stdout``): the results (text mode only) go to stderr from now on."""
+        self._stdout_yielded = True
+
     @property
     def stdout(self) -> TextIO:
         """The results' stream itself, for output made elsewhere (a CSV export, which
@@ -492,6 +499,9 @@ class Output:
     ) -> None:
         """Write ``text``; if stdout is (or is now found) closed, keep ``records`` and show
         what is ``vital`` elsewhere instead."""
+        if self._stdout_yielded:
+            self._stderr.write(text)
+            return
         self._notice_failure()
         if self.stdout_closed:
             self._not_taken(records, vital)

@@ -953,3 +953,19 @@ def test_outcomes_into_a_pipe_whose_reader_stops_reading_never_freeze_the_send(
         summary = cli.run("campaign", str(journal), "--json")
         assert summary.returncode == 0, summary.stderr
         assert json.loads(summary.stdout)["accepted"] == emulator.state.message_count
+
+
+def test_outcomes_on_stdout_leave_it_to_the_csv(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    # `--outcomes /dev/stdout | gzip`: the summary went into the CSV; and with stdout a
+    # file, it overwrote the outcome lines (a user's trial). It goes to stderr now.
+    listed = write_lines(tmp_path / "n.txt", numbers(20))
+    result = cli.run("send", listed, "--content", "hi", "--outcomes", "/dev/stdout")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "mobile,status,msgid,error" and len(lines) == 21
+    assert all(line.split(",")[1] == "accepted" for line in lines[1:])
+    assert "this run" in result.stderr
+    mixed = cli.run("send", listed, "--content", "hi", "--outcomes", "/dev/stdout", "--json")
+    assert mixed.returncode == 2
+    assert "would mix" in mixed.stderr
+    assert emulator.state.message_count == 20  # the refused one sent nothing

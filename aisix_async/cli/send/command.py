@@ -146,6 +146,15 @@ async def _check_csid(client: AisixClient, csid: int | None) -> None:
     )
 
 
+def _is_stdout(path: str) -> bool:
+    """Whether ``path`` is this process's stdout (``/dev/stdout``, or its file by name)."""
+    try:
+        named, ours = os.stat(path), os.fstat(1)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def _check_outcomes(args: Any) -> None:
     """Refuse an --outcomes path the run cannot write or would damage, before any send."""
     path = args.outcomes
@@ -238,6 +247,15 @@ async def send(ctx: Context) -> int:
         raise CliError(f"--numbers {args.numbering}: {exc.message}") from None
     source = attrs.evolve(_source(args), numbering=args.numbering)
     _check_outcomes(args)
+    if args.outcomes and _is_stdout(args.outcomes):
+        if ctx.out.json_mode:
+            raise CliError(
+                f"--outcomes {args.outcomes} is this command's stdout, where --json writes "
+                "its records: the two would mix; give --outcomes a file, or leave out --json"
+            )
+        # `--outcomes /dev/stdout | gzip`: the summary went into the CSV; into a file
+        # (`> f.txt`), it overwrote the outcome lines (a user's trial). It goes to stderr.
+        ctx.out.yield_stdout()
     _check_journal(args)
     content = None
     if args.content:
