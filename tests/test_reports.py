@@ -621,9 +621,11 @@ async def test_items_garbled_after_a_good_head_are_a_failed_poll_logged_and_coun
     caplog: pytest.LogCaptureFixture, garbage: bytes, hooked: bool
 ) -> None:
     # The second answer's result code reads well and the next poll goes out; then its
-    # items turn out garbled. Its records are lost (as for any garbled answer), the
-    # loss is logged at ERROR and counted, its hook is not called, and the stream goes
-    # on, after a backoff, with the records that follow.
+    # items turn out garbled. The records read whole before the fault (35 of its 40) are
+    # kept, those past it are lost (as for any garbled answer), the loss is logged at
+    # ERROR and counted, and the stream goes on, after a backoff, with the records that
+    # follow. A stray child (not an Item) says the Items around it are not what they
+    # seem: none of that answer's records is kept.
     handler = _Answers([_page(0, 40), _page(40, 40, garbage=garbage), _page(80, 40)])
 
     hooked_ids: list[list[str]] = []
@@ -642,14 +644,17 @@ async def test_items_garbled_after_a_good_head_are_a_failed_poll_logged_and_coun
         ):
             got = [int(report.id) async for report in stream]
     await http.aclose()
-    assert got == [*range(40), *range(80, 120)]
+    kept = [] if garbage.startswith(b"<item") else list(range(40, 75))
+    assert got == [*range(40), *kept, *range(80, 120)]
     stats = stream.stats()
-    assert (stats.errors, stats.records, stats.yielded, stats.malformed) == (1, 80, 80, 0)
+    assert (stats.errors, stats.malformed) == (1, 0)
+    assert stats.records == stats.yielded == 80 + len(kept)
     if hooked:
-        assert [len(ids) for ids in hooked_ids] == [40, 40]
+        assert [len(ids) for ids in hooked_ids] == ([40, 35, 40] if kept else [40, 40])
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "garbled after its result code" in errors[0] and "lost" in errors[0]
+    assert ("the 35 records read whole before it are kept" in errors[0]) == bool(kept)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("garbled" in w and "polling again in" in w for w in warnings)
     assert stream.unread() == []
@@ -686,7 +691,8 @@ async def test_a_garbled_batch_taken_by_unread_is_logged_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The reader leaves before the garbled batch's task read it: unread() reads it, and
-    # its loss is said and counted all the same; the good batch after it is returned.
+    # its loss is said and counted all the same; what it held whole before the fault
+    # (35 records) and the good batch after it are returned.
     handler = _Answers([_page(0, 40), _page(40, 40, garbage=b"<Item id="), _page(80, 40)])
 
     caplog.set_level(logging.ERROR, logger="aisix_async")
@@ -703,8 +709,8 @@ async def test_a_garbled_batch_taken_by_unread_is_logged_and_counted(
                 break
     await http.aclose()
     rest = [int(r.id) for r in stream.unread()]
-    assert rest[:39] == list(range(1, 40))
-    assert all(n >= 80 for n in rest[39:])
+    assert rest[:74] == list(range(1, 75))
+    assert all(n >= 80 for n in rest[74:])
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "garbled" in errors[0]
     assert stream.stats().errors == 1

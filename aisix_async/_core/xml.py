@@ -208,6 +208,11 @@ class _Reading:
         return self._root[0]
 
     @property
+    def items_so_far(self) -> list[dict[str, str]]:
+        """The Items read whole so far (each is read at its start tag, attributes whole)."""
+        return self._items
+
+    @property
     def has_strays(self) -> bool:
         """Whether a child other than an Item was read so far."""
         return bool(self._strays)
@@ -317,7 +322,16 @@ class LazyAnswer:
     and every time it is asked again.
     """
 
-    __slots__ = ("_body", "_error", "_items", "_reading", "has_items", "name", "result")
+    __slots__ = (
+        "_body",
+        "_error",
+        "_items",
+        "_reading",
+        "_salvaged",
+        "has_items",
+        "name",
+        "result",
+    )
 
     def __init__(
         self,
@@ -338,6 +352,7 @@ class LazyAnswer:
         # the snippet still says the body went on).
         self._body = body[:81]
         self._error: ProtocolError | None = None
+        self._salvaged: tuple[dict[str, str], ...] = ()
 
     def __repr__(self) -> str:
         state = "read" if self._items is not None else "unread"
@@ -353,13 +368,28 @@ class LazyAnswer:
         reading, self._reading = self._reading, None
         try:
             with _refused_as_protocol_errors(self._body, self.name):
-                _, _, items, strays = reading.to_end()
+                try:
+                    _, _, items, strays = reading.to_end()
+                except (ExpatError, ParseError):
+                    # Not well-formed past some point (a body cut short): the Items read
+                    # whole before it are kept (see salvaged). Not after a stray child,
+                    # which says the Items around it are not what they seem.
+                    if not reading.has_strays:
+                        self._salvaged = tuple(reading.items_so_far)
+                    raise
             _check_strays(self._body, self.name, len(items), strays)
             self._items = tuple(items)
         except ProtocolError as exc:
             self._error = exc
             raise
         return self._items
+
+    @property
+    def salvaged(self) -> tuple[dict[str, str], ...]:
+        """The Items read whole before the answer turned out not to be well-formed (after
+        :meth:`read_items` raised): a truncated batch of reports, which the gateway hands
+        out once, keeps the records it did bring. Empty for any other refusal."""
+        return self._salvaged
 
 
 def parse_head(body: bytes, action: str) -> LazyAnswer:

@@ -520,17 +520,25 @@ class RecordStream(Generic[_R]):
             return fetched.answer.read_items()
         except ProtocolError as exc:
             error = exc
-        # As a poll whose answer was garbled before its result code: failed, and its
-        # records are lost. Said at ERROR: this answer held records (its head says so).
+        # As a poll whose answer was garbled before its result code: failed, and the
+        # records past the fault are lost. Said at ERROR: this answer held records (its
+        # head says so). Those read whole before it (a body cut short) are kept: all of
+        # them were lost, 2,000 at a time, though the gateway hands each out once (a
+        # user's trial).
+        kept = fetched.answer.salvaged
         self._errors += 1
         self._garbled = "an answer's items were garbled"
         logger.error(
-            "%s: a poll's answer was garbled after its result code (%s); the records it "
-            "held are lost (the gateway does not hand them out again); the stream goes on",
+            "%s: a poll's answer was garbled after its result code (%s); %s; the records "
+            "past that point are lost (the gateway does not hand them out again); the "
+            "stream goes on",
             self._action,
             error.message,
+            f"the {len(kept)} records read whole before it are kept"
+            if kept
+            else "the records it held are lost",
         )
-        return ()
+        return kept
 
     def _parse(self, fetched: _Fetched[_R]) -> tuple[list[_R | MalformedRecord], list[_R]]:
         """Read and parse a fetched batch: all of it (for the hook), and its good records."""
