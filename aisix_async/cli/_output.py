@@ -642,7 +642,9 @@ class Output:
         """
         table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left")
         table.add_column("what", style="bold")
-        table.add_column("value", justify="right")
+        # Folded, not cut with an ellipsis: a gateway's URL in `aisix campaign | less` (80
+        # columns when not a terminal) ended ".../OpenPlatform/Op…" (a user's trial).
+        table.add_column("value", justify="right", overflow="fold")
         for label, value in rows:
             table.add_row(Text(label), _cell(value))
         shown = (lambda: self.err.print(table)) if vital else None
