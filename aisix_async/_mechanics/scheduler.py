@@ -857,11 +857,11 @@ class Scheduler:
         # per round trip, spread evenly so that a small bucket is not met with a clump.
         pace = self.pace
         if pace is None and self._slow_start and self._rtt is not None:
-            # Over the shortest of the smoothed and the last few round trips: the limit
-            # bounds what is in flight whatever the spacing, and one slow answer (a cold
-            # connection, a gateway's hiccup) smoothed in for a dozen answers spaced the
-            # first requests 8 s apart: a web service's handlers stalled for 30 s with
-            # every later answer back in 50 ms (a user's trial).
+            # Over the round trip of _slow_start_rtt, not the smoothed one alone: one slow
+            # answer (a cold connection, a gateway's hiccup) smoothed in for a dozen
+            # answers spaced the first requests 8 s apart, and a web service's handlers
+            # stalled for 30 s with every later answer back in 50 ms (a user's trial).
+            # The limit bounds what is in flight whatever the spacing.
             rtt = self._slow_start_rtt()
             if rtt is not None and rtt > 0:
                 return self._limit / rtt
