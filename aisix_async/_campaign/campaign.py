@@ -257,10 +257,10 @@ class CampaignStream:
         if self._stream is None:
             raise RuntimeError("the stream has not been entered")
         stats = self._stream.stats()
-        if self._ledger is None or not self._ledger.ignored_sizes:
+        if self._ledger is None or not self._ledger.ignored:
             return stats
         by_status: dict[OutcomeStatus, int] = dict.fromkeys(OutcomeStatus, 0)
-        for status, size in list(self._ledger.ignored_sizes.values()):
+        for status, size in list(self._ledger.ignored.values()):
             by_status[status] += size
         ignored = sum(by_status.values())
         return attrs.evolve(

@@ -138,11 +138,10 @@ class CampaignLedger(ChunkLedger):
         self._journal = journal
         self._resend_unknown = resend_unknown
         self._begun: set[int] = set()
-        #: Outcomes for chunks this run did not send, that the journal already settled.
-        self.ignored: set[int] = set()
-        #: Their recipients, by the status this run's outcome gave them: counted by the
-        #: bulk engine, they are the campaign stream's "skipped" (see CampaignStream.stats).
-        self.ignored_sizes: dict[int, tuple[OutcomeStatus, int]] = {}
+        #: Outcomes for chunks this run did not send, that the journal already settled:
+        #: each chunk's status in this run and its recipients, which the bulk engine
+        #: counted and the campaign stream counts as "skipped" (see CampaignStream.stats).
+        self.ignored: dict[int, tuple[OutcomeStatus, int]] = {}
         self.error: CampaignError | None = None
         #: Called with ``error`` when it is first set: the campaign stops dispatch then.
         self.on_error: Callable[[CampaignError], None] | None = None
@@ -177,8 +176,7 @@ class CampaignLedger(ChunkLedger):
             # Dispatch stopped before this chunk was looked up, or an invalid item seen
             # again: what the journal holds from an earlier run stands (an accepted chunk
             # must never be turned into a resendable failure).
-            self.ignored.add(outcome.chunk)
-            self.ignored_sizes[outcome.chunk] = (outcome.status, len(outcome.positions))
+            self.ignored[outcome.chunk] = (outcome.status, len(outcome.positions))
             return
         if self.error is not None:
             return
