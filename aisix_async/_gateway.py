@@ -147,10 +147,9 @@ class Gateway:
         # argument, the key is a local of its frame, which error trackers print.
         authkey = hide_authkey(authkey)
         shared_limit = hide_url(shared_limit)  # its password, likewise
-        account = hide_keys(account)
-        self.account = check_account(
-            hide_keys(account if account is not None else _env("AISIX_ACCOUNT", "account"))
-        )
+        # And a key pasted as the account (given, or from the environment), until refused.
+        account = hide_keys(account if account is not None else _env("AISIX_ACCOUNT", "account"))
+        self.account = check_account(account)
         self._authkey = Secret(
             check_authkey(authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey"))
         )
