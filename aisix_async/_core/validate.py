@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import datetime, timedelta, tzinfo
 from itertools import islice
 from typing import Any, Literal, get_args
@@ -274,17 +274,21 @@ def check_items(items: object, what: str) -> Iterable[object]:
 
 
 def _at_most(
-    items: Iterable[object], limit: int, refuse: Callable[[str], None]
-) -> Iterable[object]:
-    """``items``, of which no more than ``limit`` + 1 will be read: one request's input.
+    items: Iterable[object], limit: int, too_many: Callable[[str], ValidationError]
+) -> Iterator[object]:
+    """``items`` of one request's input, refused with ``too_many(count)`` past ``limit``.
 
     Read whole, an endless generator held the event loop for good (no timeout could
-    fire), and a million numbers held it for seconds before the size was refused.
-    ``refuse`` is called with the count, or "more than N" for an iterator.
+    fire), and a million numbers held it for seconds before the size was refused. A
+    sized input is refused by its length before any item is read; any other, at the
+    first item past the limit ("more than N").
     """
     if isinstance(items, Sized) and len(items) > limit:
-        refuse(str(len(items)))
-    return islice(items, limit + 1)
+        raise too_many(str(len(items)))
+    reading = iter(items)
+    yield from islice(reading, limit)
+    for _ in islice(reading, 1):
+        raise too_many(f"more than {limit}")
 
 
 def check_mobiles(
@@ -292,18 +296,16 @@ def check_mobiles(
 ) -> list[str]:
     """Check a sendOnce recipient list: 1 to ``at_most`` valid numbers."""
 
-    def refuse(count: str) -> None:
-        raise ValidationError(
+    def too_many(count: str) -> ValidationError:
+        return ValidationError(
             f"{count} numbers in one request; the gateway takes at most {at_most} "
             "(use send_many to split a larger list)"
         )
 
-    listed = _at_most(check_items(mobiles, "mobiles"), at_most, refuse)
+    listed = _at_most(check_items(mobiles, "mobiles"), at_most, too_many)
     numbers = [check_mobile(m, numbering) for m in listed]
     if not numbers:
         raise ValidationError("at least one mobile number is needed")
-    if len(numbers) > at_most:
-        refuse(f"more than {at_most}")
     return numbers
 
 
@@ -381,18 +383,13 @@ def _batch_size_error(count: str, what: str) -> ValidationError:
     )
 
 
-def _batch_items(items: object, what: str) -> Iterable[object]:
-    """A batch's items, of which no more than one past the largest batch will be read."""
-
-    def refuse(count: str) -> None:
-        raise _batch_size_error(count, what)
-
-    return _at_most(check_items(items, what), MAX_BATCH, refuse)
+def _batch_items(items: object, what: str) -> Iterator[object]:
+    """A batch's items, refused past the largest batch (see _at_most)."""
+    return _at_most(check_items(items, what), MAX_BATCH, lambda n: _batch_size_error(n, what))
 
 
-def _check_batch_size(count: int, what: str) -> None:
-    if count > MAX_BATCH:
-        raise _batch_size_error(f"more than {MAX_BATCH}", what)
+def _check_too_few(count: int, what: str) -> None:
+    # Too many were refused while the items were read (see _batch_items).
     if count < MIN_BATCH:
         raise _batch_size_error(str(count), what)
 
@@ -411,7 +408,7 @@ def check_batch(
                 check_joinable(check_content(content, what=what, plain=True), what),
             )
         )
-    _check_batch_size(len(pairs), "messages")
+    _check_too_few(len(pairs), "messages")
     return pairs
 
 
@@ -485,7 +482,7 @@ def check_param_rows(
     text, count = check_template(template)
     items = enumerate(_batch_items(rows, "rows"))
     checked = [check_param_row(text, count, row, index, numbering) for index, row in items]
-    _check_batch_size(len(checked), "rows")
+    _check_too_few(len(checked), "rows")
     return text, checked
 
 
