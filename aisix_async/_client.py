@@ -215,6 +215,16 @@ class AisixClient:
         """
         return self._gateway.rate_state()
 
+    async def check_shared_limit(self) -> bool | None:
+        """Ask the ``shared_limit`` Redis once (within its 0.5 s bound), e.g. at start-up.
+
+        True: it answered; False: it did not, and this client paces itself until it does
+        (as at any outage; logged once); None: no ``shared_limit``. Raises
+        :class:`SharedLimitError` when Redis refused the URL (a wrong password, a database
+        it does not have), which waiting will not mend, and under trio.
+        """
+        return await self._gateway.check_shared_limit()
+
     # -- sending -------------------------------------------------------------------
 
     async def send_once(

@@ -602,6 +602,11 @@ class Gateway:
             shared_clients=None if shared is None else shared.last_clients,
         )
 
+    async def check_shared_limit(self) -> bool | None:
+        """See :meth:`AisixClient.check_shared_limit`."""
+        self.check_open()
+        return None if self.shared is None else await self.shared.check()
+
     def rate_state(self) -> RateState:
         """What this client learned about the account's limit, to start another from.
 

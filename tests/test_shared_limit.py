@@ -1258,3 +1258,41 @@ async def test_a_caller_that_gives_up_leaves_its_turn_to_the_next(
     turn = await shared.take_turn()
     assert turn is not None and turn.number == int(before["turns"]) + 1
     await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_check_tells_a_refused_url_from_a_redis_that_is_down(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A wrong password will not mend by waiting: check() raises, without the password;
+    # a Redis that is down is an outage the client rides out alone, said once.
+    from redis_support import free_port
+
+    caplog.set_level(logging.INFO, "aisix_async")
+    guarded = RedisServer(redis_server.binary)
+    guarded.start("--requirepass", "s3cret")
+    try:
+        right = SharedLimit(
+            guarded.url.replace("//", "//:s3cret@"), account=ACCOUNT, gateway_url=GATEWAY
+        )
+        wrong = SharedLimit(
+            guarded.url.replace("//", "//:wr0ng@"), account=ACCOUNT, gateway_url=GATEWAY
+        )
+        with anyio.fail_after(5):
+            assert await right.check() is True
+            with pytest.raises(SharedLimitError) as refused:
+                await wrong.check()
+        await right.aclose()
+        await wrong.aclose()
+    finally:
+        guarded.close()
+    assert "refused the user name or password" in refused.value.message
+    assert "wr0ng" not in str(refused.value) and refused.value.__cause__ is None
+    caplog.clear()
+    down = SharedLimit(f"redis://127.0.0.1:{free_port()}/0", account=ACCOUNT, gateway_url=GATEWAY)
+    with anyio.fail_after(5):
+        assert await down.check() is False
+    assert not down.available
+    await down.aclose()
+    said = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(said) == 1 and "paces itself" in said[0]

@@ -526,7 +526,9 @@ class ExtraNotInstalledError(AisixError, ImportError):
 
 
 class SharedLimitError(AisixError, RuntimeError):
-    """``shared_limit`` cannot work here: redis-py's asyncio client needs asyncio (not trio)."""
+    """``shared_limit`` cannot work as given: redis-py's asyncio client needs asyncio (not
+    trio), or Redis refused what the URL says (``check_shared_limit``: a wrong password, a
+    database it does not have)."""
 
 
 class ClientClosedError(AisixError, RuntimeError):

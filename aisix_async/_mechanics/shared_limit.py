@@ -826,6 +826,28 @@ class SharedLimit:
                 f"where AISIX_SHARED_LIMIT is set (each client then learns the limit alone)"
             )
 
+    async def check(self) -> bool:
+        """Ask Redis once, bounded by ``timeout``: True if it answered, False if it did not
+        (this client then paces itself, as at any outage, and says so once).
+
+        Raises :class:`SharedLimitError` when Redis refused what the URL says (a wrong
+        password, a database it does not have): that will not mend by waiting, and a
+        fleet whose clients each pace alone meets the limit N times over.
+        """
+        self.check_runtime()
+        began = self._monotonic()
+        try:
+            with anyio.fail_after(self._timeout):
+                await self._redis.ping()
+        except Exception as exc:
+            setting = _setting_refused(exc)
+            if setting is not None:
+                raise SharedLimitError(f"shared limit at {self._shown}: {setting}") from None
+            self._failed(exc, began)
+            return False
+        await self._recovered()
+        return True
+
     def _now_arg(self) -> str:
         return "" if self._clock is None else repr(self._clock())
 

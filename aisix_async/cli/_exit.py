@@ -29,6 +29,7 @@ from .. import (
     InterfaceNotEnabledError,
     KeyLockedError,
     RateLimitedError,
+    SharedLimitError,
     StaffUnavailableError,
     TransportError,
     ValidationError,
@@ -57,7 +58,7 @@ exit codes:
   1    some recipients failed: refused, nothing charged for them (demo: check failed)
   2    usage or configuration error (bad arguments or input, missing credentials or
        extra, a base URL where no gateway answers, requests too large for the server
-       at it); nothing was sent
+       at it, a Redis that refuses --shared-limit's password); nothing was sent
   3    some recipients have an UNKNOWN outcome: they may have been sent and charged;
        do not resend them blindly (with --journal, the journal lists them)
   4    the gateway refused the account or could not be reached (wrong or locked key,
@@ -113,6 +114,11 @@ def describe(error: BaseException, *, account: str | None, url: str | None) -> C
         return CliError(error.message, ExitCode.USAGE)
     if isinstance(error, CampaignError):
         return CliError(f"journal: {error.message}", ExitCode.USAGE)
+    if isinstance(error, SharedLimitError):
+        return CliError(
+            f"{error.message}; nothing was sent (--shared-limit or AISIX_SHARED_LIMIT)",
+            ExitCode.USAGE,
+        )
     if isinstance(error, EndpointError):
         # A URL that is not the gateway's is the command's configuration: 2, not the 4
         # of a gateway that refuses the account or cannot be reached, and said at once

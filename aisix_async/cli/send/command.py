@@ -306,6 +306,10 @@ async def send(ctx: Context) -> int:
     async with ctx.client(max_concurrency=args.max_concurrency, numbers=args.numbering) as client:
         # An empty file is a new journal, as the campaign opens it.
         resuming = bool(args.journal) and await _nonempty(args.journal)
+        # A Redis that refuses the URL (a wrong password) is a setting to fix, said before
+        # anything is sent: the run went on pacing alone and exited 0 under an
+        # "aisix: error:" line. Redis merely down is let be: the send paces itself.
+        await client.check_shared_limit()
         await _check_csid(client, args.csid)
         if resuming and args.dry_run:
             await _check_resumable(client, source, checked.count, at, args)
