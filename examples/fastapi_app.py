@@ -54,6 +54,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AisixClient(
         cgid=int(cgid) if cgid else None, timeout=TIMEOUT, numbers=numbers
     ) as client:
+        # Replicas sharing the pace (AISIX_SHARED_LIMIT): a Redis that refuses the URL's
+        # password stops the start-up here; one merely down does not (each paces itself).
+        await client.check_shared_limit()
         app.state.aisix = client
         yield
 
