@@ -79,7 +79,7 @@ from ._core.wire import (
     once_fields,
     param_fields,
 )
-from ._core.xml import Answer, LazyAnswer, parse_answer, parse_head
+from ._core.xml import Answer, LazyAnswer, parse_answer, parse_answer_keeping, parse_head
 from ._mechanics.http import HttpTransport
 from ._mechanics.keygate import KeyGate
 from ._mechanics.observe import CallObservation, ClientStats, Observer, UnknownHook
@@ -330,15 +330,21 @@ class Gateway:
     # -- the exchange --------------------------------------------------------------
 
     async def exchange(
-        self, action: str, fields: Fields, on_writing: Callable[[], None] | None = None
+        self,
+        action: str,
+        fields: Fields,
+        on_writing: Callable[[], None] | None = None,
+        *,
+        parse: Callable[[bytes, str], Answer] = parse_answer,
     ) -> Answer:
         """One request on the wire; the caller holds the key gate.
 
         Marks which failures leave a send (or a key rotation) in an unknown state: an
         answer lost after the request was written, a garbled answer, -10 and -11.
-        ``on_writing``: see :attr:`reports_writing`.
+        ``on_writing``: see :attr:`reports_writing`. ``parse``: ``parse_answer_keeping``
+        for an answer whose records exist nowhere else.
         """
-        return await self._exchange(action, fields, parse_answer, on_writing=on_writing)
+        return await self._exchange(action, fields, parse, on_writing=on_writing)
 
     @property
     def reports_writing(self) -> bool:
@@ -399,6 +405,7 @@ class Gateway:
         retry: RetryPolicy | None = None,
         single: bool = False,
         on_writing: Callable[[], None] | None = None,
+        parse: Callable[[bytes, str], Answer] = parse_answer,
     ) -> Answer:
         """Run one action through the scheduler (``tally``/``hooks``: see Scheduler.run).
 
@@ -411,7 +418,7 @@ class Gateway:
 
         def exchange() -> Awaitable[Answer]:
             writing.began = False
-            return self.exchange(action, fields, writing)
+            return self.exchange(action, fields, writing, parse=parse)
 
         return await self.run(
             action,
@@ -708,7 +715,7 @@ class Gateway:
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
     ) -> list[DeliveryReport | MalformedRecord]:
         """getSendState: the delivery reports not fetched before, unreadable ones kept."""
-        answer = await self.call("getSendState", [], deadline=deadline, retry=retry, single=True)
+        answer = await self._read_queue("getSendState", deadline, retry)
         return parse_records(
             "getSendState", answer.items, DeliveryReport.from_item, DeliveryReport.from_items
         )
@@ -717,8 +724,28 @@ class Gateway:
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
     ) -> list[Reply | MalformedRecord]:
         """getReply: the replies not fetched before, unreadable ones kept."""
-        answer = await self.call("getReply", [], deadline=deadline, retry=retry, single=True)
+        answer = await self._read_queue("getReply", deadline, retry)
         return parse_records("getReply", answer.items, Reply.from_item)
+
+    async def _read_queue(
+        self, action: str, deadline: float | None, retry: RetryPolicy | None
+    ) -> Answer:
+        # The gateway hands each record out once: of an answer cut short, the records
+        # read whole before the fault are returned, not dropped with an error (a trial
+        # lost all 19 of a cut batch of 20). Said at ERROR, as a stream says it.
+        answer = await self.call(
+            action, [], deadline=deadline, retry=retry, single=True, parse=parse_answer_keeping
+        )
+        if answer.cut_short is not None:
+            logger.error(
+                "%s: the answer was cut short (%s); the %d records read whole before the "
+                "fault are returned, those past it are lost (the gateway does not hand "
+                "them out again)",
+                action,
+                answer.cut_short,
+                len(answer.items),
+            )
+        return answer
 
     async def get_balance(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None
@@ -756,7 +783,15 @@ class Gateway:
         async def rotate() -> KeyRotation:
             # Inside the exclusive gate, and shielded with the exchange under a deadline:
             # a new key must be stored before anything else happens.
-            answer = await self.exchange("updateKey", [])
+            # A new key read whole from an answer cut short after it is the new key: the
+            # old one no longer works, and an "unknown" would leave the account locked out.
+            answer = await self.exchange("updateKey", [], parse=parse_answer_keeping)
+            if answer.cut_short is not None:
+                logger.error(
+                    "updateKey: the answer was cut short after the new key (%s); the new "
+                    "key, read whole, is used",
+                    answer.cut_short,
+                )
             try:
                 update = KeyRotation.from_item(_single(answer, "updateKey"))
             except AisixError as exc:

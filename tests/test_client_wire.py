@@ -520,21 +520,28 @@ REPORTS = (
 )
 
 
-async def test_a_report_poll_whose_answer_is_garbled_is_not_retried(gateway_mock: Any) -> None:
+@pytest.mark.parametrize("whole", [True, False], ids=["some-read-whole", "none-read-whole"])
+async def test_a_report_poll_whose_answer_is_garbled_is_not_retried(
+    gateway_mock: Any, whole: bool
+) -> None:
     # The gateway hands each report out once: the reports in a garbled answer are gone.
     # The poll was retried quietly and returned the next batch (none), so the caller
-    # never learned that 20 reports were lost.
+    # never learned that 20 reports were lost. Those read whole before the cut are
+    # returned; with none, the poll raises.
+    cut = len(REPORTS) // 2 if whole else REPORTS.index("<Item") + 10
     route = gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
-        side_effect=[
-            xml(REPORTS[: len(REPORTS) // 2]),
-            xml('<xml name="getSendState" result="1"/>'),
-        ]
+        side_effect=[xml(REPORTS[:cut]), xml('<xml name="getSendState" result="1"/>')]
     )
     async with AisixClient(
         ACCOUNT, KEY, retry=RetryPolicy(initial_backoff=0, max_backoff=0)
     ) as client:
-        with pytest.raises(ProtocolError, match="are lost"):
-            await client.get_delivery_reports()
+        if whole:
+            reports = await client.get_delivery_reports()
+            assert [r.id for r in reports] == [str(i) for i in range(len(reports))]  # type: ignore[union-attr]
+            assert 5 <= len(reports) < 20
+        else:
+            with pytest.raises(ProtocolError, match="are lost"):
+                await client.get_delivery_reports()
     assert route.call_count == 1
 
 
@@ -583,3 +590,81 @@ async def test_a_stream_says_at_error_when_a_poll_may_have_lost_reports(
     assert "are lost" in lost.getMessage()
     assert lost.levelno == logging.ERROR
     assert stream.stats().errors == 1
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [len("</xml>"), len("ml>"), 0],
+    ids=["before-the-end-tag", "inside-the-end-tag", "whole"],
+)
+async def test_a_new_key_read_whole_before_the_answer_was_cut_is_used(
+    gateway_mock: Any, caplog: pytest.LogCaptureFixture, cut: int
+) -> None:
+    # The gateway rotated the key (result 1) and the new one came whole: an answer cut
+    # after it was "unknown", the old key kept though it no longer works, the new one lost.
+    new_key = "0123456789ABCDEF0123456789ABCDEF"
+    balance = _rotation_and_balance(gateway_mock, new_key)
+    whole = f'<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="{new_key}"/></xml>'
+    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(
+        return_value=xml(whole[: len(whole) - cut])
+    )
+    caplog.set_level(logging.DEBUG, logger="aisix_async")
+    seen: list[KeyRotation] = []
+    async with AisixClient(ACCOUNT, KEY, on_key_rotation=seen.append) as client:
+        update = await client.rotate_key()
+        await client.get_balance()
+    assert update.authkey == new_key and seen == [update]
+    assert form(balance.calls.last.request)["authkey"] == new_key
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == (1 if cut else 0)
+    assert all("cut short after the new key" in e for e in errors)
+    assert not any(new_key in r.getMessage() for r in caplog.records)
+
+
+async def test_a_key_cut_inside_its_item_is_still_an_unknown_rotation(gateway_mock: Any) -> None:
+    # Half a start tag is no key: nothing is read from it.
+    whole = '<xml name="updateKey" result="1"><Item cid="c" sid="s" authkey="0123456789ABCDEF'
+    gateway_mock.post(OPEN, params={"action": "updateKey"}).mock(return_value=xml(whole))
+    async with AisixClient(ACCOUNT, KEY) as client:
+        with pytest.raises(ProtocolError) as caught:
+            await client.rotate_key()
+    assert caught.value.outcome_unknown
+    assert "0123456789ABCDEF" not in str(caught.value)
+
+
+@pytest.mark.parametrize("action", ["getSendState", "getReply"])
+async def test_one_read_of_a_queue_cut_short_returns_the_records_read_whole(
+    gateway_mock: Any, caplog: pytest.LogCaptureFixture, action: str
+) -> None:
+    # The gateway hands each record out once: a ProtocolError lost all 4 whole records.
+    if action == "getSendState":
+        items = [
+            f'<Item id="{n}" msgid="9" mobile="1380000000{n}" result="2" return="DELIVRD"/>'
+            for n in range(5)
+        ]
+    else:
+        items = [
+            f'<Item id="{n}" mobile="1380000000{n}" content="yes" time="1373883378000"/>'
+            for n in range(5)
+        ]
+    body = f'<xml name="{action}" result="1">' + "".join(items) + "</xml>"
+    cut = body[: body.index('<Item id="4"') + 12]
+    gateway_mock.post(DATA, params={"action": action}).mock(return_value=xml(cut))
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    async with AisixClient(ACCOUNT, KEY) as client:
+        read = client.get_delivery_reports if action == "getSendState" else client.get_replies
+        records = await read()
+    assert [r.id for r in records] == ["0", "1", "2", "3"]  # type: ignore[union-attr]
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "cut short" in error and "4 records read whole" in error
+
+
+async def test_one_read_of_a_queue_garbled_before_any_whole_record_still_raises(
+    gateway_mock: Any,
+) -> None:
+    gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
+        return_value=xml('<xml name="getSendState" result="1"><Item id="0" msg')
+    )
+    async with AisixClient(ACCOUNT, KEY) as client:
+        with pytest.raises(ProtocolError, match="not well-formed.*are lost"):
+            await client.get_delivery_reports()

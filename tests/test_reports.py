@@ -748,3 +748,32 @@ async def test_a_batch_write_that_hangs_at_close_gives_up_after_the_grace(
     assert 0.5 <= took < 2.0
     assert len(stream.unread()) == 40
     assert "a batch was not recorded within 0.4 s of the close" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["stream", "one-read"])
+async def test_a_short_batch_cut_short_keeps_the_reports_read_whole(
+    emulator: Any, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    # The emulator's truncated_xml fault sends half the answer. A batch of 6 reports fits
+    # in the parser's first kilobyte: the stream kept none of those read whole (only a
+    # batch past a kilobyte kept its head), and one get_delivery_reports() raised.
+    emulator.state.configure(report_delay=0.0, reports_per_call=40)
+    caplog.set_level(logging.ERROR, logger="aisix_async")
+    async with _client(emulator) as client:
+        sent = await _send(client, 6)
+        assert emulator.state.pending_reports() == 6
+        emulator.state.set_faults(truncated_xml=1.0)
+        if how == "stream":
+            async with client.watch_delivery_reports(stop_when_idle=0.05, **FAST) as stream:
+                got = []
+                async for report in stream:
+                    got.append(report)
+                    emulator.state.set_faults(truncated_xml=0.0)
+        else:
+            got = [r for r in await client.get_delivery_reports() if isinstance(r, DeliveryReport)]
+    # Half of 6 Items, each read at its start tag whole: 2 or 3 of them, each one sent.
+    assert 2 <= len(got) < 6
+    assert {(r.msgid, r.mobile) for r in got} <= sent
+    assert emulator.state.pending_reports() == 0
+    errors = [r.getMessage() for r in caplog.records]
+    assert any(f"{len(got)} records read whole" in e for e in errors), errors

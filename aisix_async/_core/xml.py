@@ -41,7 +41,7 @@ from defusedxml.ElementTree import DefusedXMLParser, fromstring
 from .errors import ProtocolError, quote_answer
 from .wire import Secret
 
-__all__ = ["Answer", "LazyAnswer", "parse_answer", "parse_head"]
+__all__ = ["Answer", "LazyAnswer", "parse_answer", "parse_answer_keeping", "parse_head"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -71,6 +71,9 @@ class Answer:
     name: str
     result: int
     items: tuple[dict[str, str], ...]
+    #: Set by :func:`parse_answer_keeping` when the answer was cut short: what was wrong,
+    #: the Items being those read whole before the fault.
+    cut_short: str | None = None
 
 
 def _snippet(body: bytes) -> str:
@@ -187,9 +190,12 @@ class _Reading:
     def to_head(self) -> bool:
         """Feed the body until the root and its first Item are read, or the root ended.
 
-        True when the rest may be read later: the root and an Item were read and bytes are
-        left. Expat reports every complete element in what it is fed, so the first step
-        usually reads a few Items besides the root; they are kept.
+        True when the rest may be read later: the root and an Item were read, and bytes
+        are left or the root has not ended. Expat reports every complete element in what
+        it is fed, so the first step usually reads a few Items besides the root; they are
+        kept. A short answer cut before its end is read later too (its end refused then),
+        or it would keep none of the Items read whole before the cut (see
+        LazyAnswer.salvaged).
         """
         body, expat = self._body, self._expat
         step = _HEAD_STEP
@@ -201,7 +207,14 @@ class _Reading:
             if self._root and (self._items or self._closed()):
                 break
             step *= 2
-        return bool(self._root and self._items) and self._fed < len(body)
+        return bool(self._root and self._items) and (self._fed < len(body) or not self._closed())
+
+    def to_last_byte(self) -> None:
+        """Feed the rest of the body, not final: every element complete in it is read,
+        and a body cut short is not refused (:meth:`to_end` would)."""
+        if self._fed < len(self._body):
+            self._expat.Parse(self._body[self._fed :], False)
+            self._fed = len(self._body)
 
     def head(self) -> tuple[str, dict[str, str]]:
         """The root's tag and attributes, once :meth:`to_head` said the rest may wait."""
@@ -312,6 +325,34 @@ def parse_answer(body: bytes, action: str) -> Answer:
     if result == 1:
         _check_strays(body, action, len(items), strays)
     return Answer(name=action, result=result, items=tuple(items))
+
+
+def parse_answer_keeping(body: bytes, action: str) -> Answer:
+    """:func:`parse_answer`, except that an accepted answer cut short past its first Items
+    keeps the Items read whole before the fault (``cut_short`` says what was wrong).
+
+    For answers whose records exist nowhere else: a queue's batch (the gateway hands each
+    report out once) and updateKey's new key (the old one stops working). Expat hands an
+    Item over at its start tag, its attributes whole, so a kept Item is never a part.
+    """
+    try:
+        return parse_answer(body, action)
+    except ProtocolError as exc:
+        error = exc
+    reading = _Reading.of(_unwrapped(body, action))
+    if reading is None:
+        raise error
+    try:
+        reading.to_last_byte()
+    except Exception:  # malformed before its end, or forbidden XML: nothing to keep
+        raise error from None
+    items = reading.items_so_far
+    if not items or reading.has_strays:
+        raise error
+    tag, attributes = reading.head()
+    if tag != "xml" or attributes.get("name") != action or attributes.get("result") != "1":
+        raise error
+    return Answer(name=action, result=1, items=tuple(items), cut_short=error.message)
 
 
 class LazyAnswer:
