@@ -169,7 +169,7 @@ class Gateway:
         )
         self.numbers = check_numbering(numbers)
         #: The channel group and signature a send uses when it names none.
-        self.cgid = check_cgid(cgid)
+        self.cgid = check_cgid(cgid) or None
         self.csid = check_csid(csid)
         check_number(timeout, "timeout")
         check_number(max_answer_bytes, "max_answer_bytes", integer=True, minimum=1)
@@ -314,10 +314,15 @@ class Gateway:
     # -- defaults ------------------------------------------------------------------
 
     def targets(self, cgid: int | None, csid: int | None) -> tuple[int | None, int | None]:
-        """The channel group and signature a send uses: its own, else the defaults."""
+        """The channel group and signature a send uses: its own, else the defaults.
+
+        A call's 0 is the account's default, over the client's (a ``cgid=0`` was read as
+        "none given", and the client's cgid went out: another group, another price); the
+        group is then None, as a client without a default cgid sends it (left out).
+        """
         cgid = check_cgid(cgid)
         csid = check_csid(csid)
-        return (self.cgid if cgid is None else cgid, self.csid if csid is None else csid)
+        return (self.cgid if cgid is None else cgid or None, self.csid if csid is None else csid)
 
     def now(self) -> datetime:
         """The time the schedule check reads (a seam: tests pin it)."""

@@ -177,6 +177,23 @@ async def test_per_call_targets_override_client_defaults(gateway_mock: Any) -> N
     assert (fields["cgid"], fields["csid"]) == ("80", "102")
 
 
+async def test_a_calls_zero_asks_for_the_accounts_default_over_the_clients(
+    gateway_mock: Any,
+) -> None:
+    # cgid=0 was read as "none given" and the client's cgid went out (another group, at
+    # another price), while csid=0 was honoured.
+    route = gateway_mock.post(OPEN, params={"action": "sendOnce"}).mock(
+        return_value=xml(SEND_OK.format(name="sendOnce"))
+    )
+    async with AisixClient(ACCOUNT, KEY, cgid=80, csid=101) as client:
+        await client.send_once(["18100002707"], "hi", cgid=0, csid=0)
+        zero = form(route.calls.last.request)
+        await client.send_once(["18100002707"], "hi")
+        default = form(route.calls.last.request)
+    assert "cgid" not in zero and "csid" not in zero
+    assert (default["cgid"], default["csid"]) == ("80", "101")
+
+
 async def test_document_sample_answers_of_every_read_action(gateway_mock: Any) -> None:
     gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
         return_value=xml(

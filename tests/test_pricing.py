@@ -210,6 +210,14 @@ async def test_estimate_uses_the_client_defaults_and_refuses_bad_input(emulator:
         guess = await client.estimate("hello", recipients=1000)
         assert (guess.cgid, guess.csid, guess.signature) == (80, 101, "【AisixShop】")
         assert guess.cost == Decimal("0.08") * 1000
+        # A call's 0 is the account's default group (its first), over the client's 80,
+        # priced and charged as such.
+        emulator.state.reset()
+        zero = await client.estimate("hello", recipients=2, cgid=0, csid=0)
+        assert (zero.cgid, zero.csid) == (1, 0)
+        before = (await client.get_balance()).remain
+        await client.send_once(numbers(2), "hello", cgid=0, csid=0)
+        assert zero.cost == before - (await client.get_balance()).remain
         with pytest.raises(ValidationError):
             await client.estimate("", recipients=3)
         with pytest.raises(ValidationError):

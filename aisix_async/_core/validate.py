@@ -624,10 +624,11 @@ _MAX_ID = 2**31 - 1
 
 
 def check_cgid(cgid: object) -> int | None:
-    """A channel group id is a positive integer; 0 or None is the default (None).
+    """A channel group id is an integer >= 0 (0 is the account's default group), or None.
 
     0 reads as the default, as for csid: the vendor's own SDK leaves a 0 cgid out of the
-    request (PROTOCOL-NOTES), and the wire layer does too.
+    request (PROTOCOL-NOTES), and the wire layer does too. It is returned as 0, not None:
+    a call's ``cgid=0`` asks for the account's group over a client's default cgid.
     """
     if cgid is None:
         return None
@@ -635,7 +636,7 @@ def check_cgid(cgid: object) -> int | None:
         raise ValidationError(
             f"cgid must be an integer from 0 (the default) to {_MAX_ID}, got {cgid!r}"
         )
-    return cgid or None
+    return cgid
 
 
 def check_csid(csid: object) -> int | None:
