@@ -37,7 +37,7 @@ from aisix_async import (
 from aisix_async._mechanics.scheduler import Scheduler, TurnBeyondDeadline
 from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, redact_url, schedule_key
 
-ACCOUNT = "staff@enterprise"
+ACCOUNT = "2001@200001"
 GATEWAY = "http://127.0.0.1:1/OpenApi"
 KEY = "0123456789ABCDEF" * 2
 

@@ -275,6 +275,10 @@ def test_a_request_too_large_is_refused_by_its_count(
         ("1001", KEY),
         ("1001@", KEY),
         ("a@b@c", KEY),
+        # The document's ac is numbers at numbers; the gateway answers 0 to letters.
+        ("admin@corp", KEY),
+        ("1001@acme.cn", KEY),
+        (f"{KEY}@acme", KEY),
         (ACCOUNT, KEY[:-1]),
         (ACCOUNT, KEY[:-1] + "G"),
         (ACCOUNT, 12345),

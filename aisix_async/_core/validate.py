@@ -75,17 +75,24 @@ MAX_PARAMS = 10
 MIN_SCHEDULE_LEAD = timedelta(minutes=1)
 
 MOBILE_PATTERN = re.compile(r"\+?[0-9]{3,20}")
-_ACCOUNT = re.compile(r"[0-9A-Za-z_.\-]+@[0-9A-Za-z_.\-]+")
+_ACCOUNT = re.compile(r"[0-9]+@[0-9]+")
 _AUTHKEY = re.compile(r"[0-9A-Fa-f]{32}")
 _PLACEHOLDER = re.compile(r"\{p([0-9]+)\}")
 _PARAM_NUMBERS = frozenset(str(n) for n in range(1, MAX_PARAMS + 1))
 
 
 def check_account(account: object) -> str:
-    """Return ``account`` if it is in ``staff@enterprise`` form."""
+    """Return ``account`` if it is in ``staff@enterprise`` form, both numbers.
+
+    The document's ``ac`` is "Employee Number @ Enterprise Numbers", and an account with
+    letters is answered 0 ("account format incorrect"): refused here, before a bulk send
+    meets it at its first request.
+    """
     if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+        # Shown without a key-like run: a key pasted into it must not reach the error.
         raise ValidationError(
-            f"account must be 'staff@enterprise' (e.g. '1001@100001'), got {account!r}"
+            "account must be 'staff@enterprise', the employee number and the enterprise "
+            f"number (e.g. '1001@100001'), got {redact_keys(repr(account))}"
         )
     if redact_keys(account) != account:
         # A key pasted into the account (f"{key}@100001") was taken, and the account is
