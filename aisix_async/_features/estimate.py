@@ -91,14 +91,16 @@ def _plan(
         recipients = 1
     if isinstance(recipients, bool) or not isinstance(recipients, int) or recipients < 0:
         raise ValidationError(f"recipients must be a whole number >= 0, got {recipients!r}")
-    return [(check_content(content_or_template), recipients)]
+    # A plain content, as the send checks it: an estimate of "Hi {p1}" was given, and the
+    # send refused it (or, for rows, the template is checked above).
+    return [(check_content(content_or_template, plain=True), recipients)]
 
 
 def _content(message: object, index: int) -> str:
     # A (mobile, content) pair, as send_batch takes it (a tuple or a list of two), is
     # accepted as well as a bare text; a pair of another length is refused, not cut.
     text = check_pair(message, index)[1] if isinstance(message, (tuple, list)) else message
-    return check_content(text, what=f"message #{index}")
+    return check_content(text, what=f"message #{index}", plain=True)
 
 
 async def estimate(

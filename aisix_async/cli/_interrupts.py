@@ -70,15 +70,24 @@ class Feed:
     instead, and once the requests on the wire have settled the send is cancelled.
     """
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, limit: int | None = None) -> None:
         self._source = source
+        # The items checked (and estimated) before the send: a file still being written
+        # when it was read again to send was sent past them, unchecked and over the
+        # estimate and the balance check (a user's trial: 2,500 sent of 2,000 checked).
+        self._limit = limit
         self.read = 0
         self.stopping = False
         self.parked = False
         self.exhausted = False
+        #: Whether the input held more than ``limit`` items when read to send.
+        self.grew = False
 
     async def items(self) -> AsyncIterator[Any]:
         for count, (_, value) in enumerate(self._source.open(), start=1):
+            if self._limit is not None and count > self._limit:
+                self.grew = True
+                break
             if self.stopping:
                 self.parked = True
                 await anyio.sleep_forever()

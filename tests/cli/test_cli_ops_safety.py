@@ -181,6 +181,64 @@ def test_a_batch_row_with_an_unquoted_comma_is_an_invalid_line(
     assert len(ledger) == 2
 
 
+def test_a_csv_row_with_an_unquoted_comma_is_an_invalid_line(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # "Zhao, Liu" unquoted shifted the cells: " Liu" went out as the code, the code was
+    # lost, and the send exited 0. Empty cells past the header (a spreadsheet's habit)
+    # are no such line.
+    rows = ["13900000001,Ann,1111,,", "18100002707,Zhao, Liu,1234", '13900000002,"Bo, Li",2222']
+    path = write_lines(tmp_path / "t.csv", ["phone,name,code", *rows])
+    send = [
+        "send", "--csv", path, "--column", "phone", "--param-columns", "name,code",
+        "--template", "Hi {p1}, your code is {p2}",
+    ]  # fmt: skip
+    for dry in (["--dry-run"], []):
+        result = cli.run(*send, *dry)
+        assert result.returncode == 2, result.stderr
+        assert f"{path} column 'phone' line 3: 4 fields where the header names 3" in result.stderr
+        assert "double quotes" in result.stderr
+    assert emulator.state.message_count == 0
+    result = cli.run(*send, "--skip-invalid", "--json")
+    assert result.returncode == 1, result.stderr
+    summary = summary_of(result.stdout)
+    assert (summary["accepted"], summary["failed"]) == (2, 1)
+    ledger = {m.mobile: m.text for m in emulator.state.messages()}
+    assert "18100002707" not in ledger
+    assert ledger["13900000002"].endswith("Hi Bo, Li, your code is 2222")
+    assert ledger["13900000001"].endswith("Hi Ann, your code is 1111")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--content", "Dear {p1}, hi"],
+        ["--batch"],
+    ],
+    ids=["content", "batch"],
+)
+def test_a_template_parameter_in_a_plain_send_is_refused_by_its_dry_run_too(
+    cli: Cli, emulator: Any, tmp_path: Path, args: list[str]
+) -> None:
+    # A --dry-run said 0 for a {p1} that the send refused (--content), or that the
+    # send sent around (--batch: the row failed as an outcome, with no line number).
+    if args == ["--batch"]:
+        path = write_lines(tmp_path / "b.csv", ["13900000001,Dear {p1} hi", "13900000002,ok"])
+        argv = ["send", "--batch", path]
+    else:
+        path = write_lines(tmp_path / "n.txt", ["13900000001"])
+        argv = ["send", path, *args]
+    for dry in (["--dry-run"], []):
+        result = cli.run(*argv, *dry)
+        assert result.returncode == 2, result.stderr
+        assert "{p1}" in result.stderr and "template parameter" in result.stderr
+        if args == ["--batch"]:
+            assert f"{path} line 1:" in result.stderr
+        else:
+            assert "aisix: error: --content:" in result.stderr
+    assert emulator.state.message_count == 0
+
+
 def test_skip_invalid_warns_once_per_bad_line(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     path = write_lines(tmp_path / "n.txt", ["13900000001", "1390000x", "13900000002"])
     result = cli.run("send", path, "--content", "hi", "--skip-invalid")

@@ -234,3 +234,82 @@ def test_a_csv_field_over_the_csv_limit_is_a_usage_error_naming_its_line(
     result = cli.run("send", *args)
     refused(result, str(path), "line ", "double quote")
     assert emulator.state.message_count == 0
+
+
+def test_lines_added_to_the_file_during_the_send_are_not_sent(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The file is read once to check (and estimate) and again to send: a file still
+    # being written was sent past what was checked (2,500 of 2,000, a bad line unseen,
+    # over the estimate). The send stops at what was checked, says so, and exits 1.
+    import subprocess
+
+    from cli_support import ROOT, summary_of
+
+    emulator.state.set_faults(latency_ms=150)
+    path = tmp_path / "grow.txt"
+    path.write_text("\n".join(numbers(60)) + "\n", encoding="utf-8")
+    process = subprocess.Popen(
+        cli.command(
+            "send", str(path), "--content", "hi", "--chunk-size", "5",
+            "--max-concurrency", "1", "--json",
+        ),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert process.stderr is not None
+    # Said once the input is checked and priced, before the first request.
+    assert "sending to 60 recipients" in process.stderr.readline()
+    with path.open("a", encoding="utf-8") as more:
+        more.write("\n".join([*numbers(20, start=5000), "bad-number"]) + "\n")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "grew while it was sent" in err and "only the 60 recipients" in err
+    assert summary_of(out)["accepted"] == 60
+    assert len(emulator.state.messages()) == 60
+
+
+_TEMPLATE = ["--template", "Hi {p1}", "--param-columns", "name"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["{}", "--content", "hi"],
+        ["--csv", "{}", "--column", "phone", *_TEMPLATE],
+        ["--batch", "{}"],
+    ],
+    ids=["numbers", "csv", "batch"],
+)
+def test_a_pipe_given_as_an_input_file_is_named_as_such(
+    cli: Cli, emulator: Any, tmp_path: Path, args: list[str]
+) -> None:
+    # A fifo (or <(...)) was "no such file": it is there, but it can be read only once,
+    # and the input is read twice. "--csv -" was "no such file" too.
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = cli.run("send", *[a.replace("{}", str(fifo)) for a in args])
+    refused(result, str(fifo), "not a regular file")
+    if args[0] == "{}":
+        assert f"aisix send - < {fifo}" in result.stderr
+    else:
+        dash = cli.run("send", *[a.replace("{}", "-") for a in args], input="x\n")
+        refused(dash, f"{args[0]} takes a file, not stdin")
+    assert emulator.state.message_count == 0
+
+
+def test_stdin_lines_are_split_where_a_files_are(cli: Cli, emulator: Any) -> None:
+    # splitlines() also cut at U+2028 inside a comment: a bad "line" made of its tail,
+    # and every later line numbered one too far.
+    result = cli.run(
+        "send", "-", "--content", "hi", "--dry-run",
+        input="13900000001\r\n# note\u2028x\r\n13900000002\nbad\n",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "stdin line 4" in result.stderr and "stdin line 3" not in result.stderr

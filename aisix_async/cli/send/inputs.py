@@ -143,6 +143,15 @@ def _existing_file(path: str, option: str = "") -> None:
     file = Path(path)
     if file.is_dir():
         raise CliError(f"{option}{path}: is a directory, not a file")
+    if path == "-" and option:
+        raise CliError(f"{option}takes a file, not stdin: save the rows to a file first")
+    if file.exists() and not file.is_file():
+        # A fifo, or <(...): there, but read once only, and the input is read twice.
+        raise CliError(
+            f"{option}{path}: not a regular file (a pipe?); the input is read twice (checked, "
+            "then sent), so it must be a file"
+            + ("" if option else f", or given on stdin: aisix send - < {path}")
+        )
     if not file.is_file():
         raise CliError(f"{option}{path}: no such file")
 
@@ -156,7 +165,9 @@ def _stdin_lines() -> list[str]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise _not_utf8("stdin", io.BytesIO(data)) from None
-    return text.splitlines()
+    # Split as a file is read (newline=""): at \n, \r\n or \r only. splitlines() also
+    # split at U+2028 and others inside a line, and numbered the lines after it wrong.
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
 
 
 def _reader(path: str | None) -> Callable[[], Iterator[tuple[int, str]]]:
@@ -205,21 +216,24 @@ def _guarded(reader: Any, path: str) -> Iterator[Any]:
         ) from None
 
 
-def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str | None]]]]:
-    """Rows by column name; a column a short row does not reach is None, not ''.
+def _csv_rows(path: str) -> Callable[[], Iterator[tuple[int, dict[str, str | None], int]]]:
+    """Rows by column name, and how many cells past the header's columns hold something.
 
-    Callers have checked the file and its header first (:func:`_need_columns`).
+    A column a short row does not reach is None, not ''. Callers have checked the file
+    and its header first (:func:`_need_columns`).
     """
 
-    def read() -> Iterator[tuple[int, dict[str, str | None]]]:
+    def read() -> Iterator[tuple[int, dict[str, str | None], int]]:
         with closing(_text_lines(path)) as text:
             reader = csv.DictReader(text)
             for row in _guarded(reader, path):
-                # Cells beyond the header (under the key None) are not any column's.
+                # Cells beyond the header (under the key None) are not any column's: empty
+                # ones are a spreadsheet's habit, others a comma not quoted (see below).
+                beyond: list[str] = row.pop(None, None) or []
                 cells = {k: v for k, v in row.items() if k is not None}
                 if not any((value or "").strip() for value in cells.values()):
                     continue
-                yield reader.line_num, cells
+                yield reader.line_num, cells, sum(1 for cell in beyond if cell.strip())
 
     return read
 
@@ -259,7 +273,9 @@ def csv_numbers_source(path: str, column: str) -> Source:
     rows = _csv_rows(path)
 
     def read() -> Iterator[Item]:
-        for number, row in rows():
+        # A cell past the header does not move the number's own column before it; one
+        # after it is caught as a bad number.
+        for number, row, _ in rows():
             yield number, (row[column] or "").strip()
 
     return Source(f"{path} column {column!r}", read, "once")
@@ -279,11 +295,25 @@ def param_source(path: str, column: str, param_columns: Sequence[str], template:
     _need_columns(path, [column, *param_columns])
     rows = _csv_rows(path)
 
+    columns = len(_header(path))
+
     def read() -> Iterator[Item]:
-        for number, row in rows():
+        for number, row, beyond in rows():
+            mobile = (row[column] or "").strip()
+            if beyond:
+                # A value holding a comma not quoted shifts the cells after it: "Zhao, Liu"
+                # in a name sent " Liu" as the code, and the code was lost, exit 0 (a
+                # user's trial). Invalid, as --batch's line is; three items, which the
+                # bulk engine refuses too (--skip-invalid).
+                reason = (
+                    f"{columns + beyond} fields where the header names {columns}: put a value "
+                    'that holds a comma in double quotes ("Zhao, Liu")'
+                )
+                yield number, (mobile, None, reason)
+                continue
             # A missing value stays None, so the check reports the row rather than the send
             # filling the template with an empty string.
-            yield number, ((row[column] or "").strip(), [row[name] for name in param_columns])
+            yield number, (mobile, [row[name] for name in param_columns])
 
     return Source(
         f"{path} column {column!r}",
@@ -347,19 +377,23 @@ def problem(source: Source, value: object) -> str | None:
             check_mobile(mobile, source.numbering)
             if text is None:
                 return "needs two columns: mobile,content"
-            check_content(text)
+            # As the send checks it: a {p1} in a sendBatch content goes out with its braces.
+            check_content(text, plain=True)
             if SEPARATOR in text:
                 return f"the content contains {SEPARATOR!r}, which the gateway splits on"
         else:
             assert source.template is not None
             assert isinstance(value, tuple)
+            if len(value) == 3:
+                return str(value[2])
             cells = zip(source.param_columns, value[1], strict=True)
             missing = [name for name, cell in cells if cell is None]
             if missing:
                 return f"too few columns: no {', '.join(repr(m) for m in missing)}"
             check_param_row(source.template, source.params, value, 0, source.numbering)
     except ValidationError as exc:
-        return exc.message.replace("row #0 ", "")
+        # The line is named beside it; "row #0" is the library's index of a lone row.
+        return exc.message.replace("for row #0 ", "").replace("row #0 ", "")
     return None
 
 
