@@ -513,13 +513,16 @@ class Gateway:
                     self.scheduler.breaker.recheck(action, time.monotonic())
                 since = call.dispatched()
                 try:
-                    if bounded:
+                    # updateKey is shielded whatever the caller: a cancel that cut its
+                    # answer off rotated the key and lost the new one (a lockout).
+                    if bounded or action == "updateKey":
                         result = await self._shielded(action, exchange)
                     else:
                         result = await exchange()
                 except BaseException as exc:
                     call.answered(since, exc)
-                    if unsafe and isinstance(exc, cancelled):
+                    queue_read = single and action in QUEUE_ACTIONS
+                    if (unsafe or queue_read) and isinstance(exc, cancelled):
                         on_wire_when_cancelled = unwritten is None or not unwritten()
                     raise
                 call.answered(since, None)
@@ -549,6 +552,18 @@ class Gateway:
                 call.finished("accepted")
                 return result
         except cancelled:
+            if on_wire_when_cancelled and not unsafe:
+                # A queue read: what it took is gone with its answer (each record is
+                # handed out once), and went unsaid (300 reports in a user's trial). A
+                # stream's poll says so itself (it is cancelled only at its close).
+                logger.error(
+                    "%s: cancelled while its request was on the wire: the records its "
+                    "answer held are lost (the gateway hands each out once; a stream's "
+                    "polls are shielded, see watch_delivery_reports)",
+                    action,
+                )
+                call.finished("cancelled")
+                raise
             if on_wire_when_cancelled:
                 call.finished("unknown")
                 self.observer.record_unknown(

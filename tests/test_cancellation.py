@@ -324,3 +324,46 @@ async def test_a_move_on_after_around_a_bulk_send_ends_it_quietly_before_it_star
             left = True
         assert not left
     assert emulator.state.messages() == []
+
+
+async def test_a_cancel_while_a_key_rotation_is_on_the_wire_lets_it_finish(
+    emulator: Any,
+) -> None:
+    # A plain cancel (no deadline: a nursery's, a shutdown's) cut the answer off: the
+    # gateway had rotated the key, the new one was lost, and the account was locked out.
+    emulator.state.set_faults(latency_ms=500, fault_actions=["updateKey"])
+    stored: list[str] = []
+    async with client_for(emulator, on_key_rotation=lambda r: stored.append(r.authkey)) as client:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.rotate_key)
+                await anyio.sleep(0.2)
+                scope.cancel()
+        # (Whether the scope catches the cancellation afterwards is the backend's
+        # business: on trio, the rotation returned with no checkpoint left to raise it.)
+        emulator.state.set_faults(latency_ms=0)
+        # The client switched to the new key, and the hook stored it.
+        assert (await client.get_balance()).remain >= 0
+    assert stored == [emulator.state.authkey()]
+
+
+async def test_a_single_report_read_cancelled_on_the_wire_says_its_records_are_lost(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The gateway hands each report out once: 300 vanished without a word.
+    emulator.state.configure(report_delay=0.0)
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    async with client_for(emulator) as client:
+        await client.send_once(helpers.numbers(5), "hi")
+        emulator.state.set_faults(latency_ms=500, fault_actions=["getSendState"])
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.get_delivery_reports)
+                await anyio.sleep(0.2)
+                scope.cancel()
+        assert scope.cancelled_caught
+        stats = client.stats()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "getSendState: cancelled" in errors[0] and "lost" in errors[0]
+    assert stats.outcome_unknown == 0
+    assert stats.calls[("getSendState", "cancelled")] == 1

@@ -264,6 +264,38 @@ async def test_time_up_lists_the_pending(emulator: Any) -> None:
     assert latest.code == "ACCEPTD"
 
 
+async def test_a_cancelled_follow_keeps_the_reports_its_stream_had_fetched(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cancelled (a caller's timeout, a shutdown) while the stream held batches it had
+    # fetched (it polls ahead of its reader): they went with the stream, handed out once
+    # by the gateway, and stayed pending for good.
+    emulator.state.configure(report_delay=0.0, reports_per_call=100, report_mix={"DELIVRD": 1})
+    tracker = DeliveryTracker()
+    async with _client(emulator) as client:
+        numbers = _numbers(500)
+        tracker.track_receipt(await client.send_once(numbers[:250], "hello"), numbers[:250])
+        tracker.track_receipt(await client.send_once(numbers[250:], "hello"), numbers[250:])
+        with anyio.CancelScope() as scope:
+            feed = tracker.feed
+
+            def feed_then_cancel(report: Any) -> None:
+                feed(report)
+                scope.cancel()
+
+            monkeypatch.setattr(tracker, "feed", feed_then_cancel)
+            await tracker.follow(client, timeout=30, interval=0.01)
+        assert scope.cancelled_caught
+        # Every report the gateway handed out reached the tracker ...
+        handed_out = 500 - emulator.state.pending_reports()
+        assert handed_out >= 100
+        assert sum(tracker.result().counts.values()) == handed_out
+        # ... and a follow after it gets the rest.
+        monkeypatch.undo()
+        result = await tracker.follow(client, timeout=10, interval=0.01)
+    assert result.done and result.counts == {"DELIVRD": 500}
+
+
 # -- the compact store (pure) -----------------------------------------------------------
 
 

@@ -530,14 +530,18 @@ class DeliveryTracker:
         """
         _check_timeout(timeout)  # before anything is fetched
         stream = client.watch_delivery_reports(interval=interval, max_backoff=max_backoff)
-        async with stream:
-            result = await self.wait(stream, timeout=timeout)
-        self.malformed.extend(stream.malformed)
-        leftovers = stream.unread()
-        if leftovers:
-            self.feed_many(leftovers)
-            result = self.result()
-        return result
+        try:
+            async with stream:
+                await self.wait(stream, timeout=timeout)
+        finally:
+            # Cancelled too (a caller's timeout, a shutdown): the reports the stream had
+            # fetched and not yet yielded were handed out once by the gateway, and this
+            # stream is nobody else's to read them from (500 stayed pending for good).
+            self.malformed.extend(stream.malformed)
+            leftovers = stream.unread()
+            if leftovers:
+                self.feed_many(leftovers)
+        return self.result()
 
 
 def _check_timeout(timeout: object) -> None:
