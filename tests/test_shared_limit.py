@@ -1296,3 +1296,32 @@ async def test_a_check_tells_a_refused_url_from_a_redis_that_is_down(
     await down.aclose()
     said = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(said) == 1 and "paces itself" in said[0]
+
+
+@pytest.mark.anyio
+async def test_a_redis_back_refusing_the_url_is_said_as_such(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Down first (a restart), then back with a password the URL lacks: the log said
+    # "unavailable (ConnectionError)" and nothing more while Redis refused it.
+    caplog.set_level(logging.INFO, "aisix_async")
+    server = RedisServer(redis_server.binary)
+    server.start()
+    shared = SharedLimit(server.url, account=ACCOUNT, gateway_url=GATEWAY, retry_after=0.05)
+    try:
+        with anyio.fail_after(10):
+            assert await shared.take_turn() is not None
+            server.kill()
+            assert await shared.take_turn() is None
+            server.start("--requirepass", "s3cret")
+            await anyio.sleep(0.1)
+            for _ in range(3):
+                assert await shared.take_turn() is None
+                await anyio.sleep(0.1)
+    finally:
+        await shared.aclose()
+        server.close()
+    said = [r for r in caplog.records if "shared limit" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.ERROR], said
+    assert "needs a password" in said[1].getMessage() and "fix the URL" in said[1].getMessage()
+    assert not shared.available and shared.fallbacks == 1

@@ -756,6 +756,8 @@ class SharedLimit:
         self._own_until = 0.0
         self._turns = 0
         self._fallbacks = 0
+        # What Redis last refused in the URL, as said in the log (None: nothing refused).
+        self._refused_said: str | None = None
         # The round trip of -1 answers (smoothed): how fast a probe may grow.
         self._rtt: float | None = None
         # A turn booked for a caller that was cancelled while it waited (its own timeout:
@@ -881,12 +883,25 @@ class SharedLimit:
     def _failed(self, exc: BaseException, began: float) -> None:
         now = self._monotonic()
         self._down_until = now + self._backoff
+        refused = _setting_refused(exc)
+        if self._down and refused is not None and refused != self._refused_said:
+            # Down for another cause first (a restart), then back refusing the URL (now
+            # with a password): the WARNING said "ConnectionError" and no more, though
+            # this will not mend by waiting (a fleet operator's trial).
+            self._refused_said = refused
+            logger.error(
+                "shared limit at %s refuses the URL (%s): this client paces itself until "
+                "it is fixed; fix the URL",
+                self._shown,
+                refused,
+            )
         if not self._down:
             self._down = True
             self._fallbacks += 1
+            self._refused_said = refused
             # Named by its type only: some redis-py messages repeat parts of the URL. A
             # setting Redis refused will not mend by itself: said at ERROR.
-            setting = _setting_refused(exc) is not None
+            setting = refused is not None
             described = _describe(exc)
             if self._shown.startswith("rediss:") and "Timeout" in described:
                 # A TLS handshake with a server that speaks none waits for an answer
@@ -911,6 +926,7 @@ class SharedLimit:
     async def _recovered(self) -> None:
         if self._down:
             self._down = False
+            self._refused_said = None
             self._backoff = self._retry_after
             logger.warning("shared limit at %s answers again: rejoining it", self._shown)
             # The idle connections in the pool predate the failure: after a restart each
