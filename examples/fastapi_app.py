@@ -35,6 +35,7 @@ from aisix_async import (
     AisixClient,
     AisixError,
 )
+from aisix_async.validation import check_numbering
 
 #: The longest a caller waits for its turn (seconds). A request already written when it
 #: passes still runs to its answer (at most the client's TIMEOUT), so the caller hears
@@ -50,7 +51,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cgid = os.environ.get("AISIX_CGID")
     # cn-mobile: a code typed to a number a digit short is refused (422), not charged and
     # "sent" to nobody; the library's default ("lenient") takes any 3 to 20 digits.
-    numbers = os.environ.get("OTP_NUMBERS", "cn-mobile")
+    # check_numbering: a typo in the variable is refused at start-up, and the policy typed.
+    numbers = check_numbering(os.environ.get("OTP_NUMBERS", "cn-mobile"))
     async with AisixClient(
         cgid=int(cgid) if cgid else None, timeout=TIMEOUT, numbers=numbers
     ) as client:

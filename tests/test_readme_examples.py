@@ -112,7 +112,7 @@ def fragment(marker: str) -> str:
         # for the emulator's reports, which it has at once.
         assert "anyio.move_on_after(600)" in text
         text = text.replace("anyio.move_on_after(600)", "anyio.move_on_after(2)")
-        text += "print('DELIVERED', sum(report.delivery.values()))\n"
+        text += "print('DELIVERED', sum(summary.delivery.values()))\n"
     return text
 
 
