@@ -19,7 +19,14 @@ import anyio
 import pytest
 from sim_gateway import ClientRun, Gateway, default_scheduler, run_virtual, simulate
 
-from aisix_async import RateLimitedError, RateState, RetryPolicy, ValidationError
+from aisix_async import (
+    AisixError,
+    RateLimitedError,
+    RateState,
+    RetryPolicy,
+    TransportError,
+    ValidationError,
+)
 from aisix_async._mechanics.scheduler import Scheduler, in_background
 
 BACKENDS = ["asyncio", "trio"]
@@ -651,3 +658,57 @@ def test_a_single_call_goes_before_a_bulk_sends_queued_chunks(backend: str) -> N
     assert max(took) <= 0.8, max(took)
     # The background still has the rest of the pace: 60 s at 5/s, less the single calls.
     assert background >= 0.9 * 5 * 60 - len(took)
+
+
+def _pace_through_an_outage(rate: float, latency: float, backend: str) -> tuple[float, float]:
+    """30 callers at ``rate``; from 5 s to 15 s every request fails to connect (and its
+    caller tries again 0.2 s later): the pace before the outage, and its highest during."""
+    gateway = Gateway(rate, burst=5, latency=latency)
+    scheduler = default_scheduler(max_concurrency=16)
+    send = gateway.attempt(0)
+    down = [False]
+    paces = {"top": 0.0, "before": 0.0}
+
+    async def attempt() -> None:
+        if down[0]:
+            await anyio.sleep(0.002)
+            raise TransportError("sendOnce: connection refused", request_sent=False)
+        await send()
+
+    async def main() -> None:
+        async def caller() -> None:
+            while anyio.current_time() < 20:
+                try:
+                    await scheduler.run(attempt, action="sendOnce", unsafe=True)
+                except AisixError:
+                    await anyio.sleep(0.2)
+
+        async def outage() -> None:
+            await anyio.sleep(5)
+            paces["before"] = scheduler.pace or 0.0
+            down[0] = True
+            while anyio.current_time() < 15:
+                paces["top"] = max(paces["top"], scheduler.pace or 0.0)
+                await anyio.sleep(0.1)
+            down[0] = False
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(30):
+                tasks.start_soon(caller)
+            tasks.start_soon(outage)
+
+    run_virtual(main, backend)
+    return paces["before"], paces["top"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("rate", "latency"), [(30.0, 0.02), (20.0, 0.1)])
+def test_the_pace_does_not_climb_while_the_gateway_cannot_be_reached(
+    backend: str, rate: float, latency: float
+) -> None:
+    # Each request that waited for its turn grew the pace, answered or not: with the
+    # gateway down, every retry did (here 29 -> 569 and 20 -> 126 requests/s; in a
+    # user's trial 30 -> 1,200), and the restart met a burst of -1 answers.
+    before, top = _pace_through_an_outage(rate, latency, backend)
+    assert 0.8 * rate <= before <= 1.1 * rate
+    assert top <= before * 1.02

@@ -626,6 +626,9 @@ class Scheduler:
         self._shared = shared
         # The shared source's run of -1 answers, for the breaker (see _fleet_refusals).
         self._fleet_run: tuple[int, float] | None = None
+        # Attempts in a row that ended with no answer on the limit (unreachable, a 502):
+        # the pace does not grow meanwhile (see _await_pace).
+        self._failing = 0
         # Counters for stats.
         self._requests = 0
         self._rate_limited = 0
@@ -879,7 +882,10 @@ class Scheduler:
                 self._pass_gate()
         finally:
             self._pace_waiting -= 1
-        if waited and self._pace is not None and self.pace != self._max_rate:
+        # Grown only while the gateway answers: with it down (connections refused, 502s)
+        # every retry waited for its turn and grew the pace, from 30 to 1,200 requests/s
+        # with nothing accepted, and the restart met a burst of -1 (a user's trial).
+        if waited and self._pace is not None and self.pace != self._max_rate and not self._failing:
             self._grow(self._pace)
 
     async def _take_gate(self) -> None:
@@ -1474,6 +1480,7 @@ class Scheduler:
             try:
                 result = await attempt()
             except RateLimitedError:
+                self._failing = 0
                 if tally is not None:
                     tally.rate_limited += 1
                 self._on_rate_limited(dispatched_at, shared_turn=turn is not None)
@@ -1486,9 +1493,15 @@ class Scheduler:
                     await hooks.refused()
                 raise
             except TransportError as exc:
+                self._failing += 1
                 if not exc.request_sent and hooks is not None:
                     await hooks.refused()
                 raise
+            except Exception:
+                # A 502, a -10, an answer that cannot be read: no word on the limit.
+                self._failing += 1
+                raise
+            self._failing = 0
             self._on_accepted(waited, dispatched_at, sent_at_pace)
             return result
         finally:
