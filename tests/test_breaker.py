@@ -288,3 +288,47 @@ def test_single_calls_queued_when_it_opens_fail_at_once(backend: str) -> None:
     opened, queued = queued_callers_when_it_opens(False, backend)
     assert len(queued) >= 5
     assert max(queued) - opened > 2.0, (opened, queued)
+
+
+def _accepted_after_a_storm(rate: float, backend: str) -> tuple[int, int]:
+    """30 callers at ``rate``; from 10 s to 22 s nothing but -1 (an account bound to
+    another address, fixed by its operator): the requests accepted from 32 s to 42 s,
+    and those answered -1 after the storm."""
+    gateway = Gateway(rate, burst=5, latency=0.05)
+    scheduler = default_scheduler(max_concurrency=16)
+    send = gateway.attempt(0)
+
+    async def main() -> None:
+        async def caller() -> None:
+            while anyio.current_time() < 42:
+                try:
+                    await scheduler.run(send, action="sendOnce", unsafe=True, leave_when_open=True)
+                except (RateLimitedError, CircuitOpenError):
+                    await anyio.sleep(0.2)
+
+        async def steer() -> None:
+            await anyio.sleep(10)
+            gateway.set_rate(0.0)
+            await anyio.sleep(12)
+            gateway.set_rate(rate)
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(30):
+                tasks.start_soon(caller)
+            tasks.start_soon(steer)
+
+    run_virtual(main, backend)
+    return gateway.accepted(start=32, end=42), gateway.refused(start=22, end=42)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("rate", [5.0, 30.0])
+def test_once_a_storm_of_minus_one_clears_the_pace_is_what_it_was(
+    backend: str, rate: float
+) -> None:
+    # The storm's cuts took the pace to its floor, and it climbed back from there one
+    # request at a time: at 30 requests/s, 0.5-1 a second for 40 s after the account
+    # was fixed (a user's trial: a web service's calls failing their deadlines).
+    accepted, refused = _accepted_after_a_storm(rate, backend)
+    assert accepted >= 0.9 * rate * 10
+    assert refused <= 0.05 * accepted + 3

@@ -183,6 +183,17 @@ class SchedulerStats:
     http_stack: str | None = None
 
 
+@attrs.frozen
+class _Learned:
+    """What the controller had learned when a run of -1 answers began (see _storm_over)."""
+
+    pace: float
+    ceiling: float
+    sure: bool
+    measured: float
+    limit: float
+
+
 class AttemptTally:
     """Counts one caller's attempts and -1 answers (a bulk chunk reports them)."""
 
@@ -629,6 +640,11 @@ class Scheduler:
         # Attempts in a row that ended with no answer on the limit (unreachable, a 502):
         # the pace does not grow meanwhile (see _await_pace).
         self._failing = 0
+        # What was learned before the current run of -1 answers (None: the last answer
+        # was accepted), and, once that run opened the breaker, what to go back to when
+        # an answer is accepted again (see _storm_over).
+        self._before_run: _Learned | None = None
+        self._after_storm: _Learned | None = None
         # Counters for stats.
         self._requests = 0
         self._rate_limited = 0
@@ -1114,6 +1130,9 @@ class Scheduler:
         self, waited_for_slot: bool, dispatched_at: float, sent_at_pace: float | None
     ) -> None:
         now = self._clock()
+        self._before_run = None
+        if self._after_storm is not None:
+            self._storm_over()
         rtt_before = self._slow_start_rtt()
         self._on_answer(dispatched_at, now)
         self._accepted.append(now)
@@ -1230,6 +1249,10 @@ class Scheduler:
         # falls back to, should Redis stop answering.
         self._rate_limited += 1
         now = self._clock()
+        if self._before_run is None and self._pace is not None:
+            self._before_run = _Learned(
+                self._pace, self._ceiling, self._sure, self._measured, self._limit
+            )
         self._on_answer(dispatched_at, now)
         if dispatched_at < self._last_cut:
             # In flight when the last cut was made: it says nothing new about "too fast",
@@ -1332,6 +1355,28 @@ class Scheduler:
         # 2 s at the floor) only to be refused then: they leave now (see run()).
         for scope in self._leavers:
             scope.cancel()
+        # A run of -1 that slowing down to the floor did not clear was no limit (an IP
+        # binding, a time window): what it cut is not what the limit is.
+        self._after_storm = self._before_run
+
+    def _storm_over(self) -> None:
+        # The first answer accepted after the breaker opened: back to what was learned
+        # before the run of -1 that opened it. Climbing from the floor, a client at 30
+        # requests/s took 45 s to return (0.6 requests/s ten minutes after, idle), and a
+        # web service's calls with 3 s deadlines failed meanwhile (a user's trial). Should
+        # the limit have dropped too, the next -1 cuts it as ever.
+        learned, self._after_storm = self._after_storm, None
+        if learned is None or self._pace is None or learned.pace <= self._pace:
+            return
+        self._pace, self._ceiling, self._sure = learned.pace, learned.ceiling, learned.sure
+        self._measured = learned.measured
+        self._raise_limit(max(self._limit, learned.limit))
+        self._next_at = min(self._next_at, self._clock() + 1.0 / self._pace)
+        logger.info(
+            "accepted again after the breaker opened: pace back to %.2f requests/s, as "
+            "before the run of -1 answers",
+            self._pace,
+        )
 
     async def _wait_or_leave(
         self, wait: Callable[[], Awaitable[_W]], action: str, leave: bool
