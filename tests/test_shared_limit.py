@@ -1325,3 +1325,48 @@ async def test_a_redis_back_refusing_the_url_is_said_as_such(
     assert [r.levelno for r in said] == [logging.WARNING, logging.ERROR], said
     assert "needs a password" in said[1].getMessage() and "fix the URL" in said[1].getMessage()
     assert not shared.available and shared.fallbacks == 1
+
+
+@pytest.mark.anyio
+async def test_a_minus_one_just_after_a_rejoin_cuts_from_the_pace(
+    redis_server: RedisServer,
+) -> None:
+    # Redis paused (its schedule kept), the client paced itself, then rejoined: the first
+    # -1 after its own requests were gone was measured over the third of a second since
+    # then, with no answer in it ("0 answers in 0.333 s: under 1.50"), and cut a fleet at
+    # R = 5 to 1.35 requests/s (a fleet operator's trial). Too little to measure: it cuts
+    # from the pace, as while rejoining.
+    time = VirtualTime()
+    clock = [0.0]
+    shared = limit(redis_server, time, seed_pace=5.0, monotonic=lambda: clock[0])
+    for _ in range(20):
+        assert await shared.take_turn() is not None
+        time.now += 0.2
+    pace = float(stored(redis_server)["pace"])
+    reach_redis = shared._call
+
+    async def lost(script: Any, keys: list[str], args: list[Any]) -> Any:
+        raise ConnectionError("Redis is paused")
+
+    shared._call = lost  # type: ignore[method-assign]
+    for _ in range(10):
+        assert await shared.take_turn() is None
+        time.now += 0.2
+        clock[0] += 0.2
+    shared._call = reach_redis  # type: ignore[method-assign]
+    clock[0] += 1.0
+    time.now += 1.0
+    turn = await shared.take_turn()
+    assert turn is not None
+    # Its own requests gone, one more turn, and its -1 a third of a second later.
+    time.now = float(stored(redis_server)["measure_from"]) + 0.1
+    turn = await shared.take_turn()
+    assert turn is not None
+    time.now += 0.333
+    with redis.Redis.from_url(redis_server.url) as conn:
+        # Its ceiling not yet trusted (as after the cuts of a rejoin with few answers).
+        conn.hset(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule", "sure", "0")
+    await shared.refused(turn)
+    after = float(stored(redis_server)["pace"])
+    assert after >= 0.85 * pace, (pace, after)
+    await shared.aclose()

@@ -444,7 +444,11 @@ end
 -- not in the slots, so the turns there understate what the gateway took): cut from the
 -- pace itself.
 local first = ceiling <= 0
-if rejoining or (answered < 4 and (first or s[12] == '1')) then
+-- Measured only from a rejoin just past (the clients' own requests gone a moment ago):
+-- a few answers over a fraction of a second say nothing ("0 answers in 0.333 s: under
+-- 1.50" cut a fleet at R = 5 to 1.35 requests/s after Redis was paused for 10 s).
+local just_back = measure_from > math.min(cut_at, to - HISTORY)
+if rejoining or (answered < 4 and (first or s[12] == '1' or just_back)) then
   rate = pace
 elseif answered < 4 then
   how = 'bound'
