@@ -367,3 +367,19 @@ async def test_a_single_report_read_cancelled_on_the_wire_says_its_records_are_l
     assert len(errors) == 1 and "getSendState: cancelled" in errors[0] and "lost" in errors[0]
     assert stats.outcome_unknown == 0
     assert stats.calls[("getSendState", "cancelled")] == 1
+
+
+async def test_a_lost_key_rotation_is_not_logged_as_a_message_sent_and_charged(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The unknown-outcome WARNING said "(been sent and charged)" and "resend" for a key
+    # rotation whose answer was lost.
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(drop_after_process=1.0, fault_actions=["updateKey"])
+    async with client_for(emulator) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.rotate_key()
+    assert caught.value.outcome_unknown
+    (said,) = [r.getMessage() for r in caplog.records if "outcome unknown" in r.getMessage()]
+    assert "changed the key" in said and "do not repeat it" in said
+    assert "charged" not in said

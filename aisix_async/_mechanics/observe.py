@@ -347,12 +347,15 @@ class Observer:
             else (error.message)
         )
         what = f"{action} to {count} number(s) [{digest}]" if count else action
+        # A send may have been sent and charged; an updateKey, have rotated the key.
+        effect = "been sent and charged" if count else "changed the key"
         logger.log(
             level,
-            "%s: outcome unknown, it may have taken effect (been sent and charged) "
-            "(%s); do not resend it blindly",
+            "%s: outcome unknown, it may have taken effect (%s) (%s); do not %s it blindly",
             what,
+            effect,
             cause,
+            "resend" if count else "repeat",
             extra={
                 "call": call,
                 "action": action,
