@@ -383,3 +383,24 @@ async def test_a_lost_key_rotation_is_not_logged_as_a_message_sent_and_charged(
     (said,) = [r.getMessage() for r in caplog.records if "outcome unknown" in r.getMessage()]
     assert "changed the key" in said and "do not repeat it" in said
     assert "charged" not in said
+
+
+async def test_an_on_retry_hook_that_raises_is_said_and_the_retry_goes_on(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # In a bulk send, its error came out wrapped twice in exception groups (trio's), and
+    # `except RuntimeError` missed it; in a single call it ended the call.
+    caplog.set_level(logging.ERROR, logger="aisix_async")
+    emulator.state.configure(rate=20.0, burst=1.0)
+    retry = RetryPolicy(attempts=100, timeout=30, initial_backoff=0.01, max_backoff=0.05)
+
+    def explode(details: Any) -> None:
+        raise RuntimeError("retry hook exploded")
+
+    async with client_for(emulator, on_retry=explode, retry=retry) as client:
+        summary = await client.send_all(
+            helpers.numbers(40), "hi", chunk_size=4, check_balance=False
+        )
+    assert summary.accepted == 40
+    failed = [r for r in caplog.records if "on_retry hook failed" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None

@@ -1489,7 +1489,12 @@ class Scheduler:
                 },
             )
             if self._on_retry is not None:
-                self._on_retry(RetryDetails(action, state.attempt_number, wait, cause))
+                try:
+                    self._on_retry(RetryDetails(action, state.attempt_number, wait, cause))
+                except Exception:
+                    # An observer's bug must not end the call (or a bulk send, where it
+                    # came out wrapped twice in exception groups): said, as on_unknown's.
+                    logger.exception("%s: the on_retry hook failed; the retry goes on", action)
 
         return hook
 
