@@ -555,8 +555,9 @@ class Gateway:
             if on_wire_when_cancelled and not unsafe:
                 # A queue read: what it took is gone with its answer (each record is
                 # handed out once), and went unsaid (300 reports in a user's trial). A
-                # stream's poll says so itself (it is cancelled only at its close).
-                logger.error(
+                # stream's poll says so itself (it is cancelled only at its close). No
+                # traceback: the cancellation is the caller's, not a fault to trace.
+                logger.error(  # noqa: TRY400
                     "%s: cancelled while its request was on the wire: the records its "
                     "answer held are lost (the gateway hands each out once; a stream's "
                     "polls are shielded, see watch_delivery_reports)",

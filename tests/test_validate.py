@@ -572,3 +572,11 @@ def test_the_public_checks_are_the_clients_own() -> None:
         validation.check_at(datetime.now(timezone.utc) + timedelta(seconds=30))
     assert validation.SEPARATOR == "{|}"
     assert set(validation.NUMBERING) == {"lenient", "cn-mobile", "e164"}
+
+
+@pytest.mark.parametrize("numbering", ["lenient", "cn-mobile", "e164"])
+@pytest.mark.parametrize("mobile", ["1.39E+10", "1,81E+10", "1.3912345678e10"])
+def test_a_number_in_scientific_notation_is_named_as_such(mobile: str, numbering: str) -> None:
+    # Excel's 1.39E+10 was told to "use the 'e164' numbering policy": its digits are lost.
+    with pytest.raises(ValidationError, match="scientific notation: its digits are lost"):
+        check_mobile(mobile, numbering)  # type: ignore[arg-type]

@@ -77,6 +77,8 @@ MIN_SCHEDULE_LEAD = timedelta(minutes=1)
 MOBILE_PATTERN = re.compile(r"\+?[0-9]{3,20}")
 _ACCOUNT = re.compile(r"[0-9]+@[0-9]+")
 _AUTHKEY = re.compile(r"[0-9A-Fa-f]{32}")
+#: 1.39E+10, 1,39E+10: how a spreadsheet shows (and may save) a long number.
+_SCIENTIFIC = re.compile(r"[0-9]+(?:[.,][0-9]+)?[eE]\+?[0-9]+")
 _PLACEHOLDER = re.compile(r"\{p([0-9]+)\}")
 _PARAM_NUMBERS = frozenset(str(n) for n in range(1, MAX_PARAMS + 1))
 
@@ -213,6 +215,7 @@ def check_mobile(mobile: object, numbers: Numbering = "lenient") -> str:
             f"mobile number {_shown(mobile)} must be a string, got {type(mobile).__name__}"
         )
     if numbers == "e164":
+        _refuse_scientific(mobile)
         return _e164(mobile)
     pattern = NUMBERING_PATTERNS.get(numbers) if isinstance(numbers, str) else None
     if pattern is None:
@@ -220,6 +223,7 @@ def check_mobile(mobile: object, numbers: Numbering = "lenient") -> str:
         raise _unknown_numbering(numbers)
     if pattern.fullmatch(mobile):
         return mobile
+    _refuse_scientific(mobile)
     if numbers == "cn-mobile":
         raise ValidationError(
             f"mobile number {_shown(mobile)} is not a mainland China mobile number (11 digits, "
@@ -230,6 +234,16 @@ def check_mobile(mobile: object, numbers: Numbering = "lenient") -> str:
         f"mobile number {_shown(mobile)} must be 3 to 20 digits with an optional leading '+', "
         "and no spaces, dashes or commas"
     )
+
+
+def _refuse_scientific(mobile: str) -> None:
+    if _SCIENTIFIC.fullmatch(mobile.strip()):
+        # A spreadsheet showed a long number as 1.39E+10 and saved it so: its digits are
+        # gone, and no numbering policy brings them back (the hint was "use e164").
+        raise ValidationError(
+            f"mobile number {_shown(mobile)} is in a spreadsheet's scientific notation: its "
+            "digits are lost; format the column as text in the spreadsheet and export again"
+        )
 
 
 def _e164(mobile: str) -> str:
