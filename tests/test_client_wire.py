@@ -683,5 +683,5 @@ async def test_one_read_of_a_queue_garbled_before_any_whole_record_still_raises(
         return_value=xml('<xml name="getSendState" result="1"><Item id="0" msg')
     )
     async with AisixClient(ACCOUNT, KEY) as client:
-        with pytest.raises(ProtocolError, match="not well-formed.*are lost"):
+        with pytest.raises(ProtocolError, match=r"not well-formed.*are lost"):
             await client.get_delivery_reports()
