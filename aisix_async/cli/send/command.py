@@ -622,8 +622,7 @@ async def _run(
             "checked before sending were read; the lines added since were not sent (send "
             "them as a run of their own"
             + (
-                f"; a resume of {args.journal} with the longer file is refused as a changed "
-                "input)"
+                f"; a resume of {args.journal} with the longer file is refused as a changed input)"
                 if args.journal
                 else ")"
             )
