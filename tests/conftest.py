@@ -91,3 +91,14 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def guarded_redis() -> Iterator[RedisServer]:
+    """A Redis server of this test alone that asks for the password "s3cret"."""
+    server = RedisServer(_redis_binary())
+    server.start("--requirepass", "s3cret")
+    try:
+        yield server
+    finally:
+        server.close()

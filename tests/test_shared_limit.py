@@ -778,25 +778,20 @@ async def test_a_setting_redis_refuses_is_said_as_one_at_error(
 
 @pytest.mark.anyio
 async def test_a_missing_password_is_not_called_a_wrong_one(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    guarded_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # redis-py raises one class for NOAUTH and WRONGPASS: a URL with no password was
     # told Redis "refused the user name or password in the URL".
     caplog.set_level(logging.INFO, "aisix_async")
-    guarded = RedisServer(redis_server.binary)
-    guarded.start("--requirepass", "s3cret")
-    try:
-        said = []
-        for url in (guarded.url, guarded.url.replace("//", "//:wrong@")):
-            caplog.clear()
-            shared = SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
-            with anyio.fail_after(5):
-                assert await shared.take_turn() is None
-            await shared.aclose()
-            (record,) = [r for r in caplog.records if "unavailable" in r.getMessage()]
-            said.append(record.getMessage())
-    finally:
-        guarded.close()
+    said = []
+    for url in (guarded_redis.url, guarded_redis.url.replace("//", "//:wrong@")):
+        caplog.clear()
+        shared = SharedLimit(url, account=ACCOUNT, gateway_url=GATEWAY)
+        with anyio.fail_after(5):
+            assert await shared.take_turn() is None
+        await shared.aclose()
+        (record,) = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        said.append(record.getMessage())
     assert "needs a password, and the URL gives none" in said[0]
     assert "refused the user name or password" in said[1]
     assert not any("wrong" in text or "s3cret" in text for text in said)
@@ -1262,30 +1257,22 @@ async def test_a_caller_that_gives_up_leaves_its_turn_to_the_next(
 
 @pytest.mark.anyio
 async def test_a_check_tells_a_refused_url_from_a_redis_that_is_down(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    guarded_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A wrong password will not mend by waiting: check() raises, without the password;
     # a Redis that is down is an outage the client rides out alone, said once.
     from redis_support import free_port
 
     caplog.set_level(logging.INFO, "aisix_async")
-    guarded = RedisServer(redis_server.binary)
-    guarded.start("--requirepass", "s3cret")
-    try:
-        right = SharedLimit(
-            guarded.url.replace("//", "//:s3cret@"), account=ACCOUNT, gateway_url=GATEWAY
-        )
-        wrong = SharedLimit(
-            guarded.url.replace("//", "//:wr0ng@"), account=ACCOUNT, gateway_url=GATEWAY
-        )
-        with anyio.fail_after(5):
-            assert await right.check() is True
-            with pytest.raises(SharedLimitError) as refused:
-                await wrong.check()
-        await right.aclose()
-        await wrong.aclose()
-    finally:
-        guarded.close()
+    url = guarded_redis.url
+    right = SharedLimit(url.replace("//", "//:s3cret@"), account=ACCOUNT, gateway_url=GATEWAY)
+    wrong = SharedLimit(url.replace("//", "//:wr0ng@"), account=ACCOUNT, gateway_url=GATEWAY)
+    with anyio.fail_after(5):
+        assert await right.check() is True
+        with pytest.raises(SharedLimitError) as refused:
+            await wrong.check()
+    await right.aclose()
+    await wrong.aclose()
     assert "refused the user name or password" in refused.value.message
     assert "wr0ng" not in str(refused.value) and refused.value.__cause__ is None
     caplog.clear()

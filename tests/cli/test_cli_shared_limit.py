@@ -92,20 +92,15 @@ def test_the_summary_says_when_redis_failed_the_client(
 
 
 def test_a_redis_that_refuses_the_password_stops_the_send_before_it_starts(
-    cli: Cli, emulator: Any, redis_server: RedisServer, tmp_path: Path
+    cli: Cli, emulator: Any, guarded_redis: RedisServer, tmp_path: Path
 ) -> None:
     # It used to send unshared and exit 0 under an "aisix: error:" line: a fleet of such
     # processes each pacing alone meets the limit N times over.
-    guarded = RedisServer(redis_server.binary)
-    guarded.start("--requirepass", "s3cret")
-    try:
-        path = write_lines(tmp_path / "numbers.txt", numbers(8))
-        result = cli.run(
-            "send", path, "--content", "Spring sale",
-            "--shared-limit", guarded.url.replace("//", "//:wr0ng@"),
-        )  # fmt: skip
-    finally:
-        guarded.close()
+    path = write_lines(tmp_path / "numbers.txt", numbers(8))
+    result = cli.run(
+        "send", path, "--content", "Spring sale",
+        "--shared-limit", guarded_redis.url.replace("//", "//:wr0ng@"),
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "refused the user name or password" in result.stderr
     assert "nothing was sent" in result.stderr and "wr0ng" not in result.stderr
