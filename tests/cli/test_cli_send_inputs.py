@@ -29,6 +29,8 @@ def refused(result: Any, *needles: str) -> None:
         ("# café\n13900000001\n".encode("latin-1"), 1, "re-save"),
         ("13900000001\n13900000002\n# Müller\n".encode("cp1252"), 3, "re-save"),
         ("13900000001\n13900000002\n".encode("utf-16"), 1, "UTF-16"),
+        # No byte order mark: read as UTF-8, a NUL after every digit (five bad lines).
+        ("13900000001\n13900000002\n".encode("utf-16-le"), 1, "UTF-16 without"),
     ],
 )
 def test_a_numbers_file_not_in_utf8_is_refused_naming_its_line(
@@ -313,3 +315,15 @@ def test_stdin_lines_are_split_where_a_files_are(cli: Cli, emulator: Any) -> Non
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "stdin line 4" in result.stderr and "stdin line 3" not in result.stderr
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_csv_separated_otherwise_is_named_as_such(
+    cli: Cli, emulator: Any, tmp_path: Path, sep: str
+) -> None:
+    # A spreadsheet in a locale that saves "CSV" with ';' gave "no column 'phone'; its
+    # header has 'phone;name'" and no more.
+    path = tmp_path / "t.csv"
+    path.write_text(f"phone{sep}name\n13900000001{sep}Ann\n", encoding="utf-8")
+    result = cli.run("send", "--csv", str(path), "--column", "phone", "--content", "hi")
+    refused(result, "no column 'phone'", f"looks separated by {sep!r}", "CSV with commas")

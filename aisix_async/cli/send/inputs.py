@@ -128,11 +128,23 @@ def _not_utf8(name: str, data: BinaryIO) -> CliError:
     )
 
 
+def _nul_refused(name: str, number: int) -> CliError:
+    # UTF-16 without a byte order mark decodes as UTF-8 with a NUL after every ASCII
+    # character: two numbers read as five bad lines of "1\x008\x00...".
+    return CliError(
+        f"{name} line {number}: holds NUL bytes, so it is not UTF-8 text (UTF-16 without a "
+        "byte order mark?); re-save the file as UTF-8 (in a spreadsheet program: CSV UTF-8)"
+    )
+
+
 def _text_lines(path: str) -> Generator[str, None, None]:
     """The lines of a UTF-8 file, endings kept (the csv module needs them)."""
     with _open_text(path) as handle:
         try:
-            yield from handle
+            for number, line in enumerate(handle, start=1):
+                if "\x00" in line:
+                    raise _nul_refused(path, number)
+                yield line
         except UnicodeDecodeError:
             with open(path, "rb") as raw:
                 raise _not_utf8(path, raw) from None
@@ -167,7 +179,10 @@ def _stdin_lines() -> list[str]:
         raise _not_utf8("stdin", io.BytesIO(data)) from None
     # Split as a file is read (newline=""): at \n, \r\n or \r only. splitlines() also
     # split at U+2028 and others inside a line, and numbered the lines after it wrong.
-    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
+    lines = [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
+    if "\x00" in text:
+        raise _nul_refused("stdin", next(n for n, line in enumerate(lines, 1) if "\x00" in line))
+    return lines
 
 
 def _reader(path: str | None) -> Callable[[], Iterator[tuple[int, str]]]:
@@ -260,9 +275,18 @@ def _need_columns(path: str, wanted: Sequence[str]) -> None:
     header = _header(path)
     missing = [name for name in wanted if name not in header]
     if missing:
+        # A spreadsheet set to another locale saves "CSV" with ';' (or tabs): one column
+        # whose name holds them all, and a header that reads as nonsense.
+        other = next((sep for sep in (";", "\t") if len(header) == 1 and sep in header[0]), None)
+        hint = (
+            f" (it looks separated by {other!r}: this command reads comma-separated CSV; "
+            "save it as CSV with commas)"
+            if other
+            else ""
+        )
         raise CliError(
             f"{path}: no column {', '.join(repr(m) for m in missing)}; its header has "
-            f"{', '.join(repr(h) for h in header) or 'nothing'}"
+            f"{', '.join(repr(h) for h in header) or 'nothing'}{hint}"
         )
     _refuse_repeated(path, header, wanted)
 
