@@ -79,6 +79,9 @@ _ACCOUNT = re.compile(r"[0-9]+@[0-9]+")
 _AUTHKEY = re.compile(r"[0-9A-Fa-f]{32}")
 #: 1.39E+10, 1,39E+10: how a spreadsheet shows (and may save) a long number.
 _SCIENTIFIC = re.compile(r"[0-9]+(?:[.,][0-9]+)?[eE]\+?[0-9]+")
+#: A template parameter typed with a full-width brace, p or digit (a Chinese input
+#: method's): the gateway fills only the ASCII {pN}, and sent "｛p2｝" as written.
+_WIDE_PLACEHOLDER = re.compile(r"[{｛][pPｐＰ][0-9０-９]+[}｝]")
 _PLACEHOLDER = re.compile(r"\{p([0-9]+)\}")
 _PARAM_NUMBERS = frozenset(str(n) for n in range(1, MAX_PARAMS + 1))
 
@@ -362,6 +365,13 @@ def check_content(
         )
     if not content.isascii():
         check_encodable(content, what)
+        for wide in _WIDE_PLACEHOLDER.finditer(content):
+            if not wide.group().isascii():
+                raise ValidationError(
+                    f"{what} holds {wide.group()}, a template parameter typed with full-width "
+                    "characters (an input method's), which the gateway sends as written: "
+                    "type it in ASCII, as {p1}"
+                )
     if plain and (placeholder := _PLACEHOLDER.search(content)):
         # Sent as written, "Dear {p1}" reached every recipient with the braces in it.
         raise ValidationError(
