@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from .. import __version__
 from ._exit import EXIT_CODES_HELP, CliError, redact_keys
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "build_parser", "poll_interval"]
+__all__ = ["DEFAULT_POLL_INTERVAL", "build_parser", "option_name", "poll_interval"]
 
 DEFAULT_POLL_INTERVAL = 5.0
 
@@ -37,6 +37,19 @@ examples:
   aisix send numbers.txt --content "Sale!" --journal sale.db   # run again to resume
   aisix send numbers.txt --content "Sale!" --dry-run           # estimate, send nothing
 """
+
+
+#: The arguments whose dest does not name them: the positionals, and --numbers.
+_NAMED_APART = {
+    "numbers": "the numbers FILE",
+    "journal_file": "the journal FILE",
+    "numbering": "--numbers",
+}
+
+
+def option_name(dest: str) -> str:
+    """How a person typed the argument parsed into ``dest`` ("--journal"), for messages."""
+    return _NAMED_APART.get(dest, "--" + dest.replace("_", "-"))
 
 
 def poll_interval(args: argparse.Namespace) -> float:

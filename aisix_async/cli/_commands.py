@@ -279,6 +279,8 @@ async def rotate_key(ctx: Context) -> int:
     if ctx.args.write_to is not None and not ctx.args.write_to.strip():
         # `--write-to "$UNSET"`: rotated, the key file would keep the dead key.
         raise CliError("--write-to is empty: give the file to write the new key to; not rotated")
+    # Resolved (and the arguments checked for the key) before the --write-to file is made.
+    _ = ctx.credentials
     _confirm(ctx)
     out = ctx.out
     key_file = _KeyFile(ctx.args.write_to) if ctx.args.write_to else None

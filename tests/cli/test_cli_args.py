@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 from cli_support import Cli, json_lines
 
-from aisix_async.cli._args import build_parser, poll_interval
+from aisix_async.cli._args import build_parser, option_name, poll_interval
 
 
 @pytest.mark.parametrize(
@@ -66,3 +67,23 @@ def test_interval_refused_with_a_journal_records_no_run(cli: Cli, tmp_path: Any)
     shown = cli.run("campaign", journal, "--json")
     (campaign,) = json_lines(shown.stdout)
     assert [run["kind"] for run in campaign["runs"]] == ["send"]
+
+
+def test_option_name_names_every_argument_of_every_command_as_it_is_typed() -> None:
+    # Messages name an argument by its dest ("the authkey was typed into --journal"):
+    # an option whose dest is not its name must be listed in _args._NAMED_APART.
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    checked = 0
+    for name, command in commands.choices.items():
+        if name == "emulator":
+            continue  # its arguments are the emulator's own
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            if action.option_strings:
+                assert option_name(action.dest) in action.option_strings, (name, action.dest)
+            else:
+                assert option_name(action.dest).endswith(str(action.metavar)), (name, action.dest)
+            checked += 1
+    assert checked > 50

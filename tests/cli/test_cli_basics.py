@@ -126,6 +126,103 @@ def test_wrong_key_names_the_account_and_what_to_check(cli: Cli, emulator: Any) 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["send", "NUMBERS", "--content", "hi", "--journal", "KEYPATH"], "--journal"),
+        (["send", "NUMBERS", "--content", "KEY"], "--content"),
+        (["send", "NUMBERS", "--content", "hi", "--outcomes", "keypath"], "--outcomes"),
+        (["reports", "--journal", "KEYPATH"], "--journal"),
+        (["rotate-key", "--yes", "--write-to", "KEYPATH"], "--write-to"),
+    ],
+)
+@pytest.mark.parametrize("from_file", [False, True], ids=["AISIX_AUTHKEY", "--authkey-file"])
+def test_the_key_typed_into_an_argument_is_refused_before_anything_is_sent_or_made(
+    cli: Cli, emulator: Any, tmp_path: Path, args: list[str], option: str, from_file: bool
+) -> None:
+    # `--journal "$KEY"` sent, made a journal named after the key and printed "campaign
+    # <KEY> (all runs)"; `--content "$KEY"` sent the key as the SMS (a user's trial).
+    key = emulator.authkey
+    numbers_file = tmp_path / "n.txt"
+    numbers_file.write_text("13900000001\n")
+    keypath = tmp_path / key
+    if args[0] == "reports":
+        keypath.write_bytes(b"")  # an existing file, as --journal wants one
+    swap = {
+        "NUMBERS": str(numbers_file),
+        "KEY": key,
+        "KEYPATH": str(keypath),
+        "keypath": str(tmp_path / key.lower()),
+    }
+    command = [swap.get(arg, arg) for arg in args]
+    drop: list[str] = []
+    if from_file:
+        key_file = tmp_path / "key"
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        command += ["--authkey-file", str(key_file)]
+        drop = ["AISIX_AUTHKEY"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    result = cli.run(*command, drop=drop)
+
+    assert result.returncode == 2, result.stderr
+    assert f"the authkey was typed into {option}" in result.stderr
+    assert "nothing was sent" in result.stderr
+    assert key.lower() not in (result.stdout + result.stderr).lower()
+    assert emulator.state.message_count == 0
+    assert emulator.state.authkey() == key  # not rotated
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no file made
+
+
+def test_campaign_refuses_the_key_of_aisix_authkey_and_never_prints_a_key(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # `aisix campaign` needs no credentials, but printed a key typed as a path: "N
+    # recipients written to <KEY>", "campaign <KEY>", and made a file named after it.
+    key = emulator.authkey
+    numbers_file = tmp_path / "n.txt"
+    numbers_file.write_text("13900000001\n13900000002\n")
+    journal = tmp_path / "j.db"
+    sent = cli.run("send", str(numbers_file), "--content", "hi", "--journal", str(journal))
+    assert sent.returncode == 0, sent.stderr
+    named = tmp_path / key
+    other = tmp_path / f"{key}.db"
+    other.write_bytes(journal.read_bytes())
+
+    for args, option in (
+        (["--export", str(named)], "--export"),
+        (["--take-reports-from", str(other)], "--take-reports-from"),
+    ):
+        refused = cli.run("campaign", str(journal), *args)
+        assert refused.returncode == 2, refused.stderr
+        assert f"the authkey was typed into {option}" in refused.stderr
+        assert key not in refused.stdout + refused.stderr
+    assert not named.exists()
+
+    # Without AISIX_AUTHKEY nothing tells the key from a name: what echoes one hides it.
+    runs = [
+        ["campaign", str(journal), "--export", str(named)],
+        ["campaign", str(journal), "--take-reports-from", str(other)],
+        ["campaign", str(other)],
+        ["campaign", str(other), "--json"],
+    ]
+    for args in runs:
+        result = cli.run(*args, drop=["AISIX_AUTHKEY"])
+        assert result.returncode == 0, (args, result.stderr)
+        assert key not in result.stdout + result.stderr, args
+        assert "<32 hex characters, not shown>" in result.stdout + result.stderr, args
+
+
+def test_the_emulator_command_does_not_echo_a_key_typed_as_an_argument(cli: Cli) -> None:
+    key = OTHER_KEY
+    for args in (["--port", key], ["--balance", key], [key], ["--host", key, "--port", "0"]):
+        result = cli.run("emulator", *args, timeout=30)
+        assert result.returncode in (1, 2), (args, result.stderr)
+        assert key not in result.stdout + result.stderr, args
+        assert "not shown" in result.stderr, args
+
+
 def test_a_malformed_key_is_refused_without_quoting_it(cli: Cli) -> None:
     env = dict(cli.env, AISIX_AUTHKEY="not-a-key-but-a-secret")
     result = cli.run("balance", env=env)
