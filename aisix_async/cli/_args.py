@@ -407,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument(
         "--write-to",
         metavar="PATH",
-        help="also write the new key to this file (mode 600), replacing it atomically",
+        help="also write the new key to this file (mode 600), replacing it atomically; an "
+        "existing PATH must be empty or hold a key alone (an earlier key file), or nothing "
+        "is rotated",
     )
     sub.add_parser(
         "emulator",
