@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -155,6 +156,19 @@ def _is_stdout(path: str) -> bool:
     return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
 
 
+def _is_stdin(path: str) -> bool:
+    """Whether ``path`` is this process's stdin, when that is a file or a pipe (a terminal
+    or /dev/null is no input an outcome row could be appended to)."""
+    try:
+        ours = os.fstat(0)
+        named = os.stat(path)
+    except OSError:
+        return False
+    if not (stat.S_ISREG(ours.st_mode) or stat.S_ISFIFO(ours.st_mode)):
+        return False
+    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def _check_outcomes(args: Any) -> None:
     """Refuse an --outcomes path the run cannot write or would damage, before any send."""
     path = args.outcomes
@@ -180,6 +194,13 @@ def _check_outcomes(args: Any) -> None:
                 f"--outcomes {path} is the same file as {option}: outcome rows would be "
                 "appended to it; give another file"
             )
+    if args.numbers in (None, "-") and not (args.csv or args.batch) and _is_stdin(path):
+        # `--outcomes in.txt < in.txt`, `- --outcomes /dev/stdin`: the numbers came by
+        # stdin, so no name could be compared, and the rows were appended to the file.
+        raise CliError(
+            f"--outcomes {path} is the same file as stdin, where the numbers come from: "
+            "outcome rows would be appended to it; give another file"
+        )
     if args.journal:
         # Beside the journal: SQLite removes its -wal as the journal closes, and every
         # outcome line written there with it (exit 0, and no file: a user's trial).
