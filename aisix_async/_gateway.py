@@ -161,8 +161,10 @@ class Gateway:
                 f"or the default, {DEFAULT_BASE_URL}"
             )
         self.endpoints = Endpoints.from_base(
-            base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
-            data_url or os.environ.get("AISIX_DATA_URL") or None,
+            base_url
+            or _env_url("AISIX_BASE_URL", f"the default, {DEFAULT_BASE_URL}")
+            or DEFAULT_BASE_URL,
+            data_url or _env_url("AISIX_DATA_URL", "the DataApi under the base URL") or None,
         )
         check_key_not_in_urls(
             self._authkey, base_url=self.endpoints.open_url, data_url=self.endpoints.data_url
@@ -872,6 +874,20 @@ def _env(name: str, what: str) -> str:
     value = os.environ.get(name)
     if not value:
         raise ValidationError(f"no {what} given, and {name} is not set")
+    return value
+
+
+def _env_url(name: str, otherwise: str) -> str | None:
+    """The URL variable ``name``: None when unset, refused when set but blank.
+
+    ``export AISIX_BASE_URL=$STAGING`` with $STAGING unset, or ``AISIX_BASE_URL=`` in an
+    env file, silently meant the real gateway (base_url="" is refused for that reason).
+    """
+    value = os.environ.get(name)
+    if value is not None and not value.strip():
+        raise ValidationError(
+            f"{name} is set but empty: give it a URL, or unset it for {otherwise}"
+        )
     return value
 
 

@@ -113,6 +113,17 @@ def resolve_credentials(
             "or the default",
             ExitCode.USAGE,
         )
+    for flag, given, name in (
+        ("--base-url", base_url, "AISIX_BASE_URL"),
+        ("--data-url", data_url, "AISIX_DATA_URL"),
+    ):
+        value = env.get(name)
+        if not given and value is not None and not value.strip():
+            # As an empty --base-url: the real gateway, not the host the variable was for.
+            raise CliError(
+                f"{name} is set but empty: give it a URL, or unset it (or pass {flag})",
+                ExitCode.USAGE,
+            )
     return Credentials(
         account=account,
         authkey=key,

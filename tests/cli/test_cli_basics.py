@@ -16,6 +16,8 @@ import pytest
 from cli_support import ROOT, Cli, json_lines
 
 from aisix_async.cli import MISSING_EMULATOR_HINT, MISSING_EXTRA_HINT
+from aisix_async.cli._credentials import resolve_credentials
+from aisix_async.cli._exit import CliError
 from aisix_async.cli._records import one_line
 
 OTHER_KEY = "0123456789ABCDEF0123456789ABCDEF"
@@ -298,6 +300,32 @@ def test_an_empty_base_url_is_refused_not_taken_for_the_default(cli: Cli) -> Non
     assert result.returncode == 2
     assert "--base-url is empty" in result.stderr
     assert "api.aisix.com" not in result.stderr
+
+
+def test_an_empty_url_variable_is_refused_not_taken_for_the_default(
+    cli: Cli, emulator: Any
+) -> None:
+    # AISIX_BASE_URL="" meant the real gateway, where --base-url "" is refused; an empty
+    # AISIX_DATA_URL meant the one under the base URL. (The base URL's case is run in
+    # process: where the refusal went missing, a subprocess would call the real gateway.)
+    before = emulator.state.get_counters().requests.total()
+    result = cli.run("reports", env=dict(cli.env, AISIX_DATA_URL=" "))
+    assert result.returncode == 2, result.stderr
+    assert "AISIX_DATA_URL is set but empty" in result.stderr
+    assert emulator.state.get_counters().requests.total() == before
+    env = {"AISIX_ACCOUNT": emulator.account, "AISIX_AUTHKEY": emulator.authkey}
+    with pytest.raises(CliError, match="AISIX_BASE_URL is set but empty") as refused:
+        resolve_credentials(
+            account=None, authkey_file=None, base_url=None, data_url=None,
+            environ={**env, "AISIX_BASE_URL": ""},
+        )  # fmt: skip
+    assert refused.value.code == 2
+    # --base-url wins over the variable, and is not refused for it.
+    given = resolve_credentials(
+        account=None, authkey_file=None, base_url=emulator.base_url, data_url=None,
+        environ={**env, "AISIX_BASE_URL": ""},
+    )  # fmt: skip
+    assert given.base_url == emulator.base_url
 
 
 @pytest.mark.parametrize("where", ["flag", "environment"])
