@@ -201,7 +201,11 @@ def _add_send(
         metavar="A,B,...",
         help="the CSV columns giving {p1}, {p2}, ... in order",
     )
-    what.add_argument("--cgid", type=_positive_int, help="channel group (default: the account's)")
+    what.add_argument(
+        "--cgid",
+        type=_non_negative_int,
+        help="channel group (0 or left out: the account's default, as in the library)",
+    )
     what.add_argument(
         "--csid", type=_non_negative_int, help="signature id (0: the default signature)"
     )

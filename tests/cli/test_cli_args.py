@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,3 +88,19 @@ def test_option_name_names_every_argument_of_every_command_as_it_is_typed() -> N
                 assert option_name(action.dest).endswith(str(action.metavar)), (name, action.dest)
             checked += 1
     assert checked > 50
+
+
+def test_cgid_0_is_the_accounts_default_channel_group_as_in_the_library(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The library takes cgid=0 as the account's default; the command line refused it
+    # ("must be at least 1").
+    assert build_parser().parse_args(["send", "n.txt", "--content", "hi", "--cgid", "0"]).cgid == 0
+    numbers_file = tmp_path / "n.txt"
+    numbers_file.write_text("13900000001\n13900000002\n")
+    result = cli.run("send", str(numbers_file), "--content", "hi", "--cgid", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    assert emulator.state.message_count == 2
+    refused = cli.run("send", str(numbers_file), "--content", "hi", "--cgid", "-1")
+    assert refused.returncode == 2
+    assert "argument --cgid: must be 0 or more, got -1" in refused.stderr
