@@ -78,6 +78,7 @@ from ._core.wire import (
     hide_keys,
     once_fields,
     param_fields,
+    url_setting,
 )
 from ._core.xml import Answer, LazyAnswer, parse_answer, parse_answer_keeping, parse_head
 from ._mechanics.http import HttpTransport
@@ -383,7 +384,12 @@ class Gateway:
                 raise _may_have_acted(exc) from None
             if action in QUEUE_ACTIONS and exc.request_sent:
                 # ... but for a report or reply queue it may have taken records.
-                raise TransportError(_may_have_taken(exc.message), request_sent=True) from None
+                raise TransportError(
+                    _may_have_taken(exc.message),
+                    request_sent=True,
+                    url=exc.url,
+                    setting=exc.setting,
+                ) from None
             raise
         except EndpointError:
             # Refused before any gateway saw it (a 404 from a mistyped URL, a 413 from a
@@ -599,6 +605,8 @@ class Gateway:
         lost = TransportError(
             f"{action}: no answer within {self.timeout:g} s after the request was written",
             request_sent=True,
+            url=self.endpoints.url_for(action).partition("?")[0],
+            setting=url_setting(action),
         )
         raise _may_have_acted(lost) if action in UNSAFE_ACTIONS else lost
 
@@ -929,6 +937,8 @@ def _may_have_acted(error: TransportError) -> TransportError:
         f"{error.message}; the gateway may have acted on it",
         request_sent=True,
         outcome_unknown=True,
+        url=error.url,
+        setting=error.setting,
     )
 
 

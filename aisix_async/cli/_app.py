@@ -117,8 +117,12 @@ class Context:
         if cause.request_sent:
             return
         self._told_unreachable = True
+        # The DataApi (reports, replies) by its own URL: --data-url may put it elsewhere.
+        where = self.url
+        if cause.setting == "data_url" and cause.url:
+            where = f"{cause.url} (the DataApi: --data-url or AISIX_DATA_URL, if given)"
         self.out.warn(
-            f"cannot reach the gateway at {self.url}: {cause.message}; retrying for up to "
+            f"cannot reach the gateway at {where}: {cause.message}; retrying for up to "
             f"{unreachable:g} s (10 s, or --retry-timeout if shorter)"
         )
 

@@ -294,6 +294,24 @@ def test_unreachable_gateway_says_which_url(cli: Cli) -> None:
     assert "AISIX_BASE_URL" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["reports", "--until-idle", "2"], ["replies"]])
+def test_an_unreachable_data_url_is_named_not_the_base_url(
+    cli: Cli, emulator: Any, command: list[str]
+) -> None:
+    # The DataApi at --data-url could not be reached, and the error named the base URL
+    # and AISIX_BASE_URL to check: both were right.
+    data_url = "http://127.0.0.1:9/OpenPlatform/DataApi"  # the discard port
+    result = cli.run(*command, "--data-url", data_url, "--retry-timeout", "0.5")
+    assert result.returncode == 4, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "aisix: error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert f"DataApi at {data_url}" in errors[0]
+    assert "--data-url or AISIX_DATA_URL" in errors[0]
+    assert emulator.base_url not in errors[0]
+    warned = [line for line in result.stderr.splitlines() if "cannot reach" in line]
+    assert all(data_url in line and emulator.base_url not in line for line in warned), warned
+
+
 def test_an_empty_base_url_is_refused_not_taken_for_the_default(cli: Cli) -> None:
     # `--base-url "$UNSET"` sent to the real gateway instead of the one meant.
     result = cli.run("balance", "--base-url", "", "--retry-timeout", "0.5")
