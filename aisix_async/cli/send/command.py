@@ -27,6 +27,7 @@ from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -144,6 +145,21 @@ async def _check_csid(client: AisixClient, csid: int | None) -> None:
     raise CliError(
         f"--csid {csid} is not one of this account's signatures ({known}): the gateway "
         f"would send under the default signature{instead} instead; `aisix signs` lists them"
+    )
+
+
+def _password_on_command_line(url: str | None) -> bool:
+    """Whether a --shared-limit URL carries a password (``redis://:pw@host``, or
+    ``?password=``): the client takes it, but argv is no place for one."""
+    if not url:
+        return False
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return False  # the client refuses it, without quoting it
+    return bool(password) or any(
+        name.lower() == "password" and value for name, value in parse_qsl(parts.query)
     )
 
 
@@ -269,6 +285,14 @@ async def send(ctx: Context) -> int:
     except AisixError as exc:
         raise CliError(f"--numbers {args.numbering}: {exc.message}") from None
     source = attrs.evolve(_source(args), numbering=args.numbering)
+    if _password_on_command_line(args.shared_limit):
+        # As the authkey is kept off the command line: argv lands in shell history and
+        # in `ps` for every user of the machine. Said, not refused: the run is right.
+        ctx.out.warn(
+            "--shared-limit carries a Redis password, which the command line shows in "
+            "shell history and process lists (ps): put the URL in AISIX_SHARED_LIMIT "
+            "instead (export it, or load it from a file only you can read)"
+        )
     _check_outcomes(args)
     if args.outcomes and _is_stdout(args.outcomes):
         if ctx.out.json_mode:
