@@ -78,6 +78,7 @@ from ._core.wire import (
     hide_keys,
     once_fields,
     param_fields,
+    url_setting,
 )
 from ._core.xml import Answer, LazyAnswer, parse_answer, parse_answer_keeping, parse_head
 from ._mechanics.http import HttpTransport
@@ -161,8 +162,10 @@ class Gateway:
                 f"or the default, {DEFAULT_BASE_URL}"
             )
         self.endpoints = Endpoints.from_base(
-            base_url or os.environ.get("AISIX_BASE_URL") or DEFAULT_BASE_URL,
-            data_url or os.environ.get("AISIX_DATA_URL") or None,
+            base_url
+            or _env_url("AISIX_BASE_URL", f"the default, {DEFAULT_BASE_URL}")
+            or DEFAULT_BASE_URL,
+            data_url or _env_url("AISIX_DATA_URL", "the DataApi under the base URL") or None,
         )
         check_key_not_in_urls(
             self._authkey, base_url=self.endpoints.open_url, data_url=self.endpoints.data_url
@@ -381,7 +384,12 @@ class Gateway:
                 raise _may_have_acted(exc) from None
             if action in QUEUE_ACTIONS and exc.request_sent:
                 # ... but for a report or reply queue it may have taken records.
-                raise TransportError(_may_have_taken(exc.message), request_sent=True) from None
+                raise TransportError(
+                    _may_have_taken(exc.message),
+                    request_sent=True,
+                    url=exc.url,
+                    setting=exc.setting,
+                ) from None
             raise
         except EndpointError:
             # Refused before any gateway saw it (a 404 from a mistyped URL, a 413 from a
@@ -613,6 +621,8 @@ class Gateway:
         lost = TransportError(
             f"{action}: no answer within {self.timeout:g} s after the request was written",
             request_sent=True,
+            url=self.endpoints.url_for(action).partition("?")[0],
+            setting=url_setting(action),
         )
         raise _may_have_acted(lost) if action in UNSAFE_ACTIONS else lost
 
@@ -891,6 +901,20 @@ def _env(name: str, what: str) -> str:
     return value
 
 
+def _env_url(name: str, otherwise: str) -> str | None:
+    """The URL variable ``name``: None when unset, refused when set but blank.
+
+    ``export AISIX_BASE_URL=$STAGING`` with $STAGING unset, or ``AISIX_BASE_URL=`` in an
+    env file, silently meant the real gateway (base_url="" is refused for that reason).
+    """
+    value = os.environ.get(name)
+    if value is not None and not value.strip():
+        raise ValidationError(
+            f"{name} is set but empty: give it a URL, or unset it for {otherwise}"
+        )
+    return value
+
+
 def _single(answer: Answer, action: str) -> dict[str, str]:
     if len(answer.items) != 1:
         raise ProtocolError(
@@ -929,6 +953,8 @@ def _may_have_acted(error: TransportError) -> TransportError:
         f"{error.message}; the gateway may have acted on it",
         request_sent=True,
         outcome_unknown=True,
+        url=error.url,
+        setting=error.setting,
     )
 
 

@@ -169,6 +169,26 @@ async def test_garbled_answers_to_a_send_are_unknown_and_not_resent(
 
 
 DATA = "http://api.aisix.com/OpenPlatform/DataApi"
+
+
+@pytest.mark.anyio
+async def test_a_transport_error_says_which_url_and_setting_failed(gateway_mock: Any) -> None:
+    # An unreachable DataApi (data_url) was reported as the base URL to check.
+    gateway_mock.post(DATA, params={"action": "getSendState"}).mock(
+        side_effect=hx.ConnectError("refused")
+    )
+    gateway_mock.post(OPEN, params={"action": "getBalance"}).mock(
+        side_effect=hx.ReadTimeout("slow")
+    )
+    async with AisixClient(ACCOUNT, KEY, retry=FAST) as client:
+        with pytest.raises(TransportError) as polled:
+            await client.get_delivery_reports()
+        with pytest.raises(TransportError) as asked:
+            await client.get_balance()
+    assert (polled.value.url, polled.value.setting) == (DATA, "data_url")
+    assert (asked.value.url, asked.value.setting) == (OPEN, "base_url")
+
+
 # A server's error page that echoes the request, key and all (see test_secrets).
 ECHO = f"<html><body>Not here: account={ACCOUNT}&authkey={KEY}</body></html>"
 

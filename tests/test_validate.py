@@ -95,6 +95,21 @@ def test_an_empty_base_url_is_refused_not_taken_for_the_default() -> None:
         AisixClient(ACCOUNT, KEY, base_url="  ")
 
 
+@pytest.mark.parametrize("name", ["AISIX_BASE_URL", "AISIX_DATA_URL"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_url_variable_is_refused_not_taken_for_the_default(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # `export AISIX_BASE_URL=$STAGING` with $STAGING unset meant the real gateway, where
+    # base_url="" is refused for that very reason.
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=f"{name} is set but empty"):
+        AisixClient(ACCOUNT, KEY)
+    # A URL given in the code is the one used: the variable is not read.
+    given = {"base_url" if name == "AISIX_BASE_URL" else "data_url": "http://127.0.0.1:9/X"}
+    AisixClient(ACCOUNT, KEY, **given)
+
+
 @pytest.mark.parametrize("url", ["127.0.0.1:8766/OpenPlatform", "api.aisix.com/OpenPlatform"])
 def test_a_base_url_without_its_scheme_is_told_so(url: str) -> None:
     # It said "got scheme 'none', host 'none'" (a user's trial).

@@ -197,13 +197,28 @@ class ValidationError(AisixError, ValueError):
 class TransportError(AisixError):
     """Raised when the HTTP exchange itself failed (connect, write, read, timeout)."""
 
-    def __init__(self, message: str, *, request_sent: bool, outcome_unknown: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_sent: bool,
+        outcome_unknown: bool = False,
+        url: str | None = None,
+        setting: str | None = None,
+    ) -> None:
         # The message quotes the HTTP library's error, which may name the URL (and so a
         # key given as its host).
         super().__init__(redact_keys(message), outcome_unknown=outcome_unknown)
         #: False when the gateway cannot have seen the request (e.g. connection refused):
         #: only then is a send safe to retry.
         self.request_sent = request_sent
+        #: The URL the request went to, without its query (key-like runs hidden, as in
+        #: :class:`EndpointError`); None when not known.
+        self.url = redact_keys(url) if url is not None else None
+        #: The client option that URL comes from: ``"base_url"``, or ``"data_url"`` for
+        #: the report and reply queues (which may live elsewhere); None when not known.
+        #: An unreachable DataApi was reported as the base URL to check.
+        self.setting = setting
 
 
 class ProtocolError(AisixError):

@@ -39,6 +39,7 @@ __all__ = [
     "hide_keys",
     "once_fields",
     "param_fields",
+    "url_setting",
 ]
 
 Fields = list[tuple[str, str]]
@@ -54,6 +55,12 @@ DATA_ACTIONS = frozenset({"getSendState", "getReply"})
 QUEUE_ACTIONS = DATA_ACTIONS
 
 DEFAULT_BASE_URL = "http://api.aisix.com/OpenPlatform"
+
+
+def url_setting(action: str) -> str:
+    """The client option ``action``'s URL comes from: ``"data_url"`` for the report and
+    reply queues (the DataApi, under ``base_url`` unless given), else ``"base_url"``."""
+    return "data_url" if action in DATA_ACTIONS else "base_url"
 
 
 def _shown_url(url: str) -> str:

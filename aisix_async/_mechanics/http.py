@@ -41,6 +41,7 @@ from .._core.errors import (
     quote_answer,
     ssl_error_in,
 )
+from .._core.wire import url_setting
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -287,17 +288,23 @@ class HttpTransport:
             raise TransportError(
                 f"{action}: could not reach the gateway ({type(exc).__name__}: {exc})",
                 request_sent=False,
+                url=url.partition("?")[0],
+                setting=url_setting(action),
             ) from None
         except stack.timeout_error as exc:
             raise TransportError(
                 f"{action}: no answer in time ({type(exc).__name__}) after the request was written",
                 request_sent=True,
+                url=url.partition("?")[0],
+                setting=url_setting(action),
             ) from None
         except stack.http_error as exc:
             raise TransportError(
                 f"{action}: the connection failed after the request was written "
                 f"({type(exc).__name__}: {exc})",
                 request_sent=True,
+                url=url.partition("?")[0],
+                setting=url_setting(action),
             ) from None
 
     async def _read_capped(

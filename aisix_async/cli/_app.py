@@ -11,16 +11,26 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .. import AisixClient, Numbering, RateState, RetryDetails, RetryPolicy, TransportError
+from .. import (
+    AisixClient,
+    Numbering,
+    RateState,
+    RetryDetails,
+    RetryPolicy,
+    TransportError,
+    ValidationError,
+)
+from ..validation import check_authkey
 from . import _rate_cache
 from ._args import build_parser
-from ._credentials import Credentials, resolve_credentials
+from ._credentials import Credentials, refuse_key_in_arguments, resolve_credentials
 from ._exit import ExitCode, describe, redact_keys
 from ._output import Output, counted
 from ._signals import held_signals, interrupted, restore_signals, stop_as_interrupt
@@ -45,13 +55,27 @@ class Context:
     def credentials(self) -> Credentials:
         """Flags and environment combined; raises a :class:`CliError` saying what is missing."""
         if self._credentials is None:
-            self._credentials = resolve_credentials(
+            creds = resolve_credentials(
                 account=self.args.account,
                 authkey_file=self.args.authkey_file,
                 base_url=self.args.base_url,
                 data_url=self.args.data_url,
             )
+            # Every command asks for its credentials before it sends or creates a file.
+            refuse_key_in_arguments(vars(self.args), creds.authkey)
+            self._credentials = creds
         return self._credentials
+
+    def refuse_key_from_environment(self) -> None:
+        """For a command that needs no credentials: refuse, as one that does would, the
+        key of AISIX_AUTHKEY typed into an argument (``aisix campaign j.db --export
+        "$KEY"`` made a file named after it, and said so)."""
+        key = os.environ.get("AISIX_AUTHKEY", "").strip()
+        try:
+            check_authkey(key)
+        except ValidationError:
+            return  # not a key: nothing that could be one to look for
+        refuse_key_in_arguments(vars(self.args), key)
 
     @property
     def account(self) -> str | None:
@@ -93,8 +117,12 @@ class Context:
         if cause.request_sent:
             return
         self._told_unreachable = True
+        # The DataApi (reports, replies) by its own URL: --data-url may put it elsewhere.
+        where = self.url
+        if cause.setting == "data_url" and cause.url:
+            where = f"{cause.url} (the DataApi: --data-url or AISIX_DATA_URL, if given)"
         self.out.warn(
-            f"cannot reach the gateway at {self.url}: {cause.message}; retrying for up to "
+            f"cannot reach the gateway at {where}: {cause.message}; retrying for up to "
             f"{unreachable:g} s (10 s, or --retry-timeout if shorter)"
         )
 

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from .. import __version__
 from ._exit import EXIT_CODES_HELP, CliError, redact_keys
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "build_parser", "poll_interval"]
+__all__ = ["DEFAULT_POLL_INTERVAL", "build_parser", "option_name", "poll_interval"]
 
 DEFAULT_POLL_INTERVAL = 5.0
 
@@ -37,6 +37,19 @@ examples:
   aisix send numbers.txt --content "Sale!" --journal sale.db   # run again to resume
   aisix send numbers.txt --content "Sale!" --dry-run           # estimate, send nothing
 """
+
+
+#: The arguments whose dest does not name them: the positionals, and --numbers.
+_NAMED_APART = {
+    "numbers": "the numbers FILE",
+    "journal_file": "the journal FILE",
+    "numbering": "--numbers",
+}
+
+
+def option_name(dest: str) -> str:
+    """How a person typed the argument parsed into ``dest`` ("--journal"), for messages."""
+    return _NAMED_APART.get(dest, "--" + dest.replace("_", "-"))
 
 
 def poll_interval(args: argparse.Namespace) -> float:
@@ -188,7 +201,11 @@ def _add_send(
         metavar="A,B,...",
         help="the CSV columns giving {p1}, {p2}, ... in order",
     )
-    what.add_argument("--cgid", type=_positive_int, help="channel group (default: the account's)")
+    what.add_argument(
+        "--cgid",
+        type=_non_negative_int,
+        help="channel group (0 or left out: the account's default, as in the library)",
+    )
     what.add_argument(
         "--csid", type=_non_negative_int, help="signature id (0: the default signature)"
     )
@@ -394,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument(
         "--write-to",
         metavar="PATH",
-        help="also write the new key to this file (mode 600), replacing it atomically",
+        help="also write the new key to this file (mode 600), replacing it atomically; an "
+        "existing PATH must be empty or hold a key alone (an earlier key file), or nothing "
+        "is rotated",
     )
     sub.add_parser(
         "emulator",

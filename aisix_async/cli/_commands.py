@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -212,6 +214,54 @@ def _confirm(ctx: Context) -> None:
         raise CliError("not rotated")
 
 
+#: What a key file holds: the key alone, whitespace (a trailing newline) around it.
+_KEY_FILE = re.compile(rb"\s*[0-9A-Fa-f]{32}\s*")
+#: The longest key file read as one: the key, a byte order mark and some whitespace.
+_KEY_FILE_MOST = 64
+
+
+def _check_key_target(path: str) -> None:
+    """Refuse a --write-to file that is something else than a key file, before rotating.
+
+    The file is replaced whole by the new key: ``--write-to sale.db`` (a mistyped path, a
+    completed command line) replaced a campaign journal, a numbers file or an outcomes
+    CSV with the key, after the old key was dead (a user's trial). Only a missing or
+    empty file, or an earlier key file, may be replaced.
+    """
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return  # made new
+    except OSError as exc:
+        raise CliError(
+            f"--write-to {path}: cannot look at it ({exc.strerror}); not rotated"
+        ) from None
+    if stat.S_ISDIR(found.st_mode):
+        return  # refused by _KeyFile, in its own words
+    if not stat.S_ISREG(found.st_mode):
+        # Opened to be read, a FIFO would wait for a writer; replaced, a device would go.
+        raise CliError(
+            f"--write-to {path}: is not a regular file (a device, a pipe) and would be "
+            "replaced by one; give a file; not rotated"
+        )
+    head = b""
+    if found.st_size <= _KEY_FILE_MOST:
+        try:
+            head = Path(path).read_bytes()
+        except OSError as exc:
+            raise CliError(
+                f"--write-to {path}: cannot read it ({exc.strerror}); not rotated"
+            ) from None
+        if head.startswith(b"\xef\xbb\xbf"):  # a key saved by Notepad (see _credentials)
+            head = head[3:]
+    if found.st_size and not _KEY_FILE.fullmatch(head):
+        raise CliError(
+            f"--write-to {path} exists and does not hold just a key (one line of 32 hex "
+            "characters): it would be replaced by the new key; give a new file, or the "
+            "file of the old key; not rotated"
+        )
+
+
 class _KeyFile:
     """The --write-to file, made ready before the key is rotated.
 
@@ -279,6 +329,10 @@ async def rotate_key(ctx: Context) -> int:
     if ctx.args.write_to is not None and not ctx.args.write_to.strip():
         # `--write-to "$UNSET"`: rotated, the key file would keep the dead key.
         raise CliError("--write-to is empty: give the file to write the new key to; not rotated")
+    # Resolved (and the arguments checked for the key) before the --write-to file is made.
+    _ = ctx.credentials
+    if ctx.args.write_to:
+        _check_key_target(ctx.args.write_to)
     _confirm(ctx)
     out = ctx.out
     key_file = _KeyFile(ctx.args.write_to) if ctx.args.write_to else None

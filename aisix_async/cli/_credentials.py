@@ -14,16 +14,17 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import attrs
 
 from .. import ValidationError
 from ..validation import check_account, check_authkey
+from ._args import option_name
 from ._exit import CliError, ExitCode, redact_keys
 
-__all__ = ["Credentials", "resolve_credentials"]
+__all__ = ["Credentials", "refuse_key_in_arguments", "resolve_credentials"]
 
 
 def _redacted(_value: str) -> str:
@@ -112,6 +113,17 @@ def resolve_credentials(
             "or the default",
             ExitCode.USAGE,
         )
+    for flag, given, name in (
+        ("--base-url", base_url, "AISIX_BASE_URL"),
+        ("--data-url", data_url, "AISIX_DATA_URL"),
+    ):
+        value = env.get(name)
+        if not given and value is not None and not value.strip():
+            # As an empty --base-url: the real gateway, not the host the variable was for.
+            raise CliError(
+                f"{name} is set but empty: give it a URL, or unset it (or pass {flag})",
+                ExitCode.USAGE,
+            )
     return Credentials(
         account=account,
         authkey=key,
@@ -119,3 +131,25 @@ def resolve_credentials(
         data_url=data_url or env.get("AISIX_DATA_URL") or None,
         key_source=source,
     )
+
+
+def refuse_key_in_arguments(arguments: Mapping[str, object], authkey: str) -> None:
+    """Refuse arguments one of which holds the account's own key, naming the option alone.
+
+    A key pasted where a path or a text goes (``--journal "$KEY"``, ``--content "$KEY"``)
+    would be used: sent as the SMS text, made the name of a journal that the summary then
+    prints. Redacting what is printed cannot undo that, so the command stops before it
+    sends or creates anything. Compared without case: the gateway issues keys in upper
+    case, and a key typed in lower case is still the key.
+    """
+    wanted = authkey.casefold()
+    for dest, value in arguments.items():  # (a parsed value, as a list when repeatable)
+        values: Iterable[object] = value if isinstance(value, (list, tuple)) else (value,)
+        if any(isinstance(text, str) and wanted in text.casefold() for text in values):
+            raise CliError(
+                f"the authkey was typed into {option_name(dest)}: no argument may hold the "
+                "key (it would be used as the value and shown back, and a command line lands "
+                "in shell history and process lists: rotate the key if others can read "
+                "those); nothing was sent",
+                ExitCode.USAGE,
+            )

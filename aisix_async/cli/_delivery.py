@@ -42,7 +42,7 @@ from .. import (
     open_campaign_journal,
 )
 from ._app import Context
-from ._exit import CliError, ExitCode
+from ._exit import CliError, ExitCode, redact_keys
 from ._files import refuse_journal_file
 from ._interrupts import FollowInterrupt
 from ._output import counted
@@ -323,6 +323,7 @@ def _run_json(run: CampaignRun) -> dict[str, Any]:
 async def campaign(ctx: Context) -> int:
     """``aisix campaign FILE``: where a campaign stands, from its journal alone."""
     args, out = ctx.args, ctx.out
+    ctx.refuse_key_from_environment()
     path = _existing_journal(args.journal_file)
     export = args.export
     to_stdout = export == "-"
@@ -364,7 +365,8 @@ async def campaign(ctx: Context) -> int:
         out.emit(
             {
                 "type": "campaign",
-                "journal": str(path),
+                # A key-like run in the name is not shown, as on stderr (see Output).
+                "journal": redact_keys(str(path)),
                 "definition": definition,
                 "gateway": gateway,
                 **_summary_json(summary),

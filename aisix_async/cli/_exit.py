@@ -172,6 +172,15 @@ def describe(error: BaseException, *, account: str | None, url: str | None) -> C
     if isinstance(error, (InsufficientBalanceError, BalanceTooLowError)):
         return CliError(f"{who}: {error.message}", ExitCode.GATEWAY)
     if isinstance(error, TransportError):
+        if error.setting == "data_url":
+            # A poll of the DataApi, which --data-url may put elsewhere: the base URL was
+            # named instead, and it was not the one that failed.
+            at = f" at {error.url}" if error.url else ""
+            return CliError(
+                f"could not talk to the gateway's DataApi{at}: {error.message}. Check "
+                f"{_URL_OPTIONS['data_url']}, and the network.",
+                ExitCode.GATEWAY,
+            )
         return CliError(
             f"could not talk to the gateway{where}: {error.message}. Check AISIX_BASE_URL "
             "(or --base-url) and the network.",

@@ -600,9 +600,10 @@ class Output:
         self._write_stdout(self._render(text, markup=False))
 
     def note(self, text: str) -> None:
-        """A line about the run on stderr (suppressed by --quiet)."""
+        """A line about the run on stderr (suppressed by --quiet; a key-like token is not
+        shown: notes name the files a command wrote, and a file may be named after a key)."""
         if not self.quiet:
-            self._say(text)
+            self._say(redact_keys(text))
 
     def warn(self, text: str) -> None:
         """A warning on stderr, shown even with --quiet (a key-like token is not shown)."""
@@ -625,6 +626,8 @@ class Output:
         right: Sequence[str] = (),
     ) -> None:
         """A table on stdout; ``right`` names the columns holding figures."""
+        # Titles name files ("campaign FILE"): a key-like token in one is not shown.
+        title = redact_keys(title) if title is not None else None
         table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
         for column in columns:
             table.add_column(column, justify="right" if column in right else "left")
@@ -640,6 +643,7 @@ class Output:
         ``vital``: what an operator must see even if stdout does not take it (what a
         send did): then it goes to stderr. Other tables are dropped with stdout.
         """
+        title = redact_keys(title) if title is not None else None  # as in table()
         table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left")
         table.add_column("what", style="bold")
         # Folded, not cut with an ellipsis: a gateway's URL in `aisix campaign | less` (80

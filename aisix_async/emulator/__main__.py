@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
 from decimal import Decimal, InvalidOperation
 from types import FrameType
+from typing import NoReturn
 
 import attrs
 
@@ -58,9 +60,31 @@ def _names(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
 
 
+#: A run of hex as long as a gateway key: not echoed (see _Parser).
+_KEY_LIKE = re.compile(r"[0-9A-Fa-f]{32,}")
+
+
+def _redacted(text: str) -> str:
+    # The SDK's redact_keys, repeated: the emulator imports nothing of the client.
+    return _KEY_LIKE.sub(
+        lambda found: found.group() if found.group().isdigit() else "<hex, not shown>", text
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors do not quote a key typed in the wrong place.
+
+    ``aisix emulator --port "$AISIX_AUTHKEY"`` said "'<the key>' is not a port number",
+    where every other aisix command hides such a run of hex.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_redacted(message))
+
+
 def build_parser(prog: str = "python -m aisix_async.emulator") -> argparse.ArgumentParser:
     """The command line of the emulator (``prog``: how its help names it)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="Serve an emulated Aisix HTTP SMS gateway (for tests, demos and benchmarks).",
     )
@@ -135,13 +159,13 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     try:
         config = config_from_args(args)
     except (ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_redacted(f"error: {exc}"), file=sys.stderr)
         return 2
     server = EmulatorServer(config, host=args.host, port=args.port)
     try:
         server.start()
     except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(_redacted(f"error: cannot listen on {args.host}:{args.port}: {exc}"), file=sys.stderr)
         return 1
 
     stop = threading.Event()

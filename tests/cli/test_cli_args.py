@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_support import Cli, json_lines
 
-from aisix_async.cli._args import build_parser, poll_interval
+from aisix_async.cli._args import build_parser, option_name, poll_interval
 
 
 @pytest.mark.parametrize(
@@ -66,3 +68,39 @@ def test_interval_refused_with_a_journal_records_no_run(cli: Cli, tmp_path: Any)
     shown = cli.run("campaign", journal, "--json")
     (campaign,) = json_lines(shown.stdout)
     assert [run["kind"] for run in campaign["runs"]] == ["send"]
+
+
+def test_option_name_names_every_argument_of_every_command_as_it_is_typed() -> None:
+    # Messages name an argument by its dest ("the authkey was typed into --journal"):
+    # an option whose dest is not its name must be listed in _args._NAMED_APART.
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    checked = 0
+    for name, command in commands.choices.items():
+        if name == "emulator":
+            continue  # its arguments are the emulator's own
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            if action.option_strings:
+                assert option_name(action.dest) in action.option_strings, (name, action.dest)
+            else:
+                assert option_name(action.dest).endswith(str(action.metavar)), (name, action.dest)
+            checked += 1
+    assert checked > 50
+
+
+def test_cgid_0_is_the_accounts_default_channel_group_as_in_the_library(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The library takes cgid=0 as the account's default; the command line refused it
+    # ("must be at least 1").
+    assert build_parser().parse_args(["send", "n.txt", "--content", "hi", "--cgid", "0"]).cgid == 0
+    numbers_file = tmp_path / "n.txt"
+    numbers_file.write_text("13900000001\n13900000002\n")
+    result = cli.run("send", str(numbers_file), "--content", "hi", "--cgid", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    assert emulator.state.message_count == 2
+    refused = cli.run("send", str(numbers_file), "--content", "hi", "--cgid", "-1")
+    assert refused.returncode == 2
+    assert "argument --cgid: must be 0 or more, got -1" in refused.stderr

@@ -16,6 +16,8 @@ import pytest
 from cli_support import ROOT, Cli, json_lines
 
 from aisix_async.cli import MISSING_EMULATOR_HINT, MISSING_EXTRA_HINT
+from aisix_async.cli._credentials import resolve_credentials
+from aisix_async.cli._exit import CliError
 from aisix_async.cli._records import one_line
 
 OTHER_KEY = "0123456789ABCDEF0123456789ABCDEF"
@@ -126,6 +128,103 @@ def test_wrong_key_names_the_account_and_what_to_check(cli: Cli, emulator: Any) 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["send", "NUMBERS", "--content", "hi", "--journal", "KEYPATH"], "--journal"),
+        (["send", "NUMBERS", "--content", "KEY"], "--content"),
+        (["send", "NUMBERS", "--content", "hi", "--outcomes", "keypath"], "--outcomes"),
+        (["reports", "--journal", "KEYPATH"], "--journal"),
+        (["rotate-key", "--yes", "--write-to", "KEYPATH"], "--write-to"),
+    ],
+)
+@pytest.mark.parametrize("from_file", [False, True], ids=["AISIX_AUTHKEY", "--authkey-file"])
+def test_the_key_typed_into_an_argument_is_refused_before_anything_is_sent_or_made(
+    cli: Cli, emulator: Any, tmp_path: Path, args: list[str], option: str, from_file: bool
+) -> None:
+    # `--journal "$KEY"` sent, made a journal named after the key and printed "campaign
+    # <KEY> (all runs)"; `--content "$KEY"` sent the key as the SMS (a user's trial).
+    key = emulator.authkey
+    numbers_file = tmp_path / "n.txt"
+    numbers_file.write_text("13900000001\n")
+    keypath = tmp_path / key
+    if args[0] == "reports":
+        keypath.write_bytes(b"")  # an existing file, as --journal wants one
+    swap = {
+        "NUMBERS": str(numbers_file),
+        "KEY": key,
+        "KEYPATH": str(keypath),
+        "keypath": str(tmp_path / key.lower()),
+    }
+    command = [swap.get(arg, arg) for arg in args]
+    drop: list[str] = []
+    if from_file:
+        key_file = tmp_path / "key"
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        command += ["--authkey-file", str(key_file)]
+        drop = ["AISIX_AUTHKEY"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    result = cli.run(*command, drop=drop)
+
+    assert result.returncode == 2, result.stderr
+    assert f"the authkey was typed into {option}" in result.stderr
+    assert "nothing was sent" in result.stderr
+    assert key.lower() not in (result.stdout + result.stderr).lower()
+    assert emulator.state.message_count == 0
+    assert emulator.state.authkey() == key  # not rotated
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no file made
+
+
+def test_campaign_refuses_the_key_of_aisix_authkey_and_never_prints_a_key(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # `aisix campaign` needs no credentials, but printed a key typed as a path: "N
+    # recipients written to <KEY>", "campaign <KEY>", and made a file named after it.
+    key = emulator.authkey
+    numbers_file = tmp_path / "n.txt"
+    numbers_file.write_text("13900000001\n13900000002\n")
+    journal = tmp_path / "j.db"
+    sent = cli.run("send", str(numbers_file), "--content", "hi", "--journal", str(journal))
+    assert sent.returncode == 0, sent.stderr
+    named = tmp_path / key
+    other = tmp_path / f"{key}.db"
+    other.write_bytes(journal.read_bytes())
+
+    for args, option in (
+        (["--export", str(named)], "--export"),
+        (["--take-reports-from", str(other)], "--take-reports-from"),
+    ):
+        refused = cli.run("campaign", str(journal), *args)
+        assert refused.returncode == 2, refused.stderr
+        assert f"the authkey was typed into {option}" in refused.stderr
+        assert key not in refused.stdout + refused.stderr
+    assert not named.exists()
+
+    # Without AISIX_AUTHKEY nothing tells the key from a name: what echoes one hides it.
+    runs = [
+        ["campaign", str(journal), "--export", str(named)],
+        ["campaign", str(journal), "--take-reports-from", str(other)],
+        ["campaign", str(other)],
+        ["campaign", str(other), "--json"],
+    ]
+    for args in runs:
+        result = cli.run(*args, drop=["AISIX_AUTHKEY"])
+        assert result.returncode == 0, (args, result.stderr)
+        assert key not in result.stdout + result.stderr, args
+        assert "<32 hex characters, not shown>" in result.stdout + result.stderr, args
+
+
+def test_the_emulator_command_does_not_echo_a_key_typed_as_an_argument(cli: Cli) -> None:
+    key = OTHER_KEY
+    for args in (["--port", key], ["--balance", key], [key], ["--host", key, "--port", "0"]):
+        result = cli.run("emulator", *args, timeout=30)
+        assert result.returncode in (1, 2), (args, result.stderr)
+        assert key not in result.stdout + result.stderr, args
+        assert "not shown" in result.stderr, args
+
+
 def test_a_malformed_key_is_refused_without_quoting_it(cli: Cli) -> None:
     env = dict(cli.env, AISIX_AUTHKEY="not-a-key-but-a-secret")
     result = cli.run("balance", env=env)
@@ -195,12 +294,56 @@ def test_unreachable_gateway_says_which_url(cli: Cli) -> None:
     assert "AISIX_BASE_URL" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["reports", "--until-idle", "2"], ["replies"]])
+def test_an_unreachable_data_url_is_named_not_the_base_url(
+    cli: Cli, emulator: Any, command: list[str]
+) -> None:
+    # The DataApi at --data-url could not be reached, and the error named the base URL
+    # and AISIX_BASE_URL to check: both were right.
+    data_url = "http://127.0.0.1:9/OpenPlatform/DataApi"  # the discard port
+    result = cli.run(*command, "--data-url", data_url, "--retry-timeout", "0.5")
+    assert result.returncode == 4, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "aisix: error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert f"DataApi at {data_url}" in errors[0]
+    assert "--data-url or AISIX_DATA_URL" in errors[0]
+    assert emulator.base_url not in errors[0]
+    warned = [line for line in result.stderr.splitlines() if "cannot reach" in line]
+    assert all(data_url in line and emulator.base_url not in line for line in warned), warned
+
+
 def test_an_empty_base_url_is_refused_not_taken_for_the_default(cli: Cli) -> None:
     # `--base-url "$UNSET"` sent to the real gateway instead of the one meant.
     result = cli.run("balance", "--base-url", "", "--retry-timeout", "0.5")
     assert result.returncode == 2
     assert "--base-url is empty" in result.stderr
     assert "api.aisix.com" not in result.stderr
+
+
+def test_an_empty_url_variable_is_refused_not_taken_for_the_default(
+    cli: Cli, emulator: Any
+) -> None:
+    # AISIX_BASE_URL="" meant the real gateway, where --base-url "" is refused; an empty
+    # AISIX_DATA_URL meant the one under the base URL. (The base URL's case is run in
+    # process: where the refusal went missing, a subprocess would call the real gateway.)
+    before = emulator.state.get_counters().requests.total()
+    result = cli.run("reports", env=dict(cli.env, AISIX_DATA_URL=" "))
+    assert result.returncode == 2, result.stderr
+    assert "AISIX_DATA_URL is set but empty" in result.stderr
+    assert emulator.state.get_counters().requests.total() == before
+    env = {"AISIX_ACCOUNT": emulator.account, "AISIX_AUTHKEY": emulator.authkey}
+    with pytest.raises(CliError, match="AISIX_BASE_URL is set but empty") as refused:
+        resolve_credentials(
+            account=None, authkey_file=None, base_url=None, data_url=None,
+            environ={**env, "AISIX_BASE_URL": ""},
+        )  # fmt: skip
+    assert refused.value.code == 2
+    # --base-url wins over the variable, and is not refused for it.
+    given = resolve_credentials(
+        account=None, authkey_file=None, base_url=emulator.base_url, data_url=None,
+        environ={**env, "AISIX_BASE_URL": ""},
+    )  # fmt: skip
+    assert given.base_url == emulator.base_url
 
 
 @pytest.mark.parametrize("where", ["flag", "environment"])

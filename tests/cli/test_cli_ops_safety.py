@@ -279,6 +279,61 @@ def test_rotate_key_refuses_a_write_to_path_before_rotating(
     assert cli.run("balance").returncode == 0
 
 
+def test_rotate_key_replaces_only_a_key_file_and_refuses_any_other_before_rotating(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # `--write-to victim.db` rotated, then replaced the journal (or the numbers file, the
+    # outcomes CSV) with the new key (a user's trial).
+    old_key = emulator.state.authkey()
+    numbers_file = write_lines(tmp_path / "n.txt", numbers(2))
+    journal = tmp_path / "j.db"
+    sent = cli.run("send", numbers_file, "--content", "hi", "--journal", str(journal))
+    assert sent.returncode == 0, sent.stderr
+    outcomes = tmp_path / "out.csv"
+    outcomes.write_text("mobile,status,msgid,error\n")
+    # One line of hex that is not a key: a longer token is something else's.
+    longer = tmp_path / "token"
+    longer.write_text(old_key + "00\n")
+    for victim in (journal, Path(numbers_file), outcomes, longer):
+        before = victim.read_bytes()
+        result = cli.run("rotate-key", "--yes", "--write-to", str(victim))
+        assert result.returncode == 2, result.stderr
+        assert f"--write-to {victim} exists and does not hold just a key" in result.stderr
+        assert "not rotated" in result.stderr
+        assert result.stdout == ""
+        assert victim.read_bytes() == before
+        assert emulator.state.authkey() == old_key
+    if hasattr(os, "mkfifo"):
+        # Neither is a pipe (nor a device: as root, --write-to /dev/null replaced it). A
+        # FIFO here, never /dev/null: a run without the check must not replace that.
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        piped = cli.run("rotate-key", "--yes", "--write-to", str(fifo))
+        assert piped.returncode == 2, piped.stderr
+        assert "is not a regular file" in piped.stderr
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        assert emulator.state.authkey() == old_key
+    assert list(tmp_path.glob(".aisix-key-*")) == []
+
+    # An earlier key file (a newline after the key, spaces, CRLF) is what it is for.
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"  " + old_key.encode() + b"\r\n")
+    key_file.chmod(0o600)
+    rotated = cli.run("rotate-key", "--yes", "--write-to", str(key_file))
+    assert rotated.returncode == 0, rotated.stderr
+    new_key = emulator.state.authkey()
+    assert new_key != old_key
+    assert key_file.read_text().strip() == new_key
+    # An empty file (made ready with touch) is replaced too.
+    empty = tmp_path / "empty"
+    empty.touch()
+    again = cli.run(
+        "rotate-key", "--yes", "--write-to", str(empty), "--authkey-file", str(key_file)
+    )
+    assert again.returncode == 0, again.stderr
+    assert empty.read_text().strip() == emulator.state.authkey() != new_key
+
+
 def test_rotate_key_leaves_no_temporary_file_when_the_rotation_fails(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import Cli, Running, json_lines, summary_of, write_lines
+from cli_support import ROOT, Cli, Running, json_lines, summary_of, write_lines
 from helpers import numbers, wait_for
 
 from aisix_async import CampaignSummary
@@ -754,6 +755,38 @@ def test_outcomes_refuses_the_input_a_journal_or_a_directory(
     assert "--outcomes" in result.stderr
     assert "Traceback" not in result.stderr
     assert (Path(path).read_bytes(), emulator.state.message_count) == before
+
+
+@pytest.mark.parametrize("how", ["by name", "/dev/stdin"])
+def test_outcomes_may_not_be_the_numbers_given_on_stdin(
+    cli: Cli, emulator: Any, tmp_path: Path, how: str
+) -> None:
+    # `aisix send --content hi --outcomes in.txt < in.txt` (and `send - --outcomes
+    # /dev/stdin`) appended the outcome rows to the numbers file: its name was never
+    # given, so the check on FILE's name could not see it.
+    path = write_lines(tmp_path / "in.txt", numbers(3))
+    before = Path(path).read_bytes()
+    args = ["send", "--content", "hi", "--outcomes", path]
+    if how == "/dev/stdin":
+        args = ["send", "-", "--content", "hi", "--outcomes", "/dev/stdin"]
+    with open(path, "rb") as stdin:
+        result = subprocess.run(
+            cli.command(*args), stdin=stdin, capture_output=True, text=True, env=cli.env,
+            cwd=ROOT, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "is the same file as stdin" in result.stderr
+    assert Path(path).read_bytes() == before
+    assert emulator.state.message_count == 0
+    # Another file is fine, with the numbers on stdin all the same.
+    with open(path, "rb") as stdin:
+        other = tmp_path / "o.csv"
+        fine = subprocess.run(
+            cli.command("send", "--content", "hi", "--outcomes", str(other)), stdin=stdin,
+            capture_output=True, text=True, env=cli.env, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+    assert fine.returncode == 0, fine.stderr
+    assert len(other.read_text().splitlines()) == 4
 
 
 def test_outcomes_appends_and_help_says_so(cli: Cli, tmp_path: Path) -> None:

@@ -105,3 +105,36 @@ def test_a_redis_that_refuses_the_password_stops_the_send_before_it_starts(
     assert "refused the user name or password" in result.stderr
     assert "nothing was sent" in result.stderr and "wr0ng" not in result.stderr
     assert emulator.state.messages() == []
+
+
+def test_a_redis_password_on_the_command_line_gets_one_warning_never_shown(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The authkey is kept off the command line (shell history, ps); a Redis password in
+    # --shared-limit went by silently. Nothing listens on port 1: the send paces alone.
+    path = write_lines(tmp_path / "numbers.txt", numbers(2))
+    secret = "s3cretpw"
+    for url in (
+        f"redis://:{secret}@127.0.0.1:1/0",
+        f"redis://fleet:{secret}@127.0.0.1:1/0",
+        f"redis://127.0.0.1:1/0?password={secret}",
+    ):
+        result = cli.run("send", path, "--content", "hi", "--shared-limit", url)
+        assert result.returncode == 0, result.stderr
+        warned = [line for line in result.stderr.splitlines() if "Redis password" in line]
+        assert len(warned) == 1, result.stderr
+        assert warned[0].startswith("aisix: warning: --shared-limit")
+        assert "AISIX_SHARED_LIMIT" in warned[0]
+        assert secret not in result.stdout + result.stderr
+    # None for a URL without one, nor for the same URL in the environment.
+    quiet = [
+        cli.run("send", path, "--content", "hi", "--shared-limit", "redis://127.0.0.1:1/0"),
+        cli.run(
+            "send", path, "--content", "hi",
+            env={**cli.env, "AISIX_SHARED_LIMIT": f"redis://:{secret}@127.0.0.1:1/0"},
+        ),
+    ]  # fmt: skip
+    for result in quiet:
+        assert result.returncode == 0, result.stderr
+        assert "Redis password" not in result.stderr
+        assert secret not in result.stdout + result.stderr

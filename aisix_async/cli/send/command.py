@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -146,11 +148,39 @@ async def _check_csid(client: AisixClient, csid: int | None) -> None:
     )
 
 
+def _password_on_command_line(url: str | None) -> bool:
+    """Whether a --shared-limit URL carries a password (``redis://:pw@host``, or
+    ``?password=``): the client takes it, but argv is no place for one."""
+    if not url:
+        return False
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return False  # the client refuses it, without quoting it
+    return bool(password) or any(
+        name.lower() == "password" and value for name, value in parse_qsl(parts.query)
+    )
+
+
 def _is_stdout(path: str) -> bool:
     """Whether ``path`` is this process's stdout (``/dev/stdout``, or its file by name)."""
     try:
         named, ours = os.stat(path), os.fstat(1)
     except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _is_stdin(path: str) -> bool:
+    """Whether ``path`` is this process's stdin, when that is a file or a pipe (a terminal
+    or /dev/null is no input an outcome row could be appended to)."""
+    try:
+        ours = os.fstat(0)
+        named = os.stat(path)
+    except OSError:
+        return False
+    if not (stat.S_ISREG(ours.st_mode) or stat.S_ISFIFO(ours.st_mode)):
         return False
     return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
 
@@ -180,6 +210,13 @@ def _check_outcomes(args: Any) -> None:
                 f"--outcomes {path} is the same file as {option}: outcome rows would be "
                 "appended to it; give another file"
             )
+    if args.numbers in (None, "-") and not (args.csv or args.batch) and _is_stdin(path):
+        # `--outcomes in.txt < in.txt`, `- --outcomes /dev/stdin`: the numbers came by
+        # stdin, so no name could be compared, and the rows were appended to the file.
+        raise CliError(
+            f"--outcomes {path} is the same file as stdin, where the numbers come from: "
+            "outcome rows would be appended to it; give another file"
+        )
     if args.journal:
         # Beside the journal: SQLite removes its -wal as the journal closes, and every
         # outcome line written there with it (exit 0, and no file: a user's trial).
@@ -248,6 +285,14 @@ async def send(ctx: Context) -> int:
     except AisixError as exc:
         raise CliError(f"--numbers {args.numbering}: {exc.message}") from None
     source = attrs.evolve(_source(args), numbering=args.numbering)
+    if _password_on_command_line(args.shared_limit):
+        # As the authkey is kept off the command line: argv lands in shell history and
+        # in `ps` for every user of the machine. Said, not refused: the run is right.
+        ctx.out.warn(
+            "--shared-limit carries a Redis password, which the command line shows in "
+            "shell history and process lists (ps): put the URL in AISIX_SHARED_LIMIT "
+            "instead (export it, or load it from a file only you can read)"
+        )
     _check_outcomes(args)
     if args.outcomes and _is_stdout(args.outcomes):
         if ctx.out.json_mode:
