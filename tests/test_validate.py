@@ -597,7 +597,9 @@ def test_a_number_in_scientific_notation_is_named_as_such(mobile: str, numbering
         check_mobile(mobile, numbering)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text", ["您好张伟，验证码｛p2｝", "您好 {p1}，验证码 {ｐ2}", "码 ｛p１｝"])
+@pytest.mark.parametrize(
+    "text", ["您好张伟，验证码｛p2｝", "您好 {p1}，验证码 {ｐ2}", "码 ｛p１｝"]
+)
 def test_a_parameter_typed_in_full_width_is_refused(text: str) -> None:
     # A Chinese input method's ｛p2｝ passed unchecked and reached phones as written.
     with pytest.raises(ValidationError, match="full-width"):
