@@ -5,7 +5,7 @@ Everything public is importable from here; every other module is private.
 
 from __future__ import annotations
 
-import types as _types
+from contextlib import suppress as _suppress
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._campaign.campaign import Campaign, CampaignStream
@@ -173,8 +173,9 @@ for _name in __all__:
     _obj = globals()[_name]
     # Classes only: on Python 3.10 a Callable[...] alias (the hook types) passes for a
     # type too, and its __module__ cannot be set (the import failed there).
-    if isinstance(_obj, type) and not isinstance(_obj, _types.GenericAlias):
-        _obj.__module__ = "aisix_async"
+    if isinstance(_obj, type):
+        with _suppress(AttributeError):
+            _obj.__module__ = "aisix_async"
 del _name, _obj
 
 # Names renamed before 1.0 (CHANGELOG, "one vocabulary"): say what they are called now.

@@ -21,6 +21,7 @@ from helpers import FAST
 
 from aisix_async import (
     AisixClient,
+    AisixError,
     DeadlineExceededError,
     RateLimitedError,
     RetryPolicy,
@@ -404,3 +405,31 @@ async def test_an_on_retry_hook_that_raises_is_said_and_the_retry_goes_on(
     assert summary.accepted == 40
     failed = [r for r in caplog.records if "on_retry hook failed" in r.getMessage()]
     assert failed and failed[0].exc_info is not None
+
+
+async def test_a_failing_hook_is_logged_without_the_sends_numbers_in_its_traceback(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Raised while the send's error was handled, the hook's traceback chained to it, and
+    # an error tracker printing locals (Sentry's default) showed the number and the text
+    # from the request's frames.
+    import traceback
+
+    caplog.set_level(logging.ERROR, logger="aisix_async")
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=["sendOnce"])
+
+    def explode(event: Any) -> None:
+        raise RuntimeError("hook exploded")
+
+    async with client_for(emulator, on_unknown=explode) as client:
+        with pytest.raises(AisixError):
+            await client.send_once([NUMBER], "code 1234")
+    (record,) = [r for r in caplog.records if "on_unknown hook failed" in r.getMessage()]
+    assert record.exc_info is not None
+    _, exc, tb = record.exc_info
+    assert exc is not None
+    shown = "".join(
+        traceback.TracebackException(type(exc), exc, tb, capture_locals=True).format()
+    )
+    assert "hook exploded" in shown and "explode" in shown
+    assert NUMBER not in shown and "code 1234" not in shown

@@ -37,6 +37,7 @@ import attrs
 
 from .._core.errors import AisixError, GatewayError, ProtocolError, TransportError, ValidationError
 from .._version import __version__
+from .hooks import log_hook_failure
 from .scheduler import Scheduler, SchedulerStats
 
 __all__ = [
@@ -380,10 +381,10 @@ class Observer:
             )
             try:
                 hook(event)
-            except Exception:
+            except Exception as exc:
                 # The hook runs while a cancellation is being handled: it must not
                 # replace the caller's exception with its own.
-                logger.exception("%s: the on_unknown hook failed", action)
+                log_hook_failure("on_unknown", action, exc)
 
 
 def _result_of(error: BaseException) -> str:

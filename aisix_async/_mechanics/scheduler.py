@@ -99,6 +99,7 @@ from .._core.errors import (
 )
 from .._core.validate import check_number
 from .breaker import Breaker
+from .hooks import log_hook_failure
 
 __all__ = [
     "AttemptTally",
@@ -1491,10 +1492,10 @@ class Scheduler:
             if self._on_retry is not None:
                 try:
                     self._on_retry(RetryDetails(action, state.attempt_number, wait, cause))
-                except Exception:
+                except Exception as exc:
                     # An observer's bug must not end the call (or a bulk send, where it
                     # came out wrapped twice in exception groups): said, as on_unknown's.
-                    logger.exception("%s: the on_retry hook failed; the retry goes on", action)
+                    log_hook_failure("on_retry", action, exc)
 
         return hook
 
