@@ -148,9 +148,12 @@ class _Span:
 
 
 class _Instrument:
-    def __init__(self, name: str, points: list[tuple[str, float, dict[str, Any]]]) -> None:
+    def __init__(
+        self, name: str, points: list[tuple[str, float, dict[str, Any]]], **options: Any
+    ) -> None:
         self.name = name
         self.points = points
+        self.options = options
 
     def add(self, value: float, attributes: dict[str, Any]) -> None:
         self.points.append((self.name, value, dict(attributes)))
@@ -172,8 +175,9 @@ def recorded_otel(monkeypatch: pytest.MonkeyPatch) -> tuple[list[_Span], list[An
             return spans[-1]
 
     class Meter:
-        def create_counter(self, name: str, **_: Any) -> _Instrument:
-            return _Instrument(name, points)
+        def create_counter(self, name: str, **options: Any) -> _Instrument:
+            made[name] = _Instrument(name, points, **options)
+            return made[name]
 
         create_histogram = create_counter
 
@@ -181,6 +185,8 @@ def recorded_otel(monkeypatch: pytest.MonkeyPatch) -> tuple[list[_Span], list[An
             gauges[name] = callbacks[0]
 
     gauges: dict[str, Any] = {}
+    made: dict[str, _Instrument] = {}
+    gauges["instruments"] = made  # (read by a test, not a gauge)
     fake_trace = types.SimpleNamespace(
         get_tracer=lambda *a: Tracer(),
         SpanKind=trace.SpanKind,
@@ -200,6 +206,7 @@ async def test_opentelemetry_span_per_call_and_metrics(
 ) -> None:
     spans, points = recorded_otel
     gauges = points.pop(0)[2]
+    made = gauges.pop("instruments")
     async with client_for(emulator) as client:
         await client.send_once(NUMBERS, "code 1")
         # The scheduler's figures as gauges, read as an SDK would at collection time.
@@ -236,6 +243,10 @@ async def test_opentelemetry_span_per_call_and_metrics(
         (1, {"aisix.action": "getBalance", "aisix.result": "-1"}),
     ]
     assert len([p for p in points if p[0] == "aisix.client.latency"]) == 3
+    # In seconds, in stats()'s buckets: the SDK's default ones are for milliseconds.
+    for name in ("aisix.client.latency", "aisix.client.queue_wait"):
+        assert made[name].options["unit"] == "s"
+        assert made[name].options["explicit_bucket_boundaries_advisory"] == _observe.BUCKETS
     assert len([p for p in points if p[0] == "aisix.client.queue_wait"]) == 3
     calls = [a["aisix.outcome"] for n, _, a in points if n == "aisix.client.calls"]
     assert calls == ["accepted", "failed"]

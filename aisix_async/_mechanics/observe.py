@@ -211,11 +211,19 @@ class _Otel:
             unit="{send}",
             description="Sends that may or may not have gone out",
         )
+        # Seconds, in stats()'s buckets: the SDK's default boundaries are for milliseconds
+        # (5, 10, 25 ... 10000), and put nearly every attempt in the first (an SRE's trial).
         self.queue_wait = meter.create_histogram(
-            "aisix.client.queue_wait", unit="s", description="Wait for a turn, per attempt"
+            "aisix.client.queue_wait",
+            unit="s",
+            description="Wait for a turn, per attempt",
+            explicit_bucket_boundaries_advisory=BUCKETS,
         )
         self.latency = meter.create_histogram(
-            "aisix.client.latency", unit="s", description="Gateway latency, per attempt"
+            "aisix.client.latency",
+            unit="s",
+            description="Gateway latency, per attempt",
+            explicit_bucket_boundaries_advisory=BUCKETS,
         )
         # The scheduler's gauges, read when the SDK collects: one instrument each for
         # the process, over every live client (weakly held, so none is kept alive).
