@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from .._core.errors import AisixError, GatewayError, ProtocolError, TransportError, ValidationError
+from .._core.errors import AisixError, ValidationError, result_of
 from .._version import __version__
 from .hooks import log_hook_failure
 from .scheduler import Scheduler, SchedulerStats
@@ -372,7 +372,7 @@ class Observer:
                 "reason": reason,
                 "mobiles": count,
                 "mobiles_hash": digest,
-                "result": _result_of(error) if error is not None else "cancelled",
+                "result": result_of(error) if error is not None else "cancelled",
             },
         )
         if self.otel is not None:
@@ -393,20 +393,6 @@ class Observer:
                 # The hook runs while a cancellation is being handled: it must not
                 # replace the caller's exception with its own.
                 log_hook_failure("on_unknown", action, exc)
-
-
-def _result_of(error: BaseException) -> str:
-    if isinstance(error, GatewayError):
-        return str(error.code)
-    if isinstance(error, TransportError):
-        return "transport"
-    if isinstance(error, ProtocolError):
-        return "protocol"
-    if not isinstance(error, Exception):
-        # asyncio's CancelledError and trio's Cancelled (BaseExceptions): the caller was
-        # cancelled while the request was on the wire, as the README names it.
-        return "cancelled"
-    return type(error).__name__
 
 
 class CallObservation:
@@ -466,7 +452,7 @@ class CallObservation:
         latency = now - since
         wait = since - self.ready
         self.ready = now
-        result = "1" if error is None else _result_of(error)
+        result = "1" if error is None else result_of(error)
         if isinstance(error, AisixError):
             self.last_error = error
         observer = self.observer
@@ -515,9 +501,16 @@ class CallObservation:
             span.set_attribute("aisix.outcome_unknown", outcome == "unknown")
             if self.mobiles:
                 span.set_attribute("aisix.mobiles", self.mobiles.count(",") + 1)
-            result = "1" if error is None else _result_of(error)
+            # A call ended with no error of its own is accepted, or was cancelled (on the
+            # wire: "unknown"); it read "1" either way, a success on a dashboard.
+            if error is not None:
+                result = result_of(error)
+            elif outcome == "accepted":
+                result = "1"
+            else:
+                result = "cancelled" if outcome in ("unknown", "cancelled") else outcome
             span.set_attribute("aisix.result", result)
-            if error is not None and otel is not None:
+            if (error is not None or outcome == "unknown") and otel is not None:
                 # The type only: messages are safe, but a span is no place for prose.
                 span.set_status(otel.trace.Status(otel.trace.StatusCode.ERROR, result))
             span.end()
@@ -540,7 +533,7 @@ class CallObservation:
                 "call": self.id,
                 "action": self.action,
                 "outcome": outcome,
-                "result": _result_of(error),
+                "result": result_of(error),
                 "attempt": self.attempts,
                 "mobiles": self.mobiles.count(",") + 1 if self.mobiles else 0,
                 "mobiles_hash": mobiles_hash(self.mobiles) if self.mobiles else None,
