@@ -296,6 +296,9 @@ if sys.argv[1] == "absent":
         AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC", otel=True)
     except ImportError as exc:   # the hint also gives the README's form (not on PyPI yet)
         assert "pip install '.[otel]'" in str(exc), exc
+        # Typed as every missing extra is (it was a bare ImportError).
+        from aisix_async import ExtraNotInstalledError
+        assert isinstance(exc, ExtraNotInstalledError) and exc.name == "opentelemetry"
     else:
         raise AssertionError("otel=True without the extra")
 print("ok")

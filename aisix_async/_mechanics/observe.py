@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from .._core.errors import AisixError, ValidationError, result_of
+from .._core.errors import AisixError, ExtraNotInstalledError, ValidationError, result_of
 from .._version import __version__
 from .hooks import log_hook_failure
 from .scheduler import Scheduler, SchedulerStats
@@ -287,9 +287,11 @@ class Observer:
             raise ValidationError(f"otel must be True, False or None, got {otel!r}")
         modules = _otel_modules() if otel is not False else None
         if otel and modules is None:
-            raise ImportError(
+            # Typed as every missing extra is (an ImportError still, as it was).
+            raise ExtraNotInstalledError(
                 "otel=True needs opentelemetry-api: pip install 'aisix-async[otel]' (in a "
-                "clone of the repository: pip install '.[otel]')"
+                "clone of the repository: pip install '.[otel]')",
+                name="opentelemetry",
             )
         self.otel = _instruments(*modules) if modules is not None else None
         #: (account, the scheduler's figures) of the client, for the gauges; see bind().
