@@ -196,6 +196,13 @@ class Gateway:
                 raise ValidationError(
                     f"{name} must be a function (or None), got {type(hook).__name__}"
                 )
+            if name != "on_key_rotation" and inspect.iscoroutinefunction(hook):
+                # Called synchronously: the coroutine would never run, and every unknown
+                # outcome go unreported but for a RuntimeWarning (an SRE's trial).
+                raise ValidationError(
+                    f"{name} is called synchronously, and must be a plain function: an "
+                    "async one's coroutine would never run (start a task from it instead)"
+                )
         # Counters, histograms, the on_unknown hook, and OpenTelemetry when installed.
         self.observer = Observer(on_unknown=on_unknown, otel=otel)
         self._on_key_rotation = on_key_rotation

@@ -428,8 +428,6 @@ async def test_a_failing_hook_is_logged_without_the_sends_numbers_in_its_traceba
     assert record.exc_info is not None
     _, exc, tb = record.exc_info
     assert exc is not None
-    shown = "".join(
-        traceback.TracebackException(type(exc), exc, tb, capture_locals=True).format()
-    )
+    shown = "".join(traceback.TracebackException(type(exc), exc, tb, capture_locals=True).format())
     assert "hook exploded" in shown and "explode" in shown
     assert NUMBER not in shown and "code 1234" not in shown

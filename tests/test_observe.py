@@ -14,6 +14,7 @@ import types
 from functools import partial
 from typing import Any
 
+import anyio
 import attrs
 import helpers
 import pytest
@@ -114,7 +115,10 @@ async def test_structured_logs_per_attempt_and_one_warning_per_give_up(
         assert record.__dict__["action"] == "sendOnce" and record.__dict__["mobiles"] == 2
         assert record.__dict__["latency"] >= 0 and record.__dict__["queue_wait"] >= 0
     retries = [r for r in ours if r.levelno == logging.INFO and "wait" in r.__dict__]
-    assert [(r.__dict__["attempt"], r.__dict__["result"]) for r in retries] == [(1, -1), (2, -1)]
+    # A string, as in every record (a retry's was the int -1: a typed pipeline split it).
+    assert [(r.__dict__["attempt"], r.__dict__["result"]) for r in retries] == [
+        (1, "-1"), (2, "-1"),
+    ]  # fmt: skip
     assert all(r.__dict__["mobiles"] == 2 for r in retries)
     # One call id ties the refused call's records together, apart from the first call's.
     assert attempts[0].__dict__["call"] == 1
@@ -148,9 +152,12 @@ class _Span:
 
 
 class _Instrument:
-    def __init__(self, name: str, points: list[tuple[str, float, dict[str, Any]]]) -> None:
+    def __init__(
+        self, name: str, points: list[tuple[str, float, dict[str, Any]]], **options: Any
+    ) -> None:
         self.name = name
         self.points = points
+        self.options = options
 
     def add(self, value: float, attributes: dict[str, Any]) -> None:
         self.points.append((self.name, value, dict(attributes)))
@@ -172,8 +179,9 @@ def recorded_otel(monkeypatch: pytest.MonkeyPatch) -> tuple[list[_Span], list[An
             return spans[-1]
 
     class Meter:
-        def create_counter(self, name: str, **_: Any) -> _Instrument:
-            return _Instrument(name, points)
+        def create_counter(self, name: str, **options: Any) -> _Instrument:
+            made[name] = _Instrument(name, points, **options)
+            return made[name]
 
         create_histogram = create_counter
 
@@ -181,6 +189,8 @@ def recorded_otel(monkeypatch: pytest.MonkeyPatch) -> tuple[list[_Span], list[An
             gauges[name] = callbacks[0]
 
     gauges: dict[str, Any] = {}
+    made: dict[str, _Instrument] = {}
+    gauges["instruments"] = made  # (read by a test, not a gauge)
     fake_trace = types.SimpleNamespace(
         get_tracer=lambda *a: Tracer(),
         SpanKind=trace.SpanKind,
@@ -200,6 +210,7 @@ async def test_opentelemetry_span_per_call_and_metrics(
 ) -> None:
     spans, points = recorded_otel
     gauges = points.pop(0)[2]
+    made = gauges.pop("instruments")
     async with client_for(emulator) as client:
         await client.send_once(NUMBERS, "code 1")
         # The scheduler's figures as gauges, read as an SDK would at collection time.
@@ -236,12 +247,35 @@ async def test_opentelemetry_span_per_call_and_metrics(
         (1, {"aisix.action": "getBalance", "aisix.result": "-1"}),
     ]
     assert len([p for p in points if p[0] == "aisix.client.latency"]) == 3
+    # In seconds, in stats()'s buckets: the SDK's default ones are for milliseconds.
+    for name in ("aisix.client.latency", "aisix.client.queue_wait"):
+        assert made[name].options["unit"] == "s"
+        assert made[name].options["explicit_bucket_boundaries_advisory"] == _observe.BUCKETS
     assert len([p for p in points if p[0] == "aisix.client.queue_wait"]) == 3
     calls = [a["aisix.outcome"] for n, _, a in points if n == "aisix.client.calls"]
     assert calls == ["accepted", "failed"]
     everything = json.dumps([s.attributes for s in spans] + points, default=str)
     assert emulator.authkey not in everything
     assert all(number not in everything for number in NUMBERS)
+
+
+async def test_a_call_cancelled_on_the_wire_is_no_success_in_its_span(
+    emulator: Any, recorded_otel: tuple[list[_Span], list[Any]]
+) -> None:
+    # Its span said aisix.result "1" with no error status: a dashboard counting results
+    # of "1" counted it a success, though its outcome was unknown.
+    spans, _ = recorded_otel
+    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    async with client_for(emulator) as client:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.send_once, NUMBERS, "code 1")
+                await anyio.sleep(0.2)
+                scope.cancel()
+    (span,) = spans
+    assert span.attributes["aisix.outcome"] == "unknown"
+    assert span.attributes["aisix.result"] == "cancelled"
+    assert span.status.status_code.name == "ERROR"
 
 
 def test_without_the_extra_nothing_is_imported_or_recorded() -> None:
@@ -262,6 +296,9 @@ if sys.argv[1] == "absent":
         AisixClient("1001@100001", "87B01469201D6557C2685137EB3B5DEC", otel=True)
     except ImportError as exc:   # the hint also gives the README's form (not on PyPI yet)
         assert "pip install '.[otel]'" in str(exc), exc
+        # Typed as every missing extra is (it was a bare ImportError).
+        from aisix_async import ExtraNotInstalledError
+        assert isinstance(exc, ExtraNotInstalledError) and exc.name == "opentelemetry"
     else:
         raise AssertionError("otel=True without the extra")
 print("ok")

@@ -606,3 +606,13 @@ def test_a_parameter_typed_in_full_width_is_refused(text: str) -> None:
         check_template(text)
     with pytest.raises(ValidationError, match="full-width"):
         check_content(text, plain=True)
+
+
+@pytest.mark.parametrize("hook", ["on_unknown", "on_retry"])
+def test_an_async_hook_that_is_called_synchronously_is_refused(hook: str) -> None:
+    # Taken, its coroutine was never awaited: every unknown outcome went unreported.
+    async def noted(event: object) -> None:
+        return None
+
+    with pytest.raises(ValidationError, match="called synchronously"):
+        AisixClient(ACCOUNT, KEY, **{hook: noted})

@@ -98,6 +98,7 @@ __all__ = [
     "error_for_tls",
     "is_retryable",
     "never_reached_the_gateway",
+    "result_of",
     "ssl_error_in",
     "worth_sending_again",
 ]
@@ -776,3 +777,23 @@ def error_for_code(
     # treated like -10: unknown, never resent blindly.
     ambiguous = code in AMBIGUOUS_SEND_CODES or cls is UnknownResultError
     return cls(action, code, outcome_unknown=is_send and ambiguous, detail=detail)
+
+
+def result_of(error: BaseException) -> str:
+    """How logs, stats and metrics name an attempt's result: the gateway's code as a
+    string ("-1"), "transport", "protocol", "cancelled", or the error's class name.
+
+    One spelling, one type: a retry's log record said -1 (an int) or "TransportError"
+    beside an attempt's "-1" and "transport", and a typed log pipeline split the field.
+    """
+    if isinstance(error, GatewayError):
+        return str(error.code)
+    if isinstance(error, TransportError):
+        return "transport"
+    if isinstance(error, ProtocolError):
+        return "protocol"
+    if not isinstance(error, Exception):
+        # asyncio's CancelledError and trio's Cancelled (BaseExceptions): the caller was
+        # cancelled while the request was on the wire, as the README names it.
+        return "cancelled"
+    return type(error).__name__

@@ -222,7 +222,7 @@ class Breaker:
                 "calls work again once one is accepted",
                 span,
                 self._run_length,
-                extra={"result": -1, "refusals": self._run_length, "refused_for": span},
+                extra={"result": "-1", "refusals": self._run_length, "refused_for": span},
             )
             if self._on_open is not None:
                 self._on_open()
@@ -231,7 +231,7 @@ class Breaker:
         if self._open:
             logger.warning(
                 "a probe was accepted: the gateway takes requests again; calls resume",
-                extra={"result": 1},
+                extra={"result": "1"},
             )
         self._seen_accepted = True
         self._open = False

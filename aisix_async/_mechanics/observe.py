@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from .._core.errors import AisixError, GatewayError, ProtocolError, TransportError, ValidationError
+from .._core.errors import AisixError, ExtraNotInstalledError, ValidationError, result_of
 from .._version import __version__
 from .hooks import log_hook_failure
 from .scheduler import Scheduler, SchedulerStats
@@ -211,11 +211,19 @@ class _Otel:
             unit="{send}",
             description="Sends that may or may not have gone out",
         )
+        # Seconds, in stats()'s buckets: the SDK's default boundaries are for milliseconds
+        # (5, 10, 25 ... 10000), and put nearly every attempt in the first (an SRE's trial).
         self.queue_wait = meter.create_histogram(
-            "aisix.client.queue_wait", unit="s", description="Wait for a turn, per attempt"
+            "aisix.client.queue_wait",
+            unit="s",
+            description="Wait for a turn, per attempt",
+            explicit_bucket_boundaries_advisory=BUCKETS,
         )
         self.latency = meter.create_histogram(
-            "aisix.client.latency", unit="s", description="Gateway latency, per attempt"
+            "aisix.client.latency",
+            unit="s",
+            description="Gateway latency, per attempt",
+            explicit_bucket_boundaries_advisory=BUCKETS,
         )
         # The scheduler's gauges, read when the SDK collects: one instrument each for
         # the process, over every live client (weakly held, so none is kept alive).
@@ -279,9 +287,11 @@ class Observer:
             raise ValidationError(f"otel must be True, False or None, got {otel!r}")
         modules = _otel_modules() if otel is not False else None
         if otel and modules is None:
-            raise ImportError(
+            # Typed as every missing extra is (an ImportError still, as it was).
+            raise ExtraNotInstalledError(
                 "otel=True needs opentelemetry-api: pip install 'aisix-async[otel]' (in a "
-                "clone of the repository: pip install '.[otel]')"
+                "clone of the repository: pip install '.[otel]')",
+                name="opentelemetry",
             )
         self.otel = _instruments(*modules) if modules is not None else None
         #: (account, the scheduler's figures) of the client, for the gauges; see bind().
@@ -364,7 +374,7 @@ class Observer:
                 "reason": reason,
                 "mobiles": count,
                 "mobiles_hash": digest,
-                "result": _result_of(error) if error is not None else "cancelled",
+                "result": result_of(error) if error is not None else "cancelled",
             },
         )
         if self.otel is not None:
@@ -385,20 +395,6 @@ class Observer:
                 # The hook runs while a cancellation is being handled: it must not
                 # replace the caller's exception with its own.
                 log_hook_failure("on_unknown", action, exc)
-
-
-def _result_of(error: BaseException) -> str:
-    if isinstance(error, GatewayError):
-        return str(error.code)
-    if isinstance(error, TransportError):
-        return "transport"
-    if isinstance(error, ProtocolError):
-        return "protocol"
-    if not isinstance(error, Exception):
-        # asyncio's CancelledError and trio's Cancelled (BaseExceptions): the caller was
-        # cancelled while the request was on the wire, as the README names it.
-        return "cancelled"
-    return type(error).__name__
 
 
 class CallObservation:
@@ -458,7 +454,7 @@ class CallObservation:
         latency = now - since
         wait = since - self.ready
         self.ready = now
-        result = "1" if error is None else _result_of(error)
+        result = "1" if error is None else result_of(error)
         if isinstance(error, AisixError):
             self.last_error = error
         observer = self.observer
@@ -507,9 +503,16 @@ class CallObservation:
             span.set_attribute("aisix.outcome_unknown", outcome == "unknown")
             if self.mobiles:
                 span.set_attribute("aisix.mobiles", self.mobiles.count(",") + 1)
-            result = "1" if error is None else _result_of(error)
+            # A call ended with no error of its own is accepted, or was cancelled (on the
+            # wire: "unknown"); it read "1" either way, a success on a dashboard.
+            if error is not None:
+                result = result_of(error)
+            elif outcome == "accepted":
+                result = "1"
+            else:
+                result = "cancelled" if outcome in ("unknown", "cancelled") else outcome
             span.set_attribute("aisix.result", result)
-            if error is not None and otel is not None:
+            if (error is not None or outcome == "unknown") and otel is not None:
                 # The type only: messages are safe, but a span is no place for prose.
                 span.set_status(otel.trace.Status(otel.trace.StatusCode.ERROR, result))
             span.end()
@@ -532,7 +535,7 @@ class CallObservation:
                 "call": self.id,
                 "action": self.action,
                 "outcome": outcome,
-                "result": _result_of(error),
+                "result": result_of(error),
                 "attempt": self.attempts,
                 "mobiles": self.mobiles.count(",") + 1 if self.mobiles else 0,
                 "mobiles_hash": mobiles_hash(self.mobiles) if self.mobiles else None,

@@ -96,6 +96,7 @@ from .._core.errors import (
     TransportError,
     ValidationError,
     is_retryable,
+    result_of,
 )
 from .._core.validate import check_number
 from .breaker import Breaker
@@ -1485,7 +1486,7 @@ class Scheduler:
                     **(log_extra or {}),
                     "action": action,
                     "attempt": state.attempt_number,
-                    "result": getattr(cause, "code", type(cause).__name__),
+                    "result": result_of(cause),
                     "wait": wait,
                 },
             )

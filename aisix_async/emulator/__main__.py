@@ -21,7 +21,6 @@ from typing import NoReturn
 import attrs
 
 from ._config import FAULT_NAMES, AccountConfig, EmulatorConfig, FaultConfig
-from ._server import EmulatorServer
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -160,6 +159,20 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         config = config_from_args(args)
     except (ValueError, TypeError) as exc:
         print(_redacted(f"error: {exc}"), file=sys.stderr)
+        return 2
+    try:
+        # Here, not at the top: without the emulator extra, `python -m aisix_async.emulator`
+        # printed a ModuleNotFoundError traceback, where `aisix emulator` names the extra.
+        from ._server import EmulatorServer
+    except ImportError as missing:
+        if missing.name not in {"uvicorn", "httptools"}:
+            raise
+        print(
+            "error: the emulator needs the emulator extra: pip install "
+            "'aisix-async[emulator]' (in a clone of the repository: pip install "
+            "'.[emulator]')",
+            file=sys.stderr,
+        )
         return 2
     server = EmulatorServer(config, host=args.host, port=args.port)
     try:

@@ -251,3 +251,19 @@ def test_options_map_to_the_config() -> None:
         2.0,
     )
     assert faults.fault_actions == frozenset({"sendOnce", "sendBatch"})
+
+
+def test_python_m_emulator_without_its_extra_names_the_extra() -> None:
+    # `python -m aisix_async.emulator` printed a ModuleNotFoundError traceback where
+    # `aisix emulator` names the extra to install.
+    script = (
+        "import runpy, sys; sys.modules['uvicorn'] = None; "
+        "sys.argv = ['aisix_async.emulator', '--port', '0']; "
+        "runpy.run_module('aisix_async.emulator', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "pip install 'aisix-async[emulator]'" in done.stderr
