@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 def _emulator(argv: list[str]) -> int:
     try:
         from ..emulator.__main__ import main as emulator_main
+
+        # (It imports its server, and so uvicorn, once its arguments are read.)
+        return int(emulator_main(argv, prog="aisix emulator"))
     except ImportError as exc:
         if getattr(exc, "name", None) in {"uvicorn", "httptools"}:
             print(MISSING_EMULATOR_HINT, file=sys.stderr)
             return 2
         raise
-    return int(emulator_main(argv, prog="aisix emulator"))

@@ -160,20 +160,10 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(_redacted(f"error: {exc}"), file=sys.stderr)
         return 2
-    try:
-        # Here, not at the top: without the emulator extra, `python -m aisix_async.emulator`
-        # printed a ModuleNotFoundError traceback, where `aisix emulator` names the extra.
-        from ._server import EmulatorServer
-    except ImportError as missing:
-        if missing.name not in {"uvicorn", "httptools"}:
-            raise
-        print(
-            "error: the emulator needs the emulator extra: pip install "
-            "'aisix-async[emulator]' (in a clone of the repository: pip install "
-            "'.[emulator]')",
-            file=sys.stderr,
-        )
-        return 2
+    # Here, not at the top: without the emulator extra (uvicorn) the import fails, and
+    # each way in says so in its own words (see the end of this file, and `aisix emulator`).
+    from ._server import EmulatorServer
+
     server = EmulatorServer(config, host=args.host, port=args.port)
     try:
         server.start()
@@ -227,4 +217,17 @@ def _say(*lines: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ImportError as missing:
+        # `python -m aisix_async.emulator` printed a ModuleNotFoundError traceback, where
+        # `aisix emulator` names the extra to install.
+        if missing.name not in {"uvicorn", "httptools"}:
+            raise
+        print(
+            "error: the emulator needs the emulator extra: pip install "
+            "'aisix-async[emulator]' (in a clone of the repository: pip install "
+            "'.[emulator]')",
+            file=sys.stderr,
+        )
+        sys.exit(2)
