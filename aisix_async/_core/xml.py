@@ -209,13 +209,6 @@ class _Reading:
             step *= 2
         return bool(self._root and self._items) and (self._fed < len(body) or not self._closed())
 
-    def to_last_byte(self) -> None:
-        """Feed the rest of the body, not final: every element complete in it is read,
-        and a body cut short is not refused (:meth:`to_end` would)."""
-        if self._fed < len(self._body):
-            self._expat.Parse(self._body[self._fed :], False)
-            self._fed = len(self._body)
-
     def head(self) -> tuple[str, dict[str, str]]:
         """The root's tag and attributes, once :meth:`to_head` said the rest may wait."""
         return self._root[0]
@@ -327,34 +320,6 @@ def parse_answer(body: bytes, action: str) -> Answer:
     return Answer(name=action, result=result, items=tuple(items))
 
 
-def parse_answer_keeping(body: bytes, action: str) -> Answer:
-    """:func:`parse_answer`, except that an accepted answer cut short past its first Items
-    keeps the Items read whole before the fault (``cut_short`` says what was wrong).
-
-    For answers whose records exist nowhere else: a queue's batch (the gateway hands each
-    report out once) and updateKey's new key (the old one stops working). Expat hands an
-    Item over at its start tag, its attributes whole, so a kept Item is never a part.
-    """
-    try:
-        return parse_answer(body, action)
-    except ProtocolError as exc:
-        error = exc
-    reading = _Reading.of(_unwrapped(body, action))
-    if reading is None:
-        raise error
-    try:
-        reading.to_last_byte()
-    except Exception:  # malformed before its end, or forbidden XML: nothing to keep
-        raise error from None
-    items = reading.items_so_far
-    if not items or reading.has_strays:
-        raise error
-    tag, attributes = reading.head()
-    if tag != "xml" or attributes.get("name") != action or attributes.get("result") != "1":
-        raise error
-    return Answer(name=action, result=1, items=tuple(items), cut_short=error.message)
-
-
 class LazyAnswer:
     """An answer whose root is read and checked, and whose Items are read when asked for.
 
@@ -458,3 +423,21 @@ def parse_head(body: bytes, action: str) -> LazyAnswer:
     if result == 1:
         _check_strays(body, action, len(items), strays)
     return LazyAnswer(action, result, items=tuple(items))
+
+
+def parse_answer_keeping(body: bytes, action: str) -> Answer:
+    """:func:`parse_answer`, except that an accepted answer cut short past its first Items
+    keeps the Items read whole before the fault (``cut_short`` says what was wrong).
+
+    For answers whose records exist nowhere else: a queue's batch (the gateway hands each
+    report out once) and updateKey's new key (the old one stops working). The same keeping
+    as a stream's (:attr:`LazyAnswer.salvaged`): read whole, the answer is refused.
+    """
+    answer = parse_head(body, action)
+    try:
+        items = answer.read_items()
+    except ProtocolError as exc:
+        if not answer.salvaged:
+            raise
+        return Answer(name=action, result=1, items=answer.salvaged, cut_short=exc.message)
+    return Answer(name=action, result=answer.result, items=items)
