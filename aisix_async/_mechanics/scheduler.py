@@ -639,9 +639,9 @@ class Scheduler:
         self._shared = shared
         # The shared source's run of -1 answers, for the breaker (see _fleet_refusals).
         self._fleet_run: tuple[int, float] | None = None
-        # Attempts in a row that ended with no answer on the limit (unreachable, a 502):
+        # Whether the last attempt ended with no answer on the limit (unreachable, a 502):
         # the pace does not grow meanwhile (see _await_pace).
-        self._failing = 0
+        self._failing = False
         # What was learned before the current run of -1 answers (None: the last answer
         # was accepted), and, once that run opened the breaker, what to go back to when
         # an answer is accepted again (see _storm_over).
@@ -1532,7 +1532,7 @@ class Scheduler:
             try:
                 result = await attempt()
             except RateLimitedError:
-                self._failing = 0
+                self._failing = False
                 if tally is not None:
                     tally.rate_limited += 1
                 self._on_rate_limited(dispatched_at, shared_turn=turn is not None)
@@ -1545,15 +1545,15 @@ class Scheduler:
                     await hooks.refused()
                 raise
             except TransportError as exc:
-                self._failing += 1
+                self._failing = True
                 if not exc.request_sent and hooks is not None:
                     await hooks.refused()
                 raise
             except Exception:
                 # A 502, a -10, an answer that cannot be read: no word on the limit.
-                self._failing += 1
+                self._failing = True
                 raise
-            self._failing = 0
+            self._failing = False
             self._on_accepted(waited, dispatched_at, sent_at_pace)
             return result
         finally:
