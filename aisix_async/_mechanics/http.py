@@ -251,6 +251,8 @@ class HttpTransport:
         such as ``MockTransport``, never calls them.
         """
         action = url.rpartition("action=")[2] or url
+        # What errors name: the URL without its query, and the option it comes from.
+        bare, setting = url.partition("?")[0], url_setting(action)
         stack = self._stack
         extensions = (
             None
@@ -275,36 +277,34 @@ class HttpTransport:
                     # an EndpointError, raised at once; a 502 is a ProtocolError like a
                     # garbled answer (error_for_status).
                     raise error_for_status(
-                        action, response.status_code, url.partition("?")[0], quote, size=len(body)
+                        action, response.status_code, bare, quote, size=len(body)
                     )
                 return await self._read_capped(response, self._max_body, action)
         except stack.not_sent as exc:
             refusal = _tls_refusal(exc)
             if refusal is not None:
                 detail, certificate = refusal
-                raise error_for_tls(
-                    action, url.partition("?")[0], detail, certificate=certificate
-                ) from None
+                raise error_for_tls(action, bare, detail, certificate=certificate) from None
             raise TransportError(
                 f"{action}: could not reach the gateway ({type(exc).__name__}: {exc})",
                 request_sent=False,
-                url=url.partition("?")[0],
-                setting=url_setting(action),
+                url=bare,
+                setting=setting,
             ) from None
         except stack.timeout_error as exc:
             raise TransportError(
                 f"{action}: no answer in time ({type(exc).__name__}) after the request was written",
                 request_sent=True,
-                url=url.partition("?")[0],
-                setting=url_setting(action),
+                url=bare,
+                setting=setting,
             ) from None
         except stack.http_error as exc:
             raise TransportError(
                 f"{action}: the connection failed after the request was written "
                 f"({type(exc).__name__}: {exc})",
                 request_sent=True,
-                url=url.partition("?")[0],
-                setting=url_setting(action),
+                url=bare,
+                setting=setting,
             ) from None
 
     async def _read_capped(
