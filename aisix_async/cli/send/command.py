@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
@@ -163,26 +163,27 @@ def _password_on_command_line(url: str | None) -> bool:
     )
 
 
-def _is_stdout(path: str) -> bool:
-    """Whether ``path`` is this process's stdout (``/dev/stdout``, or its file by name)."""
+def _is_fd(path: str, fd: int, *, kinds: tuple[Callable[[int], bool], ...] = ()) -> bool:
+    """Whether ``path`` is this process's file descriptor ``fd`` (``/dev/stdout``, or its
+    file by name); with ``kinds``, only when ``fd`` is a file of one of those kinds."""
     try:
-        named, ours = os.stat(path), os.fstat(1)
+        named, ours = os.stat(path), os.fstat(fd)
     except OSError:
         return False
+    if kinds and not any(kind(ours.st_mode) for kind in kinds):
+        return False
     return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _is_stdout(path: str) -> bool:
+    """Whether ``path`` is this process's stdout."""
+    return _is_fd(path, 1)
 
 
 def _is_stdin(path: str) -> bool:
     """Whether ``path`` is this process's stdin, when that is a file or a pipe (a terminal
     or /dev/null is no input an outcome row could be appended to)."""
-    try:
-        ours = os.fstat(0)
-        named = os.stat(path)
-    except OSError:
-        return False
-    if not (stat.S_ISREG(ours.st_mode) or stat.S_ISFIFO(ours.st_mode)):
-        return False
-    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+    return _is_fd(path, 0, kinds=(stat.S_ISREG, stat.S_ISFIFO))
 
 
 def _check_outcomes(args: Any) -> None:
