@@ -270,7 +270,8 @@ def _refuse_repeated(path: str, header: Sequence[str], wanted: Sequence[str]) ->
         )
 
 
-def _need_columns(path: str, wanted: Sequence[str]) -> None:
+def _need_columns(path: str, wanted: Sequence[str]) -> list[str]:
+    """The file's header, which names every column ``wanted``, once, or a CliError."""
     _existing_file(path, "--csv ")
     header = _header(path)
     missing = [name for name in wanted if name not in header]
@@ -289,6 +290,7 @@ def _need_columns(path: str, wanted: Sequence[str]) -> None:
             f"{', '.join(repr(h) for h in header) or 'nothing'}{hint}"
         )
     _refuse_repeated(path, header, wanted)
+    return header
 
 
 def csv_numbers_source(path: str, column: str) -> Source:
@@ -316,10 +318,8 @@ def param_source(path: str, column: str, param_columns: Sequence[str], template:
             f"the template uses {count} parameter(s) ({{p1}}..{{p{count}}}) but "
             f"--param-columns names {len(param_columns)}"
         )
-    _need_columns(path, [column, *param_columns])
+    columns = len(_need_columns(path, [column, *param_columns]))
     rows = _csv_rows(path)
-
-    columns = len(_header(path))
 
     def read() -> Iterator[Item]:
         for number, row, beyond in rows():
