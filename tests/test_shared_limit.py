@@ -82,6 +82,11 @@ def limit(server: RedisServer, time: VirtualTime | None = None, **options: Any) 
     return SharedLimit(server.url, account=ACCOUNT, gateway_url=GATEWAY, **options)
 
 
+async def _redis_lost(script: Any, keys: list[str], args: list[Any]) -> Any:
+    """A SharedLimit's call to a Redis gone (killed, paused): put in place of ``_call``."""
+    raise ConnectionError("Redis is gone")
+
+
 def stored(server: RedisServer) -> dict[str, str]:
     with redis.Redis.from_url(server.url, decode_responses=True) as conn:
         return conn.hgetall(f"{schedule_key(ACCOUNT, GATEWAY)}:schedule")
@@ -993,10 +998,7 @@ async def test_a_rejoining_client_first_sends_what_it_paced_itself(
     assert await shared.take_turn() is not None
     reach_redis = shared._call
 
-    async def lost(script: Any, keys: list[str], args: list[Any]) -> Any:
-        raise ConnectionError("Redis is gone")
-
-    shared._call = lost  # type: ignore[method-assign]
+    shared._call = _redis_lost  # type: ignore[method-assign]
     # 60 requests told to pace themselves at the share of 40/s: its scheduler sends them
     # over the next 1.5 s.
     for _ in range(60):
@@ -1011,7 +1013,7 @@ async def test_a_rejoining_client_first_sends_what_it_paced_itself(
     # Until then a -1 measures nothing from the slots (those requests are not in them).
     assert float(stored(redis_server)["measure_from"]) >= time.now + 0.5
     # Estimated at most OWN_HORIZON ahead (and one request): its own pace may have drifted.
-    shared._call = lost  # type: ignore[method-assign]
+    shared._call = _redis_lost  # type: ignore[method-assign]
     for _ in range(1000):
         assert await shared.take_turn() is None
     assert shared._own_until - clock[0] == pytest.approx(SharedLimit.OWN_HORIZON + 1 / 40, rel=0.05)
@@ -1332,10 +1334,7 @@ async def test_a_minus_one_just_after_a_rejoin_cuts_from_the_pace(
     pace = float(stored(redis_server)["pace"])
     reach_redis = shared._call
 
-    async def lost(script: Any, keys: list[str], args: list[Any]) -> Any:
-        raise ConnectionError("Redis is paused")
-
-    shared._call = lost  # type: ignore[method-assign]
+    shared._call = _redis_lost  # type: ignore[method-assign]
     for _ in range(10):
         assert await shared.take_turn() is None
         time.now += 0.2
