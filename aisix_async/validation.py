@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from ._core.errors import redact_keys
+from ._core.spreadsheet import spreadsheet_safe
 from ._core.validate import (
     NUMBERING,
     SEPARATOR,
@@ -41,6 +42,7 @@ __all__ = [
     "check_param_row",
     "check_template",
     "redact_keys",
+    "spreadsheet_safe",
 ]
 
 

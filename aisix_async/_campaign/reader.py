@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, ClassVar, TextIO
@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 
 from .._core.errors import CampaignError
+from .._core.spreadsheet import spreadsheet_safe
 from . import sql
 from .file import JournalInUse, journal_files, owner_only
 from .journal import GATEWAY_META, CampaignRun, Journal, fingerprint
@@ -169,7 +170,9 @@ class CampaignJournal:
         writing (open it with ``newline=""``, as :mod:`csv` asks; it is written from a
         worker thread and left open). The lines are streamed from the journal a chunk at
         a time: a campaign of millions is never held in memory. Input no run has reached
-        is not in the journal, so not in the export.
+        is not in the journal, so not in the export. A mobile, msgid or delivery code
+        that a spreadsheet would run as a formula (``=...``; see
+        :func:`aisix_async.validation.spreadsheet_safe`) is written after a ``'``.
         """
         journal = self._opened()
         if not isinstance(target, (str, os.PathLike)):
@@ -204,7 +207,24 @@ class CampaignJournal:
     async def _write_csv(self, journal: Journal, handle: TextIO) -> int:
         writer = csv.writer(handle)
         await anyio.to_thread.run_sync(writer.writerow, self.EXPORT_COLUMNS)
-        return await journal.export(writer.writerow)
+
+        def write(row: Sequence[Any]) -> None:
+            # The mobile (an invalid input line is kept as typed), the msgid and the
+            # delivery code (the gateway's text) come from outside: a spreadsheet must
+            # not run them. Position, status and time are ours.
+            mobile, position, status, msgid, delivery, when = row
+            writer.writerow(
+                (
+                    spreadsheet_safe(mobile),
+                    position,
+                    status,
+                    spreadsheet_safe(msgid),
+                    spreadsheet_safe(delivery),
+                    when,
+                )
+            )
+
+        return await journal.export(write)
 
 
 def open_campaign_journal(path: str | os.PathLike[str]) -> CampaignJournal:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import __version__
-from ._exit import EXIT_CODES_HELP, CliError, redact_keys
+from ._exit import EXIT_CODES_HELP, CliError, ExitCode, exit_codes_help, redact_keys
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "build_parser", "option_name", "poll_interval"]
 
@@ -38,6 +38,53 @@ examples:
   aisix send numbers.txt --content "Sale!" --dry-run           # estimate, send nothing
 """
 
+
+# What each command's --help lists: the exit codes it can return and the environment
+# variables it reads, as traced in the code; `aisix --help` lists them all.
+#
+# Every command: 2 (argparse refuses bad usage; CliError's default), 130 (_app turns a
+# Ctrl-C into it) and 141 (_app's _stdout_closed, or a BrokenPipeError of a write).
+_EVERY = (ExitCode.USAGE, ExitCode.INTERRUPTED, ExitCode.STDOUT_CLOSED)
+# And those that talk to the gateway: 0, and 4 for what describe() makes of the SDK's
+# errors (a refused account, a network, -1 that never clears).
+_GATEWAY_CODES = (ExitCode.OK, ExitCode.GATEWAY, *_EVERY)
+# resolve_credentials reads the account, key and both URLs (an empty URL variable is
+# refused even where the command needs no DataApi); AisixClient reads
+# AISIX_SHARED_LIMIT itself unless given a value, which only send's --shared-limit
+# gives; Context.client() loads and saves the rate cache unless --no-rate-cache.
+_GATEWAY_ENV = (
+    "AISIX_ACCOUNT",
+    "AISIX_AUTHKEY",
+    "AISIX_BASE_URL",
+    "AISIX_DATA_URL",
+    "AISIX_SHARED_LIMIT",
+    "XDG_CACHE_HOME",
+)
+# The commands whose records a closed stdout keeps in $XDG_STATE_HOME (_output's
+# KEEPS_UNPRINTED, not imported: --help works without rich, which _output needs).
+_KEEPS = ("XDG_STATE_HOME",)
+_EPILOGS = {
+    "send": exit_codes_help(
+        # 1: recipients refused; 3: unknown outcomes (send/report.py).
+        (*_GATEWAY_CODES, ExitCode.FAILED, ExitCode.UNKNOWN),
+        (*_GATEWAY_ENV, *_KEEPS),
+    ),
+    "balance": exit_codes_help(_GATEWAY_CODES, _GATEWAY_ENV),
+    "channels": exit_codes_help(_GATEWAY_CODES, _GATEWAY_ENV),
+    "signs": exit_codes_help(_GATEWAY_CODES, _GATEWAY_ENV),
+    # 5: --journal --until-idle with reports still pending (_delivery).
+    "reports": exit_codes_help((*_GATEWAY_CODES, ExitCode.PENDING), (*_GATEWAY_ENV, *_KEEPS)),
+    "replies": exit_codes_help(_GATEWAY_CODES, (*_GATEWAY_ENV, *_KEEPS)),
+    # 3: the answer to updateKey was lost (_commands.rotate_key).
+    "rotate-key": exit_codes_help((*_GATEWAY_CODES, ExitCode.UNKNOWN), (*_GATEWAY_ENV, *_KEEPS)),
+    # The journal alone: no client, no rate cache, no records kept. AISIX_AUTHKEY is
+    # looked at only to refuse the key typed into an argument; it configures nothing,
+    # and its line (the key, or --authkey-file) would say credentials are needed.
+    "campaign": exit_codes_help((ExitCode.OK, *_EVERY)),
+    # The demo's client is given the emulator's account, key and URL; 1: the check
+    # failed; 4: the client gave up on the emulator (its faults, past the retry time).
+    "demo": exit_codes_help((ExitCode.OK, ExitCode.FAILED, ExitCode.GATEWAY, *_EVERY)),
+}
 
 #: The arguments whose dest does not name them: the positionals, and --numbers.
 _NAMED_APART = {
@@ -161,7 +208,7 @@ def _add_send(
         help="send one content, a template, or a batch to many numbers",
         description="Send SMS to many recipients: chunked, rate-adaptive, every recipient "
         "accounted for.",
-        epilog=_SEND_EPILOG + "\n" + EXIT_CODES_HELP,
+        epilog=_SEND_EPILOG + "\n" + _EPILOGS["send"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inputs = send.add_argument_group("recipients")
@@ -294,7 +341,7 @@ def _add_campaign(sub: argparse._SubParsersAction[_Parser], output: _Parser) -> 
         "pending, reports not the campaign's, and when each run happened. Sends nothing and "
         "needs no credentials. While a send runs on the journal, it is read as committed so "
         "far (read only).",
-        epilog=EXIT_CODES_HELP,
+        epilog=_EPILOGS["campaign"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmd.add_argument("journal_file", metavar="FILE", help="the journal of aisix send --journal")
@@ -341,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
             parents=both,
             help=text,
             description=text,
-            epilog=EXIT_CODES_HELP,
+            epilog=_EPILOGS[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -354,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is not told, some faults and delivery reports; send a campaign by sendOnce, "
         "sendBatch and sendParam; wait for the reports; check every figure against the "
         "emulator's own record. Exit 0 only if the check passed.",
-        epilog=EXIT_CODES_HELP,
+        epilog=_EPILOGS["demo"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(

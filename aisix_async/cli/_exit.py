@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 
 from .. import (
     AccountFormatError,
@@ -36,7 +37,15 @@ from .. import (
 )
 from ..validation import redact_keys
 
-__all__ = ["EXIT_CODES_HELP", "CliError", "ExitCode", "describe", "redact_keys"]
+__all__ = [
+    "ENVIRONMENT",
+    "EXIT_CODES_HELP",
+    "CliError",
+    "ExitCode",
+    "describe",
+    "exit_codes_help",
+    "redact_keys",
+]
 
 
 class ExitCode(enum.IntEnum):
@@ -52,37 +61,77 @@ class ExitCode(enum.IntEnum):
     STDOUT_CLOSED = 141
 
 
-EXIT_CODES_HELP = """\
-exit codes:
-  0    success: every recipient accepted (demo: the self-check passed)
+#: Each exit code's lines in ``--help``, in order. A command's help lists those it can
+#: return (see ``_args``); ``aisix --help`` lists them all.
+_CODE_LINES = {
+    ExitCode.OK: "  0    success: every recipient accepted (demo: the self-check passed)\n",
+    ExitCode.FAILED: """\
   1    some recipients failed: refused, nothing charged for them (demo: check failed)
+""",
+    ExitCode.USAGE: """\
   2    usage or configuration error (bad arguments or input, missing credentials or
        extra, a base URL where no gateway answers, requests too large for the server
        at it, a Redis that refuses --shared-limit's password); nothing was sent
+""",
+    ExitCode.UNKNOWN: """\
   3    some recipients have an UNKNOWN outcome: they may have been sent and charged;
        do not resend them blindly (with --journal, the journal lists them)
+""",
+    ExitCode.GATEWAY: """\
   4    the gateway refused the account or could not be reached (wrong or locked key,
        -1 that never clears, balance too low, network)
+""",
+    ExitCode.PENDING: """\
   5    reports --journal --until-idle: the reports stopped coming while some of the
        campaign's recipients still wait for one (or have an unknown outcome)
-  130  interrupted (Ctrl-C) after printing what was sent
+""",
+    ExitCode.INTERRUPTED: "  130  interrupted (Ctrl-C) after printing what was sent\n",
+    ExitCode.STDOUT_CLOSED: """\
   141  stdout was closed early (| head, a reader that died): the command stopped as at
        a Ctrl-C; records it could not print are kept in a file named on stderr
+""",
+}
 
-environment:
-  AISIX_ACCOUNT    the account, staff@enterprise (or --account)
+#: Each environment variable's lines in ``--help``, in order; a command's help lists
+#: those it reads (see ``_args``).
+ENVIRONMENT = {
+    "AISIX_ACCOUNT": "  AISIX_ACCOUNT    the account, staff@enterprise (or --account)\n",
+    "AISIX_AUTHKEY": """\
   AISIX_AUTHKEY    the authentication key (or --authkey-file PATH; there is no
                    flag taking the key itself: it would land in shell history)
-  AISIX_BASE_URL   e.g. http://api.aisix.com/OpenPlatform (or --base-url)
+""",
+    "AISIX_BASE_URL": "  AISIX_BASE_URL   e.g. http://api.aisix.com/OpenPlatform (or --base-url)\n",
+    "AISIX_DATA_URL": """\
   AISIX_DATA_URL   the DataApi URL when it lives elsewhere (or --data-url)
+""",
+    "AISIX_SHARED_LIMIT": """\
   AISIX_SHARED_LIMIT
                    redis://... : share the account's pace with other processes
                    through Redis (send; or --shared-limit)
+""",
+    "XDG_CACHE_HOME": """\
   XDG_CACHE_HOME   where the rate cache lives ($XDG_CACHE_HOME/aisix/rate/, else
                    ~/.cache/aisix/rate/; send --no-rate-cache skips it)
+""",
+    "XDG_STATE_HOME": """\
   XDG_STATE_HOME   where records a closed stdout could not take are kept
                    ($XDG_STATE_HOME/aisix/unprinted/, else ~/.local/state/...)
-"""
+""",
+}
+
+
+def exit_codes_help(codes: Iterable[ExitCode], variables: Iterable[str] = ()) -> str:
+    """The epilog listing ``codes`` and the environment ``variables``, in the usual order."""
+    wanted, named = set(codes), set(variables)
+    text = "exit codes:\n" + "".join(line for c, line in _CODE_LINES.items() if c in wanted)
+    if named:
+        text += "\nenvironment:\n" + "".join(
+            line for name, line in ENVIRONMENT.items() if name in named
+        )
+    return text
+
+
+EXIT_CODES_HELP = exit_codes_help(ExitCode, ENVIRONMENT)
 
 
 class CliError(Exception):

@@ -65,7 +65,7 @@ from .inputs import (
     problem,
 )
 from .report import finish, show_estimate, show_problems, snapshot
-from .tally import Tally, open_outcomes, outcome_record, outcome_rows_text
+from .tally import Tally, open_outcomes, outcome_record, outcome_row, outcome_rows_text
 
 if TYPE_CHECKING:
     from ... import Campaign
@@ -708,9 +708,9 @@ def _write_found_unknown(
     )
     try:
         for _, mobile in reconciled:
-            writer.writerow((mobile, OutcomeStatus.ACCEPTED.value, "", proved))
+            writer.writerow(outcome_row(mobile, OutcomeStatus.ACCEPTED.value, "", proved))
         for mobile in found:
-            writer.writerow((mobile, OutcomeStatus.UNKNOWN.value, "", reason))
+            writer.writerow(outcome_row(mobile, OutcomeStatus.UNKNOWN.value, "", reason))
         outcomes_file.flush()
     except OSError as exc:
         out.error(f"--outcomes {args.outcomes}: cannot write it ({exc.strerror or exc})")

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import attrs
 
 from ... import NotSentError, OutcomeStatus, SendOutcome
+from ...validation import spreadsheet_safe
 from .._exit import CliError
 from .._stdout import Piece, StdoutWriter
 
@@ -141,6 +142,17 @@ def outcome_rows_text(outcome: SendOutcome) -> str:
     return text.getvalue()
 
 
+def outcome_row(mobile: str, status: str, msgid: str, error: str) -> tuple[str, ...]:
+    """One --outcomes row, safe to open in a spreadsheet.
+
+    The mobile (an invalid line --skip-invalid reports is kept as typed), the msgid
+    (the gateway's) and the error (the gateway's words inside ours) come from outside:
+    one a spreadsheet would run as a formula (``=HYPERLINK(...)``) is written after a
+    ``'``. The status is ours, and a plain number (``-1``, ``+86...``) is left as it is.
+    """
+    return (spreadsheet_safe(mobile), status, spreadsheet_safe(msgid), spreadsheet_safe(error))
+
+
 def write_outcome_rows(writer: Any, outcome: SendOutcome) -> None:
     """One CSV row per recipient: mobile, status, msgid, error."""
     receipts = outcome.receipts
@@ -152,7 +164,7 @@ def write_outcome_rows(writer: Any, outcome: SendOutcome) -> None:
             msgid = receipts[0].msgid
         else:
             msgid = receipts[index].msgid if index < len(receipts) else ""
-        writer.writerow((mobile, outcome.status.value, msgid, reason))
+        writer.writerow(outcome_row(mobile, outcome.status.value, msgid, reason))
 
 
 def _owner_only(path: str, flags: int) -> int:
