@@ -58,6 +58,7 @@ _GATEWAY_ENV = (
     "AISIX_BASE_URL",
     "AISIX_DATA_URL",
     "AISIX_SHARED_LIMIT",
+    "AISIX_HTTP_STACK",
     "XDG_CACHE_HOME",
 )
 # The commands whose records a closed stdout keeps in $XDG_STATE_HOME (_output's
@@ -83,7 +84,11 @@ _EPILOGS = {
     "campaign": exit_codes_help((ExitCode.OK, *_EVERY)),
     # The demo's client is given the emulator's account, key and URL; 1: the check
     # failed; 4: the client gave up on the emulator (its faults, past the retry time).
-    "demo": exit_codes_help((ExitCode.OK, ExitCode.FAILED, ExitCode.GATEWAY, *_EVERY)),
+    # It names its own endpoints and shares no limit, so of the environment only the
+    # HTTP stack applies.
+    "demo": exit_codes_help(
+        (ExitCode.OK, ExitCode.FAILED, ExitCode.GATEWAY, *_EVERY), ("AISIX_HTTP_STACK",)
+    ),
 }
 
 #: The arguments whose dest does not name them: the positionals, and --numbers.

@@ -143,8 +143,16 @@ async def _campaign(
     parts = [once, batch, param]
     tracker = DeliveryTracker()
     retry = RetryPolicy(timeout=60.0, attempts=1000)
+    # Every endpoint named, and no shared limit: AISIX_DATA_URL or AISIX_SHARED_LIMIT set
+    # for the user's real account would send the demo's report reads to that DataApi (the
+    # check then failed) or its pace to that Redis.
     async with AisixClient(
-        server.account, server.authkey, base_url=server.base_url, retry=retry
+        server.account,
+        server.authkey,
+        base_url=server.base_url,
+        data_url=server.data_url,
+        shared_limit="",
+        retry=retry,
     ) as client:
         before = (await client.get_balance()).remain
         signature = next(s.sign for s in await client.get_signs() if s.csid == 0)

@@ -88,7 +88,7 @@ _CODE_LINES = {
     ExitCode.INTERRUPTED: "  130  interrupted (Ctrl-C) after printing what was sent\n",
     ExitCode.STDOUT_CLOSED: """\
   141  stdout was closed early (| head, a reader that died): the command stopped as at
-       a Ctrl-C; records it could not print are kept in a file named on stderr
+       a Ctrl-C
 """,
 }
 
@@ -107,7 +107,11 @@ ENVIRONMENT = {
     "AISIX_SHARED_LIMIT": """\
   AISIX_SHARED_LIMIT
                    redis://... : share the account's pace with other processes
-                   through Redis (send; or --shared-limit)
+                   through Redis (or send --shared-limit)
+""",
+    "AISIX_HTTP_STACK": """\
+  AISIX_HTTP_STACK httpx or httpx2: the HTTP stack (default: httpx2 when installed,
+                   else httpx)
 """,
     "XDG_CACHE_HOME": """\
   XDG_CACHE_HOME   where the rate cache lives ($XDG_CACHE_HOME/aisix/rate/, else
@@ -120,10 +124,17 @@ ENVIRONMENT = {
 }
 
 
+_KEPT_UNPRINTED = "; records it could not print are kept in a file named on stderr\n"
+
+
 def exit_codes_help(codes: Iterable[ExitCode], variables: Iterable[str] = ()) -> str:
     """The epilog listing ``codes`` and the environment ``variables``, in the usual order."""
     wanted, named = set(codes), set(variables)
     text = "exit codes:\n" + "".join(line for c, line in _CODE_LINES.items() if c in wanted)
+    if ExitCode.STDOUT_CLOSED in wanted and "XDG_STATE_HOME" in named:
+        # The commands that keep what a closed stdout could not take are those that say
+        # where (XDG_STATE_HOME); the others' 141 line promises no file.
+        text = text.removesuffix("\n") + _KEPT_UNPRINTED
     if named:
         text += "\nenvironment:\n" + "".join(
             line for name, line in ENVIRONMENT.items() if name in named

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +45,22 @@ def test_demo_table_says_the_check_passed(cli: Cli) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "CHECK PASSED" in result.stdout
     assert "delivery codes" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_ignores_the_users_data_url_and_shared_limit(cli: Cli) -> None:
+    # Set for the user's real account, they sent the demo's report reads to another
+    # DataApi (CHECK FAILED) and its pace to that Redis.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    env = dict(cli.env)
+    env["AISIX_DATA_URL"] = f"http://127.0.0.1:{port}/DataApi"
+    env["AISIX_SHARED_LIMIT"] = f"redis://127.0.0.1:{port}/0"
+    result = cli.run("demo", "--size", "1000", "--rate", "50", env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CHECK PASSED" in result.stdout
+    assert "Redis" not in result.stderr
 
 
 def receipt(msgid: str, total: int, price: str = "0.10") -> SendReceipt:
