@@ -534,6 +534,32 @@ def test_journal_refuses_a_shorter_input_than_a_run_reached(
     assert emulator.state.message_count == 300
 
 
+def test_a_changed_input_met_after_a_resume_sent_chunks_still_says_what_was_sent(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The journal compares a chunk's items only as the send reaches it: a resume whose
+    # input changed past chunks still to send sends those first. It exited 2 ("nothing
+    # was sent") with no summary, 50 recipients charged (an operator's trial).
+    journal = str(tmp_path / "j.db")
+    emulator.state.set_balance(None, "5")  # 50 numbers: chunk 0, then -9
+    mobiles = numbers(150)
+    whole = write_lines(tmp_path / "a.txt", mobiles)
+    args = ("--content", "a", "--journal", journal, "--chunk-size", "50", "--max-concurrency", "1")
+    cli.run("send", whole, *args, "--no-balance-check")
+    assert emulator.state.message_count == 50
+    emulator.state.set_balance(None, "1000")
+    changed = list(mobiles)
+    changed[120] = "13999999999"  # chunk 2; chunk 1 is sent before it is reached
+    edited = write_lines(tmp_path / "b.txt", changed)
+    result = cli.run("send", edited, *args, "--json")
+    assert emulator.state.message_count == 100
+    assert result.returncode == 1, result.stderr
+    assert f"{edited} line 121" in result.stderr
+    summary = summary_of(result.stdout)
+    assert summary["accepted"] == 50
+    assert summary["campaign"]["accepted"] == 100
+
+
 def test_a_finished_journal_with_skipped_lines_resumes_as_the_same_input(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:

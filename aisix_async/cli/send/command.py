@@ -636,9 +636,16 @@ async def _run(
                             await out.wait_for_reader()
                 except CampaignError as exc:
                     # The journal stopped dispatch itself (it could not record): every
-                    # outcome came through, so the summary below holds. A refusal with
-                    # no stop of the campaign's own (a changed input) is raised as before.
-                    if not entered or stream.stopped_by is None or _stopped_by_us(state):
+                    # outcome came through, so the summary below holds. So it does when
+                    # the journal refused a changed input only as the send reached it,
+                    # after this run had sent chunks before it: raised, that said "nothing
+                    # was sent" (exit 2) with no summary, over recipients just charged (an
+                    # operator's trial). A refusal before any request is raised as before.
+                    if (
+                        not entered
+                        or (stream.stopped_by is None and not stream.stats().requests)
+                        or _stopped_by_us(state)
+                    ):
                         raise
                     journal_error = exc
                 finally:
@@ -675,7 +682,9 @@ async def _run(
         )
         code = code if code != ExitCode.OK else ExitCode.FAILED
     if journal_error is not None:
-        out.error(f"journal: {journal_error.message}")
+        # A changed input is named by the input's lines, as a refusal before sending is.
+        text = await anyio.to_thread.run_sync(_in_lines, source, journal_error.message)
+        out.error(f"journal: {text}")
     if write_failed.is_set() or journal_error is not None:
         # Not 0 (the run stopped short), and not 2 ("nothing was sent").
         return code if code not in (ExitCode.OK, ExitCode.USAGE) else ExitCode.FAILED
