@@ -320,3 +320,25 @@ def test_a_transport_error_hides_a_key_the_http_library_quoted() -> None:
     # Its message quotes the HTTP library's error, which may name the URL.
     error = TransportError(f"getBalance: could not reach http://{KEY}/OpenApi", request_sent=False)
     assert not _leaks(str(error)) and not _leaks(repr(error))
+
+
+#: Keys as AISIX_AUTHKEY may hold them by mistake; globals, so no test frame holds them.
+MISTYPED_IN_ENV = [f"{KEY}\r", f" {KEY}", KEY.lower(), f"{KEY}0"]
+
+
+@pytest.mark.parametrize("variant", range(len(MISTYPED_IN_ENV)))
+def test_a_refused_key_from_the_environment_stays_out_of_the_locals(
+    variant: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given as an argument the key was hidden from the first line; read from
+    # AISIX_AUTHKEY it reached check_authkey as a plain str, whose frame's locals showed it
+    # when it was refused (a "\r" from an env file saved on Windows, say).
+    monkeypatch.setenv("AISIX_AUTHKEY", MISTYPED_IN_ENV[variant])
+    try:
+        AisixClient(ACCOUNT)
+    except ValidationError as exc:
+        shown = _with_locals(exc)
+    else:
+        raise AssertionError("the key was not refused")
+    assert "authkey = '<authkey, not shown>'" in shown  # check_authkey's frame was captured
+    assert not _leaks(shown)
