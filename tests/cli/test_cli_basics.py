@@ -17,6 +17,7 @@ import pytest
 from cli_support import ROOT, Cli, json_lines
 
 from aisix_async.cli import MISSING_EMULATOR_HINT, MISSING_EXTRA_HINT
+from aisix_async.cli._commands import _check_key_target
 from aisix_async.cli._credentials import refuse_key_in_arguments, resolve_credentials
 from aisix_async.cli._exit import CliError
 from aisix_async.cli._records import one_line
@@ -554,4 +555,14 @@ def test_a_refused_command_line_keeps_the_key_out_of_the_locals(
 
     shown = _refusal_with_locals(fail)
     assert "env = " in shown or "wanted = " in shown  # the refusing frame was captured
+    assert IN_PROCESS_KEY not in shown and IN_PROCESS_KEY.lower() not in shown
+
+
+def test_a_refused_write_to_file_keeps_the_old_key_out_of_the_locals(tmp_path: Path) -> None:
+    # A key file with something after the key (a note) is refused as a --write-to target;
+    # the refusing frame held what it read, the old key (still in force), as a local.
+    target = tmp_path / "key.txt"
+    target.write_text(f"{IN_PROCESS_KEY}\nprod key, do not share\n")
+    shown = _refusal_with_locals(lambda: _check_key_target(str(target)))
+    assert "found = " in shown  # the refusing frame was captured
     assert IN_PROCESS_KEY not in shown and IN_PROCESS_KEY.lower() not in shown
