@@ -151,9 +151,12 @@ class Gateway:
         # And a key pasted as the account (given, or from the environment), until refused.
         account = hide_keys(account if account is not None else _env("AISIX_ACCOUNT", "account"))
         self.account = check_account(account)
-        self._authkey = Secret(
-            check_authkey(authkey if authkey is not None else _env("AISIX_AUTHKEY", "authkey"))
-        )
+        if authkey is None:
+            # A Secret too when read from the environment: a key there with a stray "\r"
+            # (an env file saved on Windows) or in lower case is refused, and the refusing
+            # frame's locals, which error trackers print, held it as a plain str.
+            authkey = hide_authkey(_env("AISIX_AUTHKEY", "authkey"))
+        self._authkey = Secret(check_authkey(authkey))
         if isinstance(base_url, str) and not base_url.strip():
             # An unset setting read as "" silently meant the real gateway, not the
             # emulator or staging host meant (a user's trial).

@@ -320,3 +320,66 @@ def test_a_transport_error_hides_a_key_the_http_library_quoted() -> None:
     # Its message quotes the HTTP library's error, which may name the URL.
     error = TransportError(f"getBalance: could not reach http://{KEY}/OpenApi", request_sent=False)
     assert not _leaks(str(error)) and not _leaks(repr(error))
+
+
+#: Keys as AISIX_AUTHKEY may hold them by mistake; globals, so no test frame holds them.
+MISTYPED_IN_ENV = [f"{KEY}\r", f" {KEY}", KEY.lower(), f"{KEY}0"]
+
+
+@pytest.mark.parametrize("variant", range(len(MISTYPED_IN_ENV)))
+def test_a_refused_key_from_the_environment_stays_out_of_the_locals(
+    variant: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given as an argument the key was hidden from the first line; read from
+    # AISIX_AUTHKEY it reached check_authkey as a plain str, whose frame's locals showed it
+    # when it was refused (a "\r" from an env file saved on Windows, say).
+    monkeypatch.setenv("AISIX_AUTHKEY", MISTYPED_IN_ENV[variant])
+    try:
+        AisixClient(ACCOUNT)
+    except ValidationError as exc:
+        shown = _with_locals(exc)
+    else:
+        raise AssertionError("the key was not refused")
+    assert "authkey = '<authkey, not shown>'" in shown  # check_authkey's frame was captured
+    assert not _leaks(shown)
+
+
+async def _error_of(call: Any) -> AisixError:
+    # The traceback starts in this frame, whose locals hold no key.
+    try:
+        await call()
+    except AisixError as exc:
+        return exc
+    raise AssertionError("nothing was raised")
+
+
+#: Answers that carry the new key and are refused (cut inside the key, misnamed, not
+#: well-formed): globals, so that no test frame holds them.
+BAD_ROTATIONS = [
+    f'<?xml version="1.0"?>\n<xml name="updateKey" result="1"><Item authkey="{NEW_KEY[:20]}',
+    f'<xml name="getBalance" result="1"><Item authkey="{NEW_KEY}"/></xml>',
+    f'<xml name="updateKey" result="1"><Item cid="1" sid="2" authkey="{NEW_KEY}" x=/></xml>',
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "case", ["echo 500", "echo 404", "echo 200", *(f"rotation {i}" for i in range(3))]
+)
+async def test_an_answer_holding_a_key_stays_out_of_the_locals(case: str) -> None:
+    # The message quotes the answer redacted, but the frames that read, checked and parsed
+    # it held its bytes (head, raw, body) as plain locals, which error trackers print: the
+    # key an error page echoed, or the new key of an updateKey answer they refused.
+    def answer(request: Any) -> Any:
+        if case.startswith("echo"):
+            status = int(case.split()[1])
+            return hx.Response(status, content=b"<p>Bad: " + request.content)
+        return hx.Response(200, text=BAD_ROTATIONS[int(case.split()[1])])
+
+    async with hx.AsyncClient(transport=hx.MockTransport(answer)) as http:
+        client = AisixClient(ACCOUNT, KEY, http_client=http, retry=NO_BACKOFF)
+        call = client.get_balance if case.startswith("echo") else client.rotate_key
+        shown = _with_locals(await _error_of(call))
+    assert "<answer: " in shown  # the frames holding the answer were captured
+    assert not _any_part_shown(shown)
+    assert not any(NEW_KEY[i : i + 8] in shown for i in range(len(NEW_KEY) - 7))

@@ -29,6 +29,7 @@ __all__ = [
     "QUEUE_ACTIONS",
     "SEND_ACTIONS",
     "UNSAFE_ACTIONS",
+    "AnswerBody",
     "Endpoints",
     "Fields",
     "FormBody",
@@ -211,6 +212,24 @@ class FormBody(bytes):
 
     def __repr__(self) -> str:
         return f"<form body: {len(self)} bytes, credentials not shown>"
+
+    __str__ = __repr__
+
+
+class AnswerBody(bytes):
+    """An answer's bytes as read, with a repr that does not show them (see Secret).
+
+    They are a local of every frame that reads, checks and parses the answer, and so of
+    the traceback of any error found there, whose locals error trackers print. Such an
+    answer may hold a key: a proxy's or a servlet's error page may quote the form it was
+    given (the key in it), and updateKey's answer is the new key. Errors quote an answer
+    through ``quote_answer``, which redacts it.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<answer: {len(self)} bytes, not shown>"
 
     __str__ = __repr__
 

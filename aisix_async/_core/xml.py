@@ -39,7 +39,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, fromstring
 
 from .errors import ProtocolError, quote_answer
-from .wire import Secret
+from .wire import AnswerBody, Secret
 
 __all__ = ["Answer", "LazyAnswer", "parse_answer", "parse_answer_keeping", "parse_head"]
 
@@ -262,7 +262,9 @@ def _unwrapped(body: bytes, action: str) -> bytes:
         body = body[len(_BOM) :].lstrip()
     if not body.strip():
         raise ProtocolError(f"{action}: the gateway sent an empty answer", action=action)
-    return body
+    # Hidden again: lstrip() gives plain bytes, whose repr shows them in every parsing
+    # frame's locals, and the answer may quote a key (see AnswerBody).
+    return AnswerBody(body)
 
 
 def _checked_root(body: bytes, action: str, tag: str, attributes: dict[str, str]) -> int:

@@ -41,7 +41,7 @@ from .._core.errors import (
     quote_answer,
     ssl_error_in,
 )
-from .._core.wire import url_setting
+from .._core.wire import AnswerBody, url_setting
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -311,17 +311,21 @@ class HttpTransport:
         self, response: _Response, cap: int, action: str, *, truncate: bool = False
     ) -> bytes:
         # Decoded bytes are counted, so a compressed bomb is caught as well.
+        # AnswerBody: the frames that check and parse an answer hold it as a local, which
+        # error trackers print, and it may quote the key (see AnswerBody).
         buffer = bytearray()
         async for chunk in response.aiter_bytes():
             buffer += chunk
             if len(buffer) > cap:
                 if truncate:
-                    return bytes(buffer[:cap])
+                    return AnswerBody(buffer[:cap])
+                # The error leaves this frame to error trackers too: what was read goes.
+                del buffer, chunk
                 raise ProtocolError(
                     f"{action}: the answer exceeds {cap} bytes; refusing to read more",
                     action=action,
                 )
-        return bytes(buffer)
+        return AnswerBody(buffer)
 
     async def aclose(self) -> None:
         """Close the HTTP client if we created it; a caller's client stays theirs."""

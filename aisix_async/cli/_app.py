@@ -30,7 +30,7 @@ from .. import (
 from ..validation import check_authkey
 from . import _rate_cache
 from ._args import build_parser
-from ._credentials import Credentials, refuse_key_in_arguments, resolve_credentials
+from ._credentials import Credentials, Secret, refuse_key_in_arguments, resolve_credentials
 from ._exit import ExitCode, describe, redact_keys
 from ._output import Output, counted
 from ._signals import held_signals, interrupted, restore_signals, stop_as_interrupt
@@ -70,7 +70,9 @@ class Context:
         """For a command that needs no credentials: refuse, as one that does would, the
         key of AISIX_AUTHKEY typed into an argument (``aisix campaign j.db --export
         "$KEY"`` made a file named after it, and said so)."""
-        key = os.environ.get("AISIX_AUTHKEY", "").strip()
+        # A Secret, as in resolve_credentials: the refusal leaves this frame to error
+        # trackers, which print its locals.
+        key = Secret(os.environ.get("AISIX_AUTHKEY", "").strip())
         try:
             check_authkey(key)
         except ValidationError:

@@ -255,6 +255,9 @@ def _check_key_target(path: str) -> None:
         if head.startswith(b"\xef\xbb\xbf"):  # a key saved by Notepad (see _credentials)
             head = head[3:]
     if found.st_size and not _KEY_FILE.fullmatch(head):
+        # The refusal leaves this frame to error trackers, which print its locals: what
+        # was read may be the old key, still in force, with something after it.
+        del head
         raise CliError(
             f"--write-to {path} exists and does not hold just a key (one line of 32 hex "
             "characters): it would be replaced by the new key; give a new file, or the "

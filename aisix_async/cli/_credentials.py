@@ -24,7 +24,20 @@ from ..validation import check_account, check_authkey
 from ._args import option_name
 from ._exit import CliError, ExitCode, redact_keys
 
-__all__ = ["Credentials", "refuse_key_in_arguments", "resolve_credentials"]
+__all__ = ["Credentials", "Secret", "refuse_key_in_arguments", "resolve_credentials"]
+
+
+class Secret(str):
+    """The key as the command line holds it: a ``str`` whose repr never shows it.
+
+    As the SDK's own (private, and the command line uses the public API only): error
+    trackers print the repr of every local of every frame a traceback passes through.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<authkey, not shown>'"
 
 
 def _redacted(_value: str) -> str:
@@ -65,7 +78,8 @@ def _read_key_file(path: str) -> str:
             file=sys.stderr,
         )
     # A key file holds the key alone, possibly with a trailing newline from an editor.
-    return text.strip()
+    # A Secret, as everywhere the key is a local (see resolve_credentials).
+    return Secret(text.strip())
 
 
 def resolve_credentials(
@@ -76,8 +90,14 @@ def resolve_credentials(
     data_url: str | None,
     environ: Mapping[str, str] | None = None,
 ) -> Credentials:
-    """Combine flags and environment into credentials, or say exactly what is missing."""
-    env = os.environ if environ is None else environ
+    """Combine flags and environment into credentials, or say exactly what is missing.
+
+    Every error raised here leaves this frame to error trackers, which print each local's
+    repr (Sentry's default): no local may hold the key as a plain str, nor the whole
+    environment (os.environ's repr lists AISIX_AUTHKEY), so the key is a Secret and the
+    environment is read through a view that does not show it.
+    """
+    env = _EnvView(os.environ if environ is None else environ)
     account = account or env.get("AISIX_ACCOUNT") or None
     if account is None:
         raise CliError(
@@ -93,7 +113,7 @@ def resolve_credentials(
     if authkey_file:
         key, source = _read_key_file(authkey_file), authkey_file
     elif env.get("AISIX_AUTHKEY"):
-        key, source = env["AISIX_AUTHKEY"].strip(), "AISIX_AUTHKEY"
+        key, source = Secret(env["AISIX_AUTHKEY"].strip()), "AISIX_AUTHKEY"
     else:
         raise CliError(
             f"no authkey for account {account}: set AISIX_AUTHKEY, or put the key alone in a "
@@ -133,6 +153,24 @@ def resolve_credentials(
     )
 
 
+class _EnvView:
+    """The environment, read by name, with a repr that lists none of it (see above)."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(self, name: str) -> str | None:
+        return self._environ.get(name)
+
+    def __getitem__(self, name: str) -> str:
+        return self._environ[name]
+
+    def __repr__(self) -> str:
+        return "<the environment, not shown>"
+
+
 def refuse_key_in_arguments(arguments: Mapping[str, object], authkey: str) -> None:
     """Refuse arguments one of which holds the account's own key, naming the option alone.
 
@@ -142,10 +180,14 @@ def refuse_key_in_arguments(arguments: Mapping[str, object], authkey: str) -> No
     sends or creates anything. Compared without case: the gateway issues keys in upper
     case, and a key typed in lower case is still the key.
     """
-    wanted = authkey.casefold()
+    authkey = Secret(authkey)
+    wanted = Secret(authkey.casefold())
     for dest, value in arguments.items():  # (a parsed value, as a list when repeatable)
         values: Iterable[object] = value if isinstance(value, (list, tuple)) else (value,)
         if any(isinstance(text, str) and wanted in text.casefold() for text in values):
+            # The CliError leaves this frame to error trackers, which print its locals:
+            # the arguments hold the key (that is why it is raised), so they go first.
+            del arguments, value, values
             raise CliError(
                 f"the authkey was typed into {option_name(dest)}: no argument may hold the "
                 "key (it would be used as the value and shown back, and a command line lands "

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import pytest
 from cli_support import ROOT, Cli, json_lines
 
 from aisix_async.cli import MISSING_EMULATOR_HINT, MISSING_EXTRA_HINT
-from aisix_async.cli._credentials import resolve_credentials
+from aisix_async.cli._commands import _check_key_target
+from aisix_async.cli._credentials import refuse_key_in_arguments, resolve_credentials
 from aisix_async.cli._exit import CliError
 from aisix_async.cli._records import one_line
 
@@ -517,3 +519,50 @@ def test_a_key_typed_where_a_flag_or_path_goes_is_never_echoed(
         assert key.lower() not in output, args
         assert "<32 hex characters, not shown>" in result.stderr, args
     assert emulator.state.message_count == 0
+
+
+#: The key of the in-process credential tests below; a global, so no test frame holds it.
+IN_PROCESS_KEY = "C0FFEE0123456789ABCDEF0123456789"
+
+
+def _refusal_with_locals(fail: Any) -> str:
+    """The traceback of the CliError ``fail()`` raises, every frame with its locals, as
+    error trackers (Sentry's default) report it."""
+    try:
+        fail()
+    except CliError as exc:
+        shown = traceback.TracebackException.from_exception(exc, capture_locals=True)
+        return "".join(shown.format())
+    raise AssertionError("nothing was refused")
+
+
+@pytest.mark.parametrize("case", ["key in an argument", "empty base url", "bad account"])
+def test_a_refused_command_line_keeps_the_key_out_of_the_locals(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # resolve_credentials held os.environ (whose repr lists AISIX_AUTHKEY) and the key as
+    # plain strs, and refuse_key_in_arguments the key, its lower case and the argument
+    # holding it, in the frames its CliErrors leave.
+    monkeypatch.setenv("AISIX_ACCOUNT", "1001@x" if case == "bad account" else "1001@100001")
+    monkeypatch.setenv("AISIX_AUTHKEY", IN_PROCESS_KEY)
+
+    def fail() -> None:
+        creds = resolve_credentials(
+            account=None, authkey_file=None, data_url=None,
+            base_url=" " if case == "empty base url" else None,
+        )  # fmt: skip
+        refuse_key_in_arguments({"content": f"code {IN_PROCESS_KEY.lower()}"}, creds.authkey)
+
+    shown = _refusal_with_locals(fail)
+    assert "env = " in shown or "wanted = " in shown  # the refusing frame was captured
+    assert IN_PROCESS_KEY not in shown and IN_PROCESS_KEY.lower() not in shown
+
+
+def test_a_refused_write_to_file_keeps_the_old_key_out_of_the_locals(tmp_path: Path) -> None:
+    # A key file with something after the key (a note) is refused as a --write-to target;
+    # the refusing frame held what it read, the old key (still in force), as a local.
+    target = tmp_path / "key.txt"
+    target.write_text(f"{IN_PROCESS_KEY}\nprod key, do not share\n")
+    shown = _refusal_with_locals(lambda: _check_key_target(str(target)))
+    assert "found = " in shown  # the refusing frame was captured
+    assert IN_PROCESS_KEY not in shown and IN_PROCESS_KEY.lower() not in shown
