@@ -124,17 +124,20 @@ ENVIRONMENT = {
 }
 
 
-_KEPT_UNPRINTED = "; records it could not print are kept in a file named on stderr\n"
+#: The 141 line of the commands that keep what a closed stdout could not take: those
+#: that say where (XDG_STATE_HOME). The others' line promises no file.
+_STDOUT_CLOSED_KEEPING = _CODE_LINES[ExitCode.STDOUT_CLOSED].removesuffix("\n") + (
+    "; records it could not print are kept in a file named on stderr\n"
+)
 
 
 def exit_codes_help(codes: Iterable[ExitCode], variables: Iterable[str] = ()) -> str:
     """The epilog listing ``codes`` and the environment ``variables``, in the usual order."""
     wanted, named = set(codes), set(variables)
-    text = "exit codes:\n" + "".join(line for c, line in _CODE_LINES.items() if c in wanted)
-    if ExitCode.STDOUT_CLOSED in wanted and "XDG_STATE_HOME" in named:
-        # The commands that keep what a closed stdout could not take are those that say
-        # where (XDG_STATE_HOME); the others' 141 line promises no file.
-        text = text.removesuffix("\n") + _KEPT_UNPRINTED
+    lines = dict(_CODE_LINES)
+    if "XDG_STATE_HOME" in named:
+        lines[ExitCode.STDOUT_CLOSED] = _STDOUT_CLOSED_KEEPING
+    text = "exit codes:\n" + "".join(line for c, line in lines.items() if c in wanted)
     if named:
         text += "\nenvironment:\n" + "".join(
             line for name, line in ENVIRONMENT.items() if name in named
