@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._campaign.campaign import Campaign, CampaignStream
 from ._campaign.journal import CampaignRun
-from ._campaign.ledger import CampaignSummary
+from ._campaign.ledger import CampaignSummary, FoundHook, FoundOnResume
 from ._campaign.reader import CampaignJournal, open_campaign_journal
 from ._client import GATEWAY_TZ, AisixClient
 from ._core.billing import Estimate, count_units
@@ -117,6 +117,8 @@ __all__ = [
     "EnterpriseUnavailableError",
     "Estimate",
     "ExtraNotInstalledError",
+    "FoundHook",
+    "FoundOnResume",
     "GatewayError",
     "GatewayInternalError",
     "Histogram",

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ._campaign.campaign import Campaign, open_campaign
+from ._campaign.ledger import FoundHook
 from ._core.billing import Estimate
 from ._core.errors import ClientAlreadyEnteredError, redact_keys
 from ._core.models import (
@@ -440,6 +441,7 @@ class AisixClient:
         *,
         resend_unknown: bool = False,
         durable: bool = False,
+        on_found: FoundHook | None = None,
     ) -> Campaign:
         """A resumable campaign journalled in the SQLite file at ``path``.
 
@@ -447,8 +449,15 @@ class AisixClient:
         ``campaign.send_many(...)`` as with the bulk calls. Running it again resumes:
         accepted chunks are skipped, never-sent ones sent, and chunks whose fate is
         unknown are listed, resent only with ``resend_unknown=True``.
+
+        ``on_found`` is called (synchronously) with a :class:`FoundOnResume` for each
+        chunk a stopped process left on the wire, as a send of this campaign re-reads it
+        and the journal records its numbers: the recipients no outcome of the send names.
+        A hook that raises is logged, and the send goes on.
         """
-        return open_campaign(self._gateway, path, resend_unknown=resend_unknown, durable=durable)
+        return open_campaign(
+            self._gateway, path, resend_unknown=resend_unknown, durable=durable, on_found=on_found
+        )
 
     async def get_balance(
         self, *, deadline: float | None = None, retry: RetryPolicy | None = None

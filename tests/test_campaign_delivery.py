@@ -20,7 +20,14 @@ import pytest
 from helpers import client_for as shared_client_for
 from helpers import numbers
 
-from aisix_async import FINAL_OPERATOR_CODES, CampaignError, open_campaign_journal
+from aisix_async import (
+    FINAL_OPERATOR_CODES,
+    CampaignError,
+    FoundOnResume,
+    OutcomeStatus,
+    ValidationError,
+    open_campaign_journal,
+)
 from aisix_async._campaign.file import SCHEMA_VERSION
 from aisix_async._campaign.journal import Journal
 
@@ -571,3 +578,110 @@ async def test_reports_are_taken_only_once_a_resume_knows_the_numbers_a_kill_lef
         summary = journal.summary()
     assert (summary.unknown, summary.reconciled, summary.accepted) == (0, lost, 300)
     assert len(emulator.state.messages()) == 400  # nothing sent twice
+
+
+@pytest.mark.parametrize("reports_first", [False, True])
+async def test_on_found_is_told_of_each_chunk_a_kill_left_on_the_wire_as_it_is_found(
+    emulator: Any, tmp_path: Path, reports_first: bool
+) -> None:
+    # `aisix send --outcomes` wrote these recipients' lines only as the resumed run
+    # ended: a resumed run killed in its turn left them out for good, the journal no
+    # longer listing them as unread (an operator's trial: 11,500 of 200,000 lines).
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    path = tmp_path / "c.db"
+    await _killed_on_the_wire(emulator, path)
+    async with open_campaign_journal(path) as journal:
+        unread = journal.summary().unknown_unread
+    assert len(unread) in (100, 200, 300)
+    pairs = _pairs(300)
+    found: list[FoundOnResume] = []
+    ended = False
+    # Whether the send was over at each call (asserted here, a failure would be logged).
+    over: list[bool] = []
+
+    def on_found(chunk: FoundOnResume) -> None:
+        over.append(ended)
+        found.append(chunk)
+
+    async with client_for(emulator) as client:
+        if reports_first:
+            async with (
+                client.campaign(path) as campaign,
+                campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r,
+            ):
+                assert len([report async for report in r]) == len(unread)
+        async with client.campaign(path, on_found=on_found) as campaign:
+            async with campaign.send_batch_many(pairs, chunk_size=100) as s:
+                sent = sum([len(o.mobiles) async for o in s])
+            ended = True
+            summary = campaign.summary()
+            reconciled = campaign.reconciled_on_resume
+        assert sent == 300 - len(unread)
+        # Found once: a resume after this one finds nothing more.
+        async with (
+            client.campaign(path, on_found=on_found) as campaign,
+            campaign.send_batch_many(pairs, chunk_size=100) as s,
+        ):
+            assert [o async for o in s] == []
+    # Told as the send goes, not once it is over.
+    assert over == [False] * len(found)
+    status = OutcomeStatus.ACCEPTED if reports_first else OutcomeStatus.UNKNOWN
+    # One call per chunk, its recipients in input order, as (position, mobile).
+    assert [chunk.status for chunk in found] == [status] * (len(unread) // 100)
+    for chunk in found:
+        positions = [position for position, _ in chunk.recipients]
+        assert len(positions) == 100 and positions == sorted(positions)
+        assert positions[0] % 100 == 0 and positions[-1] == positions[0] + 99
+        assert all(mobile == pairs[position][0] for position, mobile in chunk.recipients)
+    recipients = tuple(pair for chunk in found for pair in chunk.recipients)
+    assert tuple(position for position, _ in recipients) == unread
+    if reports_first:
+        assert reconciled == recipients  # still said the old way too
+        assert (summary.reconciled, summary.unknown_recipients) == (len(unread), ())
+    else:
+        assert reconciled == ()
+        assert summary.unknown_recipients == recipients
+    assert len(emulator.state.messages()) == 300  # nothing sent twice
+
+
+async def test_an_on_found_hook_that_raises_is_logged_and_the_send_goes_on(
+    emulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "c.db"
+    await _killed_on_the_wire(emulator, path)
+    async with open_campaign_journal(path) as journal:
+        unread = journal.summary().unknown_unread
+    calls: list[FoundOnResume] = []
+
+    def on_found(chunk: FoundOnResume) -> None:
+        calls.append(chunk)
+        raise RuntimeError("the caller's own bug")
+
+    async with client_for(emulator) as client, client.campaign(path, on_found=on_found) as campaign:
+        async with campaign.send_batch_many(_pairs(300), chunk_size=100) as s:
+            sent = sum([len(o.mobiles) async for o in s])
+        summary = campaign.summary()
+    # Every chunk was still told of, and the send went on to its end.
+    assert len(calls) == len(unread) // 100
+    assert sent == 300 - len(unread)
+    # What the journal found stands: their numbers recorded, their fate unknown.
+    assert summary.unknown_unread == ()
+    assert [position for position, _ in summary.unknown_recipients] == list(unread)
+    assert summary.complete
+    failures = [r for r in caplog.records if "on_found hook failed" in r.getMessage()]
+    assert len(failures) == len(calls)
+    assert "the send goes on" in failures[0].getMessage()
+    assert failures[0].exc_info is not None and failures[0].exc_info[0] is RuntimeError
+    async with open_campaign_journal(path) as journal:
+        assert journal.summary().unknown_recipients == summary.unknown_recipients
+
+
+async def test_on_found_must_be_a_plain_function(emulator: Any, tmp_path: Path) -> None:
+    async def later(chunk: FoundOnResume) -> None: ...
+
+    async with client_for(emulator) as client:
+        with pytest.raises(ValidationError, match="on_found must be a function"):
+            client.campaign(tmp_path / "c.db", on_found="print")  # type: ignore[arg-type]
+        with pytest.raises(ValidationError, match="called synchronously"):
+            client.campaign(tmp_path / "c.db", on_found=later)  # type: ignore[arg-type]
+    assert not (tmp_path / "c.db").exists()

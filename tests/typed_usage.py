@@ -15,9 +15,12 @@ from decimal import Decimal
 from aisix_async import (
     AisixClient,
     BalanceTooLowError,
+    Campaign,
+    FoundOnResume,
     GatewayError,
     InvalidParameterError,
     Numbering,
+    OutcomeStatus,
     UnknownResultError,
 )
 from aisix_async.emulator import serve_emulator
@@ -70,3 +73,21 @@ async def emulator_with_a_fault_as_a_setting() -> None:
     # latency_ms is a fault setting (FaultConfig), no setting of the emulator's own.
     async with serve_emulator(latency_ms=150):  # type: ignore[call-arg]
         pass
+
+
+def campaign_writing_what_it_finds(client: AisixClient, lines: list[str]) -> Campaign:
+    # The recipients a killed run left on the wire, as a resumed run finds them.
+    def found(chunk: FoundOnResume) -> None:
+        unknown = chunk.status is OutcomeStatus.UNKNOWN
+        lines.extend(
+            f"{mobile},{'unknown' if unknown else 'accepted'}" for _, mobile in chunk.recipients
+        )
+
+    return client.campaign("sale.db", on_found=found)
+
+
+def campaign_with_an_async_hook(client: AisixClient) -> Campaign:
+    async def found(chunk: FoundOnResume) -> None: ...
+
+    # Called synchronously: a coroutine function is no FoundHook.
+    return client.campaign("sale.db", on_found=found)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ and a source that changed is refused with the position where it differs.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -64,7 +65,7 @@ from .._features.reports import BatchHook, RecordStream, watch_delivery_reports,
 from .._gateway import Gateway
 from .._mechanics.scheduler import RateState
 from .journal import GATEWAY_META, ChunkState, Journal, fingerprint
-from .ledger import CampaignLedger, CampaignSummary, summarize
+from .ledger import CampaignLedger, CampaignSummary, FoundHook, summarize
 
 if sys.version_info >= (3, 11):
     from typing import Unpack
@@ -129,7 +130,11 @@ class CampaignStream:
                 # The estimate would price the whole input, most of it already paid for;
                 # a -9 still stops the run, and its chunks stay resendable.
                 logger.info("campaign %s: resuming; no balance check up front", journal.path)
-            self._ledger = CampaignLedger(journal, resend_unknown=self._campaign.resend_unknown)
+            self._ledger = CampaignLedger(
+                journal,
+                resend_unknown=self._campaign.resend_unknown,
+                on_found=self._campaign.on_found,
+            )
             self._stream = self._build(self._ledger, self._check_balance and not resuming)
             # A journal that cannot record (a full disk) stops dispatch at once: the rest
             # of the input is reported not sent (safe to send on resume), not failed one
@@ -308,11 +313,27 @@ class Campaign:
         *,
         resend_unknown: bool = False,
         durable: bool = False,
+        on_found: FoundHook | None = None,
     ) -> None:
+        if on_found is not None and not callable(on_found):
+            # Else taken, and failing only at the first chunk found, in a log.
+            raise ValidationError(
+                f"on_found must be a function (or None), got {type(on_found).__name__}"
+            )
+        if inspect.iscoroutinefunction(on_found):
+            # Called synchronously: the coroutine would never run, and the recipients
+            # found go unreported but for a RuntimeWarning.
+            raise ValidationError(
+                "on_found is called synchronously, and must be a plain function: an "
+                "async one's coroutine would never run (start a task from it instead)"
+            )
         self._gateway = gateway
         self.path = Path(path)
         #: Resend chunks whose fate is unknown (they may reach their recipients twice).
         self.resend_unknown = resend_unknown
+        #: Called with each chunk a stopped process left on the wire as a send of this
+        #: campaign finds it again (see :class:`FoundOnResume`).
+        self.on_found = on_found
         self._durable = durable
         self._journal: Journal | None = None
         self._sending = False
@@ -627,6 +648,9 @@ def open_campaign(
     *,
     resend_unknown: bool = False,
     durable: bool = False,
+    on_found: FoundHook | None = None,
 ) -> Campaign:
     """What ``client.campaign(path, ...)`` returns: ``async with`` it to open the journal."""
-    return Campaign(gateway, path, resend_unknown=resend_unknown, durable=durable)
+    return Campaign(
+        gateway, path, resend_unknown=resend_unknown, durable=durable, on_found=on_found
+    )

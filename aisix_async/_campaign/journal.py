@@ -61,6 +61,7 @@ __all__ = [
     "ChunkResult",
     "ChunkRow",
     "ChunkState",
+    "FoundHere",
     "Journal",
     "Verdict",
     "fingerprint",
@@ -80,6 +81,11 @@ class ChunkState(str, enum.Enum):
     ACCEPTED = "accepted"
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+
+#: Told by :meth:`Journal.begin_chunk` of a chunk a stopped process left on the wire,
+#: found again: its state now and its (input position, mobile) pairs.
+FoundHere = Callable[[ChunkState, tuple[tuple[int, str], ...]], None]
 
 
 #: Reports read from another journal, and recorded, at a time (see take_reports).
@@ -379,6 +385,7 @@ class Journal:
         items_hash: ItemsHash,
         *,
         resend_unknown: bool,
+        found: FoundHere | None = None,
     ) -> Verdict:
         """Decide whether a planned chunk goes out.
 
@@ -388,6 +395,12 @@ class Journal:
         and the producer planning chunks never waits for the disk. A chunk seen before
         is checked against its record (a changed input is refused) and decided in one
         transaction.
+
+        ``found`` is called, once that transaction has committed and the mirror shows
+        it, when the chunk is one a stopped process left on the wire (in :attr:`unread`)
+        and this run does not send it: with ``UNKNOWN`` and its (position, mobile) pairs
+        just recorded, or ``ACCEPTED`` when stored reports proved it sent. Nothing else
+        learns of them as they are found: no outcome of this run names them.
         """
         if index not in self.rows:
             if self.input_size is not None and positions[-1] >= self.input_size:
@@ -422,10 +435,13 @@ class Journal:
         if isinstance(listed, sql.Claimed):
             # Reports fetched while its numbers were unknown proved it accepted.
             self.unread.pop(index, None)
-            self.claimed.extend(zip(positions, mobiles, strict=True))
+            pairs = tuple(zip(positions, mobiles, strict=True))
+            self.claimed.extend(pairs)
             row = self.rows[index]
             self.rows[index] = attrs.evolve(row, state=ChunkState.ACCEPTED, reconciled=True)
             self._claimed(listed)
+            if found is not None:
+                found(ChunkState.ACCEPTED, pairs)
         elif verdict.sends:
             self.rows[index] = ChunkRow(index, len(positions), ChunkState.PLANNED)
             self.unread.pop(index, None)
@@ -433,7 +449,10 @@ class Journal:
                 self.unknown.pop(position, None)
         elif listed:
             self.unread.pop(index, None)
-            self.unknown.update(zip(positions, mobiles, strict=True))
+            pairs = tuple(zip(positions, mobiles, strict=True))
+            self.unknown.update(pairs)
+            if found is not None:
+                found(ChunkState.UNKNOWN, pairs)
         return verdict
 
     async def mark_on_wire(self, index: int) -> None:
