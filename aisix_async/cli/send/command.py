@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -40,6 +40,7 @@ from ... import (
     CampaignStream,
     CampaignSummary,
     Estimate,
+    FoundOnResume,
     OutcomeStatus,
     SendOutcome,
     SendStoppedError,
@@ -65,7 +66,7 @@ from .inputs import (
     problem,
 )
 from .report import finish, show_estimate, show_problems, snapshot
-from .tally import Tally, open_outcomes, outcome_record, outcome_row, outcome_rows_text
+from .tally import Tally, found_rows_text, open_outcomes, outcome_record, outcome_rows_text
 
 if TYPE_CHECKING:
     from ... import Campaign
@@ -516,7 +517,7 @@ async def _run(
     state: dict[str, int] = {}
     stream: Stream | None = None
     campaign: Campaign | None = None
-    outcomes_file = None
+    outcomes_file: TextIO | None = None
     consumed = 0
     # A file this run writes that failed (--outcomes on a full disk): the send stops as
     # at a first Ctrl-C, and the summary still says what was sent.
@@ -524,7 +525,6 @@ async def _run(
     # The journal's own error at the stream's end, once it stopped dispatch (it could not
     # record): said under the summary rather than instead of it.
     journal_error: CampaignError | None = None
-    unread_before: set[int] = set()
 
     # Whether the stream has been entered (it may be opening its journal when a signal
     # comes, or stdout closes), and whether it has ended.
@@ -546,9 +546,10 @@ async def _run(
             f"{counted(est.total_units, 'unit', 'units')}, "
             f"{est.cost} yuan of {est.balance}"
         )
+
     async with AsyncExitStack() as stack:
         if args.outcomes:
-            outcomes_file, writer = open_outcomes(args.outcomes)
+            outcomes_file, _ = open_outcomes(args.outcomes)
 
             def close_outcomes() -> None:
                 if outcomes_file is None:
@@ -559,14 +560,46 @@ async def _run(
                     out.error(f"--outcomes {args.outcomes}: its last lines were lost ({exc})")
 
             stack.callback(close_outcomes)
+
+        def write_lines(text: str) -> None:
+            nonlocal outcomes_file
+            if outcomes_file is None:
+                return
+            try:
+                # One write a chunk, flushed: after a kill -9, the file lists every recipient
+                # of each chunk whose lines it took, none in part.
+                outcomes_file.write(text)
+                outcomes_file.flush()
+            except OSError as exc:
+                # Raised from here it ended the run with "usage error; nothing was sent" and
+                # no summary, 3,000 recipients charged (a user's trial).
+                outcomes_file = None
+                out.error(
+                    f"--outcomes {args.outcomes}: cannot write it ({exc.strerror or exc}); "
+                    "no more requests: the summary counts what was sent, and the file lacks "
+                    "the outcomes from here on"
+                    + (f" (the journal {args.journal} has them)" if args.journal else "")
+                )
+                write_failed.set()
+
+        def found(chunk: FoundOnResume) -> None:
+            # A chunk a killed run left on the wire: no run wrote its lines, and this one
+            # skips it (never resent blindly), so no outcome of it will. Written the moment
+            # the journal records its numbers: written as the run ended, a second kill lost
+            # them for good, the journal listing them as read (an operator's trial: 11,500
+            # of 200,000 lines missing). So are those that reports fetched before this run
+            # proved sent: accepted, with no receipt.
+            write_lines(found_rows_text(chunk))
+
         if args.journal:
             campaign = await stack.enter_async_context(
-                client.campaign(args.journal, resend_unknown=args.resend_unknown)
+                client.campaign(
+                    args.journal,
+                    resend_unknown=args.resend_unknown,
+                    on_found=found if args.outcomes else None,
+                )
             )
             known = campaign.summary()
-            # Recipients a killed run left on the wire: their numbers come back as this
-            # run re-reads the input, and their --outcomes lines with them (see below).
-            unread_before = set(known.unknown_unread)
             _check_input_size(known, total, args.journal)
         group = await stack.enter_async_context(anyio.create_task_group())
         with anyio.CancelScope() as hard:
@@ -584,25 +617,9 @@ async def _run(
             stream = _open_stream(client, source, feed.items(), at, args, campaign)
 
             def record(outcome: SendOutcome) -> None:
-                nonlocal outcomes_file
                 tally.add(outcome)
                 if outcomes_file is not None:
-                    try:
-                        # One write a chunk, flushed: after a kill -9, the file lists
-                        # every recipient of each chunk whose lines it took, none in part.
-                        outcomes_file.write(outcome_rows_text(outcome))
-                        outcomes_file.flush()
-                    except OSError as exc:
-                        # Raised from here it ended the run with "usage error; nothing was
-                        # sent" and no summary, 3,000 recipients charged (a user's trial).
-                        outcomes_file = None
-                        out.error(
-                            f"--outcomes {args.outcomes}: cannot write it ({exc.strerror or exc}); "
-                            "no more requests: the summary counts what was sent, and the "
-                            "file lacks the outcomes from here on"
-                            + (f" (the journal {args.journal} has them)" if args.journal else "")
-                        )
-                        write_failed.set()
+                    write_lines(outcome_rows_text(outcome))
                 if out.json_mode:
                     out.emit(outcome_record(outcome))
 
@@ -662,12 +679,6 @@ async def _run(
         state["cut_off"] = cut_off
         stats = stream.stats()
         summary = campaign.summary() if campaign is not None else None
-        if summary is not None and outcomes_file is not None and unread_before:
-            assert campaign is not None
-            _write_found_unknown(
-                outcomes_file, writer, summary, campaign.reconciled_on_resume, unread_before,
-                out, args,
-            )  # fmt: skip
     code = finish(ctx, client, tally, stats, total, _stopped_by(stream), state, summary, at=at)
     if feed.grew:
         out.warn(
@@ -689,40 +700,6 @@ async def _run(
         # Not 0 (the run stopped short), and not 2 ("nothing was sent").
         return code if code not in (ExitCode.OK, ExitCode.USAGE) else ExitCode.FAILED
     return code
-
-
-def _write_found_unknown(
-    outcomes_file: Any,
-    writer: Any,
-    summary: CampaignSummary,
-    reconciled: Sequence[tuple[int, str]],
-    unread_before: set[int],
-    out: Any,
-    args: Any,
-) -> None:
-    # A kill -9 left these chunks on the wire, so no run wrote their lines; a resumed run
-    # skips them (never resent blindly), and wrote none either: the file lacked them for
-    # good, where the README promises a line per recipient (a user's trial). So did those
-    # that reports fetched before this run proved sent: accepted, with no receipt.
-    found = [mobile for position, mobile in summary.unknown_recipients if position in unread_before]
-    if not found and not reconciled:
-        return
-    reason = (
-        "a process was stopped (killed) while its request was on the wire: it may have "
-        "been sent and charged (found in the journal by this run)"
-    )
-    proved = (
-        "a process was stopped (killed) while its request was on the wire; a delivery "
-        "report proved it sent (reconciled): charged, no receipt"
-    )
-    try:
-        for _, mobile in reconciled:
-            writer.writerow(outcome_row(mobile, OutcomeStatus.ACCEPTED.value, "", proved))
-        for mobile in found:
-            writer.writerow(outcome_row(mobile, OutcomeStatus.UNKNOWN.value, "", reason))
-        outcomes_file.flush()
-    except OSError as exc:
-        out.error(f"--outcomes {args.outcomes}: cannot write it ({exc.strerror or exc})")
 
 
 def _stopped_by_us(state: dict[str, int]) -> bool:

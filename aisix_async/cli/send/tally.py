@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from ... import NotSentError, OutcomeStatus, SendOutcome
+from ... import FoundOnResume, NotSentError, OutcomeStatus, SendOutcome
 from ...validation import spreadsheet_safe
 from .._exit import CliError
 from .._stdout import Piece, StdoutWriter
@@ -29,6 +29,7 @@ __all__ = [
     "SAMPLES",
     "PipedOutcomes",
     "Tally",
+    "found_rows_text",
     "open_outcomes",
     "outcome_record",
     "outcome_rows_text",
@@ -139,6 +140,31 @@ def outcome_rows_text(outcome: SendOutcome) -> str:
     buffer filled), and a resumed run, finding the chunk settled, never wrote the rest."""
     text = io.StringIO()
     write_outcome_rows(csv.writer(text), outcome)
+    return text.getvalue()
+
+
+#: The error cell of the lines of a chunk a killed process left on the wire, found again
+#: by a resumed run, by the status the journal gives it.
+_FOUND_REASONS = {
+    OutcomeStatus.UNKNOWN: (
+        "a process was stopped (killed) while its request was on the wire: it may have "
+        "been sent and charged (found in the journal by this run)"
+    ),
+    OutcomeStatus.ACCEPTED: (
+        "a process was stopped (killed) while its request was on the wire; a delivery "
+        "report proved it sent (reconciled): charged, no receipt"
+    ),
+}
+
+
+def found_rows_text(found: FoundOnResume) -> str:
+    """The rows of a chunk a resumed run found left on the wire, as one text (see
+    :func:`outcome_rows_text`): no msgid (no receipt came back for it)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    reason = _FOUND_REASONS[found.status]
+    for _, mobile in found.recipients:
+        writer.writerow(outcome_row(mobile, found.status.value, "", reason))
     return text.getvalue()
 
 
