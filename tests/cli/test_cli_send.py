@@ -734,22 +734,13 @@ def test_a_resumed_run_writes_the_outcome_rows_a_kill_left_out(
         assert unknown, "a request was on the wire at the kill"
 
 
-def test_the_rows_a_kill_left_out_are_written_before_a_resumed_run_is_killed_too(
-    cli: Cli, emulator: Any, tmp_path: Path
-) -> None:
-    # The rows of the chunks a kill -9 left on the wire were written only as the resumed
-    # run ended: killed too, it left them out, and no later run wrote them, the journal
-    # no longer listing them as unread (an operator's trial: 11,500 of 200,000 lines
-    # missing after two kills in a row). They are written as the run finds them.
+def _kill_with_chunks_on_the_wire(
+    cli: Cli, emulator: Any, args: tuple[str, ...], journal: str, mobiles: list[str]
+) -> list[str]:
+    """Run ``args`` (sendOnce answers held 400 ms), kill -9 it with requests on the wire
+    once 2,000 recipients were sent, and return the mobiles of the chunks it left there
+    (unknown, known to the journal by input position only)."""
     emulator.state.set_faults(latency_ms=400, fault_actions=["sendOnce"])
-    emulator.state.set_balance(None, "100000")
-    mobiles = numbers(20_000)
-    path = write_lines(tmp_path / "n.txt", mobiles)
-    outcomes, journal = tmp_path / "outcomes.csv", str(tmp_path / "sale.db")
-    args = (
-        "send", path, "--content", "Sale!", "--journal", journal, "--outcomes", str(outcomes),
-        "-q", "--max-concurrency", "2",
-    )  # fmt: skip
     first = cli.start(*args)
     wait_for(
         lambda: emulator.state.message_count >= 2000 and emulator.state.requests_held > 0,
@@ -762,6 +753,25 @@ def test_the_rows_a_kill_left_out_are_written_before_a_resumed_run_is_killed_too
     (view,) = json_lines(inspected.stdout)
     left = [mobiles[position] for position in view["unknown_unread"]]
     assert left, "a request was on the wire at the kill"
+    return left
+
+
+def test_the_rows_a_kill_left_out_are_written_before_a_resumed_run_is_killed_too(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # The rows of the chunks a kill -9 left on the wire were written only as the resumed
+    # run ended: killed too, it left them out, and no later run wrote them, the journal
+    # no longer listing them as unread (an operator's trial: 11,500 of 200,000 lines
+    # missing after two kills in a row). They are written as the run finds them.
+    emulator.state.set_balance(None, "100000")
+    mobiles = numbers(20_000)
+    path = write_lines(tmp_path / "n.txt", mobiles)
+    outcomes, journal = tmp_path / "outcomes.csv", str(tmp_path / "sale.db")
+    args = (
+        "send", path, "--content", "Sale!", "--journal", journal, "--outcomes", str(outcomes),
+        "-q", "--max-concurrency", "2",
+    )  # fmt: skip
+    left = _kill_with_chunks_on_the_wire(cli, emulator, args, journal, mobiles)
     # Every request of the resumed run is held: it cannot end before it is killed. Its
     # first request is for a chunk after those the first run left on the wire (chunks
     # are looked up in order, and everything before them was settled), so by then it
@@ -780,6 +790,31 @@ def test_the_rows_a_kill_left_out_are_written_before_a_resumed_run_is_killed_too
     # The resumed run did not end: the journal has its own chunks on the wire now.
     (view,) = json_lines(cli.run("campaign", journal, "--json").stdout)
     assert view["unknown_unread"]
+
+
+def test_a_resumed_run_writes_the_rows_a_kill_left_out_into_a_pipe_too(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Into a pipe the lines go from a thread of their own (PipedOutcomes): the found
+    # chunks' lines take the same way as every chunk's, and no earlier run wrote them.
+    emulator.state.set_balance(None, "100000")
+    mobiles = numbers(20_000)
+    path = write_lines(tmp_path / "n.txt", mobiles)
+    journal = str(tmp_path / "sale.db")
+    args = ("send", path, "--content", "Sale!", "--journal", journal, "-q")
+    left = _kill_with_chunks_on_the_wire(
+        cli, emulator, (*args, "--max-concurrency", "2"), journal, mobiles
+    )
+    emulator.state.set_faults(latency_ms=0)
+    # stdout is a pipe here (captured): --outcomes /dev/stdout writes into it.
+    resumed = cli.run(*args, "--outcomes", "/dev/stdout")
+    assert resumed.returncode == 3, resumed.stderr
+    rows = [row.split(",") for row in resumed.stdout.splitlines()]
+    assert rows[0] == ["mobile", "status", "msgid", "error"]
+    found = [row[0] for row in rows[1:] if "found in the journal by this run" in row[3]]
+    assert sorted(found) == sorted(left)
+    assert {row[1] for row in rows[1:] if row[0] in set(left)} == {"unknown"}
+    assert len(rows) - 1 == len({row[0] for row in rows[1:]})  # each once
 
 
 def test_outcome_rows_of_settled_chunks_survive_a_kill(
