@@ -32,10 +32,12 @@ from ._core.errors import (
     EndpointError,
     KeyRotationHookError,
     ProtocolError,
+    RateLimitedError,
     TransportError,
     UnusableKeyError,
     ValidationError,
     error_for_code,
+    never_reached_the_gateway,
     redact_keys,
 )
 from ._core.models import (
@@ -84,6 +86,7 @@ from ._core.xml import Answer, LazyAnswer, parse_answer, parse_answer_keeping, p
 from ._mechanics.http import HttpTransport
 from ._mechanics.keygate import KeyGate
 from ._mechanics.observe import CallObservation, ClientStats, Observer, UnknownHook
+from ._mechanics.outlive import AnsweredAfterCancel, CancelledOnWire, outlive_native_cancel
 from ._mechanics.scheduler import (
     AttemptTally,
     DispatchHooks,
@@ -534,9 +537,28 @@ class Gateway:
                     # updateKey is shielded whatever the caller: a cancel that cut its
                     # answer off rotated the key and lost the new one (a lockout).
                     if bounded or action == "updateKey":
-                        result = await self._shielded(action, exchange)
+                        result = await self._shielded(action, exchange, unwritten)
+                    elif single:
+                        # Cancelled on the wire, the caller goes on at once, and the
+                        # scheduler waits for the answer in its place (see outlive.py).
+                        result = await outlive_native_cancel(exchange, unwritten, wait=False)
                     else:
                         result = await exchange()
+                except CancelledOnWire as gone:
+                    call.answered(since, gone.cancel)
+                    on_wire_when_cancelled = unsafe or (single and action in QUEUE_ACTIONS)
+                    raise
+                except AnsweredAfterCancel as late:
+                    # asyncio cancelled the caller while the request was on the wire, and
+                    # its answer came meanwhile (see _shielded): the scheduler learns from
+                    # it, then raises the cancellation. An answer that proves nothing was
+                    # sent (-1, no connection) makes it a plain cancellation, not unknown.
+                    call.answered(since, late.error)
+                    on_wire_when_cancelled = not (
+                        isinstance(late.error, RateLimitedError)
+                        or never_reached_the_gateway(late.error)
+                    )
+                    raise
                 except BaseException as exc:
                     call.answered(since, exc)
                     queue_read = single and action in QUEUE_ACTIONS
@@ -619,22 +641,38 @@ class Gateway:
         call.finished("deadline", error)
         raise error
 
-    async def _shielded(self, action: str, exchange: Callable[[], Awaitable[_T]]) -> _T:
+    async def _shielded(
+        self,
+        action: str,
+        exchange: Callable[[], Awaitable[_T]],
+        unwritten: Callable[[], bool] | None = None,
+    ) -> _T:
         """Run an exchange that the caller's deadline may no longer interrupt.
 
         From here the request is (about to be) written: cutting it off would leave a
         send's fate unknown, so it runs to its answer, bounded by the client's own
-        ``timeout`` instead.
+        ``timeout`` instead. On asyncio, its own cancellation of the caller (which no
+        anyio shield holds off) waits for the answer too, then goes on: see
+        :mod:`._mechanics.outlive` (``unwritten``: as for :meth:`run`).
         """
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.timeout):
-            return await exchange()
-        lost = TransportError(
-            f"{action}: no answer within {self.timeout:g} s after the request was written",
-            request_sent=True,
-            url=self.endpoints.url_for(action).partition("?")[0],
-            setting=url_setting(action),
-        )
-        raise _may_have_acted(lost) if action in UNSAFE_ACTIONS else lost
+        deadline = anyio.current_time() + self.timeout
+
+        async def bounded() -> _T:
+            with anyio.CancelScope(deadline=deadline):
+                return await exchange()
+            lost = TransportError(
+                f"{action}: no answer within {self.timeout:g} s after the request was written",
+                request_sent=True,
+                url=self.endpoints.url_for(action).partition("?")[0],
+                setting=url_setting(action),
+            )
+            raise _may_have_acted(lost) if action in UNSAFE_ACTIONS else lost
+
+        with anyio.CancelScope(shield=True):
+            result = await outlive_native_cancel(bounded, unwritten)
+        # Returned after the block: mypy reads a scope as one that may swallow what is
+        # raised in it (a shielded one never does), and a return inside as a missing one.
+        return result  # noqa: RET504
 
     def stats(self) -> ClientStats:
         """A frozen snapshot: the scheduler (limit, pace, in flight, -1s, retries), counts

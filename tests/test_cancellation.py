@@ -124,6 +124,105 @@ async def test_asyncio_cancellation_while_on_the_wire_is_an_unknown_outcome(
     assert await ledger_numbers(emulator, 1) == [NUMBER]
 
 
+async def _cancelled_natively(how: str, call: Any) -> None:
+    """Run ``call()`` under asyncio's own cancellation, 0.2 s in, as ``how`` makes it."""
+    if how == "asyncio.timeout":
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await call()
+    elif how == "wait_for":
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(call(), 0.2)
+    else:
+        task = asyncio.ensure_future(call())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("how", ["asyncio.timeout", "wait_for", "task.cancel"])
+async def test_asyncio_cancellation_of_a_call_with_a_deadline_waits_for_the_answer(
+    emulator: Any, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    # No anyio shield holds off asyncio's own cancellation: it cut the exchange off with
+    # its answer unread, so the scheduler heard nothing. Handlers giving up under
+    # asyncio.wait_for freed their slots at once and never learned of the -1 answers
+    # they caused: 180 requests in 16 s against 3/s, 129 of them -1 (a user's trial).
+    # A call with a deadline now waits for its answer, as under anyio, then is cancelled.
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    emulator.state.configure(rate=0.01, burst=1.0)  # one token: the second send is -1
+    seen: list[UnknownOutcome] = []
+    async with client_for(emulator, on_unknown=seen.append) as client:
+        await client.send_once(["18100000001"], "first")
+
+        await _cancelled_natively(how, lambda: client.send_once([NUMBER], "code", deadline=10))
+        stats = client.stats()
+        # The -1 was read and learned from (the pace is cut at once), and not retried:
+        # the cancellation went on in its place. It proves nothing was sent, so the call
+        # was merely cancelled, not an unknown outcome.
+        assert stats.results[("sendOnce", "-1")] == 1
+        assert stats.rate_limited == 1 and stats.pace is not None
+        assert stats.outcome_unknown == 0 and seen == []
+        assert stats.in_flight == 0
+        await anyio.sleep(0.3)
+        assert client.stats().requests == 2
+    assert unknown_records(caplog) == []
+    assert await ledger_numbers(emulator, 1) == ["18100000001"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("how", ["asyncio.timeout", "wait_for", "task.cancel"])
+async def test_asyncio_cancellation_of_a_call_without_a_deadline_is_not_held_but_heard(
+    emulator: Any, how: str
+) -> None:
+    # With no deadline the SDK does not hold a cancellation up: the caller goes on at
+    # once, as before, the send is said to be unknown, as before; but the request keeps
+    # its slot until its answer comes, and the scheduler learns from it (the same trial:
+    # freed at once and unheard, the slots let requests out as fast as callers gave up).
+    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    emulator.state.configure(rate=0.01, burst=1.0)
+    seen: list[UnknownOutcome] = []
+    async with client_for(emulator, on_unknown=seen.append) as client:
+        await client.send_once(["18100000001"], "first")
+        await _cancelled_natively(how, lambda: client.send_once([NUMBER], "code"))
+        stats = client.stats()
+        assert stats.in_flight == 1 and stats.rate_limited == 0
+        assert stats.outcome_unknown == 1 and [o.reason for o in seen] == ["cancelled"]
+        with anyio.fail_after(5):
+            while client.stats().in_flight:
+                await anyio.sleep(0.02)
+        stats = client.stats()
+        assert stats.rate_limited == 1 and stats.pace is not None
+        await anyio.sleep(0.3)
+        assert client.stats().requests == 2
+    assert await ledger_numbers(emulator, 1) == ["18100000001"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("how", ["asyncio.timeout", "task.cancel"])
+async def test_asyncio_cancellation_of_a_call_with_a_deadline_after_an_accepted_answer(
+    emulator: Any, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    # Accepted while its caller was being cancelled: the answer is read (the scheduler
+    # learns its round trip), the caller gets the cancellation it asked for, and the
+    # send, which it never hears of, is reported as an unknown outcome, as before.
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    seen: list[UnknownOutcome] = []
+    async with client_for(emulator, on_unknown=seen.append) as client:
+        await _cancelled_natively(how, lambda: client.send_once([NUMBER], "code", deadline=10))
+        stats = client.stats()
+        assert stats.results[("sendOnce", "1")] == 1
+        assert stats.outcome_unknown == 1 and stats.in_flight == 0
+        assert stats.calls[("sendOnce", "unknown")] == 1
+    assert [o.reason for o in seen] == ["cancelled"]
+    check_unknown_log(caplog, emulator, "cancelled")
+    assert await ledger_numbers(emulator, 1) == [NUMBER]
+
+
 async def test_fail_after_lets_a_written_send_finish_with_its_receipt(emulator: Any) -> None:
     # The enclosing deadline passes while the request is on the wire: the exchange is
     # shielded and the caller gets the receipt, not a TimeoutError for a sent message.

@@ -63,6 +63,7 @@ logged on ``aisix_async`` and handed to ``on_retry``.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 import contextvars
@@ -101,6 +102,7 @@ from .._core.errors import (
 from .._core.validate import check_number
 from .breaker import Breaker
 from .hooks import log_hook_failure
+from .outlive import AnsweredAfterCancel, CancelledOnWire
 
 __all__ = [
     "AttemptTally",
@@ -1512,6 +1514,7 @@ class Scheduler:
         self._check_queue(action)
         self._note_demand()
         waited = await self._wait_or_leave(self._acquire_slot, action, leave_when_open)
+        handed_off = False
         try:
             turn = await self._wait_or_leave(
                 functools.partial(self._take_turn, action), action, leave_when_open
@@ -1529,8 +1532,27 @@ class Scheduler:
             self._dispatched.append(dispatched_at)
             if tally is not None:
                 tally.attempts += 1
+            # asyncio cancelled the caller while the request was on the wire, and its
+            # answer came meanwhile (see outlive.py): learned from as any answer is, then
+            # the cancellation goes on in its place.
+            late: AnsweredAfterCancel | None = None
             try:
-                result = await attempt()
+                try:
+                    result = await attempt()
+                except CancelledOnWire as gone:
+                    # The slot stays taken until the answer comes, and it is learned from:
+                    # freed at once, it let the next request out at once, and the -1
+                    # answers went unheard (see outlive.py).
+                    handed_off = True
+                    self._learn_later(gone.answer, waited, dispatched_at, sent_at_pace, turn)
+                    raise gone.cancel from None
+                except AnsweredAfterCancel as answered:
+                    late = answered
+                    if answered.error is not None:
+                        raise answered.error from None
+                    self._failing = False
+                    self._on_accepted(waited, dispatched_at, sent_at_pace)
+                    raise answered.cancel from None
             except RateLimitedError:
                 self._failing = False
                 if tally is not None:
@@ -1543,21 +1565,54 @@ class Scheduler:
                         self._fleet_run = (run.length, self._clock() - run.span)
                 if hooks is not None:
                     await hooks.refused()
+                _raise_late(late)
                 raise
             except TransportError as exc:
                 self._failing = True
                 if not exc.request_sent and hooks is not None:
                     await hooks.refused()
+                _raise_late(late)
                 raise
             except Exception:
                 # A 502, a -10, an answer that cannot be read: no word on the limit.
                 self._failing = True
+                _raise_late(late)
                 raise
             self._failing = False
             self._on_accepted(waited, dispatched_at, sent_at_pace)
             return result
         finally:
-            self._release_slot()
+            if not handed_off:
+                self._release_slot()
+
+    def _learn_later(
+        self,
+        answer: asyncio.Future[Any],
+        waited: bool,
+        dispatched_at: float,
+        sent_at_pace: float | None,
+        turn: object,
+    ) -> None:
+        # The answer of a request whose caller is gone (see CancelledOnWire): heard as
+        # _attempt hears one, but for the shared schedule's count of -1 answers (an
+        # await, which a done callback cannot make), then its slot is freed.
+        def done(future: asyncio.Future[Any]) -> None:
+            try:
+                if future.cancelled():
+                    return
+                error = future.exception()
+                if error is None:
+                    self._failing = False
+                    self._on_accepted(waited, dispatched_at, sent_at_pace)
+                elif isinstance(error, RateLimitedError):
+                    self._failing = False
+                    self._on_rate_limited(dispatched_at, shared_turn=turn is not None)
+                else:
+                    self._failing = True
+            finally:
+                self._release_slot()
+
+        answer.add_done_callback(done)
 
     async def run(
         self,
@@ -1642,3 +1697,9 @@ class Scheduler:
                 ),
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _raise_late(late: AnsweredAfterCancel | None) -> None:
+    # The cancellation an answer was waited for (see _attempt) goes on now.
+    if late is not None:
+        raise late.cancel
