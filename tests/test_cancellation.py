@@ -333,6 +333,9 @@ async def test_bad_deadline_and_retry_are_refused_before_sending(emulator: Any) 
     async with client_for(emulator) as client:
         with pytest.raises(ValidationError, match="deadline"):
             await client.send_once([NUMBER], "code", deadline=0)
+        # Beyond any float: it raised OverflowError from the arithmetic (a user's trial).
+        with pytest.raises(ValidationError, match="deadline must be finite"):
+            await client.send_once([NUMBER], "code", deadline=10**400)
         with pytest.raises(ValidationError, match="retry"):
             await client.send_once([NUMBER], "code", retry=3)  # type: ignore[arg-type]
     assert emulator.state.messages() == []

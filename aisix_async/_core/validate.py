@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import datetime, timedelta, tzinfo
@@ -530,9 +531,15 @@ def check_number(value: object, what: str, *, integer: bool = False, minimum: fl
     if not (value >= minimum if integer else value > minimum):
         bound = f"at least {minimum:g}" if integer else f"above {minimum:g}"
         raise ValidationError(f"{what} must be {bound}, got {value!r}")
-    if value == math.inf:
-        # A timeout or deadline of infinity waits forever; a rate of it means nothing.
-        raise ValidationError(f"{what} must be finite, got {value!r}")
+    if value == math.inf or (not integer and isinstance(value, int) and value > _FLOAT_MAX):
+        # A timeout or deadline of infinity waits forever; a rate of it means nothing. An
+        # int beyond any float (10**400) raised OverflowError from the arithmetic, past
+        # every `except AisixError` (a user's trial).
+        shown = repr(value) if value == math.inf else "an integer beyond any float"
+        raise ValidationError(f"{what} must be finite, got {shown}")
+
+
+_FLOAT_MAX = sys.float_info.max
 
 
 def check_url(url: object, what: str) -> str:
