@@ -108,6 +108,9 @@ class AisixClient:
         authkey = hide_authkey(authkey)
         shared_limit = hide_url(shared_limit)  # its password, likewise
         account = hide_keys(account)  # and a key pasted as the account, until refused
+        # And one pasted into a URL (a user's trial: shown by the frame's locals when
+        # another argument was refused).
+        base_url, data_url = hide_keys(base_url), hide_keys(data_url)
         self._gateway = Gateway(
             account,
             authkey,

@@ -153,6 +153,7 @@ class Gateway:
         shared_limit = hide_url(shared_limit)  # its password, likewise
         # And a key pasted as the account (given, or from the environment), until refused.
         account = hide_keys(account if account is not None else _env("AISIX_ACCOUNT", "account"))
+        base_url, data_url = hide_keys(base_url), hide_keys(data_url)  # a key pasted there
         self.account = check_account(account)
         if authkey is None:
             # A Secret too when read from the environment: a key there with a stray "\r"

@@ -204,6 +204,29 @@ def test_a_key_pasted_as_the_account_stays_out_of_the_locals(
     assert not _leaks(shown)
 
 
+#: A key pasted into a URL; a global, as above.
+IN_URL = f"http://gw.test/{KEY}/OpenPlatform"
+
+
+@pytest.mark.parametrize("where", ["base_url", "data_url"])
+def test_a_key_pasted_into_a_url_stays_out_of_the_locals_when_another_argument_fails(
+    where: str,
+) -> None:
+    # The constructors' frames held the URL as given, and so did the frame refusing it,
+    # all shown by an error tracker printing locals (a user's trial).
+    try:
+        if where == "base_url":
+            AisixClient(ACCOUNT, KEY, base_url=IN_URL, max_rate=0)
+        else:
+            AisixClient(ACCOUNT, KEY, data_url=IN_URL, max_rate=0)
+    except AisixError as exc:
+        shown = _with_locals(exc)
+    else:
+        raise AssertionError("the constructor did not fail")
+    assert f"{where} = 'http://gw.test/<32 hex characters, not shown>/OpenPlatform'" in shown
+    assert not _leaks(shown)
+
+
 @pytest.mark.parametrize(
     "misplaced",
     [

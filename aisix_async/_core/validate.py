@@ -610,6 +610,8 @@ def check_key_not_in_urls(authkey: str, **urls: str) -> None:
     """
     for name, url in urls.items():
         if authkey.lower() in url.lower():
+            # Out of the frame's locals, which error trackers print (a user's trial).
+            del url, urls
             raise ValidationError(
                 f"{name} holds the authkey (not shown): take it out of the URL. The key is "
                 "sent in each request's body; a URL is written to logs, journals and caches"
