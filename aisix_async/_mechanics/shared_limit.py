@@ -468,7 +468,7 @@ end
 -- more, half an answer above the rate, its expected shortfall. Aimed at the rate itself,
 -- 16 processes at R = 5 measured 4.81 requests/s from 20 answers and crept from there
 -- for the next 30 s at 0.96 of the limit; aimed half an answer above it (the bound was
--- 16 answers), still 0.960 in four runs; one answer above, 0.98-1.00 in three, the -1
+-- 16 answers), 0.960 in the last three runs; one answer above, 0.98-1.00 in three, the -1
 -- share the same (0.7%), and at R = 40 too.
 local aim = rate
 if not first and answered >= 4 and not rejoining then
