@@ -395,6 +395,21 @@ async def test_a_cut_measured_from_few_answers_aims_at_what_they_allow(
     await shared.aclose()
 
 
+@pytest.mark.anyio
+async def test_a_cut_measured_from_under_32_answers_aims_one_answer_above_them(
+    redis_server: RedisServer,
+) -> None:
+    # 23 answers over a second: aimed half an answer above (the rule under 16 answers
+    # stopped there), 16 processes at R = 5, which read the limit from about 20 answers
+    # one short, crept at 0.96 of it; aimed one answer above, 0.98-1.00 (bench_fleet).
+    time = VirtualTime()
+    shared = limit(redis_server, time, seed_pace=24.0, monotonic=time)
+    await a_second_then_refused(redis_server, time, shared, 24)
+    answered, span = 23, 1.0
+    assert float(stored(redis_server)["ceiling"]) == pytest.approx((answered + 1) / span)
+    await shared.aclose()
+
+
 async def _held_above_the_ceiling(
     server: RedisServer, time: VirtualTime, shared: SharedLimit, share: float, seconds: float
 ) -> float | None:
