@@ -519,6 +519,8 @@ class Gateway:
         bounded = deadline_at != math.inf
         cancelled = anyio.get_cancelled_exc_class()
         on_wire_when_cancelled = False
+        # A queue read cut off on the wire lost the records its answer held (said below).
+        queue_read = single and action in QUEUE_ACTIONS
 
         async def attempt() -> _T:
             nonlocal on_wire_when_cancelled
@@ -547,7 +549,7 @@ class Gateway:
                         result = await exchange()
                 except CancelledOnWire as gone:
                     call.answered(since, gone.cancel)
-                    on_wire_when_cancelled = unsafe or (single and action in QUEUE_ACTIONS)
+                    on_wire_when_cancelled = unsafe or queue_read
                     raise
                 except AnsweredAfterCancel as late:
                     # asyncio cancelled the caller while the request was on the wire, and
@@ -562,7 +564,6 @@ class Gateway:
                     raise
                 except BaseException as exc:
                     call.answered(since, exc)
-                    queue_read = single and action in QUEUE_ACTIONS
                     if (unsafe or queue_read) and isinstance(exc, cancelled):
                         on_wire_when_cancelled = unwritten is None or not unwritten()
                     raise

@@ -549,7 +549,7 @@ async def _run(
 
     async with AsyncExitStack() as stack:
         if args.outcomes:
-            outcomes_file, _ = open_outcomes(args.outcomes)
+            outcomes_file = open_outcomes(args.outcomes)
 
             def close_outcomes() -> None:
                 if outcomes_file is None:

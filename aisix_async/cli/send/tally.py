@@ -261,8 +261,9 @@ class PipedOutcomes(io.TextIOBase):
             )
 
 
-def open_outcomes(path: str) -> tuple[TextIO, Any]:
-    """A CSV writer for ``--outcomes`` (appending: a resumed run adds its own lines).
+def open_outcomes(path: str) -> TextIO:
+    """The file for ``--outcomes``, its header written (appending: a resumed run adds its
+    own lines; see :func:`outcome_rows_text`).
 
     A pipe, a FIFO or a terminal (``/dev/stdout`` into ``| gzip``, ``>(...)``) cannot be
     appended to, nor asked how much it holds: its reader gets a stream of its own, so
@@ -278,7 +279,6 @@ def open_outcomes(path: str) -> tuple[TextIO, Any]:
     # tell() on a pipe raised "underlying stream is not seekable" before anything was
     # sent; only a file that already has lines (a resumed run's) goes without a header.
     target: TextIO = handle if handle.seekable() else PipedOutcomes(handle)  # type: ignore[assignment]
-    writer = csv.writer(target)
     if target is not handle or handle.tell() == 0:
-        writer.writerow(("mobile", "status", "msgid", "error"))
-    return target, writer
+        csv.writer(target).writerow(("mobile", "status", "msgid", "error"))
+    return target
