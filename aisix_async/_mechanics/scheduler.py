@@ -63,7 +63,6 @@ logged on ``aisix_async`` and handed to ``on_retry``.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import contextvars
@@ -102,7 +101,7 @@ from .._core.errors import (
 from .._core.validate import check_number
 from .breaker import Breaker
 from .hooks import log_hook_failure
-from .outlive import AnsweredAfterCancel, CancelledOnWire
+from .outlive import AnsweredAfterCancel, CancelledOnWire, PendingAnswer
 
 __all__ = [
     "AttemptTally",
@@ -1587,7 +1586,7 @@ class Scheduler:
 
     def _learn_later(
         self,
-        answer: asyncio.Future[Any],
+        answer: PendingAnswer,
         waited: bool,
         dispatched_at: float,
         sent_at_pace: float | None,
@@ -1596,7 +1595,7 @@ class Scheduler:
         # The answer of a request whose caller is gone (see CancelledOnWire): heard as
         # _attempt hears one, but for the shared schedule's count of -1 answers (an
         # await, which a done callback cannot make), then its slot is freed.
-        def done(future: asyncio.Future[Any]) -> None:
+        def done(future: PendingAnswer) -> None:
             try:
                 if future.cancelled():
                     return
