@@ -556,3 +556,42 @@ async def test_a_failing_hook_is_logged_without_the_sends_numbers_in_its_traceba
     shown = "".join(traceback.TracebackException(type(exc), exc, tb, capture_locals=True).format())
     assert "hook exploded" in shown and "explode" in shown
     assert NUMBER not in shown and "code 1234" not in shown
+
+
+async def test_a_call_cancelled_while_its_connection_is_made_was_not_sent(emulator: Any) -> None:
+    # With no deadline, the exchange goes on once its caller is cancelled (asyncio: a task
+    # of its own; trio: a system task): unless its request had not begun to be written.
+    # A gateway that does not take the connection (its accept queue full: the SYN goes
+    # unanswered) holds the call in connect; cancelled there, it is a plain cancellation,
+    # nothing was sent, and the exchange is ended with it, not left to connect later.
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):  # the queue of a listen(0) socket takes one or two
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        await anyio.sleep(0.1)
+        seen: list[UnknownOutcome] = []
+        base_url = f"http://127.0.0.1:{port}/OpenPlatform"
+        async with client_for(emulator, base_url=base_url, on_unknown=seen.append) as client:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.send_once, [NUMBER], "code")
+                    await anyio.sleep(0.3)
+                    assert client.stats().in_flight == 1  # still connecting
+                    scope.cancel()
+            assert scope.cancelled_caught
+            stats = client.stats()
+            assert stats.outcome_unknown == 0 and seen == []
+            assert stats.in_flight == 0
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
