@@ -77,7 +77,8 @@ class AnsweredAfterCancel(BaseException):
 async def outlive_native_cancel(
     run: Callable[[], Awaitable[_T]], unwritten: Callable[[], bool] | None, *, wait: bool = True
 ) -> _T:
-    """``await run()``, in a task of its own on asyncio; see the module docstring.
+    """``await run()``, in a task of its own on asyncio, and on trio without ``wait`` in
+    a system task; see the module docstring.
 
     ``unwritten()``, when given, says that the request has not begun to be written (it
     waits for a connection): a cancellation then cancels the exchange too, as nothing
