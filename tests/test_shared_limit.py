@@ -663,6 +663,14 @@ def test_a_password_never_shows() -> None:
         # ... or the host: the URL ends at '#', and this one named a host "ss" (a
         # user's trial: it connected there, failed, and the run went on unshared).
         ("redis://:p@s3cret#w@127.0.0.1:6379/0", "percent-encoded"),
+        # A mistyped scheme: read as a path, the URL was quoted whole, password and all
+        # (an operator's trial), and a missing slash was blamed on the database number.
+        ("redis:/:s3cret@127.0.0.1:6379/0", "two slashes after the scheme"),
+        ("redis:://:s3cret@127.0.0.1:6379/0", "two slashes after the scheme"),
+        ("redis//:s3cret@127.0.0.1:6379/0", "must be a redis://"),
+        ("redis:///:s3cret@127.0.0.1/0", "database number"),
+        ("s3cret", "must be a redis://"),  # a password pasted on its own
+        ("redis:/127.0.0.1:6379/0", "two slashes after the scheme"),
     ],
 )
 def test_a_malformed_url_says_what_is_wrong(url: str, says: str) -> None:

@@ -98,9 +98,17 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparsable URL>"
     netloc = f"***@{host}{port}" if parts.username or parts.password else f"{host}{port}"
-    if parts.scheme == "unix" and not netloc:
+    if parts.scheme == "unix" and not netloc and "@" not in url:
         # urlunsplit writes an empty host as "unix:/path", which is not what was given.
         return f"unix://{parts.path}"
+    if "://" not in url:
+        # Not a URL at all (a password pasted on its own), or one whose credentials are
+        # not where a parse finds them ("redis:/:pw@host", "redis//:pw@host": read as a
+        # path, they were quoted whole, password and all, in an operator's trial).
+        return "<not a URL of the form scheme://host, not shown>"
+    if "@" in parts.path:
+        # Credentials after an empty host ("redis:///:pw@host/0"): the path holds them.
+        return "<a URL with '@' in its path, not shown>"
     # A password may also be passed as a query parameter (?password=...): drop the query.
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
@@ -136,6 +144,9 @@ def _url_problem(url: str) -> str | None:
         return "it has a '#' in it (a password with '#' in it must be percent-encoded: %23)"
     if parts.scheme == "unix":
         return None
+    if not url.startswith(f"{parts.scheme}://"):
+        # "redis:/host:6379/0": read as a path, the complaint was about the database.
+        return f"it needs two slashes after the scheme, as in {parts.scheme}://host:6379/0"
     try:
         parts.port  # noqa: B018 (parsing it is the check)
     except ValueError:

@@ -138,3 +138,22 @@ def test_a_redis_password_on_the_command_line_gets_one_warning_never_shown(
         assert result.returncode == 0, result.stderr
         assert "Redis password" not in result.stderr
         assert secret not in result.stdout + result.stderr
+
+
+def test_a_mistyped_redis_url_is_refused_without_its_password(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A scheme one slash short is read as a path: the refusal quoted the URL whole,
+    # password and all, from the option and from the environment alike, and the warning
+    # for a password on the command line did not fire (an operator's trial).
+    path = write_lines(tmp_path / "numbers.txt", numbers(2))
+    secret = "s3cretpw"
+    for url in (f"redis:/:{secret}@127.0.0.1:1/0", f"redis//:{secret}@127.0.0.1:1/0"):
+        flag = cli.run("send", path, "--content", "hi", "--shared-limit", url)
+        env = cli.run("send", path, "--content", "hi", env={**cli.env, "AISIX_SHARED_LIMIT": url})
+        for result in (flag, env):
+            assert result.returncode == 2, result.stderr
+            assert "shared_limit" in result.stderr
+            assert secret not in result.stdout + result.stderr
+        assert "Redis password" in flag.stderr
+    assert emulator.state.message_count == 0

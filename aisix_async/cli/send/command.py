@@ -159,6 +159,10 @@ def _password_on_command_line(url: str | None) -> bool:
         password = parts.password
     except ValueError:
         return False  # the client refuses it, without quoting it
+    if not parts.netloc and "@" in url:
+        # A mistyped scheme ("redis:/:pw@host"): the parse reads it all as a path, but
+        # what comes before the '@' is most likely credentials all the same.
+        return True
     return bool(password) or any(
         name.lower() == "password" and value for name, value in parse_qsl(parts.query)
     )
