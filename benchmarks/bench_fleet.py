@@ -294,6 +294,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fault-seconds", type=float, default=24.0)
     parser.add_argument("--fault-n", type=int, default=4)
+    parser.add_argument("--fault-rate", type=float, default=40.0)
     parser.add_argument(
         "--only",
         choices=("sharing", "cost", "fault"),
@@ -319,7 +320,7 @@ def main() -> None:
                 f"p50 **{p50:.2f} ms**, p99 **{p99:.2f} ms**, over 3000 turns from one client.\n"
             )
         if args.only in (None, "fault"):
-            print(fault_run(server, 40.0, args.fault_n, args.fault_seconds))
+            print(fault_run(server, args.fault_rate, args.fault_n, args.fault_seconds))
     finally:
         server.close()
 
