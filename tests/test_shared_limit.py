@@ -995,6 +995,21 @@ async def test_a_minus_one_while_the_fleet_rejoins_cuts_from_the_pace(
     assert after["cuts"] == "1"
     assert float(after["pace"]) == pytest.approx(0.9 * knew)
     assert after["sure"] == "1"
+    # The ceiling stays what the fleet knew: the pace is back at it within a few dozen
+    # turns. Lowered to each rejoin cut's pace, it held a fleet at R = 10 at 0.8-0.9 of
+    # the limit for 35 s, creeping up from there (an operator's trial).
+    assert float(after["ceiling"]) == pytest.approx(knew)
+    # So after a second cut, once the rejoin window has passed while this client still
+    # sends what it paced itself (5 s of it): the pace is cut again, the ceiling is kept.
+    time.now += SharedLimit.REJOIN_WINDOW + 0.5
+    turn = await clients[0].take_turn(paced_here=5.0)
+    assert turn is not None
+    time.now += 0.3
+    await clients[0].refused(turn)
+    after = stored(redis_server)
+    assert after["cuts"] == "2"
+    assert float(after["pace"]) < 0.9 * knew
+    assert float(after["ceiling"]) == pytest.approx(knew)
     for client in clients:
         await client.aclose()
 
@@ -1029,6 +1044,54 @@ async def test_a_rejoining_client_first_sends_what_it_paced_itself(
         assert await shared.take_turn() is None
     assert shared._own_until - clock[0] == pytest.approx(SharedLimit.OWN_HORIZON + 1 / 40, rel=0.05)
     await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_rejoining_client_says_how_long_its_own_queue_lasts(
+    redis_server: RedisServer,
+) -> None:
+    # Beyond OWN_HORIZON, its scheduler knows what is left: callers still queued at its
+    # own pace (a bulk send's window of 16 at 2 requests/s: 8 s). Counted only up to the
+    # horizon, the schedule measured its turns alone as the fleet's rate once the horizon
+    # passed, and four such processes at R = 10 ran at half the limit for a minute after
+    # Redis came back (an operator's trial).
+    time = VirtualTime()
+    clock = [0.0]
+    shared = limit(redis_server, time, seed_pace=10.0, monotonic=lambda: clock[0])
+    assert await shared.take_turn() is not None
+    reach_redis = shared._call
+    shared._call = _redis_lost  # type: ignore[method-assign]
+    for _ in range(16):
+        assert await shared.take_turn() is None
+    shared._call = reach_redis  # type: ignore[method-assign]
+    clock[0] = 1.0
+    turn = await shared.take_turn(paced_here=8.0)
+    assert turn is not None
+    assert float(stored(redis_server)["measure_from"]) >= time.now + 8.0
+    await shared.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_scheduler_tells_the_schedule_what_it_still_paces_itself() -> None:
+    # What the scheduler passes as paced_here: its callers queued at its own pace, in
+    # seconds of that pace.
+    told: list[float] = []
+
+    class Source:
+        async def take_turn(self, deadline: float | None = None, paced_here: float = 0.0) -> None:
+            told.append(paced_here)
+
+        async def refused(self, turn: Any) -> None:
+            return None
+
+        def check_queue(self, deadline: float, queued: int) -> None:
+            return None
+
+    scheduler = Scheduler(shared=Source())
+    scheduler._pace = 2.0
+    scheduler._pace_waiting = 16
+    await scheduler._shared_turn("sendOnce")
+    assert told == [8.0]
 
 
 @pytest.mark.anyio

@@ -504,6 +504,14 @@ for i = 1, #ahead, 2 do
   last = math.max(tonumber(ahead[i + 1]), last + 1 / pace)
   redis.call('ZADD', slots, last, ahead[i])
 end
+-- A cut while clients rejoin lowers the pace, not the ceiling: its -1 answers are the
+-- overlap of their turns with what they still pace themselves, not news of the limit.
+-- Lowered to each such cut's pace, it held a fleet at R = 10 at 0.8-0.9 of the limit for
+-- 35 s after Redis came back, creeping up from there (a trial); kept, the pace is back at
+-- it within a few dozen turns.
+if rejoining then
+  aim = math.max(aim, ceiling)
+end
 redis.call('HSET', key, 'pace', tostring(pace), 'ceiling', tostring(aim),
            'sure', (not first and (rejoining or (answered >= 4 and from >= climbed_until)))
                    and '1' or '0',
@@ -967,14 +975,17 @@ class SharedLimit:
             # turn back for nothing. An underestimate costs only some overlap.
             self._own_until = min(max(self._own_until, now) + step, now + self.OWN_HORIZON + step)
 
-    async def take_turn(self, deadline: float | None = None) -> SharedTurn | None:
+    async def take_turn(
+        self, deadline: float | None = None, paced_here: float = 0.0
+    ) -> SharedTurn | None:
         """Book this client's next turn and wait for it; None: pace yourself this time.
 
         None when Redis failed lately (until ``retry_after`` has passed) or fails now,
         within ``timeout``. A caller cancelled while it waits leaves its turn to this
         client's next caller (see _spare_turn). ``deadline``: the caller's, on anyio's
         clock; a turn after it is not booked, and :class:`TurnBeyondDeadline` is raised
-        instead.
+        instead. ``paced_here``: seconds of requests the client still has queued at its
+        own pace, told to pace themselves while Redis failed (see _pace_yourself).
         """
         if self._down and self._monotonic() < self._down_until:
             self._pace_yourself()
@@ -988,7 +999,10 @@ class SharedLimit:
             if spare is not None:
                 return await self._wait_for(spare)
             began = self._monotonic()
-            own = max(0.0, self._own_until - began)
+            # What it counted as it said "pace yourself" (up to OWN_HORIZON ahead), or
+            # what its own queue says is left, if more: a client with many callers
+            # queued (a bulk send's window) drains them for longer than that horizon.
+            own = max(0.0, self._own_until - began, paced_here)
             # The time left is read now, not when the caller came: it may have waited
             # for the others' turns to be booked (the lock) meanwhile.
             max_wait = None if deadline is None else deadline - anyio.current_time()
