@@ -719,8 +719,8 @@ class SharedLimit:
             )
         try:
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.retry import Retry
         except ImportError:
             raise ExtraNotInstalledError(
                 "shared_limit needs redis-py: pip install 'aisix-async[redis]' (in a clone of "
