@@ -427,13 +427,31 @@ end
 -- (the refused one's); the rest are in flight. A short episode says little (a token more
 -- or less is a large share of it): then the last HISTORY seconds are measured.
 local to = sent
-local from = math.max(now - WINDOW, math.min(cut_at, to - HISTORY), measure_from)
+local oldest_kept = now - WINDOW
 if redis.call('ZCARD', slots) >= MAX_SLOTS then
   -- The oldest slots were dropped for room (a high rate): count from the oldest kept.
   local oldest = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')
-  from = math.max(from, tonumber(oldest[2]))
+  oldest_kept = math.max(oldest_kept, tonumber(oldest[2]))
 end
+local from = math.max(oldest_kept, math.min(cut_at, to - HISTORY), measure_from)
 local answered = redis.call('ZCOUNT', slots, from, '(' .. to)
+-- The episode right after the cold start's first cut is measured from that cut alone,
+-- when it holds enough answers: the bucket was empty at both ends, and before it lies
+-- the climb, whose answers the bucket's burst inflated. Reaching back into it, or
+-- reading the last answers' spacing (the bucket refilled while the pace dipped), a
+-- cold fleet of 16 at R = 40 cut to 48.5 and then 36.9 requests/s, untrusted, and met
+-- the limit a third time: 20 -1 answers in its first 12 s on the simulated gateway, 6
+-- of them after 5 s (now 14 and 2).
+local after_first = ceiling > 0 and tonumber(s[13]) == cut_at and s[12] ~= '1'
+if after_first then
+  local since_cut = math.max(oldest_kept, cut_at, measure_from)
+  local episode = redis.call('ZCOUNT', slots, since_cut, '(' .. to)
+  if episode >= 4 then
+    from, answered = since_cut, episode
+  else
+    after_first = false
+  end
+end
 local span = math.max(to - from, 0.001)
 local rate = answered / span
 -- How the rate was found, for the log: 'measured' (answers over span), 'recent' (the last
@@ -441,7 +459,7 @@ local rate = answered / span
 local how = 'measured'
 -- While the pace climbs (a cold start, a raised limit being found) the whole episode's
 -- average lags behind it: the last few turns that were answered show where it got to.
-if answered > 4 then
+if answered > 4 and not after_first then
   local recent = redis.call('ZREVRANGEBYSCORE', slots, '(' .. to, from, 'WITHSCORES',
                             'LIMIT', 0, 9)
   local k = #recent / 2
