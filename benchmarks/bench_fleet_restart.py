@@ -24,10 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, Emulator, emulator, table
-
-sys.path.insert(0, str(ROOT / "tests"))
-from redis_support import RedisServer, find_server_binary
+from _common import ROOT, Emulator, emulator, redis_server, table
+from redis_support import RedisServer
 
 WORKERS = 4
 NUMBERS = 10_000  # per worker
@@ -79,22 +77,16 @@ def _run(
 
 
 def main() -> None:
-    binary = find_server_binary()
-    if binary is None:
-        print("## Fleet restart\n\nNo Redis server found (install the bench extra): not run.\n")
-        return
-    server = RedisServer(binary)
-    server.start()
     args = ("--rate", str(RATE), "--burst", "5", "--latency-ms", "100", "--balance", "1e7")
-    try:
+    with redis_server("Fleet restart") as server:
+        if server is None:
+            return
         with emulator(*args) as emu, tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             _, clean_s, clean_codes = _run(emu, server, folder, "5", fault=False)
             emu.reset()
             per_second, took, codes = _run(emu, server, folder, "7", fault=True)
             state = emu.state()
-    finally:
-        server.close()
 
     def mean(a: float, b: float) -> float:
         window = per_second[int(a) : int(b)]
