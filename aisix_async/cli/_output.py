@@ -51,7 +51,7 @@ from rich.text import Text
 
 from ._exit import redact_keys
 from ._folders import user_folder
-from ._signals import held_signals, repeats_end_the_wait
+from ._signals import drain_ahead, held_signals, repeats_end_the_wait
 from ._stdout import Piece, StdoutWriter
 
 __all__ = ["KEEPS_UNPRINTED", "Output", "counted", "jsonable", "unprinted_folder"]
@@ -279,6 +279,9 @@ class Output:
         self._writer: StdoutWriter | None = None
         self._direct = os.name != "posix" or not _has_descriptor(self._stdout)
         self._token: Any = None
+        # While the writer has yet to be waited for (see close): a repeated stop signal
+        # is left to that wait (see drain_ahead).
+        self._drain_to_come = contextlib.ExitStack()
         self._waits_for_reader = True
         #: Whether a repeated stop signal ended the wait for stdout's reader (see close).
         self.signal_ended_wait = False
@@ -388,15 +391,18 @@ class Output:
         could not take is.
         """
         writer = self._writer
-        if writer is not None and not self.stdout_closed:
-            try:
-                self._drain(writer, patient)
-            except BaseException:
-                # A KeyboardInterrupt (a command with no receivers of its own): nothing
-                # queued is dropped on the way out.
-                self._give_up()
-                raise
-            self._notice_failure()
+        try:
+            if writer is not None and not self.stdout_closed:
+                try:
+                    self._drain(writer, patient)
+                except BaseException:
+                    # A KeyboardInterrupt (a command with no receivers of its own): nothing
+                    # queued is dropped on the way out.
+                    self._give_up()
+                    raise
+                self._notice_failure()
+        finally:
+            self._drain_to_come.close()
         self._unprinted.close()
 
     def _drain(self, writer: StdoutWriter, patient: bool) -> None:
@@ -518,6 +524,7 @@ class Output:
             with contextlib.suppress(Exception):  # outside an event loop: no token
                 self._token = anyio.lowlevel.current_token()
             self._writer = StdoutWriter(self._stdout.fileno(), on_failure=self._failed_in_thread)
+            self._drain_to_come.enter_context(drain_ahead(lambda: not self.stdout_closed))
         encoding = getattr(self._stdout, "encoding", None) or "utf-8"
         errors = getattr(self._stdout, "errors", None) or "strict"
         if not self._writer.put(Piece(text.encode(encoding, errors), records, vital)):

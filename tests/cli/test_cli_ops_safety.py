@@ -966,16 +966,22 @@ _TWO_SIGNALS_ONE_CALL = """
 import contextlib, signal, sys, threading
 from aisix_async.cli import _signals
 
-def twice():
+mode, count = sys.argv[1], int(sys.argv[2])
+
+def signals():
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    for _ in range(2):
+    for _ in range(count):
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
 saved = _signals.stop_as_interrupt()
 _signals.hold_stop_signals("the send had ended")
-with _signals.repeats_end_the_wait() if sys.argv[1] == "waiting" else contextlib.nullcontext():
+with contextlib.ExitStack() as stack:
+    if mode == "waiting":
+        stack.enter_context(_signals.repeats_end_the_wait())
+    elif mode == "drain-ahead":
+        stack.enter_context(_signals.drain_ahead(lambda: True))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    thread = threading.Thread(target=twice)
+    thread = threading.Thread(target=signals)
     thread.start()
     thread.join()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -984,28 +990,99 @@ _signals.restore_signals(saved)
 """
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX threads' signals")
-@pytest.mark.parametrize("waiting", [True, False], ids=["waiting-for-reader", "not-waiting"])
-def test_two_signals_python_handles_as_one_are_a_repeat(tmp_path: Path, waiting: bool) -> None:
-    # A CI run (1 in about 300 under load): the second SIGINT came before the main thread
-    # had run the handler for the first, Python called it once for both, and the summary
-    # stuck on a full stdout waited for its reader forever.
+def _two_signals_one_call(tmp_path: Path, mode: str, count: int = 2) -> Any:
     script = tmp_path / "two.py"
     script.write_text(_TWO_SIGNALS_ONE_CALL)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
     }
-    done = subprocess.run(
-        [sys.executable, str(script), "waiting" if waiting else "not"],
+    return subprocess.run(
+        [sys.executable, str(script), mode, str(count)],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX threads' signals")
+@pytest.mark.parametrize("waiting", [True, False], ids=["waiting-for-reader", "not-waiting"])
+def test_two_signals_python_handles_as_one_are_a_repeat(tmp_path: Path, waiting: bool) -> None:
+    # A CI run (1 in about 300 under load): the second SIGINT came before the main thread
+    # had run the handler for the first, Python called it once for both, and the summary
+    # stuck on a full stdout waited for its reader forever.
+    done = _two_signals_one_call(tmp_path, "waiting" if waiting else "not")
     if waiting:  # the wait for the reader sees the repeat (see Output._drain)
         assert (done.returncode, done.stdout, done.stderr) == (0, "2\n", "")
     else:  # nothing to wait for: a repeat ends the process at once
         assert done.returncode == 130, done.stderr
         assert "interrupted again" in done.stderr
         assert done.stdout == ""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX threads' signals")
+def test_a_repeat_before_the_wait_for_the_reader_is_left_to_it(tmp_path: Path) -> None:
+    # 1 run in 800 of test_a_repeated_signal_ends_a_summary_nobody_reads, under load:
+    # both SIGINTs came before the summary's wait for stdout's reader had begun, the
+    # second ended the process at once (130), and the summary queued for stdout was
+    # lost. With that wait still to come, the second is left to it (it ends at once and
+    # keeps what was not taken: see Output._drain); a third ends the process.
+    done = _two_signals_one_call(tmp_path, "drain-ahead")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "2\n", "")
+    done = _two_signals_one_call(tmp_path, "drain-ahead", count=3)
+    assert done.returncode == 130, done.stderr
+    assert "interrupted again" in done.stderr
+    assert done.stdout == ""
+
+
+#: A command's end, made certain: its summary queued for a stdout nobody reads yet, two
+#: SIGINTs taken before Output's close begins to wait for the reader.
+_SUMMARY_THEN_TWO_SIGNALS = """
+import signal, threading
+from aisix_async.cli import _signals
+from aisix_async.cli._output import Output
+
+saved = _signals.stop_as_interrupt()
+out = Output(command="send")
+out.line("y" * 300_000)  # more than a pipe holds: the writer waits for the reader
+out.pairs("this run", [("accepted", 30), ("elapsed", "1 s")], vital=True)
+_signals.hold_stop_signals("the send had ended")
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def twice():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    for _ in range(2):
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+thread = threading.Thread(target=twice)
+thread.start()
+thread.join()
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+out.close()
+print("ended the wait:", out.signal_ended_wait, file=__import__("sys").stderr)
+_signals.restore_signals(saved)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX threads' signals")
+def test_a_summary_queued_before_two_signals_is_kept(tmp_path: Path) -> None:
+    # The same race through Output itself: what it queued for stdout before the wait is
+    # kept (on stderr, as when the wait had begun), not lost with an exit.
+    script = tmp_path / "summary.py"
+    script.write_text(_SUMMARY_THEN_TWO_SIGNALS)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    }
+    with subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as process:
+        # stdout is read only once the process has ended: nobody reads it meanwhile.
+        try:
+            process.wait(timeout=60)
+        finally:
+            process.kill()
+        _, err = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
+    assert process.returncode == 0, err
+    assert b"ended the wait: True" in err, err
+    assert b"this run" in err and b"elapsed" in err, err  # the summary, on stderr
+    assert b"interrupted again" not in err, err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no stop signals to hold on Windows")
