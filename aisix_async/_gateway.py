@@ -519,11 +519,13 @@ class Gateway:
         bounded = deadline_at != math.inf
         cancelled = anyio.get_cancelled_exc_class()
         on_wire_when_cancelled = False
+        # A send's answer that came after its caller was cancelled (see below): accepted.
+        answered_late: object = None
         # A queue read cut off on the wire lost the records its answer held (said below).
         queue_read = single and action in QUEUE_ACTIONS
 
         async def attempt() -> _T:
-            nonlocal on_wire_when_cancelled
+            nonlocal on_wire_when_cancelled, answered_late
             gate = self._gate.exclusive() if exclusive else self._gate.shared()
             async with gate:
                 # The last moment to give up with nothing sent. A turn that came without a
@@ -561,6 +563,7 @@ class Gateway:
                         isinstance(late.error, RateLimitedError)
                         or never_reached_the_gateway(late.error)
                     )
+                    answered_late = late.result
                     raise
                 except BaseException as exc:
                     call.answered(since, exc)
@@ -606,6 +609,16 @@ class Gateway:
                     action,
                 )
                 call.finished("cancelled")
+                raise
+            receipts = _late_receipts(answered_late) if unsafe and mobiles else None
+            if on_wire_when_cancelled and receipts is not None:
+                # Cancelled on the wire, but the answer came before the cancellation went
+                # on, and it was accepted: sent, msgids and all. Reported as unknown, the
+                # caller's record of it said "may have been sent" where the SDK knew, and
+                # had the msgids that its delivery reports are matched by (a user's trial:
+                # 38 sends cancelled on the wire, every one in the gateway's ledger).
+                call.finished("accepted")
+                self.observer.record_answered(action, mobiles, receipts, call.id, call.level)
                 raise
             if on_wire_when_cancelled:
                 call.finished("unknown")
@@ -987,6 +1000,17 @@ def receipts_of(answer: Answer, expected: int) -> list[SendReceipt]:
     except AisixError as exc:
         exc.outcome_unknown = True
         raise
+
+
+def _late_receipts(answer: object) -> tuple[SendReceipt, ...] | None:
+    """The receipts of a send's answer that came after its caller had gone; None when it
+    holds none that can be read (the outcome then stays unknown)."""
+    if not isinstance(answer, Answer) or not answer.items:
+        return None
+    try:
+        return tuple(SendReceipt.from_item(item) for item in answer.items)
+    except AisixError:
+        return None
 
 
 def _may_have_taken(message: str) -> str:

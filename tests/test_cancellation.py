@@ -231,7 +231,8 @@ async def test_asyncio_cancellation_of_a_call_with_a_deadline_after_an_accepted_
 ) -> None:
     # Accepted while its caller was being cancelled: the answer is read (the scheduler
     # learns its round trip), the caller gets the cancellation it asked for, and the
-    # send, which it never hears of, is reported as an unknown outcome, as before.
+    # send, which it never hears of, is told to on_unknown with its receipt: it was sent.
+    # It was reported as unknown, where the SDK had the msgid (a user's trial).
     caplog.set_level(logging.WARNING, logger="aisix_async")
     emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
     seen: list[UnknownOutcome] = []
@@ -239,11 +240,28 @@ async def test_asyncio_cancellation_of_a_call_with_a_deadline_after_an_accepted_
         await _cancelled_natively(how, lambda: client.send_once([NUMBER], "code", deadline=10))
         stats = client.stats()
         assert stats.results[("sendOnce", "1")] == 1
-        assert stats.outcome_unknown == 1 and stats.in_flight == 0
-        assert stats.calls[("sendOnce", "unknown")] == 1
-    assert [o.reason for o in seen] == ["cancelled"]
-    check_unknown_log(caplog, emulator, "cancelled")
-    assert await ledger_numbers(emulator, 1) == [NUMBER]
+        assert stats.outcome_unknown == 0 and stats.in_flight == 0
+        # The call's outcome agrees with its answer's.
+        assert stats.calls[("sendOnce", "accepted")] == 1
+        assert ("sendOnce", "unknown") not in stats.calls
+    assert unknown_records(caplog) == []
+    [told] = seen
+    assert (told.reason, told.error, told.mobiles, told.mobile_count) == (
+        "answered",
+        None,
+        (NUMBER,),
+        1,
+    )
+    [receipt] = told.receipts
+    sent = await ledger_numbers(emulator, 1)
+    assert sent == [NUMBER]
+    assert receipt.msgid in [record.msgid for record in emulator.state.messages()]
+    [record] = [r for r in caplog.records if getattr(r, "reason", None) == "answered"]
+    assert record.levelno == logging.WARNING
+    assert getattr(record, "outcome", None) == "accepted"
+    assert getattr(record, "msgid", None) == receipt.msgid
+    assert f"msgid {receipt.msgid}" in record.getMessage()
+    assert NUMBER not in record.getMessage()
 
 
 async def test_fail_after_lets_a_written_send_finish_with_its_receipt(emulator: Any) -> None:

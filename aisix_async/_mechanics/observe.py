@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 
 from .._core.errors import AisixError, ExtraNotInstalledError, ValidationError, result_of
+from .._core.models import SendReceipt
 from .._version import __version__
 from .hooks import log_hook_failure
 from .scheduler import Scheduler, SchedulerStats
@@ -164,20 +165,30 @@ class ClientStats(SchedulerStats):
 
 @attrs.frozen(kw_only=True)
 class UnknownOutcome:
-    """What ``on_unknown`` is told: a send that may or may not have gone out."""
+    """What ``on_unknown`` is told: a send whose caller does not know whether it went out.
+
+    Most often nobody knows (``receipts`` empty). With ``reason`` "answered" the SDK does:
+    the caller was cancelled while the request was on the wire, and the gateway's answer
+    came after: it accepted the send, and ``receipts`` hold its msgids. Either way, do
+    not resend it blindly.
+    """
 
     action: str
     #: How many numbers the request carried.
     mobile_count: int
     #: :func:`mobiles_hash` of them, as logged.
     mobiles_hash: str
-    #: "cancelled" (the caller's task was cancelled while the request was on the wire)
-    #: or "error" (a lost answer, -10, -11, a garbled answer: see ``error``).
+    #: "cancelled" (the caller's task was cancelled while the request was on the wire),
+    #: "error" (a lost answer, -10, -11, a garbled answer: see ``error``), or "answered"
+    #: (cancelled on the wire, and accepted: see ``receipts``).
     reason: str
     #: The error the caller got, or None for a cancellation.
     error: AisixError | None
     #: The numbers themselves (kept out of the repr, so they do not reach logs by accident).
     mobiles: tuple[str, ...] = attrs.field(repr=False)
+    #: The gateway's receipts for a send it accepted after its caller had gone
+    #: ("answered"); empty otherwise.
+    receipts: tuple[SendReceipt, ...] = ()
 
 
 UnknownHook = Callable[[UnknownOutcome], None]
@@ -379,15 +390,60 @@ class Observer:
         )
         if self.otel is not None:
             self.otel.unknown.add(1, {"aisix.action": action, "aisix.reason": reason})
+        self._tell_hook(action, mobiles, reason, error)
+
+    def record_answered(
+        self,
+        action: str,
+        mobiles: str,
+        receipts: tuple[SendReceipt, ...],
+        call: int | None = None,
+        level: int = logging.WARNING,
+    ) -> None:
+        """A send accepted after its caller was cancelled on the wire: the caller got the
+        cancellation, not the receipts, so they are told here (one record, the hook), at
+        the level an unknown outcome would have been: its caller would count it as one."""
+        count = mobiles.count(",") + 1 if mobiles else 0
+        digest = mobiles_hash(mobiles)
+        msgids = ",".join(receipt.msgid for receipt in receipts)
+        logger.log(
+            level,
+            "%s to %d number(s) [%s]: accepted (msgid %s) after its caller was cancelled "
+            "while it was on the wire: it was sent; the caller was not told",
+            action,
+            count,
+            digest,
+            msgids,
+            extra={
+                "call": call,
+                "action": action,
+                "outcome": "accepted",
+                "reason": "answered",
+                "mobiles": count,
+                "mobiles_hash": digest,
+                "msgid": msgids,
+            },
+        )
+        self._tell_hook(action, mobiles, "answered", None, receipts)
+
+    def _tell_hook(
+        self,
+        action: str,
+        mobiles: str,
+        reason: str,
+        error: AisixError | None,
+        receipts: tuple[SendReceipt, ...] = (),
+    ) -> None:
         hook = self.on_unknown
         if hook is not None:
             event = UnknownOutcome(
                 action=action,
-                mobile_count=count,
-                mobiles_hash=digest,
+                mobile_count=mobiles.count(",") + 1 if mobiles else 0,
+                mobiles_hash=mobiles_hash(mobiles),
                 reason=reason,
                 error=error,
                 mobiles=tuple(mobiles.split(",")) if mobiles else (),
+                receipts=receipts,
             )
             try:
                 hook(event)

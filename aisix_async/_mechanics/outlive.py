@@ -68,10 +68,13 @@ class AnsweredAfterCancel(BaseException):
     A BaseException, as the cancellation it carries: no ``except Exception`` takes it.
     """
 
-    def __init__(self, cancel: BaseException, error: BaseException | None) -> None:
+    def __init__(
+        self, cancel: BaseException, error: BaseException | None, result: object = None
+    ) -> None:
         super().__init__("cancelled while on the wire, after its answer")
         self.cancel = cancel
         self.error = error
+        self.result = result
 
 
 async def outlive_native_cancel(
@@ -110,7 +113,8 @@ async def outlive_native_cancel(
         return task.result()
     if task.cancelled():
         raise cancel
-    raise AnsweredAfterCancel(cancel, task.exception())
+    error = task.exception()
+    raise AnsweredAfterCancel(cancel, error, None if error is not None else task.result())
 
 
 async def _settle(task: asyncio.Future[Any]) -> None:
