@@ -70,6 +70,7 @@ from ._core.wire import (
     DEFAULT_BASE_URL,
     GATEWAY_TZ,
     QUEUE_ACTIONS,
+    SEND_ACTIONS,
     UNSAFE_ACTIONS,
     Endpoints,
     Fields,
@@ -421,6 +422,21 @@ class Gateway:
             raise error_for_code(action, answer.result, is_send=unsafe)
         return answer
 
+    def refuse_own_key(self, action: str, texts: Iterable[str]) -> None:
+        """Refuse a send whose text holds this client's authkey, before it goes out.
+
+        An SMS is read by whoever holds the phone: a key in one is given away (a user's
+        trial sent one, pasted as the content; the CLI refused it, the library did not).
+        Matched in either case, as the gateway's keys are hex. The error names neither
+        the key nor the text.
+        """
+        key = str(self._authkey).upper()
+        if any(key in text.upper() for text in texts):
+            raise ValidationError(
+                f"{action}: the text to send holds this client's authkey; refused, nothing "
+                "was sent (an SMS would hand the key to whoever reads it)"
+            )
+
     async def call(
         self,
         action: str,
@@ -441,6 +457,9 @@ class Gateway:
         ``on_writing`` is called as each attempt's request begins to be written (see
         :attr:`reports_writing`).
         """
+        if action in SEND_ACTIONS:
+            # Every send passes here, a bulk chunk's as much as a single call's.
+            self.refuse_own_key(action, (value for name, value in fields if name not in _NOT_TEXT))
         writing = _Writing(on_writing)
 
         def exchange() -> Awaitable[Answer]:
@@ -1000,6 +1019,10 @@ def receipts_of(answer: Answer, expected: int) -> list[SendReceipt]:
     except AisixError as exc:
         exc.outcome_unknown = True
         raise
+
+
+#: The fields of a send that carry no text of the sender's: numbers, targets, schedule.
+_NOT_TEXT = frozenset({"m", "cgid", "csid", "t"})
 
 
 def _late_receipts(answer: object) -> tuple[SendReceipt, ...] | None:

@@ -523,7 +523,9 @@ async def test_a_client_given_a_rate_state_keeps_it_over_the_journal(
         client_for(emulator, rate_state=mine) as client,
         client.campaign(path) as campaign,
     ):
-        assert client.stats().pace == pytest.approx(Scheduler.BETA * 7.0)
+        # Within a thousandth: the state ages (and is trusted less) by the milliseconds
+        # between its making and the client's, which under load failed an exact match.
+        assert client.stats().pace == pytest.approx(Scheduler.BETA * 7.0, rel=1e-3)
 
 
 async def test_a_campaign_resumed_at_another_gateway_is_said_and_takes_no_rate_from_it(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ACCOUNT, KEY, NO_BACKOFF, OPEN, eventually
+from helpers import ACCOUNT, KEY, NO_BACKOFF, OPEN, client_for, eventually
 from stack_support import STACK, hx
 
 from aisix_async import (
@@ -406,3 +406,45 @@ async def test_an_answer_holding_a_key_stays_out_of_the_locals(case: str) -> Non
     assert "<answer: " in shown  # the frames holding the answer were captured
     assert not _any_part_shown(shown)
     assert not any(NEW_KEY[i : i + 8] in shown for i in range(len(NEW_KEY) - 7))
+
+
+@pytest.mark.anyio
+async def test_a_send_whose_text_holds_the_key_is_refused_before_sending(emulator: Any) -> None:
+    # A user's trial sent the key as an SMS (pasted as the content): the CLI refused it,
+    # the library sent it. Every way of sending refuses it now, nothing sent, the key
+    # named nowhere; a bulk send before its first chunk where the text is one for all.
+    key = emulator.authkey
+    async with client_for(emulator) as client:
+        refusals: list[ValidationError] = []
+        for content in (key, f"your code: {key.lower()}", f"x{key}y"):
+            with pytest.raises(ValidationError) as raised:
+                await client.send_once(["13900000001"], content)
+            refusals.append(raised.value)
+        with pytest.raises(ValidationError) as raised:
+            await client.send_batch([("13900000001", "hi"), ("13900000002", key)])
+        refusals.append(raised.value)
+        with pytest.raises(ValidationError) as raised:
+            await client.send_param("code {p1}", [("13900000001", ["a"]), ("13900000002", [key])])
+        refusals.append(raised.value)
+        with pytest.raises(ValidationError) as raised:
+            client.send_many(["13900000001"], f"key {key}")
+        refusals.append(raised.value)
+        with pytest.raises(ValidationError) as raised:
+            client.send_param_many(f"{key} {{p1}}", [("13900000001", ["a"])])
+        refusals.append(raised.value)
+        assert emulator.state.message_count == 0
+        # A batch stream's items carry their own texts: the chunk holding the key fails,
+        # not sent; the others go.
+        pairs = [(f"139000000{i:02d}", "hello") for i in range(150)]
+        pairs[120] = (pairs[120][0], f"k={key}")
+        async with client.send_batch_many(pairs) as stream:
+            outcomes = [o async for o in stream]
+    statuses = sorted((o.status.value, len(o.mobiles)) for o in outcomes)
+    assert statuses == [("accepted", 100), ("failed", 50)], statuses
+    [failed] = [o for o in outcomes if o.status.value == "failed"]
+    assert isinstance(failed.error, ValidationError)
+    refusals.append(failed.error)
+    assert emulator.state.message_count == 100
+    for error in refusals:
+        assert "authkey" in str(error) and not _leaks(str(error)), str(error)
+        assert key not in repr(error) and key.lower() not in repr(error)

@@ -904,6 +904,8 @@ def once_stream(
 ) -> SendStream:
     """The stream of ``send_many``; content and options are checked here, before sending."""
     _check_source(numbers, "numbers")
+    # Refused here, not chunk by chunk (see Gateway.refuse_own_key).
+    gateway.refuse_own_key("sendOnce", [content] if isinstance(content, str) else [])
     # A campaign's journal names a recipient by (chunk, number): no number twice in one.
     planner = OncePlanner(
         content,
@@ -958,6 +960,7 @@ def param_stream(
 ) -> SendStream:
     """The stream of ``send_param_many``; the template is checked here, before sending."""
     _check_source(rows, "rows")
+    gateway.refuse_own_key("sendParam", [template] if isinstance(template, str) else [])
     planner = ParamPlanner(
         template,
         options.chunk_size_for("sendParam"),
