@@ -14,10 +14,15 @@ What it shows: the client is made once, in the lifespan, and shared by every req
 (one scheduler keeps the whole process within the account's limits); each send has a
 deadline; every SDK error maps to an HTTP status that tells the caller whether to try
 again, and a send whose outcome is unknown is never reported as "failed, retry".
+With ``OTP_RATE_STATE=/path/file.json`` the pace it learned is kept there at shutdown
+and started from at the next start-up: a restart or a deploy does not meet the limit
+cold again.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +39,7 @@ from aisix_async import (
     INPUT_REFUSALS,
     AisixClient,
     AisixError,
+    RateState,
 )
 from aisix_async.validation import check_numbering
 
@@ -43,6 +49,35 @@ from aisix_async.validation import check_numbering
 DEADLINE = float(os.environ.get("OTP_DEADLINE", "5"))
 #: The most one exchange with the gateway may take once written (seconds).
 TIMEOUT = float(os.environ.get("OTP_TIMEOUT", "10"))
+#: Where the learned pace is kept between runs (unset: every start is a cold one).
+RATE_STATE = os.environ.get("OTP_RATE_STATE")
+
+logger = logging.getLogger("fastapi_app")
+
+
+def load_rate_state(path: str | None) -> RateState | None:
+    """The state the last run kept; None (a cold start) when there is none to trust."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return RateState.from_dict(json.load(file))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AisixError) as error:
+        # A file cut short or edited by hand must not stop the service: a cold start.
+        logger.warning("rate state in %s not used: %s", path, error)
+        return None
+
+
+def save_rate_state(path: str | None, client: AisixClient) -> None:
+    if not path:
+        return
+    # Written whole, then moved into place: a crash mid-write leaves the old one.
+    scratch = f"{path}.tmp"
+    with open(scratch, "w", encoding="utf-8") as file:
+        json.dump(client.rate_state().as_dict(), file)
+    os.replace(scratch, path)
 
 
 @asynccontextmanager
@@ -54,13 +89,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # check_numbering: a typo in the variable is refused at start-up, and the policy typed.
     numbers = check_numbering(os.environ.get("OTP_NUMBERS", "cn-mobile"))
     async with AisixClient(
-        cgid=int(cgid) if cgid else None, timeout=TIMEOUT, numbers=numbers
+        cgid=int(cgid) if cgid else None,
+        timeout=TIMEOUT,
+        numbers=numbers,
+        rate_state=load_rate_state(RATE_STATE),  # where the last run left off
     ) as client:
         # Replicas sharing the pace (AISIX_SHARED_LIMIT): a Redis that refuses the URL's
         # password stops the start-up here; one merely down does not (each paces itself).
         await client.check_shared_limit()
         app.state.aisix = client
-        yield
+        try:
+            yield
+        finally:
+            save_rate_state(RATE_STATE, client)
 
 
 app = FastAPI(lifespan=lifespan)
@@ -120,6 +161,7 @@ async def health(request: Request) -> dict[str, Any]:
         "circuit_open": stats.circuit_open,
         "in_flight": stats.in_flight,
         "waiting": stats.waiting,
+        "pace": stats.pace,
     }
 
 
