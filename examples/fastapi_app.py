@@ -183,6 +183,8 @@ async def metrics(request: Request) -> dict[str, Any]:
         "pace": stats.pace,
         "limit": stats.limit,
         "circuit_open": stats.circuit_open,
+        # What a restart would start from (see OTP_RATE_STATE): pace None until measured.
+        "rate_state": _client(request).rate_state().as_dict(),
     }
 
 
