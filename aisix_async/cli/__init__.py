@@ -49,7 +49,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ._app import run
 
-    return run(args)
+    code = run(args)
+    if argv is None:  # the process's own command line, not a caller's (a test's)
+        _stop_signals_end_the_shutdown(code)
+    return code
+
+
+def _stop_signals_end_the_shutdown(code: int) -> None:
+    """From here to the process's end, a stop signal ends it at once, quietly, with ``code``.
+
+    The interpreter's shutdown waits for threads still at work (a check of the input that
+    a Ctrl-C ended reads on to the end of its file); a second Ctrl-C then raised
+    KeyboardInterrupt inside that wait, and Python printed a traceback under the
+    command's own "interrupted" (an operator's trial, every time). All there was to say
+    has been said: what is buffered is flushed first.
+    """
+    import contextlib
+    import os
+    import signal
+    import threading
+
+    from ._signals import stop_signals
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # closed, or a pipe nobody reads any more
+            stream.flush()
+
+    def leave(signum: int, frame: object) -> None:
+        os._exit(code)
+
+    for stop in stop_signals():
+        signal.signal(stop, leave)
 
 
 def _emulator(argv: list[str]) -> int:

@@ -51,7 +51,7 @@ from rich.text import Text
 
 from ._exit import redact_keys
 from ._folders import user_folder
-from ._signals import drain_ahead, held_signals, repeats_end_the_wait
+from ._signals import drain_ahead, held_signals, repeats_end_the_wait, say_waiting_for_reader
 from ._stdout import Piece, StdoutWriter
 
 __all__ = ["KEEPS_UNPRINTED", "Output", "counted", "jsonable", "unprinted_folder"]
@@ -408,12 +408,17 @@ class Output:
     def _drain(self, writer: StdoutWriter, patient: bool) -> None:
         # A stop signal held once the command has ended stops nothing: the reader may
         # still take the summary (see hold_stop_signals). A repeated one ends the wait.
+        said = False
         with repeats_end_the_wait():
             while not writer.wait_idle(_POLL * 5):
-                if len(held_signals()[0]) >= 2:
+                held = len(held_signals()[0])
+                if held >= 2:
                     self.signal_ended_wait = True
                     self._give_up()
                     return
+                if held == 1 and not said:
+                    say_waiting_for_reader()
+                    said = True
                 if not patient and writer.stalled_for() >= GRACE:
                     self._give_up()
                     return

@@ -20,6 +20,7 @@ __all__ = [
     "interrupted",
     "repeats_end_the_wait",
     "restore_signals",
+    "say_waiting_for_reader",
     "stop_as_interrupt",
     "stop_signals",
 ]
@@ -206,6 +207,21 @@ def drain_ahead(ahead: Callable[[], bool]) -> Iterator[None]:
         yield
     finally:
         _drains.remove(ahead)
+
+
+def say_waiting_for_reader() -> None:
+    """Tell the operator, whose stop signal was held, what the command waits for.
+
+    An operator's Ctrl-C seemed to do nothing (stdout a pipe nobody read): nothing said
+    what the command waited for, nor that a second one would end the wait. Written to
+    the descriptor, not through sys.stderr: its writes wait for stdout's (in order).
+    """
+    with contextlib.suppress(OSError):
+        os.write(
+            2,
+            b"aisix: the command has ended; waiting for stdout's reader to take the rest "
+            b"of its output (Ctrl-C again to stop waiting: what it has not taken is kept)\n",
+        )
 
 
 def held_signals() -> tuple[tuple[int, ...], str]:

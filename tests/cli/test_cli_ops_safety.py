@@ -829,6 +829,10 @@ class _SummaryHeld:
         finally:
             os.close(write)  # the child's copy is the only one: EOF once it ends
 
+    def stderr_so_far(self) -> str:
+        self._err.seek(0)
+        return self._err.read()
+
     def writing_stdout(self) -> bool:
         """Whether the process is blocked in a write() to the pipe, the summary's write.
 
@@ -949,6 +953,8 @@ def test_a_repeated_signal_ends_a_summary_nobody_reads(
     held = _SummaryHeld(cli, path, "--content", "hi")
     held.signal_in_summary(signal.SIGINT)
     assert held.process.poll() is None  # the first is held: the summary waits for stdout
+    # What it waits for is said (an operator's Ctrl-C seemed to do nothing).
+    wait_for(lambda: "waiting for stdout's reader" in held.stderr_so_far(), timeout=10.0)
     held.process.send_signal(signal.SIGINT)
     _, err = held.finish(read=False)
     assert held.process.returncode == 130, err
@@ -1162,3 +1168,63 @@ def test_a_journalled_send_whose_stdout_closes_before_it_starts_stops_cleanly(
     )  # fmt: skip
     assert closed.returncode == 141, closed.stderr
     assert "Traceback" not in closed.stderr
+
+
+#: A command's end, while a thread it started still works (a check of a big input that a
+#: Ctrl-C ended), and a second Ctrl-C during the interpreter's wait for that thread.
+_SIGNAL_WHILE_SHUTTING_DOWN = """
+import os, signal, threading, time
+from aisix_async import cli
+
+threading.Thread(target=time.sleep, args=(30,)).start()  # not a daemon: waited for
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+cli._stop_signals_end_the_shutdown(7)
+print("said before the end")
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_stop_signal_during_the_shutdown_ends_it_quietly(tmp_path: Path) -> None:
+    # An operator's trial, every time: Ctrl-C twice during a send's checks of a million
+    # lines printed "Exception ignored in: <module 'threading'> ... KeyboardInterrupt"
+    # under "aisix: error: interrupted" (the second came while Python waited for the
+    # thread reading the input). Now it ends the process at once, with the command's
+    # code, and what was printed before is not lost.
+    script = tmp_path / "shutdown.py"
+    script.write_text(_SIGNAL_WHILE_SHUTTING_DOWN)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (7, "said before the end\n", "")
+    assert time.monotonic() - started < 20  # not the 30 s of the thread it did not wait for
+
+
+def test_a_check_of_the_input_stops_when_told(tmp_path: Path) -> None:
+    # The check runs in a worker thread that a Ctrl-C does not stop: it read a million
+    # lines to their end (1.5 s) before the process could exit. It looks every
+    # HEED_EVERY items whether it is still wanted.
+    from aisix_async.cli.send.inputs import HEED_EVERY, check_source, heeding, numbers_source
+
+    looks: list[int] = []
+
+    def heed() -> None:
+        looks.append(1)
+        if len(looks) == 2:
+            raise KeyboardInterrupt
+
+    assert list(heeding(range(HEED_EVERY - 1), heed)) == list(range(HEED_EVERY - 1))
+    assert looks == []
+    with pytest.raises(KeyboardInterrupt):
+        list(heeding(range(10 * HEED_EVERY), heed))
+    assert len(looks) == 2
+    path = tmp_path / "n.txt"
+    path.write_text("".join(f"139{i:08d}\n" for i in range(3 * HEED_EVERY)))
+    looks.clear()
+    with pytest.raises(KeyboardInterrupt):
+        check_source(numbers_source(str(path)), heed=heed)
+    assert len(looks) == 2

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import attrs
 
@@ -55,11 +56,13 @@ from .._files import refuse_journal_file
 from .._interrupts import Feed, watch_interrupts
 from .._output import counted
 from .._progress import Snapshot, progress
+from .._signals import interrupted
 from .inputs import (
     Source,
     batch_source,
     check_source,
     csv_numbers_source,
+    heeding,
     numbers_source,
     param_source,
     parse_at,
@@ -236,6 +239,19 @@ def _valid(source: Source) -> Iterator[Any]:
             yield value
 
 
+def _still_wanted() -> None:
+    """In a worker thread reading the input: raise if the command no longer wants it.
+
+    A cancelled task (anyio's check_cancelled); and a Ctrl-C, which is raised in the
+    main thread as KeyboardInterrupt and leaves the event loop without cancelling the
+    task that waits for the thread, so check_cancelled never saw it: the thread read a
+    million lines on to their end, and the process waited for it before exiting.
+    """
+    anyio.from_thread.check_cancelled()
+    if interrupted():
+        raise KeyboardInterrupt
+
+
 async def _estimate(
     client: AisixClient, source: Source, content: str | None, args: Any
 ) -> Estimate:
@@ -244,7 +260,9 @@ async def _estimate(
     text, recipients, messages, rows = source.template, None, None, None
     if source.mode == "once":
         text = content
-        recipients = await anyio.to_thread.run_sync(lambda: sum(1 for _ in _valid(source)))
+        recipients = await anyio.to_thread.run_sync(
+            lambda: sum(1 for _ in heeding(_valid(source), _still_wanted))
+        )
     elif source.mode == "batch":
         text, messages = None, _valid(source)
     else:
@@ -339,7 +357,12 @@ async def send(ctx: Context) -> int:
     # a file of nothing but bad lines is not held whole in memory.
     keep = 100_000 if ctx.out.json_mode else 20
     checked = await anyio.to_thread.run_sync(
-        lambda: check_source(source, keep=keep, duplicates=args.dry_run)
+        lambda: check_source(
+            source,
+            keep=keep,
+            duplicates=args.dry_run,
+            heed=_still_wanted,  # a Ctrl-C stops it (see heeding)
+        )
     )
     invalid = len(checked.problems) + checked.more_problems
     refusal: CliError | None = None
