@@ -310,6 +310,46 @@ def test_an_outcomes_file_that_cannot_be_written_stops_the_run_with_its_summary(
     assert summary["not_sent"] > 0
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a file size limit (RLIMIT_FSIZE)")
+@pytest.mark.parametrize("limit", [100_000, 150_000])
+def test_a_journal_that_fills_up_leaves_nothing_shown_in_flight(
+    cli: Cli, emulator: Any, tmp_path: Path, limit: int
+) -> None:
+    # An operator's trial (a 1 MB tmpfs): the run stopped at a full disk, and its
+    # "(all runs)" table, printed once nothing was on the wire any more, said "in flight
+    # (a run is sending them) 4,000" with exit 1: recipients the gateway had accepted,
+    # whose outcome the journal could not record, and which it calls unknown from then
+    # on. A file size limit fills the journal here as a full disk does.
+    import resource
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    path = write_lines(tmp_path / "n.txt", numbers(20_000))
+    journal = tmp_path / "j.db"
+    result = subprocess.run(
+        cli.command(
+            "send", path, "--content", "hi", "--chunk-size", "100", "--journal", str(journal),
+            "--no-balance-check", "--json",
+        ),
+        capture_output=True, text=True, env=cli.env, timeout=120, cwd=ROOT,
+        preexec_fn=small_files,
+    )  # fmt: skip
+    assert "could not record" in result.stderr, result.stderr
+    campaign = summary_of(result.stdout)["campaign"]
+    sent = emulator.state.message_count
+    assert 0 < sent < 20_000
+    # Whatever went out is in the journal's figures, accepted or unknown: none "in flight".
+    assert campaign["accepted"] + campaign["unknown"] == sent, (campaign, sent)
+    assert campaign.get("in_flight", 0) == 0
+    assert "in flight (a run is sending them)" not in result.stdout + result.stderr
+    if campaign["unknown"]:
+        assert result.returncode == 3, result.stderr
+        assert "of this run went out, but the journal could not record" in result.stderr
+    else:
+        assert result.returncode == 1, result.stderr
+
+
 def test_account_refusal_stops_the_run_with_its_reason(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from ... import GATEWAY_TZ, AisixClient, AisixError, BulkStats, Estimate
 from .._app import Context
 from .._exit import ExitCode, describe, redact_keys
@@ -176,6 +178,16 @@ def finish(
     at: datetime | None = None,
 ) -> int:
     out = ctx.out
+    unrecorded = 0 if campaign is None else campaign.in_flight
+    if campaign is not None and campaign.in_flight:
+        # The run is over, so nothing of it is on the wire: chunks its journal still has
+        # there are those whose outcome it could not record (a full disk). They may have
+        # been sent, and the journal calls them unknown from now on, as `aisix campaign`
+        # and the next run do; shown "in flight (a run is sending them)" after the
+        # process had stopped, with exit 1 (an operator's trial).
+        campaign = attrs.evolve(
+            campaign, unknown=campaign.unknown + campaign.in_flight, in_flight=0
+        )
     skipped = stats.skipped
     # Never sent, either way dispatch stopped: outcomes saying so (-9, an account
     # refusal, a second Ctrl-C), and the input a first Ctrl-C left unread (no outcome).
@@ -264,7 +276,14 @@ def finish(
             "unknown recipients may have been sent and charged: do not resend them "
             "blindly" + ("; the journal lists them" if ctx.args.journal else "")
         )
-    earlier = 0 if campaign is None else campaign.unknown - tally.unknown
+    if unrecorded:
+        out.warn(
+            f"{unrecorded:,} recipient(s) of this run went out, but the journal could not "
+            "record their outcome: it holds them as unknown, and a resumed run does not "
+            f"send them again; delivery reports settle them (aisix reports --journal "
+            f"{ctx.args.journal})"
+        )
+    earlier = 0 if campaign is None else campaign.unknown - tally.unknown - unrecorded
     if earlier > 0:
         # Left by earlier runs and not resent by this one: they alone made its exit 3,
         # which said nothing of why (a user's trial).
