@@ -31,7 +31,7 @@ def tests(session: nox.Session, stack: str) -> None:
     # Only this session's choice of stack counts, not one set in the caller's shell.
     session.env["AISIX_HTTP_STACK"] = ""
     # Bytecode is written, whatever the caller's shell says (CI images often set
-    # PYTHONDONTWRITEBYTECODE=1): some 600 `aisix` subprocesses import the package, and
+    # PYTHONDONTWRITEBYTECODE=1): some 500 subprocesses (`aisix`, scripts) import the package, and
     # each would compile it from source again; pytest's workers would rewrite every test
     # module's asserts again too. An empty value is "not set" to Python.
     session.env["PYTHONDONTWRITEBYTECODE"] = ""
