@@ -494,8 +494,10 @@ async def test_the_journal_keeps_the_rate_learned_and_a_resumed_run_starts_from_
                     break  # stopped early: a later run resumes
         learned = client.rate_state()
     # Loose: on a busy machine answers come back in clumps, and a cold start's estimate
-    # read 33 once (under a full test run with other work beside it).
-    assert learned.pace is not None and 10 <= learned.pace <= 40
+    # read 33 once (under a full test run with other work beside it); a machine too busy
+    # to send 20 a second measures what it could send (7.5 and 9.5 in a CI-time survey).
+    # The floor only says the pace was measured, not left at its minimum (0.5).
+    assert learned.pace is not None and 3 <= learned.pace <= 40
     # A plain key/value table beside the campaign's own, in the same file.
     with sqlite3.connect(path) as conn:
         (text,) = conn.execute("SELECT value FROM meta WHERE key = 'rate_state'").fetchone()

@@ -164,7 +164,8 @@ class BulkStats:
     accepted: int
     failed: int
     unknown: int
-    #: Recipients the ledger said to skip (already settled in an earlier run).
+    #: Recipients the ledger said to skip: an earlier run's, accepted, failed for good or
+    #: left unknown.
     skipped: int
     #: Requests this send made, -1 answers it got, and retries among its requests.
     requests: int

@@ -231,7 +231,8 @@ def finish(
             ("unknown (may have been sent)", f"{tally.unknown:,}"),
         ]
         if skipped:
-            rows.append(("skipped (settled in an earlier run)", f"{skipped:,}"))
+            # Not "settled": those an earlier run left unknown are skipped too.
+            rows.append(("skipped (an earlier run's: accepted, failed or unknown)", f"{skipped:,}"))
         if not_sent:
             rows.append(("not sent (stopped)", f"{not_sent:,}"))
         rows += [
