@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .. import __version__
@@ -119,9 +119,23 @@ def poll_interval(args: argparse.Namespace) -> float:
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors never quote a key typed in the wrong place."""
 
+    #: A command's own parser (``aisix send``'s): it refuses an option it does not know
+    #: with its own usage. argparse leaves that to the top-level parser, whose usage
+    #: ("aisix [-h] [--version] COMMAND ...") told an operator who typed --contnet
+    #: nothing about the options of the command he meant.
+    refuses_unknown = False
+
     def error(self, message: str) -> NoReturn:
         # argparse quotes what it could not use ("unrecognized arguments: --auth KEY").
         super().error(redact_keys(message))
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra and self.refuses_unknown:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
 
 
 def _number(
@@ -472,4 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the gateway emulator (aisix emulator --help for its options)",
         add_help=False,
     )
+    for command in sub.choices.values():
+        if isinstance(command, _Parser):
+            command.refuses_unknown = True
     return parser

@@ -104,3 +104,27 @@ def test_cgid_0_is_the_accounts_default_channel_group_as_in_the_library(
     refused = cli.run("send", str(numbers_file), "--content", "hi", "--cgid", "-1")
     assert refused.returncode == 2
     assert "argument --cgid: must be 0 or more, got -1" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["send", "n.txt", "--contnet", "x"], "aisix send"),
+        (["campaign", "j.db", "--exprot", "out.csv"], "aisix campaign"),
+        (["--bogus"], "aisix"),
+    ],
+)
+def test_a_mistyped_option_is_refused_with_its_commands_usage(
+    argv: list[str], command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An operator's trial: "aisix send ... --contnet x" showed the top-level usage
+    # ("aisix [-h] [--version] COMMAND ..."), not the options of the command he meant.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {command} "), err
+    assert (
+        f"{command}: error: unrecognized arguments: {argv[-2] if command != 'aisix' else argv[0]}"
+        in err
+    )
