@@ -87,7 +87,12 @@ from ._core.xml import Answer, LazyAnswer, parse_answer, parse_answer_keeping, p
 from ._mechanics.http import HttpTransport
 from ._mechanics.keygate import KeyGate
 from ._mechanics.observe import CallObservation, ClientStats, Observer, UnknownHook
-from ._mechanics.outlive import AnsweredAfterCancel, CancelledOnWire, outlive_native_cancel
+from ._mechanics.outlive import (
+    AnsweredAfterCancel,
+    CancelledOnWire,
+    PendingAnswer,
+    outlive_native_cancel,
+)
 from ._mechanics.scheduler import (
     AttemptTally,
     DispatchHooks,
@@ -540,11 +545,13 @@ class Gateway:
         on_wire_when_cancelled = False
         # A send's answer that came after its caller was cancelled (see below): accepted.
         answered_late: object = None
+        # A send whose caller no deadline held went on at once: its exchange, still running.
+        pending: PendingAnswer | None = None
         # A queue read cut off on the wire lost the records its answer held (said below).
         queue_read = single and action in QUEUE_ACTIONS
 
         async def attempt() -> _T:
-            nonlocal on_wire_when_cancelled, answered_late
+            nonlocal on_wire_when_cancelled, answered_late, pending
             gate = self._gate.exclusive() if exclusive else self._gate.shared()
             async with gate:
                 # The last moment to give up with nothing sent. A turn that came without a
@@ -571,6 +578,7 @@ class Gateway:
                 except CancelledOnWire as gone:
                     call.answered(since, gone.cancel)
                     on_wire_when_cancelled = unsafe or queue_read
+                    pending = gone.answer
                     raise
                 except AnsweredAfterCancel as late:
                     # asyncio cancelled the caller while the request was on the wire, and
@@ -644,6 +652,8 @@ class Gateway:
                 self.observer.record_unknown(
                     action, mobiles, "cancelled", None, call.id, call.level
                 )
+                if pending is not None and unsafe and mobiles:
+                    self._settle_when_answered(pending, action, mobiles, call)
                 raise
             if not bounded or anyio.current_time() < deadline_at:
                 # Cancelled for another reason than the deadline, before anything went out.
@@ -674,6 +684,25 @@ class Gateway:
         error = DeadlineExceededError(action, deadline, last_error=call.last_error)
         call.finished("deadline", error)
         raise error
+
+    def _settle_when_answered(
+        self, answer: PendingAnswer, action: str, mobiles: str, call: CallObservation
+    ) -> None:
+        # A send whose caller no deadline held was reported unknown as the caller left;
+        # its exchange goes on (see outlive.py), and its answer settles what was
+        # reported. Accepted: it was sent, and its msgids are known (the caller's record
+        # may say "sent", with what its delivery reports will carry). Left unsaid, the
+        # SDK read the answer and kept it to itself (a user's trial).
+        def done(future: PendingAnswer) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            receipts = _late_receipts(future.result())
+            if receipts is not None:
+                self.observer.record_answered(
+                    action, mobiles, receipts, call.id, call.level, settles_unknown=True
+                )
+
+        answer.add_done_callback(done)
 
     async def _shielded(
         self,

@@ -90,8 +90,11 @@ async def test_cancel_scope_while_on_the_wire_is_an_unknown_outcome(
     # The attempt's result is named as the README names it, on asyncio and on trio
     # (it read "CancelledError", which a dashboard keyed on "cancelled" missed).
     assert dict(stats.results) == {("sendOnce", "cancelled"): 1}
+    # The answer came before the client closed (it waits for it): accepted, and so
+    # settled with its receipt.
     assert [(o.action, o.reason, o.mobiles, o.error) for o in seen] == [
-        ("sendOnce", "cancelled", (NUMBER,), None)
+        ("sendOnce", "cancelled", (NUMBER,), None),
+        ("sendOnce", "answered", (NUMBER,), None),
     ]
     assert NUMBER not in repr(seen[0])
     check_unknown_log(caplog, emulator, "cancelled")
@@ -110,7 +113,7 @@ async def test_asyncio_cancellation_while_on_the_wire_is_an_unknown_outcome(
     async with client_for(emulator, on_unknown=seen.append) as client:
         await _cancelled_natively(how, lambda: client.send_once([NUMBER], "code 1234"))
         assert client.stats().outcome_unknown == 1
-    assert [o.reason for o in seen] == ["cancelled"]
+    assert [o.reason for o in seen] == ["cancelled", "answered"]
     check_unknown_log(caplog, emulator, "cancelled")
     assert await ledger_numbers(emulator, 1) == [NUMBER]
 
@@ -204,6 +207,44 @@ async def test_a_cancellation_of_a_call_without_a_deadline_is_not_held_but_heard
         await anyio.sleep(0.3)
         assert client.stats().requests == 2
     assert await ledger_numbers(emulator, 1) == ["18100000001"]
+
+
+@pytest.mark.parametrize("how", ["asyncio.timeout", "wait_for", "task.cancel", "cancel scope"])
+async def test_an_unknown_send_without_a_deadline_is_settled_when_its_answer_accepts_it(
+    emulator: Any, caplog: pytest.LogCaptureFixture, anyio_backend: str, how: str
+) -> None:
+    # Its caller went on at once and the send was reported unknown, as it had to be; the
+    # answer that came later accepted it, and the SDK read it (the scheduler learned its
+    # round trip) but kept it to itself: the caller's record said "may have been sent"
+    # where the SDK had the msgid its delivery reports carry. It is told now, as for a
+    # call with a deadline: on_unknown a second time, reason "answered", with receipts.
+    if anyio_backend == "trio" and how != "cancel scope":
+        pytest.skip("asyncio's own cancellation")
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    seen: list[UnknownOutcome] = []
+    async with client_for(emulator, on_unknown=seen.append) as client:
+        await _cancelled_natively(how, lambda: client.send_once([NUMBER], "code"))
+        assert [o.reason for o in seen] == ["cancelled"]
+        with anyio.fail_after(5):
+            while client.stats().in_flight:
+                await anyio.sleep(0.02)
+        stats = client.stats()
+        # Counted as the call ended for its caller.
+        assert stats.calls[("sendOnce", "unknown")] == 1 and stats.outcome_unknown == 1
+    check_unknown_log(caplog, emulator, "cancelled")
+    first, told = seen
+    assert first.mobiles_hash == told.mobiles_hash == mobiles_hash([NUMBER])
+    assert (told.reason, told.error, told.mobiles) == ("answered", None, (NUMBER,))
+    [receipt] = told.receipts
+    assert await ledger_numbers(emulator, 1) == [NUMBER]
+    assert receipt.msgid in [record.msgid for record in emulator.state.messages()]
+    [record] = [r for r in caplog.records if getattr(r, "reason", None) == "answered"]
+    assert record.levelno == logging.WARNING
+    assert getattr(record, "outcome", None) == "accepted"
+    assert getattr(record, "msgid", None) == receipt.msgid
+    assert "settled" in record.getMessage() and NUMBER not in record.getMessage()
+    assert emulator.authkey not in record.getMessage()
 
 
 async def test_a_client_closed_with_an_answer_still_to_come_ends_cleanly(emulator: Any) -> None:

@@ -180,7 +180,8 @@ class UnknownOutcome:
     mobiles_hash: str
     #: "cancelled" (the caller's task was cancelled while the request was on the wire),
     #: "error" (a lost answer, -10, -11, a garbled answer: see ``error``), or "answered"
-    #: (cancelled on the wire, and accepted: see ``receipts``).
+    #: (cancelled on the wire, and accepted: see ``receipts``; for a call with no
+    #: deadline this comes after its "cancelled", and settles it).
     reason: str
     #: The error the caller got, or None for a cancellation.
     error: AisixError | None
@@ -399,21 +400,33 @@ class Observer:
         receipts: tuple[SendReceipt, ...],
         call: int | None = None,
         level: int = logging.WARNING,
+        *,
+        settles_unknown: bool = False,
     ) -> None:
         """A send accepted after its caller was cancelled on the wire: the caller got the
         cancellation, not the receipts, so they are told here (one record, the hook), at
-        the level an unknown outcome would have been: its caller would count it as one."""
+        the level an unknown outcome would have been: its caller would count it as one.
+
+        ``settles_unknown``: the send was reported unknown when its caller left (one no
+        deadline held: it was not waited for), and this answer came after; the counts
+        keep it as the call ended for its caller."""
         count = mobiles.count(",") + 1 if mobiles else 0
         digest = mobiles_hash(mobiles)
         msgids = ",".join(receipt.msgid for receipt in receipts)
+        told = (
+            "it was sent; its unknown outcome reported then is settled"
+            if settles_unknown
+            else "it was sent; the caller was not told"
+        )
         logger.log(
             level,
             "%s to %d number(s) [%s]: accepted (msgid %s) after its caller was cancelled "
-            "while it was on the wire: it was sent; the caller was not told",
+            "while it was on the wire: %s",
             action,
             count,
             digest,
             msgids,
+            told,
             extra={
                 "call": call,
                 "action": action,

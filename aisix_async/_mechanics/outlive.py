@@ -45,6 +45,8 @@ class PendingAnswer(Protocol):
 
     def exception(self) -> BaseException | None: ...
 
+    def result(self) -> Any: ...
+
 
 class CancelledOnWire(BaseException):
     """The caller of an exchange no deadline bounds was cancelled (by asyncio, or on
