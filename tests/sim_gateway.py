@@ -252,7 +252,8 @@ def simulate(
     return SimResult(gateway, schedulers, list(runs))
 
 
-# -- a measurement to run by hand: python tests/sim_gateway.py [--jitter X | --where] ------
+# -- a measurement to run by hand: python tests/sim_gateway.py [--jitter X | --where |
+#    --moving-spread] --
 
 SWEEP_RATES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0, 300.0, 1000.0)
 SWEEP_LATENCIES = (0.005, 0.02, 0.1, 0.3, 1.0)
@@ -317,6 +318,35 @@ def moving_limit(rate: float = 40.0, phase: float = 10.0, latency: float = 0.1) 
     return f"integral {whole:.3f}; " + "; ".join(parts) + f"; -1 {gateway.refused(0):d}"
 
 
+def moving_limit_spread(
+    rate: float = 40.0, seeds: int = 30, latency: float = 0.1
+) -> tuple[float, float, float]:
+    """The moving limit as ``benchmarks/bench_moving_limit.py`` runs it (max_concurrency
+    32), over ``seeds`` seeds x answers jittered by 10/20/30% of the latency x the limit
+    moved 0, 0.33 or 0.67 s later: where the client is in its cycle when the limit moves
+    decides much of a run. Returns the mean, the worst tenth's bound and the best of the
+    whole-run figure (accepted against the limit's integral)."""
+    import random
+    import statistics
+
+    wholes = []
+    for seed in range(1, seeds + 1):
+        for jitter in (0.1, 0.2, 0.3):
+            for shift in (0.0, 0.33, 0.67):
+                random.seed(seed)
+                gateway = Gateway(rate, burst=5, latency=latency, jitter=jitter * latency)
+                drop, raise_ = 10.0 + shift, 20.0 + shift
+                simulate(
+                    gateway,
+                    [ClientRun(seconds=raise_ + 10, demand=64, make=lambda: default_scheduler(32))],
+                    rates=[(drop, rate / 2), (raise_, 2 * rate)],
+                    seed=seed,
+                )
+                ideal = rate * drop + rate / 2 * 10 + 2 * rate * 10
+                wholes.append(gateway.accepted(0, 0, raise_ + 10) / ideal)
+    return statistics.mean(wholes), statistics.quantiles(wholes, n=10)[0], max(wholes)
+
+
 def _print_grid(
     rates: Sequence[float], latencies: Sequence[float], cell: Callable[[float, float], str]
 ) -> None:
@@ -334,6 +364,15 @@ def _print_grid(
 def _main(argv: list[str]) -> None:
     rates = SWEEP_RATES
     latencies = SWEEP_LATENCIES
+    if "--moving-spread" in argv:
+        for rate in (10.0, 40.0, 100.0):
+            mean, worst_tenth, best = moving_limit_spread(rate)
+            print(
+                f"moving limit R={rate:g}, 270 runs: whole run mean {mean:.3f}, "
+                f"worst tenth below {worst_tenth:.3f}, best {best:.3f}",
+                flush=True,
+            )
+        return
     if "--where" in argv:
         # Where a cold cell's -1 answers come from: meeting the limit / finding it / holding it.
         print("-1 answers: with the first / rest of the first quarter / later (total)")
