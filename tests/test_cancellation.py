@@ -175,6 +175,24 @@ async def test_asyncio_cancellation_of_a_call_with_a_deadline_waits_for_the_answ
     assert await ledger_numbers(emulator, 1) == ["18100000001"]
 
 
+def _slow_sends_cancelled_by(
+    how: str, backend: str, emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sends answered after 500 ms, WARNING records kept; asyncio's own ways of
+    cancelling are skipped on trio."""
+    if backend == "trio" and how != "cancel scope":
+        pytest.skip("asyncio's own cancellation")
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+
+
+async def _answers_in(client: AisixClient) -> None:
+    """Until no request of ``client`` is on the wire (5 s at most)."""
+    with anyio.fail_after(5):
+        while client.stats().in_flight:
+            await anyio.sleep(0.02)
+
+
 @pytest.mark.parametrize("how", ["asyncio.timeout", "wait_for", "task.cancel", "cancel scope"])
 async def test_a_cancellation_of_a_call_without_a_deadline_is_not_held_but_heard(
     emulator: Any, caplog: pytest.LogCaptureFixture, anyio_backend: str, how: str
@@ -186,10 +204,7 @@ async def test_a_cancellation_of_a_call_without_a_deadline_is_not_held_but_heard
     # On trio, where a task cannot outlive its nursery, the exchange was cut off with its
     # caller ("cancel scope"): handlers cancelled that way left the pace at 0.54/s
     # against 3 for 20 s (a user's trial). It runs in a system task there.
-    if anyio_backend == "trio" and how != "cancel scope":
-        pytest.skip("asyncio's own cancellation")
-    caplog.set_level(logging.WARNING, logger="aisix_async")
-    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    _slow_sends_cancelled_by(how, anyio_backend, emulator, caplog)
     emulator.state.configure(rate=0.01, burst=1.0)  # one token: the second send is -1
     seen: list[UnknownOutcome] = []
     async with client_for(emulator, on_unknown=seen.append) as client:
@@ -199,9 +214,7 @@ async def test_a_cancellation_of_a_call_without_a_deadline_is_not_held_but_heard
         assert stats.in_flight == 1 and stats.rate_limited == 0
         assert stats.outcome_unknown == 1 and [o.reason for o in seen] == ["cancelled"]
         check_unknown_log(caplog, emulator, "cancelled")
-        with anyio.fail_after(5):
-            while client.stats().in_flight:
-                await anyio.sleep(0.02)
+        await _answers_in(client)
         stats = client.stats()
         assert stats.rate_limited == 1 and stats.pace is not None
         await anyio.sleep(0.3)
@@ -218,17 +231,12 @@ async def test_an_unknown_send_without_a_deadline_is_settled_when_its_answer_acc
     # round trip) but kept it to itself: the caller's record said "may have been sent"
     # where the SDK had the msgid its delivery reports carry. It is told now, as for a
     # call with a deadline: on_unknown a second time, reason "answered", with receipts.
-    if anyio_backend == "trio" and how != "cancel scope":
-        pytest.skip("asyncio's own cancellation")
-    caplog.set_level(logging.WARNING, logger="aisix_async")
-    emulator.state.set_faults(latency_ms=500, fault_actions=["sendOnce"])
+    _slow_sends_cancelled_by(how, anyio_backend, emulator, caplog)
     seen: list[UnknownOutcome] = []
     async with client_for(emulator, on_unknown=seen.append) as client:
         await _cancelled_natively(how, lambda: client.send_once([NUMBER], "code"))
         assert [o.reason for o in seen] == ["cancelled"]
-        with anyio.fail_after(5):
-            while client.stats().in_flight:
-                await anyio.sleep(0.02)
+        await _answers_in(client)
         stats = client.stats()
         # Counted as the call ended for its caller.
         assert stats.calls[("sendOnce", "unknown")] == 1 and stats.outcome_unknown == 1
