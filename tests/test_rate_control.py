@@ -197,24 +197,43 @@ def test_a_warm_start_skips_the_cold_start_minus_ones() -> None:
     assert warm_accepted >= 0.9 * rate * 5
 
 
-def test_a_warm_start_below_the_limit_finds_it() -> None:
+@pytest.mark.parametrize(
+    ("rate", "pace", "within"), [(10.0, 3.0, 20.0), (50.0, 5.0, 20.0), (2.0, 1.0, 45.0)]
+)
+def test_a_warm_start_below_the_limit_finds_it(rate: float, pace: float, within: float) -> None:
     # A state remembered low (an account's limit raised since, or a share of a bucket
-    # other processes used too) is probed briskly until the limit is met: from 3 to 10
-    # requests/s within about 40 s (some 150 requests). The gentle probe of a known
-    # limit was still under 4 requests/s after 60 s (a client started at 1.5 against 5
-    # sent 50 requests at 1.5 without a -1).
-    rate = 10.0
+    # other processes used too) is probed briskly until the limit is met. The gentle
+    # probe of a known limit was still under 4 requests/s after 60 s (a client started
+    # at 1.5 against 5 sent 50 requests at 1.5 without a -1). Brisk in requests alone
+    # (the excess doubling every 20), it was slow in seconds at a low pace: 0.9 of the
+    # limit reached after 42 s from 3 against 10, 28 s from 5 against 50, never in 90 s
+    # from 1 against 2, with no -1 all that while; a user's command line, its cache left
+    # at 5 by runs before, took 28 s where a cold start took 3. Now the excess doubles
+    # at least every second's worth of requests: 16, 14 and 31 s.
     gateway = Gateway(rate, burst=5, latency=0.1)
-    state = RateState(pace=3.0, concurrency=1, learned_at=time.time())
+    state = RateState(pace=pace, concurrency=1, learned_at=time.time())
 
     make = _warm(state)
 
-    result = simulate(gateway, [ClientRun(seconds=55, demand=16, make=make)])
-    assert result.goodput(start=42) >= 0.9 * rate
+    result = simulate(gateway, [ClientRun(seconds=within + 15, demand=16, make=make)])
+    assert result.goodput(start=within) >= 0.9 * rate
     # Having met the limit, the client's state is what it measured, learned just now.
     learned = result.schedulers[0].rate_state()
     assert learned.pace is not None and abs(learned.pace - rate) <= 0.15 * rate
     assert learned.learned_at > state.learned_at
+
+
+def test_a_warm_start_at_the_limit_stays_quiet_at_a_low_rate() -> None:
+    # The other side of that brisker probe: a state that is right, at a few requests a
+    # second, meets the limit no more than a few times in 20 s, and not in its first 5
+    # (measured: 0 and 2 at 5 requests/s, 0 and 1 at 2).
+    for rate in (2.0, 5.0):
+        gateway = Gateway(rate, burst=5, latency=0.1)
+        state = RateState(pace=rate, concurrency=2, learned_at=time.time())
+        simulate(gateway, [ClientRun(seconds=20, demand=16, make=_warm(state))])
+        assert gateway.refused(0, 0, 5) == 0
+        assert gateway.refused(0, 0, 20) <= 3
+        assert gateway.accepted(0, 0, 20) >= 0.95 * rate * 20
 
 
 def test_a_state_is_handed_on_as_given_until_the_limit_is_met() -> None:

@@ -79,6 +79,10 @@ def limit(server: RedisServer, time: VirtualTime | None = None, **options: Any) 
         options.setdefault("sleep", time.sleep)
         # Round trips of -1 answers: none, unless a test says otherwise.
         options.setdefault("monotonic", lambda: 0.0)
+    # A real Redis on a loaded machine: the default 0.5 s for an answer ran out once in
+    # a full run beside load trials (the client then paced itself, and a test of what
+    # Redis keeps failed). Tests of slow and hung servers give their own.
+    options.setdefault("timeout", 5.0)
     return SharedLimit(server.url, account=ACCOUNT, gateway_url=GATEWAY, **options)
 
 

@@ -35,10 +35,10 @@ counted in requests, not seconds, so the controller behaves alike at 2 and at 50
 requests/s (CUBIC's shape): back to the ceiling within a few dozen requests, a creep above
 it whose excess doubles every 60 requests (so a burst of 5 is spent, and one -1 met,
 about once per 150 requests; every 3 for a while after a drop, every 20 after a warm
-start), and once an excess of 15% is accepted with no -1 (the limit went up) a fast
-probe doubling the excess every 6 requests. No probe doubles faster
-than once per round trip's worth of requests: the answers that would say "too fast" must
-have time to come back. ``max_rate`` caps the pace.
+start, or every second's worth if fewer), and once an excess of 15% is accepted with no
+-1 (the limit went up) a fast probe doubling the excess every 6 requests. No probe
+doubles faster than once per round trip's worth of requests: the answers that would say
+"too fast" must have time to come back. ``max_rate`` caps the pace.
 
 A :class:`RateState` (pace, concurrency, when it was learned) can be read from a scheduler
 and handed to a new one, which starts just under that pace; an older state is trusted
@@ -500,6 +500,11 @@ class Scheduler:
     #: to outgrow a state remembered too low, gentler than after a drop, since a state
     #: handed on is most often still right.
     REMEMBERED_DOUBLING = 20.0
+    #: ... or every this many seconds' worth of requests at the state's pace, if fewer
+    #: (below 20 requests/s): a state that is right meets the limit a little sooner
+    #: there (2 -1 answers in 20 s at 5 requests/s, against none), one remembered low
+    #: is outgrown in half the time or less (from 3 to 10 requests/s: 16 s, not 42).
+    REMEMBERED_DOUBLING_S = 1.0
     #: An excess this large accepted with no -1 means the limit went up (a burst of 5
     #: would be spent within about 50 requests): probe as fast as with no ceiling known.
     #: Lower, answers jittered by half the latency set it off at a steady limit.
@@ -1031,7 +1036,14 @@ class Scheduler:
             if (self._sure or self._cut_after_state) and (excess < self.FAST_PROBE_AT or uncut):
                 gentle = self._gentle_doubling(ceiling)
                 doubling = max(gentle, 2.0 * per_trip)
-                excess += self.CREEP + excess * math.log(2.0) / doubling
+                creep = self.CREEP
+                if self._remembered is not None:
+                    # A state's probe doubling in less than REMEMBERED_DOUBLING requests
+                    # (a low pace, see _gentle_doubling) starts its excess as far up its
+                    # doublings as it would at 20: else the first five doublings, which
+                    # show nothing, were most of the time it took.
+                    creep *= max(1.0, self.REMEMBERED_DOUBLING / doubling)
+                excess += creep + excess * math.log(2.0) / doubling
                 if uncut:
                     # ... so the excess grows no further than this until the answers
                     # prove the limit higher.
@@ -1071,7 +1083,11 @@ class Scheduler:
     def _gentle_doubling(self, ceiling: float) -> float:
         # Requests per doubling of the excess near a trusted ceiling (see PROBE_DOUBLING).
         if self._remembered is not None and self._requests <= self.DROP_MEMORY:
-            return self.REMEMBERED_DOUBLING
+            # Counted in requests, but no slower than a doubling a second: a state
+            # remembered low is most often remembered at a low pace (a share others took
+            # the rest of, a plan since raised), where 20 requests were 4-7 s a doubling
+            # and the limit was reached after 30-45 s, later than a cold client's.
+            return min(self.REMEMBERED_DOUBLING, max(1.0, ceiling * self.REMEMBERED_DOUBLING_S))
         return self.DROP_DOUBLING if self._after_drop(ceiling) else self.PROBE_DOUBLING
 
     def _after_drop(self, ceiling: float) -> bool:

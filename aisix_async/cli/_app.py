@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -126,6 +127,25 @@ class Context:
         self.out.warn(
             f"cannot reach the gateway at {where}: {cause.message}; retrying for up to "
             f"{unreachable:g} s (10 s, or --retry-timeout if shorter)"
+        )
+
+    def rate_cache_note(self, client: AisixClient) -> str | None:
+        """What to say of a client that starts at a pace from the rate cache, if it does.
+
+        Said because it is otherwise invisible: a pace cached low (runs that shared the
+        account, a plan raised since) held a user's run at 5 requests/s for most of
+        its 28 s, with no -1 and nothing on the screen to say why (a user's trial).
+        """
+        cached = next((c for known, c in self._clients if known is client), None)
+        pace = client.stats().pace
+        if cached is None or cached.pace is None or pace is None:
+            return None
+        age = max(0.0, time.time() - cached.learned_at)
+        when = f"{age / 60:.0f} min" if age < 5400 else f"{age / 3600:.1f} h"
+        return (
+            f"starting at {pace:.3g} requests/s: the rate cache holds {cached.pace:.3g}, "
+            f"measured {when} ago for this account and URL (a limit raised since is found "
+            "again by probing; --no-rate-cache starts cold)"
         )
 
     @property

@@ -63,6 +63,25 @@ def test_a_run_that_met_the_limit_leaves_its_pace_and_the_next_starts_from_it(
     assert "starting from a rate state" in second.stderr
 
 
+def test_a_run_that_starts_from_the_cache_says_so(cli: Cli, emulator: Any, tmp_path: Path) -> None:
+    # Without -v: a pace cached low (runs that shared the account, a plan raised since)
+    # held a user's run at 5 requests/s for most of its 28 s, and nothing on the screen
+    # said why (a user's trial).
+    _learned(cli, emulator, tmp_path)
+    result = cli.run(
+        "send", write_lines(tmp_path / "b.txt", numbers(5, start=100)), "--content", "Hi"
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "rate cache" in line]
+    assert line.startswith("starting at ") and "--no-rate-cache starts cold" in line
+    assert "measured 0 min ago" in line
+    quiet = cli.run(
+        "send", write_lines(tmp_path / "c.txt", numbers(5, start=200)), "--content", "Hi",
+        "--no-rate-cache",
+    )  # fmt: skip
+    assert quiet.returncode == 0 and "rate cache" not in quiet.stderr
+
+
 def test_the_same_gateway_typed_another_way_starts_from_the_same_state(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:

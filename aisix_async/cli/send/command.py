@@ -381,6 +381,9 @@ async def send(ctx: Context) -> int:
         raise CliError(f"no recipients in {source.description}")
 
     async with ctx.client(max_concurrency=args.max_concurrency, numbers=args.numbering) as client:
+        said = ctx.rate_cache_note(client)
+        if said is not None:
+            ctx.out.note(said)
         # An empty file is a new journal, as the campaign opens it.
         resuming = bool(args.journal) and await _nonempty(args.journal)
         # A Redis that refuses the URL (a wrong password) is a setting to fix, said before
