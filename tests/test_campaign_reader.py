@@ -108,6 +108,18 @@ async def test_export_streams_a_header_and_one_line_per_recipient(
         for beside in ("sale.db-wal", "sale.db.lock", "./sale.db-shm"):
             with pytest.raises(CampaignError, match="removed when the journal closes"):
                 await journal.export_csv(f"{tmp_path}/{beside}")
+        # A mistyped path onto the campaign's input (or a key file) is refused, the file
+        # untouched: it was replaced by the export (a user's trial). An earlier export
+        # and an empty file are rewritten.
+        data = tmp_path / "numbers.txt"
+        data.write_text("\n".join(mobiles) + "\n")
+        with pytest.raises(CampaignError, match="not an earlier export.*give another path"):
+            await journal.export_csv(data)
+        assert data.read_text() == "\n".join(mobiles) + "\n"
+        assert await journal.export_csv(out) == 250
+        empty = tmp_path / "empty.csv"
+        empty.touch()
+        assert await journal.export_csv(empty) == 250
     assert written == again == 250
     assert out.read_bytes().decode("utf-8") == text.getvalue()
     with out.open(encoding="utf-8", newline="") as handle:

@@ -165,8 +165,9 @@ class CampaignJournal:
         """Write one CSV line per recipient the journal knows, in input order; return how
         many (the header line, :attr:`EXPORT_COLUMNS`, not counted).
 
-        ``target`` is a path (created owner-only, 0600, or overwritten keeping its
-        mode; UTF-8) or a text file open for
+        ``target`` is a path (created owner-only, 0600; an existing file only when it
+        is empty or an earlier export, rewritten keeping its mode, else
+        :class:`CampaignError`; UTF-8) or a text file open for
         writing (open it with ``newline=""``, as :mod:`csv` asks; it is written from a
         worker thread and left open). The lines are streamed from the journal a chunk at
         a time: a campaign of millions is never held in memory. Input no run has reached
@@ -197,12 +198,30 @@ class CampaignJournal:
                 "lock): it is removed when the journal closes; export to another file"
             )
         try:
+            self._refuse_to_overwrite(path)
             # One line per recipient, phone numbers and all: a new file is its owner's
             # alone; an earlier export rewritten keeps the mode its owner gave it.
             return open(path, "w", encoding="utf-8", newline="", opener=owner_only)
         except OSError as exc:
             reason = (exc.strerror or type(exc).__name__).lower()
             raise CampaignError(f"cannot write the export {path}: {reason}") from None
+
+    def _refuse_to_overwrite(self, path: Path) -> None:
+        # Rewriting an earlier export is the usual use; anything else in the way (the
+        # campaign's input, a key file) is refused: a mistyped path replaced a user's
+        # 300,000-number input with the export, where the command line refused it.
+        expected = ",".join(self.EXPORT_COLUMNS).encode()
+        try:
+            with open(path, "rb") as existing:
+                head = existing.readline(len(expected) + 2)
+        except FileNotFoundError:
+            return
+        if head and head.rstrip(b"\r\n") != expected:
+            raise CampaignError(
+                f"{path} exists and is not an earlier export (its first line is not "
+                f"{expected.decode()}): it would be overwritten; give another path, or an "
+                "open file to write over it on purpose"
+            )
 
     async def _write_csv(self, journal: Journal, handle: TextIO) -> int:
         writer = csv.writer(handle)
