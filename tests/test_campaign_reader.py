@@ -113,7 +113,7 @@ async def test_export_streams_a_header_and_one_line_per_recipient(
         # and an empty file are rewritten.
         data = tmp_path / "numbers.txt"
         data.write_text("\n".join(mobiles) + "\n")
-        with pytest.raises(CampaignError, match="not an earlier export.*give another path"):
+        with pytest.raises(CampaignError, match=r"not an earlier export.*give another path"):
             await journal.export_csv(data)
         assert data.read_text() == "\n".join(mobiles) + "\n"
         assert await journal.export_csv(out) == 250

@@ -313,6 +313,13 @@ async def test_an_interval_that_would_poll_without_pause_is_refused(
         ({"close_grace": -1}, "close_grace must be 0 or more"),
         ({"close_grace": float("nan")}, "close_grace must be 0 or more"),
         ({"close_grace": "30"}, "close_grace must be a number"),
+        # NaN never ended the stream, inf neither; a string failed with a TypeError (a
+        # user's trial).
+        ({"stop_when_idle": float("nan")}, "stop_when_idle must be 0 or more"),
+        ({"stop_when_idle": float("inf")}, "stop_when_idle must be 0 or more"),
+        ({"stop_when_idle": -1}, "stop_when_idle must be 0 or more"),
+        ({"stop_when_idle": "5"}, "stop_when_idle must be a number"),
+        ({"stop_when_idle": True}, "stop_when_idle must be a number"),
     ],
 )
 async def test_every_poll_option_is_checked(

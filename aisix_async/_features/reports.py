@@ -141,8 +141,18 @@ class RecordStream(Generic[_R]):
         # 0 polled an empty queue without pause (hundreds of requests a second): the
         # gateway's answer to hammering may be harsher than -1.
         check_number(interval, "interval (seconds between polls of an empty queue)")
-        if stop_when_idle is not None and stop_when_idle < 0:
-            raise ValidationError(f"stop_when_idle must not be negative, got {stop_when_idle!r}")
+        if stop_when_idle is not None:
+            # NaN never compares true: such a stream never ended (a user's trial), where
+            # the command line refuses it; a string failed with a bare TypeError.
+            if isinstance(stop_when_idle, bool) or not isinstance(stop_when_idle, (int, float)):
+                raise ValidationError(
+                    f"stop_when_idle must be a number of seconds, got {stop_when_idle!r}"
+                )
+            if not 0 <= stop_when_idle < math.inf:
+                raise ValidationError(
+                    "stop_when_idle must be 0 or more seconds, and finite (None: never "
+                    f"stop), got {stop_when_idle!r}"
+                )
         # The others were taken as given: max_backoff=nan, max_buffered=-5 or 1.5 and
         # close_grace=-1 each ran with a meaning nobody asked for.
         check_number(max_backoff, "max_backoff (the longest wait after an error, seconds)")
