@@ -488,7 +488,10 @@ def test_max_rate_still_caps_a_warm_start() -> None:
         ({"pace": 1e308, "concurrency": 1, "learned_at": 1.0}, "at most 100,000"),
         ({"pace": 5.0, "concurrency": 0, "learned_at": 1.0}, "concurrency"),
         ({"pace": 5.0, "concurrency": 1.5, "learned_at": 1.0}, "concurrency"),
-        ({"pace": 5.0, "concurrency": 1, "learned_at": math.nan}, "learned_at"),
+        (
+            {"pace": 5.0, "concurrency": 1, "learned_at": math.nan},
+            "learned_at must be a finite time",
+        ),
     ],
 )
 def test_a_malformed_state_is_refused(data: object, message: str) -> None:

@@ -315,9 +315,10 @@ class RateState:
                 "a rate state must be a mapping of exactly pace, concurrency and learned_at"
             )
         pace, concurrency, learned_at = data["pace"], data["concurrency"], data["learned_at"]
-        # Checked as made (see __attrs_post_init__), and written by a clock: after 1970.
-        check_number(learned_at, "rate state learned_at")
+        # Checked as made (see __attrs_post_init__: NaN is "not finite", not "not above
+        # 0"), and written by a clock: after 1970.
         state = cls(pace=pace, concurrency=concurrency, learned_at=learned_at)
+        check_number(learned_at, "rate state learned_at")
         return cls(
             pace=float(state.pace) if state.pace is not None else None,
             concurrency=int(state.concurrency),
