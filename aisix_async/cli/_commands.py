@@ -137,7 +137,7 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: tuple[str, str])
         out.result(_record_json(record), text)
         count += 1
 
-    interrupt = FollowInterrupt()
+    interrupt = FollowInterrupt(kind[1])
 
     async def follow(scope: anyio.CancelScope) -> None:
         with anyio.CancelScope() as reading:
@@ -160,6 +160,7 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: tuple[str, str])
     except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C before the receiver is set
         interrupt.seen = True
     finally:
+        interrupt.answered()
         # Fetched but not yet shown: the gateway will not send these again.
         for record in stream.unread():
             show(record)

@@ -250,7 +250,7 @@ async def _follow(
         if not mine:  # every report journalled so far is shown: the reader caught up
             flush()
 
-    interrupt = FollowInterrupt()
+    interrupt = FollowInterrupt("reports", journalled=True)
 
     async def consume(scope: anyio.CancelScope) -> None:
         with anyio.CancelScope() as reading:
@@ -271,6 +271,7 @@ async def _follow(
     except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C before the receiver is set
         interrupt.seen = True
     finally:
+        interrupt.answered()  # the poll on the wire, if any, is journalled by now
         # Fetched (and journalled) but not yet shown: the gateway will not send them again.
         for report in stream.unread():
             show(report)

@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from ._app import Context
-from ._signals import hold_stop_signals, stop_signals
+from ._signals import hold_stop_signals, poll_on_the_wire, stop_signals
 from .send.inputs import Source
 
 __all__ = ["INTERRUPTED", "STDOUT_CLOSED", "Feed", "FollowInterrupt", "watch_interrupts"]
@@ -37,10 +37,37 @@ WRITE_FAILED = "a file this run writes could not be written (see the error above
 
 
 class FollowInterrupt:
-    """Ends a follow (reports, replies) at the first SIGINT, SIGTERM or SIGHUP; remembers it."""
+    """Ends a follow (reports, replies) at the first SIGINT, SIGTERM or SIGHUP; remembers it.
 
-    def __init__(self) -> None:
+    ``records`` names what a poll carries ("reports"), for the line a third signal
+    writes as it exits with a poll on the wire (see poll_on_the_wire); ``journalled``:
+    the follower journals them, and says the journal will not have those.
+    """
+
+    def __init__(self, records: str, *, journalled: bool = False) -> None:
         self.seen = False
+        self._first: int | None = None
+        self._lost = (
+            f"the {records} of the poll on the wire are lost (the gateway hands each out once"
+            + ("; the journal will not have them)" if journalled else ")")
+        )
+        # Open from the first signal until the follower calls answered().
+        self._waiting = contextlib.ExitStack()
+
+    def answered(self) -> None:
+        """The follower no longer waits for a poll (it was answered, its records kept)."""
+        self._waiting.close()
+
+    def _hold(self) -> None:
+        if self.seen:
+            # Stopped by a signal of its own: it counts as the first of the repeats, and
+            # the follow has not ended yet (a poll on the wire may still be answered).
+            hold_stop_signals(
+                "the follow's first interrupt (a poll on the wire is waited for all the same)",
+                first=self._first,
+            )
+        else:
+            hold_stop_signals("the follow had ended")
 
     async def cancel_on_signal(self, scope: anyio.CancelScope) -> None:
         # Our own receiver, not asyncio's default Ctrl-C handling: that cancels the main
@@ -54,10 +81,12 @@ class FollowInterrupt:
             # Ctrl-C there (the handler back) raised KeyboardInterrupt in that wait and
             # lost them; held instead (see hold_stop_signals), from the moment the
             # receiver closes (callbacks run last-in, first-out).
-            stack.callback(hold_stop_signals, "the follow had ended")
+            stack.callback(self._hold)
             signals = stack.enter_context(anyio.open_signal_receiver(*stop_signals()))
-            async for _ in signals:
+            async for signum in signals:
                 self.seen = True
+                self._first = int(signum)
+                self._waiting.enter_context(poll_on_the_wire(self._lost))
                 scope.cancel()
                 return
 

@@ -18,6 +18,7 @@ __all__ = [
     "held_signals",
     "hold_stop_signals",
     "interrupted",
+    "poll_on_the_wire",
     "repeats_end_the_wait",
     "restore_signals",
     "say_waiting_for_reader",
@@ -39,6 +40,12 @@ _drains: list[Callable[[], bool]] = []
 _wakeup: list[int] = []
 #: The stop signals read from that pipe, in order: one per signal the process took.
 _arrived: list[int] = []
+#: The stop signal that ended a follow, taken by its own receiver before the others were
+#: held: the first of the repeats _hold counts (see hold_stop_signals' ``first``).
+_first: list[int] = []
+#: While a stopped follower waits for the poll on the wire: what an exit at once loses,
+#: said as it exits (see poll_on_the_wire).
+_lost: list[bytes] = []
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
@@ -89,6 +96,8 @@ def stop_as_interrupt() -> dict[int, Any]:
     _held.clear()
     _arrived.clear()
     _ended.clear()
+    _first.clear()
+    _lost.clear()
     _raised.clear()
     _drains.clear()  # an Output of an earlier run in this process (tests) left unclosed
     saved: dict[int, Any] = {}
@@ -125,10 +134,18 @@ def _came() -> list[int]:
 
 def _hold(signum: int, frame: object) -> None:
     _held.append(signum)
-    came = len(_came())
+    # The signal that stopped a follow counts: it came to the follower's own receiver,
+    # not here. Left out, the third Ctrl-C of a follower waiting for its poll counted as a
+    # second and, once a batch had been printed (a wait for stdout's reader to come, see
+    # below), was held too: the process waited the whole poll (a user's trial, 10.8 s).
+    came = len(_first) + len(_came())
     if came == 1 or _waiting_for_reader:
         # (A repeat while Output waits for stdout's reader is that wait's to act on: it
         # ends it and keeps what the reader did not take, which exiting here would lose.)
+        return
+    if came == 2 and _first:
+        # A stopped follower's second: it stops nothing more (the poll on the wire is
+        # still waited for, its records handed out once); the third ends the process.
         return
     if came == 2 and any(ahead() for ahead in _drains):
         # ... and so is one that comes before that wait has begun (the summary being
@@ -147,11 +164,14 @@ def _hold(signum: int, frame: object) -> None:
     # and the final flush of a stuck stdout would block again. Written to the descriptor
     # itself, not through sys.stderr, which the interrupted code may be in the middle of.
     with contextlib.suppress(OSError):
-        os.write(2, b"aisix: error: interrupted again: what it was writing may be incomplete\n")
+        os.write(2, b"aisix: error: interrupted again: " + (_lost[0] if _lost else _INCOMPLETE))
     os._exit(ExitCode.INTERRUPTED)
 
 
-def hold_stop_signals(ended: str) -> None:
+_INCOMPLETE = b"what it was writing may be incomplete\n"
+
+
+def hold_stop_signals(ended: str, first: int | None = None) -> None:
     """From now until :func:`restore_signals`, a stop signal is noted, not acted on.
 
     Called once a send has ended (its receivers are gone): what is left is its summary,
@@ -164,10 +184,15 @@ def hold_stop_signals(ended: str) -> None:
     waits for stdout's reader (:func:`repeats_end_the_wait`), ends that wait, and what
     the reader did not take is kept. ``ended`` says what had ended, for
     :func:`held_signals`, which tells what came.
+
+    ``first``: the stop signal that stopped a follow, taken by its receiver. It counts
+    as the first of the repeats: a second is held (the poll on the wire is waited for),
+    a third ends the process at once, as the README says.
     """
     if threading.current_thread() is not threading.main_thread():
         return
     _ended[:] = [ended]
+    _first[:] = [] if first is None else [first]
     if not _wakeup and os.name == "posix":
         read, write = os.pipe()
         os.set_blocking(read, False)
@@ -207,6 +232,19 @@ def drain_ahead(ahead: Callable[[], bool]) -> Iterator[None]:
         yield
     finally:
         _drains.remove(ahead)
+
+
+@contextlib.contextmanager
+def poll_on_the_wire(lost: str) -> Iterator[None]:
+    """Within it (a stopped follower waiting for the poll on the wire), a stop signal
+    that ends the process at once says ``lost``: what that poll carries, which the
+    gateway hands out once and this process will then never take. "What it was writing
+    may be incomplete" did not say it (a user's trial: a batch gone each time)."""
+    _lost[:] = [f"{lost}\n".encode()]
+    try:
+        yield
+    finally:
+        _lost.clear()
 
 
 def say_waiting_for_reader() -> None:

@@ -1116,7 +1116,11 @@ def test_a_second_ctrl_c_while_a_follower_winds_down_keeps_the_poll_on_the_wire(
     assert "Traceback" not in err
     assert [r["content"] for r in json_lines(out)] == ["second"]
     assert emulator.state.pending_replies() == 0
-    assert "SIGINT came after the follow had ended: it stopped nothing" in err
+    # (Not "the follow had ended": it had not, its poll was still answered.)
+    assert (
+        "SIGINT came after the follow's first interrupt (a poll on the wire is waited for "
+        "all the same): it stopped nothing" in err
+    ), err
 
 
 def test_a_resume_that_meets_its_invalid_lines_again_stops_when_told(
@@ -1228,3 +1232,50 @@ def test_a_check_of_the_input_stops_when_told(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         check_source(numbers_source(str(path)), heed=heed)
     assert len(looks) == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no stop signals to hold on Windows")
+@pytest.mark.parametrize("printed", [True, False], ids=["after-a-batch", "first-poll"])
+def test_a_third_ctrl_c_while_a_follower_waits_for_its_poll_exits_at_once(
+    cli: Cli, emulator: Any, tmp_path: Path, printed: bool
+) -> None:
+    # A user's trial: once a batch had been printed, three SIGINTs waited the whole poll
+    # on the wire (10.8 s), and the warning said the follow "had ended". The first is the
+    # follower's own (it ends the follow), so the second is held and the third exits at
+    # once, saying the reports of that poll are lost (the gateway hands each out once).
+    emulator.state.configure(report_delay=0.0, reports_per_call=10)
+    journal = str(tmp_path / "j.db")
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(40)), "--content", "hi",
+                   "--journal", journal)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    if not printed:
+        emulator.state.set_faults(latency_ms=20000)
+    process = cli.popen("reports", "--journal", journal, "--follow", "--interval", "0.1", "--json")
+    assert process.stdout is not None
+    try:
+        if printed:
+            assert json.loads(process.stdout.readline())["type"] == "report"
+            emulator.state.set_faults(latency_ms=20000)
+        wait_for(lambda: emulator.state.requests_held > 0, timeout=30.0, interval=0.01)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert process.poll() is None  # the second stops nothing more: the poll is awaited
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        emulator.state.set_faults(latency_ms=0)
+    assert process.returncode == 130, err
+    assert elapsed < 5, (elapsed, err)  # the poll on the wire is answered after 20 s
+    assert "Traceback" not in err
+    assert "the follow had ended" not in err, err
+    assert (
+        "interrupted again: the reports of the poll on the wire are lost "
+        "(the gateway hands each out once; the journal will not have them)" in err
+    ), err
