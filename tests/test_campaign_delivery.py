@@ -420,6 +420,63 @@ async def test_a_lost_batch_answer_reconciled_by_one_report_takes_all_its_report
     assert not drawn  # every report was handed out
 
 
+async def _msgids_exported(campaign: Any) -> dict[str, tuple[str, str]]:
+    """The export's (msgid, delivery code) by mobile."""
+    rows: list[tuple[Any, ...]] = []
+    await campaign._opened().export(lambda row: rows.append(tuple(row)))
+    return {mobile: (msgid, code) for mobile, _, _, msgid, code, _ in rows}
+
+
+@pytest.mark.parametrize("kind", ["batch", "param"])
+async def test_export_gives_a_reconciled_batch_recipient_the_msgid_its_report_carried(
+    emulator: Any, tmp_path: Path, kind: str
+) -> None:
+    # A sendBatch or sendParam chunk whose answer was lost, proved sent by its reports:
+    # a user's trial found its recipients exported with their delivery code but an empty
+    # msgid (a sendOnce chunk's had theirs), although the journal held each report.
+    from aisix_async import DeliveryReport, ReportResult
+
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    action = "sendBatch" if kind == "batch" else "sendParam"
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=[action])
+    pairs = _pairs(300)
+    mobiles = [mobile for mobile, _ in pairs]
+    async with client_for(emulator) as client, client.campaign(tmp_path / "c.db") as campaign:
+        if kind == "batch":
+            stream = campaign.send_batch_many(pairs, chunk_size=100)
+        else:
+            stream = campaign.send_param_many("Hi {p1}", [(m, (c,)) for m, c in pairs])
+        async with stream as s:
+            assert {o.status.value async for o in s} == {"unknown"}
+        ledger = {r.mobile: r.msgid for r in emulator.state.messages()}
+        assert len(set(ledger.values())) == 300  # one msgid per recipient
+        # Two reports of the first chunk, a final one and one that settles nothing, one
+        # at a time: each names its own recipient's msgid, and no other recipient's (the
+        # first, the only msgid the chunk had, is not the whole chunk's as a sendOnce's).
+        journal = campaign._opened()
+        delivered = ReportResult.DELIVERED
+        await journal.ingest_reports(
+            [DeliveryReport("1", ledger[mobiles[0]], mobiles[0], delivered, "DELIVRD")]
+        )
+        first = await _msgids_exported(campaign)
+        await journal.ingest_reports(
+            [DeliveryReport("2", ledger[mobiles[1]], mobiles[1], ReportResult.UNKNOWN, "ACCEPTD")]
+        )
+        early = await _msgids_exported(campaign)
+        async with campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r:
+            async for _ in r:
+                pass
+        assert campaign.summary().reconciled == 300
+        late = await _msgids_exported(campaign)
+    assert first[mobiles[0]] == (ledger[mobiles[0]], "DELIVRD")
+    assert {first[mobile][0] for mobile in mobiles[1:]} == {""}  # not reported yet
+    assert early[mobiles[0]] == (ledger[mobiles[0]], "DELIVRD")
+    assert early[mobiles[1]] == (ledger[mobiles[1]], "")
+    assert {early[mobile][0] for mobile in mobiles[2:]} == {""}  # not reported yet
+    assert {mobile: msgid for mobile, (msgid, _) in late.items()} == ledger
+    assert all(code for _, code in late.values())
+
+
 # Sends a 300-recipient sendBatch campaign, printing "sent" once its requests are on the
 # wire; the test kills it there.
 _SENDS_BATCH = r"""
@@ -502,6 +559,33 @@ async def test_reports_fetched_before_a_resume_reconcile_what_a_kill_left_on_the
     assert summary.pending == 0
     assert sum(summary.delivery.values()) == 300
     assert len(emulator.state.messages()) == 300  # nothing sent twice
+
+
+async def test_export_gives_the_msgid_of_reports_a_resume_claimed_after_a_kill(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # The user's trial: a sendBatch killed on the wire, its reports followed, the send
+    # resumed (which claimed them), followed again: the claimed recipients were exported
+    # with their delivery code and an empty msgid.
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    path = tmp_path / "c.db"
+    await _killed_on_the_wire(emulator, path)
+    lost = len(emulator.state.messages())
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
+        async with campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r:
+            async for _ in r:
+                pass
+        async with campaign.send_batch_many(_pairs(300), chunk_size=100) as s:
+            assert sum([len(o.mobiles) async for o in s]) == 300 - lost
+        async with campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r:
+            async for _ in r:
+                pass
+        assert campaign.summary().reconciled == lost
+        exported = await _msgids_exported(campaign)
+    ledger = {r.mobile: r.msgid for r in emulator.state.messages()}
+    assert len(ledger) == 300
+    assert {mobile: msgid for mobile, (msgid, _) in exported.items()} == ledger
+    assert all(code for _, code in exported.values())
 
 
 async def test_a_campaign_takes_its_reports_from_the_journal_that_followed_them(

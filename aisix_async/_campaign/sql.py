@@ -1302,6 +1302,23 @@ def _msgids(receipts: str | None, size: int) -> list[str]:
     return listed + [""] * (size - len(listed))
 
 
+def _pending_msgids(conn: sqlite3.Connection) -> dict[int, dict[str, str]]:
+    """The msgids of reports that settled nothing, by chunk and mobile (the first a
+    recipient had), for the chunks without a receipt that hold a msgid per recipient.
+
+    One read of the reports for the whole export rather than one per such chunk: the
+    table has no index by chunk, and these chunks are few (answers lost or killed).
+    """
+    found: dict[int, dict[str, str]] = {}
+    for chunk, mobile, msgid in conn.execute(
+        "SELECT chunk, mobile, msgid FROM reports WHERE chunk IN (SELECT idx FROM chunks"
+        " WHERE coalesce(receipts, '') = '' AND action != 'sendOnce') AND msgid IS NOT NULL"
+        " ORDER BY seq"
+    ):
+        found.setdefault(chunk, {}).setdefault(mobile, msgid)
+    return found
+
+
 def export_rows(conn: sqlite3.Connection, write: Callable[[Sequence[object]], object]) -> int:
     """One row per recipient the journal knows (see ``EXPORT_COLUMNS``), in input order.
 
@@ -1310,11 +1327,12 @@ def export_rows(conn: sqlite3.Connection, write: Callable[[Sequence[object]], ob
     positions with an empty mobile. Input no run has reached is not in the journal.
     """
     written = 0
+    pending = _pending_msgids(conn)
     chunks = conn.execute(
-        "SELECT idx, positions, state, retryable, receipts, numbers, mobiles FROM chunks"
+        "SELECT idx, action, positions, state, retryable, receipts, numbers, mobiles FROM chunks"
         " ORDER BY first_pos"
     )
-    for index, positions, state, retryable, receipts, numbers, mobiles in chunks:
+    for index, action, positions, state, retryable, receipts, numbers, mobiles in chunks:
         places = decode_positions(positions)
         if numbers is not None:
             listed = unpack_numbers(numbers)
@@ -1324,18 +1342,23 @@ def export_rows(conn: sqlite3.Connection, write: Callable[[Sequence[object]], ob
             listed = [""] * len(places)
         status = _status(state, bool(retryable))
         msgids = _msgids(receipts, len(places))
-        if not receipts:
+        delivered = conn.execute(
+            "SELECT mobile, code, at, msgid FROM delivery WHERE chunk=?", (index,)
+        ).fetchall()
+        reported = {mobile: (code, at) for mobile, code, at, _ in delivered}
+        if not receipts and action == "sendOnce":
             # No receipt (an unknown chunk settled by its reports): the msgid the reports
-            # proved it by is the whole request's when it is the only one (sendOnce).
+            # proved it by is the whole request's, its only one.
             proved = conn.execute("SELECT msgid FROM msgids WHERE chunk=?", (index,)).fetchall()
             if len(proved) == 1:
                 msgids = [proved[0][0]] * len(places)
-        reported = {
-            mobile: (code, at)
-            for mobile, code, at in conn.execute(
-                "SELECT mobile, code, at FROM delivery WHERE chunk=?", (index,)
-            )
-        }
+        elif not receipts:
+            # A sendBatch or sendParam request has a msgid per recipient, and its lost
+            # answer held them all: each recipient's is the one its own report carried
+            # (its final one, else the first that settled nothing). A recipient not
+            # reported yet has none to give; another's is never it.
+            carried = {**pending.get(index, {}), **{m: msgid for m, _, _, msgid in delivered}}
+            msgids = [carried.get(mobile, "") for mobile in listed]
         for mobile, position, msgid in zip(listed, places, msgids, strict=False):
             code, at = reported.get(mobile, ("", None))
             when = "" if at is None else datetime.fromtimestamp(at, tz=timezone.utc).isoformat()
