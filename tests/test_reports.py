@@ -24,6 +24,7 @@ from aisix_async import (
     ClientClosedError,
     DeliveryReport,
     DeliveryTracker,
+    GatewayInternalError,
     MalformedRecord,
     Reply,
     RetryPolicy,
@@ -190,6 +191,74 @@ async def test_rate_limits_back_off_without_ending_the_stream(emulator: Any) -> 
     stats = stream.stats()
     assert stats.errors > 0
     assert emulator.state.get_counters().rate_limited == stats.errors
+
+
+async def test_a_failed_poll_of_a_queue_that_held_records_is_retried_soon(emulator: Any) -> None:
+    # Every -10 waited the empty queue's interval (5 s) before the next poll, with 50,000
+    # reports queued: 743 reports/s instead of 30,000 (a user's trial).
+    emulator.state.configure(report_delay=0.0, reports_per_call=50)
+    async with _client(emulator) as client:
+        sent = await _send(client, 1000)
+        emulator.state.set_faults(error_after_charge=0.3, fault_actions={"getSendState"})
+        got: list[DeliveryReport] = []
+        with anyio.fail_after(3):
+            async with client.watch_delivery_reports(
+                interval=10.0, max_backoff=10.0, stop_when_idle=60
+            ) as stream:
+                async for report in stream:
+                    got.append(report)
+                    if len(got) == len(sent):
+                        break
+        stats = stream.stats()
+    assert {(r.msgid, r.mobile) for r in got} == sent
+    assert stats.errors > 0
+
+
+async def test_failures_between_batches_do_not_count_as_idle(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The back-off after a -10 equalled the idle limit, so one unlucky -10 "idled" the
+    # follower out, ending it with the -10 while thousands of reports were queued.
+    # The trial's settings, scaled down: as long an idle limit as the interval, and 20%
+    # of the polls failing.
+    emulator.state.configure(report_delay=0.0, reports_per_call=50)
+    caplog.set_level(logging.WARNING, logger="aisix_async")
+    async with _client(emulator) as client:
+        sent = await _send(client, 3000)
+        emulator.state.set_faults(error_after_charge=0.2, fault_actions={"getSendState"})
+        with anyio.fail_after(8):
+            async with client.watch_delivery_reports(
+                interval=1.0, max_backoff=1.0, stop_when_idle=1.0
+            ) as stream:
+                got = [report async for report in stream]
+        stats = stream.stats()
+    assert {(r.msgid, r.mobile) for r in got} == sent
+    assert emulator.state.pending_reports() == 0
+    assert stats.errors > 0
+    assert "GatewayInternalError" in caplog.text
+
+
+async def test_an_idle_stream_ends_with_the_error_once_polls_failed_for_the_idle_time(
+    emulator: Any,
+) -> None:
+    # Quiet (empty answers) for most of the idle time, then every poll fails: the stream
+    # ends with the error once the failures alone lasted the idle time, not at once.
+    async with _client(emulator) as client:
+        async with client.watch_delivery_reports(interval=0.05, stop_when_idle=0.4) as stream:
+            started = anyio.current_time()
+
+            async def break_later() -> None:
+                await anyio.sleep(0.3)
+                emulator.state.set_faults(error_after_charge=1.0, fault_actions={"getSendState"})
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(break_later)
+                with pytest.raises(GatewayInternalError):
+                    async for _ in stream:
+                        pass
+        elapsed = anyio.current_time() - started
+    assert 0.3 + 0.4 <= elapsed < 3, elapsed
+    assert stream.stats().errors >= 2
 
 
 async def test_a_fatal_account_error_ends_the_stream_after_the_records_fetched(

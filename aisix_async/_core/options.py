@@ -88,9 +88,12 @@ class PollOptions:
     """How a report or reply stream polls; every field is also a keyword of the watch calls.
 
     - ``interval``: seconds between polls while the queue is empty.
-    - ``max_backoff``: the longest wait, in seconds, after errors and -1 answers.
-    - ``stop_when_idle``: end the stream once nothing has arrived for this many seconds
-      (None: never).
+    - ``max_backoff``: the longest wait, in seconds, after errors and -1 answers (a
+      failure while the queue may hold records is retried within 0.1 s at first, after
+      an empty answer or a -1 within ``interval``; each failure in a row doubles it).
+    - ``stop_when_idle``: end the stream once it has been idle this many seconds: the
+      gateway answered and had nothing, time spent failing not counted (None: never).
+      Failures alone for as long end it with the error.
     - ``close_grace``: seconds a poll on the wire gets to finish when the stream closes;
       its records go to ``unread()``.
     - ``max_buffered``: the poller pauses while this many records wait to be read.

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -82,6 +83,9 @@ __all__ = [
 
 logger = logging.getLogger("aisix_async")
 
+#: The longest first wait after a failed poll of a queue that may hold records (seconds).
+_RETRY_SOON = 0.1
+
 
 _R = TypeVar("_R")
 
@@ -111,8 +115,12 @@ class RecordStream(Generic[_R]):
     poll (the gateway's page size is not published, so only an empty answer proves the
     queue drained), and an empty answer waits ``interval`` seconds. A transient failure
     (-1, a transport or protocol error, -10) is logged, counted in ``stats().errors`` and
-    retried after a backoff that doubles from ``interval`` up to ``max_backoff``; the
-    stream goes on. A fatal account error (0, -2, -3, -5, -6, -7) ends the stream: the
+    retried after a jittered backoff (half to all of a ceiling that doubles with each
+    failure in a row, up to ``max_backoff``); the stream goes on. While the queue may
+    hold records (no empty answer since records last came), the first retry comes
+    within 0.1 s (or ``interval``, if shorter); after an empty answer, and for a -1 (the
+    gateway asks for less haste), it waits ``interval``, as the next poll would have.
+    A fatal account error (0, -2, -3, -5, -6, -7) ends the stream: the
     records already fetched are yielded first, then the ``async for`` raises that error.
     So does an :class:`EndpointError` (a wrong URL: HTTP 404 and the like) before any
     poll of the stream was answered; after one, it is retried as a transient failure.
@@ -120,10 +128,20 @@ class RecordStream(Generic[_R]):
     Unparseable items are not yielded: they are kept, in arrival order, in
     :attr:`malformed` (and handed to ``on_batch`` with their batch).
 
-    With ``stop_when_idle``, the stream ends by itself once no record has arrived for that
-    many seconds. The poller pauses while ``max_buffered`` records wait to be read, and a
-    poll on the wire when the stream closes gets ``close_grace`` seconds to finish (its
-    records go to :meth:`unread`).
+    With ``stop_when_idle``, the stream ends by itself once it has been idle that many
+    seconds: idle is time in which the gateway answered and had nothing, counted since
+    records last came (or the stream began), the time spent failing left out. Failures
+    between batches therefore never end it while records keep coming. Failures alone, no
+    poll answered, for ``stop_when_idle`` seconds end it with the last failure's error
+    (a gateway out of reach does not hold it for ever; no backoff waits past that
+    moment); a -1 never does: it backs off as ever. A poll that fails once the stream
+    has been idle the whole time (the poll that would have confirmed it) ends it as
+    idle, with a WARNING, not with its error. ``stop_when_idle=0`` reads the queue once:
+    a failure then ends it with its error at once.
+
+    The poller pauses while ``max_buffered`` records wait to be read, and a poll on the
+    wire when the stream closes gets ``close_grace`` seconds to finish (its records go
+    to :meth:`unread`).
     """
 
     def __init__(
@@ -374,8 +392,24 @@ class RecordStream(Generic[_R]):
             self._let_read()
 
     async def _polls_until_done(self) -> None:
-        last_records_at = anyio.current_time()
-        backoff = self._interval
+        stop_when_idle = self._stop_when_idle
+        # Idle time is time in which the gateway answered and had nothing: the seconds
+        # since records last came, less those spent failing. Counted from the stream's
+        # start and each answer (``idle_from``); the failures' time is left out, so -10s
+        # between batches (20% of the polls, in a user's trial) never end a stream
+        # while records are still coming.
+        idle = 0.0
+        idle_from: float | None = anyio.current_time()
+        # When the current run of failed polls began (None: the last poll was answered).
+        # Failures alone for stop_when_idle seconds end the stream with the last one's
+        # error: a gateway out of reach must not hold --until-idle for ever.
+        failing_since: float | None = None
+        # Failures in a row (a -10, a lost or garbled answer), for the backoff's growth.
+        failures = 0
+        # Whether the queue may hold records (no empty answer since records came, or no
+        # answer yet): a failure then is retried soon, not after the empty queue's
+        # interval (every -10 waited 5 s with 50,000 reports queued: a user's trial).
+        more = True
         # Whether a poll of this stream was answered: until one is, an EndpointError (a
         # 404 and the like) means a wrong URL, and no waiting clears it; after one, the
         # same URL served the queue, so it is a gateway being redeployed or moved, and a
@@ -386,19 +420,43 @@ class RecordStream(Generic[_R]):
             # (records the gateway will not send again) stays bounded.
             if not await self._room():
                 return
+            polled_at = anyio.current_time()
             try:
                 got = await self._poll_once()
             except AisixError as exc:
                 if ends_polling(exc) or (isinstance(exc, EndpointError) and not answered):
                     raise
-                idle_for = anyio.current_time() - last_records_at
-                idle = self._stop_when_idle is not None and idle_for >= self._stop_when_idle
-                if idle and not isinstance(exc, RateLimitedError):
-                    # A stream that ends when idle ends with the error when it can no
-                    # longer poll: a gateway out of reach would otherwise hold one pass
-                    # (or --until-idle) for ever, backing off between failures. A -1 is
-                    # an answer: it backs off as ever.
-                    raise
+                now = anyio.current_time()
+                if idle_from is not None:
+                    # The wait before this poll was idle (after an empty answer); the
+                    # poll and what follows until the next answer are not.
+                    idle += polled_at - idle_from
+                    idle_from = None
+                if failing_since is None:
+                    failing_since = polled_at
+                limited = isinstance(exc, RateLimitedError)
+                if stop_when_idle is not None and not more and idle >= stop_when_idle:
+                    # The gateway answered "nothing" for the whole idle time; this poll
+                    # was only to confirm it. The stream has been idle that long: it
+                    # ends as idle, not with the error of a poll after the fact (one
+                    # -10 there ended a follower whose every report was in).
+                    logger.warning(
+                        "%s: poll failed (%s: %s) after %.3f s with nothing to fetch; "
+                        "the stream ends as idle",
+                        self._action,
+                        type(exc).__name__,
+                        exc.message,
+                        idle,
+                    )
+                    return
+                if stop_when_idle is not None and not limited:
+                    failing_for = now - failing_since
+                    if failing_for >= stop_when_idle:
+                        # A stream that ends when idle ends with the error when it could
+                        # not poll for as long: a gateway out of reach would otherwise
+                        # hold one pass (or --until-idle) for ever, backing off between
+                        # failures. A -1 is an answer: it backs off as ever.
+                        raise
                 self._errors += 1
                 failure: str | None = f"poll failed ({type(exc).__name__}: {exc.message})"
                 # Written, then its answer lost or garbled: the records it held, if any,
@@ -410,11 +468,25 @@ class RecordStream(Generic[_R]):
                 )
             else:
                 answered = True
+                limited = False
+                failing_since = None
+                now = anyio.current_time()
+                if got:
+                    idle, idle_from = 0.0, now
+                else:
+                    if idle_from is not None:
+                        idle += now - idle_from
+                    idle_from = now
+                more = got
                 failure, self._garbled = self._garbled, None
                 lost = False
             if failure is not None:
-                wait = min(backoff, self._max_backoff)
-                backoff = min(max(backoff * 2, 0.001), self._max_backoff)
+                failures += 1
+                wait = self._backoff(failures, soon=more and not limited)
+                if stop_when_idle is not None and failing_since is not None and not limited:
+                    # Not past the end of the failures' allowance: the poll then decides
+                    # (a backoff of 20 s outlasted a 5 s --until-idle: a user's trial).
+                    wait = min(wait, max(0.0, stop_when_idle - (now - failing_since)))
                 logger.log(
                     logging.ERROR if lost else logging.WARNING,
                     "%s: %s; polling again in %.3f s (the stream goes on)",
@@ -424,19 +496,31 @@ class RecordStream(Generic[_R]):
                 )
                 await self._idle(wait)
                 continue
-            backoff = self._interval
-            now = anyio.current_time()
+            failures = 0
             if got:
-                last_records_at = now
                 # A queue that gave records may hold more: ask again at once.
                 continue
-            if self._stop_when_idle is not None:
-                left = self._stop_when_idle - (now - last_records_at)
+            if stop_when_idle is not None:
+                left = stop_when_idle - idle
                 if left <= 0:
                     return
                 await self._idle(min(self._interval, left))
             else:
                 await self._idle(self._interval)
+
+    def _backoff(self, failures: int, *, soon: bool) -> float:
+        """The wait after ``failures`` failed polls in a row: jittered, doubling each time.
+
+        ``soon``: the queue may hold records, so the first retry comes within
+        ``_RETRY_SOON`` (or ``interval``, if shorter); otherwise (an empty answer came
+        last, or a -1 asks for less haste) the first waits ``interval``, as the next poll
+        of an empty queue would. Never more than ``max_backoff``.
+        """
+        first = min(_RETRY_SOON, self._interval) if soon else self._interval
+        ceiling = min(first * 2 ** min(failures - 1, 64), self._max_backoff)
+        # Half to all of it: streams that failed together do not come back together,
+        # and none comes back at once.
+        return random.uniform(ceiling / 2, ceiling)
 
     @property
     def _stopping(self) -> bool:

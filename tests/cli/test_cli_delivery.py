@@ -187,6 +187,32 @@ def test_until_idle_exits_5_while_reports_are_pending(
     assert figures["reports not this campaign's"] == "0"
 
 
+def test_until_idle_with_transient_poll_errors_still_exits_5_while_reports_are_pending(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # 20% of the polls answered -10 (a read: nothing lost): each waited the --interval,
+    # as long as --until-idle, so the follower "idled" out with exit 4 and the -10 as its
+    # error while reports were still queued (a user's trial).
+    emulator.state.configure(report_delay=0.0, reports_per_call=50, report_mix={"ACCEPTD": 1.0})
+    journal = str(tmp_path / "j.db")
+    listed = write_lines(tmp_path / "n.txt", numbers(2000))
+    sent = cli.run("send", listed, "--content", "hi", "--journal", journal)
+    assert sent.returncode == 0, sent.stderr
+    emulator.state.set_faults(error_after_charge=0.2, fault_actions=["getSendState"])
+    started = time.monotonic()
+    followed = cli.run(
+        "reports", "--journal", journal, "--until-idle", "2", "--interval", "2", timeout=30
+    )
+    elapsed = time.monotonic() - started
+    assert followed.returncode == 5, followed.stderr
+    assert len(followed.stdout.splitlines()) == 2000
+    assert emulator.state.pending_reports() == 0
+    assert "GatewayInternalError" in followed.stderr
+    assert "pending 2,000" in followed.stderr
+    # Drained at once, then idle for 2 s (plus a start-up): not 2 s per -10.
+    assert elapsed < 10, elapsed
+
+
 @pytest.mark.parametrize("mode", ["once", "batch"])
 def test_a_number_listed_twice_gets_both_its_reports_in_the_journal(
     cli: Cli, emulator: Any, tmp_path: Path, mode: str
