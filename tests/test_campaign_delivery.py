@@ -389,6 +389,25 @@ def _pairs(count: int) -> list[tuple[str, str]]:
     return [(mobile, f"Hi {i}") for i, mobile in enumerate(numbers(count))]
 
 
+def _answers_lost(emulator: Any, kind: str) -> list[tuple[str, str]]:
+    """300 recipients whose sendBatch or sendParam answers the emulator will lose after
+    charging them (their reports come at once, all in one poll)."""
+    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
+    action = "sendBatch" if kind == "batch" else "sendParam"
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=[action])
+    return _pairs(300)
+
+
+async def _sent_unknown(campaign: Any, kind: str, pairs: list[tuple[str, str]]) -> None:
+    """Send ``pairs`` by ``kind`` in chunks of 100: every outcome unknown (answers lost)."""
+    if kind == "batch":
+        stream = campaign.send_batch_many(pairs, chunk_size=100)
+    else:
+        stream = campaign.send_param_many("Hi {p1}", [(m, (c,)) for m, c in pairs])
+    async with stream as s:
+        assert {o.status.value async for o in s} == {"unknown"}
+
+
 @pytest.mark.parametrize("kind", ["batch", "param"])
 async def test_a_lost_batch_answer_reconciled_by_one_report_takes_all_its_reports(
     emulator: Any, tmp_path: Path, kind: str
@@ -397,17 +416,9 @@ async def test_a_lost_batch_answer_reconciled_by_one_report_takes_all_its_report
     # first report reconciles the chunk and teaches one msgid. A user's trial found the
     # other 99 reports of each chunk counted as not the campaign's, their recipients
     # pending for ever.
-    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
-    action = "sendBatch" if kind == "batch" else "sendParam"
-    emulator.state.set_faults(error_after_charge=1.0, fault_actions=[action])
-    pairs = _pairs(300)
+    pairs = _answers_lost(emulator, kind)
     async with client_for(emulator) as client, client.campaign(tmp_path / "c.db") as campaign:
-        if kind == "batch":
-            stream = campaign.send_batch_many(pairs, chunk_size=100)
-        else:
-            stream = campaign.send_param_many("Hi {p1}", [(m, (c,)) for m, c in pairs])
-        async with stream as s:
-            assert {o.status.value async for o in s} == {"unknown"}
+        await _sent_unknown(campaign, kind, pairs)
         assert campaign.summary().unknown == 300
         async with campaign.watch_delivery_reports(interval=0.01, stop_when_idle=0.3) as r:
             got = [report async for report in r]
@@ -436,18 +447,10 @@ async def test_export_gives_a_reconciled_batch_recipient_the_msgid_its_report_ca
     # msgid (a sendOnce chunk's had theirs), although the journal held each report.
     from aisix_async import DeliveryReport, ReportResult
 
-    emulator.state.configure(report_delay=0.0, reports_per_call=1000)
-    action = "sendBatch" if kind == "batch" else "sendParam"
-    emulator.state.set_faults(error_after_charge=1.0, fault_actions=[action])
-    pairs = _pairs(300)
+    pairs = _answers_lost(emulator, kind)
     mobiles = [mobile for mobile, _ in pairs]
     async with client_for(emulator) as client, client.campaign(tmp_path / "c.db") as campaign:
-        if kind == "batch":
-            stream = campaign.send_batch_many(pairs, chunk_size=100)
-        else:
-            stream = campaign.send_param_many("Hi {p1}", [(m, (c,)) for m, c in pairs])
-        async with stream as s:
-            assert {o.status.value async for o in s} == {"unknown"}
+        await _sent_unknown(campaign, kind, pairs)
         ledger = {r.mobile: r.msgid for r in emulator.state.messages()}
         assert len(set(ledger.values())) == 300  # one msgid per recipient
         # Two reports of the first chunk, a final one and one that settles nothing, one
