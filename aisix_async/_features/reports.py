@@ -89,6 +89,16 @@ _RETRY_SOON = 0.1
 
 _R = TypeVar("_R")
 
+
+def _check_seconds(value: object, name: str, note: str = "") -> None:
+    """Refuse ``value`` unless it is a number of seconds, 0 or more and finite
+    (check_number refuses 0, which these options take)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"{name} must be a number of seconds, got {value!r}")
+    if not 0 <= value < math.inf:
+        raise ValidationError(f"{name} must be 0 or more seconds, and finite{note}, got {value!r}")
+
+
 #: Called with each whole batch, in gateway order, before any of its records is yielded;
 #: one call at a time, while the next batch may already be fetched.
 BatchHook = Callable[[Sequence[_R | MalformedRecord]], Awaitable[None]]
@@ -162,27 +172,14 @@ class RecordStream(Generic[_R]):
         if stop_when_idle is not None:
             # NaN never compares true: such a stream never ended (a user's trial), where
             # the command line refuses it; a string failed with a bare TypeError.
-            if isinstance(stop_when_idle, bool) or not isinstance(stop_when_idle, (int, float)):
-                raise ValidationError(
-                    f"stop_when_idle must be a number of seconds, got {stop_when_idle!r}"
-                )
-            if not 0 <= stop_when_idle < math.inf:
-                raise ValidationError(
-                    "stop_when_idle must be 0 or more seconds, and finite (None: never "
-                    f"stop), got {stop_when_idle!r}"
-                )
+            _check_seconds(stop_when_idle, "stop_when_idle", " (None: never stop)")
         # The others were taken as given: max_backoff=nan, max_buffered=-5 or 1.5 and
         # close_grace=-1 each ran with a meaning nobody asked for.
         check_number(max_backoff, "max_backoff (the longest wait after an error, seconds)")
         check_number(
             max_buffered, "max_buffered (records waiting to be read)", integer=True, minimum=1
         )
-        if isinstance(close_grace, bool) or not isinstance(close_grace, (int, float)):
-            raise ValidationError(f"close_grace must be a number of seconds, got {close_grace!r}")
-        if not 0 <= close_grace < math.inf:
-            raise ValidationError(
-                f"close_grace must be 0 or more seconds, and finite, got {close_grace!r}"
-            )
+        _check_seconds(close_grace, "close_grace")
         self._gateway = gateway
         self._action = action
         self._from_item = from_item
