@@ -113,12 +113,16 @@ async def test_export_streams_a_header_and_one_line_per_recipient(
         # and an empty file are rewritten.
         data = tmp_path / "numbers.txt"
         data.write_text("\n".join(mobiles) + "\n")
+        assert CampaignJournal.export_would_overwrite(data)
         with pytest.raises(CampaignError, match=r"not an earlier export.*give another path"):
             await journal.export_csv(data)
         assert data.read_text() == "\n".join(mobiles) + "\n"
         assert await journal.export_csv(out) == 250
         empty = tmp_path / "empty.csv"
         empty.touch()
+        assert not CampaignJournal.export_would_overwrite(out)
+        assert not CampaignJournal.export_would_overwrite(empty)
+        assert not CampaignJournal.export_would_overwrite(tmp_path / "missing.csv")
         assert await journal.export_csv(empty) == 250
     assert written == again == 250
     assert out.read_bytes().decode("utf-8") == text.getvalue()

@@ -66,6 +66,21 @@ class CampaignJournal:
         """
         return journal_files(path)
 
+    @classmethod
+    def export_would_overwrite(cls, path: str | os.PathLike[str]) -> bool:
+        """Whether :meth:`export_csv` to ``path`` would replace something: True when it
+        holds anything but an earlier export (a first line of :attr:`EXPORT_COLUMNS`)
+        or nothing; False for a missing or empty file. Raises :class:`OSError` when the
+        file cannot be read.
+        """
+        expected = ",".join(cls.EXPORT_COLUMNS).encode()
+        try:
+            with open(path, "rb") as existing:
+                head = existing.readline(len(expected) + 2)
+        except FileNotFoundError:
+            return False
+        return bool(head) and head.rstrip(b"\r\n") != expected
+
     def __repr__(self) -> str:
         return (
             f"<CampaignJournal {str(self.path)!r} open={self._journal is not None} "
@@ -198,30 +213,22 @@ class CampaignJournal:
                 "lock): it is removed when the journal closes; export to another file"
             )
         try:
-            self._refuse_to_overwrite(path)
+            if self.export_would_overwrite(path):
+                # Rewriting an earlier export is the usual use; anything else in the way
+                # (the campaign's input, a key file) is refused: a mistyped path replaced
+                # a user's 300,000-number input with the export (the command line
+                # refused it).
+                raise CampaignError(
+                    f"{path} exists and is not an earlier export (its first line is not "
+                    f"{','.join(self.EXPORT_COLUMNS)}): it would be overwritten; give "
+                    "another path, or an open file to write over it on purpose"
+                )
             # One line per recipient, phone numbers and all: a new file is its owner's
             # alone; an earlier export rewritten keeps the mode its owner gave it.
             return open(path, "w", encoding="utf-8", newline="", opener=owner_only)
         except OSError as exc:
             reason = (exc.strerror or type(exc).__name__).lower()
             raise CampaignError(f"cannot write the export {path}: {reason}") from None
-
-    def _refuse_to_overwrite(self, path: Path) -> None:
-        # Rewriting an earlier export is the usual use; anything else in the way (the
-        # campaign's input, a key file) is refused: a mistyped path replaced a user's
-        # 300,000-number input with the export, where the command line refused it.
-        expected = ",".join(self.EXPORT_COLUMNS).encode()
-        try:
-            with open(path, "rb") as existing:
-                head = existing.readline(len(expected) + 2)
-        except FileNotFoundError:
-            return
-        if head and head.rstrip(b"\r\n") != expected:
-            raise CampaignError(
-                f"{path} exists and is not an earlier export (its first line is not "
-                f"{expected.decode()}): it would be overwritten; give another path, or an "
-                "open file to write over it on purpose"
-            )
 
     async def _write_csv(self, journal: Journal, handle: TextIO) -> int:
         writer = csv.writer(handle)

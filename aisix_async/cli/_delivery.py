@@ -448,16 +448,13 @@ def _check_export(journal: Path, target: Path) -> None:
     refuse_journal_file("--export", str(target), journal)
     # An export is rewritten whole: refreshing an earlier one is the usual use, but a
     # mistyped path must not wipe the input, a key file or someone's spreadsheet.
-    header = ",".join(CampaignJournal.EXPORT_COLUMNS)
     try:
-        with target.open("rb") as existing:
-            first = existing.read(len(header) + 2)
-    except FileNotFoundError:
-        return
+        overwrites = CampaignJournal.export_would_overwrite(target)
     except OSError as exc:
         raise CliError(f"--export {target}: cannot read it ({exc.strerror})") from None
-    if first and first.rstrip(b"\r\n") != header.encode():
+    if overwrites:
         raise CliError(
             f"--export {target} exists and is not an earlier export (its first line is not "
-            f"{header}): it would be overwritten; give another file"
+            f"{','.join(CampaignJournal.EXPORT_COLUMNS)}): it would be overwritten; give "
+            "another file"
         )
