@@ -204,6 +204,17 @@ def write_lines(path: Path, lines: list[str]) -> str:
     return str(path)
 
 
+def sent_with_journal(cli: Cli, emulator: Any, tmp_path: Path, count: int = 40) -> str:
+    """Send ``count`` numbers with a journal whose reports come at once, ten a poll;
+    return the journal's path (for the report followers' tests)."""
+    emulator.state.configure(report_delay=0.0, reports_per_call=10)
+    journal = str(tmp_path / "j.db")
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(count)), "--content", "hi",
+                   "--journal", journal)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    return journal
+
+
 def summary_of(stdout: str) -> dict[str, Any]:
     records = [r for r in json_lines(stdout) if r.get("type") == "summary"]
     assert len(records) == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import ROOT, Cli, json_lines, numbers, write_lines
+from cli_support import ROOT, Cli, json_lines, numbers, sent_with_journal, write_lines
 
 _FINAL_MIX = {"DELIVRD": 6.0, "UNDELIV": 2.0, "EXPIRED": 1.0, "REJECTD": 1.0}
 
@@ -321,11 +321,7 @@ def test_an_export_overwrites_an_earlier_export_and_nothing_else(
 def test_ctrl_c_ends_a_follower_with_every_fetched_report_journalled(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
-    emulator.state.configure(report_delay=0.0, reports_per_call=10)
-    journal = str(tmp_path / "j.db")
-    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(40)), "--content", "hi",
-                   "--journal", journal)  # fmt: skip
-    assert sent.returncode == 0, sent.stderr
+    journal = sent_with_journal(cli, emulator, tmp_path)
     process = cli.popen("reports", "--journal", journal, "--follow", "--interval", "0.05", "--json")
     deadline = time.monotonic() + 30
     while emulator.state.pending_reports() and time.monotonic() < deadline:

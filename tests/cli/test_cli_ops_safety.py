@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import AS_ON_A_TERMINAL, ROOT, Cli, json_lines, summary_of, write_lines
+from cli_support import (
+    AS_ON_A_TERMINAL,
+    ROOT,
+    Cli,
+    json_lines,
+    sent_with_journal,
+    summary_of,
+    write_lines,
+)
 from helpers import numbers, wait_for
 
 
@@ -1243,11 +1251,7 @@ def test_a_third_ctrl_c_while_a_follower_waits_for_its_poll_exits_at_once(
     # on the wire (10.8 s), and the warning said the follow "had ended". The first is the
     # follower's own (it ends the follow), so the second is held and the third exits at
     # once, saying the reports of that poll are lost (the gateway hands each out once).
-    emulator.state.configure(report_delay=0.0, reports_per_call=10)
-    journal = str(tmp_path / "j.db")
-    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(40)), "--content", "hi",
-                   "--journal", journal)  # fmt: skip
-    assert sent.returncode == 0, sent.stderr
+    journal = sent_with_journal(cli, emulator, tmp_path)
     if not printed:
         emulator.state.set_faults(latency_ms=20000)
     process = cli.popen("reports", "--journal", journal, "--follow", "--interval", "0.1", "--json")
