@@ -213,6 +213,60 @@ def test_until_idle_with_transient_poll_errors_still_exits_5_while_reports_are_p
     assert elapsed < 10, elapsed
 
 
+@pytest.mark.parametrize("journalled", [True, False])
+def test_one_pass_with_transient_poll_errors_still_reads_the_whole_queue(
+    cli: Cli, emulator: Any, tmp_path: Path, journalled: bool
+) -> None:
+    # Without --follow, the first -10 ended the pass with exit 4 and the -10 as its
+    # error while the reports were still queued (here, all of them: it was the first
+    # poll's), where --until-idle retried it within 0.1 s.
+    emulator.state.configure(report_delay=0.0, reports_per_call=50)
+    journal = str(tmp_path / "j.db")
+    listed = write_lines(tmp_path / "n.txt", numbers(2000))
+    into = ["--journal", journal] if journalled else []
+    sent = cli.run("send", listed, "--content", "hi", "-q", *into)
+    assert sent.returncode == 0, sent.stderr
+    queued = {(msgid, mobile) for msgid, mobile, _ in emulator.state.queued_reports()}
+    assert len(queued) == 2000
+    # 20% of the polls answer -10 (nothing taken off the queue): some forty polls meet
+    # several.
+    emulator.state.set_faults(error_after_charge=0.2, fault_actions=["getSendState"])
+    read = cli.run("reports", "--json", *into, timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert "GatewayInternalError" in read.stderr  # met, and retried
+    reports = [r for r in json_lines(read.stdout) if r["type"] == "report"]
+    # Each once: none lost, none printed twice.
+    assert len(reports) == 2000
+    assert {(r["msgid"], r["mobile"]) for r in reports} == queued
+    assert emulator.state.pending_reports() == 0
+    if journalled:
+        # Each journalled as the campaign's, once.
+        assert all(r["campaign"] is True for r in reports)
+        delivery = json_lines(cli.run("campaign", journal, "--json").stdout)[0]["delivery"]
+        assert delivery["pending"] == 0 and delivery["not_this_campaigns"] == 0
+        assert sum(delivery["by_code"].values()) == 2000
+
+
+def test_one_pass_gives_up_once_polls_failed_for_five_seconds(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Retried for a bounded time, not for ever: every poll answering -10 ends the pass
+    # with exit 4 once they have failed for 5 s on end (and not at the first).
+    emulator.state.configure(report_delay=0.0)
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(20)), "--content", "hi")
+    assert sent.returncode == 0, sent.stderr
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=["getSendState"])
+    started = time.monotonic()
+    read = cli.run("reports", "--json", timeout=60)
+    elapsed = time.monotonic() - started
+    assert read.returncode == 4, read.stderr
+    assert "GatewayInternalError" in read.stderr
+    assert json_lines(read.stdout) == []
+    assert emulator.state.pending_reports() == 20
+    # 5 s of retries (process start-up and a slow machine get a generous margin).
+    assert 5 <= elapsed < 30, elapsed
+
+
 @pytest.mark.parametrize("mode", ["once", "batch"])
 def test_a_number_listed_twice_gets_both_its_reports_in_the_journal(
     cli: Cli, emulator: Any, tmp_path: Path, mode: str
