@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import ROOT, Cli, json_lines, numbers, sent_with_journal, write_lines
+from cli_support import (
+    ROOT,
+    Cli,
+    json_lines,
+    numbers,
+    sent_with_journal,
+    summary_of,
+    write_lines,
+)
 
 _FINAL_MIX = {"DELIVRD": 6.0, "UNDELIV": 2.0, "EXPIRED": 1.0, "REJECTD": 1.0}
 
@@ -450,6 +458,34 @@ def test_a_send_resumed_at_another_gateway_says_so_and_campaign_shows_it(
     assert view["gateway"] == f"{moved}/OpenApi"
     table = cli.run("campaign", journal)
     assert f"{moved}/OpenApi" in table.stdout + table.stderr
+
+
+def test_reports_read_at_another_gateway_than_the_campaigns_say_so(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A journal's reports read through another URL than the one its sends went to were
+    # taken silently: not refused (a gateway may move), but said before any poll.
+    journal = sent_with_journal(cli, emulator, tmp_path)
+    moved = emulator.base_url.replace("127.0.0.1", "localhost")
+    assert moved != emulator.base_url  # the same emulator, as another gateway's URL
+    read = cli.run("reports", "--journal", journal, "--json",
+                   env={**cli.env, "AISIX_BASE_URL": moved})  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    said = (
+        f"campaign {journal}: its last send went to {emulator.base_url}/OpenApi, these "
+        f"reports are read from {moved}/DataApi"
+    )
+    assert read.stderr.splitlines()[0].startswith(f"aisix: warning: {said}"), read.stderr
+    assert emulator.authkey not in read.stderr + read.stdout
+    # Said, not refused: the reports were read, and the journal still names the gateway
+    # the campaign was sent through.
+    assert summary_of(read.stdout)["delivery"]["pending"] == 0
+    view = json_lines(cli.run("campaign", journal, "--json").stdout)[0]
+    assert view["gateway"] == f"{emulator.base_url}/OpenApi"
+    # At the campaign's own gateway, nothing is said.
+    again = cli.run("reports", "--journal", journal)
+    assert again.returncode == 0, again.stderr
+    assert "last send went to" not in again.stderr
 
 
 def test_campaign_export_to_stdout_is_the_csv_alone(
