@@ -261,6 +261,44 @@ async def test_an_idle_stream_ends_with_the_error_once_polls_failed_for_the_idle
     assert stream.stats().errors >= 2
 
 
+async def test_one_pass_rides_out_failures_for_stop_when_failing_and_no_longer(
+    emulator: Any,
+) -> None:
+    # stop_when_idle=0 reads the queue once, and ended with the first -10 (the default
+    # still does); stop_when_failing gives the pass time to retry it.
+    emulator.state.configure(report_delay=0.0, reports_per_call=50)
+    async with _client(emulator) as client:
+        sent = await _send(client, 1000)
+        emulator.state.set_faults(error_after_charge=0.2, fault_actions={"getSendState"})
+        with anyio.fail_after(10):
+            async with client.watch_delivery_reports(
+                stop_when_idle=0, stop_when_failing=2, **FAST
+            ) as stream:
+                got = [report async for report in stream]
+        assert {(r.msgid, r.mobile) for r in got} == sent
+        assert len(got) == len(sent)
+        assert stream.stats().errors > 0
+        # Failing on end: it gives up after 2 s of it, with the error.
+        await _send(client, 10, start=1000)
+        emulator.state.set_faults(error_after_charge=1.0)
+        started = anyio.current_time()
+        with anyio.fail_after(10):
+            async with client.watch_delivery_reports(
+                stop_when_idle=0, stop_when_failing=2, **FAST
+            ) as stream:
+                with pytest.raises(GatewayInternalError):
+                    async for _ in stream:
+                        pass
+        assert 2 <= anyio.current_time() - started < 5
+        assert stream.stats().errors >= 2
+        # Without it, a pass ends at the first failure.
+        async with client.watch_delivery_reports(stop_when_idle=0, **FAST) as stream:
+            with pytest.raises(GatewayInternalError):
+                async for _ in stream:
+                    pass
+        assert stream.stats().polls == 1
+
+
 async def test_a_fatal_account_error_ends_the_stream_after_the_records_fetched(
     emulator: Any,
 ) -> None:
@@ -389,6 +427,9 @@ async def test_an_interval_that_would_poll_without_pause_is_refused(
         ({"stop_when_idle": -1}, "stop_when_idle must be 0 or more"),
         ({"stop_when_idle": "5"}, "stop_when_idle must be a number"),
         ({"stop_when_idle": True}, "stop_when_idle must be a number"),
+        ({"stop_when_failing": float("nan")}, "stop_when_failing must be 0 or more"),
+        ({"stop_when_failing": -1}, "stop_when_failing must be 0 or more"),
+        ({"stop_when_failing": "5"}, "stop_when_failing must be a number"),
     ],
 )
 async def test_every_poll_option_is_checked(

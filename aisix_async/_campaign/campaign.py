@@ -395,6 +395,24 @@ class Campaign:
             )
         await journal.set_meta(GATEWAY_META, here)
 
+    def _note_reports_gateway(self, journal: Journal) -> None:
+        # A gateway hands out the reports of the messages it accepted: read at another
+        # one, a campaign's reports are not there, and that gateway's reports of other
+        # sends are taken off its queue into this journal, as not this campaign's. Not
+        # refused (a gateway may move: another host name, https for http), but said
+        # before any poll, as a send says it.
+        recorded = journal.meta.get(GATEWAY_META)
+        if recorded is None or recorded == self._gateway_here():
+            return
+        logger.warning(
+            "campaign %s: its last send went to %s, these reports are read from %s; unless "
+            "both are one gateway (moved, or named another way), the campaign's reports "
+            "are not there, and those read are kept in the journal as not this campaign's",
+            journal.path,
+            redact_keys(recorded),
+            redact_keys(self._gateway.endpoints.data_url),
+        )
+
     async def save_rate_state(self) -> None:
         """Record the client's :meth:`~AisixClient.rate_state` in the journal now.
 
@@ -544,10 +562,15 @@ class Campaign:
         ``summary().foreign_reports``). The stream yields the reports in the same order,
         so the flags can be paired with them as they are read.
 
+        When the campaign's last send went to another gateway than this client's, a
+        WARNING says so here, before any poll (its reports are in that gateway's queue);
+        the reports are read all the same.
+
         Options: the fields of :class:`PollOptions` as keywords, as for
         ``client.watch_delivery_reports``.
         """
         journal = self._opened()
+        self._note_reports_gateway(journal)
 
         async def write(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
             done = await journal.ingest_reports(batch)

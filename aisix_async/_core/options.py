@@ -93,7 +93,13 @@ class PollOptions:
       an empty answer or a -1 within ``interval``; each failure in a row doubles it).
     - ``stop_when_idle``: end the stream once it has been idle this many seconds: the
       gateway answered and had nothing, time spent failing not counted (None: never).
-      Failures alone for as long end it with the error.
+      Failures alone for as long end it with the error, unless ``stop_when_failing``
+      says otherwise.
+    - ``stop_when_failing``: end the stream with the error once polls have failed, none
+      answered, for this many seconds (a -1 aside: it backs off as ever). None: as
+      long as ``stop_when_idle`` (never, without it). ``stop_when_idle=0`` reads the
+      queue once; with ``stop_when_failing=5`` that pass rides out a -10 or a lost
+      answer instead of ending at the first.
     - ``close_grace``: seconds a poll on the wire gets to finish when the stream closes;
       its records go to ``unread()``.
     - ``max_buffered``: the poller pauses while this many records wait to be read.
@@ -104,6 +110,7 @@ class PollOptions:
     interval: float = 5.0
     max_backoff: float = 60.0
     stop_when_idle: float | None = None
+    stop_when_failing: float | None = None
     close_grace: float = 30.0
     max_buffered: int = 10_000
 
@@ -114,5 +121,6 @@ class PollKeywords(TypedDict, total=False):
     interval: float
     max_backoff: float
     stop_when_idle: float | None
+    stop_when_failing: float | None
     close_grace: float
     max_buffered: int

@@ -142,12 +142,13 @@ class RecordStream(Generic[_R]):
     seconds: idle is time in which the gateway answered and had nothing, counted since
     records last came (or the stream began), the time spent failing left out. Failures
     between batches therefore never end it while records keep coming. Failures alone, no
-    poll answered, for ``stop_when_idle`` seconds end it with the last failure's error
-    (a gateway out of reach does not hold it for ever; no backoff waits past that
-    moment); a -1 never does: it backs off as ever. A poll that fails once the stream
-    has been idle the whole time (the poll that would have confirmed it) ends it as
-    idle, with a WARNING, not with its error. ``stop_when_idle=0`` reads the queue once:
-    a failure then ends it with its error at once.
+    poll answered, for ``stop_when_failing`` seconds (by default ``stop_when_idle``'s)
+    end it with the last failure's error (a gateway out of reach does not hold it for
+    ever; no backoff waits past that moment); a -1 never does: it backs off as ever. A
+    poll that fails once the stream has been idle the whole time (the poll that would
+    have confirmed it) ends it as idle, with a WARNING, not with its error.
+    ``stop_when_idle=0`` reads the queue once: a failure then ends it with its error at
+    once, unless ``stop_when_failing`` gives the pass time to retry it.
 
     The poller pauses while ``max_buffered`` records wait to be read, and a poll on the
     wire when the stream closes gets ``close_grace`` seconds to finish (its records go
@@ -165,6 +166,7 @@ class RecordStream(Generic[_R]):
     ) -> None:
         interval, max_backoff = options.interval, options.max_backoff
         stop_when_idle, close_grace = options.stop_when_idle, options.close_grace
+        stop_when_failing = options.stop_when_failing
         max_buffered = options.max_buffered
         # 0 polled an empty queue without pause (hundreds of requests a second): the
         # gateway's answer to hammering may be harsher than -1.
@@ -173,6 +175,10 @@ class RecordStream(Generic[_R]):
             # NaN never compares true: such a stream never ended (a user's trial), where
             # the command line refuses it; a string failed with a bare TypeError.
             _check_seconds(stop_when_idle, "stop_when_idle", " (None: never stop)")
+        if stop_when_failing is not None:
+            _check_seconds(
+                stop_when_failing, "stop_when_failing", " (None: as long as stop_when_idle)"
+            )
         # The others were taken as given: max_backoff=nan, max_buffered=-5 or 1.5 and
         # close_grace=-1 each ran with a meaning nobody asked for.
         check_number(max_backoff, "max_backoff (the longest wait after an error, seconds)")
@@ -188,6 +194,9 @@ class RecordStream(Generic[_R]):
         self._interval = interval
         self._max_backoff = max(max_backoff, interval)
         self._stop_when_idle = stop_when_idle
+        #: How long polls may fail, none answered, before the stream ends with the error
+        #: (None: for ever).
+        self._stop_when_failing = stop_when_idle if stop_when_failing is None else stop_when_failing
         self._on_batch = on_batch
         self._close_grace = close_grace
         self._max_buffered = max(1, max_buffered)
@@ -398,8 +407,10 @@ class RecordStream(Generic[_R]):
         idle = 0.0
         idle_from: float | None = anyio.current_time()
         # When the current run of failed polls began (None: the last poll was answered).
-        # Failures alone for stop_when_idle seconds end the stream with the last one's
-        # error: a gateway out of reach must not hold --until-idle for ever.
+        # Failures alone for stop_when_failing seconds (stop_when_idle's, unless given)
+        # end the stream with the last one's error: a gateway out of reach must not hold
+        # --until-idle (or one pass) for ever.
+        stop_when_failing = self._stop_when_failing
         failing_since: float | None = None
         # Failures in a row (a -10, a lost or garbled answer), for the backoff's growth.
         failures = 0
@@ -446,9 +457,9 @@ class RecordStream(Generic[_R]):
                         idle,
                     )
                     return
-                if stop_when_idle is not None and not limited:
+                if stop_when_failing is not None and not limited:
                     failing_for = now - failing_since
-                    if failing_for >= stop_when_idle:
+                    if failing_for >= stop_when_failing:
                         # A stream that ends when idle ends with the error when it could
                         # not poll for as long: a gateway out of reach would otherwise
                         # hold one pass (or --until-idle) for ever, backing off between
@@ -480,10 +491,10 @@ class RecordStream(Generic[_R]):
             if failure is not None:
                 failures += 1
                 wait = self._backoff(failures, soon=more and not limited)
-                if stop_when_idle is not None and failing_since is not None and not limited:
+                if stop_when_failing is not None and failing_since is not None and not limited:
                     # Not past the end of the failures' allowance: the poll then decides
                     # (a backoff of 20 s outlasted a 5 s --until-idle: a user's trial).
-                    wait = min(wait, max(0.0, stop_when_idle - (now - failing_since)))
+                    wait = min(wait, max(0.0, stop_when_failing - (now - failing_since)))
                 logger.log(
                     logging.ERROR if lost else logging.WARNING,
                     "%s: %s; polling again in %.3f s (the stream goes on)",

@@ -12,12 +12,23 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .. import __version__
+from .. import PollKeywords, __version__
 from ._exit import EXIT_CODES_HELP, CliError, ExitCode, exit_codes_help, redact_keys
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "build_parser", "option_name", "poll_interval"]
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "ONE_PASS_RETRY",
+    "build_parser",
+    "option_name",
+    "poll_interval",
+    "poll_options",
+]
 
 DEFAULT_POLL_INTERVAL = 5.0
+#: How long one pass over a queue (``reports``, ``replies`` without --follow or
+#: --until-idle) retries polls that fail (a -10, a lost answer) before it ends with
+#: their error (exit 4): long enough for a few retries, short enough for a script.
+ONE_PASS_RETRY = 5.0
 
 _DESCRIPTION = """\
 aisix: send SMS through the Aisix gateway, follow delivery reports, and try it all
@@ -114,6 +125,21 @@ def poll_interval(args: argparse.Namespace) -> float:
             "--interval applies to --follow or --until-idle; without them, one pass is read"
         )
     return float(args.interval)
+
+
+def poll_options(args: argparse.Namespace) -> PollKeywords:
+    """How a ``reports`` or ``replies`` stream polls, and when it ends (``--interval``
+    refused here, before anything is opened or fetched, as :func:`poll_interval` says)."""
+    interval = poll_interval(args)
+    # --until-idle implies --follow; --follow alone runs until Ctrl-C.
+    if args.until_idle is not None:
+        return {"interval": interval, "stop_when_idle": float(args.until_idle)}
+    if args.follow:
+        return {"interval": interval, "stop_when_idle": None}
+    # One pass: it ends at the first empty answer, but a failed poll is retried for a
+    # while, as a follower's is, not taken for the end: the first -10 ended it with
+    # exit 4, the queue still full.
+    return {"interval": interval, "stop_when_idle": 0.0, "stop_when_failing": ONE_PASS_RETRY}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -26,7 +26,7 @@ from rich.markup import escape
 
 from .. import DeliveryReport, KeyRotation, RecordStream, Reply
 from ._app import Context
-from ._args import poll_interval
+from ._args import poll_options
 from ._delivery import reports_journal
 from ._exit import CliError, ExitCode
 from ._interrupts import FollowInterrupt
@@ -170,30 +170,21 @@ async def _stream(ctx: Context, stream: RecordStream[_R], kind: tuple[str, str])
     return ExitCode.INTERRUPTED if interrupt.seen else ExitCode.OK
 
 
-def _stop_when_idle(args: Any) -> float | None:
-    # --until-idle implies --follow; --follow alone runs until Ctrl-C; neither: one pass.
-    if args.until_idle is not None:
-        return float(args.until_idle)
-    return None if args.follow else 0.0
-
-
 async def reports(ctx: Context) -> int:
     """Print delivery reports as they are fetched; with --follow, until Ctrl-C or idle."""
-    interval = poll_interval(ctx.args)  # refused before anything is opened or fetched
+    options = poll_options(ctx.args)  # refused before anything is opened or fetched
     if getattr(ctx.args, "journal", None):
-        return await reports_journal(ctx, interval)
+        return await reports_journal(ctx, options)
     async with ctx.client() as client:
-        stream = client.watch_delivery_reports(
-            interval=interval, stop_when_idle=_stop_when_idle(ctx.args)
-        )
+        stream = client.watch_delivery_reports(**options)
         return await _stream(ctx, stream, ("delivery report", "delivery reports"))
 
 
 async def replies(ctx: Context) -> int:
     """Print replies as they are fetched; with --follow, until Ctrl-C or idle."""
-    interval = poll_interval(ctx.args)  # refused before anything is opened or fetched
+    options = poll_options(ctx.args)  # refused before anything is opened or fetched
     async with ctx.client() as client:
-        stream = client.watch_replies(interval=interval, stop_when_idle=_stop_when_idle(ctx.args))
+        stream = client.watch_replies(**options)
         return await _stream(ctx, stream, ("reply", "replies"))
 
 

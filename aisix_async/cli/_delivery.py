@@ -39,6 +39,7 @@ from .. import (
     CampaignRun,
     CampaignSummary,
     DeliveryReport,
+    PollKeywords,
     open_campaign_journal,
 )
 from ._app import Context
@@ -168,12 +169,10 @@ def _report_data(report: DeliveryReport, ours: bool | None) -> dict[str, Any]:
 _TAGS = {False: "  (not this campaign's)", None: "  (not journalled)"}
 
 
-async def reports_journal(ctx: Context, interval: float) -> int:
+async def reports_journal(ctx: Context, options: PollKeywords) -> int:
     """``aisix reports --journal FILE``: journal the reports, then show them and the tally."""
     args, out = ctx.args, ctx.out
     path = _existing_journal(args.journal)
-    idle = args.until_idle
-    follow = args.follow or idle is not None
     async with ctx.client() as client, client.campaign(path) as campaign:
         recorded = campaign.definition.get("account")
         if recorded is None:
@@ -194,7 +193,7 @@ async def reports_journal(ctx: Context, interval: float) -> int:
             )
         try:
             async with campaign.record_run("reports"):
-                return await _follow(ctx, campaign, follow, idle, interval)
+                return await _follow(ctx, campaign, options)
         finally:
             # (The display's last line already said it on stderr.)
             if out.json_mode:
@@ -202,10 +201,9 @@ async def reports_journal(ctx: Context, interval: float) -> int:
                 out.emit({"type": "summary", "journal": str(path), **_summary_json(summary)})
 
 
-async def _follow(
-    ctx: Context, campaign: Campaign, follow: bool, idle: float | None, interval: float
-) -> int:
+async def _follow(ctx: Context, campaign: Campaign, options: PollKeywords) -> int:
     out = ctx.out
+    idle = ctx.args.until_idle
     display = _Display(ctx, campaign)
     # One flag per report, in the order the stream yields them: the journal's verdict
     # (the campaign's or not) is known when the batch is written, before any is shown.
@@ -214,12 +212,8 @@ async def _follow(
     async def record(verdicts: Sequence[bool]) -> None:
         mine.extend(verdicts)
 
-    stream = campaign.watch_delivery_reports(
-        interval=interval,
-        # Without --follow: one pass over the queue; --follow alone: until Ctrl-C.
-        stop_when_idle=idle if follow else 0.0,
-        on_recorded=record,
-    )
+    # One pass over the queue, until Ctrl-C (--follow) or until idle: see poll_options.
+    stream = campaign.watch_delivery_reports(on_recorded=record, **options)
 
     # Written to stdout in one burst whenever the reader has caught up with what was
     # fetched: a batch of ten thousand reports is one write, not ten thousand flushes

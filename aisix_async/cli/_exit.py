@@ -80,7 +80,7 @@ _CODE_LINES = {
     ExitCode.GATEWAY: """\
   4    the gateway refused the account or could not be reached (wrong or locked key,
        -1 that never clears, balance too low, network; with --until-idle: every poll
-       failed for the whole idle time)
+       failed for the whole idle time; without --follow: every poll failed for 5 s)
 """,
     ExitCode.PENDING: """\
   5    reports --journal --until-idle: the reports stopped coming while some of the

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import ROOT, Cli, json_lines, numbers, sent_with_journal, write_lines
+from cli_support import (
+    ROOT,
+    Cli,
+    json_lines,
+    numbers,
+    sent_with_journal,
+    summary_of,
+    write_lines,
+)
 
 _FINAL_MIX = {"DELIVRD": 6.0, "UNDELIV": 2.0, "EXPIRED": 1.0, "REJECTD": 1.0}
 
@@ -213,6 +221,60 @@ def test_until_idle_with_transient_poll_errors_still_exits_5_while_reports_are_p
     assert elapsed < 10, elapsed
 
 
+@pytest.mark.parametrize("journalled", [True, False])
+def test_one_pass_with_transient_poll_errors_still_reads_the_whole_queue(
+    cli: Cli, emulator: Any, tmp_path: Path, journalled: bool
+) -> None:
+    # Without --follow, the first -10 ended the pass with exit 4 and the -10 as its
+    # error while the reports were still queued (here, all of them: it was the first
+    # poll's), where --until-idle retried it within 0.1 s.
+    emulator.state.configure(report_delay=0.0, reports_per_call=50)
+    journal = str(tmp_path / "j.db")
+    listed = write_lines(tmp_path / "n.txt", numbers(2000))
+    into = ["--journal", journal] if journalled else []
+    sent = cli.run("send", listed, "--content", "hi", "-q", *into)
+    assert sent.returncode == 0, sent.stderr
+    queued = {(msgid, mobile) for msgid, mobile, _ in emulator.state.queued_reports()}
+    assert len(queued) == 2000
+    # 20% of the polls answer -10 (nothing taken off the queue): some forty polls meet
+    # several.
+    emulator.state.set_faults(error_after_charge=0.2, fault_actions=["getSendState"])
+    read = cli.run("reports", "--json", *into, timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert "GatewayInternalError" in read.stderr  # met, and retried
+    reports = [r for r in json_lines(read.stdout) if r["type"] == "report"]
+    # Each once: none lost, none printed twice.
+    assert len(reports) == 2000
+    assert {(r["msgid"], r["mobile"]) for r in reports} == queued
+    assert emulator.state.pending_reports() == 0
+    if journalled:
+        # Each journalled as the campaign's, once.
+        assert all(r["campaign"] is True for r in reports)
+        delivery = json_lines(cli.run("campaign", journal, "--json").stdout)[0]["delivery"]
+        assert delivery["pending"] == 0 and delivery["not_this_campaigns"] == 0
+        assert sum(delivery["by_code"].values()) == 2000
+
+
+def test_one_pass_gives_up_once_polls_failed_for_five_seconds(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # Retried for a bounded time, not for ever: every poll answering -10 ends the pass
+    # with exit 4 once they have failed for 5 s on end (and not at the first).
+    emulator.state.configure(report_delay=0.0)
+    sent = cli.run("send", write_lines(tmp_path / "n.txt", numbers(20)), "--content", "hi")
+    assert sent.returncode == 0, sent.stderr
+    emulator.state.set_faults(error_after_charge=1.0, fault_actions=["getSendState"])
+    started = time.monotonic()
+    read = cli.run("reports", "--json", timeout=60)
+    elapsed = time.monotonic() - started
+    assert read.returncode == 4, read.stderr
+    assert "GatewayInternalError" in read.stderr
+    assert json_lines(read.stdout) == []
+    assert emulator.state.pending_reports() == 20
+    # 5 s of retries (process start-up and a slow machine get a generous margin).
+    assert 5 <= elapsed < 30, elapsed
+
+
 @pytest.mark.parametrize("mode", ["once", "batch"])
 def test_a_number_listed_twice_gets_both_its_reports_in_the_journal(
     cli: Cli, emulator: Any, tmp_path: Path, mode: str
@@ -396,6 +458,34 @@ def test_a_send_resumed_at_another_gateway_says_so_and_campaign_shows_it(
     assert view["gateway"] == f"{moved}/OpenApi"
     table = cli.run("campaign", journal)
     assert f"{moved}/OpenApi" in table.stdout + table.stderr
+
+
+def test_reports_read_at_another_gateway_than_the_campaigns_say_so(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A journal's reports read through another URL than the one its sends went to were
+    # taken silently: not refused (a gateway may move), but said before any poll.
+    journal = sent_with_journal(cli, emulator, tmp_path)
+    moved = emulator.base_url.replace("127.0.0.1", "localhost")
+    assert moved != emulator.base_url  # the same emulator, as another gateway's URL
+    read = cli.run("reports", "--journal", journal, "--json",
+                   env={**cli.env, "AISIX_BASE_URL": moved})  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    said = (
+        f"campaign {journal}: its last send went to {emulator.base_url}/OpenApi, these "
+        f"reports are read from {moved}/DataApi"
+    )
+    assert read.stderr.splitlines()[0].startswith(f"aisix: warning: {said}"), read.stderr
+    assert emulator.authkey not in read.stderr + read.stdout
+    # Said, not refused: the reports were read, and the journal still names the gateway
+    # the campaign was sent through.
+    assert summary_of(read.stdout)["delivery"]["pending"] == 0
+    view = json_lines(cli.run("campaign", journal, "--json").stdout)[0]
+    assert view["gateway"] == f"{emulator.base_url}/OpenApi"
+    # At the campaign's own gateway, nothing is said.
+    again = cli.run("reports", "--journal", journal)
+    assert again.returncode == 0, again.stderr
+    assert "last send went to" not in again.stderr
 
 
 def test_campaign_export_to_stdout_is_the_csv_alone(
