@@ -17,7 +17,14 @@ from collections.abc import Callable
 
 import anyio
 import pytest
-from sim_gateway import ClientRun, Gateway, default_scheduler, run_virtual, simulate
+from sim_gateway import (
+    ClientRun,
+    Gateway,
+    default_scheduler,
+    run_virtual,
+    simulate,
+    where_refused,
+)
 
 from aisix_async import (
     AisixError,
@@ -64,6 +71,18 @@ def test_quiet_and_at_the_limit_once_it_is_known(rate: float, latency: float) ->
     # at 1 s answers is a visible part of 30 s).
     assert result.goodput() >= (0.88 if rate * latency < 10 else 0.75) * rate
     assert result.refused_share(end=seconds) <= 0.15
+
+
+@pytest.mark.parametrize("rate", [1.0, 10.0, 100.0])
+@pytest.mark.parametrize("latency", [0.005, 0.02])
+def test_slow_start_meets_a_limit_with_one_minus_one_when_answers_are_quick(
+    rate: float, latency: float
+) -> None:
+    # Doubling every round trip, slow start at 5-20 ms answers had 4 requests in flight
+    # (up to 8 at R = 100) when the burst ran out, each answered -1; doubling no faster
+    # than every 0.1 s, it has one.
+    first, _, _ = where_refused(rate, latency)
+    assert first <= 2
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
