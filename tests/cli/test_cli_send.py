@@ -1137,6 +1137,38 @@ def test_outcomes_into_a_pipe_whose_reader_stops_reading_never_freeze_the_send(
         assert json.loads(summary.stdout)["accepted"] == emulator.state.message_count
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_outcome_lines_a_pipe_never_took_fail_the_run_that_ended_first(
+    cli: Cli, emulator: Any, tmp_path: Path
+) -> None:
+    # A send over before its pipe's reader was found idle: the lines the reader never
+    # took were dropped at the end, said on stderr, and the run exited 0, so
+    # `aisix send ... --outcomes fifo && use the outcomes` went on with a short file (a
+    # CI run where 40,000 recipients were sent in 5 s). It is not a success.
+    fifo = tmp_path / "outcomes.fifo"
+    os.mkfifo(fifo)
+    held: list[Any] = []
+
+    def stalled_reader() -> None:
+        handle = fifo.open("rb")
+        held.append(handle)
+        handle.read(10)
+
+    reader = threading.Thread(target=stalled_reader, daemon=True)
+    reader.start()
+    # 4,000 lines (some 100 kB, more than a pipe holds) from four requests: sent at once.
+    listed = write_lines(tmp_path / "n.txt", numbers(4000))
+    try:
+        result = cli.run("send", listed, "--content", "hi", "--outcomes", str(fifo), timeout=60)
+    finally:
+        for handle in held:
+            handle.close()
+        reader.join(timeout=10)
+    assert emulator.state.message_count == 4000
+    assert "its last lines were lost" in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+
+
 def test_outcomes_on_stdout_leave_it_to_the_csv(cli: Cli, emulator: Any, tmp_path: Path) -> None:
     # `--outcomes /dev/stdout | gzip`: the summary went into the CSV; and with stdout a
     # file, it overwrote the outcome lines (a user's trial). It goes to stderr now.

@@ -588,6 +588,10 @@ async def _run(
                     outcomes_file.close()
                 except OSError as exc:
                     out.error(f"--outcomes {args.outcomes}: its last lines were lost ({exc})")
+                    # Not a success, however the sends went: a run over before its pipe's
+                    # reader was found idle dropped the lines it never took, and exited 0
+                    # (a script went on with a short file).
+                    write_failed.set()
 
             stack.callback(close_outcomes)
 
