@@ -384,6 +384,43 @@ async def test_deadline_while_queued_is_certainly_not_sent(emulator: Any) -> Non
     assert await ledger_numbers(emulator, 1) == [first]
 
 
+async def test_a_call_whose_turn_comes_after_its_deadline_fails_as_it_arrives(
+    emulator: Any,
+) -> None:
+    # Three replicas under an overload that lasted: every handler with a 5 s deadline
+    # waited it out, then failed (a user's trial). At 4 requests/s (max_rate), handlers
+    # with 1.1 s deadlines arriving together: those with more ahead of them than 1.1 s
+    # holds at 1.5 x 4/s (six) fail at once, nothing sent; those ahead wait their turns.
+    async with client_for(emulator, max_rate=4.0) as client:
+        outcomes: dict[int, tuple[float, Any]] = {}
+
+        async def handler(index: int) -> None:
+            began = time.monotonic()
+            try:
+                result: Any = await client.send_once([f"1390000{index:04d}"], "code", deadline=1.1)
+            except DeadlineExceededError as exc:
+                result = exc
+            outcomes[index] = (time.monotonic() - began, result)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(16):
+                tg.start_soon(handler, index)
+                await anyio.wait_all_tasks_blocked()
+        stats = client.stats()
+    refused = {i: took for i, (took, r) in outcomes.items() if isinstance(r, Exception)}
+    at_once = sorted(i for i, took in refused.items() if outcomes[i][1].turn_in is not None)
+    # The first went at once; six queued behind it; the seventh may make it (its turn is
+    # 1 s away at 6/s); the eighth and after cannot.
+    assert at_once == list(range(8, 16)), outcomes
+    assert all(refused[i] < 0.2 for i in at_once)
+    sent = [i for i, (_, r) in outcomes.items() if not isinstance(r, Exception)]
+    assert len(sent) >= 4  # 0 s, 0.25, 0.5, 0.75 (1.0 and after race the deadline)
+    assert stats.calls[("sendOnce", "deadline")] == len(refused)
+    assert sorted(await ledger_numbers(emulator, len(sent))) == sorted(
+        f"1390000{i:04d}" for i in sent
+    )
+
+
 async def test_deadline_bounds_the_retries_and_names_the_last_error(emulator: Any) -> None:
     emulator.state.configure(ip_bound=True)
     slow = RetryPolicy(attempts=10, timeout=60, initial_backoff=0.2, max_backoff=0.2)

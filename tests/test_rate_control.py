@@ -28,6 +28,7 @@ from sim_gateway import (
 
 from aisix_async import (
     AisixError,
+    DeadlineExceededError,
     RateLimitedError,
     RateState,
     RetryPolicy,
@@ -686,6 +687,49 @@ def _foreground_waits(backend: str) -> tuple[list[float], int]:
 
     run_virtual(main, backend)
     return took, background[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_caller_whose_turn_cannot_come_by_its_deadline_fails_as_it_arrives(
+    backend: str,
+) -> None:
+    # Under sustained overload every handler with a 5 s deadline waited all of it before
+    # failing, holding its connection (a user's trial, three replicas, no shared limit).
+    # At 2 requests/s, counted at 1.5 times that: a caller with seven or more ahead of
+    # it (the first has gone) cannot have its turn within 2.2 s, and fails now; the
+    # others wait as before.
+    scheduler = Scheduler(max_concurrency=16, max_rate=2.0, clock=anyio.current_time)
+    sent: dict[int, float] = {}
+    refused: dict[int, tuple[float, float | None, str]] = {}
+
+    async def main() -> None:
+        async def caller(index: int) -> None:
+            async def attempt() -> None:
+                sent[index] = anyio.current_time()
+
+            with anyio.move_on_after(2.2):
+                try:
+                    await scheduler.run(
+                        attempt, action="sendOnce", unsafe=True, leave_when_open=True
+                    )
+                except DeadlineExceededError as exc:
+                    refused[index] = (anyio.current_time(), exc.turn_in, exc.message)
+
+        async with anyio.create_task_group() as tasks:
+            for index in range(12):
+                tasks.start_soon(caller, index)
+                await anyio.wait_all_tasks_blocked()
+
+    run_virtual(main, backend)
+    assert sorted(refused) == list(range(8, 12))
+    for at, turn_in, message in refused.values():
+        # Seven ahead of each (those refused before it left no place in the queue).
+        assert at < 0.01 and turn_in == pytest.approx(7 / 3)
+        assert "its turn would come in 2.33 s, after the deadline" in message
+        assert "(2.2 s away)" in message
+    # Those it let wait: sent a step of the pace apart, until the deadline cut them off.
+    assert sorted(sent) == [0, 1, 2, 3, 4]
+    assert [round(sent[i], 3) for i in range(5)] == [0.0, 0.5, 1.0, 1.5, 2.0]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

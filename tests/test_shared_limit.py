@@ -1326,6 +1326,48 @@ async def test_a_caller_queued_behind_more_than_its_deadline_allows_fails_at_onc
 
 
 @pytest.mark.anyio
+async def test_a_callers_queue_is_counted_at_its_clients_share_of_the_pace(
+    redis_server: RedisServer,
+) -> None:
+    # A client's callers go at its share of the fleet's turns. Counted at the whole
+    # fleet's pace, a replica of three let 70 callers queue with 5 s deadlines where its
+    # share had room for 51, and every one of them waited out its deadline (a user's
+    # trial: none of 2,200 failed before 3.2 s).
+    time = VirtualTime()
+    release, held = held_sleep(time)
+    other = limit(redis_server, time, seed_pace=2.0)
+    shared = limit(redis_server, time, seed_pace=2.0, sleep=held)
+    assert await other.take_turn() is not None
+    time.now += 1.0  # the next turn is due: taken at once, not held
+    assert await shared.take_turn() is not None  # two clients: a share of 1/s each
+    assert shared.last_clients == 2 and shared.last_share == pytest.approx(1.0)
+    failed: list[float] = []
+
+    async def caller(deadline: float | None) -> None:
+        with contextlib.suppress(TurnBeyondDeadline):
+            await shared.take_turn(deadline)
+            return
+        failed.append(anyio.current_time())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(caller, None)  # holds the lock, waiting for its turn
+        await wait_all_tasks_blocked()
+        deadline = anyio.current_time() + 1.2
+        # One ahead: at 1.5 x its share of 1/s, its turn may come within 1.2 s.
+        group.start_soon(caller, deadline)
+        await wait_all_tasks_blocked()
+        assert failed == []
+        # Two ahead: 1.33 s away even at 1.5/s (at the fleet's 3/s, 0.67 s: it waited).
+        started = anyio.current_time()
+        group.start_soon(caller, deadline)
+        await wait_all_tasks_blocked()
+        assert len(failed) == 1 and failed[0] - started < 0.1
+        release.set()
+    await shared.aclose()
+    await other.aclose()
+
+
+@pytest.mark.anyio
 async def test_a_caller_that_gives_up_leaves_its_turn_to_the_next(
     redis_server: RedisServer,
 ) -> None:

@@ -426,7 +426,8 @@ async def test_a_call_whose_deadline_comes_before_its_shared_turn_fails_at_once(
         assert anyio.current_time() - began < 0.2
         # ... and said so: "the deadline passed" misled whoever chased the latency.
         assert refused.value.turn_in is not None and refused.value.turn_in > 0.2
-        assert "would come after the deadline" in str(refused.value)
+        assert "its turn would come in" in str(refused.value)
+        assert ", after the deadline (" in str(refused.value)
         assert client.stats().calls[("sendOnce", "deadline")] == 1
         # ... and the turn it did not book is the next caller's.
         await client.send_once(["13900000003"], "third", deadline=5)

@@ -367,6 +367,10 @@ class _Waiters:
         (self._background if _BACKGROUND.get() else self._first).append(event)
         return event
 
+    def ahead(self) -> int:
+        """How many a caller arriving now would wait behind (all, in the background)."""
+        return len(self) if _BACKGROUND.get() else len(self._first)
+
     def remove(self, event: anyio.Event) -> None:
         if event in self._first:
             self._first.remove(event)
@@ -554,6 +558,10 @@ class Scheduler:
     #: started slower than a cold client (a state three hours old, at 5 requests/s,
     #: took 3 s for its first request after the one at the start).
     STATE_COLD_BELOW = 0.5
+    #: A caller with a deadline is refused as it arrives when the callers queued ahead of
+    #: it, going out at this many times the pace, would leave its turn past its deadline
+    #: (see _check_own_queue; a shared schedule counts its queue the same way).
+    QUEUE_PACE_MARGIN = 1.5
     #: Older than this, a learned state is ignored: a cold start.
     STATE_MAX_AGE = 86400.0
     #: A state dated further ahead of this clock than this (s) was written by a clock
@@ -1475,7 +1483,8 @@ class Scheduler:
                 None if math.isinf(deadline) else deadline, paced_here
             )
         except TurnBeyondDeadline as late:
-            raise DeadlineExceededError(action, None, turn_in=late.wait) from late
+            left = deadline - anyio.current_time()
+            raise DeadlineExceededError(action, None, turn_in=late.wait, left=left) from late
         if turn is not None:
             # Follow the share locally: stats and rate_state() show it, the slots it needs
             # are kept, and should the source fail, this client paces itself from there
@@ -1487,21 +1496,45 @@ class Scheduler:
 
     # -- running a request ---------------------------------------------------------
 
-    def _check_queue(self, action: str) -> None:
+    def _check_queue(self, action: str, single: bool) -> None:
+        # A caller with a deadline its turn cannot come by fails as it arrives, not at its
+        # deadline: a web service under sustained overload held every such handler (and
+        # its connection) for the whole deadline, 5 s in a user's trial. Paced here, only
+        # a single call (``single``: the public API's, its caller waiting) is refused so:
+        # a bulk send's chunks are cut off by its own rules.
+        deadline = anyio.current_effective_deadline()
+        if math.isinf(deadline):
+            return
+        if self._shared is None:
+            if single:
+                self._check_own_queue(action, deadline)
+            return
         # With a shared pace, callers queue for a slot before they queue for a turn (at
         # a low pace the client keeps few requests in flight): counted only at the turn's
         # queue, those far back failed at about their deadlines, not as they came (a
         # user's trial: none of 185 handlers with 3 s deadlines at 5 requests/s failed
         # within 0.1 s). The callers waiting for a slot are ahead of this one too.
-        if self._shared is None:
-            return
-        deadline = anyio.current_effective_deadline()
-        if math.isinf(deadline):
-            return
         try:
             self._shared.check_queue(deadline, len(self._slot_waiters))
         except TurnBeyondDeadline as late:
-            raise DeadlineExceededError(action, None, turn_in=late.wait) from late
+            left = deadline - anyio.current_time()
+            raise DeadlineExceededError(action, None, turn_in=late.wait, left=left) from late
+
+    def _check_own_queue(self, action: str, deadline: float) -> None:
+        # Paced here: each caller ahead of this one (for a slot or at the gate to a turn;
+        # a background caller is behind everyone) goes one step of the pace before it.
+        # Counted at QUEUE_PACE_MARGIN times the pace, as a shared schedule's queue is:
+        # the pace may grow meanwhile, and callers ahead may give up. Unpaced (no limit
+        # met yet, no max_rate), a queue says nothing of when its turn comes.
+        pace = self.pace
+        if pace is None:
+            return
+        held = 1 if self._gate_held else 0
+        ahead = self._slot_waiters.ahead() + self._gate_waiters.ahead() + held
+        soonest = ahead / (pace * self.QUEUE_PACE_MARGIN)
+        if ahead and anyio.current_time() + soonest > deadline:
+            left = deadline - anyio.current_time()
+            raise DeadlineExceededError(action, None, turn_in=soonest, left=left)
 
     async def _take_turn(self, action: str) -> SharedShare | None:
         # From the shared schedule when there is one and it answers, else paced here.
@@ -1558,7 +1591,7 @@ class Scheduler:
         action: str,
         leave_when_open: bool,
     ) -> _T:
-        self._check_queue(action)
+        self._check_queue(action, single=leave_when_open)
         self._note_demand()
         waited = await self._wait_or_leave(self._acquire_slot, action, leave_when_open)
         handed_off = False

@@ -1128,8 +1128,11 @@ class SharedLimit:
         # This client books one turn at a time (see take_turn): callers queue here for
         # the lock, and each learned that its turn was past its deadline only when it got
         # to the front, at about its deadline (a user's trial: 25 of 30 handlers with
-        # 1.5 s deadlines at 5 requests/s failed after 1.3 s, not at once).
-        pace = self._last_pace
+        # 1.5 s deadlines at 5 requests/s failed after 1.3 s, not at once). Its own
+        # callers drain at its share of the pace, not the whole fleet's: counted at the
+        # fleet's, three replicas' handlers all waited out their 5 s deadlines where
+        # each replica's queue held 70 callers against room for 51 (a user's trial).
+        pace = self._last_share
         if deadline is None or not pace:
             return
         stats = self._lock.statistics()
