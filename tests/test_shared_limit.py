@@ -1286,6 +1286,22 @@ async def test_a_turn_beyond_the_callers_deadline_is_not_booked(
     await shared.aclose()
 
 
+def _refused_callers(
+    shared: SharedLimit,
+) -> tuple[list[float], Callable[[float | None], Awaitable[None]]]:
+    """A caller of ``shared.take_turn`` with a deadline, and when each was refused (its
+    turn past its deadline)."""
+    failed: list[float] = []
+
+    async def caller(deadline: float | None) -> None:
+        with contextlib.suppress(TurnBeyondDeadline):
+            await shared.take_turn(deadline)
+            return
+        failed.append(anyio.current_time())
+
+    return failed, caller
+
+
 @pytest.mark.anyio
 async def test_a_caller_queued_behind_more_than_its_deadline_allows_fails_at_once(
     redis_server: RedisServer,
@@ -1297,14 +1313,7 @@ async def test_a_caller_queued_behind_more_than_its_deadline_allows_fails_at_onc
     release, held = held_sleep(time)
     shared = limit(redis_server, time, seed_pace=2.0, sleep=held)
     assert await shared.take_turn() is not None  # now: the pace is known, 2/s
-    failed: list[float] = []
-
-    async def caller(deadline: float | None) -> None:
-        with contextlib.suppress(TurnBeyondDeadline):
-            await shared.take_turn(deadline)
-            return
-        failed.append(anyio.current_time())
-
+    failed, caller = _refused_callers(shared)
     async with anyio.create_task_group() as group:
         group.start_soon(caller, None)  # holds the lock, waiting for its turn
         await wait_all_tasks_blocked()
@@ -1341,14 +1350,7 @@ async def test_a_callers_queue_is_counted_at_its_clients_share_of_the_pace(
     time.now += 1.0  # the next turn is due: taken at once, not held
     assert await shared.take_turn() is not None  # two clients: a share of 1/s each
     assert shared.last_clients == 2 and shared.last_share == pytest.approx(1.0)
-    failed: list[float] = []
-
-    async def caller(deadline: float | None) -> None:
-        with contextlib.suppress(TurnBeyondDeadline):
-            await shared.take_turn(deadline)
-            return
-        failed.append(anyio.current_time())
-
+    failed, caller = _refused_callers(shared)
     async with anyio.create_task_group() as group:
         group.start_soon(caller, None)  # holds the lock, waiting for its turn
         await wait_all_tasks_blocked()

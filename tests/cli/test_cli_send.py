@@ -963,6 +963,20 @@ def _read_fifo(path: Path) -> tuple[threading.Thread, list[str]]:
     return reader, got
 
 
+def _stalled_reader(fifo: Path, held: list[Any]) -> threading.Thread:
+    """A reader of ``fifo`` that takes a little, then nothing more (its handle kept open in
+    ``held``, for the test to close)."""
+
+    def read() -> None:
+        handle = fifo.open("rb")  # blocks until the command opens it
+        held.append(handle)
+        handle.read(10)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
 def _release_fifo(path: Path, reader: threading.Thread) -> None:
     # A command that never opened the FIFO left the reader waiting for a writer.
     if reader.is_alive():
@@ -1095,17 +1109,10 @@ def test_outcomes_into_a_pipe_whose_reader_stops_reading_never_freeze_the_send(
     os.mkfifo(fifo)
     path = write_lines(tmp_path / "n.txt", numbers(40_000))
     held: list[Any] = []
-
-    def stalled_reader() -> None:
-        handle = fifo.open("rb")  # blocks until the command opens it
-        held.append(handle)
-        handle.read(10)  # a little, then never again (kept open)
-
     for interrupt in (True, False):
         emulator.state.reset()
         emulator.state.set_balance(None, "10000")
-        reader = threading.Thread(target=stalled_reader, daemon=True)
-        reader.start()
+        reader = _stalled_reader(fifo, held)
         journal = tmp_path / f"j{interrupt}.db"
         run = cli.start(
             "send", path, "--content", "hi", "--chunk-size", "10", "--journal", str(journal),
@@ -1148,14 +1155,7 @@ def test_outcome_lines_a_pipe_never_took_fail_the_run_that_ended_first(
     fifo = tmp_path / "outcomes.fifo"
     os.mkfifo(fifo)
     held: list[Any] = []
-
-    def stalled_reader() -> None:
-        handle = fifo.open("rb")
-        held.append(handle)
-        handle.read(10)
-
-    reader = threading.Thread(target=stalled_reader, daemon=True)
-    reader.start()
+    reader = _stalled_reader(fifo, held)
     # 4,000 lines (some 100 kB, more than a pipe holds) from four requests: sent at once.
     listed = write_lines(tmp_path / "n.txt", numbers(4000))
     try:
