@@ -1112,6 +1112,10 @@ def test_outcomes_into_a_pipe_whose_reader_stops_reading_never_freeze_the_send(
     for interrupt in (True, False):
         emulator.state.reset()
         emulator.state.set_balance(None, "10000")
+        # 40 ms a request, 16 at a time: 4,000 requests take 10 s or more, so the send
+        # outlasts the reader's 5 s (at full speed httpx2 sent them all in 4.8 s, and
+        # the lines were lost at the end instead: tested apart, below).
+        emulator.state.set_faults(latency_ms=40, fault_actions=["sendOnce"])
         reader = _stalled_reader(fifo, held)
         journal = tmp_path / f"j{interrupt}.db"
         run = cli.start(
