@@ -105,6 +105,7 @@ from .hooks import log_hook_failure
 from .outlive import AnsweredAfterCancel, CancelledOnWire, PendingAnswer
 
 __all__ = [
+    "QUEUE_PACE_MARGIN",
     "AttemptTally",
     "DispatchHooks",
     "PaceSource",
@@ -381,6 +382,20 @@ class _Waiters:
         (self._first or self._background).popleft().set()
 
 
+#: A caller with a deadline is refused as it arrives when the callers queued ahead of it,
+#: going out at this many times the pace, would leave its turn past its deadline (the
+#: pace may grow meanwhile, callers ahead may give up): paced here (see
+#: Scheduler._check_own_queue) as on a shared schedule (SharedLimit).
+QUEUE_PACE_MARGIN = 1.5
+
+
+def _too_late(action: str, turn_in: float, deadline: float) -> DeadlineExceededError:
+    """The refusal of a call whose turn, ``turn_in`` seconds away, comes after its
+    ``deadline`` (anyio's clock); it says how far away that deadline is."""
+    left = deadline - anyio.current_time()
+    return DeadlineExceededError(action, None, turn_in=turn_in, left=left)
+
+
 class TurnBeyondDeadline(Exception):
     """A :class:`PaceSource`'s answer: the next turn would come after the caller's
     deadline, so none was booked (see ``Scheduler._shared_turn``)."""
@@ -558,10 +573,6 @@ class Scheduler:
     #: started slower than a cold client (a state three hours old, at 5 requests/s,
     #: took 3 s for its first request after the one at the start).
     STATE_COLD_BELOW = 0.5
-    #: A caller with a deadline is refused as it arrives when the callers queued ahead of
-    #: it, going out at this many times the pace, would leave its turn past its deadline
-    #: (see _check_own_queue; a shared schedule counts its queue the same way).
-    QUEUE_PACE_MARGIN = 1.5
     #: Older than this, a learned state is ignored: a cold start.
     STATE_MAX_AGE = 86400.0
     #: A state dated further ahead of this clock than this (s) was written by a clock
@@ -1483,8 +1494,7 @@ class Scheduler:
                 None if math.isinf(deadline) else deadline, paced_here
             )
         except TurnBeyondDeadline as late:
-            left = deadline - anyio.current_time()
-            raise DeadlineExceededError(action, None, turn_in=late.wait, left=left) from late
+            raise _too_late(action, late.wait, deadline) from late
         if turn is not None:
             # Follow the share locally: stats and rate_state() show it, the slots it needs
             # are kept, and should the source fail, this client paces itself from there
@@ -1517,24 +1527,22 @@ class Scheduler:
         try:
             self._shared.check_queue(deadline, len(self._slot_waiters))
         except TurnBeyondDeadline as late:
-            left = deadline - anyio.current_time()
-            raise DeadlineExceededError(action, None, turn_in=late.wait, left=left) from late
+            raise _too_late(action, late.wait, deadline) from late
 
     def _check_own_queue(self, action: str, deadline: float) -> None:
         # Paced here: each caller ahead of this one (for a slot or at the gate to a turn;
         # a background caller is behind everyone) goes one step of the pace before it.
-        # Counted at QUEUE_PACE_MARGIN times the pace, as a shared schedule's queue is:
-        # the pace may grow meanwhile, and callers ahead may give up. Unpaced (no limit
-        # met yet, no max_rate), a queue says nothing of when its turn comes.
+        # Counted at QUEUE_PACE_MARGIN times the pace, as a shared schedule's queue is.
+        # Unpaced (no limit met yet, no max_rate), a queue says nothing of when its turn
+        # comes.
         pace = self.pace
         if pace is None:
             return
         held = 1 if self._gate_held else 0
         ahead = self._slot_waiters.ahead() + self._gate_waiters.ahead() + held
-        soonest = ahead / (pace * self.QUEUE_PACE_MARGIN)
+        soonest = ahead / (pace * QUEUE_PACE_MARGIN)
         if ahead and anyio.current_time() + soonest > deadline:
-            left = deadline - anyio.current_time()
-            raise DeadlineExceededError(action, None, turn_in=soonest, left=left)
+            raise _too_late(action, soonest, deadline)
 
     async def _take_turn(self, action: str) -> SharedShare | None:
         # From the shared schedule when there is one and it answers, else paced here.

@@ -64,7 +64,7 @@ from .._core.errors import (
     ValidationError,
     ssl_error_in,
 )
-from .scheduler import TurnBeyondDeadline
+from .scheduler import QUEUE_PACE_MARGIN, TurnBeyondDeadline
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -692,11 +692,6 @@ class SharedLimit:
     #: At a rejoin, the requests a client still sends at its own pace are counted up to
     #: this far ahead (s) and one more (see _pace_yourself).
     OWN_HORIZON = 2.0
-    #: A caller queued behind others of this client fails at once when even this many
-    #: times the last pace, shared by nobody else, could not reach its turn in time: its
-    #: turn can come no sooner than one per caller ahead at that pace, and a pace that
-    #: climbs this much within a queue's wait is a fast probe, not a steady limit.
-    QUEUE_PACE_MARGIN = 1.5
 
     def __init__(
         self,
@@ -1119,7 +1114,10 @@ class SharedLimit:
         """Raise :class:`TurnBeyondDeadline` when a caller behind ``queued`` callers of
         this client (waiting for a slot, say), and behind those waiting for a turn here,
         cannot have its turn by ``deadline`` (anyio's clock), even at QUEUE_PACE_MARGIN
-        times the last pace. Not while Redis is failing: the client paces itself then."""
+        times this client's share of the last pace: its turn comes no sooner than one per
+        caller ahead at that share, and a pace that climbs this much within a queue's
+        wait is a fast probe, not a steady limit. Not while Redis is failing: the client
+        paces itself then."""
         if self._down and self._monotonic() < self._down_until:
             return
         self._hopeless(deadline, queued)
@@ -1137,7 +1135,7 @@ class SharedLimit:
             return
         stats = self._lock.statistics()
         ahead = queued + stats.tasks_waiting + (1 if stats.locked else 0)
-        soonest = ahead / (pace * self.QUEUE_PACE_MARGIN)
+        soonest = ahead / (pace * QUEUE_PACE_MARGIN)
         if anyio.current_time() + soonest > deadline:
             raise TurnBeyondDeadline(soonest)
 
