@@ -181,6 +181,8 @@ class SimResult:
     gateway: Gateway
     schedulers: list[Scheduler]
     runs: list[ClientRun]
+    #: (time, each client's learned pace) every ``watch_every`` seconds, if asked.
+    paces: list[tuple[float, list[float | None]]] = attrs.field(factory=list)
 
     def goodput(
         self, client: int | None = None, start: float = 0.0, end: float = math.inf
@@ -214,12 +216,21 @@ def simulate(
     backend: str = "asyncio",
     rates: Sequence[tuple[float, float]] = (),
     seed: int = 1,
+    watch_every: float | None = None,
 ) -> SimResult:
-    """Run ``runs`` against ``gateway`` on virtual time; ``rates``: (at, new rate) changes."""
+    """Run ``runs`` against ``gateway`` on virtual time; ``rates``: (at, new rate) changes;
+    ``watch_every``: note each client's learned pace (``rate_state().pace``) that often."""
     import random
 
     random.seed(seed)  # the scheduler's retry jitter
     schedulers: list[Scheduler] = []
+    paces: list[tuple[float, list[float | None]]] = []
+
+    async def watch(every: float) -> None:
+        end = max(run.start + run.seconds for run in runs)
+        while anyio.current_time() < end:
+            await anyio.sleep(every)
+            paces.append((anyio.current_time(), [s.rate_state().pace for s in schedulers]))
 
     async def main() -> None:
         async def steer() -> None:
@@ -243,13 +254,15 @@ def simulate(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(steer)
+            if watch_every is not None:
+                tg.start_soon(watch, watch_every)
             for index, run in enumerate(runs):
                 scheduler = run.make() if run.make is not None else default_scheduler()
                 schedulers.append(scheduler)
                 tg.start_soon(client, index, run, scheduler)
 
     run_virtual(main, backend)
-    return SimResult(gateway, schedulers, list(runs))
+    return SimResult(gateway, schedulers, list(runs), paces)
 
 
 # -- a measurement to run by hand: python tests/sim_gateway.py [--jitter X | --where |

@@ -87,6 +87,34 @@ def test_slow_start_meets_a_limit_with_one_minus_one_when_answers_are_quick(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_probe_that_spends_the_burst_is_not_read_as_the_limit(backend: str) -> None:
+    # A cold start's quick cuts (answers at 20 ms) can end under the limit, on a ceiling
+    # read from one or two answers; the bucket fills meanwhile, and the probe above that
+    # ceiling is accepted past the limit until the burst is gone. Its last answers read
+    # as the limit made a sure pace of 17-19 at 10 requests/s in 12 of these 30 runs: a
+    # rate state (what a service keeps over a restart) at twice the limit.
+    rate = 10.0
+    highest = []
+    for jitter in (0.0, 0.5, 1.0):
+        for seed in range(1, 11):
+            gateway = Gateway(rate, burst=5, latency=0.02, jitter=jitter * 0.02)
+            result = simulate(
+                gateway,
+                [ClientRun(seconds=8, demand=40)],
+                backend=backend,
+                seed=seed,
+                watch_every=0.05,
+            )
+            learned = [paces[0] for _, paces in result.paces if paces[0] is not None]
+            assert learned, "no rate was learned in 8 s"
+            highest.append(max(learned))
+    # Measured: 1.36 of the limit at most once in 30 runs (a ceiling read from four
+    # answers), the rest within 0.95-1.05.
+    assert sum(1 for pace in highest if pace > 1.2 * rate) <= 2, highest
+    assert max(highest) <= 1.5 * rate, highest
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_virtual_time_repeats_exactly_on_both_backends(backend: str) -> None:
     runs = [ClientRun(seconds=20, demand=16)]
     first = simulate(Gateway(10, latency=0.1), runs, backend=backend)

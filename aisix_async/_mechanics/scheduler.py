@@ -75,7 +75,7 @@ import random
 import statistics
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -552,6 +552,11 @@ class Scheduler:
     CLIMBING = 1.25
     #: Accepted answers that make up "recent" (see CLIMBING).
     RECENT = 8
+    #: Answers of a cold start's first meeting with the limit kept to show its burst.
+    MEETING_KEPT = 64
+    #: A climb's cycle is read from at most this many of its last answers (see
+    #: _climbed_to): about 5 ms of work at a -1.
+    CLIMB_REPLAYED = 1024
     #: A client last measured being accepted at this many times its floor (2/s at the
     #: default floor) that then hears nothing but -1 at its floor opens its breaker as
     #: soon as one never accepted would (see _measured_far_above_floor).
@@ -679,6 +684,12 @@ class Scheduler:
         self._recent_rtts: deque[float] = deque(maxlen=4)
         self._rtt_var = 0.0
         self._last_accepted_pace: float | None = None
+        # A cold start's first meeting with the limit (when its last answers accepted
+        # came back, and when its first -1 did), which shows the bucket's burst (see
+        # _burst_met).
+        self._first_meeting: tuple[tuple[float, ...], float] | None = None
+        # That burst, once read at the first limit measured (see _keep_burst).
+        self._burst: float | None = None
         self._shared = shared
         # The shared source's run of -1 answers, for the breaker (see _fleet_refusals).
         self._fleet_run: tuple[int, float] | None = None
@@ -1244,7 +1255,8 @@ class Scheduler:
         in between, over that time, is its rate, burst or no burst (unless the client
         sent less than that for a long while: then it is an underestimate, soon
         outgrown). While the rate climbs (a raised limit being found) the whole cycle's
-        average lags behind it: the last few answers show where it got to.
+        average lags behind it: the last few answers show where it got to, or only the
+        bucket's burst being spent (see _climbed_to).
         """
         start = self._last_cut
         if not math.isfinite(start):
@@ -1282,8 +1294,80 @@ class Scheduler:
             if recent > self.CLIMBING * rate:
                 # Climbing: the last request accepted went out at the pace of its
                 # dispatch, which the answers' spacing, averaged, trails.
-                rate = max(recent, self._last_accepted_pace or 0.0)
+                climbed = max(recent, self._last_accepted_pace or 0.0)
+                rate = self._climbed_to(rate, start, now, climbed)
         return rate, count
+
+    def _climbed_to(self, average: float, start: float, now: float, climbed: float) -> float:
+        # A climb's last answers may be a bucket's burst being spent, not a raised limit:
+        # a pace held under the limit for a while (a ceiling read low from few answers)
+        # fills the bucket, and the probe that follows is accepted past the limit until
+        # the burst is gone. Read as the limit, that sent a cold client at 10 requests/s
+        # (burst 5, 20 ms answers) to a sure pace of 17-19: one run in three on the
+        # simulated gateway, and a rate state saved at twice the limit. The whole cycle's
+        # average is no better: while the pace was under the limit the full bucket let
+        # tokens go to waste (at 1 request/s, a pace of 0.59 held for 50 s read 0.81).
+        # With the bucket's burst known, the limit is the steady rate that, filling a
+        # bucket that holds no more than that burst, empty at the last cut, pays for
+        # every answer accepted since and leaves it empty now (_left_at); a raised limit
+        # reads as a rate the cycle's last answers need. The burst is the one a cold
+        # start met (a lower bound of it, see _burst_met: so the rate read is, if
+        # anything, high); with none known, the climb's own reading, as before.
+        burst = self._burst_met(average)
+        if burst < 1.0:
+            return climbed
+        # The cycle's answers, at most CLIMB_REPLAYED of the last (the bucket taken as
+        # empty before the first kept: the rate read high, if anything).
+        count = min(self._count_since(self._accepted, start), self.CLIMB_REPLAYED + 1)
+        times = list(itertools.islice(reversed(self._accepted), count))[::-1]
+        if count > self.CLIMB_REPLAYED:
+            start, times = times[0], times[1:]
+        if self._left_at(times, start, now, climbed, burst) <= 0.0:
+            return climbed
+        low, high = average, climbed
+        for _ in range(24):
+            middle = (low + high) / 2.0
+            if self._left_at(times, start, now, middle, burst) <= 0.0:
+                low = middle
+            else:
+                high = middle
+        return high
+
+    @staticmethod
+    def _left_at(
+        times: Sequence[float], start: float, now: float, rate: float, burst: float
+    ) -> float:
+        # Tokens left now in a bucket of ``burst`` filled at ``rate`` from empty at
+        # ``start``, one taken at each of ``times`` (negative: the rate could not have
+        # paid for them).
+        tokens, at = 0.0, start
+        for accepted_at in times:
+            tokens = min(burst, tokens + rate * (accepted_at - at)) - 1.0
+            at = accepted_at
+        return min(burst, tokens + rate * (now - at))
+
+    def _burst_met(self, rate: float) -> float:
+        # The burst a cold start met, at least, if the limit then was ``rate``: its bucket
+        # was empty at the first -1, so the last k answers before it, over their time,
+        # held all but ``rate`` times that time of it (less one, for answers whose time
+        # here is off by their way back). 0: none shown (or no cold start). Once a limit
+        # is measured the burst is read at it and kept (see _keep_burst).
+        if self._burst is not None:
+            return self._burst
+        if self._first_meeting is None:
+            return 0.0
+        times, met_at = self._first_meeting
+        burst = 0.0
+        for k, at in enumerate(reversed(times), start=1):
+            burst = max(burst, k - 1.0 - rate * (met_at - at))
+        return burst
+
+    def _keep_burst(self, measured: float) -> None:
+        # At the first limit measured: a rate measured later, after the limit rose, would
+        # read the cold start's burst as smaller than it was.
+        if self._burst is None and self._first_meeting is not None:
+            self._burst = self._burst_met(measured)
+            self._first_meeting = None
 
     def _measure_episode(self, now: float) -> None:
         # The requests in flight at a cut reach a bucket the cut's -1 found empty: from
@@ -1298,6 +1382,7 @@ class Scheduler:
         if self._sure or accepted < self.EPISODE_SAMPLES:
             return
         rate = accepted / max(now - self._last_cut, 1e-3)
+        self._keep_burst(rate)
         self._ceiling = self._measured = rate
         self._sure = True
         self._remembered = None
@@ -1335,6 +1420,12 @@ class Scheduler:
         # learned: the state given stays what rate_state() says until the next -1
         # measures the limit from one empty bucket to the next.
         after_state = self._remembered is not None and not math.isfinite(self._last_cut)
+        if self._slow_start and not after_state and self._first_dispatch is not None:
+            met = min(self._count_since(self._accepted, self._first_dispatch), self.MEETING_KEPT)
+            self._first_meeting = (
+                tuple(itertools.islice(reversed(self._accepted), met))[::-1],
+                now,
+            )
         sure = samples >= self.MIN_SAMPLES and not self._slow_start and not after_state
         # The first -1 ends slow start; what was accepted until then includes the
         # bucket's burst, so the pace is halved and climbs back quickly towards it, as
@@ -1347,6 +1438,7 @@ class Scheduler:
         # 40 requests/s), where the gentle one meets it within a -1 or two.
         self._cut_after_state = after_state
         if sure:
+            self._keep_burst(base)
             self._remember_drop(self._measured, base)
             self._measured = base
         beta = self.BETA_UNSURE if self._slow_start else self.BETA
