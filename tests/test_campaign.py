@@ -304,6 +304,37 @@ async def test_replies_are_recorded_before_they_are_yielded(emulator: Any, tmp_p
     ]
 
 
+@pytest.mark.parametrize("read", ["reports", "replies"])
+async def test_reports_and_replies_read_at_another_gateway_say_so(
+    emulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, read: str
+) -> None:
+    # Replies were read silently at another gateway than the campaign's sends went to
+    # (reports said so): a campaign's replies are in the queue of the gateway it sent
+    # through.
+    path = tmp_path / "c.db"
+    async with client_for(emulator) as client, client.campaign(path) as campaign:
+        await collect(campaign.send_many(numbers(5), "hi"))
+    emulator.state.inject_reply("13900000001", "STOP")
+    moved = emulator.base_url.replace("127.0.0.1", "localhost")
+    for base_url, said in ((emulator.base_url, False), (moved, True)):
+        caplog.clear()
+        async with (
+            client_for(emulator, base_url=base_url) as client,
+            client.campaign(path) as campaign,
+        ):
+            watch = campaign.watch_delivery_reports if read == "reports" else campaign.watch_replies
+            async with watch(interval=0.01, stop_when_idle=0.1) as stream:
+                async for _ in stream:
+                    pass
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        line = (
+            f"campaign {path}: its last send went to {emulator.base_url}/OpenApi, these "
+            f"{read} are read from {moved}/DataApi"
+        )
+        assert any(m.startswith(line) for m in warned) is said, warned
+        assert not any(emulator.authkey in m for m in warned)
+
+
 async def test_a_foreign_file_is_refused(emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "numbers.csv"
     path.write_text("13900000001\n13900000002\n")

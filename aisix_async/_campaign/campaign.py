@@ -395,22 +395,24 @@ class Campaign:
             )
         await journal.set_meta(GATEWAY_META, here)
 
-    def _note_reports_gateway(self, journal: Journal) -> None:
-        # A gateway hands out the reports of the messages it accepted: read at another
-        # one, a campaign's reports are not there, and that gateway's reports of other
-        # sends are taken off its queue into this journal, as not this campaign's. Not
-        # refused (a gateway may move: another host name, https for http), but said
-        # before any poll, as a send says it.
+    def _note_reading_gateway(self, journal: Journal, read: str) -> None:
+        # A gateway hands out the delivery reports of the messages it accepted, and the
+        # replies to them: read at another one, a campaign's are not there, and that
+        # gateway's records of other sends are taken off its queue into this journal.
+        # Not refused (a gateway may move: another host name, https for http), but said
+        # before any poll, as a send says it. ``read``: "reports" or "replies".
         recorded = journal.meta.get(GATEWAY_META)
         if recorded is None or recorded == self._gateway_here():
             return
         logger.warning(
-            "campaign %s: its last send went to %s, these reports are read from %s; unless "
-            "both are one gateway (moved, or named another way), the campaign's reports "
-            "are not there, and those read are kept in the journal as not this campaign's",
+            "campaign %s: its last send went to %s, these %s are read from %s; unless "
+            "both are one gateway (moved, or named another way), the campaign's %s are "
+            "not there, and those read are kept in the journal as not this campaign's",
             journal.path,
             redact_keys(recorded),
+            read,
             redact_keys(self._gateway.endpoints.data_url),
+            read,
         )
 
     async def save_rate_state(self) -> None:
@@ -570,7 +572,7 @@ class Campaign:
         ``client.watch_delivery_reports``.
         """
         journal = self._opened()
-        self._note_reports_gateway(journal)
+        self._note_reading_gateway(journal, "reports")
 
         async def write(batch: Sequence[DeliveryReport | MalformedRecord]) -> None:
             done = await journal.ingest_reports(batch)
@@ -588,9 +590,15 @@ class Campaign:
     ) -> RecordStream[Reply]:
         """``client.watch_replies``, each batch written to the journal before it is yielded.
 
+        When the campaign's last send went to another gateway than this client's, a
+        WARNING says so here, before any poll (the replies to its messages are in that
+        gateway's queue); the replies are read all the same.
+
         Options: the fields of :class:`PollOptions` as keywords, as for ``client.watch_replies``.
         """
-        record = _journalled(self._opened().record_replies, on_batch)
+        journal = self._opened()
+        self._note_reading_gateway(journal, "replies")
+        record = _journalled(journal.record_replies, on_batch)
         return watch_replies(self._gateway, PollOptions(**options), record)
 
     async def stored_reports(self) -> list[DeliveryReport]:
