@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import re
 import sqlite3
 import ssl
 import time
@@ -30,6 +31,7 @@ from aisix_async import (
     OutcomeStatus,
     RateState,
     RetryPolicy,
+    SharedLimitError,
 )
 from aisix_async._mechanics.shared_limit import SharedLimit, SharedTurn, schedule_key
 
@@ -93,6 +95,60 @@ async def test_sends_through_a_shared_limit(emulator: Any, redis_server: RedisSe
         # The authkey is nowhere in Redis.
         dump = repr([conn.hgetall(k) for k in conn.keys("*") if k.endswith("schedule")])
         assert emulator.authkey not in dump and emulator.authkey not in repr(conn.keys("*"))
+
+
+# A Redis user of the shared limit's own, as the README gives it ("Running a fleet").
+README_ACL = (
+    "resetkeys ~aisix:limit:* resetchannels -@all +ping +evalsha +script|load "
+    "+client|setinfo +time +hget +hmget +hset +hincrby +pexpire +zadd +zcard +zcount "
+    "+zscore +zrange +zrangebyscore +zrevrangebyscore +zrem +zremrangebyrank "
+    "+zremrangebyscore"
+)
+
+
+@pytest.mark.anyio
+async def test_a_redis_user_with_the_readmes_acl_shares_the_limit(
+    emulator: Any, own_redis: RedisServer
+) -> None:
+    # A production Redis gives each application a user of its own. With one the ACL let
+    # PING but not a command of the schedule's scripts, check_shared_limit() said True
+    # and every turn was then refused (NOPERM), each client pacing itself.
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert " ".join(readme.split()).count(README_ACL) == 1
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.execute_command("ACL", "SETUSER", "aisix", "on", ">pw", *README_ACL.split())
+    url = own_redis.url.replace("//", "//aisix:pw@")
+    emulator.state.configure(rate=20, burst=5)
+    async with client_for(emulator, url) as client:
+        assert await client.check_shared_limit() is True
+        mobiles = await send_phase(client, 1, count=160)
+        stats = client.stats()
+    assert_each_accepted_once(emulator, mobiles)
+    assert stats.rate_limited > 0  # a -1 too: the cut's script ran
+    assert stats.shared_limit_up is True and stats.shared_limit_fallbacks == 0
+    assert admin.execute_command("ACL", "LOG") == []
+    # Any one command fewer, or the keys: refused at the check, naming what is missing
+    # (never the password), before anything is sent.
+    scripts = (Path(__file__).parent.parent / "aisix_async/_mechanics/shared_limit.py").read_text()
+    used = {c.lower() for c in re.findall(r"redis\.call\('([A-Z]+)'", scripts)}
+    granted = {rule[1:] for rule in README_ACL.split() if rule.startswith("+")}
+    assert used and used <= granted, used - granted
+    sent = emulator.state.message_count
+    for command in sorted(used):
+        admin.execute_command("ACL", "SETUSER", "aisix", f"-{command}")
+        async with client_for(emulator, url) as client:
+            with pytest.raises(SharedLimitError) as refused:
+                await client.check_shared_limit()
+        said = str(refused.value)
+        assert f"may not run the commands a shared limit needs ({command.upper()})" in said
+        assert ":pw@" not in said
+        admin.execute_command("ACL", "SETUSER", "aisix", f"+{command}")
+    admin.execute_command("ACL", "SETUSER", "aisix", "resetkeys", "~other:*")
+    async with client_for(emulator, url) as client:
+        with pytest.raises(SharedLimitError, match=r"may not use the keys .*aisix:limit:\*"):
+            await client.check_shared_limit()
+    assert emulator.state.message_count == sent
+    admin.close()
 
 
 @pytest.mark.anyio

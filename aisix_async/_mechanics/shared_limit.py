@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import ssl
 import time
@@ -568,6 +569,33 @@ return {tostring(at - now), tonumber(redis.call('HGET', KEYS[2], 'epoch')) or 0,
 )
 
 
+# What check() runs: each command the scripts above run, once, on scratch keys in the
+# schedule's own hash slot that expire within a second. Redis checks a script's commands
+# against its user's ACL as they run, so a user the ACL lets PING but not, say, ZADD
+# passed check() and was refused at its first turn (NOPERM), every client then pacing
+# itself; it is refused here instead. KEYS: a scratch hash, a scratch sorted set.
+_CHECK = """
+redis.call('TIME')
+redis.call('HSET', KEYS[1], 'n', '0')
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HGET', KEYS[1], 'n')
+redis.call('HMGET', KEYS[1], 'n')
+redis.call('PEXPIRE', KEYS[1], 1000)
+redis.call('ZADD', KEYS[2], 1, 'a', 2, 'b')
+redis.call('PEXPIRE', KEYS[2], 1000)
+redis.call('ZCARD', KEYS[2])
+redis.call('ZCOUNT', KEYS[2], '-inf', '+inf')
+redis.call('ZSCORE', KEYS[2], 'a')
+redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '+inf')
+redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', '-inf')
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, 0)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', 1)
+redis.call('ZREM', KEYS[2], 'b')
+return 1
+"""
+
+
 def _setting_refused(exc: BaseException) -> str | None:
     """What in the URL Redis refused, when the failure is a setting to fix, not an outage
     (a wrong password, a database number out of range); None otherwise.
@@ -585,8 +613,20 @@ def _setting_refused(exc: BaseException) -> str | None:
         "WRONGPASS" in text
     ):
         return "Redis refused the user name or password in the URL"
-    if "NOPERM" in text or "AuthorizationError" in names:
-        return "the URL's Redis user may not run the commands a shared limit needs"
+    if "access a key" in text and (code == "NOPERM" or "NoPermissionError" in names):
+        return "the URL's Redis user may not use the keys a shared limit needs (aisix:limit:*)"
+    # A command refused inside a script comes as a plain error ("ACL failure in script:
+    # User u has no permissions to run the 'zadd' command"); at the top level, redis-py's
+    # NoPermissionError without the NOPERM code. Both name the command, never a secret.
+    if (
+        "NOPERM" in text
+        or code == "NOPERM"
+        or names & {"AuthorizationError", "NoPermissionError"}
+        or "ACL failure" in text
+    ):
+        command = re.search(r"run the '([a-z|_-]+)' command", text)
+        named = f" ({command.group(1).upper()})" if command else ""
+        return f"the URL's Redis user may not run the commands a shared limit needs{named}"
     if "DB index is out of range" in text:
         return "Redis has no database of the URL's number"
     if isinstance(exc, (TypeError, ValueError)):
@@ -762,6 +802,8 @@ class SharedLimit:
         self._turn_script = self._redis.register_script(_TURN)
         self._refused_script = self._redis.register_script(_REFUSED)
         self._moved_script = self._redis.register_script(_MOVED)
+        self._check_script = self._redis.register_script(_CHECK)
+        self._check_keys = [f"{prefix}:check", f"{prefix}:check-slots"]
         self._id = secrets.token_hex(8)
         self._timeout = timeout
         self._retry_after = retry_after
@@ -873,14 +915,17 @@ class SharedLimit:
         (this client then paces itself, as at any outage, and says so once).
 
         Raises :class:`SharedLimitError` when Redis refused what the URL says (a wrong
-        password, a database it does not have): that will not mend by waiting, and a
-        fleet whose clients each pace alone meets the limit N times over.
+        password, a database it does not have, a user its ACL does not let run the
+        commands the schedule needs, each of which is run once on keys of its own): that
+        will not mend by waiting, and a fleet whose clients each pace alone meets the
+        limit N times over.
         """
         self.check_runtime()
         began = self._monotonic()
         try:
             with anyio.fail_after(self._timeout):
                 await self._redis.ping()
+                await self._check_script(keys=self._check_keys, args=[])
         except Exception as exc:
             setting = _setting_refused(exc)
             if setting is not None:
