@@ -1408,6 +1408,36 @@ async def test_a_caller_that_gives_up_leaves_its_turn_to_the_next(
     await shared.aclose()
 
 
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        # Redis 6.x and 7.0, then 7.2 and later (and Valkey), at the top level and in a
+        # script: each a setting to fix, never an outage the client waits out.
+        ("NOPERM this user has no permissions to run the 'zadd' command or its subcommand",
+         "may not run the commands a shared limit needs (ZADD)"),
+        ("NOPERM User aisix has no permissions to run the 'zadd' command",
+         "may not run the commands a shared limit needs (ZADD)"),
+        ("ERR The user executing the script can't run this command or subcommand script: "
+         "f_0123, on @user_script:3.", "may not run the commands a shared limit needs"),
+        ("ERR ACL failure in script: User aisix has no permissions to run the 'time' "
+         "command script: f_0123, on @user_script:1.",
+         "may not run the commands a shared limit needs (TIME)"),
+        ("NOPERM this user has no permissions to access one of the keys used as arguments",
+         "may not use the keys a shared limit needs"),
+        ("NOPERM No permissions to access a key", "may not use the keys a shared limit needs"),
+        ("ERR The user executing the script can't access at least one of the keys mentioned "
+         "in the command script: f_0123", "may not use the keys a shared limit needs"),
+    ],
+)  # fmt: skip
+def test_acl_refusals_of_each_redis_version_are_settings_to_fix(answer: str, said: str) -> None:
+    from redis._parsers.base import BaseParser
+
+    from aisix_async._mechanics.shared_limit import _setting_refused
+
+    refused = _setting_refused(BaseParser.parse_error(answer))
+    assert refused is not None and said in refused, refused
+
+
 @pytest.mark.anyio
 async def test_a_check_tells_a_refused_url_from_a_redis_that_is_down(
     guarded_redis: RedisServer, caplog: pytest.LogCaptureFixture

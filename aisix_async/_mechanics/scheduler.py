@@ -684,12 +684,11 @@ class Scheduler:
         self._recent_rtts: deque[float] = deque(maxlen=4)
         self._rtt_var = 0.0
         self._last_accepted_pace: float | None = None
-        # A cold start's first meeting with the limit (when its last answers accepted
-        # came back, and when its first -1 did), which shows the bucket's burst (see
-        # _burst_met).
+        # The first meeting with the limit (when the last answers accepted before the
+        # first -1 came back, and when it did), which shows the bucket's burst (see
+        # _burst_met), and the fastest rate measured at a cut since, to read it at.
         self._first_meeting: tuple[tuple[float, ...], float] | None = None
-        # That burst, once read at the first limit measured (see _keep_burst).
-        self._burst: float | None = None
+        self._fastest_measured = 0.0
         self._shared = shared
         # The shared source's run of -1 answers, for the breaker (see _fleet_refusals).
         self._fleet_run: tuple[int, float] | None = None
@@ -1310,15 +1309,18 @@ class Scheduler:
         # With the bucket's burst known, the limit is the steady rate that, filling a
         # bucket that holds no more than that burst, empty at the last cut, pays for
         # every answer accepted since and leaves it empty now (_left_at); a raised limit
-        # reads as a rate the cycle's last answers need. The burst is the one a cold
-        # start met (a lower bound of it, see _burst_met: so the rate read is, if
-        # anything, high); with none known, the climb's own reading, as before.
-        burst = self._burst_met(average)
-        if burst < 1.0:
+        # reads as a rate the cycle's last answers need. Read with a burst too large, the
+        # rate reads low, and the pace stays under a limit it then probes gently: so the
+        # burst is the least the first meeting shows (see _burst_met). With none known
+        # (a client sharing the bucket with others sees little of it), or a cycle too
+        # short to tell a rate from the burst, the climb's own reading, as before.
+        burst = self._burst_met(max(average, self._fastest_measured))
+        count = self._count_since(self._accepted, start)
+        if burst < 1.0 or count <= burst + 1.0:
             return climbed
         # The cycle's answers, at most CLIMB_REPLAYED of the last (the bucket taken as
         # empty before the first kept: the rate read high, if anything).
-        count = min(self._count_since(self._accepted, start), self.CLIMB_REPLAYED + 1)
+        count = min(count, self.CLIMB_REPLAYED + 1)
         times = list(itertools.islice(reversed(self._accepted), count))[::-1]
         if count > self.CLIMB_REPLAYED:
             start, times = times[0], times[1:]
@@ -1347,13 +1349,12 @@ class Scheduler:
         return min(burst, tokens + rate * (now - at))
 
     def _burst_met(self, rate: float) -> float:
-        # The burst a cold start met, at least, if the limit then was ``rate``: its bucket
-        # was empty at the first -1, so the last k answers before it, over their time,
-        # held all but ``rate`` times that time of it (less one, for answers whose time
-        # here is off by their way back). 0: none shown (or no cold start). Once a limit
-        # is measured the burst is read at it and kept (see _keep_burst).
-        if self._burst is not None:
-            return self._burst
+        # The least burst the first meeting with the limit shows, if the limit then was
+        # no more than ``rate``: k answers accepted within a span need k tokens, of which
+        # the bucket held all but ``rate`` times the span at its start (less one, for
+        # answers whose time here is off by their way back). Read at a rate below the
+        # limit, the burst reads too large: so at the fastest rate measured since (a
+        # limit that dropped, or a cut read low, would make it larger). 0: none shown.
         if self._first_meeting is None:
             return 0.0
         times, met_at = self._first_meeting
@@ -1361,13 +1362,6 @@ class Scheduler:
         for k, at in enumerate(reversed(times), start=1):
             burst = max(burst, k - 1.0 - rate * (met_at - at))
         return burst
-
-    def _keep_burst(self, measured: float) -> None:
-        # At the first limit measured: a rate measured later, after the limit rose, would
-        # read the cold start's burst as smaller than it was.
-        if self._burst is None and self._first_meeting is not None:
-            self._burst = self._burst_met(measured)
-            self._first_meeting = None
 
     def _measure_episode(self, now: float) -> None:
         # The requests in flight at a cut reach a bucket the cut's -1 found empty: from
@@ -1382,7 +1376,7 @@ class Scheduler:
         if self._sure or accepted < self.EPISODE_SAMPLES:
             return
         rate = accepted / max(now - self._last_cut, 1e-3)
-        self._keep_burst(rate)
+        self._fastest_measured = max(self._fastest_measured, rate)
         self._ceiling = self._measured = rate
         self._sure = True
         self._remembered = None
@@ -1420,7 +1414,7 @@ class Scheduler:
         # learned: the state given stays what rate_state() says until the next -1
         # measures the limit from one empty bucket to the next.
         after_state = self._remembered is not None and not math.isfinite(self._last_cut)
-        if self._slow_start and not after_state and self._first_dispatch is not None:
+        if not math.isfinite(self._last_cut) and self._first_dispatch is not None:
             met = min(self._count_since(self._accepted, self._first_dispatch), self.MEETING_KEPT)
             self._first_meeting = (
                 tuple(itertools.islice(reversed(self._accepted), met))[::-1],
@@ -1438,7 +1432,7 @@ class Scheduler:
         # 40 requests/s), where the gentle one meets it within a -1 or two.
         self._cut_after_state = after_state
         if sure:
-            self._keep_burst(base)
+            self._fastest_measured = max(self._fastest_measured, base)
             self._remember_drop(self._measured, base)
             self._measured = base
         beta = self.BETA_UNSURE if self._slow_start else self.BETA

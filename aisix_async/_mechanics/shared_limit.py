@@ -613,17 +613,22 @@ def _setting_refused(exc: BaseException) -> str | None:
         "WRONGPASS" in text
     ):
         return "Redis refused the user name or password in the URL"
-    if "access a key" in text and (code == "NOPERM" or "NoPermissionError" in names):
-        return "the URL's Redis user may not use the keys a shared limit needs (aisix:limit:*)"
-    # A command refused inside a script comes as a plain error ("ACL failure in script:
-    # User u has no permissions to run the 'zadd' command"); at the top level, redis-py's
-    # NoPermissionError without the NOPERM code. Both name the command, never a secret.
-    if (
-        "NOPERM" in text
-        or code == "NOPERM"
-        or names & {"AuthorizationError", "NoPermissionError"}
+    # Refused by the user's ACL, at the top level (NOPERM: redis-py's NoPermissionError)
+    # or inside a script (a plain error), in the words of every Redis since 6: "no
+    # permissions to run the 'zadd' command", "ACL failure in script: ...", "The user
+    # executing the script can't run this command", "... access a key", "... access one
+    # of the keys", "... can't access at least one of the keys". They name the command at
+    # most, never a secret.
+    acl = (
+        code == "NOPERM"
+        or "NOPERM" in text
+        or bool(names & {"AuthorizationError", "NoPermissionError"})
         or "ACL failure" in text
-    ):
+        or "user executing the script" in text
+    )
+    if acl and ("access a key" in text or "of the keys" in text):
+        return "the URL's Redis user may not use the keys a shared limit needs (aisix:limit:*)"
+    if acl:
         command = re.search(r"run the '([a-z|_-]+)' command", text)
         named = f" ({command.group(1).upper()})" if command else ""
         return f"the URL's Redis user may not run the commands a shared limit needs{named}"
