@@ -686,9 +686,8 @@ class Scheduler:
         self._last_accepted_pace: float | None = None
         # The first meeting with the limit (when the last answers accepted before the
         # first -1 came back, and when it did), which shows the bucket's burst (see
-        # _burst_met), and the fastest rate measured at a cut since, to read it at.
+        # _burst_met), until a cut first measures the limit.
         self._first_meeting: tuple[tuple[float, ...], float] | None = None
-        self._fastest_measured = 0.0
         self._shared = shared
         # The shared source's run of -1 answers, for the breaker (see _fleet_refusals).
         self._fleet_run: tuple[int, float] | None = None
@@ -1308,13 +1307,19 @@ class Scheduler:
         # tokens go to waste (at 1 request/s, a pace of 0.59 held for 50 s read 0.81).
         # With the bucket's burst known, the limit is the steady rate that, filling a
         # bucket that holds no more than that burst, empty at the last cut, pays for
-        # every answer accepted since and leaves it empty now (_left_at); a raised limit
-        # reads as a rate the cycle's last answers need. Read with a burst too large, the
-        # rate reads low, and the pace stays under a limit it then probes gently: so the
-        # burst is the least the first meeting shows (see _burst_met). With none known
-        # (a client sharing the bucket with others sees little of it), or a cycle too
-        # short to tell a rate from the burst, the climb's own reading, as before.
-        burst = self._burst_met(max(average, self._fastest_measured))
+        # every answer accepted since and leaves it empty now (_left_at). Read with a
+        # burst too large, the rate reads low, and the pace stays under a limit it then
+        # probes gently: so the burst is the least the first meeting shows (see
+        # _burst_met). With none known (a client sharing the bucket with others sees
+        # little of it), or a cycle too short to tell a rate from the burst, the climb's
+        # own reading, as before. So only until the limit is first measured: a climb
+        # above a measured ceiling is a raised limit, or capacity another client sharing
+        # the bucket let go, which such a reading (the cycle's constant rate) took for
+        # the share this client had had (simulated, 2 clients at 10 requests/s: one
+        # cut its pace, the other climbed to 14 and read 6, 0.91 of R for 20 s).
+        if self._first_meeting is None:
+            return climbed
+        burst = self._burst_met(average)
         count = self._count_since(self._accepted, start)
         if burst < 1.0 or count <= burst + 1.0:
             return climbed
@@ -1352,9 +1357,7 @@ class Scheduler:
         # The least burst the first meeting with the limit shows, if the limit then was
         # no more than ``rate``: k answers accepted within a span need k tokens, of which
         # the bucket held all but ``rate`` times the span at its start (less one, for
-        # answers whose time here is off by their way back). Read at a rate below the
-        # limit, the burst reads too large: so at the fastest rate measured since (a
-        # limit that dropped, or a cut read low, would make it larger). 0: none shown.
+        # answers whose time here is off by their way back). 0: none shown.
         if self._first_meeting is None:
             return 0.0
         times, met_at = self._first_meeting
@@ -1376,7 +1379,7 @@ class Scheduler:
         if self._sure or accepted < self.EPISODE_SAMPLES:
             return
         rate = accepted / max(now - self._last_cut, 1e-3)
-        self._fastest_measured = max(self._fastest_measured, rate)
+        self._first_meeting = None
         self._ceiling = self._measured = rate
         self._sure = True
         self._remembered = None
@@ -1432,7 +1435,7 @@ class Scheduler:
         # 40 requests/s), where the gentle one meets it within a -1 or two.
         self._cut_after_state = after_state
         if sure:
-            self._fastest_measured = max(self._fastest_measured, base)
+            self._first_meeting = None
             self._remember_drop(self._measured, base)
             self._measured = base
         beta = self.BETA_UNSURE if self._slow_start else self.BETA
