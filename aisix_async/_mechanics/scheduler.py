@@ -685,8 +685,8 @@ class Scheduler:
         self._rtt_var = 0.0
         self._last_accepted_pace: float | None = None
         # The first meeting with the limit (when the last answers accepted before the
-        # first -1 came back, and when it did), which shows the bucket's burst (see
-        # _burst_met), until a cut first measures the limit.
+        # first -1 came back, newest first, and when it did), which shows the bucket's
+        # burst (see _burst_met), until a cut first measures the limit.
         self._first_meeting: tuple[tuple[float, ...], float] | None = None
         self._shared = shared
         # The shared source's run of -1 answers, for the breaker (see _fleet_refusals).
@@ -1293,10 +1293,12 @@ class Scheduler:
                 # Climbing: the last request accepted went out at the pace of its
                 # dispatch, which the answers' spacing, averaged, trails.
                 climbed = max(recent, self._last_accepted_pace or 0.0)
-                rate = self._climbed_to(rate, start, now, climbed)
+                rate = self._climbed_to(rate, start, count, now, climbed)
         return rate, count
 
-    def _climbed_to(self, average: float, start: float, now: float, climbed: float) -> float:
+    def _climbed_to(
+        self, average: float, start: float, count: int, now: float, climbed: float
+    ) -> float:
         # A climb's last answers may be a bucket's burst being spent, not a raised limit:
         # a pace held under the limit for a while (a ceiling read low from few answers)
         # fills the bucket, and the probe that follows is accepted past the limit until
@@ -1320,7 +1322,6 @@ class Scheduler:
         if self._first_meeting is None:
             return climbed
         burst = self._burst_met(average)
-        count = self._count_since(self._accepted, start)
         if burst < 1.0 or count <= burst + 1.0:
             return climbed
         # The cycle's answers, at most CLIMB_REPLAYED of the last (the bucket taken as
@@ -1362,7 +1363,7 @@ class Scheduler:
             return 0.0
         times, met_at = self._first_meeting
         burst = 0.0
-        for k, at in enumerate(reversed(times), start=1):
+        for k, at in enumerate(times, start=1):
             burst = max(burst, k - 1.0 - rate * (met_at - at))
         return burst
 
@@ -1419,10 +1420,7 @@ class Scheduler:
         after_state = self._remembered is not None and not math.isfinite(self._last_cut)
         if not math.isfinite(self._last_cut) and self._first_dispatch is not None:
             met = min(self._count_since(self._accepted, self._first_dispatch), self.MEETING_KEPT)
-            self._first_meeting = (
-                tuple(itertools.islice(reversed(self._accepted), met))[::-1],
-                now,
-            )
+            self._first_meeting = (tuple(itertools.islice(reversed(self._accepted), met)), now)
         sure = samples >= self.MIN_SAMPLES and not self._slow_start and not after_state
         # The first -1 ends slow start; what was accepted until then includes the
         # bucket's burst, so the pace is halved and climbs back quickly towards it, as
