@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import client_for, collect, journal_held_elsewhere, numbers
+from helpers import client_for, collect, eventually, journal_held_elsewhere, numbers
 
 from aisix_async import (
     BalanceTooLowError,
@@ -458,9 +458,7 @@ async def test_a_run_cancelled_mid_send_records_its_cut_off_chunks_as_unknown(
                 async with stream:
                     async for outcome in stream:
                         yielded.append(outcome)
-                        with anyio.fail_after(10):
-                            while not emulator.state.requests_held:
-                                await anyio.sleep(0.005)
+                        await eventually(lambda: emulator.state.requests_held, timeout=10)
                         scope.cancel()  # as a timeout around the block would
             summary = campaign.summary()
             cut_off = [o for o in stream.abandoned if o.status is OutcomeStatus.UNKNOWN]
