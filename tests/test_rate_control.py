@@ -136,6 +136,44 @@ def test_a_warm_start_under_the_limit_does_not_read_its_burst_as_the_limit() -> 
     assert max(highest) <= 1.3 * rate, sorted(highest)[-5:]
 
 
+def test_a_probe_over_a_deep_burst_does_not_run_away() -> None:
+    # A state at half the limit against a bucket holding a second of it (20 requests/s,
+    # burst 20, 20 ms answers): the probe's excess doubled every few requests, so the
+    # faster the pace the sooner the next doubling, and it went from 18 to 250 requests/s
+    # in half a second while the burst hid the limit; 14 -1 answers came within 0.1 s,
+    # 26 in 30 s (a user's trial, then here). A doubling now takes 0.2 s at least.
+    state = RateState(pace=10.0, concurrency=16, learned_at=time.time())
+    gateway = Gateway(20.0, burst=20, latency=0.01, answer_latency=0.01)
+    simulate(gateway, [ClientRun(seconds=30, demand=16, make=_warm(state, 16))], seed=1)
+    refused = [at for at, _, ok in gateway.decisions if not ok]
+    clump = max(sum(1 for other in refused if at <= other < at + 0.2) for at in refused)
+    # Measured: 8 in all, 5 within 0.2 s.
+    assert clump <= 7 and len(refused) <= 12, refused
+    assert gateway.accepted(0, 15, 30) >= 0.95 * 20 * 15
+
+
+def test_a_climb_read_above_a_measured_limit_is_not_handed_on() -> None:
+    # A state at 10 requests/s given to a client whose limit is now 5 (burst 5): the
+    # limit is measured in seconds, and so is the drop, which the probe above it then
+    # looks for briskly. That probe spends the burst refilled meanwhile, and its -1 reads
+    # the climb's last answers (10.6) for a raised limit: used until the next -1 says
+    # otherwise, but rate_state() handed it on as learned, and a new client (or the CLI's
+    # cache) started at twice the limit (a user's trial; here, one seed of three).
+    state = RateState(pace=10.0, concurrency=16, learned_at=time.time())
+    gateway = Gateway(5.0, burst=5, latency=0.01, answer_latency=0.01, jitter=0.002)
+    result = simulate(
+        gateway,
+        [ClientRun(seconds=60, demand=16, make=_warm(state, 16))],
+        seed=2,
+        watch_every=0.5,
+    )
+    handed = [paces[0] for at, paces in result.paces if at > 5 and paces[0] is not None]
+    assert len(handed) > 100
+    assert max(handed) <= 1.2 * 5.0, max(handed)
+    # The climb was read (its -1 answers came): what is handed on is what was measured.
+    assert gateway.refused(0, 30, 45) >= 2
+
+
 def test_a_short_cycle_is_not_read_against_a_burst_it_cannot_show() -> None:
     # A cycle of a few answers, no more than the burst, cannot tell a rate from the
     # burst: read against one (read too large at a rate measured low), a client at 40
@@ -554,8 +592,8 @@ def test_a_state_without_a_limit_only_carries_the_concurrency() -> None:
 def test_max_rate_still_caps_a_warm_start() -> None:
     scheduler = Scheduler(
         max_rate=3.0,
-        rate_state=RateState(pace=40.0, concurrency=4, learned_at=0.0),
-        wall_clock=lambda: 0.0,
+        rate_state=RateState(pace=40.0, concurrency=4, learned_at=1.0),
+        wall_clock=lambda: 1.0,
     )
     assert scheduler.pace == 3.0
 
@@ -578,6 +616,9 @@ def test_max_rate_still_caps_a_warm_start() -> None:
             {"pace": 5.0, "concurrency": 1, "learned_at": math.nan},
             "learned_at must be a finite time",
         ),
+        # Made by hand and saved, it could not be read back (a user's trial).
+        ({"pace": 5.0, "concurrency": 1, "learned_at": 0}, "learned_at must be above 0"),
+        ({"pace": 5.0, "concurrency": 1, "learned_at": -1.0}, "learned_at must be above 0"),
     ],
 )
 def test_a_malformed_state_is_refused(data: object, message: str) -> None:

@@ -197,6 +197,7 @@ class _Learned:
     sure: bool
     measured: float
     limit: float
+    unconfirmed_from: float
 
 
 class AttemptTally:
@@ -304,6 +305,9 @@ class RateState:
                 f"rate state learned_at must be a finite time (seconds since the epoch), "
                 f"got {learned_at!r}"
             )
+        # Written by a clock: after 1970. Checked as made, not only as read: a state made
+        # with learned_at=0 was taken, then refused by from_dict once saved (a user's trial).
+        check_number(learned_at, "rate state learned_at")
 
     def as_dict(self) -> dict[str, float | int | None]:
         """A plain dict for ``json.dumps``."""
@@ -317,10 +321,8 @@ class RateState:
                 "a rate state must be a mapping of exactly pace, concurrency and learned_at"
             )
         pace, concurrency, learned_at = data["pace"], data["concurrency"], data["learned_at"]
-        # Checked as made (see __attrs_post_init__: NaN is "not finite", not "not above
-        # 0"), and written by a clock: after 1970.
+        # Checked as made (see __attrs_post_init__).
         state = cls(pace=pace, concurrency=concurrency, learned_at=learned_at)
-        check_number(learned_at, "rate state learned_at")
         return cls(
             pace=float(state.pace) if state.pace is not None else None,
             concurrency=int(state.concurrency),
@@ -545,6 +547,14 @@ class Scheduler:
     #: With no ceiling known (a state that had none), the pace doubles every this many
     #: requests; above a ceiling that was not trusted, so does the excess.
     UNSURE_DOUBLING = 6.0
+    #: ... and no probe's excess doubles faster than every this many seconds. Counted in
+    #: requests alone, a doubling takes less time the faster the pace, so the pace ran
+    #: away: a state at 10 requests/s against a limit of 20 with a second's burst, 20 ms
+    #: answers, went from 18 to 250 requests/s in half a second while the burst hid the
+    #: limit, and met it with 14 -1 answers in 0.1 s (a user's trial; tests/sim_gateway.py
+    #: has it). As slow start's, the bound is in time: a burst runs out in time. Two round
+    #: trips of 100 ms, so with answers that slow or slower nothing changes.
+    PROBE_DOUBLING_S = 0.2
     #: ... and it starts by this share per request.
     UNSURE_CREEP = 0.02
     #: A recent rate this much above the whole cycle's says the rate was still climbing
@@ -649,6 +659,11 @@ class Scheduler:
         # The last rate this client was measured to be accepted at (a sure ceiling; 0:
         # none yet), for the breaker (see _measured_far_above_floor).
         self._measured = 0.0
+        # While the ceiling in use is a climb read at its last answers' pace above a
+        # measured one (see _climbed_to), the rate measured before it, which rate_state()
+        # hands on until a cycle that was not climbing measures the limit again; 0: none.
+        self._unconfirmed_from = 0.0
+        self._read_climb = False
         self._learned_at: float | None = None
         self._first_dispatch: float | None = None
         # When the client last had no request in flight or waiting for a slot (None:
@@ -842,6 +857,11 @@ class Scheduler:
         # after the answers proved it too low, a cut from few answers) leaves the rate
         # last measured, if any.
         pace = self._ceiling if self._sure and self._ceiling > 0 else (self._measured or None)
+        if self._unconfirmed_from:
+            # A climb's last answers may have been a bucket's burst: a client given a
+            # limit halved since its state (10 to 5 requests/s, burst 5) probed back up
+            # after 35 s, read 10.6 and handed that on until its next -1 (a user's trial).
+            pace = self._unconfirmed_from
         learned_at = self._learned_at if self._learned_at is not None else self._wall_clock()
         return RateState(pace=pace, concurrency=self.limit, learned_at=learned_at)
 
@@ -1077,7 +1097,7 @@ class Scheduler:
                 self._sure = False
             if (self._sure or self._cut_after_state) and (excess < self.FAST_PROBE_AT or uncut):
                 gentle = self._gentle_doubling(ceiling)
-                doubling = max(gentle, 2.0 * per_trip)
+                doubling = max(gentle, 2.0 * per_trip, pace * self.PROBE_DOUBLING_S)
                 creep = self.CREEP
                 if self._remembered is not None:
                     # A state's probe doubling in less than REMEMBERED_DOUBLING requests
@@ -1098,7 +1118,7 @@ class Scheduler:
                 # requests/s with 300 ms answers: 51-53 -1 answers in the 10 s after the
                 # raise, 36-40 at two trips; at 100 ms, 26 and 30 from 40 to 80, 10-11
                 # and 8 from 10 to 20, the raised limit reached about as soon).
-                doubling = max(self.UNSURE_DOUBLING, 2.0 * per_trip)
+                doubling = max(self.UNSURE_DOUBLING, 2.0 * per_trip, pace * self.PROBE_DOUBLING_S)
                 excess += self.UNSURE_CREEP + excess * math.log(2.0) / doubling
             grown = ceiling * (1.0 + excess)
         self._pace = min(grown, self._max_rate_or_inf)
@@ -1256,6 +1276,7 @@ class Scheduler:
         average lags behind it: the last few answers show where it got to, or only the
         bucket's burst being spent (see _climbed_to).
         """
+        self._read_climb = False
         start = self._last_cut
         if not math.isfinite(start):
             # Before any cut: since the pace took over from a slow start (whose climb
@@ -1320,6 +1341,7 @@ class Scheduler:
         # the share this client had had (simulated, 2 clients at 10 requests/s: one
         # cut its pace, the other climbed to 14 and read 6, 0.91 of R for 20 s).
         if self._first_meeting is None:
+            self._read_climb = True
             return climbed
         burst = self._burst_met(average)
         if burst < 1.0 or count <= burst + 1.0:
@@ -1381,6 +1403,7 @@ class Scheduler:
             return
         rate = accepted / max(now - self._last_cut, 1e-3)
         self._first_meeting = None
+        self._unconfirmed_from = 0.0
         self._ceiling = self._measured = rate
         self._sure = True
         self._remembered = None
@@ -1395,7 +1418,12 @@ class Scheduler:
         now = self._clock()
         if self._before_run is None and self._pace is not None:
             self._before_run = _Learned(
-                self._pace, self._ceiling, self._sure, self._measured, self._limit
+                self._pace,
+                self._ceiling,
+                self._sure,
+                self._measured,
+                self._limit,
+                self._unconfirmed_from,
             )
         self._on_answer(dispatched_at, now)
         if dispatched_at < self._last_cut:
@@ -1435,6 +1463,10 @@ class Scheduler:
         if sure:
             self._first_meeting = None
             self._remember_drop(self._measured, base)
+            if not self._read_climb:
+                self._unconfirmed_from = 0.0
+            elif not self._unconfirmed_from:
+                self._unconfirmed_from = self._measured
             self._measured = base
         beta = self.BETA_UNSURE if self._slow_start else self.BETA
         self._pace = max(self._min_rate, beta * base)
@@ -1518,6 +1550,7 @@ class Scheduler:
             return
         self._pace, self._ceiling, self._sure = learned.pace, learned.ceiling, learned.sure
         self._measured = learned.measured
+        self._unconfirmed_from = learned.unconfirmed_from
         self._raise_limit(max(self._limit, learned.limit))
         self._next_at = min(self._next_at, self._clock() + 1.0 / self._pace)
         logger.info(
