@@ -141,11 +141,14 @@ class Context:
         if cached is None or cached.pace is None or pace is None:
             return None
         age = max(0.0, time.time() - cached.learned_at)
-        when = f"{age / 60:.0f} min" if age < 5400 else f"{age / 3600:.1f} h"
+        if age < 90:
+            when = f"{age:.0f} s"
+        else:
+            when = f"{age / 60:.0f} min" if age < 5400 else f"{age / 3600:.1f} h"
         return (
-            f"starting at {pace:.3g} requests/s: the rate cache holds {cached.pace:.3g}, "
-            f"measured {when} ago for this account and URL (a limit raised since is found "
-            "again by probing; --no-rate-cache starts cold)"
+            f"starting at {_rate_text(pace)} requests/s: the rate cache holds "
+            f"{_rate_text(cached.pace)}, measured {when} ago for this account and URL (a "
+            "limit raised since is found again by probing; --no-rate-cache starts cold)"
         )
 
     @property
@@ -196,6 +199,11 @@ _COMMANDS = {
     "demo": ("_demo", "demo"),
     "campaign": ("_delivery", "campaign"),
 }
+
+
+def _rate_text(rate: float) -> str:
+    # Three figures, but never as an exponent: "1e+03 requests/s" read as a typo.
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
 
 
 def _command(name: str) -> Command:
