@@ -42,6 +42,19 @@ def _learned(cli: Cli, emulator: Any, tmp_path: Path) -> Path:
     return cached
 
 
+def _holding(cli: Cli, emulator: Any, tmp_path: Path, state: RateState) -> Path:
+    """The cache file, made by a run that met the limit, then holding ``state`` instead."""
+    cached = _learned(cli, emulator, tmp_path)
+    cached.write_text(json.dumps(state.as_dict()))
+    return cached
+
+
+def _note(result: Any) -> str:
+    """The one line of a run's stderr that speaks of the rate cache."""
+    [line] = [line for line in result.stderr.splitlines() if "rate cache" in line]
+    return str(line)
+
+
 def test_a_run_that_met_the_limit_leaves_its_pace_and_the_next_starts_from_it(
     cli: Cli, emulator: Any, tmp_path: Path
 ) -> None:
@@ -73,7 +86,7 @@ def test_a_run_that_starts_from_the_cache_says_so(cli: Cli, emulator: Any, tmp_p
         "send", write_lines(tmp_path / "b.txt", numbers(5, start=100)), "--content", "Hi"
     )
     assert result.returncode == 0, result.stderr
-    [line] = [line for line in result.stderr.splitlines() if "rate cache" in line]
+    line = _note(result)
     assert line.startswith("starting at ") and "--no-rate-cache starts cold" in line
     assert re.search(r"measured \d+ s ago", line), line
     quiet = cli.run(
@@ -88,15 +101,15 @@ def test_the_cache_note_writes_rates_and_ages_as_a_person_reads_them(
 ) -> None:
     # "the rate cache holds 1e+03, measured 1 min ago" for a state 33 s old (a user's
     # trial).
-    cached = _learned(cli, emulator, tmp_path)
-    remembered = RateState(pace=1000.0, concurrency=4, learned_at=time.time() - 20)
-    cached.write_text(json.dumps(remembered.as_dict()))
+    _holding(
+        cli, emulator, tmp_path, RateState(pace=1000.0, concurrency=4, learned_at=time.time() - 20)
+    )
     emulator.state.configure(rate=None)
     result = cli.run(
         "send", write_lines(tmp_path / "b.txt", numbers(5, start=100)), "--content", "Hi"
     )
     assert result.returncode == 0, result.stderr
-    [line] = [line for line in result.stderr.splitlines() if "rate cache" in line]
+    line = _note(result)
     assert "the rate cache holds 1,000, measured 2" in line, line
     assert "e+" not in line and re.search(r"measured 2\d s ago", line), line
 
@@ -147,9 +160,8 @@ def test_a_run_that_never_met_the_limit_leaves_the_file_as_it_was(
     # Accepted answers say the limit is at least the pace, not what it is: a run that met
     # no -1 leaves the state and its date alone, so an old pace keeps ageing. (Every run
     # used to renew the date: a pace remembered too low was kept for good.)
-    cached = _learned(cli, emulator, tmp_path)
     remembered = RateState(pace=5.0, concurrency=1, learned_at=time.time() - 600)
-    cached.write_text(json.dumps(remembered.as_dict()))
+    cached = _holding(cli, emulator, tmp_path, remembered)
     before = cached.read_text()
     emulator.state.configure(rate=500.0, burst=5.0)
     result = _send(cli, write_lines(tmp_path / "b.txt", numbers(8, start=100)))
