@@ -663,7 +663,6 @@ class Scheduler:
         # measured one (see _climbed_to), the rate measured before it, which rate_state()
         # hands on until a cycle that was not climbing measures the limit again; 0: none.
         self._unconfirmed_from = 0.0
-        self._read_climb = False
         self._learned_at: float | None = None
         self._first_dispatch: float | None = None
         # When the client last had no request in flight or waiting for a slot (None:
@@ -1266,8 +1265,10 @@ class Scheduler:
     def _count_since(self, times: deque[float], start: float) -> int:
         return len(times) - bisect.bisect_right(times, start)
 
-    def _estimate(self, now: float) -> tuple[float, int]:
-        """The rate the gateway accepted just before this -1, and how many answers show it.
+    def _estimate(self, now: float) -> tuple[float, int, bool]:
+        """The rate the gateway accepted just before this -1, how many answers show it,
+        and whether it is a climb read at its last answers' pace above a measured ceiling
+        (see _climbed_to), which rate_state() does not hand on until a cycle confirms it.
 
         Between two -1 answers the bucket went from empty to empty, so what it accepted
         in between, over that time, is its rate, burst or no burst (unless the client
@@ -1276,7 +1277,6 @@ class Scheduler:
         average lags behind it: the last few answers show where it got to, or only the
         bucket's burst being spent (see _climbed_to).
         """
-        self._read_climb = False
         start = self._last_cut
         if not math.isfinite(start):
             # Before any cut: since the pace took over from a slow start (whose climb
@@ -1314,8 +1314,11 @@ class Scheduler:
                 # Climbing: the last request accepted went out at the pace of its
                 # dispatch, which the answers' spacing, averaged, trails.
                 climbed = max(recent, self._last_accepted_pace or 0.0)
+                if self._first_meeting is None:
+                    # Above a measured ceiling (see _climbed_to): the climb's own reading.
+                    return climbed, count, True
                 rate = self._climbed_to(rate, start, count, now, climbed)
-        return rate, count
+        return rate, count, False
 
     def _climbed_to(
         self, average: float, start: float, count: int, now: float, climbed: float
@@ -1335,14 +1338,11 @@ class Scheduler:
         # probes gently: so the burst is the least the first meeting shows (see
         # _burst_met). With none known (a client sharing the bucket with others sees
         # little of it), or a cycle too short to tell a rate from the burst, the climb's
-        # own reading, as before. So only until the limit is first measured: a climb
+        # own reading, as before. Called only until the limit is first measured: a climb
         # above a measured ceiling is a raised limit, or capacity another client sharing
         # the bucket let go, which such a reading (the cycle's constant rate) took for
         # the share this client had had (simulated, 2 clients at 10 requests/s: one
         # cut its pace, the other climbed to 14 and read 6, 0.91 of R for 20 s).
-        if self._first_meeting is None:
-            self._read_climb = True
-            return climbed
         burst = self._burst_met(average)
         if burst < 1.0 or count <= burst + 1.0:
             return climbed
@@ -1432,7 +1432,7 @@ class Scheduler:
             if dispatched_at >= self._previous_cut:
                 self._measure_episode(now)
             return
-        accepted_rate, samples = self._estimate(now)
+        accepted_rate, samples, unconfirmed = self._estimate(now)
         if self._pace is not None:
             sending_rate = self._sendable(self._pace)
         else:
@@ -1463,7 +1463,7 @@ class Scheduler:
         if sure:
             self._first_meeting = None
             self._remember_drop(self._measured, base)
-            if not self._read_climb:
+            if not unconfirmed:
                 self._unconfirmed_from = 0.0
             elif not self._unconfirmed_from:
                 self._unconfirmed_from = self._measured

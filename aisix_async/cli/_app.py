@@ -143,8 +143,10 @@ class Context:
         age = max(0.0, time.time() - cached.learned_at)
         if age < 90:
             when = f"{age:.0f} s"
+        elif age < 5400:
+            when = f"{age / 60:.0f} min"
         else:
-            when = f"{age / 60:.0f} min" if age < 5400 else f"{age / 3600:.1f} h"
+            when = f"{age / 3600:.1f} h"
         return (
             f"starting at {_rate_text(pace)} requests/s: the rate cache holds "
             f"{_rate_text(cached.pace)}, measured {when} ago for this account and URL (a "
